@@ -1,0 +1,75 @@
+//! The one error type of validation: each variant reads as an instruction a person can act on,
+//! and the server sends it verbatim as an INVALID_ARGUMENT message.
+
+use crate::limits::*;
+
+/// Why a piece of input was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("user id {shown} must be {USER_ID_MIN_CHARS} to {USER_ID_MAX_CHARS} characters long", shown = Shown(.0))]
+    UserIdLength(String),
+    #[error("user id {shown} may only contain letters a-z, digits, '.', '_' and '-'", shown = Shown(.0))]
+    UserIdCharacters(String),
+    #[error("user id {shown} must start with a letter or a digit", shown = Shown(.0))]
+    UserIdStart(String),
+    #[error("password must be at least {PASSWORD_MIN_CHARS} characters long")]
+    PasswordTooShort,
+    #[error("password must be at most {PASSWORD_MAX_CHARS} characters long")]
+    PasswordTooLong,
+    #[error("message text is empty: write something to send")]
+    TextBlank,
+    #[error("message text is {0} characters long; the limit is {TEXT_MAX_CHARS}")]
+    TextTooLong(usize),
+    #[error("message text contains a control character; only line breaks and tabs are allowed")]
+    TextControl,
+    #[error("subject is {0} characters long; the limit is {SUBJECT_MAX_CHARS}")]
+    SubjectTooLong(usize),
+    #[error("subject must be a single line without control characters")]
+    SubjectControl,
+    #[error("client_id is required: pick a unique id per message and reuse it when retrying")]
+    ClientIdMissing,
+    #[error(
+        "client_id must be 1 to {CLIENT_ID_MAX_CHARS} visible ASCII characters (a UUID works)"
+    )]
+    ClientIdInvalid,
+    #[error("chat_id is required")]
+    ChatIdMissing,
+    #[error("chat_id {shown} is not a chat id: use one returned by New or List", shown = Shown(.0))]
+    ChatIdInvalid(String),
+    #[error("chat_id of a Connect message must be empty or equal the chat-id metadata")]
+    ChatIdMismatch,
+    #[error("{field} {shown} is not a message id: use the id of a message you received", shown = Shown(.value))]
+    MessageIdInvalid { field: &'static str, value: String },
+    #[error("limit must not be negative")]
+    NegativeLimit,
+    #[error("user_ids is empty: list the chat's members, yourself included")]
+    MembersMissing,
+    #[error("a chat has at most {MEMBERS_MAX} members; {0} were given")]
+    TooManyMembers(usize),
+}
+
+/// Quotes client input inside an error message, cut short so that a huge input cannot make
+/// the `grpc-message` header huge.
+struct Shown<'a>(&'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MAX: usize = 40;
+        match self.0.char_indices().nth(MAX) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}…", &self.0[..cut]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_input_is_cut_short_in_messages() {
+        let message = ValidationError::UserIdLength("x".repeat(10_000)).to_string();
+        assert!(message.len() < 200, "{message}");
+        assert!(message.contains('…'));
+    }
+}

@@ -1,0 +1,30 @@
+//! The shared core of the chat product, used by the server and the browser alike.
+//!
+//! - [`proto`]: the wire types and gRPC stubs, generated once from `proto/chat.proto`.
+//! - [`limits`]: every size limit the product enforces, in one place.
+//! - [`ids`], [`content`]: validated domain types that cannot hold an invalid value.
+//! - [`requests`]: conversions from wire requests into those types.
+//!
+//! Nothing here knows about tokio, SQL or the DOM: the browser form and the server run the
+//! very same checks, so a user sees the server's rule before a request is even sent.
+
+pub mod content;
+pub mod error;
+pub mod ids;
+pub mod limits;
+pub mod requests;
+
+pub use error::ValidationError;
+
+/// Types and stubs generated from `proto/chat.proto` by `build.rs`.
+///
+/// The client methods for the seed's `New` and `Connect` RPCs are `new_chat` and
+/// `connect_chat` (tonic already uses `new` and `connect`); their wire paths are unchanged.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("chat");
+
+    /// The encoded `FileDescriptorSet` of `chat.proto`, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/chat_descriptor.bin"));
+}

@@ -1,0 +1,47 @@
+//! Every size limit of the product, shared by the server (which enforces them) and the
+//! browser (which checks them before sending). Lengths count Unicode scalar values
+//! (`str::chars`), which is what a person counts, not bytes.
+
+/// A user id is 3 to 32 characters: see [`crate::ids::UserId`] for the charset.
+pub const USER_ID_MIN_CHARS: usize = 3;
+/// See [`USER_ID_MIN_CHARS`].
+pub const USER_ID_MAX_CHARS: usize = 32;
+
+/// Passwords are 8 to 128 characters. The upper bound keeps hashing cost bounded.
+pub const PASSWORD_MIN_CHARS: usize = 8;
+/// See [`PASSWORD_MIN_CHARS`].
+pub const PASSWORD_MAX_CHARS: usize = 128;
+
+/// Message text: non-blank, at most 4,000 characters.
+pub const TEXT_MAX_CHARS: usize = 4_000;
+/// Subject: optional, one line, at most 200 characters.
+pub const SUBJECT_MAX_CHARS: usize = 200;
+/// A client id is 1 to 64 visible ASCII characters (a UUID fits).
+pub const CLIENT_ID_MAX_CHARS: usize = 64;
+
+/// A chat has 1 to 100 members, the creator included.
+pub const MEMBERS_MAX: usize = 100;
+
+/// History page size when the request says `limit = 0`.
+pub const HISTORY_DEFAULT_PAGE: u32 = 50;
+/// Larger `limit`s are capped to this.
+pub const HISTORY_MAX_PAGE: u32 = 100;
+
+/// gRPC's default maximum decoded message size (4 MiB), which both ends keep.
+pub const GRPC_MESSAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// The largest encoded `Message` a server can produce: every string field at its limit with
+/// 4-byte characters, plus a generous allowance for tags, lengths and the numeric fields.
+pub const MESSAGE_MAX_ENCODED_BYTES: usize = 4 * TEXT_MAX_CHARS
+    + 4 * SUBJECT_MAX_CHARS
+    + CLIENT_ID_MAX_CHARS
+    + USER_ID_MAX_CHARS
+    + 32  // chat id
+    + 20  // message id
+    + 64; // tags, lengths, sent_at
+
+// A full History page of the largest possible messages must fit in one gRPC message, so a
+// response can never hit the transport limit.
+const _: () = assert!(
+    HISTORY_MAX_PAGE as usize * (MESSAGE_MAX_ENCODED_BYTES + 8) < GRPC_MESSAGE_MAX_BYTES / 2
+);

@@ -1,0 +1,187 @@
+//! Wire requests turned into validated values. The generated structs are the boundary: the
+//! server handles only these types, and the browser builds its requests after the same checks.
+
+use crate::ValidationError;
+use crate::content::{Password, Subject, Text};
+use crate::ids::{ChatId, ClientId, MessageId, UserId};
+use crate::limits::*;
+use crate::proto;
+
+/// A validated SignUp or SignIn request.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user_id: UserId,
+    pub password: Password,
+}
+
+impl TryFrom<&proto::Credentials> for Credentials {
+    type Error = ValidationError;
+
+    fn try_from(request: &proto::Credentials) -> Result<Self, Self::Error> {
+        Ok(Self {
+            user_id: UserId::parse(&request.user_id)?,
+            password: Password::parse(&request.password)?,
+        })
+    }
+}
+
+/// The members of a chat: sorted, without duplicates, 1 to [`MEMBERS_MAX`] of them. One set
+/// of users is one chat, whatever order or repetition a request used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members(Vec<UserId>);
+
+impl Members {
+    pub fn parse<'a>(user_ids: impl IntoIterator<Item = &'a str>) -> Result<Self, ValidationError> {
+        let mut members = user_ids
+            .into_iter()
+            .map(UserId::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        members.sort();
+        members.dedup();
+        match members.len() {
+            0 => Err(ValidationError::MembersMissing),
+            n if n > MEMBERS_MAX => Err(ValidationError::TooManyMembers(n)),
+            _ => Ok(Self(members)),
+        }
+    }
+
+    pub fn contains(&self, user: &UserId) -> bool {
+        self.0.binary_search(user).is_ok()
+    }
+
+    pub fn as_slice(&self) -> &[UserId] {
+        &self.0
+    }
+}
+
+impl TryFrom<&proto::NewRequest> for Members {
+    type Error = ValidationError;
+
+    fn try_from(request: &proto::NewRequest) -> Result<Self, Self::Error> {
+        Self::parse(request.user_ids.iter().map(String::as_str))
+    }
+}
+
+/// A message a client wants stored, from Send or from a Connect stream.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub chat_id: ChatId,
+    pub client_id: ClientId,
+    pub subject: Subject,
+    pub text: Text,
+    /// The `user_id` the client claimed, if any; it must be the caller.
+    pub claimed_sender: Option<UserId>,
+}
+
+impl TryFrom<&proto::SendRequest> for NewMessage {
+    type Error = ValidationError;
+
+    fn try_from(request: &proto::SendRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            chat_id: ChatId::parse(&request.chat_id)?,
+            client_id: ClientId::parse(&request.client_id)?,
+            subject: Subject::parse(&request.subject)?,
+            text: Text::parse(&request.text)?,
+            claimed_sender: UserId::parse_optional(&request.user_id)?,
+        })
+    }
+}
+
+impl NewMessage {
+    /// Validates a message received on a Connect stream whose chat came from metadata. The
+    /// server-assigned fields (`id`, `sent_at`) are ignored.
+    pub fn from_connect(message: &proto::Message, chat_id: &ChatId) -> Result<Self, ValidationError> {
+        if !message.chat_id.is_empty() && message.chat_id != chat_id.as_str() {
+            return Err(ValidationError::ChatIdMismatch);
+        }
+        Ok(Self {
+            chat_id: chat_id.clone(),
+            client_id: ClientId::parse(&message.client_id)?,
+            subject: Subject::parse(&message.subject)?,
+            text: Text::parse(&message.text)?,
+            claimed_sender: UserId::parse_optional(&message.user_id)?,
+        })
+    }
+}
+
+/// One page of History.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub chat_id: ChatId,
+    /// 1 to [`HISTORY_MAX_PAGE`].
+    pub limit: u32,
+    pub before: Option<MessageId>,
+}
+
+impl TryFrom<&proto::HistoryRequest> for HistoryQuery {
+    type Error = ValidationError;
+
+    fn try_from(request: &proto::HistoryRequest) -> Result<Self, Self::Error> {
+        let chat_id = ChatId::parse(&request.chat_id)?;
+        let limit = match request.limit {
+            n if n < 0 => return Err(ValidationError::NegativeLimit),
+            0 => HISTORY_DEFAULT_PAGE,
+            n => (n as u32).min(HISTORY_MAX_PAGE),
+        };
+        let before = MessageId::parse_optional("before_id", &request.before_id)?;
+        Ok(Self { chat_id, limit, before })
+    }
+}
+
+/// What a Stream follows: one chat or all of the caller's, from a cursor or from now.
+#[derive(Debug, Clone)]
+pub struct StreamQuery {
+    pub chat_id: Option<ChatId>,
+    pub after: Option<MessageId>,
+}
+
+impl TryFrom<&proto::StreamRequest> for StreamQuery {
+    type Error = ValidationError;
+
+    fn try_from(request: &proto::StreamRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            chat_id: ChatId::parse_optional(&request.chat_id)?,
+            after: MessageId::parse_optional("after_id", &request.after_id)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_a_set() {
+        let a = Members::parse(["bob", "Alice", "bob", "carol"]).unwrap();
+        let b = Members::parse(["carol", "alice", "BOB"]).unwrap();
+        assert_eq!(a, b);
+        assert!(a.contains(&UserId::parse("alice").unwrap()));
+        assert_eq!(Members::parse([]), Err(ValidationError::MembersMissing));
+        let crowd: Vec<String> = (0..=MEMBERS_MAX).map(|i| format!("user{i}")).collect();
+        assert_eq!(
+            Members::parse(crowd.iter().map(String::as_str)),
+            Err(ValidationError::TooManyMembers(MEMBERS_MAX + 1))
+        );
+    }
+
+    #[test]
+    fn history_limit_has_a_default_and_a_cap() {
+        let chat_id = ChatId::from_random(7).as_str().to_owned();
+        let query = |limit| {
+            HistoryQuery::try_from(&proto::HistoryRequest { chat_id: chat_id.clone(), limit, before_id: String::new() })
+        };
+        assert_eq!(query(0).unwrap().limit, HISTORY_DEFAULT_PAGE);
+        assert_eq!(query(7).unwrap().limit, 7);
+        assert_eq!(query(i32::MAX).unwrap().limit, HISTORY_MAX_PAGE);
+        assert_eq!(query(-1).unwrap_err(), ValidationError::NegativeLimit);
+    }
+
+    #[test]
+    fn connect_messages_take_the_chat_from_metadata() {
+        let chat = ChatId::from_random(1);
+        let mut message = proto::Message { client_id: "c1".into(), text: "hi".into(), ..Default::default() };
+        assert_eq!(NewMessage::from_connect(&message, &chat).unwrap().chat_id, chat);
+        message.chat_id = ChatId::from_random(2).as_str().into();
+        assert_eq!(NewMessage::from_connect(&message, &chat).unwrap_err(), ValidationError::ChatIdMismatch);
+    }
+}
