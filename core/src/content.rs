@@ -19,7 +19,10 @@ impl Text {
         if length > TEXT_MAX_CHARS {
             return Err(ValidationError::TextTooLong(length));
         }
-        if input.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        if input
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
             return Err(ValidationError::TextControl);
         }
         Ok(Self(input.to_owned()))
@@ -101,7 +104,10 @@ mod tests {
     fn subject_is_one_bounded_line() {
         assert_eq!(Subject::parse("").unwrap().as_str(), "");
         assert!(Subject::parse("Lunch?").is_ok());
-        assert_eq!(Subject::parse("two\nlines"), Err(ValidationError::SubjectControl));
+        assert_eq!(
+            Subject::parse("two\nlines"),
+            Err(ValidationError::SubjectControl)
+        );
         assert!(matches!(
             Subject::parse(&"s".repeat(SUBJECT_MAX_CHARS + 1)),
             Err(ValidationError::SubjectTooLong(_))
@@ -110,7 +116,10 @@ mod tests {
 
     #[test]
     fn password_is_bounded_and_never_printed() {
-        assert_eq!(Password::parse("short").unwrap_err(), ValidationError::PasswordTooShort);
+        assert_eq!(
+            Password::parse("short").unwrap_err(),
+            ValidationError::PasswordTooShort
+        );
         assert!(Password::parse(&"p".repeat(PASSWORD_MAX_CHARS + 1)).is_err());
         let password = Password::parse("correct horse").unwrap();
         assert!(!format!("{password:?}").contains("horse"));

@@ -28,9 +28,7 @@ pub enum ValidationError {
     SubjectControl,
     #[error("client_id is required: pick a unique id per message and reuse it when retrying")]
     ClientIdMissing,
-    #[error(
-        "client_id must be 1 to {CLIENT_ID_MAX_CHARS} visible ASCII characters (a UUID works)"
-    )]
+    #[error("client_id must be 1 to {CLIENT_ID_MAX_CHARS} visible ASCII characters (a UUID works)")]
     ClientIdInvalid,
     #[error("chat_id is required")]
     ChatIdMissing,

@@ -60,7 +60,9 @@ impl ChatId {
             return Err(ValidationError::ChatIdMissing);
         }
         let well_formed = input.len() == Self::HEX_DIGITS
-            && input.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && input
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !well_formed {
             return Err(ValidationError::ChatIdInvalid(input.to_owned()));
         }
@@ -100,18 +102,27 @@ pub struct MessageId(pub u64);
 
 impl MessageId {
     /// Parses an optional id such as `before_id` or `after_id`; `field` names it in the error.
-    pub fn parse_optional(field: &'static str, input: &str) -> Result<Option<Self>, ValidationError> {
+    pub fn parse_optional(
+        field: &'static str,
+        input: &str,
+    ) -> Result<Option<Self>, ValidationError> {
         if input.is_empty() {
             return Ok(None);
         }
         // `u64::from_str` accepts a leading '+'; ids on the wire are plain digits only.
         if !input.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ValidationError::MessageIdInvalid { field, value: input.to_owned() });
+            return Err(ValidationError::MessageIdInvalid {
+                field,
+                value: input.to_owned(),
+            });
         }
         input
             .parse()
             .map(|id| Some(Self(id)))
-            .map_err(|_| ValidationError::MessageIdInvalid { field, value: input.to_owned() })
+            .map_err(|_| ValidationError::MessageIdInvalid {
+                field,
+                value: input.to_owned(),
+            })
     }
 }
 
@@ -150,7 +161,17 @@ mod tests {
     fn user_ids_are_lowercased_and_checked() {
         assert_eq!(UserId::parse("Alice_1").unwrap().as_str(), "alice_1");
         assert_eq!(UserId::parse("a.b-c").unwrap().as_str(), "a.b-c");
-        for bad in ["", "ab", &"a".repeat(33), "al ice", "_alice", "-bob", "bøb", "a\u{0}b", "élan"] {
+        for bad in [
+            "",
+            "ab",
+            &"a".repeat(33),
+            "al ice",
+            "_alice",
+            "-bob",
+            "bøb",
+            "a\u{0}b",
+            "élan",
+        ] {
             assert!(UserId::parse(bad).is_err(), "{bad:?} should be refused");
         }
         assert_eq!(UserId::parse_optional("").unwrap(), None);
@@ -163,20 +184,29 @@ mod tests {
         assert_eq!(ChatId::from_random(1).as_str().len(), 32);
         assert_eq!(ChatId::parse(""), Err(ValidationError::ChatIdMissing));
         for bad in ["abc", &"A".repeat(32), &"g".repeat(32), &"0".repeat(33)] {
-            assert!(matches!(ChatId::parse(bad), Err(ValidationError::ChatIdInvalid(_))));
+            assert!(matches!(
+                ChatId::parse(bad),
+                Err(ValidationError::ChatIdInvalid(_))
+            ));
         }
     }
 
     #[test]
     fn message_ids_are_plain_decimal_u64() {
         assert_eq!(MessageId::parse_optional("f", "").unwrap(), None);
-        assert_eq!(MessageId::parse_optional("f", "42").unwrap(), Some(MessageId(42)));
+        assert_eq!(
+            MessageId::parse_optional("f", "42").unwrap(),
+            Some(MessageId(42))
+        );
         assert_eq!(
             MessageId::parse_optional("f", "18446744073709551615").unwrap(),
             Some(MessageId(u64::MAX))
         );
         for bad in ["-1", "+1", "1.0", "abc", "18446744073709551616", " 1"] {
-            assert!(MessageId::parse_optional("before_id", bad).is_err(), "{bad:?}");
+            assert!(
+                MessageId::parse_optional("before_id", bad).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -185,7 +215,11 @@ mod tests {
         assert!(ClientId::parse("6f1c2a4e-8d6b-4c1e-9a51-0c8a4d5e2f10").is_ok());
         assert_eq!(ClientId::parse(""), Err(ValidationError::ClientIdMissing));
         for bad in ["has space", "tab\t", &"x".repeat(65), "ünï"] {
-            assert_eq!(ClientId::parse(bad), Err(ValidationError::ClientIdInvalid), "{bad:?}");
+            assert_eq!(
+                ClientId::parse(bad),
+                Err(ValidationError::ClientIdInvalid),
+                "{bad:?}"
+            );
         }
     }
 }

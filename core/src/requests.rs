@@ -90,7 +90,10 @@ impl TryFrom<&proto::SendRequest> for NewMessage {
 impl NewMessage {
     /// Validates a message received on a Connect stream whose chat came from metadata. The
     /// server-assigned fields (`id`, `sent_at`) are ignored.
-    pub fn from_connect(message: &proto::Message, chat_id: &ChatId) -> Result<Self, ValidationError> {
+    pub fn from_connect(
+        message: &proto::Message,
+        chat_id: &ChatId,
+    ) -> Result<Self, ValidationError> {
         if !message.chat_id.is_empty() && message.chat_id != chat_id.as_str() {
             return Err(ValidationError::ChatIdMismatch);
         }
@@ -124,7 +127,11 @@ impl TryFrom<&proto::HistoryRequest> for HistoryQuery {
             n => (n as u32).min(HISTORY_MAX_PAGE),
         };
         let before = MessageId::parse_optional("before_id", &request.before_id)?;
-        Ok(Self { chat_id, limit, before })
+        Ok(Self {
+            chat_id,
+            limit,
+            before,
+        })
     }
 }
 
@@ -168,7 +175,11 @@ mod tests {
     fn history_limit_has_a_default_and_a_cap() {
         let chat_id = ChatId::from_random(7).as_str().to_owned();
         let query = |limit| {
-            HistoryQuery::try_from(&proto::HistoryRequest { chat_id: chat_id.clone(), limit, before_id: String::new() })
+            HistoryQuery::try_from(&proto::HistoryRequest {
+                chat_id: chat_id.clone(),
+                limit,
+                before_id: String::new(),
+            })
         };
         assert_eq!(query(0).unwrap().limit, HISTORY_DEFAULT_PAGE);
         assert_eq!(query(7).unwrap().limit, 7);
@@ -179,9 +190,19 @@ mod tests {
     #[test]
     fn connect_messages_take_the_chat_from_metadata() {
         let chat = ChatId::from_random(1);
-        let mut message = proto::Message { client_id: "c1".into(), text: "hi".into(), ..Default::default() };
-        assert_eq!(NewMessage::from_connect(&message, &chat).unwrap().chat_id, chat);
+        let mut message = proto::Message {
+            client_id: "c1".into(),
+            text: "hi".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            NewMessage::from_connect(&message, &chat).unwrap().chat_id,
+            chat
+        );
         message.chat_id = ChatId::from_random(2).as_str().into();
-        assert_eq!(NewMessage::from_connect(&message, &chat).unwrap_err(), ValidationError::ChatIdMismatch);
+        assert_eq!(
+            NewMessage::from_connect(&message, &chat).unwrap_err(),
+            ValidationError::ChatIdMismatch
+        );
     }
 }

@@ -1,0 +1,77 @@
+//! The API's error type and its one mapping to `tonic::Status`. Internal causes are logged
+//! here and never sent to clients.
+
+use chat_core::ValidationError;
+use chat_core::ids::UserId;
+
+use crate::store::StoreError;
+
+/// Everything an RPC can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Also what non-members get, so they cannot tell a foreign chat from a missing one.
+    #[error("chat not found")]
+    ChatNotFound,
+    #[error("no account named \"{0}\"")]
+    NoSuchAccount(UserId),
+    #[error("the user id \"{0}\" is taken; choose another")]
+    AccountExists(UserId),
+    #[error("the server is shutting down; reconnect and resume with after_id")]
+    ShuttingDown,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::ChatNotFound => Self::ChatNotFound,
+            StoreError::NoSuchAccount(user) => Self::NoSuchAccount(user),
+            StoreError::AccountExists(user) => Self::AccountExists(user),
+            StoreError::Unavailable(cause) => Self::Unavailable(cause),
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(error: ApiError) -> Self {
+        use tonic::Status;
+        match error {
+            ApiError::Invalid(error) => Status::invalid_argument(error.to_string()),
+            ApiError::InvalidRequest(message) => Status::invalid_argument(message),
+            ApiError::Unauthenticated(message) => Status::unauthenticated(message),
+            ApiError::PermissionDenied(message) => Status::permission_denied(message),
+            error @ (ApiError::ChatNotFound | ApiError::NoSuchAccount(_)) => {
+                Status::not_found(error.to_string())
+            }
+            error @ ApiError::AccountExists(_) => Status::already_exists(error.to_string()),
+            error @ ApiError::ShuttingDown => Status::unavailable(error.to_string()),
+            ApiError::Unavailable(cause) => {
+                tracing::error!(%cause, "storage unavailable");
+                Status::unavailable(
+                    "the server cannot reach its storage right now; try again shortly",
+                )
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+impl From<StoreError> for tonic::Status {
+    fn from(error: StoreError) -> Self {
+        ApiError::from(error).into()
+    }
+}

@@ -1,0 +1,179 @@
+//! In-process fan-out: every committed message goes to the live feeds of its chat's members.
+//!
+//! Each user with at least one open stream has one broadcast channel; all of that user's
+//! streams (Stream and Connect, every tab) read from it, each filtering for what it follows.
+//! The store's writer publishes in commit order, so every feed sees messages in id order.
+//! Channels are bounded: a reader that falls more than [`FEED_CAPACITY`] messages behind is
+//! told it lagged, and catches up from storage (see `feed.rs`), so a slow reader never slows
+//! the writer or anyone else and never makes memory grow.
+//!
+//! This is the fan-out seam: with several servers, a listener on the database's change
+//! notifications (PostgreSQL's LISTEN/NOTIFY, delivered in commit order) calls
+//! [`Broker::publish`] instead of the local writer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chat_core::ids::{MessageId, UserId};
+use tokio::sync::broadcast;
+
+use crate::store::StoredMessage;
+
+/// Messages a user's feed holds for its slowest stream before that stream must catch up
+/// from storage. Small on purpose: every user with an open stream has one such buffer.
+pub const FEED_CAPACITY: usize = 128;
+
+/// Routes committed messages to the open feeds of their chats' members.
+pub struct Broker {
+    state: Mutex<State>,
+}
+
+struct State {
+    feeds: HashMap<UserId, broadcast::Sender<Arc<StoredMessage>>>,
+    /// The id of the newest message published, so a feed opened now knows where "now" is.
+    newest: MessageId,
+}
+
+impl Broker {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                feeds: HashMap::new(),
+                newest: MessageId(0),
+            }),
+        })
+    }
+
+    /// Tells the broker the newest id already stored when the server starts.
+    pub fn start_after(&self, newest: MessageId) {
+        let mut state = self.state();
+        state.newest = state.newest.max(newest);
+    }
+
+    /// Delivers a committed message to every open feed of `members`. Called in commit order.
+    pub fn publish(&self, message: Arc<StoredMessage>, members: &[UserId]) {
+        let mut state = self.state();
+        state.newest = state.newest.max(message.id);
+        for member in members {
+            if let Some(feed) = state.feeds.get(member) {
+                // An error means no receiver is left; `Subscription::drop` removes the entry.
+                let _ = feed.send(Arc::clone(&message));
+            }
+        }
+    }
+
+    /// Opens a feed of everything published to `user` from now on.
+    pub fn subscribe(self: &Arc<Self>, user: &UserId) -> Subscription {
+        let mut state = self.state();
+        let receiver = state
+            .feeds
+            .entry(user.clone())
+            .or_insert_with(|| broadcast::channel(FEED_CAPACITY).0)
+            .subscribe();
+        Subscription {
+            receiver,
+            start: state.newest,
+            user: user.clone(),
+            broker: Arc::clone(self),
+        }
+    }
+
+    /// How many users have a feed open.
+    pub fn open_feeds(&self) -> usize {
+        self.state().feeds.len()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent even if a holder panicked: every update is one insert,
+        // remove or assignment.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One stream's place in its user's feed.
+pub struct Subscription {
+    pub receiver: broadcast::Receiver<Arc<StoredMessage>>,
+    /// Every message with a greater id is (or will be) in `receiver`.
+    pub start: MessageId,
+    user: UserId,
+    broker: Arc<Broker>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut state = self.broker.state();
+        // `self.receiver` is still alive here, so a count of one means it is the last.
+        if state
+            .feeds
+            .get(&self.user)
+            .is_some_and(|feed| feed.receiver_count() <= 1)
+        {
+            state.feeds.remove(&self.user);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_core::ids::ChatId;
+
+    use super::*;
+
+    fn message(id: u64) -> Arc<StoredMessage> {
+        Arc::new(StoredMessage {
+            id: MessageId(id),
+            chat_id: ChatId::from_random(1),
+            sender: UserId::parse("alice").unwrap(),
+            client_id: format!("c{id}"),
+            subject: String::new(),
+            text: "hi".into(),
+            sent_at: 0,
+        })
+    }
+
+    #[tokio::test]
+    async fn members_feeds_receive_in_order_and_others_nothing() {
+        let broker = Broker::new();
+        let (alice, bob, carol) = ["alice", "bob", "carol"]
+            .map(|id| UserId::parse(id).unwrap())
+            .into();
+        let mut alice_feed = broker.subscribe(&alice);
+        let mut carol_feed = broker.subscribe(&carol);
+        broker.publish(message(1), &[alice.clone(), bob.clone()]);
+        broker.publish(message(2), &[alice.clone(), bob]);
+        assert_eq!(alice_feed.receiver.recv().await.unwrap().id, MessageId(1));
+        assert_eq!(alice_feed.receiver.recv().await.unwrap().id, MessageId(2));
+        assert!(carol_feed.receiver.try_recv().is_err());
+        // A feed opened now starts after the newest published message.
+        assert_eq!(broker.subscribe(&carol).start, MessageId(2));
+    }
+
+    #[test]
+    fn a_feed_is_dropped_with_its_last_subscription() {
+        let broker = Broker::new();
+        let alice = UserId::parse("alice").unwrap();
+        let first = broker.subscribe(&alice);
+        let second = broker.subscribe(&alice);
+        assert_eq!(broker.open_feeds(), 1);
+        drop(first);
+        assert_eq!(broker.open_feeds(), 1);
+        drop(second);
+        assert_eq!(broker.open_feeds(), 0);
+    }
+
+    #[test]
+    fn a_slow_reader_lags_instead_of_growing() {
+        let broker = Broker::new();
+        let alice = UserId::parse("alice").unwrap();
+        let mut feed = broker.subscribe(&alice);
+        for id in 1..=(FEED_CAPACITY as u64 + 10) {
+            broker.publish(message(id), std::slice::from_ref(&alice));
+        }
+        assert!(matches!(
+            feed.receiver.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(10))
+        ));
+    }
+}

@@ -1,0 +1,131 @@
+//! The chat server: tonic gRPC and gRPC-web on one port, on an embedded SQLite database.
+//!
+//! [`run`] wires the pieces together; `main.rs` only parses settings and calls it, and the
+//! integration tests call it the same way on `127.0.0.1:0`.
+//!
+//! - `config`: settings from flags and `CHAT_*` variables.
+//! - `service`: the gRPC handlers, thin; `auth`: accounts and tokens.
+//! - `store`: the storage trait and its SQLite backend (the only SQL).
+//! - `fanout`: the broker that routes committed messages to open feeds.
+//! - `feed`: one live stream (replay, live, catch-up, heartbeat, shutdown).
+//! - `http`: gRPC-web, CORS and the static UI on the same router.
+
+pub mod config;
+
+mod auth;
+mod clock;
+mod error;
+mod fanout;
+mod feed;
+mod http;
+mod service;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_core::proto::auth_server::AuthServer;
+use chat_core::proto::chat_server::ChatServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::service::Routes;
+use tonic::transport::Server;
+
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::fanout::Broker;
+use crate::service::auth::AuthService;
+use crate::service::chat::ChatService;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database: {0}")]
+    Store(String),
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves until `shutdown` completes, then ends open streams (UNAVAILABLE, so clients
+/// reconnect and resume), lets in-flight calls finish, and returns.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| ServerError::DataDir {
+        path: settings.data_dir.display().to_string(),
+        source,
+    })?;
+    let broker = Broker::new();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&settings.database_path(), Arc::clone(&broker))
+            .map_err(|error| ServerError::Store(error.to_string()))?,
+    );
+    let authenticator = Arc::new(
+        Authenticator::new(Arc::clone(&store), settings.token_ttl())
+            .map_err(|error| ServerError::Store(error.to_string()))?,
+    );
+    let (stopping, shutdown_seen) = watch::channel(false);
+
+    let chat = ChatServer::new(ChatService {
+        store,
+        broker,
+        authenticator: Arc::clone(&authenticator),
+        heartbeat: settings.heartbeat(),
+        shutdown: shutdown_seen,
+    });
+    let auth = AuthServer::new(AuthService { authenticator });
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ChatServer<ChatService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(chat_core::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(chat_core::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let grpc = Routes::new(chat)
+        .add_service(auth)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha);
+    let app = http::router(grpc, &settings.static_dir);
+
+    let address = listener.local_addr().ok();
+    tracing::info!(address = ?address, data = %settings.database_path().display(), "chat server listening");
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: ending streams, finishing calls in flight");
+        health_reporter
+            .set_not_serving::<ChatServer<ChatService>>()
+            .await;
+        let _ = stopping.send(true);
+    };
+    Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        // Pings keep idle HTTP/2 connections alive through NATs and detect dead peers.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .serve_with_incoming_shutdown(
+            app,
+            tonic::transport::server::TcpIncoming::from(listener),
+            signal,
+        )
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}

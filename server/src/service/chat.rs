@@ -1,0 +1,279 @@
+//! The `chat.Chat` service: the seed's New, History, Send and Connect, plus Stream and List.
+//! Every handler validates its input first, then authenticates, then does the work.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_core::ids::{ChatId, MessageId, UserId};
+use chat_core::proto::chat_server::Chat;
+use chat_core::proto::{self, event};
+use chat_core::requests::{HistoryQuery, Members, NewMessage, StreamQuery};
+use futures::{Stream, StreamExt};
+use tokio::sync::{oneshot, watch};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{Authenticator, check_claim};
+use crate::error::ApiError;
+use crate::fanout::Broker;
+use crate::feed::{Feed, FeedItem, FeedSpec};
+use crate::store::{ChatSummary, Store};
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub struct ChatService {
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<Broker>,
+    pub authenticator: Arc<Authenticator>,
+    pub heartbeat: Duration,
+    /// Becomes true when the server starts shutting down; open streams then end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[tonic::async_trait]
+impl Chat for ChatService {
+    async fn new_chat(
+        &self,
+        request: Request<proto::NewRequest>,
+    ) -> Result<Response<proto::NewResponse>, Status> {
+        let members = Members::try_from(request.get_ref()).map_err(ApiError::from)?;
+        let caller = self.authenticator.caller(request.metadata()).await?;
+        if !members.contains(&caller) {
+            return Err(ApiError::InvalidRequest(format!(
+                "user_ids must include you (\"{caller}\"): a chat is started by one of its members"
+            ))
+            .into());
+        }
+        let chat_id = self
+            .store
+            .create_chat(&members, ChatId::from_random(rand::random()))
+            .await?;
+        Ok(Response::new(proto::NewResponse {
+            chat_id: chat_id.to_string(),
+        }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<proto::HistoryRequest>,
+    ) -> Result<Response<proto::HistoryResponse>, Status> {
+        let query = HistoryQuery::try_from(request.get_ref()).map_err(ApiError::from)?;
+        let caller = self.authenticator.caller(request.metadata()).await?;
+        let page = self.store.history(&caller, &query).await?;
+        Ok(Response::new(proto::HistoryResponse {
+            messages: page
+                .messages
+                .iter()
+                .map(|message| message.to_proto())
+                .collect(),
+            has_more: page.has_more,
+        }))
+    }
+
+    async fn send(
+        &self,
+        request: Request<proto::SendRequest>,
+    ) -> Result<Response<proto::SendResponse>, Status> {
+        let message = NewMessage::try_from(request.get_ref()).map_err(ApiError::from)?;
+        let caller = self.authenticator.caller(request.metadata()).await?;
+        check_claim(&caller, message.claimed_sender.as_ref(), "user_id")?;
+        let stored = self.store.append(&caller, message).await?;
+        Ok(Response::new(proto::SendResponse {
+            message: Some(stored.to_proto()),
+        }))
+    }
+
+    type ConnectStream = ResponseStream<proto::Message>;
+
+    async fn connect_chat(
+        &self,
+        request: Request<Streaming<proto::Message>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let (chat, after) = connect_metadata(request.metadata())?;
+        let caller = self.authenticator.caller(request.metadata()).await?;
+        self.check_member(&chat, &caller).await?;
+        let feed = self.open_feed(FeedSpec {
+            user: caller.clone(),
+            chat: Some(chat.clone()),
+            after,
+            heartbeat: None,
+        });
+
+        let (failed, failure) = oneshot::channel();
+        tokio::spawn(receive_connect_messages(
+            request.into_inner(),
+            Arc::clone(&self.store),
+            caller,
+            chat,
+            failed,
+        ));
+        Ok(Response::new(Box::pin(connect_outbound(feed, failure))))
+    }
+
+    type StreamStream = ResponseStream<proto::Event>;
+
+    async fn stream(
+        &self,
+        request: Request<proto::StreamRequest>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let query = StreamQuery::try_from(request.get_ref()).map_err(ApiError::from)?;
+        let caller = self.authenticator.caller(request.metadata()).await?;
+        if let Some(chat) = &query.chat_id {
+            self.check_member(chat, &caller).await?;
+        }
+        let feed = self.open_feed(FeedSpec {
+            user: caller,
+            chat: query.chat_id,
+            after: query.after,
+            heartbeat: Some(self.heartbeat),
+        });
+        let events = feed_stream(feed).map(|item| {
+            let event = match item? {
+                FeedItem::Message(message) => event::Event::Message(message.to_proto()),
+                FeedItem::Heartbeat(sent_at) => {
+                    event::Event::Heartbeat(proto::Heartbeat { sent_at })
+                }
+            };
+            Ok(proto::Event { event: Some(event) })
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn list(
+        &self,
+        request: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListResponse>, Status> {
+        let caller = self.authenticator.caller(request.metadata()).await?;
+        let chats = self.store.chats_of(&caller).await?;
+        Ok(Response::new(proto::ListResponse {
+            chats: chats.into_iter().map(summary_to_proto).collect(),
+        }))
+    }
+}
+
+impl ChatService {
+    async fn check_member(&self, chat: &ChatId, user: &UserId) -> Result<(), ApiError> {
+        if self.store.is_member(chat, user).await? {
+            Ok(())
+        } else {
+            Err(ApiError::ChatNotFound)
+        }
+    }
+
+    fn open_feed(&self, spec: FeedSpec) -> Feed {
+        Feed::open(
+            Arc::clone(&self.store),
+            &self.broker,
+            spec,
+            self.shutdown.clone(),
+        )
+    }
+}
+
+/// The chat (`chat-id`, required) and optional resume point (`after-id`) of a Connect call.
+fn connect_metadata(metadata: &MetadataMap) -> Result<(ChatId, Option<MessageId>), ApiError> {
+    let text = |key: &str| -> Result<&str, ApiError> {
+        match metadata.get(key) {
+            None => Ok(""),
+            Some(value) => value
+                .to_str()
+                .map_err(|_| ApiError::InvalidRequest(format!("{key} metadata must be ASCII"))),
+        }
+    };
+    let chat = text("chat-id")?;
+    if chat.is_empty() {
+        return Err(ApiError::InvalidRequest(
+            "chat-id metadata is required: the id of the chat to connect to".into(),
+        ));
+    }
+    Ok((
+        ChatId::parse(chat)?,
+        MessageId::parse_optional("after-id", text("after-id")?)?,
+    ))
+}
+
+/// Stores each message a Connect client sends, in order. Delivery, the echo to the sender
+/// included, happens through the broker like every other message. The first message that
+/// cannot be accepted ends the call with its error, since Connect has no per-message errors.
+async fn receive_connect_messages(
+    mut inbound: Streaming<proto::Message>,
+    store: Arc<dyn Store>,
+    caller: UserId,
+    chat: ChatId,
+    failed: oneshot::Sender<ApiError>,
+) {
+    while let Some(received) = inbound.next().await {
+        let Ok(message) = received else {
+            // The client went away or broke the stream: nothing left to answer.
+            return;
+        };
+        let accepted = async {
+            let message = NewMessage::from_connect(&message, &chat)?;
+            check_claim(&caller, message.claimed_sender.as_ref(), "user_id")?;
+            store.append(&caller, message).await?;
+            Ok::<_, ApiError>(())
+        };
+        if let Err(error) = accepted.await {
+            let _ = failed.send(error);
+            return;
+        }
+    }
+}
+
+/// The messages a Connect client receives: its chat's feed, until the feed ends or an
+/// incoming message fails. Ready messages go out before a failure, so every message stored
+/// before the failing one is still echoed.
+fn connect_outbound(
+    feed: Feed,
+    failure: oneshot::Receiver<ApiError>,
+) -> impl Stream<Item = Result<proto::Message, Status>> {
+    futures::stream::unfold(
+        (feed, Some(failure), false),
+        |(mut feed, mut failure, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let item = match &mut failure {
+                    None => feed.next().await?,
+                    Some(pending) => tokio::select! {
+                        biased;
+                        item = feed.next() => item?,
+                        outcome = pending => match outcome {
+                            Ok(error) => return Some((Err(error.into()), (feed, None, true))),
+                            // The client finished sending; keep delivering.
+                            Err(_) => {
+                                failure = None;
+                                continue;
+                            }
+                        },
+                    },
+                };
+                match item {
+                    Ok(FeedItem::Message(message)) => {
+                        return Some((Ok(message.to_proto()), (feed, failure, false)));
+                    }
+                    Ok(FeedItem::Heartbeat(_)) => continue,
+                    Err(error) => return Some((Err(error.into()), (feed, None, true))),
+                }
+            }
+        },
+    )
+}
+
+fn feed_stream(feed: Feed) -> impl Stream<Item = Result<FeedItem, Status>> {
+    futures::stream::unfold(feed, |mut feed| async move {
+        let item = feed.next().await?;
+        Some((item.map_err(Status::from), feed))
+    })
+}
+
+fn summary_to_proto(summary: ChatSummary) -> proto::ChatSummary {
+    proto::ChatSummary {
+        chat_id: summary.chat_id.to_string(),
+        user_ids: summary.members.iter().map(ToString::to_string).collect(),
+        last_message: summary.last_message.map(|message| message.to_proto()),
+        created_at: summary.created_at,
+    }
+}

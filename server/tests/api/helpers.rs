@@ -1,0 +1,359 @@
+//! The harness every test module shares: `spawn_app()` starts the real server on 127.0.0.1:0
+//! with a fresh data directory, and `TestApp` hands out real clients for it (tonic over HTTP/2,
+//! tonic-web over HTTP/1.1) plus the few steps nearly every test takes. Keeping them here means
+//! no module grows its own copy, and every wait in the suite goes through one bounded `within`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chat_core::proto::auth_client::AuthClient;
+use chat_core::proto::chat_client::ChatClient;
+use chat_core::proto::event::Event as EventKind;
+use chat_core::proto::{
+    Credentials, Event, Message, NewRequest, SendRequest, StreamRequest,
+};
+use chat_server::config::Settings;
+use clap::Parser;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::Streaming;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use tonic_web::{GrpcWebCall, GrpcWebClientService};
+
+/// The longest any single wait may take: past it the test fails instead of hanging the suite.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Every test server beats once a second, so heartbeat tests finish quickly.
+pub const HEARTBEAT_SECS: u64 = 1;
+
+/// A password that passes validation; every account in the suite uses it.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// What `spawn_app` puts in the static folder, so tests can recognise the UI being served.
+pub const INDEX_HTML: &str = "<!doctype html><title>chat test ui</title><main>chat</main>";
+
+/// A gRPC-web client as a browser would use it: HTTP/1.1, no HTTP/2 anywhere.
+pub type WebClient = GrpcWebClientService<Client<HttpConnector, GrpcWebCall<tonic::body::Body>>>;
+
+/// One running server with its own data directory, which outlives restarts of the server.
+pub struct TestApp {
+    /// Where the server listens now; a restart moves it to a fresh port.
+    pub addr: SocketAddr,
+    root: TempDir,
+    extra_args: Vec<String>,
+    running: Option<Running>,
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), chat_server::ServerError>>,
+}
+
+/// Starts a server with the suite's settings (fresh data dir, static dir holding
+/// [`INDEX_HTML`], 1-second heartbeats).
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Like [`spawn_app`], with extra command-line flags for the few tests that need another knob
+/// (token lifetime). A flag may appear only once, so these must not repeat the suite's own.
+pub async fn spawn_app_with(extra_args: &[&str]) -> TestApp {
+    let root = tempfile::tempdir().expect("cannot create a temporary directory");
+    let static_dir = root.path().join("static");
+    std::fs::create_dir(&static_dir).expect("cannot create the static dir");
+    std::fs::write(static_dir.join("index.html"), INDEX_HTML).expect("cannot write index.html");
+    let mut app = TestApp {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        root,
+        extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+        running: None,
+    };
+    app.start().await;
+    app
+}
+
+impl TestApp {
+    async fn start(&mut self) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("cannot bind 127.0.0.1:0");
+        self.addr = listener.local_addr().expect("listener has no address");
+        let mut args = vec![
+            "chat-server".to_owned(),
+            "--listen".to_owned(),
+            self.addr.to_string(),
+            "--data-dir".to_owned(),
+            self.data_dir().display().to_string(),
+            "--static-dir".to_owned(),
+            self.static_dir().display().to_string(),
+            "--heartbeat-secs".to_owned(),
+            HEARTBEAT_SECS.to_string(),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        let settings = Settings::parse_from(args);
+        // Dropping the TestApp drops `stop`, which also completes the shutdown future.
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let server = tokio::spawn(chat_server::run(listener, settings, shutdown));
+        self.running = Some(Running { stop, server });
+    }
+
+    /// Completes the shutdown future and waits for `run` to return, which must be `Ok`.
+    pub async fn stop(&mut self) {
+        let Running { stop, server } = self.running.take().expect("the server is not running");
+        let _ = stop.send(());
+        let result = within(server).await.expect("the server task panicked");
+        if let Err(error) = result {
+            panic!("run returned an error after shutdown: {error}");
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory (and a new port).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    pub fn static_dir(&self) -> PathBuf {
+        self.root.path().join("static")
+    }
+
+    /// An absolute URL on the server, for raw HTTP requests.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// A native gRPC connection: HTTP/2 with prior knowledge.
+    pub async fn channel(&self) -> Channel {
+        let endpoint = Channel::from_shared(self.url("")).expect("invalid server URL");
+        within(endpoint.connect()).await.expect("cannot connect over HTTP/2")
+    }
+
+    pub async fn chat(&self) -> ChatClient<Channel> {
+        ChatClient::new(self.channel().await)
+    }
+
+    pub async fn auth(&self) -> AuthClient<Channel> {
+        AuthClient::new(self.channel().await)
+    }
+
+    fn web_service(&self) -> (WebClient, http::Uri) {
+        let http1 = Client::builder(TokioExecutor::new()).build_http();
+        let origin = self.url("").parse().expect("invalid server URL");
+        (GrpcWebClientService::new(http1), origin)
+    }
+
+    /// The Chat service over gRPC-web on HTTP/1.1, as the browser UI talks to it.
+    pub fn web_chat(&self) -> ChatClient<WebClient> {
+        let (service, origin) = self.web_service();
+        ChatClient::with_origin(service, origin)
+    }
+
+    /// The Auth service over gRPC-web on HTTP/1.1.
+    pub fn web_auth(&self) -> AuthClient<WebClient> {
+        let (service, origin) = self.web_service();
+        AuthClient::with_origin(service, origin)
+    }
+}
+
+/// Awaits `future`, failing the test (at the caller's line) if it takes longer than [`WAIT`].
+#[track_caller]
+pub fn within<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let caller = std::panic::Location::caller();
+    async move {
+        match tokio::time::timeout(WAIT, future).await {
+            Ok(output) => output,
+            Err(_) => panic!("timed out after {WAIT:?} waiting at {caller}"),
+        }
+    }
+}
+
+pub fn now_unix() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock before 1970").as_secs() as i64
+}
+
+pub fn credentials(user_id: &str, password: &str) -> Credentials {
+    Credentials { user_id: user_id.to_owned(), password: password.to_owned() }
+}
+
+/// Signs `user` up with [`PASSWORD`]; returns the (lower-cased) user id and the token.
+pub async fn signed_up(app: &TestApp, user: &str) -> (String, String) {
+    let session = within(app.auth().await.sign_up(credentials(user, PASSWORD)))
+        .await
+        .unwrap_or_else(|status| panic!("cannot sign up {user}: {status:?}"))
+        .into_inner();
+    (session.user_id, session.token)
+}
+
+/// Wraps `message` in a request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    let value = format!("Bearer {token}").parse().expect("token is not valid metadata");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// Adds a metadata entry such as `chat-id` or `user-id` to a request.
+pub fn with_metadata<T>(mut request: Request<T>, key: &'static str, value: &str) -> Request<T> {
+    let value = value.parse().expect("value is not valid metadata");
+    request.metadata_mut().insert(key, value);
+    request
+}
+
+/// Creates (or finds) the chat of `members` as the caller; returns its id.
+pub async fn new_chat(app: &TestApp, token: &str, members: &[&str]) -> String {
+    let request = NewRequest { user_ids: members.iter().map(|m| m.to_string()).collect() };
+    within(app.chat().await.new_chat(authed(token, request)))
+        .await
+        .unwrap_or_else(|status| panic!("cannot create chat {members:?}: {status:?}"))
+        .into_inner()
+        .chat_id
+}
+
+/// A Send request with only the fields every message needs.
+pub fn send_request(chat_id: &str, client_id: &str, text: &str) -> SendRequest {
+    SendRequest {
+        chat_id: chat_id.to_owned(),
+        client_id: client_id.to_owned(),
+        text: text.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Sends `text` with Send and returns the stored message.
+pub async fn send_text(
+    chat: &mut ChatClient<Channel>,
+    token: &str,
+    chat_id: &str,
+    client_id: &str,
+    text: &str,
+) -> Message {
+    within(chat.send(authed(token, send_request(chat_id, client_id, text))))
+        .await
+        .unwrap_or_else(|status| panic!("cannot send {client_id}: {status:?}"))
+        .into_inner()
+        .message
+        .expect("SendResponse carries no message")
+}
+
+/// Opens a Stream and waits for its response headers.
+pub async fn open_stream(
+    chat: &mut ChatClient<Channel>,
+    token: &str,
+    chat_id: &str,
+    after_id: &str,
+) -> Streaming<Event> {
+    let request = StreamRequest { chat_id: chat_id.to_owned(), after_id: after_id.to_owned() };
+    within(chat.stream(authed(token, request)))
+        .await
+        .unwrap_or_else(|status| panic!("cannot open a stream: {status:?}"))
+        .into_inner()
+}
+
+/// Opens a Connect stream with the given metadata (`chat-id`, `user-id`, `after-id`). The
+/// returned sender feeds the request stream; keep it alive while the stream is in use.
+pub async fn open_connect(
+    chat: &mut ChatClient<Channel>,
+    token: Option<&str>,
+    metadata: &[(&'static str, &str)],
+) -> Result<(mpsc::Sender<Message>, Streaming<Message>), Status> {
+    let (outbox, requests) = mpsc::channel(64);
+    let mut request = match token {
+        Some(token) => authed(token, ReceiverStream::new(requests)),
+        None => Request::new(ReceiverStream::new(requests)),
+    };
+    for &(key, value) in metadata {
+        request = with_metadata(request, key, value);
+    }
+    let response = within(chat.connect_chat(request)).await?;
+    Ok((outbox, response.into_inner()))
+}
+
+/// Reads the next `n` messages of a Stream, skipping heartbeats; fails if the stream ends or
+/// errs first, or if they take longer than [`WAIT`] in all.
+#[track_caller]
+pub fn next_messages(
+    stream: &mut Streaming<Event>,
+    n: usize,
+) -> impl Future<Output = Vec<Message>> + '_ {
+    within(async move {
+        let mut messages = Vec::with_capacity(n);
+        while messages.len() < n {
+            match stream.message().await {
+                Ok(Some(Event { event: Some(EventKind::Message(message)) })) => messages.push(message),
+                Ok(Some(Event { event: Some(EventKind::Heartbeat(_)) })) => {}
+                Ok(Some(Event { event: None })) => panic!("an event with no content"),
+                Ok(None) => panic!("the stream ended after {} of {n} messages", messages.len()),
+                Err(status) => panic!("the stream failed after {} of {n} messages: {status:?}", messages.len()),
+            }
+        }
+        messages
+    })
+}
+
+/// Reads the next `n` items of any stream (a Connect stream's echoes, raw events).
+#[track_caller]
+pub fn take<T>(stream: &mut Streaming<T>, n: usize) -> impl Future<Output = Vec<T>> + '_ {
+    within(async move {
+        let mut items = Vec::with_capacity(n);
+        while items.len() < n {
+            match stream.message().await {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => panic!("the stream ended after {} of {n} items", items.len()),
+                Err(status) => panic!("the stream failed after {} of {n} items: {status:?}", items.len()),
+            }
+        }
+        items
+    })
+}
+
+/// Reads a stream until it fails and returns the status; a clean end fails the test. Items
+/// before the failure are skipped: callers check them separately where they matter.
+#[track_caller]
+pub fn failure_of<T>(stream: &mut Streaming<T>) -> impl Future<Output = Status> + '_ {
+    within(async move {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the stream ended cleanly instead of failing"),
+                Err(status) => return status,
+            }
+        }
+    })
+}
+
+/// The status a streaming call failed with, whether the server refused the call itself or
+/// accepted it and then ended the stream with an error.
+pub async fn streaming_failure<T>(call: Result<Response<Streaming<T>>, Status>) -> Status {
+    match call {
+        Err(status) => status,
+        Ok(response) => failure_of(&mut response.into_inner()).await,
+    }
+}
+
+/// A message id as the number it encodes; fails unless it is plain decimal digits.
+pub fn id_number(id: &str) -> u64 {
+    assert!(
+        !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
+        "message id {id:?} is not a decimal string"
+    );
+    id.parse().unwrap_or_else(|_| panic!("message id {id:?} is not a u64"))
+}
+
+/// The ids of `messages`, in order.
+pub fn ids(messages: &[Message]) -> Vec<String> {
+    messages.iter().map(|message| message.id.clone()).collect()
+}
