@@ -79,7 +79,8 @@ impl Broker {
     }
 
     /// How many users have a feed open.
-    pub fn open_feeds(&self) -> usize {
+    #[cfg(test)]
+    fn open_feeds(&self) -> usize {
         self.state().feeds.len()
     }
 

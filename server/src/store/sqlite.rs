@@ -409,6 +409,9 @@ enum Write {
     },
 }
 
+/// A stored message, with the members to publish it to when it is new (`None` for a repeat).
+type Appended = (StoredMessage, Option<Arc<[UserId]>>);
+
 /// A finished write whose caller is told only after the transaction commits.
 enum Done {
     Unit(
@@ -422,7 +425,7 @@ enum Done {
     /// A new message comes with the members to publish it to; a repeat comes with `None`.
     Message(
         oneshot::Sender<Result<StoredMessage, StoreError>>,
-        Result<(StoredMessage, Option<Arc<[UserId]>>), StoreError>,
+        Result<Appended, StoreError>,
     ),
 }
 
@@ -872,10 +875,10 @@ impl ReaderPool {
             }
         };
         let result = query(&conn);
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < IDLE_READERS {
-                idle.push(conn);
-            }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(conn);
         }
         result
     }

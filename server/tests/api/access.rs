@@ -1,0 +1,262 @@
+//! Who may do what: every Chat RPC refuses a caller without a valid token, refuses a `user_id`
+//! that is not the caller's, and answers for other people's chats exactly as for chats that
+//! do not exist, so nobody learns which chats exist.
+
+use chat_core::proto::chat_client::ChatClient;
+use chat_core::proto::{
+    HistoryRequest, ListRequest, Message, NewRequest, SendRequest, SignOutRequest, StreamRequest,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::Streaming;
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+use crate::helpers::*;
+
+/// A well-formed chat id that no chat has.
+const MISSING_CHAT: &str = "0123456789abcdef0123456789abcdef";
+
+/// Metadata for a call: an `authorization` value used verbatim (or none), and optionally a
+/// `user-id` claim.
+fn metadata(authorization: Option<&str>, user_id: Option<&str>) -> MetadataMap {
+    let mut request = Request::new(());
+    if let Some(value) = authorization {
+        request = with_metadata(request, "authorization", value);
+    }
+    if let Some(value) = user_id {
+        request = with_metadata(request, "user-id", value);
+    }
+    request.metadata().clone()
+}
+
+fn request<T>(metadata: &MetadataMap, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    *request.metadata_mut() = metadata.clone();
+    request
+}
+
+/// Calls each Chat RPC once with otherwise valid input and the given metadata, and returns
+/// each RPC's name with its outcome. A streaming call counts as accepted once it yields an
+/// item: Connect echoes the message sent on it (client id `<round>-connect`), Stream yields a
+/// heartbeat within a second. Send stores client id `<round>-send`. Every other field is valid,
+/// so a refusal can only be about the metadata.
+async fn call_every_rpc(
+    chat: &mut ChatClient<Channel>,
+    chat_id: &str,
+    metadata: &MetadataMap,
+    round: &str,
+) -> Vec<(&'static str, Result<(), Status>)> {
+    let round = round.replace(' ', "-");
+    let mut outcomes = Vec::new();
+
+    let list = within(chat.list(request(metadata, ListRequest {}))).await;
+    outcomes.push(("List", list.map(drop)));
+
+    let new = NewRequest { user_ids: vec!["alice".into(), "bob".into()] };
+    let new = within(chat.new_chat(request(metadata, new))).await;
+    outcomes.push(("New", new.map(drop)));
+
+    let history = HistoryRequest { chat_id: chat_id.into(), ..Default::default() };
+    let history = within(chat.history(request(metadata, history))).await;
+    outcomes.push(("History", history.map(drop)));
+
+    let send = send_request(chat_id, &format!("{round}-send"), "should this be stored?");
+    let send = within(chat.send(request(metadata, send))).await;
+    outcomes.push(("Send", send.map(drop)));
+
+    let stream = StreamRequest { chat_id: chat_id.into(), after_id: String::new() };
+    let stream = match within(chat.stream(request(metadata, stream))).await {
+        Err(status) => Err(status),
+        Ok(response) => first_item(&mut response.into_inner()).await,
+    };
+    outcomes.push(("Stream", stream));
+
+    let (outbox, requests) = mpsc::channel::<Message>(1);
+    let connect = request(metadata, ReceiverStream::new(requests));
+    let connect = match within(chat.connect_chat(with_metadata(connect, "chat-id", chat_id))).await {
+        Err(status) => Err(status),
+        Ok(response) => {
+            let message = Message {
+                client_id: format!("{round}-connect"),
+                text: "should this be stored?".into(),
+                ..Default::default()
+            };
+            // If the server already ended the stream, the send fails and the read below
+            // reports why.
+            let _ = outbox.send(message).await;
+            first_item(&mut response.into_inner()).await
+        }
+    };
+    outcomes.push(("Connect", connect));
+    outcomes
+}
+
+/// Ok once a stream yields anything; the status if it fails first.
+async fn first_item<T>(stream: &mut Streaming<T>) -> Result<(), Status> {
+    match within(stream.message()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Status::unknown("the stream ended without an item or a status")),
+        Err(status) => Err(status),
+    }
+}
+
+#[tokio::test]
+async fn every_chat_rpc_refuses_a_missing_or_bad_token() {
+    let app = spawn_app().await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    signed_up(&app, "bob").await;
+    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let revoked = within(app.auth().await.sign_in(credentials("alice", PASSWORD)))
+        .await
+        .expect("sign in")
+        .into_inner()
+        .token;
+    within(app.auth().await.sign_out(authed(&revoked, SignOutRequest {})))
+        .await
+        .expect("sign out");
+
+    let bad_authorizations: [(&str, Option<String>); 7] = [
+        ("no authorization", None),
+        ("token without Bearer", Some(alice.clone())),
+        ("Basic scheme", Some(format!("Basic {alice}"))),
+        ("Bearer and nothing", Some("Bearer ".into())),
+        ("unknown token", Some("Bearer 3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into())),
+        ("token with a character changed", Some(format!("Bearer {}x", &alice[..alice.len() - 1]))),
+        ("revoked token", Some(format!("Bearer {revoked}"))),
+    ];
+    let mut chat = app.chat().await;
+    for (case, authorization) in &bad_authorizations {
+        let headers = metadata(authorization.as_deref(), None);
+        let outcomes = call_every_rpc(&mut chat, &chat_id, &headers, case).await;
+        for (rpc, outcome) in outcomes {
+            match outcome {
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unauthenticated, "{rpc} with {case}: {status:?}")
+                }
+                Ok(()) => panic!("{rpc} with {case} was accepted"),
+            }
+        }
+    }
+
+    // None of the refused calls stored anything.
+    let history = within(chat.history(authed(&alice, HistoryRequest { chat_id, ..Default::default() })))
+        .await
+        .expect("history")
+        .into_inner();
+    assert!(history.messages.is_empty(), "a refused Send was stored: {:?}", history.messages);
+}
+
+#[tokio::test]
+async fn a_valid_token_passes_every_chat_rpc() {
+    // The positive control of the table above: the same calls with a good token succeed, so
+    // the refusals really are about the token.
+    let app = spawn_app().await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    signed_up(&app, "bob").await;
+    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let mut chat = app.chat().await;
+
+    let headers = metadata(Some(&format!("Bearer {alice}")), None);
+    let outcomes = call_every_rpc(&mut chat, &chat_id, &headers, "valid").await;
+    for (rpc, outcome) in outcomes {
+        outcome.unwrap_or_else(|status| panic!("{rpc} with a valid token: {status:?}"));
+    }
+}
+
+#[tokio::test]
+async fn user_id_metadata_naming_someone_else_is_permission_denied_on_every_rpc() {
+    let app = spawn_app().await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    signed_up(&app, "bob").await;
+    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let mut chat = app.chat().await;
+
+    let bearer = format!("Bearer {alice}");
+    let headers = metadata(Some(&bearer), Some("bob"));
+    let outcomes = call_every_rpc(&mut chat, &chat_id, &headers, "claims-bob").await;
+    for (rpc, outcome) in outcomes {
+        let status = outcome.expect_err(&format!("{rpc} as alice claiming to be bob was accepted"));
+        assert_eq!(status.code(), Code::PermissionDenied, "{rpc}: {status:?}");
+    }
+
+    // Naming yourself, in any case, is the same as naming nobody.
+    for me in ["alice", "Alice"] {
+        let headers = metadata(Some(&bearer), Some(me));
+        let outcomes = call_every_rpc(&mut chat, &chat_id, &headers, me).await;
+        for (rpc, outcome) in outcomes {
+            outcome.unwrap_or_else(|status| panic!("{rpc} with user-id {me}: {status:?}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_send_naming_another_sender_is_permission_denied_and_not_stored() {
+    let app = spawn_app().await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    signed_up(&app, "bob").await;
+    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let mut chat = app.chat().await;
+
+    let forged = SendRequest { user_id: "bob".into(), ..send_request(&chat_id, "forged", "from bob?") };
+    let status = within(chat.send(authed(&alice, forged))).await.expect_err("forged sender");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    for (client_id, user_id) in [("empty", ""), ("self", "alice"), ("self-upper", "ALICE")] {
+        let request = SendRequest { user_id: user_id.into(), ..send_request(&chat_id, client_id, "hi") };
+        let stored = within(chat.send(authed(&alice, request)))
+            .await
+            .unwrap_or_else(|status| panic!("user_id {user_id:?}: {status:?}"))
+            .into_inner()
+            .message
+            .expect("stored message");
+        assert_eq!(stored.user_id, "alice");
+    }
+
+    let history = within(chat.history(authed(&alice, HistoryRequest { chat_id, ..Default::default() })))
+        .await
+        .expect("history")
+        .into_inner();
+    let client_ids: Vec<_> = history.messages.iter().map(|m| m.client_id.as_str()).collect();
+    assert_eq!(client_ids, ["empty", "self", "self-upper"]);
+}
+
+#[tokio::test]
+async fn other_peoples_chats_look_exactly_like_missing_chats() {
+    let app = spawn_app().await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    let (_, bob) = signed_up(&app, "bob").await;
+    signed_up(&app, "carol").await;
+    let foreign = new_chat(&app, &bob, &["bob", "carol"]).await;
+    let mut chat = app.chat().await;
+    send_text(&mut chat, &bob, &foreign, "b1", "private").await;
+
+    for chat_id in [foreign.as_str(), MISSING_CHAT] {
+        let history = HistoryRequest { chat_id: chat_id.into(), ..Default::default() };
+        let history = within(chat.history(authed(&alice, history))).await.map(drop);
+
+        let send = send_request(chat_id, "intruder", "let me in");
+        let send = within(chat.send(authed(&alice, send))).await.map(drop);
+
+        let stream = StreamRequest { chat_id: chat_id.into(), after_id: "0".into() };
+        let stream = streaming_failure(within(chat.stream(authed(&alice, stream))).await).await;
+
+        let connect = match open_connect(&mut chat, Some(&alice), &[("chat-id", chat_id)]).await {
+            Err(status) => status,
+            Ok((_outbox, mut stream)) => failure_of(&mut stream).await,
+        };
+
+        for (rpc, outcome) in [("History", history), ("Send", send), ("Stream", Err(stream)), ("Connect", Err(connect))] {
+            let status = outcome.expect_err(&format!("{rpc} on {chat_id} was accepted for a non-member"));
+            assert_eq!(status.code(), Code::NotFound, "{rpc} on {chat_id}: {status:?}");
+            assert_eq!(status.message(), "chat not found", "{rpc} on {chat_id}");
+        }
+    }
+
+    // Alice's Send did not land in the chat she is not part of.
+    let history = HistoryRequest { chat_id: foreign, ..Default::default() };
+    let history = within(chat.history(authed(&bob, history))).await.expect("history").into_inner();
+    assert_eq!(history.messages.len(), 1, "{:?}", history.messages);
+    assert_eq!(history.messages[0].client_id, "b1");
+}

@@ -1,0 +1,143 @@
+//! The Auth service: accounts are lower-cased and unique, sign-in leaks nothing about which
+//! accounts exist, and tokens expire and can be revoked one at a time.
+
+use chat_core::proto::{ListRequest, SignOutRequest};
+use tonic::Code;
+
+use crate::helpers::*;
+
+/// The server's default token lifetime (`--token-ttl-secs`), 30 days.
+const DEFAULT_TTL_SECS: i64 = 30 * 24 * 3600;
+
+#[tokio::test]
+async fn sign_up_creates_a_lower_cased_account_and_signs_it_in() {
+    let app = spawn_app().await;
+    let before = now_unix();
+
+    let session = within(app.auth().await.sign_up(credentials("Alice", PASSWORD)))
+        .await
+        .expect("sign up")
+        .into_inner();
+
+    assert_eq!(session.user_id, "alice");
+    assert!(session.token.len() >= 16, "token {:?} is too short to be unguessable", session.token);
+    let expected = before + DEFAULT_TTL_SECS;
+    assert!(
+        (expected - 5..=now_unix() + DEFAULT_TTL_SECS + 5).contains(&session.expires_at),
+        "expires_at {} should be about now + 30 days ({expected})",
+        session.expires_at
+    );
+    within(app.chat().await.list(authed(&session.token, ListRequest {})))
+        .await
+        .expect("the sign-up token should work at once");
+}
+
+#[tokio::test]
+async fn a_taken_user_id_is_already_exists_whatever_its_case() {
+    let app = spawn_app().await;
+    signed_up(&app, "alice").await;
+    let mut auth = app.auth().await;
+
+    let status = within(auth.sign_up(credentials("ALICE", "another password")))
+        .await
+        .expect_err("a second alice must be refused");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+
+    // The refused sign-up did not overwrite the account's password.
+    within(auth.sign_in(credentials("alice", PASSWORD))).await.expect("original password");
+    let status = within(auth.sign_in(credentials("alice", "another password")))
+        .await
+        .expect_err("the refused password must not work");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}
+
+#[tokio::test]
+async fn sign_in_accepts_any_case_and_issues_a_fresh_token() {
+    let app = spawn_app().await;
+    let (_, first_token) = signed_up(&app, "alice").await;
+
+    let session = within(app.auth().await.sign_in(credentials("Alice", PASSWORD)))
+        .await
+        .expect("sign in as Alice")
+        .into_inner();
+
+    assert_eq!(session.user_id, "alice");
+    assert_ne!(session.token, first_token, "each sign-in gets its own token");
+    assert!(session.expires_at > now_unix());
+    let mut chat = app.chat().await;
+    for token in [&first_token, &session.token] {
+        within(chat.list(authed(token, ListRequest {}))).await.expect("both tokens work");
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_get_the_same_answer() {
+    let app = spawn_app().await;
+    signed_up(&app, "alice").await;
+    let mut auth = app.auth().await;
+
+    let wrong_password = within(auth.sign_in(credentials("alice", "not the password")))
+        .await
+        .expect_err("wrong password");
+    let unknown_user = within(auth.sign_in(credentials("nobody", PASSWORD)))
+        .await
+        .expect_err("unknown user");
+
+    assert_eq!(wrong_password.code(), Code::Unauthenticated, "{wrong_password:?}");
+    assert_eq!(unknown_user.code(), Code::Unauthenticated, "{unknown_user:?}");
+    assert_eq!(wrong_password.message(), unknown_user.message());
+    assert!(!wrong_password.message().is_empty(), "the refusal should say something");
+}
+
+#[tokio::test]
+async fn sign_out_revokes_only_the_token_it_was_called_with() {
+    let app = spawn_app().await;
+    let (_, signed_out) = signed_up(&app, "alice").await;
+    let other = within(app.auth().await.sign_in(credentials("alice", PASSWORD)))
+        .await
+        .expect("sign in")
+        .into_inner()
+        .token;
+
+    within(app.auth().await.sign_out(authed(&signed_out, SignOutRequest {})))
+        .await
+        .expect("sign out");
+
+    let mut chat = app.chat().await;
+    let status = within(chat.list(authed(&signed_out, ListRequest {})))
+        .await
+        .expect_err("a revoked token must be refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    within(chat.list(authed(&other, ListRequest {})))
+        .await
+        .expect("the other session is untouched");
+}
+
+#[tokio::test]
+async fn tokens_stop_working_when_they_expire() {
+    // Two seconds, not one: the token must still be valid for the first check however close
+    // to a second boundary it was issued.
+    let app = spawn_app_with(&["--token-ttl-secs", "2"]).await;
+    let before = now_unix();
+    let session = within(app.auth().await.sign_up(credentials("alice", PASSWORD)))
+        .await
+        .expect("sign up")
+        .into_inner();
+    assert!(
+        (before + 2..=now_unix() + 2).contains(&session.expires_at),
+        "expires_at {} should be two seconds after sign-up ({before})",
+        session.expires_at
+    );
+    let mut chat = app.chat().await;
+    within(chat.list(authed(&session.token, ListRequest {}))).await.expect("fresh token works");
+
+    // Waiting for the clock to pass expires_at is the point of this test, not a race.
+    while now_unix() <= session.expires_at {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let status = within(chat.list(authed(&session.token, ListRequest {})))
+        .await
+        .expect_err("an expired token must be refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}
