@@ -1,0 +1,8 @@
+//! The API test suite: one binary (so it links once) that starts the real server for each test
+//! and drives it through real clients, native gRPC and gRPC-web. Each module covers one concern
+//! of the contract in `proto/chat.proto`; `helpers` is the only code they share.
+
+mod helpers;
+
+mod access;
+mod auth;
