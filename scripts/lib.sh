@@ -22,3 +22,56 @@ require_component() {
         rustup component add "$component"
     fi
 }
+
+# Versions that work together on Rust 1.95 (see ../shared/TOOLCHAIN.md). wasm-bindgen-cli
+# must equal the wasm-bindgen in Cargo.lock exactly.
+TRUNK_VERSION=0.21.14
+WASM_BINDGEN_VERSION=0.2.130
+BINARYEN_VERSION=132
+
+# Project-local tools (binaryen from npm) live here, first on PATH.
+TOOLS_DIR="$PWD/.tools"
+export PATH="$TOOLS_DIR/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+
+# Everything `trunk build` needs, installed when missing: the wasm32 target, trunk,
+# wasm-bindgen-cli and wasm-opt (binaryen from npm; Debian's is too old and breaks the module).
+require_web_tools() {
+    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+        log "installing the rustup target wasm32-unknown-unknown"
+        rustup target add wasm32-unknown-unknown
+    fi
+    if ! trunk --version 2>/dev/null | grep -q " $TRUNK_VERSION\$"; then
+        log "installing trunk $TRUNK_VERSION from crates.io (about 15 minutes on 2 cores, once)"
+        cargo install --locked trunk --version "$TRUNK_VERSION"
+    fi
+    if ! wasm-bindgen --version 2>/dev/null | grep -q " $WASM_BINDGEN_VERSION"; then
+        log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION from crates.io (a few minutes, once)"
+        # Not --locked: its lock file pins a webpki-roots release the registry lacks.
+        cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+    fi
+    if ! wasm-opt --version 2>/dev/null | grep -q "version $BINARYEN_VERSION"; then
+        require_command npm "Node.js and npm"
+        log "installing binaryen $BINARYEN_VERSION (wasm-opt) from npm into .tools/"
+        mkdir -p "$TOOLS_DIR"
+        npm install --prefix "$TOOLS_DIR" --no-audit --no-fund "binaryen@$BINARYEN_VERSION" >&2
+    fi
+}
+
+# Headless Chromium and its WebDriver, for browser tests, from Debian's packages.
+require_chromium() {
+    if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+        return
+    fi
+    log "installing chromium and chromium-driver from Debian's packages"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends chromium chromium-driver
+}
+
+require_command() {
+    if ! command -v "$1" >/dev/null 2>&1; then
+        echo "$1 not found: install $2 first" >&2
+        exit 1
+    fi
+}

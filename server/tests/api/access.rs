@@ -54,11 +54,16 @@ async fn call_every_rpc(
     let list = within(chat.list(request(metadata, ListRequest {}))).await;
     outcomes.push(("List", list.map(drop)));
 
-    let new = NewRequest { user_ids: vec!["alice".into(), "bob".into()] };
+    let new = NewRequest {
+        user_ids: vec!["alice".into(), "bob".into()],
+    };
     let new = within(chat.new_chat(request(metadata, new))).await;
     outcomes.push(("New", new.map(drop)));
 
-    let history = HistoryRequest { chat_id: chat_id.into(), ..Default::default() };
+    let history = HistoryRequest {
+        chat_id: chat_id.into(),
+        ..Default::default()
+    };
     let history = within(chat.history(request(metadata, history))).await;
     outcomes.push(("History", history.map(drop)));
 
@@ -66,7 +71,10 @@ async fn call_every_rpc(
     let send = within(chat.send(request(metadata, send))).await;
     outcomes.push(("Send", send.map(drop)));
 
-    let stream = StreamRequest { chat_id: chat_id.into(), after_id: String::new() };
+    let stream = StreamRequest {
+        chat_id: chat_id.into(),
+        after_id: String::new(),
+    };
     let stream = match within(chat.stream(request(metadata, stream))).await {
         Err(status) => Err(status),
         Ok(response) => first_item(&mut response.into_inner()).await,
@@ -75,7 +83,8 @@ async fn call_every_rpc(
 
     let (outbox, requests) = mpsc::channel::<Message>(1);
     let connect = request(metadata, ReceiverStream::new(requests));
-    let connect = match within(chat.connect_chat(with_metadata(connect, "chat-id", chat_id))).await {
+    let connect = match within(chat.connect_chat(with_metadata(connect, "chat-id", chat_id))).await
+    {
         Err(status) => Err(status),
         Ok(response) => {
             let message = Message {
@@ -97,7 +106,9 @@ async fn call_every_rpc(
 async fn first_item<T>(stream: &mut Streaming<T>) -> Result<(), Status> {
     match within(stream.message()).await {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(Status::unknown("the stream ended without an item or a status")),
+        Ok(None) => Err(Status::unknown(
+            "the stream ended without an item or a status",
+        )),
         Err(status) => Err(status),
     }
 }
@@ -113,17 +124,27 @@ async fn every_chat_rpc_refuses_a_missing_or_bad_token() {
         .expect("sign in")
         .into_inner()
         .token;
-    within(app.auth().await.sign_out(authed(&revoked, SignOutRequest {})))
-        .await
-        .expect("sign out");
+    within(
+        app.auth()
+            .await
+            .sign_out(authed(&revoked, SignOutRequest {})),
+    )
+    .await
+    .expect("sign out");
 
     let bad_authorizations: [(&str, Option<String>); 7] = [
         ("no authorization", None),
         ("token without Bearer", Some(alice.clone())),
         ("Basic scheme", Some(format!("Basic {alice}"))),
         ("Bearer and nothing", Some("Bearer ".into())),
-        ("unknown token", Some("Bearer 3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into())),
-        ("token with a character changed", Some(format!("Bearer {}x", &alice[..alice.len() - 1]))),
+        (
+            "unknown token",
+            Some("Bearer 3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()),
+        ),
+        (
+            "token with a character changed",
+            Some(format!("Bearer {}x", &alice[..alice.len() - 1])),
+        ),
         ("revoked token", Some(format!("Bearer {revoked}"))),
     ];
     let mut chat = app.chat().await;
@@ -133,7 +154,11 @@ async fn every_chat_rpc_refuses_a_missing_or_bad_token() {
         for (rpc, outcome) in outcomes {
             match outcome {
                 Err(status) => {
-                    assert_eq!(status.code(), Code::Unauthenticated, "{rpc} with {case}: {status:?}")
+                    assert_eq!(
+                        status.code(),
+                        Code::Unauthenticated,
+                        "{rpc} with {case}: {status:?}"
+                    )
                 }
                 Ok(()) => panic!("{rpc} with {case} was accepted"),
             }
@@ -141,11 +166,8 @@ async fn every_chat_rpc_refuses_a_missing_or_bad_token() {
     }
 
     // None of the refused calls stored anything.
-    let history = within(chat.history(authed(&alice, HistoryRequest { chat_id, ..Default::default() })))
-        .await
-        .expect("history")
-        .into_inner();
-    assert!(history.messages.is_empty(), "a refused Send was stored: {:?}", history.messages);
+    let history = history_of(&app, &alice, &chat_id).await;
+    assert!(history.is_empty(), "a refused Send was stored: {history:?}");
 }
 
 #[tokio::test]
@@ -199,12 +221,20 @@ async fn a_send_naming_another_sender_is_permission_denied_and_not_stored() {
     let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
     let mut chat = app.chat().await;
 
-    let forged = SendRequest { user_id: "bob".into(), ..send_request(&chat_id, "forged", "from bob?") };
-    let status = within(chat.send(authed(&alice, forged))).await.expect_err("forged sender");
+    let forged = SendRequest {
+        user_id: "bob".into(),
+        ..send_request(&chat_id, "forged", "from bob?")
+    };
+    let status = within(chat.send(authed(&alice, forged)))
+        .await
+        .expect_err("forged sender");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 
     for (client_id, user_id) in [("empty", ""), ("self", "alice"), ("self-upper", "ALICE")] {
-        let request = SendRequest { user_id: user_id.into(), ..send_request(&chat_id, client_id, "hi") };
+        let request = SendRequest {
+            user_id: user_id.into(),
+            ..send_request(&chat_id, client_id, "hi")
+        };
         let stored = within(chat.send(authed(&alice, request)))
             .await
             .unwrap_or_else(|status| panic!("user_id {user_id:?}: {status:?}"))
@@ -214,11 +244,8 @@ async fn a_send_naming_another_sender_is_permission_denied_and_not_stored() {
         assert_eq!(stored.user_id, "alice");
     }
 
-    let history = within(chat.history(authed(&alice, HistoryRequest { chat_id, ..Default::default() })))
-        .await
-        .expect("history")
-        .into_inner();
-    let client_ids: Vec<_> = history.messages.iter().map(|m| m.client_id.as_str()).collect();
+    let history = history_of(&app, &alice, &chat_id).await;
+    let client_ids: Vec<_> = history.iter().map(|m| m.client_id.as_str()).collect();
     assert_eq!(client_ids, ["empty", "self", "self-upper"]);
 }
 
@@ -233,13 +260,21 @@ async fn other_peoples_chats_look_exactly_like_missing_chats() {
     send_text(&mut chat, &bob, &foreign, "b1", "private").await;
 
     for chat_id in [foreign.as_str(), MISSING_CHAT] {
-        let history = HistoryRequest { chat_id: chat_id.into(), ..Default::default() };
-        let history = within(chat.history(authed(&alice, history))).await.map(drop);
+        let history = HistoryRequest {
+            chat_id: chat_id.into(),
+            ..Default::default()
+        };
+        let history = within(chat.history(authed(&alice, history)))
+            .await
+            .map(drop);
 
         let send = send_request(chat_id, "intruder", "let me in");
         let send = within(chat.send(authed(&alice, send))).await.map(drop);
 
-        let stream = StreamRequest { chat_id: chat_id.into(), after_id: "0".into() };
+        let stream = StreamRequest {
+            chat_id: chat_id.into(),
+            after_id: "0".into(),
+        };
         let stream = streaming_failure(within(chat.stream(authed(&alice, stream))).await).await;
 
         let connect = match open_connect(&mut chat, Some(&alice), &[("chat-id", chat_id)]).await {
@@ -247,16 +282,25 @@ async fn other_peoples_chats_look_exactly_like_missing_chats() {
             Ok((_outbox, mut stream)) => failure_of(&mut stream).await,
         };
 
-        for (rpc, outcome) in [("History", history), ("Send", send), ("Stream", Err(stream)), ("Connect", Err(connect))] {
-            let status = outcome.expect_err(&format!("{rpc} on {chat_id} was accepted for a non-member"));
-            assert_eq!(status.code(), Code::NotFound, "{rpc} on {chat_id}: {status:?}");
+        for (rpc, outcome) in [
+            ("History", history),
+            ("Send", send),
+            ("Stream", Err(stream)),
+            ("Connect", Err(connect)),
+        ] {
+            let status =
+                outcome.expect_err(&format!("{rpc} on {chat_id} was accepted for a non-member"));
+            assert_eq!(
+                status.code(),
+                Code::NotFound,
+                "{rpc} on {chat_id}: {status:?}"
+            );
             assert_eq!(status.message(), "chat not found", "{rpc} on {chat_id}");
         }
     }
 
     // Alice's Send did not land in the chat she is not part of.
-    let history = HistoryRequest { chat_id: foreign, ..Default::default() };
-    let history = within(chat.history(authed(&bob, history))).await.expect("history").into_inner();
-    assert_eq!(history.messages.len(), 1, "{:?}", history.messages);
-    assert_eq!(history.messages[0].client_id, "b1");
+    let history = history_of(&app, &bob, &foreign).await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].client_id, "b1");
 }

@@ -20,16 +20,24 @@ async fn sign_up_creates_a_lower_cased_account_and_signs_it_in() {
         .into_inner();
 
     assert_eq!(session.user_id, "alice");
-    assert!(session.token.len() >= 16, "token {:?} is too short to be unguessable", session.token);
+    assert!(
+        session.token.len() >= 16,
+        "token {:?} is too short to be unguessable",
+        session.token
+    );
     let expected = before + DEFAULT_TTL_SECS;
     assert!(
         (expected - 5..=now_unix() + DEFAULT_TTL_SECS + 5).contains(&session.expires_at),
         "expires_at {} should be about now + 30 days ({expected})",
         session.expires_at
     );
-    within(app.chat().await.list(authed(&session.token, ListRequest {})))
-        .await
-        .expect("the sign-up token should work at once");
+    within(
+        app.chat()
+            .await
+            .list(authed(&session.token, ListRequest {})),
+    )
+    .await
+    .expect("the sign-up token should work at once");
 }
 
 #[tokio::test]
@@ -44,7 +52,9 @@ async fn a_taken_user_id_is_already_exists_whatever_its_case() {
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
 
     // The refused sign-up did not overwrite the account's password.
-    within(auth.sign_in(credentials("alice", PASSWORD))).await.expect("original password");
+    within(auth.sign_in(credentials("alice", PASSWORD)))
+        .await
+        .expect("original password");
     let status = within(auth.sign_in(credentials("alice", "another password")))
         .await
         .expect_err("the refused password must not work");
@@ -62,11 +72,16 @@ async fn sign_in_accepts_any_case_and_issues_a_fresh_token() {
         .into_inner();
 
     assert_eq!(session.user_id, "alice");
-    assert_ne!(session.token, first_token, "each sign-in gets its own token");
+    assert_ne!(
+        session.token, first_token,
+        "each sign-in gets its own token"
+    );
     assert!(session.expires_at > now_unix());
     let mut chat = app.chat().await;
     for token in [&first_token, &session.token] {
-        within(chat.list(authed(token, ListRequest {}))).await.expect("both tokens work");
+        within(chat.list(authed(token, ListRequest {})))
+            .await
+            .expect("both tokens work");
     }
 }
 
@@ -83,10 +98,21 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
         .await
         .expect_err("unknown user");
 
-    assert_eq!(wrong_password.code(), Code::Unauthenticated, "{wrong_password:?}");
-    assert_eq!(unknown_user.code(), Code::Unauthenticated, "{unknown_user:?}");
+    assert_eq!(
+        wrong_password.code(),
+        Code::Unauthenticated,
+        "{wrong_password:?}"
+    );
+    assert_eq!(
+        unknown_user.code(),
+        Code::Unauthenticated,
+        "{unknown_user:?}"
+    );
     assert_eq!(wrong_password.message(), unknown_user.message());
-    assert!(!wrong_password.message().is_empty(), "the refusal should say something");
+    assert!(
+        !wrong_password.message().is_empty(),
+        "the refusal should say something"
+    );
 }
 
 #[tokio::test]
@@ -99,9 +125,13 @@ async fn sign_out_revokes_only_the_token_it_was_called_with() {
         .into_inner()
         .token;
 
-    within(app.auth().await.sign_out(authed(&signed_out, SignOutRequest {})))
-        .await
-        .expect("sign out");
+    within(
+        app.auth()
+            .await
+            .sign_out(authed(&signed_out, SignOutRequest {})),
+    )
+    .await
+    .expect("sign out");
 
     let mut chat = app.chat().await;
     let status = within(chat.list(authed(&signed_out, ListRequest {})))
@@ -129,7 +159,9 @@ async fn tokens_stop_working_when_they_expire() {
         session.expires_at
     );
     let mut chat = app.chat().await;
-    within(chat.list(authed(&session.token, ListRequest {}))).await.expect("fresh token works");
+    within(chat.list(authed(&session.token, ListRequest {})))
+        .await
+        .expect("fresh token works");
 
     // Waiting for the clock to pass expires_at is the point of this test, not a race.
     while now_unix() <= session.expires_at {

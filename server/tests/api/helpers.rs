@@ -8,14 +8,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use chat_core::proto::auth_client::AuthClient;
 use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::event::Event as EventKind;
 use chat_core::proto::{
-    Credentials, Event, Message, NewRequest, SendRequest, StreamRequest,
+    ChatSummary, Credentials, Event, HistoryRequest, ListRequest, Message, NewRequest, SendRequest,
+    StreamRequest,
 };
 use chat_server::config::Settings;
 use clap::Parser;
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -83,7 +86,9 @@ pub async fn spawn_app_with(extra_args: &[&str]) -> TestApp {
 
 impl TestApp {
     async fn start(&mut self) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("cannot bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("cannot bind 127.0.0.1:0");
         self.addr = listener.local_addr().expect("listener has no address");
         let mut args = vec![
             "chat-server".to_owned(),
@@ -111,15 +116,22 @@ impl TestApp {
     pub async fn stop(&mut self) {
         let Running { stop, server } = self.running.take().expect("the server is not running");
         let _ = stop.send(());
-        let result = within(server).await.expect("the server task panicked");
-        if let Err(error) = result {
-            panic!("run returned an error after shutdown: {error}");
+        match tokio::time::timeout(WAIT, server).await {
+            Err(_) => {
+                panic!("run did not return within {WAIT:?} of the shutdown future completing")
+            }
+            Ok(Err(join_error)) => panic!("the server task panicked: {join_error}"),
+            Ok(Ok(Err(error))) => panic!("run returned an error after shutdown: {error}"),
+            Ok(Ok(Ok(()))) => {}
         }
     }
 
-    /// Stops the server and starts a new one on the same data directory (and a new port).
+    /// Starts a new server on the same data directory (and a new port), stopping the running
+    /// one first if there is one.
     pub async fn restart(&mut self) {
-        self.stop().await;
+        if self.running.is_some() {
+            self.stop().await;
+        }
         self.start().await;
     }
 
@@ -139,7 +151,9 @@ impl TestApp {
     /// A native gRPC connection: HTTP/2 with prior knowledge.
     pub async fn channel(&self) -> Channel {
         let endpoint = Channel::from_shared(self.url("")).expect("invalid server URL");
-        within(endpoint.connect()).await.expect("cannot connect over HTTP/2")
+        within(endpoint.connect())
+            .await
+            .expect("cannot connect over HTTP/2")
     }
 
     pub async fn chat(&self) -> ChatClient<Channel> {
@@ -182,11 +196,17 @@ pub fn within<F: Future>(future: F) -> impl Future<Output = F::Output> {
 }
 
 pub fn now_unix() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock before 1970").as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock before 1970")
+        .as_secs() as i64
 }
 
 pub fn credentials(user_id: &str, password: &str) -> Credentials {
-    Credentials { user_id: user_id.to_owned(), password: password.to_owned() }
+    Credentials {
+        user_id: user_id.to_owned(),
+        password: password.to_owned(),
+    }
 }
 
 /// Signs `user` up with [`PASSWORD`]; returns the (lower-cased) user id and the token.
@@ -201,7 +221,9 @@ pub async fn signed_up(app: &TestApp, user: &str) -> (String, String) {
 /// Wraps `message` in a request carrying `authorization: Bearer <token>`.
 pub fn authed<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
-    let value = format!("Bearer {token}").parse().expect("token is not valid metadata");
+    let value = format!("Bearer {token}")
+        .parse()
+        .expect("token is not valid metadata");
     request.metadata_mut().insert("authorization", value);
     request
 }
@@ -215,7 +237,9 @@ pub fn with_metadata<T>(mut request: Request<T>, key: &'static str, value: &str)
 
 /// Creates (or finds) the chat of `members` as the caller; returns its id.
 pub async fn new_chat(app: &TestApp, token: &str, members: &[&str]) -> String {
-    let request = NewRequest { user_ids: members.iter().map(|m| m.to_string()).collect() };
+    let request = NewRequest {
+        user_ids: members.iter().map(|m| m.to_string()).collect(),
+    };
     within(app.chat().await.new_chat(authed(token, request)))
         .await
         .unwrap_or_else(|status| panic!("cannot create chat {members:?}: {status:?}"))
@@ -256,7 +280,10 @@ pub async fn open_stream(
     chat_id: &str,
     after_id: &str,
 ) -> Streaming<Event> {
-    let request = StreamRequest { chat_id: chat_id.to_owned(), after_id: after_id.to_owned() };
+    let request = StreamRequest {
+        chat_id: chat_id.to_owned(),
+        after_id: after_id.to_owned(),
+    };
     within(chat.stream(authed(token, request)))
         .await
         .unwrap_or_else(|status| panic!("cannot open a stream: {status:?}"))
@@ -293,11 +320,18 @@ pub fn next_messages(
         let mut messages = Vec::with_capacity(n);
         while messages.len() < n {
             match stream.message().await {
-                Ok(Some(Event { event: Some(EventKind::Message(message)) })) => messages.push(message),
-                Ok(Some(Event { event: Some(EventKind::Heartbeat(_)) })) => {}
+                Ok(Some(Event {
+                    event: Some(EventKind::Message(message)),
+                })) => messages.push(message),
+                Ok(Some(Event {
+                    event: Some(EventKind::Heartbeat(_)),
+                })) => {}
                 Ok(Some(Event { event: None })) => panic!("an event with no content"),
                 Ok(None) => panic!("the stream ended after {} of {n} messages", messages.len()),
-                Err(status) => panic!("the stream failed after {} of {n} messages: {status:?}", messages.len()),
+                Err(status) => panic!(
+                    "the stream failed after {} of {n} messages: {status:?}",
+                    messages.len()
+                ),
             }
         }
         messages
@@ -313,7 +347,10 @@ pub fn take<T>(stream: &mut Streaming<T>, n: usize) -> impl Future<Output = Vec<
             match stream.message().await {
                 Ok(Some(item)) => items.push(item),
                 Ok(None) => panic!("the stream ended after {} of {n} items", items.len()),
-                Err(status) => panic!("the stream failed after {} of {n} items: {status:?}", items.len()),
+                Err(status) => panic!(
+                    "the stream failed after {} of {n} items: {status:?}",
+                    items.len()
+                ),
             }
         }
         items
@@ -350,10 +387,55 @@ pub fn id_number(id: &str) -> u64 {
         !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
         "message id {id:?} is not a decimal string"
     );
-    id.parse().unwrap_or_else(|_| panic!("message id {id:?} is not a u64"))
+    id.parse()
+        .unwrap_or_else(|_| panic!("message id {id:?} is not a u64"))
 }
 
 /// The ids of `messages`, in order.
 pub fn ids(messages: &[Message]) -> Vec<String> {
     messages.iter().map(|message| message.id.clone()).collect()
+}
+
+/// Sends one raw HTTP/1.1 request, as a browser would, and returns the response head and
+/// its whole body.
+pub async fn http1(request: http::Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    within(async move {
+        let response = client
+            .request(request)
+            .await
+            .expect("HTTP/1.1 request failed");
+        let (head, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .expect("cannot read the response body")
+            .to_bytes();
+        (head, body)
+    })
+    .await
+}
+
+/// The newest page (up to 100 messages) of a chat's history, oldest first.
+pub async fn history_of(app: &TestApp, token: &str, chat_id: &str) -> Vec<Message> {
+    let request = HistoryRequest {
+        chat_id: chat_id.into(),
+        limit: 100,
+        before_id: String::new(),
+    };
+    within(app.chat().await.history(authed(token, request)))
+        .await
+        .unwrap_or_else(|status| panic!("cannot read the history of {chat_id}: {status:?}"))
+        .into_inner()
+        .messages
+}
+
+/// The caller's chats, as List returns them.
+pub async fn chats_of(app: &TestApp, token: &str) -> Vec<ChatSummary> {
+    within(app.chat().await.list(authed(token, ListRequest {})))
+        .await
+        .unwrap_or_else(|status| panic!("cannot list chats: {status:?}"))
+        .into_inner()
+        .chats
 }

@@ -6,3 +6,13 @@ mod helpers;
 
 mod access;
 mod auth;
+mod bad_input;
+mod connect;
+mod grpc_web;
+mod history;
+mod list;
+mod new_chat;
+mod ops;
+mod restart;
+mod send;
+mod stream;

@@ -1,0 +1,106 @@
+//! What operators and tools rely on besides the chat API: the gRPC health service, server
+//! reflection (so `grpcurl` works without the proto file), and the web UI's static files on
+//! the same port, with every unknown path answered by index.html for the single-page app.
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::Full;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+use crate::helpers::*;
+
+async fn get(app: &TestApp, path: &str) -> (http::response::Parts, Bytes) {
+    let request = http::Request::builder()
+        .method(Method::GET)
+        .uri(app.url(path))
+        .header("accept", "text/html")
+        .body(Full::new(Bytes::new()))
+        .expect("a valid request");
+    http1(request).await
+}
+
+#[tokio::test]
+async fn the_health_service_reports_serving() {
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel().await);
+
+    let response = within(health.check(HealthCheckRequest {
+        service: String::new(),
+    }))
+    .await
+    .expect("health check")
+    .into_inner();
+
+    assert_eq!(response.status(), ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    let app = spawn_app().await;
+    let mut reflection = ServerReflectionClient::new(app.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+
+    let mut responses = within(reflection.server_reflection_info(futures::stream::iter([request])))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let response = within(responses.message())
+        .await
+        .expect("reflection failed")
+        .expect("no answer");
+
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("not a list of services: {response:?}");
+    };
+    let names: Vec<&str> = list
+        .service
+        .iter()
+        .map(|service| service.name.as_str())
+        .collect();
+    for wanted in ["chat.Chat", "chat.Auth", "grpc.health.v1.Health"] {
+        assert!(names.contains(&wanted), "{wanted} is not among {names:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_static_folder_is_served_with_index_html_as_the_fallback() {
+    let app = spawn_app().await;
+    // Written after start-up: the folder is read per request, as a rebuilt UI would be.
+    std::fs::write(app.static_dir().join("app.js"), "console.log('chat');").expect("write app.js");
+
+    let (head, body) = get(&app, "/").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(body, INDEX_HTML);
+    let content_type = head
+        .headers
+        .get("content-type")
+        .and_then(|value| value.to_str().ok());
+    assert!(
+        content_type.is_some_and(|value| value.starts_with("text/html")),
+        "{content_type:?}"
+    );
+
+    let (head, body) = get(&app, "/some/deep/link").await;
+    assert_eq!(
+        head.status,
+        StatusCode::OK,
+        "a client-side route must load the app"
+    );
+    assert_eq!(body, INDEX_HTML);
+
+    let (head, body) = get(&app, "/app.js").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(
+        body, "console.log('chat');",
+        "a real file is served as itself"
+    );
+}

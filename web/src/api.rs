@@ -1,0 +1,293 @@
+//! The only module that touches the generated gRPC client. It speaks gRPC-web to the
+//! server the page came from and turns every failure into an [`ApiError`] a person can read.
+
+use chat_core::ids::MessageId;
+use chat_core::proto::{self, auth_client::AuthClient, chat_client::ChatClient};
+use tonic::{Code, Request, Status, Streaming};
+use tonic_web_wasm_client::Client;
+
+/// What went wrong, in words for the person using the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// The server cannot be reached; worth retrying later.
+    Offline,
+    /// The session is over (expired, revoked or unknown token): sign in again.
+    SignedOut,
+    /// Wrong user id or password at sign-in.
+    WrongCredentials,
+    /// The request was refused; the message says why (from the server's validation).
+    Refused(String),
+    /// Something broke on the server.
+    Server(String),
+}
+
+impl ApiError {
+    /// Whether sending again later, unchanged, may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApiError::Offline | ApiError::Server(_))
+    }
+
+    fn from_status(status: Status) -> Self {
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::Unauthenticated if message.contains("password") => ApiError::WrongCredentials,
+            Code::Unauthenticated => ApiError::SignedOut,
+            Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::ResourceExhausted
+            | Code::OutOfRange => ApiError::Refused(capitalised(&message)),
+            // The browser's fetch failed (network down, server gone), or the server is
+            // restarting: tonic reports those as UNKNOWN or UNAVAILABLE.
+            Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => {
+                ApiError::Offline
+            }
+            _ => ApiError::Server(message),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Offline => {
+                f.write_str("Cannot reach the server. Check your connection; we will keep trying.")
+            }
+            ApiError::SignedOut => f.write_str("Your session has ended. Please sign in again."),
+            ApiError::WrongCredentials => f.write_str("Wrong username or password."),
+            ApiError::Refused(reason) => f.write_str(reason),
+            ApiError::Server(_) => f.write_str("The server had a problem. Please try again."),
+        }
+    }
+}
+
+fn capitalised(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A signed-in session as the server issued it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Session {
+    pub user_id: String,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+/// A client for the server the page was loaded from.
+#[derive(Clone)]
+pub struct Api {
+    base_url: String,
+    token: Option<String>,
+}
+
+/// The live feed of every chat of the user.
+pub struct EventStream(Streaming<proto::Event>);
+
+impl EventStream {
+    /// The next event; `Ok(None)` when the server ended the stream cleanly.
+    pub async fn next(&mut self) -> Result<Option<proto::Event>, ApiError> {
+        self.0.message().await.map_err(ApiError::from_status)
+    }
+}
+
+impl Api {
+    /// A client for `base_url` (scheme, host and port, no trailing slash).
+    pub fn new(base_url: String) -> Self {
+        Self {
+            base_url,
+            token: None,
+        }
+    }
+
+    /// A client for the page's own origin: the server serves the UI and the API together,
+    /// and `trunk serve` proxies the API to it.
+    pub fn for_this_page() -> Self {
+        let origin = web_sys::window()
+            .and_then(|window| window.location().origin().ok())
+            .unwrap_or_default();
+        Self::new(origin)
+    }
+
+    /// The same client, calling as the holder of `session`.
+    pub fn signed_in(&self, session: &Session) -> Self {
+        Self {
+            base_url: self.base_url.clone(),
+            token: Some(session.token.clone()),
+        }
+    }
+
+    pub async fn sign_up(&self, user_id: &str, password: &str) -> Result<Session, ApiError> {
+        let credentials = proto::Credentials {
+            user_id: user_id.to_owned(),
+            password: password.to_owned(),
+        };
+        let session = self
+            .auth()
+            .sign_up(credentials)
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(session_from(session.into_inner()))
+    }
+
+    pub async fn sign_in(&self, user_id: &str, password: &str) -> Result<Session, ApiError> {
+        let credentials = proto::Credentials {
+            user_id: user_id.to_owned(),
+            password: password.to_owned(),
+        };
+        let session = self
+            .auth()
+            .sign_in(credentials)
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(session_from(session.into_inner()))
+    }
+
+    pub async fn sign_out(&self) -> Result<(), ApiError> {
+        self.auth()
+            .sign_out(self.authed(proto::SignOutRequest {}))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(())
+    }
+
+    pub async fn list(&self) -> Result<Vec<proto::ChatSummary>, ApiError> {
+        let response = self
+            .chat()
+            .list(self.authed(proto::ListRequest {}))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(response.into_inner().chats)
+    }
+
+    /// Starts (or finds) the chat of exactly these users; returns its id.
+    pub async fn new_chat(&self, user_ids: Vec<String>) -> Result<String, ApiError> {
+        let response = self
+            .chat()
+            .new_chat(self.authed(proto::NewRequest { user_ids }))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(response.into_inner().chat_id)
+    }
+
+    /// One page of history, oldest first, older than `before` (or the newest page).
+    pub async fn history(
+        &self,
+        chat_id: &str,
+        before: Option<MessageId>,
+    ) -> Result<proto::HistoryResponse, ApiError> {
+        let request = proto::HistoryRequest {
+            chat_id: chat_id.to_owned(),
+            limit: 0,
+            before_id: before.map(|id| id.to_string()).unwrap_or_default(),
+        };
+        let response = self
+            .chat()
+            .history(self.authed(request))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(response.into_inner())
+    }
+
+    pub async fn send(
+        &self,
+        chat_id: &str,
+        client_id: &str,
+        text: &str,
+    ) -> Result<proto::Message, ApiError> {
+        let request = proto::SendRequest {
+            client_id: client_id.to_owned(),
+            chat_id: chat_id.to_owned(),
+            text: text.to_owned(),
+            ..Default::default()
+        };
+        let response = self
+            .chat()
+            .send(self.authed(request))
+            .await
+            .map_err(ApiError::from_status)?;
+        response
+            .into_inner()
+            .message
+            .ok_or_else(|| ApiError::Server("Send returned no message".into()))
+    }
+
+    /// Opens the one stream of every chat, replaying what came after `after`.
+    pub async fn stream(&self, after: Option<u64>) -> Result<EventStream, ApiError> {
+        let request = proto::StreamRequest {
+            chat_id: String::new(),
+            after_id: after.map(|id| id.to_string()).unwrap_or_default(),
+        };
+        let response = self
+            .chat()
+            .stream(self.authed(request))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(EventStream(response.into_inner()))
+    }
+
+    fn chat(&self) -> ChatClient<Client> {
+        ChatClient::new(Client::new(self.base_url.clone()))
+    }
+
+    fn auth(&self) -> AuthClient<Client> {
+        AuthClient::new(Client::new(self.base_url.clone()))
+    }
+
+    fn authed<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(token) = &self.token
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+}
+
+fn session_from(session: proto::Session) -> Session {
+    Session {
+        user_id: session.user_id,
+        token: session.token,
+        expires_at: session.expires_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_become_sentences() {
+        let refused = ApiError::from_status(Status::invalid_argument(
+            "message text is empty: write something to send",
+        ));
+        assert_eq!(
+            refused.to_string(),
+            "Message text is empty: write something to send"
+        );
+        assert_eq!(
+            ApiError::from_status(Status::unavailable("shutting down")),
+            ApiError::Offline
+        );
+        assert_eq!(
+            ApiError::from_status(Status::unknown("JS API error: TypeError: Failed to fetch")),
+            ApiError::Offline
+        );
+        assert_eq!(
+            ApiError::from_status(Status::unauthenticated("wrong user id or password")),
+            ApiError::WrongCredentials
+        );
+        assert_eq!(
+            ApiError::from_status(Status::unauthenticated("the token is invalid")),
+            ApiError::SignedOut
+        );
+        assert!(!ApiError::Refused("x".into()).is_transient());
+        assert!(ApiError::Offline.is_transient());
+    }
+}

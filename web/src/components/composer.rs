@@ -1,0 +1,51 @@
+//! Writing a message: Enter sends, Shift+Enter starts a new line.
+
+use leptos::prelude::*;
+
+use crate::live::use_live;
+
+/// The message box of the open chat. Text is checked with the shared validation before it
+/// is queued; problems are shown under the box and nothing is sent.
+#[component]
+pub fn Composer(
+    /// The chat messages go to.
+    #[prop(into)]
+    chat_id: Signal<String>,
+) -> impl IntoView {
+    let live = use_live();
+    let text = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+
+    let send = move || match live.send(&chat_id.get_untracked(), &text.get_untracked()) {
+        Ok(()) => {
+            text.set(String::new());
+            error.set(None);
+        }
+        Err(message) => error.set(Some(message)),
+    };
+
+    view! {
+        <form class="composer" on:submit=move |event: leptos::ev::SubmitEvent| {
+            event.prevent_default();
+            send();
+        }>
+            <label for="composer-text" class="visually-hidden">"Message"</label>
+            <textarea
+                id="composer-text"
+                rows="1"
+                placeholder="Write a message…"
+                aria-describedby="composer-error"
+                prop:value=move || text.get()
+                on:input=move |event| text.set(event_target_value(&event))
+                on:keydown=move |event: leptos::ev::KeyboardEvent| {
+                    if event.key() == "Enter" && !event.shift_key() && !event.is_composing() {
+                        event.prevent_default();
+                        send();
+                    }
+                }
+            ></textarea>
+            <button type="submit" class="primary">"Send"</button>
+            <p id="composer-error" class="error" role="alert">{move || error.get()}</p>
+        </form>
+    }
+}

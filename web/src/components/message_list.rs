@@ -1,0 +1,161 @@
+//! The messages of the open chat: history pages loaded as the user scrolls up (keeping the
+//! scroll position), live messages appended, the user's unconfirmed messages last.
+
+use leptos::html::Div;
+use leptos::prelude::*;
+
+use crate::live::model::{Delivery, Shown};
+use crate::live::use_live;
+use crate::time::short_time;
+
+/// How close to the top (in pixels) scrolling must come to load the previous page.
+const LOAD_OLDER_WITHIN_PX: i32 = 80;
+/// How close to the bottom counts as "reading the newest", which keeps it in view.
+const STICK_TO_BOTTOM_WITHIN_PX: i32 = 120;
+
+/// The message log of one chat (`role="log"`, so screen readers announce new messages).
+#[component]
+pub fn MessageList(
+    /// The chat whose messages to show.
+    #[prop(into)]
+    chat_id: Signal<String>,
+) -> impl IntoView {
+    let live = use_live();
+    let log = NodeRef::<Div>::new();
+    let loading_older = RwSignal::new(false);
+
+    let messages = move || {
+        let chat_id = chat_id.get();
+        live.model.with(|model| {
+            model
+                .timelines
+                .get(&chat_id)
+                .map(|timeline| timeline.messages.values().cloned().collect::<Vec<_>>())
+        })
+    };
+    let outgoing = move || {
+        let chat_id = chat_id.get();
+        live.model
+            .with(|model| model.outgoing_in(&chat_id).cloned().collect::<Vec<_>>())
+    };
+    let has_older = move || {
+        let chat_id = chat_id.get();
+        live.model.with(|model| {
+            model
+                .timelines
+                .get(&chat_id)
+                .is_some_and(|timeline| timeline.has_older)
+        })
+    };
+    let me = move || live.model.with(|model| model.me.clone());
+
+    // Keep the newest message in view as messages arrive, unless the user scrolled up to
+    // read older ones.
+    let stick_to_bottom = RwSignal::new(true);
+    Effect::new(move |_| {
+        let _ = (messages(), outgoing());
+        if stick_to_bottom.get_untracked()
+            && let Some(log) = log.get_untracked()
+        {
+            request_animation_frame(move || log.set_scroll_top(log.scroll_height()));
+        }
+    });
+    Effect::new(move |_| {
+        chat_id.track();
+        stick_to_bottom.set(true);
+    });
+
+    let on_scroll = move |_| {
+        let Some(element) = log.get_untracked() else {
+            return;
+        };
+        let from_bottom = element.scroll_height() - element.scroll_top() - element.client_height();
+        stick_to_bottom.set(from_bottom < STICK_TO_BOTTOM_WITHIN_PX);
+        if element.scroll_top() < LOAD_OLDER_WITHIN_PX
+            && has_older()
+            && !loading_older.get_untracked()
+        {
+            loading_older.set(true);
+            let (height_before, top_before) = (element.scroll_height(), element.scroll_top());
+            live.load_older(
+                chat_id.get_untracked(),
+                Callback::new(move |_| {
+                    loading_older.set(false);
+                    let element = element.clone();
+                    // Once the older page is rendered above, shift by its height so the
+                    // message the user was reading stays where it was.
+                    request_animation_frame(move || {
+                        element
+                            .set_scroll_top(element.scroll_height() - height_before + top_before);
+                    });
+                }),
+            );
+        }
+    };
+
+    view! {
+        <div class="messages" role="log" aria-label="Messages" aria-live="polite" tabindex="0" node_ref=log on:scroll=on_scroll>
+            <Show when=has_older>
+                <p class="older">{move || if loading_older.get() { "Loading older messages…" } else { "Scroll up for older messages" }}</p>
+            </Show>
+            <Show when=move || messages().is_none()>
+                <p class="loading">"Loading…"</p>
+            </Show>
+            <For
+                each=move || messages().unwrap_or_default()
+                key=|message| message.id
+                children=move |message| view! { <MessageItem message=message me=me() /> }
+            />
+            <For
+                each=outgoing
+                key=|outgoing| (outgoing.client_id.clone(), outgoing.delivery.clone())
+                children=move |outgoing| {
+                    let client_id = outgoing.client_id.clone();
+                    let status = match &outgoing.delivery {
+                        Delivery::Pending => view! { <span class="delivery">"Sending…"</span> }.into_any(),
+                        Delivery::Failed { reason, .. } => view! {
+                            <span class="delivery failed" title=reason.clone()>
+                                "Failed — "
+                                <button type="button" class="link" on:click=move |_| live.retry(client_id.clone())>"Retry"</button>
+                            </span>
+                        }
+                        .into_any(),
+                    };
+                    view! {
+                        <article class="message mine pending" aria-label="Your message, not sent yet">
+                            <p class="text">{outgoing.text.clone()}</p>
+                            <footer>{status}</footer>
+                        </article>
+                    }
+                }
+            />
+        </div>
+    }
+}
+
+/// One delivered message: the user's own on the right, others' with name and time.
+#[component]
+fn MessageItem(
+    /// The message to show.
+    message: Shown,
+    /// The signed-in user, to tell own messages apart.
+    me: String,
+) -> impl IntoView {
+    let mine = message.sender == me;
+    let time = short_time(message.sent_at);
+    let subject = (!message.subject.is_empty())
+        .then(|| view! { <p class="subject">{message.subject.clone()}</p> });
+    view! {
+        <article class="message" class:mine=mine data-id=message.id.to_string()>
+            <Show when=move || !mine>
+                <header class="sender">{message.sender.clone()}</header>
+            </Show>
+            {subject}
+            <p class="text">{message.text.clone()}</p>
+            <footer>
+                <time>{time}</time>
+                {mine.then(|| view! { <span class="delivery sent">" · Sent"</span> })}
+            </footer>
+        </article>
+    }
+}

@@ -1,0 +1,7 @@
+//! Reusable pieces of the chat screen.
+
+pub mod chat_list;
+pub mod composer;
+pub mod connection_indicator;
+pub mod message_list;
+pub mod new_chat;

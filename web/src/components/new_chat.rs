@@ -1,0 +1,62 @@
+//! Starting a chat by typing usernames.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::live::use_live;
+
+/// A "New chat" button that opens a small form: usernames separated by commas or spaces,
+/// checked with the shared validation, then New; unknown users are reported by name.
+#[component]
+pub fn NewChat() -> impl IntoView {
+    let live = use_live();
+    let open = RwSignal::new(false);
+    let names = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+
+    let submit = move |event: leptos::ev::SubmitEvent| {
+        event.prevent_default();
+        if busy.get_untracked() {
+            return;
+        }
+        busy.set(true);
+        spawn_local(async move {
+            match live.start_chat(&names.get_untracked()).await {
+                Ok(()) => {
+                    names.set(String::new());
+                    error.set(None);
+                    open.set(false);
+                }
+                Err(message) => error.set(Some(message)),
+            }
+            busy.set(false);
+        });
+    };
+
+    view! {
+        <div class="new-chat">
+            <button type="button" class="primary" aria-expanded=move || open.get().to_string() on:click=move |_| open.update(|o| *o = !*o)>
+                "New chat"
+            </button>
+            <Show when=move || open.get()>
+                <form class="new-chat-form" on:submit=submit>
+                    <label for="new-chat-names">"Usernames"</label>
+                    <input
+                        id="new-chat-names"
+                        type="text"
+                        placeholder="bob, carol"
+                        autocomplete="off"
+                        autocapitalize="none"
+                        prop:value=move || names.get()
+                        on:input=move |event| names.set(event_target_value(&event))
+                    />
+                    <button type="submit" disabled=move || busy.get()>"Start chat"</button>
+                    <Show when=move || error.get().is_some()>
+                        <p class="error" role="alert">{move || error.get()}</p>
+                    </Show>
+                </form>
+            </Show>
+        </div>
+    }
+}

@@ -1,0 +1,73 @@
+//! The chat web app: a Leptos single-page app (client-side rendered, WASM) that talks to the
+//! server only through gRPC-web, with the types and validation of `chat-core`.
+//!
+//! - `api`: the only code that touches the gRPC client; errors as sentences.
+//! - `live`: the signed-in state, the one stream per tab, reconnects and the outbox.
+//! - `pages`: the screens; `components`: their parts.
+//! - `storage`: localStorage; `time`: showing times.
+
+pub mod api;
+pub mod components;
+pub mod live;
+pub mod pages;
+pub mod storage;
+pub mod time;
+
+use leptos::prelude::*;
+
+use api::Session;
+use pages::chats::ChatsPage;
+use pages::sign_in::SignInPage;
+
+const SESSION_KEY: &str = "chat.session";
+
+/// The app: the sign-in screen, or the chats of the signed-in user. The session is kept in
+/// localStorage, so a reload stays signed in until sign-out or expiry.
+#[component]
+pub fn App() -> impl IntoView {
+    let session = RwSignal::new(stored_session());
+    let notice = RwSignal::new(None::<String>);
+
+    let signed_in = Callback::new(move |new: Session| {
+        storage::save(SESSION_KEY, &new);
+        notice.set(None);
+        session.set(Some(new));
+    });
+    let signed_out = Callback::new(move |why: Option<String>| {
+        storage::remove(SESSION_KEY);
+        notice.set(why);
+        session.set(None);
+    });
+
+    move || match session.get() {
+        None => view! { <SignInPage on_signed_in=signed_in notice=notice /> }.into_any(),
+        Some(session) => {
+            view! { <ChatsPage session=session on_signed_out=signed_out /> }.into_any()
+        }
+    }
+}
+
+/// The stored session, unless it has expired.
+fn stored_session() -> Option<Session> {
+    let session: Session = storage::load(SESSION_KEY)?;
+    let now = js_sys::Date::now() / 1000.0;
+    if (session.expires_at as f64) > now {
+        Some(session)
+    } else {
+        storage::remove(SESSION_KEY);
+        None
+    }
+}
+
+/// A validation message as a sentence: capital first letter, full stop at the end.
+pub fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    let mut out: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => return String::new(),
+    };
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
+}

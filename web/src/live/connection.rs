@@ -1,0 +1,86 @@
+//! The tab's one long-lived stream, for every chat at once (browsers allow only about six
+//! HTTP/1.1 connections per origin). It loads the chat list, streams from the cursor, sends
+//! the outbox once connected, and on any break waits (with backoff) and resumes from the
+//! cursor, so every missed message arrives, in order, exactly once.
+
+use chat_core::proto::event;
+use futures::future::{Either, select};
+use gloo_timers::future::TimeoutFuture;
+use leptos::prelude::*;
+
+use super::model::Backoff;
+use super::{Live, Status};
+use crate::api::ApiError;
+
+/// Runs until the live state is stopped (sign-out, page unmounted) or the session ends.
+pub async fn run(live: Live) {
+    let mut backoff = Backoff::default();
+    let mut listed = false;
+    while !live.is_stopped() {
+        live.status.set(Status::Connecting);
+        match connect_and_follow(live, &mut listed, &mut backoff).await {
+            Err(ApiError::SignedOut) => {
+                live.signed_out();
+                return;
+            }
+            Err(error) => leptos::logging::log!("stream interrupted: {error}"),
+            Ok(()) => leptos::logging::log!("stream ended by the server"),
+        }
+        if live.is_stopped() {
+            return;
+        }
+        let delay_ms = backoff.next_delay_ms(js_sys::Math::random());
+        wait_visibly(live, delay_ms).await;
+    }
+}
+
+/// One connection: list once, stream after the cursor, read until it breaks.
+async fn connect_and_follow(
+    live: Live,
+    listed: &mut bool,
+    backoff: &mut Backoff,
+) -> Result<(), ApiError> {
+    let api = live.api();
+    if !*listed {
+        let chats = api.list().await?;
+        live.model.update(|model| model.set_chats(&chats));
+        *listed = true;
+    }
+    let cursor = live.model.with_untracked(|model| model.cursor);
+    let mut stream = api.stream(cursor).await?;
+    live.status.set(Status::Connected);
+    backoff.reset();
+    live.flush_outbox();
+    loop {
+        // Heartbeats come every 15 s; a stream silent for much longer is dead even if the
+        // browser has not noticed (a sleeping laptop, a proxy that dropped it).
+        let next = std::pin::pin!(stream.next());
+        let event = match select(next, TimeoutFuture::new(SILENCE_LIMIT_MS)).await {
+            Either::Left((event, _)) => event?,
+            Either::Right(_) => return Err(ApiError::Offline),
+        };
+        let Some(event) = event else { return Ok(()) };
+        if live.is_stopped() {
+            return Ok(());
+        }
+        if let Some(event::Event::Message(message)) = event.event {
+            live.receive(&message);
+        }
+    }
+}
+
+/// How long a stream may stay silent before it counts as broken: three heartbeats.
+const SILENCE_LIMIT_MS: u32 = 45_000;
+
+/// Waits `delay_ms`, counting down in the status so the user sees when the next try is.
+async fn wait_visibly(live: Live, delay_ms: u64) {
+    let mut left_ms = delay_ms;
+    while left_ms > 0 && !live.is_stopped() {
+        live.status.set(Status::Offline {
+            retry_in_secs: left_ms.div_ceil(1000),
+        });
+        let step = left_ms.min(1000);
+        TimeoutFuture::new(step as u32).await;
+        left_ms -= step;
+    }
+}

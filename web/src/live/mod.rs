@@ -1,0 +1,252 @@
+//! The live state of a signed-in user, shared with every component as a context: the
+//! [`model::Model`] of their chats, the connection's status, and the actions that change
+//! them (open a chat, page history, send, retry, start a chat).
+//!
+//! `model` is the plain-Rust core; `connection` runs the one stream per tab and reconnects.
+
+pub mod connection;
+pub mod model;
+
+use chat_core::content::Text;
+use chat_core::ids::MessageId;
+use chat_core::requests::Members;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::api::{Api, ApiError, Session};
+use crate::storage;
+use model::{Model, Received, Shown};
+
+/// The state of the tab's one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Connecting,
+    Connected,
+    /// Waiting before the next attempt.
+    Offline {
+        retry_in_secs: u64,
+    },
+}
+
+/// The signed-in user's live state; `Copy`, so closures take it freely.
+#[derive(Clone, Copy)]
+pub struct Live {
+    pub model: RwSignal<Model>,
+    pub status: RwSignal<Status>,
+    api: StoredValue<Api>,
+    /// Set when the page unmounts or the user signs out: the connection loop stops.
+    stopped: RwSignal<bool>,
+    /// Called when the server says the session is over.
+    on_signed_out: Callback<()>,
+}
+
+fn outbox_key(user: &str) -> String {
+    format!("chat.outbox.{user}")
+}
+
+/// Creates the live state for `session`, starts its connection, and provides it as context.
+pub fn provide_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> Live {
+    let outbox = storage::load(&outbox_key(&session.user_id)).unwrap_or_default();
+    let live = Live {
+        model: RwSignal::new(Model::new(&session.user_id, outbox)),
+        status: RwSignal::new(Status::Connecting),
+        api: StoredValue::new(api),
+        stopped: RwSignal::new(false),
+        on_signed_out,
+    };
+    // Keep the outbox in localStorage, so unsent messages survive a reload.
+    let key = outbox_key(&session.user_id);
+    Effect::new(move |_| live.model.with(|model| storage::save(&key, &model.outbox)));
+    on_cleanup(move || live.stopped.set(true));
+    provide_context(live);
+    spawn_local(connection::run(live));
+    live
+}
+
+/// The live state provided by [`provide_live`].
+pub fn use_live() -> Live {
+    expect_context::<Live>()
+}
+
+impl Live {
+    pub fn api(&self) -> Api {
+        self.api.get_value()
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get_untracked()
+    }
+
+    pub fn stop(&self) {
+        self.stopped.set(true);
+    }
+
+    pub fn signed_out(&self) {
+        self.stop();
+        self.on_signed_out.run(());
+    }
+
+    /// Shows a chat, loading its newest page the first time.
+    pub fn open_chat(&self, chat_id: String) {
+        self.model.update(|model| model.open(&chat_id));
+        let loaded = self
+            .model
+            .with_untracked(|model| model.timelines.get(&chat_id).is_some_and(|t| t.loaded));
+        if !loaded {
+            self.load_page(chat_id, None, Callback::new(|_| ()));
+        }
+    }
+
+    /// Loads the page before the oldest loaded message; `done` runs once the model has it.
+    pub fn load_older(&self, chat_id: String, done: Callback<()>) {
+        let oldest = self.model.with_untracked(|model| {
+            model
+                .timelines
+                .get(&chat_id)
+                .filter(|t| t.has_older)
+                .and_then(|t| t.oldest_id())
+        });
+        if let Some(oldest) = oldest {
+            self.load_page(chat_id, Some(MessageId(oldest)), done);
+        }
+    }
+
+    fn load_page(&self, chat_id: String, before: Option<MessageId>, done: Callback<()>) {
+        let live = *self;
+        spawn_local(async move {
+            match live.api().history(&chat_id, before).await {
+                Ok(page) => {
+                    let messages = page.messages.iter().filter_map(Shown::from_proto).collect();
+                    live.model
+                        .update(|model| model.add_page(&chat_id, messages, page.has_more));
+                    done.run(());
+                }
+                Err(ApiError::SignedOut) => live.signed_out(),
+                Err(error) => leptos::logging::warn!("history of {chat_id}: {error}"),
+            }
+        });
+    }
+
+    /// Validates and queues a message, then sends it if the connection is up. The error is
+    /// for the composer to show; nothing is queued then.
+    pub fn send(&self, chat_id: &str, text: &str) -> Result<(), String> {
+        Text::parse(text).map_err(|error| crate::sentence(&error.to_string()))?;
+        let client_id = new_client_id();
+        self.model
+            .update(|model| model.queue(chat_id, client_id.clone(), text.to_owned()));
+        if self.status.get_untracked() == Status::Connected {
+            self.deliver(client_id);
+        }
+        Ok(())
+    }
+
+    /// Sends a queued message again, with its original client id.
+    pub fn retry(&self, client_id: String) {
+        self.model.update(|model| model.mark_pending(&client_id));
+        self.deliver(client_id);
+    }
+
+    /// Sends every queued message that may be sent automatically; after (re)connecting.
+    pub fn flush_outbox(&self) {
+        for outgoing in self.model.with_untracked(Model::to_flush) {
+            self.retry(outgoing.client_id);
+        }
+    }
+
+    fn deliver(&self, client_id: String) {
+        let live = *self;
+        let Some(outgoing) = self.model.with_untracked(|model| {
+            model
+                .outbox
+                .iter()
+                .find(|outgoing| outgoing.client_id == client_id)
+                .cloned()
+        }) else {
+            return;
+        };
+        spawn_local(async move {
+            match live
+                .api()
+                .send(&outgoing.chat_id, &outgoing.client_id, &outgoing.text)
+                .await
+            {
+                Ok(message) => live.receive(&message),
+                Err(ApiError::SignedOut) => live.signed_out(),
+                Err(error) => {
+                    let transient = error.is_transient();
+                    live.model.update(|model| {
+                        model.mark_failed(&client_id, error.to_string(), transient)
+                    });
+                }
+            }
+        });
+    }
+
+    /// Takes in a message from the stream or a Send reply.
+    pub fn receive(&self, message: &chat_core::proto::Message) {
+        let Some(shown) = Shown::from_proto(message) else {
+            return;
+        };
+        let mut received = Received::Duplicate;
+        self.model
+            .update(|model| received = model.receive(shown, &message.chat_id));
+        if received == Received::NewChat {
+            self.refresh_list();
+        }
+    }
+
+    /// Reloads the chat list (members, last messages) from the server.
+    pub fn refresh_list(&self) {
+        let live = *self;
+        spawn_local(async move {
+            match live.api().list().await {
+                Ok(chats) => live.model.update(|model| model.set_chats(&chats)),
+                Err(ApiError::SignedOut) => live.signed_out(),
+                Err(error) => leptos::logging::warn!("list: {error}"),
+            }
+        });
+    }
+
+    /// Starts (or finds) the chat with the users named in `names` (separated by commas or
+    /// spaces) and opens it.
+    pub async fn start_chat(&self, names: &str) -> Result<(), String> {
+        let me = self.model.with_untracked(|model| model.me.clone());
+        let mut ids: Vec<&str> = names
+            .split([',', ' ', '\n'])
+            .filter(|name| !name.is_empty())
+            .collect();
+        if ids.is_empty() {
+            return Err("Type at least one username.".into());
+        }
+        ids.push(&me);
+        let members = Members::parse(ids).map_err(|error| crate::sentence(&error.to_string()))?;
+        let user_ids: Vec<String> = members.as_slice().iter().map(ToString::to_string).collect();
+        let chat_id = self
+            .api()
+            .new_chat(user_ids.clone())
+            .await
+            .map_err(|error| match error {
+                ApiError::SignedOut => {
+                    self.signed_out();
+                    error.to_string()
+                }
+                error => error.to_string(),
+            })?;
+        let now = (js_sys::Date::now() / 1000.0) as i64;
+        self.model
+            .update(|model| model.add_chat(&chat_id, user_ids, now));
+        self.open_chat(chat_id);
+        Ok(())
+    }
+}
+
+/// A client id unique enough for one sender: time plus 64 random bits.
+fn new_client_id() -> String {
+    let random = |bits: f64| (js_sys::Math::random() * bits) as u64;
+    format!(
+        "{:x}-{:08x}{:08x}",
+        js_sys::Date::now() as u64,
+        random(4_294_967_296.0),
+        random(4_294_967_296.0)
+    )
+}

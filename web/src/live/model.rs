@@ -1,0 +1,523 @@
+//! The client's view of its chats as plain data: what the stream, History, Send and the
+//! outbox change, with no DOM, no timers and no network, so it is unit-tested in plain Rust.
+//!
+//! Invariants it keeps: a message id appears at most once in a chat; a message the user
+//! sent shows once, as pending until the server's copy (echo or Send reply, matched by
+//! client id) replaces it; the cursor is the greatest message id received, which is where
+//! the stream resumes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chat_core::ids::MessageId;
+use chat_core::proto;
+use serde::{Deserialize, Serialize};
+
+/// A message as the UI shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    pub id: u64,
+    pub client_id: String,
+    pub sender: String,
+    pub sent_at: i64,
+    pub subject: String,
+    pub text: String,
+}
+
+impl Shown {
+    /// Converts a server message; `None` if its id is not a message id.
+    pub fn from_proto(message: &proto::Message) -> Option<Self> {
+        let id = MessageId::parse_optional("id", &message.id).ok()??;
+        Some(Self {
+            id: id.0,
+            client_id: message.client_id.clone(),
+            sender: message.user_id.clone(),
+            sent_at: message.sent_at,
+            subject: message.subject.clone(),
+            text: message.text.clone(),
+        })
+    }
+}
+
+/// Where an outgoing message stands.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Delivery {
+    /// Waiting to be sent, or in flight.
+    Pending,
+    /// Sending failed; the reason is shown with a retry button. With `auto_retry` (the
+    /// server could not be reached) it is also sent again when the connection returns.
+    Failed { reason: String, auto_retry: bool },
+}
+
+/// A message the user wrote that the server has not confirmed yet. Kept in localStorage, so
+/// it survives a reload and is sent, with the same client id, when the connection returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outgoing {
+    pub client_id: String,
+    pub chat_id: String,
+    pub text: String,
+    pub delivery: Delivery,
+}
+
+/// What [`Model::receive`] made of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    New,
+    /// New, in a chat the list did not have: refresh the list for its members.
+    NewChat,
+    Duplicate,
+}
+
+/// One chat as the chat list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatEntry {
+    pub chat_id: String,
+    pub members: Vec<String>,
+    pub last: Option<Shown>,
+    pub created_at: i64,
+    pub unread: u32,
+}
+
+impl ChatEntry {
+    fn activity(&self) -> (i64, u64) {
+        self.last
+            .as_ref()
+            .map_or((self.created_at, 0), |last| (last.sent_at, last.id))
+    }
+
+    /// The members other than `me`, or `me` alone for a chat with oneself.
+    pub fn title(&self, me: &str) -> String {
+        let others: Vec<&str> = self
+            .members
+            .iter()
+            .map(String::as_str)
+            .filter(|member| *member != me)
+            .collect();
+        if others.is_empty() {
+            me.to_owned()
+        } else {
+            others.join(", ")
+        }
+    }
+}
+
+/// The loaded part of one chat's history.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Timeline {
+    pub messages: BTreeMap<u64, Shown>,
+    /// Older messages exist on the server (History said `has_more`).
+    pub has_older: bool,
+    /// The first page has been loaded.
+    pub loaded: bool,
+}
+
+impl Timeline {
+    pub fn oldest_id(&self) -> Option<u64> {
+        self.messages.keys().next().copied()
+    }
+}
+
+/// Everything the signed-in user sees of their chats.
+#[derive(Debug, Clone, Default)]
+pub struct Model {
+    pub me: String,
+    /// Most recently active first.
+    pub chats: Vec<ChatEntry>,
+    pub timelines: HashMap<String, Timeline>,
+    pub outbox: Vec<Outgoing>,
+    pub open_chat: Option<String>,
+    /// The greatest message id received: the stream resumes after it.
+    pub cursor: Option<u64>,
+}
+
+impl Model {
+    pub fn new(me: &str, outbox: Vec<Outgoing>) -> Self {
+        Self {
+            me: me.to_owned(),
+            outbox,
+            ..Self::default()
+        }
+    }
+
+    /// Takes in List's answer. On the first load the cursor starts at the newest message
+    /// listed, so a stream opened next misses nothing that happened after the list was read.
+    /// Later loads leave the cursor alone: the stream replays from where it was, which fills
+    /// open timelines without gaps.
+    pub fn set_chats(&mut self, summaries: &[proto::ChatSummary]) {
+        let unread: HashMap<String, u32> = self
+            .chats
+            .iter()
+            .map(|chat| (chat.chat_id.clone(), chat.unread))
+            .collect();
+        self.chats = summaries
+            .iter()
+            .map(|summary| ChatEntry {
+                chat_id: summary.chat_id.clone(),
+                members: summary.user_ids.clone(),
+                last: summary.last_message.as_ref().and_then(Shown::from_proto),
+                created_at: summary.created_at,
+                unread: unread.get(&summary.chat_id).copied().unwrap_or(0),
+            })
+            .collect();
+        if self.cursor.is_none() {
+            let newest = self
+                .chats
+                .iter()
+                .filter_map(|chat| chat.last.as_ref().map(|last| last.id))
+                .max();
+            self.cursor = Some(newest.unwrap_or(0));
+        }
+        self.sort_chats();
+    }
+
+    /// Adds a chat the user just started (New), if the list does not have it yet.
+    pub fn add_chat(&mut self, chat_id: &str, members: Vec<String>, now: i64) {
+        if self.chats.iter().all(|chat| chat.chat_id != chat_id) {
+            self.chats.push(ChatEntry {
+                chat_id: chat_id.to_owned(),
+                members,
+                last: None,
+                created_at: now,
+                unread: 0,
+            });
+            self.sort_chats();
+        }
+    }
+
+    pub fn open(&mut self, chat_id: &str) {
+        self.open_chat = Some(chat_id.to_owned());
+        if let Some(chat) = self.chats.iter_mut().find(|chat| chat.chat_id == chat_id) {
+            chat.unread = 0;
+        }
+    }
+
+    /// Takes in a message from the stream or a Send reply. Returns what the caller should do
+    /// next: nothing for a duplicate, or refresh the list for a chat it has not seen yet
+    /// (someone else started it), which is shown at once with the sender as a placeholder.
+    pub fn receive(&mut self, message: Shown, chat_id: &str) -> Received {
+        if self
+            .timelines
+            .get(chat_id)
+            .is_some_and(|timeline| timeline.messages.contains_key(&message.id))
+        {
+            return Received::Duplicate;
+        }
+        let known_chat = self.chats.iter().any(|chat| chat.chat_id == chat_id);
+        if !known_chat {
+            let mut members = vec![self.me.clone(), message.sender.clone()];
+            members.sort();
+            members.dedup();
+            self.chats.push(ChatEntry {
+                chat_id: chat_id.to_owned(),
+                members,
+                last: None,
+                created_at: message.sent_at,
+                unread: 0,
+            });
+        }
+        if let Some(chat) = self.chats.iter_mut().find(|chat| chat.chat_id == chat_id) {
+            if chat.last.as_ref().is_some_and(|last| last.id >= message.id) {
+                // Older than what the list shows: a history page or a replay; nothing to bump.
+            } else {
+                let from_me = message.sender == self.me;
+                let is_open = self.open_chat.as_deref() == Some(chat_id);
+                if !from_me && !is_open {
+                    chat.unread += 1;
+                }
+                chat.last = Some(message.clone());
+            }
+        }
+        if message.sender == self.me {
+            self.outbox
+                .retain(|outgoing| outgoing.client_id != message.client_id);
+        }
+        self.advance_cursor(Some(message.id));
+        if let Some(timeline) = self.timelines.get_mut(chat_id) {
+            timeline.messages.insert(message.id, message);
+        }
+        self.sort_chats();
+        if known_chat {
+            Received::New
+        } else {
+            Received::NewChat
+        }
+    }
+
+    /// Takes in a History page: `messages` oldest first, older than anything loaded.
+    pub fn add_page(&mut self, chat_id: &str, messages: Vec<Shown>, has_more: bool) {
+        let timeline = self.timelines.entry(chat_id.to_owned()).or_default();
+        for message in messages {
+            timeline.messages.insert(message.id, message);
+        }
+        timeline.has_older = has_more;
+        timeline.loaded = true;
+    }
+
+    /// Queues a message the user wrote.
+    pub fn queue(&mut self, chat_id: &str, client_id: String, text: String) {
+        self.outbox.push(Outgoing {
+            client_id,
+            chat_id: chat_id.to_owned(),
+            text,
+            delivery: Delivery::Pending,
+        });
+    }
+
+    pub fn mark_failed(&mut self, client_id: &str, reason: String, auto_retry: bool) {
+        if let Some(outgoing) = self
+            .outbox
+            .iter_mut()
+            .find(|outgoing| outgoing.client_id == client_id)
+        {
+            outgoing.delivery = Delivery::Failed { reason, auto_retry };
+        }
+    }
+
+    /// The messages to send when the connection (re)opens: all but those the server refused.
+    pub fn to_flush(&self) -> Vec<Outgoing> {
+        self.outbox
+            .iter()
+            .filter(|outgoing| {
+                !matches!(
+                    outgoing.delivery,
+                    Delivery::Failed {
+                        auto_retry: false,
+                        ..
+                    }
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub fn mark_pending(&mut self, client_id: &str) {
+        if let Some(outgoing) = self
+            .outbox
+            .iter_mut()
+            .find(|outgoing| outgoing.client_id == client_id)
+        {
+            outgoing.delivery = Delivery::Pending;
+        }
+    }
+
+    /// The user's unconfirmed messages in one chat, in the order written.
+    pub fn outgoing_in<'a>(&'a self, chat_id: &'a str) -> impl Iterator<Item = &'a Outgoing> + 'a {
+        self.outbox
+            .iter()
+            .filter(move |outgoing| outgoing.chat_id == chat_id)
+    }
+
+    fn advance_cursor(&mut self, id: Option<u64>) {
+        self.cursor = self.cursor.max(id);
+    }
+
+    fn sort_chats(&mut self) {
+        self.chats.sort_by(|a, b| b.activity().cmp(&a.activity()));
+    }
+}
+
+/// Reconnect delays: doubling from half a second up to 15 s, each shortened by up to a
+/// fifth at random so that many clients cut off together do not come back together.
+#[derive(Debug, Clone, Default)]
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    const FIRST_MS: u64 = 500;
+    const MAX_MS: u64 = 15_000;
+
+    /// The delay before the next attempt; `random` is in [0, 1).
+    pub fn next_delay_ms(&mut self, random: f64) -> u64 {
+        let full = Self::FIRST_MS
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(Self::MAX_MS);
+        self.attempt += 1;
+        let jitter = (full as f64 * 0.2 * random.clamp(0.0, 1.0)) as u64;
+        full - jitter
+    }
+
+    /// Called once a connection works again.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64, sender: &str, client_id: &str) -> Shown {
+        Shown {
+            id,
+            client_id: client_id.into(),
+            sender: sender.into(),
+            sent_at: id as i64,
+            subject: String::new(),
+            text: format!("message {id}"),
+        }
+    }
+
+    fn summary(chat_id: &str, members: &[&str], last: Option<u64>) -> proto::ChatSummary {
+        proto::ChatSummary {
+            chat_id: chat_id.into(),
+            user_ids: members.iter().map(|member| member.to_string()).collect(),
+            last_message: last.map(|id| proto::Message {
+                id: id.to_string(),
+                chat_id: chat_id.into(),
+                user_id: "bob".into(),
+                sent_at: id as i64,
+                text: "hi".into(),
+                ..Default::default()
+            }),
+            created_at: 0,
+        }
+    }
+
+    fn model_with_two_chats() -> Model {
+        let mut model = Model::new("alice", Vec::new());
+        model.set_chats(&[
+            summary("a", &["alice", "bob"], Some(5)),
+            summary("b", &["alice", "carol"], Some(7)),
+        ]);
+        model
+    }
+
+    #[test]
+    fn the_list_sets_the_cursor_and_the_order() {
+        let model = model_with_two_chats();
+        assert_eq!(model.cursor, Some(7));
+        assert_eq!(model.chats[0].chat_id, "b");
+        assert_eq!(model.chats[0].title("alice"), "carol");
+    }
+
+    #[test]
+    fn a_message_is_shown_once_however_often_it_arrives() {
+        let mut model = model_with_two_chats();
+        model.add_page("a", vec![message(5, "bob", "x")], false);
+        assert_eq!(model.receive(message(9, "bob", "y"), "a"), Received::New);
+        assert_eq!(
+            model.receive(message(9, "bob", "y"), "a"),
+            Received::Duplicate
+        );
+        assert_eq!(model.timelines["a"].messages.len(), 2);
+        assert_eq!(
+            model.chats[0].chat_id, "a",
+            "the active chat moves to the top"
+        );
+        assert_eq!(model.chats[0].unread, 1, "counted once");
+        assert_eq!(model.cursor, Some(9));
+    }
+
+    #[test]
+    fn the_open_chat_and_own_messages_are_not_unread() {
+        let mut model = model_with_two_chats();
+        model.open("a");
+        model.receive(message(8, "bob", "1"), "a");
+        model.receive(message(10, "alice", "2"), "b");
+        assert!(model.chats.iter().all(|chat| chat.unread == 0));
+    }
+
+    #[test]
+    fn the_server_copy_replaces_the_pending_message() {
+        let mut model = model_with_two_chats();
+        model.queue("a", "c-1".into(), "hello".into());
+        assert_eq!(model.outgoing_in("a").count(), 1);
+        model.receive(message(11, "alice", "c-1"), "a");
+        assert_eq!(model.outgoing_in("a").count(), 0);
+        // The same client id from someone else is a different message.
+        model.queue("a", "c-2".into(), "again".into());
+        model.receive(message(12, "bob", "c-2"), "a");
+        assert_eq!(model.outgoing_in("a").count(), 1);
+    }
+
+    #[test]
+    fn failed_messages_keep_their_client_id_for_the_retry() {
+        let mut model = model_with_two_chats();
+        model.queue("a", "c-1".into(), "hello".into());
+        model.queue("a", "c-2".into(), "refused".into());
+        model.mark_failed("c-1", "offline".into(), true);
+        model.mark_failed("c-2", "too long".into(), false);
+        let flushed: Vec<String> = model
+            .to_flush()
+            .into_iter()
+            .map(|outgoing| outgoing.client_id)
+            .collect();
+        assert_eq!(flushed, vec!["c-1"], "refused messages wait for the user");
+        model.mark_pending("c-1");
+        assert_eq!(model.outbox[0].delivery, Delivery::Pending);
+        assert_eq!(model.outbox[0].client_id, "c-1");
+    }
+
+    #[test]
+    fn history_pages_prepend_and_remember_if_more_remain() {
+        let mut model = model_with_two_chats();
+        model.add_page(
+            "a",
+            vec![message(20, "bob", "p"), message(21, "bob", "q")],
+            true,
+        );
+        model.add_page("a", vec![message(3, "bob", "r")], false);
+        let timeline = &model.timelines["a"];
+        assert_eq!(
+            timeline.messages.keys().copied().collect::<Vec<_>>(),
+            vec![3, 20, 21]
+        );
+        assert_eq!(timeline.oldest_id(), Some(3));
+        assert!(!timeline.has_older);
+    }
+
+    #[test]
+    fn a_message_in_an_unknown_chat_shows_it_and_asks_for_a_refresh() {
+        let mut model = model_with_two_chats();
+        assert_eq!(
+            model.receive(message(30, "dave", "z"), "new-chat"),
+            Received::NewChat
+        );
+        assert_eq!(model.cursor, Some(30));
+        assert_eq!(model.chats[0].chat_id, "new-chat");
+        assert_eq!(model.chats[0].members, vec!["alice", "dave"]);
+        assert_eq!(model.chats[0].unread, 1);
+        // The refresh keeps the unread count.
+        model.set_chats(&[summary("new-chat", &["alice", "dave", "erin"], Some(30))]);
+        assert_eq!(model.chats[0].unread, 1);
+        assert_eq!(model.cursor, Some(30));
+    }
+
+    #[test]
+    fn later_lists_do_not_move_the_cursor_past_unreceived_messages() {
+        let mut model = model_with_two_chats();
+        model.set_chats(&[summary("a", &["alice", "bob"], Some(50))]);
+        assert_eq!(model.cursor, Some(7), "the stream must replay 8..=50");
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_cap_with_jitter_and_resets() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<u64> = (0..8).map(|_| backoff.next_delay_ms(0.0)).collect();
+        assert_eq!(
+            delays,
+            vec![500, 1000, 2000, 4000, 8000, 15000, 15000, 15000]
+        );
+        backoff.reset();
+        let jittered = backoff.next_delay_ms(0.999);
+        assert!((400..=500).contains(&jittered), "{jittered}");
+    }
+
+    #[test]
+    fn the_outbox_survives_serialisation() {
+        let outbox = vec![Outgoing {
+            client_id: "c".into(),
+            chat_id: "a".into(),
+            text: "hi".into(),
+            delivery: Delivery::Failed {
+                reason: "nope".into(),
+                auto_retry: false,
+            },
+        }];
+        let json = serde_json::to_string(&outbox).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Vec<Outgoing>>(&json).unwrap(),
+            outbox
+        );
+    }
+}

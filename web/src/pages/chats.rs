@@ -1,0 +1,86 @@
+//! The chat screen: the chat list beside the open chat.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::api::{Api, Session};
+use crate::components::chat_list::ChatList;
+use crate::components::composer::Composer;
+use crate::components::connection_indicator::ConnectionIndicator;
+use crate::components::message_list::MessageList;
+use crate::components::new_chat::NewChat;
+use crate::live::provide_live;
+
+/// Everything a signed-in user sees. Owns the live state (and so the tab's one stream)
+/// for as long as it is shown.
+#[component]
+pub fn ChatsPage(
+    /// The signed-in session.
+    session: Session,
+    /// Called when the user signs out, or the server ends the session (with why).
+    on_signed_out: Callback<Option<String>>,
+) -> impl IntoView {
+    let api = Api::for_this_page().signed_in(&session);
+    let live = provide_live(
+        api.clone(),
+        &session,
+        Callback::new(move |_| {
+            on_signed_out.run(Some("Your session has ended. Please sign in again.".into()))
+        }),
+    );
+    let sign_out = move |_| {
+        live.stop();
+        let api = api.clone();
+        spawn_local(async move {
+            // Revoke the token; if the server cannot be reached, forgetting it locally
+            // still signs this browser out.
+            let _ = api.sign_out().await;
+        });
+        on_signed_out.run(None);
+    };
+    let open_chat = move || live.model.with(|model| model.open_chat.clone());
+    let open_title = move || {
+        live.model.with(|model| {
+            let open = model.open_chat.as_ref()?;
+            model
+                .chats
+                .iter()
+                .find(|chat| &chat.chat_id == open)
+                .map(|chat| chat.title(&model.me))
+        })
+    };
+    let me = session.user_id.clone();
+
+    view! {
+        <div class="app" class:chat-open=move || open_chat().is_some()>
+            <aside class="sidebar">
+                <header class="sidebar-header">
+                    <p class="me">"Signed in as " <strong>{me}</strong></p>
+                    <button type="button" class="link" on:click=sign_out>"Sign out"</button>
+                </header>
+                <ConnectionIndicator />
+                <NewChat />
+                <ChatList />
+            </aside>
+            <main class="conversation">
+                {move || match open_chat() {
+                    None => view! { <p class="placeholder">"Choose a chat, or start a new one."</p> }.into_any(),
+                    Some(chat_id) => {
+                        let chat_id = Signal::derive(move || chat_id.clone());
+                        view! {
+                            <header class="conversation-header">
+                                <button type="button" class="link back" on:click=move |_| live.model.update(|model| model.open_chat = None)>
+                                    "Back"
+                                </button>
+                                <h2>{open_title}</h2>
+                            </header>
+                            <MessageList chat_id=chat_id />
+                            <Composer chat_id=chat_id />
+                        }
+                        .into_any()
+                    }
+                }}
+            </main>
+        </div>
+    }
+}
