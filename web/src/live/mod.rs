@@ -44,8 +44,16 @@ fn outbox_key(user: &str) -> String {
     format!("chat.outbox.{user}")
 }
 
-/// Creates the live state for `session`, starts its connection, and provides it as context.
+/// Creates the live state for `session`, provides it as context and starts its connection.
 pub fn provide_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> Live {
+    let live = create_live(api, session, on_signed_out);
+    spawn_local(connection::run(live));
+    live
+}
+
+/// Creates the live state and provides it as context, without connecting: components can
+/// be shown against a model filled by hand (the browser tests do).
+pub fn create_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> Live {
     let outbox = storage::load(&outbox_key(&session.user_id)).unwrap_or_default();
     let live = Live {
         model: RwSignal::new(Model::new(&session.user_id, outbox)),
@@ -59,7 +67,6 @@ pub fn provide_live(api: Api, session: &Session, on_signed_out: Callback<()>) ->
     Effect::new(move |_| live.model.with(|model| storage::save(&key, &model.outbox)));
     on_cleanup(move || live.stopped.set(true));
     provide_context(live);
-    spawn_local(connection::run(live));
     live
 }
 
