@@ -75,3 +75,10 @@ require_command() {
         exit 1
     fi
 }
+
+# Builds the web UI into dist/ (release, offline: trunk uses the tools installed above).
+build_ui() {
+    log "building the web UI (trunk build --release)"
+    cargo fetch --locked >/dev/null
+    trunk build --release
+}
