@@ -201,9 +201,17 @@ async fn receive_connect_messages(
     store: Arc<dyn Store>,
     caller: UserId,
     chat: ChatId,
-    failed: oneshot::Sender<ApiError>,
+    mut failed: oneshot::Sender<ApiError>,
 ) {
-    while let Some(received) = inbound.next().await {
+    loop {
+        // Stop reading once the response side is gone (client hung up, the feed ended at
+        // shutdown): holding the request stream open would keep the call, and a graceful
+        // shutdown, waiting for a client that may never close its side.
+        let received = tokio::select! {
+            received = inbound.next() => received,
+            () = failed.closed() => return,
+        };
+        let Some(received) = received else { return };
         let Ok(message) = received else {
             // The client went away or broke the stream: nothing left to answer.
             return;

@@ -6,10 +6,7 @@ use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::{
     HistoryRequest, ListRequest, Message, NewRequest, SendRequest, SignOutRequest, StreamRequest,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::Streaming;
-use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
@@ -18,23 +15,13 @@ use crate::helpers::*;
 /// A well-formed chat id that no chat has.
 const MISSING_CHAT: &str = "0123456789abcdef0123456789abcdef";
 
-/// Metadata for a call: an `authorization` value used verbatim (or none), and optionally a
-/// `user-id` claim.
-fn metadata(authorization: Option<&str>, user_id: Option<&str>) -> MetadataMap {
-    let mut request = Request::new(());
-    if let Some(value) = authorization {
-        request = with_metadata(request, "authorization", value);
-    }
-    if let Some(value) = user_id {
-        request = with_metadata(request, "user-id", value);
-    }
-    request.metadata().clone()
-}
-
-fn request<T>(metadata: &MetadataMap, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    *request.metadata_mut() = metadata.clone();
-    request
+/// A request carrying exactly these metadata entries (`authorization`, `user-id`).
+fn request<T>(metadata: &[(&'static str, &str)], message: T) -> Request<T> {
+    metadata
+        .iter()
+        .fold(Request::new(message), |request, &(key, value)| {
+            with_metadata(request, key, value)
+        })
 }
 
 /// Calls each Chat RPC once with otherwise valid input and the given metadata, and returns
@@ -45,7 +32,7 @@ fn request<T>(metadata: &MetadataMap, message: T) -> Request<T> {
 async fn call_every_rpc(
     chat: &mut ChatClient<Channel>,
     chat_id: &str,
-    metadata: &MetadataMap,
+    metadata: &[(&'static str, &str)],
     round: &str,
 ) -> Vec<(&'static str, Result<(), Status>)> {
     let round = round.replace(' ', "-");
@@ -81,12 +68,11 @@ async fn call_every_rpc(
     };
     outcomes.push(("Stream", stream));
 
-    let (outbox, requests) = mpsc::channel::<Message>(1);
-    let connect = request(metadata, ReceiverStream::new(requests));
-    let connect = match within(chat.connect_chat(with_metadata(connect, "chat-id", chat_id))).await
-    {
+    let mut connect_metadata = metadata.to_vec();
+    connect_metadata.push(("chat-id", chat_id));
+    let connect = match open_connect(chat, None, &connect_metadata).await {
         Err(status) => Err(status),
-        Ok(response) => {
+        Ok((outbox, mut incoming)) => {
             let message = Message {
                 client_id: format!("{round}-connect"),
                 text: "should this be stored?".into(),
@@ -95,7 +81,7 @@ async fn call_every_rpc(
             // If the server already ended the stream, the send fails and the read below
             // reports why.
             let _ = outbox.send(message).await;
-            first_item(&mut response.into_inner()).await
+            first_item(&mut incoming).await
         }
     };
     outcomes.push(("Connect", connect));
@@ -149,7 +135,10 @@ async fn every_chat_rpc_refuses_a_missing_or_bad_token() {
     ];
     let mut chat = app.chat().await;
     for (case, authorization) in &bad_authorizations {
-        let headers = metadata(authorization.as_deref(), None);
+        let headers: Vec<_> = authorization
+            .iter()
+            .map(|value| ("authorization", value.as_str()))
+            .collect();
         let outcomes = call_every_rpc(&mut chat, &chat_id, &headers, case).await;
         for (rpc, outcome) in outcomes {
             match outcome {
@@ -180,7 +169,8 @@ async fn a_valid_token_passes_every_chat_rpc() {
     let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
     let mut chat = app.chat().await;
 
-    let headers = metadata(Some(&format!("Bearer {alice}")), None);
+    let bearer = format!("Bearer {alice}");
+    let headers = [("authorization", bearer.as_str())];
     let outcomes = call_every_rpc(&mut chat, &chat_id, &headers, "valid").await;
     for (rpc, outcome) in outcomes {
         outcome.unwrap_or_else(|status| panic!("{rpc} with a valid token: {status:?}"));
@@ -196,7 +186,7 @@ async fn user_id_metadata_naming_someone_else_is_permission_denied_on_every_rpc(
     let mut chat = app.chat().await;
 
     let bearer = format!("Bearer {alice}");
-    let headers = metadata(Some(&bearer), Some("bob"));
+    let headers = [("authorization", bearer.as_str()), ("user-id", "bob")];
     let outcomes = call_every_rpc(&mut chat, &chat_id, &headers, "claims-bob").await;
     for (rpc, outcome) in outcomes {
         let status = outcome.expect_err(&format!("{rpc} as alice claiming to be bob was accepted"));
@@ -205,7 +195,7 @@ async fn user_id_metadata_naming_someone_else_is_permission_denied_on_every_rpc(
 
     // Naming yourself, in any case, is the same as naming nobody.
     for me in ["alice", "Alice"] {
-        let headers = metadata(Some(&bearer), Some(me));
+        let headers = [("authorization", bearer.as_str()), ("user-id", me)];
         let outcomes = call_every_rpc(&mut chat, &chat_id, &headers, me).await;
         for (rpc, outcome) in outcomes {
             outcome.unwrap_or_else(|status| panic!("{rpc} with user-id {me}: {status:?}"));

@@ -40,22 +40,17 @@ fn row(case: &'static str, call: Call, mentions: &'static str) -> Row {
     }
 }
 
-/// Every bad request, for a chat `chat_id` of which alice is a member.
+/// Every bad request, for a chat `chat_id` of which alice is a member. One row per line, so
+/// the table reads as a table.
+#[rustfmt::skip]
 fn table(chat_id: &str) -> Vec<Row> {
     let send = |client_id: &str, text: &str| Call::Send(send_request(chat_id, client_id, text));
     let send_with = |request: SendRequest| Call::Send(request);
     let history = |chat_id: &str, limit: i32, before_id: &str| {
-        Call::History(HistoryRequest {
-            chat_id: chat_id.into(),
-            limit,
-            before_id: before_id.into(),
-        })
+        Call::History(HistoryRequest { chat_id: chat_id.into(), limit, before_id: before_id.into() })
     };
     let stream = |chat_id: &str, after_id: &str| {
-        Call::Stream(StreamRequest {
-            chat_id: chat_id.into(),
-            after_id: after_id.into(),
-        })
+        Call::Stream(StreamRequest { chat_id: chat_id.into(), after_id: after_id.into() })
     };
     let sign_up = |user_id: &str, password: &str| Call::SignUp(credentials(user_id, password));
     let crowd: Vec<String> = std::iter::once("alice".to_owned())
@@ -66,168 +61,43 @@ fn table(chat_id: &str) -> Vec<Row> {
     vec![
         row("blank text", send("t1", " \n\t "), "text"),
         row("empty text", send("t2", ""), "text"),
-        row(
-            "text one character over the limit",
-            send("t3", &"x".repeat(TEXT_MAX_CHARS + 1)),
-            "text",
-        ),
-        row(
-            "multi-byte text over the limit",
-            send("t4", &"é".repeat(TEXT_MAX_CHARS + 1)),
-            "text",
-        ),
-        row(
-            "text of a megabyte",
-            send("t5", &"x".repeat(1_000_000)),
-            "text",
-        ),
-        row(
-            "control character in text",
-            send("t6", "ring the bell\u{7}"),
-            "text",
-        ),
+        row("text one character over the limit", send("t3", &"x".repeat(TEXT_MAX_CHARS + 1)), "text"),
+        row("multi-byte text over the limit", send("t4", &"é".repeat(TEXT_MAX_CHARS + 1)), "text"),
+        row("text of a megabyte", send("t5", &"x".repeat(1_000_000)), "text"),
+        row("control character in text", send("t6", "ring the bell\u{7}"), "text"),
         row("NUL in text", send("t7", "nul\0byte"), "text"),
-        row(
-            "subject with a newline",
-            send_with(SendRequest {
-                subject: "two\nlines".into(),
-                ..base.clone()
-            }),
-            "subject",
-        ),
-        row(
-            "subject over the limit",
-            send_with(SendRequest {
-                subject: "s".repeat(SUBJECT_MAX_CHARS + 1),
-                ..base.clone()
-            }),
-            "subject",
-        ),
+        row("subject with a newline", send_with(SendRequest { subject: "two\nlines".into(), ..base.clone() }), "subject"),
+        row("subject over the limit", send_with(SendRequest { subject: "s".repeat(SUBJECT_MAX_CHARS + 1), ..base.clone() }), "subject"),
         row("missing client_id", send("", "hi"), "client id"),
-        row(
-            "client_id with spaces",
-            send("has spaces", "hi"),
-            "client id",
-        ),
-        row(
-            "client_id over the limit",
-            send(&"c".repeat(CLIENT_ID_MAX_CHARS + 1), "hi"),
-            "client id",
-        ),
-        row(
-            "Send without chat_id",
-            send_with(SendRequest {
-                chat_id: String::new(),
-                ..base.clone()
-            }),
-            "chat id",
-        ),
-        row(
-            "malformed chat_id",
-            send_with(SendRequest {
-                chat_id: "not-a-chat".into(),
-                ..base.clone()
-            }),
-            "chat id",
-        ),
-        row(
-            "upper-case chat_id",
-            send_with(SendRequest {
-                chat_id: chat_id.to_uppercase(),
-                ..base.clone()
-            }),
-            "chat id",
-        ),
-        row(
-            "malformed user_id",
-            send_with(SendRequest {
-                user_id: "b@d".into(),
-                ..base.clone()
-            }),
-            "user id",
-        ),
+        row("client_id with spaces", send("has spaces", "hi"), "client id"),
+        row("client_id over the limit", send(&"c".repeat(CLIENT_ID_MAX_CHARS + 1), "hi"), "client id"),
+        row("Send without chat_id", send_with(SendRequest { chat_id: String::new(), ..base.clone() }), "chat id"),
+        row("malformed chat_id", send_with(SendRequest { chat_id: "not-a-chat".into(), ..base.clone() }), "chat id"),
+        row("upper-case chat_id", send_with(SendRequest { chat_id: chat_id.to_uppercase(), ..base.clone() }), "chat id"),
+        row("malformed user_id", send_with(SendRequest { user_id: "b@d".into(), ..base.clone() }), "user id"),
         row("History without chat_id", history("", 0, ""), "chat id"),
-        row(
-            "History of a malformed chat_id",
-            history("xyz", 0, ""),
-            "chat id",
-        ),
+        row("History of a malformed chat_id", history("xyz", 0, ""), "chat id"),
         row("negative limit", history(chat_id, -1, ""), "limit"),
-        row(
-            "before_id not a number",
-            history(chat_id, 0, "abc"),
-            "before id",
-        ),
-        row(
-            "before_id with a sign",
-            history(chat_id, 0, "+5"),
-            "before id",
-        ),
+        row("before_id not a number", history(chat_id, 0, "abc"), "before id"),
+        row("before_id with a sign", history(chat_id, 0, "+5"), "before id"),
         row("negative before_id", history(chat_id, 0, "-1"), "before id"),
-        row(
-            "before_id over 64 bits",
-            history(chat_id, 0, "18446744073709551616"),
-            "before id",
-        ),
-        row(
-            "Stream of a malformed chat_id",
-            stream("xyz", ""),
-            "chat id",
-        ),
+        row("before_id over 64 bits", history(chat_id, 0, "18446744073709551616"), "before id"),
+        row("Stream of a malformed chat_id", stream("xyz", ""), "chat id"),
         row("after_id not a number", stream(chat_id, "x1"), "after id"),
-        row(
-            "after_id on the all-chats stream",
-            stream("", "1.5"),
-            "after id",
-        ),
+        row("after_id on the all-chats stream", stream("", "1.5"), "after id"),
         row("empty user_ids", Call::New(vec![]), "user ids"),
         row("too many members", Call::New(crowd), "members"),
-        row(
-            "malformed member id",
-            Call::New(vec!["alice".into(), "b@d".into()]),
-            "user id",
-        ),
+        row("malformed member id", Call::New(vec!["alice".into(), "b@d".into()]), "user id"),
         row("user id too short", sign_up("ab", PASSWORD), "user id"),
-        row(
-            "user id too long",
-            sign_up(&"u".repeat(USER_ID_MAX_CHARS + 1), PASSWORD),
-            "user id",
-        ),
-        row(
-            "user id with a space",
-            sign_up("al ice", PASSWORD),
-            "user id",
-        ),
-        row(
-            "user id with a non-ASCII letter",
-            sign_up("bøb", PASSWORD),
-            "user id",
-        ),
-        row(
-            "user id starting with an underscore",
-            sign_up("_dave", PASSWORD),
-            "user id",
-        ),
+        row("user id too long", sign_up(&"u".repeat(USER_ID_MAX_CHARS + 1), PASSWORD), "user id"),
+        row("user id with a space", sign_up("al ice", PASSWORD), "user id"),
+        row("user id with a non-ASCII letter", sign_up("bøb", PASSWORD), "user id"),
+        row("user id starting with an underscore", sign_up("_dave", PASSWORD), "user id"),
         row("short password", sign_up("dave", "short"), "password"),
-        row(
-            "password over the limit",
-            sign_up("erin", &"p".repeat(PASSWORD_MAX_CHARS + 1)),
-            "password",
-        ),
+        row("password over the limit", sign_up("erin", &"p".repeat(PASSWORD_MAX_CHARS + 1)), "password"),
         row("Connect without chat-id", Call::Connect(vec![]), "chat id"),
-        row(
-            "Connect with a malformed chat-id",
-            Call::Connect(vec![("chat-id", "xyz".into())]),
-            "chat id",
-        ),
-        row(
-            "Connect with a malformed after-id",
-            Call::Connect(vec![
-                ("chat-id", chat_id.into()),
-                ("after-id", "abc".into()),
-            ]),
-            "after id",
-        ),
+        row("Connect with a malformed chat-id", Call::Connect(vec![("chat-id", "xyz".into())]), "chat id"),
+        row("Connect with a malformed after-id", Call::Connect(vec![("chat-id", chat_id.into()), ("after-id", "abc".into())]), "after id"),
     ]
 }
 

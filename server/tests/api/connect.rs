@@ -44,7 +44,10 @@ async fn the_echo_acknowledges_a_message_with_its_server_id() {
         "sent_at {}",
         echo.sent_at
     );
-    assert_eq!(history_of(&app, &alice, &chat_id).await, [echo.clone()]);
+    assert_eq!(
+        history_of(&app, &alice, &chat_id).await,
+        std::slice::from_ref(&echo)
+    );
     // Connect and Send share one idempotency key: resending c1 with Send is a retry.
     let retried = send_text(&mut chat, &alice, &chat_id, "c1", "hello over connect").await;
     assert_eq!(retried, echo);

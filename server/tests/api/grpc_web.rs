@@ -113,7 +113,7 @@ async fn unary_calls_work_over_grpc_web() {
         .await
         .expect("history")
         .into_inner();
-    assert_eq!(history.messages, [sent.clone()]);
+    assert_eq!(history.messages, std::slice::from_ref(&sent));
     let listed = within(chat.list(authed(&alice, ListRequest {})))
         .await
         .expect("list")

@@ -273,6 +273,52 @@ pub async fn send_text(
         .expect("SendResponse carries no message")
 }
 
+/// Sends `count` messages with `text` (client ids `many-0`, `many-1`, ...), eight at a time,
+/// and returns them in id order.
+pub async fn send_many(
+    app: &TestApp,
+    token: &str,
+    chat_id: &str,
+    count: usize,
+    text: &str,
+) -> Vec<Message> {
+    let chat = app.chat().await;
+    let mut sent = Vec::with_capacity(count);
+    let numbers: Vec<usize> = (0..count).collect();
+    for batch in numbers.chunks(8) {
+        let sends = batch.iter().map(|n| {
+            let mut chat = chat.clone();
+            async move { send_text(&mut chat, token, chat_id, &format!("many-{n}"), text).await }
+        });
+        sent.extend(futures::future::join_all(sends).await);
+    }
+    sent.sort_by_key(|message| id_number(&message.id));
+    sent
+}
+
+/// The newest page (up to 100 messages) of a chat's history, oldest first.
+pub async fn history_of(app: &TestApp, token: &str, chat_id: &str) -> Vec<Message> {
+    let request = HistoryRequest {
+        chat_id: chat_id.into(),
+        limit: 100,
+        before_id: String::new(),
+    };
+    within(app.chat().await.history(authed(token, request)))
+        .await
+        .unwrap_or_else(|status| panic!("cannot read the history of {chat_id}: {status:?}"))
+        .into_inner()
+        .messages
+}
+
+/// The caller's chats, as List returns them.
+pub async fn chats_of(app: &TestApp, token: &str) -> Vec<ChatSummary> {
+    within(app.chat().await.list(authed(token, ListRequest {})))
+        .await
+        .unwrap_or_else(|status| panic!("cannot list chats: {status:?}"))
+        .into_inner()
+        .chats
+}
+
 /// Opens a Stream and waits for its response headers.
 pub async fn open_stream(
     chat: &mut ChatClient<Channel>,
@@ -415,27 +461,4 @@ pub async fn http1(request: http::Request<Full<Bytes>>) -> (http::response::Part
         (head, body)
     })
     .await
-}
-
-/// The newest page (up to 100 messages) of a chat's history, oldest first.
-pub async fn history_of(app: &TestApp, token: &str, chat_id: &str) -> Vec<Message> {
-    let request = HistoryRequest {
-        chat_id: chat_id.into(),
-        limit: 100,
-        before_id: String::new(),
-    };
-    within(app.chat().await.history(authed(token, request)))
-        .await
-        .unwrap_or_else(|status| panic!("cannot read the history of {chat_id}: {status:?}"))
-        .into_inner()
-        .messages
-}
-
-/// The caller's chats, as List returns them.
-pub async fn chats_of(app: &TestApp, token: &str) -> Vec<ChatSummary> {
-    within(app.chat().await.list(authed(token, ListRequest {})))
-        .await
-        .unwrap_or_else(|status| panic!("cannot list chats: {status:?}"))
-        .into_inner()
-        .chats
 }

@@ -4,7 +4,6 @@
 
 use chat_core::limits::{HISTORY_DEFAULT_PAGE, HISTORY_MAX_PAGE};
 use chat_core::proto::{HistoryRequest, HistoryResponse, Message};
-use futures::future::join_all;
 
 use crate::helpers::*;
 
@@ -24,31 +23,6 @@ async fn page(
         .await
         .unwrap_or_else(|status| panic!("history limit {limit} before {before_id:?}: {status:?}"))
         .into_inner()
-}
-
-/// Sends `count` messages, a few at a time, and returns them in id order.
-async fn fill(app: &TestApp, token: &str, chat_id: &str, count: usize) -> Vec<Message> {
-    let chat = app.chat().await;
-    let mut sent = Vec::with_capacity(count);
-    let numbers: Vec<usize> = (0..count).collect();
-    for batch in numbers.chunks(8) {
-        let sends = batch.iter().map(|n| {
-            let mut chat = chat.clone();
-            async move {
-                send_text(
-                    &mut chat,
-                    token,
-                    chat_id,
-                    &format!("fill-{n}"),
-                    &format!("message {n}"),
-                )
-                .await
-            }
-        });
-        sent.extend(join_all(sends).await);
-    }
-    sent.sort_by_key(|message| id_number(&message.id));
-    sent
 }
 
 #[tokio::test]
@@ -111,7 +85,7 @@ async fn limit_zero_is_the_default_page_and_large_limits_are_capped() {
     let chat_id = new_chat(&app, &alice, &["alice"]).await;
     let default = HISTORY_DEFAULT_PAGE as usize;
     let max = HISTORY_MAX_PAGE as usize;
-    let sent = fill(&app, &alice, &chat_id, max + 5).await;
+    let sent = send_many(&app, &alice, &chat_id, max + 5, "filler").await;
 
     let first = page(&app, &alice, &chat_id, 0, "").await;
     assert_eq!(first.messages.len(), default);
@@ -136,8 +110,8 @@ async fn walking_back_with_the_default_page_returns_every_message_once() {
     let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
     // Another chat's messages interleave with this one's ids and must not show up.
     let other = new_chat(&app, &alice, &["alice"]).await;
-    let sent = fill(&app, &alice, &chat_id, 120).await;
-    fill(&app, &alice, &other, 10).await;
+    let sent = send_many(&app, &alice, &chat_id, 120, "filler").await;
+    send_many(&app, &alice, &other, 10, "elsewhere").await;
 
     let mut walked: Vec<Message> = Vec::new();
     let mut before_id = String::new();

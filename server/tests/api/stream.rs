@@ -4,9 +4,12 @@
 
 use std::time::{Duration, Instant};
 
+use chat_core::limits::TEXT_MAX_CHARS;
 use chat_core::proto::Message;
+use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::event::Event as EventKind;
 use tokio::sync::mpsc;
+use tonic::transport::Channel;
 
 use crate::helpers::*;
 
@@ -83,7 +86,7 @@ async fn resume_while_sending(follow_one_chat: bool) {
         new_chat(&app, &alice, &["alice", "carol"]).await,
         new_chat(&app, &bob, &["bob", "carol"]).await,
     ];
-    let senders = [alice.clone(), alice.clone(), bob.clone()];
+    let senders = [alice.clone(), alice.clone(), bob];
     let mut chat = app.chat().await;
 
     let (reports, mut sent_so_far) = mpsc::unbounded_channel::<(usize, Message)>();
@@ -172,6 +175,54 @@ async fn a_chat_stream_resumes_after_id_while_sends_are_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_all_chats_stream_resumes_after_one_cursor_while_sends_are_in_flight() {
     resume_while_sending(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_catches_up_without_a_gap_and_holds_up_no_one() {
+    // The stalled reader has small HTTP/2 windows, so a megabyte of messages overflows what
+    // flow control and the server's buffers hold for it (about 150 of these when this was
+    // written): the server must let it fall behind and later catch it up from storage.
+    const COUNT: usize = 250;
+    let text = "x".repeat(TEXT_MAX_CHARS);
+    let app = spawn_app().await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let small_windows = Channel::from_shared(app.url(""))
+        .expect("invalid server URL")
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535);
+    let mut stalled_client =
+        ChatClient::new(within(small_windows.connect()).await.expect("connect"));
+    let mut stalled = open_stream(&mut stalled_client, &alice, &chat_id, "").await;
+    // A separate connection: readers sharing one would share its flow-control window too.
+    let mut reader_client = app.chat().await;
+    let mut reader = open_stream(&mut reader_client, &alice, &chat_id, "").await;
+
+    let (sent, read) = tokio::join!(
+        send_many(&app, &alice, &chat_id, COUNT, &text),
+        next_messages(&mut reader, COUNT),
+    );
+    assert_eq!(
+        ids(&read),
+        ids(&sent),
+        "the reader that keeps up gets everything meanwhile"
+    );
+
+    let caught_up = next_messages(&mut stalled, COUNT).await;
+    assert_eq!(
+        ids(&caught_up),
+        ids(&sent),
+        "the stalled reader catches up with no gap"
+    );
+    assert_eq!(caught_up, sent);
+    let mut chat = app.chat().await;
+    let sentinel = send_text(&mut chat, &alice, &chat_id, "sentinel", "the end").await;
+    for stream in [&mut stalled, &mut reader] {
+        assert_eq!(
+            next_messages(stream, 1).await,
+            std::slice::from_ref(&sentinel)
+        );
+    }
 }
 
 #[tokio::test]

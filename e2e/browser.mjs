@@ -1,0 +1,131 @@
+// Drives Debian's headless Chromium with playwright-core (which never downloads a browser):
+// one isolated browser context per chat user, the UI found by role and accessible name as a
+// person would, and a polling helper, since playwright-core has no `expect`.
+
+import { chromium } from 'playwright-core';
+
+const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+
+// What Chromium needs here as root on a closed network (see ../../shared/TOOLCHAIN.md).
+// Playwright gives the browser a fresh temporary --user-data-dir itself and removes it on close.
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/** The size of the screenshot in the README: a laptop window. */
+export const VIEWPORT = { width: 1100, height: 700 };
+
+/** How long one UI step may take: a click's effect, a live message's arrival. */
+export const STEP_MS = 5_000;
+
+export function launchChromium() {
+  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+}
+
+/** Retries `check` (which throws or rejects while not yet true) until it passes or time runs out. */
+export async function eventually(what, check, { timeout = STEP_MS, interval = 100 } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    try {
+      return await check();
+    } catch (error) {
+      if (Date.now() >= deadline) {
+        throw new Error(`${what}: still not so after ${timeout} ms (${error.message})`, { cause: error });
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, interval));
+  }
+}
+
+/** One person in their own browser context (own localStorage, own stream to the server). */
+export class ChatUser {
+  constructor(name, context, page) {
+    this.name = name;
+    this.context = context;
+    this.page = page;
+    /** What the page printed to its console and its uncaught errors, for failure reports. */
+    this.console = [];
+    this.pageErrors = [];
+    page.on('console', (message) => this.console.push(`[${message.type()}] ${message.text()}`));
+    page.on('pageerror', (error) => this.pageErrors.push(String(error)));
+  }
+
+  /** Opens `url` in a new, isolated context. */
+  static async open(browser, url, name) {
+    const context = await browser.newContext({ viewport: VIEWPORT });
+    context.setDefaultTimeout(STEP_MS);
+    const page = await context.newPage();
+    const user = new ChatUser(name, context, page);
+    await page.goto(url);
+    return user;
+  }
+
+  // The parts of the UI, by role and accessible name.
+  button(name) {
+    return this.page.getByRole('button', { name, exact: true });
+  }
+  get messageLog() {
+    return this.page.getByRole('log', { name: 'Messages' });
+  }
+  get composer() {
+    return this.page.getByRole('textbox', { name: 'Message', exact: true });
+  }
+  get connection() {
+    return this.page.getByRole('status', { name: 'Connection' });
+  }
+  /** The entry of the chat list whose text mentions `text` (a member's name). */
+  chatEntry(text) {
+    return this.page.getByRole('navigation', { name: 'Chats' }).getByRole('button').filter({ hasText: text });
+  }
+  /** Every message in the open chat's log whose text contains `text`, sent or not. */
+  messages(text) {
+    return this.messageLog.getByRole('article').filter({ hasText: text });
+  }
+
+  async signUp(password) {
+    await this.page.getByLabel('Username', { exact: true }).fill(this.name);
+    await this.page.getByLabel('Password', { exact: true }).fill(password);
+    await this.button('Sign up').click();
+    await this.button('New chat').waitFor();
+  }
+
+  async startChatWith(other) {
+    await this.button('New chat').click();
+    await this.page.getByLabel('Usernames', { exact: true }).fill(other);
+    await this.button('Start chat').click();
+    await this.messageLog.waitFor();
+  }
+
+  /** Types `text` into the open chat and presses Enter. */
+  async send(text) {
+    await this.composer.fill(text);
+    await this.composer.press('Enter');
+  }
+
+  /** Waits until `text` shows in the log as sent by this user (" · Sent" in its footer). */
+  async waitUntilSent(text, timeout = STEP_MS) {
+    await this.messages(text).filter({ hasText: '· Sent' }).first().waitFor({ timeout });
+  }
+
+  /** The texts of the open chat's messages, top to bottom. */
+  messageTexts() {
+    return this.messageLog.getByRole('article').locator('p.text').allInnerTexts();
+  }
+
+  async connectionText() {
+    return (await this.connection.innerText()).trim();
+  }
+
+  /** What to print when a step fails: the end of this browser's console. */
+  report() {
+    const lines = [...this.pageErrors.map((error) => `[pageerror] ${error}`), ...this.console.slice(-30)];
+    return `--- ${this.name}'s browser console (last lines) ---\n${lines.join('\n')}`;
+  }
+}

@@ -1,0 +1,167 @@
+// The end-to-end test: the real chat-server serving the real built UI (dist/), two people in
+// two isolated Chromium contexts chatting live both ways, a reload that keeps the session and
+// the history, and a server restart that the client rides out without losing or duplicating a
+// message. Also writes the README's screenshot, docs/screenshot.png. Run it with e2e/run.sh.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { ChatUser, eventually, launchChromium } from './browser.mjs';
+import { ChatServer, REPO_ROOT } from './server.mjs';
+
+const PASSWORD = 'correct horse battery';
+const SCREENSHOT = path.join(REPO_ROOT, 'docs', 'screenshot.png');
+/** Enough for the client's backoff (0.5 s, 1 s, 2 s, 4 s, …) to find the restarted server. */
+const RECONNECT_MS = 20_000;
+/** Longer than one heartbeat (the server runs with --heartbeat-secs 2): a late duplicate
+ * from a replayed stream would have shown by then. */
+const SETTLE_MS = 2_500;
+
+describe('two people chat in the browser', { timeout: 120_000 }, () => {
+  const id = randomBytes(3).toString('hex');
+  const said = {
+    hello: `Hello Bob, it is Alice (${id})`,
+    reply: `Hi Alice, Bob here (${id})`,
+    offline: `Typed while the server was down (${id})`,
+    afterRestart: `Sent after the restart (${id})`,
+  };
+  /** @type {ChatServer} */ let server;
+  let browser;
+  /** @type {ChatUser} */ let alice;
+  /** @type {ChatUser} */ let bob;
+
+  // Each step builds on the one before: once one fails, the rest are skipped, and what the
+  // server and both browsers printed is shown.
+  let failed = false;
+  function step(name, body) {
+    test(name, { timeout: 45_000 }, async (t) => {
+      if (failed) {
+        t.skip('an earlier step failed');
+        return;
+      }
+      try {
+        await body();
+      } catch (error) {
+        failed = true;
+        console.error(`--- chat-server log (last lines) ---\n${server?.logTail() ?? ''}`);
+        for (const user of [alice, bob]) if (user) console.error(user.report());
+        throw error;
+      }
+    });
+  }
+
+  before(async () => {
+    server = await ChatServer.create();
+    await server.start();
+    browser = await launchChromium();
+  });
+
+  after(async () => {
+    await browser?.close().catch((error) => console.error(`closing Chromium: ${error}`));
+    await server?.dispose();
+  });
+
+  step('Alice and Bob sign up in their own browsers and get connected', async () => {
+    alice = await ChatUser.open(browser, server.url, `alice${id}`);
+    bob = await ChatUser.open(browser, server.url, `bob${id}`);
+    await alice.signUp(PASSWORD);
+    await bob.signUp(PASSWORD);
+    for (const user of [alice, bob]) {
+      await eventually(`${user.name} connected`, async () =>
+        assert.equal(await user.connectionText(), 'Connected'),
+      );
+    }
+  });
+
+  step('Alice starts a chat with Bob and her message is sent', async () => {
+    await alice.startChatWith(bob.name);
+    await alice.send(said.hello);
+    await alice.messages(said.hello).first().waitFor();
+    await alice.waitUntilSent(said.hello);
+    assert.equal(await alice.composer.inputValue(), '', 'the message box empties after Enter');
+  });
+
+  step('Bob sees the chat arrive live, reads it, and replies; Alice sees the reply live', async () => {
+    const entry = bob.chatEntry(alice.name);
+    await entry.waitFor();
+    await entry.getByLabel(/^\d+ unread$/).waitFor();
+    await entry.click();
+    await bob.messages(said.hello).filter({ hasText: alice.name }).first().waitFor();
+
+    await bob.send(said.reply);
+    await bob.waitUntilSent(said.reply);
+    await alice.messages(said.reply).filter({ hasText: bob.name }).first().waitFor();
+  });
+
+  step('Bob reloads: still signed in, and the chat history is there in order', async () => {
+    await bob.page.reload();
+    await bob.button('New chat').waitFor();
+    assert.equal(await bob.button('Sign in').count(), 0, 'no "Sign in" button after a reload');
+    await bob.chatEntry(alice.name).click();
+    await bob.messages(said.reply).first().waitFor();
+    assert.deepEqual(await bob.messageTexts(), [said.hello, said.reply]);
+  });
+
+  step('the server restarts: Alice reconnects, her offline message goes out once, live messages flow', async () => {
+    await eventually('Alice connected before the restart', async () =>
+      assert.equal(await alice.connectionText(), 'Connected'),
+    );
+    const exit = await server.stop();
+    assert.deepEqual(exit, { code: 0, signal: null, killed: false }, 'chat-server exits 0 on SIGTERM');
+    await eventually("Alice's indicator leaves Connected", async () =>
+      assert.notEqual(await alice.connectionText(), 'Connected'),
+    );
+
+    await alice.send(said.offline);
+    const waiting = alice.messages(said.offline).first();
+    await waiting.waitFor();
+    await eventually('the offline message shown as pending or failed', async () =>
+      assert.match(await waiting.innerText(), /Sending…|Failed/),
+    );
+
+    await server.start();
+    await eventually(
+      'Alice connected again',
+      async () => assert.equal(await alice.connectionText(), 'Connected'),
+      { timeout: RECONNECT_MS },
+    );
+    await alice.waitUntilSent(said.offline, RECONNECT_MS);
+    await bob.messages(said.offline).first().waitFor({ timeout: RECONNECT_MS });
+
+    await eventually(
+      'Bob connected again',
+      async () => assert.equal(await bob.connectionText(), 'Connected'),
+      { timeout: RECONNECT_MS },
+    );
+    await bob.send(said.afterRestart);
+    await bob.waitUntilSent(said.afterRestart);
+    await alice.messages(said.afterRestart).first().waitFor();
+  });
+
+  step('no message is shown twice or out of order, and nothing is left unsent', async () => {
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    const everything = [said.hello, said.reply, said.offline, said.afterRestart];
+    for (const user of [alice, bob]) {
+      const texts = await user.messageTexts();
+      const counts = new Map();
+      for (const text of texts) counts.set(text, (counts.get(text) ?? 0) + 1);
+      const repeated = [...counts].filter(([, count]) => count > 1);
+      assert.deepEqual(repeated, [], `messages shown more than once to ${user.name}`);
+      assert.deepEqual(texts, everything, `${user.name}'s log`);
+      assert.equal(
+        await user.messageLog.getByRole('article', { name: 'Your message, not sent yet' }).count(),
+        0,
+        `${user.name} has no message still waiting`,
+      );
+      assert.deepEqual(user.pageErrors, [], `uncaught errors in ${user.name}'s page`);
+    }
+  });
+
+  step("a screenshot of Alice's chat screen goes to docs/screenshot.png", async () => {
+    await mkdir(path.dirname(SCREENSHOT), { recursive: true });
+    await alice.page.screenshot({ path: SCREENSHOT });
+  });
+});
