@@ -104,8 +104,10 @@ pub async fn run(
         .add_service(reflection_alpha);
     let app = http::router(grpc, &settings.static_dir);
 
-    let address = listener.local_addr().ok();
-    tracing::info!(address = ?address, data = %settings.database_path().display(), "chat server listening");
+    let address = listener
+        .local_addr()
+        .map_or_else(|error| error.to_string(), |address| address.to_string());
+    tracing::info!(%address, data = %settings.database_path().display(), "chat server listening");
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: ending streams, finishing calls in flight");

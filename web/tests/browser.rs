@@ -61,16 +61,19 @@ fn button(root: &Element, name: &str) -> Element {
         .unwrap_or_else(|| panic!("no button named {name:?}"))
 }
 
-fn session() -> Session {
+fn session(user: &str) -> Session {
     Session {
-        user_id: "alice".into(),
+        user_id: user.into(),
         token: "00".repeat(32),
         expires_at: i64::MAX,
     }
 }
 
-/// Mounts `view` with a live state that is not connected, and returns both.
+/// Mounts `view` with a live state of `user` that is not connected, and returns both. Tests
+/// may run interleaved in one page, and the outbox persists in localStorage per user, so a
+/// test that writes to the outbox uses a user of its own.
 fn mount_with_live<V: IntoView + 'static>(
+    user: &'static str,
     view: impl FnOnce() -> V + 'static,
 ) -> (HtmlElement, Live) {
     let root = container();
@@ -78,7 +81,7 @@ fn mount_with_live<V: IntoView + 'static>(
     let handle = leptos::mount::mount_to(root.clone(), move || {
         let live = create_live(
             Api::new("http://127.0.0.1:9".into()),
-            &session(),
+            &session(user),
             Callback::new(|_| ()),
         );
         live_tx.send(live).unwrap();
@@ -164,7 +167,7 @@ async fn sign_up_checks_fields_with_the_shared_rules_before_any_request() {
 
 #[wasm_bindgen_test]
 async fn the_chat_list_is_most_recent_first_with_unread_badges() {
-    let (root, live) = mount_with_live(|| view! { <ChatList /> });
+    let (root, live) = mount_with_live("alice", || view! { <ChatList /> });
     live.model.update(|model| {
         model.set_chats(&[
             chat("a", &["alice", "bob"], Some((5, "bob", "old news"))),
@@ -194,8 +197,10 @@ async fn the_chat_list_is_most_recent_first_with_unread_badges() {
 
 #[wasm_bindgen_test]
 async fn messages_render_as_text_with_own_on_the_right_and_delivery_states() {
-    let (root, live) =
-        mount_with_live(|| view! { <MessageList chat_id=Signal::derive(|| "a".to_string()) /> });
+    let (root, live) = mount_with_live(
+        "alice",
+        || view! { <MessageList chat_id=Signal::derive(|| "a".to_string()) /> },
+    );
     live.model.update(|model| {
         model.set_chats(&[chat("a", &["alice", "bob"], None)]);
         model.add_page(
@@ -232,12 +237,14 @@ async fn messages_render_as_text_with_own_on_the_right_and_delivery_states() {
             .is_undefined()
     );
     let articles = log.query_selector_all("article").unwrap();
-    assert_eq!(articles.length(), 4);
+    assert_eq!(articles.length(), 4, "{}", log.inner_html());
     let second: Element = articles.item(1).unwrap().unchecked_into();
     assert!(second.class_list().contains("mine"));
     assert!(log.text_content().unwrap().contains("Sending…"));
-    // Retry keeps the client id and turns the message pending again.
+    // Retry sends the message again under its client id. No server listens on port 9 in
+    // this test, so the new attempt fails as "offline", which the outbox retries by itself.
     click(&button(&log, "Retry"));
+    settle().await;
     settle().await;
     let delivery = live.model.with_untracked(|model| {
         model
@@ -246,13 +253,19 @@ async fn messages_render_as_text_with_own_on_the_right_and_delivery_states() {
             .find(|o| o.client_id == "p-2")
             .map(|o| o.delivery.clone())
     });
-    assert_eq!(delivery, Some(Delivery::Pending));
+    let Some(Delivery::Failed { reason, auto_retry }) = delivery else {
+        panic!("the retried message should still be queued: {delivery:?}");
+    };
+    assert!(reason.starts_with("Cannot reach the server"), "{reason}");
+    assert!(auto_retry);
 }
 
 #[wasm_bindgen_test]
 async fn the_composer_refuses_blank_text_and_queues_the_rest() {
-    let (root, live) =
-        mount_with_live(|| view! { <Composer chat_id=Signal::derive(|| "a".to_string()) /> });
+    let (root, live) = mount_with_live(
+        "dora",
+        || view! { <Composer chat_id=Signal::derive(|| "a".to_string()) /> },
+    );
     settle().await;
     let textarea = find(&root, "textarea");
     assert_eq!(
@@ -298,7 +311,7 @@ async fn the_composer_refuses_blank_text_and_queues_the_rest() {
 
 #[wasm_bindgen_test]
 async fn the_connection_indicator_says_what_is_happening() {
-    let (root, live) = mount_with_live(|| view! { <ConnectionIndicator /> });
+    let (root, live) = mount_with_live("erin", || view! { <ConnectionIndicator /> });
     live.status.set(Status::Offline { retry_in_secs: 3 });
     settle().await;
     let status = find(&root, "[role=status]");
