@@ -50,11 +50,22 @@ export class ChatUser {
     this.name = name;
     this.context = context;
     this.page = page;
-    /** What the page printed to its console and its uncaught errors, for failure reports. */
+    /** What the page printed to its console and its uncaught errors, in order, for reports. */
     this.console = [];
     this.pageErrors = [];
-    page.on('console', (message) => this.console.push(`[${message.type()}] ${message.text()}`));
-    page.on('pageerror', (error) => this.pageErrors.push(String(error)));
+    page.on('console', (message) => this.note(`[${message.type()}] ${message.text()}`));
+    page.on('pageerror', (error) => {
+      this.pageErrors.push(String(error));
+      this.note(`[pageerror] ${error.stack ?? error}`);
+    });
+    page.on('framenavigated', (frame) => {
+      if (frame === page.mainFrame()) this.note(`[navigated] ${frame.url()}`);
+    });
+  }
+
+  /** Adds a timestamped line to this user's report: what the page said, or what the test did. */
+  note(line) {
+    this.console.push(`${new Date().toISOString()} ${line}`);
   }
 
   /** Opens `url` in a new, isolated context. */
@@ -80,6 +91,12 @@ export class ChatUser {
   get connection() {
     return this.page.getByRole('status', { name: 'Connection' });
   }
+  /** Clicks the chat list's entry for the chat with `member`, and waits for its log. */
+  async openChatWith(member) {
+    this.note(`[test] open the chat with ${member}`);
+    await this.chatEntry(member).click();
+    await this.messageLog.waitFor();
+  }
   /** The entry of the chat list whose text mentions `text` (a member's name). */
   chatEntry(text) {
     return this.page.getByRole('navigation', { name: 'Chats' }).getByRole('button').filter({ hasText: text });
@@ -90,6 +107,7 @@ export class ChatUser {
   }
 
   async signUp(password) {
+    this.note(`[test] sign up as ${this.name}`);
     await this.page.getByLabel('Username', { exact: true }).fill(this.name);
     await this.page.getByLabel('Password', { exact: true }).fill(password);
     await this.button('Sign up').click();
@@ -97,6 +115,7 @@ export class ChatUser {
   }
 
   async startChatWith(other) {
+    this.note(`[test] start a chat with ${other}`);
     await this.button('New chat').click();
     await this.page.getByLabel('Usernames', { exact: true }).fill(other);
     await this.button('Start chat').click();
@@ -105,6 +124,7 @@ export class ChatUser {
 
   /** Types `text` into the open chat and presses Enter. */
   async send(text) {
+    this.note(`[test] send ${JSON.stringify(text)}`);
     await this.composer.fill(text);
     await this.composer.press('Enter');
   }
@@ -125,7 +145,6 @@ export class ChatUser {
 
   /** What to print when a step fails: the end of this browser's console. */
   report() {
-    const lines = [...this.pageErrors.map((error) => `[pageerror] ${error}`), ...this.console.slice(-30)];
-    return `--- ${this.name}'s browser console (last lines) ---\n${lines.join('\n')}`;
+    return `--- ${this.name}'s browser console (last lines) ---\n${this.console.slice(-40).join('\n')}`;
   }
 }

@@ -1,10 +1,10 @@
-//! Entry point of the WASM bundle: mount the app. Everything else lives in the library.
+//! Entry point of the WASM bundle: report panics readably, then mount the app. Everything
+//! else lives in the library.
 
 fn main() {
-    console_error_panic_hook_free();
+    // Without this a panic shows in the console only as "RuntimeError: unreachable".
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&info.to_string().into())
+    }));
     leptos::mount::mount_to_body(chat_web::App);
 }
-
-/// Panics already reach the browser console through wasm-bindgen's default hook; nothing
-/// more is installed, to keep the bundle small.
-fn console_error_panic_hook_free() {}

@@ -77,19 +77,14 @@ pub fn MessageList(
         {
             loading_older.set(true);
             let (height_before, top_before) = (element.scroll_height(), element.scroll_top());
-            live.load_older(
-                chat_id.get_untracked(),
-                Callback::new(move |_| {
-                    loading_older.set(false);
-                    let element = element.clone();
-                    // Once the older page is rendered above, shift by its height so the
-                    // message the user was reading stays where it was.
-                    request_animation_frame(move || {
-                        element
-                            .set_scroll_top(element.scroll_height() - height_before + top_before);
-                    });
-                }),
-            );
+            live.load_older(chat_id.get_untracked(), move || {
+                loading_older.try_set(false);
+                // Once the older page is rendered above, shift by its height so the message
+                // the user was reading stays where it was.
+                request_animation_frame(move || {
+                    element.set_scroll_top(element.scroll_height() - height_before + top_before);
+                });
+            });
         }
     };
 

@@ -100,12 +100,14 @@ impl Live {
             .model
             .with_untracked(|model| model.timelines.get(&chat_id).is_some_and(|t| t.loaded));
         if !loaded {
-            self.load_page(chat_id, None, Callback::new(|_| ()));
+            self.load_page(chat_id, None, || ());
         }
     }
 
     /// Loads the page before the oldest loaded message; `done` runs once the model has it.
-    pub fn load_older(&self, chat_id: String, done: Callback<()>) {
+    /// `done` is a plain closure, not a reactive callback: the component that asked may be
+    /// gone by the time the page arrives.
+    pub fn load_older(&self, chat_id: String, done: impl FnOnce() + 'static) {
         let oldest = self.model.with_untracked(|model| {
             model
                 .timelines
@@ -118,7 +120,7 @@ impl Live {
         }
     }
 
-    fn load_page(&self, chat_id: String, before: Option<MessageId>, done: Callback<()>) {
+    fn load_page(&self, chat_id: String, before: Option<MessageId>, done: impl FnOnce() + 'static) {
         let live = *self;
         spawn_local(async move {
             match live.api().history(&chat_id, before).await {
@@ -126,7 +128,7 @@ impl Live {
                     let messages = page.messages.iter().filter_map(Shown::from_proto).collect();
                     live.model
                         .update(|model| model.add_page(&chat_id, messages, page.has_more));
-                    done.run(());
+                    done();
                 }
                 Err(ApiError::SignedOut) => live.signed_out(),
                 Err(error) => leptos::logging::warn!("history of {chat_id}: {error}"),
