@@ -311,7 +311,7 @@ impl Model {
     }
 
     fn sort_chats(&mut self) {
-        self.chats.sort_by(|a, b| b.activity().cmp(&a.activity()));
+        self.chats.sort_by_key(|chat| std::cmp::Reverse(chat.activity()));
     }
 }
 
