@@ -311,7 +311,8 @@ impl Model {
     }
 
     fn sort_chats(&mut self) {
-        self.chats.sort_by_key(|chat| std::cmp::Reverse(chat.activity()));
+        self.chats
+            .sort_by_key(|chat| std::cmp::Reverse(chat.activity()));
     }
 }
 
