@@ -1,7 +1,9 @@
 //! The harness every test module shares: `spawn_app()` starts the real server on 127.0.0.1:0
 //! with a fresh data directory, and `TestApp` hands out real clients for it (tonic over HTTP/2,
-//! tonic-web over HTTP/1.1) plus the few steps nearly every test takes. Keeping them here means
-//! no module grows its own copy, and every wait in the suite goes through one bounded `within`.
+//! tonic-web over HTTP/1.1) plus the few steps nearly every test takes. `spawn_process()` starts
+//! the real binary instead, for the faults that need a process (SIGKILL, SIGTERM, OS limits).
+//! Keeping them here means no module grows its own copy, and every wait in the suite goes
+//! through one bounded `within`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -142,45 +144,254 @@ impl TestApp {
     pub fn static_dir(&self) -> PathBuf {
         self.root.path().join("static")
     }
+}
+
+impl Server for TestApp {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// What every server under test offers: an address and real clients for it. The in-process
+/// [`TestApp`] and the real binary in a [`ServerProcess`] both have it, so every helper below
+/// works on either.
+pub trait Server {
+    fn addr(&self) -> SocketAddr;
 
     /// An absolute URL on the server, for raw HTTP requests.
-    pub fn url(&self, path_and_query: &str) -> String {
-        format!("http://{}{}", self.addr, path_and_query)
+    fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr(), path_and_query)
     }
 
     /// A native gRPC connection: HTTP/2 with prior knowledge.
-    pub async fn channel(&self) -> Channel {
+    async fn channel(&self) -> Channel {
         let endpoint = Channel::from_shared(self.url("")).expect("invalid server URL");
         within(endpoint.connect())
             .await
             .expect("cannot connect over HTTP/2")
     }
 
-    pub async fn chat(&self) -> ChatClient<Channel> {
+    async fn chat(&self) -> ChatClient<Channel> {
         ChatClient::new(self.channel().await)
     }
 
-    pub async fn auth(&self) -> AuthClient<Channel> {
+    async fn auth(&self) -> AuthClient<Channel> {
         AuthClient::new(self.channel().await)
     }
 
-    fn web_service(&self) -> (WebClient, http::Uri) {
-        let http1 = Client::builder(TokioExecutor::new()).build_http();
-        let origin = self.url("").parse().expect("invalid server URL");
-        (GrpcWebClientService::new(http1), origin)
-    }
-
     /// The Chat service over gRPC-web on HTTP/1.1, as the browser UI talks to it.
-    pub fn web_chat(&self) -> ChatClient<WebClient> {
-        let (service, origin) = self.web_service();
+    fn web_chat(&self) -> ChatClient<WebClient> {
+        let (service, origin) = web_service(self.addr());
         ChatClient::with_origin(service, origin)
     }
 
     /// The Auth service over gRPC-web on HTTP/1.1.
-    pub fn web_auth(&self) -> AuthClient<WebClient> {
-        let (service, origin) = self.web_service();
+    fn web_auth(&self) -> AuthClient<WebClient> {
+        let (service, origin) = web_service(self.addr());
         AuthClient::with_origin(service, origin)
     }
+}
+
+fn web_service(addr: SocketAddr) -> (WebClient, http::Uri) {
+    let http1 = Client::builder(TokioExecutor::new()).build_http();
+    let origin = format!("http://{addr}")
+        .parse()
+        .expect("invalid server URL");
+    (GrpcWebClientService::new(http1), origin)
+}
+
+/// The real `chat-server` binary in a child process, for the faults only a process meets:
+/// SIGKILL, SIGTERM, operating-system limits. Like [`TestApp`] it owns a data directory that
+/// outlives restarts; unlike it, it keeps its port across restarts, so clients that reconnect
+/// find the restarted server where the old one was. Dropping it kills the process.
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    root: TempDir,
+    extra_args: Vec<String>,
+    child: Option<std::process::Child>,
+    /// How many times a process was started, which numbers its log file.
+    starts: usize,
+}
+
+/// How long a started binary may take to answer its health check.
+const STARTUP: Duration = Duration::from_secs(15);
+
+/// Starts the binary (`CARGO_BIN_EXE_chat-server`, built by `cargo test` for this profile) on
+/// a free port with a fresh data directory and the suite's settings plus `extra_args`.
+pub async fn spawn_process(extra_args: &[&str]) -> ServerProcess {
+    let root = tempfile::tempdir().expect("cannot create a temporary directory");
+    // Bind port 0 to learn a free port, then free it for the server; a restart binds it again.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("cannot find a free port");
+    let mut process = ServerProcess {
+        addr,
+        root,
+        extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+        child: None,
+        starts: 0,
+    };
+    process.start().await;
+    process
+}
+
+impl ServerProcess {
+    /// Starts the binary on the data directory and waits until it reports SERVING.
+    pub async fn start(&mut self) {
+        self.start_with(&[]).await;
+    }
+
+    /// Like [`ServerProcess::start`], with a command prefix, e.g. a shell that changes the
+    /// process's signal dispositions before it `exec`s the server (same pid).
+    pub async fn start_with(&mut self, wrapper: &[&str]) {
+        assert!(self.child.is_none(), "the server is already running");
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path(self.starts)).expect("cannot create a log");
+        let binary = env!("CARGO_BIN_EXE_chat-server");
+        let mut command = match wrapper.split_first() {
+            None => std::process::Command::new(binary),
+            Some((program, args)) => {
+                let mut command = std::process::Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+        };
+        command
+            .args(["--listen", &self.addr.to_string()])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--static-dir")
+            .arg(self.root.path().join("no-ui"))
+            .args(["--heartbeat-secs", &HEARTBEAT_SECS.to_string()])
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("cannot share the log file"))
+            .stderr(log);
+        self.child = Some(
+            command
+                .spawn()
+                .expect("cannot start the chat-server binary"),
+        );
+
+        let ready = async {
+            loop {
+                if let Some(status) = self.try_wait() {
+                    panic!("chat-server exited at startup ({status}):\n{}", self.log());
+                }
+                if self.is_serving().await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(STARTUP, ready).await.is_err() {
+            panic!(
+                "chat-server did not serve within {STARTUP:?}:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    async fn is_serving(&self) -> bool {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::health_client::HealthClient;
+        let Ok(endpoint) = Channel::from_shared(self.url("")) else {
+            return false;
+        };
+        let Ok(channel) = endpoint.connect().await else {
+            return false;
+        };
+        let check = HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await;
+        matches!(check, Ok(response) if response.get_ref().status() == ServingStatus::Serving)
+    }
+
+    /// SIGKILL: the process ends at once, whatever it was doing.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("the server is not running");
+        child.kill().expect("cannot kill chat-server");
+        child.wait().expect("cannot reap chat-server");
+    }
+
+    /// SIGTERM, then waits (bounded) for the process to exit; returns its exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.pid().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("cannot run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let exited = async {
+            loop {
+                if let Some(status) = self.try_wait() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let status = match tokio::time::timeout(WAIT, exited).await {
+            Ok(status) => status,
+            Err(_) => panic!(
+                "chat-server did not exit within {WAIT:?} of SIGTERM:\n{}",
+                self.log()
+            ),
+        };
+        self.child = None;
+        status
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is not running").id()
+    }
+
+    fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        child.try_wait().expect("cannot poll chat-server")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    fn log_path(&self, start: usize) -> PathBuf {
+        self.root.path().join(format!("server-{start}.log"))
+    }
+
+    /// Everything the server printed, every start in order: for failure reports and for
+    /// checks on what gets logged.
+    pub fn log(&self) -> String {
+        (1..=self.starts)
+            .map(|start| {
+                let text = std::fs::read_to_string(self.log_path(start)).unwrap_or_default();
+                format!("--- chat-server start {start} ---\n{text}")
+            })
+            .collect()
+    }
+}
+
+impl Server for ServerProcess {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Whether to run the fault tests' long versions (`CHAT_SOAK=1`): many more clients, kills
+/// and rounds, for a soak run documented in RELIABILITY.md instead of the seconds CI spends.
+pub fn soak() -> bool {
+    std::env::var("CHAT_SOAK").is_ok_and(|value| !value.is_empty() && value != "0")
 }
 
 /// Awaits `future`, failing the test (at the caller's line) if it takes longer than [`WAIT`].
@@ -210,7 +421,7 @@ pub fn credentials(user_id: &str, password: &str) -> Credentials {
 }
 
 /// Signs `user` up with [`PASSWORD`]; returns the (lower-cased) user id and the token.
-pub async fn signed_up(app: &TestApp, user: &str) -> (String, String) {
+pub async fn signed_up(app: &impl Server, user: &str) -> (String, String) {
     let session = within(app.auth().await.sign_up(credentials(user, PASSWORD)))
         .await
         .unwrap_or_else(|status| panic!("cannot sign up {user}: {status:?}"))
@@ -236,7 +447,7 @@ pub fn with_metadata<T>(mut request: Request<T>, key: &'static str, value: &str)
 }
 
 /// Creates (or finds) the chat of `members` as the caller; returns its id.
-pub async fn new_chat(app: &TestApp, token: &str, members: &[&str]) -> String {
+pub async fn new_chat(app: &impl Server, token: &str, members: &[&str]) -> String {
     let request = NewRequest {
         user_ids: members.iter().map(|m| m.to_string()).collect(),
     };
@@ -276,7 +487,7 @@ pub async fn send_text(
 /// Sends `count` messages with `text` (client ids `many-0`, `many-1`, ...), eight at a time,
 /// and returns them in id order.
 pub async fn send_many(
-    app: &TestApp,
+    app: &impl Server,
     token: &str,
     chat_id: &str,
     count: usize,
@@ -297,7 +508,7 @@ pub async fn send_many(
 }
 
 /// The newest page (up to 100 messages) of a chat's history, oldest first.
-pub async fn history_of(app: &TestApp, token: &str, chat_id: &str) -> Vec<Message> {
+pub async fn history_of(app: &impl Server, token: &str, chat_id: &str) -> Vec<Message> {
     let request = HistoryRequest {
         chat_id: chat_id.into(),
         limit: 100,
@@ -310,8 +521,36 @@ pub async fn history_of(app: &TestApp, token: &str, chat_id: &str) -> Vec<Messag
         .messages
 }
 
+/// A chat's whole history, oldest first, read page by page with `before_id`.
+pub async fn full_history(app: &impl Server, token: &str, chat_id: &str) -> Vec<Message> {
+    let mut chat = app.chat().await;
+    let mut pages = Vec::new();
+    let mut before_id = String::new();
+    loop {
+        let request = HistoryRequest {
+            chat_id: chat_id.into(),
+            limit: 100,
+            before_id: before_id.clone(),
+        };
+        let page = within(chat.history(authed(token, request)))
+            .await
+            .unwrap_or_else(|status| panic!("cannot read the history of {chat_id}: {status:?}"))
+            .into_inner();
+        let Some(first) = page.messages.first() else {
+            break;
+        };
+        before_id = first.id.clone();
+        let has_more = page.has_more;
+        pages.push(page.messages);
+        if !has_more {
+            break;
+        }
+    }
+    pages.into_iter().rev().flatten().collect()
+}
+
 /// The caller's chats, as List returns them.
-pub async fn chats_of(app: &TestApp, token: &str) -> Vec<ChatSummary> {
+pub async fn chats_of(app: &impl Server, token: &str) -> Vec<ChatSummary> {
     within(app.chat().await.list(authed(token, ListRequest {})))
         .await
         .unwrap_or_else(|status| panic!("cannot list chats: {status:?}"))

@@ -8,6 +8,7 @@ mod access;
 mod auth;
 mod bad_input;
 mod connect;
+mod crash;
 mod grpc_web;
 mod history;
 mod list;
