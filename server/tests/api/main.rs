@@ -16,4 +16,5 @@ mod new_chat;
 mod ops;
 mod restart;
 mod send;
+mod storm;
 mod stream;
