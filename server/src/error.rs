@@ -58,8 +58,11 @@ impl From<ApiError> for tonic::Status {
             error @ ApiError::ShuttingDown => Status::unavailable(error.to_string()),
             ApiError::Unavailable(cause) => {
                 tracing::error!(%cause, "storage unavailable");
+                // The cause (disk full, read-only or failing disk, ...) is for the operator's
+                // log; the client needs to know it may retry, and that a retry is safe.
                 Status::unavailable(
-                    "the server cannot reach its storage right now; try again shortly",
+                    "the server cannot use its storage right now; try again shortly \
+                     (a Send retried with the same client_id is stored once)",
                 )
             }
             ApiError::Internal(cause) => {

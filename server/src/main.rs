@@ -29,7 +29,12 @@ async fn main() -> std::process::ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A log that cannot be written (a full disk under `>> chat.log`) must not take requests
+    // down with it: by default a failed write is reported with `eprintln!`, which panics when
+    // stderr cannot be written either. See RELIABILITY.md, "Disk trouble".
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

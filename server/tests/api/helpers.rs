@@ -208,6 +208,9 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     root: TempDir,
     extra_args: Vec<String>,
+    /// A command the binary is started under, e.g. a shell that changes the process's signal
+    /// dispositions and then `exec`s the server, keeping the pid.
+    wrapper: Vec<String>,
     child: Option<std::process::Child>,
     /// How many times a process was started, which numbers its log file.
     starts: usize,
@@ -219,6 +222,12 @@ const STARTUP: Duration = Duration::from_secs(15);
 /// Starts the binary (`CARGO_BIN_EXE_chat-server`, built by `cargo test` for this profile) on
 /// a free port with a fresh data directory and the suite's settings plus `extra_args`.
 pub async fn spawn_process(extra_args: &[&str]) -> ServerProcess {
+    spawn_process_under(&[], extra_args).await
+}
+
+/// Like [`spawn_process`], with the binary started as the last argument of `wrapper`, so the
+/// wrapper must `exec` it (the pid stays the server's).
+pub async fn spawn_process_under(wrapper: &[&str], extra_args: &[&str]) -> ServerProcess {
     let root = tempfile::tempdir().expect("cannot create a temporary directory");
     // Bind port 0 to learn a free port, then free it for the server; a restart binds it again.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -228,6 +237,7 @@ pub async fn spawn_process(extra_args: &[&str]) -> ServerProcess {
         addr,
         root,
         extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+        wrapper: wrapper.iter().map(|arg| arg.to_string()).collect(),
         child: None,
         starts: 0,
     };
@@ -238,17 +248,11 @@ pub async fn spawn_process(extra_args: &[&str]) -> ServerProcess {
 impl ServerProcess {
     /// Starts the binary on the data directory and waits until it reports SERVING.
     pub async fn start(&mut self) {
-        self.start_with(&[]).await;
-    }
-
-    /// Like [`ServerProcess::start`], with a command prefix, e.g. a shell that changes the
-    /// process's signal dispositions before it `exec`s the server (same pid).
-    pub async fn start_with(&mut self, wrapper: &[&str]) {
         assert!(self.child.is_none(), "the server is already running");
         self.starts += 1;
         let log = std::fs::File::create(self.log_path(self.starts)).expect("cannot create a log");
         let binary = env!("CARGO_BIN_EXE_chat-server");
-        let mut command = match wrapper.split_first() {
+        let mut command = match self.wrapper.split_first() {
             None => std::process::Command::new(binary),
             Some((program, args)) => {
                 let mut command = std::process::Command::new(program);
@@ -267,6 +271,8 @@ impl ServerProcess {
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(std::process::Stdio::null())
+            // A plain file, as an operator's `>> chat.log 2>&1` would give it: when writes
+            // fail (see `disk`), the server's log writes fail too, and must not hurt it.
             .stdout(log.try_clone().expect("cannot share the log file"))
             .stderr(log);
         self.child = Some(

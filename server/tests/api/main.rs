@@ -9,6 +9,7 @@ mod auth;
 mod bad_input;
 mod connect;
 mod crash;
+mod disk;
 mod grpc_web;
 mod history;
 mod list;
