@@ -118,13 +118,15 @@ pub async fn run(
     };
     Server::builder()
         .accept_http1(true)
-        .tcp_nodelay(true)
         // Pings keep idle HTTP/2 connections alive through NATs and detect dead peers.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .serve_with_incoming_shutdown(
             app,
-            tonic::transport::server::TcpIncoming::from(listener),
+            // TCP_NODELAY on the incoming itself: tonic ignores the builder's `tcp_nodelay`
+            // with a custom incoming, and Nagle's algorithm against delayed ACKs stalls
+            // small responses by 40 ms.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             signal,
         )
         .await?;
