@@ -72,6 +72,14 @@ export class ChatUser {
   static async open(browser, url, name) {
     const context = await browser.newContext({ viewport: VIEWPORT });
     context.setDefaultTimeout(STEP_MS);
+    // Every Content-Security-Policy violation the page meets, so tests can assert there was
+    // none: the app must run under the server's policy without being blocked anywhere.
+    await context.addInitScript(() => {
+      window.__cspViolations = [];
+      document.addEventListener('securitypolicyviolation', (event) => {
+        window.__cspViolations.push(`${event.effectiveDirective} blocked ${event.blockedURI || 'inline'}`);
+      });
+    });
     const page = await context.newPage();
     const user = new ChatUser(name, context, page);
     await page.goto(url);
@@ -137,6 +145,11 @@ export class ChatUser {
   /** The texts of the open chat's messages, top to bottom. */
   messageTexts() {
     return this.messageLog.getByRole('article').locator('p.text').allInnerTexts();
+  }
+
+  /** The CSP violations reported in this page so far (see `open`). */
+  cspViolations() {
+    return this.page.evaluate(() => window.__cspViolations);
   }
 
   async connectionText() {

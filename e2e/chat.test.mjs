@@ -147,7 +147,7 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
     await alice.page.screenshot({ path: SCREENSHOT });
   });
 
-  step('no message is shown twice or out of order, nothing is left unsent, no page crashed', async () => {
+  step('no message is shown twice or out of order, nothing is left unsent, no page crashed or broke the CSP', async () => {
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
     const everything = [said.hello, said.reply, said.offline, said.afterRestart];
     for (const user of [alice, bob]) {
@@ -163,6 +163,7 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
         `${user.name} has no message still waiting`,
       );
       assert.deepEqual(user.pageErrors, [], `uncaught errors (a Rust panic shows as "unreachable") in ${user.name}'s page`);
+      assert.deepEqual(await user.cspViolations(), [], `Content-Security-Policy violations in ${user.name}'s page`);
     }
   });
 });

@@ -104,3 +104,57 @@ async fn the_static_folder_is_served_with_index_html_as_the_fallback() {
         "a real file is served as itself"
     );
 }
+
+#[tokio::test]
+async fn the_ui_carries_security_headers_and_a_csp_allowing_its_loader_by_hash() {
+    let app = spawn_app().await;
+    let header = |head: &http::response::Parts, name: &str| {
+        head.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_owned()
+    };
+    for path in ["/", "/some/deep/link"] {
+        let (head, _) = get(&app, path).await;
+        assert_eq!(header(&head, "x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header(&head, "referrer-policy"), "no-referrer", "{path}");
+        let policy = header(&head, "content-security-policy");
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self' 'wasm-unsafe-eval';",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "object-src 'none'",
+        ] {
+            assert!(
+                policy.contains(directive),
+                "{path}: {directive} in {policy}"
+            );
+        }
+        assert!(!policy.contains("unsafe-inline"), "{policy}");
+    }
+
+    // A new build replaces index.html, loader script and all, under the running server: the
+    // policy follows, allowing exactly the new inline script.
+    let loader = "\nimport init from '/chat-web-1234.js';\nawait init();\n";
+    std::fs::write(
+        app.static_dir().join("index.html"),
+        format!("<!doctype html><script type=\"module\">{loader}</script><script src=\"/x.js\"></script>"),
+    )
+    .expect("rewrite index.html");
+    let (head, _) = get(&app, "/").await;
+    let policy = header(&head, "content-security-policy");
+    let hash = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(loader))
+    };
+    assert!(
+        policy.starts_with(&format!(
+            "script-src 'self' 'wasm-unsafe-eval' 'sha256-{hash}';"
+        )),
+        "{policy}"
+    );
+}

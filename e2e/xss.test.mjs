@@ -1,0 +1,129 @@
+// Hostile input in the real UI: message texts, subjects and usernames carrying HTML and
+// JavaScript (`<script>`, `<img onerror>`, `javascript:` links, ...) must show as the very
+// characters typed, create no element, and run nothing; and the page must work under the
+// server's Content-Security-Policy without a single violation. Run it with e2e/run.sh.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { ChatUser, eventually, launchChromium } from './browser.mjs';
+import { decodeStrings, encodeStrings, unary } from './grpc_web.mjs';
+import { ChatServer } from './server.mjs';
+
+const PASSWORD = 'correct horse battery';
+
+/** Each would set `window.__xss` if the page ever treated it as markup or as a URL. */
+const TEXTS = [
+  `<script>window.__xss = 'script'</script>`,
+  `<img src=x onerror="window.__xss = 'img'">`,
+  `<a href="javascript:window.__xss = 'link'">click me</a>`,
+  `javascript:window.__xss = 'url'`,
+  `<svg onload="window.__xss = 'svg'"></svg>`,
+  `<iframe srcdoc="<script>parent.__xss = 'iframe'</script>"></iframe>`,
+];
+const SUBJECT = `<b onmouseover="window.__xss = 'subject'">bold?</b>`;
+const TYPED = `<img src=/nope onerror="window.__xss = 'typed'"> typed in the composer`;
+const BAD_USERNAME = `<img src=x onerror=window.__xss=1>`;
+
+describe('hostile text renders as text under a strict CSP', { timeout: 90_000 }, () => {
+  /** @type {ChatServer} */ let server;
+  let browser;
+  /** @type {ChatUser} */ let victim;
+
+  before(async () => {
+    server = await ChatServer.create();
+    await server.start();
+    browser = await launchChromium();
+  });
+
+  after(async () => {
+    await browser?.close().catch((error) => console.error(`closing Chromium: ${error}`));
+    await server?.dispose();
+  });
+
+  /** Fails with the server's and the browser's last words, so a failure explains itself. */
+  async function reported(body) {
+    try {
+      await body();
+    } catch (error) {
+      console.error(`--- chat-server log (last lines) ---\n${server?.logTail() ?? ''}`);
+      if (victim) console.error(victim.report());
+      throw error;
+    }
+  }
+
+  test('the UI comes with nosniff, a referrer policy and a CSP that allows its loader by hash', async () => {
+    const response = await fetch(server.url);
+    await response.arrayBuffer();
+    assert.equal(response.headers.get('x-content-type-options'), 'nosniff');
+    assert.equal(response.headers.get('referrer-policy'), 'no-referrer');
+    const policy = response.headers.get('content-security-policy') ?? '';
+    assert.match(policy, /^script-src 'self' 'wasm-unsafe-eval' 'sha256-[A-Za-z0-9+/]+=*';/);
+    assert.doesNotMatch(policy, /unsafe-inline/);
+  });
+
+  test('a username made of markup is refused, and the refusal shows it as text', async () => {
+    await reported(async () => {
+      victim = await ChatUser.open(browser, server.url, 'victim');
+      await victim.page.getByLabel('Username', { exact: true }).fill(BAD_USERNAME);
+      await victim.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+      await victim.button('Sign up').click();
+      const error = victim.page.locator('#sign-in-user-error');
+      await eventually('the username error quotes the name as typed', async () =>
+        assert.match(await error.innerText(), /^User id ".*" (must|may)/),
+      );
+      assert.ok((await error.innerText()).includes(BAD_USERNAME), await error.innerText());
+      assert.equal(await victim.page.locator('img').count(), 0, 'an <img> appeared');
+      assert.equal(await victim.page.evaluate(() => window.__xss), undefined);
+    });
+  });
+
+  test('messages and a subject full of markup arrive as text, create nothing and run nothing', async () => {
+    await reported(async () => {
+      await victim.page.getByLabel('Username', { exact: true }).fill('');
+      await victim.signUp(PASSWORD);
+
+      // Mallory is no browser user: she calls the API directly, as an attacker would.
+      const mallory = decodeStrings(
+        await unary(server.url, '/chat.Auth/SignUp', encodeStrings({ 1: 'mallory', 2: PASSWORD })),
+      )[2];
+      // NewRequest.user_ids is a repeated string (field 1): one field per member.
+      const newRequest = Buffer.concat([encodeStrings({ 1: 'mallory' }), encodeStrings({ 1: 'victim' })]);
+      const chatId = decodeStrings(await unary(server.url, '/chat.Chat/New', newRequest, { token: mallory }))[1];
+      for (const [n, text] of TEXTS.entries()) {
+        // SendRequest: client_id = 1, chat_id = 2, subject = 4, text = 5.
+        const fields = { 1: `xss-${n}`, 2: chatId, 5: text };
+        if (n === 0) fields[4] = SUBJECT;
+        await unary(server.url, '/chat.Chat/Send', encodeStrings(fields), { token: mallory });
+      }
+
+      await victim.openChatWith('mallory');
+      await eventually('every hostile message shown', async () =>
+        assert.deepEqual(await victim.messageTexts(), TEXTS),
+      );
+      const subjects = await victim.messageLog.locator('p.subject').allInnerTexts();
+      assert.deepEqual(subjects, [SUBJECT]);
+
+      await victim.send(TYPED);
+      await victim.waitUntilSent(TYPED);
+      assert.deepEqual(await victim.messageTexts(), [...TEXTS, TYPED]);
+      const preview = await victim.chatEntry('mallory').innerText();
+      assert.ok(preview.includes(TYPED.slice(0, 20)), `the chat list preview shows the text: ${preview}`);
+
+      // Nothing the texts describe became an element, anywhere in the page.
+      for (const selector of ['img', 'svg', 'iframe', 'b', 'a[href^="javascript:" i]', '[onerror]', '[onload]', '[onmouseover]']) {
+        assert.equal(await victim.page.locator(selector).count(), 0, `${selector} in the page`);
+      }
+      assert.equal(await victim.messageLog.locator('script').count(), 0, '<script> in the log');
+      // Poke at everything a person might: nothing may run.
+      for (const text of await victim.messageLog.locator('p.text, p.subject').all()) {
+        await text.hover();
+        await text.click();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(await victim.page.evaluate(() => window.__xss), undefined, 'hostile text ran');
+      assert.deepEqual(await victim.cspViolations(), [], 'CSP violations: something tried to run or load');
+      assert.deepEqual(victim.pageErrors, []);
+    });
+  });
+});
