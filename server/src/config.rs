@@ -4,12 +4,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::limits::LimitSettings;
+
 /// How the chat server is configured. `chat-server --help` prints this.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "chat-server",
     version,
-    about = "Chat server: gRPC, gRPC-web and the web UI on one port"
+    about = "Chat server: gRPC, gRPC-web and the web UI on one port",
+    // A flag given twice takes the last value, so wrappers can append overrides.
+    args_override_self = true
 )]
 pub struct Settings {
     /// Address to listen on for gRPC (HTTP/2), gRPC-web (HTTP/1.1) and the web UI.
@@ -37,6 +41,51 @@ pub struct Settings {
     /// Log format: `text` for people, `json` for log collectors. Filter with RUST_LOG.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Largest request message accepted, in bytes; larger ones get OUT_OF_RANGE before they
+    /// are read. The default fits every valid request (the largest, a Send of 4,000 four-byte
+    /// characters, is about 17 KB).
+    #[arg(long, env = "CHAT_MAX_REQUEST_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(1024..=4 * 1024 * 1024))]
+    pub max_request_bytes: u32,
+
+    /// Streams (Stream and Connect) one user may have open at once; one more gets
+    /// RESOURCE_EXHAUSTED. Each open app tab holds one.
+    #[arg(long, env = "CHAT_MAX_STREAMS_PER_USER", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_user: u32,
+
+    /// Messages per second one user may send, sustained; 0 for no limit. Send beyond it gets
+    /// RESOURCE_EXHAUSTED with a `retry-after-ms` hint; Connect is slowed down instead.
+    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 10)]
+    pub send_rate: u32,
+
+    /// Messages one user may send in a burst before --send-rate applies.
+    #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub send_burst: u32,
+
+    /// Failed sign-ins an account may have before each further attempt must wait: 1 s,
+    /// then doubling with each failure, up to --sign-in-max-delay-secs. A right password
+    /// forgives them; failures are forgotten after an hour.
+    #[arg(long, env = "CHAT_SIGN_IN_FREE_FAILURES", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub sign_in_free_failures: u32,
+
+    /// The longest wait between sign-in attempts of an account that keeps failing, in
+    /// seconds, so its owner is slowed down for at most that long, never locked out.
+    #[arg(long, env = "CHAT_SIGN_IN_MAX_DELAY_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sign_in_max_delay_secs: u64,
+
+    /// Sign-in and sign-up attempts per minute from one address (IPv4, or IPv6 /64); 0 for
+    /// no limit. Behind a reverse proxy every client has the proxy's address: raise it.
+    #[arg(
+        long,
+        env = "CHAT_SIGN_IN_PER_ADDRESS_PER_MINUTE",
+        default_value_t = 30
+    )]
+    pub sign_in_per_address_per_minute: u32,
 }
 
 /// See [`Settings::log_format`].
@@ -57,5 +106,17 @@ impl Settings {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("chat.db")
+    }
+
+    pub(crate) fn limits(&self) -> LimitSettings {
+        let unless_zero = |value: u32| (value > 0).then_some(value);
+        LimitSettings {
+            send_rate: unless_zero(self.send_rate),
+            send_burst: self.send_burst,
+            max_streams_per_user: usize::try_from(self.max_streams_per_user).unwrap_or(usize::MAX),
+            sign_in_free_failures: self.sign_in_free_failures,
+            sign_in_max_delay: Duration::from_secs(self.sign_in_max_delay_secs),
+            sign_in_per_address_per_minute: unless_zero(self.sign_in_per_address_per_minute),
+        }
     }
 }

@@ -1,10 +1,15 @@
 //! The API's error type and its one mapping to `tonic::Status`. Internal causes are logged
 //! here and never sent to clients.
 
+use std::time::Duration;
+
 use chat_core::ValidationError;
 use chat_core::ids::UserId;
 
 use crate::store::StoreError;
+
+/// The metadata key of the retry hint on RESOURCE_EXHAUSTED: milliseconds to wait.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 
 /// Everything an RPC can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +31,17 @@ pub enum ApiError {
     AccountExists(UserId),
     #[error("the server is shutting down; reconnect and resume with after_id")]
     ShuttingDown,
+    /// A rate limit (see `limits`); `reason` says which, in words.
+    #[error("{reason}; try again in {:.1} s", retry_after.as_secs_f64())]
+    RateLimited {
+        reason: String,
+        retry_after: Duration,
+    },
+    #[error(
+        "you already have {0} streams open, the most one account may have: close one \
+         (each open app tab holds one)"
+    )]
+    TooManyStreams(usize),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -56,6 +72,18 @@ impl From<ApiError> for tonic::Status {
             }
             error @ ApiError::AccountExists(_) => Status::already_exists(error.to_string()),
             error @ ApiError::ShuttingDown => Status::unavailable(error.to_string()),
+            error @ ApiError::TooManyStreams(_) => Status::resource_exhausted(error.to_string()),
+            ApiError::RateLimited {
+                ref retry_after, ..
+            } => {
+                // The hint in a form programs read too; browsers may read it (see `http`).
+                let millis = retry_after.as_millis().max(1).to_string();
+                let mut status = Status::resource_exhausted(error.to_string());
+                if let Ok(value) = millis.parse() {
+                    status.metadata_mut().insert(RETRY_AFTER_MS, value);
+                }
+                status
+            }
             ApiError::Unavailable(cause) => {
                 tracing::error!(%cause, "storage unavailable");
                 // The cause (disk full, read-only or failing disk, ...) is for the operator's

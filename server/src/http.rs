@@ -29,8 +29,14 @@ const ALLOWED_HEADERS: [&str; 5] = [
     "x-user-agent",
     "grpc-timeout",
 ];
-/// Response headers browser code may read; gRPC-web puts status in headers on early errors.
-const EXPOSED_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+/// Response headers browser code may read; gRPC-web puts status in headers on early errors,
+/// and a rate-limited call carries its retry hint (see `error::RETRY_AFTER_MS`).
+const EXPOSED_HEADERS: [&str; 4] = [
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+    crate::error::RETRY_AFTER_MS,
+];
 
 /// Builds the router: gRPC services (with the gRPC-web translation applied to them only,
 /// since it answers 400 to anything else on HTTP/1.1), then the static UI as the fallback.

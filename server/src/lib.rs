@@ -8,7 +8,8 @@
 //! - `store`: the storage trait and its SQLite backend (the only SQL).
 //! - `fanout`: the broker that routes committed messages to open feeds.
 //! - `feed`: one live stream (replay, live, catch-up, heartbeat, shutdown).
-//! - `http`: gRPC-web, CORS and the static UI on the same router.
+//! - `http`: gRPC-web, CORS, the static UI and its security headers on the same router.
+//! - `limits`: per-user send rate and streams, sign-in attempts per account and address.
 
 pub mod config;
 
@@ -18,6 +19,7 @@ mod error;
 mod fanout;
 mod feed;
 mod http;
+mod limits;
 mod service;
 mod store;
 
@@ -34,6 +36,7 @@ use tonic::transport::Server;
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::fanout::Broker;
+use crate::limits::Limits;
 use crate::service::auth::AuthService;
 use crate::service::chat::ChatService;
 use crate::store::Store;
@@ -76,15 +79,24 @@ pub async fn run(
             .map_err(|error| ServerError::Store(error.to_string()))?,
     );
     let (stopping, shutdown_seen) = watch::channel(false);
+    let limits = Arc::new(Limits::new(&settings.limits()));
+    // Checked on the length prefix, before a byte of the message is buffered.
+    let max_request = usize::try_from(settings.max_request_bytes).unwrap_or(usize::MAX);
 
     let chat = ChatServer::new(ChatService {
         store,
         broker,
         authenticator: Arc::clone(&authenticator),
+        limits: Arc::clone(&limits),
         heartbeat: settings.heartbeat(),
         shutdown: shutdown_seen,
-    });
-    let auth = AuthServer::new(AuthService { authenticator });
+    })
+    .max_decoding_message_size(max_request);
+    let auth = AuthServer::new(AuthService {
+        authenticator,
+        limits,
+    })
+    .max_decoding_message_size(max_request);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ChatServer<ChatService>>()

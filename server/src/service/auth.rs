@@ -1,4 +1,5 @@
-//! The `chat.Auth` service: SignUp, SignIn and SignOut over [`crate::auth::Authenticator`].
+//! The `chat.Auth` service: SignUp, SignIn and SignOut over [`crate::auth::Authenticator`],
+//! with the sign-in limits of [`crate::limits::Limits`] in front of the password hashing.
 
 use std::sync::Arc;
 
@@ -9,9 +10,11 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Authenticator};
 use crate::error::ApiError;
+use crate::limits::Limits;
 
 pub struct AuthService {
     pub authenticator: Arc<Authenticator>,
+    pub limits: Arc<Limits>,
 }
 
 #[tonic::async_trait]
@@ -19,6 +22,10 @@ impl Auth for AuthService {
     async fn sign_up(&self, request: Request<Credentials>) -> Result<Response<Session>, Status> {
         let credentials =
             requests::Credentials::try_from(request.get_ref()).map_err(ApiError::from)?;
+        // Sign-up hashes a password too: the same per-address budget keeps it from being a
+        // way to burn the server's CPU or to mass-create accounts.
+        self.limits
+            .sign_in_from(request.remote_addr().map(|address| address.ip()))?;
         let session = self.authenticator.sign_up(credentials).await?;
         Ok(Response::new(to_proto(session)))
     }
@@ -26,7 +33,12 @@ impl Auth for AuthService {
     async fn sign_in(&self, request: Request<Credentials>) -> Result<Response<Session>, Status> {
         let credentials =
             requests::Credentials::try_from(request.get_ref()).map_err(ApiError::from)?;
+        self.limits
+            .sign_in_from(request.remote_addr().map(|address| address.ip()))?;
+        let user = credentials.user_id.clone();
+        self.limits.sign_in_attempt(&user)?;
         let session = self.authenticator.sign_in(credentials).await?;
+        self.limits.signed_in(&user);
         Ok(Response::new(to_proto(session)))
     }
 

@@ -18,6 +18,7 @@ use crate::auth::{Authenticator, check_claim};
 use crate::error::ApiError;
 use crate::fanout::Broker;
 use crate::feed::{Feed, FeedItem, FeedSpec};
+use crate::limits::{Limits, StreamSlot};
 use crate::store::{ChatSummary, Store};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -26,6 +27,7 @@ pub struct ChatService {
     pub store: Arc<dyn Store>,
     pub broker: Arc<Broker>,
     pub authenticator: Arc<Authenticator>,
+    pub limits: Arc<Limits>,
     pub heartbeat: Duration,
     /// Becomes true when the server starts shutting down; open streams then end.
     pub shutdown: watch::Receiver<bool>,
@@ -78,6 +80,7 @@ impl Chat for ChatService {
         let message = NewMessage::try_from(request.get_ref()).map_err(ApiError::from)?;
         let caller = self.authenticator.caller(request.metadata()).await?;
         check_claim(&caller, message.claimed_sender.as_ref(), "user_id")?;
+        self.limits.send(&caller)?;
         let stored = self.store.append(&caller, message).await?;
         Ok(Response::new(proto::SendResponse {
             message: Some(stored.to_proto()),
@@ -93,6 +96,7 @@ impl Chat for ChatService {
         let (chat, after) = connect_metadata(request.metadata())?;
         let caller = self.authenticator.caller(request.metadata()).await?;
         self.check_member(&chat, &caller).await?;
+        let slot = self.limits.open_stream(&caller)?;
         let feed = self.open_feed(FeedSpec {
             user: caller.clone(),
             chat: Some(chat.clone()),
@@ -104,11 +108,13 @@ impl Chat for ChatService {
         tokio::spawn(receive_connect_messages(
             request.into_inner(),
             Arc::clone(&self.store),
+            Arc::clone(&self.limits),
             caller,
             chat,
             failed,
         ));
-        Ok(Response::new(Box::pin(connect_outbound(feed, failure))))
+        let outbound = holding(slot, connect_outbound(feed, failure));
+        Ok(Response::new(Box::pin(outbound)))
     }
 
     type StreamStream = ResponseStream<proto::Event>;
@@ -122,6 +128,7 @@ impl Chat for ChatService {
         if let Some(chat) = &query.chat_id {
             self.check_member(chat, &caller).await?;
         }
+        let slot = self.limits.open_stream(&caller)?;
         let feed = self.open_feed(FeedSpec {
             user: caller,
             chat: query.chat_id,
@@ -137,7 +144,7 @@ impl Chat for ChatService {
             };
             Ok(proto::Event { event: Some(event) })
         });
-        Ok(Response::new(Box::pin(events)))
+        Ok(Response::new(Box::pin(holding(slot, events))))
     }
 
     async fn list(
@@ -199,6 +206,7 @@ fn connect_metadata(metadata: &MetadataMap) -> Result<(ChatId, Option<MessageId>
 async fn receive_connect_messages(
     mut inbound: Streaming<proto::Message>,
     store: Arc<dyn Store>,
+    limits: Arc<Limits>,
     caller: UserId,
     chat: ChatId,
     mut failed: oneshot::Sender<ApiError>,
@@ -216,14 +224,27 @@ async fn receive_connect_messages(
             // The client went away or broke the stream: nothing left to answer.
             return;
         };
-        let accepted = async {
-            let message = NewMessage::from_connect(&message, &chat)?;
-            check_claim(&caller, message.claimed_sender.as_ref(), "user_id")?;
-            store.append(&caller, message).await?;
-            Ok::<_, ApiError>(())
+        let checked = NewMessage::from_connect(&message, &chat)
+            .map_err(ApiError::from)
+            .and_then(|message| {
+                check_claim(&caller, message.claimed_sender.as_ref(), "user_id")?;
+                Ok(message)
+            });
+        let message = match checked {
+            Ok(message) => message,
+            Err(error) => {
+                let _ = failed.send(error);
+                return;
+            }
         };
-        if let Err(error) = accepted.await {
-            let _ = failed.send(error);
+        // Over the send rate, wait rather than fail: while this waits nothing more is read,
+        // so flow control pushes back on the client.
+        tokio::select! {
+            () = limits.send_when_allowed(&caller) => {}
+            () = failed.closed() => return,
+        }
+        if let Err(error) = store.append(&caller, message).await {
+            let _ = failed.send(error.into());
             return;
         }
     }
@@ -268,6 +289,14 @@ fn connect_outbound(
             }
         },
     )
+}
+
+/// `stream`, holding `slot` (one of the user's open streams) for as long as it lives.
+fn holding<S: Stream>(slot: StreamSlot, stream: S) -> impl Stream<Item = S::Item> {
+    stream.map(move |item| {
+        let _held = &slot;
+        item
+    })
 }
 
 fn feed_stream(feed: Feed) -> impl Stream<Item = Result<FeedItem, Status>> {

@@ -63,7 +63,9 @@ fn table(chat_id: &str) -> Vec<Row> {
         row("empty text", send("t2", ""), "text"),
         row("text one character over the limit", send("t3", &"x".repeat(TEXT_MAX_CHARS + 1)), "text"),
         row("multi-byte text over the limit", send("t4", &"é".repeat(TEXT_MAX_CHARS + 1)), "text"),
-        row("text of a megabyte", send("t5", &"x".repeat(1_000_000)), "text"),
+        // Far over the text limit yet under the request size limit (64 KiB by default), so
+        // validation, not the transport, answers; `limits` covers larger requests.
+        row("text of 60,000 characters", send("t5", &"x".repeat(60_000)), "text"),
         row("control character in text", send("t6", "ring the bell\u{7}"), "text"),
         row("NUL in text", send("t7", "nul\0byte"), "text"),
         row("subject with a newline", send_with(SendRequest { subject: "two\nlines".into(), ..base.clone() }), "subject"),

@@ -40,6 +40,20 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// Every test server beats once a second, so heartbeat tests finish quickly.
 pub const HEARTBEAT_SECS: u64 = 1;
 
+/// The suite's abuse limits: loose enough that no test trips one by accident (the fault tests
+/// send as fast as they can, from one address), so only `limits` tests meet them, each by
+/// passing its own values, which come later on the command line and win.
+pub const SUITE_LIMITS: [&str; 8] = [
+    "--send-rate",
+    "100000",
+    "--send-burst",
+    "100000",
+    "--max-streams-per-user",
+    "1000",
+    "--sign-in-per-address-per-minute",
+    "100000",
+];
+
 /// A password that passes validation; every account in the suite uses it.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -70,7 +84,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// Like [`spawn_app`], with extra command-line flags for the few tests that need another knob
-/// (token lifetime). A flag may appear only once, so these must not repeat the suite's own.
+/// (token lifetime, limits). They come last, so they override the suite's own.
 pub async fn spawn_app_with(extra_args: &[&str]) -> TestApp {
     let root = tempfile::tempdir().expect("cannot create a temporary directory");
     let static_dir = root.path().join("static");
@@ -103,6 +117,7 @@ impl TestApp {
             "--heartbeat-secs".to_owned(),
             HEARTBEAT_SECS.to_string(),
         ];
+        args.extend(SUITE_LIMITS.map(str::to_owned));
         args.extend(self.extra_args.iter().cloned());
         let settings = Settings::parse_from(args);
         // Dropping the TestApp drops `stop`, which also completes the shutdown future.
@@ -267,6 +282,7 @@ impl ServerProcess {
             .arg("--static-dir")
             .arg(self.root.path().join("no-ui"))
             .args(["--heartbeat-secs", &HEARTBEAT_SECS.to_string()])
+            .args(SUITE_LIMITS)
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

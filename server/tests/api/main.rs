@@ -12,6 +12,7 @@ mod crash;
 mod disk;
 mod grpc_web;
 mod history;
+mod limits;
 mod list;
 mod new_chat;
 mod ops;

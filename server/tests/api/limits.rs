@@ -1,0 +1,284 @@
+//! Abuse limits, each set low by the test through its flag: the size of a request, streams
+//! per user, messages per second per user, and sign-in attempts per account and per address.
+//! Every refusal is RESOURCE_EXHAUSTED (OUT_OF_RANGE for size, tonic's code) with a sentence;
+//! rate limits also carry `retry-after-ms`, and waiting that long is enough.
+
+use std::time::{Duration, Instant};
+
+use chat_core::proto::{Message, StreamRequest};
+use tonic::{Code, Status};
+
+use crate::helpers::*;
+
+/// The retry hint of a rate-limited call, which must be there and be sensible.
+fn retry_after(status: &Status) -> Duration {
+    let millis = status
+        .metadata()
+        .get("retry-after-ms")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no retry-after-ms in {status:?}"));
+    assert!(millis > 0, "{status:?}");
+    assert!(
+        status.message().contains("try again in"),
+        "the message must say when to retry: {status:?}"
+    );
+    Duration::from_millis(millis)
+}
+
+#[tokio::test]
+async fn a_request_over_the_size_limit_is_refused_and_the_default_fits_the_largest_valid_one() {
+    let small = spawn_app_with(&["--max-request-bytes", "1024"]).await;
+    let (_, alice) = signed_up(&small, "alice").await;
+    let chat_id = new_chat(&small, &alice, &["alice"]).await;
+    // 600 two-byte characters: valid text, but 1,200 bytes on the wire.
+    let big = "é".repeat(600);
+    let status = within(
+        small
+            .chat()
+            .await
+            .send(authed(&alice, send_request(&chat_id, "big", &big))),
+    )
+    .await
+    .expect_err("an oversize request was accepted");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("1024"), "{status:?}");
+    let status = within(
+        small
+            .web_chat()
+            .send(authed(&alice, send_request(&chat_id, "big", &big))),
+    )
+    .await
+    .expect_err("an oversize gRPC-web request was accepted");
+    assert_eq!(status.code(), Code::OutOfRange, "gRPC-web: {status:?}");
+    let mut chat = small.chat().await;
+    let fits = send_text(&mut chat, &alice, &chat_id, "small", "fits").await;
+    assert_eq!(history_of(&small, &alice, &chat_id).await, [fits]);
+
+    // The default limit takes the largest request validation allows.
+    let app = spawn_app().await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let largest = chat_core::proto::SendRequest {
+        subject: "😀".repeat(chat_core::limits::SUBJECT_MAX_CHARS),
+        ..send_request(
+            &chat_id,
+            &"c".repeat(chat_core::limits::CLIENT_ID_MAX_CHARS),
+            &"😀".repeat(chat_core::limits::TEXT_MAX_CHARS),
+        )
+    };
+    within(app.chat().await.send(authed(&alice, largest)))
+        .await
+        .expect("the largest valid Send");
+}
+
+#[tokio::test]
+async fn streams_per_user_are_limited_and_a_closed_one_frees_its_slot() {
+    let app = spawn_app_with(&["--max-streams-per-user", "2"]).await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    let (_, bob) = signed_up(&app, "bob").await;
+    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let mut chat = app.chat().await;
+
+    let first = open_stream(&mut chat, &alice, "", "").await;
+    let _connect = open_connect(&mut chat, Some(&alice), &[("chat-id", &chat_id)])
+        .await
+        .expect("a Connect within the limit");
+    let request = StreamRequest::default();
+    let status = streaming_failure(within(chat.stream(authed(&alice, request))).await).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("close one"), "{status:?}");
+    let status = match open_connect(&mut chat, Some(&alice), &[("chat-id", &chat_id)]).await {
+        Err(status) => status,
+        Ok((_outbox, mut incoming)) => failure_of(&mut incoming).await,
+    };
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "Connect: {status:?}"
+    );
+    // Others are not affected.
+    let _bobs = open_stream(&mut chat, &bob, "", "").await;
+
+    drop(first);
+    // The server learns of the close when the client's reset arrives: retry briefly.
+    within(async {
+        loop {
+            let request = StreamRequest::default();
+            match chat.stream(authed(&alice, request)).await {
+                Ok(_) => break,
+                Err(status) if status.code() == Code::ResourceExhausted => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(status) => panic!("{status:?}"),
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sending_faster_than_the_rate_is_refused_with_a_hint_that_works() {
+    let app = spawn_app_with(&["--send-rate", "2", "--send-burst", "3"]).await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    let (_, bob) = signed_up(&app, "bob").await;
+    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let mut chat = app.chat().await;
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        sent.push(send_text(&mut chat, &alice, &chat_id, &format!("m{n}"), "burst").await);
+    }
+
+    let status = within(chat.send(authed(&alice, send_request(&chat_id, "m3", "too fast"))))
+        .await
+        .expect_err("a send over the rate was accepted");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("2 messages per second"),
+        "{status:?}"
+    );
+    let wait = retry_after(&status);
+    assert!(
+        wait <= Duration::from_millis(500),
+        "{wait:?} at 2 per second"
+    );
+    assert_eq!(
+        history_of(&app, &alice, &chat_id).await,
+        sent,
+        "nothing stored"
+    );
+    // The limit is per user.
+    send_text(&mut chat, &bob, &chat_id, "b0", "my own budget").await;
+
+    tokio::time::sleep(wait).await;
+    sent.push(send_text(&mut chat, &alice, &chat_id, "m3", "too fast").await);
+}
+
+#[tokio::test]
+async fn connect_is_slowed_down_to_the_rate_not_cut_off() {
+    const MESSAGES: usize = 6;
+    let app = spawn_app_with(&["--send-rate", "5", "--send-burst", "1"]).await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let mut chat = app.chat().await;
+    let (outbox, mut incoming) = open_connect(&mut chat, Some(&alice), &[("chat-id", &chat_id)])
+        .await
+        .expect("connect");
+
+    let started = Instant::now();
+    for n in 0..MESSAGES {
+        let message = Message {
+            client_id: format!("c{n}"),
+            text: "quick".into(),
+            ..Default::default()
+        };
+        within(outbox.send(message))
+            .await
+            .expect("the stream closed");
+    }
+    let echoes = take(&mut incoming, MESSAGES).await;
+    let elapsed = started.elapsed();
+    let client_ids: Vec<_> = echoes.iter().map(|m| m.client_id.as_str()).collect();
+    assert_eq!(client_ids, ["c0", "c1", "c2", "c3", "c4", "c5"]);
+    // One at once, then one every 200 ms.
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "{MESSAGES} messages at 5 per second took only {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn failed_sign_ins_slow_an_account_down_without_locking_its_owner_out() {
+    let app = spawn_app_with(&[
+        "--sign-in-free-failures",
+        "2",
+        "--sign-in-max-delay-secs",
+        "1",
+    ])
+    .await;
+    signed_up(&app, "alice").await;
+    signed_up(&app, "bob").await;
+    let mut auth = app.auth().await;
+    for _ in 0..2 {
+        let status = within(auth.sign_in(credentials("alice", "wrong password")))
+            .await
+            .expect_err("a wrong password");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    // Now even the right password waits: the attempt is not even checked.
+    let status = within(auth.sign_in(credentials("alice", PASSWORD)))
+        .await
+        .expect_err("an attempt during the wait");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("for this account"), "{status:?}");
+    let wait = retry_after(&status);
+    assert!(
+        wait <= Duration::from_secs(1),
+        "{wait:?} over the configured maximum"
+    );
+    within(auth.sign_in(credentials("bob", PASSWORD)))
+        .await
+        .expect("another account is not affected");
+
+    // Attempts in parallel cannot all slip through before the failures are counted.
+    tokio::time::sleep(wait).await;
+    let attempts = (0..10).map(|_| {
+        let mut auth = auth.clone();
+        async move { within(auth.sign_in(credentials("alice", "wrong again"))).await }
+    });
+    let outcomes = futures::future::join_all(attempts).await;
+    let checked = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Err(status) if status.code() == Code::Unauthenticated))
+        .count();
+    assert!(
+        checked <= 1,
+        "{checked} of 10 parallel attempts had their password checked"
+    );
+
+    // The owner waits at most the maximum delay, then gets in, which forgives the failures.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    within(auth.sign_in(credentials("alice", PASSWORD)))
+        .await
+        .expect("the owner signs in after the wait");
+    let status = within(auth.sign_in(credentials("alice", "a typo, again")))
+        .await
+        .expect_err("a wrong password");
+    assert_eq!(status.code(), Code::Unauthenticated, "forgiven: {status:?}");
+}
+
+#[tokio::test]
+async fn sign_in_and_sign_up_attempts_per_address_are_limited() {
+    let app = spawn_app_with(&["--sign-in-per-address-per-minute", "3"]).await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    let mut auth = app.auth().await;
+    within(auth.sign_in(credentials("alice", PASSWORD)))
+        .await
+        .expect("second attempt");
+    let status = within(auth.sign_in(credentials("nobody", PASSWORD)))
+        .await
+        .expect_err("an unknown account");
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    for (what, outcome) in [
+        (
+            "sign-in",
+            within(auth.sign_in(credentials("alice", PASSWORD))).await,
+        ),
+        (
+            "sign-up",
+            within(auth.sign_up(credentials("carol", PASSWORD))).await,
+        ),
+    ] {
+        let status = outcome.expect_err(what);
+        assert_eq!(status.code(), Code::ResourceExhausted, "{what}: {status:?}");
+        assert!(status.message().contains("from your address"), "{status:?}");
+        let wait = retry_after(&status);
+        assert!(
+            wait <= Duration::from_secs(20),
+            "{what}: {wait:?} at 3 per minute"
+        );
+    }
+    // Signed-in work goes on.
+    assert!(chats_of(&app, &alice).await.is_empty());
+}
