@@ -1,5 +1,6 @@
 //! The Auth service: accounts are lower-cased and unique, sign-in leaks nothing about which
-//! accounts exist, and tokens expire and can be revoked one at a time.
+//! accounts exist, tokens expire and can be revoked one at a time, and neither passwords nor
+//! tokens are ever written down, in the log or the database.
 
 use chat_core::proto::{ListRequest, SignOutRequest};
 use tonic::Code;
@@ -172,4 +173,67 @@ async fn tokens_stop_working_when_they_expire() {
         .await
         .expect_err("an expired token must be refused");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_and_tokens_appear_in_no_log_and_no_database_file() {
+    // Distinctive, so that finding one is never a coincidence.
+    let (password, wrong) = ("Pa55-unique-correct-7f3a", "Pa55-unique-wrong-9c1e");
+    let mut server = spawn_process(&[]).await;
+    let mut auth = server.auth().await;
+    let signed_up = within(auth.sign_up(credentials("alice", password)))
+        .await
+        .expect("sign up")
+        .into_inner();
+    let signed_in = within(auth.sign_in(credentials("alice", password)))
+        .await
+        .expect("sign in")
+        .into_inner();
+    let refused = within(auth.sign_in(credentials("alice", wrong))).await;
+    assert_eq!(
+        refused.expect_err("wrong password").code(),
+        Code::Unauthenticated
+    );
+    let chat_id = new_chat(&server, &signed_in.token, &["alice"]).await;
+    send_text(
+        &mut server.chat().await,
+        &signed_in.token,
+        &chat_id,
+        "m",
+        "hello",
+    )
+    .await;
+    within(auth.sign_out(authed(&signed_up.token, SignOutRequest {})))
+        .await
+        .expect("sign out");
+    assert_eq!(server.terminate().await.code(), Some(0));
+
+    let mut files = vec![("the log".to_owned(), server.log().into_bytes())];
+    for entry in std::fs::read_dir(server.data_dir()).expect("the data directory") {
+        let path = entry.expect("a directory entry").path();
+        files.push((
+            path.display().to_string(),
+            std::fs::read(&path).expect("a file"),
+        ));
+    }
+    let contains = |haystack: &[u8], needle: &str| {
+        haystack
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes())
+    };
+    for (name, bytes) in &files {
+        for (secret, what) in [
+            (password, "the password"),
+            (wrong, "a wrong password"),
+            (signed_up.token.as_str(), "a revoked token"),
+            (signed_in.token.as_str(), "a live token"),
+        ] {
+            assert!(!contains(bytes, secret), "{what} is in {name}");
+        }
+    }
+    // The accounts are there all the same, as argon2id hashes.
+    assert!(
+        files.iter().any(|(_, bytes)| contains(bytes, "$argon2id$")),
+        "no argon2id hash in the data directory"
+    );
 }

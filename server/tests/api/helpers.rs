@@ -284,7 +284,8 @@ impl ServerProcess {
             .args(["--heartbeat-secs", &HEARTBEAT_SECS.to_string()])
             .args(SUITE_LIMITS)
             .args(&self.extra_args)
-            .env("RUST_LOG", "info")
+            // Everything the server itself logs, so tests can check what it writes down.
+            .env("RUST_LOG", "info,chat_server=trace")
             .env("NO_COLOR", "1")
             .stdin(std::process::Stdio::null())
             // A plain file, as an operator's `>> chat.log 2>&1` would give it: when writes
