@@ -44,6 +44,9 @@ pub enum ApiError {
     TooManyStreams(usize),
     #[error("{0}")]
     Unavailable(String),
+    /// A message on a client stream that could not be read, with the transport's status.
+    #[error("cannot read your message: {}", .0.message())]
+    Unreadable(tonic::Status),
     #[error("internal error")]
     Internal(String),
 }
@@ -73,6 +76,7 @@ impl From<ApiError> for tonic::Status {
             error @ ApiError::AccountExists(_) => Status::already_exists(error.to_string()),
             error @ ApiError::ShuttingDown => Status::unavailable(error.to_string()),
             error @ ApiError::TooManyStreams(_) => Status::resource_exhausted(error.to_string()),
+            ApiError::Unreadable(ref status) => Status::new(status.code(), error.to_string()),
             ApiError::RateLimited {
                 ref retry_after, ..
             } => {

@@ -219,10 +219,15 @@ async fn receive_connect_messages(
             received = inbound.next() => received,
             () = failed.closed() => return,
         };
-        let Some(received) = received else { return };
-        let Ok(message) = received else {
-            // The client went away or broke the stream: nothing left to answer.
-            return;
+        let message = match received {
+            None => return,
+            Some(Ok(message)) => message,
+            // A message that cannot be read (not protobuf, over the size limit) ends the call
+            // with why; if the client itself went away, nobody hears it, which is fine.
+            Some(Err(status)) => {
+                let _ = failed.send(ApiError::Unreadable(status));
+                return;
+            }
         };
         let checked = NewMessage::from_connect(&message, &chat)
             .map_err(ApiError::from)

@@ -224,3 +224,48 @@ async fn a_bad_message_ends_the_stream_and_is_not_stored() {
     );
     assert!(history_of(&app, &alice, &other_chat).await.is_empty());
 }
+
+#[tokio::test]
+async fn an_unreadable_message_ends_the_stream_with_why_instead_of_being_ignored() {
+    // Found by fuzzing (`fuzz`): bytes that are not a protobuf Message used to be dropped
+    // silently, leaving the client waiting for an echo that never came.
+    use bytes::Bytes;
+    use http::uri::PathAndQuery;
+
+    let app = spawn_app_with(&["--max-request-bytes", "1024"]).await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let rows: [(&str, Bytes, Code, &str); 2] = [
+        (
+            "not protobuf (field number 0)",
+            Bytes::from_static(&[0]),
+            Code::Internal,
+            "failed to decode",
+        ),
+        (
+            "over the request size limit",
+            Bytes::from(vec![b'x'; 2048]),
+            Code::OutOfRange,
+            "too large",
+        ),
+    ];
+    for (case, bytes, code, words) in rows {
+        let mut grpc = tonic::client::Grpc::new(app.channel().await);
+        within(grpc.ready()).await.expect("ready");
+        let request = with_metadata(
+            authed(&alice, futures::stream::iter([bytes])),
+            "chat-id",
+            &chat_id,
+        );
+        let path = PathAndQuery::from_static("/chat.Chat/Connect");
+        let response = within(grpc.streaming(request, path, RawCodec)).await;
+        let status = streaming_failure(response).await;
+        assert_eq!(status.code(), code, "{case}: {status:?}");
+        assert!(
+            status.message().starts_with("cannot read your message"),
+            "{case}: {status:?}"
+        );
+        assert!(status.message().contains(words), "{case}: {status:?}");
+    }
+    assert!(history_of(&app, &alice, &chat_id).await.is_empty());
+}

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes};
 use chat_core::proto::auth_client::AuthClient;
 use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::event::Event as EventKind;
@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codec::Streaming;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder, Streaming};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tonic_web::{GrpcWebCall, GrpcWebClientService};
@@ -415,6 +415,44 @@ impl Drop for ServerProcess {
 /// and rounds, for a soak run documented in RELIABILITY.md instead of the seconds CI spends.
 pub fn soak() -> bool {
     std::env::var("CHAT_SOAK").is_ok_and(|value| !value.is_empty() && value != "0")
+}
+
+/// Sends and receives message bytes as they are, so a test can put anything on the wire.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
 }
 
 /// Awaits `future`, failing the test (at the caller's line) if it takes longer than [`WAIT`].

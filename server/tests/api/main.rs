@@ -10,6 +10,7 @@ mod bad_input;
 mod connect;
 mod crash;
 mod disk;
+mod fuzz;
 mod grpc_web;
 mod history;
 mod limits;
