@@ -1,7 +1,7 @@
 //! Typed settings: every knob has a default, a `--flag` and a `CHAT_*` environment variable.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::limits::LimitSettings;
@@ -20,6 +20,15 @@ pub struct Settings {
     /// Use 0.0.0.0:8080 to accept connections from other machines.
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// PEM file with the certificate chain for HTTPS; with --tls-key, the server speaks
+    /// HTTPS only (HTTP/2 and HTTP/1.1), so browsers use HTTP/2.
+    #[arg(long, env = "CHAT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of --tls-cert.
+    #[arg(long, env = "CHAT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Directory holding the SQLite database (chat.db); created if missing.
     #[arg(long, env = "CHAT_DATA_DIR", default_value = "data")]
@@ -106,6 +115,11 @@ impl Settings {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("chat.db")
+    }
+
+    /// The certificate and key files, when HTTPS is configured.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
     }
 
     pub(crate) fn limits(&self) -> LimitSettings {

@@ -10,6 +10,7 @@
 //! - `feed`: one live stream (replay, live, catch-up, heartbeat, shutdown).
 //! - `http`: gRPC-web, CORS, the static UI and its security headers on the same router.
 //! - `limits`: per-user send rate and streams, sign-in attempts per account and address.
+//! - `tls`: HTTPS (HTTP/2 and HTTP/1.1) on the same port, when given a certificate.
 
 pub mod config;
 
@@ -22,6 +23,7 @@ mod http;
 mod limits;
 mod service;
 mod store;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +58,8 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Serves until `shutdown` completes, then ends open streams (UNAVAILABLE, so clients
@@ -116,10 +120,16 @@ pub async fn run(
         .add_service(reflection_alpha);
     let app = http::router(grpc, &settings.static_dir);
 
+    // Read before anything is served, so a bad certificate stops the start-up, not a client.
+    let tls = match settings.tls_files() {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
     let address = listener
         .local_addr()
         .map_or_else(|error| error.to_string(), |address| address.to_string());
-    tracing::info!(%address, data = %settings.database_path().display(), "chat server listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%address, scheme, data = %settings.database_path().display(), "chat server listening");
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: ending streams, finishing calls in flight");
@@ -128,20 +138,30 @@ pub async fn run(
             .await;
         let _ = stopping.send(true);
     };
-    Server::builder()
+    let server = Server::builder()
         .accept_http1(true)
         // Pings keep idle HTTP/2 connections alive through NATs and detect dead peers.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .serve_with_incoming_shutdown(
-            app,
-            // TCP_NODELAY on the incoming itself: tonic ignores the builder's `tcp_nodelay`
-            // with a custom incoming, and Nagle's algorithm against delayed ACKs stalls
-            // small responses by 40 ms.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            signal,
-        )
-        .await?;
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    match tls {
+        Some(acceptor) => {
+            server
+                .serve_with_incoming_shutdown(app, tls::incoming(listener, acceptor), signal)
+                .await?
+        }
+        None => {
+            server
+                .serve_with_incoming_shutdown(
+                    app,
+                    // TCP_NODELAY on the incoming itself: tonic ignores the builder's
+                    // `tcp_nodelay` with a custom incoming, and Nagle's algorithm against
+                    // delayed ACKs stalls small responses by 40 ms.
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    signal,
+                )
+                .await?
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

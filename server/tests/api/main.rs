@@ -21,3 +21,4 @@ mod restart;
 mod send;
 mod storm;
 mod stream;
+mod tls;

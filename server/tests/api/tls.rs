@@ -1,0 +1,234 @@
+//! HTTPS with `--tls-cert`/`--tls-key`, tested with a self-signed certificate made on the spot
+//! (rcgen): the native client speaks gRPC over HTTP/2 (ALPN h2) and every call works; an
+//! HTTP/1.1-only client gets the UI; a client that does not trust the certificate, or speaks
+//! plain HTTP, gets nothing; and a missing key stops the server at start-up with a clear error.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use chat_core::proto::chat_client::ChatClient;
+use chat_server::config::Settings;
+use clap::Parser;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::helpers::*;
+
+/// A self-signed certificate for `localhost` and its key, as PEM files in `dir`.
+struct Certificate {
+    cert: PathBuf,
+    key: PathBuf,
+    der: CertificateDer<'static>,
+}
+
+fn self_signed(dir: &std::path::Path) -> Certificate {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("cannot make a certificate");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).expect("write cert.pem");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key.pem");
+    Certificate {
+        cert,
+        key,
+        der: made.cert.der().clone(),
+    }
+}
+
+/// A rustls client trusting `trusted` (or nothing), offering the ALPN `protocols`.
+fn tls_client(trusted: Option<&CertificateDer<'static>>, protocols: &[&[u8]]) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    if let Some(cert) = trusted {
+        roots.add(cert.clone()).expect("a usable certificate");
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Connects to `addr` and completes a TLS handshake for the name `localhost`.
+async fn handshake(connector: &TlsConnector, addr: SocketAddr) -> io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost").expect("a valid name");
+    connector.connect(name, tcp).await
+}
+
+/// A gRPC channel over TLS, remembering which protocol each connection's ALPN chose.
+async fn https_channel(
+    addr: SocketAddr,
+    connector: TlsConnector,
+    negotiated: Arc<Mutex<Vec<Option<Vec<u8>>>>>,
+) -> Result<Channel, tonic::transport::Error> {
+    let endpoint =
+        Endpoint::from_shared(format!("https://localhost:{}", addr.port())).expect("a valid URL");
+    let connect = tower::service_fn(move |_: http::Uri| {
+        let (connector, negotiated) = (connector.clone(), Arc::clone(&negotiated));
+        async move {
+            let tls = handshake(&connector, addr).await?;
+            let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+            negotiated.lock().expect("negotiated").push(alpn);
+            Ok::<_, io::Error>(TokioIo::new(tls))
+        }
+    });
+    within(endpoint.connect_with_connector(connect)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_grpc_works_over_https_with_http2() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let certificate = self_signed(dir.path());
+    let (cert, key) = (
+        certificate.cert.display().to_string(),
+        certificate.key.display().to_string(),
+    );
+    let app = spawn_app_with(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--sign-in-per-address-per-minute",
+        "2",
+    ])
+    .await;
+
+    let negotiated = Arc::new(Mutex::new(Vec::new()));
+    let connector = tls_client(Some(&certificate.der), &[b"h2"]);
+    let channel = https_channel(app.addr, connector, Arc::clone(&negotiated))
+        .await
+        .expect("an HTTPS connection");
+    let mut auth = chat_core::proto::auth_client::AuthClient::new(channel.clone());
+    let alice = within(auth.sign_up(credentials("alice", PASSWORD)))
+        .await
+        .expect("sign up over HTTPS")
+        .into_inner()
+        .token;
+    let mut chat = ChatClient::new(channel);
+    let chat_id = within(chat.new_chat(authed(
+        &alice,
+        chat_core::proto::NewRequest {
+            user_ids: vec!["alice".into()],
+        },
+    )))
+    .await
+    .expect("New over HTTPS")
+    .into_inner()
+    .chat_id;
+    let sent = send_text(&mut chat, &alice, &chat_id, "tls-1", "over TLS").await;
+    let mut stream = open_stream(&mut chat, &alice, &chat_id, "0").await;
+    assert_eq!(next_messages(&mut stream, 1).await, [sent]);
+    // The client's address is known behind TLS too, so the per-address limit holds.
+    within(auth.sign_in(credentials("alice", PASSWORD)))
+        .await
+        .expect("the second attempt from this address");
+    let status = within(auth.sign_in(credentials("alice", PASSWORD)))
+        .await
+        .expect_err("the third attempt from this address");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        *negotiated.lock().expect("negotiated"),
+        [Some(b"h2".to_vec())],
+        "one connection, HTTP/2 by ALPN"
+    );
+}
+
+#[tokio::test]
+async fn http1_clients_get_the_ui_and_untrusting_or_plain_clients_get_nothing() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let certificate = self_signed(dir.path());
+    let (cert, key) = (
+        certificate.cert.display().to_string(),
+        certificate.key.display().to_string(),
+    );
+    let app = spawn_app_with(&["--tls-cert", &cert, "--tls-key", &key]).await;
+
+    // An HTTP/1.1-only client, as old proxies and tools are.
+    let connector = tls_client(Some(&certificate.der), &[b"http/1.1"]);
+    let tls = within(handshake(&connector, app.addr))
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut sender, connection) = within(hyper::client::conn::http1::handshake(TokioIo::new(tls)))
+        .await
+        .expect("HTTP/1.1 over TLS");
+    tokio::spawn(connection);
+    let request = http::Request::get("/")
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .expect("a request");
+    let response = within(sender.send_request(request)).await.expect("GET /");
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert!(response.headers().contains_key("content-security-policy"));
+    let body = within(response.into_body().collect())
+        .await
+        .expect("the body")
+        .to_bytes();
+    assert_eq!(body, INDEX_HTML);
+
+    // A client that does not trust the certificate cannot even finish the handshake.
+    let untrusting = tls_client(None, &[b"h2"]);
+    let refused = within(handshake(&untrusting, app.addr)).await;
+    assert!(refused.is_err(), "a handshake succeeded without trust");
+
+    // Plain HTTP/2 on the TLS port: no cleartext fallback.
+    let plain = within(async {
+        let channel = Channel::from_shared(format!("http://{}", app.addr))
+            .expect("a valid URL")
+            .connect()
+            .await?;
+        let mut auth = chat_core::proto::auth_client::AuthClient::new(channel);
+        auth.sign_in(credentials("alice", PASSWORD))
+            .await
+            .map_err(|status| Box::new(status) as Box<dyn std::error::Error + Send + Sync>)?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    })
+    .await;
+    assert!(
+        plain.is_err(),
+        "a cleartext call was answered on the TLS port"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_key_stops_the_server_at_startup_saying_which_file() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let certificate = self_signed(dir.path());
+    let cert = certificate.cert.display().to_string();
+    let missing = dir.path().join("nowhere.pem").display().to_string();
+    for (case, key, words) in [
+        ("missing key file", missing.as_str(), "nowhere.pem"),
+        ("a certificate as the key", cert.as_str(), "key"),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let data = dir.path().join("data").display().to_string();
+        let settings = Settings::parse_from([
+            "chat-server",
+            "--data-dir",
+            &data,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            key,
+        ]);
+        let outcome = within(chat_server::run(listener, settings, std::future::pending())).await;
+        let error = outcome.expect_err(case).to_string();
+        assert!(error.starts_with("TLS: "), "{case}: {error}");
+        assert!(error.contains(words), "{case}: {error}");
+    }
+    // One without the other is refused by the flags themselves.
+    assert!(Settings::try_parse_from(["chat-server", "--tls-cert", &cert]).is_err());
+}
