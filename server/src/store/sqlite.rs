@@ -26,6 +26,10 @@ const MAX_BATCH: usize = 256;
 const QUEUE_DEPTH: usize = 4096;
 /// Idle reader connections kept open.
 const IDLE_READERS: usize = 8;
+/// Tokens whose owner is kept in memory; past this the cache starts over.
+const TOKEN_CACHE_MAX: usize = 65_536;
+/// Chats whose row id and members the writer keeps in memory; past this it starts over.
+const CHAT_CACHE_MAX: usize = 16_384;
 
 const SCHEMA_VERSION: i64 = 1;
 const SCHEMA: &str = "
@@ -71,6 +75,7 @@ CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat, id);
 pub struct SqliteStore {
     writes: mpsc::Sender<Write>,
     readers: Arc<ReaderPool>,
+    tokens: Arc<TokenCache>,
 }
 
 impl SqliteStore {
@@ -91,7 +96,7 @@ impl SqliteStore {
                 Writer {
                     conn,
                     broker,
-                    members: HashMap::new(),
+                    chats: HashMap::new(),
                 }
                 .run(queue)
             })
@@ -102,7 +107,11 @@ impl SqliteStore {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
         });
-        Ok(Self { writes, readers })
+        Ok(Self {
+            writes,
+            readers,
+            tokens: Arc::new(TokenCache::default()),
+        })
     }
 
     async fn write<T>(
@@ -162,34 +171,55 @@ impl Store for SqliteStore {
         user: &UserId,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let user = user.clone();
+        let owner = user.clone();
         self.write(|reply| Write::SaveToken {
             token,
-            user,
+            user: owner,
             expires_at,
             reply,
         })
-        .await
+        .await?;
+        // A token is only handed out after this returns, so nobody can have revoked it yet.
+        self.tokens
+            .remember(token, user, expires_at, self.tokens.revocations());
+        Ok(())
     }
 
     async fn token_owner(&self, token: TokenHash, now: i64) -> Result<Option<UserId>, StoreError> {
-        self.read(move |conn| {
-            let owner: Option<String> = conn
-                .query_row(
-                    "SELECT user_id FROM tokens WHERE token_hash = ?1 AND expires_at > ?2",
-                    params![token.as_slice(), now],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            owner.map(|id| stored_user(&id)).transpose()
-        })
-        .await
+        if let Some(cached) = self.tokens.owner(&token, now) {
+            return Ok(cached);
+        }
+        let revocations = self.tokens.revocations();
+        let found = self
+            .read(move |conn| {
+                let row: Option<(String, i64)> = conn
+                    .prepare_cached(
+                        "SELECT user_id, expires_at FROM tokens WHERE token_hash = ?1 AND expires_at > ?2",
+                    )
+                    .and_then(|mut statement| {
+                        statement
+                            .query_row(params![token.as_slice(), now], |row| {
+                                Ok((row.get(0)?, row.get(1)?))
+                            })
+                            .optional()
+                    })
+                    .map_err(unavailable)?;
+                row.map(|(id, expires_at)| Ok((stored_user(&id)?, expires_at)))
+                    .transpose()
+            })
+            .await?;
+        Ok(found.map(|(owner, expires_at)| {
+            self.tokens.remember(token, &owner, expires_at, revocations);
+            owner
+        }))
     }
 
     async fn revoke_token(&self, token: TokenHash) -> Result<(), StoreError> {
         self.write(|reply| Write::RevokeToken { token, reply })
-            .await
+            .await?;
+        // Only after the commit: a lookup that starts now reads the revocation from disk.
+        self.tokens.forget(&token);
+        Ok(())
     }
 
     async fn create_chat(&self, members: &Members, new_id: ChatId) -> Result<ChatId, StoreError> {
@@ -432,10 +462,17 @@ enum Done {
 struct Writer {
     conn: Connection,
     broker: Arc<Broker>,
-    /// Chat row id → members. Membership never changes once a chat exists, so this cache
-    /// never goes stale; it is cleared when a transaction fails, since it may hold a chat
-    /// that was never committed.
-    members: HashMap<i64, Arc<[UserId]>>,
+    /// Chat id → its row id and members, so an append needs no lookup. Membership never
+    /// changes once a chat exists, so this never goes stale; it is cleared when a
+    /// transaction fails, since it may hold a chat that was never committed.
+    chats: HashMap<ChatId, CachedChat>,
+}
+
+/// A chat as the writer needs it for every append.
+#[derive(Clone)]
+struct CachedChat {
+    key: i64,
+    members: Arc<[UserId]>,
 }
 
 impl Writer {
@@ -462,14 +499,14 @@ impl Writer {
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for write in batch.drain(..) {
-                done.push(apply(&tx, &mut self.members, write, now));
+                done.push(apply(&tx, &mut self.chats, write, now));
             }
             tx.commit()
         })();
 
         if let Err(error) = outcome {
             tracing::error!(%error, "commit failed; the whole batch is refused");
-            self.members.clear();
+            self.chats.clear();
             let cause = || StoreError::Unavailable(format!("commit failed: {error}"));
             for write in batch.drain(..) {
                 write.refuse(cause());
@@ -526,7 +563,7 @@ impl Done {
 /// leaves no trace and does not disturb the others.
 fn apply(
     tx: &Transaction<'_>,
-    members: &mut HashMap<i64, Arc<[UserId]>>,
+    chats: &mut HashMap<ChatId, CachedChat>,
     write: Write,
     now: i64,
 ) -> Done {
@@ -534,15 +571,18 @@ fn apply(
         tx: &Transaction<'_>,
         work: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        tx.execute_batch("SAVEPOINT one_write")
-            .map_err(unavailable)?;
-        let result = work(tx);
-        let end = if result.is_ok() {
-            "RELEASE one_write"
-        } else {
-            "ROLLBACK TO one_write; RELEASE one_write"
+        // Cached statements: parsing these on every write cost more than the insert itself.
+        let run = |sql: &str| {
+            tx.prepare_cached(sql)
+                .and_then(|mut statement| statement.execute([]))
+                .map_err(unavailable)
         };
-        tx.execute_batch(end).map_err(unavailable)?;
+        run("SAVEPOINT one_write")?;
+        let result = work(tx);
+        if result.is_err() {
+            run("ROLLBACK TO one_write")?;
+        }
+        run("RELEASE one_write")?;
         result
     }
 
@@ -612,21 +652,11 @@ fn apply(
             reply,
         } => {
             let result = in_savepoint(tx, |conn| {
-                let chat = member_chat_key(conn, &message.chat_id, &sender)?
+                let chat = cached_chat(conn, chats, &message.chat_id)?
+                    .filter(|chat| chat.members.contains(&sender))
                     .ok_or(StoreError::ChatNotFound)?;
-                let (stored, is_new) = append(conn, chat, &sender, message, now)?;
-                if !is_new {
-                    return Ok((stored, None));
-                }
-                let chat_members = match members.get(&chat) {
-                    Some(cached) => Arc::clone(cached),
-                    None => {
-                        let loaded = load_members(conn, chat)?;
-                        members.insert(chat, Arc::clone(&loaded));
-                        loaded
-                    }
-                };
-                Ok((stored, Some(chat_members)))
+                let (stored, is_new) = append(conn, chat.key, &sender, message, now)?;
+                Ok((stored, is_new.then_some(chat.members)))
             });
             Done::Message(reply, result)
         }
@@ -688,7 +718,8 @@ fn create_chat(
 }
 
 /// Inserts the message, or finds the one stored earlier under the same client id. The bool
-/// says whether it is new.
+/// says whether it is new. Inserting first costs a retry one more statement but spares every
+/// new message (nearly all of them) a lookup.
 fn append(
     conn: &Connection,
     chat: i64,
@@ -696,6 +727,35 @@ fn append(
     message: NewMessage,
     now: i64,
 ) -> Result<(StoredMessage, bool), StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO messages (chat, sender, client_id, subject, text, sent_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (chat, sender, client_id) DO NOTHING",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                chat,
+                sender.as_str(),
+                message.client_id.as_str(),
+                message.subject.as_str(),
+                message.text.as_str(),
+                now
+            ])
+        })
+        .map_err(unavailable)?;
+    if inserted == 1 {
+        let stored = StoredMessage {
+            id: MessageId(id_from_sql(conn.last_insert_rowid())),
+            chat_id: message.chat_id,
+            sender: sender.clone(),
+            client_id: message.client_id.as_str().to_owned(),
+            subject: message.subject.as_str().to_owned(),
+            text: message.text.as_str().to_owned(),
+            sent_at: now,
+        };
+        return Ok((stored, true));
+    }
     let earlier = conn
         .prepare_cached(
             "SELECT id, sender, client_id, subject, text, sent_at FROM messages
@@ -711,34 +771,41 @@ fn append(
         })
         .map_err(unavailable)?
         .transpose()?;
-    if let Some(earlier) = earlier {
-        return Ok((earlier, false));
+    // The insert was skipped because this row exists; not finding it means a damaged file.
+    let earlier = earlier.ok_or_else(|| {
+        StoreError::Unavailable("a message conflicts with one that cannot be read".into())
+    })?;
+    Ok((earlier, false))
+}
+
+/// The chat's row id and members, from the writer's cache or the database; `None` if there
+/// is no such chat.
+fn cached_chat(
+    conn: &Connection,
+    chats: &mut HashMap<ChatId, CachedChat>,
+    chat_id: &ChatId,
+) -> Result<Option<CachedChat>, StoreError> {
+    if let Some(cached) = chats.get(chat_id) {
+        return Ok(Some(cached.clone()));
     }
-    conn.prepare_cached(
-        "INSERT INTO messages (chat, sender, client_id, subject, text, sent_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut statement| {
-        statement.execute(params![
-            chat,
-            sender.as_str(),
-            message.client_id.as_str(),
-            message.subject.as_str(),
-            message.text.as_str(),
-            now
-        ])
-    })
-    .map_err(unavailable)?;
-    let stored = StoredMessage {
-        id: MessageId(id_from_sql(conn.last_insert_rowid())),
-        chat_id: message.chat_id,
-        sender: sender.clone(),
-        client_id: message.client_id.as_str().to_owned(),
-        subject: message.subject.as_str().to_owned(),
-        text: message.text.as_str().to_owned(),
-        sent_at: now,
+    let key: Option<i64> = conn
+        .prepare_cached("SELECT id FROM chats WHERE public_id = ?1")
+        .and_then(|mut statement| {
+            statement
+                .query_row([chat_id.as_str()], |row| row.get(0))
+                .optional()
+        })
+        .map_err(unavailable)?;
+    let Some(key) = key else { return Ok(None) };
+    let chat = CachedChat {
+        key,
+        members: load_members(conn, key)?,
     };
-    Ok((stored, true))
+    if chats.len() >= CHAT_CACHE_MAX {
+        chats.clear();
+    }
+    chats.insert(chat_id.clone(), chat.clone());
+    Ok(Some(chat))
 }
 
 fn load_members(conn: &Connection, chat: i64) -> Result<Arc<[UserId]>, StoreError> {
@@ -843,6 +910,72 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
         .map_err(unavailable)?;
     Ok(())
+}
+
+/// The owners of recently used tokens, so that authenticating a call (every RPC does) needs
+/// no database read. Entries carry their expiry and are checked against the clock on every
+/// hit; a revocation removes the entry after its commit.
+///
+/// The race this must not lose: a lookup that read the token from disk just before a
+/// revocation committed must not put it back into the cache afterwards. Every revocation
+/// bumps a counter, a lookup notes the counter before reading, and an entry is only
+/// remembered if no revocation happened in between.
+///
+/// This works because this server is the only one writing this database. A backend shared
+/// by several servers must not cache tokens like this: another server's SignOut would not
+/// reach this cache.
+#[derive(Default)]
+struct TokenCache {
+    state: Mutex<TokenCacheState>,
+}
+
+#[derive(Default)]
+struct TokenCacheState {
+    owners: HashMap<TokenHash, (UserId, i64)>,
+    revocations: u64,
+}
+
+impl TokenCache {
+    fn state(&self) -> std::sync::MutexGuard<'_, TokenCacheState> {
+        // Every update is a single insert, remove or increment: the state is consistent even
+        // if a holder panicked.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `Some(answer)` when the cache knows it: the owner, or `None` for an expired token.
+    fn owner(&self, token: &TokenHash, now: i64) -> Option<Option<UserId>> {
+        let mut state = self.state();
+        let (owner, expires_at) = state.owners.get(token)?;
+        if *expires_at > now {
+            return Some(Some(owner.clone()));
+        }
+        state.owners.remove(token);
+        Some(None)
+    }
+
+    fn revocations(&self) -> u64 {
+        self.state().revocations
+    }
+
+    /// Remembers an owner read from disk when `revocations` was current.
+    fn remember(&self, token: TokenHash, owner: &UserId, expires_at: i64, revocations: u64) {
+        let mut state = self.state();
+        if state.revocations != revocations {
+            return;
+        }
+        if state.owners.len() >= TOKEN_CACHE_MAX {
+            state.owners.clear();
+        }
+        state.owners.insert(token, (owner.clone(), expires_at));
+    }
+
+    fn forget(&self, token: &TokenHash) {
+        let mut state = self.state();
+        state.owners.remove(token);
+        state.revocations += 1;
+    }
 }
 
 /// Reader connections, reused across calls. WAL lets them read while the writer commits.

@@ -1,0 +1,331 @@
+//! The ceiling server: the same `chat.Chat` and `chat.Auth` methods on the same transport stack
+//! as `chat-server` (tonic, gRPC-web on the gRPC routes, HTTP/1.1 and HTTP/2 on one port), doing
+//! none of the work: no storage, no authentication, no validation. Send numbers the message and
+//! hands it to every open stream; History answers a prebuilt page. What it achieves on this
+//! machine under a given load is the most any server on this stack could, so each figure of
+//! the real server is shown as a ratio to it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chat_core::limits::HISTORY_DEFAULT_PAGE;
+use chat_core::proto::auth_server::{Auth, AuthServer};
+use chat_core::proto::chat_server::{Chat, ChatServer};
+use chat_core::proto::{self, event};
+use futures::{Stream, StreamExt as _};
+use tokio::sync::broadcast;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status, Streaming};
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::error::BenchError;
+
+/// Messages a stream may fall behind before it loses some. The ceiling does not catch up
+/// from storage (it has none), so a lagging stream's losses show up as lost messages.
+const FEED_CAPACITY: usize = 1024;
+
+/// Text of the messages History answers with, as long as the history scenario's.
+pub const PAGE_TEXT: &str = "a message of a long chat, about as long as people write them: ok";
+
+/// `chat-bench ceiling-server`: how the benchmark starts it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CeilingArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Seconds between heartbeat events on idle streams, as the real server's flag.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_secs: u64,
+    /// A built web UI to serve at `/`, as the real server does.
+    #[arg(long)]
+    pub static_dir: Option<PathBuf>,
+    /// How many chats List answers with.
+    #[arg(long, default_value_t = 0)]
+    pub chats: usize,
+}
+
+/// Serves until SIGTERM or Ctrl-C.
+pub async fn serve(args: CeilingArgs) -> Result<(), BenchError> {
+    let (feed, _) = broadcast::channel(FEED_CAPACITY);
+    let shared = Arc::new(Shared {
+        heartbeat: Duration::from_secs(args.heartbeat_secs),
+        chats: args.chats,
+        newest: Mutex::new(0),
+        feed,
+        page: (1..=u64::from(HISTORY_DEFAULT_PAGE))
+            .map(|id| message(id, "ceiling", "ceiling", PAGE_TEXT))
+            .collect(),
+    });
+    let grpc = Routes::new(ChatServer::new(CeilingChat(Arc::clone(&shared))))
+        .add_service(AuthServer::new(CeilingAuth))
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new());
+    let app = match args.static_dir {
+        Some(dir) if dir.join("index.html").is_file() => {
+            let index = dir.join("index.html");
+            grpc.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(index)))
+        }
+        _ => grpc,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(BenchError::io(format!("cannot listen on {}", args.listen)))?;
+    // The same transport settings as chat-server's `run`. TCP_NODELAY must be set on the
+    // incoming stream itself: tonic ignores the builder's setting with a custom incoming.
+    Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .serve_with_incoming_shutdown(
+            app,
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            terminated(),
+        )
+        .await
+        .map_err(|error| BenchError::Setup(format!("ceiling server: {error}")))
+}
+
+async fn terminated() {
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        Ok(signal) => signal,
+        Err(_) => return,
+    };
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+struct Shared {
+    heartbeat: Duration,
+    chats: usize,
+    /// The last id handed out. Numbering and handing to the streams happen under this one
+    /// lock, so every stream sees ids in increasing order, as the real server guarantees.
+    newest: Mutex<u64>,
+    feed: broadcast::Sender<Arc<proto::Message>>,
+    page: Vec<proto::Message>,
+}
+
+impl Shared {
+    fn publish(&self, mut message: proto::Message) -> proto::Message {
+        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        *newest += 1;
+        message.id = newest.to_string();
+        message.sent_at = unix_now();
+        // No stream open is not an error.
+        let _ = self.feed.send(Arc::new(message.clone()));
+        message
+    }
+}
+
+fn message(id: u64, chat_id: &str, user_id: &str, text: &str) -> proto::Message {
+    proto::Message {
+        id: id.to_string(),
+        client_id: format!("c{id}"),
+        chat_id: chat_id.to_owned(),
+        user_id: user_id.to_owned(),
+        sent_at: unix_now(),
+        subject: String::new(),
+        text: text.to_owned(),
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+struct CeilingChat(Arc<Shared>);
+
+#[tonic::async_trait]
+impl Chat for CeilingChat {
+    async fn new_chat(
+        &self,
+        _request: Request<proto::NewRequest>,
+    ) -> Result<Response<proto::NewResponse>, Status> {
+        Ok(Response::new(proto::NewResponse {
+            chat_id: "ceiling".to_owned(),
+        }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<proto::HistoryRequest>,
+    ) -> Result<Response<proto::HistoryResponse>, Status> {
+        let wanted = usize::try_from(request.get_ref().limit).unwrap_or(0);
+        let limit = if wanted == 0 {
+            self.0.page.len()
+        } else {
+            wanted.min(self.0.page.len())
+        };
+        Ok(Response::new(proto::HistoryResponse {
+            messages: self.0.page[..limit].to_vec(),
+            has_more: true,
+        }))
+    }
+
+    async fn send(
+        &self,
+        request: Request<proto::SendRequest>,
+    ) -> Result<Response<proto::SendResponse>, Status> {
+        let request = request.into_inner();
+        let stored = self.0.publish(proto::Message {
+            id: String::new(),
+            client_id: request.client_id,
+            chat_id: request.chat_id,
+            user_id: request.user_id,
+            sent_at: 0,
+            subject: request.subject,
+            text: request.text,
+        });
+        Ok(Response::new(proto::SendResponse {
+            message: Some(stored),
+        }))
+    }
+
+    type ConnectStream = ResponseStream<proto::Message>;
+
+    async fn connect_chat(
+        &self,
+        request: Request<Streaming<proto::Message>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let chat = request
+            .metadata()
+            .get("chat-id")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let mut inbound = request.into_inner();
+        let shared = Arc::clone(&self.0);
+        let receiver = self.0.feed.subscribe();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = inbound.next().await {
+                shared.publish(message);
+            }
+        });
+        let outbound = feed(receiver, chat, None).filter_map(|event| async move {
+            match event {
+                Ok(proto::Event {
+                    event: Some(event::Event::Message(message)),
+                }) => Some(Ok(message)),
+                _ => None,
+            }
+        });
+        Ok(Response::new(Box::pin(outbound)))
+    }
+
+    type StreamStream = ResponseStream<proto::Event>;
+
+    async fn stream(
+        &self,
+        request: Request<proto::StreamRequest>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let heartbeat =
+            tokio::time::interval_at(Instant::now() + self.0.heartbeat, self.0.heartbeat);
+        let events = feed(
+            self.0.feed.subscribe(),
+            request.into_inner().chat_id,
+            Some(heartbeat),
+        );
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn list(
+        &self,
+        _request: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListResponse>, Status> {
+        let chats = (0..self.0.chats)
+            .map(|n| proto::ChatSummary {
+                chat_id: format!("ceiling-{n}"),
+                user_ids: vec!["ceiling".to_owned(), format!("friend-{n}")],
+                last_message: self.0.page.last().cloned(),
+                created_at: unix_now(),
+            })
+            .collect();
+        Ok(Response::new(proto::ListResponse { chats }))
+    }
+}
+
+/// Published messages of `chat` (every chat when empty), with heartbeats while idle.
+fn feed(
+    receiver: broadcast::Receiver<Arc<proto::Message>>,
+    chat: String,
+    heartbeat: Option<Interval>,
+) -> impl Stream<Item = Result<proto::Event, Status>> + Send + 'static {
+    let heartbeat = heartbeat.map(|mut interval| {
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        interval
+    });
+    futures::stream::unfold(
+        (receiver, chat, heartbeat),
+        |(mut receiver, chat, mut heartbeat)| async move {
+            loop {
+                let tick = async {
+                    match &mut heartbeat {
+                        Some(interval) => interval.tick().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let event = tokio::select! {
+                    received = receiver.recv() => match received {
+                        Ok(message) if chat.is_empty() || message.chat_id == chat => {
+                            if let Some(interval) = &mut heartbeat {
+                                interval.reset();
+                            }
+                            event::Event::Message((*message).clone())
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = tick => event::Event::Heartbeat(proto::Heartbeat { sent_at: unix_now() }),
+                };
+                let item = Ok(proto::Event { event: Some(event) });
+                return Some((item, (receiver, chat, heartbeat)));
+            }
+        },
+    )
+}
+
+struct CeilingAuth;
+
+#[tonic::async_trait]
+impl Auth for CeilingAuth {
+    async fn sign_up(
+        &self,
+        request: Request<proto::Credentials>,
+    ) -> Result<Response<proto::Session>, Status> {
+        Ok(Response::new(session(request.into_inner().user_id)))
+    }
+
+    async fn sign_in(
+        &self,
+        request: Request<proto::Credentials>,
+    ) -> Result<Response<proto::Session>, Status> {
+        Ok(Response::new(session(request.into_inner().user_id)))
+    }
+
+    async fn sign_out(
+        &self,
+        _request: Request<proto::SignOutRequest>,
+    ) -> Result<Response<proto::SignOutResponse>, Status> {
+        Ok(Response::new(proto::SignOutResponse {}))
+    }
+}
+
+fn session(user_id: String) -> proto::Session {
+    proto::Session {
+        user_id,
+        token: "ceiling".to_owned(),
+        expires_at: unix_now() + 24 * 3600,
+    }
+}

@@ -1,0 +1,339 @@
+//! History at scale: pages of 50 from a chat of 1,000,000 messages and from one of 100,000,
+//! at random positions and at the newest end, one request at a time (latency, not
+//! throughput). If the cost grows with the chat, the 1M figures show it against the 100k ones.
+//!
+//! The chats are filled through the server's own Send, many at once, interleaved (one message
+//! in eleven goes to the smaller chat), so the rows are spread over the table as in a real
+//! database. Writing rows straight into a stopped server's SQLite file would be faster but
+//! would bypass, and have to duplicate, the store's schema and id rules; through Send the
+//! data is exactly what the server makes, and the load rate is one more figure.
+
+use std::time::{Duration, Instant};
+
+use chat_core::proto::HistoryRequest;
+use chat_core::proto::SendRequest;
+use chat_core::proto::chat_client::ChatClient;
+use futures::StreamExt as _;
+use rand::Rng as _;
+use tonic::transport::Channel;
+
+use super::{Context, stop_cleanly};
+use crate::ceiling::PAGE_TEXT;
+use crate::client::{User, authed, call, native_channel, new_chat, sign_up, within};
+use crate::error::BenchError;
+use crate::process::{Kind, ServerOptions, ServerProcess};
+use crate::report::{Figure, ScenarioReport, Target, number};
+use crate::stats::Latencies;
+
+const PAGE: usize = 50;
+
+#[derive(Debug, Clone)]
+struct Params {
+    big: usize,
+    small: usize,
+    /// Pages timed per chat and position kind.
+    samples: usize,
+    /// Pages read before timing, per chat.
+    warm: usize,
+    load_connections: usize,
+    load_in_flight: usize,
+}
+
+impl Params {
+    fn new(smoke: bool) -> Self {
+        if smoke {
+            Self {
+                big: 2_000,
+                small: 200,
+                samples: 50,
+                warm: 10,
+                load_connections: 2,
+                load_in_flight: 32,
+            }
+        } else {
+            Self {
+                big: 1_000_000,
+                small: 100_000,
+                samples: 2_000,
+                warm: 500,
+                load_connections: 8,
+                load_in_flight: 256,
+            }
+        }
+    }
+}
+
+/// Latencies of one chat's pages.
+struct Pages {
+    random: Latencies,
+    newest: Latencies,
+}
+
+pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
+    let params = Params::new(ctx.smoke);
+    let mut report = ScenarioReport::new(
+        "history",
+        format!(
+            "History pages of {PAGE}, {} at random positions and {} at the newest end, in chats of {} and {} messages",
+            params.samples,
+            params.samples,
+            number(params.big as f64),
+            number(params.small as f64)
+        ),
+    );
+    let options = ServerOptions::new(&ctx.server_bin);
+
+    // The ceiling stores nothing: it answers every page from memory, the transport's bound.
+    let mut ceiling = {
+        let server = ServerProcess::start(Kind::Ceiling, &options).await?;
+        let user = sign_up(server.addr, "hist", 1).await?.remove(0);
+        let mut chat = ChatClient::new(native_channel(server.addr).await?);
+        let ids: Vec<u64> = (1..=params.big as u64).collect();
+        let pages = measure_pages(&mut chat, &user, "ceiling", &ids, &params, None).await?;
+        stop_cleanly(server, &mut report).await?;
+        pages
+    };
+
+    let mut server = ServerProcess::start(Kind::Real, &options).await?;
+    let users = sign_up(server.addr, "hist", 3).await?;
+    let setup = native_channel(server.addr).await?;
+    let big_chat = new_chat(
+        &setup,
+        &users[0],
+        [users[0].id.clone(), users[1].id.clone()],
+    )
+    .await?;
+    let small_chat = new_chat(
+        &setup,
+        &users[0],
+        [users[0].id.clone(), users[2].id.clone()],
+    )
+    .await?;
+    let loading = Instant::now();
+    let (big_ids, small_ids) = load(&server, &users[0], &big_chat, &small_chat, &params).await?;
+    let load_seconds = loading.elapsed().as_secs_f64();
+    server.check_alive()?;
+    let db_bytes = server.database_bytes();
+
+    let mut chat = ChatClient::new(native_channel(server.addr).await?);
+    let mut wrong = Vec::new();
+    let mut big = measure_pages(
+        &mut chat,
+        &users[0],
+        &big_chat,
+        &big_ids,
+        &params,
+        Some(&mut wrong),
+    )
+    .await?;
+    let mut small = measure_pages(
+        &mut chat,
+        &users[0],
+        &small_chat,
+        &small_ids,
+        &params,
+        Some(&mut wrong),
+    )
+    .await?;
+    stop_cleanly(server, &mut report).await?;
+
+    let big_label = number(params.big as f64);
+    let small_label = number(params.small as f64);
+    for (label, pages, target) in [
+        (&big_label, &mut big, Some(Target::AtMost(5.0))),
+        (&small_label, &mut small, None),
+    ] {
+        for (position, latencies, ceiling) in [
+            ("random page", &mut pages.random, &mut ceiling.random),
+            ("newest page", &mut pages.newest, &mut ceiling.newest),
+        ] {
+            for p in [50.0, 99.0] {
+                let figure = Figure::new(
+                    format!("{label} messages, {position} p{p}"),
+                    "ms",
+                    latencies.percentile_ms(p),
+                )
+                .ceiling(Some(ceiling.percentile_ms(p)));
+                report.figure(match target {
+                    Some(target) if p == 99.0 => figure.target(target),
+                    _ => figure,
+                });
+            }
+        }
+    }
+    for (position, at_big, at_small) in [
+        (
+            "random page",
+            big.random.percentile_ms(99.0),
+            small.random.percentile_ms(99.0),
+        ),
+        (
+            "newest page",
+            big.newest.percentile_ms(99.0),
+            small.newest.percentile_ms(99.0),
+        ),
+    ] {
+        report.figure(
+            Figure::new(
+                format!("{position} p99, {big_label} ÷ {small_label}"),
+                "×",
+                at_big / at_small.max(f64::MIN_POSITIVE),
+            )
+            .target(Target::AtMost(1.5)),
+        );
+    }
+    report.figure(Figure::new(
+        "loading through Send",
+        "msg/s",
+        (params.big + params.small) as f64 / load_seconds,
+    ));
+    report.check(
+        "every page held the right 50 messages",
+        wrong.is_empty(),
+        format!(
+            "{} pages checked against the acknowledged ids; wrong: {:?}",
+            4 * params.samples,
+            &wrong[..wrong.len().min(5)]
+        ),
+    );
+    report.note(format!(
+        "loaded {} messages in {load_seconds:.0} s; database {:.0} MB",
+        number((params.big + params.small) as f64),
+        db_bytes as f64 / 1e6
+    ));
+    Ok(report)
+}
+
+/// Sends `big + small` messages, interleaved evenly, with many in flight; returns each chat's
+/// acknowledged ids in increasing order.
+async fn load(
+    server: &ServerProcess,
+    user: &User,
+    big_chat: &str,
+    small_chat: &str,
+    params: &Params,
+) -> Result<(Vec<u64>, Vec<u64>), BenchError> {
+    let total = params.big + params.small;
+    let mut channels = Vec::with_capacity(params.load_connections);
+    for _ in 0..params.load_connections {
+        channels.push(native_channel(server.addr).await?);
+    }
+    // At least 500 messages per second, or something is badly wrong.
+    let limit = Duration::from_secs(60 + total as u64 / 500);
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut big_ids = Vec::with_capacity(params.big);
+    let mut small_ids = Vec::with_capacity(params.small);
+    let sends = futures::stream::iter(0..total)
+        .map(|n| {
+            // Message n goes to the small chat when n·small/total crosses an integer: exactly
+            // `small` of them, evenly spread.
+            let to_small = (n + 1) * params.small / total != n * params.small / total;
+            let chat_id = if to_small { small_chat } else { big_chat };
+            let mut chat = ChatClient::new(channels[n % channels.len()].clone());
+            let request = SendRequest {
+                client_id: format!("load-{n}"),
+                chat_id: chat_id.to_owned(),
+                text: PAGE_TEXT.to_owned(),
+                ..Default::default()
+            };
+            let token = user.token.clone();
+            async move {
+                let reply = call("Send", chat.send(authed(&token, request))).await?;
+                let id = reply
+                    .message
+                    .and_then(|message| message.id.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        BenchError::Setup("Send replied without a numeric message id".into())
+                    })?;
+                Ok::<_, BenchError>((to_small, id))
+            }
+        })
+        .buffer_unordered(params.load_in_flight);
+    let collect = async {
+        futures::pin_mut!(sends);
+        while let Some(sent) = sends.next().await {
+            let (to_small, id) = sent?;
+            if to_small {
+                small_ids.push(id);
+            } else {
+                big_ids.push(id);
+            }
+            if last_report.elapsed() >= Duration::from_secs(15) {
+                last_report = Instant::now();
+                let done = big_ids.len() + small_ids.len();
+                eprintln!(
+                    "  history: loaded {} of {} messages ({}/s)",
+                    number(done as f64),
+                    number(total as f64),
+                    number(done as f64 / started.elapsed().as_secs_f64())
+                );
+            }
+        }
+        Ok::<_, BenchError>(())
+    };
+    within("loading the history chats", limit, collect).await??;
+    big_ids.sort_unstable();
+    small_ids.sort_unstable();
+    Ok((big_ids, small_ids))
+}
+
+/// Times pages one at a time: after a warm-up, `samples` pages ending just before a random
+/// acknowledged id, then `samples` newest pages. With `wrong`, checks each page against `ids`.
+async fn measure_pages(
+    chat: &mut ChatClient<Channel>,
+    user: &User,
+    chat_id: &str,
+    ids: &[u64],
+    params: &Params,
+    mut wrong: Option<&mut Vec<String>>,
+) -> Result<Pages, BenchError> {
+    let mut pages = Pages {
+        random: Latencies::with_capacity(params.samples),
+        newest: Latencies::with_capacity(params.samples),
+    };
+    let mut rng = rand::rng();
+    for round in 0..params.warm + 2 * params.samples {
+        let newest = round >= params.warm + params.samples;
+        // The page before ids[end]: the 50 messages ids[end-50..end].
+        let end = if newest {
+            ids.len()
+        } else {
+            rng.random_range(PAGE..ids.len())
+        };
+        let request = HistoryRequest {
+            chat_id: chat_id.to_owned(),
+            limit: PAGE as i32,
+            before_id: if newest {
+                String::new()
+            } else {
+                ids[end].to_string()
+            },
+        };
+        let started = Instant::now();
+        let page = call("History", chat.history(authed(&user.token, request))).await?;
+        let took = started.elapsed();
+        if round >= params.warm {
+            if newest {
+                pages.newest.push(took);
+            } else {
+                pages.random.push(took);
+            }
+        }
+        if let Some(wrong) = wrong.as_deref_mut() {
+            let got: Vec<u64> = page
+                .messages
+                .iter()
+                .filter_map(|m| m.id.parse().ok())
+                .collect();
+            if got != ids[end - PAGE..end] {
+                wrong.push(format!(
+                    "{chat_id} before {:?}: got {} messages",
+                    ids.get(end),
+                    got.len()
+                ));
+            }
+        }
+    }
+    Ok(pages)
+}

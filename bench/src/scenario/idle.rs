@@ -1,0 +1,269 @@
+//! Idle streams: many gRPC-web Stream subscriptions, each on its own HTTP/1.1 connection as
+//! browser tabs hold them, with nothing to deliver but heartbeats. The server's RSS growth
+//! per stream (from /proc/<pid>/status) and its CPU while idle (from /proc/<pid>/stat, over a
+//! window that includes heartbeats).
+//!
+//! The RSS baseline is taken after a few streams have been opened and closed, so that what
+//! the first stream initialises once (connection pools, the allocator's arenas) is not
+//! charged to every stream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chat_core::proto::Event;
+use chat_core::proto::event::Event as EventKind;
+use futures::StreamExt as _;
+use tokio::task::JoinSet;
+
+use super::{Context, stop_cleanly};
+use crate::client::{Subscription, Transport, User, sign_up, subscribe};
+use crate::error::BenchError;
+use crate::process::{Kind, ServerOptions, ServerProcess};
+use crate::report::{Figure, ScenarioReport, Target};
+
+/// Streams opened at once.
+const OPEN_CONCURRENCY: usize = 100;
+/// File descriptors the benchmark needs besides one per stream.
+const SPARE_FILES: u64 = 500;
+
+#[derive(Debug, Clone)]
+struct Params {
+    streams: usize,
+    users: usize,
+    heartbeat_secs: u64,
+    /// Streams opened and closed before the baseline.
+    warm: usize,
+    settle: Duration,
+    window: Duration,
+}
+
+impl Params {
+    fn new(smoke: bool) -> Self {
+        if smoke {
+            Self {
+                streams: 40,
+                users: 4,
+                heartbeat_secs: 1,
+                warm: 4,
+                settle: Duration::from_millis(500),
+                window: Duration::from_secs(2),
+            }
+        } else {
+            Self {
+                streams: 10_000,
+                users: 100,
+                // The server's default: what idle browsers get in production.
+                heartbeat_secs: 15,
+                warm: 100,
+                settle: Duration::from_secs(3),
+                window: Duration::from_secs(30),
+            }
+        }
+    }
+}
+
+struct Outcome {
+    rss_per_stream: f64,
+    rss_before: u64,
+    rss_after: u64,
+    idle_cores: f64,
+    heartbeats_per_second: f64,
+    /// Streams that failed or ended while they should have stayed open.
+    broken: Vec<String>,
+    /// Streams that got no heartbeat at all.
+    silent: usize,
+    open_seconds: f64,
+}
+
+pub async fn run(ctx: &Context, open_files: u64) -> Result<ScenarioReport, BenchError> {
+    let params = Params::new(ctx.smoke);
+    let needed = params.streams as u64 + SPARE_FILES;
+    if open_files < needed {
+        return Err(BenchError::Setup(format!(
+            "the idle scenario needs {needed} open files in this process and in the server, but the limit is {open_files}: raise the hard limit (ulimit -Hn) and run again"
+        )));
+    }
+    let mut report = ScenarioReport::new(
+        "idle",
+        format!(
+            "{} idle gRPC-web Streams ({} users), one HTTP/1.1 connection each, heartbeat every {} s, CPU over {} s",
+            params.streams,
+            params.users,
+            params.heartbeat_secs,
+            params.window.as_secs_f64()
+        ),
+    );
+    let mut options = ServerOptions::new(&ctx.server_bin);
+    options.heartbeat_secs = params.heartbeat_secs;
+    let ceiling = measure(Kind::Ceiling, &options, &params, &mut report).await?;
+    let real = measure(Kind::Real, &options, &params, &mut report).await?;
+
+    report.figure(
+        Figure::new(
+            "server RSS growth per stream",
+            "KB",
+            real.rss_per_stream / 1024.0,
+        )
+        .ceiling(Some(ceiling.rss_per_stream / 1024.0))
+        .target(Target::AtMost(16.0)),
+    );
+    report.figure(
+        Figure::new(
+            "server CPU while idle",
+            "% of a core",
+            real.idle_cores * 100.0,
+        )
+        .ceiling(Some(ceiling.idle_cores * 100.0))
+        .target(Target::AtMost(2.0)),
+    );
+    report.figure(
+        Figure::new("heartbeats received", "1/s", real.heartbeats_per_second)
+            .ceiling(Some(ceiling.heartbeats_per_second)),
+    );
+    report.figure(
+        Figure::new(
+            "server RSS with every stream open",
+            "MB",
+            real.rss_after as f64 / 1e6,
+        )
+        .ceiling(Some(ceiling.rss_after as f64 / 1e6)),
+    );
+    report.figure(
+        Figure::new("time to open every stream", "s", real.open_seconds)
+            .ceiling(Some(ceiling.open_seconds)),
+    );
+    report.check(
+        "every idle stream stayed open and got heartbeats",
+        real.broken.is_empty() && real.silent == 0,
+        format!(
+            "{} of {} streams broke{}; {} got no heartbeat",
+            real.broken.len(),
+            params.streams,
+            real.broken
+                .first()
+                .map(|b| format!(" ({b})"))
+                .unwrap_or_default(),
+            real.silent
+        ),
+    );
+    report.note(format!(
+        "chat-server RSS {:.1} MB before the streams, {:.1} MB with them (KB = 1024 bytes)",
+        real.rss_before as f64 / 1e6,
+        real.rss_after as f64 / 1e6
+    ));
+    Ok(report)
+}
+
+async fn measure(
+    kind: Kind,
+    options: &ServerOptions,
+    params: &Params,
+    report: &mut ScenarioReport,
+) -> Result<Outcome, BenchError> {
+    let mut server = ServerProcess::start(kind, options).await?;
+    let users = sign_up(server.addr, "idle", params.users).await?;
+
+    let warm = open(&server, &users, params.warm).await?;
+    drop(warm);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = server.usage()?;
+
+    let opening = Instant::now();
+    let subscriptions = open(&server, &users, params.streams).await?;
+    let open_seconds = opening.elapsed().as_secs_f64();
+    let counts = Arc::new(Counts::default());
+    let mut streams = JoinSet::new();
+    for subscription in subscriptions {
+        streams.spawn(count_heartbeats(subscription, Arc::clone(&counts)));
+    }
+    tokio::time::sleep(params.settle).await;
+    let after_open = server.usage()?;
+
+    let beats_before = counts.heartbeats.load(Ordering::Relaxed);
+    let idle_start = server.usage()?;
+    tokio::time::sleep(params.window).await;
+    let idle_end = server.usage()?;
+    let beats = counts.heartbeats.load(Ordering::Relaxed) - beats_before;
+
+    // Every stream should still be running; the finished ones broke.
+    let mut broken = Vec::new();
+    while let Some(joined) = streams.try_join_next() {
+        match joined {
+            Ok(ended) => broken.push(ended.reason),
+            Err(error) => broken.push(format!("panicked: {error}")),
+        }
+    }
+    streams.abort_all();
+    while streams.join_next().await.is_some() {}
+    let beating = usize::try_from(counts.beating.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+    let silent = params.streams.saturating_sub(beating);
+    stop_cleanly(server, report).await?;
+
+    Ok(Outcome {
+        rss_per_stream: after_open.rss_bytes.saturating_sub(before.rss_bytes) as f64
+            / params.streams as f64,
+        rss_before: before.rss_bytes,
+        rss_after: after_open.rss_bytes,
+        idle_cores: idle_start.cores_until(&idle_end),
+        heartbeats_per_second: beats as f64
+            / idle_end.at.duration_since(idle_start.at).as_secs_f64(),
+        broken,
+        silent,
+        open_seconds,
+    })
+}
+
+/// Opens `count` gRPC-web streams over every chat of their user, spread over `users`.
+async fn open(
+    server: &ServerProcess,
+    users: &[User],
+    count: usize,
+) -> Result<Vec<Subscription>, BenchError> {
+    let addr = server.addr;
+    let opened: Vec<Result<Subscription, BenchError>> = futures::stream::iter(0..count)
+        .map(|n| subscribe(addr, Transport::Web, &users[n % users.len()].token, ""))
+        .buffer_unordered(OPEN_CONCURRENCY)
+        .collect()
+        .await;
+    opened.into_iter().collect()
+}
+
+/// Heartbeats seen by all streams together.
+#[derive(Default)]
+struct Counts {
+    heartbeats: AtomicU64,
+    /// Streams that have had at least one heartbeat.
+    beating: AtomicU64,
+}
+
+struct Ended {
+    reason: String,
+}
+
+/// Reads one stream until it ends, counting heartbeats; returns why it ended.
+async fn count_heartbeats(mut subscription: Subscription, counts: Arc<Counts>) -> Ended {
+    let mut first = true;
+    loop {
+        let reason = match subscription.events.message().await {
+            Ok(Some(Event {
+                event: Some(EventKind::Heartbeat(_)),
+            })) => {
+                counts.heartbeats.fetch_add(1, Ordering::Relaxed);
+                if first {
+                    counts.beating.fetch_add(1, Ordering::Relaxed);
+                    first = false;
+                }
+                continue;
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => "the stream ended".to_owned(),
+            Err(status) => format!(
+                "the stream failed: {:?} {}",
+                status.code(),
+                status.message()
+            ),
+        };
+        return Ended { reason };
+    }
+}
