@@ -32,7 +32,7 @@ pub enum ApiError {
     #[error("the server is shutting down; reconnect and resume with after_id")]
     ShuttingDown,
     /// A rate limit (see `limits`); `reason` says which, in words.
-    #[error("{reason}; try again in {:.1} s", retry_after.as_secs_f64())]
+    #[error("{reason}; try again in {:.1} s", tenths_up(*retry_after))]
     RateLimited {
         reason: String,
         retry_after: Duration,
@@ -49,6 +49,11 @@ pub enum ApiError {
     Unreadable(tonic::Status),
     #[error("internal error")]
     Internal(String),
+}
+
+/// Seconds rounded up to a tenth, so a wait of 40 ms reads "0.1 s", never "0.0 s".
+fn tenths_up(wait: Duration) -> f64 {
+    ((wait.as_secs_f64() * 10.0).ceil() / 10.0).max(0.1)
 }
 
 impl From<StoreError> for ApiError {
@@ -108,5 +113,27 @@ impl From<ApiError> for tonic::Status {
 impl From<StoreError> for tonic::Status {
     fn from(error: StoreError) -> Self {
         ApiError::from(error).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_messages_never_say_to_wait_zero_seconds() {
+        for (wait_ms, shown) in [
+            (1, "0.1 s"),
+            (40, "0.1 s"),
+            (100, "0.1 s"),
+            (101, "0.2 s"),
+            (2500, "2.5 s"),
+        ] {
+            let error = ApiError::RateLimited {
+                reason: "too fast".into(),
+                retry_after: Duration::from_millis(wait_ms),
+            };
+            assert_eq!(error.to_string(), format!("too fast; try again in {shown}"));
+        }
     }
 }
