@@ -147,6 +147,7 @@ async fn run(cli: &Cli) -> Result<bool, BenchError> {
     };
     for name in names {
         let began = Instant::now();
+        let load_before = load_average();
         let mut report: ScenarioReport = match *name {
             "send" => scenario::send::run(&ctx).await?,
             "fanout" => scenario::fanout::run(&ctx).await?,
@@ -154,6 +155,11 @@ async fn run(cli: &Cli) -> Result<bool, BenchError> {
             "history" => scenario::history::run(&ctx).await?,
             _ => scenario::bundle::run(&ctx).await?,
         };
+        report.note(format!(
+            "machine load average (1 min) {load_before} at the start, {} at the end: other work on the machine shares its {} cores",
+            load_average(),
+            summary.machine.cores
+        ));
         report.finish(ctx.smoke, began.elapsed().as_secs_f64());
         report.print();
         summary.passed &= report.passed();
@@ -163,4 +169,12 @@ async fn run(cli: &Cli) -> Result<bool, BenchError> {
     }
     println!("\nsummary written to {}", cli.summary.display());
     Ok(summary.passed)
+}
+
+/// The one-minute load average, as /proc/loadavg has it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }

@@ -37,6 +37,8 @@ struct Params {
     members: usize,
     streams_per_member: usize,
     rate: u32,
+    /// Turns each server gets per transport.
+    rounds: usize,
     warmup: Duration,
     window: Duration,
     /// How long subscribers may take, after the last send, to receive everything.
@@ -50,6 +52,7 @@ impl Params {
                 members: 3,
                 streams_per_member: 2,
                 rate: 20,
+                rounds: 1,
                 warmup: Duration::from_millis(500),
                 window: Duration::from_millis(1500),
                 drain: Duration::from_secs(5),
@@ -59,8 +62,9 @@ impl Params {
                 members: MEMBERS_MAX,
                 streams_per_member: 10,
                 rate: 100,
-                warmup: Duration::from_secs(3),
-                window: Duration::from_secs(20),
+                rounds: 2,
+                warmup: Duration::from_secs(2),
+                window: Duration::from_secs(10),
                 drain: Duration::from_secs(10),
             }
         }
@@ -76,9 +80,12 @@ impl Params {
     }
 }
 
-/// What one transport's run measured.
+/// What the runs of one transport on one server measured, summed over its turns.
+#[derive(Default)]
 struct Outcome {
-    deliveries_per_second: f64,
+    /// Deliveries received inside the measured windows, and the windows' total length.
+    in_window: u64,
+    measured: Duration,
     latencies: Latencies,
     /// How long the sender's Sends took (to the commit, for the real server).
     send_latencies: Latencies,
@@ -89,8 +96,22 @@ struct Outcome {
     /// Subscribers whose stream failed or ended before the end.
     broken: Vec<String>,
     sent: usize,
-    server_cores: f64,
-    bench_cores: f64,
+    server_cpu: Duration,
+    bench_cpu: Duration,
+}
+
+impl Outcome {
+    fn per_second(&self, count: f64) -> f64 {
+        count / self.measured.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+}
+
+/// A server under load, with its accounts and its chat.
+struct Side {
+    server: ServerProcess,
+    users: Vec<User>,
+    chat_id: String,
+    outcomes: [Outcome; 2],
 }
 
 pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
@@ -98,32 +119,44 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
     let mut report = ScenarioReport::new(
         "fanout",
         format!(
-            "one chat of {} members × {} streams = {} subscribers, one sender at {} msg/s over native gRPC, {} s measured",
+            "one chat of {} members × {} streams = {} subscribers, one sender at {} msg/s over native gRPC; {} turns of {} s on each server per transport",
             params.members,
             params.streams_per_member,
             params.subscribers(),
             params.rate,
+            params.rounds,
             params.window.as_secs_f64()
         ),
     );
     let options = ServerOptions::new(&ctx.server_bin);
     let transports = [Transport::Web, Transport::Native];
-    let mut ceiling = Vec::new();
-    let mut real = Vec::new();
+    let mut sides = Vec::new();
     for kind in [Kind::Ceiling, Kind::Real] {
-        let mut server = ServerProcess::start(kind, &options).await?;
+        let server = ServerProcess::start(kind, &options).await?;
         let users = sign_up(server.addr, "fan", params.members).await?;
         let setup = native_channel(server.addr).await?;
         let chat_id = new_chat(&setup, &users[0], users.iter().map(|u| u.id.clone())).await?;
-        for transport in transports {
-            let outcome = measure(&mut server, &users, &chat_id, transport, &params).await?;
-            match kind {
-                Kind::Ceiling => ceiling.push(outcome),
-                Kind::Real => real.push(outcome),
+        sides.push(Side {
+            server,
+            users,
+            chat_id,
+            outcomes: Default::default(),
+        });
+    }
+    // The servers take turns, so a busy moment of the machine falls on both.
+    for (t, transport) in transports.into_iter().enumerate() {
+        for _ in 0..params.rounds {
+            for side in &mut sides {
+                measure(side, t, transport, &params).await?;
             }
         }
-        stop_cleanly(server, &mut report).await?;
     }
+    let [ceiling, real]: [Side; 2] = sides
+        .try_into()
+        .map_err(|_| BenchError::Setup("two servers measured".into()))?;
+    stop_cleanly(ceiling.server, &mut report).await?;
+    stop_cleanly(real.server, &mut report).await?;
+    let (mut ceiling, mut real) = (ceiling.outcomes, real.outcomes);
 
     for ((transport, real), ceiling) in transports.iter().zip(&mut real).zip(&mut ceiling) {
         let label = match transport {
@@ -134,9 +167,9 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
         let deliveries = Figure::new(
             format!("{label}: deliveries per second"),
             "1/s",
-            real.deliveries_per_second,
+            real.per_second(real.in_window as f64),
         )
-        .ceiling(Some(ceiling.deliveries_per_second));
+        .ceiling(Some(ceiling.per_second(ceiling.in_window as f64)));
         report.figure(if web {
             deliveries.target(Target::AtLeast(0.99 * params.offered()))
         } else {
@@ -164,16 +197,20 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
             .ceiling(Some(ceiling.send_latencies.percentile_ms(99.0))),
         );
         report.figure(
-            Figure::new(format!("{label}: server CPU"), "cores", real.server_cores)
-                .ceiling(Some(ceiling.server_cores)),
+            Figure::new(
+                format!("{label}: server CPU"),
+                "cores",
+                real.per_second(real.server_cpu.as_secs_f64()),
+            )
+            .ceiling(Some(ceiling.per_second(ceiling.server_cpu.as_secs_f64()))),
         );
         report.figure(
             Figure::new(
                 format!("{label}: load generator CPU"),
                 "cores",
-                real.bench_cores,
+                real.per_second(real.bench_cpu.as_secs_f64()),
             )
-            .ceiling(Some(ceiling.bench_cores)),
+            .ceiling(Some(ceiling.per_second(ceiling.bench_cpu.as_secs_f64()))),
         );
         let problems = real.lost + real.duplicated + real.out_of_order + real.unexpected;
         report.check(
@@ -209,13 +246,15 @@ struct Finish {
     deadline: Instant,
 }
 
+/// One turn: subscribe, send through warm-up and one window, drain, unsubscribe; adds what
+/// it measured to the side's outcome for `transport` (index `t`).
 async fn measure(
-    server: &mut ServerProcess,
-    users: &[User],
-    chat_id: &str,
+    side: &mut Side,
+    t: usize,
     transport: Transport,
     params: &Params,
-) -> Result<Outcome, BenchError> {
+) -> Result<(), BenchError> {
+    let (server, users, chat_id) = (&mut side.server, &side.users, side.chat_id.as_str());
     let addr = server.addr;
     let owners: Vec<&User> = (0..params.subscribers())
         .map(|n| &users[n / params.streams_per_member])
@@ -261,22 +300,13 @@ async fn measure(
         deadline: Instant::now() + params.drain,
     }));
 
-    let mut outcome = Outcome {
-        deliveries_per_second: 0.0,
-        latencies: Latencies::with_capacity(
-            params.subscribers() * (params.rate as usize) * params.window.as_secs() as usize,
-        ),
-        send_latencies,
-        lost: 0,
-        duplicated: 0,
-        out_of_order: 0,
-        unexpected: 0,
-        broken: Vec::new(),
-        sent: acked.len(),
-        server_cores: server_before.cores_until(&server_after),
-        bench_cores: bench_before.cores_until(&bench_after),
-    };
-    let mut in_window = 0u64;
+    let outcome = &mut side.outcomes[t];
+    let mut send_latencies = send_latencies;
+    outcome.send_latencies.append(&mut send_latencies);
+    outcome.sent += acked.len();
+    outcome.server_cpu += server_after.cpu.saturating_sub(server_before.cpu);
+    outcome.bench_cpu += bench_after.cpu.saturating_sub(bench_before.cpu);
+    outcome.measured += window.1.duration_since(window.0);
     let drained = within(
         "subscribers to drain",
         params.drain + Duration::from_secs(5),
@@ -285,20 +315,19 @@ async fn measure(
                 let mut log = joined.map_err(|error| {
                     BenchError::Setup(format!("a subscriber panicked: {error}"))
                 })?;
-                in_window += log.in_window;
+                outcome.in_window += log.in_window;
                 outcome.latencies.append(&mut log.latencies);
-                log.judge(&acked, &mut outcome);
+                log.judge(&acked, outcome);
             }
             Ok::<_, BenchError>(())
         },
     )
     .await;
     drained??;
-    outcome.deliveries_per_second = in_window as f64 / params.window.as_secs_f64();
     server.check_alive()?;
     // Let the server close the streams before the next run opens new ones.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    Ok(outcome)
+    Ok(())
 }
 
 /// Sends `fanout <seq> <micros since base>` at `rate` per second from `start` until `end`,

@@ -84,15 +84,9 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
     let options = ServerOptions::new(&ctx.server_bin);
 
     // The ceiling stores nothing: it answers every page from memory, the transport's bound.
-    let mut ceiling = {
-        let server = ServerProcess::start(Kind::Ceiling, &options).await?;
-        let user = sign_up(server.addr, "hist", 1).await?.remove(0);
-        let mut chat = ChatClient::new(native_channel(server.addr).await?);
-        let ids: Vec<u64> = (1..=params.big as u64).collect();
-        let pages = measure_pages(&mut chat, &user, "ceiling", &ids, &params, None).await?;
-        stop_cleanly(server, &mut report).await?;
-        pages
-    };
+    let ceiling = ServerProcess::start(Kind::Ceiling, &options).await?;
+    let ceiling_user = sign_up(ceiling.addr, "hist", 1).await?.remove(0);
+    let ceiling_ids: Vec<u64> = (1..=params.big as u64).collect();
 
     let mut server = ServerProcess::start(Kind::Real, &options).await?;
     let users = sign_up(server.addr, "hist", 3).await?;
@@ -115,33 +109,43 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
     server.check_alive()?;
     let db_bytes = server.database_bytes();
 
-    let mut chat = ChatClient::new(native_channel(server.addr).await?);
+    // Pages are read from both servers in turn, request by request, so both see the same
+    // moments of the machine.
+    let real_chat = ChatClient::new(native_channel(server.addr).await?);
+    let ceiling_chat = ChatClient::new(native_channel(ceiling.addr).await?);
     let mut wrong = Vec::new();
-    let mut big = measure_pages(
-        &mut chat,
-        &users[0],
-        &big_chat,
-        &big_ids,
-        &params,
-        Some(&mut wrong),
-    )
-    .await?;
-    let mut small = measure_pages(
-        &mut chat,
-        &users[0],
-        &small_chat,
-        &small_ids,
-        &params,
-        Some(&mut wrong),
-    )
-    .await?;
+    let mut pages = Vec::new();
+    for (chat_id, ids) in [(&big_chat, &big_ids), (&small_chat, &small_ids)] {
+        let real = Reader {
+            chat: real_chat.clone(),
+            token: &users[0].token,
+            chat_id,
+            ids,
+        };
+        let ceiling = Reader {
+            chat: ceiling_chat.clone(),
+            token: &ceiling_user.token,
+            chat_id: "ceiling",
+            ids: &ceiling_ids,
+        };
+        pages.push(measure_pages(real, ceiling, &params, &mut wrong).await?);
+    }
+    stop_cleanly(ceiling, &mut report).await?;
     stop_cleanly(server, &mut report).await?;
+    let [(mut big, mut big_ceiling), (mut small, mut small_ceiling)]: [(Pages, Pages); 2] = pages
+        .try_into()
+        .map_err(|_| BenchError::Setup("two chats measured".into()))?;
 
     let big_label = number(params.big as f64);
     let small_label = number(params.small as f64);
-    for (label, pages, target) in [
-        (&big_label, &mut big, Some(Target::AtMost(5.0))),
-        (&small_label, &mut small, None),
+    for (label, pages, ceiling, target) in [
+        (
+            &big_label,
+            &mut big,
+            &mut big_ceiling,
+            Some(Target::AtMost(5.0)),
+        ),
+        (&small_label, &mut small, &mut small_ceiling, None),
     ] {
         for (position, latencies, ceiling) in [
             ("random page", &mut pages.random, &mut ceiling.random),
@@ -278,62 +282,83 @@ async fn load(
     Ok((big_ids, small_ids))
 }
 
-/// Times pages one at a time: after a warm-up, `samples` pages ending just before a random
-/// acknowledged id, then `samples` newest pages. With `wrong`, checks each page against `ids`.
+/// Where pages are read: a server, a member's token, a chat, and its message ids in order.
+struct Reader<'a> {
+    chat: ChatClient<Channel>,
+    token: &'a str,
+    chat_id: &'a str,
+    ids: &'a [u64],
+}
+
+impl Reader<'_> {
+    /// Reads the page that ends just before `ids[end]` (the newest page when `end` is the
+    /// length) and returns how long it took and the ids it held.
+    async fn page(&mut self, end: usize) -> Result<(Duration, Vec<u64>), BenchError> {
+        let request = HistoryRequest {
+            chat_id: self.chat_id.to_owned(),
+            limit: PAGE as i32,
+            before_id: self.ids.get(end).map_or_else(String::new, u64::to_string),
+        };
+        let started = Instant::now();
+        let page = call("History", self.chat.history(authed(self.token, request))).await?;
+        let took = started.elapsed();
+        Ok((
+            took,
+            page.messages
+                .iter()
+                .filter_map(|m| m.id.parse().ok())
+                .collect(),
+        ))
+    }
+}
+
+/// Times pages one at a time, alternating between `real` and `ceiling`: after a warm-up,
+/// `samples` pages ending just before a random message, then `samples` newest pages. Every
+/// page of `real` is checked against its ids; wrong ones are added to `wrong`.
 async fn measure_pages(
-    chat: &mut ChatClient<Channel>,
-    user: &User,
-    chat_id: &str,
-    ids: &[u64],
+    mut real: Reader<'_>,
+    mut ceiling: Reader<'_>,
     params: &Params,
-    mut wrong: Option<&mut Vec<String>>,
-) -> Result<Pages, BenchError> {
-    let mut pages = Pages {
+    wrong: &mut Vec<String>,
+) -> Result<(Pages, Pages), BenchError> {
+    let new_pages = || Pages {
         random: Latencies::with_capacity(params.samples),
         newest: Latencies::with_capacity(params.samples),
     };
+    let (mut real_pages, mut ceiling_pages) = (new_pages(), new_pages());
     let mut rng = rand::rng();
     for round in 0..params.warm + 2 * params.samples {
         let newest = round >= params.warm + params.samples;
-        // The page before ids[end]: the 50 messages ids[end-50..end].
         let end = if newest {
-            ids.len()
+            real.ids.len()
         } else {
-            rng.random_range(PAGE..ids.len())
+            rng.random_range(PAGE..real.ids.len())
         };
-        let request = HistoryRequest {
-            chat_id: chat_id.to_owned(),
-            limit: PAGE as i32,
-            before_id: if newest {
-                String::new()
-            } else {
-                ids[end].to_string()
-            },
+        let ceiling_end = if newest {
+            ceiling.ids.len()
+        } else {
+            end.min(ceiling.ids.len() - 1)
         };
-        let started = Instant::now();
-        let page = call("History", chat.history(authed(&user.token, request))).await?;
-        let took = started.elapsed();
-        if round >= params.warm {
+        let (ceiling_took, _) = ceiling.page(ceiling_end).await?;
+        let (took, got) = real.page(end).await?;
+        if got != real.ids[end - PAGE..end] {
+            wrong.push(format!(
+                "{} before {:?}: got {} messages",
+                real.chat_id,
+                real.ids.get(end),
+                got.len()
+            ));
+        }
+        if round < params.warm {
+            continue;
+        }
+        for (pages, took) in [(&mut real_pages, took), (&mut ceiling_pages, ceiling_took)] {
             if newest {
                 pages.newest.push(took);
             } else {
                 pages.random.push(took);
             }
         }
-        if let Some(wrong) = wrong.as_deref_mut() {
-            let got: Vec<u64> = page
-                .messages
-                .iter()
-                .filter_map(|m| m.id.parse().ok())
-                .collect();
-            if got != ids[end - PAGE..end] {
-                wrong.push(format!(
-                    "{chat_id} before {:?}: got {} messages",
-                    ids.get(end),
-                    got.len()
-                ));
-            }
-        }
     }
-    Ok(pages)
+    Ok((real_pages, ceiling_pages))
 }

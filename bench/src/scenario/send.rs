@@ -1,14 +1,19 @@
 //! Durable send: many clients at once doing unary Send over native gRPC (HTTP/2), each reply
 //! meaning the message is committed to SQLite on disk. Messages acknowledged per second and
-//! the latency of one Send, against the ceiling server's unary throughput on the same load.
-//! Afterwards the real server is killed with SIGKILL and restarted, and acknowledged messages
-//! are looked up: an acknowledgement must mean the message survives a crash.
+//! the latency of one Send, against the ceiling server's unary throughput under the same load.
+//!
+//! Both servers run side by side and take turns: a slice of load on the ceiling, a slice on
+//! chat-server, and again, so a busy moment of the machine (builds, other tests) falls on both
+//! rather than on whichever happened to run then. Afterwards chat-server is killed with
+//! SIGKILL and restarted, and acknowledged messages are looked up: an acknowledgement must
+//! mean the message survives a crash.
 
 use std::time::{Duration, Instant};
 
 use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::{HistoryRequest, SendRequest};
 use rand::seq::IndexedRandom as _;
+use tonic::transport::Channel;
 
 use super::{Context, stop_cleanly};
 use crate::client::{CALL_TIMEOUT, User, authed, call, native_channel, new_chat, sign_up, within};
@@ -24,8 +29,11 @@ const TEXT: &str = "durable send benchmark: a message of about one hundred chara
 struct Params {
     senders: usize,
     users: usize,
+    /// Turns each server gets.
+    rounds: usize,
+    /// Load before each measured slice, so connections and caches are warm.
     warmup: Duration,
-    window: Duration,
+    slice: Duration,
     /// Acknowledged messages looked up after the crash, besides each sender's last one.
     verify_sample: usize,
 }
@@ -36,27 +44,115 @@ impl Params {
             Self {
                 senders: 8,
                 users: 2,
+                rounds: 1,
                 warmup: Duration::from_millis(300),
-                window: Duration::from_secs(1),
+                slice: Duration::from_secs(1),
                 verify_sample: 20,
             }
         } else {
             Self {
                 senders: 64,
                 users: 8,
-                warmup: Duration::from_secs(2),
-                window: Duration::from_secs(15),
+                rounds: 3,
+                warmup: Duration::from_secs(1),
+                slice: Duration::from_secs(5),
                 verify_sample: 500,
             }
         }
     }
 }
 
-struct Outcome {
-    per_second: f64,
+/// One server under test, with its accounts, chat and one connection per sender.
+struct Side {
+    server: ServerProcess,
+    users: Vec<User>,
+    chat_id: String,
+    channels: Vec<Channel>,
+    /// Every acknowledged id, per sender and slice.
+    acked: Vec<Vec<u64>>,
+    in_window: u64,
+    measured: Duration,
     latencies: Latencies,
-    server_cores: f64,
-    bench_cores: f64,
+    server_cpu: Duration,
+    bench_cpu: Duration,
+}
+
+impl Side {
+    async fn start(
+        kind: Kind,
+        options: &ServerOptions,
+        params: &Params,
+    ) -> Result<Self, BenchError> {
+        let server = ServerProcess::start(kind, options).await?;
+        let users = sign_up(server.addr, "sender", params.users).await?;
+        let setup = native_channel(server.addr).await?;
+        let chat_id = new_chat(&setup, &users[0], users.iter().map(|u| u.id.clone())).await?;
+        let mut channels = Vec::with_capacity(params.senders);
+        for _ in 0..params.senders {
+            channels.push(native_channel(server.addr).await?);
+        }
+        Ok(Self {
+            server,
+            users,
+            chat_id,
+            channels,
+            acked: Vec::new(),
+            in_window: 0,
+            measured: Duration::ZERO,
+            latencies: Latencies::with_capacity(1 << 16),
+            server_cpu: Duration::ZERO,
+            bench_cpu: Duration::ZERO,
+        })
+    }
+
+    fn per_second(&self) -> f64 {
+        self.in_window as f64 / self.measured.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    fn cores(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() / self.measured.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    /// Every sender sends back to back through warm-up and one measured slice.
+    async fn slice(&mut self, round: usize, params: &Params) -> Result<(), BenchError> {
+        let start = Instant::now() + Duration::from_millis(100);
+        let window = (start + params.warmup, start + params.warmup + params.slice);
+        let tasks: Vec<_> = self
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(n, channel)| {
+                let user = self.users[n % self.users.len()].clone();
+                let label = format!("r{round}-s{n}");
+                tokio::spawn(sender(
+                    label,
+                    ChatClient::new(channel.clone()),
+                    user,
+                    self.chat_id.clone(),
+                    start,
+                    window,
+                ))
+            })
+            .collect();
+
+        tokio::time::sleep_until(window.0.into()).await;
+        let (server_before, bench_before) = (self.server.usage()?, Usage::of_self()?);
+        tokio::time::sleep_until(window.1.into()).await;
+        let (server_after, bench_after) = (self.server.usage()?, Usage::of_self()?);
+        self.server_cpu += server_after.cpu.saturating_sub(server_before.cpu);
+        self.bench_cpu += bench_after.cpu.saturating_sub(bench_before.cpu);
+        self.measured += server_after.at.duration_since(server_before.at);
+
+        for task in tasks {
+            let joined = within("a sender to finish", CALL_TIMEOUT * 2, task).await?;
+            let mut result = joined
+                .map_err(|error| BenchError::Setup(format!("a sender panicked: {error}")))??;
+            self.latencies.append(&mut result.latencies);
+            self.in_window += result.in_window;
+            self.acked.push(result.acked);
+        }
+        Ok(())
+    }
 }
 
 pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
@@ -64,20 +160,29 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
     let mut report = ScenarioReport::new(
         "send",
         format!(
-            "{} concurrent senders ({} users), unary Send over native gRPC into SQLite on disk, {} s measured",
+            "{} concurrent senders ({} users), unary Send over native gRPC into SQLite on disk; {} turns of {} s on each server",
             params.senders,
             params.users,
-            params.window.as_secs_f64()
+            params.rounds,
+            params.slice.as_secs_f64()
         ),
     );
     let options = ServerOptions::new(&ctx.server_bin);
-    let mut ceiling = measure(Kind::Ceiling, &options, &params, &mut report).await?;
-    let mut real = measure(Kind::Real, &options, &params, &mut report).await?;
+    let mut ceiling = Side::start(Kind::Ceiling, &options, &params).await?;
+    let mut real = Side::start(Kind::Real, &options, &params).await?;
+    for round in 0..params.rounds {
+        ceiling.slice(round, &params).await?;
+        real.slice(round, &params).await?;
+    }
 
     report.figure(
-        Figure::new("acknowledged messages per second", "msg/s", real.per_second)
-            .ceiling(Some(ceiling.per_second))
-            .target(Target::RatioAtLeast(0.5)),
+        Figure::new(
+            "acknowledged messages per second",
+            "msg/s",
+            real.per_second(),
+        )
+        .ceiling(Some(ceiling.per_second()))
+        .target(Target::RatioAtLeast(0.5)),
     );
     for p in [50.0, 99.0] {
         report.figure(
@@ -90,87 +195,40 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
         );
     }
     report.figure(
-        Figure::new("server CPU while loaded", "cores", real.server_cores)
-            .ceiling(Some(ceiling.server_cores)),
+        Figure::new(
+            "server CPU while loaded",
+            "cores",
+            real.cores(real.server_cpu),
+        )
+        .ceiling(Some(ceiling.cores(ceiling.server_cpu))),
     );
     report.figure(
-        Figure::new("load generator CPU", "cores", real.bench_cores)
-            .ceiling(Some(ceiling.bench_cores)),
-    );
-    Ok(report)
-}
-
-async fn measure(
-    kind: Kind,
-    options: &ServerOptions,
-    params: &Params,
-    report: &mut ScenarioReport,
-) -> Result<Outcome, BenchError> {
-    let mut server = ServerProcess::start(kind, options).await?;
-    let users = sign_up(server.addr, "sender", params.users).await?;
-    let setup = native_channel(server.addr).await?;
-    let chat_id = new_chat(&setup, &users[0], users.iter().map(|u| u.id.clone())).await?;
-    let mut channels = Vec::with_capacity(params.senders);
-    for _ in 0..params.senders {
-        channels.push(native_channel(server.addr).await?);
-    }
-
-    let start = Instant::now() + Duration::from_millis(200);
-    let window_start = start + params.warmup;
-    let end = window_start + params.window;
-    let tasks: Vec<_> = channels
-        .into_iter()
-        .enumerate()
-        .map(|(n, channel)| {
-            let user = users[n % users.len()].clone();
-            let chat_id = chat_id.clone();
-            tokio::spawn(sender(
-                n,
-                ChatClient::new(channel),
-                user,
-                chat_id,
-                start,
-                window_start,
-                end,
-            ))
-        })
-        .collect();
-
-    tokio::time::sleep_until(window_start.into()).await;
-    let (server_before, bench_before) = (server.usage()?, Usage::of_self()?);
-    tokio::time::sleep_until(end.into()).await;
-    let (server_after, bench_after) = (server.usage()?, Usage::of_self()?);
-
-    let mut latencies = Latencies::with_capacity(1 << 16);
-    let mut acked = Vec::new();
-    let mut in_window = 0u64;
-    for task in tasks {
-        let joined = within("a sender to finish", CALL_TIMEOUT * 2, task).await?;
-        let mut result =
-            joined.map_err(|error| BenchError::Setup(format!("a sender panicked: {error}")))??;
-        latencies.append(&mut result.latencies);
-        in_window += result.in_window;
-        acked.push(result.acked);
-    }
-
-    if kind == Kind::Real {
-        verify_after_crash(
-            &mut server,
-            &users,
-            &chat_id,
-            &acked,
-            params.verify_sample,
-            report,
+        Figure::new(
+            "server CPU per message",
+            "µs",
+            real.server_cpu.as_secs_f64() * 1e6 / real.in_window.max(1) as f64,
         )
-        .await?;
-    }
-    stop_cleanly(server, report).await?;
-    Ok(Outcome {
-        per_second: in_window as f64 / params.window.as_secs_f64(),
-        latencies,
-        server_cores: server_before.cores_until(&server_after),
-        bench_cores: bench_before.cores_until(&bench_after),
-    })
+        .ceiling(Some(
+            ceiling.server_cpu.as_secs_f64() * 1e6 / ceiling.in_window.max(1) as f64,
+        )),
+    );
+    report.figure(
+        Figure::new("load generator CPU", "cores", real.cores(real.bench_cpu))
+            .ceiling(Some(ceiling.cores(ceiling.bench_cpu))),
+    );
+
+    stop_cleanly(ceiling.server, &mut report).await?;
+    verify_after_crash(
+        &mut real.server,
+        &real.users,
+        &real.chat_id,
+        &real.acked,
+        params.verify_sample,
+        &mut report,
+    )
+    .await?;
+    stop_cleanly(real.server, &mut report).await?;
+    Ok(report)
 }
 
 struct SenderResult {
@@ -180,16 +238,15 @@ struct SenderResult {
     acked: Vec<u64>,
 }
 
-/// One client sending back to back until `end`; counts and times the replies that arrive
-/// inside the measured window.
+/// One client sending back to back from `start` until the window ends; counts and times the
+/// replies that arrive inside the window.
 async fn sender(
-    n: usize,
-    mut chat: ChatClient<tonic::transport::Channel>,
+    label: String,
+    mut chat: ChatClient<Channel>,
     user: User,
     chat_id: String,
     start: Instant,
-    window_start: Instant,
-    end: Instant,
+    (window_start, end): (Instant, Instant),
 ) -> Result<SenderResult, BenchError> {
     tokio::time::sleep_until(start.into()).await;
     let mut result = SenderResult {
@@ -203,7 +260,7 @@ async fn sender(
             break;
         }
         let request = SendRequest {
-            client_id: format!("s{n}-{seq}"),
+            client_id: format!("{label}-{seq}"),
             chat_id: chat_id.clone(),
             text: TEXT.to_owned(),
             ..Default::default()
@@ -254,7 +311,7 @@ async fn verify_after_crash(
         "acknowledged messages survive SIGKILL",
         missing.is_empty(),
         format!(
-            "{} of {} acknowledged messages looked up after kill -9 and restart ({} acknowledged in all); missing: {:?}",
+            "{} of {} acknowledged messages found after kill -9 and restart ({} acknowledged in all); missing: {:?}",
             wanted.len() - missing.len(),
             wanted.len(),
             all.len(),
