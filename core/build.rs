@@ -47,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_transport(false)
         .build_server(with_server)
+        .codec_path("crate::codec::ChatCodec")
         .service_generator();
 
     prost_build::Config::new()

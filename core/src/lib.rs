@@ -4,10 +4,12 @@
 //! - [`limits`]: every size limit the product enforces, in one place.
 //! - [`ids`], [`content`]: validated domain types that cannot hold an invalid value.
 //! - [`requests`]: conversions from wire requests into those types.
+//! - [`codec`]: the protobuf codec of the generated stubs (small per-call buffers).
 //!
 //! Nothing here knows about tokio, SQL or the DOM: the browser form and the server run the
 //! very same checks, so a user sees the server's rule before a request is even sent.
 
+pub mod codec;
 pub mod content;
 pub mod error;
 pub mod ids;
