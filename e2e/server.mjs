@@ -34,10 +34,14 @@ export async function freePort() {
  * server is the same server to the browsers (same URL, same accounts and messages).
  */
 export class ChatServer {
-  /** @param {number} port */
-  constructor(port, dataDir) {
+  /**
+   * @param {number} port
+   * @param {string[]} extraArgs more chat-server flags, e.g. lower limits for a test
+   */
+  constructor(port, dataDir, extraArgs = []) {
     this.port = port;
     this.dataDir = dataDir;
+    this.extraArgs = extraArgs;
     this.url = `http://127.0.0.1:${port}/`;
     /** @type {import('node:child_process').ChildProcess | null} */
     this.process = null;
@@ -46,9 +50,9 @@ export class ChatServer {
   }
 
   /** A deployment on a free port with a fresh, empty data directory. */
-  static async create() {
+  static async create({ extraArgs = [] } = {}) {
     const dataDir = await mkdtemp(path.join(tmpdir(), 'chat-e2e-data-'));
-    return new ChatServer(await freePort(), dataDir);
+    return new ChatServer(await freePort(), dataDir, extraArgs);
   }
 
   /** Starts the binary and waits until it serves the UI (`GET /` answers 200). */
@@ -67,6 +71,7 @@ export class ChatServer {
         '--data-dir', this.dataDir,
         '--static-dir', STATIC_DIR,
         '--heartbeat-secs', '2',
+        ...this.extraArgs,
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG ?? 'info' } },
     );

@@ -6,6 +6,9 @@ use chat_core::proto::{self, auth_client::AuthClient, chat_client::ChatClient};
 use tonic::{Code, Request, Status, Streaming};
 use tonic_web_wasm_client::Client;
 
+/// The metadata key of the server's rate-limit hint: milliseconds until a retry may succeed.
+const RETRY_AFTER_MS: &str = "retry-after-ms";
+
 /// What went wrong, in words for the person using the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
@@ -17,6 +20,9 @@ pub enum ApiError {
     WrongCredentials,
     /// The request was refused; the message says why (from the server's validation).
     Refused(String),
+    /// Over one of the server's rate limits: the same request may go again after
+    /// `retry_after_ms` (the server's `retry-after-ms` hint). `reason` is its sentence.
+    Busy { reason: String, retry_after_ms: u64 },
     /// Something broke on the server.
     Server(String),
 }
@@ -24,11 +30,24 @@ pub enum ApiError {
 impl ApiError {
     /// Whether sending again later, unchanged, may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ApiError::Offline | ApiError::Server(_))
+        matches!(
+            self,
+            ApiError::Offline | ApiError::Server(_) | ApiError::Busy { .. }
+        )
     }
 
     fn from_status(status: Status) -> Self {
         let message = status.message().to_owned();
+        let retry_after_ms = status
+            .metadata()
+            .get(RETRY_AFTER_MS)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        if let (Code::ResourceExhausted, Some(retry_after_ms)) = (status.code(), retry_after_ms) {
+            return ApiError::Busy {
+                reason: capitalised(&message),
+                retry_after_ms,
+            };
+        }
         match status.code() {
             Code::Unauthenticated if message.contains("password") => ApiError::WrongCredentials,
             Code::Unauthenticated => ApiError::SignedOut,
@@ -57,7 +76,7 @@ impl std::fmt::Display for ApiError {
             }
             ApiError::SignedOut => f.write_str("Your session has ended. Please sign in again."),
             ApiError::WrongCredentials => f.write_str("Wrong username or password."),
-            ApiError::Refused(reason) => f.write_str(reason),
+            ApiError::Refused(reason) | ApiError::Busy { reason, .. } => f.write_str(reason),
             ApiError::Server(_) => f.write_str("The server had a problem. Please try again."),
         }
     }
@@ -288,6 +307,26 @@ mod tests {
             ApiError::SignedOut
         );
         assert!(!ApiError::Refused("x".into()).is_transient());
+        let mut too_fast = Status::resource_exhausted("sending too fast; try again in 2 s");
+        too_fast
+            .metadata_mut()
+            .insert(RETRY_AFTER_MS, "1500".parse().unwrap());
+        let busy = ApiError::from_status(too_fast);
+        assert_eq!(
+            busy,
+            ApiError::Busy {
+                reason: "Sending too fast; try again in 2 s".into(),
+                retry_after_ms: 1500
+            }
+        );
+        assert!(busy.is_transient());
+        // Without the hint (too many streams), it is a refusal the person must act on.
+        assert!(matches!(
+            ApiError::from_status(Status::resource_exhausted(
+                "you already have 16 streams open"
+            )),
+            ApiError::Refused(_)
+        ));
         assert!(ApiError::Offline.is_transient());
     }
 }

@@ -10,6 +10,7 @@ pub mod model;
 use chat_core::content::Text;
 use chat_core::ids::MessageId;
 use chat_core::requests::Members;
+use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -38,6 +39,9 @@ pub struct Live {
     stopped: RwSignal<bool>,
     /// Called when the server says the session is over.
     on_signed_out: Callback<()>,
+    /// Set while a message is in flight or waiting out the server's rate limit: the outbox
+    /// goes out one message at a time, oldest first, so messages keep the order written.
+    sending: StoredValue<bool>,
 }
 
 fn outbox_key(user: &str) -> String {
@@ -61,6 +65,7 @@ pub fn create_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> 
         api: StoredValue::new(api),
         stopped: RwSignal::new(false),
         on_signed_out,
+        sending: StoredValue::new(false),
     };
     // Keep the outbox in localStorage, so unsent messages survive a reload.
     let key = outbox_key(&session.user_id);
@@ -142,52 +147,68 @@ impl Live {
         Text::parse(text).map_err(|error| crate::sentence(&error.to_string()))?;
         let client_id = new_client_id();
         self.model
-            .update(|model| model.queue(chat_id, client_id.clone(), text.to_owned()));
-        if self.status.get_untracked() == Status::Connected {
-            self.deliver(client_id);
-        }
+            .update(|model| model.queue(chat_id, client_id, text.to_owned()));
+        self.send_next();
         Ok(())
     }
 
-    /// Sends a queued message again, with its original client id.
+    /// Sends a failed message again, with its original client id.
     pub fn retry(&self, client_id: String) {
         self.model.update(|model| model.mark_pending(&client_id));
-        self.deliver(client_id);
+        self.send_next();
     }
 
     /// Sends every queued message that may be sent automatically; after (re)connecting.
     pub fn flush_outbox(&self) {
-        for outgoing in self.model.with_untracked(Model::to_flush) {
-            self.retry(outgoing.client_id);
-        }
+        self.model.update(|model| {
+            for outgoing in model.to_flush() {
+                model.mark_pending(&outgoing.client_id);
+            }
+        });
+        self.send_next();
     }
 
-    fn deliver(&self, client_id: String) {
-        let live = *self;
-        let Some(outgoing) = self.model.with_untracked(|model| {
-            model
-                .outbox
-                .iter()
-                .find(|outgoing| outgoing.client_id == client_id)
-                .cloned()
-        }) else {
+    /// Sends the oldest pending message, then the next, until none is left; does nothing
+    /// while one is already on its way or the stream is down (the reconnect flushes).
+    fn send_next(&self) {
+        if self.sending.get_value()
+            || self.is_stopped()
+            || self.status.get_untracked() != Status::Connected
+        {
+            return;
+        }
+        let Some(outgoing) = self.model.with_untracked(Model::next_to_send) else {
             return;
         };
+        self.sending.set_value(true);
+        let live = *self;
         spawn_local(async move {
-            match live
+            let sent = live
                 .api()
                 .send(&outgoing.chat_id, &outgoing.client_id, &outgoing.text)
-                .await
-            {
+                .await;
+            match sent {
                 Ok(message) => live.receive(&message),
-                Err(ApiError::SignedOut) => live.signed_out(),
+                Err(ApiError::SignedOut) => {
+                    live.sending.set_value(false);
+                    live.signed_out();
+                    return;
+                }
+                // Over the server's send rate (a long outbox flushed at once, a fast typist):
+                // the message stays pending and goes first again when the server said.
+                Err(ApiError::Busy { retry_after_ms, .. }) => {
+                    let wait_ms = u32::try_from(retry_after_ms).unwrap_or(u32::MAX);
+                    TimeoutFuture::new(wait_ms).await;
+                }
                 Err(error) => {
                     let transient = error.is_transient();
                     live.model.update(|model| {
-                        model.mark_failed(&client_id, error.to_string(), transient)
+                        model.mark_failed(&outgoing.client_id, error.to_string(), transient)
                     });
                 }
             }
+            live.sending.set_value(false);
+            live.send_next();
         });
     }
 

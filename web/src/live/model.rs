@@ -289,6 +289,15 @@ impl Model {
             .collect()
     }
 
+    /// The message to send next: the oldest pending one. Sending one at a time in this
+    /// order keeps the user's messages in the order written, across chats and retries.
+    pub fn next_to_send(&self) -> Option<Outgoing> {
+        self.outbox
+            .iter()
+            .find(|outgoing| outgoing.delivery == Delivery::Pending)
+            .cloned()
+    }
+
     pub fn mark_pending(&mut self, client_id: &str) {
         if let Some(outgoing) = self
             .outbox
@@ -447,6 +456,24 @@ mod tests {
         model.mark_pending("c-1");
         assert_eq!(model.outbox[0].delivery, Delivery::Pending);
         assert_eq!(model.outbox[0].client_id, "c-1");
+    }
+
+    #[test]
+    fn messages_go_out_oldest_first_skipping_failed_ones() {
+        let mut model = model_with_two_chats();
+        for (chat, id) in [("a", "c-1"), ("b", "c-2"), ("a", "c-3")] {
+            model.queue(chat, id.into(), format!("text {id}"));
+        }
+        let next = |model: &Model| model.next_to_send().map(|outgoing| outgoing.client_id);
+        assert_eq!(next(&model).as_deref(), Some("c-1"));
+        model.mark_failed("c-1", "too long".into(), false);
+        assert_eq!(next(&model).as_deref(), Some("c-2"));
+        model.receive(message(40, "alice", "c-2"), "b");
+        assert_eq!(next(&model).as_deref(), Some("c-3"));
+        model.receive(message(41, "alice", "c-3"), "a");
+        assert_eq!(next(&model), None, "the refused message waits for the user");
+        model.mark_pending("c-1");
+        assert_eq!(next(&model).as_deref(), Some("c-1"));
     }
 
     #[test]
