@@ -52,7 +52,9 @@ impl Params {
         } else {
             Self {
                 streams: 10_000,
-                users: 100,
+                // Ten tabs per person: enough people that what the server keeps per user
+                // (its feed, about 5 KB) is counted, not hidden behind 100 tabs each.
+                users: 1_000,
                 // The server's default: what idle browsers get in production.
                 heartbeat_secs: 15,
                 warm: 100,
