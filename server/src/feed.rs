@@ -21,8 +21,13 @@ use crate::error::ApiError;
 use crate::fanout::Broker;
 use crate::store::{Store, StoredMessage};
 
-/// Messages read from storage per query while replaying or catching up.
-const REPLAY_PAGE: u32 = 256;
+/// Messages read from storage per query while replaying or catching up. A feed holds the page
+/// until its reader has taken it all, however slowly it reads, so this bounds what a reader
+/// catching up costs: 32 of the largest messages are 512 KB, about what hyper buffers for a
+/// connection that stopped reading. (At 256, twenty stalled readers catching up at once
+/// raised the server's RSS by about 100 MB; at 32, by about 30: `slow_consumer` in the API
+/// tests measures it.)
+const REPLAY_PAGE: u32 = 32;
 
 pub enum FeedItem {
     Message(Arc<StoredMessage>),

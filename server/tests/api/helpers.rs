@@ -371,6 +371,20 @@ impl ServerProcess {
         self.child.as_ref().expect("the server is not running").id()
     }
 
+    /// The process's resident memory now (`VmRSS` in `/proc/<pid>/status`), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().strip_suffix("kB"))
+            .and_then(|kib| kib.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {path}:\n{status}"));
+        kib * 1024
+    }
+
     fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;
         child.try_wait().expect("cannot poll chat-server")
