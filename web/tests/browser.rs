@@ -241,23 +241,42 @@ async fn messages_render_as_text_with_own_on_the_right_and_delivery_states() {
     let second: Element = articles.item(1).unwrap().unchecked_into();
     assert!(second.class_list().contains("mine"));
     assert!(log.text_content().unwrap().contains("Sending…"));
-    // Retry sends the message again under its client id. No server listens on port 9 in
-    // this test, so the new attempt fails as "offline", which the outbox retries by itself.
+    // Retry queues the message again under its client id; while the stream is down it waits
+    // for the connection like every queued message.
     click(&button(&log, "Retry"));
     settle().await;
-    settle().await;
-    let delivery = live.model.with_untracked(|model| {
+    assert_eq!(delivery_of(live, "p-2"), Some(Delivery::Pending));
+    // Connected, the outbox goes out one message at a time, oldest first. No server listens
+    // on port 9 in this test, so each attempt fails as "offline", which the outbox retries
+    // by itself when the connection is back.
+    live.status.set(Status::Connected);
+    live.flush_outbox();
+    let failed = |id| matches!(delivery_of(live, id), Some(Delivery::Failed { .. }));
+    for _ in 0..100 {
+        if failed("p-1") && failed("p-2") {
+            break;
+        }
+        settle().await;
+    }
+    for id in ["p-1", "p-2"] {
+        let delivery = delivery_of(live, id);
+        let Some(Delivery::Failed { reason, auto_retry }) = delivery else {
+            panic!("{id} should have been sent and failed: {delivery:?}");
+        };
+        assert!(reason.starts_with("Cannot reach the server"), "{reason}");
+        assert!(auto_retry);
+    }
+}
+
+/// Where the queued message `client_id` stands; `None` once it has left the outbox.
+fn delivery_of(live: Live, client_id: &str) -> Option<Delivery> {
+    live.model.with_untracked(|model| {
         model
             .outbox
             .iter()
-            .find(|o| o.client_id == "p-2")
-            .map(|o| o.delivery.clone())
-    });
-    let Some(Delivery::Failed { reason, auto_retry }) = delivery else {
-        panic!("the retried message should still be queued: {delivery:?}");
-    };
-    assert!(reason.starts_with("Cannot reach the server"), "{reason}");
-    assert!(auto_retry);
+            .find(|outgoing| outgoing.client_id == client_id)
+            .map(|outgoing| outgoing.delivery.clone())
+    })
 }
 
 #[wasm_bindgen_test]
