@@ -101,14 +101,26 @@ pub async fn native_channel(addr: SocketAddr) -> Result<Channel, BenchError> {
 /// A gRPC-web client with its own HTTP/1.1 connection pool: each stream it opens holds a
 /// TCP connection of its own, as a browser tab's does.
 pub fn web_chat(addr: SocketAddr) -> ChatClient<WebClient> {
+    web_client(addr, false)
+}
+
+/// A gRPC-web client whose calls share one HTTP/2 connection (cleartext, prior knowledge), as
+/// the tabs of one browser share one when they reach the server over HTTPS.
+pub fn web_chat_http2(addr: SocketAddr) -> ChatClient<WebClient> {
+    web_client(addr, true)
+}
+
+fn web_client(addr: SocketAddr, http2: bool) -> ChatClient<WebClient> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(CALL_TIMEOUT));
-    let http1 = Client::builder(TokioExecutor::new()).build(connector);
+    let http = Client::builder(TokioExecutor::new())
+        .http2_only(http2)
+        .build(connector);
     let origin = format!("http://{addr}")
         .parse()
         .expect("a socket address makes a valid URI");
-    ChatClient::with_origin(GrpcWebClientService::new(http1), origin)
+    ChatClient::with_origin(GrpcWebClientService::new(http), origin)
 }
 
 /// Wraps `message` in a request carrying the bearer token.
@@ -184,6 +196,28 @@ pub struct Subscription {
     _channel: Option<Channel>,
 }
 
+/// Opens a gRPC-web Stream through `client` (and whatever connection its pool gives it) and
+/// waits for its response headers.
+pub async fn subscribe_web(
+    client: &ChatClient<WebClient>,
+    token: &str,
+    chat_id: &str,
+) -> Result<Subscription, BenchError> {
+    let request = StreamRequest {
+        chat_id: chat_id.to_owned(),
+        after_id: String::new(),
+    };
+    let events = call(
+        "Stream (gRPC-web)",
+        client.clone().stream(authed(token, request)),
+    )
+    .await?;
+    Ok(Subscription {
+        events,
+        _channel: None,
+    })
+}
+
 /// Opens a Stream on a connection of its own and waits for its response headers: once they
 /// are in, the server has subscribed the stream to new messages.
 pub async fn subscribe(
@@ -197,17 +231,7 @@ pub async fn subscribe(
         after_id: String::new(),
     };
     match transport {
-        Transport::Web => {
-            let events = call(
-                "Stream (gRPC-web)",
-                web_chat(addr).stream(authed(token, request)),
-            )
-            .await?;
-            Ok(Subscription {
-                events,
-                _channel: None,
-            })
-        }
+        Transport::Web => subscribe_web(&web_chat(addr), token, chat_id).await,
         Transport::Native => {
             let channel = native_channel(addr).await?;
             let events = call(

@@ -6,18 +6,25 @@
 //! The RSS baseline is taken after a few streams have been opened and closed, so that what
 //! the first stream initialises once (connection pools, the allocator's arenas) is not
 //! charged to every stream.
+//!
+//! Then the same streams again with each user's tabs sharing one HTTP/2 connection, as the
+//! tabs of one browser do when the server is reached over HTTPS (here cleartext HTTP/2, so
+//! TLS's own buffers, one set per browser, are not counted): RSS per stream only.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chat_core::proto::Event;
+use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::event::Event as EventKind;
 use futures::StreamExt as _;
 use tokio::task::JoinSet;
 
 use super::{Context, stop_cleanly};
-use crate::client::{Subscription, Transport, User, sign_up, subscribe};
+use crate::client::{
+    Subscription, Transport, User, WebClient, sign_up, subscribe, subscribe_web, web_chat_http2,
+};
 use crate::error::BenchError;
 use crate::process::{Kind, ServerOptions, ServerProcess};
 use crate::report::{Figure, ScenarioReport, Target};
@@ -100,6 +107,8 @@ pub async fn run(ctx: &Context, open_files: u64) -> Result<ScenarioReport, Bench
     options.heartbeat_secs = params.heartbeat_secs;
     let ceiling = measure(Kind::Ceiling, &options, &params, &mut report).await?;
     let real = measure(Kind::Real, &options, &params, &mut report).await?;
+    let ceiling_http2 = measure_http2(Kind::Ceiling, &options, &params, &mut report).await?;
+    let real_http2 = measure_http2(Kind::Real, &options, &params, &mut report).await?;
 
     report.figure(
         Figure::new(
@@ -118,6 +127,15 @@ pub async fn run(ctx: &Context, open_files: u64) -> Result<ScenarioReport, Bench
         )
         .ceiling(Some(ceiling.idle_cores * 100.0))
         .target(Target::AtMost(2.0)),
+    );
+    report.figure(
+        Figure::new(
+            "server RSS growth per stream, tabs sharing HTTP/2",
+            "KB",
+            real_http2.rss_per_stream / 1024.0,
+        )
+        .ceiling(Some(ceiling_http2.rss_per_stream / 1024.0))
+        .target(Target::AtMost(16.0)),
     );
     report.figure(
         Figure::new("heartbeats received", "1/s", real.heartbeats_per_second)
@@ -149,10 +167,31 @@ pub async fn run(ctx: &Context, open_files: u64) -> Result<ScenarioReport, Bench
             real.silent
         ),
     );
+    report.check(
+        "every idle stream on a shared HTTP/2 connection stayed open",
+        real_http2.broken.is_empty(),
+        format!(
+            "{} of {} streams broke{}",
+            real_http2.broken.len(),
+            params.streams,
+            real_http2
+                .broken
+                .first()
+                .map(|b| format!(" ({b})"))
+                .unwrap_or_default()
+        ),
+    );
     report.note(format!(
         "chat-server RSS {:.1} MB before the streams, {:.1} MB with them (KB = 1024 bytes)",
         real.rss_before as f64 / 1e6,
         real.rss_after as f64 / 1e6
+    ));
+    report.note(format!(
+        "HTTP/2: {} streams over {} connections ({} tabs per user); chat-server RSS {:.1} MB with them",
+        params.streams,
+        real_http2.connections,
+        params.streams / params.users,
+        real_http2.rss_after as f64 / 1e6
     ));
     Ok(report)
 }
@@ -229,6 +268,98 @@ async fn open(
         .collect()
         .await;
     opened.into_iter().collect()
+}
+
+/// What the HTTP/2 pass measured.
+struct Http2Outcome {
+    rss_per_stream: f64,
+    rss_after: u64,
+    /// TCP connections the server had open with every stream open.
+    connections: usize,
+    broken: Vec<String>,
+}
+
+/// Opens the same number of idle streams as [`measure`], but each user is one browser whose
+/// tabs share one HTTP/2 connection; returns the RSS growth per stream.
+async fn measure_http2(
+    kind: Kind,
+    options: &ServerOptions,
+    params: &Params,
+    report: &mut ScenarioReport,
+) -> Result<Http2Outcome, BenchError> {
+    let mut server = ServerProcess::start(kind, options).await?;
+    let users = sign_up(server.addr, "idle", params.users).await?;
+    let browsers: Vec<ChatClient<WebClient>> =
+        users.iter().map(|_| web_chat_http2(server.addr)).collect();
+
+    let warm = open_http2(&browsers, &users, params.warm).await?;
+    drop(warm);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = server.usage()?;
+
+    let subscriptions = open_http2(&browsers, &users, params.streams).await?;
+    let counts = Arc::new(Counts::default());
+    let mut streams = JoinSet::new();
+    for subscription in subscriptions {
+        streams.spawn(count_heartbeats(subscription, Arc::clone(&counts)));
+    }
+    tokio::time::sleep(params.settle).await;
+    let after_open = server.usage()?;
+    // Every socket but the listener is a client connection.
+    let connections = open_sockets(server.pid()?).saturating_sub(1);
+
+    let mut broken = Vec::new();
+    while let Some(joined) = streams.try_join_next() {
+        match joined {
+            Ok(ended) => broken.push(ended.reason),
+            Err(error) => broken.push(format!("panicked: {error}")),
+        }
+    }
+    streams.abort_all();
+    while streams.join_next().await.is_some() {}
+    drop(browsers);
+    stop_cleanly(server, report).await?;
+
+    Ok(Http2Outcome {
+        rss_per_stream: after_open.rss_bytes.saturating_sub(before.rss_bytes) as f64
+            / params.streams as f64,
+        rss_after: after_open.rss_bytes,
+        connections,
+        broken,
+    })
+}
+
+/// Opens `count` streams, stream `n` as user `n % users` through that user's own client,
+/// whose pool holds one HTTP/2 connection.
+async fn open_http2(
+    browsers: &[ChatClient<WebClient>],
+    users: &[User],
+    count: usize,
+) -> Result<Vec<Subscription>, BenchError> {
+    let opened: Vec<Result<Subscription, BenchError>> = futures::stream::iter(0..count)
+        .map(|n| {
+            let browser = n % users.len();
+            subscribe_web(&browsers[browser], &users[browser].token, "")
+        })
+        .buffer_unordered(OPEN_CONCURRENCY)
+        .collect()
+        .await;
+    opened.into_iter().collect()
+}
+
+/// The sockets process `pid` has open.
+fn open_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| {
+                    std::fs::read_link(entry.path())
+                        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// Heartbeats seen by all streams together.
