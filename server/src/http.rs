@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use axum::response::IntoResponse as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::header::{
@@ -50,6 +51,7 @@ pub fn router(grpc: Routes, static_dir: &Path) -> axum::Router {
         let policy = Arc::new(ContentSecurityPolicy::new(index.clone()));
         // Unknown paths get index.html with 200, so the single-page app's deep links work.
         let ui = ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(grpc_calls_are_not_for_the_ui))
             .layer(SetResponseHeaderLayer::overriding(
                 CONTENT_SECURITY_POLICY,
                 move |_: &_| Some(policy.header()),
@@ -67,14 +69,48 @@ pub fn router(grpc: Routes, static_dir: &Path) -> axum::Router {
         grpc.fallback_service(ui)
     } else {
         tracing::info!(dir = %static_dir.display(), "no index.html there: serving the API only");
-        grpc.fallback(|| async {
-            (
-                http::StatusCode::NOT_FOUND,
-                "not found: this server has no web UI built\n",
-            )
+        grpc.fallback(|request: axum::extract::Request| async move {
+            unimplemented_if_grpc(&request).unwrap_or_else(|| {
+                (
+                    http::StatusCode::NOT_FOUND,
+                    "not found: this server has no web UI built\n",
+                )
+                    .into_response()
+            })
         })
     };
     app.layer(cors())
+}
+
+/// A gRPC or gRPC-web call that matched no route (a service this server does not have) gets
+/// UNIMPLEMENTED, as tonic answers an unknown method of a known service, rather than the UI's
+/// index.html or a 404 page, which a gRPC client could only report as a baffling content type.
+fn unimplemented_if_grpc(request: &axum::extract::Request) -> Option<axum::response::Response> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .filter(|value| value.as_bytes().starts_with(b"application/grpc"))?;
+    let status = tonic::Status::unimplemented(format!(
+        "this server has no service at {}",
+        request.uri().path()
+    ));
+    let mut response = status.into_http::<axum::body::Body>();
+    // A gRPC-web client expects its own content type back, errors included.
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, content_type.clone());
+    Some(response)
+}
+
+/// [`unimplemented_if_grpc`] in front of the UI's files.
+async fn grpc_calls_are_not_for_the_ui(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match unimplemented_if_grpc(&request) {
+        Some(response) => response,
+        None => next.run(request).await,
+    }
 }
 
 fn cors() -> CorsLayer {

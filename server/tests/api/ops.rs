@@ -158,3 +158,65 @@ async fn the_ui_carries_security_headers_and_a_csp_allowing_its_loader_by_hash()
         "{policy}"
     );
 }
+
+/// A native call to `path` with an empty message, as a client built from another proto would
+/// make it; returns its status.
+async fn native_call(server: &impl Server, path: &'static str) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    within(grpc.ready()).await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static(path);
+    within(grpc.unary(tonic::Request::new(Bytes::new()), path, RawCodec))
+        .await
+        .expect_err("a call to a service the server does not have")
+}
+
+#[tokio::test]
+async fn a_call_to_an_unknown_service_is_unimplemented_not_the_ui() {
+    let app = spawn_app().await;
+    let status = native_call(&app, "/chat.Nope/Do").await;
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains("/chat.Nope/Do"), "{status:?}");
+    // Unknown methods of known services were already tonic's UNIMPLEMENTED.
+    let status = native_call(&app, "/chat.Chat/Nope").await;
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+
+    // gRPC-web, as a browser would call it: the status in the headers, its content type kept.
+    let request = http::Request::builder()
+        .method(Method::POST)
+        .uri(app.url("/chat.Nope/Do"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .expect("a valid request");
+    let (head, body) = http1(request).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(
+        head.headers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"12"[..]),
+        "{head:?}"
+    );
+    assert_eq!(
+        head.headers.get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/grpc-web+proto"[..])
+    );
+    assert!(body.is_empty(), "no UI in a gRPC answer: {body:?}");
+
+    // The same path from a browser's address bar is still a deep link into the app.
+    let (head, body) = get(&app, "/chat.Nope/Do").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(body, INDEX_HTML);
+}
+
+#[tokio::test]
+async fn without_a_ui_unknown_services_are_unimplemented_and_pages_not_found() {
+    let server = spawn_process(&[]).await;
+    let status = native_call(&server, "/chat.Nope/Do").await;
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    let request = http::Request::builder()
+        .method(Method::GET)
+        .uri(server.url("/index.html"))
+        .body(Full::new(Bytes::new()))
+        .expect("a valid request");
+    let (head, _) = http1(request).await;
+    assert_eq!(head.status, StatusCode::NOT_FOUND);
+}
