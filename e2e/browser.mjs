@@ -2,6 +2,8 @@
 // one isolated browser context per chat user, the UI found by role and accessible name as a
 // person would, and a polling helper, since playwright-core has no `expect`.
 
+import assert from 'node:assert/strict';
+
 import { chromium } from 'playwright-core';
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
@@ -154,6 +156,15 @@ export class ChatUser {
 
   async connectionText() {
     return (await this.connection.innerText()).trim();
+  }
+
+  /** Waits until the connection indicator says "Connected". */
+  async waitUntilConnected(timeout = STEP_MS) {
+    await eventually(
+      `${this.name} connected`,
+      async () => assert.equal(await this.connectionText(), 'Connected'),
+      { timeout },
+    );
   }
 
   /** What to print when a step fails: the end of this browser's console. */

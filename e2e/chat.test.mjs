@@ -8,10 +8,10 @@
 import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { ChatUser, eventually, launchChromium } from './browser.mjs';
-import { ChatServer, REPO_ROOT } from './server.mjs';
+import { ChatUser, eventually } from './browser.mjs';
+import { REPO_ROOT, serverAndBrowser } from './server.mjs';
 
 const PASSWORD = 'correct horse battery';
 const SCREENSHOT = process.env.UPDATE_SCREENSHOT === '1'
@@ -32,8 +32,6 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
     offline: 'Typed while the server was down',
     afterRestart: 'Sent after the server restarted',
   };
-  /** @type {ChatServer} */ let server;
-  let browser;
   /** @type {ChatUser} */ let alice;
   /** @type {ChatUser} */ let bob;
 
@@ -50,34 +48,21 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
         await body();
       } catch (error) {
         failed = true;
-        console.error(`--- chat-server log (last lines) ---\n${server?.logTail() ?? ''}`);
+        console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
         for (const user of [alice, bob]) if (user) console.error(user.report());
         throw error;
       }
     });
   }
 
-  before(async () => {
-    server = await ChatServer.create();
-    await server.start();
-    browser = await launchChromium();
-  });
-
-  after(async () => {
-    await browser?.close().catch((error) => console.error(`closing Chromium: ${error}`));
-    await server?.dispose();
-  });
+  const suite = serverAndBrowser();
 
   step('Alice and Bob sign up in their own browsers and get connected', async () => {
-    alice = await ChatUser.open(browser, server.url, 'alice');
-    bob = await ChatUser.open(browser, server.url, 'bob');
+    alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');
+    bob = await ChatUser.open(suite.browser, suite.server.url, 'bob');
     await alice.signUp(PASSWORD);
     await bob.signUp(PASSWORD);
-    for (const user of [alice, bob]) {
-      await eventually(`${user.name} connected`, async () =>
-        assert.equal(await user.connectionText(), 'Connected'),
-      );
-    }
+    for (const user of [alice, bob]) await user.waitUntilConnected();
   });
 
   step('Alice starts a chat with Bob and her message is sent', async () => {
@@ -111,10 +96,8 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
   });
 
   step('the server restarts: Alice reconnects, her offline message goes out once, live messages flow', async () => {
-    await eventually('Alice connected before the restart', async () =>
-      assert.equal(await alice.connectionText(), 'Connected'),
-    );
-    const exit = await server.stop();
+    await alice.waitUntilConnected();
+    const exit = await suite.server.stop();
     assert.deepEqual(exit, { code: 0, signal: null, killed: false }, 'chat-server exits 0 on SIGTERM');
     await eventually("Alice's indicator leaves Connected", async () =>
       assert.notEqual(await alice.connectionText(), 'Connected'),
@@ -127,20 +110,12 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
       assert.match(await waiting.innerText(), /Sending…|Failed/),
     );
 
-    await server.start();
-    await eventually(
-      'Alice connected again',
-      async () => assert.equal(await alice.connectionText(), 'Connected'),
-      { timeout: RECONNECT_MS },
-    );
+    await suite.server.start();
+    await alice.waitUntilConnected(RECONNECT_MS);
     await alice.waitUntilSent(said.offline, RECONNECT_MS);
     await bob.messages(said.offline).first().waitFor({ timeout: RECONNECT_MS });
 
-    await eventually(
-      'Bob connected again',
-      async () => assert.equal(await bob.connectionText(), 'Connected'),
-      { timeout: RECONNECT_MS },
-    );
+    await bob.waitUntilConnected(RECONNECT_MS);
     await bob.send(said.afterRestart);
     await bob.waitUntilSent(said.afterRestart);
     await alice.messages(said.afterRestart).first().waitFor();

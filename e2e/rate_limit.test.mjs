@@ -4,10 +4,10 @@
 // arrives once, in the order typed, and none is ever shown as failed. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { ChatUser, eventually, launchChromium } from './browser.mjs';
-import { ChatServer } from './server.mjs';
+import { ChatUser } from './browser.mjs';
+import { serverAndBrowser } from './server.mjs';
 
 const PASSWORD = 'correct horse battery';
 /** The server's limit here: 3 messages at once, then 2 per second. */
@@ -19,35 +19,20 @@ const COUNT = 10;
 const MIN_REFILLS = COUNT - BURST - 2;
 
 describe('a sender over the rate limit', { timeout: 90_000 }, () => {
-  /** @type {ChatServer} */ let server;
-  let browser;
   /** @type {ChatUser} */ let alice;
   /** @type {ChatUser} */ let bob;
 
-  before(async () => {
-    server = await ChatServer.create({
+  const suite = serverAndBrowser({
       extraArgs: ['--send-rate', String(RATE), '--send-burst', String(BURST)],
     });
-    await server.start();
-    browser = await launchChromium();
-  });
-
-  after(async () => {
-    await browser?.close().catch((error) => console.error(`closing Chromium: ${error}`));
-    await server?.dispose();
-  });
 
   test('waits out the limit and sends everything once, in order, never showing a failure', async () => {
     try {
-      alice = await ChatUser.open(browser, server.url, 'alice');
-      bob = await ChatUser.open(browser, server.url, 'bob');
+      alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');
+      bob = await ChatUser.open(suite.browser, suite.server.url, 'bob');
       await alice.signUp(PASSWORD);
       await bob.signUp(PASSWORD);
-      for (const user of [alice, bob]) {
-        await eventually(`${user.name} connected`, async () =>
-          assert.equal(await user.connectionText(), 'Connected'),
-        );
-      }
+      for (const user of [alice, bob]) await user.waitUntilConnected();
       await alice.startChatWith(bob.name);
       // Remember whether a failure was ever on screen, however briefly.
       await alice.page.evaluate(() => {
@@ -81,7 +66,7 @@ describe('a sender over the rate limit', { timeout: 90_000 }, () => {
         'nothing is left waiting',
       );
     } catch (error) {
-      console.error(`--- chat-server log (last lines) ---\n${server?.logTail() ?? ''}`);
+      console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
       for (const user of [alice, bob]) if (user) console.error(user.report());
       throw error;
     }

@@ -5,9 +5,12 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { access, constants, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { after, before } from 'node:test';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { launchChromium } from './browser.mjs';
 
 /** The repository root: defaults below are relative to it, whatever the working directory. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -139,4 +142,23 @@ export class ChatServer {
     this.log.push(...plain.split('\n').filter((line) => line.length > 0));
     if (this.log.length > LOG_LINES_KEPT) this.log.splice(0, this.log.length - LOG_LINES_KEPT);
   }
+}
+
+/**
+ * For a `describe` block: before its tests, a fresh server (with `extraArgs`) and a headless
+ * Chromium; after them, both ended and the server's data removed. Read `suite.server` and
+ * `suite.browser` inside tests and hooks (they are set only once `before` has run).
+ */
+export function serverAndBrowser({ extraArgs = [] } = {}) {
+  const suite = { /** @type {ChatServer | null} */ server: null, browser: null };
+  before(async () => {
+    suite.server = await ChatServer.create({ extraArgs });
+    await suite.server.start();
+    suite.browser = await launchChromium();
+  });
+  after(async () => {
+    await suite.browser?.close().catch((error) => console.error(`closing Chromium: ${error}`));
+    await suite.server?.dispose();
+  });
+  return suite;
 }

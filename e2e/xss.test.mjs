@@ -4,11 +4,11 @@
 // server's Content-Security-Policy without a single violation. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { ChatUser, eventually, launchChromium } from './browser.mjs';
+import { ChatUser, eventually } from './browser.mjs';
 import { decodeStrings, encodeStrings, unary } from './grpc_web.mjs';
-import { ChatServer } from './server.mjs';
+import { serverAndBrowser } from './server.mjs';
 
 const PASSWORD = 'correct horse battery';
 
@@ -26,34 +26,23 @@ const TYPED = `<img src=/nope onerror="window.__xss = 'typed'"> typed in the com
 const BAD_USERNAME = `<img src=x onerror=window.__xss=1>`;
 
 describe('hostile text renders as text under a strict CSP', { timeout: 90_000 }, () => {
-  /** @type {ChatServer} */ let server;
-  let browser;
   /** @type {ChatUser} */ let victim;
 
-  before(async () => {
-    server = await ChatServer.create();
-    await server.start();
-    browser = await launchChromium();
-  });
-
-  after(async () => {
-    await browser?.close().catch((error) => console.error(`closing Chromium: ${error}`));
-    await server?.dispose();
-  });
+  const suite = serverAndBrowser();
 
   /** Fails with the server's and the browser's last words, so a failure explains itself. */
   async function reported(body) {
     try {
       await body();
     } catch (error) {
-      console.error(`--- chat-server log (last lines) ---\n${server?.logTail() ?? ''}`);
+      console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
       if (victim) console.error(victim.report());
       throw error;
     }
   }
 
   test('the UI comes with nosniff, a referrer policy and a CSP that allows its loader by hash', async () => {
-    const response = await fetch(server.url);
+    const response = await fetch(suite.server.url);
     await response.arrayBuffer();
     assert.equal(response.headers.get('x-content-type-options'), 'nosniff');
     assert.equal(response.headers.get('referrer-policy'), 'no-referrer');
@@ -64,7 +53,7 @@ describe('hostile text renders as text under a strict CSP', { timeout: 90_000 },
 
   test('a username made of markup is refused, and the refusal shows it as text', async () => {
     await reported(async () => {
-      victim = await ChatUser.open(browser, server.url, 'victim');
+      victim = await ChatUser.open(suite.browser, suite.server.url, 'victim');
       await victim.page.getByLabel('Username', { exact: true }).fill(BAD_USERNAME);
       await victim.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
       await victim.button('Sign up').click();
@@ -85,16 +74,16 @@ describe('hostile text renders as text under a strict CSP', { timeout: 90_000 },
 
       // Mallory is no browser user: she calls the API directly, as an attacker would.
       const mallory = decodeStrings(
-        await unary(server.url, '/chat.Auth/SignUp', encodeStrings({ 1: 'mallory', 2: PASSWORD })),
+        await unary(suite.server.url, '/chat.Auth/SignUp', encodeStrings({ 1: 'mallory', 2: PASSWORD })),
       )[2];
       // NewRequest.user_ids is a repeated string (field 1): one field per member.
       const newRequest = Buffer.concat([encodeStrings({ 1: 'mallory' }), encodeStrings({ 1: 'victim' })]);
-      const chatId = decodeStrings(await unary(server.url, '/chat.Chat/New', newRequest, { token: mallory }))[1];
+      const chatId = decodeStrings(await unary(suite.server.url, '/chat.Chat/New', newRequest, { token: mallory }))[1];
       for (const [n, text] of TEXTS.entries()) {
         // SendRequest: client_id = 1, chat_id = 2, subject = 4, text = 5.
         const fields = { 1: `xss-${n}`, 2: chatId, 5: text };
         if (n === 0) fields[4] = SUBJECT;
-        await unary(server.url, '/chat.Chat/Send', encodeStrings(fields), { token: mallory });
+        await unary(suite.server.url, '/chat.Chat/Send', encodeStrings(fields), { token: mallory });
       }
 
       await victim.openChatWith('mallory');

@@ -196,6 +196,14 @@ pub struct Subscription {
     _channel: Option<Channel>,
 }
 
+/// A Stream of `chat_id` (empty: every chat) from now on.
+fn stream_request(chat_id: &str) -> StreamRequest {
+    StreamRequest {
+        chat_id: chat_id.to_owned(),
+        after_id: String::new(),
+    }
+}
+
 /// Opens a gRPC-web Stream through `client` (and whatever connection its pool gives it) and
 /// waits for its response headers.
 pub async fn subscribe_web(
@@ -203,13 +211,11 @@ pub async fn subscribe_web(
     token: &str,
     chat_id: &str,
 ) -> Result<Subscription, BenchError> {
-    let request = StreamRequest {
-        chat_id: chat_id.to_owned(),
-        after_id: String::new(),
-    };
     let events = call(
         "Stream (gRPC-web)",
-        client.clone().stream(authed(token, request)),
+        client
+            .clone()
+            .stream(authed(token, stream_request(chat_id))),
     )
     .await?;
     Ok(Subscription {
@@ -226,17 +232,13 @@ pub async fn subscribe(
     token: &str,
     chat_id: &str,
 ) -> Result<Subscription, BenchError> {
-    let request = StreamRequest {
-        chat_id: chat_id.to_owned(),
-        after_id: String::new(),
-    };
     match transport {
         Transport::Web => subscribe_web(&web_chat(addr), token, chat_id).await,
         Transport::Native => {
             let channel = native_channel(addr).await?;
             let events = call(
                 "Stream (native)",
-                ChatClient::new(channel.clone()).stream(authed(token, request)),
+                ChatClient::new(channel.clone()).stream(authed(token, stream_request(chat_id))),
             )
             .await?;
             Ok(Subscription {

@@ -157,29 +157,15 @@ pub async fn run(ctx: &Context, open_files: u64) -> Result<ScenarioReport, Bench
         "every idle stream stayed open and got heartbeats",
         real.broken.is_empty() && real.silent == 0,
         format!(
-            "{} of {} streams broke{}; {} got no heartbeat",
-            real.broken.len(),
-            params.streams,
-            real.broken
-                .first()
-                .map(|b| format!(" ({b})"))
-                .unwrap_or_default(),
+            "{}; {} got no heartbeat",
+            broken_detail(&real.broken, params.streams),
             real.silent
         ),
     );
     report.check(
         "every idle stream on a shared HTTP/2 connection stayed open",
         real_http2.broken.is_empty(),
-        format!(
-            "{} of {} streams broke{}",
-            real_http2.broken.len(),
-            params.streams,
-            real_http2
-                .broken
-                .first()
-                .map(|b| format!(" ({b})"))
-                .unwrap_or_default()
-        ),
+        broken_detail(&real_http2.broken, params.streams),
     );
     report.note(format!(
         "chat-server RSS {:.1} MB before the streams, {:.1} MB with them (KB = 1024 bytes)",
@@ -227,16 +213,7 @@ async fn measure(
     let idle_end = server.usage()?;
     let beats = counts.heartbeats.load(Ordering::Relaxed) - beats_before;
 
-    // Every stream should still be running; the finished ones broke.
-    let mut broken = Vec::new();
-    while let Some(joined) = streams.try_join_next() {
-        match joined {
-            Ok(ended) => broken.push(ended.reason),
-            Err(error) => broken.push(format!("panicked: {error}")),
-        }
-    }
-    streams.abort_all();
-    while streams.join_next().await.is_some() {}
+    let broken = stop_streams(&mut streams).await;
     let beating = usize::try_from(counts.beating.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
     let silent = params.streams.saturating_sub(beating);
     stop_cleanly(server, report).await?;
@@ -308,15 +285,7 @@ async fn measure_http2(
     // Every socket but the listener is a client connection.
     let connections = open_sockets(server.pid()?).saturating_sub(1);
 
-    let mut broken = Vec::new();
-    while let Some(joined) = streams.try_join_next() {
-        match joined {
-            Ok(ended) => broken.push(ended.reason),
-            Err(error) => broken.push(format!("panicked: {error}")),
-        }
-    }
-    streams.abort_all();
-    while streams.join_next().await.is_some() {}
+    let broken = stop_streams(&mut streams).await;
     drop(browsers);
     stop_cleanly(server, report).await?;
 
@@ -360,6 +329,30 @@ fn open_sockets(pid: u32) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// Ends the streams' readers; returns why each one that had already finished did: an idle
+/// stream should still be running, so those broke.
+async fn stop_streams(streams: &mut JoinSet<Ended>) -> Vec<String> {
+    let mut broken = Vec::new();
+    while let Some(joined) = streams.try_join_next() {
+        match joined {
+            Ok(ended) => broken.push(ended.reason),
+            Err(error) => broken.push(format!("panicked: {error}")),
+        }
+    }
+    streams.abort_all();
+    while streams.join_next().await.is_some() {}
+    broken
+}
+
+/// "N of M streams broke (first reason)".
+fn broken_detail(broken: &[String], streams: usize) -> String {
+    let first = broken
+        .first()
+        .map(|reason| format!(" ({reason})"))
+        .unwrap_or_default();
+    format!("{} of {streams} streams broke{first}", broken.len())
 }
 
 /// Heartbeats seen by all streams together.
