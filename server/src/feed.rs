@@ -27,7 +27,7 @@ use crate::store::{Store, StoredMessage};
 /// connection that stopped reading. (At 256, twenty stalled readers catching up at once
 /// raised the server's RSS by about 100 MB; at 32, by about 30: `slow_consumer` in the API
 /// tests measures it.)
-const REPLAY_PAGE: u32 = 32;
+pub const REPLAY_PAGE: u32 = 32;
 
 pub enum FeedItem {
     Message(Arc<StoredMessage>),

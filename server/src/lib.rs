@@ -25,6 +25,11 @@ mod service;
 mod store;
 mod tls;
 
+/// How much live delivery holds per reader, for capacity planning and the fault tests that
+/// check memory stays within it.
+pub use fanout::FEED_CAPACITY;
+pub use feed::REPLAY_PAGE;
+
 use std::sync::Arc;
 use std::time::Duration;
 

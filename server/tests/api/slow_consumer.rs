@@ -34,11 +34,10 @@ const STALLED: usize = 20;
 const PER_PHASE: usize = 500;
 /// One message every `PACE`: steady traffic, as people chatting make, rather than a burst.
 const PACE: Duration = Duration::from_millis(5);
-/// The server's `fanout::FEED_CAPACITY` (private to the server): how many messages a user's
-/// feed holds for a stream before the stream is told it lagged.
-const FEED_CAPACITY: usize = 128;
-/// The server's `feed::REPLAY_PAGE`: the most messages a stream catching up holds at once.
-const REPLAY_PAGE: usize = 32;
+/// How many messages a user's feed holds for a stream before the stream is told it lagged.
+const FEED_CAPACITY: usize = chat_server::FEED_CAPACITY;
+/// The most messages a stream catching up holds at once.
+const REPLAY_PAGE: usize = chat_server::REPLAY_PAGE as usize;
 /// What else a stream catching up may cost the server: one SQLite reader's page cache
 /// (SQLite's default, 2 MB), and 1 MB for its thread and the allocator's slack.
 const CATCH_UP_OVERHEAD: u64 = 3_000_000;
