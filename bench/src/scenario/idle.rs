@@ -11,6 +11,7 @@
 //! tabs of one browser do when the server is reached over HTTPS (here cleartext HTTP/2, so
 //! TLS's own buffers, one set per browser, are not counted): RSS per stream only.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use tokio::task::JoinSet;
 
 use super::{Context, stop_cleanly};
 use crate::client::{
-    Subscription, Transport, User, WebClient, sign_up, subscribe, subscribe_web, web_chat_http2,
+    Subscription, User, WebClient, sign_up, subscribe_web, web_chat, web_chat_http2,
 };
 use crate::error::BenchError;
 use crate::process::{Kind, ServerOptions, ServerProcess};
@@ -72,17 +73,36 @@ impl Params {
     }
 }
 
+/// How the streams reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connections {
+    /// One HTTP/1.1 connection per stream, as browser tabs hold them over plain HTTP. The
+    /// idle CPU is measured in this layout.
+    PerStream,
+    /// One HTTP/2 connection per user, shared by all their streams, as the tabs of one
+    /// browser share it over HTTPS (here cleartext HTTP/2, so TLS's own buffers, one set per
+    /// browser, are not counted).
+    PerUser,
+}
+
 struct Outcome {
     rss_per_stream: f64,
     rss_before: u64,
     rss_after: u64,
-    idle_cores: f64,
-    heartbeats_per_second: f64,
+    open_seconds: f64,
+    /// Client connections the server had open with every stream open.
+    connections: usize,
     /// Streams that failed or ended while they should have stayed open.
     broken: Vec<String>,
+    /// Measured over the CPU window, with [`Connections::PerStream`] only.
+    idle: Option<Idle>,
+}
+
+struct Idle {
+    cores: f64,
+    heartbeats_per_second: f64,
     /// Streams that got no heartbeat at all.
     silent: usize,
-    open_seconds: f64,
 }
 
 pub async fn run(ctx: &Context, open_files: u64) -> Result<ScenarioReport, BenchError> {
@@ -105,10 +125,14 @@ pub async fn run(ctx: &Context, open_files: u64) -> Result<ScenarioReport, Bench
     );
     let mut options = ServerOptions::new(&ctx.server_bin);
     options.heartbeat_secs = params.heartbeat_secs;
-    let ceiling = measure(Kind::Ceiling, &options, &params, &mut report).await?;
-    let real = measure(Kind::Real, &options, &params, &mut report).await?;
-    let ceiling_http2 = measure_http2(Kind::Ceiling, &options, &params, &mut report).await?;
-    let real_http2 = measure_http2(Kind::Real, &options, &params, &mut report).await?;
+    let (http1, http2) = (Connections::PerStream, Connections::PerUser);
+    let ceiling = measure(Kind::Ceiling, http1, &options, &params, &mut report).await?;
+    let real = measure(Kind::Real, http1, &options, &params, &mut report).await?;
+    let ceiling_http2 = measure(Kind::Ceiling, http2, &options, &params, &mut report).await?;
+    let real_http2 = measure(Kind::Real, http2, &options, &params, &mut report).await?;
+    let (Some(idle), Some(ceiling_idle)) = (&real.idle, &ceiling.idle) else {
+        unreachable!("the idle CPU is measured with one connection per stream")
+    };
 
     report.figure(
         Figure::new(
@@ -120,13 +144,9 @@ pub async fn run(ctx: &Context, open_files: u64) -> Result<ScenarioReport, Bench
         .target(Target::AtMost(16.0)),
     );
     report.figure(
-        Figure::new(
-            "server CPU while idle",
-            "% of a core",
-            real.idle_cores * 100.0,
-        )
-        .ceiling(Some(ceiling.idle_cores * 100.0))
-        .target(Target::AtMost(2.0)),
+        Figure::new("server CPU while idle", "% of a core", idle.cores * 100.0)
+            .ceiling(Some(ceiling_idle.cores * 100.0))
+            .target(Target::AtMost(2.0)),
     );
     report.figure(
         Figure::new(
@@ -138,8 +158,8 @@ pub async fn run(ctx: &Context, open_files: u64) -> Result<ScenarioReport, Bench
         .target(Target::AtMost(16.0)),
     );
     report.figure(
-        Figure::new("heartbeats received", "1/s", real.heartbeats_per_second)
-            .ceiling(Some(ceiling.heartbeats_per_second)),
+        Figure::new("heartbeats received", "1/s", idle.heartbeats_per_second)
+            .ceiling(Some(ceiling_idle.heartbeats_per_second)),
     );
     report.figure(
         Figure::new(
@@ -155,11 +175,11 @@ pub async fn run(ctx: &Context, open_files: u64) -> Result<ScenarioReport, Bench
     );
     report.check(
         "every idle stream stayed open and got heartbeats",
-        real.broken.is_empty() && real.silent == 0,
+        real.broken.is_empty() && idle.silent == 0,
         format!(
             "{}; {} got no heartbeat",
             broken_detail(&real.broken, params.streams),
-            real.silent
+            idle.silent
         ),
     );
     report.check(
@@ -184,20 +204,26 @@ pub async fn run(ctx: &Context, open_files: u64) -> Result<ScenarioReport, Bench
 
 async fn measure(
     kind: Kind,
+    connections: Connections,
     options: &ServerOptions,
     params: &Params,
     report: &mut ScenarioReport,
 ) -> Result<Outcome, BenchError> {
     let mut server = ServerProcess::start(kind, options).await?;
     let users = sign_up(server.addr, "idle", params.users).await?;
+    // With shared connections, each user's client and its pool are their browser.
+    let browsers: Vec<ChatClient<WebClient>> = match connections {
+        Connections::PerStream => Vec::new(),
+        Connections::PerUser => users.iter().map(|_| web_chat_http2(server.addr)).collect(),
+    };
 
-    let warm = open(&server, &users, params.warm).await?;
+    let warm = open(server.addr, &users, &browsers, params.warm).await?;
     drop(warm);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = server.usage()?;
 
     let opening = Instant::now();
-    let subscriptions = open(&server, &users, params.streams).await?;
+    let subscriptions = open(server.addr, &users, &browsers, params.streams).await?;
     let open_seconds = opening.elapsed().as_secs_f64();
     let counts = Arc::new(Counts::default());
     let mut streams = JoinSet::new();
@@ -206,16 +232,28 @@ async fn measure(
     }
     tokio::time::sleep(params.settle).await;
     let after_open = server.usage()?;
+    // Every socket but the listener is a client connection.
+    let open_connections = open_sockets(server.pid()?).saturating_sub(1);
 
-    let beats_before = counts.heartbeats.load(Ordering::Relaxed);
-    let idle_start = server.usage()?;
-    tokio::time::sleep(params.window).await;
-    let idle_end = server.usage()?;
-    let beats = counts.heartbeats.load(Ordering::Relaxed) - beats_before;
+    let idle = if connections == Connections::PerStream {
+        let beats_before = counts.heartbeats.load(Ordering::Relaxed);
+        let idle_start = server.usage()?;
+        tokio::time::sleep(params.window).await;
+        let idle_end = server.usage()?;
+        let beats = counts.heartbeats.load(Ordering::Relaxed) - beats_before;
+        let beating = usize::try_from(counts.beating.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+        Some(Idle {
+            cores: idle_start.cores_until(&idle_end),
+            heartbeats_per_second: beats as f64
+                / idle_end.at.duration_since(idle_start.at).as_secs_f64(),
+            silent: params.streams.saturating_sub(beating),
+        })
+    } else {
+        None
+    };
 
     let broken = stop_streams(&mut streams).await;
-    let beating = usize::try_from(counts.beating.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
-    let silent = params.streams.saturating_sub(beating);
+    drop(browsers);
     stop_cleanly(server, report).await?;
 
     Ok(Outcome {
@@ -223,92 +261,29 @@ async fn measure(
             / params.streams as f64,
         rss_before: before.rss_bytes,
         rss_after: after_open.rss_bytes,
-        idle_cores: idle_start.cores_until(&idle_end),
-        heartbeats_per_second: beats as f64
-            / idle_end.at.duration_since(idle_start.at).as_secs_f64(),
-        broken,
-        silent,
         open_seconds,
-    })
-}
-
-/// Opens `count` gRPC-web streams over every chat of their user, spread over `users`.
-async fn open(
-    server: &ServerProcess,
-    users: &[User],
-    count: usize,
-) -> Result<Vec<Subscription>, BenchError> {
-    let addr = server.addr;
-    let opened: Vec<Result<Subscription, BenchError>> = futures::stream::iter(0..count)
-        .map(|n| subscribe(addr, Transport::Web, &users[n % users.len()].token, ""))
-        .buffer_unordered(OPEN_CONCURRENCY)
-        .collect()
-        .await;
-    opened.into_iter().collect()
-}
-
-/// What the HTTP/2 pass measured.
-struct Http2Outcome {
-    rss_per_stream: f64,
-    rss_after: u64,
-    /// TCP connections the server had open with every stream open.
-    connections: usize,
-    broken: Vec<String>,
-}
-
-/// Opens the same number of idle streams as [`measure`], but each user is one browser whose
-/// tabs share one HTTP/2 connection; returns the RSS growth per stream.
-async fn measure_http2(
-    kind: Kind,
-    options: &ServerOptions,
-    params: &Params,
-    report: &mut ScenarioReport,
-) -> Result<Http2Outcome, BenchError> {
-    let mut server = ServerProcess::start(kind, options).await?;
-    let users = sign_up(server.addr, "idle", params.users).await?;
-    let browsers: Vec<ChatClient<WebClient>> =
-        users.iter().map(|_| web_chat_http2(server.addr)).collect();
-
-    let warm = open_http2(&browsers, &users, params.warm).await?;
-    drop(warm);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = server.usage()?;
-
-    let subscriptions = open_http2(&browsers, &users, params.streams).await?;
-    let counts = Arc::new(Counts::default());
-    let mut streams = JoinSet::new();
-    for subscription in subscriptions {
-        streams.spawn(count_heartbeats(subscription, Arc::clone(&counts)));
-    }
-    tokio::time::sleep(params.settle).await;
-    let after_open = server.usage()?;
-    // Every socket but the listener is a client connection.
-    let connections = open_sockets(server.pid()?).saturating_sub(1);
-
-    let broken = stop_streams(&mut streams).await;
-    drop(browsers);
-    stop_cleanly(server, report).await?;
-
-    Ok(Http2Outcome {
-        rss_per_stream: after_open.rss_bytes.saturating_sub(before.rss_bytes) as f64
-            / params.streams as f64,
-        rss_after: after_open.rss_bytes,
-        connections,
+        connections: open_connections,
         broken,
+        idle,
     })
 }
 
-/// Opens `count` streams, stream `n` as user `n % users` through that user's own client,
-/// whose pool holds one HTTP/2 connection.
-async fn open_http2(
-    browsers: &[ChatClient<WebClient>],
+/// Opens `count` gRPC-web streams over every chat of their user, stream `n` as user
+/// `n % users`: on a connection of its own, or through that user's browser in `browsers`.
+async fn open(
+    addr: SocketAddr,
     users: &[User],
+    browsers: &[ChatClient<WebClient>],
     count: usize,
 ) -> Result<Vec<Subscription>, BenchError> {
     let opened: Vec<Result<Subscription, BenchError>> = futures::stream::iter(0..count)
         .map(|n| {
-            let browser = n % users.len();
-            subscribe_web(&browsers[browser], &users[browser].token, "")
+            let user = n % users.len();
+            let client = browsers
+                .get(user)
+                .cloned()
+                .unwrap_or_else(|| web_chat(addr));
+            async move { subscribe_web(&client, &users[user].token, "").await }
         })
         .buffer_unordered(OPEN_CONCURRENCY)
         .collect()
