@@ -118,7 +118,8 @@ impl Drop for Subscription {
 
 #[cfg(test)]
 mod tests {
-    use chat_core::ids::ChatId;
+    use chat_core::content::{Subject, Text};
+    use chat_core::ids::{ChatId, ClientId};
 
     use super::*;
 
@@ -127,9 +128,9 @@ mod tests {
             id: MessageId(id),
             chat_id: ChatId::from_random(1),
             sender: UserId::parse("alice").unwrap(),
-            client_id: format!("c{id}"),
-            subject: String::new(),
-            text: "hi".into(),
+            client_id: ClientId::parse(&format!("c{id}")).unwrap(),
+            subject: Subject::default(),
+            text: Text::parse("hi").unwrap(),
             sent_at: 0,
         })
     }

@@ -46,8 +46,6 @@ use crate::fanout::Broker;
 use crate::limits::Limits;
 use crate::service::auth::AuthService;
 use crate::service::chat::ChatService;
-use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -79,10 +77,8 @@ pub async fn run(
         source,
     })?;
     let broker = Broker::new();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&settings.database_path(), Arc::clone(&broker))
-            .map_err(|error| ServerError::Store(error.to_string()))?,
-    );
+    let store = store::open(&settings.database_path(), Arc::clone(&broker))
+        .map_err(|error| ServerError::Store(error.to_string()))?;
     let authenticator = Arc::new(
         Authenticator::new(Arc::clone(&store), settings.token_ttl())
             .map_err(|error| ServerError::Store(error.to_string()))?,

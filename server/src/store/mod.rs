@@ -1,19 +1,22 @@
-//! Storage behind one trait, so a second backend (PostgreSQL, for several servers) is a new
-//! module, not an edit everywhere. Only the modules under `store` contain SQL.
+//! Storage behind one trait, so a second backend (PostgreSQL, for several servers) is a sibling
+//! module, not an edit everywhere. Only the modules under `store` contain SQL; records leave
+//! the store as `chat-core`'s validated types, so nothing above it handles a raw row.
 //!
-//! Contract every backend keeps:
-//! - message ids increase in commit order across the whole server, and every committed
-//!   message is handed to the [`crate::fanout::Broker`] in that same order, after its commit;
-//! - appends are idempotent by (chat, sender, client_id), chats by their member set, also
-//!   under concurrent calls;
-//! - a call returns only after its write is durable.
+//! The contract every backend keeps is written on [`Store`]; [`open`] is the one place that
+//! picks a backend.
 
 pub mod sqlite;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use chat_core::ids::{ChatId, MessageId, UserId};
+use chat_core::content::{Subject, Text};
+use chat_core::ids::{ChatId, ClientId, MessageId, UserId};
 use chat_core::proto;
 use chat_core::requests::{HistoryQuery, Members, NewMessage};
+
+use crate::fanout::Broker;
 
 /// A committed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,9 +24,10 @@ pub struct StoredMessage {
     pub id: MessageId,
     pub chat_id: ChatId,
     pub sender: UserId,
-    pub client_id: String,
-    pub subject: String,
-    pub text: String,
+    pub client_id: ClientId,
+    pub subject: Subject,
+    pub text: Text,
+    /// Unix seconds of the commit.
     pub sent_at: i64,
 }
 
@@ -31,12 +35,12 @@ impl StoredMessage {
     pub fn to_proto(&self) -> proto::Message {
         proto::Message {
             id: self.id.to_string(),
-            client_id: self.client_id.clone(),
+            client_id: self.client_id.as_str().to_owned(),
             chat_id: self.chat_id.to_string(),
             user_id: self.sender.to_string(),
             sent_at: self.sent_at,
-            subject: self.subject.clone(),
-            text: self.text.clone(),
+            subject: self.subject.as_str().to_owned(),
+            text: self.text.as_str().to_owned(),
         }
     }
 }
@@ -69,11 +73,38 @@ pub enum StoreError {
     NoSuchAccount(UserId),
     #[error("account {0} exists")]
     AccountExists(UserId),
-    /// The database cannot be used right now (I/O error, disk full, read-only file...).
+    /// The database cannot be used right now (I/O error, disk full, read-only file, a value
+    /// that does not read back valid...). The cause is for the operator's log: `error.rs`
+    /// logs it and tells the client only that it may retry.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
 }
 
+/// Opens the store at `path` (the embedded SQLite file), publishing to `broker` as the
+/// [`Store`] contract requires.
+pub fn open(path: &Path, broker: Arc<Broker>) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(sqlite::SqliteStore::open(path, broker)?))
+}
+
+/// Accounts, tokens, chats and messages. Besides what each method promises, every backend
+/// keeps this contract, which live delivery and the clients' cursors stand on:
+///
+/// - **Commit order.** Message ids increase in commit order across everything the backend
+///   stores, so one id is a cursor over every chat: a reader that has seen id `n` committed
+///   never later sees an id below `n` commit.
+/// - **Publishing.** A backend is opened with the [`Broker`] of the server. Before it serves
+///   a call it tells the broker the newest message id already stored
+///   ([`Broker::start_after`]); from then on it hands the broker every message it commits
+///   ([`Broker::publish`], with the chat's members), each exactly once, only after its
+///   commit, in id order, and before `append` answers the caller that stored it (so a
+///   sender's own streams have the echo no later than the reply). A repeat of a stored
+///   message (same client id) is not published again. Nothing else publishes messages.
+/// - **Idempotency.** Appends are idempotent by (chat, sender, client id), chats by their
+///   member set, also when the calls race.
+/// - **Durability.** A call returns only once its write is durable; a call that fails has
+///   changed nothing.
+/// - **Errors.** Anything the backend cannot do right now is [`StoreError::Unavailable`];
+///   callers may retry it.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn create_account(&self, user: &UserId, password_hash: String) -> Result<(), StoreError>;

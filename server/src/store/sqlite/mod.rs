@@ -1,0 +1,192 @@
+//! The embedded SQLite backend: one file in WAL mode, one writer thread that commits
+//! concurrent writes together (group commit) and publishes what it committed, and a small
+//! pool of reader connections.
+//!
+//! - `schema`: the tables, connection settings and schema version check.
+//! - `writer`: the group-commit writer thread; `writes`: the SQL of each write.
+//! - `readers`: the reader pool; `reads`: the SQL of each read.
+//! - `rows`: rows to validated records, ids to and from SQLite integers, driver errors.
+//! - `token_cache`: token owners kept in memory, so authenticating a call reads nothing.
+
+mod readers;
+mod reads;
+mod rows;
+mod schema;
+mod token_cache;
+mod writer;
+mod writes;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chat_core::ids::{ChatId, MessageId, UserId};
+use chat_core::requests::{HistoryQuery, Members, NewMessage};
+use tokio::sync::{mpsc, oneshot};
+
+use self::readers::ReaderPool;
+use self::token_cache::TokenCache;
+use self::writer::{WriteRequest, Writer};
+use super::{ChatSummary, HistoryPage, Store, StoreError, StoredMessage, TokenHash};
+use crate::fanout::Broker;
+
+/// The SQLite [`Store`].
+pub struct SqliteStore {
+    writes: mpsc::Sender<WriteRequest>,
+    readers: Arc<ReaderPool>,
+    tokens: TokenCache,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, tells `broker` the newest message
+    /// stored, and starts the writer thread, which publishes every message it commits to
+    /// `broker`.
+    pub fn open(path: &Path, broker: Arc<Broker>) -> Result<Self, StoreError> {
+        let conn = schema::open_writer(path)?;
+        broker.start_after(schema::newest_message(&conn)?);
+        Ok(Self {
+            writes: Writer::start(conn, broker)?,
+            readers: ReaderPool::new(path.to_owned()),
+            tokens: TokenCache::default(),
+        })
+    }
+
+    /// Queues a write for the writer thread and waits until it is committed (or refused).
+    async fn write<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteRequest,
+    ) -> Result<T, StoreError> {
+        let stopped = || StoreError::Unavailable("writer thread stopped".into());
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(request(reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_account(&self, user: &UserId, password_hash: String) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.write(|reply| WriteRequest::CreateAccount {
+            user,
+            password_hash,
+            reply,
+        })
+        .await
+    }
+
+    async fn password_hash(&self, user: &UserId) -> Result<Option<String>, StoreError> {
+        let user = user.clone();
+        self.readers
+            .read(move |conn| reads::password_hash(conn, &user))
+            .await
+    }
+
+    async fn save_token(
+        &self,
+        token: TokenHash,
+        user: &UserId,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let owner = user.clone();
+        self.write(|reply| WriteRequest::SaveToken {
+            token,
+            user: owner,
+            expires_at,
+            reply,
+        })
+        .await?;
+        // A token is only handed out after this returns, so nobody can have revoked it yet.
+        self.tokens
+            .remember(token, user, expires_at, self.tokens.revocations());
+        Ok(())
+    }
+
+    async fn token_owner(&self, token: TokenHash, now: i64) -> Result<Option<UserId>, StoreError> {
+        if let Some(cached) = self.tokens.owner(&token, now) {
+            return Ok(cached);
+        }
+        let revocations = self.tokens.revocations();
+        let found = self
+            .readers
+            .read(move |conn| reads::token_owner(conn, &token, now))
+            .await?;
+        Ok(found.map(|(owner, expires_at)| {
+            self.tokens.remember(token, &owner, expires_at, revocations);
+            owner
+        }))
+    }
+
+    async fn revoke_token(&self, token: TokenHash) -> Result<(), StoreError> {
+        self.write(|reply| WriteRequest::RevokeToken { token, reply })
+            .await?;
+        // Only after the commit: a lookup that starts now reads the revocation from disk.
+        self.tokens.forget(&token);
+        Ok(())
+    }
+
+    async fn create_chat(&self, members: &Members, new_id: ChatId) -> Result<ChatId, StoreError> {
+        let members = members.clone();
+        self.write(|reply| WriteRequest::CreateChat {
+            members,
+            new_id,
+            reply,
+        })
+        .await
+    }
+
+    async fn is_member(&self, chat: &ChatId, user: &UserId) -> Result<bool, StoreError> {
+        let (chat, user) = (chat.clone(), user.clone());
+        self.readers
+            .read(move |conn| Ok(reads::member_chat_row(conn, &chat, &user)?.is_some()))
+            .await
+    }
+
+    async fn append(
+        &self,
+        sender: &UserId,
+        message: NewMessage,
+    ) -> Result<StoredMessage, StoreError> {
+        let sender = sender.clone();
+        self.write(|reply| WriteRequest::Append {
+            sender,
+            message,
+            reply,
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        user: &UserId,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, StoreError> {
+        let (user, query) = (user.clone(), query.clone());
+        self.readers
+            .read(move |conn| reads::history(conn, &user, &query))
+            .await
+    }
+
+    async fn messages_after(
+        &self,
+        user: &UserId,
+        chat: Option<&ChatId>,
+        after: MessageId,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let (user, chat) = (user.clone(), chat.cloned());
+        self.readers
+            .read(move |conn| reads::messages_after(conn, &user, chat.as_ref(), after, limit))
+            .await
+    }
+
+    async fn chats_of(&self, user: &UserId) -> Result<Vec<ChatSummary>, StoreError> {
+        let user = user.clone();
+        self.readers
+            .read(move |conn| reads::chats_of(conn, &user))
+            .await
+    }
+}

@@ -1,0 +1,101 @@
+//! The database file: its tables, the settings every connection gets, and the check that this
+//! server understands the schema it finds.
+
+use std::path::Path;
+
+use chat_core::ids::MessageId;
+use rusqlite::{Connection, OpenFlags};
+
+use super::rows::id_from_sql;
+use crate::store::StoreError;
+
+/// Written to `PRAGMA user_version`; a file with a newer version is refused, not misread.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS accounts (
+    user_id       TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash BLOB PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES accounts(user_id),
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tokens_by_expiry ON tokens(expires_at);
+CREATE TABLE IF NOT EXISTS chats (
+    id         INTEGER PRIMARY KEY,
+    public_id  TEXT NOT NULL UNIQUE,
+    -- the sorted member ids joined by spaces: one set of users, one chat
+    member_key TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_members (
+    chat    INTEGER NOT NULL REFERENCES chats(id),
+    user_id TEXT NOT NULL REFERENCES accounts(user_id),
+    PRIMARY KEY (chat, user_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chat_members_by_user ON chat_members(user_id, chat);
+CREATE TABLE IF NOT EXISTS messages (
+    -- AUTOINCREMENT: ids are never reused, even if the newest messages are deleted one day
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    chat      INTEGER NOT NULL REFERENCES chats(id),
+    sender    TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    subject   TEXT NOT NULL,
+    text      TEXT NOT NULL,
+    sent_at   INTEGER NOT NULL,
+    UNIQUE (chat, sender, client_id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat, id);
+";
+
+/// How long a connection waits for a lock held by another before it reports the database busy.
+const BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000;";
+
+/// The writer's connection to the database at `path` (created if missing), with the schema
+/// in place.
+pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    // FULL: a commit survives power loss, not only a killed process. Group commit keeps
+    // the cost to one fsync per batch.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )?;
+    conn.execute_batch(BUSY_TIMEOUT)?;
+    // Checkpoint every 10,000 pages (40 MB of WAL) rather than SQLite's 1,000: a commit of a
+    // batch writes tens of pages, so the default would checkpoint (copy pages into the
+    // database file and fsync it) many times a second under load.
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 10000;")?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+/// A read-only connection, for the reader pool. WAL lets it read while the writer commits.
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.execute_batch(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+/// The id of the newest message stored, or 0 in an empty database.
+pub fn newest_message(conn: &Connection) -> Result<MessageId, StoreError> {
+    let newest: Option<i64> =
+        conn.query_row("SELECT max(id) FROM messages", [], |row| row.get(0))?;
+    Ok(MessageId(newest.map_or(0, id_from_sql)))
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Unavailable(format!(
+            "database schema version {version} is newer than this server understands ({SCHEMA_VERSION}); upgrade the server"
+        )));
+    }
+    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! The SQL of each write, run by the writer thread inside its batch's transaction, and the
+//! writer's cache of the chats it appends to.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chat_core::ids::{ChatId, MessageId, UserId};
+use chat_core::requests::{Members, NewMessage};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rows::{MessageRow, id_from_sql, stored_chat, stored_user};
+use crate::store::{StoreError, StoredMessage, TokenHash};
+
+/// Chats whose row id and members the writer keeps in memory; past this it starts over.
+const CHAT_CACHE_MAX: usize = 16_384;
+
+pub fn create_account(
+    conn: &Connection,
+    user: UserId,
+    password_hash: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let inserted = conn.execute(
+        "INSERT INTO accounts (user_id, password_hash, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (user_id) DO NOTHING",
+        params![user.as_str(), password_hash, now],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::AccountExists(user));
+    }
+    Ok(())
+}
+
+pub fn save_token(
+    conn: &Connection,
+    token: &TokenHash,
+    user: &UserId,
+    expires_at: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    // Expired tokens are useless; dropping them here keeps the table small.
+    conn.execute("DELETE FROM tokens WHERE expires_at <= ?1", [now])?;
+    conn.execute(
+        "INSERT INTO tokens (token_hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
+        params![token.as_slice(), user.as_str(), expires_at],
+    )?;
+    Ok(())
+}
+
+pub fn revoke_token(conn: &Connection, token: &TokenHash) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM tokens WHERE token_hash = ?1",
+        [token.as_slice()],
+    )?;
+    Ok(())
+}
+
+/// The chat of exactly `wanted`: created with `new_id`, or the one that exists.
+pub fn create_chat(
+    conn: &Connection,
+    wanted: &Members,
+    new_id: ChatId,
+    now: i64,
+) -> Result<ChatId, StoreError> {
+    for user in wanted.as_slice() {
+        let exists = conn
+            .query_row(
+                "SELECT 1 FROM accounts WHERE user_id = ?1",
+                [user.as_str()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if !exists {
+            return Err(StoreError::NoSuchAccount(user.clone()));
+        }
+    }
+    let member_key = wanted
+        .as_slice()
+        .iter()
+        .map(UserId::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let inserted = conn.execute(
+        "INSERT INTO chats (public_id, member_key, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (member_key) DO NOTHING",
+        params![new_id.as_str(), member_key, now],
+    )?;
+    if inserted == 1 {
+        let chat = conn.last_insert_rowid();
+        let mut add =
+            conn.prepare_cached("INSERT INTO chat_members (chat, user_id) VALUES (?1, ?2)")?;
+        for user in wanted.as_slice() {
+            add.execute(params![chat, user.as_str()])?;
+        }
+        return Ok(new_id);
+    }
+    let existing: String = conn.query_row(
+        "SELECT public_id FROM chats WHERE member_key = ?1",
+        [member_key],
+        |row| row.get(0),
+    )?;
+    stored_chat(&existing)
+}
+
+/// Inserts the message into the chat whose row id is `chat`, or finds the one stored earlier
+/// under the same client id. The bool says whether it is new. Inserting first costs a retry
+/// one more statement but spares every new message (nearly all of them) a lookup.
+pub fn append(
+    conn: &Connection,
+    chat: i64,
+    sender: UserId,
+    message: NewMessage,
+    now: i64,
+) -> Result<(StoredMessage, bool), StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO messages (chat, sender, client_id, subject, text, sent_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (chat, sender, client_id) DO NOTHING",
+        )?
+        .execute(params![
+            chat,
+            sender.as_str(),
+            message.client_id.as_str(),
+            message.subject.as_str(),
+            message.text.as_str(),
+            now
+        ])?;
+    if inserted == 1 {
+        let stored = StoredMessage {
+            id: MessageId(id_from_sql(conn.last_insert_rowid())),
+            chat_id: message.chat_id,
+            sender,
+            client_id: message.client_id,
+            subject: message.subject,
+            text: message.text,
+            sent_at: now,
+        };
+        return Ok((stored, true));
+    }
+    let earlier = conn
+        .prepare_cached(
+            "SELECT id, sender, client_id, subject, text, sent_at FROM messages
+             WHERE chat = ?1 AND sender = ?2 AND client_id = ?3",
+        )?
+        .query_row(
+            params![chat, sender.as_str(), message.client_id.as_str()],
+            MessageRow::read,
+        )
+        .optional()?
+        // The insert was skipped because this row exists; not finding it means a damaged file.
+        .ok_or_else(|| {
+            StoreError::Unavailable("a message conflicts with one that cannot be read".into())
+        })?;
+    Ok((earlier.into_message(message.chat_id)?, false))
+}
+
+/// A chat as the writer needs it for every append.
+#[derive(Clone)]
+pub struct CachedChat {
+    /// The chat's row id.
+    pub row: i64,
+    pub members: Arc<[UserId]>,
+}
+
+/// Chat id → its row id and members, so an append needs no lookup. Membership never changes
+/// once a chat exists, so an entry never goes stale; the writer clears the cache when a
+/// transaction fails, since it may then hold a chat that was never committed.
+#[derive(Default)]
+pub struct ChatCache(HashMap<ChatId, CachedChat>);
+
+impl ChatCache {
+    /// The chat's row id and members, from the cache or the database; `None` if there is no
+    /// such chat.
+    pub fn get(
+        &mut self,
+        conn: &Connection,
+        chat_id: &ChatId,
+    ) -> Result<Option<CachedChat>, StoreError> {
+        if let Some(cached) = self.0.get(chat_id) {
+            return Ok(Some(cached.clone()));
+        }
+        let row: Option<i64> = conn
+            .prepare_cached("SELECT id FROM chats WHERE public_id = ?1")?
+            .query_row([chat_id.as_str()], |row| row.get(0))
+            .optional()?;
+        let Some(row) = row else { return Ok(None) };
+        let chat = CachedChat {
+            row,
+            members: members_of(conn, row)?,
+        };
+        if self.0.len() >= CHAT_CACHE_MAX {
+            self.0.clear();
+        }
+        self.0.insert(chat_id.clone(), chat.clone());
+        Ok(Some(chat))
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+fn members_of(conn: &Connection, chat: i64) -> Result<Arc<[UserId]>, StoreError> {
+    let ids = conn
+        .prepare_cached("SELECT user_id FROM chat_members WHERE chat = ?1")?
+        .query_map([chat], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    ids.iter().map(|id| stored_user(id)).collect()
+}
