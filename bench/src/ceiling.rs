@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::limits::HISTORY_DEFAULT_PAGE;
@@ -16,6 +16,7 @@ use chat_core::proto::auth_server::{Auth, AuthServer};
 use chat_core::proto::chat_server::{Chat, ChatServer};
 use chat_core::proto::{self, event};
 use futures::{Stream, StreamExt as _};
+use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tonic::service::Routes;
@@ -115,7 +116,7 @@ struct Shared {
 
 impl Shared {
     fn publish(&self, mut message: proto::Message) -> proto::Message {
-        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut newest = self.newest.lock();
         *newest += 1;
         message.id = newest.to_string();
         message.sent_at = unix_now();

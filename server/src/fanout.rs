@@ -12,9 +12,10 @@
 //! [`Broker::publish`] instead of the local writer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use chat_core::ids::{MessageId, UserId};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
 use crate::store::StoredMessage;
@@ -85,11 +86,7 @@ impl Broker {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // The state stays consistent even if a holder panicked: every update is one insert,
-        // remove or assignment.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 }
 

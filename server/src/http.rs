@@ -3,7 +3,7 @@
 //! on the UI.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::response::IntoResponse as _;
@@ -14,6 +14,7 @@ use http::header::{
     X_CONTENT_TYPE_OPTIONS,
 };
 use http::{HeaderValue, Method};
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tonic::service::Routes;
 use tower::ServiceBuilder;
@@ -158,10 +159,7 @@ impl ContentSecurityPolicy {
         let stamp = std::fs::metadata(&self.index)
             .map(|meta| (meta.modified().ok(), meta.len()))
             .unwrap_or((None, 0));
-        let mut current = self
-            .current
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut current = self.current.lock();
         if let Some((seen, header)) = current.as_ref()
             && *seen == stamp
         {

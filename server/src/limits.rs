@@ -9,10 +9,11 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_core::ids::UserId;
+use parking_lot::Mutex;
 
 use crate::error::ApiError;
 
@@ -100,7 +101,7 @@ impl Limits {
 
     /// Holds one of `user`'s stream slots until the returned guard is dropped.
     pub fn open_stream(&self, user: &UserId) -> Result<StreamSlot, ApiError> {
-        let mut streams = lock(&self.streams);
+        let mut streams = self.streams.lock();
         let open = streams.entry(user.clone()).or_default();
         if *open >= self.max_streams {
             return Err(ApiError::TooManyStreams(self.max_streams));
@@ -131,7 +132,7 @@ impl Limits {
     /// the check means many attempts in parallel cannot all slip through.
     pub fn sign_in_attempt(&self, user: &UserId) -> Result<(), ApiError> {
         let now = Instant::now();
-        let mut accounts = lock(&self.sign_in_accounts);
+        let mut accounts = self.sign_in_accounts.lock();
         let forget_after = FAILURES_REMEMBERED.max(self.max_delay * 2);
         if accounts.len() >= PRUNE_AT {
             accounts.retain(|_, failures| !failures.is_forgotten(now, forget_after));
@@ -158,7 +159,7 @@ impl Limits {
 
     /// The password was right: the account's failures are forgiven.
     pub fn signed_in(&self, user: &UserId) {
-        lock(&self.sign_in_accounts).remove(user);
+        self.sign_in_accounts.lock().remove(user);
     }
 }
 
@@ -170,7 +171,7 @@ pub struct StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut streams = lock(&self.streams);
+        let mut streams = self.streams.lock();
         if let Some(open) = streams.get_mut(&self.user) {
             *open = open.saturating_sub(1);
             if *open == 0 {
@@ -232,7 +233,7 @@ impl<K: Hash + Eq + Clone> KeyedBuckets<K> {
         let Some(rate) = self.rate else {
             return Ok(());
         };
-        let mut buckets = lock(&self.buckets);
+        let mut buckets = self.buckets.lock();
         if buckets.len() >= PRUNE_AT {
             // A full bucket is the same as no bucket.
             buckets.retain(|_, bucket| {
@@ -299,14 +300,6 @@ fn address_key(address: IpAddr) -> IpAddr {
             }
         },
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update is a single insert, remove or assignment: the state stays consistent even
-    // if a holder panicked.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

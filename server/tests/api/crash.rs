@@ -7,12 +7,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chat_core::proto::Message;
 use chat_core::proto::chat_client::ChatClient;
+use parking_lot::Mutex;
 use rand::Rng;
 use tokio::sync::watch;
 use tonic::Code;
@@ -72,12 +73,6 @@ struct KillReport {
     stored_after_restart: usize,
 }
 
-fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
-    ledger
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// The codes a client may see while the server is killed, down or restarting; anything else
 /// is a bug and fails the test.
 fn is_transient(code: Code) -> bool {
@@ -110,12 +105,12 @@ async fn client(
     while !stop.load(Ordering::Relaxed) {
         let client_id = format!("c{index}-{n}");
         let text = format!("client {index} message {n}");
-        lock(&ledger).pending.insert(index, client_id.clone());
+        ledger.lock().pending.insert(index, client_id.clone());
         loop {
             if gate.wait_for(|open| *open).await.is_err() {
                 return;
             }
-            lock(&ledger).attempts += 1;
+            ledger.lock().attempts += 1;
             let request = authed(&token, send_request(&chat_id, &client_id, &text));
             match chat.send(request).await {
                 Ok(response) => {
@@ -123,13 +118,14 @@ async fn client(
                         .into_inner()
                         .message
                         .expect("SendResponse carries no message");
-                    let mut ledger = lock(&ledger);
+                    let mut ledger = ledger.lock();
                     ledger.pending.remove(&index);
                     ledger.acked.insert(client_id, message);
                     break;
                 }
                 Err(status) if is_transient(status.code()) => {
-                    *lock(&ledger)
+                    *ledger
+                        .lock()
                         .failures
                         .entry(format!("{:?}", status.code()))
                         .or_default() += 1;
@@ -212,7 +208,7 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
         server.kill();
         gate.send_replace(false);
         let (acked_before, unacked) = {
-            let ledger = lock(&ledger);
+            let ledger = ledger.lock();
             let unacked: Vec<String> = ledger.pending.values().cloned().collect();
             (ledger.acked.clone(), unacked)
         };
@@ -242,7 +238,7 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
         within(client).await.expect("a client panicked");
     }
 
-    let ledger = std::mem::take(&mut *lock(&ledger));
+    let ledger = std::mem::take(&mut *ledger.lock());
     assert!(
         ledger.pending.is_empty(),
         "clients stopped with messages unacknowledged"

@@ -2,8 +2,9 @@
 //! read while the writer commits.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rusqlite::Connection;
 
 use super::schema;
@@ -40,19 +41,14 @@ impl ReaderPool {
         &self,
         query: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let reused = self
-            .idle
-            .lock()
-            .map_err(|_| StoreError::Unavailable("reader pool poisoned".into()))?
-            .pop();
+        let reused = self.idle.lock().pop();
         let conn = match reused {
             Some(conn) => conn,
             None => schema::open_reader(&self.path)?,
         };
         let result = query(&conn);
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < IDLE_READERS
-        {
+        let mut idle = self.idle.lock();
+        if idle.len() < IDLE_READERS {
             idle.push(conn);
         }
         result

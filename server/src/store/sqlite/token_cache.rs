@@ -1,9 +1,8 @@
 //! The token cache of the SQLite backend: who owns a recently used token, without a read.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use chat_core::ids::UserId;
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::HashMap;
 
 use crate::store::TokenHash;
 
@@ -34,12 +33,8 @@ struct TokenCacheState {
 }
 
 impl TokenCache {
-    fn state(&self) -> std::sync::MutexGuard<'_, TokenCacheState> {
-        // Every update is a single insert, remove or increment: the state is consistent even
-        // if a holder panicked.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn state(&self) -> MutexGuard<'_, TokenCacheState> {
+        self.state.lock()
     }
 
     /// `Some(answer)` when the cache knows it: the owner, or `None` for an expired token.
