@@ -1,7 +1,8 @@
-//! The ceiling server: the same `chat.Chat` and `chat.Auth` methods on the same transport stack
-//! as `chat-server` (tonic, gRPC-web on the gRPC routes, HTTP/1.1 and HTTP/2 on one port), doing
-//! none of the work: no storage, no authentication, no validation. Send numbers the message and
-//! hands it to every open stream; History answers a prebuilt page. What it achieves on this
+//! The ceiling server: the same `chat.Chat` and `chat.Auth` methods served through the very
+//! transport `chat-server` uses (`chat-transport`: tonic, gRPC-web on the gRPC routes, CORS,
+//! the static UI, HTTP/1.1 and HTTP/2 on one port), doing none of the work: no storage, no
+//! authentication, no validation. Send numbers the message and hands it to every open
+//! stream; History answers a prebuilt page. What it achieves on this
 //! machine under a given load is the most any server on this stack could, so each figure of
 //! the real server is shown as a ratio to it.
 
@@ -15,14 +16,13 @@ use chat_core::limits::HISTORY_DEFAULT_PAGE;
 use chat_core::proto::auth_server::{Auth, AuthServer};
 use chat_core::proto::chat_server::{Chat, ChatServer};
 use chat_core::proto::{self, event};
+use chat_transport::{Options, unix_now};
 use futures::{Stream, StreamExt as _};
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tonic::service::Routes;
-use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
-use tower_http::services::{ServeDir, ServeFile};
 
 use crate::error::BenchError;
 
@@ -63,45 +63,19 @@ pub async fn serve(args: CeilingArgs) -> Result<(), BenchError> {
             .collect(),
     });
     let grpc = Routes::new(ChatServer::new(CeilingChat(Arc::clone(&shared))))
-        .add_service(AuthServer::new(CeilingAuth))
-        .into_axum_router()
-        .layer(tonic_web::GrpcWebLayer::new());
-    let app = match args.static_dir {
-        Some(dir) if dir.join("index.html").is_file() => {
-            let index = dir.join("index.html");
-            grpc.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(index)))
-        }
-        _ => grpc,
-    };
+        .add_service(AuthServer::new(CeilingAuth));
+    let app = chat_transport::router(grpc, args.static_dir.as_deref());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(BenchError::io(format!("cannot listen on {}", args.listen)))?;
-    // The same transport settings as chat-server's `run`. TCP_NODELAY must be set on the
-    // incoming stream itself: tonic ignores the builder's setting with a custom incoming.
-    Server::builder()
-        .accept_http1(true)
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .serve_with_incoming_shutdown(
-            app,
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            terminated(),
-        )
-        .await
-        .map_err(|error| BenchError::Setup(format!("ceiling server: {error}")))
-}
-
-async fn terminated() {
-    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        Ok(signal) => signal,
-        Err(_) => return,
-    };
-    tokio::select! {
-        _ = sigterm.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    chat_transport::serve(
+        listener,
+        app,
+        chat_transport::shutdown_signal(),
+        Options::default(),
+    )
+    .await
+    .map_err(|error| BenchError::Setup(format!("ceiling server: {error}")))
 }
 
 struct Shared {
@@ -136,12 +110,6 @@ fn message(id: u64, chat_id: &str, user_id: &str, text: &str) -> proto::Message 
         subject: String::new(),
         text: text.to_owned(),
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

@@ -10,14 +10,11 @@ use std::time::Duration;
 use chat_core::proto::auth_client::AuthClient;
 use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::{Credentials, Event, NewRequest, StreamRequest};
+use chat_transport::client::{Http, WebClient, web_client};
 use futures::StreamExt as _;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tonic::Request;
 use tonic::codec::Streaming;
 use tonic::transport::{Channel, Endpoint};
-use tonic_web::{GrpcWebCall, GrpcWebClientService};
 
 use crate::error::BenchError;
 
@@ -29,9 +26,6 @@ pub const PASSWORD: &str = "benchmark password";
 
 /// How many sign-ups run at once: each is an argon2 hash on the server's blocking pool.
 const SIGN_UP_CONCURRENCY: usize = 4;
-
-/// gRPC-web over HTTP/1.1, as the browser UI talks.
-pub type WebClient = GrpcWebClientService<Client<HttpConnector, GrpcWebCall<tonic::body::Body>>>;
 
 /// How a subscriber reaches the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -101,26 +95,15 @@ pub async fn native_channel(addr: SocketAddr) -> Result<Channel, BenchError> {
 /// A gRPC-web client with its own HTTP/1.1 connection pool: each stream it opens holds a
 /// TCP connection of its own, as a browser tab's does.
 pub fn web_chat(addr: SocketAddr) -> ChatClient<WebClient> {
-    web_client(addr, false)
+    let (service, origin) = web_client(addr, Http::Http1);
+    ChatClient::with_origin(service, origin)
 }
 
 /// A gRPC-web client whose calls share one HTTP/2 connection (cleartext, prior knowledge), as
 /// the tabs of one browser share one when they reach the server over HTTPS.
 pub fn web_chat_http2(addr: SocketAddr) -> ChatClient<WebClient> {
-    web_client(addr, true)
-}
-
-fn web_client(addr: SocketAddr, http2: bool) -> ChatClient<WebClient> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(CALL_TIMEOUT));
-    let http = Client::builder(TokioExecutor::new())
-        .http2_only(http2)
-        .build(connector);
-    let origin = format!("http://{addr}")
-        .parse()
-        .expect("a socket address makes a valid URI");
-    ChatClient::with_origin(GrpcWebClientService::new(http), origin)
+    let (service, origin) = web_client(addr, Http::Http2);
+    ChatClient::with_origin(service, origin)
 }
 
 /// Wraps `message` in a request carrying the bearer token.

@@ -14,9 +14,9 @@ use chat_core::requests::Credentials;
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 
-use crate::clock::unix_now;
 use crate::error::ApiError;
 use crate::store::{Store, StoreError, TokenHash};
+use chat_transport::unix_now;
 
 /// A signed-in session, as SignUp and SignIn return it.
 pub struct Session {

@@ -85,7 +85,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::RateLimited {
                 ref retry_after, ..
             } => {
-                // The hint in a form programs read too; browsers may read it (see `http`).
+                // The hint in a form programs read too; browsers may read it (CORS exposes it).
                 let millis = retry_after.as_millis().max(1).to_string();
                 let mut status = Status::resource_exhausted(error.to_string());
                 if let Ok(value) = millis.parse() {

@@ -16,10 +16,10 @@ use chat_core::ids::{ChatId, MessageId, UserId};
 use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use crate::clock::unix_now;
 use crate::error::ApiError;
 use crate::fanout::Broker;
 use crate::store::{Store, StoredMessage};
+use chat_transport::unix_now;
 
 /// Messages read from storage per query while replaying or catching up. A feed holds the page
 /// until its reader has taken it all, however slowly it reads, so this bounds what a reader

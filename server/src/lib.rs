@@ -8,22 +8,20 @@
 //! - `store`: the storage trait and its SQLite backend (the only SQL).
 //! - `fanout`: the broker that routes committed messages to open feeds.
 //! - `feed`: one live stream (replay, live, catch-up, heartbeat, shutdown).
-//! - `http`: gRPC-web, CORS, the static UI and its security headers on the same router.
 //! - `limits`: per-user send rate and streams, sign-in attempts per account and address.
-//! - `tls`: HTTPS (HTTP/2 and HTTP/1.1) on the same port, when given a certificate.
+//!
+//! How the services reach the network (gRPC-web, CORS, the static UI, TLS, the server's
+//! HTTP settings) is the `chat-transport` crate's, shared with the benchmark's ceiling.
 
 pub mod config;
 
 mod auth;
-mod clock;
 mod error;
 mod fanout;
 mod feed;
-mod http;
 mod limits;
 mod service;
 mod store;
-mod tls;
 
 /// How much live delivery holds per reader, for capacity planning and the fault tests that
 /// check memory stays within it.
@@ -31,14 +29,12 @@ pub use fanout::FEED_CAPACITY;
 pub use feed::REPLAY_PAGE;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chat_core::proto::auth_server::AuthServer;
 use chat_core::proto::chat_server::ChatServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::Routes;
-use tonic::transport::Server;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
@@ -119,11 +115,14 @@ pub async fn run(
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha);
-    let app = http::router(grpc, &settings.static_dir);
+    let app = chat_transport::router(grpc, Some(&settings.static_dir));
 
     // Read before anything is served, so a bad certificate stops the start-up, not a client.
     let tls = match settings.tls_files() {
-        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        Some((cert, key)) => Some(
+            chat_transport::Tls::from_pem_files(cert, key)
+                .map_err(|error| ServerError::Tls(error.to_string()))?,
+        ),
         None => None,
     };
     let address = listener
@@ -139,30 +138,7 @@ pub async fn run(
             .await;
         let _ = stopping.send(true);
     };
-    let server = Server::builder()
-        .accept_http1(true)
-        // Pings keep idle HTTP/2 connections alive through NATs and detect dead peers.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    match tls {
-        Some(acceptor) => {
-            server
-                .serve_with_incoming_shutdown(app, tls::incoming(listener, acceptor), signal)
-                .await?
-        }
-        None => {
-            server
-                .serve_with_incoming_shutdown(
-                    app,
-                    // TCP_NODELAY on the incoming itself: tonic ignores the builder's
-                    // `tcp_nodelay` with a custom incoming, and Nagle's algorithm against
-                    // delayed ACKs stalls small responses by 40 ms.
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    signal,
-                )
-                .await?
-        }
-    }
+    chat_transport::serve(listener, app, signal, chat_transport::Options { tls }).await?;
     tracing::info!("stopped");
     Ok(())
 }

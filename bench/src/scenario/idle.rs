@@ -19,13 +19,12 @@ use std::time::{Duration, Instant};
 use chat_core::proto::Event;
 use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::event::Event as EventKind;
+use chat_transport::client::WebClient;
 use futures::StreamExt as _;
 use tokio::task::JoinSet;
 
 use super::{Context, stop_cleanly};
-use crate::client::{
-    Subscription, User, WebClient, sign_up, subscribe_web, web_chat, web_chat_http2,
-};
+use crate::client::{Subscription, User, sign_up, subscribe_web, web_chat, web_chat_http2};
 use crate::error::BenchError;
 use crate::process::{Kind, ServerOptions, ServerProcess};
 use crate::report::{Figure, ScenarioReport, Target};

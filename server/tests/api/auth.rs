@@ -13,7 +13,7 @@ const DEFAULT_TTL_SECS: i64 = 30 * 24 * 3600;
 #[tokio::test]
 async fn sign_up_creates_a_lower_cased_account_and_signs_it_in() {
     let app = spawn_app().await;
-    let before = now_unix();
+    let before = unix_now();
 
     let session = within(app.auth().await.sign_up(credentials("Alice", PASSWORD)))
         .await
@@ -28,7 +28,7 @@ async fn sign_up_creates_a_lower_cased_account_and_signs_it_in() {
     );
     let expected = before + DEFAULT_TTL_SECS;
     assert!(
-        (expected - 5..=now_unix() + DEFAULT_TTL_SECS + 5).contains(&session.expires_at),
+        (expected - 5..=unix_now() + DEFAULT_TTL_SECS + 5).contains(&session.expires_at),
         "expires_at {} should be about now + 30 days ({expected})",
         session.expires_at
     );
@@ -77,7 +77,7 @@ async fn sign_in_accepts_any_case_and_issues_a_fresh_token() {
         session.token, first_token,
         "each sign-in gets its own token"
     );
-    assert!(session.expires_at > now_unix());
+    assert!(session.expires_at > unix_now());
     let mut chat = app.chat().await;
     for token in [&first_token, &session.token] {
         within(chat.list(authed(token, ListRequest {})))
@@ -149,13 +149,13 @@ async fn tokens_stop_working_when_they_expire() {
     // Two seconds, not one: the token must still be valid for the first check however close
     // to a second boundary it was issued.
     let app = spawn_app_with(&["--token-ttl-secs", "2"]).await;
-    let before = now_unix();
+    let before = unix_now();
     let session = within(app.auth().await.sign_up(credentials("alice", PASSWORD)))
         .await
         .expect("sign up")
         .into_inner();
     assert!(
-        (before + 2..=now_unix() + 2).contains(&session.expires_at),
+        (before + 2..=unix_now() + 2).contains(&session.expires_at),
         "expires_at {} should be two seconds after sign-up ({before})",
         session.expires_at
     );
@@ -165,7 +165,7 @@ async fn tokens_stop_working_when_they_expire() {
         .expect("fresh token works");
 
     // Waiting for the clock to pass expires_at is the point of this test, not a race.
-    while now_unix() <= session.expires_at {
+    while unix_now() <= session.expires_at {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 

@@ -26,7 +26,7 @@ async fn the_echo_acknowledges_a_message_with_its_server_id() {
     let (outbox, mut echoes) = open_connect(&mut chat, Some(&alice), &[("chat-id", &chat_id)])
         .await
         .expect("connect");
-    let before = now_unix();
+    let before = unix_now();
 
     outbox
         .send(outgoing("c1", "hello over connect"))
@@ -40,7 +40,7 @@ async fn the_echo_acknowledges_a_message_with_its_server_id() {
     assert_eq!(echo.chat_id, chat_id);
     assert_eq!(echo.text, "hello over connect");
     assert!(
-        (before..=now_unix()).contains(&echo.sent_at),
+        (before..=unix_now()).contains(&echo.sent_at),
         "sent_at {}",
         echo.sent_at
     );

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use chat_core::proto::auth_client::AuthClient;
@@ -19,6 +19,9 @@ use chat_core::proto::{
     StreamRequest,
 };
 use chat_server::config::Settings;
+pub use chat_transport::client::WebClient;
+use chat_transport::client::{Http, web_client};
+pub use chat_transport::unix_now;
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -32,7 +35,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder, Streaming};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use tonic_web::{GrpcWebCall, GrpcWebClientService};
 
 /// The longest any single wait may take: past it the test fails instead of hanging the suite.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -59,9 +61,6 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// What `spawn_app` puts in the static folder, so tests can recognise the UI being served.
 pub const INDEX_HTML: &str = "<!doctype html><title>chat test ui</title><main>chat</main>";
-
-/// A gRPC-web client as a browser would use it: HTTP/1.1, no HTTP/2 anywhere.
-pub type WebClient = GrpcWebClientService<Client<HttpConnector, GrpcWebCall<tonic::body::Body>>>;
 
 /// One running server with its own data directory, which outlives restarts of the server.
 pub struct TestApp {
@@ -196,23 +195,15 @@ pub trait Server {
 
     /// The Chat service over gRPC-web on HTTP/1.1, as the browser UI talks to it.
     fn web_chat(&self) -> ChatClient<WebClient> {
-        let (service, origin) = web_service(self.addr());
+        let (service, origin) = web_client(self.addr(), Http::Http1);
         ChatClient::with_origin(service, origin)
     }
 
     /// The Auth service over gRPC-web on HTTP/1.1.
     fn web_auth(&self) -> AuthClient<WebClient> {
-        let (service, origin) = web_service(self.addr());
+        let (service, origin) = web_client(self.addr(), Http::Http1);
         AuthClient::with_origin(service, origin)
     }
-}
-
-fn web_service(addr: SocketAddr) -> (WebClient, http::Uri) {
-    let http1 = Client::builder(TokioExecutor::new()).build_http();
-    let origin = format!("http://{addr}")
-        .parse()
-        .expect("invalid server URL");
-    (GrpcWebClientService::new(http1), origin)
 }
 
 /// The real `chat-server` binary in a child process, for the faults only a process meets:
@@ -479,13 +470,6 @@ pub fn within<F: Future>(future: F) -> impl Future<Output = F::Output> {
             Err(_) => panic!("timed out after {WAIT:?} waiting at {caller}"),
         }
     }
-}
-
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock before 1970")
-        .as_secs() as i64
 }
 
 pub fn credentials(user_id: &str, password: &str) -> Credentials {

@@ -31,7 +31,7 @@ async fn list_shows_the_callers_chats_most_recently_active_first() {
     assert_eq!(chats[0].last_message.as_ref(), Some(&to_bob));
     for summary in &chats {
         assert!(
-            (1..=now_unix()).contains(&summary.created_at),
+            (1..=unix_now()).contains(&summary.created_at),
             "created_at {} is not a past unix time",
             summary.created_at
         );

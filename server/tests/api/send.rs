@@ -11,7 +11,7 @@ async fn send_returns_the_stored_message() {
     let (_, alice) = signed_up(&app, "alice").await;
     signed_up(&app, "bob").await;
     let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
-    let before = now_unix();
+    let before = unix_now();
 
     let request = SendRequest {
         subject: "Lunch?".into(),
@@ -31,7 +31,7 @@ async fn send_returns_the_stored_message() {
     assert_eq!(stored.subject, "Lunch?");
     assert_eq!(stored.text, "noon at the usual place");
     assert!(
-        (before..=now_unix()).contains(&stored.sent_at),
+        (before..=unix_now()).contains(&stored.sent_at),
         "sent_at {} should be the server's clock at sending",
         stored.sent_at
     );

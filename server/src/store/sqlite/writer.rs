@@ -19,9 +19,9 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::writes::{self, ChatCache};
-use crate::clock::unix_now;
 use crate::fanout::Broker;
 use crate::store::{StoreError, StoredMessage, TokenHash};
+use chat_transport::unix_now;
 
 /// How many queued writes one transaction takes at most.
 const MAX_BATCH: usize = 256;

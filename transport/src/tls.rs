@@ -1,4 +1,4 @@
-//! HTTPS on the one port, when `--tls-cert` and `--tls-key` are given: rustls (with ring),
+//! HTTPS on the one port, when the server is given a certificate: rustls (with ring),
 //! offering HTTP/2 and HTTP/1.1 by ALPN. Browsers then speak HTTP/2 to the UI and gRPC-web
 //! alike, so the per-origin limit of six HTTP/1.1 connections no longer applies; clients that
 //! only speak HTTP/1.1 still get in.
@@ -25,46 +25,54 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::ServerError;
-
 /// How long a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections whose handshake is done and that wait for the server to take them.
 const READY_CONNECTIONS: usize = 64;
 
-/// The acceptor for the certificate chain and private key in the PEM files at `cert`, `key`.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServerError> {
-    let unreadable = |what: &str, path: &Path, error: &dyn std::fmt::Display| {
-        ServerError::Tls(format!(
-            "cannot read the {what} {}: {error}",
-            path.display()
-        ))
-    };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|error| unreadable("certificate", cert, &error))?;
-    if chain.is_empty() {
-        return Err(ServerError::Tls(format!(
-            "no certificate in {}",
-            cert.display()
-        )));
+/// A certificate and its key, ready to accept connections.
+#[derive(Clone)]
+pub struct Tls(TlsAcceptor);
+
+/// Why the certificate or key cannot be used; says which file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(String);
+
+impl Tls {
+    /// Reads the certificate chain and private key in the PEM files at `cert` and `key`.
+    /// Read before anything is served, so a bad certificate stops the start-up, not a client.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let unreadable = |what: &str, path: &Path, error: &dyn std::fmt::Display| {
+            TlsError(format!(
+                "cannot read the {what} {}: {error}",
+                path.display()
+            ))
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|error| unreadable("certificate", cert, &error))?;
+        if chain.is_empty() {
+            return Err(TlsError(format!("no certificate in {}", cert.display())));
+        }
+        let key =
+            PrivateKeyDer::from_pem_file(key).map_err(|error| unreadable("key", key, &error))?;
+        let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|error| TlsError(error.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|error| TlsError(format!("certificate and key: {error}")))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self(TlsAcceptor::from(Arc::new(config))))
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|error| unreadable("key", key, &error))?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|error| ServerError::Tls(error.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|error| ServerError::Tls(format!("certificate and key: {error}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The connections of `listener` once their TLS handshake is done. Dropping the stream (the
 /// server stops accepting) stops the accepting too.
 pub fn incoming(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    Tls(acceptor): Tls,
 ) -> impl Stream<Item = Result<TlsConnection, std::io::Error>> {
     let (ready, connections) = mpsc::channel(READY_CONNECTIONS);
     tokio::spawn(async move {

@@ -1,0 +1,26 @@
+//! The transport of the chat server, defined once: how native gRPC (HTTP/2), gRPC-web
+//! (HTTP/1.1 or HTTP/2) and the built web UI share one port, over TCP or TLS. The server and
+//! the benchmark's ceiling server both serve through it, so the ceiling measures exactly the
+//! server's transport; neither builds its own.
+//!
+//! - [`router`]: gRPC routes with the gRPC-web translation, the static UI with its security
+//!   headers (`csp`), UNIMPLEMENTED for unknown gRPC paths, CORS around it all.
+//! - [`serve`]: tonic's HTTP server with the project's settings, on a listener, with
+//!   TCP_NODELAY, or TLS when [`Options::tls`] says so (`tls`), until a shutdown future ends.
+//! - [`shutdown_signal`]: Ctrl-C or SIGTERM; [`unix_now`]: the clock of every wire timestamp.
+//! - [`client`]: a gRPC-web client over hyper, as a browser speaks it, for the tests and the
+//!   benchmark (the browser build has its own, in `web`).
+
+pub mod client;
+mod clock;
+mod csp;
+mod router;
+mod serve;
+mod shutdown;
+mod tls;
+
+pub use clock::unix_now;
+pub use router::router;
+pub use serve::{Options, serve};
+pub use shutdown::shutdown_signal;
+pub use tls::{Tls, TlsError};

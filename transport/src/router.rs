@@ -1,0 +1,137 @@
+//! Everything on the one port: native gRPC (HTTP/2), gRPC-web (HTTP/1.1) for browsers, and
+//! the built web UI as static files, with CORS around it all and the browser security headers
+//! on the UI.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::IntoResponse as _;
+use http::header::{
+    AUTHORIZATION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderName, REFERRER_POLICY,
+    X_CONTENT_TYPE_OPTIONS,
+};
+use http::{HeaderValue, Method};
+use tonic::service::Routes;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::csp::ContentSecurityPolicy;
+
+/// Headers a browser may send with gRPC-web calls. Listed one by one: a wildcard does not
+/// cover `authorization`.
+const ALLOWED_HEADERS: [&str; 5] = [
+    "chat-id",
+    "user-id",
+    "x-grpc-web",
+    "x-user-agent",
+    "grpc-timeout",
+];
+/// Response headers browser code may read; gRPC-web puts status in headers on early errors,
+/// and a rate-limited call carries its retry hint.
+const EXPOSED_HEADERS: [&str; 4] = [
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+    "retry-after-ms",
+];
+
+/// Builds the router: gRPC services (with the gRPC-web translation applied to them only,
+/// since it answers 400 to anything else on HTTP/1.1), then the UI in `static_dir` as the
+/// fallback when that folder holds an `index.html`.
+pub fn router(grpc: Routes, static_dir: Option<&Path>) -> axum::Router {
+    let grpc = grpc
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new());
+    let app = match static_dir.filter(|dir| dir.join("index.html").is_file()) {
+        Some(static_dir) => with_ui(grpc, static_dir),
+        None => {
+            if let Some(dir) = static_dir {
+                tracing::info!(dir = %dir.display(), "no index.html there: serving the API only");
+            }
+            grpc.fallback(|request: axum::extract::Request| async move {
+                unimplemented_if_grpc(&request).unwrap_or_else(|| {
+                    (
+                        http::StatusCode::NOT_FOUND,
+                        "not found: this server has no web UI built\n",
+                    )
+                        .into_response()
+                })
+            })
+        }
+    };
+    app.layer(cors())
+}
+
+/// `grpc` with the UI in `static_dir` behind it, every response of the UI with the browser
+/// security headers.
+fn with_ui(grpc: axum::Router, static_dir: &Path) -> axum::Router {
+    tracing::info!(dir = %static_dir.display(), "serving the web UI");
+    let index = static_dir.join("index.html");
+    let policy = Arc::new(ContentSecurityPolicy::new(index.clone()));
+    // Unknown paths get index.html with 200, so the single-page app's deep links work.
+    let ui = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(grpc_calls_are_not_for_the_ui))
+        .layer(SetResponseHeaderLayer::overriding(
+            CONTENT_SECURITY_POLICY,
+            move |_: &_| Some(policy.header()),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        // The UI links nowhere else; its URLs (chat ids) are nobody else's business.
+        .layer(SetResponseHeaderLayer::overriding(
+            REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .service(ServeDir::new(static_dir).fallback(ServeFile::new(index)));
+    grpc.fallback_service(ui)
+}
+
+/// A gRPC or gRPC-web call that matched no route (a service this server does not have) gets
+/// UNIMPLEMENTED, as tonic answers an unknown method of a known service, rather than the UI's
+/// index.html or a 404 page, which a gRPC client could only report as a baffling content type.
+fn unimplemented_if_grpc(request: &axum::extract::Request) -> Option<axum::response::Response> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .filter(|value| value.as_bytes().starts_with(b"application/grpc"))?;
+    let status = tonic::Status::unimplemented(format!(
+        "this server has no service at {}",
+        request.uri().path()
+    ));
+    let mut response = status.into_http::<axum::body::Body>();
+    // A gRPC-web client expects its own content type back, errors included.
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, content_type.clone());
+    Some(response)
+}
+
+/// [`unimplemented_if_grpc`] in front of the UI's files.
+async fn grpc_calls_are_not_for_the_ui(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match unimplemented_if_grpc(&request) {
+        Some(response) => response,
+        None => next.run(request).await,
+    }
+}
+
+fn cors() -> CorsLayer {
+    let allowed = [CONTENT_TYPE, AUTHORIZATION]
+        .into_iter()
+        .chain(ALLOWED_HEADERS.map(HeaderName::from_static));
+    // Any origin: calls authenticate with a bearer token the page must hold, never with
+    // cookies, so another site gains nothing by calling the API from a user's browser.
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::POST, Method::GET, Method::OPTIONS])
+        .allow_headers(allowed.collect::<Vec<_>>())
+        .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static))
+        .max_age(Duration::from_secs(24 * 3600))
+}
