@@ -16,6 +16,7 @@ use chat_core::limits::HISTORY_DEFAULT_PAGE;
 use chat_core::proto::auth_server::{Auth, AuthServer};
 use chat_core::proto::chat_server::{Chat, ChatServer};
 use chat_core::proto::{self, event};
+use chat_core::wire;
 use chat_transport::{Options, unix_now};
 use futures::{Stream, StreamExt as _};
 use parking_lot::Mutex;
@@ -170,7 +171,7 @@ impl Chat for CeilingChat {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let chat = request
             .metadata()
-            .get("chat-id")
+            .get(wire::CHAT_ID)
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default()
             .to_owned();

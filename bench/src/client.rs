@@ -10,9 +10,9 @@ use std::time::Duration;
 use chat_core::proto::auth_client::AuthClient;
 use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::{Credentials, Event, NewRequest, StreamRequest};
+use chat_core::wire::authed;
 use chat_transport::client::{Http, WebClient, web_client};
 use futures::StreamExt as _;
-use tonic::Request;
 use tonic::codec::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
@@ -104,15 +104,6 @@ pub fn web_chat(addr: SocketAddr) -> ChatClient<WebClient> {
 pub fn web_chat_http2(addr: SocketAddr) -> ChatClient<WebClient> {
     let (service, origin) = web_client(addr, Http::Http2);
     ChatClient::with_origin(service, origin)
-}
-
-/// Wraps `message` in a request carrying the bearer token.
-pub fn authed<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
 }
 
 /// A signed-up account.

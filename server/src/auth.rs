@@ -11,6 +11,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chat_core::ids::UserId;
 use chat_core::requests::Credentials;
+use chat_core::wire;
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 
@@ -86,7 +87,7 @@ impl Authenticator {
             .ok_or(ApiError::Unauthenticated(
                 "the token is invalid, expired or signed out: sign in again",
             ))?;
-        let claimed = match metadata.get("user-id").map(|value| value.to_str()) {
+        let claimed = match metadata.get(wire::USER_ID).map(|value| value.to_str()) {
             None => None,
             Some(Ok(value)) => UserId::parse_optional(value)?,
             Some(Err(_)) => {
@@ -129,13 +130,13 @@ const MALFORMED_AUTHORIZATION: &str =
     "malformed authorization metadata: expected \"Bearer <token>\" with a token from SignIn";
 
 fn bearer_token(metadata: &MetadataMap) -> Result<&str, ApiError> {
-    let value = metadata.get("authorization").ok_or(ApiError::Unauthenticated(
+    let value = metadata.get(wire::AUTHORIZATION).ok_or(ApiError::Unauthenticated(
         "missing authorization metadata: send \"authorization: Bearer <token>\" with a token from SignIn",
     ))?;
     let malformed = || ApiError::Unauthenticated(MALFORMED_AUTHORIZATION);
     let value = value.to_str().map_err(|_| malformed())?;
     let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
-    let well_formed = scheme.eq_ignore_ascii_case("bearer")
+    let well_formed = scheme.eq_ignore_ascii_case(wire::BEARER)
         && token.len() == 2 * TOKEN_BYTES
         && token.bytes().all(|b| b.is_ascii_hexdigit());
     if well_formed {

@@ -5,11 +5,9 @@ use std::time::Duration;
 
 use chat_core::ValidationError;
 use chat_core::ids::UserId;
+use chat_core::wire;
 
 use crate::store::StoreError;
-
-/// The metadata key of the retry hint on RESOURCE_EXHAUSTED: milliseconds to wait.
-pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 
 /// Everything an RPC can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +87,7 @@ impl From<ApiError> for tonic::Status {
                 let millis = retry_after.as_millis().max(1).to_string();
                 let mut status = Status::resource_exhausted(error.to_string());
                 if let Ok(value) = millis.parse() {
-                    status.metadata_mut().insert(RETRY_AFTER_MS, value);
+                    status.metadata_mut().insert(wire::RETRY_AFTER_MS, value);
                 }
                 status
             }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::IntoResponse as _;
+use chat_core::wire;
 use http::header::{
     AUTHORIZATION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderName, REFERRER_POLICY,
     X_CONTENT_TYPE_OPTIONS,
@@ -20,11 +21,11 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::csp::ContentSecurityPolicy;
 
-/// Headers a browser may send with gRPC-web calls. Listed one by one: a wildcard does not
-/// cover `authorization`.
+/// Headers a browser may send with gRPC-web calls, besides `content-type` and `authorization`.
+/// Listed one by one: a wildcard does not cover `authorization`.
 const ALLOWED_HEADERS: [&str; 5] = [
-    "chat-id",
-    "user-id",
+    wire::CHAT_ID,
+    wire::USER_ID,
     "x-grpc-web",
     "x-user-agent",
     "grpc-timeout",
@@ -35,7 +36,7 @@ const EXPOSED_HEADERS: [&str; 4] = [
     "grpc-status",
     "grpc-message",
     "grpc-status-details-bin",
-    "retry-after-ms",
+    wire::RETRY_AFTER_MS,
 ];
 
 /// Builds the router: gRPC services (with the gRPC-web translation applied to them only,

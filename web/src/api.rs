@@ -3,11 +3,9 @@
 
 use chat_core::ids::MessageId;
 use chat_core::proto::{self, auth_client::AuthClient, chat_client::ChatClient};
+use chat_core::wire;
 use tonic::{Code, Request, Status, Streaming};
 use tonic_web_wasm_client::Client;
-
-/// The metadata key of the server's rate-limit hint: milliseconds until a retry may succeed.
-const RETRY_AFTER_MS: &str = "retry-after-ms";
 
 /// What went wrong, in words for the person using the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +36,7 @@ impl ApiError {
 
     fn from_status(status: Status) -> Self {
         let message = status.message().to_owned();
-        let retry_after_ms = status
-            .metadata()
-            .get(RETRY_AFTER_MS)
-            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        let retry_after_ms = wire::retry_after_ms(&status);
         if let (Code::ResourceExhausted, Some(retry_after_ms)) = (status.code(), retry_after_ms) {
             return ApiError::Busy {
                 reason: capitalised(&message),
@@ -260,10 +255,8 @@ impl Api {
 
     fn authed<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
-        if let Some(token) = &self.token
-            && let Ok(value) = format!("Bearer {token}").parse()
-        {
-            request.metadata_mut().insert("authorization", value);
+        if let Some(token) = &self.token {
+            wire::set_bearer(&mut request, token);
         }
         request
     }
@@ -310,7 +303,7 @@ mod tests {
         let mut too_fast = Status::resource_exhausted("sending too fast; try again in 2 s");
         too_fast
             .metadata_mut()
-            .insert(RETRY_AFTER_MS, "1500".parse().unwrap());
+            .insert(wire::RETRY_AFTER_MS, "1500".parse().unwrap());
         let busy = ApiError::from_status(too_fast);
         assert_eq!(
             busy,

@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use chat_core::proto::SendRequest;
 use chat_core::proto::chat_client::ChatClient;
+use chat_core::wire::authed;
 use serde::Deserialize;
 use tokio::process::Command;
 
 use super::{Context, stop_cleanly};
-use crate::client::{User, authed, call, native_channel, new_chat, sign_up, within};
+use crate::client::{User, call, native_channel, new_chat, sign_up, within};
 use crate::error::BenchError;
 use crate::process::{Kind, ServerOptions, ServerProcess};
 use crate::report::{Figure, ScenarioReport, Target};

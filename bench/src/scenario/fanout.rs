@@ -15,13 +15,14 @@ use chat_core::limits::MEMBERS_MAX;
 use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::event::Event as EventKind;
 use chat_core::proto::{Event, SendRequest};
+use chat_core::wire::authed;
 use futures::StreamExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{Context, stop_cleanly};
 use crate::client::{
-    CALL_TIMEOUT, Subscription, Transport, User, authed, call, native_channel, new_chat, sign_up,
+    CALL_TIMEOUT, Subscription, Transport, User, call, native_channel, new_chat, sign_up,
     subscribe, within,
 };
 use crate::error::BenchError;

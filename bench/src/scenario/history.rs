@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 use chat_core::proto::HistoryRequest;
 use chat_core::proto::SendRequest;
 use chat_core::proto::chat_client::ChatClient;
+use chat_core::wire::authed;
 use futures::StreamExt as _;
 use rand::Rng as _;
 use tonic::transport::Channel;
 
 use super::{Context, stop_cleanly};
 use crate::ceiling::PAGE_TEXT;
-use crate::client::{User, authed, call, native_channel, new_chat, sign_up, within};
+use crate::client::{User, call, native_channel, new_chat, sign_up, within};
 use crate::error::BenchError;
 use crate::process::{Kind, ServerOptions, ServerProcess};
 use crate::report::{Figure, ScenarioReport, Target, number};

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::{HistoryRequest, SendRequest};
+use chat_core::wire::authed;
 use rand::seq::IndexedRandom as _;
 use tonic::transport::Channel;
 
 use super::{Context, stop_cleanly};
-use crate::client::{CALL_TIMEOUT, User, authed, call, native_channel, new_chat, sign_up, within};
+use crate::client::{CALL_TIMEOUT, User, call, native_channel, new_chat, sign_up, within};
 use crate::error::BenchError;
 use crate::process::{Kind, ServerOptions, ServerProcess, Usage};
 use crate::report::{Figure, ScenarioReport, Target};

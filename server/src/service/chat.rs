@@ -9,6 +9,7 @@ use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::proto::chat_server::Chat;
 use chat_core::proto::{self, event};
 use chat_core::requests::{HistoryQuery, Members, NewMessage, StreamQuery};
+use chat_core::wire;
 use futures::{Stream, StreamExt};
 use tokio::sync::{oneshot, watch};
 use tonic::metadata::MetadataMap;
@@ -188,15 +189,16 @@ fn connect_metadata(metadata: &MetadataMap) -> Result<(ChatId, Option<MessageId>
                 .map_err(|_| ApiError::InvalidRequest(format!("{key} metadata must be ASCII"))),
         }
     };
-    let chat = text("chat-id")?;
+    let chat = text(wire::CHAT_ID)?;
     if chat.is_empty() {
-        return Err(ApiError::InvalidRequest(
-            "chat-id metadata is required: the id of the chat to connect to".into(),
-        ));
+        return Err(ApiError::InvalidRequest(format!(
+            "{} metadata is required: the id of the chat to connect to",
+            wire::CHAT_ID
+        )));
     }
     Ok((
         ChatId::parse(chat)?,
-        MessageId::parse_optional("after-id", text("after-id")?)?,
+        MessageId::parse_optional(wire::AFTER_ID, text(wire::AFTER_ID)?)?,
     ))
 }
 

@@ -18,6 +18,7 @@ use chat_core::proto::{
     ChatSummary, Credentials, Event, HistoryRequest, ListRequest, Message, NewRequest, SendRequest,
     StreamRequest,
 };
+pub use chat_core::wire::authed;
 use chat_server::config::Settings;
 pub use chat_transport::client::WebClient;
 use chat_transport::client::{Http, web_client};
@@ -486,16 +487,6 @@ pub async fn signed_up(app: &impl Server, user: &str) -> (String, String) {
         .unwrap_or_else(|status| panic!("cannot sign up {user}: {status:?}"))
         .into_inner();
     (session.user_id, session.token)
-}
-
-/// Wraps `message` in a request carrying `authorization: Bearer <token>`.
-pub fn authed<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value = format!("Bearer {token}")
-        .parse()
-        .expect("token is not valid metadata");
-    request.metadata_mut().insert("authorization", value);
-    request
 }
 
 /// Adds a metadata entry such as `chat-id` or `user-id` to a request.

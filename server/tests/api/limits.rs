@@ -6,18 +6,15 @@
 use std::time::{Duration, Instant};
 
 use chat_core::proto::{Message, StreamRequest};
+use chat_core::wire;
 use tonic::{Code, Status};
 
 use crate::helpers::*;
 
 /// The retry hint of a rate-limited call, which must be there and be sensible.
 fn retry_after(status: &Status) -> Duration {
-    let millis = status
-        .metadata()
-        .get("retry-after-ms")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no retry-after-ms in {status:?}"));
+    let millis =
+        wire::retry_after_ms(status).unwrap_or_else(|| panic!("no retry-after-ms in {status:?}"));
     assert!(millis > 0, "{status:?}");
     assert!(
         status.message().contains("try again in"),
