@@ -184,3 +184,160 @@ impl Feed {
         Some(Err(error))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+
+    use chat_core::content::{Subject, Text};
+    use chat_core::ids::ClientId;
+    use chat_core::requests::{Members, NewMessage};
+
+    use super::*;
+    use crate::fanout::FEED_CAPACITY;
+    use crate::store;
+
+    /// A store on a fresh database with a chat of Alice and Bob, and its broker.
+    struct Chat {
+        store: Arc<dyn Store>,
+        broker: Arc<Broker>,
+        id: ChatId,
+        alice: UserId,
+        shutdown: watch::Receiver<bool>,
+        _stop: watch::Sender<bool>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Chat {
+        async fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let broker = Broker::new();
+            let store = store::open(&dir.path().join("chat.db"), Arc::clone(&broker)).unwrap();
+            for user in ["alice", "bob"] {
+                let user = UserId::parse(user).unwrap();
+                store.create_account(&user, "hash".into()).await.unwrap();
+            }
+            let members = Members::parse(["alice", "bob"]).unwrap();
+            let id = store
+                .create_chat(&members, ChatId::from_random(1))
+                .await
+                .unwrap();
+            let (stop, shutdown) = watch::channel(false);
+            Self {
+                store,
+                broker,
+                id,
+                alice: UserId::parse("alice").unwrap(),
+                shutdown,
+                _stop: stop,
+                _dir: dir,
+            }
+        }
+
+        /// Alice's feed of this chat (`Some`) or of all her chats (`None`), resuming after
+        /// `after` or from now on.
+        fn feed(&self, chat: Option<ChatId>, after: Option<MessageId>) -> Feed {
+            let spec = FeedSpec {
+                user: self.alice.clone(),
+                chat,
+                after,
+                heartbeat: None,
+            };
+            Feed::open(
+                Arc::clone(&self.store),
+                &self.broker,
+                spec,
+                self.shutdown.clone(),
+            )
+        }
+
+        /// Bob sends messages `numbers` all at once; returns their ids in commit order.
+        async fn send(&self, numbers: Range<usize>) -> Vec<MessageId> {
+            let bob = UserId::parse("bob").unwrap();
+            let sends = numbers.map(|n| {
+                let message = NewMessage {
+                    chat_id: self.id.clone(),
+                    client_id: ClientId::parse(&format!("m{n}")).unwrap(),
+                    subject: Subject::default(),
+                    text: Text::parse(&format!("message {n}")).unwrap(),
+                    claimed_sender: None,
+                };
+                self.store.append(&bob, message)
+            });
+            let mut ids: Vec<_> = futures::future::join_all(sends)
+                .await
+                .into_iter()
+                .map(|stored| stored.unwrap().id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    }
+
+    /// The ids of the next `n` messages of `feed`, which must come within seconds.
+    async fn take(feed: &mut Feed, n: usize) -> Vec<MessageId> {
+        let mut ids = Vec::with_capacity(n);
+        while ids.len() < n {
+            let next = tokio::time::timeout(Duration::from_secs(5), feed.next()).await;
+            match next.expect("the feed went quiet").expect("the feed ended") {
+                Ok(FeedItem::Message(message)) => ids.push(message.id),
+                Ok(FeedItem::Heartbeat(_)) => panic!("a heartbeat from a feed without one"),
+                Err(error) => panic!("the feed failed: {error}"),
+            }
+        }
+        ids
+    }
+
+    async fn assert_nothing_more(feed: &mut Feed) {
+        let next = tokio::time::timeout(Duration::from_millis(200), feed.next()).await;
+        assert!(next.is_err(), "the feed delivered more than was sent");
+    }
+
+    #[tokio::test]
+    async fn replay_then_live_has_no_gap_and_no_duplicate_at_the_seam() {
+        let chat = Chat::new().await;
+        let before = chat.send(0..3).await;
+        let mut feed = chat.feed(None, Some(MessageId(0)));
+        // Committed after the feed subscribed and before it read storage: these arrive both
+        // from storage and live, and must be delivered once.
+        let between = chat.send(3..6).await;
+        let replayed = take(&mut feed, 6).await;
+        assert_eq!(replayed, [before, between].concat());
+
+        let after = chat.send(6..8).await;
+        assert_eq!(take(&mut feed, 2).await, after);
+        assert_nothing_more(&mut feed).await;
+    }
+
+    #[tokio::test]
+    async fn a_feed_from_now_on_skips_the_past_and_misses_nothing_after() {
+        let chat = Chat::new().await;
+        chat.send(0..3).await;
+        let mut feed = chat.feed(Some(chat.id.clone()), None);
+        let sent = chat.send(3..5).await;
+        assert_eq!(take(&mut feed, 2).await, sent);
+        assert_nothing_more(&mut feed).await;
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_lags_catches_up_from_storage_without_gap_or_duplicate() {
+        let chat = Chat::new().await;
+        let mut feed = chat.feed(Some(chat.id.clone()), None);
+        // More than the broker holds for a reader, and more than one storage page after that.
+        let count = FEED_CAPACITY + 2 * REPLAY_PAGE as usize + 5;
+        let mut sent = Vec::new();
+        for chunk in (0..count).collect::<Vec<_>>().chunks(64) {
+            sent.extend(chat.send(chunk[0]..chunk[0] + chunk.len()).await);
+        }
+        assert!(
+            feed.subscription.receiver.len() > FEED_CAPACITY,
+            "the reader has not fallen behind the broker"
+        );
+        assert_eq!(take(&mut feed, count).await, sent);
+
+        // Caught up, it is live again.
+        let live = chat.send(count..count + 2).await;
+        assert_eq!(take(&mut feed, 2).await, live);
+        assert_nothing_more(&mut feed).await;
+    }
+}

@@ -262,3 +262,216 @@ fn in_savepoint<T>(
     run("RELEASE one_write")?;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chat_core::content::{Subject, Text};
+    use chat_core::ids::{ClientId, MessageId};
+    use rusqlite::params;
+
+    use super::*;
+    use crate::store::sqlite::schema;
+
+    /// A writer on a fresh database, and the directory that holds it.
+    fn writer() -> (tempfile::TempDir, Writer, Arc<Broker>) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = schema::open_writer(&dir.path().join("chat.db")).unwrap();
+        let broker = Broker::new();
+        (dir, Writer::new(conn, Arc::clone(&broker)), broker)
+    }
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    /// A write and where its answer arrives.
+    fn queued<T>(
+        make: impl FnOnce(Reply<T>) -> WriteRequest,
+    ) -> (WriteRequest, oneshot::Receiver<Result<T, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        (make(reply), answer)
+    }
+
+    fn create_account(id: &str) -> (WriteRequest, oneshot::Receiver<Result<(), StoreError>>) {
+        queued(|reply| WriteRequest::CreateAccount {
+            user: user(id),
+            password_hash: "hash".into(),
+            reply,
+        })
+    }
+
+    fn append(
+        sender: &str,
+        chat_id: &ChatId,
+        client_id: &str,
+    ) -> (
+        WriteRequest,
+        oneshot::Receiver<Result<StoredMessage, StoreError>>,
+    ) {
+        let message = NewMessage {
+            chat_id: chat_id.clone(),
+            client_id: ClientId::parse(client_id).unwrap(),
+            subject: Subject::default(),
+            text: Text::parse(&format!("text of {client_id}")).unwrap(),
+            claimed_sender: None,
+        };
+        queued(|reply| WriteRequest::Append {
+            sender: user(sender),
+            message,
+            reply,
+        })
+    }
+
+    /// The answer a committed batch gave; it must be there, since callers hear back before
+    /// `commit_batch` returns.
+    fn answer<T>(mut answer: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
+        answer.try_recv().expect("the write was not answered")
+    }
+
+    /// Commits one batch of `writes`, in this order.
+    fn commit(writer: &mut Writer, writes: Vec<WriteRequest>) {
+        let mut batch = writes;
+        writer.commit_batch(&mut batch);
+        assert!(batch.is_empty(), "writes left in the batch");
+    }
+
+    /// Alice and Bob with accounts, a chat of both, and an expired token of Alice's.
+    fn alice_and_bob(writer: &mut Writer) -> ChatId {
+        let (alice, alice_created) = create_account("alice");
+        let (bob, bob_created) = create_account("bob");
+        let (chat, chat_created) = queued(|reply| WriteRequest::CreateChat {
+            members: Members::parse(["alice", "bob"]).unwrap(),
+            new_id: ChatId::from_random(7),
+            reply,
+        });
+        let (token, token_saved) = queued(|reply| WriteRequest::SaveToken {
+            token: [1; 32],
+            user: user("alice"),
+            expires_at: 1,
+            reply,
+        });
+        commit(writer, vec![alice, bob, chat, token]);
+        answer(alice_created).unwrap();
+        answer(bob_created).unwrap();
+        answer(token_saved).unwrap();
+        answer(chat_created).unwrap()
+    }
+
+    fn count(dir: &tempfile::TempDir, sql: &str) -> i64 {
+        let conn = schema::open_reader(&dir.path().join("chat.db")).unwrap();
+        conn.query_row(sql, params![], |row| row.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_failing_write_leaves_the_rest_of_its_batch_committed_and_answered() {
+        let (dir, mut writer, broker) = writer();
+        let chat = alice_and_bob(&mut writer);
+        let mut bobs_feed = broker.subscribe(&user("bob"));
+
+        let (first, first_stored) = append("alice", &chat, "m1");
+        let (taken, taken_refused) = create_account("alice");
+        // Deletes the expired token, then fails on its insert (no such account): the
+        // savepoint must bring the deleted token back.
+        let (orphan, orphan_refused) = queued(|reply| WriteRequest::SaveToken {
+            token: [2; 32],
+            user: user("nobody"),
+            expires_at: i64::MAX,
+            reply,
+        });
+        let (outsider, outsider_refused) = append("carol", &chat, "m2");
+        let (second, second_stored) = append("alice", &chat, "m3");
+        let (carol, carol_created) = create_account("carol");
+        commit(
+            &mut writer,
+            vec![first, taken, orphan, outsider, second, carol],
+        );
+
+        let first = answer(first_stored).unwrap();
+        assert!(matches!(
+            answer(taken_refused),
+            Err(StoreError::AccountExists(user)) if user.as_str() == "alice"
+        ));
+        assert!(matches!(
+            answer(orphan_refused),
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            answer(outsider_refused),
+            Err(StoreError::ChatNotFound)
+        ));
+        let second = answer(second_stored).unwrap();
+        answer(carol_created).unwrap();
+
+        assert!(first.id < second.id, "ids follow the order of the batch");
+        assert_eq!(count(&dir, "SELECT count(*) FROM accounts"), 3);
+        assert_eq!(count(&dir, "SELECT count(*) FROM messages"), 2);
+        assert_eq!(
+            count(&dir, "SELECT count(*) FROM tokens WHERE expires_at = 1"),
+            1,
+            "the failed write's delete was rolled back"
+        );
+        assert_eq!(bobs_feed.receiver.try_recv().unwrap().as_ref(), &first);
+        assert_eq!(bobs_feed.receiver.try_recv().unwrap().as_ref(), &second);
+        assert!(
+            bobs_feed.receiver.try_recv().is_err(),
+            "published only once"
+        );
+    }
+
+    #[test]
+    fn a_repeated_client_id_is_answered_with_the_stored_message_and_published_once() {
+        let (_dir, mut writer, broker) = writer();
+        let chat = alice_and_bob(&mut writer);
+        let mut alices_feed = broker.subscribe(&user("alice"));
+
+        let (first, first_stored) = append("alice", &chat, "same");
+        let (retry, retry_stored) = append("alice", &chat, "same");
+        commit(&mut writer, vec![first, retry]);
+        let (late_retry, late_retry_stored) = append("alice", &chat, "same");
+        commit(&mut writer, vec![late_retry]);
+
+        let stored = answer(first_stored).unwrap();
+        assert_eq!(answer(retry_stored).unwrap(), stored);
+        assert_eq!(answer(late_retry_stored).unwrap(), stored);
+        assert_eq!(alices_feed.receiver.try_recv().unwrap().id, stored.id);
+        assert!(alices_feed.receiver.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_batch_that_cannot_commit_is_refused_whole_and_publishes_nothing() {
+        let (dir, mut writer, broker) = writer();
+        let chat = alice_and_bob(&mut writer);
+        let mut alices_feed = broker.subscribe(&user("alice"));
+        // Another connection holds the write lock, so the batch cannot even begin.
+        writer.conn.busy_timeout(Duration::from_millis(10)).unwrap();
+        let blocker = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+        let (message, message_refused) = append("alice", &chat, "m1");
+        let (carol, carol_refused) = create_account("carol");
+        commit(&mut writer, vec![message, carol]);
+
+        assert!(matches!(
+            answer(message_refused),
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            answer(carol_refused),
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(alices_feed.receiver.try_recv().is_err());
+        blocker.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(count(&dir, "SELECT count(*) FROM messages"), 0);
+
+        // The writer carries on once the lock is free.
+        let (message, message_stored) = append("alice", &chat, "m1");
+        commit(&mut writer, vec![message]);
+        assert_eq!(
+            answer(message_stored).unwrap().id,
+            MessageId(1),
+            "the refused append left no id behind"
+        );
+    }
+}
