@@ -8,7 +8,7 @@ use prost::Message as _;
 use prost_build::{Service, ServiceGenerator};
 
 /// tonic generates `ChatClient::new(inner)` and `ChatClient::connect(dst)` on every client,
-/// which collide with the seed's RPCs `New` and `Connect`. Only the Rust method names change;
+/// which collide with the RPCs `New` and `Connect`. Only the Rust method names change;
 /// the wire paths (`/chat.Chat/New`, `/chat.Chat/Connect`) come from the proto names and stay.
 struct RenameClashingMethods(Box<dyn ServiceGenerator>);
 

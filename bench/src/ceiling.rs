@@ -2,9 +2,9 @@
 //! transport `chat-server` uses (`chat-transport`: tonic, gRPC-web on the gRPC routes, CORS,
 //! the static UI, HTTP/1.1 and HTTP/2 on one port), doing none of the work: no storage, no
 //! authentication, no validation. Send numbers the message and hands it to every open
-//! stream; History answers a prebuilt page. What it achieves on this
-//! machine under a given load is the most any server on this stack could, so each figure of
-//! the real server is shown as a ratio to it.
+//! stream; History answers a prebuilt page. What it achieves on this machine under a given
+//! load is the most any server on this stack could, so each figure of the real server is
+//! shown as a ratio to it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

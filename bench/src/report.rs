@@ -1,4 +1,4 @@
-//! What a run reports: figures (each beside the ceiling's, with the ratio and the issue's
+//! What a run reports: figures (each beside the ceiling's, with the ratio and the product's
 //! target), correctness checks, and the JSON summary. A missed target is reported, not
 //! fatal; a failed check (a lost message, a server that did not stop cleanly) fails the run.
 
@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::BenchError;
 
-/// A goal from the table.
+/// A performance target the product sets itself (BENCHMARKS.md lists them).
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
 pub enum Target {

@@ -22,7 +22,7 @@ pub use error::ValidationError;
 
 /// Types and stubs generated from `proto/chat.proto` by `build.rs`.
 ///
-/// The client methods for the seed's `New` and `Connect` RPCs are `new_chat` and
+/// The client methods for the `New` and `Connect` RPCs are `new_chat` and
 /// `connect_chat` (tonic already uses `new` and `connect`); their wire paths are unchanged.
 pub mod proto {
     #![allow(clippy::all, missing_docs)]

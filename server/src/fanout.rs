@@ -2,7 +2,8 @@
 //!
 //! Each user with at least one open stream has one broadcast channel; all of that user's
 //! streams (Stream and Connect, every tab) read from it, each filtering for what it follows.
-//! The store's writer publishes in commit order, so every feed sees messages in id order.
+//! The store publishes in commit order (its contract, see `store`), so every feed sees
+//! messages in id order.
 //! Channels are bounded: a reader that falls more than [`FEED_CAPACITY`] messages behind is
 //! told it lagged, and catches up from storage (see `feed.rs`), so a slow reader never slows
 //! the writer or anyone else and never makes memory grow.

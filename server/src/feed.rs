@@ -24,9 +24,8 @@ use chat_transport::unix_now;
 /// Messages read from storage per query while replaying or catching up. A feed holds the page
 /// until its reader has taken it all, however slowly it reads, so this bounds what a reader
 /// catching up costs: 32 of the largest messages are 512 KB, about what hyper buffers for a
-/// connection that stopped reading. (At 256, twenty stalled readers catching up at once
-/// raised the server's RSS by about 100 MB; at 32, by about 30: `slow_consumer` in the API
-/// tests measures it.)
+/// connection that stopped reading. The API tests' `slow_consumer` checks that bound on the
+/// server's memory (figures in RELIABILITY.md).
 pub const REPLAY_PAGE: u32 = 32;
 
 pub enum FeedItem {

@@ -29,8 +29,8 @@ async fn main() -> std::process::ExitCode {
 
 /// glibc raises its mmap threshold to the largest block freed so far (up to 32 MiB), after
 /// which every password hash's 19 MiB of argon2 memory comes from a thread's arena, and
-/// arenas keep what they get: concurrent sign-ups grew the process by about 13 MB each (1 GB
-/// after 100, measured by chat-bench). A fixed threshold keeps such blocks in their own
+/// arenas keep what they get, so every concurrent sign-up or sign-in grows the process for
+/// good (BENCHMARKS.md has the figures). A fixed threshold keeps such blocks in their own
 /// mappings, returned to the system when freed.
 fn return_large_blocks_to_the_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

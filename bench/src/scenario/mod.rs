@@ -1,4 +1,4 @@
-//! The scenarios of issue 4, one module each. Every scenario starts its own servers, puts the
+//! The benchmark's scenarios, one module each. Every scenario starts its own servers, puts the
 //! same load on the ceiling server and on chat-server one after the other (never both at
 //! once: they would share the two cores), and returns a [`ScenarioReport`].
 

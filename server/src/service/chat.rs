@@ -1,4 +1,5 @@
-//! The `chat.Chat` service: the seed's New, History, Send and Connect, plus Stream and List.
+//! The `chat.Chat` service: New, History, Send and Connect as micro/services defines them,
+//! plus Stream and List.
 //! Every handler validates its input first, then authenticates, then does the work.
 
 use std::pin::Pin;

@@ -227,8 +227,8 @@ async fn a_bad_message_ends_the_stream_and_is_not_stored() {
 
 #[tokio::test]
 async fn an_unreadable_message_ends_the_stream_with_why_instead_of_being_ignored() {
-    // Found by fuzzing (`fuzz`): bytes that are not a protobuf Message used to be dropped
-    // silently, leaving the client waiting for an echo that never came.
+    // Bytes that are not a protobuf Message must not be dropped silently: the client would
+    // wait for an echo that never comes.
     use bytes::Bytes;
     use http::uri::PathAndQuery;
 
