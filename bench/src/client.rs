@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chat_core::proto::auth_client::AuthClient;
 use chat_core::proto::chat_client::ChatClient;
-use chat_core::proto::{Credentials, Event, NewRequest, StreamRequest};
+use chat_core::proto::{Credentials, Event, NewRequest, SendRequest, StreamRequest};
 use chat_core::wire::authed;
 use chat_transport::client::{Http, WebClient, web_client};
 use futures::StreamExt as _;
@@ -104,6 +104,19 @@ pub fn web_chat(addr: SocketAddr) -> ChatClient<WebClient> {
 pub fn web_chat_http2(addr: SocketAddr) -> ChatClient<WebClient> {
     let (service, origin) = web_client(addr, Http::Http2);
     ChatClient::with_origin(service, origin)
+}
+
+/// Sends `request` as the holder of `token`; returns the id the server gave the message.
+pub async fn send(
+    chat: &mut ChatClient<Channel>,
+    token: &str,
+    request: SendRequest,
+) -> Result<u64, BenchError> {
+    let reply = call("Send", chat.send(authed(token, request))).await?;
+    reply
+        .message
+        .and_then(|message| message.id.parse::<u64>().ok())
+        .ok_or_else(|| BenchError::Setup("Send replied without a numeric message id".into()))
 }
 
 /// A signed-up account.

@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use chat_core::proto::SendRequest;
 use chat_core::proto::chat_client::ChatClient;
-use chat_core::wire::authed;
 use serde::Deserialize;
 use tokio::process::Command;
 
 use super::{Context, stop_cleanly};
-use crate::client::{User, call, native_channel, new_chat, sign_up, within};
+use crate::client::{User, native_channel, new_chat, send, sign_up, within};
 use crate::error::BenchError;
 use crate::process::{Kind, ServerOptions, ServerProcess};
 use crate::report::{Figure, ScenarioReport, Target};
@@ -196,7 +195,7 @@ async fn page_loads(
                 text: format!("hello {}", friend.id),
                 ..Default::default()
             };
-            call("Send", chat.send(authed(&me.token, request))).await?;
+            send(&mut chat, &me.token, request).await?;
         }
     }
     let loads = run_script(&server, me, ctx, params).await;

@@ -15,14 +15,13 @@ use chat_core::limits::MEMBERS_MAX;
 use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::event::Event as EventKind;
 use chat_core::proto::{Event, SendRequest};
-use chat_core::wire::authed;
 use futures::StreamExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{Context, stop_cleanly};
 use crate::client::{
-    CALL_TIMEOUT, Subscription, Transport, User, call, native_channel, new_chat, sign_up,
+    CALL_TIMEOUT, Subscription, Transport, User, native_channel, new_chat, send, sign_up,
     subscribe, within,
 };
 use crate::error::BenchError;
@@ -362,15 +361,8 @@ async fn sender(
         let token = user.token.clone();
         sends.spawn(async move {
             let sent = Instant::now();
-            let reply = call("Send", chat.send(authed(&token, request))).await?;
-            let took = sent.elapsed();
-            let id = reply
-                .message
-                .and_then(|message| message.id.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    BenchError::Setup("Send replied without a numeric message id".into())
-                })?;
-            Ok::<_, BenchError>((id, took))
+            let id = send(&mut chat, &token, request).await?;
+            Ok::<_, BenchError>((id, sent.elapsed()))
         });
     }
     let mut acked = Vec::with_capacity(sends.len());

@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 
 use super::{Context, stop_cleanly};
 use crate::ceiling::PAGE_TEXT;
-use crate::client::{User, call, native_channel, new_chat, sign_up, within};
+use crate::client::{User, call, native_channel, new_chat, send, sign_up, within};
 use crate::error::BenchError;
 use crate::process::{Kind, ServerOptions, ServerProcess};
 use crate::report::{Figure, ScenarioReport, Target, number};
@@ -244,13 +244,7 @@ async fn load(
             };
             let token = user.token.clone();
             async move {
-                let reply = call("Send", chat.send(authed(&token, request))).await?;
-                let id = reply
-                    .message
-                    .and_then(|message| message.id.parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        BenchError::Setup("Send replied without a numeric message id".into())
-                    })?;
+                let id = send(&mut chat, &token, request).await?;
                 Ok::<_, BenchError>((to_small, id))
             }
         })

@@ -17,7 +17,7 @@ use rand::seq::IndexedRandom as _;
 use tonic::transport::Channel;
 
 use super::{Context, stop_cleanly};
-use crate::client::{CALL_TIMEOUT, User, call, native_channel, new_chat, sign_up, within};
+use crate::client::{CALL_TIMEOUT, User, call, native_channel, new_chat, send, sign_up, within};
 use crate::error::BenchError;
 use crate::process::{Kind, ServerOptions, ServerProcess, Usage};
 use crate::report::{Figure, ScenarioReport, Target};
@@ -266,16 +266,12 @@ async fn sender(
             text: TEXT.to_owned(),
             ..Default::default()
         };
-        let reply = call("Send", chat.send(authed(&user.token, request))).await?;
+        let id = send(&mut chat, &user.token, request).await?;
         let done = Instant::now();
         if done >= window_start && done <= end {
             result.in_window += 1;
             result.latencies.push(done - sent);
         }
-        let id = reply
-            .message
-            .and_then(|message| message.id.parse::<u64>().ok())
-            .ok_or_else(|| BenchError::Setup("Send replied without a numeric message id".into()))?;
         result.acked.push(id);
     }
     Ok(result)

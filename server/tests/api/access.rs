@@ -4,7 +4,7 @@
 
 use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::{
-    HistoryRequest, ListRequest, Message, NewRequest, SendRequest, SignOutRequest, StreamRequest,
+    HistoryRequest, ListRequest, Message, NewRequest, SendRequest, StreamRequest,
 };
 use tonic::codec::Streaming;
 use tonic::transport::Channel;
@@ -102,21 +102,9 @@ async fn first_item<T>(stream: &mut Streaming<T>) -> Result<(), Status> {
 #[tokio::test]
 async fn every_chat_rpc_refuses_a_missing_or_bad_token() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
-    let revoked = within(app.auth().await.sign_in(credentials("alice", PASSWORD)))
-        .await
-        .expect("sign in")
-        .into_inner()
-        .token;
-    within(
-        app.auth()
-            .await
-            .sign_out(authed(&revoked, SignOutRequest {})),
-    )
-    .await
-    .expect("sign out");
+    let (alice, _, chat_id) = alice_and_bob(&app).await;
+    let revoked = signed_in(&app, "alice").await;
+    sign_out(&app, &revoked).await;
 
     let bad_authorizations: [(&str, Option<String>); 7] = [
         ("no authorization", None),
@@ -164,9 +152,7 @@ async fn a_valid_token_passes_every_chat_rpc() {
     // The positive control of the table above: the same calls with a good token succeed, so
     // the refusals really are about the token.
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, _, chat_id) = alice_and_bob(&app).await;
     let mut chat = app.chat().await;
 
     let bearer = format!("Bearer {alice}");
@@ -180,9 +166,7 @@ async fn a_valid_token_passes_every_chat_rpc() {
 #[tokio::test]
 async fn user_id_metadata_naming_someone_else_is_permission_denied_on_every_rpc() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, _, chat_id) = alice_and_bob(&app).await;
     let mut chat = app.chat().await;
 
     let bearer = format!("Bearer {alice}");
@@ -206,9 +190,7 @@ async fn user_id_metadata_naming_someone_else_is_permission_denied_on_every_rpc(
 #[tokio::test]
 async fn a_send_naming_another_sender_is_permission_denied_and_not_stored() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, _, chat_id) = alice_and_bob(&app).await;
     let mut chat = app.chat().await;
 
     let forged = SendRequest {
@@ -242,9 +224,7 @@ async fn a_send_naming_another_sender_is_permission_denied_and_not_stored() {
 #[tokio::test]
 async fn other_peoples_chats_look_exactly_like_missing_chats() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    signed_up(&app, "carol").await;
+    let [alice, bob, _] = signed_up_all(&app, ["alice", "bob", "carol"]).await;
     let foreign = new_chat(&app, &bob, &["bob", "carol"]).await;
     let mut chat = app.chat().await;
     send_text(&mut chat, &bob, &foreign, "b1", "private").await;

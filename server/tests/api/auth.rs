@@ -120,19 +120,9 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
 async fn sign_out_revokes_only_the_token_it_was_called_with() {
     let app = spawn_app().await;
     let (_, signed_out) = signed_up(&app, "alice").await;
-    let other = within(app.auth().await.sign_in(credentials("alice", PASSWORD)))
-        .await
-        .expect("sign in")
-        .into_inner()
-        .token;
+    let other = signed_in(&app, "alice").await;
 
-    within(
-        app.auth()
-            .await
-            .sign_out(authed(&signed_out, SignOutRequest {})),
-    )
-    .await
-    .expect("sign out");
+    sign_out(&app, &signed_out).await;
 
     let mut chat = app.chat().await;
     let status = within(chat.list(authed(&signed_out, ListRequest {})))

@@ -135,9 +135,7 @@ async fn refusal(app: &TestApp, alice: &str, case: &str, call: Call) -> Status {
 #[tokio::test]
 async fn bad_input_is_invalid_argument_with_a_readable_message_and_stores_nothing() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, _, chat_id) = alice_and_bob(&app).await;
     let mut chat = app.chat().await;
     let before = send_text(&mut chat, &alice, &chat_id, "before", "the only message").await;
 
@@ -203,8 +201,7 @@ async fn bad_input_is_invalid_argument_with_a_readable_message_and_stores_nothin
 #[tokio::test]
 async fn values_at_the_limits_are_accepted() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
     let mut chat = app.chat().await;
 
     let longest = SendRequest {

@@ -19,9 +19,7 @@ fn outgoing(client_id: &str, text: &str) -> Message {
 #[tokio::test]
 async fn the_echo_acknowledges_a_message_with_its_server_id() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, _, chat_id) = alice_and_bob(&app).await;
     let mut chat = app.chat().await;
     let (outbox, mut echoes) = open_connect(&mut chat, Some(&alice), &[("chat-id", &chat_id)])
         .await
@@ -56,9 +54,7 @@ async fn the_echo_acknowledges_a_message_with_its_server_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_see_every_message_in_the_same_order() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, bob, chat_id) = alice_and_bob(&app).await;
     let mut chat = app.chat().await;
     let metadata = [("chat-id", chat_id.as_str())];
     let (alice_out, mut alice_in) = open_connect(&mut chat, Some(&alice), &metadata)
@@ -122,23 +118,9 @@ async fn two_users_see_every_message_in_the_same_order() {
 #[tokio::test]
 async fn after_id_metadata_replays_then_goes_live() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, bob, chat_id) = alice_and_bob(&app).await;
     let mut chat = app.chat().await;
-    let mut stored = Vec::new();
-    for n in 0..3 {
-        stored.push(
-            send_text(
-                &mut chat,
-                &bob,
-                &chat_id,
-                &format!("m{n}"),
-                "while alice was away",
-            )
-            .await,
-        );
-    }
+    let stored = send_in_order(&mut chat, &bob, &chat_id, "m", 3, "while alice was away").await;
 
     let (_outbox, mut incoming) = open_connect(
         &mut chat,
@@ -155,9 +137,7 @@ async fn after_id_metadata_replays_then_goes_live() {
 #[tokio::test]
 async fn a_bad_message_ends_the_stream_and_is_not_stored() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, _, chat_id) = alice_and_bob(&app).await;
     let other_chat = new_chat(&app, &alice, &["alice"]).await;
     let mut chat = app.chat().await;
 
@@ -233,8 +213,7 @@ async fn an_unreadable_message_ends_the_stream_with_why_instead_of_being_ignored
     use http::uri::PathAndQuery;
 
     let app = spawn_app_with(&["--max-request-bytes", "1024"]).await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
     let rows: [(&str, Bytes, Code, &str); 2] = [
         (
             "not protobuf (field number 0)",

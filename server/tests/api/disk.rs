@@ -37,9 +37,7 @@ async fn spawn_with_fsize_faults() -> ServerProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_database_refuses_writes_with_unavailable_and_recovers() {
     let mut server = spawn_with_fsize_faults().await;
-    let (_, alice) = signed_up(&server, "alice").await;
-    signed_up(&server, "bob").await;
-    let chat_id = new_chat(&server, &alice, &["alice", "bob"]).await;
+    let (alice, _, chat_id) = alice_and_bob(&server).await;
     let mut chat = server.chat().await;
     let before = send_text(&mut chat, &alice, &chat_id, "before", "written fine").await;
     let mut stream = open_stream(&mut chat, &alice, &chat_id, &before.id).await;

@@ -328,8 +328,7 @@ fn is_clear(status: &Status) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_answers_arbitrary_request_bytes_with_a_clear_status() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
     let channel = app.channel().await;
     let codes = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     let runtime = tokio::runtime::Handle::current();

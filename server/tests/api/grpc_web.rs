@@ -131,8 +131,7 @@ async fn unary_calls_work_over_grpc_web() {
 #[tokio::test]
 async fn a_stream_over_grpc_web_delivers_live_messages_and_heartbeats() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
+    let [alice, bob] = signed_up_all(&app, ["alice", "bob"]).await;
     let chat_id = new_chat(&app, &bob, &["alice", "bob"]).await;
     let mut web = app.web_chat();
     let request = StreamRequest {
@@ -145,19 +144,7 @@ async fn a_stream_over_grpc_web_delivers_live_messages_and_heartbeats() {
         .into_inner();
 
     let mut native = app.chat().await;
-    let mut sent = Vec::new();
-    for n in 0..3 {
-        sent.push(
-            send_text(
-                &mut native,
-                &bob,
-                &chat_id,
-                &format!("n{n}"),
-                "from a native client",
-            )
-            .await,
-        );
-    }
+    let sent = send_in_order(&mut native, &bob, &chat_id, "n", 3, "from a native client").await;
 
     assert_eq!(next_messages(&mut stream, 3).await, sent);
     let event = within(stream.message())

@@ -16,7 +16,7 @@ use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::event::Event as EventKind;
 use chat_core::proto::{
     ChatSummary, Credentials, Event, HistoryRequest, ListRequest, Message, NewRequest, SendRequest,
-    StreamRequest,
+    SignOutRequest, StreamRequest,
 };
 pub use chat_core::wire::authed;
 use chat_server::config::Settings;
@@ -489,6 +489,46 @@ pub async fn signed_up(app: &impl Server, user: &str) -> (String, String) {
     (session.user_id, session.token)
 }
 
+/// A new session of `user` (signed up with [`PASSWORD`]): its token.
+pub async fn signed_in(app: &impl Server, user: &str) -> String {
+    within(app.auth().await.sign_in(credentials(user, PASSWORD)))
+        .await
+        .unwrap_or_else(|status| panic!("cannot sign in {user}: {status:?}"))
+        .into_inner()
+        .token
+}
+
+/// Signs out the session of `token`.
+pub async fn sign_out(app: &impl Server, token: &str) {
+    within(app.auth().await.sign_out(authed(token, SignOutRequest {})))
+        .await
+        .unwrap_or_else(|status| panic!("cannot sign out: {status:?}"));
+}
+
+/// Signs up each of `users` with [`PASSWORD`]; returns their tokens, in the same order.
+pub async fn signed_up_all<const N: usize>(app: &impl Server, users: [&str; N]) -> [String; N] {
+    let mut tokens = [const { String::new() }; N];
+    for (token, user) in tokens.iter_mut().zip(users) {
+        *token = signed_up(app, user).await.1;
+    }
+    tokens
+}
+
+/// Alice and Bob signed up and the chat of the two, where most tests begin: Alice's token,
+/// Bob's token and the chat's id.
+pub async fn alice_and_bob(app: &impl Server) -> (String, String, String) {
+    let [alice, bob] = signed_up_all(app, ["alice", "bob"]).await;
+    let chat_id = new_chat(app, &alice, &["alice", "bob"]).await;
+    (alice, bob, chat_id)
+}
+
+/// Alice signed up and a chat of her own: her token and the chat's id.
+pub async fn alice_alone(app: &impl Server) -> (String, String) {
+    let (_, alice) = signed_up(app, "alice").await;
+    let chat_id = new_chat(app, &alice, &["alice"]).await;
+    (alice, chat_id)
+}
+
 /// Adds a metadata entry such as `chat-id` or `user-id` to a request.
 pub fn with_metadata<T>(mut request: Request<T>, key: &'static str, value: &str) -> Request<T> {
     let value = value.parse().expect("value is not valid metadata");
@@ -532,6 +572,23 @@ pub async fn send_text(
         .into_inner()
         .message
         .expect("SendResponse carries no message")
+}
+
+/// Sends `count` messages with `text` one after another (client ids `{prefix}0`,
+/// `{prefix}1`, ...) and returns them as stored.
+pub async fn send_in_order(
+    chat: &mut ChatClient<Channel>,
+    token: &str,
+    chat_id: &str,
+    prefix: &str,
+    count: usize,
+    text: &str,
+) -> Vec<Message> {
+    let mut sent = Vec::with_capacity(count);
+    for n in 0..count {
+        sent.push(send_text(chat, token, chat_id, &format!("{prefix}{n}"), text).await);
+    }
+    sent
 }
 
 /// Sends `count` messages with `text` (client ids `many-0`, `many-1`, ...), eight at a time,

@@ -28,8 +28,7 @@ async fn page(
 #[tokio::test]
 async fn an_empty_chat_has_an_empty_history() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
 
     let response = page(&app, &alice, &chat_id, 0, "").await;
     assert!(response.messages.is_empty());
@@ -39,22 +38,9 @@ async fn an_empty_chat_has_an_empty_history() {
 #[tokio::test]
 async fn pages_walk_the_whole_chat_oldest_first_without_gap_or_duplicate() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
     let mut chat = app.chat().await;
-    let mut sent = Vec::new();
-    for n in 0..7 {
-        sent.push(
-            send_text(
-                &mut chat,
-                &alice,
-                &chat_id,
-                &format!("m{n}"),
-                &format!("text {n}"),
-            )
-            .await,
-        );
-    }
+    let sent = send_in_order(&mut chat, &alice, &chat_id, "m", 7, "text").await;
 
     let newest = page(&app, &alice, &chat_id, 3, "").await;
     assert_eq!(
@@ -81,8 +67,7 @@ async fn pages_walk_the_whole_chat_oldest_first_without_gap_or_duplicate() {
 #[tokio::test]
 async fn limit_zero_is_the_default_page_and_large_limits_are_capped() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
     let default = HISTORY_DEFAULT_PAGE as usize;
     let max = HISTORY_MAX_PAGE as usize;
     let sent = send_many(&app, &alice, &chat_id, max + 5, "filler").await;
@@ -105,9 +90,7 @@ async fn limit_zero_is_the_default_page_and_large_limits_are_capped() {
 #[tokio::test]
 async fn walking_back_with_the_default_page_returns_every_message_once() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, _, chat_id) = alice_and_bob(&app).await;
     // Another chat's messages interleave with this one's ids and must not show up.
     let other = new_chat(&app, &alice, &["alice"]).await;
     let sent = send_many(&app, &alice, &chat_id, 120, "filler").await;

@@ -26,8 +26,7 @@ fn retry_after(status: &Status) -> Duration {
 #[tokio::test]
 async fn a_request_over_the_size_limit_is_refused_and_the_default_fits_the_largest_valid_one() {
     let small = spawn_app_with(&["--max-request-bytes", "1024"]).await;
-    let (_, alice) = signed_up(&small, "alice").await;
-    let chat_id = new_chat(&small, &alice, &["alice"]).await;
+    let (alice, chat_id) = alice_alone(&small).await;
     // 600 two-byte characters: valid text, but 1,200 bytes on the wire.
     let big = "é".repeat(600);
     let status = within(
@@ -54,8 +53,7 @@ async fn a_request_over_the_size_limit_is_refused_and_the_default_fits_the_large
 
     // The default limit takes the largest request validation allows.
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
     let largest = chat_core::proto::SendRequest {
         subject: "😀".repeat(chat_core::limits::SUBJECT_MAX_CHARS),
         ..send_request(
@@ -72,9 +70,7 @@ async fn a_request_over_the_size_limit_is_refused_and_the_default_fits_the_large
 #[tokio::test]
 async fn streams_per_user_are_limited_and_a_closed_one_frees_its_slot() {
     let app = spawn_app_with(&["--max-streams-per-user", "2"]).await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, bob, chat_id) = alice_and_bob(&app).await;
     let mut chat = app.chat().await;
 
     let first = open_stream(&mut chat, &alice, "", "").await;
@@ -117,14 +113,9 @@ async fn streams_per_user_are_limited_and_a_closed_one_frees_its_slot() {
 #[tokio::test]
 async fn sending_faster_than_the_rate_is_refused_with_a_hint_that_works() {
     let app = spawn_app_with(&["--send-rate", "2", "--send-burst", "3"]).await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, bob, chat_id) = alice_and_bob(&app).await;
     let mut chat = app.chat().await;
-    let mut sent = Vec::new();
-    for n in 0..3 {
-        sent.push(send_text(&mut chat, &alice, &chat_id, &format!("m{n}"), "burst").await);
-    }
+    let mut sent = send_in_order(&mut chat, &alice, &chat_id, "m", 3, "burst").await;
 
     let status = within(chat.send(authed(&alice, send_request(&chat_id, "m3", "too fast"))))
         .await
@@ -155,8 +146,7 @@ async fn sending_faster_than_the_rate_is_refused_with_a_hint_that_works() {
 async fn connect_is_slowed_down_to_the_rate_not_cut_off() {
     const MESSAGES: usize = 6;
     let app = spawn_app_with(&["--send-rate", "5", "--send-burst", "1"]).await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
     let mut chat = app.chat().await;
     let (outbox, mut incoming) = open_connect(&mut chat, Some(&alice), &[("chat-id", &chat_id)])
         .await
@@ -193,8 +183,7 @@ async fn failed_sign_ins_slow_an_account_down_without_locking_its_owner_out() {
         "1",
     ])
     .await;
-    signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
+    signed_up_all(&app, ["alice", "bob"]).await;
     let mut auth = app.auth().await;
     for _ in 0..2 {
         let status = within(auth.sign_in(credentials("alice", "wrong password")))

@@ -12,9 +12,7 @@ fn chat_ids(chats: &[ChatSummary]) -> Vec<&str> {
 #[tokio::test]
 async fn list_shows_the_callers_chats_most_recently_active_first() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    signed_up(&app, "carol").await;
+    let [alice, bob, _] = signed_up_all(&app, ["alice", "bob", "carol"]).await;
     let with_bob = new_chat(&app, &alice, &["bob", "alice"]).await;
     let with_carol = new_chat(&app, &alice, &["carol", "alice"]).await;
     let not_alices = new_chat(&app, &bob, &["carol", "bob"]).await;
@@ -54,9 +52,7 @@ async fn list_shows_the_callers_chats_most_recently_active_first() {
 #[tokio::test]
 async fn a_chat_without_messages_is_listed_without_a_last_message() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (_, bob, chat_id) = alice_and_bob(&app).await;
 
     let chats = chats_of(&app, &bob).await;
     assert_eq!(

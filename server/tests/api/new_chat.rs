@@ -11,9 +11,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn the_same_set_of_users_always_gets_the_same_chat() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    signed_up(&app, "carol").await;
+    let [alice, bob, _] = signed_up_all(&app, ["alice", "bob", "carol"]).await;
 
     let first = new_chat(&app, &alice, &["alice", "bob", "carol"]).await;
     assert_eq!(first.len(), 32, "chat id {first:?} should be 32 hex digits");
@@ -50,9 +48,7 @@ async fn the_same_set_of_users_always_gets_the_same_chat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_identical_calls_all_get_one_chat() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    signed_up(&app, "carol").await;
+    let [alice, bob, _] = signed_up_all(&app, ["alice", "bob", "carol"]).await;
     let orders: [&[&str]; 4] = [
         &["alice", "bob", "carol"],
         &["carol", "bob", "alice"],
@@ -98,9 +94,7 @@ async fn racing_identical_calls_all_get_one_chat() {
 #[tokio::test]
 async fn the_caller_must_be_one_of_the_members() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
-    signed_up(&app, "carol").await;
+    let [alice, _, _] = signed_up_all(&app, ["alice", "bob", "carol"]).await;
 
     let request = NewRequest {
         user_ids: vec!["bob".into(), "carol".into()],

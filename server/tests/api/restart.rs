@@ -16,9 +16,7 @@ use crate::helpers::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everything_survives_a_restart() {
     let mut app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, bob, chat_id) = alice_and_bob(&app).await;
     let mut chat = app.chat().await;
     let mut sent = Vec::new();
     for n in 0..5 {
@@ -103,8 +101,7 @@ async fn everything_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_client_that_keeps_its_side_open_does_not_hold_up_shutdown() {
     let mut app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
     let mut chat = app.chat().await;
     let (outbox, mut incoming) = open_connect(&mut chat, Some(&alice), &[("chat-id", &chat_id)])
         .await

@@ -8,9 +8,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn send_returns_the_stored_message() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, _, chat_id) = alice_and_bob(&app).await;
     let before = unix_now();
 
     let request = SendRequest {
@@ -41,9 +39,7 @@ async fn send_returns_the_stored_message() {
 #[tokio::test]
 async fn a_retried_send_returns_the_first_message_and_stores_it_once() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, _, chat_id) = alice_and_bob(&app).await;
     let mut chat = app.chat().await;
 
     let first = send_text(&mut chat, &alice, &chat_id, "retry-me", "hello").await;
@@ -63,9 +59,7 @@ async fn a_retried_send_returns_the_first_message_and_stores_it_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_retries_store_one_message() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
-    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, _, chat_id) = alice_and_bob(&app).await;
 
     let mut retries = Vec::new();
     for _ in 0..12 {
@@ -95,9 +89,7 @@ async fn concurrent_retries_store_one_message() {
 #[tokio::test]
 async fn a_client_id_is_scoped_to_its_chat_and_sender() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    let ours = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let (alice, bob, ours) = alice_and_bob(&app).await;
     let mine = new_chat(&app, &alice, &["alice"]).await;
     let mut chat = app.chat().await;
 
@@ -121,8 +113,7 @@ async fn a_client_id_is_scoped_to_its_chat_and_sender() {
 #[tokio::test]
 async fn ids_are_decimal_and_increase_across_chats() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    signed_up(&app, "bob").await;
+    let [alice, _] = signed_up_all(&app, ["alice", "bob"]).await;
     let chats = [
         new_chat(&app, &alice, &["alice", "bob"]).await,
         new_chat(&app, &alice, &["alice"]).await,

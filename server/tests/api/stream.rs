@@ -16,9 +16,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn a_chat_stream_carries_that_chat_only() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    signed_up(&app, "carol").await;
+    let [alice, bob, _] = signed_up_all(&app, ["alice", "bob", "carol"]).await;
     let followed = new_chat(&app, &alice, &["alice", "bob"]).await;
     let other = new_chat(&app, &alice, &["alice", "carol"]).await;
     let mut chat = app.chat().await;
@@ -41,9 +39,7 @@ async fn a_chat_stream_carries_that_chat_only() {
 #[tokio::test]
 async fn the_all_chats_stream_follows_chats_created_after_it_opened() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    let (_, carol) = signed_up(&app, "carol").await;
+    let [alice, bob, carol] = signed_up_all(&app, ["alice", "bob", "carol"]).await;
     let existing = new_chat(&app, &carol, &["alice", "carol"]).await;
     let mut chat = app.chat().await;
     let mut stream = open_stream(&mut chat, &alice, "", "").await;
@@ -78,9 +74,7 @@ async fn the_all_chats_stream_follows_chats_created_after_it_opened() {
 async fn resume_while_sending(follow_one_chat: bool) {
     const ROUNDS: usize = 30;
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let (_, bob) = signed_up(&app, "bob").await;
-    signed_up(&app, "carol").await;
+    let [alice, bob, _] = signed_up_all(&app, ["alice", "bob", "carol"]).await;
     let chats = [
         new_chat(&app, &alice, &["alice", "bob"]).await,
         new_chat(&app, &alice, &["alice", "carol"]).await,
@@ -185,8 +179,7 @@ async fn a_stalled_reader_catches_up_without_a_gap_and_holds_up_no_one() {
     const COUNT: usize = 250;
     let text = "x".repeat(TEXT_MAX_CHARS);
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
     let small_windows = Channel::from_shared(app.url(""))
         .expect("invalid server URL")
         .initial_stream_window_size(65_535)
@@ -228,13 +221,9 @@ async fn a_stalled_reader_catches_up_without_a_gap_and_holds_up_no_one() {
 #[tokio::test]
 async fn after_id_replays_only_newer_messages_of_the_chat() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
     let mut chat = app.chat().await;
-    let mut sent = Vec::new();
-    for n in 0..4 {
-        sent.push(send_text(&mut chat, &alice, &chat_id, &format!("m{n}"), "stored").await);
-    }
+    let sent = send_in_order(&mut chat, &alice, &chat_id, "m", 4, "stored").await;
 
     let mut stream = open_stream(&mut chat, &alice, &chat_id, &sent[1].id).await;
     assert_eq!(next_messages(&mut stream, 2).await, sent[2..]);
@@ -245,8 +234,7 @@ async fn after_id_replays_only_newer_messages_of_the_chat() {
 #[tokio::test]
 async fn an_idle_stream_gets_a_heartbeat_about_every_heartbeat_secs() {
     let app = spawn_app().await;
-    let (_, alice) = signed_up(&app, "alice").await;
-    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
     let mut chat = app.chat().await;
     let mut stream = open_stream(&mut chat, &alice, &chat_id, "").await;
     let period = Duration::from_secs(HEARTBEAT_SECS);
