@@ -7,6 +7,7 @@ mod helpers;
 mod access;
 mod auth;
 mod bad_input;
+mod cluster;
 mod connect;
 mod crash;
 mod disk;
