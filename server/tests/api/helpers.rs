@@ -503,6 +503,27 @@ impl TestDatabase {
 }
 
 impl TestDatabase {
+    /// Ends every session on this database but the caller's, as an operator or a failover
+    /// would (`pg_terminate_backend`); returns how many it ended.
+    pub async fn terminate_connections(&self) -> i64 {
+        let (client, connection) =
+            within(tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
+                .await
+                .expect("cannot connect to the test database");
+        let driver = tokio::spawn(connection);
+        let ended: i64 = within(client.query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        ))
+        .await
+        .expect("pg_terminate_backend failed")
+        .get(0);
+        drop(client);
+        let _ = driver.await;
+        ended
+    }
+
     /// Every row of every table, as PostgreSQL prints rows: what the database holds, for
     /// tests that check what is (and is not) stored.
     pub async fn contents(&self) -> String {

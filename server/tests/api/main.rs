@@ -18,6 +18,7 @@ mod limits;
 mod list;
 mod new_chat;
 mod ops;
+mod pg_faults;
 mod restart;
 mod send;
 mod slow_consumer;
