@@ -82,3 +82,42 @@ build_ui() {
     cargo fetch --locked >/dev/null
     trunk build --release
 }
+
+# A PostgreSQL for the API suite's second run: CHAT_TEST_DATABASE_URL if set, else the one on
+# 127.0.0.1:5432; when none answers, Debian's `postgresql` is installed and its cluster started
+# (trust auth on 127.0.0.1 for the suite's throwaway databases). Exports CHAT_TEST_DATABASE_URL.
+require_postgres() {
+    export CHAT_TEST_DATABASE_URL="${CHAT_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+    if pg_answers; then
+        return
+    fi
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+        log "installing postgresql from Debian's packages"
+        $sudo apt-get update
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends postgresql
+    fi
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    local hba="/etc/postgresql/$version/main/pg_hba.conf"
+    if ! $sudo grep -q "^host all all 127.0.0.1/32 trust" "$hba"; then
+        # First match wins: the suite's line goes before Debian's password rules.
+        $sudo sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+    fi
+    log "starting PostgreSQL $version"
+    # initdb refuses root; pg_ctlcluster runs the server as the postgres user.
+    $sudo pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 30); do
+        if pg_answers; then
+            return
+        fi
+        sleep 1
+    done
+    echo "PostgreSQL does not answer at $CHAT_TEST_DATABASE_URL" >&2
+    exit 1
+}
+
+pg_answers() {
+    command -v pg_isready >/dev/null 2>&1 && pg_isready -q -d "$CHAT_TEST_DATABASE_URL" -t 3
+}

@@ -34,6 +34,17 @@ pub struct Settings {
     #[arg(long, env = "CHAT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
+    /// PostgreSQL URL (`postgres://user@host/database`): store everything there instead of
+    /// the SQLite file, so that several servers can share it. Unset: SQLite in --data-dir.
+    #[arg(long, env = "CHAT_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Connections each server keeps to PostgreSQL at most (with --database-url); one more
+    /// is held for notifications.
+    #[arg(long, env = "CHAT_DATABASE_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(2..))]
+    pub database_pool_size: u32,
+
     /// Directory of the built web UI (trunk's dist/). Served at / when it exists.
     #[arg(long, env = "CHAT_STATIC_DIR", default_value = "dist")]
     pub static_dir: PathBuf,
@@ -115,6 +126,17 @@ impl Settings {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("chat.db")
+    }
+
+    /// Where the data lives: PostgreSQL when a database URL is given, else the SQLite file.
+    pub(crate) fn store_location(&self) -> crate::store::Location {
+        match &self.database_url {
+            Some(url) => crate::store::Location::Postgres {
+                url: url.clone(),
+                pool_size: usize::try_from(self.database_pool_size).unwrap_or(usize::MAX),
+            },
+            None => crate::store::Location::Sqlite(self.database_path()),
+        }
     }
 
     /// The certificate and key files, when HTTPS is configured.

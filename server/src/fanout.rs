@@ -8,9 +8,8 @@
 //! told it lagged, and catches up from storage (see `feed.rs`), so a slow reader never slows
 //! the writer or anyone else and never makes memory grow.
 //!
-//! This is the fan-out seam: with several servers, a listener on the database's change
-//! notifications (PostgreSQL's LISTEN/NOTIFY, delivered in commit order) calls
-//! [`Broker::publish`] instead of the local writer.
+//! The store is the only publisher: SQLite's writer thread after each commit, or on
+//! PostgreSQL each server's tailer, which publishes what every server committed, in id order.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -211,7 +211,8 @@ mod tests {
         async fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
             let broker = Broker::new();
-            let store = store::open(&dir.path().join("chat.db"), Arc::clone(&broker)).unwrap();
+            let location = store::Location::Sqlite(dir.path().join("chat.db"));
+            let store = store::open(&location, Arc::clone(&broker)).await.unwrap();
             for user in ["alice", "bob"] {
                 let user = UserId::parse(user).unwrap();
                 store.create_account(&user, "hash".into()).await.unwrap();

@@ -5,7 +5,7 @@
 //!
 //! - `config`: settings from flags and `CHAT_*` variables.
 //! - `service`: the gRPC handlers, thin; `auth`: accounts and tokens.
-//! - `store`: the storage trait and its SQLite backend (the only SQL).
+//! - `store`: the storage trait and its SQLite and PostgreSQL backends (the only SQL).
 //! - `fanout`: the broker that routes committed messages to open feeds.
 //! - `feed`: one live stream (replay, live, catch-up, heartbeat, shutdown).
 //! - `limits`: per-user send rate and streams, sign-in attempts per account and address.
@@ -73,7 +73,8 @@ pub async fn run(
         source,
     })?;
     let broker = Broker::new();
-    let store = store::open(&settings.database_path(), Arc::clone(&broker))
+    let store = store::open(&settings.store_location(), Arc::clone(&broker))
+        .await
         .map_err(|error| ServerError::Store(error.to_string()))?;
     let authenticator = Arc::new(
         Authenticator::new(Arc::clone(&store), settings.token_ttl())
@@ -129,7 +130,12 @@ pub async fn run(
         .local_addr()
         .map_or_else(|error| error.to_string(), |address| address.to_string());
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%address, scheme, data = %settings.database_path().display(), "chat server listening");
+    let data = match &settings.database_url {
+        // The URL may hold a password: name only the backend.
+        Some(_) => "PostgreSQL (--database-url)".to_owned(),
+        None => settings.database_path().display().to_string(),
+    };
+    tracing::info!(%address, scheme, %data, "chat server listening");
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: ending streams, finishing calls in flight");

@@ -5,9 +5,11 @@
 //! The contract every backend keeps is written on [`Store`]; [`open`] is the one place that
 //! picks a backend.
 
+mod decode;
+pub mod postgres;
 pub mod sqlite;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -64,7 +66,7 @@ pub struct HistoryPage {
 /// The SHA-256 of a bearer token: tokens themselves are never stored.
 pub type TokenHash = [u8; 32];
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The chat does not exist, or the user is not one of its members.
     #[error("chat not found")]
@@ -80,10 +82,23 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// Opens the store at `path` (the embedded SQLite file), publishing to `broker` as the
-/// [`Store`] contract requires.
-pub fn open(path: &Path, broker: Arc<Broker>) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(sqlite::SqliteStore::open(path, broker)?))
+/// Where the data lives, which picks the backend.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// The embedded SQLite file (the default).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database shared by any number of servers, with the pool size.
+    Postgres { url: String, pool_size: usize },
+}
+
+/// Opens the store at `location`, publishing to `broker` as the [`Store`] contract requires.
+pub async fn open(location: &Location, broker: Arc<Broker>) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match location {
+        Location::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path, broker)?),
+        Location::Postgres { url, pool_size } => {
+            Arc::new(postgres::PgStore::open(url, *pool_size, broker).await?)
+        }
+    })
 }
 
 /// Accounts, tokens, chats and messages. Besides what each method promises, every backend

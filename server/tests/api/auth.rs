@@ -206,6 +206,12 @@ async fn passwords_and_tokens_appear_in_no_log_and_no_database_file() {
             std::fs::read(&path).expect("a file"),
         ));
     }
+    if let Some(database) = server.database() {
+        files.push((
+            "the database".to_owned(),
+            database.contents().await.into_bytes(),
+        ));
+    }
     let contains = |haystack: &[u8], needle: &str| {
         haystack
             .windows(needle.len())

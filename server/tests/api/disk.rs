@@ -36,6 +36,11 @@ async fn spawn_with_fsize_faults() -> ServerProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_database_refuses_writes_with_unavailable_and_recovers() {
+    // The fault is the server's own file writes failing; on PostgreSQL the server writes no
+    // database file, so there is nothing for this limit to break.
+    if on_postgres() {
+        return;
+    }
     let mut server = spawn_with_fsize_faults().await;
     let (alice, _, chat_id) = alice_and_bob(&server).await;
     let mut chat = server.chat().await;

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
@@ -68,6 +69,8 @@ pub struct TestApp {
     /// Where the server listens now; a restart moves it to a fresh port.
     pub addr: SocketAddr,
     root: TempDir,
+    /// The test's own PostgreSQL database, when the suite runs on PostgreSQL.
+    database: Option<TestDatabase>,
     extra_args: Vec<String>,
     running: Option<Running>,
 }
@@ -93,6 +96,7 @@ pub async fn spawn_app_with(extra_args: &[&str]) -> TestApp {
     let mut app = TestApp {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         root,
+        database: TestDatabase::for_backend().await,
         extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
         running: None,
     };
@@ -118,6 +122,7 @@ impl TestApp {
             HEARTBEAT_SECS.to_string(),
         ];
         args.extend(SUITE_LIMITS.map(str::to_owned));
+        args.extend(database_args(self.database.as_ref()));
         args.extend(self.extra_args.iter().cloned());
         let settings = Settings::parse_from(args);
         // Dropping the TestApp drops `stop`, which also completes the shutdown future.
@@ -214,6 +219,9 @@ pub trait Server {
 pub struct ServerProcess {
     pub addr: SocketAddr,
     root: TempDir,
+    /// The PostgreSQL database, when the suite runs on PostgreSQL; shared by the servers of
+    /// a cluster (see [`spawn_process_sharing`]).
+    database: Option<Arc<TestDatabase>>,
     extra_args: Vec<String>,
     /// A command the binary is started under, e.g. a shell that changes the process's signal
     /// dispositions and then `exec`s the server, keeping the pid.
@@ -235,6 +243,26 @@ pub async fn spawn_process(extra_args: &[&str]) -> ServerProcess {
 /// Like [`spawn_process`], with the binary started as the last argument of `wrapper`, so the
 /// wrapper must `exec` it (the pid stays the server's).
 pub async fn spawn_process_under(wrapper: &[&str], extra_args: &[&str]) -> ServerProcess {
+    let database = TestDatabase::for_backend().await.map(Arc::new);
+    start_process(wrapper, extra_args, database).await
+}
+
+/// Another server on the same PostgreSQL database as `other` (its own port and data
+/// directory), for tests of several servers sharing one database.
+pub async fn spawn_process_sharing(other: &ServerProcess, extra_args: &[&str]) -> ServerProcess {
+    let database = other.database.clone();
+    assert!(
+        database.is_some(),
+        "servers share a database only on PostgreSQL"
+    );
+    start_process(&[], extra_args, database).await
+}
+
+async fn start_process(
+    wrapper: &[&str],
+    extra_args: &[&str],
+    database: Option<Arc<TestDatabase>>,
+) -> ServerProcess {
     let root = tempfile::tempdir().expect("cannot create a temporary directory");
     // Bind port 0 to learn a free port, then free it for the server; a restart binds it again.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -243,6 +271,7 @@ pub async fn spawn_process_under(wrapper: &[&str], extra_args: &[&str]) -> Serve
     let mut process = ServerProcess {
         addr,
         root,
+        database,
         extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
         wrapper: wrapper.iter().map(|arg| arg.to_string()).collect(),
         child: None,
@@ -275,6 +304,7 @@ impl ServerProcess {
             .arg(self.root.path().join("no-ui"))
             .args(["--heartbeat-secs", &HEARTBEAT_SECS.to_string()])
             .args(SUITE_LIMITS)
+            .args(database_args(self.database.as_deref()))
             .args(&self.extra_args)
             // Everything the server itself logs, so tests can check what it writes down.
             .env("RUST_LOG", "info,chat_server=trace")
@@ -386,6 +416,11 @@ impl ServerProcess {
         self.root.path().join("data")
     }
 
+    /// The server's PostgreSQL database, when the suite runs on PostgreSQL.
+    pub fn database(&self) -> Option<&TestDatabase> {
+        self.database.as_deref()
+    }
+
     fn log_path(&self, start: usize) -> PathBuf {
         self.root.path().join(format!("server-{start}.log"))
     }
@@ -415,6 +450,134 @@ impl Drop for ServerProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// Whether the suite runs on PostgreSQL (`CHAT_TEST_BACKEND=postgres`) instead of SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("CHAT_TEST_BACKEND").is_ok_and(|backend| backend == "postgres")
+}
+
+/// The PostgreSQL server the suite creates its databases on, as an administrator's URL.
+fn postgres_admin_url() -> String {
+    std::env::var("CHAT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// One test's own PostgreSQL database, created empty and dropped (closing any connection a
+/// server still holds) when this is dropped.
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// A fresh database when the suite runs on PostgreSQL; `None` on SQLite.
+    pub async fn for_backend() -> Option<Self> {
+        if !on_postgres() {
+            return None;
+        }
+        let name = format!("chat_test_{:016x}", rand::random::<u64>());
+        admin_execute(&format!("CREATE DATABASE {name}")).await;
+        let admin = postgres_admin_url();
+        let (base, query) = match admin.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (admin.as_str(), String::new()),
+        };
+        let (scheme, rest) = base
+            .split_once("://")
+            .unwrap_or_else(|| panic!("CHAT_TEST_DATABASE_URL {admin} is not a URL"));
+        let authority = rest.split('/').next().unwrap_or(rest);
+        Some(Self {
+            url: format!("{scheme}://{authority}/{name}{query}"),
+            name,
+        })
+    }
+}
+
+impl TestDatabase {
+    /// Ends every session on this database but the caller's, as an operator or a failover
+    /// would (`pg_terminate_backend`); returns how many it ended.
+    pub async fn terminate_connections(&self) -> i64 {
+        let (client, connection) =
+            within(tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
+                .await
+                .expect("cannot connect to the test database");
+        let driver = tokio::spawn(connection);
+        let ended: i64 = within(client.query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        ))
+        .await
+        .expect("pg_terminate_backend failed")
+        .get(0);
+        drop(client);
+        let _ = driver.await;
+        ended
+    }
+
+    /// Every row of every table, as PostgreSQL prints rows: what the database holds, for
+    /// tests that check what is (and is not) stored.
+    pub async fn contents(&self) -> String {
+        let (client, connection) =
+            within(tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
+                .await
+                .expect("cannot connect to the test database");
+        let driver = tokio::spawn(connection);
+        let mut text = String::new();
+        for table in ["accounts", "tokens", "chats", "chat_members", "messages"] {
+            let sql = format!("SELECT coalesce(string_agg(t::text, E'\\n'), '') FROM {table} t");
+            let rows: String = within(client.query_one(&sql, &[]))
+                .await
+                .unwrap_or_else(|error| panic!("{sql} failed: {error}"))
+                .get(0);
+            text.push_str(&rows);
+            text.push('\n');
+        }
+        drop(client);
+        let _ = driver.await;
+        text
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let drop_it = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop runs inside the test's runtime, which cannot be blocked on: a thread with its
+        // own runtime does the work.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cannot build a runtime")
+                .block_on(admin_execute(&drop_it));
+        })
+        .join();
+        if dropped.is_err() && !std::thread::panicking() {
+            panic!("cannot drop the test database {}", self.name);
+        }
+    }
+}
+
+/// Runs one statement on the PostgreSQL server as its administrator.
+async fn admin_execute(sql: &str) {
+    let url = postgres_admin_url();
+    let (client, connection) = within(tokio_postgres::connect(&url, tokio_postgres::NoTls))
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to PostgreSQL at {url}: {error}"));
+    let driver = tokio::spawn(connection);
+    within(client.batch_execute(sql))
+        .await
+        .unwrap_or_else(|error| panic!("{sql} failed: {error}"));
+    drop(client);
+    let _ = driver.await;
+}
+
+/// The flags that put a server on `database`, if there is one.
+fn database_args(database: Option<&TestDatabase>) -> Vec<String> {
+    database
+        .map(|database| vec!["--database-url".to_owned(), database.url.clone()])
+        .unwrap_or_default()
 }
 
 /// Whether to run the fault tests' long versions (`CHAT_SOAK=1`): many more clients, kills

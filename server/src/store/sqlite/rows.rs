@@ -5,10 +5,11 @@
 //! Values read back were valid when they were written; one that is not (a damaged or
 //! hand-edited file) is reported as storage trouble, never a panic.
 
-use chat_core::ValidationError;
 use chat_core::content::{Subject, Text};
-use chat_core::ids::{ChatId, ClientId, MessageId, UserId};
+use chat_core::ids::{ChatId, ClientId, MessageId};
 
+use crate::store::decode::stored;
+pub use crate::store::decode::{id_from_sql, id_to_sql, stored_chat, stored_user};
 use crate::store::{StoreError, StoredMessage};
 
 impl From<rusqlite::Error> for StoreError {
@@ -58,26 +59,4 @@ impl MessageRow {
             sent_at: self.sent_at,
         })
     }
-}
-
-pub fn stored_user(id: &str) -> Result<UserId, StoreError> {
-    stored("user id", UserId::parse(id))
-}
-
-pub fn stored_chat(id: &str) -> Result<ChatId, StoreError> {
-    stored("chat id", ChatId::parse(id))
-}
-
-fn stored<T>(what: &str, parsed: Result<T, ValidationError>) -> Result<T, StoreError> {
-    parsed.map_err(|error| StoreError::Unavailable(format!("bad {what} in database: {error}")))
-}
-
-/// SQLite integers are signed; message ids stay far below 2^63, and any larger client
-/// cursor simply means "after everything".
-pub fn id_to_sql(id: MessageId) -> i64 {
-    i64::try_from(id.0).unwrap_or(i64::MAX)
-}
-
-pub fn id_from_sql(id: i64) -> u64 {
-    u64::try_from(id).unwrap_or(0)
 }

@@ -1,0 +1,30 @@
+//! Values read back from any backend become validated types here. They were valid when they
+//! were written; one that is not (a damaged or hand-edited database) is reported as storage
+//! trouble, never a panic.
+
+use chat_core::ValidationError;
+use chat_core::ids::{ChatId, UserId};
+
+use super::StoreError;
+
+pub fn stored_user(id: &str) -> Result<UserId, StoreError> {
+    stored("user id", UserId::parse(id))
+}
+
+pub fn stored_chat(id: &str) -> Result<ChatId, StoreError> {
+    stored("chat id", ChatId::parse(id))
+}
+
+pub fn stored<T>(what: &str, parsed: Result<T, ValidationError>) -> Result<T, StoreError> {
+    parsed.map_err(|error| StoreError::Unavailable(format!("bad {what} in database: {error}")))
+}
+
+/// Database integers are signed; message ids stay far below 2^63, and any larger client
+/// cursor simply means "after everything".
+pub fn id_to_sql(id: chat_core::ids::MessageId) -> i64 {
+    i64::try_from(id.0).unwrap_or(i64::MAX)
+}
+
+pub fn id_from_sql(id: i64) -> u64 {
+    u64::try_from(id).unwrap_or(0)
+}

@@ -1,0 +1,77 @@
+//! The listener: one connection per server that `LISTEN`s on the channel every writer's
+//! transaction notifies, and wakes the tailer for each notification. It reconnects by itself
+//! when the connection drops, and wakes the tailer after each (re)connection, since
+//! notifications sent while it was away are lost; the tailer then reads what it missed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::tailer::Hints;
+use super::writer::CHANNEL;
+
+/// The pause before reconnecting a dropped listener.
+const RECONNECT: Duration = Duration::from_millis(500);
+
+/// Listens until `tailer_gone` reports the tailer dropped.
+pub async fn run(
+    config: tokio_postgres::Config,
+    hints: Arc<Hints>,
+    mut tailer_gone: watch::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = tailer_gone.changed() => return,
+            error = listen(&config, &hints) => {
+                tracing::warn!(%error, "database listener lost; reconnecting");
+            }
+        }
+        tokio::select! {
+            _ = tailer_gone.changed() => return,
+            _ = tokio::time::sleep(RECONNECT) => {}
+        }
+    }
+}
+
+/// Connects, listens and forwards notifications until the connection fails.
+async fn listen(config: &tokio_postgres::Config, hints: &Hints) -> String {
+    let (client, mut connection) = match config.connect(NoTls).await {
+        Ok(connected) => connected,
+        Err(error) => return error.to_string(),
+    };
+    let (notes, mut received) = mpsc::unbounded_channel();
+    // The connection delivers notifications only while it is polled; this task does that
+    // and ends (dropping `notes`) when the connection does.
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(note)) => {
+                    let _ = notes.send(note.payload().parse::<u64>().unwrap_or(0));
+                }
+                Ok(_) => {}
+                Err(error) => return Some(error),
+            }
+        }
+        None
+    });
+    if let Err(error) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+        driver.abort();
+        return error.to_string();
+    }
+    hints.reconnected.store(true, Ordering::Release);
+    hints.wake.notify_one();
+    while let Some(announced) = received.recv().await {
+        hints.announced.fetch_max(announced, Ordering::AcqRel);
+        hints.wake.notify_one();
+    }
+    drop(client);
+    match driver.await {
+        Ok(Some(error)) => error.to_string(),
+        _ => "the connection closed".to_owned(),
+    }
+}

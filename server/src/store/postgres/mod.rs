@@ -1,0 +1,180 @@
+//! The PostgreSQL backend, for several servers sharing one database: PostgreSQL is the source
+//! of truth, every server's writer orders its commits through one counter row, and every
+//! server's tailer publishes what any of them committed.
+//!
+//! - `schema`: numbered migrations, applied at start-up under an advisory lock.
+//! - `writer`: the group-commit writer of appends, and why ids increase in commit order.
+//! - `tailer`: publishes committed messages to this server's broker, in id order;
+//!   `listener`: the `LISTEN` connection that wakes it.
+//! - `writes`: accounts, tokens and chats; `reads`: the SQL of each read.
+//! - `rows`: rows to validated records, driver errors to [`StoreError`].
+//!
+//! Tokens are not cached here, unlike in the SQLite backend: another server's SignOut could
+//! not reach such a cache.
+
+mod listener;
+mod reads;
+mod rows;
+mod schema;
+mod tailer;
+mod writer;
+mod writes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chat_core::ids::{ChatId, MessageId, UserId};
+use chat_core::requests::{HistoryQuery, Members, NewMessage};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::NoTls;
+
+use self::writer::{Append, Writer};
+use super::decode::id_from_sql;
+use super::{ChatSummary, HistoryPage, Store, StoreError, StoredMessage, TokenHash};
+use crate::fanout::Broker;
+use chat_transport::unix_now;
+
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call waits for a free pooled connection before it gets UNAVAILABLE.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// The PostgreSQL [`Store`].
+pub struct PgStore {
+    pool: Pool,
+    appends: mpsc::Sender<Append>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` with up to `pool_size` connections, brings its
+    /// schema up to date, tells `broker` the newest message stored, and starts the writer and
+    /// the tailer, which publishes every message committed from then on (by any server).
+    pub async fn open(
+        url: &str,
+        pool_size: usize,
+        broker: Arc<Broker>,
+    ) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|error| StoreError::Unavailable(format!("bad database URL: {error}")))?;
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .application_name("chat-server");
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                // A connection that broke is seen as closed; checking each one with a query
+                // before every use would cost a round trip per call.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|error| StoreError::Unavailable(format!("cannot build the pool: {error}")))?;
+        let mut client = pool.get().await?;
+        schema::migrate(&mut client).await?;
+        let newest: i64 = client
+            .query_one("SELECT coalesce(max(id), 0) FROM messages", &[])
+            .await?
+            .try_get(0)?;
+        drop(client);
+        let tailer = tailer::start(pool.clone(), config, broker, MessageId(id_from_sql(newest)));
+        Ok(Self {
+            appends: Writer::start(pool.clone(), tailer),
+            pool,
+        })
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_account(&self, user: &UserId, password_hash: String) -> Result<(), StoreError> {
+        writes::create_account(&self.client().await?, user, &password_hash, unix_now()).await
+    }
+
+    async fn password_hash(&self, user: &UserId) -> Result<Option<String>, StoreError> {
+        reads::password_hash(&self.client().await?, user).await
+    }
+
+    async fn save_token(
+        &self,
+        token: TokenHash,
+        user: &UserId,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        writes::save_token(&self.client().await?, &token, user, expires_at, unix_now()).await
+    }
+
+    async fn token_owner(&self, token: TokenHash, now: i64) -> Result<Option<UserId>, StoreError> {
+        reads::token_owner(&self.client().await?, &token, now).await
+    }
+
+    async fn revoke_token(&self, token: TokenHash) -> Result<(), StoreError> {
+        writes::revoke_token(&self.client().await?, &token).await
+    }
+
+    async fn create_chat(&self, members: &Members, new_id: ChatId) -> Result<ChatId, StoreError> {
+        let mut client = self.client().await?;
+        writes::create_chat(&mut client, members, new_id, unix_now()).await
+    }
+
+    async fn is_member(&self, chat: &ChatId, user: &UserId) -> Result<bool, StoreError> {
+        Ok(reads::member_chat_row(&self.client().await?, chat, user)
+            .await?
+            .is_some())
+    }
+
+    async fn append(
+        &self,
+        sender: &UserId,
+        message: NewMessage,
+    ) -> Result<StoredMessage, StoreError> {
+        let stopped = || StoreError::Unavailable("writer task stopped".into());
+        let (reply, answer) = oneshot::channel();
+        self.appends
+            .send(Append {
+                sender: sender.clone(),
+                message,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn history(
+        &self,
+        user: &UserId,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, StoreError> {
+        reads::history(&self.client().await?, user, query).await
+    }
+
+    async fn messages_after(
+        &self,
+        user: &UserId,
+        chat: Option<&ChatId>,
+        after: MessageId,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        reads::messages_after(&self.client().await?, user, chat, after, limit).await
+    }
+
+    async fn chats_of(&self, user: &UserId) -> Result<Vec<ChatSummary>, StoreError> {
+        reads::chats_of(&self.client().await?, user).await
+    }
+}

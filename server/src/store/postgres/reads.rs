@@ -1,0 +1,183 @@
+//! The SQL of each read, each on a pooled connection. Reads run in PostgreSQL's default READ
+//! COMMITTED isolation: every statement sees what was committed before it began.
+
+use std::collections::HashMap;
+
+use chat_core::ids::{ChatId, MessageId, UserId};
+use chat_core::requests::HistoryQuery;
+use deadpool_postgres::Client;
+
+use super::rows::{MESSAGE_COLUMNS, message, message_at};
+use crate::store::decode::{id_to_sql, stored_chat, stored_user};
+use crate::store::{ChatSummary, HistoryPage, StoreError, StoredMessage, TokenHash};
+
+pub async fn password_hash(client: &Client, user: &UserId) -> Result<Option<String>, StoreError> {
+    let statement = client
+        .prepare_cached("SELECT password_hash FROM accounts WHERE user_id = $1")
+        .await?;
+    let row = client.query_opt(&statement, &[&user.as_str()]).await?;
+    Ok(row.map(|row| row.try_get(0)).transpose()?)
+}
+
+/// The owner of `token`, if it is unexpired at `now` and not revoked.
+pub async fn token_owner(
+    client: &Client,
+    token: &TokenHash,
+    now: i64,
+) -> Result<Option<UserId>, StoreError> {
+    let statement = client
+        .prepare_cached("SELECT user_id FROM tokens WHERE token_hash = $1 AND expires_at > $2")
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&token.as_slice(), &now])
+        .await?;
+    row.map(|row| stored_user(row.try_get(0)?)).transpose()
+}
+
+/// The row id of `chat` if `user` is one of its members. A missing chat and a foreign chat
+/// look the same from here on.
+pub async fn member_chat_row(
+    client: &Client,
+    chat: &ChatId,
+    user: &UserId,
+) -> Result<Option<i64>, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT c.id FROM chats c JOIN chat_members cm ON cm.chat = c.id
+             WHERE c.public_id = $1 AND cm.user_id = $2",
+        )
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&chat.as_str(), &user.as_str()])
+        .await?;
+    Ok(row.map(|row| row.try_get(0)).transpose()?)
+}
+
+async fn chat_row_for(client: &Client, chat: &ChatId, user: &UserId) -> Result<i64, StoreError> {
+    member_chat_row(client, chat, user)
+        .await?
+        .ok_or(StoreError::ChatNotFound)
+}
+
+pub async fn history(
+    client: &Client,
+    user: &UserId,
+    query: &HistoryQuery,
+) -> Result<HistoryPage, StoreError> {
+    let chat = chat_row_for(client, &query.chat_id, user).await?;
+    let before = query.before.map_or(i64::MAX, id_to_sql);
+    // One row more than asked tells whether older messages remain.
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m
+             WHERE m.chat = $1 AND m.id < $2 ORDER BY m.id DESC LIMIT $3"
+        ))
+        .await?;
+    let rows = client
+        .query(&statement, &[&chat, &before, &(i64::from(query.limit) + 1)])
+        .await?;
+    let mut messages = rows
+        .iter()
+        .map(|row| message(row, query.chat_id.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let has_more = messages.len() > query.limit as usize;
+    messages.truncate(query.limit as usize);
+    messages.reverse();
+    Ok(HistoryPage { messages, has_more })
+}
+
+/// Up to `limit` messages after `after`, in id order: of `chat`, or of every chat of `user`.
+pub async fn messages_after(
+    client: &Client,
+    user: &UserId,
+    chat: Option<&ChatId>,
+    after: MessageId,
+    limit: u32,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let after = id_to_sql(after);
+    let limit = i64::from(limit);
+    match chat {
+        Some(chat_id) => {
+            let chat = chat_row_for(client, chat_id, user).await?;
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages m
+                     WHERE m.chat = $1 AND m.id > $2 ORDER BY m.id LIMIT $3"
+                ))
+                .await?;
+            let rows = client.query(&statement, &[&chat, &after, &limit]).await?;
+            rows.iter()
+                .map(|row| message(row, chat_id.clone()))
+                .collect()
+        }
+        None => {
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS}, c.public_id
+                     FROM messages m JOIN chats c ON c.id = m.chat
+                     WHERE m.id > $1
+                       AND m.chat IN (SELECT chat FROM chat_members WHERE user_id = $2)
+                     ORDER BY m.id LIMIT $3"
+                ))
+                .await?;
+            let rows = client
+                .query(&statement, &[&after, &user.as_str(), &limit])
+                .await?;
+            rows.iter()
+                .map(|row| message(row, stored_chat(row.try_get(6)?)?))
+                .collect()
+        }
+    }
+}
+
+/// The chats of `user` with their members and last message, most recently active first.
+pub async fn chats_of(client: &Client, user: &UserId) -> Result<Vec<ChatSummary>, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT c.public_id, other.user_id
+             FROM chat_members mine
+             JOIN chat_members other ON other.chat = mine.chat
+             JOIN chats c ON c.id = mine.chat
+             WHERE mine.user_id = $1 ORDER BY other.user_id",
+        )
+        .await?;
+    let mut members: HashMap<String, Vec<UserId>> = HashMap::new();
+    for row in client.query(&statement, &[&user.as_str()]).await? {
+        let chat: String = row.try_get(0)?;
+        members
+            .entry(chat)
+            .or_default()
+            .push(stored_user(row.try_get(1)?)?);
+    }
+
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT c.public_id, c.created_at, {MESSAGE_COLUMNS}
+             FROM chat_members mine
+             JOIN chats c ON c.id = mine.chat
+             LEFT JOIN messages m ON m.id = (SELECT max(id) FROM messages WHERE chat = c.id)
+             WHERE mine.user_id = $1
+             ORDER BY coalesce(m.sent_at, c.created_at) DESC, coalesce(m.id, 0) DESC, c.id DESC"
+        ))
+        .await?;
+    client
+        .query(&statement, &[&user.as_str()])
+        .await?
+        .iter()
+        .map(|row| {
+            let public_id: String = row.try_get(0)?;
+            let chat_id = stored_chat(&public_id)?;
+            // A chat without messages has NULL in every message column.
+            let last_message = match row.try_get::<_, Option<i64>>(2)? {
+                None => None,
+                Some(_) => Some(message_at(row, 2, chat_id.clone())?),
+            };
+            Ok(ChatSummary {
+                members: members.remove(&public_id).unwrap_or_default(),
+                chat_id,
+                last_message,
+                created_at: row.try_get(1)?,
+            })
+        })
+        .collect()
+}

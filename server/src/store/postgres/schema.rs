@@ -1,0 +1,100 @@
+//! The tables, as numbered migrations applied at start-up. Several servers may start at
+//! once: each runs the migrations in one transaction that first takes a transaction-level
+//! advisory lock, so one migrates while the others wait for it and then find nothing to do.
+//! A database whose schema is newer than this server knows is refused, not misread.
+
+use deadpool_postgres::Client;
+
+use crate::store::StoreError;
+
+/// The advisory lock key that serialises migrations (any constant unlikely to collide with an
+/// application sharing the database: the bytes of "chatmigr").
+const MIGRATION_LOCK: i64 = 0x6368_6174_6d69_6772;
+
+/// The migrations, in order; migration `n` (from 1) is `MIGRATIONS[n - 1]`. Never edit one
+/// that has shipped: add the next.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE accounts (
+    user_id       TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created_at    BIGINT NOT NULL
+);
+CREATE TABLE tokens (
+    token_hash BYTEA PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES accounts(user_id),
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX tokens_by_expiry ON tokens(expires_at);
+CREATE TABLE chats (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    public_id  TEXT NOT NULL UNIQUE,
+    -- the sorted member ids joined by spaces: one set of users, one chat
+    member_key TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE chat_members (
+    chat    BIGINT NOT NULL REFERENCES chats(id),
+    user_id TEXT NOT NULL REFERENCES accounts(user_id),
+    PRIMARY KEY (chat, user_id)
+);
+CREATE INDEX chat_members_by_user ON chat_members(user_id, chat);
+-- Message ids come from `message_seq`, not from a sequence: see `writer.rs`.
+CREATE TABLE messages (
+    id        BIGINT PRIMARY KEY,
+    chat      BIGINT NOT NULL REFERENCES chats(id),
+    sender    TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    subject   TEXT NOT NULL,
+    text      TEXT NOT NULL,
+    sent_at   BIGINT NOT NULL,
+    UNIQUE (chat, sender, client_id)
+);
+CREATE INDEX messages_by_chat ON messages(chat, id);
+-- One row: the last message id assigned. Its row lock orders message commits.
+CREATE TABLE message_seq (
+    single BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (single),
+    last   BIGINT NOT NULL
+);
+INSERT INTO message_seq (single, last) VALUES (TRUE, 0);
+"];
+
+/// Brings the schema up to date, waiting for any other server migrating at the same moment.
+pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+    if current > known {
+        return Err(StoreError::Unavailable(format!(
+            "database schema version {current} is newer than this server understands ({known}); upgrade the server"
+        )));
+    }
+    for (version, sql) in (1..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        tracing::info!(version, "applying database migration");
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&version],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

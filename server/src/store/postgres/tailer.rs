@@ -1,0 +1,263 @@
+//! The tailer: the one task of each server that publishes committed messages to its
+//! `Broker`, whichever server stored them, each exactly once and in id order.
+//!
+//! It keeps `last`, the id of the newest message published, and whenever it is woken reads
+//! `messages WHERE id > last ORDER BY id` in bounded pages and publishes them. The writer's
+//! transaction (see `writer.rs`) makes ids commit in id order, so what a read sees after
+//! `last` is always a gap-free continuation: nothing below a visible id can appear later.
+//!
+//! What wakes it: a notification from any server's commit (via `listener.rs`), its own
+//! writer's commit, the listener reconnecting, and a safety tick every second. Notifications
+//! are only hints: a lost one, a dropped listener or a server that was down costs latency,
+//! never a message, because the tailer always reads the table itself. Its own writer hands
+//! over the messages it committed, so on a server alone (or between other servers' commits)
+//! the tailer publishes them without reading them back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chat_core::ids::{MessageId, UserId};
+use deadpool_postgres::Pool;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::MissedTickBehavior;
+
+use super::listener;
+use super::rows::{MESSAGE_COLUMNS, message};
+use crate::fanout::Broker;
+use crate::store::decode::{id_to_sql, stored_chat, stored_user};
+use crate::store::{StoreError, StoredMessage};
+
+/// Messages read per query.
+const TAIL_PAGE: i64 = 256;
+/// The safety tick: the longest a message can wait when every notification was lost.
+const SAFETY_TICK: Duration = Duration::from_secs(1);
+/// The pause after a failed read before the next try.
+const RETRY: Duration = Duration::from_millis(200);
+/// Chats whose members the tailer keeps in memory; past this it starts over.
+const MEMBER_CACHE_MAX: usize = 16_384;
+
+/// A message this server's writer committed, with the members to publish it to.
+pub struct Committed {
+    pub message: Arc<StoredMessage>,
+    pub members: Arc<[UserId]>,
+}
+
+/// What wakes the tailer, shared with the listener.
+#[derive(Default)]
+pub struct Hints {
+    pub wake: Notify,
+    /// The highest id any notification announced.
+    pub announced: AtomicU64,
+    /// Set when the listener (re)connected: notifications may have been missed before.
+    pub reconnected: AtomicBool,
+}
+
+/// The writer's side of the tailer.
+pub struct TailerLink {
+    handoff: mpsc::UnboundedSender<Vec<Committed>>,
+    published: watch::Receiver<MessageId>,
+}
+
+impl TailerLink {
+    /// Gives the tailer messages the writer has just committed.
+    pub fn hand_off(&self, committed: Vec<Committed>) {
+        // An error means the tailer stopped; the writer's wait for publication then fails.
+        let _ = self.handoff.send(committed);
+    }
+
+    /// The id of the newest message published, updated as the tailer goes.
+    pub fn published(&self) -> watch::Receiver<MessageId> {
+        self.published.clone()
+    }
+}
+
+/// Starts the tailer (and its listener) publishing every message after `newest` to `broker`.
+/// Both end once the returned link is dropped.
+pub fn start(
+    pool: Pool,
+    config: tokio_postgres::Config,
+    broker: Arc<Broker>,
+    newest: MessageId,
+) -> TailerLink {
+    broker.start_after(newest);
+    let (handoff, handed) = mpsc::unbounded_channel();
+    let (published, watching) = watch::channel(newest);
+    let hints = Arc::new(Hints::default());
+    let (alive, tailer_gone) = watch::channel(());
+    tokio::spawn(listener::run(config, Arc::clone(&hints), tailer_gone));
+    let tailer = Tailer {
+        pool,
+        broker,
+        last: newest,
+        published,
+        hints,
+        handed,
+        local: BTreeMap::new(),
+        members: HashMap::new(),
+        _alive: alive,
+    };
+    tokio::spawn(tailer.run());
+    TailerLink {
+        handoff,
+        published: watching,
+    }
+}
+
+struct Tailer {
+    pool: Pool,
+    broker: Arc<Broker>,
+    last: MessageId,
+    published: watch::Sender<MessageId>,
+    hints: Arc<Hints>,
+    handed: mpsc::UnboundedReceiver<Vec<Committed>>,
+    /// Messages the writer handed over that are not published yet, by id.
+    local: BTreeMap<MessageId, Committed>,
+    /// Chat row id → members, for messages read from the table.
+    members: HashMap<i64, Arc<[UserId]>>,
+    /// Dropped with the tailer, which tells the listener to stop.
+    _alive: watch::Sender<()>,
+}
+
+impl Tailer {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(SAFETY_TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let mut must_read = false;
+            tokio::select! {
+                handed = self.handed.recv() => match handed {
+                    Some(committed) => self.take(committed),
+                    None => break,
+                },
+                _ = self.hints.wake.notified() => {}
+                _ = tick.tick() => must_read = true,
+            }
+            while let Ok(committed) = self.handed.try_recv() {
+                self.take(committed);
+            }
+            if self.hints.reconnected.swap(false, Ordering::AcqRel)
+                || self.hints.announced.load(Ordering::Acquire) > self.last.0
+            {
+                must_read = true;
+            }
+            self.catch_up(must_read).await;
+        }
+        tracing::debug!("postgres tailer stopped");
+    }
+
+    fn take(&mut self, committed: Vec<Committed>) {
+        for entry in committed {
+            self.local.insert(entry.message.id, entry);
+        }
+    }
+
+    /// Publishes what the writer handed over while it continues `last`, and reads the table
+    /// when asked to or when a handed-over message is not next (another server's messages
+    /// come before it).
+    async fn catch_up(&mut self, mut must_read: bool) {
+        loop {
+            self.publish_local();
+            if !must_read && self.local.is_empty() {
+                return;
+            }
+            match self.read_page().await {
+                Ok(0) => {
+                    // Nothing visible after `last`: a handed-over message cannot be ahead of
+                    // an invisible one, so this only happens if ids were skipped; the
+                    // handed-over messages then wait for the next read.
+                    if let Some(first) = self.local.keys().next() {
+                        tracing::warn!(last = %self.last, next = %first, "handed-over message not visible after the last published");
+                    }
+                    return;
+                }
+                Ok(read) => must_read = read == TAIL_PAGE as usize,
+                Err(error) => {
+                    tracing::warn!(%error, "tailer cannot read new messages; retrying");
+                    if self.handed.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(RETRY).await;
+                    must_read = true;
+                }
+            }
+        }
+    }
+
+    fn publish_local(&mut self) {
+        while let Some(entry) = self.local.first_entry() {
+            let id = *entry.key();
+            if id <= self.last {
+                entry.remove();
+                continue;
+            }
+            if id.0 != self.last.0 + 1 {
+                break;
+            }
+            let committed = entry.remove();
+            self.publish(committed.message, &committed.members);
+        }
+        self.published.send_replace(self.last);
+    }
+
+    fn publish(&mut self, message: Arc<StoredMessage>, members: &[UserId]) {
+        self.last = message.id;
+        self.broker.publish(message, members);
+    }
+
+    /// Reads and publishes one page after `last`; returns how many messages it read.
+    async fn read_page(&mut self) -> Result<usize, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS}, m.chat, c.public_id
+                 FROM messages m JOIN chats c ON c.id = m.chat
+                 WHERE m.id > $1 ORDER BY m.id LIMIT $2"
+            ))
+            .await?;
+        let rows = client
+            .query(&statement, &[&id_to_sql(self.last), &TAIL_PAGE])
+            .await?;
+        let mut unknown: Vec<i64> = Vec::new();
+        for row in &rows {
+            let chat: i64 = row.try_get(6)?;
+            if !self.members.contains_key(&chat) && !unknown.contains(&chat) {
+                unknown.push(chat);
+            }
+        }
+        if !unknown.is_empty() {
+            let statement = client
+                .prepare_cached("SELECT chat, user_id FROM chat_members WHERE chat = ANY($1)")
+                .await?;
+            let mut found: HashMap<i64, Vec<UserId>> = HashMap::new();
+            for row in client.query(&statement, &[&unknown]).await? {
+                found
+                    .entry(row.try_get(0)?)
+                    .or_default()
+                    .push(stored_user(row.try_get(1)?)?);
+            }
+            if self.members.len() + found.len() > MEMBER_CACHE_MAX {
+                self.members.clear();
+            }
+            self.members
+                .extend(found.into_iter().map(|(chat, users)| (chat, users.into())));
+        }
+        // Decode the whole page first, so a bad row publishes nothing after it out of turn.
+        let mut page = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let chat: i64 = row.try_get(6)?;
+            let members = self
+                .members
+                .get(&chat)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(Vec::new()));
+            page.push((message(row, stored_chat(row.try_get(7)?)?)?, members));
+        }
+        for (message, members) in page {
+            self.publish(Arc::new(message), &members);
+        }
+        self.publish_local();
+        Ok(rows.len())
+    }
+}
