@@ -5,6 +5,7 @@
 //! - [`ids`], [`content`]: validated domain types that cannot hold an invalid value.
 //! - [`requests`]: conversions from wire requests into those types.
 //! - [`codec`]: the protobuf codec of the generated stubs (small per-call buffers).
+//! - [`reason`]: the machine-readable causes of refusals, shared by server and browser.
 //!
 //! Nothing here knows about tokio, SQL or the DOM: the browser form and the server run the
 //! very same checks, so a user sees the server's rule before a request is even sent.
@@ -14,6 +15,7 @@ pub mod content;
 pub mod error;
 pub mod ids;
 pub mod limits;
+pub mod reason;
 pub mod requests;
 
 pub use error::ValidationError;

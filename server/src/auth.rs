@@ -33,8 +33,6 @@ pub struct Authenticator {
     decoy_hash: String,
 }
 
-const WRONG_CREDENTIALS: &str = "wrong user id or password";
-
 impl Authenticator {
     pub fn new(store: Arc<dyn Store>, token_ttl: Duration) -> Result<Self, ApiError> {
         let decoy_hash = hash_password(&hex(&rand::random::<[u8; 16]>()))?;
@@ -63,7 +61,7 @@ impl Authenticator {
         let matches = blocking(move || verify_password(&password, &hash)).await?;
         if !(known && matches) {
             tracing::info!(user = %credentials.user_id, "sign-in refused");
-            return Err(ApiError::Unauthenticated(WRONG_CREDENTIALS));
+            return Err(ApiError::WrongCredentials);
         }
         self.start_session(credentials.user_id).await
     }

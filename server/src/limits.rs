@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chat_core::ids::UserId;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Limit};
 
 /// The knobs, as `config::Settings` reads them.
 #[derive(Debug, Clone)]
@@ -80,12 +80,9 @@ impl Limits {
     pub fn send(&self, user: &UserId) -> Result<(), ApiError> {
         self.sends
             .take(user, Instant::now())
-            .map_err(|retry_after| {
-                let rate = self.send_rate.unwrap_or_default();
-                ApiError::RateLimited {
-                    reason: format!("you are sending more than {rate} messages per second"),
-                    retry_after,
-                }
+            .map_err(|retry_after| ApiError::RateLimited {
+                limit: Limit::SendRate(self.send_rate.unwrap_or_default()),
+                retry_after,
             })
     }
 
@@ -121,7 +118,7 @@ impl Limits {
         self.sign_in_addresses
             .take(&address_key(address), Instant::now())
             .map_err(|retry_after| ApiError::RateLimited {
-                reason: "too many sign-in attempts from your address".into(),
+                limit: Limit::AddressSignIns,
                 retry_after,
             })
     }
@@ -151,7 +148,7 @@ impl Limits {
         failures
             .attempt(now, self.free_failures, self.max_delay)
             .map_err(|retry_after| ApiError::RateLimited {
-                reason: "too many failed sign-ins for this account".into(),
+                limit: Limit::AccountSignIns,
                 retry_after,
             })
     }

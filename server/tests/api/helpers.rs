@@ -18,6 +18,7 @@ use chat_core::proto::{
     ChatSummary, Credentials, Event, HistoryRequest, ListRequest, Message, NewRequest, SendRequest,
     StreamRequest,
 };
+use chat_core::reason::Reason;
 use chat_server::config::Settings;
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
@@ -32,6 +33,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder, Streaming};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use tonic_types::StatusExt as _;
 use tonic_web::{GrpcWebCall, GrpcWebClientService};
 
 /// The longest any single wait may take: past it the test fails instead of hanging the suite.
@@ -775,4 +777,19 @@ pub async fn http1(request: http::Request<Full<Bytes>>) -> (http::response::Part
         (head, body)
     })
     .await
+}
+
+/// What a refusal carries in gRPC's standard error details: the reason of its `ErrorInfo`
+/// (checked to be in the chat domain and known) and the delay of its `RetryInfo`.
+pub fn error_details(status: &Status) -> (Option<Reason>, Option<Duration>) {
+    let details = status.get_error_details();
+    let reason = details.error_info().map(|info| {
+        Reason::parse(&info.domain, &info.reason)
+            .unwrap_or_else(|| panic!("an unknown reason {info:?} in {status:?}"))
+    });
+    let retry = details.retry_info().map(|info| {
+        info.retry_delay
+            .unwrap_or_else(|| panic!("a RetryInfo without a delay in {status:?}"))
+    });
+    (reason, retry)
 }

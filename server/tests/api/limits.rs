@@ -6,12 +6,16 @@
 use std::time::{Duration, Instant};
 
 use chat_core::proto::{Message, StreamRequest};
+use chat_core::reason::Reason;
 use tonic::{Code, Status};
 
 use crate::helpers::*;
 
-/// The retry hint of a rate-limited call, which must be there and be sensible.
-fn retry_after(status: &Status) -> Duration {
+/// The retry hint of a rate-limited call, which must be there and be sensible: in gRPC's
+/// standard details (`RetryInfo`, with an `ErrorInfo` naming `reason`), and the same figure in
+/// the `retry-after-ms` metadata older clients read.
+fn retry_after(status: &Status, reason: Reason) -> Duration {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let millis = status
         .metadata()
         .get("retry-after-ms")
@@ -22,6 +26,14 @@ fn retry_after(status: &Status) -> Duration {
     assert!(
         status.message().contains("try again in"),
         "the message must say when to retry: {status:?}"
+    );
+    let (carried, retry) = error_details(status);
+    assert_eq!(carried, Some(reason), "{status:?}");
+    let retry = retry.unwrap_or_else(|| panic!("no RetryInfo in {status:?}"));
+    assert_eq!(
+        u64::try_from(retry.as_millis().max(1)).ok(),
+        Some(millis),
+        "RetryInfo and retry-after-ms disagree in {status:?}"
     );
     Duration::from_millis(millis)
 }
@@ -88,6 +100,11 @@ async fn streams_per_user_are_limited_and_a_closed_one_frees_its_slot() {
     let status = streaming_failure(within(chat.stream(authed(&alice, request))).await).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("close one"), "{status:?}");
+    assert_eq!(
+        error_details(&status).0,
+        Some(Reason::TooManyStreams),
+        "{status:?}"
+    );
     let status = match open_connect(&mut chat, Some(&alice), &[("chat-id", &chat_id)]).await {
         Err(status) => status,
         Ok((_outbox, mut incoming)) => failure_of(&mut incoming).await,
@@ -137,7 +154,7 @@ async fn sending_faster_than_the_rate_is_refused_with_a_hint_that_works() {
         status.message().contains("2 messages per second"),
         "{status:?}"
     );
-    let wait = retry_after(&status);
+    let wait = retry_after(&status, Reason::SendRate);
     assert!(
         wait <= Duration::from_millis(500),
         "{wait:?} at 2 per second"
@@ -211,7 +228,7 @@ async fn failed_sign_ins_slow_an_account_down_without_locking_its_owner_out() {
         .expect_err("an attempt during the wait");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("for this account"), "{status:?}");
-    let wait = retry_after(&status);
+    let wait = retry_after(&status, Reason::AccountThrottled);
     assert!(
         wait <= Duration::from_secs(1),
         "{wait:?} over the configured maximum"
@@ -273,7 +290,7 @@ async fn sign_in_and_sign_up_attempts_per_address_are_limited() {
         let status = outcome.expect_err(what);
         assert_eq!(status.code(), Code::ResourceExhausted, "{what}: {status:?}");
         assert!(status.message().contains("from your address"), "{status:?}");
-        let wait = retry_after(&status);
+        let wait = retry_after(&status, Reason::AddressThrottled);
         assert!(
             wait <= Duration::from_secs(20),
             "{what}: {wait:?} at 3 per minute"
