@@ -74,15 +74,18 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub send_burst: u32,
 
-    /// Failed sign-ins an account may have before each further attempt must wait: 1 s,
-    /// then doubling with each failure, up to --sign-in-max-delay-secs. A right password
-    /// forgives them; failures are forgotten after an hour.
+    /// Failed sign-ins an account may have from one address (IPv4, or IPv6 /64) before each
+    /// further attempt from there must wait: 1 s, then doubling with each failure, up to
+    /// --sign-in-max-delay-secs. A right password forgives that address's failures; they are
+    /// also forgotten after an hour. All addresses together share a second, larger budget
+    /// per account (see README), so one address cannot keep the owner at another out.
     #[arg(long, env = "CHAT_SIGN_IN_FREE_FAILURES", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub sign_in_free_failures: u32,
 
-    /// The longest wait between sign-in attempts of an account that keeps failing, in
-    /// seconds, so its owner is slowed down for at most that long, never locked out.
+    /// The longest wait between sign-in attempts for an account from an address that keeps
+    /// failing, in seconds; also the refill time of one attempt of the account's shared
+    /// budget, so guessing from any number of addresses gets one guess per this long.
     #[arg(long, env = "CHAT_SIGN_IN_MAX_DELAY_SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub sign_in_max_delay_secs: u64,

@@ -6,7 +6,7 @@
 //! through one bounded `within`.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -186,6 +186,24 @@ pub trait Server {
         within(endpoint.connect())
             .await
             .expect("cannot connect over HTTP/2")
+    }
+
+    /// A native gRPC connection whose client side is bound to `local`, another loopback
+    /// address (127.0.0.2, ...), so the server sees a different peer address: how a test plays
+    /// two people at two places.
+    async fn channel_from(&self, local: IpAddr) -> Channel {
+        let endpoint = Channel::from_shared(self.url("")).expect("invalid server URL");
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(local));
+        connector.set_nodelay(true);
+        within(endpoint.connect_with_connector(connector))
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect from {local}: {error}"))
+    }
+
+    /// The Auth service, called from the loopback address `local` (see [`Self::channel_from`]).
+    async fn auth_from(&self, local: IpAddr) -> AuthClient<Channel> {
+        AuthClient::new(self.channel_from(local).await)
     }
 
     async fn chat(&self) -> ChatClient<Channel> {
