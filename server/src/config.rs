@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::limits::LimitSettings;
+use crate::password::Hashing;
 
 /// How the chat server is configured. `chat-server --help` prints this.
 #[derive(Debug, Clone, clap::Parser)]
@@ -98,6 +99,16 @@ pub struct Settings {
         default_value_t = 30
     )]
     pub sign_in_per_address_per_minute: u32,
+
+    /// Password hashes (argon2id, 19 MiB and tens of milliseconds each) computed at once for
+    /// SignUp and SignIn; 0 for one per core. Other calls never wait behind them.
+    #[arg(long, env = "CHAT_PASSWORD_HASH_CONCURRENCY", default_value_t = 0)]
+    pub password_hash_concurrency: u32,
+
+    /// SignUp and SignIn attempts that may wait for a hash to be free; one more gets
+    /// RESOURCE_EXHAUSTED with a retry hint.
+    #[arg(long, env = "CHAT_PASSWORD_HASH_QUEUE", default_value_t = 64)]
+    pub password_hash_queue: u32,
 }
 
 /// See [`Settings::log_format`].
@@ -123,6 +134,14 @@ impl Settings {
     /// The certificate and key files, when HTTPS is configured.
     pub fn tls_files(&self) -> Option<(&Path, &Path)> {
         Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
+    }
+
+    pub(crate) fn hashing(&self) -> Hashing {
+        let count = |value: u32| usize::try_from(value).unwrap_or(usize::MAX);
+        Hashing::new(
+            count(self.password_hash_concurrency),
+            count(self.password_hash_queue),
+        )
     }
 
     pub(crate) fn limits(&self) -> LimitSettings {

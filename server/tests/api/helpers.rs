@@ -393,15 +393,33 @@ impl ServerProcess {
 
     /// The process's resident memory now (`VmRSS` in `/proc/<pid>/status`), in bytes.
     pub fn rss_bytes(&self) -> u64 {
+        self.memory_status("VmRSS")
+    }
+
+    /// The most resident memory the process has held since it started or since the last
+    /// [`Self::reset_peak_rss`] (`VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.memory_status("VmHWM")
+    }
+
+    /// Starts [`Self::peak_rss_bytes`] afresh from the current resident memory (writing 5 to
+    /// `/proc/<pid>/clear_refs`, Linux 4.0 and later).
+    pub fn reset_peak_rss(&self) {
+        let path = format!("/proc/{}/clear_refs", self.pid());
+        std::fs::write(&path, "5").unwrap_or_else(|error| panic!("cannot write {path}: {error}"));
+    }
+
+    /// A `kB` figure of `/proc/<pid>/status`, in bytes.
+    fn memory_status(&self, field: &str) -> u64 {
         let path = format!("/proc/{}/status", self.pid());
         let status = std::fs::read_to_string(&path)
             .unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
         let kib: u64 = status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|value| value.trim().strip_suffix("kB"))
             .and_then(|kib| kib.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no VmRSS in {path}:\n{status}"));
+            .unwrap_or_else(|| panic!("no {field} in {path}:\n{status}"));
         kib * 1024
     }
 

@@ -19,6 +19,7 @@ mod new_chat;
 mod ops;
 mod restart;
 mod send;
+mod sign_in_storm;
 mod slow_consumer;
 mod storm;
 mod stream;
