@@ -132,6 +132,11 @@ pub async fn run(
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
+    let app = if tls.is_some() {
+        app.layer(tls::strict_transport_security())
+    } else {
+        app
+    };
     let address = listener
         .local_addr()
         .map_or_else(|error| error.to_string(), |address| address.to_string());
