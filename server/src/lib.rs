@@ -11,7 +11,7 @@
 //! - `feed`: one live stream (replay, live, catch-up, heartbeat, shutdown).
 //! - `http`: gRPC-web, CORS, the static UI and its security headers on the same router.
 //! - `limits`: per-user send rate and streams, sign-in attempts per account and address.
-//! - `tls`: HTTPS (HTTP/2 and HTTP/1.1) on the same port, when given a certificate.
+//! - `tls`: HTTPS (HTTP/2 and HTTP/1.1) on the same port, when given a certificate, and HSTS.
 
 pub mod config;
 

@@ -20,8 +20,9 @@
 //!
 //! Both live in maps with a hard cap (`TRACKED_MAX` entries each) that evict the entry used
 //! least recently, so made-up account names cannot grow memory, and every attempt costs a
-//! hash lookup, never a scan. An entry untouched by 65,536 other attempts is forgotten:
-//! that resets its ladder or bucket, which then starts over from its free attempts.
+//! hash lookup, never a scan. An entry is forgotten once 65,536 others have been used more
+//! recently: its ladder or bucket then starts over from its free attempts, which buys an
+//! attacker a handful of guesses for 65,536 attempts of their own (30 a minute per address).
 
 use std::hash::Hash;
 use std::net::IpAddr;
