@@ -5,14 +5,14 @@ use std::fmt;
 use crate::ValidationError;
 use crate::limits::*;
 
-/// Message text: not blank, at most [`TEXT_MAX_CHARS`] characters, and no control characters
-/// other than line breaks and tabs.
+/// Message text: something visible (see [`shows_nothing`]), at most [`TEXT_MAX_CHARS`]
+/// characters, and no control characters other than line breaks and tabs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Text(String);
 
 impl Text {
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        if input.trim().is_empty() {
+        if shows_nothing(input) {
             return Err(ValidationError::TextBlank);
         }
         let length = input.chars().count();
@@ -33,7 +33,8 @@ impl Text {
     }
 }
 
-/// An optional one-line subject of at most [`SUBJECT_MAX_CHARS`] characters; empty means none.
+/// An optional one-line subject of at most [`SUBJECT_MAX_CHARS`] characters; empty means none,
+/// and one that is not empty must show something (see [`shows_nothing`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subject(String);
 
@@ -46,12 +47,54 @@ impl Subject {
         if input.chars().any(char::is_control) {
             return Err(ValidationError::SubjectControl);
         }
+        if !input.is_empty() && shows_nothing(input) {
+            return Err(ValidationError::SubjectBlank);
+        }
         Ok(Self(input.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `input` renders as nothing at all: it is empty, or every character is white space
+/// or invisible by nature (see [`is_invisible`]). Such a message would arrive as a blank
+/// bubble, so it is refused like empty text. The same characters inside visible text are
+/// kept: right-to-left marks, joiners in emoji and Persian words, and the like do real work.
+pub fn shows_nothing(input: &str) -> bool {
+    input.chars().all(|c| c.is_whitespace() || is_invisible(c))
+}
+
+/// Unicode's `Default_Ignorable_Code_Point` characters (zero-width spaces and joiners, bidi
+/// marks and controls, variation selectors, tags, Hangul fillers, ...), which a renderer
+/// shows as nothing, plus U+2800 BRAILLE PATTERN BLANK, a visible-width blank often used as a
+/// "space" that trimming does not remove. The table is from DerivedCoreProperties.txt.
+fn is_invisible(c: char) -> bool {
+    const RANGES: [(u32, u32); 18] = [
+        (0x00AD, 0x00AD),
+        (0x034F, 0x034F),
+        (0x061C, 0x061C),
+        (0x115F, 0x1160),
+        (0x17B4, 0x17B5),
+        (0x180B, 0x180F),
+        (0x200B, 0x200F),
+        (0x202A, 0x202E),
+        (0x2060, 0x206F),
+        (0x2800, 0x2800),
+        (0x3164, 0x3164),
+        (0xFE00, 0xFE0F),
+        (0xFEFF, 0xFEFF),
+        (0xFFA0, 0xFFA0),
+        (0xFFF0, 0xFFF8),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0000, 0xE0FFF),
+    ];
+    let c = u32::from(c);
+    RANGES
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&c))
 }
 
 /// A password of [`PASSWORD_MIN_CHARS`] to [`PASSWORD_MAX_CHARS`] characters. Its `Debug`
@@ -112,6 +155,76 @@ mod tests {
             Subject::parse(&"s".repeat(SUBJECT_MAX_CHARS + 1)),
             Err(ValidationError::SubjectTooLong(_))
         ));
+    }
+
+    /// Strings that render as nothing: each alone, and all of them together with spaces.
+    const INVISIBLE: [&str; 20] = [
+        "\u{200B}",           // zero width space
+        "\u{2060}",           // word joiner
+        "\u{FEFF}",           // byte order mark
+        "\u{200C}\u{200D}",   // zero width non-joiner and joiner
+        "\u{00AD}",           // soft hyphen
+        "\u{034F}",           // combining grapheme joiner
+        "\u{061C}",           // Arabic letter mark
+        "\u{180E}",           // Mongolian vowel separator
+        "\u{200E}\u{200F}",   // left-to-right and right-to-left marks
+        "\u{202E}",           // right-to-left override
+        "\u{2066}\u{2069}",   // isolates
+        "\u{2064}",           // invisible plus
+        "\u{3164}",           // Hangul filler
+        "\u{115F}\u{1160}",   // Hangul choseong and jungseong fillers
+        "\u{FFA0}",           // halfwidth Hangul filler
+        "\u{2800}",           // braille pattern blank
+        "\u{FE0F}",           // variation selector
+        "\u{E0020}\u{E007F}", // tag space, cancel tag
+        "\u{3000}\u{00A0}",   // ideographic and no-break spaces
+        " \u{200B}\n\u{2060}\t\u{FEFF} ",
+    ];
+
+    #[test]
+    fn text_and_subjects_that_show_nothing_are_refused_like_empty_ones() {
+        for invisible in INVISIBLE {
+            assert_eq!(
+                Text::parse(invisible),
+                Err(ValidationError::TextBlank),
+                "text {invisible:?}"
+            );
+            // A subject is one line: line breaks are refused first, for what they are.
+            let expected = if invisible.chars().any(char::is_control) {
+                ValidationError::SubjectControl
+            } else {
+                ValidationError::SubjectBlank
+            };
+            assert_eq!(
+                Subject::parse(invisible),
+                Err(expected),
+                "subject {invisible:?}"
+            );
+        }
+        let all = INVISIBLE.concat();
+        assert_eq!(Text::parse(&all), Err(ValidationError::TextBlank));
+        // One visible character is enough.
+        assert!(Text::parse(&format!("{all}.{all}")).is_ok());
+        assert!(Subject::parse("\u{200B}x").is_ok());
+    }
+
+    #[test]
+    fn right_to_left_text_with_its_marks_and_joiners_is_kept_as_written() {
+        for written in [
+            "مرحبا بالعالم",                       // Arabic
+            "שלום עולם\u{200F}",                   // Hebrew ending in a right-to-left mark
+            "\u{200F}שלום\u{200E} (v2.0)\u{200F}", // marks around a left-to-right run
+            "\u{2067}مرحبا\u{2069} means hello",   // an isolate inside English
+            "\u{061C}١٢٣",                         // Arabic letter mark before digits
+            "می\u{200C}خواهم",                     // Persian with a zero width non-joiner
+            "👩\u{200D}💻 ❤\u{FE0F}",              // emoji joined and with a selector
+        ] {
+            let text = Text::parse(written).unwrap_or_else(|error| panic!("{written:?}: {error}"));
+            assert_eq!(text.as_str(), written);
+            let subject =
+                Subject::parse(written).unwrap_or_else(|error| panic!("{written:?}: {error}"));
+            assert_eq!(subject.as_str(), written);
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub enum ValidationError {
     PasswordTooShort,
     #[error("password must be at most {PASSWORD_MAX_CHARS} characters long")]
     PasswordTooLong,
-    #[error("message text is empty: write something to send")]
+    #[error("message text is empty or invisible: write something to send")]
     TextBlank,
     #[error("message text is {0} characters long; the limit is {TEXT_MAX_CHARS}")]
     TextTooLong(usize),
@@ -26,6 +26,8 @@ pub enum ValidationError {
     SubjectTooLong(usize),
     #[error("subject must be a single line without control characters")]
     SubjectControl,
+    #[error("subject shows nothing: leave it empty or write one")]
+    SubjectBlank,
     #[error("client_id is required: pick a unique id per message and reuse it when retrying")]
     ClientIdMissing,
     #[error("client_id must be 1 to {CLIENT_ID_MAX_CHARS} visible ASCII characters (a UUID works)")]

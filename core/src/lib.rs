@@ -6,6 +6,7 @@
 //! - [`requests`]: conversions from wire requests into those types.
 //! - [`codec`]: the protobuf codec of the generated stubs (small per-call buffers).
 //! - [`wire`]: metadata keys, the bearer token and the retry hint, for server and clients.
+//! - [`reason`]: the machine-readable causes of refusals, shared by server and browser.
 //!
 //! Nothing here knows about tokio, SQL or the DOM: the browser form and the server run the
 //! very same checks, so a user sees the server's rule before a request is even sent.
@@ -15,6 +16,7 @@ pub mod content;
 pub mod error;
 pub mod ids;
 pub mod limits;
+pub mod reason;
 pub mod requests;
 pub mod wire;
 

@@ -1,5 +1,6 @@
-//! Accounts and sessions: argon2id password hashes, and bearer tokens that are random,
-//! expiring, revocable and stored only as SHA-256 hashes.
+//! Accounts and sessions: argon2id password hashes (computed by `password`, a bounded number
+//! at once), and bearer tokens that are random, expiring, revocable and stored only as
+//! SHA-256 hashes.
 //!
 //! Tokens are looked up by their hash, never compared as strings, so the time a lookup takes
 //! tells an attacker nothing about a valid token.
@@ -7,8 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chat_core::ids::UserId;
 use chat_core::requests::Credentials;
 use chat_core::wire;
@@ -16,7 +15,8 @@ use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 
 use crate::error::ApiError;
-use crate::store::{Store, StoreError, TokenHash};
+use crate::password::{self, Hashing};
+use crate::store::{Store, TokenHash};
 use chat_transport::unix_now;
 
 /// A signed-in session, as SignUp and SignIn return it.
@@ -28,27 +28,32 @@ pub struct Session {
 
 pub struct Authenticator {
     store: Arc<dyn Store>,
+    hashing: Hashing,
     token_ttl: Duration,
     /// Verified against when the account does not exist, so that an unknown user id costs
     /// as much time as a wrong password and sign-in does not reveal which accounts exist.
     decoy_hash: String,
 }
 
-const WRONG_CREDENTIALS: &str = "wrong user id or password";
-
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, token_ttl: Duration) -> Result<Self, ApiError> {
-        let decoy_hash = hash_password(&hex(&rand::random::<[u8; 16]>()))?;
+    pub fn new(
+        store: Arc<dyn Store>,
+        hashing: Hashing,
+        token_ttl: Duration,
+    ) -> Result<Self, ApiError> {
+        let decoy_hash = password::hash_now(&hex(&rand::random::<[u8; 16]>()))?;
         Ok(Self {
             store,
+            hashing,
             token_ttl,
             decoy_hash,
         })
     }
 
     pub async fn sign_up(&self, credentials: Credentials) -> Result<Session, ApiError> {
+        let turn = self.hashing.turn().await?;
         let password = credentials.password.expose().to_owned();
-        let hash = blocking(move || hash_password(&password)).await?;
+        let hash = self.hashing.hash(turn, password).await?;
         self.store
             .create_account(&credentials.user_id, hash)
             .await?;
@@ -57,14 +62,16 @@ impl Authenticator {
     }
 
     pub async fn sign_in(&self, credentials: Credentials) -> Result<Session, ApiError> {
+        // The turn first: an attempt refused for a full queue costs no storage read.
+        let turn = self.hashing.turn().await?;
         let stored = self.store.password_hash(&credentials.user_id).await?;
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.decoy_hash.clone());
         let password = credentials.password.expose().to_owned();
-        let matches = blocking(move || verify_password(&password, &hash)).await?;
+        let matches = self.hashing.verify(turn, password, hash).await?;
         if !(known && matches) {
             tracing::info!(user = %credentials.user_id, "sign-in refused");
-            return Err(ApiError::Unauthenticated(WRONG_CREDENTIALS));
+            return Err(ApiError::WrongCredentials);
         }
         self.start_session(credentials.user_id).await
     }
@@ -150,35 +157,6 @@ fn token_hash(token: &str) -> TokenHash {
     Sha256::digest(token.to_ascii_lowercase().as_bytes()).into()
 }
 
-fn hash_password(password: &str) -> Result<String, ApiError> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-        .map_err(|error| ApiError::Internal(format!("salt: {error}")))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|error| ApiError::Internal(format!("password hashing: {error}")))
-}
-
-fn verify_password(password: &str, hash: &str) -> Result<bool, ApiError> {
-    let parsed = PasswordHash::new(hash).map_err(|error| {
-        ApiError::from(StoreError::Unavailable(format!(
-            "bad password hash in database: {error}"
-        )))
-    })?;
-    Ok(Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok())
-}
-
-/// Runs CPU-heavy work (password hashing) off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| ApiError::Internal(format!("blocking task failed: {error}")))?
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -215,13 +193,5 @@ mod tests {
             assert!(bearer_token(&metadata(bad)).is_err(), "{bad:?}");
         }
         assert!(bearer_token(&MetadataMap::new()).is_err());
-    }
-
-    #[test]
-    fn passwords_verify_only_against_their_own_hash() {
-        let hash = hash_password("correct horse").unwrap();
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse", &hash).unwrap());
-        assert!(!verify_password("wrong horse", &hash).unwrap());
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::limits::LimitSettings;
+use crate::password::Hashing;
 
 /// How the chat server is configured. `chat-server --help` prints this.
 #[derive(Debug, Clone, clap::Parser)]
@@ -85,15 +86,18 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub send_burst: u32,
 
-    /// Failed sign-ins an account may have before each further attempt must wait: 1 s,
-    /// then doubling with each failure, up to --sign-in-max-delay-secs. A right password
-    /// forgives them; failures are forgotten after an hour.
+    /// Failed sign-ins an account may have from one address (IPv4, or IPv6 /64) before each
+    /// further attempt from there must wait: 1 s, then doubling with each failure, up to
+    /// --sign-in-max-delay-secs. A right password forgives that address's failures; they are
+    /// also forgotten after an hour. All addresses together share a second, larger budget
+    /// per account (see README), so one address cannot keep the owner at another out.
     #[arg(long, env = "CHAT_SIGN_IN_FREE_FAILURES", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub sign_in_free_failures: u32,
 
-    /// The longest wait between sign-in attempts of an account that keeps failing, in
-    /// seconds, so its owner is slowed down for at most that long, never locked out.
+    /// The longest wait between sign-in attempts for an account from an address that keeps
+    /// failing, in seconds; also the refill time of one attempt of the account's shared
+    /// budget, so guessing from any number of addresses gets one guess per this long.
     #[arg(long, env = "CHAT_SIGN_IN_MAX_DELAY_SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub sign_in_max_delay_secs: u64,
@@ -106,6 +110,16 @@ pub struct Settings {
         default_value_t = 30
     )]
     pub sign_in_per_address_per_minute: u32,
+
+    /// Password hashes (argon2id, 19 MiB and tens of milliseconds each) computed at once for
+    /// SignUp and SignIn; 0 for one per core. Other calls never wait behind them.
+    #[arg(long, env = "CHAT_PASSWORD_HASH_CONCURRENCY", default_value_t = 0)]
+    pub password_hash_concurrency: u32,
+
+    /// SignUp and SignIn attempts that may wait for a hash to be free; one more gets
+    /// RESOURCE_EXHAUSTED with a retry hint.
+    #[arg(long, env = "CHAT_PASSWORD_HASH_QUEUE", default_value_t = 64)]
+    pub password_hash_queue: u32,
 }
 
 /// See [`Settings::log_format`].
@@ -142,6 +156,14 @@ impl Settings {
     /// The certificate and key files, when HTTPS is configured.
     pub fn tls_files(&self) -> Option<(&Path, &Path)> {
         Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
+    }
+
+    pub(crate) fn hashing(&self) -> Hashing {
+        let count = |value: u32| usize::try_from(value).unwrap_or(usize::MAX);
+        Hashing::new(
+            count(self.password_hash_concurrency),
+            count(self.password_hash_queue),
+        )
     }
 
     pub(crate) fn limits(&self) -> LimitSettings {

@@ -1,11 +1,18 @@
 //! The API's error type and its one mapping to `tonic::Status`. Internal causes are logged
-//! here and never sent to clients.
+//! here and never sent to clients. Refusals a program must tell apart (wrong credentials, a
+//! rate limit, a full queue) carry gRPC's standard error details: an `ErrorInfo` with a
+//! [`Reason`], and a `RetryInfo` when waiting helps.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::time::Duration;
 
 use chat_core::ValidationError;
 use chat_core::ids::UserId;
+use chat_core::reason::{self, Reason};
 use chat_core::wire;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::store::StoreError;
 
@@ -16,6 +23,9 @@ pub enum ApiError {
     Invalid(#[from] ValidationError),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("wrong user id or password")]
+    WrongCredentials,
+    /// A missing, malformed, unknown, expired or revoked token, in words.
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("{0}")]
@@ -29,12 +39,9 @@ pub enum ApiError {
     AccountExists(UserId),
     #[error("the server is shutting down; reconnect and resume with after_id")]
     ShuttingDown,
-    /// A rate limit (see `limits`); `reason` says which, in words.
-    #[error("{reason}; try again in {:.1} s", tenths_up(*retry_after))]
-    RateLimited {
-        reason: String,
-        retry_after: Duration,
-    },
+    /// A rate limit or a full queue (see `limits`, `password`): wait, then try again.
+    #[error("{limit}; try again in {:.1} s", tenths_up(*retry_after))]
+    RateLimited { limit: Limit, retry_after: Duration },
     #[error(
         "you already have {0} streams open, the most one account may have: close one \
          (each open app tab holds one)"
@@ -47,6 +54,43 @@ pub enum ApiError {
     Unreadable(tonic::Status),
     #[error("internal error")]
     Internal(String),
+}
+
+/// Which limit a refused call ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The user's messages per second (the configured rate).
+    SendRate(u32),
+    /// Failed sign-ins of the account, as seen from the caller's address.
+    AccountSignIns,
+    /// Sign-in and sign-up attempts from the caller's address.
+    AddressSignIns,
+    /// Sign-in and sign-up attempts waiting for the password hashing to be free.
+    SignInQueue,
+}
+
+impl Limit {
+    fn reason(self) -> Reason {
+        match self {
+            Limit::SendRate(_) => Reason::SendRate,
+            Limit::AccountSignIns => Reason::AccountThrottled,
+            Limit::AddressSignIns => Reason::AddressThrottled,
+            Limit::SignInQueue => Reason::SignInQueueFull,
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::SendRate(rate) => {
+                write!(f, "you are sending more than {rate} messages per second")
+            }
+            Limit::AccountSignIns => f.write_str("too many failed sign-ins for this account"),
+            Limit::AddressSignIns => f.write_str("too many sign-in attempts from your address"),
+            Limit::SignInQueue => f.write_str("too many sign-ins at this moment"),
+        }
+    }
 }
 
 /// Seconds rounded up to a tenth, so a wait of 40 ms reads "0.1 s", never "0.0 s".
@@ -67,30 +111,34 @@ impl From<StoreError> for ApiError {
 
 impl From<ApiError> for tonic::Status {
     fn from(error: ApiError) -> Self {
-        use tonic::Status;
         match error {
             ApiError::Invalid(error) => Status::invalid_argument(error.to_string()),
             ApiError::InvalidRequest(message) => Status::invalid_argument(message),
-            ApiError::Unauthenticated(message) => Status::unauthenticated(message),
+            error @ ApiError::WrongCredentials => refusal(
+                Code::Unauthenticated,
+                &error,
+                Reason::WrongCredentials,
+                None,
+            ),
+            ref error @ ApiError::Unauthenticated(_) => {
+                refusal(Code::Unauthenticated, error, Reason::TokenInvalid, None)
+            }
             ApiError::PermissionDenied(message) => Status::permission_denied(message),
             error @ (ApiError::ChatNotFound | ApiError::NoSuchAccount(_)) => {
                 Status::not_found(error.to_string())
             }
             error @ ApiError::AccountExists(_) => Status::already_exists(error.to_string()),
             error @ ApiError::ShuttingDown => Status::unavailable(error.to_string()),
-            error @ ApiError::TooManyStreams(_) => Status::resource_exhausted(error.to_string()),
-            ApiError::Unreadable(ref status) => Status::new(status.code(), error.to_string()),
-            ApiError::RateLimited {
-                ref retry_after, ..
-            } => {
-                // The hint in a form programs read too; browsers may read it (CORS exposes it).
-                let millis = retry_after.as_millis().max(1).to_string();
-                let mut status = Status::resource_exhausted(error.to_string());
-                if let Ok(value) = millis.parse() {
-                    status.metadata_mut().insert(wire::RETRY_AFTER_MS, value);
-                }
-                status
+            ref error @ ApiError::TooManyStreams(_) => {
+                refusal(Code::ResourceExhausted, error, Reason::TooManyStreams, None)
             }
+            ApiError::Unreadable(ref status) => Status::new(status.code(), error.to_string()),
+            ApiError::RateLimited { limit, retry_after } => refusal(
+                Code::ResourceExhausted,
+                &error,
+                limit.reason(),
+                Some(retry_after),
+            ),
             ApiError::Unavailable(cause) => {
                 tracing::error!(%cause, "storage unavailable");
                 // The cause (disk full, read-only or failing disk, ...) is for the operator's
@@ -106,6 +154,27 @@ impl From<ApiError> for tonic::Status {
             }
         }
     }
+}
+
+/// A status with `error`'s sentence, its `reason` in an `ErrorInfo` and, when waiting helps,
+/// the wait in a `RetryInfo` and in the `retry-after-ms` metadata (whole milliseconds, at
+/// least one, the same figure in both).
+fn refusal(code: Code, error: &ApiError, reason: Reason, retry_after: Option<Duration>) -> Status {
+    let wait_ms =
+        retry_after.map(|wait| u64::try_from(wait.as_millis().max(1)).unwrap_or(u64::MAX));
+    let mut details = ErrorDetails::new();
+    details.set_error_info(reason.as_str(), reason::DOMAIN, HashMap::new());
+    if let Some(millis) = wait_ms {
+        details.set_retry_info(Some(Duration::from_millis(millis)));
+    }
+    let mut status = Status::with_error_details(code, error.to_string(), details);
+    // Browsers may read this header too (see `http`).
+    if let Some(millis) = wait_ms
+        && let Ok(value) = millis.to_string().parse()
+    {
+        status.metadata_mut().insert(wire::RETRY_AFTER_MS, value);
+    }
+    status
 }
 
 impl From<StoreError> for tonic::Status {
@@ -128,10 +197,13 @@ mod tests {
             (2500, "2.5 s"),
         ] {
             let error = ApiError::RateLimited {
-                reason: "too fast".into(),
+                limit: Limit::SendRate(3),
                 retry_after: Duration::from_millis(wait_ms),
             };
-            assert_eq!(error.to_string(), format!("too fast; try again in {shown}"));
+            assert_eq!(
+                error.to_string(),
+                format!("you are sending more than 3 messages per second; try again in {shown}")
+            );
         }
     }
 }

@@ -4,7 +4,8 @@
 //! integration tests call it the same way on `127.0.0.1:0`.
 //!
 //! - `config`: settings from flags and `CHAT_*` variables.
-//! - `service`: the gRPC handlers, thin; `auth`: accounts and tokens.
+//! - `service`: the gRPC handlers, thin; `auth`: accounts and tokens; `password`: argon2id,
+//!   a bounded number of hashes at once.
 //! - `store`: the storage trait and its SQLite and PostgreSQL backends (the only SQL).
 //! - `fanout`: the broker that routes committed messages to open feeds.
 //! - `feed`: one live stream (replay, live, catch-up, heartbeat, shutdown).
@@ -20,6 +21,7 @@ mod error;
 mod fanout;
 mod feed;
 mod limits;
+mod password;
 mod service;
 mod store;
 
@@ -77,7 +79,7 @@ pub async fn run(
         .await
         .map_err(|error| ServerError::Store(error.to_string()))?;
     let authenticator = Arc::new(
-        Authenticator::new(Arc::clone(&store), settings.token_ttl())
+        Authenticator::new(Arc::clone(&store), settings.hashing(), settings.token_ttl())
             .map_err(|error| ServerError::Store(error.to_string()))?,
     );
     let (stopping, shutdown_seen) = watch::channel(false);

@@ -17,7 +17,8 @@ const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How to serve, beyond what every server of the project does the same way.
 #[derive(Default)]
 pub struct Options {
-    /// HTTPS only, with this certificate, when set; plain HTTP otherwise.
+    /// HTTPS only, with this certificate, when set, and every response tells browsers to stay
+    /// on HTTPS (HSTS); plain HTTP otherwise.
     pub tls: Option<Tls>,
 }
 
@@ -36,6 +37,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT));
     match options.tls {
         Some(tls) => {
+            let router = router.layer(tls::strict_transport_security());
             server
                 .serve_with_incoming_shutdown(router, tls::incoming(listener, tls), shutdown)
                 .await

@@ -13,6 +13,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
+use http::HeaderValue;
+use http::header::STRICT_TRANSPORT_SECURITY;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -24,6 +26,19 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+/// The layer that adds `Strict-Transport-Security` to every response, so a browser that has
+/// reached the server over HTTPS once uses HTTPS for it from then on, for a year, even when
+/// sent to an `http://` link (which would otherwise expose the first request, bearer token
+/// included, to anyone on the path). Only for an HTTPS server: over plain HTTP the header
+/// means nothing (RFC 6797, 7.2). Subdomains are left alone: they may be other services.
+pub(crate) fn strict_transport_security() -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(
+        STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    )
+}
 
 /// How long a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

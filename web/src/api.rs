@@ -1,10 +1,14 @@
 //! The only module that touches the generated gRPC client. It speaks gRPC-web to the
-//! server the page came from and turns every failure into an [`ApiError`] a person can read.
+//! server the page came from and turns every failure into an [`ApiError`] a person can read,
+//! deciding by the status code and gRPC's standard error details (the reason in `ErrorInfo`,
+//! the wait in `RetryInfo`), never by the words of the message.
 
 use chat_core::ids::MessageId;
 use chat_core::proto::{self, auth_client::AuthClient, chat_client::ChatClient};
+use chat_core::reason::Reason;
 use chat_core::wire;
 use tonic::{Code, Request, Status, Streaming};
+use tonic_types::StatusExt as _;
 use tonic_web_wasm_client::Client;
 
 /// What went wrong, in words for the person using the app.
@@ -19,7 +23,7 @@ pub enum ApiError {
     /// The request was refused; the message says why (from the server's validation).
     Refused(String),
     /// Over one of the server's rate limits: the same request may go again after
-    /// `retry_after_ms` (the server's `retry-after-ms` hint). `reason` is its sentence.
+    /// `retry_after_ms` (the server's `RetryInfo`). `reason` is its sentence.
     Busy { reason: String, retry_after_ms: u64 },
     /// Something broke on the server.
     Server(String),
@@ -35,16 +39,25 @@ impl ApiError {
     }
 
     fn from_status(status: Status) -> Self {
-        let message = status.message().to_owned();
-        let retry_after_ms = wire::retry_after_ms(&status);
+        let details = status.get_error_details();
+        let reason = details
+            .error_info()
+            .and_then(|info| Reason::parse(&info.domain, &info.reason));
+        let retry_after_ms = details
+            .retry_info()
+            .and_then(|info| info.retry_delay)
+            .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+        let message = status.message();
         if let (Code::ResourceExhausted, Some(retry_after_ms)) = (status.code(), retry_after_ms) {
             return ApiError::Busy {
-                reason: capitalised(&message),
+                reason: capitalised(message),
                 retry_after_ms,
             };
         }
         match status.code() {
-            Code::Unauthenticated if message.contains("password") => ApiError::WrongCredentials,
+            Code::Unauthenticated if reason == Some(Reason::WrongCredentials) => {
+                ApiError::WrongCredentials
+            }
             Code::Unauthenticated => ApiError::SignedOut,
             Code::InvalidArgument
             | Code::NotFound
@@ -52,13 +65,13 @@ impl ApiError {
             | Code::PermissionDenied
             | Code::FailedPrecondition
             | Code::ResourceExhausted
-            | Code::OutOfRange => ApiError::Refused(capitalised(&message)),
+            | Code::OutOfRange => ApiError::Refused(capitalised(message)),
             // The browser's fetch failed (network down, server gone), or the server is
             // restarting: tonic reports those as UNKNOWN or UNAVAILABLE.
             Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => {
                 ApiError::Offline
             }
-            _ => ApiError::Server(message),
+            _ => ApiError::Server(message.to_owned()),
         }
     }
 }
@@ -272,7 +285,23 @@ fn session_from(session: proto::Session) -> Session {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use tonic_types::ErrorDetails;
+
     use super::*;
+
+    /// A status as the server builds it: its reason in an `ErrorInfo`, its wait in a
+    /// `RetryInfo`.
+    fn refusal(code: Code, message: &str, reason: Reason, retry_ms: Option<u64>) -> Status {
+        let mut details = ErrorDetails::new();
+        details.set_error_info(reason.as_str(), chat_core::reason::DOMAIN, HashMap::new());
+        if let Some(millis) = retry_ms {
+            details.set_retry_info(Some(Duration::from_millis(millis)));
+        }
+        Status::with_error_details(code, message, details)
+    }
 
     #[test]
     fn statuses_become_sentences() {
@@ -291,20 +320,46 @@ mod tests {
             ApiError::from_status(Status::unknown("JS API error: TypeError: Failed to fetch")),
             ApiError::Offline
         );
+        assert!(!ApiError::Refused("x".into()).is_transient());
+        assert!(ApiError::Offline.is_transient());
+    }
+
+    #[test]
+    fn the_reason_in_the_error_details_decides_not_the_words() {
+        let wrong = "wrong user id or password";
         assert_eq!(
-            ApiError::from_status(Status::unauthenticated("wrong user id or password")),
+            ApiError::from_status(refusal(
+                Code::Unauthenticated,
+                wrong,
+                Reason::WrongCredentials,
+                None
+            )),
             ApiError::WrongCredentials
         );
+        // The same words without the reason, or with another, are a session that ended.
         assert_eq!(
-            ApiError::from_status(Status::unauthenticated("the token is invalid")),
+            ApiError::from_status(Status::unauthenticated(wrong)),
             ApiError::SignedOut
         );
-        assert!(!ApiError::Refused("x".into()).is_transient());
-        let mut too_fast = Status::resource_exhausted("sending too fast; try again in 2 s");
-        too_fast
-            .metadata_mut()
-            .insert(wire::RETRY_AFTER_MS, "1500".parse().unwrap());
-        let busy = ApiError::from_status(too_fast);
+        assert_eq!(
+            ApiError::from_status(refusal(
+                Code::Unauthenticated,
+                "bad password?",
+                Reason::TokenInvalid,
+                None
+            )),
+            ApiError::SignedOut
+        );
+    }
+
+    #[test]
+    fn a_retry_info_makes_a_refusal_worth_waiting_for() {
+        let busy = ApiError::from_status(refusal(
+            Code::ResourceExhausted,
+            "sending too fast; try again in 2 s",
+            Reason::SendRate,
+            Some(1500),
+        ));
         assert_eq!(
             busy,
             ApiError::Busy {
@@ -313,13 +368,28 @@ mod tests {
             }
         );
         assert!(busy.is_transient());
-        // Without the hint (too many streams), it is a refusal the person must act on.
+        let queue_full = ApiError::from_status(refusal(
+            Code::ResourceExhausted,
+            "too many sign-ins at this moment; try again in 0.3 s",
+            Reason::SignInQueueFull,
+            Some(300),
+        ));
         assert!(matches!(
-            ApiError::from_status(Status::resource_exhausted(
-                "you already have 16 streams open"
+            queue_full,
+            ApiError::Busy {
+                retry_after_ms: 300,
+                ..
+            }
+        ));
+        // Without a wait (too many streams), it is a refusal the person must act on.
+        assert!(matches!(
+            ApiError::from_status(refusal(
+                Code::ResourceExhausted,
+                "you already have 16 streams open",
+                Reason::TooManyStreams,
+                None
             )),
             ApiError::Refused(_)
         ));
-        assert!(ApiError::Offline.is_transient());
     }
 }

@@ -33,12 +33,12 @@ impl Auth for AuthService {
     async fn sign_in(&self, request: Request<Credentials>) -> Result<Response<Session>, Status> {
         let credentials =
             requests::Credentials::try_from(request.get_ref()).map_err(ApiError::from)?;
-        self.limits
-            .sign_in_from(request.remote_addr().map(|address| address.ip()))?;
+        let address = request.remote_addr().map(|address| address.ip());
+        self.limits.sign_in_from(address)?;
         let user = credentials.user_id.clone();
-        self.limits.sign_in_attempt(&user)?;
+        self.limits.sign_in_attempt(&user, address)?;
         let session = self.authenticator.sign_in(credentials).await?;
-        self.limits.signed_in(&user);
+        self.limits.signed_in(&user, address);
         Ok(Response::new(to_proto(session)))
     }
 

@@ -1,6 +1,8 @@
 //! The `chat.Chat` service: New, History, Send and Connect as micro/services defines them,
 //! plus Stream and List.
-//! Every handler validates its input first, then authenticates, then does the work.
+//! Every handler authenticates first, then validates its input, then does the work: an
+//! anonymous peer learns nothing about how input is parsed and costs no more than a token
+//! lookup.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,8 +43,8 @@ impl Chat for ChatService {
         &self,
         request: Request<proto::NewRequest>,
     ) -> Result<Response<proto::NewResponse>, Status> {
-        let members = Members::try_from(request.get_ref()).map_err(ApiError::from)?;
         let caller = self.authenticator.caller(request.metadata()).await?;
+        let members = Members::try_from(request.get_ref()).map_err(ApiError::from)?;
         if !members.contains(&caller) {
             return Err(ApiError::InvalidRequest(format!(
                 "user_ids must include you (\"{caller}\"): a chat is started by one of its members"
@@ -62,8 +64,8 @@ impl Chat for ChatService {
         &self,
         request: Request<proto::HistoryRequest>,
     ) -> Result<Response<proto::HistoryResponse>, Status> {
-        let query = HistoryQuery::try_from(request.get_ref()).map_err(ApiError::from)?;
         let caller = self.authenticator.caller(request.metadata()).await?;
+        let query = HistoryQuery::try_from(request.get_ref()).map_err(ApiError::from)?;
         let page = self.store.history(&caller, &query).await?;
         Ok(Response::new(proto::HistoryResponse {
             messages: page
@@ -79,8 +81,8 @@ impl Chat for ChatService {
         &self,
         request: Request<proto::SendRequest>,
     ) -> Result<Response<proto::SendResponse>, Status> {
-        let message = NewMessage::try_from(request.get_ref()).map_err(ApiError::from)?;
         let caller = self.authenticator.caller(request.metadata()).await?;
+        let message = NewMessage::try_from(request.get_ref()).map_err(ApiError::from)?;
         check_claim(&caller, message.claimed_sender.as_ref(), "user_id")?;
         self.limits.send(&caller)?;
         let stored = self.store.append(&caller, message).await?;
@@ -95,8 +97,8 @@ impl Chat for ChatService {
         &self,
         request: Request<Streaming<proto::Message>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let (chat, after) = connect_metadata(request.metadata())?;
         let caller = self.authenticator.caller(request.metadata()).await?;
+        let (chat, after) = connect_metadata(request.metadata())?;
         self.check_member(&chat, &caller).await?;
         let slot = self.limits.open_stream(&caller)?;
         let feed = self.open_feed(FeedSpec {
@@ -125,8 +127,8 @@ impl Chat for ChatService {
         &self,
         request: Request<proto::StreamRequest>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let query = StreamQuery::try_from(request.get_ref()).map_err(ApiError::from)?;
         let caller = self.authenticator.caller(request.metadata()).await?;
+        let query = StreamQuery::try_from(request.get_ref()).map_err(ApiError::from)?;
         if let Some(chat) = &query.chat_id {
             self.check_member(chat, &caller).await?;
         }

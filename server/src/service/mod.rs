@@ -1,4 +1,4 @@
-//! The gRPC services: thin handlers that validate with `chat-core`, authenticate, and
+//! The gRPC services: thin handlers that authenticate, validate with `chat-core`, and
 //! delegate to the store, the broker and the feed.
 
 pub mod auth;

@@ -274,3 +274,91 @@ async fn other_peoples_chats_look_exactly_like_missing_chats() {
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(history[0].client_id, "b1");
 }
+
+/// One Chat call with a malformed field, made with no token: the field must not be read
+/// before the caller is known, so the answer is UNAUTHENTICATED, never the validation
+/// sentence (which would tell an anonymous peer how the server parses its input, and make it
+/// do that work for nobody).
+#[rustfmt::skip]
+fn malformed_calls() -> Vec<(&'static str, Call)> {
+    vec![
+        ("List", Call::List),
+        ("New with a malformed member", Call::New(NewRequest { user_ids: vec!["b@d".into()] })),
+        ("New with no members", Call::New(NewRequest { user_ids: vec![] })),
+        ("History of chat_id \"x\"", Call::History(HistoryRequest { chat_id: "x".into(), limit: -1, before_id: "abc".into() })),
+        ("Send with nothing valid", Call::Send(SendRequest { chat_id: "x".into(), ..Default::default() })),
+        ("Stream with a malformed after_id", Call::Stream(StreamRequest { chat_id: "x".into(), after_id: "abc".into() })),
+    ]
+}
+
+enum Call {
+    List,
+    New(NewRequest),
+    History(HistoryRequest),
+    Send(SendRequest),
+    Stream(StreamRequest),
+}
+
+/// Makes `call` without a token on `chat`, over whichever transport it speaks.
+macro_rules! refusal_without_token {
+    ($chat:expr, $call:expr) => {
+        match $call {
+            Call::List => within($chat.list(ListRequest {})).await.map(drop),
+            Call::New(request) => within($chat.new_chat(request)).await.map(drop),
+            Call::History(request) => within($chat.history(request)).await.map(drop),
+            Call::Send(request) => within($chat.send(request)).await.map(drop),
+            Call::Stream(request) => {
+                Err(streaming_failure(within($chat.stream(request)).await).await)
+            }
+        }
+    };
+}
+
+#[tokio::test]
+async fn every_chat_rpc_authenticates_before_it_validates() {
+    let app = spawn_app().await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let mut native = app.chat().await;
+    let mut web = app.web_chat();
+    // Every row is tried before the verdict, so a failure lists all the calls that validate
+    // first, not just the first one met.
+    let mut answers = Vec::new();
+    for (case, call) in malformed_calls() {
+        let outcome = refusal_without_token!(native, call);
+        answers.push((format!("native {case}"), outcome));
+    }
+    for (case, call) in malformed_calls() {
+        let outcome = refusal_without_token!(web, call);
+        answers.push((format!("gRPC-web {case}"), outcome));
+    }
+    // Connect is native only (gRPC-web has no client streaming); its fields are metadata.
+    for metadata in [
+        vec![("chat-id", "x")],
+        vec![("chat-id", chat_id.as_str()), ("after-id", "abc")],
+        vec![],
+    ] {
+        let outcome = match open_connect(&mut native, None, &metadata).await {
+            Err(status) => Err(status),
+            Ok((_outbox, mut incoming)) => Err(failure_of(&mut incoming).await),
+        };
+        answers.push((format!("native Connect with {metadata:?}"), outcome));
+    }
+    let wrong: Vec<String> = answers
+        .into_iter()
+        .filter_map(|(case, outcome)| match outcome {
+            Ok(()) => Some(format!("{case}: accepted")),
+            Err(status) if status.code() == Code::Unauthenticated => None,
+            Err(status) => Some(format!(
+                "{case}: {:?} {:?}",
+                status.code(),
+                status.message()
+            )),
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "not UNAUTHENTICATED:\n{}",
+        wrong.join("\n")
+    );
+}

@@ -2,7 +2,10 @@
 //! accounts exist, tokens expire and can be revoked one at a time, and neither passwords nor
 //! tokens are ever written down, in the log or the database.
 
+use std::time::Duration;
+
 use chat_core::proto::{ListRequest, SignOutRequest};
+use chat_core::reason::Reason;
 use tonic::Code;
 
 use crate::helpers::*;
@@ -114,6 +117,80 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
         !wrong_password.message().is_empty(),
         "the refusal should say something"
     );
+}
+
+#[tokio::test]
+async fn refusals_carry_their_reason_and_retry_hint_in_standard_error_details_on_both_transports() {
+    // One failure a minute of an account's budget, one attempt per minute from an address:
+    // each refusal below is met on the first or second try.
+    let app = spawn_app_with(&[
+        "--sign-in-free-failures",
+        "1",
+        "--sign-in-per-address-per-minute",
+        "4",
+        "--send-rate",
+        "1",
+        "--send-burst",
+        "1",
+    ])
+    .await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let mut native = app.auth().await;
+    let mut web = app.web_auth();
+
+    // What a client must tell apart, on the browser's transport as on the native one.
+    let wrong = within(web.sign_in(credentials("alice", "not the password")))
+        .await
+        .expect_err("wrong password");
+    assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
+    assert_eq!(
+        error_details(&wrong),
+        (Some(Reason::WrongCredentials), None)
+    );
+    let throttled = within(native.sign_in(credentials("alice", "not the password")))
+        .await
+        .expect_err("an attempt during the account's wait");
+    assert_eq!(throttled.code(), Code::ResourceExhausted, "{throttled:?}");
+    let (reason, retry) = error_details(&throttled);
+    assert_eq!(reason, Some(Reason::AccountThrottled), "{throttled:?}");
+    assert!(
+        retry.is_some_and(|wait| wait > Duration::ZERO),
+        "{throttled:?}"
+    );
+
+    let signed_out = within(app.web_chat().list(ListRequest {}))
+        .await
+        .expect_err("no token");
+    assert_eq!(
+        error_details(&signed_out),
+        (Some(Reason::TokenInvalid), None)
+    );
+
+    let mut chat = app.web_chat();
+    within(chat.send(authed(&alice, send_request(&chat_id, "m1", "one"))))
+        .await
+        .expect("within the burst");
+    let too_fast = within(chat.send(authed(&alice, send_request(&chat_id, "m2", "two"))))
+        .await
+        .expect_err("over the send rate");
+    let (reason, retry) = error_details(&too_fast);
+    assert_eq!(reason, Some(Reason::SendRate), "gRPC-web: {too_fast:?}");
+    assert!(
+        retry.is_some_and(|wait| wait <= Duration::from_secs(1)),
+        "{too_fast:?}"
+    );
+
+    // The address has now made three attempts (sign-up, two sign-ins) of its four a minute.
+    within(native.sign_in(credentials("nobody", PASSWORD)))
+        .await
+        .expect_err("an unknown user");
+    let busy = within(web.sign_up(credentials("carol", PASSWORD)))
+        .await
+        .expect_err("over the address's budget");
+    let (reason, retry) = error_details(&busy);
+    assert_eq!(reason, Some(Reason::AddressThrottled), "gRPC-web: {busy:?}");
+    assert!(retry.is_some(), "{busy:?}");
 }
 
 #[tokio::test]

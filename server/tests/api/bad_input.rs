@@ -68,6 +68,9 @@ fn table(chat_id: &str) -> Vec<Row> {
         row("text of 60,000 characters", send("t5", &"x".repeat(60_000)), "text"),
         row("control character in text", send("t6", "ring the bell\u{7}"), "text"),
         row("NUL in text", send("t7", "nul\0byte"), "text"),
+        row("text of zero-width characters", send("t8", "\u{200B}\u{2060}\u{FEFF}"), "text"),
+        row("text of bidi marks and spaces", send("t9", " \u{200F}\u{200E}\u{3164} "), "text"),
+        row("subject of zero-width characters", send_with(SendRequest { subject: "\u{200B}\u{200D}".into(), ..base.clone() }), "subject"),
         row("subject with a newline", send_with(SendRequest { subject: "two\nlines".into(), ..base.clone() }), "subject"),
         row("subject over the limit", send_with(SendRequest { subject: "s".repeat(SUBJECT_MAX_CHARS + 1), ..base.clone() }), "subject"),
         row("missing client_id", send("", "hi"), "client id"),
@@ -259,4 +262,52 @@ async fn values_at_the_limits_are_accepted() {
         take(&mut incoming, 1).await[0].text.chars().count(),
         TEXT_MAX_CHARS
     );
+}
+
+#[tokio::test]
+async fn right_to_left_text_with_bidi_marks_is_stored_as_written_and_invisible_text_is_not() {
+    let app = spawn_app().await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    let chat_id = new_chat(&app, &alice, &["alice"]).await;
+    let mut chat = app.chat().await;
+    let arabic = "\u{200F}مرحبا\u{200F} (v2.0)";
+    let hebrew = "שלום\u{200E}!\u{200F}";
+    let request = SendRequest {
+        subject: "\u{2067}تحية\u{2069}".into(),
+        ..send_request(&chat_id, "arabic", arabic)
+    };
+    let stored = within(chat.send(authed(&alice, request.clone())))
+        .await
+        .expect("Arabic with right-to-left marks")
+        .into_inner()
+        .message
+        .expect("stored message");
+    assert_eq!(
+        (stored.text, stored.subject),
+        (request.text, request.subject)
+    );
+
+    // Connect validates the same way: a visible message is echoed, an invisible one ends the
+    // stream with the reason, and neither the invisible one nor anything after it is stored.
+    let (outbox, mut incoming) = open_connect(&mut chat, Some(&alice), &[("chat-id", &chat_id)])
+        .await
+        .expect("connect");
+    for (client_id, text) in [("hebrew", hebrew), ("blank", "\u{2060}\u{FEFF}")] {
+        let message = Message {
+            client_id: client_id.into(),
+            text: text.into(),
+            ..Default::default()
+        };
+        outbox.send(message).await.expect("the stream is open");
+    }
+    let echoed = take(&mut incoming, 1).await;
+    assert_eq!(echoed[0].text, hebrew);
+    let status = failure_of(&mut incoming).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let texts: Vec<_> = history_of(&app, &alice, &chat_id)
+        .await
+        .into_iter()
+        .map(|message| message.text)
+        .collect();
+    assert_eq!(texts, [arabic, hebrew]);
 }

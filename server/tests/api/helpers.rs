@@ -6,7 +6,7 @@
 //! through one bounded `within`.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use chat_core::proto::{
     ChatSummary, Credentials, Event, HistoryRequest, ListRequest, Message, NewRequest, SendRequest,
     SignOutRequest, StreamRequest,
 };
+use chat_core::reason::Reason;
 pub use chat_core::wire::authed;
 use chat_server::config::Settings;
 pub use chat_transport::client::WebClient;
@@ -37,6 +38,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder, Streaming};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use tonic_types::StatusExt as _;
 
 /// The longest any single wait may take: past it the test fails instead of hanging the suite.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -189,6 +191,24 @@ pub trait Server {
         within(endpoint.connect())
             .await
             .expect("cannot connect over HTTP/2")
+    }
+
+    /// A native gRPC connection whose client side is bound to `local`, another loopback
+    /// address (127.0.0.2, ...), so the server sees a different peer address: how a test plays
+    /// two people at two places.
+    async fn channel_from(&self, local: IpAddr) -> Channel {
+        let endpoint = Channel::from_shared(self.url("")).expect("invalid server URL");
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(local));
+        connector.set_nodelay(true);
+        within(endpoint.connect_with_connector(connector))
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect from {local}: {error}"))
+    }
+
+    /// The Auth service, called from the loopback address `local` (see [`Self::channel_from`]).
+    async fn auth_from(&self, local: IpAddr) -> AuthClient<Channel> {
+        AuthClient::new(self.channel_from(local).await)
     }
 
     async fn chat(&self) -> ChatClient<Channel> {
@@ -395,15 +415,33 @@ impl ServerProcess {
 
     /// The process's resident memory now (`VmRSS` in `/proc/<pid>/status`), in bytes.
     pub fn rss_bytes(&self) -> u64 {
+        self.memory_status("VmRSS")
+    }
+
+    /// The most resident memory the process has held since it started or since the last
+    /// [`Self::reset_peak_rss`] (`VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.memory_status("VmHWM")
+    }
+
+    /// Starts [`Self::peak_rss_bytes`] afresh from the current resident memory (writing 5 to
+    /// `/proc/<pid>/clear_refs`, Linux 4.0 and later).
+    pub fn reset_peak_rss(&self) {
+        let path = format!("/proc/{}/clear_refs", self.pid());
+        std::fs::write(&path, "5").unwrap_or_else(|error| panic!("cannot write {path}: {error}"));
+    }
+
+    /// A `kB` figure of `/proc/<pid>/status`, in bytes.
+    fn memory_status(&self, field: &str) -> u64 {
         let path = format!("/proc/{}/status", self.pid());
         let status = std::fs::read_to_string(&path)
             .unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
         let kib: u64 = status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|value| value.trim().strip_suffix("kB"))
             .and_then(|kib| kib.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no VmRSS in {path}:\n{status}"));
+            .unwrap_or_else(|| panic!("no {field} in {path}:\n{status}"));
         kib * 1024
     }
 
@@ -970,4 +1008,19 @@ pub async fn http1(request: http::Request<Full<Bytes>>) -> (http::response::Part
         (head, body)
     })
     .await
+}
+
+/// What a refusal carries in gRPC's standard error details: the reason of its `ErrorInfo`
+/// (checked to be in the chat domain and known) and the delay of its `RetryInfo`.
+pub fn error_details(status: &Status) -> (Option<Reason>, Option<Duration>) {
+    let details = status.get_error_details();
+    let reason = details.error_info().map(|info| {
+        Reason::parse(&info.domain, &info.reason)
+            .unwrap_or_else(|| panic!("an unknown reason {info:?} in {status:?}"))
+    });
+    let retry = details.retry_info().map(|info| {
+        info.retry_delay
+            .unwrap_or_else(|| panic!("a RetryInfo without a delay in {status:?}"))
+    });
+    (reason, retry)
 }

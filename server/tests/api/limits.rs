@@ -3,22 +3,35 @@
 //! Every refusal is RESOURCE_EXHAUSTED (OUT_OF_RANGE for size, tonic's code) with a sentence;
 //! rate limits also carry `retry-after-ms`, and waiting that long is enough.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use chat_core::proto::{Message, StreamRequest};
+use chat_core::reason::Reason;
 use chat_core::wire;
 use tonic::{Code, Status};
 
 use crate::helpers::*;
 
-/// The retry hint of a rate-limited call, which must be there and be sensible.
-fn retry_after(status: &Status) -> Duration {
+/// The retry hint of a rate-limited call, which must be there and be sensible: in gRPC's
+/// standard details (`RetryInfo`, with an `ErrorInfo` naming `reason`), and the same figure in
+/// the `retry-after-ms` metadata older clients read.
+fn retry_after(status: &Status, reason: Reason) -> Duration {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let millis =
         wire::retry_after_ms(status).unwrap_or_else(|| panic!("no retry-after-ms in {status:?}"));
     assert!(millis > 0, "{status:?}");
     assert!(
         status.message().contains("try again in"),
         "the message must say when to retry: {status:?}"
+    );
+    let (carried, retry) = error_details(status);
+    assert_eq!(carried, Some(reason), "{status:?}");
+    let retry = retry.unwrap_or_else(|| panic!("no RetryInfo in {status:?}"));
+    assert_eq!(
+        u64::try_from(retry.as_millis().max(1)).ok(),
+        Some(millis),
+        "RetryInfo and retry-after-ms disagree in {status:?}"
     );
     Duration::from_millis(millis)
 }
@@ -81,6 +94,11 @@ async fn streams_per_user_are_limited_and_a_closed_one_frees_its_slot() {
     let status = streaming_failure(within(chat.stream(authed(&alice, request))).await).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("close one"), "{status:?}");
+    assert_eq!(
+        error_details(&status).0,
+        Some(Reason::TooManyStreams),
+        "{status:?}"
+    );
     let status = match open_connect(&mut chat, Some(&alice), &[("chat-id", &chat_id)]).await {
         Err(status) => status,
         Ok((_outbox, mut incoming)) => failure_of(&mut incoming).await,
@@ -125,7 +143,7 @@ async fn sending_faster_than_the_rate_is_refused_with_a_hint_that_works() {
         status.message().contains("2 messages per second"),
         "{status:?}"
     );
-    let wait = retry_after(&status);
+    let wait = retry_after(&status, Reason::SendRate);
     assert!(
         wait <= Duration::from_millis(500),
         "{wait:?} at 2 per second"
@@ -197,7 +215,7 @@ async fn failed_sign_ins_slow_an_account_down_without_locking_its_owner_out() {
         .expect_err("an attempt during the wait");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("for this account"), "{status:?}");
-    let wait = retry_after(&status);
+    let wait = retry_after(&status, Reason::AccountThrottled);
     assert!(
         wait <= Duration::from_secs(1),
         "{wait:?} over the configured maximum"
@@ -233,6 +251,146 @@ async fn failed_sign_ins_slow_an_account_down_without_locking_its_owner_out() {
     assert_eq!(status.code(), Code::Unauthenticated, "forgiven: {status:?}");
 }
 
+/// What one attacker learns while guessing at `account`'s password from `address` as fast as
+/// the server lets them (retrying the moment each wait ends) until `deadline`: the moments
+/// their guesses were checked (answered "wrong credentials") since `start`.
+async fn guess_until(
+    app: &TestApp,
+    address: IpAddr,
+    account: &str,
+    start: Instant,
+    deadline: Instant,
+) -> Vec<Duration> {
+    let mut auth = app.auth_from(address).await;
+    let mut checked = Vec::new();
+    let mut n = 0;
+    while Instant::now() < deadline {
+        n += 1;
+        match within(auth.sign_in(credentials(account, &format!("guess number {n}")))).await {
+            Err(status) if status.code() == Code::Unauthenticated => {
+                checked.push(start.elapsed());
+            }
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                let wait = retry_after(&status, Reason::AccountThrottled);
+                tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+            }
+            other => panic!("guess {n} from {address}: {other:?}"),
+        }
+    }
+    checked
+}
+
+/// The most guesses one account's failure ladder lets through within `window`: `free` at
+/// once, then one each time the wait (1 s, doubling, at most `max_delay`) ends.
+fn ladder_allows(free: u32, max_delay: Duration, window: Duration) -> usize {
+    let (mut guesses, mut at, mut delay) = (free as usize, Duration::ZERO, Duration::from_secs(1));
+    loop {
+        at += delay.min(max_delay);
+        if at >= window {
+            return guesses;
+        }
+        guesses += 1;
+        delay *= 2;
+    }
+}
+
+/// The most guesses an account's budget lets through within `window`, however many addresses
+/// guess: at once, one more than a single address's ladder allows before its waits reach the
+/// longest; then one per longest wait.
+fn account_budget_allows(free: u32, max_delay: Duration, window: Duration) -> usize {
+    let mut doublings = 0;
+    while Duration::from_secs(1 << doublings) < max_delay {
+        doublings += 1;
+    }
+    let refills = (window.as_secs_f64() / max_delay.as_secs_f64()).floor() as usize;
+    free as usize + doublings + 1 + refills
+}
+
+#[tokio::test]
+async fn an_attacker_at_one_address_cannot_keep_the_owner_at_another_out_nor_guess_faster() {
+    const FREE: u32 = 2;
+    const MAX_DELAY: Duration = Duration::from_secs(2);
+    let app = spawn_app_with(&[
+        "--sign-in-free-failures",
+        "2",
+        "--sign-in-max-delay-secs",
+        "2",
+    ])
+    .await;
+    signed_up(&app, "alice").await;
+    let attacker: IpAddr = "127.0.0.1".parse().unwrap();
+    let owner: IpAddr = "127.0.0.2".parse().unwrap();
+    let accomplice: IpAddr = "127.0.0.3".parse().unwrap();
+
+    // The attacker guesses for 5 s. From 2 s on, when every wait is the longest one and the
+    // attacker renews it the moment it ends, the owner signs in with the right password from
+    // another address, five times.
+    let window = Duration::from_secs(5);
+    let start = Instant::now();
+    let attack = guess_until(&app, attacker, "alice", start, start + window);
+    let owner_signs_in = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut auth = app.auth_from(owner).await;
+        let mut refused = Vec::new();
+        for _ in 0..5 {
+            if let Err(status) = within(auth.sign_in(credentials("alice", PASSWORD))).await {
+                refused.push(status);
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        refused
+    };
+    let (guesses, refused) = tokio::join!(attack, owner_signs_in);
+    assert!(
+        refused.is_empty(),
+        "the owner was refused {} of 5 times while one address guessed: {:?}",
+        refused.len(),
+        refused
+            .iter()
+            .map(|status| status.message())
+            .collect::<Vec<_>>()
+    );
+    // The attacker guessed as slowly as one account's ladder allows, the owner's sign-ins
+    // forgiving nothing of theirs.
+    let allowed = ladder_allows(FREE, MAX_DELAY, window);
+    assert!(
+        guesses.len() <= allowed,
+        "{} guesses checked in {window:?} (at {guesses:?}); the ladder allows {allowed}",
+        guesses.len()
+    );
+    assert!(
+        guesses.len() >= FREE as usize,
+        "the attack never ran: {guesses:?}"
+    );
+
+    // Two addresses guessing together get no more than one address did before the ladders
+    // were per address, beyond the account-wide budget's allowance of one extra guess and
+    // what its refill adds in the ladder's first doublings (both in RELIABILITY.md).
+    let bob = "bob";
+    signed_up(&app, bob).await;
+    let start = Instant::now();
+    let (first, second) = tokio::join!(
+        guess_until(&app, attacker, bob, start, start + window),
+        guess_until(&app, accomplice, bob, start, start + window),
+    );
+    let together = first.len() + second.len();
+    let account_budget = account_budget_allows(FREE, MAX_DELAY, window);
+    println!(
+        "in {window:?}: one address had {} guesses checked (its ladder allows {allowed}) and \
+         the owner elsewhere got in 5 of 5 times; two addresses together had {together} \
+         ({} + {}; the account budget allows {account_budget})",
+        guesses.len(),
+        first.len(),
+        second.len()
+    );
+    assert!(
+        together <= account_budget,
+        "two addresses had {together} guesses checked in {window:?} ({first:?} and {second:?}); \
+         the account-wide budget allows {account_budget}"
+    );
+}
+
 #[tokio::test]
 async fn sign_in_and_sign_up_attempts_per_address_are_limited() {
     let app = spawn_app_with(&["--sign-in-per-address-per-minute", "3"]).await;
@@ -259,7 +417,7 @@ async fn sign_in_and_sign_up_attempts_per_address_are_limited() {
         let status = outcome.expect_err(what);
         assert_eq!(status.code(), Code::ResourceExhausted, "{what}: {status:?}");
         assert!(status.message().contains("from your address"), "{status:?}");
-        let wait = retry_after(&status);
+        let wait = retry_after(&status, Reason::AddressThrottled);
         assert!(
             wait <= Duration::from_secs(20),
             "{what}: {wait:?} at 3 per minute"

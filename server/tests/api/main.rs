@@ -21,6 +21,7 @@ mod ops;
 mod pg_faults;
 mod restart;
 mod send;
+mod sign_in_storm;
 mod slow_consumer;
 mod storm;
 mod stream;

@@ -202,6 +202,67 @@ async fn http1_clients_get_the_ui_and_untrusting_or_plain_clients_get_nothing() 
 }
 
 #[tokio::test]
+async fn https_responses_tell_browsers_to_stay_on_https_and_plain_http_ones_do_not() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let certificate = self_signed(dir.path());
+    let (cert, key) = (
+        certificate.cert.display().to_string(),
+        certificate.key.display().to_string(),
+    );
+    let app = spawn_app_with(&["--tls-cert", &cert, "--tls-key", &key]).await;
+    let hsts = |headers: &http::HeaderMap| {
+        headers
+            .get("strict-transport-security")
+            .map(|value| value.to_str().expect("ASCII").to_owned())
+    };
+
+    // The UI over HTTPS, as a browser loads it.
+    let connector = tls_client(Some(&certificate.der), &[b"http/1.1"]);
+    let tls = within(handshake(&connector, app.addr))
+        .await
+        .expect("handshake");
+    let (mut sender, connection) = within(hyper::client::conn::http1::handshake(TokioIo::new(tls)))
+        .await
+        .expect("HTTP/1.1 over TLS");
+    tokio::spawn(connection);
+    let request = http::Request::get("/")
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .expect("a request");
+    let response = within(sender.send_request(request)).await.expect("GET /");
+    assert_eq!(
+        hsts(response.headers()).as_deref(),
+        Some("max-age=31536000"),
+        "the UI over HTTPS: {:?}",
+        response.headers()
+    );
+
+    // A gRPC answer over HTTPS carries it too (it is the same origin).
+    let connector = tls_client(Some(&certificate.der), &[b"h2"]);
+    let channel = https_channel(app.addr, connector, Arc::new(Mutex::new(Vec::new())))
+        .await
+        .expect("an HTTPS connection");
+    let mut auth = chat_core::proto::auth_client::AuthClient::new(channel);
+    let session = within(auth.sign_up(credentials("alice", PASSWORD)))
+        .await
+        .expect("sign up over HTTPS");
+    assert_eq!(
+        hsts(&session.metadata().clone().into_headers()).as_deref(),
+        Some("max-age=31536000")
+    );
+
+    // Over plain HTTP the header means nothing and must not be sent (RFC 6797, 7.2).
+    let plain = spawn_app().await;
+    let (head, _) = http1(
+        http::Request::get(plain.url("/"))
+            .body(http_body_util::Full::new(Bytes::new()))
+            .expect("a request"),
+    )
+    .await;
+    assert_eq!(hsts(&head.headers), None);
+}
+
+#[tokio::test]
 async fn a_missing_or_wrong_key_stops_the_server_at_startup_saying_which_file() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let certificate = self_signed(dir.path());
