@@ -6,6 +6,7 @@ mod helpers;
 
 mod access;
 mod auth;
+mod backup;
 mod bad_input;
 mod cluster;
 mod connect;
