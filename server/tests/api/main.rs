@@ -21,6 +21,7 @@ mod migrate;
 mod new_chat;
 mod ops;
 mod pg_faults;
+mod pg_restart;
 mod restart;
 mod send;
 mod slow_consumer;
