@@ -120,6 +120,31 @@ pub struct Settings {
     /// RESOURCE_EXHAUSTED with a retry hint.
     #[arg(long, env = "CHAT_PASSWORD_HASH_QUEUE", default_value_t = 64)]
     pub password_hash_queue: u32,
+
+    /// An operator's task instead of serving (none: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The operators' tasks `chat-server` runs instead of serving, then exits.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Write a consistent copy of the SQLite database in --data-dir to FILE, while a server
+    /// keeps running on it (it is not paused). Restore: stop the server, put FILE in place of
+    /// chat.db, delete chat.db-wal and chat.db-shm, start. On PostgreSQL use pg_dump instead.
+    Backup {
+        /// Where to write the copy; must not exist yet.
+        file: PathBuf,
+    },
+    /// Copy everything in the SQLite database in --data-dir (accounts, tokens, chats,
+    /// messages with their ids) into the PostgreSQL database at --to, then print the row
+    /// counts of both sides. Safe to re-run: it continues where an interrupted run stopped.
+    /// Stop the SQLite server before the last run.
+    Migrate {
+        /// The PostgreSQL URL to copy into (`postgres://user@host/database`).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// See [`Settings::log_format`].

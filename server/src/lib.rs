@@ -29,6 +29,8 @@ mod store;
 /// check memory stays within it.
 pub use fanout::FEED_CAPACITY;
 pub use feed::REPLAY_PAGE;
+/// The operators' tools behind `chat-server backup` and `chat-server migrate`.
+pub use store::{migrate::migrate_to_postgres, sqlite::backup::backup as backup_sqlite};
 
 use std::sync::Arc;
 

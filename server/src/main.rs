@@ -1,29 +1,99 @@
 //! The `chat-server` binary: parse settings, start logging, bind, and hand over to
-//! [`chat_server::run`] until Ctrl-C or SIGTERM.
+//! [`chat_server::run`] until Ctrl-C or SIGTERM; or run one of the operators' tasks
+//! (`backup`, `migrate`) and exit.
+
+use std::path::Path;
+use std::process::ExitCode;
 
 use clap::Parser;
 
-use chat_server::config::{LogFormat, Settings};
+use chat_server::config::{Command, LogFormat, Settings};
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     return_large_blocks_to_the_system();
     let settings = Settings::parse();
     init_logging(settings.log_format);
+    match &settings.command {
+        Some(Command::Backup { file }) => return backup(&settings, file),
+        Some(Command::Migrate { to }) => return migrate(&settings, to).await,
+        None => {}
+    }
 
     let listener = match tokio::net::TcpListener::bind(settings.listen).await {
         Ok(listener) => listener,
         Err(error) => {
             tracing::error!(address = %settings.listen, %error, "cannot listen");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
     match chat_server::run(listener, settings, chat_transport::shutdown_signal()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "server stopped");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
+    }
+}
+
+/// `chat-server backup FILE`: prints what the copy holds, or why there is none.
+fn backup(settings: &Settings, file: &Path) -> ExitCode {
+    if settings.database_url.is_some() {
+        tracing::error!(
+            "backup copies the SQLite file; on PostgreSQL use pg_dump -Fc (see the README, \"Backups\")"
+        );
+        return ExitCode::FAILURE;
+    }
+    let source = settings.database_path();
+    match chat_server::backup_sqlite(&source, file) {
+        Ok(summary) => {
+            println!(
+                "backed up {} to {}: {} messages, newest id {}",
+                source.display(),
+                file.display(),
+                summary.messages,
+                summary.newest_message
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "backup failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `chat-server migrate --to URL`: prints the row counts of both sides; fails unless they
+/// match, so a script can stop before switching servers over.
+async fn migrate(settings: &Settings, url: &str) -> ExitCode {
+    let source = settings.database_path();
+    let report = match chat_server::migrate_to_postgres(&source, url).await {
+        Ok(report) => report,
+        Err(error) => {
+            tracing::error!(%error, "migration stopped; run it again to continue");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{:<14}{:>12}{:>12}", "table", "sqlite", "postgres");
+    for count in &report.tables {
+        println!(
+            "{:<14}{:>12}{:>12}",
+            count.table, count.sqlite, count.postgres
+        );
+    }
+    println!(
+        "newest message id {}, next id on PostgreSQL after {}",
+        report.newest_message, report.message_counter
+    );
+    if report.verified() {
+        println!(
+            "verified: PostgreSQL holds everything in {}",
+            source.display()
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!("NOT verified: the counts differ (was the PostgreSQL database empty?)");
+        ExitCode::FAILURE
     }
 }
 

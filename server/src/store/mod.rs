@@ -6,6 +6,7 @@
 //! picks a backend.
 
 mod decode;
+pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 

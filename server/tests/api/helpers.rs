@@ -278,6 +278,46 @@ pub async fn spawn_process_sharing(other: &ServerProcess, extra_args: &[&str]) -
     start_process(&[], extra_args, database).await
 }
 
+/// A server on SQLite whatever the suite's backend, for tests that start from an SQLite data
+/// directory (the migration to PostgreSQL).
+pub async fn spawn_sqlite_process(extra_args: &[&str]) -> ServerProcess {
+    start_process(&[], extra_args, None).await
+}
+
+/// A server on `database`, a PostgreSQL database the test prepared (restored, migrated).
+pub async fn spawn_process_on(database: TestDatabase, extra_args: &[&str]) -> ServerProcess {
+    start_process(&[], extra_args, Some(Arc::new(database))).await
+}
+
+/// Runs the `chat-server` binary as an operator's tool (`backup`, `migrate`) or any other
+/// program, without blocking the runtime; fails the test if it runs longer than `limit`.
+pub async fn run_command(
+    program: &str,
+    args: Vec<String>,
+    limit: Duration,
+) -> std::process::Output {
+    let shown = format!("{program} {}", args.join(" "));
+    let program = program.to_owned();
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(program)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+    });
+    match tokio::time::timeout(limit, run).await {
+        Err(_) => panic!("{shown} ran longer than {limit:?}"),
+        Ok(Err(join_error)) => panic!("{shown} panicked: {join_error}"),
+        Ok(Ok(Err(error))) => panic!("cannot run {shown}: {error}"),
+        Ok(Ok(Ok(output))) => output,
+    }
+}
+
+/// The path of the `chat-server` binary under test.
+pub fn server_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_chat-server")
+}
+
 async fn start_process(
     wrapper: &[&str],
     extra_args: &[&str],

@@ -100,6 +100,33 @@ impl PgStore {
     }
 }
 
+/// One connection to the database at `url`, its schema brought up to date, for the offline
+/// tools (the migration from SQLite) that write the tables without serving calls.
+pub async fn connect_for_tools(url: &str) -> Result<Object, StoreError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|error| StoreError::Unavailable(format!("bad database URL: {error}")))?;
+    config
+        .connect_timeout(CONNECT_TIMEOUT)
+        .application_name("chat-server tools");
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(1)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|error| StoreError::Unavailable(format!("cannot build the pool: {error}")))?;
+    let mut client = pool.get().await?;
+    schema::migrate(&mut client).await?;
+    Ok(client)
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn create_account(&self, user: &UserId, password_hash: String) -> Result<(), StoreError> {

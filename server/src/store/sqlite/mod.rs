@@ -7,7 +7,9 @@
 //! - `readers`: the reader pool; `reads`: the SQL of each read.
 //! - `rows`: rows to validated records, ids to and from SQLite integers, driver errors.
 //! - `token_cache`: token owners kept in memory, so authenticating a call reads nothing.
+//! - `backup`: `chat-server backup`, a consistent copy taken while the server writes.
 
+pub mod backup;
 mod readers;
 mod reads;
 mod rows;
@@ -23,6 +25,8 @@ use async_trait::async_trait;
 use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::requests::{HistoryQuery, Members, NewMessage};
 use tokio::sync::{mpsc, oneshot};
+
+pub(crate) use self::schema::open_source;
 
 use self::readers::ReaderPool;
 use self::token_cache::TokenCache;

@@ -88,6 +88,22 @@ pub fn newest_message(conn: &Connection) -> Result<MessageId, StoreError> {
     Ok(MessageId(newest.map_or(0, id_from_sql)))
 }
 
+/// A read-only connection to an existing database for the offline tools (backup, migration
+/// to PostgreSQL), which must neither create a missing file nor misread a newer schema.
+pub fn open_source(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|error| StoreError::Unavailable(format!("{}: {error}", path.display())))?;
+    conn.execute_batch(BUSY_TIMEOUT)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version != SCHEMA_VERSION {
+        return Err(StoreError::Unavailable(format!(
+            "{} has schema version {version}; this server reads version {SCHEMA_VERSION}",
+            path.display()
+        )));
+    }
+    Ok(conn)
+}
+
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version > SCHEMA_VERSION {

@@ -1,0 +1,322 @@
+//! `chat-server migrate --to postgres://…`: copies everything the SQLite file holds into a
+//! PostgreSQL database, so a team can move from one server to several without losing a message
+//! or a session.
+//!
+//! What is kept: accounts with their password hashes (old passwords still sign in), tokens
+//! (signed-in clients stay signed in), chats with their public and internal ids, members, and
+//! messages with their ids, so every client's cursor (`after_id`, `before_id`) means the same
+//! message afterwards. The PostgreSQL id counter (`message_seq`) is set past the newest copied
+//! id, and the client id of every message is kept, so a Send retried after the move is still
+//! recognised as a repeat.
+//!
+//! Resumable: rows are copied in batches, each committed on its own; a batch that is copied
+//! again changes nothing (`ON CONFLICT DO NOTHING`), and messages resume after the newest id
+//! already copied, so re-running after an interruption continues where it stopped. Tokens are
+//! the exception: they are replaced as a whole in one transaction, so a token revoked
+//! (deleted) in SQLite between two runs does not survive in PostgreSQL.
+//!
+//! Every table is read from one SQLite read transaction, so the copy is one consistent
+//! snapshot even while a server still writes to the file (a message never arrives without its
+//! chat); the final run must be made with the SQLite server stopped. At the end the rows of
+//! each table are counted on both sides: the caller reports them and fails on a difference.
+
+use std::path::Path;
+
+use deadpool_postgres::Object;
+use rusqlite::Connection;
+
+use super::StoreError;
+use super::{postgres, sqlite};
+
+/// Rows copied per PostgreSQL transaction.
+const BATCH: i64 = 1000;
+
+/// One table's row count on each side, once the copy is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableCount {
+    pub table: &'static str,
+    pub sqlite: i64,
+    pub postgres: i64,
+}
+
+/// The counts the migration ends with.
+#[derive(Debug, Clone)]
+pub struct MigrationReport {
+    pub tables: Vec<TableCount>,
+    /// The id the next message stored on PostgreSQL will be greater than.
+    pub message_counter: i64,
+    /// The newest message id in the SQLite file (0 when it has none).
+    pub newest_message: i64,
+}
+
+impl MigrationReport {
+    /// Whether PostgreSQL holds exactly what the SQLite file holds and its counter is past
+    /// every copied id.
+    pub fn verified(&self) -> bool {
+        self.tables
+            .iter()
+            .all(|count| count.sqlite == count.postgres)
+            && self.message_counter >= self.newest_message
+    }
+}
+
+/// Copies the SQLite database at `sqlite_path` into the PostgreSQL database at `url` (its
+/// schema is created first if needed) and counts both sides.
+pub async fn migrate_to_postgres(
+    sqlite_path: &Path,
+    url: &str,
+) -> Result<MigrationReport, StoreError> {
+    let source = sqlite::open_source(sqlite_path)?;
+    // Deferred: the snapshot is taken at the first read and held until COMMIT.
+    source.execute_batch("BEGIN")?;
+    let mut target = postgres::connect_for_tools(url).await?;
+
+    copy_accounts(&source, &target).await?;
+    replace_tokens(&source, &mut target).await?;
+    copy_chats(&source, &target).await?;
+    copy_members(&source, &target).await?;
+    copy_messages(&source, &mut target).await?;
+
+    let mut tables = Vec::new();
+    for table in ["accounts", "tokens", "chats", "chat_members", "messages"] {
+        let sql = format!("SELECT count(*) FROM {table}");
+        let sqlite = source.query_row(&sql, [], |row| row.get(0))?;
+        let postgres = target.query_one(&sql, &[]).await?.try_get(0)?;
+        tables.push(TableCount {
+            table,
+            sqlite,
+            postgres,
+        });
+    }
+    let newest_message =
+        source.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |row| {
+            row.get(0)
+        })?;
+    let message_counter = target
+        .query_one("SELECT last FROM message_seq", &[])
+        .await?
+        .try_get(0)?;
+    source.execute_batch("COMMIT")?;
+    Ok(MigrationReport {
+        tables,
+        message_counter,
+        newest_message,
+    })
+}
+
+async fn copy_accounts(source: &Connection, target: &Object) -> Result<(), StoreError> {
+    let insert = target
+        .prepare(
+            "INSERT INTO accounts (user_id, password_hash, created_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let mut page = source.prepare(
+        "SELECT user_id, password_hash, created_at FROM accounts
+         WHERE user_id > ?1 ORDER BY user_id LIMIT ?2",
+    )?;
+    let mut after = String::new();
+    let mut copied = 0;
+    loop {
+        let (mut users, mut hashes, mut created) = (Vec::new(), Vec::new(), Vec::<i64>::new());
+        let mut rows = page.query(rusqlite::params![after, BATCH])?;
+        while let Some(row) = rows.next()? {
+            users.push(row.get::<_, String>(0)?);
+            hashes.push(row.get::<_, String>(1)?);
+            created.push(row.get(2)?);
+        }
+        drop(rows);
+        let Some(last) = users.last().cloned() else {
+            break;
+        };
+        copied += users.len();
+        target
+            .execute(&insert, &[&users, &hashes, &created])
+            .await?;
+        after = last;
+    }
+    tracing::info!(copied, "accounts copied");
+    Ok(())
+}
+
+/// Replaces every token in one transaction: unlike the other tables, tokens are deleted in
+/// SQLite (sign-out, expiry), and a revoked token must not come back to life.
+async fn replace_tokens(source: &Connection, target: &mut Object) -> Result<(), StoreError> {
+    let tx = target.transaction().await?;
+    tx.execute("DELETE FROM tokens", &[]).await?;
+    let insert = tx
+        .prepare(
+            "INSERT INTO tokens (token_hash, user_id, expires_at)
+             SELECT * FROM unnest($1::bytea[], $2::text[], $3::bigint[])",
+        )
+        .await?;
+    let mut page = source.prepare(
+        "SELECT token_hash, user_id, expires_at FROM tokens
+         WHERE token_hash > ?1 ORDER BY token_hash LIMIT ?2",
+    )?;
+    let mut after: Vec<u8> = Vec::new();
+    let mut copied = 0;
+    loop {
+        let (mut hashes, mut users, mut expiries) = (Vec::new(), Vec::new(), Vec::<i64>::new());
+        let mut rows = page.query(rusqlite::params![after, BATCH])?;
+        while let Some(row) = rows.next()? {
+            hashes.push(row.get::<_, Vec<u8>>(0)?);
+            users.push(row.get::<_, String>(1)?);
+            expiries.push(row.get(2)?);
+        }
+        drop(rows);
+        let Some(last) = hashes.last().cloned() else {
+            break;
+        };
+        copied += hashes.len();
+        tx.execute(&insert, &[&hashes, &users, &expiries]).await?;
+        after = last;
+    }
+    tx.commit().await?;
+    tracing::info!(copied, "tokens copied");
+    Ok(())
+}
+
+/// Copies chats with their internal ids (which members and messages refer to), then moves
+/// the identity past them, so chats created on PostgreSQL later get fresh ids.
+async fn copy_chats(source: &Connection, target: &Object) -> Result<(), StoreError> {
+    let insert = target
+        .prepare(
+            "INSERT INTO chats (id, public_id, member_key, created_at) OVERRIDING SYSTEM VALUE
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[])
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let mut page = source.prepare(
+        "SELECT id, public_id, member_key, created_at FROM chats
+         WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let mut after = 0_i64;
+    let mut copied = 0;
+    loop {
+        let (mut ids, mut public_ids, mut keys, mut created) =
+            (Vec::<i64>::new(), Vec::new(), Vec::new(), Vec::<i64>::new());
+        let mut rows = page.query(rusqlite::params![after, BATCH])?;
+        while let Some(row) = rows.next()? {
+            ids.push(row.get(0)?);
+            public_ids.push(row.get::<_, String>(1)?);
+            keys.push(row.get::<_, String>(2)?);
+            created.push(row.get(3)?);
+        }
+        drop(rows);
+        let Some(&last) = ids.last() else {
+            break;
+        };
+        copied += ids.len();
+        target
+            .execute(&insert, &[&ids, &public_ids, &keys, &created])
+            .await?;
+        after = last;
+    }
+    target
+        .execute(
+            "SELECT setval(pg_get_serial_sequence('chats', 'id'), max(id))
+             FROM chats HAVING max(id) IS NOT NULL",
+            &[],
+        )
+        .await?;
+    tracing::info!(copied, "chats copied");
+    Ok(())
+}
+
+async fn copy_members(source: &Connection, target: &Object) -> Result<(), StoreError> {
+    let insert = target
+        .prepare(
+            "INSERT INTO chat_members (chat, user_id)
+             SELECT * FROM unnest($1::bigint[], $2::text[])
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let mut page = source.prepare(
+        "SELECT chat, user_id FROM chat_members
+         WHERE (chat, user_id) > (?1, ?2) ORDER BY chat, user_id LIMIT ?3",
+    )?;
+    let mut after = (0_i64, String::new());
+    let mut copied = 0;
+    loop {
+        let (mut chats, mut users) = (Vec::<i64>::new(), Vec::<String>::new());
+        let mut rows = page.query(rusqlite::params![after.0, after.1, BATCH])?;
+        while let Some(row) = rows.next()? {
+            chats.push(row.get(0)?);
+            users.push(row.get(1)?);
+        }
+        drop(rows);
+        let (Some(&chat), Some(user)) = (chats.last(), users.last()) else {
+            break;
+        };
+        after = (chat, user.clone());
+        copied += chats.len();
+        target.execute(&insert, &[&chats, &users]).await?;
+    }
+    tracing::info!(copied, "chat members copied");
+    Ok(())
+}
+
+/// Copies messages in id order after the newest one PostgreSQL already has. Each batch takes
+/// the `message_seq` row lock and moves the counter past its ids in the same transaction, as
+/// the servers' writers do, so ids stay in commit order even if a server were running.
+async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), StoreError> {
+    let mut after: i64 = target
+        .query_one("SELECT coalesce(max(id), 0) FROM messages", &[])
+        .await?
+        .try_get(0)?;
+    let resumed_after = after;
+    let mut page = source.prepare(
+        "SELECT id, chat, sender, client_id, subject, text, sent_at FROM messages
+         WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let mut copied = 0;
+    loop {
+        let mut ids = Vec::<i64>::new();
+        let mut chats = Vec::<i64>::new();
+        let (mut senders, mut client_ids) = (Vec::<String>::new(), Vec::<String>::new());
+        let (mut subjects, mut texts) = (Vec::<String>::new(), Vec::<String>::new());
+        let mut sent_at = Vec::<i64>::new();
+        let mut rows = page.query(rusqlite::params![after, BATCH])?;
+        while let Some(row) = rows.next()? {
+            ids.push(row.get(0)?);
+            chats.push(row.get(1)?);
+            senders.push(row.get(2)?);
+            client_ids.push(row.get(3)?);
+            subjects.push(row.get(4)?);
+            texts.push(row.get(5)?);
+            sent_at.push(row.get(6)?);
+        }
+        drop(rows);
+        let Some(&last) = ids.last() else {
+            break;
+        };
+        let tx = target.transaction().await?;
+        tx.execute("SELECT last FROM message_seq FOR UPDATE", &[])
+            .await?;
+        tx.execute(
+            "INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                                  $5::text[], $6::text[], $7::bigint[])
+             ON CONFLICT DO NOTHING",
+            &[
+                &ids,
+                &chats,
+                &senders,
+                &client_ids,
+                &subjects,
+                &texts,
+                &sent_at,
+            ],
+        )
+        .await?;
+        tx.execute("UPDATE message_seq SET last = greatest(last, $1)", &[&last])
+            .await?;
+        tx.commit().await?;
+        copied += ids.len();
+        after = last;
+    }
+    tracing::info!(copied, resumed_after, "messages copied");
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! `chat-server migrate --to`: a populated SQLite data directory moves to PostgreSQL and a
+//! server started there carries on as if nothing happened: the same history with the same ids,
+//! a Stream resumed with a cursor from before the move, old passwords and old tokens (but not
+//! revoked ones), and old client ids still recognised as repeats. Runs in the PostgreSQL suite
+//! (it needs both an SQLite file and a PostgreSQL database).
+
+use std::time::Duration;
+
+use chat_core::proto::{ListRequest, SignOutRequest};
+use tonic::Code;
+
+use crate::helpers::*;
+
+const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `chat-server migrate` from `data_dir` to `url`; returns its report (stdout).
+async fn migrate(data_dir: &std::path::Path, url: &str) -> String {
+    let output = run_command(
+        server_binary(),
+        vec![
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "migrate".into(),
+            "--to".into(),
+            url.to_owned(),
+        ],
+        COMMAND_LIMIT,
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "migrate failed:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The counts line of `table` in a migrate report: (sqlite, postgres).
+fn counts(report: &str, table: &str) -> (u64, u64) {
+    let line = report
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(table))
+        .unwrap_or_else(|| panic!("no {table} line in the report:\n{report}"));
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().expect("a count"))
+        .collect();
+    assert_eq!(numbers.len(), 2, "{line}");
+    (numbers[0], numbers[1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrated_sqlite_directory_serves_from_postgresql_unchanged() {
+    if !on_postgres() {
+        return;
+    }
+    let mut sqlite = spawn_sqlite_process(&[]).await;
+    let (_, alice) = signed_up(&sqlite, "alice").await;
+    let (_, bob) = signed_up(&sqlite, "bob").await;
+    signed_up(&sqlite, "carol").await;
+    let signed_out = signed_up(&sqlite, "dave").await.1;
+    within(
+        sqlite
+            .auth()
+            .await
+            .sign_out(authed(&signed_out, SignOutRequest {})),
+    )
+    .await
+    .expect("cannot sign out");
+    let pair = new_chat(&sqlite, &alice, &["alice", "bob"]).await;
+    let group = new_chat(&sqlite, &bob, &["alice", "bob", "carol"]).await;
+    // More than one batch of the copy (1,000 rows).
+    send_many(&sqlite, &alice, &pair, 1200, "before the first copy").await;
+    send_text(
+        &mut sqlite.chat().await,
+        &bob,
+        &group,
+        "g-1",
+        "to the group",
+    )
+    .await;
+
+    let database = TestDatabase::for_backend()
+        .await
+        .expect("a PostgreSQL database");
+    // A first copy while the SQLite server still runs, as an operator shortening the
+    // downtime would do; then more messages, the server stopped, and the rest copied.
+    let first = migrate(&sqlite.data_dir(), &database.url).await;
+    assert_eq!(counts(&first, "messages"), (1201, 1201), "{first}");
+    let mut chat = sqlite.chat().await;
+    for n in 0..5 {
+        send_text(
+            &mut chat,
+            &bob,
+            &pair,
+            &format!("late-{n}"),
+            "after the first copy",
+        )
+        .await;
+    }
+    let history = full_history(&sqlite, &alice, &pair).await;
+    let group_history = full_history(&sqlite, &carol_token(&sqlite).await, &group).await;
+    let old_cursor = history[999].id.clone();
+    sqlite.kill();
+
+    let second = migrate(&sqlite.data_dir(), &database.url).await;
+    for (table, expected) in [
+        ("accounts", 4),
+        ("tokens", 4),
+        ("chats", 2),
+        ("chat_members", 5),
+        ("messages", 1206),
+    ] {
+        assert_eq!(counts(&second, table), (expected, expected), "{second}");
+    }
+    assert!(second.contains("verified"), "{second}");
+    // Running it again changes nothing and still verifies.
+    let third = migrate(&sqlite.data_dir(), &database.url).await;
+    assert_eq!(counts(&third, "messages"), (1206, 1206), "{third}");
+
+    let postgres = spawn_process_on(database, &[]).await;
+    assert_eq!(full_history(&postgres, &alice, &pair).await, history);
+    // Carol signs in with her old password; her history of the group is unchanged.
+    let carol = within(
+        postgres
+            .auth()
+            .await
+            .sign_in(credentials("carol", PASSWORD)),
+    )
+    .await
+    .expect("an old password no longer signs in")
+    .into_inner()
+    .token;
+    assert_eq!(full_history(&postgres, &carol, &group).await, group_history);
+    // Bob's old token still works; Dave's revoked one does not.
+    let bobs_chats = within(postgres.chat().await.list(authed(&bob, ListRequest {})))
+        .await
+        .expect("an old token no longer works")
+        .into_inner()
+        .chats;
+    assert_eq!(bobs_chats.len(), 2);
+    let refused = within(
+        postgres
+            .chat()
+            .await
+            .list(authed(&signed_out, ListRequest {})),
+    )
+    .await
+    .expect_err("a revoked token works again after the migration");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    // A Stream resumed with a cursor from before the move gets exactly what followed it.
+    let mut stream = open_stream(&mut postgres.chat().await, &alice, &pair, &old_cursor).await;
+    let after_cursor = &history[1000..];
+    assert_eq!(
+        next_messages(&mut stream, after_cursor.len()).await,
+        after_cursor
+    );
+    // New messages continue after the copied ids and reach the stream; a Send retried with
+    // a client id from before the move is a repeat, not a second message.
+    let mut chat = postgres.chat().await;
+    let next = send_text(
+        &mut chat,
+        &bob,
+        &pair,
+        "after-move",
+        "hello from PostgreSQL",
+    )
+    .await;
+    assert!(id_number(&next.id) > id_number(&history.last().expect("a history").id));
+    assert_eq!(next_messages(&mut stream, 1).await, [next]);
+    let repeat = send_text(&mut chat, &bob, &pair, "late-0", "after the first copy").await;
+    let original = history.iter().find(|m| m.client_id == "late-0");
+    assert_eq!(Some(&repeat), original);
+}
+
+/// Carol's token on `server`, for reading a chat she is in.
+async fn carol_token(server: &impl Server) -> String {
+    within(server.auth().await.sign_in(credentials("carol", PASSWORD)))
+        .await
+        .expect("carol cannot sign in")
+        .into_inner()
+        .token
+}

@@ -1,0 +1,149 @@
+//! PostgreSQL itself restarted under load (opt-in: `CHAT_TEST_PG_RESTART=1`, PostgreSQL
+//! suite only). Restarting the database server disturbs every other test using it at the same
+//! moment, so CI runs this alone, after the PostgreSQL suite (`scripts/test`). Calls fail only
+//! with UNAVAILABLE (retry-safe) while it is down; retries by client id store each message
+//! once; nothing acknowledged is lost; and both servers recover by themselves, streams
+//! included.
+
+use std::time::{Duration, Instant};
+
+use chat_core::proto::Message;
+use chat_core::proto::event::Event as EventKind;
+use tonic::Code;
+
+use crate::helpers::*;
+
+/// How long a message may take to be acknowledged across the restart.
+const RECOVERY: Duration = Duration::from_secs(60);
+
+fn enabled() -> bool {
+    on_postgres() && std::env::var("CHAT_TEST_PG_RESTART").is_ok_and(|value| value == "1")
+}
+
+/// Restarts the local PostgreSQL cluster (Debian's layout: /etc/postgresql/<version>/main).
+async fn restart_postgresql() {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("no /etc/postgresql: not Debian's PostgreSQL")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .max()
+        .expect("no PostgreSQL version under /etc/postgresql");
+    let output = run_command(
+        "pg_ctlcluster",
+        vec![
+            "--skip-systemctl-redirect".into(),
+            version,
+            "main".into(),
+            "restart".into(),
+        ],
+        RECOVERY,
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "pg_ctlcluster restart failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Sends `count` messages one after another, retrying each with its client id until it is
+/// acknowledged; every failure must be UNAVAILABLE.
+async fn send_retrying(
+    server: &impl Server,
+    token: &str,
+    chat_id: &str,
+    prefix: &str,
+    count: usize,
+) -> (Vec<Message>, usize) {
+    let mut chat = server.chat().await;
+    let mut acked = Vec::with_capacity(count);
+    let mut failures = 0;
+    for n in 0..count {
+        let client_id = format!("{prefix}-{n}");
+        let started = Instant::now();
+        loop {
+            assert!(
+                started.elapsed() < RECOVERY,
+                "{client_id} was not acknowledged within {RECOVERY:?}"
+            );
+            let send = chat.send(authed(token, send_request(chat_id, &client_id, "hi")));
+            match tokio::time::timeout(RECOVERY, send).await {
+                Err(_) => panic!("a Send hung for {RECOVERY:?}"),
+                Ok(Ok(response)) => {
+                    acked.push(response.into_inner().message.expect("a stored message"));
+                    break;
+                }
+                Ok(Err(status)) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    (acked, failures)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_restart_costs_retries_never_messages() {
+    if !enabled() {
+        return;
+    }
+    let first = spawn_process(&[]).await;
+    let second = spawn_process_sharing(&first, &[]).await;
+    let (_, alice) = signed_up(&first, "alice").await;
+    let (_, bob) = signed_up(&second, "bob").await;
+    let chat_id = new_chat(&first, &alice, &["alice", "bob"]).await;
+    let mut stream = open_stream(&mut second.chat().await, &bob, &chat_id, "").await;
+
+    let restart = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        restart_postgresql().await;
+    };
+    let ((acked, failures), ()) = tokio::join!(
+        send_retrying(&first, &alice, &chat_id, "load", 300),
+        restart
+    );
+    assert!(
+        failures > 0,
+        "no Send failed: the restart did not happen under load"
+    );
+
+    // Both servers are back without a restart of their own: a new message through each.
+    let (after_first, _) = send_retrying(&first, &alice, &chat_id, "after-1", 1).await;
+    let (after_second, _) = send_retrying(&second, &bob, &chat_id, "after-2", 1).await;
+    let history = full_history(&second, &bob, &chat_id).await;
+    let mut acked_ids: Vec<u64> = acked
+        .iter()
+        .chain(&after_first)
+        .chain(&after_second)
+        .map(|m| id_number(&m.id))
+        .collect();
+    acked_ids.sort_unstable();
+    let history_ids: Vec<u64> = history.iter().map(|m| id_number(&m.id)).collect();
+    assert_eq!(
+        acked_ids, history_ids,
+        "the history is not what was acknowledged (lost or doubled)"
+    );
+
+    // Bob's stream on the second server may have ended with the restart; resumed by cursor,
+    // it delivers the history exactly.
+    let mut seen: Vec<Message> = Vec::new();
+    while seen.len() < history.len() {
+        match within(stream.message()).await {
+            Ok(Some(event)) => {
+                if let Some(EventKind::Message(message)) = event.event {
+                    seen.push(message);
+                }
+            }
+            Ok(None) | Err(_) => {
+                let cursor = seen.last().map(|m| m.id.clone()).unwrap_or_default();
+                stream = open_stream(&mut second.chat().await, &bob, &chat_id, &cursor).await;
+            }
+        }
+    }
+    assert_eq!(
+        ids(&seen),
+        ids(&history),
+        "bob's stream differs from the history"
+    );
+}
