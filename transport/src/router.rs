@@ -2,19 +2,19 @@
 //! the built web UI as static files, with CORS around it all and the browser security headers
 //! on the UI.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::IntoResponse as _;
 use chat_core::wire;
 use http::header::{
-    AUTHORIZATION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderName, REFERRER_POLICY,
-    X_CONTENT_TYPE_OPTIONS,
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderName,
+    REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
 };
 use http::{HeaderValue, Method};
 use tonic::service::Routes;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt as _};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -88,8 +88,75 @@ fn with_ui(grpc: axum::Router, static_dir: &Path) -> axum::Router {
             REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ))
-        .service(ServeDir::new(static_dir).fallback(ServeFile::new(index)));
+        .service(ui_files(static_dir.to_owned(), index));
     grpc.fallback_service(ui)
+}
+
+/// Cache-Control of a file whose name carries its content hash: it never changes, so a
+/// browser keeps it for a year without asking again.
+const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+/// Cache-Control of everything else (index.html, deep links): kept, but revalidated by its
+/// ETag on every load, so a new build is picked up at once and an unchanged one costs a 304.
+const REVALIDATE: HeaderValue = HeaderValue::from_static("no-cache");
+
+/// The UI's files. Each is sent as the brotli or gzip copy made at build time
+/// (`scripts/compress.mjs`) when the browser accepts it, with an ETag. Files named by their
+/// content hash are cached for good and, when missing (a page of an older build asking for
+/// its assets), get 404, never index.html, which would be cached as the asset for a year.
+/// Any other path is a page of the single-page app: index.html with 200, revalidated.
+fn ui_files(
+    static_dir: PathBuf,
+    index: PathBuf,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    let assets = ServeDir::new(static_dir)
+        .precompressed_br()
+        .precompressed_gzip();
+    let pages = assets.clone().fallback(
+        ServeFile::new(index)
+            .precompressed_br()
+            .precompressed_gzip(),
+    );
+    tower::service_fn(move |request: axum::extract::Request| {
+        let hashed = is_content_addressed(request.uri().path());
+        let (assets, pages) = (assets.clone(), pages.clone());
+        async move {
+            let (mut response, cache) = if hashed {
+                let response = assets.oneshot(request).await?;
+                let cache = if response.status().is_success()
+                    || response.status() == http::StatusCode::NOT_MODIFIED
+                {
+                    IMMUTABLE
+                } else {
+                    REVALIDATE
+                };
+                (response.map(axum::body::Body::new), cache)
+            } else {
+                let response = pages.oneshot(request).await?;
+                (response.map(axum::body::Body::new), REVALIDATE)
+            };
+            response.headers_mut().insert(CACHE_CONTROL, cache);
+            Ok(response)
+        }
+    })
+}
+
+/// Whether `path` names a file trunk named by its content hash: `<name>-<16 hex digits>`
+/// before the extension, e.g. `/chat-web-0123456789abcdef_bg.wasm` or
+/// `/style-0123456789abcdef.css`.
+fn is_content_addressed(path: &str) -> bool {
+    let file = path.rsplit('/').next().unwrap_or_default();
+    let stem = file.split('.').next().unwrap_or_default();
+    let stem = stem.strip_suffix("_bg").unwrap_or(stem);
+    stem.rsplit_once('-').is_some_and(|(name, hash)| {
+        !name.is_empty() && hash.len() == 16 && hash.bytes().all(|byte| byte.is_ascii_hexdigit())
+    })
 }
 
 /// A gRPC or gRPC-web call that matched no route (a service this server does not have) gets
@@ -135,4 +202,32 @@ fn cors() -> CorsLayer {
         .allow_headers(allowed.collect::<Vec<_>>())
         .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static))
         .max_age(Duration::from_secs(24 * 3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_files_named_by_their_hash_count_as_content_addressed() {
+        for hashed in [
+            "/chat-web-0123456789abcdef_bg.wasm",
+            "/chat-web-0123456789abcdef.js",
+            "/style-fedcba9876543210.css",
+            "/chat-web-0123456789abcdef_bg.wasm.br",
+        ] {
+            assert!(is_content_addressed(hashed), "{hashed}");
+        }
+        for page in [
+            "/",
+            "/index.html",
+            "/chats/0123456789abcdef",
+            "/app.js",
+            "/-0123456789abcdef.js",
+            "/chat-web-0123456789abcdeg.js",
+            "/chat-web-0123456789abcde.js",
+        ] {
+            assert!(!is_content_addressed(page), "{page}");
+        }
+    }
 }

@@ -4,9 +4,13 @@
 //! The ceiling column is the same page served by the ceiling server, whose List answers as
 //! many chats instantly: what the page alone costs.
 //!
-//! Chromium is driven by `page_load.mjs` (playwright-core, from e2e/'s node_modules); the
-//! script closes the browser itself on every path, and gives up on its own before this
-//! process would.
+//! Then the page as it crosses a slow network: a first load (empty cache) and a reload to the
+//! sign-in form with Chromium's network throttled to slow 4G, and the bytes each puts on the
+//! wire, as the server really sends them (precompressed, cached by name).
+//!
+//! Chromium is driven by `page_load.mjs` and `wire_load.mjs` (playwright-core, from e2e/'s
+//! node_modules); each script closes the browser itself on every path, and gives up on its own
+//! before this process would.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -31,16 +35,23 @@ const SCRIPT_LIMIT: Duration = Duration::from_secs(120);
 struct Params {
     loads: usize,
     chats: usize,
+    /// First loads (each followed by a reload) on the throttled network.
+    wire_loads: usize,
 }
 
 impl Params {
     fn new(smoke: bool) -> Self {
         if smoke {
-            Self { loads: 1, chats: 2 }
+            Self {
+                loads: 1,
+                chats: 2,
+                wire_loads: 1,
+            }
         } else {
             Self {
                 loads: 10,
                 chats: 10,
+                wire_loads: 5,
             }
         }
     }
@@ -68,6 +79,26 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
         Figure::new("WASM gzipped (gzip -9)", "KB", gzipped as f64 / 1000.0)
             .target(Target::AtMost(300.0)),
     );
+    // What a browser receives: the brotli copy the build made beside the module.
+    let brotli = wasm.with_file_name(format!(
+        "{}.br",
+        wasm.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    report.check(
+        "the build made a brotli copy of the WASM",
+        brotli.is_file(),
+        format!(
+            "{} (made by scripts/compress.mjs on release builds)",
+            brotli.display()
+        ),
+    );
+    if brotli.is_file() {
+        report.figure(Figure::new(
+            "WASM as sent (brotli)",
+            "KB",
+            file_size(&brotli)? as f64 / 1000.0,
+        ));
+    }
     let glue = only_file_ending(&dist, ".js")?;
     report.figure(Figure::new(
         "JavaScript glue gzipped",
@@ -94,6 +125,7 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
             .ceiling(Some(ceiling.max_ms()))
             .target(Target::AtMost(1000.0)),
     );
+    wire_loads(&options, ctx, &params, &mut report).await?;
     report.note("KB = 1000 bytes here, as in the README's bundle size");
     Ok(report)
 }
@@ -239,17 +271,133 @@ async fn run_script(
         "token": me.token,
         "expires_at": i64::MAX / 2,
     });
+    let parsed: ScriptOutput = run_node(
+        &ctx.page_script,
+        &[
+            "--url".into(),
+            format!("http://{}/", server.addr),
+            "--session".into(),
+            session.to_string(),
+            "--chats".into(),
+            params.chats.to_string(),
+            "--loads".into(),
+            params.loads.to_string(),
+        ],
+    )
+    .await?;
+    if parsed.loads_ms.len() != params.loads {
+        return Err(BenchError::Browser(format!(
+            "asked for {} loads, got {}",
+            params.loads,
+            parsed.loads_ms.len()
+        )));
+    }
+    Ok(parsed.loads_ms)
+}
+
+#[derive(Deserialize)]
+struct WireOutput {
+    first_ms: Vec<f64>,
+    reload_ms: Vec<f64>,
+    first_bytes: Vec<f64>,
+    reload_bytes: Vec<f64>,
+    /// Content-Encoding of each file the page loaded, by path.
+    encodings: std::collections::BTreeMap<String, String>,
+}
+
+/// First loads and reloads of the real server's page on a throttled network: times to the
+/// sign-in form and bytes on the wire.
+async fn wire_loads(
+    options: &ServerOptions,
+    ctx: &Context,
+    params: &Params,
+    report: &mut ScenarioReport,
+) -> Result<(), BenchError> {
+    let script = ctx.page_script.with_file_name("wire_load.mjs");
+    let server = ServerProcess::start(Kind::Real, options).await?;
+    let output: Result<WireOutput, _> = run_node(
+        &script,
+        &[
+            "--url".into(),
+            format!("http://{}/", server.addr),
+            "--loads".into(),
+            params.wire_loads.to_string(),
+        ],
+    )
+    .await;
+    stop_cleanly(server, report).await?;
+    let output = output?;
+    if output.first_ms.len() != params.wire_loads || output.reload_ms.len() != params.wire_loads {
+        return Err(BenchError::Browser(format!(
+            "asked for {} loads and reloads, got {} and {}",
+            params.wire_loads,
+            output.first_ms.len(),
+            output.reload_ms.len()
+        )));
+    }
+    let wasm_encoding = output
+        .encodings
+        .iter()
+        .find(|(path, _)| path.ends_with("_bg.wasm"))
+        .map(|(_, encoding)| encoding.as_str());
+    report.check(
+        "the WASM crosses the wire brotli-compressed",
+        wasm_encoding == Some("br"),
+        format!(
+            "Content-Encoding of the WASM: {wasm_encoding:?} (all files: {:?})",
+            output.encodings
+        ),
+    );
+    let median = |values: &[f64]| {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    let slowest = |values: &[f64]| values.iter().copied().fold(0.0, f64::max);
+    report.figure(Figure::new(
+        "bytes on the wire, first load",
+        "KB",
+        median(&output.first_bytes) / 1000.0,
+    ));
+    report.figure(Figure::new(
+        "bytes on the wire, reload",
+        "KB",
+        median(&output.reload_bytes) / 1000.0,
+    ));
+    report.figure(
+        Figure::new(
+            "slow 4G first load to sign-in form, slowest",
+            "ms",
+            slowest(&output.first_ms),
+        )
+        .target(Target::AtMost(2500.0)),
+    );
+    report.figure(
+        Figure::new(
+            "slow 4G reload to sign-in form, slowest",
+            "ms",
+            slowest(&output.reload_ms),
+        )
+        .target(Target::AtMost(500.0)),
+    );
+    report.note(format!(
+        "slow 4G: Chromium's network emulation at 1.6 Mbit/s down, 750 kbit/s up, 150 ms RTT; \
+         {} first loads from an empty cache, each reloaded once",
+        params.wire_loads
+    ));
+    Ok(())
+}
+
+/// Runs a page script under node with `args`, bounded by [`SCRIPT_LIMIT`], and parses the JSON
+/// line it prints.
+async fn run_node<T: serde::de::DeserializeOwned>(
+    script: &Path,
+    args: &[String],
+) -> Result<T, BenchError> {
     let mut command = Command::new("node");
     command
-        .arg(&ctx.page_script)
-        .arg("--url")
-        .arg(format!("http://{}/", server.addr))
-        .arg("--session")
-        .arg(session.to_string())
-        .arg("--chats")
-        .arg(params.chats.to_string())
-        .arg("--loads")
-        .arg(params.loads.to_string())
+        .arg(script)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -267,23 +415,17 @@ async fn run_script(
     drop(guard);
     if !output.status.success() {
         return Err(BenchError::Browser(format!(
-            "{}\n{}",
+            "{} {}\n{}",
+            script.display(),
             output.status,
             String::from_utf8_lossy(&output.stderr)
         )));
     }
-    let parsed: ScriptOutput = serde_json::from_slice(&output.stdout).map_err(|error| {
+    serde_json::from_slice(&output.stdout).map_err(|error| {
         BenchError::Browser(format!(
-            "unreadable output ({error}): {}",
+            "unreadable output of {} ({error}): {}",
+            script.display(),
             String::from_utf8_lossy(&output.stdout)
         ))
-    })?;
-    if parsed.loads_ms.len() != params.loads {
-        return Err(BenchError::Browser(format!(
-            "asked for {} loads, got {}",
-            params.loads,
-            parsed.loads_ms.len()
-        )));
-    }
-    Ok(parsed.loads_ms)
+    })
 }

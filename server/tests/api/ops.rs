@@ -105,6 +105,102 @@ async fn the_static_folder_is_served_with_index_html_as_the_fallback() {
     );
 }
 
+/// GET `path` with `headers`, as a browser asks for the UI's files.
+async fn get_with(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (http::response::Parts, Bytes) {
+    let mut request = http::Request::builder()
+        .method(Method::GET)
+        .uri(app.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    http1(
+        request
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request"),
+    )
+    .await
+}
+
+fn header<'a>(head: &'a http::response::Parts, name: &str) -> Option<&'a str> {
+    head.headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+#[tokio::test]
+async fn ui_files_go_precompressed_by_accept_encoding_and_hashed_ones_are_cached_for_good() {
+    let app = spawn_app().await;
+    // As a release build leaves them: each file beside its brotli and gzip copies (distinct
+    // contents here, so the body tells which copy was sent).
+    let wasm = "chat-web-0123456789abcdef_bg.wasm";
+    for (file, contents) in [
+        (wasm.to_owned(), "raw module"),
+        (format!("{wasm}.br"), "brotli module"),
+        (format!("{wasm}.gz"), "gzip module"),
+        ("index.html.br".to_owned(), "brotli page"),
+    ] {
+        std::fs::write(app.static_dir().join(file), contents).expect("write a UI file");
+    }
+    let path = format!("/{wasm}");
+
+    for (accept, encoding, body) in [
+        ("gzip, deflate, br, zstd", Some("br"), "brotli module"),
+        ("gzip", Some("gzip"), "gzip module"),
+        ("identity", None, "raw module"),
+    ] {
+        let (head, got) = get_with(&app, &path, &[("accept-encoding", accept)]).await;
+        assert_eq!(head.status, StatusCode::OK, "{accept}");
+        assert_eq!(got, body, "{accept}");
+        assert_eq!(header(&head, "content-encoding"), encoding, "{accept}");
+        assert_eq!(header(&head, "vary"), Some("accept-encoding"), "{accept}");
+        assert_eq!(
+            header(&head, "cache-control"),
+            Some("public, max-age=31536000, immutable"),
+            "{accept}"
+        );
+        assert_eq!(
+            header(&head, "content-type"),
+            Some("application/wasm"),
+            "the type of the file, not of its compressed copy"
+        );
+    }
+
+    // Revalidation by ETag answers 304 without a body.
+    let (head, _) = get_with(&app, &path, &[("accept-encoding", "br")]).await;
+    let etag = header(&head, "etag").expect("an ETag").to_owned();
+    let (head, body) = get_with(
+        &app,
+        &path,
+        &[("accept-encoding", "br"), ("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(head.status, StatusCode::NOT_MODIFIED);
+    assert!(body.is_empty());
+
+    // The page itself and deep links: the same index.html, revalidated on every load.
+    for page in ["/", "/chats/some-chat"] {
+        let (head, _) = get_with(&app, page, &[("accept-encoding", "gzip")]).await;
+        assert_eq!(head.status, StatusCode::OK, "{page}");
+        assert_eq!(header(&head, "cache-control"), Some("no-cache"), "{page}");
+        assert!(
+            header(&head, "etag").is_some(),
+            "{page}: an ETag to revalidate with"
+        );
+    }
+    let (head, body) = get_with(&app, "/", &[("accept-encoding", "br")]).await;
+    assert_eq!(header(&head, "content-encoding"), Some("br"));
+    assert_eq!(body, "brotli page");
+
+    // An asset of another build is missing, not the page: index.html must never be cached
+    // for a year under an asset's name.
+    let (head, body) = get_with(&app, "/chat-web-fedcba9876543210.js", &[]).await;
+    assert_eq!(head.status, StatusCode::NOT_FOUND);
+    assert_eq!(header(&head, "cache-control"), Some("no-cache"));
+    assert_ne!(body, INDEX_HTML);
+}
+
 #[tokio::test]
 async fn the_ui_carries_security_headers_and_a_csp_allowing_its_loader_by_hash() {
     let app = spawn_app().await;
