@@ -1,0 +1,138 @@
+//! How long the app takes to show one new message in an open chat that already shows 1,000,
+//! measured in headless Chromium: from handing the message to the live state (as the stream
+//! does) until its row is in the DOM. A benchmark, not a test, so it is ignored by default:
+//!
+//! ```sh
+//! CHROMEDRIVER=/usr/bin/chromedriver \
+//! CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+//!     cargo test -p chat-web --target wasm32-unknown-unknown --release \
+//!     --test append_benchmark -- --include-ignored --nocapture
+//! ```
+//!
+//! It prints the median and 95th percentile; the figures are in BENCHMARKS.md.
+#![cfg(target_arch = "wasm32")]
+
+use chat_core::proto;
+use chat_web::api::{Api, Session};
+use chat_web::components::chat_list::ChatList;
+use chat_web::components::message_list::MessageList;
+use chat_web::live::model::Shown;
+use chat_web::live::{Live, create_live};
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+use web_sys::HtmlElement;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// Messages already shown when the measured ones arrive.
+const SHOWN: u64 = 1_000;
+/// Appends measured; a few more before them warm up the page.
+const MEASURED: usize = 50;
+const WARM_UP: usize = 5;
+const CHAT: &str = "a";
+
+/// Mounts the chat list beside the open chat's message log, as the chats page does, with a
+/// live state that is not connected.
+fn mount() -> (HtmlElement, Live) {
+    let document = web_sys::window().unwrap().document().unwrap();
+    let root: HtmlElement = document.create_element("div").unwrap().unchecked_into();
+    document.body().unwrap().append_child(&root).unwrap();
+    let (live_tx, live_rx) = std::sync::mpsc::channel();
+    leptos::mount::mount_to(root.clone(), move || {
+        let session = Session {
+            user_id: "alice".into(),
+            token: "00".repeat(32),
+            expires_at: i64::MAX,
+        };
+        let live = create_live(
+            Api::new("http://127.0.0.1:9".into()),
+            &session,
+            Callback::new(|_| ()),
+        );
+        live_tx.send(live).unwrap();
+        view! {
+            <ChatList />
+            <MessageList chat_id=Signal::derive(|| CHAT.to_string()) />
+        }
+    })
+    .forget();
+    (root, live_rx.recv().unwrap())
+}
+
+fn message(id: u64) -> proto::Message {
+    proto::Message {
+        id: id.to_string(),
+        chat_id: CHAT.into(),
+        client_id: format!("c{id}"),
+        user_id: if id % 3 == 0 { "alice" } else { "bob" }.into(),
+        sent_at: 1_700_000_000 + id as i64,
+        text: format!("message number {id}, long enough to wrap like a real one might"),
+        ..Default::default()
+    }
+}
+
+/// Waits until the row of message `id` is in the DOM; panics after five seconds.
+async fn until_shown(root: &HtmlElement, id: u64) {
+    let selector = format!("article[data-id=\"{id}\"]");
+    let started = now_ms();
+    while root.query_selector(&selector).unwrap().is_none() {
+        assert!(now_ms() - started < 5_000.0, "message {id} never appeared");
+        // Leptos runs its effects as tasks of the page's executor: let them run.
+        leptos::task::tick().await;
+    }
+}
+
+fn now_ms() -> f64 {
+    web_sys::window().unwrap().performance().unwrap().now()
+}
+
+#[wasm_bindgen_test]
+#[ignore = "a benchmark: run it with --include-ignored"]
+async fn append_one_message_to_an_open_chat_of_1000() {
+    let (root, live) = mount();
+    let summary = proto::ChatSummary {
+        chat_id: CHAT.into(),
+        user_ids: vec!["alice".into(), "bob".into()],
+        last_message: Some(message(SHOWN)),
+        created_at: 1_700_000_000,
+    };
+    let history: Vec<Shown> = (1..=SHOWN)
+        .filter_map(|id| Shown::from_proto(&message(id)))
+        .collect();
+    live.model.update(|model| {
+        model.set_chats(&[summary]);
+        model.open(CHAT);
+        model.add_page(CHAT, history, false);
+    });
+    until_shown(&root, SHOWN).await;
+    assert_eq!(
+        root.query_selector_all("article.message").unwrap().length() as u64,
+        SHOWN
+    );
+
+    let mut times_ms = Vec::with_capacity(MEASURED);
+    for round in 0..WARM_UP + MEASURED {
+        let id = SHOWN + 1 + round as u64;
+        let started = now_ms();
+        live.receive(&message(id));
+        until_shown(&root, id).await;
+        let took = now_ms() - started;
+        if round >= WARM_UP {
+            times_ms.push(took);
+        }
+        // Let the browser lay out and paint between appends, as between real messages.
+        gloo_timers::future::TimeoutFuture::new(10).await;
+    }
+    assert_eq!(
+        root.query_selector_all("article.message").unwrap().length() as usize,
+        SHOWN as usize + WARM_UP + MEASURED
+    );
+
+    times_ms.sort_by(f64::total_cmp);
+    let median = times_ms[times_ms.len() / 2];
+    let p95 = times_ms[(times_ms.len() * 95).div_ceil(100) - 1];
+    console_log!(
+        "append to an open chat of {SHOWN}: median {median:.2} ms, p95 {p95:.2} ms over {MEASURED} appends"
+    );
+}
