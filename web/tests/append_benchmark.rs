@@ -65,7 +65,7 @@ fn message(id: u64) -> proto::Message {
         id: id.to_string(),
         chat_id: CHAT.into(),
         client_id: format!("c{id}"),
-        user_id: if id % 3 == 0 { "alice" } else { "bob" }.into(),
+        user_id: if id.is_multiple_of(3) { "alice" } else { "bob" }.into(),
         sent_at: 1_700_000_000 + id as i64,
         text: format!("message number {id}, long enough to wrap like a real one might"),
         ..Default::default()
