@@ -33,7 +33,11 @@ const CHAT: &str = "a";
 
 /// Mounts the chat list beside the open chat's message log, as the chats page does, with a
 /// live state that is not connected.
-fn mount() -> (HtmlElement, Live, leptos::mount::UnmountHandle<impl Mountable>) {
+fn mount() -> (
+    HtmlElement,
+    Live,
+    leptos::mount::UnmountHandle<impl Mountable>,
+) {
     let document = web_sys::window().unwrap().document().unwrap();
     let root: HtmlElement = document.create_element("div").unwrap().unchecked_into();
     document.body().unwrap().append_child(&root).unwrap();
