@@ -11,7 +11,6 @@
 //! a newer field is missing or an unknown one is present.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::api::Session;
 use crate::live::model::{Delivery, Outgoing};
@@ -45,15 +44,20 @@ impl From<serde_json::Error> for FormatError {
     }
 }
 
+/// Just the version of a stored object; the rest is read once the version is known.
+#[derive(Deserialize)]
+struct Versioned {
+    version: Option<u64>,
+}
+
 /// The version of a stored value: its `version` field, or 1 where there is none (an
 /// object without one, or version 1's bare outbox array).
-fn version_of(value: &Value) -> Result<u64, FormatError> {
-    match value.get("version") {
-        None => Ok(1),
-        Some(version) => version
-            .as_u64()
-            .ok_or_else(|| FormatError::Malformed(format!("version {version}"))),
+fn version_of(text: &str) -> Result<u64, FormatError> {
+    if text.trim_start().starts_with('[') {
+        return Ok(1);
     }
+    let Versioned { version } = serde_json::from_str(text)?;
+    Ok(version.unwrap_or(1))
 }
 
 #[derive(Deserialize)]
@@ -83,14 +87,13 @@ pub fn encode_session(session: &Session) -> String {
 }
 
 pub fn decode_session(text: &str) -> Result<Session, FormatError> {
-    let value: Value = serde_json::from_str(text)?;
-    match version_of(&value)? {
+    match version_of(text)? {
         1 => {
             let SessionV1 {
                 user_id,
                 token,
                 expires_at,
-            } = serde_json::from_value(value)?;
+            } = serde_json::from_str(text)?;
             Ok(Session {
                 user_id,
                 token,
@@ -103,7 +106,7 @@ pub fn decode_session(text: &str) -> Result<Session, FormatError> {
                 token,
                 expires_at,
                 ..
-            } = serde_json::from_value(value)?;
+            } = serde_json::from_str(text)?;
             Ok(Session {
                 user_id,
                 token,
@@ -177,10 +180,9 @@ pub fn encode_outbox(outbox: &[Outgoing]) -> String {
 }
 
 pub fn decode_outbox(text: &str) -> Result<Vec<Outgoing>, FormatError> {
-    let value: Value = serde_json::from_str(text)?;
-    match version_of(&value)? {
+    match version_of(text)? {
         1 => {
-            let messages: Vec<OutgoingV1> = serde_json::from_value(value)?;
+            let messages: Vec<OutgoingV1> = serde_json::from_str(text)?;
             Ok(messages
                 .into_iter()
                 .map(|message| Outgoing {
@@ -197,7 +199,7 @@ pub fn decode_outbox(text: &str) -> Result<Vec<Outgoing>, FormatError> {
                 .collect())
         }
         2 => {
-            let stored: OutboxV2 = serde_json::from_value(value)?;
+            let stored: OutboxV2 = serde_json::from_str(text)?;
             Ok(stored
                 .messages
                 .into_iter()
@@ -224,6 +226,8 @@ pub fn decode_outbox(text: &str) -> Result<Vec<Outgoing>, FormatError> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     /// Exactly what the app wrote before formats had versions (serde's derive of the domain
