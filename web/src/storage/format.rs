@@ -7,8 +7,8 @@
 //! - Version 2 (written now) is a JSON object with `"version": 2`.
 //!
 //! To change a format, add version 3 beside these and read every earlier version into the
-//! domain type; a version once released is never edited, and reading never fails because
-//! a newer field is missing or an unknown one is present.
+//! domain type; a version once released is never edited. Reading ignores fields it does not
+//! know, and a version newer than this app reads is an error, never a panic.
 
 use serde::{Deserialize, Serialize};
 
