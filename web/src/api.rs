@@ -98,8 +98,9 @@ fn capitalised(message: &str) -> String {
     }
 }
 
-/// A signed-in session as the server issued it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A signed-in session as the server issued it. The browser keeps it in its own stored
+/// format (`crate::storage`), not as this struct.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub user_id: String,
     pub token: String,

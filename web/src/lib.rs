@@ -4,7 +4,8 @@
 //! - `api`: the only code that touches the gRPC client; errors as sentences.
 //! - `live`: the signed-in state, the one stream per tab, reconnects and the outbox.
 //! - `pages`: the screens; `components`: their parts.
-//! - `storage`: localStorage; `time`: showing times.
+//! - `storage`: what the browser keeps (session, outbox), in versioned formats; `time`:
+//!   showing times in the browser's locale.
 
 pub mod api;
 pub mod components;
@@ -19,8 +20,6 @@ use api::Session;
 use pages::chats::ChatsPage;
 use pages::sign_in::SignInPage;
 
-const SESSION_KEY: &str = "chat.session";
-
 /// The app: the sign-in screen, or the chats of the signed-in user. The session is kept in
 /// localStorage, so a reload stays signed in until sign-out or expiry.
 #[component]
@@ -29,12 +28,12 @@ pub fn App() -> impl IntoView {
     let notice = RwSignal::new(None::<String>);
 
     let signed_in = Callback::new(move |new: Session| {
-        storage::save(SESSION_KEY, &new);
+        storage::save_session(&new);
         notice.set(None);
         session.set(Some(new));
     });
     let signed_out = Callback::new(move |why: Option<String>| {
-        storage::remove(SESSION_KEY);
+        storage::forget_session();
         notice.set(why);
         session.set(None);
     });
@@ -49,12 +48,12 @@ pub fn App() -> impl IntoView {
 
 /// The stored session, unless it has expired.
 fn stored_session() -> Option<Session> {
-    let session: Session = storage::load(SESSION_KEY)?;
+    let session = storage::load_session()?;
     let now = js_sys::Date::now() / 1000.0;
     if (session.expires_at as f64) > now {
         Some(session)
     } else {
-        storage::remove(SESSION_KEY);
+        storage::forget_session();
         None
     }
 }

@@ -339,3 +339,213 @@ async fn the_connection_indicator_says_what_is_happening() {
     settle().await;
     assert_eq!(status.text_content().unwrap(), "Connected");
 }
+
+/// Exactly what the app stored for an outbox before its storage formats had versions.
+const OUTBOX_WITHOUT_VERSION: &str = r#"[{"client_id":"18c2f1a9b3e-0f3a9c2d41b7e580","chat_id":"7","text":"written before the upgrade","delivery":"Pending"},{"client_id":"18c2f1a9b40-9d04e1c2aa3f7b16","chat_id":"7","text":"refused before the upgrade","delivery":{"Failed":{"reason":"Message text is too long","auto_retry":false}}}]"#;
+
+fn local_storage() -> web_sys::Storage {
+    web_sys::window().unwrap().local_storage().unwrap().unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn an_outbox_stored_by_an_earlier_release_is_shown_and_sent() {
+    local_storage()
+        .set_item("chat.outbox.gina", OUTBOX_WITHOUT_VERSION)
+        .unwrap();
+    let (root, live) = mount_with_live(
+        "gina",
+        || view! { <MessageList chat_id=Signal::derive(|| "7".to_string()) /> },
+    );
+    live.model.update(|model| {
+        model.set_chats(&[chat("7", &["gina", "hal"], None)]);
+        model.add_page("7", Vec::new(), false);
+    });
+    settle().await;
+    let log = find(&root, "[role=log]");
+    let text = log.text_content().unwrap();
+    assert!(
+        text.contains("written before the upgrade") && text.contains("Sending…"),
+        "{text}"
+    );
+    assert!(text.contains("refused before the upgrade") && text.contains("Failed"));
+    // Rewritten in the current format at once, so the next release reads it too.
+    let stored = local_storage()
+        .get_item("chat.outbox.gina")
+        .unwrap()
+        .unwrap();
+    assert!(stored.starts_with(r#"{"version":2,"#), "{stored}");
+
+    // Once connected it goes out under its original client id (no server listens on port 9
+    // here, so the attempt fails as "offline", to be retried by itself), and the message the
+    // server refused waits for the user.
+    live.status.set(Status::Connected);
+    live.flush_outbox();
+    for _ in 0..100 {
+        if matches!(
+            delivery_of(live, "18c2f1a9b3e-0f3a9c2d41b7e580"),
+            Some(Delivery::Failed { .. })
+        ) {
+            break;
+        }
+        settle().await;
+    }
+    let Some(Delivery::Failed { reason, auto_retry }) =
+        delivery_of(live, "18c2f1a9b3e-0f3a9c2d41b7e580")
+    else {
+        panic!("the stored message was never sent");
+    };
+    assert!(reason.starts_with("Cannot reach the server"), "{reason}");
+    assert!(auto_retry);
+    assert_eq!(
+        delivery_of(live, "18c2f1a9b40-9d04e1c2aa3f7b16"),
+        Some(Delivery::Failed {
+            reason: "Message text is too long".into(),
+            auto_retry: false
+        })
+    );
+}
+
+#[wasm_bindgen_test]
+async fn new_messages_get_random_uuids_as_client_ids() {
+    let (_root, live) = mount_with_live("ivan", || ());
+    live.send("a", "one").unwrap();
+    live.send("a", "two").unwrap();
+    let ids: Vec<String> = live.model.with_untracked(|model| {
+        model
+            .outbox
+            .iter()
+            .map(|outgoing| outgoing.client_id.clone())
+            .collect()
+    });
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    for id in &ids {
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, vec![8, 4, 4, 4, 12], "{id}");
+        assert!(
+            id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
+            "{id}"
+        );
+    }
+}
+
+#[wasm_bindgen_test]
+fn times_are_in_the_browsers_locale() {
+    let seconds = |date: &js_sys::Date| (date.get_time() / 1000.0) as i64;
+    // `date.toLocaleString(undefined, options)`: the browser's locale, by another road.
+    let locale = |date: &js_sys::Date, options: &[(&str, &str)]| {
+        let object = js_sys::Object::new();
+        for (key, value) in options {
+            js_sys::Reflect::set(&object, &(*key).into(), &(*value).into()).unwrap();
+        }
+        let to_locale_string: js_sys::Function =
+            js_sys::Reflect::get(date, &"toLocaleString".into())
+                .unwrap()
+                .unchecked_into();
+        to_locale_string
+            .call2(date, &wasm_bindgen::JsValue::UNDEFINED, &object)
+            .unwrap()
+            .as_string()
+            .unwrap()
+    };
+    let clock = [("hour", "numeric"), ("minute", "2-digit")];
+
+    let now = js_sys::Date::new_0();
+    assert_eq!(
+        chat_web::time::short_time(seconds(&now)),
+        locale(&now, &clock)
+    );
+
+    let long_ago = js_sys::Date::new_with_year_month_day_hr_min(2024, 2, 3, 14, 5);
+    let shown = chat_web::time::short_time(seconds(&long_ago));
+    let month = locale(&long_ago, &[("month", "short")]);
+    assert!(
+        shown.contains(&month) && shown.contains('3') && shown.contains(&locale(&long_ago, &clock)),
+        "{shown}"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn each_change_reruns_only_the_readers_of_what_it_touched() {
+    use chat_web::live::model::ModelStoreFields;
+    let (_root, live) = mount_with_live("judy", || ());
+    let runs = |read: fn(Live)| {
+        let count = RwSignal::new(0);
+        Effect::new(move |_| {
+            read(live);
+            count.update_untracked(|count| *count += 1);
+        });
+        count
+    };
+    let timeline_runs = runs(|live| live.model.timelines().track());
+    let outbox_runs = runs(|live| live.model.outbox().track());
+    let chats_runs = runs(|live| live.model.chats().track());
+    // A chat whose log is loaded: duplicates are recognised there.
+    live.model
+        .update(|model| model.add_page("a", Vec::new(), false));
+    settle().await;
+    let counts = move || {
+        (
+            timeline_runs.get_untracked(),
+            outbox_runs.get_untracked(),
+            chats_runs.get_untracked(),
+        )
+    };
+    let before = counts();
+
+    live.set_chats(&[chat("a", &["judy", "ken"], None)]);
+    settle().await;
+    assert_eq!(counts(), (before.0, before.1, before.2 + 1), "a list");
+
+    live.send("a", "queued").unwrap();
+    settle().await;
+    assert_eq!(counts(), (before.0, before.1 + 1, before.2 + 1), "a send");
+
+    live.receive(&proto::Message {
+        id: "5".into(),
+        chat_id: "a".into(),
+        user_id: "ken".into(),
+        text: "from ken".into(),
+        ..Default::default()
+    });
+    settle().await;
+    assert_eq!(
+        counts(),
+        (before.0 + 1, before.1 + 1, before.2 + 2),
+        "someone else's message leaves the outbox alone"
+    );
+
+    live.receive(&proto::Message {
+        id: "5".into(),
+        chat_id: "a".into(),
+        user_id: "ken".into(),
+        text: "from ken".into(),
+        ..Default::default()
+    });
+    settle().await;
+    assert_eq!(
+        counts(),
+        (before.0 + 1, before.1 + 1, before.2 + 2),
+        "a duplicate changes nothing"
+    );
+
+    // The server's copy of the queued message replaces it: the outbox changes too.
+    let client_id = live
+        .model
+        .with_untracked(|model| model.outbox[0].client_id.clone());
+    live.receive(&proto::Message {
+        id: "6".into(),
+        chat_id: "a".into(),
+        user_id: "judy".into(),
+        client_id,
+        text: "queued".into(),
+        ..Default::default()
+    });
+    settle().await;
+    assert_eq!(
+        counts(),
+        (before.0 + 2, before.1 + 2, before.2 + 3),
+        "my message"
+    );
+    assert!(live.model.with_untracked(|model| model.outbox.is_empty()));
+}

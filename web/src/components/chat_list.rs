@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use crate::live::model::ChatEntry;
+use crate::live::model::ModelStoreFields;
 use crate::live::use_live;
 use crate::time::short_time;
 
@@ -11,25 +11,24 @@ use crate::time::short_time;
 #[component]
 pub fn ChatList() -> impl IntoView {
     let live = use_live();
-    let chat_ids = move || {
-        live.model.with(|model| {
-            model
-                .chats
+    let chat_ids = Memo::new(move |_| {
+        live.model.chats().with(|chats| {
+            chats
                 .iter()
                 .map(|chat| chat.chat_id.clone())
                 .collect::<Vec<_>>()
         })
-    };
+    });
     view! {
         <nav class="chat-list" aria-label="Chats">
             <Show
-                when=move || !chat_ids().is_empty()
+                when=move || chat_ids.with(|ids| !ids.is_empty())
                 fallback=|| view! { <p class="empty">"No chats yet. Start one with “New chat”."</p> }
             >
                 <ul>
                     // Rows are keyed by chat only and read their fields reactively, so a new
                     // message or a read chat updates a row in place instead of rebuilding it.
-                    <For each=chat_ids key=|chat_id| chat_id.clone() let:chat_id>
+                    <For each=move || chat_ids.get() key=|chat_id| chat_id.clone() let:chat_id>
                         <ChatRow chat_id=chat_id />
                     </For>
                 </ul>
@@ -45,54 +44,54 @@ fn ChatRow(
     chat_id: String,
 ) -> impl IntoView {
     let live = use_live();
+    let me = live.model.me().get_untracked();
+    // The row's own slice of the list: the views below run again only when it changes.
     let entry = {
         let chat_id = chat_id.clone();
         Memo::new(move |_| {
-            live.model.with(|model| {
-                model
-                    .chats
-                    .iter()
-                    .find(|chat| chat.chat_id == chat_id)
-                    .cloned()
-            })
+            live.model
+                .chats()
+                .with(|chats| chats.iter().find(|chat| chat.chat_id == chat_id).cloned())
         })
-    };
-    let field = move |read: fn(&ChatEntry, &str) -> String| {
-        move || {
-            entry.with(|entry| {
-                entry
-                    .as_ref()
-                    .map(|entry| live.model.with_untracked(|model| read(entry, &model.me)))
-            })
-        }
     };
     let is_open = {
         let chat_id = chat_id.clone();
-        move || {
+        Memo::new(move |_| {
             live.model
-                .with(|model| model.open_chat.as_deref() == Some(chat_id.as_str()))
-        }
+                .open_chat()
+                .with(|open| open.as_deref() == Some(chat_id.as_str()))
+        })
+    };
+    let title = move || entry.with(|entry| entry.as_ref().map(|entry| entry.title(&me)));
+    let time = move || {
+        entry.with(|entry| {
+            let last = entry.as_ref()?.last.as_ref()?;
+            Some(short_time(last.sent_at))
+        })
+    };
+    let preview = move || {
+        entry.with(|entry| {
+            entry.as_ref().map(|entry| {
+                entry
+                    .last
+                    .as_ref()
+                    .map(|last| format!("{}: {}", last.sender, last.text))
+                    .unwrap_or_else(|| "No messages yet".to_owned())
+            })
+        })
     };
     let unread = move || entry.with(|entry| entry.as_ref().map_or(0, |entry| entry.unread));
     view! {
         <li>
             <button
                 class="chat-entry"
-                class:active=is_open.clone()
-                aria-current=move || is_open().then_some("true")
+                class:active=is_open
+                aria-current=move || is_open.get().then_some("true")
                 on:click=move |_| live.open_chat(chat_id.clone())
             >
-                <span class="chat-title">{field(|entry, me| entry.title(me))}</span>
-                <span class="chat-time">{field(|entry, _| entry.last.as_ref().map(|last| short_time(last.sent_at)).unwrap_or_default())}</span>
-                <span class="chat-preview">
-                    {field(|entry, _| {
-                        entry
-                            .last
-                            .as_ref()
-                            .map(|last| format!("{}: {}", last.sender, last.text))
-                            .unwrap_or_else(|| "No messages yet".to_owned())
-                    })}
-                </span>
+                <span class="chat-title">{title}</span>
+                <span class="chat-time">{time}</span>
+                <span class="chat-preview">{preview}</span>
                 <Show when=move || unread() != 0>
                     <span class="badge" aria-label=move || format!("{} unread", unread())>{unread}</span>
                 </Show>

@@ -4,7 +4,7 @@
 use leptos::html::Div;
 use leptos::prelude::*;
 
-use crate::live::model::{Delivery, Shown};
+use crate::live::model::{Delivery, ModelStoreFields, Shown};
 use crate::live::use_live;
 use crate::time::short_time;
 
@@ -24,36 +24,51 @@ pub fn MessageList(
     let log = NodeRef::<Div>::new();
     let loading_older = RwSignal::new(false);
 
-    let messages = move || {
-        let chat_id = chat_id.get();
-        live.model.with(|model| {
-            model
-                .timelines
-                .get(&chat_id)
-                .map(|timeline| timeline.messages.values().cloned().collect::<Vec<_>>())
+    let me = live.model.me().get_untracked();
+
+    // The ids of the loaded messages, oldest first (`None` until the first page is in): all
+    // the log follows of the timeline. Rows are keyed by id and a message never changes once
+    // stored, so each row reads its message once, when it is created.
+    let ids = Memo::new(move |_| {
+        chat_id.with(|chat_id| {
+            live.model.timelines().with(|timelines| {
+                let timeline = timelines.get(chat_id)?;
+                Some(timeline.messages.keys().copied().collect::<Vec<u64>>())
+            })
+        })
+    });
+    let has_older = Memo::new(move |_| {
+        chat_id.with(|chat_id| {
+            live.model
+                .timelines()
+                .with(|timelines| timelines.get(chat_id).is_some_and(|t| t.has_older))
+        })
+    });
+    let outgoing = Memo::new(move |_| {
+        chat_id.with(|chat_id| {
+            live.model.outbox().with(|outbox| {
+                outbox
+                    .iter()
+                    .filter(|outgoing| outgoing.chat_id == *chat_id)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+        })
+    });
+    let message = move |id: u64| -> Option<Shown> {
+        chat_id.with_untracked(|chat_id| {
+            live.model
+                .timelines()
+                .with_untracked(|timelines| timelines.get(chat_id)?.messages.get(&id).cloned())
         })
     };
-    let outgoing = move || {
-        let chat_id = chat_id.get();
-        live.model
-            .with(|model| model.outgoing_in(&chat_id).cloned().collect::<Vec<_>>())
-    };
-    let has_older = move || {
-        let chat_id = chat_id.get();
-        live.model.with(|model| {
-            model
-                .timelines
-                .get(&chat_id)
-                .is_some_and(|timeline| timeline.has_older)
-        })
-    };
-    let me = move || live.model.with(|model| model.me.clone());
 
     // Keep the newest message in view as messages arrive, unless the user scrolled up to
     // read older ones.
     let stick_to_bottom = RwSignal::new(true);
     Effect::new(move |_| {
-        let _ = (messages(), outgoing());
+        ids.track();
+        outgoing.track();
         if stick_to_bottom.get_untracked()
             && let Some(log) = log.get_untracked()
         {
@@ -72,7 +87,7 @@ pub fn MessageList(
         let from_bottom = element.scroll_height() - element.scroll_top() - element.client_height();
         stick_to_bottom.set(from_bottom < STICK_TO_BOTTOM_WITHIN_PX);
         if element.scroll_top() < LOAD_OLDER_WITHIN_PX
-            && has_older()
+            && has_older.get_untracked()
             && !loading_older.get_untracked()
         {
             loading_older.set(true);
@@ -90,19 +105,21 @@ pub fn MessageList(
 
     view! {
         <div class="messages" role="log" aria-label="Messages" aria-live="polite" tabindex="0" node_ref=log on:scroll=on_scroll>
-            <Show when=has_older>
+            <Show when=move || has_older.get()>
                 <p class="older">{move || if loading_older.get() { "Loading older messages…" } else { "Scroll up for older messages" }}</p>
             </Show>
-            <Show when=move || messages().is_none()>
+            <Show when=move || ids.with(Option::is_none)>
                 <p class="loading">"Loading…"</p>
             </Show>
             <For
-                each=move || messages().unwrap_or_default()
-                key=|message| message.id
-                children=move |message| view! { <MessageItem message=message me=me() /> }
+                each=move || ids.get().unwrap_or_default()
+                key=|id| *id
+                children=move |id| {
+                    message(id).map(|message| view! { <MessageItem message=message me=me.clone() /> })
+                }
             />
             <For
-                each=outgoing
+                each=move || outgoing.get()
                 key=|outgoing| (outgoing.client_id.clone(), outgoing.delivery.clone())
                 children=move |outgoing| {
                     let client_id = outgoing.client_id.clone();

@@ -8,7 +8,7 @@ use futures::future::{Either, select};
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 
-use super::model::Backoff;
+use super::model::{Backoff, ModelStoreFields};
 use super::{Live, Status};
 use crate::api::ApiError;
 
@@ -43,10 +43,10 @@ async fn connect_and_follow(
     let api = live.api();
     if !*listed {
         let chats = api.list().await?;
-        live.model.update(|model| model.set_chats(&chats));
+        live.set_chats(&chats);
         *listed = true;
     }
-    let cursor = live.model.with_untracked(|model| model.cursor);
+    let cursor = live.model.cursor().get_untracked();
     let mut stream = api.stream(cursor).await?;
     live.status.set(Status::Connected);
     backoff.reset();

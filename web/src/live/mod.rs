@@ -3,6 +3,12 @@
 //! them (open a chat, page history, send, retry, start a chat).
 //!
 //! `model` is the plain-Rust core; `connection` runs the one stream per tab and reconnects.
+//!
+//! Reactivity follows the data. The model sits in a store whose fields views read one at a
+//! time (the chat list, the timelines, the outbox, the open chat), and each action notifies
+//! only the fields its change touched ([`Part`]). Views derive what they show through memos,
+//! which stop a change that does not alter their slice, and list rows are keyed: a new
+//! message re-runs the open log's and the chat list's memos and renders one new row.
 
 pub mod connection;
 pub mod model;
@@ -13,10 +19,11 @@ use chat_core::requests::Members;
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use reactive_stores::Store;
 
 use crate::api::{Api, ApiError, Session};
 use crate::storage;
-use model::{Model, Received, Shown};
+use model::{Model, ModelStoreFields, Received, Shown};
 
 /// The state of the tab's one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +39,10 @@ pub enum Status {
 /// The signed-in user's live state; `Copy`, so closures take it freely.
 #[derive(Clone, Copy)]
 pub struct Live {
-    pub model: RwSignal<Model>,
+    /// The user's chats. Views read one field each (`live.model.chats()`, `.timelines()`,
+    /// `.outbox()`, `.open_chat()`); `me` and `cursor` never change while shown and are read
+    /// untracked. Only the actions below write, and each notifies only what it touched.
+    pub model: Store<Model>,
     pub status: RwSignal<Status>,
     api: StoredValue<Api>,
     /// Set when the page unmounts or the user signs out: the connection loop stops.
@@ -44,8 +54,14 @@ pub struct Live {
     sending: StoredValue<bool>,
 }
 
-fn outbox_key(user: &str) -> String {
-    format!("chat.outbox.{user}")
+/// The fields of [`Model`] that views read on their own: a change names those it touches,
+/// and only their readers run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Chats,
+    Timelines,
+    Outbox,
+    OpenChat,
 }
 
 /// Creates the live state for `session`, provides it as context and starts its connection.
@@ -58,18 +74,23 @@ pub fn provide_live(api: Api, session: &Session, on_signed_out: Callback<()>) ->
 /// Creates the live state and provides it as context, without connecting: components can
 /// be shown against a model filled by hand (the browser tests do).
 pub fn create_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> Live {
-    let outbox = storage::load(&outbox_key(&session.user_id)).unwrap_or_default();
+    let outbox = storage::load_outbox(&session.user_id);
     let live = Live {
-        model: RwSignal::new(Model::new(&session.user_id, outbox)),
+        model: Store::new(Model::new(&session.user_id, outbox)),
         status: RwSignal::new(Status::Connecting),
         api: StoredValue::new(api),
         stopped: RwSignal::new(false),
         on_signed_out,
         sending: StoredValue::new(false),
     };
-    // Keep the outbox in localStorage, so unsent messages survive a reload.
-    let key = outbox_key(&session.user_id);
-    Effect::new(move |_| live.model.with(|model| storage::save(&key, &model.outbox)));
+    // Keep the outbox in localStorage, so unsent messages survive a reload. The first run
+    // also rewrites an outbox an earlier release stored in the current format.
+    let user = session.user_id.clone();
+    Effect::new(move |_| {
+        live.model
+            .outbox()
+            .with(|outbox| storage::save_outbox(&user, outbox))
+    });
     on_cleanup(move || live.stopped.set(true));
     provide_context(live);
     live
@@ -98,24 +119,48 @@ impl Live {
         self.on_signed_out.run(());
     }
 
+    /// Applies `change` to the model, then notifies the readers of the parts it `touches`,
+    /// and no others. `None` once the state is gone (the page unmounted meanwhile).
+    fn change<R>(&self, touches: &[Part], change: impl FnOnce(&mut Model) -> R) -> Option<R> {
+        let result = self.model.try_update_untracked(change)?;
+        self.notify(touches);
+        Some(result)
+    }
+
+    fn notify(&self, parts: &[Part]) {
+        for part in parts {
+            match part {
+                Part::Chats => self.model.chats().notify(),
+                Part::Timelines => self.model.timelines().notify(),
+                Part::Outbox => self.model.outbox().notify(),
+                Part::OpenChat => self.model.open_chat().notify(),
+            }
+        }
+    }
+
     /// Shows a chat, loading its newest page the first time.
     pub fn open_chat(&self, chat_id: String) {
-        self.model.update(|model| model.open(&chat_id));
+        self.change(&[Part::OpenChat, Part::Chats], |model| model.open(&chat_id));
         let loaded = self
             .model
-            .with_untracked(|model| model.timelines.get(&chat_id).is_some_and(|t| t.loaded));
+            .timelines()
+            .with_untracked(|timelines| timelines.get(&chat_id).is_some_and(|t| t.loaded));
         if !loaded {
             self.load_page(chat_id, None, || ());
         }
+    }
+
+    /// Back to the chat list (on a narrow screen, where the open chat covers it).
+    pub fn close_chat(&self) {
+        self.change(&[Part::OpenChat], Model::close);
     }
 
     /// Loads the page before the oldest loaded message; `done` runs once the model has it.
     /// `done` is a plain closure, not a reactive callback: the component that asked may be
     /// gone by the time the page arrives.
     pub fn load_older(&self, chat_id: String, done: impl FnOnce() + 'static) {
-        let oldest = self.model.with_untracked(|model| {
-            model
-                .timelines
+        let oldest = self.model.timelines().with_untracked(|timelines| {
+            timelines
                 .get(&chat_id)
                 .filter(|t| t.has_older)
                 .and_then(|t| t.oldest_id())
@@ -131,8 +176,9 @@ impl Live {
             match live.api().history(&chat_id, before).await {
                 Ok(page) => {
                     let messages = page.messages.iter().filter_map(Shown::from_proto).collect();
-                    live.model
-                        .update(|model| model.add_page(&chat_id, messages, page.has_more));
+                    live.change(&[Part::Timelines], |model| {
+                        model.add_page(&chat_id, messages, page.has_more)
+                    });
                     done();
                 }
                 Err(ApiError::SignedOut) => live.signed_out(),
@@ -145,22 +191,24 @@ impl Live {
     /// for the composer to show; nothing is queued then.
     pub fn send(&self, chat_id: &str, text: &str) -> Result<(), String> {
         Text::parse(text).map_err(|error| crate::sentence(&error.to_string()))?;
-        let client_id = new_client_id();
-        self.model
-            .update(|model| model.queue(chat_id, client_id, text.to_owned()));
+        let client_id = new_client_id()
+            .ok_or_else(|| "This browser cannot make message ids (no Web Crypto).".to_owned())?;
+        self.change(&[Part::Outbox], |model| {
+            model.queue(chat_id, client_id, text.to_owned())
+        });
         self.send_next();
         Ok(())
     }
 
     /// Sends a failed message again, with its original client id.
     pub fn retry(&self, client_id: String) {
-        self.model.update(|model| model.mark_pending(&client_id));
+        self.change(&[Part::Outbox], |model| model.mark_pending(&client_id));
         self.send_next();
     }
 
     /// Sends every queued message that may be sent automatically; after (re)connecting.
     pub fn flush_outbox(&self) {
-        self.model.update(|model| {
+        self.change(&[Part::Outbox], |model| {
             for outgoing in model.to_flush() {
                 model.mark_pending(&outgoing.client_id);
             }
@@ -202,7 +250,7 @@ impl Live {
                 }
                 Err(error) => {
                     let transient = error.is_transient();
-                    live.model.update(|model| {
+                    live.change(&[Part::Outbox], |model| {
                         model.mark_failed(&outgoing.client_id, error.to_string(), transient)
                     });
                 }
@@ -217,12 +265,26 @@ impl Live {
         let Some(shown) = Shown::from_proto(message) else {
             return;
         };
-        let mut received = Received::Duplicate;
-        self.model
-            .update(|model| received = model.receive(shown, &message.chat_id));
-        if received == Received::NewChat {
-            self.refresh_list();
+        let mine = self.model.me().with_untracked(|me| *me == message.user_id);
+        let received = self
+            .model
+            .try_update_untracked(|model| model.receive(shown, &message.chat_id));
+        match received {
+            // A duplicate changes nothing.
+            None | Some(Received::Duplicate) => return,
+            Some(Received::New) => {}
+            Some(Received::NewChat) => self.refresh_list(),
         }
+        self.notify(&[Part::Chats, Part::Timelines]);
+        // Only the user's own messages take theirs out of the outbox.
+        if mine {
+            self.notify(&[Part::Outbox]);
+        }
+    }
+
+    /// Takes in List's answer.
+    pub fn set_chats(&self, chats: &[chat_core::proto::ChatSummary]) {
+        self.change(&[Part::Chats], |model| model.set_chats(chats));
     }
 
     /// Reloads the chat list (members, last messages) from the server.
@@ -230,7 +292,7 @@ impl Live {
         let live = *self;
         spawn_local(async move {
             match live.api().list().await {
-                Ok(chats) => live.model.update(|model| model.set_chats(&chats)),
+                Ok(chats) => live.set_chats(&chats),
                 Err(ApiError::SignedOut) => live.signed_out(),
                 Err(error) => leptos::logging::warn!("list: {error}"),
             }
@@ -240,7 +302,7 @@ impl Live {
     /// Starts (or finds) the chat with the users named in `names` (separated by commas or
     /// spaces) and opens it.
     pub async fn start_chat(&self, names: &str) -> Result<(), String> {
-        let me = self.model.with_untracked(|model| model.me.clone());
+        let me = self.model.me().get_untracked();
         let mut ids: Vec<&str> = names
             .split([',', ' ', '\n'])
             .filter(|name| !name.is_empty())
@@ -263,20 +325,26 @@ impl Live {
                 error => error.to_string(),
             })?;
         let now = (js_sys::Date::now() / 1000.0) as i64;
-        self.model
-            .update(|model| model.add_chat(&chat_id, user_ids, now));
+        self.change(&[Part::Chats], |model| {
+            model.add_chat(&chat_id, user_ids, now)
+        });
         self.open_chat(chat_id);
         Ok(())
     }
 }
 
-/// A client id unique enough for one sender: time plus 64 random bits.
-fn new_client_id() -> String {
-    let random = |bits: f64| (js_sys::Math::random() * bits) as u64;
-    format!(
-        "{:x}-{:08x}{:08x}",
-        js_sys::Date::now() as u64,
-        random(4_294_967_296.0),
-        random(4_294_967_296.0)
-    )
+/// A client id for a new message: a random UUID from the browser. `crypto.randomUUID` exists
+/// only in secure contexts (HTTPS, or a loopback address), so a page served over plain HTTP
+/// to another machine takes 128 bits from `crypto.getRandomValues` instead, which every
+/// context has.
+/// `None` only in a browser without Web Crypto, which no supported browser is.
+fn new_client_id() -> Option<String> {
+    let window = web_sys::window()?;
+    let crypto = window.crypto().ok()?;
+    if window.is_secure_context() {
+        return Some(crypto.random_uuid());
+    }
+    let mut bytes = [0u8; 16];
+    crypto.get_random_values_with_u8_array(&mut bytes).ok()?;
+    Some(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }

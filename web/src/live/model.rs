@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chat_core::ids::MessageId;
 use chat_core::proto;
-use serde::{Deserialize, Serialize};
+use reactive_stores::Store;
 
 /// A message as the UI shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,7 @@ impl Shown {
 }
 
 /// Where an outgoing message stands.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Delivery {
     /// Waiting to be sent, or in flight.
     Pending,
@@ -48,9 +48,10 @@ pub enum Delivery {
     Failed { reason: String, auto_retry: bool },
 }
 
-/// A message the user wrote that the server has not confirmed yet. Kept in localStorage, so
-/// it survives a reload and is sent, with the same client id, when the connection returns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A message the user wrote that the server has not confirmed yet. Kept in localStorage (see
+/// `crate::storage`), so it survives a reload and is sent, with the same client id, when the
+/// connection returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     pub client_id: String,
     pub chat_id: String,
@@ -116,8 +117,10 @@ impl Timeline {
     }
 }
 
-/// Everything the signed-in user sees of their chats.
-#[derive(Debug, Clone, Default)]
+/// Everything the signed-in user sees of their chats. Plain data; `Store` only lets the
+/// reactive layer (`super::Live`) hand each field to the views that read it, so a change to
+/// one field re-runs only its readers.
+#[derive(Debug, Clone, Default, Store)]
 pub struct Model {
     pub me: String,
     /// Most recently active first.
@@ -183,11 +186,17 @@ impl Model {
         }
     }
 
+    /// Shows `chat_id`: it becomes the open chat, and its messages count as read.
     pub fn open(&mut self, chat_id: &str) {
         self.open_chat = Some(chat_id.to_owned());
         if let Some(chat) = self.chats.iter_mut().find(|chat| chat.chat_id == chat_id) {
             chat.unread = 0;
         }
+    }
+
+    /// Back to the list: no chat is open.
+    pub fn close(&mut self) {
+        self.open_chat = None;
     }
 
     /// Takes in a message from the stream or a Send reply. Returns what the caller should do
@@ -529,23 +538,5 @@ mod tests {
         backoff.reset();
         let jittered = backoff.next_delay_ms(0.999);
         assert!((400..=500).contains(&jittered), "{jittered}");
-    }
-
-    #[test]
-    fn the_outbox_survives_serialisation() {
-        let outbox = vec![Outgoing {
-            client_id: "c".into(),
-            chat_id: "a".into(),
-            text: "hi".into(),
-            delivery: Delivery::Failed {
-                reason: "nope".into(),
-                auto_retry: false,
-            },
-        }];
-        let json = serde_json::to_string(&outbox).unwrap();
-        assert_eq!(
-            serde_json::from_str::<Vec<Outgoing>>(&json).unwrap(),
-            outbox
-        );
     }
 }

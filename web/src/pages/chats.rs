@@ -9,6 +9,7 @@ use crate::components::composer::Composer;
 use crate::components::connection_indicator::ConnectionIndicator;
 use crate::components::message_list::MessageList;
 use crate::components::new_chat::NewChat;
+use crate::live::model::ModelStoreFields;
 use crate::live::provide_live;
 
 /// Everything a signed-in user sees. Owns the live state (and so the tab's one stream)
@@ -38,21 +39,23 @@ pub fn ChatsPage(
         });
         on_signed_out.run(None);
     };
-    let open_chat = move || live.model.with(|model| model.open_chat.clone());
-    let open_title = move || {
-        live.model.with(|model| {
-            let open = model.open_chat.as_ref()?;
-            model
-                .chats
-                .iter()
-                .find(|chat| &chat.chat_id == open)
-                .map(|chat| chat.title(&model.me))
+    let me = session.user_id.clone();
+    let open_chat = Memo::new(move |_| live.model.open_chat().get());
+    let open_title = {
+        let me = me.clone();
+        Memo::new(move |_| {
+            let open = open_chat.get()?;
+            live.model.chats().with(|chats| {
+                chats
+                    .iter()
+                    .find(|chat| chat.chat_id == open)
+                    .map(|chat| chat.title(&me))
+            })
         })
     };
-    let me = session.user_id.clone();
 
     view! {
-        <div class="app" class:chat-open=move || open_chat().is_some()>
+        <div class="app" class:chat-open=move || open_chat.with(Option::is_some)>
             <aside class="sidebar">
                 <header class="sidebar-header">
                     <p class="me">"Signed in as " <strong>{me}</strong></p>
@@ -63,16 +66,16 @@ pub fn ChatsPage(
                 <ChatList />
             </aside>
             <main class="conversation">
-                {move || match open_chat() {
+                {move || match open_chat.get() {
                     None => view! { <p class="placeholder">"Choose a chat, or start a new one."</p> }.into_any(),
                     Some(chat_id) => {
                         let chat_id = Signal::derive(move || chat_id.clone());
                         view! {
                             <header class="conversation-header">
-                                <button type="button" class="link back" on:click=move |_| live.model.update(|model| model.open_chat = None)>
+                                <button type="button" class="link back" on:click=move |_| live.close_chat()>
                                     "Back"
                                 </button>
-                                <h2>{open_title}</h2>
+                                <h2>{move || open_title.get()}</h2>
                             </header>
                             <MessageList chat_id=chat_id />
                             <Composer chat_id=chat_id />

@@ -1,0 +1,160 @@
+//! How long the app takes to show one new message in an open chat that already shows 1,000
+//! (and 10,000, to see what grows with the chat), measured in headless Chromium: from handing
+//! the message to the live state (as the stream does) until its row is in the DOM. A
+//! benchmark, not a test, so it is ignored by default:
+//!
+//! ```sh
+//! CHROMEDRIVER=/usr/bin/chromedriver \
+//! CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+//!     cargo test -p chat-web --target wasm32-unknown-unknown --release \
+//!     --test append_benchmark -- --include-ignored --nocapture
+//! ```
+//!
+//! It prints the median and 95th percentile; the figures are in BENCHMARKS.md.
+#![cfg(target_arch = "wasm32")]
+
+use chat_core::proto;
+use chat_web::api::{Api, Session};
+use chat_web::components::chat_list::ChatList;
+use chat_web::components::message_list::MessageList;
+use chat_web::live::model::Shown;
+use chat_web::live::{Live, create_live};
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+use web_sys::{Element, HtmlElement};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// Appends measured; a few more before them warm up the page.
+const MEASURED: usize = 50;
+const WARM_UP: usize = 5;
+const CHAT: &str = "a";
+
+/// Mounts the chat list beside the open chat's message log, as the chats page does, with a
+/// live state that is not connected.
+fn mount() -> (
+    HtmlElement,
+    Live,
+    leptos::mount::UnmountHandle<impl Mountable>,
+) {
+    let document = web_sys::window().unwrap().document().unwrap();
+    let root: HtmlElement = document.create_element("div").unwrap().unchecked_into();
+    document.body().unwrap().append_child(&root).unwrap();
+    let (live_tx, live_rx) = std::sync::mpsc::channel();
+    let handle = leptos::mount::mount_to(root.clone(), move || {
+        let session = Session {
+            user_id: "alice".into(),
+            token: "00".repeat(32),
+            expires_at: i64::MAX,
+        };
+        let live = create_live(
+            Api::new("http://127.0.0.1:9".into()),
+            &session,
+            Callback::new(|_| ()),
+        );
+        live_tx.send(live).unwrap();
+        view! {
+            <ChatList />
+            <MessageList chat_id=Signal::derive(|| CHAT.to_string()) />
+        }
+    });
+    (root, live_rx.recv().unwrap(), handle)
+}
+
+fn message(id: u64) -> proto::Message {
+    proto::Message {
+        id: id.to_string(),
+        chat_id: CHAT.into(),
+        client_id: format!("c{id}"),
+        user_id: if id.is_multiple_of(3) { "alice" } else { "bob" }.into(),
+        sent_at: 1_700_000_000 + id as i64,
+        text: format!("message number {id}, long enough to wrap like a real one might"),
+        ..Default::default()
+    }
+}
+
+/// Waits until the row of message `id` is the last row of the log; panics after five
+/// seconds. It looks only at the last element, so the wait costs the same at any length.
+async fn until_last(log: &Element, id: u64) {
+    let id = id.to_string();
+    let started = now_ms();
+    while log
+        .last_element_child()
+        .and_then(|row| row.get_attribute("data-id"))
+        .as_deref()
+        != Some(id.as_str())
+    {
+        assert!(now_ms() - started < 5_000.0, "message {id} never appeared");
+        // Leptos runs its effects as tasks of the page's executor: let them run.
+        leptos::task::tick().await;
+    }
+}
+
+fn now_ms() -> f64 {
+    web_sys::window().unwrap().performance().unwrap().now()
+}
+
+#[wasm_bindgen_test]
+#[ignore = "a benchmark: run it with --include-ignored"]
+async fn append_one_message_to_an_open_chat_of_1000() {
+    measure(1_000).await;
+}
+
+#[wasm_bindgen_test]
+#[ignore = "a benchmark: run it with --include-ignored"]
+async fn append_one_message_to_an_open_chat_of_10000() {
+    measure(10_000).await;
+}
+
+/// Shows a chat of `shown` messages, then appends and times one message at a time.
+async fn measure(shown: u64) {
+    let (root, live, handle) = mount();
+    let summary = proto::ChatSummary {
+        chat_id: CHAT.into(),
+        user_ids: vec!["alice".into(), "bob".into()],
+        last_message: Some(message(shown)),
+        created_at: 1_700_000_000,
+    };
+    let history: Vec<Shown> = (1..=shown)
+        .filter_map(|id| Shown::from_proto(&message(id)))
+        .collect();
+    live.model.update(|model| {
+        model.set_chats(&[summary]);
+        model.open(CHAT);
+        model.add_page(CHAT, history, false);
+    });
+    let log = root.query_selector("[role=log]").unwrap().unwrap();
+    until_last(&log, shown).await;
+    assert_eq!(
+        root.query_selector_all("article.message").unwrap().length() as u64,
+        shown
+    );
+
+    let mut times_ms = Vec::with_capacity(MEASURED);
+    for round in 0..WARM_UP + MEASURED {
+        let id = shown + 1 + round as u64;
+        let started = now_ms();
+        live.receive(&message(id));
+        until_last(&log, id).await;
+        let took = now_ms() - started;
+        if round >= WARM_UP {
+            times_ms.push(took);
+        }
+        // Let the browser lay out and paint between appends, as between real messages.
+        gloo_timers::future::TimeoutFuture::new(10).await;
+    }
+    assert_eq!(
+        root.query_selector_all("article.message").unwrap().length() as usize,
+        shown as usize + WARM_UP + MEASURED
+    );
+    drop(handle);
+    root.remove();
+
+    times_ms.sort_by(f64::total_cmp);
+    let median = times_ms[times_ms.len() / 2];
+    let p95 = times_ms[(times_ms.len() * 95).div_ceil(100) - 1];
+    console_log!(
+        "append to an open chat of {shown}: median {median:.2} ms, p95 {p95:.2} ms over {MEASURED} appends"
+    );
+}
