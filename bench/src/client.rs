@@ -191,6 +191,29 @@ fn stream_request(chat_id: &str) -> StreamRequest {
     }
 }
 
+/// Resumes a Stream of `chat_id` through `client` with the cursor of a reconnecting client:
+/// everything after message `after_id` first, then live.
+pub async fn resume_web(
+    client: &ChatClient<WebClient>,
+    token: &str,
+    chat_id: &str,
+    after_id: u64,
+) -> Result<Subscription, BenchError> {
+    let request = StreamRequest {
+        chat_id: chat_id.to_owned(),
+        after_id: after_id.to_string(),
+    };
+    let events = call(
+        "Stream (gRPC-web, resumed)",
+        client.clone().stream(authed(token, request)),
+    )
+    .await?;
+    Ok(Subscription {
+        events,
+        _channel: None,
+    })
+}
+
 /// Opens a gRPC-web Stream through `client` (and whatever connection its pool gives it) and
 /// waits for its response headers.
 pub async fn subscribe_web(

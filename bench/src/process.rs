@@ -61,6 +61,10 @@ pub struct ServerOptions {
     pub static_dir: Option<PathBuf>,
     /// How many chats the ceiling's List answers with (the real server lists what it stores).
     pub ceiling_chats: usize,
+    /// chat-server on PostgreSQL at this URL (`--database-url`) instead of SQLite.
+    pub database_url: Option<String>,
+    /// chat-server's `--database-pool-size`, with `database_url`.
+    pub database_pool_size: Option<u32>,
 }
 
 impl ServerOptions {
@@ -70,6 +74,8 @@ impl ServerOptions {
             heartbeat_secs: 15,
             static_dir: None,
             ceiling_chats: 0,
+            database_url: None,
+            database_pool_size: None,
         }
     }
 }
@@ -128,15 +134,20 @@ impl ServerProcess {
     /// SIGKILLs the process (no chance to flush anything) and starts it again on the same
     /// data directory, on a new port: what a crash and a restart look like to storage.
     pub async fn crash_and_restart(&mut self) -> Result<(), BenchError> {
-        self.child
-            .kill()
-            .await
-            .map_err(BenchError::io(format!("cannot kill the {}", self.kind)))?;
+        self.kill().await?;
         self.starts += 1;
         let (child, addr) = spawn(self.kind, &self.options, self.dir.path(), self.starts).await?;
         self.child = child;
         self.addr = addr;
         Ok(())
+    }
+
+    /// SIGKILLs the process and waits for it: a server dying with no chance to flush anything.
+    pub async fn kill(&mut self) -> Result<(), BenchError> {
+        self.child
+            .kill()
+            .await
+            .map_err(BenchError::io(format!("cannot kill the {}", self.kind)))
     }
 
     /// Sends SIGTERM and waits for the exit; returns whether it exited 0 within the grace
@@ -224,6 +235,12 @@ async fn spawn(
                 .clone()
                 .unwrap_or_else(|| dir.join("no-ui"));
             command.arg("--static-dir").arg(static_dir);
+            if let Some(url) = &options.database_url {
+                command.arg("--database-url").arg(url);
+            }
+            if let Some(size) = options.database_pool_size {
+                command.arg("--database-pool-size").arg(size.to_string());
+            }
             command
         }
         Kind::Ceiling => {
@@ -351,6 +368,63 @@ impl Usage {
             return 0.0;
         }
         later.cpu.saturating_sub(self.cpu).as_secs_f64() / wall
+    }
+}
+
+/// CPU time so far of the processes named `postgres` (PostgreSQL's server, its background
+/// workers and one backend per connection), read from /proc. The server may be shared with
+/// other work, so the backends serving `database` (their command line names it) are also
+/// summed apart.
+#[derive(Debug, Clone, Default)]
+pub struct PostgresCpu {
+    /// pid → (CPU time so far, whether it serves `database`).
+    by_pid: std::collections::HashMap<u32, (Duration, bool)>,
+}
+
+impl PostgresCpu {
+    pub fn read(database: &str) -> Self {
+        let mut by_pid = std::collections::HashMap::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Self { by_pid };
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let dir = format!("/proc/{pid}");
+            let is_postgres = std::fs::read_to_string(format!("{dir}/comm"))
+                .is_ok_and(|comm| comm.trim() == "postgres");
+            if !is_postgres {
+                continue;
+            }
+            // A backend's title is `postgres: user database address state`.
+            let ours = std::fs::read_to_string(format!("{dir}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.split([' ', '\0']).any(|word| word == database));
+            if let Ok(usage) = Usage::read(&dir) {
+                by_pid.insert(pid, (usage.cpu, ours));
+            }
+        }
+        Self { by_pid }
+    }
+
+    /// CPU used from `self` to `later`: (the backends of the database, every postgres
+    /// process). A process that exited in between is missing from both ends, so the sums
+    /// are a slight underestimate; one that started in between counts whole.
+    pub fn used_until(&self, later: &PostgresCpu) -> (Duration, Duration) {
+        let (mut ours, mut all) = (Duration::ZERO, Duration::ZERO);
+        for (pid, (cpu, is_ours)) in &later.by_pid {
+            let before = self.by_pid.get(pid).map_or(Duration::ZERO, |(cpu, _)| *cpu);
+            let used = cpu.saturating_sub(before);
+            all += used;
+            if *is_ours {
+                ours += used;
+            }
+        }
+        (ours, all)
     }
 }
 

@@ -96,6 +96,8 @@ pub struct ScenarioReport {
     pub figures: Vec<Figure>,
     pub checks: Vec<Check>,
     pub notes: Vec<String>,
+    /// What the comparison column holds: the ceiling server, unless a scenario says otherwise.
+    pub compared_with: &'static str,
 }
 
 impl ScenarioReport {
@@ -107,6 +109,7 @@ impl ScenarioReport {
             figures: Vec::new(),
             checks: Vec::new(),
             notes: Vec::new(),
+            compared_with: "ceiling",
         }
     }
 
@@ -145,12 +148,16 @@ impl ScenarioReport {
         );
         println!(
             "{:<44} {:>14} {:>14} {:>8}  target",
-            "figure", "chat-server", "ceiling", "ratio"
+            "figure", "chat-server", self.compared_with, "ratio"
         );
         for figure in &self.figures {
             let ceiling = figure.ceiling.map_or("-".to_owned(), number);
             let ratio = figure.ratio.map_or("-".to_owned(), |r| format!("{r:.2}×"));
-            let target = match (figure.target, figure.met) {
+            // A ratio target is relative to whatever the comparison column holds.
+            let target = figure
+                .target
+                .map(|target| target.to_string().replace("ceiling", self.compared_with));
+            let target = match (target, figure.met) {
                 (None, _) => String::new(),
                 (Some(target), None) => format!("{target} (not judged)"),
                 (Some(target), Some(true)) => format!("{target}  met"),

@@ -30,7 +30,7 @@ use crate::report::{Figure, ScenarioReport, Target};
 use crate::stats::Latencies;
 
 /// Streams opened at once while subscribing.
-const OPEN_CONCURRENCY: usize = 50;
+pub(super) const OPEN_CONCURRENCY: usize = 50;
 
 #[derive(Debug, Clone)]
 struct Params {
@@ -82,26 +82,26 @@ impl Params {
 
 /// What the runs of one transport on one server measured, summed over its turns.
 #[derive(Default)]
-struct Outcome {
+pub(super) struct Outcome {
     /// Deliveries received inside the measured windows, and the windows' total length.
-    in_window: u64,
-    measured: Duration,
-    latencies: Latencies,
+    pub(super) in_window: u64,
+    pub(super) measured: Duration,
+    pub(super) latencies: Latencies,
     /// How long the sender's Sends took (to the commit, for the real server).
-    send_latencies: Latencies,
-    lost: u64,
-    duplicated: u64,
-    out_of_order: u64,
-    unexpected: u64,
+    pub(super) send_latencies: Latencies,
+    pub(super) lost: u64,
+    pub(super) duplicated: u64,
+    pub(super) out_of_order: u64,
+    pub(super) unexpected: u64,
     /// Subscribers whose stream failed or ended before the end.
-    broken: Vec<String>,
-    sent: usize,
-    server_cpu: Duration,
-    bench_cpu: Duration,
+    pub(super) broken: Vec<String>,
+    pub(super) sent: usize,
+    pub(super) server_cpu: Duration,
+    pub(super) bench_cpu: Duration,
 }
 
 impl Outcome {
-    fn per_second(&self, count: f64) -> f64 {
+    pub(super) fn per_second(&self, count: f64) -> f64 {
         count / self.measured.as_secs_f64().max(f64::MIN_POSITIVE)
     }
 }
@@ -241,9 +241,9 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
 
 /// When subscribers may stop: once they have the last acknowledged id, or at the deadline.
 #[derive(Debug, Clone, Copy)]
-struct Finish {
-    last_id: u64,
-    deadline: Instant,
+pub(super) struct Finish {
+    pub(super) last_id: u64,
+    pub(super) deadline: Instant,
 }
 
 /// One turn: subscribe, send through warm-up and one window, drain, unsubscribe; adds what
@@ -333,7 +333,7 @@ async fn measure(
 /// Sends `fanout <seq> <micros since base>` at `rate` per second from `start` until `end`,
 /// each Send on its own task so a slow reply never delays the schedule; returns the ids of
 /// every acknowledged message, and how long each Send took.
-async fn sender(
+pub(super) async fn sender(
     addr: std::net::SocketAddr,
     user: User,
     chat_id: String,
@@ -378,17 +378,17 @@ async fn sender(
 
 /// What one subscriber saw.
 #[derive(Default)]
-struct SubscriberLog {
-    ids: Vec<u64>,
-    latencies: Latencies,
-    in_window: u64,
-    ended: Option<String>,
+pub(super) struct SubscriberLog {
+    pub(super) ids: Vec<u64>,
+    pub(super) latencies: Latencies,
+    pub(super) in_window: u64,
+    pub(super) ended: Option<String>,
 }
 
 impl SubscriberLog {
     /// Adds this subscriber's problems to `outcome`: every acknowledged id exactly once, in
     /// increasing order, and nothing else.
-    fn judge(&self, acked: &[u64], outcome: &mut Outcome) {
+    pub(super) fn judge(&self, acked: &[u64], outcome: &mut Outcome) {
         let mut highest = 0;
         for &id in &self.ids {
             if id < highest {
@@ -413,7 +413,7 @@ impl SubscriberLog {
     }
 }
 
-async fn subscriber(
+pub(super) async fn subscriber(
     mut subscription: Subscription,
     base: Instant,
     window: (Instant, Instant),

@@ -3,6 +3,7 @@
 //! once: they would share the two cores), and returns a [`ScenarioReport`].
 
 pub mod bundle;
+pub mod cluster;
 pub mod fanout;
 pub mod history;
 pub mod idle;
@@ -22,6 +23,8 @@ pub struct Context {
     pub server_bin: PathBuf,
     pub dist: PathBuf,
     pub page_script: PathBuf,
+    /// The PostgreSQL server the cluster scenario creates its database on.
+    pub database_url: String,
 }
 
 /// Stops `server` gracefully and records whether it exited 0, as a check: a server must shut

@@ -232,16 +232,16 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
     Ok(report)
 }
 
-struct SenderResult {
-    latencies: Latencies,
-    in_window: u64,
+pub(super) struct SenderResult {
+    pub(super) latencies: Latencies,
+    pub(super) in_window: u64,
     /// The ids of every message acknowledged, in the order sent.
-    acked: Vec<u64>,
+    pub(super) acked: Vec<u64>,
 }
 
 /// One client sending back to back from `start` until the window ends; counts and times the
 /// replies that arrive inside the window.
-async fn sender(
+pub(super) async fn sender(
     label: String,
     mut chat: ChatClient<Channel>,
     user: User,
