@@ -69,11 +69,11 @@ enum Command {
     Idle,
     /// History pages of 50 in chats of 1,000,000 and 100,000 messages.
     History,
-    /// Browser bundle size, and page load to the chat list in headless Chromium.
-    Bundle,
     /// Three servers on one PostgreSQL against one on SQLite: durable Send, cross-server
     /// fan-out (1,000 gRPC-web subscribers, 100 msg/s), resume after SIGKILL of one server.
     Cluster,
+    /// Browser bundle size, and page load to the chat list in headless Chromium.
+    Bundle,
     /// Every scenario above, in that order (cluster only when a PostgreSQL answers).
     All,
     /// Runs the ceiling server (the benchmark starts it itself).
@@ -139,7 +139,7 @@ async fn run(cli: &Cli) -> Result<bool, BenchError> {
         Command::History => &["history"],
         Command::Bundle => &["bundle"],
         Command::Cluster => &["cluster"],
-        Command::All => &["send", "fanout", "idle", "history", "bundle", "cluster"],
+        Command::All => &["send", "fanout", "idle", "history", "cluster", "bundle"],
         Command::CeilingServer(_) => &[],
     };
     let machine = Machine::read();

@@ -147,7 +147,7 @@ impl ScenarioReport {
             self.name, self.description, self.seconds
         );
         println!(
-            "{:<44} {:>14} {:>14} {:>8}  target",
+            "{:<50} {:>14} {:>14} {:>8}  target",
             "figure", "chat-server", self.compared_with, "ratio"
         );
         for figure in &self.figures {
@@ -164,7 +164,7 @@ impl ScenarioReport {
                 (Some(target), Some(false)) => format!("{target}  MISSED"),
             };
             println!(
-                "{:<44} {:>14} {:>14} {:>8}  {}",
+                "{:<50} {:>14} {:>14} {:>8}  {}",
                 format!("{} ({})", figure.name, figure.unit),
                 number(figure.value),
                 ceiling,

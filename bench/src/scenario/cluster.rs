@@ -499,12 +499,12 @@ fn send_figures(report: &mut ScenarioReport, sqlite: &mut SendLoad, cluster: &mu
         .ceiling(Some(sqlite.cores(sqlite.server_cpu))),
     );
     report.figure(Figure::new(
-        "Send: PostgreSQL CPU, this database's backends",
+        "Send: PostgreSQL CPU, this run's backends",
         "cores",
         cluster.cores(cluster.database_cpu.0),
     ));
     report.figure(Figure::new(
-        "Send: PostgreSQL CPU, every postgres process",
+        "Send: PostgreSQL CPU, all its processes",
         "cores",
         cluster.cores(cluster.database_cpu.1),
     ));
@@ -512,14 +512,14 @@ fn send_figures(report: &mut ScenarioReport, sqlite: &mut SendLoad, cluster: &mu
         |cpu: Duration, load: &SendLoad| cpu.as_secs_f64() * 1e6 / load.in_window.max(1) as f64;
     report.figure(
         Figure::new(
-            "Send: servers + database CPU per message",
+            "Send: servers + PostgreSQL CPU per message",
             "µs",
             per_message(cluster.server_cpu + cluster.database_cpu.1, cluster),
         )
         .ceiling(Some(per_message(sqlite.server_cpu, sqlite))),
     );
     report.note(
-        "PostgreSQL's CPU is read from /proc for processes named postgres; 'every postgres process' includes the WAL writer and checkpointer, and also whatever else uses that PostgreSQL server meanwhile (other tests on a shared one)",
+        "PostgreSQL's CPU is read from /proc for processes named postgres; 'all its processes' includes the WAL writer and checkpointer, and also whatever else uses that PostgreSQL server meanwhile (other tests on a shared one)",
     );
 }
 
@@ -788,12 +788,12 @@ async fn resume(
     .await??;
 
     report.figure(Figure::new(
-        "resume: time until every moved client caught up",
+        "resume: all moved clients caught up after",
         "ms",
         catch_up.max_ms(),
     ));
     report.figure(Figure::new(
-        "resume: time until half of them caught up",
+        "resume: half of them caught up after",
         "ms",
         catch_up.percentile_ms(50.0),
     ));
