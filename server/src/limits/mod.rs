@@ -22,6 +22,7 @@ use governor::Quota;
 use parking_lot::Mutex;
 
 use crate::error::{ApiError, Limit};
+use crate::metrics::{Metrics, Refusal};
 use keyed::KeyedLimit;
 use sign_in::SignIns;
 
@@ -49,10 +50,12 @@ pub struct Limits {
     sign_ins: SignIns,
     streams: Arc<Mutex<HashMap<UserId, usize>>>,
     max_streams: usize,
+    /// Where refusals are counted, by limit.
+    metrics: Arc<Metrics>,
 }
 
 impl Limits {
-    pub fn new(settings: &LimitSettings) -> Self {
+    pub fn new(settings: &LimitSettings, metrics: Arc<Metrics>) -> Self {
         let nonzero = |value: u32| NonZeroU32::new(value.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
             sends: settings.send_rate.map(|per_second| {
@@ -68,6 +71,19 @@ impl Limits {
             sign_ins: SignIns::new(settings.sign_in_free_failures, settings.sign_in_max_delay),
             streams: Arc::new(Mutex::new(HashMap::new())),
             max_streams: settings.max_streams_per_user,
+            metrics,
+        }
+    }
+
+    /// Counts `error` in the metrics when it is a refusal by a limit kept outside this
+    /// module (the password hashing queue); the limits here count their own.
+    pub fn count_refusal(&self, error: &ApiError) {
+        if let ApiError::RateLimited {
+            limit: Limit::SignInQueue,
+            ..
+        } = error
+        {
+            self.metrics.refused(Refusal::SignInQueue);
         }
     }
 
@@ -76,12 +92,13 @@ impl Limits {
         let Some(sends) = &self.sends else {
             return Ok(());
         };
-        sends
-            .check(user)
-            .map_err(|retry_after| ApiError::RateLimited {
+        sends.check(user).map_err(|retry_after| {
+            self.metrics.refused(Refusal::SendRate);
+            ApiError::RateLimited {
                 limit: Limit::SendRate(self.send_rate),
                 retry_after,
-            })
+            }
+        })
     }
 
     /// Waits until `user` may send one more message. Connect uses this instead of refusing:
@@ -101,6 +118,7 @@ impl Limits {
         let mut streams = self.streams.lock();
         let open = streams.entry(user.clone()).or_default();
         if *open >= self.max_streams {
+            self.metrics.refused(Refusal::StreamsPerUser);
             return Err(ApiError::TooManyStreams(self.max_streams));
         }
         *open += 1;
@@ -116,12 +134,13 @@ impl Limits {
         let (Some(addresses), Some(address)) = (&self.sign_in_addresses, address) else {
             return Ok(());
         };
-        addresses
-            .check(&address_key(address))
-            .map_err(|retry_after| ApiError::RateLimited {
+        addresses.check(&address_key(address)).map_err(|retry_after| {
+            self.metrics.refused(Refusal::AddressSignIns);
+            ApiError::RateLimited {
                 limit: Limit::AddressSignIns,
                 retry_after,
-            })
+            }
+        })
     }
 
     /// Called before `user`'s password is checked for a caller at `address`: refuses while
@@ -131,9 +150,12 @@ impl Limits {
     pub fn sign_in_attempt(&self, user: &UserId, address: Option<IpAddr>) -> Result<(), ApiError> {
         self.sign_ins
             .attempt(user, address.map(address_key))
-            .map_err(|retry_after| ApiError::RateLimited {
-                limit: Limit::AccountSignIns,
-                retry_after,
+            .map_err(|retry_after| {
+                self.metrics.refused(Refusal::AccountSignIns);
+                ApiError::RateLimited {
+                    limit: Limit::AccountSignIns,
+                    retry_after,
+                }
             })
     }
 
@@ -194,7 +216,7 @@ mod tests {
 
     #[test]
     fn sends_are_limited_per_user_with_a_wait_that_fits_the_rate() {
-        let limits = Limits::new(&settings(1));
+        let limits = Limits::new(&settings(1), Metrics::new());
         let (alice, bob) = (
             UserId::parse("alice").unwrap(),
             UserId::parse("bob").unwrap(),
@@ -214,7 +236,7 @@ mod tests {
 
     #[test]
     fn stream_slots_are_counted_per_user_and_freed_on_drop() {
-        let limits = Limits::new(&settings(2));
+        let limits = Limits::new(&settings(2), Metrics::new());
         let (alice, bob) = (
             UserId::parse("alice").unwrap(),
             UserId::parse("bob").unwrap(),

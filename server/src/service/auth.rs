@@ -26,7 +26,11 @@ impl Auth for AuthService {
         // way to burn the server's CPU or to mass-create accounts.
         self.limits
             .sign_in_from(request.remote_addr().map(|address| address.ip()))?;
-        let session = self.authenticator.sign_up(credentials).await?;
+        let session = self
+            .authenticator
+            .sign_up(credentials)
+            .await
+            .inspect_err(|error| self.limits.count_refusal(error))?;
         Ok(Response::new(to_proto(session)))
     }
 
@@ -37,7 +41,11 @@ impl Auth for AuthService {
         self.limits.sign_in_from(address)?;
         let user = credentials.user_id.clone();
         self.limits.sign_in_attempt(&user, address)?;
-        let session = self.authenticator.sign_in(credentials).await?;
+        let session = self
+            .authenticator
+            .sign_in(credentials)
+            .await
+            .inspect_err(|error| self.limits.count_refusal(error))?;
         self.limits.signed_in(&user, address);
         Ok(Response::new(to_proto(session)))
     }

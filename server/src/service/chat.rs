@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::fanout::Broker;
 use crate::feed::{Feed, FeedItem, FeedSpec};
 use crate::limits::{Limits, StreamSlot};
+use crate::metrics::Metrics;
 use crate::store::{ChatSummary, Store};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -32,6 +33,7 @@ pub struct ChatService {
     pub broker: Arc<Broker>,
     pub authenticator: Arc<Authenticator>,
     pub limits: Arc<Limits>,
+    pub metrics: Arc<Metrics>,
     pub heartbeat: Duration,
     /// Becomes true when the server starts shutting down; open streams then end.
     pub shutdown: watch::Receiver<bool>,
@@ -178,6 +180,7 @@ impl ChatService {
             &self.broker,
             spec,
             self.shutdown.clone(),
+            Arc::clone(&self.metrics),
         )
     }
 }

@@ -20,6 +20,7 @@ use chat_core::proto;
 use chat_core::requests::{HistoryQuery, Members, NewMessage};
 
 use crate::fanout::Broker;
+use crate::metrics::Metrics;
 
 /// A committed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,12 +93,17 @@ pub enum Location {
     Postgres { url: String, pool_size: usize },
 }
 
-/// Opens the store at `location`, publishing to `broker` as the [`Store`] contract requires.
-pub async fn open(location: &Location, broker: Arc<Broker>) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the store at `location`, publishing to `broker` as the [`Store`] contract requires
+/// and timing its commits (and, on PostgreSQL, showing its pool) in `metrics`.
+pub async fn open(
+    location: &Location,
+    broker: Arc<Broker>,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match location {
-        Location::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path, broker)?),
+        Location::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path, broker, metrics)?),
         Location::Postgres { url, pool_size } => {
-            Arc::new(postgres::PgStore::open(url, *pool_size, broker).await?)
+            Arc::new(postgres::PgStore::open(url, *pool_size, broker, metrics).await?)
         }
     })
 }

@@ -34,6 +34,7 @@ use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
 use super::{ChatSummary, HistoryPage, Store, StoreError, StoredMessage, TokenHash};
 use crate::fanout::Broker;
+use crate::metrics::{Metrics, PoolUse};
 use chat_transport::unix_now;
 
 /// How long opening a connection may take.
@@ -50,11 +51,13 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to the database at `url` with up to `pool_size` connections, brings its
     /// schema up to date, tells `broker` the newest message stored, and starts the writer and
-    /// the tailer, which publishes every message committed from then on (by any server).
+    /// the tailer, which publishes every message committed from then on (by any server). The
+    /// writer's commits and the pool's use show in `metrics`.
     pub async fn open(
         url: &str,
         pool_size: usize,
         broker: Arc<Broker>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config = url
             .parse()
@@ -89,8 +92,18 @@ impl PgStore {
             .try_get(0)?;
         drop(client);
         let tailer = tailer::start(pool.clone(), config, broker, MessageId(id_from_sql(newest)));
+        let probed = pool.clone();
+        metrics.watch_pool(move || {
+            let status = probed.status();
+            PoolUse {
+                max: status.max_size,
+                open: status.size,
+                idle: status.available,
+                waiting: status.waiting,
+            }
+        });
         Ok(Self {
-            appends: Writer::start(pool.clone(), tailer),
+            appends: Writer::start(pool.clone(), tailer, metrics),
             pool,
         })
     }
