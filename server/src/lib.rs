@@ -87,9 +87,11 @@ pub async fn run(
     let metrics = Metrics::new();
     // Bound before anything is served, so a taken port stops the start-up.
     let metrics_listener = match settings.metrics_listen {
-        Some(address) => Some(TcpListener::bind(address).await.map_err(|source| {
-            ServerError::MetricsListen { address, source }
-        })?),
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ServerError::MetricsListen { address, source })?,
+        ),
         None => None,
     };
     let broker = Broker::new();
@@ -98,8 +100,8 @@ pub async fn run(
         Arc::clone(&broker),
         Arc::clone(&metrics),
     )
-        .await
-        .map_err(|error| ServerError::Store(error.to_string()))?;
+    .await
+    .map_err(|error| ServerError::Store(error.to_string()))?;
     let authenticator = Arc::new(
         Authenticator::new(Arc::clone(&store), settings.hashing(), settings.token_ttl())
             .map_err(|error| ServerError::Store(error.to_string()))?,
@@ -143,9 +145,13 @@ pub async fn run(
         .add_service(reflection_alpha);
     // Counted inside the gRPC-web translation (which `router` adds), so calls of both
     // protocols are seen the same way, and on the gRPC routes only, not the UI's files.
-    let grpc = Routes::from(grpc.into_axum_router().layer(
-        axum::middleware::from_fn_with_state(Arc::clone(&metrics), metrics::track_calls),
-    ));
+    let grpc = Routes::from(
+        grpc.into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&metrics),
+                metrics::track_calls,
+            )),
+    );
     let app = chat_transport::router(grpc, Some(&settings.static_dir));
 
     // Read before anything is served, so a bad certificate stops the start-up, not a client.
@@ -184,11 +190,10 @@ pub async fn run(
         let _ = stopping.send(true);
     };
     chat_transport::serve(listener, app, signal, chat_transport::Options { tls }).await?;
-    if let Some(metrics_server) = metrics_server {
-        match metrics_server.await {
-            Ok(Err(error)) => tracing::error!(%error, "metrics listener failed"),
-            Ok(Ok(())) | Err(_) => {}
-        }
+    if let Some(metrics_server) = metrics_server
+        && let Ok(Err(error)) = metrics_server.await
+    {
+        tracing::error!(%error, "metrics listener failed");
     }
     tracing::info!("stopped");
     Ok(())

@@ -7,10 +7,10 @@
 //! rather than the `prometheus` crate's process-wide default registry: the tests run many
 //! servers in one process, and each must report only its own figures.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use std::pin::Pin;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -19,8 +19,8 @@ use axum::response::{IntoResponse as _, Response};
 use http_body::Frame;
 use parking_lot::Mutex;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 
@@ -111,11 +111,9 @@ impl Metrics {
             "Stream and Connect calls open on this server",
         )
         .expect("valid metric");
-        let deliveries = IntCounter::new(
-            "chat_deliveries_total",
-            "Messages handed to open streams",
-        )
-        .expect("valid metric");
+        let deliveries =
+            IntCounter::new("chat_deliveries_total", "Messages handed to open streams")
+                .expect("valid metric");
         let catch_ups = IntCounter::new(
             "chat_feed_catch_ups_total",
             "Times a stream fell behind live delivery and caught up from storage",
@@ -222,8 +220,12 @@ impl Metrics {
                 idle,
                 waiting,
             } = probe();
-            for (state, value) in [("max", max), ("open", open), ("idle", idle), ("waiting", waiting)]
-            {
+            for (state, value) in [
+                ("max", max),
+                ("open", open),
+                ("idle", idle),
+                ("waiting", waiting),
+            ] {
                 self.pool
                     .with_label_values(&[state])
                     .set(i64::try_from(value).unwrap_or(i64::MAX));

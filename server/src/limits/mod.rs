@@ -134,13 +134,15 @@ impl Limits {
         let (Some(addresses), Some(address)) = (&self.sign_in_addresses, address) else {
             return Ok(());
         };
-        addresses.check(&address_key(address)).map_err(|retry_after| {
-            self.metrics.refused(Refusal::AddressSignIns);
-            ApiError::RateLimited {
-                limit: Limit::AddressSignIns,
-                retry_after,
-            }
-        })
+        addresses
+            .check(&address_key(address))
+            .map_err(|retry_after| {
+                self.metrics.refused(Refusal::AddressSignIns);
+                ApiError::RateLimited {
+                    limit: Limit::AddressSignIns,
+                    retry_after,
+                }
+            })
     }
 
     /// Called before `user`'s password is checked for a caller at `address`: refuses while

@@ -32,8 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::rows::{MESSAGE_COLUMNS, message_at};
 use super::tailer::{Committed, TailerLink};
-use crate::store::decode::{id_from_sql, stored_user};
 use crate::metrics::Metrics;
+use crate::store::decode::{id_from_sql, stored_user};
 use crate::store::{StoreError, StoredMessage};
 use chat_transport::unix_now;
 

@@ -46,7 +46,11 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, tells `broker` the newest message
     /// stored, and starts the writer thread, which publishes every message it commits to
     /// `broker` and times its commits in `metrics`.
-    pub fn open(path: &Path, broker: Arc<Broker>, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+    pub fn open(
+        path: &Path,
+        broker: Arc<Broker>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
         let conn = schema::open_writer(path)?;
         broker.start_after(schema::newest_message(&conn)?);
         Ok(Self {
