@@ -107,7 +107,11 @@ pub async fn run(
             .map_err(|error| ServerError::Store(error.to_string()))?,
     );
     let (stopping, shutdown_seen) = watch::channel(false);
-    let limits = Arc::new(Limits::new(&settings.limits(), Arc::clone(&metrics)));
+    let limits = Arc::new(Limits::new(
+        &settings.limits(),
+        Arc::clone(&metrics),
+        store.stream_leases(),
+    ));
     // Checked on the length prefix, before a byte of the message is buffered.
     let max_request = usize::try_from(settings.max_request_bytes).unwrap_or(usize::MAX);
 

@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 
 use crate::error::{ApiError, Limit};
 use crate::metrics::{Metrics, Refusal};
+use crate::store::StreamLeases;
 use keyed::KeyedLimit;
 use sign_in::SignIns;
 
@@ -48,14 +49,20 @@ pub struct Limits {
     send_rate: u32,
     sign_in_addresses: Option<KeyedLimit<IpAddr>>,
     sign_ins: SignIns,
-    streams: Arc<Mutex<HashMap<UserId, usize>>>,
+    streams: Streams,
     max_streams: usize,
     /// Where refusals are counted, by limit.
     metrics: Arc<Metrics>,
 }
 
 impl Limits {
-    pub fn new(settings: &LimitSettings, metrics: Arc<Metrics>) -> Self {
+    /// With `leases` (a database shared by several servers), open streams are counted there,
+    /// across servers; without, in this server's memory.
+    pub fn new(
+        settings: &LimitSettings,
+        metrics: Arc<Metrics>,
+        leases: Option<Arc<dyn StreamLeases>>,
+    ) -> Self {
         let nonzero = |value: u32| NonZeroU32::new(value.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
             sends: settings.send_rate.map(|per_second| {
@@ -69,7 +76,10 @@ impl Limits {
                 .sign_in_per_address_per_minute
                 .map(|per_minute| KeyedLimit::new(Quota::per_minute(nonzero(per_minute)))),
             sign_ins: SignIns::new(settings.sign_in_free_failures, settings.sign_in_max_delay),
-            streams: Arc::new(Mutex::new(HashMap::new())),
+            streams: match leases {
+                Some(leases) => Streams::Shared(leases),
+                None => Streams::Memory(Arc::new(Mutex::new(HashMap::new()))),
+            },
             max_streams: settings.max_streams_per_user,
             metrics,
         }
@@ -114,17 +124,30 @@ impl Limits {
     }
 
     /// Holds one of `user`'s stream slots until the returned guard is dropped.
-    pub fn open_stream(&self, user: &UserId) -> Result<StreamSlot, ApiError> {
-        let mut streams = self.streams.lock();
-        let open = streams.entry(user.clone()).or_default();
-        if *open >= self.max_streams {
+    pub async fn open_stream(&self, user: &UserId) -> Result<StreamSlot, ApiError> {
+        let slot = match &self.streams {
+            Streams::Memory(streams) => {
+                let mut counts = streams.lock();
+                let open = counts.entry(user.clone()).or_default();
+                (*open < self.max_streams).then(|| {
+                    *open += 1;
+                    StreamSlot::Counted {
+                        streams: Arc::clone(streams),
+                        user: user.clone(),
+                    }
+                })
+            }
+            Streams::Shared(leases) => leases
+                .take(user, self.max_streams)
+                .await?
+                .map(|lease| StreamSlot::Leased {
+                    leases: Arc::clone(leases),
+                    lease,
+                }),
+        };
+        slot.ok_or_else(|| {
             self.metrics.refused(Refusal::StreamsPerUser);
-            return Err(ApiError::TooManyStreams(self.max_streams));
-        }
-        *open += 1;
-        Ok(StreamSlot {
-            streams: Arc::clone(&self.streams),
-            user: user.clone(),
+            ApiError::TooManyStreams(self.max_streams)
         })
     }
 
@@ -168,19 +191,49 @@ impl Limits {
     }
 }
 
+/// Where open streams are counted.
+enum Streams {
+    /// In this server's memory (SQLite: one server).
+    Memory(Arc<Mutex<HashMap<UserId, usize>>>),
+    /// In the shared database, across servers.
+    Shared(Arc<dyn StreamLeases>),
+}
+
 /// One open stream of a user; the slot is free again when this is dropped.
-pub struct StreamSlot {
-    streams: Arc<Mutex<HashMap<UserId, usize>>>,
-    user: UserId,
+pub enum StreamSlot {
+    Counted {
+        streams: Arc<Mutex<HashMap<UserId, usize>>>,
+        user: UserId,
+    },
+    Leased {
+        leases: Arc<dyn StreamLeases>,
+        lease: i64,
+    },
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut streams = self.streams.lock();
-        if let Some(open) = streams.get_mut(&self.user) {
-            *open = open.saturating_sub(1);
-            if *open == 0 {
-                streams.remove(&self.user);
+        match self {
+            StreamSlot::Counted { streams, user } => {
+                let mut streams = streams.lock();
+                if let Some(open) = streams.get_mut(user) {
+                    *open = open.saturating_sub(1);
+                    if *open == 0 {
+                        streams.remove(user);
+                    }
+                }
+            }
+            StreamSlot::Leased { leases, lease } => {
+                // Given back in the background; if that fails (the database is away), the
+                // lease is no longer renewed and lapses by itself.
+                let (leases, lease) = (Arc::clone(leases), *lease);
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if let Err(error) = leases.give_back(lease).await {
+                            tracing::warn!(%error, "cannot give a stream slot back; it will lapse");
+                        }
+                    });
+                }
             }
         }
     }
@@ -218,7 +271,7 @@ mod tests {
 
     #[test]
     fn sends_are_limited_per_user_with_a_wait_that_fits_the_rate() {
-        let limits = Limits::new(&settings(1), Metrics::new());
+        let limits = Limits::new(&settings(1), Metrics::new(), None);
         let (alice, bob) = (
             UserId::parse("alice").unwrap(),
             UserId::parse("bob").unwrap(),
@@ -236,22 +289,22 @@ mod tests {
         assert!(limits.send(&bob).is_ok(), "another user's budget");
     }
 
-    #[test]
-    fn stream_slots_are_counted_per_user_and_freed_on_drop() {
-        let limits = Limits::new(&settings(2), Metrics::new());
+    #[tokio::test]
+    async fn stream_slots_are_counted_per_user_and_freed_on_drop() {
+        let limits = Limits::new(&settings(2), Metrics::new(), None);
         let (alice, bob) = (
             UserId::parse("alice").unwrap(),
             UserId::parse("bob").unwrap(),
         );
-        let first = limits.open_stream(&alice).unwrap();
-        let _second = limits.open_stream(&alice).unwrap();
+        let first = limits.open_stream(&alice).await.unwrap();
+        let _second = limits.open_stream(&alice).await.unwrap();
         assert!(matches!(
-            limits.open_stream(&alice),
+            limits.open_stream(&alice).await,
             Err(ApiError::TooManyStreams(2))
         ));
-        let _bobs = limits.open_stream(&bob).unwrap();
+        let _bobs = limits.open_stream(&bob).await.unwrap();
         drop(first);
-        assert!(limits.open_stream(&alice).is_ok());
+        assert!(limits.open_stream(&alice).await.is_ok());
     }
 
     #[test]

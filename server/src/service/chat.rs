@@ -102,7 +102,7 @@ impl Chat for ChatService {
         let caller = self.authenticator.caller(request.metadata()).await?;
         let (chat, after) = connect_metadata(request.metadata())?;
         self.check_member(&chat, &caller).await?;
-        let slot = self.limits.open_stream(&caller)?;
+        let slot = self.limits.open_stream(&caller).await?;
         let feed = self.open_feed(FeedSpec {
             user: caller.clone(),
             chat: Some(chat.clone()),
@@ -134,7 +134,7 @@ impl Chat for ChatService {
         if let Some(chat) = &query.chat_id {
             self.check_member(chat, &caller).await?;
         }
-        let slot = self.limits.open_stream(&caller)?;
+        let slot = self.limits.open_stream(&caller).await?;
         let feed = self.open_feed(FeedSpec {
             user: caller,
             chat: query.chat_id,

@@ -175,4 +175,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// The user's chats, most recently active first.
     async fn chats_of(&self, user: &UserId) -> Result<Vec<ChatSummary>, StoreError>;
+
+    /// Stream slots shared with the other servers on the same database, when the backend is
+    /// shared (PostgreSQL); `None` for a backend only one server uses, whose limits then
+    /// count in memory.
+    fn stream_leases(&self) -> Option<Arc<dyn StreamLeases>> {
+        None
+    }
+}
+
+/// Open streams per user counted across every server of a shared database: each open stream
+/// holds a lease its server keeps renewing, so a server that dies gives its slots back once
+/// its leases lapse.
+#[async_trait]
+pub trait StreamLeases: Send + Sync + 'static {
+    /// Takes one of `user`'s slots when fewer than `max` are held (by any server), returning
+    /// the lease; `None` when all are held.
+    async fn take(&self, user: &UserId, max: usize) -> Result<Option<i64>, StoreError>;
+
+    /// Gives `lease` back (its stream ended).
+    async fn give_back(&self, lease: i64) -> Result<(), StoreError>;
 }

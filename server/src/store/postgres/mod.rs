@@ -12,6 +12,7 @@
 //! Tokens are not cached here, unlike in the SQLite backend: another server's SignOut could
 //! not reach such a cache.
 
+mod leases;
 mod listener;
 mod reads;
 mod rows;
@@ -30,9 +31,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
+use self::leases::PgLeases;
 use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
-use super::{ChatSummary, HistoryPage, Store, StoreError, StoredMessage, TokenHash};
+use super::{
+    ChatSummary, HistoryPage, Store, StoreError, StoredMessage, StreamLeases, TokenHash,
+};
 use crate::fanout::Broker;
 use crate::metrics::{Metrics, PoolUse};
 use chat_transport::unix_now;
@@ -46,6 +50,7 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 pub struct PgStore {
     pool: Pool,
     appends: mpsc::Sender<Append>,
+    leases: Arc<PgLeases>,
 }
 
 impl PgStore {
@@ -104,6 +109,7 @@ impl PgStore {
         });
         Ok(Self {
             appends: Writer::start(pool.clone(), tailer, metrics),
+            leases: Arc::new(PgLeases::start(pool.clone())),
             pool,
         })
     }
@@ -216,5 +222,9 @@ impl Store for PgStore {
 
     async fn chats_of(&self, user: &UserId) -> Result<Vec<ChatSummary>, StoreError> {
         reads::chats_of(&self.client().await?, user).await
+    }
+
+    fn stream_leases(&self) -> Option<Arc<dyn StreamLeases>> {
+        Some(Arc::clone(&self.leases) as Arc<dyn StreamLeases>)
     }
 }

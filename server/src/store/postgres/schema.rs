@@ -56,6 +56,15 @@ CREATE TABLE message_seq (
     last   BIGINT NOT NULL
 );
 INSERT INTO message_seq (single, last) VALUES (TRUE, 0);
+", "
+CREATE TABLE stream_leases (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    server     BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX stream_leases_by_user ON stream_leases(user_id);
+CREATE INDEX stream_leases_by_server ON stream_leases(server);
 "];
 
 /// Brings the schema up to date, waiting for any other server migrating at the same moment.
