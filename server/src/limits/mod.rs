@@ -137,13 +137,15 @@ impl Limits {
                     }
                 })
             }
-            Streams::Shared(leases) => leases
-                .take(user, self.max_streams)
-                .await?
-                .map(|lease| StreamSlot::Leased {
-                    leases: Arc::clone(leases),
-                    lease,
-                }),
+            Streams::Shared(leases) => {
+                leases
+                    .take(user, self.max_streams)
+                    .await?
+                    .map(|lease| StreamSlot::Leased {
+                        leases: Arc::clone(leases),
+                        lease,
+                    })
+            }
         };
         slot.ok_or_else(|| {
             self.metrics.refused(Refusal::StreamsPerUser);

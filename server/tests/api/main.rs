@@ -9,6 +9,7 @@ mod auth;
 mod backup;
 mod bad_input;
 mod cluster;
+mod cluster_limits;
 mod connect;
 mod crash;
 mod disk;

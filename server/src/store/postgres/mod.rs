@@ -34,9 +34,7 @@ use tokio_postgres::NoTls;
 use self::leases::PgLeases;
 use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
-use super::{
-    ChatSummary, HistoryPage, Store, StoreError, StoredMessage, StreamLeases, TokenHash,
-};
+use super::{ChatSummary, HistoryPage, Store, StoreError, StoredMessage, StreamLeases, TokenHash};
 use crate::fanout::Broker;
 use crate::metrics::{Metrics, PoolUse};
 use chat_transport::unix_now;
