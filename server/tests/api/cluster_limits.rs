@@ -49,8 +49,7 @@ async fn streams_per_user_are_counted_across_servers_and_a_killed_servers_slots_
     for server in [&first, &second, &third] {
         let status = try_stream(server, &alice)
             .await
-            .err()
-            .expect("a third stream on any server is one too many");
+            .expect_err("a third stream on any server is one too many");
         assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     }
     // Another user's budget is their own.
@@ -70,7 +69,7 @@ async fn streams_per_user_are_counted_across_servers_and_a_killed_servers_slots_
         }
     })
     .await;
-    let status = try_stream(&second, &alice).await.err().expect("full again");
+    let status = try_stream(&second, &alice).await.expect_err("full again");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 
     // The first server dies holding one of alice's slots: once its lease lapses, the slot is
