@@ -111,6 +111,7 @@ pub async fn run(
         &settings.limits(),
         Arc::clone(&metrics),
         store.stream_leases(),
+        store.shared_rates(),
     ));
     // Checked on the length prefix, before a byte of the message is buffered.
     let max_request = usize::try_from(settings.max_request_bytes).unwrap_or(usize::MAX);

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 
 use crate::error::{ApiError, Limit};
 use crate::metrics::{Metrics, Refusal};
-use crate::store::StreamLeases;
+use crate::store::{SharedRates, StreamLeases};
 use keyed::KeyedLimit;
 use sign_in::SignIns;
 
@@ -47,21 +47,28 @@ pub struct LimitSettings {
 pub struct Limits {
     sends: Option<KeyedLimit<UserId>>,
     send_rate: u32,
+    send_burst: u32,
     sign_in_addresses: Option<KeyedLimit<IpAddr>>,
     sign_ins: SignIns,
     streams: Streams,
     max_streams: usize,
+    sign_in_per_address_per_minute: u32,
+    /// With several servers on one database: the send rate and the sign-ins per address are
+    /// counted there instead of in `sends` and `sign_in_addresses`.
+    shared: Option<Arc<dyn SharedRates>>,
     /// Where refusals are counted, by limit.
     metrics: Arc<Metrics>,
 }
 
 impl Limits {
-    /// With `leases` (a database shared by several servers), open streams are counted there,
-    /// across servers; without, in this server's memory.
+    /// With `leases` and `shared` (a database shared by several servers), open streams, the
+    /// send rate and sign-ins per address are counted there, across servers; without, in this
+    /// server's memory.
     pub fn new(
         settings: &LimitSettings,
         metrics: Arc<Metrics>,
         leases: Option<Arc<dyn StreamLeases>>,
+        shared: Option<Arc<dyn SharedRates>>,
     ) -> Self {
         let nonzero = |value: u32| NonZeroU32::new(value.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
@@ -72,6 +79,11 @@ impl Limits {
                 )
             }),
             send_rate: settings.send_rate.unwrap_or_default(),
+            send_burst: settings.send_burst,
+            sign_in_per_address_per_minute: settings
+                .sign_in_per_address_per_minute
+                .unwrap_or_default(),
+            shared,
             sign_in_addresses: settings
                 .sign_in_per_address_per_minute
                 .map(|per_minute| KeyedLimit::new(Quota::per_minute(nonzero(per_minute)))),
@@ -98,11 +110,8 @@ impl Limits {
     }
 
     /// Takes one message from `user`'s sending budget, or says how long until there is one.
-    pub fn send(&self, user: &UserId) -> Result<(), ApiError> {
-        let Some(sends) = &self.sends else {
-            return Ok(());
-        };
-        sends.check(user).map_err(|retry_after| {
+    pub async fn send(&self, user: &UserId) -> Result<(), ApiError> {
+        self.send_budget(user).await?.map_err(|retry_after| {
             self.metrics.refused(Refusal::SendRate);
             ApiError::RateLimited {
                 limit: Limit::SendRate(self.send_rate),
@@ -111,14 +120,29 @@ impl Limits {
         })
     }
 
+    /// One cell of `user`'s sending budget, from memory or from the shared database.
+    async fn send_budget(&self, user: &UserId) -> Result<Result<(), Duration>, ApiError> {
+        let Some(sends) = &self.sends else {
+            return Ok(Ok(()));
+        };
+        match &self.shared {
+            Some(rates) => {
+                let interval = Duration::from_secs_f64(1.0 / f64::from(self.send_rate.max(1)));
+                Ok(rates
+                    .take(&format!("send {user}"), interval, self.send_burst)
+                    .await?)
+            }
+            None => Ok(sends.check(user)),
+        }
+    }
+
     /// Waits until `user` may send one more message. Connect uses this instead of refusing:
     /// a bidirectional stream has no per-message error, so a fast client is slowed down (its
     /// stream's flow control pushes back) rather than cut off.
     pub async fn send_when_allowed(&self, user: &UserId) {
-        let Some(sends) = &self.sends else {
-            return;
-        };
-        while let Err(wait) = sends.check(user) {
+        // A database that cannot be asked lets the message through to the store, which
+        // then fails it retry-safely.
+        while let Ok(Err(wait)) = self.send_budget(user).await {
             tokio::time::sleep(wait).await;
         }
     }
@@ -155,19 +179,28 @@ impl Limits {
 
     /// Called before a sign-in or sign-up is tried: counts the attempt against the address it
     /// comes from. Without an address (not TCP), only the account limits apply.
-    pub fn sign_in_from(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn sign_in_from(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
         let (Some(addresses), Some(address)) = (&self.sign_in_addresses, address) else {
             return Ok(());
         };
-        addresses
-            .check(&address_key(address))
-            .map_err(|retry_after| {
-                self.metrics.refused(Refusal::AddressSignIns);
-                ApiError::RateLimited {
-                    limit: Limit::AddressSignIns,
-                    retry_after,
-                }
-            })
+        let key = address_key(address);
+        let outcome = match &self.shared {
+            Some(rates) => {
+                let per_minute = self.sign_in_per_address_per_minute.max(1);
+                let interval = Duration::from_secs_f64(60.0 / f64::from(per_minute));
+                rates
+                    .take(&format!("sign-in {key}"), interval, per_minute)
+                    .await?
+            }
+            None => addresses.check(&key),
+        };
+        outcome.map_err(|retry_after| {
+            self.metrics.refused(Refusal::AddressSignIns);
+            ApiError::RateLimited {
+                limit: Limit::AddressSignIns,
+                retry_after,
+            }
+        })
     }
 
     /// Called before `user`'s password is checked for a caller at `address`: refuses while
@@ -271,29 +304,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sends_are_limited_per_user_with_a_wait_that_fits_the_rate() {
-        let limits = Limits::new(&settings(1), Metrics::new(), None);
+    #[tokio::test]
+    async fn sends_are_limited_per_user_with_a_wait_that_fits_the_rate() {
+        let limits = Limits::new(&settings(1), Metrics::new(), None, None);
         let (alice, bob) = (
             UserId::parse("alice").unwrap(),
             UserId::parse("bob").unwrap(),
         );
         for _ in 0..3 {
-            assert!(limits.send(&alice).is_ok());
+            assert!(limits.send(&alice).await.is_ok());
         }
-        match limits.send(&alice) {
+        match limits.send(&alice).await {
             Err(ApiError::RateLimited {
                 limit: Limit::SendRate(2),
                 retry_after,
             }) => assert!(retry_after <= Duration::from_millis(500), "{retry_after:?}"),
             other => panic!("{other:?}"),
         }
-        assert!(limits.send(&bob).is_ok(), "another user's budget");
+        assert!(limits.send(&bob).await.is_ok(), "another user's budget");
     }
 
     #[tokio::test]
     async fn stream_slots_are_counted_per_user_and_freed_on_drop() {
-        let limits = Limits::new(&settings(2), Metrics::new(), None);
+        let limits = Limits::new(&settings(2), Metrics::new(), None, None);
         let (alice, bob) = (
             UserId::parse("alice").unwrap(),
             UserId::parse("bob").unwrap(),

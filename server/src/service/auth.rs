@@ -25,7 +25,8 @@ impl Auth for AuthService {
         // Sign-up hashes a password too: the same per-address budget keeps it from being a
         // way to burn the server's CPU or to mass-create accounts.
         self.limits
-            .sign_in_from(request.remote_addr().map(|address| address.ip()))?;
+            .sign_in_from(request.remote_addr().map(|address| address.ip()))
+            .await?;
         let session = self
             .authenticator
             .sign_up(credentials)
@@ -38,7 +39,7 @@ impl Auth for AuthService {
         let credentials =
             requests::Credentials::try_from(request.get_ref()).map_err(ApiError::from)?;
         let address = request.remote_addr().map(|address| address.ip());
-        self.limits.sign_in_from(address)?;
+        self.limits.sign_in_from(address).await?;
         let user = credentials.user_id.clone();
         self.limits.sign_in_attempt(&user, address)?;
         let session = self

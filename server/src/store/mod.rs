@@ -12,6 +12,7 @@ pub mod sqlite;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::content::{Subject, Text};
@@ -182,6 +183,25 @@ pub trait Store: Send + Sync + 'static {
     fn stream_leases(&self) -> Option<Arc<dyn StreamLeases>> {
         None
     }
+
+    /// Rate budgets shared with the other servers on the same database, when the backend is
+    /// shared (PostgreSQL); `None`: rates count in memory.
+    fn shared_rates(&self) -> Option<Arc<dyn SharedRates>> {
+        None
+    }
+}
+
+/// Keyed rate budgets (GCRA) counted across every server of a shared database.
+#[async_trait]
+pub trait SharedRates: Send + Sync + 'static {
+    /// Takes one cell of `key`'s budget (`burst` cells, one more every `interval`), or says
+    /// how long until one is there.
+    async fn take(
+        &self,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Result<(), Duration>, StoreError>;
 }
 
 /// Open streams per user counted across every server of a shared database: each open stream

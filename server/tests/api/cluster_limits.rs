@@ -96,3 +96,63 @@ async fn streams_per_user_are_counted_across_servers_and_a_killed_servers_slots_
     );
     drop((reopened, back));
 }
+
+#[tokio::test]
+async fn the_send_rate_and_sign_ins_per_address_do_not_multiply_by_the_number_of_servers() {
+    if !on_postgres() {
+        return;
+    }
+    let limits = [
+        "--send-rate",
+        "1",
+        "--send-burst",
+        "3",
+        "--sign-in-per-address-per-minute",
+        "3",
+    ];
+    let first = spawn_process(&limits).await;
+    let second = spawn_process_sharing(&first, &limits).await;
+    let third = spawn_process_sharing(&first, &limits).await;
+    let servers = [&first, &second, &third];
+
+    // Three attempts from this address, one on each server, use up its budget of three...
+    let (_, alice) = signed_up(&first, "alice").await;
+    let (_, _bob) = signed_up(&second, "bob").await;
+    signed_in(&third, "alice").await;
+    // ...so the next is refused on every server, each of which alone has seen at most one.
+    for server in servers {
+        let refused = within(server.auth().await.sign_in(credentials("alice", PASSWORD)))
+            .await
+            .expect_err("a fourth attempt from one address within the minute");
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert_eq!(
+            error_details(&refused).0,
+            Some(chat_core::reason::Reason::AddressThrottled),
+            "{refused:?}"
+        );
+    }
+
+    // Alice's burst of three Sends, one on each server, uses up her budget...
+    let chat_id = new_chat(&first, &alice, &["alice", "bob"]).await;
+    for (n, server) in servers.iter().enumerate() {
+        send_text(
+            &mut server.chat().await,
+            &alice,
+            &chat_id,
+            &format!("m{n}"),
+            "hi",
+        )
+        .await;
+    }
+    // ...so a fourth right after is refused wherever it goes, with a wait under a second.
+    for (n, server) in servers.iter().enumerate() {
+        let request = authed(&alice, send_request(&chat_id, &format!("over{n}"), "hi"));
+        let refused = within(server.chat().await.send(request))
+            .await
+            .expect_err("a fourth Send within the burst");
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        let (_, retry_after) = error_details(&refused);
+        let retry_after = retry_after.expect("a retry hint");
+        assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}");
+    }
+}

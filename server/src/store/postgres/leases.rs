@@ -40,6 +40,10 @@ impl PgLeases {
                 if let Err(error) = renew(&renewer, server).await {
                     tracing::warn!(%error, "cannot renew stream leases; retrying");
                 }
+                // The shared rate budgets' housekeeping rides on the same tick.
+                if let Err(error) = super::rates::forget_full(&renewer).await {
+                    tracing::warn!(%error, "cannot delete full rate budgets; retrying");
+                }
             }
         });
         Self { pool, server }

@@ -14,6 +14,7 @@
 
 mod leases;
 mod listener;
+mod rates;
 mod reads;
 mod rows;
 mod schema;
@@ -32,9 +33,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
 use self::leases::PgLeases;
+use self::rates::PgRates;
 use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
-use super::{ChatSummary, HistoryPage, Store, StoreError, StoredMessage, StreamLeases, TokenHash};
+use super::{
+    ChatSummary, HistoryPage, SharedRates, Store, StoreError, StoredMessage, StreamLeases,
+    TokenHash,
+};
 use crate::fanout::Broker;
 use crate::metrics::{Metrics, PoolUse};
 use chat_transport::unix_now;
@@ -49,6 +54,7 @@ pub struct PgStore {
     pool: Pool,
     appends: mpsc::Sender<Append>,
     leases: Arc<PgLeases>,
+    rates: Arc<PgRates>,
 }
 
 impl PgStore {
@@ -108,6 +114,7 @@ impl PgStore {
         Ok(Self {
             appends: Writer::start(pool.clone(), tailer, metrics),
             leases: Arc::new(PgLeases::start(pool.clone())),
+            rates: Arc::new(PgRates::new(pool.clone())),
             pool,
         })
     }
@@ -224,5 +231,9 @@ impl Store for PgStore {
 
     fn stream_leases(&self) -> Option<Arc<dyn StreamLeases>> {
         Some(Arc::clone(&self.leases) as Arc<dyn StreamLeases>)
+    }
+
+    fn shared_rates(&self) -> Option<Arc<dyn SharedRates>> {
+        Some(Arc::clone(&self.rates) as Arc<dyn SharedRates>)
     }
 }

@@ -67,6 +67,10 @@ CREATE TABLE stream_leases (
 );
 CREATE INDEX stream_leases_by_user ON stream_leases(user_id);
 CREATE INDEX stream_leases_by_server ON stream_leases(server);
+CREATE TABLE rate_budgets (
+    key TEXT PRIMARY KEY,
+    tat DOUBLE PRECISION NOT NULL
+);
 ",
 ];
 
