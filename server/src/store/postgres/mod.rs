@@ -8,6 +8,8 @@
 //!   `listener`: the `LISTEN` connection that wakes it.
 //! - `writes`: accounts, tokens and chats; `reads`: the SQL of each read.
 //! - `rows`: rows to validated records, driver errors to [`StoreError`].
+//! - `leases`: open streams per user as expiring rows; `rates`: GCRA budgets per key (send
+//!   rate, sign-ins per address). The limits that hold across servers keep their state here.
 //!
 //! Tokens are not cached here, unlike in the SQLite backend: another server's SignOut could
 //! not reach such a cache.
