@@ -22,6 +22,11 @@ pub struct Settings {
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Address to serve Prometheus metrics on, at /metrics (plain HTTP, no sign-in): keep it
+    /// reachable by the monitoring system only. Unset: no metrics listener.
+    #[arg(long, env = "CHAT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// PEM file with the certificate chain for HTTPS; with --tls-key, the server speaks
     /// HTTPS only (HTTP/2 and HTTP/1.1), so browsers use HTTP/2.
     #[arg(long, env = "CHAT_TLS_CERT", requires = "tls_key")]

@@ -18,6 +18,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::error::ApiError;
 use crate::fanout::Broker;
+use crate::metrics::{Metrics, OpenStream};
 use crate::store::{Store, StoredMessage};
 use chat_transport::unix_now;
 
@@ -62,6 +63,9 @@ pub struct Feed {
     heartbeat: Option<Interval>,
     shutdown: watch::Receiver<bool>,
     ended: bool,
+    metrics: Arc<Metrics>,
+    /// Counts this feed among the open streams while it lives.
+    _open: OpenStream,
 }
 
 impl Feed {
@@ -70,6 +74,7 @@ impl Feed {
         broker: &Arc<Broker>,
         spec: FeedSpec,
         shutdown: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let subscription = broker.subscribe(&spec.user);
         let (cursor, behind) = match spec.after {
@@ -91,6 +96,8 @@ impl Feed {
             heartbeat,
             shutdown,
             ended: false,
+            _open: metrics.stream_opened(),
+            metrics,
         }
     }
 
@@ -123,6 +130,8 @@ impl Feed {
                 Woken::Received(Err(broadcast::error::RecvError::Lagged(skipped))) => {
                     tracing::debug!(user = %self.spec.user, skipped, "feed lagged; catching up from storage");
                     self.behind = true;
+                    self.metrics.catch_ups.inc();
+                    self.metrics.messages_missed_live.inc_by(skipped);
                 }
                 Woken::Received(Err(broadcast::error::RecvError::Closed)) => {
                     return self.end(ApiError::ShuttingDown);
@@ -156,6 +165,7 @@ impl Feed {
 
     fn deliver(&mut self, message: Arc<StoredMessage>) -> FeedItem {
         self.cursor = message.id;
+        self.metrics.deliveries.inc();
         if let Some(interval) = &mut self.heartbeat {
             interval.reset();
         }
@@ -174,6 +184,9 @@ impl Feed {
             .await?;
         // A short page means storage has nothing more; newer messages are on the subscription.
         self.behind = page.len() == REPLAY_PAGE as usize;
+        self.metrics
+            .messages_from_storage
+            .inc_by(u64::try_from(page.len()).unwrap_or(u64::MAX));
         self.backlog.extend(page.into_iter().map(Arc::new));
         Ok(())
     }
@@ -212,7 +225,9 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let broker = Broker::new();
             let location = store::Location::Sqlite(dir.path().join("chat.db"));
-            let store = store::open(&location, Arc::clone(&broker)).await.unwrap();
+            let store = store::open(&location, Arc::clone(&broker), Metrics::new())
+                .await
+                .unwrap();
             for user in ["alice", "bob"] {
                 let user = UserId::parse(user).unwrap();
                 store.create_account(&user, "hash".into()).await.unwrap();
@@ -248,6 +263,7 @@ mod tests {
                 &self.broker,
                 spec,
                 self.shutdown.clone(),
+                Metrics::new(),
             )
         }
 

@@ -10,6 +10,7 @@
 //! - `fanout`: the broker that routes committed messages to open feeds.
 //! - `feed`: one live stream (replay, live, catch-up, heartbeat, shutdown).
 //! - `limits`: per-user send rate and streams, sign-in attempts per account and address.
+//! - `metrics`: the Prometheus series and their own listener (`--metrics-listen`).
 //!
 //! How the services reach the network (gRPC-web, CORS, the static UI, TLS, the server's
 //! HTTP settings) is the `chat-transport` crate's, shared with the benchmark's ceiling.
@@ -21,6 +22,7 @@ mod error;
 mod fanout;
 mod feed;
 mod limits;
+mod metrics;
 mod password;
 mod service;
 mod store;
@@ -44,6 +46,7 @@ use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::fanout::Broker;
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::service::auth::AuthService;
 use crate::service::chat::ChatService;
 
@@ -63,6 +66,11 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("cannot listen for metrics on {address}: {source}")]
+    MetricsListen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Serves until `shutdown` completes, then ends open streams (UNAVAILABLE, so clients
@@ -76,16 +84,35 @@ pub async fn run(
         path: settings.data_dir.display().to_string(),
         source,
     })?;
+    let metrics = Metrics::new();
+    // Bound before anything is served, so a taken port stops the start-up.
+    let metrics_listener = match settings.metrics_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ServerError::MetricsListen { address, source })?,
+        ),
+        None => None,
+    };
     let broker = Broker::new();
-    let store = store::open(&settings.store_location(), Arc::clone(&broker))
-        .await
-        .map_err(|error| ServerError::Store(error.to_string()))?;
+    let store = store::open(
+        &settings.store_location(),
+        Arc::clone(&broker),
+        Arc::clone(&metrics),
+    )
+    .await
+    .map_err(|error| ServerError::Store(error.to_string()))?;
     let authenticator = Arc::new(
         Authenticator::new(Arc::clone(&store), settings.hashing(), settings.token_ttl())
             .map_err(|error| ServerError::Store(error.to_string()))?,
     );
     let (stopping, shutdown_seen) = watch::channel(false);
-    let limits = Arc::new(Limits::new(&settings.limits()));
+    let limits = Arc::new(Limits::new(
+        &settings.limits(),
+        Arc::clone(&metrics),
+        store.stream_leases(),
+        store.shared_rates(),
+    ));
     // Checked on the length prefix, before a byte of the message is buffered.
     let max_request = usize::try_from(settings.max_request_bytes).unwrap_or(usize::MAX);
 
@@ -94,6 +121,7 @@ pub async fn run(
         broker,
         authenticator: Arc::clone(&authenticator),
         limits: Arc::clone(&limits),
+        metrics: Arc::clone(&metrics),
         heartbeat: settings.heartbeat(),
         shutdown: shutdown_seen,
     })
@@ -120,6 +148,15 @@ pub async fn run(
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha);
+    // Counted inside the gRPC-web translation (which `router` adds), so calls of both
+    // protocols are seen the same way, and on the gRPC routes only, not the UI's files.
+    let grpc = Routes::from(
+        grpc.into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&metrics),
+                metrics::track_calls,
+            )),
+    );
     let app = chat_transport::router(grpc, Some(&settings.static_dir));
 
     // Read before anything is served, so a bad certificate stops the start-up, not a client.
@@ -140,6 +177,15 @@ pub async fn run(
         None => settings.database_path().display().to_string(),
     };
     tracing::info!(%address, scheme, %data, "chat server listening");
+    let metrics_server = metrics_listener.map(|listener| {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "metrics at http://{address}/metrics");
+        }
+        let mut stopped = stopping.subscribe();
+        tokio::spawn(metrics::serve(listener, metrics, async move {
+            let _ = stopped.wait_for(|stopping| *stopping).await;
+        }))
+    });
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: ending streams, finishing calls in flight");
@@ -149,6 +195,11 @@ pub async fn run(
         let _ = stopping.send(true);
     };
     chat_transport::serve(listener, app, signal, chat_transport::Options { tls }).await?;
+    if let Some(metrics_server) = metrics_server
+        && let Ok(Err(error)) = metrics_server.await
+    {
+        tracing::error!(%error, "metrics listener failed");
+    }
     tracing::info!("stopped");
     Ok(())
 }

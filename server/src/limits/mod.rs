@@ -22,6 +22,8 @@ use governor::Quota;
 use parking_lot::Mutex;
 
 use crate::error::{ApiError, Limit};
+use crate::metrics::{Metrics, Refusal};
+use crate::store::{SharedRates, StreamLeases};
 use keyed::KeyedLimit;
 use sign_in::SignIns;
 
@@ -45,14 +47,29 @@ pub struct LimitSettings {
 pub struct Limits {
     sends: Option<KeyedLimit<UserId>>,
     send_rate: u32,
+    send_burst: u32,
     sign_in_addresses: Option<KeyedLimit<IpAddr>>,
     sign_ins: SignIns,
-    streams: Arc<Mutex<HashMap<UserId, usize>>>,
+    streams: Streams,
     max_streams: usize,
+    sign_in_per_address_per_minute: u32,
+    /// With several servers on one database: the send rate and the sign-ins per address are
+    /// counted there instead of in `sends` and `sign_in_addresses`.
+    shared: Option<Arc<dyn SharedRates>>,
+    /// Where refusals are counted, by limit.
+    metrics: Arc<Metrics>,
 }
 
 impl Limits {
-    pub fn new(settings: &LimitSettings) -> Self {
+    /// With `leases` and `shared` (a database shared by several servers), open streams, the
+    /// send rate and sign-ins per address are counted there, across servers; without, in this
+    /// server's memory.
+    pub fn new(
+        settings: &LimitSettings,
+        metrics: Arc<Metrics>,
+        leases: Option<Arc<dyn StreamLeases>>,
+        shared: Option<Arc<dyn SharedRates>>,
+    ) -> Self {
         let nonzero = |value: u32| NonZeroU32::new(value.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
             sends: settings.send_rate.map(|per_second| {
@@ -62,66 +79,128 @@ impl Limits {
                 )
             }),
             send_rate: settings.send_rate.unwrap_or_default(),
+            send_burst: settings.send_burst,
+            sign_in_per_address_per_minute: settings
+                .sign_in_per_address_per_minute
+                .unwrap_or_default(),
+            shared,
             sign_in_addresses: settings
                 .sign_in_per_address_per_minute
                 .map(|per_minute| KeyedLimit::new(Quota::per_minute(nonzero(per_minute)))),
             sign_ins: SignIns::new(settings.sign_in_free_failures, settings.sign_in_max_delay),
-            streams: Arc::new(Mutex::new(HashMap::new())),
+            streams: match leases {
+                Some(leases) => Streams::Shared(leases),
+                None => Streams::Memory(Arc::new(Mutex::new(HashMap::new()))),
+            },
             max_streams: settings.max_streams_per_user,
+            metrics,
+        }
+    }
+
+    /// Counts `error` in the metrics when it is a refusal by a limit kept outside this
+    /// module (the password hashing queue); the limits here count their own.
+    pub fn count_refusal(&self, error: &ApiError) {
+        if let ApiError::RateLimited {
+            limit: Limit::SignInQueue,
+            ..
+        } = error
+        {
+            self.metrics.refused(Refusal::SignInQueue);
         }
     }
 
     /// Takes one message from `user`'s sending budget, or says how long until there is one.
-    pub fn send(&self, user: &UserId) -> Result<(), ApiError> {
-        let Some(sends) = &self.sends else {
-            return Ok(());
-        };
-        sends
-            .check(user)
-            .map_err(|retry_after| ApiError::RateLimited {
+    pub async fn send(&self, user: &UserId) -> Result<(), ApiError> {
+        self.send_budget(user).await?.map_err(|retry_after| {
+            self.metrics.refused(Refusal::SendRate);
+            ApiError::RateLimited {
                 limit: Limit::SendRate(self.send_rate),
                 retry_after,
-            })
+            }
+        })
+    }
+
+    /// One cell of `user`'s sending budget, from memory or from the shared database.
+    async fn send_budget(&self, user: &UserId) -> Result<Result<(), Duration>, ApiError> {
+        let Some(sends) = &self.sends else {
+            return Ok(Ok(()));
+        };
+        match &self.shared {
+            Some(rates) => {
+                let interval = Duration::from_secs_f64(1.0 / f64::from(self.send_rate.max(1)));
+                Ok(rates
+                    .take(&format!("send {user}"), interval, self.send_burst)
+                    .await?)
+            }
+            None => Ok(sends.check(user)),
+        }
     }
 
     /// Waits until `user` may send one more message. Connect uses this instead of refusing:
     /// a bidirectional stream has no per-message error, so a fast client is slowed down (its
     /// stream's flow control pushes back) rather than cut off.
     pub async fn send_when_allowed(&self, user: &UserId) {
-        let Some(sends) = &self.sends else {
-            return;
-        };
-        while let Err(wait) = sends.check(user) {
+        // A database that cannot be asked lets the message through to the store, which
+        // then fails it retry-safely.
+        while let Ok(Err(wait)) = self.send_budget(user).await {
             tokio::time::sleep(wait).await;
         }
     }
 
     /// Holds one of `user`'s stream slots until the returned guard is dropped.
-    pub fn open_stream(&self, user: &UserId) -> Result<StreamSlot, ApiError> {
-        let mut streams = self.streams.lock();
-        let open = streams.entry(user.clone()).or_default();
-        if *open >= self.max_streams {
-            return Err(ApiError::TooManyStreams(self.max_streams));
-        }
-        *open += 1;
-        Ok(StreamSlot {
-            streams: Arc::clone(&self.streams),
-            user: user.clone(),
+    pub async fn open_stream(&self, user: &UserId) -> Result<StreamSlot, ApiError> {
+        let slot = match &self.streams {
+            Streams::Memory(streams) => {
+                let mut counts = streams.lock();
+                let open = counts.entry(user.clone()).or_default();
+                (*open < self.max_streams).then(|| {
+                    *open += 1;
+                    StreamSlot::Counted {
+                        streams: Arc::clone(streams),
+                        user: user.clone(),
+                    }
+                })
+            }
+            Streams::Shared(leases) => {
+                leases
+                    .take(user, self.max_streams)
+                    .await?
+                    .map(|lease| StreamSlot::Leased {
+                        leases: Arc::clone(leases),
+                        lease,
+                    })
+            }
+        };
+        slot.ok_or_else(|| {
+            self.metrics.refused(Refusal::StreamsPerUser);
+            ApiError::TooManyStreams(self.max_streams)
         })
     }
 
     /// Called before a sign-in or sign-up is tried: counts the attempt against the address it
     /// comes from. Without an address (not TCP), only the account limits apply.
-    pub fn sign_in_from(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn sign_in_from(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
         let (Some(addresses), Some(address)) = (&self.sign_in_addresses, address) else {
             return Ok(());
         };
-        addresses
-            .check(&address_key(address))
-            .map_err(|retry_after| ApiError::RateLimited {
+        let key = address_key(address);
+        let outcome = match &self.shared {
+            Some(rates) => {
+                let per_minute = self.sign_in_per_address_per_minute.max(1);
+                let interval = Duration::from_secs_f64(60.0 / f64::from(per_minute));
+                rates
+                    .take(&format!("sign-in {key}"), interval, per_minute)
+                    .await?
+            }
+            None => addresses.check(&key),
+        };
+        outcome.map_err(|retry_after| {
+            self.metrics.refused(Refusal::AddressSignIns);
+            ApiError::RateLimited {
                 limit: Limit::AddressSignIns,
                 retry_after,
-            })
+            }
+        })
     }
 
     /// Called before `user`'s password is checked for a caller at `address`: refuses while
@@ -131,9 +210,12 @@ impl Limits {
     pub fn sign_in_attempt(&self, user: &UserId, address: Option<IpAddr>) -> Result<(), ApiError> {
         self.sign_ins
             .attempt(user, address.map(address_key))
-            .map_err(|retry_after| ApiError::RateLimited {
-                limit: Limit::AccountSignIns,
-                retry_after,
+            .map_err(|retry_after| {
+                self.metrics.refused(Refusal::AccountSignIns);
+                ApiError::RateLimited {
+                    limit: Limit::AccountSignIns,
+                    retry_after,
+                }
             })
     }
 
@@ -144,19 +226,49 @@ impl Limits {
     }
 }
 
+/// Where open streams are counted.
+enum Streams {
+    /// In this server's memory (SQLite: one server).
+    Memory(Arc<Mutex<HashMap<UserId, usize>>>),
+    /// In the shared database, across servers.
+    Shared(Arc<dyn StreamLeases>),
+}
+
 /// One open stream of a user; the slot is free again when this is dropped.
-pub struct StreamSlot {
-    streams: Arc<Mutex<HashMap<UserId, usize>>>,
-    user: UserId,
+pub enum StreamSlot {
+    Counted {
+        streams: Arc<Mutex<HashMap<UserId, usize>>>,
+        user: UserId,
+    },
+    Leased {
+        leases: Arc<dyn StreamLeases>,
+        lease: i64,
+    },
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut streams = self.streams.lock();
-        if let Some(open) = streams.get_mut(&self.user) {
-            *open = open.saturating_sub(1);
-            if *open == 0 {
-                streams.remove(&self.user);
+        match self {
+            StreamSlot::Counted { streams, user } => {
+                let mut streams = streams.lock();
+                if let Some(open) = streams.get_mut(user) {
+                    *open = open.saturating_sub(1);
+                    if *open == 0 {
+                        streams.remove(user);
+                    }
+                }
+            }
+            StreamSlot::Leased { leases, lease } => {
+                // Given back in the background; if that fails (the database is away), the
+                // lease is no longer renewed and lapses by itself.
+                let (leases, lease) = (Arc::clone(leases), *lease);
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if let Err(error) = leases.give_back(lease).await {
+                            tracing::warn!(%error, "cannot give a stream slot back; it will lapse");
+                        }
+                    });
+                }
             }
         }
     }
@@ -192,42 +304,42 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sends_are_limited_per_user_with_a_wait_that_fits_the_rate() {
-        let limits = Limits::new(&settings(1));
+    #[tokio::test]
+    async fn sends_are_limited_per_user_with_a_wait_that_fits_the_rate() {
+        let limits = Limits::new(&settings(1), Metrics::new(), None, None);
         let (alice, bob) = (
             UserId::parse("alice").unwrap(),
             UserId::parse("bob").unwrap(),
         );
         for _ in 0..3 {
-            assert!(limits.send(&alice).is_ok());
+            assert!(limits.send(&alice).await.is_ok());
         }
-        match limits.send(&alice) {
+        match limits.send(&alice).await {
             Err(ApiError::RateLimited {
                 limit: Limit::SendRate(2),
                 retry_after,
             }) => assert!(retry_after <= Duration::from_millis(500), "{retry_after:?}"),
             other => panic!("{other:?}"),
         }
-        assert!(limits.send(&bob).is_ok(), "another user's budget");
+        assert!(limits.send(&bob).await.is_ok(), "another user's budget");
     }
 
-    #[test]
-    fn stream_slots_are_counted_per_user_and_freed_on_drop() {
-        let limits = Limits::new(&settings(2));
+    #[tokio::test]
+    async fn stream_slots_are_counted_per_user_and_freed_on_drop() {
+        let limits = Limits::new(&settings(2), Metrics::new(), None, None);
         let (alice, bob) = (
             UserId::parse("alice").unwrap(),
             UserId::parse("bob").unwrap(),
         );
-        let first = limits.open_stream(&alice).unwrap();
-        let _second = limits.open_stream(&alice).unwrap();
+        let first = limits.open_stream(&alice).await.unwrap();
+        let _second = limits.open_stream(&alice).await.unwrap();
         assert!(matches!(
-            limits.open_stream(&alice),
+            limits.open_stream(&alice).await,
             Err(ApiError::TooManyStreams(2))
         ));
-        let _bobs = limits.open_stream(&bob).unwrap();
+        let _bobs = limits.open_stream(&bob).await.unwrap();
         drop(first);
-        assert!(limits.open_stream(&alice).is_ok());
+        assert!(limits.open_stream(&alice).await.is_ok());
     }
 
     #[test]

@@ -25,8 +25,13 @@ impl Auth for AuthService {
         // Sign-up hashes a password too: the same per-address budget keeps it from being a
         // way to burn the server's CPU or to mass-create accounts.
         self.limits
-            .sign_in_from(request.remote_addr().map(|address| address.ip()))?;
-        let session = self.authenticator.sign_up(credentials).await?;
+            .sign_in_from(request.remote_addr().map(|address| address.ip()))
+            .await?;
+        let session = self
+            .authenticator
+            .sign_up(credentials)
+            .await
+            .inspect_err(|error| self.limits.count_refusal(error))?;
         Ok(Response::new(to_proto(session)))
     }
 
@@ -34,10 +39,14 @@ impl Auth for AuthService {
         let credentials =
             requests::Credentials::try_from(request.get_ref()).map_err(ApiError::from)?;
         let address = request.remote_addr().map(|address| address.ip());
-        self.limits.sign_in_from(address)?;
+        self.limits.sign_in_from(address).await?;
         let user = credentials.user_id.clone();
         self.limits.sign_in_attempt(&user, address)?;
-        let session = self.authenticator.sign_in(credentials).await?;
+        let session = self
+            .authenticator
+            .sign_in(credentials)
+            .await
+            .inspect_err(|error| self.limits.count_refusal(error))?;
         self.limits.signed_in(&user, address);
         Ok(Response::new(to_proto(session)))
     }

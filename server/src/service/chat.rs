@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::fanout::Broker;
 use crate::feed::{Feed, FeedItem, FeedSpec};
 use crate::limits::{Limits, StreamSlot};
+use crate::metrics::Metrics;
 use crate::store::{ChatSummary, Store};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -32,6 +33,7 @@ pub struct ChatService {
     pub broker: Arc<Broker>,
     pub authenticator: Arc<Authenticator>,
     pub limits: Arc<Limits>,
+    pub metrics: Arc<Metrics>,
     pub heartbeat: Duration,
     /// Becomes true when the server starts shutting down; open streams then end.
     pub shutdown: watch::Receiver<bool>,
@@ -84,7 +86,7 @@ impl Chat for ChatService {
         let caller = self.authenticator.caller(request.metadata()).await?;
         let message = NewMessage::try_from(request.get_ref()).map_err(ApiError::from)?;
         check_claim(&caller, message.claimed_sender.as_ref(), "user_id")?;
-        self.limits.send(&caller)?;
+        self.limits.send(&caller).await?;
         let stored = self.store.append(&caller, message).await?;
         Ok(Response::new(proto::SendResponse {
             message: Some(stored.to_proto()),
@@ -100,7 +102,7 @@ impl Chat for ChatService {
         let caller = self.authenticator.caller(request.metadata()).await?;
         let (chat, after) = connect_metadata(request.metadata())?;
         self.check_member(&chat, &caller).await?;
-        let slot = self.limits.open_stream(&caller)?;
+        let slot = self.limits.open_stream(&caller).await?;
         let feed = self.open_feed(FeedSpec {
             user: caller.clone(),
             chat: Some(chat.clone()),
@@ -132,7 +134,7 @@ impl Chat for ChatService {
         if let Some(chat) = &query.chat_id {
             self.check_member(chat, &caller).await?;
         }
-        let slot = self.limits.open_stream(&caller)?;
+        let slot = self.limits.open_stream(&caller).await?;
         let feed = self.open_feed(FeedSpec {
             user: caller,
             chat: query.chat_id,
@@ -178,6 +180,7 @@ impl ChatService {
             &self.broker,
             spec,
             self.shutdown.clone(),
+            Arc::clone(&self.metrics),
         )
     }
 }

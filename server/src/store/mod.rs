@@ -12,6 +12,7 @@ pub mod sqlite;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::content::{Subject, Text};
@@ -20,6 +21,7 @@ use chat_core::proto;
 use chat_core::requests::{HistoryQuery, Members, NewMessage};
 
 use crate::fanout::Broker;
+use crate::metrics::Metrics;
 
 /// A committed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,12 +94,17 @@ pub enum Location {
     Postgres { url: String, pool_size: usize },
 }
 
-/// Opens the store at `location`, publishing to `broker` as the [`Store`] contract requires.
-pub async fn open(location: &Location, broker: Arc<Broker>) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the store at `location`, publishing to `broker` as the [`Store`] contract requires
+/// and timing its commits (and, on PostgreSQL, showing its pool) in `metrics`.
+pub async fn open(
+    location: &Location,
+    broker: Arc<Broker>,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match location {
-        Location::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path, broker)?),
+        Location::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path, broker, metrics)?),
         Location::Postgres { url, pool_size } => {
-            Arc::new(postgres::PgStore::open(url, *pool_size, broker).await?)
+            Arc::new(postgres::PgStore::open(url, *pool_size, broker, metrics).await?)
         }
     })
 }
@@ -169,4 +176,43 @@ pub trait Store: Send + Sync + 'static {
 
     /// The user's chats, most recently active first.
     async fn chats_of(&self, user: &UserId) -> Result<Vec<ChatSummary>, StoreError>;
+
+    /// Stream slots shared with the other servers on the same database, when the backend is
+    /// shared (PostgreSQL); `None` for a backend only one server uses, whose limits then
+    /// count in memory.
+    fn stream_leases(&self) -> Option<Arc<dyn StreamLeases>> {
+        None
+    }
+
+    /// Rate budgets shared with the other servers on the same database, when the backend is
+    /// shared (PostgreSQL); `None`: rates count in memory.
+    fn shared_rates(&self) -> Option<Arc<dyn SharedRates>> {
+        None
+    }
+}
+
+/// Keyed rate budgets (GCRA) counted across every server of a shared database.
+#[async_trait]
+pub trait SharedRates: Send + Sync + 'static {
+    /// Takes one cell of `key`'s budget (`burst` cells, one more every `interval`), or says
+    /// how long until one is there.
+    async fn take(
+        &self,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Result<(), Duration>, StoreError>;
+}
+
+/// Open streams per user counted across every server of a shared database: each open stream
+/// holds a lease its server keeps renewing, so a server that dies gives its slots back once
+/// its leases lapse.
+#[async_trait]
+pub trait StreamLeases: Send + Sync + 'static {
+    /// Takes one of `user`'s slots when fewer than `max` are held (by any server), returning
+    /// the lease; `None` when all are held.
+    async fn take(&self, user: &UserId, max: usize) -> Result<Option<i64>, StoreError>;
+
+    /// Gives `lease` back (its stream ended).
+    async fn give_back(&self, lease: i64) -> Result<(), StoreError>;
 }

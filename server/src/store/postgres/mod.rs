@@ -8,11 +8,15 @@
 //!   `listener`: the `LISTEN` connection that wakes it.
 //! - `writes`: accounts, tokens and chats; `reads`: the SQL of each read.
 //! - `rows`: rows to validated records, driver errors to [`StoreError`].
+//! - `leases`: open streams per user as expiring rows; `rates`: GCRA budgets per key (send
+//!   rate, sign-ins per address). The limits that hold across servers keep their state here.
 //!
 //! Tokens are not cached here, unlike in the SQLite backend: another server's SignOut could
 //! not reach such a cache.
 
+mod leases;
 mod listener;
+mod rates;
 mod reads;
 mod rows;
 mod schema;
@@ -30,10 +34,16 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
+use self::leases::PgLeases;
+use self::rates::PgRates;
 use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
-use super::{ChatSummary, HistoryPage, Store, StoreError, StoredMessage, TokenHash};
+use super::{
+    ChatSummary, HistoryPage, SharedRates, Store, StoreError, StoredMessage, StreamLeases,
+    TokenHash,
+};
 use crate::fanout::Broker;
+use crate::metrics::{Metrics, PoolUse};
 use chat_transport::unix_now;
 
 /// How long opening a connection may take.
@@ -45,16 +55,20 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 pub struct PgStore {
     pool: Pool,
     appends: mpsc::Sender<Append>,
+    leases: Arc<PgLeases>,
+    rates: Arc<PgRates>,
 }
 
 impl PgStore {
     /// Connects to the database at `url` with up to `pool_size` connections, brings its
     /// schema up to date, tells `broker` the newest message stored, and starts the writer and
-    /// the tailer, which publishes every message committed from then on (by any server).
+    /// the tailer, which publishes every message committed from then on (by any server). The
+    /// writer's commits and the pool's use show in `metrics`.
     pub async fn open(
         url: &str,
         pool_size: usize,
         broker: Arc<Broker>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config = url
             .parse()
@@ -89,8 +103,20 @@ impl PgStore {
             .try_get(0)?;
         drop(client);
         let tailer = tailer::start(pool.clone(), config, broker, MessageId(id_from_sql(newest)));
+        let probed = pool.clone();
+        metrics.watch_pool(move || {
+            let status = probed.status();
+            PoolUse {
+                max: status.max_size,
+                open: status.size,
+                idle: status.available,
+                waiting: status.waiting,
+            }
+        });
         Ok(Self {
-            appends: Writer::start(pool.clone(), tailer),
+            appends: Writer::start(pool.clone(), tailer, metrics),
+            leases: Arc::new(PgLeases::start(pool.clone())),
+            rates: Arc::new(PgRates::new(pool.clone())),
             pool,
         })
     }
@@ -203,5 +229,13 @@ impl Store for PgStore {
 
     async fn chats_of(&self, user: &UserId) -> Result<Vec<ChatSummary>, StoreError> {
         reads::chats_of(&self.client().await?, user).await
+    }
+
+    fn stream_leases(&self) -> Option<Arc<dyn StreamLeases>> {
+        Some(Arc::clone(&self.leases) as Arc<dyn StreamLeases>)
+    }
+
+    fn shared_rates(&self) -> Option<Arc<dyn SharedRates>> {
+        Some(Arc::clone(&self.rates) as Arc<dyn SharedRates>)
     }
 }

@@ -13,7 +13,8 @@ const MIGRATION_LOCK: i64 = 0x6368_6174_6d69_6772;
 
 /// The migrations, in order; migration `n` (from 1) is `MIGRATIONS[n - 1]`. Never edit one
 /// that has shipped: add the next.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE accounts (
     user_id       TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -56,7 +57,22 @@ CREATE TABLE message_seq (
     last   BIGINT NOT NULL
 );
 INSERT INTO message_seq (single, last) VALUES (TRUE, 0);
-"];
+",
+    "
+CREATE TABLE stream_leases (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    server     BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX stream_leases_by_user ON stream_leases(user_id);
+CREATE INDEX stream_leases_by_server ON stream_leases(server);
+CREATE TABLE rate_budgets (
+    key TEXT PRIMARY KEY,
+    tat DOUBLE PRECISION NOT NULL
+);
+",
+];
 
 /// Brings the schema up to date, waiting for any other server migrating at the same moment.
 pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {

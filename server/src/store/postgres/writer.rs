@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::rows::{MESSAGE_COLUMNS, message_at};
 use super::tailer::{Committed, TailerLink};
+use crate::metrics::Metrics;
 use crate::store::decode::{id_from_sql, stored_user};
 use crate::store::{StoreError, StoredMessage};
 use chat_transport::unix_now;
@@ -69,17 +70,19 @@ pub struct Writer {
     pool: Pool,
     chats: ChatCache,
     tailer: TailerLink,
+    metrics: Arc<Metrics>,
 }
 
 impl Writer {
     /// Starts the writer task; returns the queue to send it appends. The task ends when every
     /// sender is gone, which in turn ends the tailer.
-    pub fn start(pool: Pool, tailer: TailerLink) -> mpsc::Sender<Append> {
+    pub fn start(pool: Pool, tailer: TailerLink, metrics: Arc<Metrics>) -> mpsc::Sender<Append> {
         let (appends, queue) = mpsc::channel(QUEUE_DEPTH);
         let writer = Writer {
             pool,
             chats: ChatCache::default(),
             tailer,
+            metrics,
         };
         tokio::spawn(writer.run(queue));
         appends
@@ -136,6 +139,8 @@ impl Writer {
             return;
         }
 
+        self.metrics.commit_batch.observe(candidates.len() as f64);
+        let started = std::time::Instant::now();
         let outcome =
             match tokio::time::timeout(COMMIT_TIMEOUT, store_batch(&mut client, &candidates, now))
                 .await
@@ -149,6 +154,9 @@ impl Writer {
                     ))
                 }
             };
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         let outcome = match outcome {
             Ok(stored) => self.publish(stored, &candidates).await,
             Err(error) => Err(error),

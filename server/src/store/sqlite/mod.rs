@@ -33,6 +33,7 @@ use self::token_cache::TokenCache;
 use self::writer::{WriteRequest, Writer};
 use super::{ChatSummary, HistoryPage, Store, StoreError, StoredMessage, TokenHash};
 use crate::fanout::Broker;
+use crate::metrics::Metrics;
 
 /// The SQLite [`Store`].
 pub struct SqliteStore {
@@ -44,12 +45,16 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, tells `broker` the newest message
     /// stored, and starts the writer thread, which publishes every message it commits to
-    /// `broker`.
-    pub fn open(path: &Path, broker: Arc<Broker>) -> Result<Self, StoreError> {
+    /// `broker` and times its commits in `metrics`.
+    pub fn open(
+        path: &Path,
+        broker: Arc<Broker>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
         let conn = schema::open_writer(path)?;
         broker.start_after(schema::newest_message(&conn)?);
         Ok(Self {
-            writes: Writer::start(conn, broker)?,
+            writes: Writer::start(conn, broker, metrics)?,
             readers: ReaderPool::new(path.to_owned()),
             tokens: TokenCache::default(),
         })

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::writes::{self, ChatCache};
 use crate::fanout::Broker;
+use crate::metrics::Metrics;
 use crate::store::{StoreError, StoredMessage, TokenHash};
 use chat_transport::unix_now;
 
@@ -97,6 +98,7 @@ pub struct Writer {
     conn: Connection,
     broker: Arc<Broker>,
     chats: ChatCache,
+    metrics: Arc<Metrics>,
 }
 
 impl Writer {
@@ -105,9 +107,10 @@ impl Writer {
     pub fn start(
         conn: Connection,
         broker: Arc<Broker>,
+        metrics: Arc<Metrics>,
     ) -> Result<mpsc::Sender<WriteRequest>, StoreError> {
         let (writes, queue) = mpsc::channel(QUEUE_DEPTH);
-        let writer = Writer::new(conn, broker);
+        let writer = Writer::new(conn, broker, metrics);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer.run(queue))
@@ -117,11 +120,12 @@ impl Writer {
         Ok(writes)
     }
 
-    fn new(conn: Connection, broker: Arc<Broker>) -> Self {
+    fn new(conn: Connection, broker: Arc<Broker>, metrics: Arc<Metrics>) -> Self {
         Self {
             conn,
             broker,
             chats: ChatCache::default(),
+            metrics,
         }
     }
 
@@ -142,6 +146,8 @@ impl Writer {
 
     fn commit_batch(&mut self, batch: &mut Vec<WriteRequest>) {
         let now = unix_now();
+        let started = std::time::Instant::now();
+        self.metrics.commit_batch.observe(batch.len() as f64);
         let mut applied = Vec::with_capacity(batch.len());
         let outcome = (|| {
             let tx = self
@@ -152,6 +158,9 @@ impl Writer {
             }
             tx.commit()
         })();
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
 
         if let Err(error) = outcome {
             tracing::error!(%error, "commit failed; the whole batch is refused");
@@ -279,7 +288,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = schema::open_writer(&dir.path().join("chat.db")).unwrap();
         let broker = Broker::new();
-        (dir, Writer::new(conn, Arc::clone(&broker)), broker)
+        (
+            dir,
+            Writer::new(conn, Arc::clone(&broker), Metrics::new()),
+            broker,
+        )
     }
 
     fn user(id: &str) -> UserId {

@@ -1,0 +1,111 @@
+//! Stream slots shared by every server on the database: one row per open Stream or Connect,
+//! a lease its server renews while the stream lives. A server that dies stops renewing, so
+//! its rows lapse after [`LEASE`] and its users get their slots back without anyone cleaning
+//! up after it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chat_core::ids::UserId;
+use deadpool_postgres::Pool;
+
+use crate::store::{StoreError, StreamLeases};
+
+/// How long a lease lasts unless renewed; also the longest a dead server's streams keep
+/// counting against their users.
+pub const LEASE: Duration = Duration::from_secs(15);
+/// How often a server renews all of its leases, in one statement: well within [`LEASE`], so
+/// one slow or failed renewal does not let a live stream's lease lapse.
+pub const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+/// The lease rows of one server (`server` is a random number chosen at start-up).
+pub struct PgLeases {
+    pool: Pool,
+    server: i64,
+}
+
+impl PgLeases {
+    /// Starts renewing this server's leases every [`RENEW_EVERY`] for as long as the pool
+    /// lives.
+    pub fn start(pool: Pool) -> Self {
+        let server: i64 = rand::random();
+        let renewer = pool.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(RENEW_EVERY);
+            loop {
+                ticks.tick().await;
+                if renewer.is_closed() {
+                    return;
+                }
+                if let Err(error) = renew(&renewer, server).await {
+                    tracing::warn!(%error, "cannot renew stream leases; retrying");
+                }
+                // The shared rate budgets' housekeeping rides on the same tick.
+                if let Err(error) = super::rates::forget_full(&renewer).await {
+                    tracing::warn!(%error, "cannot delete full rate budgets; retrying");
+                }
+            }
+        });
+        Self { pool, server }
+    }
+}
+
+async fn renew(pool: &Pool, server: i64) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            "UPDATE stream_leases SET expires_at = now() + make_interval(secs => $2)
+             WHERE server = $1",
+            &[&server, &LEASE.as_secs_f64()],
+        )
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl StreamLeases for PgLeases {
+    async fn take(&self, user: &UserId, max: usize) -> Result<Option<i64>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // One user's slots are counted and taken one transaction at a time (other users'
+        // are not held up): without the lock two servers could both see one slot free.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&user.as_str()],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM stream_leases WHERE user_id = $1 AND expires_at < now()",
+            &[&user.as_str()],
+        )
+        .await?;
+        let open: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM stream_leases WHERE user_id = $1",
+                &[&user.as_str()],
+            )
+            .await?
+            .try_get(0)?;
+        if usize::try_from(open).unwrap_or(usize::MAX) >= max {
+            return Ok(None);
+        }
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO stream_leases (user_id, server, expires_at)
+                 VALUES ($1, $2, now() + make_interval(secs => $3)) RETURNING id",
+                &[&user.as_str(), &self.server, &LEASE.as_secs_f64()],
+            )
+            .await?
+            .try_get(0)?;
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
+    async fn give_back(&self, lease: i64) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute("DELETE FROM stream_leases WHERE id = $1", &[&lease])
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! Limits that must hold per user, not per server, when several real `chat-server`
+//! processes share one PostgreSQL database (PostgreSQL only): a user's open streams are
+//! counted across servers, and the slots of a server that dies come back once its leases
+//! lapse.
+
+use std::time::Duration;
+
+use chat_core::proto::StreamRequest;
+use tonic::Code;
+
+use crate::helpers::*;
+
+/// The longest a killed server's stream slots may stay taken: the lease (15 s) plus the
+/// time to notice.
+const LEASES_LAPSE: Duration = Duration::from_secs(25);
+
+/// Tries to open a Stream of every chat of `token`'s user on `server`: the stream, or the
+/// status it was refused with.
+async fn try_stream(
+    server: &impl Server,
+    token: &str,
+) -> Result<tonic::codec::Streaming<chat_core::proto::Event>, tonic::Status> {
+    let mut chat = server.chat().await;
+    let request = authed(token, StreamRequest::default());
+    let mut stream = within(chat.stream(request)).await?.into_inner();
+    // A refusal can also come as the stream's first (and only) item; a live stream sends a
+    // heartbeat within a second.
+    match within(stream.message()).await {
+        Ok(Some(_)) => Ok(stream),
+        Ok(None) => Err(tonic::Status::unknown("the stream ended at once")),
+        Err(status) => Err(status),
+    }
+}
+
+#[tokio::test]
+async fn streams_per_user_are_counted_across_servers_and_a_killed_servers_slots_come_back() {
+    if !on_postgres() {
+        return;
+    }
+    let limit = ["--max-streams-per-user", "2"];
+    let mut first = spawn_process(&limit).await;
+    let second = spawn_process_sharing(&first, &limit).await;
+    let third = spawn_process_sharing(&first, &limit).await;
+    let (_, alice) = signed_up(&first, "alice").await;
+    let (_, bob) = signed_up(&first, "bob").await;
+
+    let on_first = try_stream(&first, &alice).await.expect("a first stream");
+    let on_second = try_stream(&second, &alice).await.expect("a second stream");
+    for server in [&first, &second, &third] {
+        let status = try_stream(server, &alice)
+            .await
+            .expect_err("a third stream on any server is one too many");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    }
+    // Another user's budget is their own.
+    let _bobs = try_stream(&third, &bob).await.expect("bob's stream");
+
+    // A closed stream gives its slot back to every server.
+    drop(on_second);
+    let reopened = within(async {
+        loop {
+            match try_stream(&third, &alice).await {
+                Ok(stream) => return stream,
+                Err(status) if status.code() == Code::ResourceExhausted => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(status) => panic!("{status:?}"),
+            }
+        }
+    })
+    .await;
+    let status = try_stream(&second, &alice).await.expect_err("full again");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    // The first server dies holding one of alice's slots: once its lease lapses, the slot is
+    // hers again on the others.
+    first.kill();
+    drop(on_first);
+    let started = std::time::Instant::now();
+    let back = tokio::time::timeout(LEASES_LAPSE, async {
+        loop {
+            match try_stream(&second, &alice).await {
+                Ok(stream) => return stream,
+                Err(status) if status.code() == Code::ResourceExhausted => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(status) => panic!("{status:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the killed server's slot did not come back in {LEASES_LAPSE:?}"));
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "the slot came back before its lease could lapse: was it given back by a dead server?"
+    );
+    drop((reopened, back));
+}
+
+#[tokio::test]
+async fn the_send_rate_and_sign_ins_per_address_do_not_multiply_by_the_number_of_servers() {
+    if !on_postgres() {
+        return;
+    }
+    let limits = [
+        "--send-rate",
+        "1",
+        "--send-burst",
+        "3",
+        "--sign-in-per-address-per-minute",
+        "3",
+    ];
+    let first = spawn_process(&limits).await;
+    let second = spawn_process_sharing(&first, &limits).await;
+    let third = spawn_process_sharing(&first, &limits).await;
+    let servers = [&first, &second, &third];
+
+    // Three attempts from this address, one on each server, use up its budget of three...
+    let (_, alice) = signed_up(&first, "alice").await;
+    let (_, _bob) = signed_up(&second, "bob").await;
+    signed_in(&third, "alice").await;
+    // ...so the next is refused on every server, each of which alone has seen at most one.
+    for server in servers {
+        let refused = within(server.auth().await.sign_in(credentials("alice", PASSWORD)))
+            .await
+            .expect_err("a fourth attempt from one address within the minute");
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert_eq!(
+            error_details(&refused).0,
+            Some(chat_core::reason::Reason::AddressThrottled),
+            "{refused:?}"
+        );
+    }
+
+    // Alice's burst of three Sends, one on each server, uses up her budget...
+    let chat_id = new_chat(&first, &alice, &["alice", "bob"]).await;
+    for (n, server) in servers.iter().enumerate() {
+        send_text(
+            &mut server.chat().await,
+            &alice,
+            &chat_id,
+            &format!("m{n}"),
+            "hi",
+        )
+        .await;
+    }
+    // ...so a fourth right after is refused wherever it goes, with a wait under a second.
+    for (n, server) in servers.iter().enumerate() {
+        let request = authed(&alice, send_request(&chat_id, &format!("over{n}"), "hi"));
+        let refused = within(server.chat().await.send(request))
+            .await
+            .expect_err("a fourth Send within the burst");
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        let (_, retry_after) = error_details(&refused);
+        let retry_after = retry_after.expect("a retry hint");
+        assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}");
+    }
+}

@@ -1,0 +1,164 @@
+//! The Prometheus metrics: served on their own listener (`--metrics-listen`), never on the
+//! public port, and moving with what the server does (calls, refusals, streams, deliveries,
+//! commits, and on PostgreSQL the pool).
+
+use bytes::Bytes;
+use chat_core::proto::StreamRequest;
+use http::{Method, StatusCode};
+use http_body_util::Full;
+use tonic::Code;
+
+use crate::helpers::*;
+
+/// A free port on 127.0.0.1 for the metrics listener (bound, then freed for the server).
+fn free_address() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("cannot find a free port")
+        .to_string()
+}
+
+/// One scrape, as Prometheus makes it: `GET /metrics` over HTTP/1.1.
+async fn scrape(address: &str) -> String {
+    let request = http::Request::builder()
+        .method(Method::GET)
+        .uri(format!("http://{address}/metrics"))
+        .body(Full::new(Bytes::new()))
+        .expect("a valid request");
+    let (head, body) = http1(request).await;
+    assert_eq!(head.status, StatusCode::OK);
+    let content_type = head.headers.get("content-type").expect("a content type");
+    assert!(
+        content_type
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+        "{content_type:?}"
+    );
+    String::from_utf8(body.to_vec()).expect("the text format is UTF-8")
+}
+
+/// The value of the sample `series` (name and labels exactly as written, labels in name
+/// order), or `None` when the scrape has no such sample.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        Some(value.parse().expect("a sample's value is a number"))
+    })
+}
+
+#[track_caller]
+fn value(scrape: &str, series: &str) -> f64 {
+    sample(scrape, series).unwrap_or_else(|| panic!("no sample {series} in:\n{scrape}"))
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_listener_and_move_with_calls() {
+    let metrics = free_address();
+    let app = spawn_app_with(&["--metrics-listen", &metrics, "--max-streams-per-user", "1"]).await;
+
+    // The first calls also show the server is up (its listeners are bound by then).
+    let (alice, bob, chat_id) = alice_and_bob(&app).await;
+    let before = scrape(&metrics).await;
+    assert_eq!(value(&before, "chat_open_streams"), 0.0);
+    assert_eq!(value(&before, "chat_deliveries_total"), 0.0);
+    assert_eq!(
+        sample(
+            &before,
+            r#"chat_requests_total{code="OK",rpc="chat.Chat/Send"}"#
+        ),
+        None,
+        "no Send yet"
+    );
+
+    let mut chat = app.chat().await;
+    let mut stream = open_stream(&mut chat, &alice, &chat_id, "").await;
+    send_text(&mut chat, &bob, &chat_id, "m1", "hello").await;
+    next_messages(&mut stream, 1).await;
+    // A second stream of alice's is one more than her limit.
+    let refused = within(chat.stream(authed(&alice, StreamRequest::default()))).await;
+    let status = match refused {
+        Err(status) => status,
+        Ok(response) => failure_of(&mut response.into_inner()).await,
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    let during = scrape(&metrics).await;
+    let send_ok = r#"chat_requests_total{code="OK",rpc="chat.Chat/Send"}"#;
+    assert_eq!(value(&during, send_ok), 1.0);
+    assert_eq!(
+        value(
+            &during,
+            r#"chat_request_duration_seconds_count{rpc="chat.Chat/Send"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &during,
+            r#"chat_requests_total{code="ResourceExhausted",rpc="chat.Chat/Stream"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &during,
+            r#"chat_requests_total{code="OK",rpc="chat.Auth/SignUp"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &during,
+            r#"chat_rate_limit_refusals_total{reason="streams_per_user"}"#
+        ),
+        1.0
+    );
+    assert_eq!(value(&during, "chat_open_streams"), 1.0);
+    assert_eq!(value(&during, "chat_deliveries_total"), 1.0);
+    assert!(value(&during, "chat_store_commit_batch_size_count") >= 1.0);
+    assert!(value(&during, "chat_store_commit_batch_size_sum") >= 1.0);
+    assert!(value(&during, "chat_store_commit_duration_seconds_count") >= 1.0);
+    if on_postgres() {
+        assert!(value(&during, r#"chat_database_pool_connections{state="max"}"#) >= 2.0);
+        assert!(value(&during, r#"chat_database_pool_connections{state="open"}"#) >= 1.0);
+    } else {
+        assert_eq!(
+            sample(&during, r#"chat_database_pool_connections{state="max"}"#),
+            None,
+            "SQLite has no pool to show"
+        );
+    }
+
+    // The client goes away: its stream is no longer open, and the call ends as cancelled.
+    drop(stream);
+    let after = within(async {
+        loop {
+            let now = scrape(&metrics).await;
+            if sample(&now, "chat_open_streams") == Some(0.0) {
+                return now;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        value(
+            &after,
+            r#"chat_requests_total{code="Canceled",rpc="chat.Chat/Stream"}"#
+        ),
+        1.0
+    );
+
+    // The public port does not serve them.
+    let public = http::Request::builder()
+        .method(Method::GET)
+        .uri(app.url("/metrics"))
+        .body(Full::new(Bytes::new()))
+        .expect("a valid request");
+    let (_, body) = http1(public).await;
+    assert!(
+        !String::from_utf8_lossy(&body).contains("chat_requests_total"),
+        "the public port serves metrics"
+    );
+}
