@@ -135,8 +135,16 @@ fn is_retryable(status: &Status) -> bool {
     let never_written = status.code() == Code::Cancelled
         && std::error::Error::source(status)
             .is_some_and(|source| format!("{source:?}").contains("connection closed"));
+    // The GOAWAY may be named in the message or only in the error's sources, depending on
+    // where in hyper the stream was cut: look at the whole chain.
+    let mut chain = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        chain.push_str(&format!(" / {error:?}"));
+        source = error.source();
+    }
     let left_out_by_goaway =
-        status.code() == Code::Internal && status.message().contains("GoAway(NO_ERROR, Remote)");
+        status.code() == Code::Internal && chain.contains("GoAway(NO_ERROR, Remote)");
     status.code() == Code::Unavailable || never_written || left_out_by_goaway
 }
 
