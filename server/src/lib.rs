@@ -148,7 +148,7 @@ pub async fn run(
             .await;
         let _ = stopping.send(true);
     };
-    chat_transport::serve(listener, app, signal, chat_transport::Options { tls }).await?;
+    chat_transport::serve(listener, app, signal, settings.transport(tls)).await?;
     tracing::info!("stopped");
     Ok(())
 }

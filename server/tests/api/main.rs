@@ -10,6 +10,7 @@ mod backup;
 mod bad_input;
 mod cluster;
 mod connect;
+mod connections;
 mod crash;
 mod disk;
 mod fuzz;
