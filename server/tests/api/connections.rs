@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chat_core::proto::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::helpers::*;
@@ -29,22 +29,6 @@ async fn tcp_from(local: IpAddr, addr: SocketAddr) -> TcpStream {
         .bind(SocketAddr::new(local, 0))
         .expect("bind a loopback address");
     within(socket.connect(addr)).await.expect("connect")
-}
-
-/// Reads (and discards) whatever the server sends until it closes the connection; returns how
-/// long that took, or `None` if it was still open after `bound`.
-async fn closed_within(stream: &mut TcpStream, bound: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buffer = [0; 4096];
-    let closed = tokio::time::timeout(bound, async {
-        while let Ok(read) = stream.read(&mut buffer).await {
-            if read == 0 {
-                break;
-            }
-        }
-    })
-    .await;
-    closed.ok().map(|()| started.elapsed())
 }
 
 /// An HTTP/2 client connection (h2 with prior knowledge), driven by a task of its own.

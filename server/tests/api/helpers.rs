@@ -704,6 +704,26 @@ impl Decoder for RawCodec {
     }
 }
 
+/// Reads (and discards) whatever the server sends until it closes the connection; returns how
+/// long that took, or `None` if it was still open after `bound`.
+pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    bound: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt as _;
+    let started = std::time::Instant::now();
+    let mut buffer = [0; 4096];
+    let closed = tokio::time::timeout(bound, async {
+        while let Ok(read) = stream.read(&mut buffer).await {
+            if read == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    closed.ok().map(|()| started.elapsed())
+}
+
 /// Awaits `future`, failing the test (at the caller's line) if it takes longer than [`WAIT`].
 #[track_caller]
 pub fn within<F: Future>(future: F) -> impl Future<Output = F::Output> {
