@@ -126,6 +126,49 @@ pub struct Settings {
     #[arg(long, env = "CHAT_PASSWORD_HASH_QUEUE", default_value_t = 64)]
     pub password_hash_queue: u32,
 
+    /// Streams (calls) one HTTP/2 connection may have open at once, advertised to clients in
+    /// SETTINGS; a client asking for more waits for one to end. A browser runs all its tabs
+    /// of one origin over one connection, a few streams each.
+    #[arg(long, env = "CHAT_MAX_CONCURRENT_STREAMS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+
+    /// Seconds between keepalive pings on HTTP/2 connections, which keep them open through
+    /// NATs and find peers that are gone.
+    #[arg(long, env = "CHAT_HTTP2_KEEPALIVE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http2_keepalive_secs: u64,
+
+    /// Seconds a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "CHAT_HTTP2_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http2_keepalive_timeout_secs: u64,
+
+    /// Seconds a call may take until its response starts: all of a unary call, its request
+    /// body included (a body that trickles in is cut off). Stream and Connect start their
+    /// response at once and are not cut.
+    #[arg(long, env = "CHAT_CALL_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub call_timeout_secs: u64,
+
+    /// Seconds a new connection may take to make its first request, TLS handshake included;
+    /// one that sends nothing, or half a request, is closed after it.
+    #[arg(long, env = "CHAT_FIRST_REQUEST_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub first_request_timeout_secs: u64,
+
+    /// Connections open at once from one client address (IPv4, or IPv6 /64); more are closed
+    /// at once. Behind a reverse proxy every client has the proxy's address: raise it.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_address: u32,
+
+    /// Connections open at once in all; more are closed at once. The open-file limit is
+    /// raised to the system's hard limit at start-up; keep this below it.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
     /// An operator's task instead of serving (none: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -194,6 +237,21 @@ impl Settings {
             count(self.password_hash_concurrency),
             count(self.password_hash_queue),
         )
+    }
+
+    /// How the transport serves: TLS and the limits on connections and calls.
+    pub(crate) fn transport(&self, tls: Option<chat_transport::Tls>) -> chat_transport::Options {
+        let count = |value: u32| usize::try_from(value).unwrap_or(usize::MAX);
+        chat_transport::Options {
+            tls,
+            max_concurrent_streams: self.max_concurrent_streams,
+            http2_keepalive_interval: Duration::from_secs(self.http2_keepalive_secs),
+            http2_keepalive_timeout: Duration::from_secs(self.http2_keepalive_timeout_secs),
+            call_timeout: Duration::from_secs(self.call_timeout_secs),
+            first_request_timeout: Duration::from_secs(self.first_request_timeout_secs),
+            max_connections_per_address: count(self.max_connections_per_address),
+            max_connections: count(self.max_connections),
+        }
     }
 
     pub(crate) fn limits(&self) -> LimitSettings {

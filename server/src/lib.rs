@@ -194,7 +194,7 @@ pub async fn run(
             .await;
         let _ = stopping.send(true);
     };
-    chat_transport::serve(listener, app, signal, chat_transport::Options { tls }).await?;
+    chat_transport::serve(listener, app, signal, settings.transport(tls)).await?;
     if let Some(metrics_server) = metrics_server
         && let Ok(Err(error)) = metrics_server.await
     {

@@ -5,14 +5,16 @@
 //!
 //! - [`router`]: gRPC routes with the gRPC-web translation, the static UI with its security
 //!   headers (`csp`), UNIMPLEMENTED for unknown gRPC paths, CORS around it all.
-//! - [`serve`]: tonic's HTTP server with the project's settings, on a listener, with
-//!   TCP_NODELAY, or TLS when [`Options::tls`] says so (`tls`), until a shutdown future ends.
+//! - [`serve`]: tonic's HTTP server with the project's settings and limits ([`Options`]), on
+//!   a listener, plain or TLS (`tls`), until a shutdown future ends; `connections` accepts,
+//!   caps connections per address and in all, and closes those that ask nothing in time.
 //! - [`shutdown_signal`]: Ctrl-C or SIGTERM; [`unix_now`]: the clock of every wire timestamp.
 //! - [`client`]: a gRPC-web client over hyper, as a browser speaks it, for the tests and the
 //!   benchmark (the browser build has its own, in `web`).
 
 pub mod client;
 mod clock;
+mod connections;
 mod csp;
 mod router;
 mod serve;

@@ -1,25 +1,58 @@
 //! Serving a router on a listener: tonic's HTTP server (hyper), HTTP/1.1 beside HTTP/2 for
-//! gRPC-web and the UI, keepalive pings, and every connection with TCP_NODELAY, plain or TLS.
+//! gRPC-web and the UI, plain or TLS, with the limits that keep one peer from hurting others:
+//! streams per HTTP/2 connection, keepalive pings that drop dead peers, a deadline per call
+//! (which bounds a unary request's body), and the connection caps and first-request deadline
+//! of `connections`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::TcpConnectInfo;
 
+use crate::connections::{self, ConnectionLimits, Registry};
 use crate::tls::{self, Tls};
 
-/// Pings on idle HTTP/2 connections keep them open through NATs and detect dead peers.
-const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// How long a ping may go unanswered before the connection is closed.
-const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How to serve, beyond what every server of the project does the same way.
-#[derive(Default)]
+/// How to serve. [`Options::default`] holds the defaults the server's settings document.
 pub struct Options {
     /// HTTPS only, with this certificate, when set, and every response tells browsers to stay
     /// on HTTPS (HSTS); plain HTTP otherwise.
     pub tls: Option<Tls>,
+    /// Streams one HTTP/2 connection may have open at once, advertised to the client in
+    /// SETTINGS (a browser multiplexes all its tabs of one origin over one connection).
+    pub max_concurrent_streams: u32,
+    /// Pings on HTTP/2 connections this often keep them open through NATs and detect dead
+    /// peers.
+    pub http2_keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub http2_keepalive_timeout: Duration,
+    /// How long a call may take until its response starts: all of a unary call, its request
+    /// body included. Stream and Connect start their response at once and then last as long
+    /// as they like, so only their request's headers (and Stream's one message) count.
+    pub call_timeout: Duration,
+    /// How long a new connection may take to make its first request, the TLS handshake
+    /// included; a silent or half-open socket is closed after it.
+    pub first_request_timeout: Duration,
+    /// Connections open at once from one client address (IPv4, or IPv6 /64).
+    pub max_connections_per_address: usize,
+    /// Connections open at once in all.
+    pub max_connections: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            max_concurrent_streams: 100,
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(30),
+            first_request_timeout: Duration::from_secs(10),
+            max_connections_per_address: 256,
+            max_connections: 10_000,
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets the
@@ -30,29 +63,38 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     options: Options,
 ) -> Result<(), tonic::transport::Error> {
-    let server = Server::builder()
+    connections::raise_file_limit();
+    let limits = ConnectionLimits {
+        per_address: options.max_connections_per_address,
+        total: options.max_connections,
+        first_request_timeout: options.first_request_timeout,
+    };
+    let registry = Arc::new(Registry::default());
+    let asked = Arc::clone(&registry);
+    // Every request lifts its connection's first-request deadline.
+    let mut router = router.layer(tower::util::MapRequestLayer::new(
+        move |request: axum::extract::Request| {
+            if let Some(peer) = request
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr)
+            {
+                asked.asked(peer);
+            }
+            request
+        },
+    ));
+    if options.tls.is_some() {
+        router = router.layer(tls::strict_transport_security());
+    }
+    let incoming = connections::incoming(listener, options.tls, limits, registry);
+    Server::builder()
         // gRPC-web from browsers (and trunk's proxy) comes over HTTP/1.1.
         .accept_http1(true)
-        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT));
-    match options.tls {
-        Some(tls) => {
-            let router = router.layer(tls::strict_transport_security());
-            server
-                .serve_with_incoming_shutdown(router, tls::incoming(listener, tls), shutdown)
-                .await
-        }
-        None => {
-            server
-                .serve_with_incoming_shutdown(
-                    router,
-                    // TCP_NODELAY on the incoming itself: tonic ignores the builder's
-                    // `tcp_nodelay` with a custom incoming, and Nagle's algorithm against
-                    // delayed ACKs stalls small responses by 40 ms.
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    shutdown,
-                )
-                .await
-        }
-    }
+        .max_concurrent_streams(Some(options.max_concurrent_streams))
+        .http2_keepalive_interval(Some(options.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(options.http2_keepalive_timeout))
+        .timeout(options.call_timeout)
+        .serve_with_incoming_shutdown(router, incoming, shutdown)
+        .await
 }

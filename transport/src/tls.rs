@@ -1,31 +1,19 @@
 //! HTTPS on the one port, when the server is given a certificate: rustls (with ring),
 //! offering HTTP/2 and HTTP/1.1 by ALPN. Browsers then speak HTTP/2 to the UI and gRPC-web
 //! alike, so the per-origin limit of six HTTP/1.1 connections no longer applies; clients that
-//! only speak HTTP/1.1 still get in.
-//!
-//! Handshakes run concurrently, each bounded by a timeout, so a client that connects and never
-//! finishes its handshake holds up nobody.
+//! only speak HTTP/1.1 still get in. Connections are accepted, capped and their handshakes bounded in `connections`.
 
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use futures::Stream;
 use http::HeaderValue;
 use http::header::STRICT_TRANSPORT_SECURITY;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 /// The layer that adds `Strict-Transport-Security` to every response, so a browser that has
@@ -39,11 +27,6 @@ pub(crate) fn strict_transport_security() -> SetResponseHeaderLayer<HeaderValue>
         HeaderValue::from_static("max-age=31536000"),
     )
 }
-
-/// How long a client may take to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections whose handshake is done and that wait for the server to take them.
-const READY_CONNECTIONS: usize = 64;
 
 /// A certificate and its key, ready to accept connections.
 #[derive(Clone)]
@@ -83,93 +66,13 @@ impl Tls {
     }
 }
 
-/// The connections of `listener` once their TLS handshake is done. Dropping the stream (the
-/// server stops accepting) stops the accepting too.
-pub fn incoming(
-    listener: TcpListener,
-    Tls(acceptor): Tls,
-) -> impl Stream<Item = Result<TlsConnection, std::io::Error>> {
-    let (ready, connections) = mpsc::channel(READY_CONNECTIONS);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = ready.closed() => return,
-            };
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(error) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(%error, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            // Small gRPC frames must not wait for Nagle's algorithm.
-            let _ = tcp.set_nodelay(true);
-            let (acceptor, ready) = (acceptor.clone(), ready.clone());
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = ready.send(Ok(TlsConnection(tls))).await;
-                    }
-                    Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(connections)
-}
+/// A server-side TLS connection over TCP.
+pub(crate) type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 
-/// A TLS connection as the server sees it: bytes both ways, and the client's TCP address for
-/// `Request::remote_addr` (which the per-address sign-in limit uses).
-pub struct TlsConnection(TlsStream<TcpStream>);
-
-impl Connected for TlsConnection {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.get_ref().0.connect_info()
-    }
-}
-
-impl AsyncRead for TlsConnection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConnection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+impl Tls {
+    /// Runs the server side of the TLS handshake on `tcp`, however long the client takes: the
+    /// caller bounds it.
+    pub(crate) async fn accept(&self, tcp: TcpStream) -> std::io::Result<TlsStream> {
+        self.0.accept(tcp).await
     }
 }

@@ -49,7 +49,7 @@ pub const HEARTBEAT_SECS: u64 = 1;
 /// The suite's abuse limits: loose enough that no test trips one by accident (the fault tests
 /// send as fast as they can, from one address), so only `limits` tests meet them, each by
 /// passing its own values, which come later on the command line and win.
-pub const SUITE_LIMITS: [&str; 8] = [
+pub const SUITE_LIMITS: [&str; 10] = [
     "--send-rate",
     "100000",
     "--send-burst",
@@ -57,6 +57,8 @@ pub const SUITE_LIMITS: [&str; 8] = [
     "--max-streams-per-user",
     "1000",
     "--sign-in-per-address-per-minute",
+    "100000",
+    "--max-connections-per-address",
     "100000",
 ];
 
@@ -700,6 +702,26 @@ impl Decoder for RawCodec {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         Ok(Some(src.copy_to_bytes(src.remaining())))
     }
+}
+
+/// Reads (and discards) whatever the server sends until it closes the connection; returns how
+/// long that took, or `None` if it was still open after `bound`.
+pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    bound: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt as _;
+    let started = std::time::Instant::now();
+    let mut buffer = [0; 4096];
+    let closed = tokio::time::timeout(bound, async {
+        while let Ok(read) = stream.read(&mut buffer).await {
+            if read == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    closed.ok().map(|()| started.elapsed())
 }
 
 /// Awaits `future`, failing the test (at the caller's line) if it takes longer than [`WAIT`].

@@ -11,6 +11,7 @@ mod bad_input;
 mod cluster;
 mod cluster_limits;
 mod connect;
+mod connections;
 mod crash;
 mod disk;
 mod fuzz;

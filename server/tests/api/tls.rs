@@ -1,12 +1,14 @@
 //! HTTPS with `--tls-cert`/`--tls-key`, tested with a self-signed certificate made on the spot
 //! (rcgen): the native client speaks gRPC over HTTP/2 (ALPN h2) and every call works; an
 //! HTTP/1.1-only client gets the UI; a client that does not trust the certificate, or speaks
-//! plain HTTP, gets nothing; and a missing key stops the server at start-up with a clear error.
+//! plain HTTP, gets nothing; half a handshake, or a handshake and silence, is closed after the
+//! first-request deadline; and a missing key stops the server at start-up with a clear error.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chat_core::proto::chat_client::ChatClient;
@@ -14,6 +16,7 @@ use chat_server::config::Settings;
 use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -198,6 +201,47 @@ async fn http1_clients_get_the_ui_and_untrusting_or_plain_clients_get_nothing() 
     assert!(
         plain.is_err(),
         "a cleartext call was answered on the TLS port"
+    );
+}
+
+#[tokio::test]
+async fn half_a_handshake_or_a_handshake_and_silence_is_closed_in_bounded_time() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let certificate = self_signed(dir.path());
+    let (cert, key) = (
+        certificate.cert.display().to_string(),
+        certificate.key.display().to_string(),
+    );
+    let app = spawn_app_with(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--first-request-timeout-secs",
+        "1",
+    ])
+    .await;
+
+    // The header of a handshake record announcing a ClientHello, and nothing of it.
+    let mut half = TcpStream::connect(app.addr).await.expect("connect");
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .expect("write");
+    // A whole handshake, then no request.
+    let connector = tls_client(Some(&certificate.der), &[b"h2"]);
+    let mut silent = within(handshake(&connector, app.addr))
+        .await
+        .expect("handshake");
+    let bound = Duration::from_secs(3);
+    let half_closed = closed_within(&mut half, bound).await;
+    assert!(
+        half_closed.is_some(),
+        "half a handshake held past {bound:?}"
+    );
+    let silent_closed = closed_within(&mut silent, bound).await;
+    assert!(
+        silent_closed.is_some(),
+        "a silent TLS connection held past {bound:?}"
     );
 }
 

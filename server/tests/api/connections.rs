@@ -1,0 +1,294 @@
+//! What an unauthenticated peer can do with connections alone, against the real server: open
+//! many streams on one HTTP/2 connection (the limit is advertised in SETTINGS), trickle a
+//! unary request's body (cut off by the call deadline, while Stream and Connect live on),
+//! stop answering pings (dropped by the keepalive), hold sockets that send nothing or half a
+//! request (closed after the first-request deadline), and open more connections than the caps
+//! allow (closed at once, while another address still gets in).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chat_core::proto::Message;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::helpers::*;
+
+/// The HTTP/2 connection preface a client sends first, then an empty SETTINGS frame.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+
+/// A second loopback address: another client, as far as the server can tell.
+const ELSEWHERE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// A raw TCP connection to `addr` from the loopback address `local`.
+async fn tcp_from(local: IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::new(local, 0))
+        .expect("bind a loopback address");
+    within(socket.connect(addr)).await.expect("connect")
+}
+
+/// An HTTP/2 client connection (h2 with prior knowledge), driven by a task of its own.
+async fn h2_client(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = within(h2::client::handshake(tcp))
+        .await
+        .expect("an HTTP/2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Fetches `/` over `client` (the UI, or a 404 where there is none), which must get an answer.
+async fn get_root(client: &h2::client::SendRequest<Bytes>, app: &impl Server) {
+    let mut client = within(client.clone().ready()).await.expect("ready");
+    let request = http::Request::get(app.url("/"))
+        .body(())
+        .expect("a request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    within(response).await.expect("a response");
+}
+
+/// How many concurrent streams the server's SETTINGS allow this client.
+async fn advertised_streams(app: &impl Server) -> usize {
+    let tcp = TcpStream::connect(app.addr()).await.expect("connect");
+    let (client, mut connection) = within(h2::client::handshake(tcp))
+        .await
+        .expect("an HTTP/2 handshake");
+    let mut client = within(client.ready()).await.expect("ready");
+    let request = http::Request::get(app.url("/"))
+        .body(())
+        .expect("a request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    // The response comes after the server's SETTINGS, which the connection has then applied.
+    within(async {
+        tokio::select! {
+            response = response => { response.expect("a response"); }
+            ended = &mut connection => panic!("the connection ended: {ended:?}"),
+        }
+    })
+    .await;
+    connection.max_concurrent_send_streams()
+}
+
+#[tokio::test]
+async fn the_stream_limit_per_connection_is_advertised_in_settings() {
+    let default = spawn_app().await;
+    assert_eq!(advertised_streams(&default).await, 100);
+    let configured = spawn_app_with(&["--max-concurrent-streams", "7"]).await;
+    assert_eq!(advertised_streams(&configured).await, 7);
+}
+
+#[tokio::test]
+async fn a_unary_body_that_trickles_is_cut_off_while_streams_live_on() {
+    let app = spawn_app_with(&["--call-timeout-secs", "1"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
+    let mut chat = app.chat().await;
+    let mut stream = open_stream(&mut chat, &alice, &chat_id, "").await;
+    let (outbox, mut echoes) = open_connect(&mut chat, Some(&alice), &[("chat-id", &chat_id)])
+        .await
+        .expect("connect");
+
+    // A SignIn whose one message announces 100 bytes, sent a byte every 200 ms: 21 s in all.
+    let client = h2_client(app.addr).await;
+    let mut client = within(client.ready()).await.expect("ready");
+    let request = http::Request::post(app.url("/chat.Auth/SignIn"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("a request");
+    let (response, mut body) = client.send_request(request, false).expect("send");
+    tokio::spawn(async move {
+        let prefix = [0, 0, 0, 0, 100];
+        for byte in prefix.into_iter().chain(std::iter::repeat(b'x')) {
+            if body.send_data(Bytes::from(vec![byte]), false).is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let started = Instant::now();
+    let outcome = within(async {
+        let response = match response.await {
+            Ok(response) => response,
+            Err(error) => return format!("reset: {error}"),
+        };
+        if let Some(status) = response.headers().get("grpc-status") {
+            return format!("grpc-status {status:?}");
+        }
+        let mut body = response.into_body();
+        while let Some(Ok(_)) = body.data().await {}
+        match body.trailers().await {
+            Ok(Some(trailers)) => format!("grpc-status {:?}", trailers.get("grpc-status")),
+            other => format!("no status: {other:?}"),
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        outcome.starts_with("reset")
+            || outcome.starts_with("grpc-status") && !outcome.contains("\"0\""),
+        "the trickled call must fail, not succeed: {outcome}"
+    );
+    assert!(
+        took >= Duration::from_millis(800),
+        "cut after {took:?}, before its deadline"
+    );
+
+    // Stream and Connect, opened before, are past the call deadline and still work.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let message = Message {
+        client_id: "late".into(),
+        text: "still here".into(),
+        ..Default::default()
+    };
+    outbox.send(message).await.expect("Connect is open");
+    let echo = take(&mut echoes, 1).await.remove(0);
+    assert_eq!(echo.client_id, "late");
+    assert_eq!(next_messages(&mut stream, 1).await, [echo]);
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_pings_is_dropped() {
+    let app = spawn_app_with(&[
+        "--http2-keepalive-secs",
+        "1",
+        "--http2-keepalive-timeout-secs",
+        "1",
+    ])
+    .await;
+    let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
+    // The preface, SETTINGS, and one request (GET / with HPACK's static table: :method GET,
+    // :scheme http, :path /, and :authority "a"), so the first-request deadline is lifted and
+    // only the keepalive can close the connection; then this peer reads but never answers.
+    let header_block = [0x82, 0x86, 0x84, 0x41, 1, b'a'];
+    let mut headers = vec![0, 0, header_block.len() as u8, 0x1, 0x5, 0, 0, 0, 1];
+    headers.extend(header_block);
+    for bytes in [PREFACE, &EMPTY_SETTINGS, &headers] {
+        tcp.write_all(bytes).await.expect("write");
+    }
+    let closed = closed_within(&mut tcp, WAIT)
+        .await
+        .expect("a peer that answers no ping is dropped");
+    assert!(closed >= Duration::from_secs(1), "dropped after {closed:?}");
+}
+
+#[tokio::test]
+async fn silent_and_half_open_sockets_are_closed_and_a_served_connection_is_not() {
+    let app = spawn_app_with(&["--first-request-timeout-secs", "1"]).await;
+    let half_preface = &PREFACE[..10];
+    let half_request = b"POST /chat.Auth/SignIn HTTP/1.1\r\nHost: a\r\n".as_slice();
+    let preface_only = [PREFACE, &EMPTY_SETTINGS].concat();
+    let mut sockets = Vec::new();
+    for (what, bytes) in [
+        ("nothing", &[][..]),
+        ("half an HTTP/2 preface", half_preface),
+        ("a preface and no request", &preface_only),
+        ("half an HTTP/1.1 request", half_request),
+    ] {
+        let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
+        tcp.write_all(bytes).await.expect("write");
+        sockets.push((what, tcp));
+    }
+    for (what, mut tcp) in sockets {
+        let closed = closed_within(&mut tcp, Duration::from_secs(4))
+            .await
+            .unwrap_or_else(|| panic!("a socket that sent {what} is still open"));
+        assert!(
+            closed <= Duration::from_secs(3),
+            "{what}: closed after {closed:?}"
+        );
+    }
+
+    // A connection that made a request outlives the deadline.
+    let client = h2_client(app.addr).await;
+    get_root(&client, &app).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    get_root(&client, &app).await;
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_cap_are_closed_while_another_address_gets_in() {
+    let app = spawn_process(&["--max-connections-per-address", "3"]).await;
+    // Let the start-up check's connections go away first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let client = h2_client(app.addr).await;
+        get_root(&client, &app).await;
+        held.push(client);
+    }
+    for _ in 0..5 {
+        let mut extra = tcp_from(local, app.addr).await;
+        let closed = closed_within(&mut extra, Duration::from_secs(1)).await;
+        assert!(
+            closed.is_some(),
+            "a fourth connection from 127.0.0.1 was let in"
+        );
+    }
+    let mut auth = app.auth_from(ELSEWHERE).await;
+    within(auth.sign_up(credentials("alice", PASSWORD)))
+        .await
+        .expect("a client at another address signs up");
+
+    // One line, not one per refused connection.
+    let log = app.log();
+    assert_eq!(log.matches("connection limit reached").count(), 1, "{log}");
+    assert!(log.contains("open-file limit"), "{log}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", app.pid()))
+        .expect("the server's limits");
+    let open_files = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("an open-file limit")
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(
+        open_files[3], open_files[4],
+        "soft limit raised to the hard one: {limits}"
+    );
+
+    // A place freed is a place to take.
+    drop(held.pop());
+    within(async {
+        loop {
+            let mut again = tcp_from(local, app.addr).await;
+            again.write_all(PREFACE).await.expect("write");
+            if closed_within(&mut again, Duration::from_millis(300))
+                .await
+                .is_none()
+            {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connections_over_the_total_cap_are_closed() {
+    let app = spawn_app_with(&[
+        "--max-connections",
+        "3",
+        "--max-connections-per-address",
+        "100",
+    ])
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let client = h2_client(app.addr).await;
+        get_root(&client, &app).await;
+        held.push(client);
+    }
+    let mut extra = tcp_from(ELSEWHERE, app.addr).await;
+    let closed = closed_within(&mut extra, Duration::from_secs(1)).await;
+    assert!(closed.is_some(), "a fourth connection was let in");
+    for client in &held {
+        get_root(client, &app).await;
+    }
+}

@@ -1,0 +1,374 @@
+//! Accepting connections without letting one peer exhaust them: a cap on open connections per
+//! client address and in all (over it, a connection is closed at once), a deadline for the TLS
+//! handshake, and a deadline for the first request, so a socket that sends nothing, half an
+//! HTTP/2 preface or half an HTTP/1.1 request is closed instead of held forever.
+//!
+//! Hand-written rather than tower's limits: those count requests inside a connection, and what
+//! runs out here is the connections themselves (file descriptors) before any request exists.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Sleep;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::tls::{Tls, TlsStream};
+
+/// Connections accepted (and past their handshake) that wait for the server to take them.
+const READY_CONNECTIONS: usize = 64;
+/// The shortest time between two log lines about refused connections: a flood of them must
+/// not become a flood of log lines.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How many connections may be open, and how long a new one may take to ask something.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionLimits {
+    pub per_address: usize,
+    pub total: usize,
+    /// From accept to the first request (the TLS handshake included).
+    pub first_request_timeout: Duration,
+}
+
+/// The open connections, counted per client address and in all, and whether each has made a
+/// request yet. Shared by the accepting task, every connection (which leaves it on drop) and
+/// the layer that marks a connection as having made a request.
+#[derive(Default)]
+pub(crate) struct Registry {
+    open: Mutex<Open>,
+    refusals: Refusals,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+    /// Keyed by the client's address and port, which name one open TCP connection.
+    asked: HashMap<SocketAddr, Arc<AtomicBool>>,
+}
+
+/// Refused connections since the last log line, and when that line was written.
+#[derive(Default)]
+struct Refusals {
+    since_logged: AtomicU64,
+    last_logged: Mutex<Option<Instant>>,
+}
+
+impl Registry {
+    /// Records that the connection from `peer` made a request, which lifts its first-request
+    /// deadline. Called for every request: a lookup under an uncontended lock.
+    pub(crate) fn asked(&self, peer: SocketAddr) {
+        if let Some(flag) = self.open.lock().asked.get(&peer) {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A place for a connection from `peer`, or `None` when a cap is reached.
+    fn admit(self: &Arc<Self>, peer: SocketAddr, limits: &ConnectionLimits) -> Option<Slot> {
+        let address = address_key(peer.ip());
+        let mut open = self.open.lock();
+        let from_there = open.per_address.get(&address).copied().unwrap_or(0);
+        let refused = if open.total >= limits.total {
+            Some("open connections")
+        } else if from_there >= limits.per_address {
+            Some("open connections from one address")
+        } else {
+            None
+        };
+        if let Some(cap) = refused {
+            drop(open);
+            self.refused(cap, address, limits);
+            return None;
+        }
+        open.total += 1;
+        *open.per_address.entry(address).or_insert(0) += 1;
+        let asked = Arc::new(AtomicBool::new(false));
+        open.asked.insert(peer, Arc::clone(&asked));
+        Some(Slot {
+            registry: Arc::clone(self),
+            peer,
+            address,
+            asked,
+        })
+    }
+
+    /// Counts a refusal and logs it, at most once per [`REFUSAL_LOG_INTERVAL`], with how many
+    /// were refused since the last line.
+    fn refused(&self, cap: &str, address: IpAddr, limits: &ConnectionLimits) {
+        let count = self.refusals.since_logged.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.refusals.last_logged.lock();
+        if last.is_some_and(|at| at.elapsed() < REFUSAL_LOG_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let refused = self
+            .refusals
+            .since_logged
+            .swap(0, Ordering::Relaxed)
+            .max(count);
+        tracing::warn!(
+            cap,
+            %address,
+            refused,
+            max_connections = limits.total,
+            max_connections_per_address = limits.per_address,
+            "connection limit reached: closing new connections at once"
+        );
+    }
+}
+
+/// The address a cap counts by: an IPv4 address, or the /64 network of an IPv6 address (one
+/// site usually holds a whole /64, so counting single IPv6 addresses would cap nothing).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+/// One connection's place under the caps; leaving it (on drop) frees the place.
+struct Slot {
+    registry: Arc<Registry>,
+    peer: SocketAddr,
+    address: IpAddr,
+    asked: Arc<AtomicBool>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.registry.open.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(count) = open.per_address.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.per_address.remove(&self.address);
+            }
+        }
+        open.asked.remove(&self.peer);
+    }
+}
+
+/// The connections of `listener` that fit under the caps, after their TLS handshake when
+/// `tls` is set. Dropping the stream (the server stops accepting) stops the accepting too.
+pub(crate) fn incoming(
+    listener: TcpListener,
+    tls: Option<Tls>,
+    limits: ConnectionLimits,
+    registry: Arc<Registry>,
+) -> impl Stream<Item = Result<Connection, std::io::Error>> {
+    let (ready, connections) = mpsc::channel(READY_CONNECTIONS);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = ready.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // Over a cap: dropped here, which closes it before a byte is read.
+            let Some(slot) = registry.admit(peer, &limits) else {
+                continue;
+            };
+            // Small gRPC frames must not wait for Nagle's algorithm (40 ms against delayed
+            // ACKs).
+            let _ = tcp.set_nodelay(true);
+            let deadline = tokio::time::sleep(limits.first_request_timeout);
+            match &tls {
+                None => {
+                    let connection = Connection::new(Io::Plain(tcp), slot, Box::pin(deadline));
+                    if ready.send(Ok(connection)).await.is_err() {
+                        return;
+                    }
+                }
+                // Handshakes run concurrently, so a client that never finishes its own holds
+                // up nobody; the first-request deadline bounds it too.
+                Some(tls) => {
+                    let (tls, ready) = (tls.clone(), ready.clone());
+                    tokio::spawn(async move {
+                        let mut deadline = Box::pin(deadline);
+                        tokio::select! {
+                            handshake = tls.accept(tcp) => match handshake {
+                                Ok(stream) => {
+                                    let io = Io::Tls(Box::new(stream));
+                                    let connection = Connection::new(io, slot, deadline);
+                                    let _ = ready.send(Ok(connection)).await;
+                                }
+                                Err(error) => tracing::debug!(%error, "TLS handshake failed"),
+                            },
+                            () = &mut deadline => tracing::debug!("TLS handshake timed out"),
+                        }
+                    });
+                }
+            }
+        }
+    });
+    ReceiverStream::new(connections)
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+/// An accepted connection as the server sees it: bytes both ways (plain or TLS), the client's
+/// TCP address for `Request::remote_addr` (which the per-address sign-in limit uses), its
+/// place under the caps, and its first-request deadline: a read after that deadline, before
+/// any request, fails, and the server closes the connection.
+pub(crate) struct Connection {
+    io: Io,
+    slot: Slot,
+    first_request: Option<Pin<Box<Sleep>>>,
+}
+
+impl Connection {
+    fn new(io: Io, slot: Slot, deadline: Pin<Box<Sleep>>) -> Self {
+        Self {
+            io,
+            slot,
+            first_request: Some(deadline),
+        }
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match &self.io {
+            Io::Plain(tcp) => tcp,
+            Io::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+impl Connected for Connection {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.tcp().connect_info()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some(deadline) = &mut this.first_request {
+            if this.slot.asked.load(Ordering::Relaxed) {
+                this.first_request = None;
+            } else if deadline.as_mut().poll(cx).is_ready() {
+                tracing::debug!(peer = %this.slot.peer, "no request in time: closing");
+                return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+            }
+        }
+        match &mut this.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(tcp) => tcp.is_write_vectored(),
+            Io::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+}
+
+/// Raises this process's limit of open files to the hard limit, so the connection caps, not
+/// the operating system, decide how many clients get in; logs the limit in force.
+pub(crate) fn raise_file_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read or write the struct passed to them.
+        let raised = unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+                return;
+            }
+            let soft = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            soft == limit.rlim_max || libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        };
+        if raised {
+            tracing::info!(open_files = limit.rlim_cur, "open-file limit");
+        } else {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_count_by_their_slash_64() {
+        let key = |text: &str| address_key(text.parse().expect("an address"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:10.0.0.1"), key("10.0.0.1"));
+        assert_ne!(key("10.0.0.1"), key("10.0.0.2"));
+    }
+}
