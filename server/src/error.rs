@@ -65,6 +65,8 @@ pub enum Limit {
     AccountSignIns,
     /// Sign-in and sign-up attempts from the caller's address.
     AddressSignIns,
+    /// SignOut calls from the caller's address.
+    AddressSignOuts,
     /// Sign-in and sign-up attempts waiting for the password hashing to be free.
     SignInQueue,
 }
@@ -74,7 +76,7 @@ impl Limit {
         match self {
             Limit::SendRate(_) => Reason::SendRate,
             Limit::AccountSignIns => Reason::AccountThrottled,
-            Limit::AddressSignIns => Reason::AddressThrottled,
+            Limit::AddressSignIns | Limit::AddressSignOuts => Reason::AddressThrottled,
             Limit::SignInQueue => Reason::SignInQueueFull,
         }
     }
@@ -88,6 +90,7 @@ impl fmt::Display for Limit {
             }
             Limit::AccountSignIns => f.write_str("too many failed sign-ins for this account"),
             Limit::AddressSignIns => f.write_str("too many sign-in attempts from your address"),
+            Limit::AddressSignOuts => f.write_str("too many sign-outs from your address"),
             Limit::SignInQueue => f.write_str("too many sign-ins at this moment"),
         }
     }

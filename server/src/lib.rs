@@ -81,7 +81,12 @@ pub async fn run(
         .await
         .map_err(|error| ServerError::Store(error.to_string()))?;
     let authenticator = Arc::new(
-        Authenticator::new(Arc::clone(&store), settings.hashing(), settings.token_ttl())
+        Authenticator::new(
+            Arc::clone(&store),
+            settings.hashing(),
+            settings.token_ttl(),
+            settings.token_recheck(),
+        )
             .map_err(|error| ServerError::Store(error.to_string()))?,
     );
     let (stopping, shutdown_seen) = watch::channel(false);

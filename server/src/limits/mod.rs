@@ -1,5 +1,6 @@
 //! Abuse limits, each configurable (see `config`): how fast one user may send, how many streams
-//! one user may hold open, and how often sign-in may be tried per address and per account.
+//! one user may hold open, how often sign-in may be tried per address and per account, and how
+//! often SignOut may be called per address.
 //! (Sizes of a message and of a chat are validation, in `chat_core::limits`; the size of a
 //! whole request is the transport's, set in `lib.rs`; how many passwords are hashed at once is
 //! `password`'s.)
@@ -40,12 +41,15 @@ pub struct LimitSettings {
     pub sign_in_max_delay: Duration,
     /// Sign-in and sign-up attempts per minute from one address; `None`: no limit.
     pub sign_in_per_address_per_minute: Option<u32>,
+    /// SignOut calls per minute from one address; `None`: no limit.
+    pub sign_out_per_address_per_minute: Option<u32>,
 }
 
 pub struct Limits {
     sends: Option<KeyedLimit<UserId>>,
     send_rate: u32,
     sign_in_addresses: Option<KeyedLimit<IpAddr>>,
+    sign_out_addresses: Option<KeyedLimit<IpAddr>>,
     sign_ins: SignIns,
     streams: Arc<Mutex<HashMap<UserId, usize>>>,
     max_streams: usize,
@@ -64,6 +68,9 @@ impl Limits {
             send_rate: settings.send_rate.unwrap_or_default(),
             sign_in_addresses: settings
                 .sign_in_per_address_per_minute
+                .map(|per_minute| KeyedLimit::new(Quota::per_minute(nonzero(per_minute)))),
+            sign_out_addresses: settings
+                .sign_out_per_address_per_minute
                 .map(|per_minute| KeyedLimit::new(Quota::per_minute(nonzero(per_minute)))),
             sign_ins: SignIns::new(settings.sign_in_free_failures, settings.sign_in_max_delay),
             streams: Arc::new(Mutex::new(HashMap::new())),
@@ -120,6 +127,20 @@ impl Limits {
             .check(&address_key(address))
             .map_err(|retry_after| ApiError::RateLimited {
                 limit: Limit::AddressSignIns,
+                retry_after,
+            })
+    }
+
+    /// Called before a SignOut looks its token up: counts the call against the address it
+    /// comes from, so that a flood of made-up tokens is refused before it costs a lookup.
+    pub fn sign_out_from(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
+        let (Some(addresses), Some(address)) = (&self.sign_out_addresses, address) else {
+            return Ok(());
+        };
+        addresses
+            .check(&address_key(address))
+            .map_err(|retry_after| ApiError::RateLimited {
+                limit: Limit::AddressSignOuts,
                 retry_after,
             })
     }
@@ -189,6 +210,7 @@ mod tests {
             sign_in_free_failures: 1,
             sign_in_max_delay: Duration::from_secs(1),
             sign_in_per_address_per_minute: None,
+            sign_out_per_address_per_minute: None,
         }
     }
 
