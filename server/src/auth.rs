@@ -11,6 +11,7 @@
 //! the streams here at once), and every `token_recheck` besides, which is what catches a
 //! revocation made by another server sharing the database, and expiry.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,21 +147,31 @@ impl Authenticator {
     /// Resolves with UNAUTHENTICATED once `token` no longer lets its owner in (revoked here
     /// or on another server, or expired); never resolves while it does. A store that cannot
     /// answer right now does not end the stream: the next check tries again.
-    pub async fn until_revoked(&self, token: TokenHash) -> ApiError {
+    ///
+    /// It listens for this server's revocations from the moment it is called, not from its
+    /// first poll, so a revocation in between is not left to the timer.
+    pub fn until_revoked(
+        self: &Arc<Self>,
+        token: TokenHash,
+    ) -> impl Future<Output = ApiError> + Send + 'static {
         let mut revocations = self.revocations.subscribe();
-        let mut recheck = tokio::time::interval(self.token_recheck);
-        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        recheck.tick().await;
-        loop {
-            tokio::select! {
-                _ = recheck.tick() => {}
-                // Cannot fail: `self` holds the sender.
-                _ = revocations.changed() => {}
-            }
-            if let Ok(None) = self.store.token_owner(token, unix_now()).await {
-                return ApiError::Unauthenticated(
-                    "your token was signed out or expired while this call was open: sign in again",
-                );
+        let this = Arc::clone(self);
+        async move {
+            let mut recheck = tokio::time::interval(this.token_recheck);
+            recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            recheck.tick().await;
+            loop {
+                tokio::select! {
+                    _ = recheck.tick() => {}
+                    // Cannot fail while `this` holds the sender.
+                    _ = revocations.changed() => {}
+                }
+                if let Ok(None) = this.store.token_owner(token, unix_now()).await {
+                    return ApiError::Unauthenticated(
+                        "your token was signed out or expired while this call was open: sign in \
+                         again",
+                    );
+                }
             }
         }
     }
@@ -171,7 +182,8 @@ impl Authenticator {
     }
 
     fn revoked(&self) {
-        self.revocations.send_modify(|count| *count = count.wrapping_add(1));
+        self.revocations
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// The user a call is made by, from its bearer token. When the call also carries
@@ -184,13 +196,13 @@ impl Authenticator {
     /// end when it is revoked.
     pub async fn session(&self, metadata: &MetadataMap) -> Result<(UserId, TokenHash), ApiError> {
         let token = token_hash(bearer_token(metadata)?);
-        let user = self
-            .store
-            .token_owner(token, unix_now())
-            .await?
-            .ok_or(ApiError::Unauthenticated(
-                "the token is invalid, expired or signed out: sign in again",
-            ))?;
+        let user =
+            self.store
+                .token_owner(token, unix_now())
+                .await?
+                .ok_or(ApiError::Unauthenticated(
+                    "the token is invalid, expired or signed out: sign in again",
+                ))?;
         let claimed = match metadata.get(wire::USER_ID).map(|value| value.to_str()) {
             None => None,
             Some(Ok(value)) => UserId::parse_optional(value)?,

@@ -87,7 +87,7 @@ pub async fn run(
             settings.token_ttl(),
             settings.token_recheck(),
         )
-            .map_err(|error| ServerError::Store(error.to_string()))?,
+        .map_err(|error| ServerError::Store(error.to_string()))?,
     );
     let (stopping, shutdown_seen) = watch::channel(false);
     let limits = Arc::new(Limits::new(&settings.limits()));

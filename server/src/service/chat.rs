@@ -5,6 +5,7 @@
 //! lookup. Stream and Connect stay open, so they also end (UNAUTHENTICATED) when their token is
 //! revoked or expires, and Connect re-checks the token before it stores each message.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,8 +113,10 @@ impl Chat for ChatService {
         // Small: the receiving side waits (and so stops reading) while the sending side is
         // behind, which is the flow control a slow reader should meet.
         let (outcomes, outcome) = mpsc::channel(4);
+        let revoked = self.authenticator.until_revoked(token);
         tokio::spawn(receive_connect_messages(
             request.into_inner(),
+            revoked,
             ConnectCall {
                 store: Arc::clone(&self.store),
                 limits: Arc::clone(&self.limits),
@@ -156,8 +159,7 @@ impl Chat for ChatService {
             };
             Ok(proto::Event { event: Some(event) })
         });
-        let authenticator = Arc::clone(&self.authenticator);
-        let revoked = async move { authenticator.until_revoked(token).await };
+        let revoked = self.authenticator.until_revoked(token);
         Ok(Response::new(Box::pin(holding(
             slot,
             ending_when(events, revoked),
@@ -248,10 +250,10 @@ enum Outcome {
 /// the revocation of the call's token, even after the client finished sending.
 async fn receive_connect_messages(
     mut inbound: Streaming<proto::Message>,
+    revoked: impl Future<Output = ApiError>,
     call: ConnectCall,
     outcomes: mpsc::Sender<Outcome>,
 ) {
-    let revoked = call.authenticator.until_revoked(call.token);
     tokio::pin!(revoked);
     let failed = |error: ApiError| {
         let outcomes = outcomes.clone();
@@ -372,7 +374,7 @@ fn connect_outbound(
 /// `stream`, ended with the error `end` resolves to once it does.
 fn ending_when<S, T>(
     stream: S,
-    end: impl std::future::Future<Output = ApiError> + Send + 'static,
+    end: impl Future<Output = ApiError> + Send + 'static,
 ) -> impl Stream<Item = Result<T, Status>>
 where
     S: Stream<Item = Result<T, Status>> + Send + 'static,

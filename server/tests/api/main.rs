@@ -24,6 +24,7 @@ mod pg_faults;
 mod pg_restart;
 mod restart;
 mod send;
+mod sessions;
 mod sign_in_storm;
 mod slow_consumer;
 mod storm;

@@ -236,9 +236,7 @@ fn apply(tx: &Transaction<'_>, chats: &mut ChatCache, write: WriteRequest, now: 
             password_hash,
             reply,
         } => {
-            let result = in_savepoint(tx, |conn| {
-                writes::set_password(conn, &user, &password_hash)
-            });
+            let result = in_savepoint(tx, |conn| writes::set_password(conn, &user, &password_hash));
             Applied::Unit(reply, result)
         }
         WriteRequest::CreateChat {
