@@ -345,6 +345,20 @@ async fn a_connect_retry_on_another_server_gets_the_stored_message_back() {
         .expect("the stream is open");
     let stored = take(&mut echoes, 1).await.remove(0);
     drop((outbox, echoes));
+    // Once the second server has delivered a later message live, a call opened there starts
+    // after the first one: its feed will never carry it, so only the answer to the retry can
+    // acknowledge it.
+    let mut on_second = second.chat().await;
+    let mut live = open_stream(&mut on_second, &alice, &chat_id, "").await;
+    send_text(
+        &mut on_second,
+        &alice,
+        &chat_id,
+        "c0",
+        "seen live on the second",
+    )
+    .await;
+    next_messages(&mut live, 1).await;
 
     let (outbox, mut echoes) = open_connect(&mut second.chat().await, Some(&alice), &metadata)
         .await
