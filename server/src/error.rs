@@ -47,6 +47,13 @@ pub enum ApiError {
          (each open app tab holds one)"
     )]
     TooManyStreams(usize),
+    /// New would put a member (`caller`: the one calling) in more chats than the quota.
+    #[error("{}", chat_quota_sentence(.user, *.caller, *.cap))]
+    TooManyChats {
+        user: UserId,
+        caller: bool,
+        cap: u32,
+    },
     #[error("{0}")]
     Unavailable(String),
     /// A message on a client stream that could not be read, with the transport's status.
@@ -96,6 +103,17 @@ impl fmt::Display for Limit {
     }
 }
 
+fn chat_quota_sentence(user: &UserId, caller: bool, cap: u32) -> String {
+    if caller {
+        format!("you are already in {cap} chats, the most one account may be in")
+    } else {
+        format!(
+            "\"{user}\" is already in {cap} chats, the most one account may be in: \
+             start the chat without them"
+        )
+    }
+}
+
 /// Seconds rounded up to a tenth, so a wait of 40 ms reads "0.1 s", never "0.0 s".
 fn tenths_up(wait: Duration) -> f64 {
     ((wait.as_secs_f64() * 10.0).ceil() / 10.0).max(0.1)
@@ -134,6 +152,9 @@ impl From<ApiError> for tonic::Status {
             error @ ApiError::ShuttingDown => Status::unavailable(error.to_string()),
             ref error @ ApiError::TooManyStreams(_) => {
                 refusal(Code::ResourceExhausted, error, Reason::TooManyStreams, None)
+            }
+            ref error @ ApiError::TooManyChats { .. } => {
+                refusal(Code::ResourceExhausted, error, Reason::TooManyChats, None)
             }
             ApiError::Unreadable(ref status) => Status::new(status.code(), error.to_string()),
             ApiError::RateLimited { limit, retry_after } => refusal(

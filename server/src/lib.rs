@@ -100,6 +100,7 @@ pub async fn run(
         authenticator: Arc::clone(&authenticator),
         limits: Arc::clone(&limits),
         heartbeat: settings.heartbeat(),
+        max_chats_per_user: settings.max_chats_per_user,
         shutdown: shutdown_seen,
     })
     .max_decoding_message_size(max_request);

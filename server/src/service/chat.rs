@@ -35,6 +35,8 @@ pub struct ChatService {
     pub authenticator: Arc<Authenticator>,
     pub limits: Arc<Limits>,
     pub heartbeat: Duration,
+    /// Chats one user may belong to; New refuses to go past it.
+    pub max_chats_per_user: u32,
     /// Becomes true when the server starts shutting down; open streams then end.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -51,6 +53,18 @@ impl Chat for ChatService {
             return Err(ApiError::InvalidRequest(format!(
                 "user_ids must include you (\"{caller}\"): a chat is started by one of its members"
             ))
+            .into());
+        }
+        if let Some(user) = self
+            .store
+            .member_at_chat_cap(&members, self.max_chats_per_user)
+            .await?
+        {
+            return Err(ApiError::TooManyChats {
+                caller: user == caller,
+                user,
+                cap: self.max_chats_per_user,
+            }
             .into());
         }
         let chat_id = self

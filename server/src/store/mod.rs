@@ -149,6 +149,15 @@ pub trait Store: Send + Sync + 'static {
     /// Fails with [`StoreError::NoSuchAccount`] naming the first member without an account.
     async fn create_chat(&self, members: &Members, new_id: ChatId) -> Result<ChatId, StoreError>;
 
+    /// The first of `members` who already belongs to `cap` chats, unless the chat of exactly
+    /// these members exists. A quota check before [`Store::create_chat`], not part of it:
+    /// News racing for one user may together take it a few chats past the cap.
+    async fn member_at_chat_cap(
+        &self,
+        members: &Members,
+        cap: u32,
+    ) -> Result<Option<UserId>, StoreError>;
+
     async fn is_member(&self, chat: &ChatId, user: &UserId) -> Result<bool, StoreError>;
 
     /// Stores a message from `sender` (who must be a member) and publishes it, or returns the

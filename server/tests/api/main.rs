@@ -22,6 +22,7 @@ mod new_chat;
 mod ops;
 mod pg_faults;
 mod pg_restart;
+mod quotas;
 mod restart;
 mod send;
 mod sessions;

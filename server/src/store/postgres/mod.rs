@@ -168,6 +168,14 @@ impl Store for PgStore {
         writes::create_chat(&mut client, members, new_id, unix_now()).await
     }
 
+    async fn member_at_chat_cap(
+        &self,
+        members: &Members,
+        cap: u32,
+    ) -> Result<Option<UserId>, StoreError> {
+        reads::member_at_chat_cap(&self.client().await?, members, cap).await
+    }
+
     async fn is_member(&self, chat: &ChatId, user: &UserId) -> Result<bool, StoreError> {
         Ok(reads::member_chat_row(&self.client().await?, chat, user)
             .await?

@@ -162,6 +162,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn member_at_chat_cap(
+        &self,
+        members: &Members,
+        cap: u32,
+    ) -> Result<Option<UserId>, StoreError> {
+        let members = members.clone();
+        self.readers
+            .read(move |conn| reads::member_at_chat_cap(conn, &members, cap))
+            .await
+    }
+
     async fn is_member(&self, chat: &ChatId, user: &UserId) -> Result<bool, StoreError> {
         let (chat, user) = (chat.clone(), user.clone());
         self.readers
