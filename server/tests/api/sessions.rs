@@ -107,7 +107,10 @@ async fn signing_out_ends_open_streams_and_connect_at_once_and_stores_nothing_af
         .await
         .expect("the stream is open");
     let before = take(&mut echoes, 1).await.remove(0);
-    assert_eq!(next_messages(&mut stream, 1).await, std::slice::from_ref(&before));
+    assert_eq!(
+        next_messages(&mut stream, 1).await,
+        std::slice::from_ref(&before)
+    );
 
     sign_out(&app, &alice).await;
     // Sent on the open Connect after the revocation committed: must not be stored.
