@@ -145,4 +145,23 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
       assert.deepEqual(await user.cspViolations(), [], `Content-Security-Policy violations in ${user.name}'s page`);
     }
   });
+
+  step('Bob changes his password and stays connected; Alice signs out everywhere', async () => {
+    await bob.page.locator('summary', { hasText: 'Account' }).click();
+    await bob.page.getByLabel('Current password').fill(PASSWORD);
+    await bob.page.getByLabel('New password').fill(`${PASSWORD} again`);
+    await bob.button('Change password').click();
+    // The old session is revoked; the app goes on with the fresh one and its stream.
+    await bob.button('New chat').waitFor();
+    await bob.waitUntilConnected(RECONNECT_MS);
+    const afterChange = 'Sent with the fresh session';
+    await bob.openChatWith('alice');
+    await bob.send(afterChange);
+    await bob.waitUntilSent(afterChange);
+    await alice.messages(afterChange).first().waitFor();
+
+    await alice.page.locator('summary', { hasText: 'Account' }).click();
+    await alice.button('Sign out everywhere').click();
+    await alice.button('Sign in').waitFor();
+  });
 });

@@ -23,10 +23,13 @@ pub enum Reason {
     SendRate,
     /// As many streams open as one user may hold: close one.
     TooManyStreams,
+    /// New: the caller or another member already belongs to as many chats as one account
+    /// may; waiting does not help.
+    TooManyChats,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::WrongCredentials,
         Reason::TokenInvalid,
         Reason::AccountThrottled,
@@ -34,6 +37,7 @@ impl Reason {
         Reason::SignInQueueFull,
         Reason::SendRate,
         Reason::TooManyStreams,
+        Reason::TooManyChats,
     ];
 
     /// The name on the wire, as `ErrorInfo` wants it (`[A-Z0-9_]+`).
@@ -46,6 +50,7 @@ impl Reason {
             Reason::SignInQueueFull => "SIGN_IN_QUEUE_FULL",
             Reason::SendRate => "SEND_RATE",
             Reason::TooManyStreams => "TOO_MANY_STREAMS",
+            Reason::TooManyChats => "TOO_MANY_CHATS",
         }
     }
 

@@ -25,6 +25,24 @@ impl TryFrom<&proto::Credentials> for Credentials {
     }
 }
 
+/// A ChangePassword request: the password in use, and the one to use from now on.
+#[derive(Debug, Clone)]
+pub struct PasswordChange {
+    pub old_password: Password,
+    pub new_password: Password,
+}
+
+impl TryFrom<&proto::ChangePasswordRequest> for PasswordChange {
+    type Error = ValidationError;
+
+    fn try_from(request: &proto::ChangePasswordRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            old_password: Password::parse(&request.old_password)?,
+            new_password: Password::parse(&request.new_password)?,
+        })
+    }
+}
+
 /// The members of a chat: sorted, without duplicates, 1 to [`MEMBERS_MAX`] of them. One set
 /// of users is one chat, whatever order or repetition a request used.
 #[derive(Debug, Clone, PartialEq, Eq)]

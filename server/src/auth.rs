@@ -4,9 +4,19 @@
 //!
 //! Tokens are looked up by their hash, never compared as strings, so the time a lookup takes
 //! tells an attacker nothing about a valid token.
+//!
+//! A revoked token must also stop the streams opened with it, which authenticated once, when
+//! they opened. Each open stream waits in [`Authenticator::until_revoked`]: it re-reads its
+//! token whenever this server revokes one (an in-process notification, so SignOut here ends
+//! the streams here at once), and every `token_recheck` besides, which is what catches a
+//! revocation made by another server sharing the database, and expiry.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use chat_core::requests::PasswordChange;
+use tokio::sync::watch;
 
 use chat_core::ids::UserId;
 use chat_core::requests::Credentials;
@@ -30,6 +40,11 @@ pub struct Authenticator {
     store: Arc<dyn Store>,
     hashing: Hashing,
     token_ttl: Duration,
+    /// How often an open stream re-reads its token (see [`Authenticator::until_revoked`]).
+    token_recheck: Duration,
+    /// Bumped after every revocation this server commits, so its open streams re-read their
+    /// tokens at once.
+    revocations: watch::Sender<u64>,
     /// Verified against when the account does not exist, so that an unknown user id costs
     /// as much time as a wrong password and sign-in does not reveal which accounts exist.
     decoy_hash: String,
@@ -40,12 +55,15 @@ impl Authenticator {
         store: Arc<dyn Store>,
         hashing: Hashing,
         token_ttl: Duration,
+        token_recheck: Duration,
     ) -> Result<Self, ApiError> {
         let decoy_hash = password::hash_now(&hex(&rand::random::<[u8; 16]>()))?;
         Ok(Self {
             store,
             hashing,
             token_ttl,
+            token_recheck,
+            revocations: watch::Sender::new(0),
             decoy_hash,
         })
     }
@@ -76,24 +94,115 @@ impl Authenticator {
         self.start_session(credentials.user_id).await
     }
 
-    /// Revokes the token the call carries. Signing out twice is not an error.
+    /// Revokes the token the call carries. Signing out twice is not an error, and a token that
+    /// is unknown, expired or already revoked costs a lookup (a cached one on SQLite) but no
+    /// write: the single writer is not anybody's to keep busy.
     pub async fn sign_out(&self, metadata: &MetadataMap) -> Result<(), ApiError> {
-        let token = bearer_token(metadata)?;
-        self.store.revoke_token(token_hash(token)).await?;
+        let token = token_hash(bearer_token(metadata)?);
+        if self.store.token_owner(token, unix_now()).await?.is_none() {
+            return Ok(());
+        }
+        self.store.revoke_token(token).await?;
+        self.revoked();
         Ok(())
+    }
+
+    /// Revokes every token of the caller, the one the call carries included.
+    pub async fn sign_out_everywhere(&self, metadata: &MetadataMap) -> Result<(), ApiError> {
+        let user = self.caller(metadata).await?;
+        self.store.revoke_tokens_of(&user).await?;
+        self.revoked();
+        tracing::info!(%user, "signed out everywhere");
+        Ok(())
+    }
+
+    /// Checks the caller's old password, sets the new one and revokes every token of the
+    /// caller (whoever learnt the old password keeps no session), then starts a fresh session
+    /// for the caller.
+    pub async fn change_password(
+        &self,
+        user: UserId,
+        change: PasswordChange,
+    ) -> Result<Session, ApiError> {
+        let turn = self.hashing.turn().await?;
+        let stored = self
+            .store
+            .password_hash(&user)
+            .await?
+            .ok_or(ApiError::WrongCredentials)?;
+        let old = change.old_password.expose().to_owned();
+        if !self.hashing.verify(turn, old, stored).await? {
+            tracing::info!(%user, "password change refused: wrong old password");
+            return Err(ApiError::WrongCredentials);
+        }
+        let turn = self.hashing.turn().await?;
+        let new = change.new_password.expose().to_owned();
+        let hash = self.hashing.hash(turn, new).await?;
+        self.store.set_password(&user, hash).await?;
+        self.revoked();
+        tracing::info!(%user, "password changed; every other session signed out");
+        self.start_session(user).await
+    }
+
+    /// Resolves with UNAUTHENTICATED once `token` no longer lets its owner in (revoked here
+    /// or on another server, or expired); never resolves while it does. A store that cannot
+    /// answer right now does not end the stream: the next check tries again.
+    ///
+    /// It listens for this server's revocations from the moment it is called, not from its
+    /// first poll, so a revocation in between is not left to the timer.
+    pub fn until_revoked(
+        self: &Arc<Self>,
+        token: TokenHash,
+    ) -> impl Future<Output = ApiError> + Send + 'static {
+        let mut revocations = self.revocations.subscribe();
+        let this = Arc::clone(self);
+        async move {
+            let mut recheck = tokio::time::interval(this.token_recheck);
+            recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            recheck.tick().await;
+            loop {
+                tokio::select! {
+                    _ = recheck.tick() => {}
+                    // Cannot fail while `this` holds the sender.
+                    _ = revocations.changed() => {}
+                }
+                if let Ok(None) = this.store.token_owner(token, unix_now()).await {
+                    return ApiError::Unauthenticated(
+                        "your token was signed out or expired while this call was open: sign in \
+                         again",
+                    );
+                }
+            }
+        }
+    }
+
+    /// Whether `token` still lets its owner in; for checks on the way of a write.
+    pub async fn still_valid(&self, token: TokenHash) -> Result<bool, ApiError> {
+        Ok(self.store.token_owner(token, unix_now()).await?.is_some())
+    }
+
+    fn revoked(&self) {
+        self.revocations
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// The user a call is made by, from its bearer token. When the call also carries
     /// `user-id` metadata, it must name that same user.
     pub async fn caller(&self, metadata: &MetadataMap) -> Result<UserId, ApiError> {
-        let token = bearer_token(metadata)?;
-        let user = self
-            .store
-            .token_owner(token_hash(token), unix_now())
-            .await?
-            .ok_or(ApiError::Unauthenticated(
-                "the token is invalid, expired or signed out: sign in again",
-            ))?;
+        Ok(self.session(metadata).await?.0)
+    }
+
+    /// Like [`Self::caller`], with the hash of the token, for calls that stay open and must
+    /// end when it is revoked.
+    pub async fn session(&self, metadata: &MetadataMap) -> Result<(UserId, TokenHash), ApiError> {
+        let token = token_hash(bearer_token(metadata)?);
+        let user =
+            self.store
+                .token_owner(token, unix_now())
+                .await?
+                .ok_or(ApiError::Unauthenticated(
+                    "the token is invalid, expired or signed out: sign in again",
+                ))?;
         let claimed = match metadata.get(wire::USER_ID).map(|value| value.to_str()) {
             None => None,
             Some(Ok(value)) => UserId::parse_optional(value)?,
@@ -104,7 +213,7 @@ impl Authenticator {
             }
         };
         check_claim(&user, claimed.as_ref(), "user-id metadata")?;
-        Ok(user)
+        Ok((user, token))
     }
 
     async fn start_session(&self, user: UserId) -> Result<Session, ApiError> {

@@ -116,6 +116,29 @@ pub struct Settings {
     )]
     pub sign_in_per_address_per_minute: u32,
 
+    /// SignOut calls per minute from one address (IPv4, or IPv6 /64); 0 for no limit. A
+    /// SignOut with an unknown or already revoked token writes nothing, but it still costs a
+    /// token lookup, so a flood of them is refused with RESOURCE_EXHAUSTED like sign-in.
+    #[arg(
+        long,
+        env = "CHAT_SIGN_OUT_PER_ADDRESS_PER_MINUTE",
+        default_value_t = 30
+    )]
+    pub sign_out_per_address_per_minute: u32,
+
+    /// Seconds between checks of the token of each open Stream and Connect call: a token
+    /// revoked by another server sharing the database (or expired) ends the call with
+    /// UNAUTHENTICATED within this long. A revocation on the same server ends it at once.
+    #[arg(long, env = "CHAT_TOKEN_RECHECK_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub token_recheck_secs: u64,
+
+    /// Chats one user may belong to; New refuses to create a chat (RESOURCE_EXHAUSTED) when
+    /// its creator or any other member is at the cap. An existing chat is still returned.
+    #[arg(long, env = "CHAT_MAX_CHATS_PER_USER", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_chats_per_user: u32,
+
     /// Password hashes (argon2id, 19 MiB and tens of milliseconds each) computed at once for
     /// SignUp and SignIn; 0 for one per core. Other calls never wait behind them.
     #[arg(long, env = "CHAT_PASSWORD_HASH_CONCURRENCY", default_value_t = 0)]
@@ -207,6 +230,10 @@ impl Settings {
         Duration::from_secs(self.token_ttl_secs)
     }
 
+    pub fn token_recheck(&self) -> Duration {
+        Duration::from_secs(self.token_recheck_secs)
+    }
+
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs)
     }
@@ -263,6 +290,7 @@ impl Settings {
             sign_in_free_failures: self.sign_in_free_failures,
             sign_in_max_delay: Duration::from_secs(self.sign_in_max_delay_secs),
             sign_in_per_address_per_minute: unless_zero(self.sign_in_per_address_per_minute),
+            sign_out_per_address_per_minute: unless_zero(self.sign_out_per_address_per_minute),
         }
     }
 }

@@ -47,6 +47,13 @@ pub enum ApiError {
          (each open app tab holds one)"
     )]
     TooManyStreams(usize),
+    /// New would put a member (`caller`: the one calling) in more chats than the quota.
+    #[error("{}", chat_quota_sentence(.user, *.caller, *.cap))]
+    TooManyChats {
+        user: UserId,
+        caller: bool,
+        cap: u32,
+    },
     #[error("{0}")]
     Unavailable(String),
     /// A message on a client stream that could not be read, with the transport's status.
@@ -65,6 +72,8 @@ pub enum Limit {
     AccountSignIns,
     /// Sign-in and sign-up attempts from the caller's address.
     AddressSignIns,
+    /// SignOut calls from the caller's address.
+    AddressSignOuts,
     /// Sign-in and sign-up attempts waiting for the password hashing to be free.
     SignInQueue,
 }
@@ -74,7 +83,7 @@ impl Limit {
         match self {
             Limit::SendRate(_) => Reason::SendRate,
             Limit::AccountSignIns => Reason::AccountThrottled,
-            Limit::AddressSignIns => Reason::AddressThrottled,
+            Limit::AddressSignIns | Limit::AddressSignOuts => Reason::AddressThrottled,
             Limit::SignInQueue => Reason::SignInQueueFull,
         }
     }
@@ -88,8 +97,20 @@ impl fmt::Display for Limit {
             }
             Limit::AccountSignIns => f.write_str("too many failed sign-ins for this account"),
             Limit::AddressSignIns => f.write_str("too many sign-in attempts from your address"),
+            Limit::AddressSignOuts => f.write_str("too many sign-outs from your address"),
             Limit::SignInQueue => f.write_str("too many sign-ins at this moment"),
         }
+    }
+}
+
+fn chat_quota_sentence(user: &UserId, caller: bool, cap: u32) -> String {
+    if caller {
+        format!("you are already in {cap} chats, the most one account may be in")
+    } else {
+        format!(
+            "\"{user}\" is already in {cap} chats, the most one account may be in: \
+             start the chat without them"
+        )
     }
 }
 
@@ -131,6 +152,9 @@ impl From<ApiError> for tonic::Status {
             error @ ApiError::ShuttingDown => Status::unavailable(error.to_string()),
             ref error @ ApiError::TooManyStreams(_) => {
                 refusal(Code::ResourceExhausted, error, Reason::TooManyStreams, None)
+            }
+            ref error @ ApiError::TooManyChats { .. } => {
+                refusal(Code::ResourceExhausted, error, Reason::TooManyChats, None)
             }
             ApiError::Unreadable(ref status) => Status::new(status.code(), error.to_string()),
             ApiError::RateLimited { limit, retry_after } => refusal(

@@ -57,6 +57,8 @@ pub struct Feed {
     subscription: crate::fanout::Subscription,
     /// The id of the last message delivered (or the starting point).
     cursor: MessageId,
+    /// The starting point: every message of the feed's chats with a greater id is delivered.
+    start: MessageId,
     backlog: VecDeque<Arc<StoredMessage>>,
     /// Storage may hold messages after `cursor` that the subscription will not deliver.
     behind: bool,
@@ -91,6 +93,7 @@ impl Feed {
             spec,
             subscription,
             cursor,
+            start: cursor,
             backlog: VecDeque::new(),
             behind,
             heartbeat,
@@ -99,6 +102,12 @@ impl Feed {
             _open: metrics.stream_opened(),
             metrics,
         }
+    }
+
+    /// The feed delivers every message of its chats with an id above this one, and none at or
+    /// below it.
+    pub fn starts_after(&self) -> MessageId {
+        self.start
     }
 
     /// The next item, or `None` once the feed has ended.

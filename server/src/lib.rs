@@ -103,8 +103,13 @@ pub async fn run(
     .await
     .map_err(|error| ServerError::Store(error.to_string()))?;
     let authenticator = Arc::new(
-        Authenticator::new(Arc::clone(&store), settings.hashing(), settings.token_ttl())
-            .map_err(|error| ServerError::Store(error.to_string()))?,
+        Authenticator::new(
+            Arc::clone(&store),
+            settings.hashing(),
+            settings.token_ttl(),
+            settings.token_recheck(),
+        )
+        .map_err(|error| ServerError::Store(error.to_string()))?,
     );
     let (stopping, shutdown_seen) = watch::channel(false);
     let limits = Arc::new(Limits::new(
@@ -123,6 +128,7 @@ pub async fn run(
         limits: Arc::clone(&limits),
         metrics: Arc::clone(&metrics),
         heartbeat: settings.heartbeat(),
+        max_chats_per_user: settings.max_chats_per_user,
         shutdown: shutdown_seen,
     })
     .max_decoding_message_size(max_request);

@@ -184,6 +184,34 @@ impl Api {
         Ok(())
     }
 
+    /// Revokes every session of this user, on every device, this one included.
+    pub async fn sign_out_everywhere(&self) -> Result<(), ApiError> {
+        self.auth()
+            .sign_out_everywhere(self.authed(proto::SignOutEverywhereRequest {}))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(())
+    }
+
+    /// Replaces the password. Every session of the user, this one included, is revoked; the
+    /// returned session is the one to go on with.
+    pub async fn change_password(
+        &self,
+        old_password: &str,
+        new_password: &str,
+    ) -> Result<Session, ApiError> {
+        let request = proto::ChangePasswordRequest {
+            old_password: old_password.to_owned(),
+            new_password: new_password.to_owned(),
+        };
+        let session = self
+            .auth()
+            .change_password(self.authed(request))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(session_from(session.into_inner()))
+    }
+
     pub async fn list(&self) -> Result<Vec<proto::ChatSummary>, ApiError> {
         let response = self
             .chat()

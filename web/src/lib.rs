@@ -40,9 +40,10 @@ pub fn App() -> impl IntoView {
 
     move || match session.get() {
         None => view! { <SignInPage on_signed_in=signed_in notice=notice /> }.into_any(),
-        Some(session) => {
-            view! { <ChatsPage session=session on_signed_out=signed_out /> }.into_any()
+        Some(session) => view! {
+            <ChatsPage session=session on_signed_out=signed_out on_session_changed=signed_in />
         }
+        .into_any(),
     }
 }
 

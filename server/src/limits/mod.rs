@@ -1,5 +1,6 @@
 //! Abuse limits, each configurable (see `config`): how fast one user may send, how many streams
-//! one user may hold open, and how often sign-in may be tried per address and per account.
+//! one user may hold open, how often sign-in may be tried per address and per account, and how
+//! often SignOut may be called per address.
 //! (Sizes of a message and of a chat are validation, in `chat_core::limits`; the size of a
 //! whole request is the transport's, set in `lib.rs`; how many passwords are hashed at once is
 //! `password`'s.)
@@ -42,6 +43,8 @@ pub struct LimitSettings {
     pub sign_in_max_delay: Duration,
     /// Sign-in and sign-up attempts per minute from one address; `None`: no limit.
     pub sign_in_per_address_per_minute: Option<u32>,
+    /// SignOut calls per minute from one address; `None`: no limit.
+    pub sign_out_per_address_per_minute: Option<u32>,
 }
 
 pub struct Limits {
@@ -49,6 +52,7 @@ pub struct Limits {
     send_rate: u32,
     send_burst: u32,
     sign_in_addresses: Option<KeyedLimit<IpAddr>>,
+    sign_out_addresses: Option<KeyedLimit<IpAddr>>,
     sign_ins: SignIns,
     streams: Streams,
     max_streams: usize,
@@ -86,6 +90,9 @@ impl Limits {
             shared,
             sign_in_addresses: settings
                 .sign_in_per_address_per_minute
+                .map(|per_minute| KeyedLimit::new(Quota::per_minute(nonzero(per_minute)))),
+            sign_out_addresses: settings
+                .sign_out_per_address_per_minute
                 .map(|per_minute| KeyedLimit::new(Quota::per_minute(nonzero(per_minute)))),
             sign_ins: SignIns::new(settings.sign_in_free_failures, settings.sign_in_max_delay),
             streams: match leases {
@@ -203,6 +210,20 @@ impl Limits {
         })
     }
 
+    /// Called before a SignOut looks its token up: counts the call against the address it
+    /// comes from, so that a flood of made-up tokens is refused before it costs a lookup.
+    pub fn sign_out_from(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
+        let (Some(addresses), Some(address)) = (&self.sign_out_addresses, address) else {
+            return Ok(());
+        };
+        addresses
+            .check(&address_key(address))
+            .map_err(|retry_after| ApiError::RateLimited {
+                limit: Limit::AddressSignOuts,
+                retry_after,
+            })
+    }
+
     /// Called before `user`'s password is checked for a caller at `address`: refuses while
     /// that caller must wait, and otherwise counts the attempt as a failure until
     /// [`Limits::signed_in`] says otherwise. Counting before the check means many attempts in
@@ -301,6 +322,7 @@ mod tests {
             sign_in_free_failures: 1,
             sign_in_max_delay: Duration::from_secs(1),
             sign_in_per_address_per_minute: None,
+            sign_out_per_address_per_minute: None,
         }
     }
 

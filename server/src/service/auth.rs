@@ -1,10 +1,14 @@
-//! The `chat.Auth` service: SignUp, SignIn and SignOut over [`crate::auth::Authenticator`],
-//! with the sign-in limits of [`crate::limits::Limits`] in front of the password hashing.
+//! The `chat.Auth` service: SignUp, SignIn, SignOut, SignOutEverywhere and ChangePassword over
+//! [`crate::auth::Authenticator`], with the limits of [`crate::limits::Limits`] in front of the
+//! password hashing and of SignOut's token lookup.
 
 use std::sync::Arc;
 
 use chat_core::proto::auth_server::Auth;
-use chat_core::proto::{Credentials, Session, SignOutRequest, SignOutResponse};
+use chat_core::proto::{
+    ChangePasswordRequest, Credentials, Session, SignOutEverywhereRequest, SignOutRequest,
+    SignOutResponse,
+};
 use chat_core::requests;
 use tonic::{Request, Response, Status};
 
@@ -55,8 +59,40 @@ impl Auth for AuthService {
         &self,
         request: Request<SignOutRequest>,
     ) -> Result<Response<SignOutResponse>, Status> {
+        self.limits
+            .sign_out_from(request.remote_addr().map(|address| address.ip()))?;
         self.authenticator.sign_out(request.metadata()).await?;
         Ok(Response::new(SignOutResponse {}))
+    }
+
+    async fn sign_out_everywhere(
+        &self,
+        request: Request<SignOutEverywhereRequest>,
+    ) -> Result<Response<SignOutResponse>, Status> {
+        self.authenticator
+            .sign_out_everywhere(request.metadata())
+            .await?;
+        Ok(Response::new(SignOutResponse {}))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<ChangePasswordRequest>,
+    ) -> Result<Response<Session>, Status> {
+        let user = self.authenticator.caller(request.metadata()).await?;
+        let change =
+            requests::PasswordChange::try_from(request.get_ref()).map_err(ApiError::from)?;
+        // Checking the old password is a sign-in attempt: a stolen token must not become a
+        // faster way to guess the password than SignIn is.
+        let address = request.remote_addr().map(|address| address.ip());
+        self.limits.sign_in_from(address).await?;
+        self.limits.sign_in_attempt(&user, address)?;
+        let session = self
+            .authenticator
+            .change_password(user.clone(), change)
+            .await?;
+        self.limits.signed_in(&user, address);
+        Ok(Response::new(to_proto(session)))
     }
 }
 

@@ -2,8 +2,10 @@
 //! plus Stream and List.
 //! Every handler authenticates first, then validates its input, then does the work: an
 //! anonymous peer learns nothing about how input is parsed and costs no more than a token
-//! lookup.
+//! lookup. Stream and Connect stay open, so they also end (UNAUTHENTICATED) when their token is
+//! revoked or expires, and Connect re-checks the token before it stores each message.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use chat_core::proto::{self, event};
 use chat_core::requests::{HistoryQuery, Members, NewMessage, StreamQuery};
 use chat_core::wire;
 use futures::{Stream, StreamExt};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -24,7 +26,7 @@ use crate::fanout::Broker;
 use crate::feed::{Feed, FeedItem, FeedSpec};
 use crate::limits::{Limits, StreamSlot};
 use crate::metrics::Metrics;
-use crate::store::{ChatSummary, Store};
+use crate::store::{ChatSummary, Store, StoredMessage, TokenHash};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -35,6 +37,8 @@ pub struct ChatService {
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
     pub heartbeat: Duration,
+    /// Chats one user may belong to; New refuses to go past it.
+    pub max_chats_per_user: u32,
     /// Becomes true when the server starts shutting down; open streams then end.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -51,6 +55,18 @@ impl Chat for ChatService {
             return Err(ApiError::InvalidRequest(format!(
                 "user_ids must include you (\"{caller}\"): a chat is started by one of its members"
             ))
+            .into());
+        }
+        if let Some(user) = self
+            .store
+            .member_at_chat_cap(&members, self.max_chats_per_user)
+            .await?
+        {
+            return Err(ApiError::TooManyChats {
+                caller: user == caller,
+                user,
+                cap: self.max_chats_per_user,
+            }
             .into());
         }
         let chat_id = self
@@ -99,7 +115,7 @@ impl Chat for ChatService {
         &self,
         request: Request<Streaming<proto::Message>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let caller = self.authenticator.caller(request.metadata()).await?;
+        let (caller, token) = self.authenticator.session(request.metadata()).await?;
         let (chat, after) = connect_metadata(request.metadata())?;
         self.check_member(&chat, &caller).await?;
         let slot = self.limits.open_stream(&caller).await?;
@@ -110,16 +126,25 @@ impl Chat for ChatService {
             heartbeat: None,
         });
 
-        let (failed, failure) = oneshot::channel();
+        // Small: the receiving side waits (and so stops reading) while the sending side is
+        // behind, which is the flow control a slow reader should meet.
+        let (outcomes, outcome) = mpsc::channel(4);
+        let revoked = self.authenticator.until_revoked(token);
         tokio::spawn(receive_connect_messages(
             request.into_inner(),
-            Arc::clone(&self.store),
-            Arc::clone(&self.limits),
-            caller,
-            chat,
-            failed,
+            revoked,
+            ConnectCall {
+                store: Arc::clone(&self.store),
+                limits: Arc::clone(&self.limits),
+                authenticator: Arc::clone(&self.authenticator),
+                caller,
+                token,
+                chat,
+                feed_starts_after: feed.starts_after(),
+            },
+            outcomes,
         ));
-        let outbound = holding(slot, connect_outbound(feed, failure));
+        let outbound = holding(slot, connect_outbound(feed, outcome));
         Ok(Response::new(Box::pin(outbound)))
     }
 
@@ -129,7 +154,7 @@ impl Chat for ChatService {
         &self,
         request: Request<proto::StreamRequest>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let caller = self.authenticator.caller(request.metadata()).await?;
+        let (caller, token) = self.authenticator.session(request.metadata()).await?;
         let query = StreamQuery::try_from(request.get_ref()).map_err(ApiError::from)?;
         if let Some(chat) = &query.chat_id {
             self.check_member(chat, &caller).await?;
@@ -150,7 +175,11 @@ impl Chat for ChatService {
             };
             Ok(proto::Event { event: Some(event) })
         });
-        Ok(Response::new(Box::pin(holding(slot, events))))
+        let revoked = self.authenticator.until_revoked(token);
+        Ok(Response::new(Box::pin(holding(
+            slot,
+            ending_when(events, revoked),
+        ))))
     }
 
     async fn list(
@@ -208,85 +237,140 @@ fn connect_metadata(metadata: &MetadataMap) -> Result<(ChatId, Option<MessageId>
     ))
 }
 
-/// Stores each message a Connect client sends, in order. Delivery, the echo to the sender
-/// included, happens through the broker like every other message. The first message that
-/// cannot be accepted ends the call with its error, since Connect has no per-message errors.
-async fn receive_connect_messages(
-    mut inbound: Streaming<proto::Message>,
+/// What the receiving side of a Connect call works with.
+struct ConnectCall {
     store: Arc<dyn Store>,
     limits: Arc<Limits>,
+    authenticator: Arc<Authenticator>,
     caller: UserId,
+    token: TokenHash,
     chat: ChatId,
-    mut failed: oneshot::Sender<ApiError>,
+    /// Where the call's feed starts: a stored message at or below it never reaches the
+    /// sender through the feed.
+    feed_starts_after: MessageId,
+}
+
+/// What the receiving side of a Connect call tells the sending side, besides the feed.
+enum Outcome {
+    /// A repeat (same client id) of a message stored before this call's feed started: the
+    /// feed will not deliver it, so it is echoed here, as the acknowledgement the client is
+    /// waiting for.
+    Repeat(StoredMessage),
+    /// The call must end with this error.
+    Failed(ApiError),
+}
+
+/// Stores each message a Connect client sends, in order. Delivery, the echo to the sender
+/// included, happens through the broker like every other message; only a repeat of a message
+/// stored before the call began is echoed directly. The first message that cannot be
+/// accepted ends the call with its error, since Connect has no per-message errors, and so does
+/// the revocation of the call's token, even after the client finished sending.
+async fn receive_connect_messages(
+    mut inbound: Streaming<proto::Message>,
+    revoked: impl Future<Output = ApiError>,
+    call: ConnectCall,
+    outcomes: mpsc::Sender<Outcome>,
 ) {
+    tokio::pin!(revoked);
+    let failed = |error: ApiError| {
+        let outcomes = outcomes.clone();
+        async move {
+            let _ = outcomes.send(Outcome::Failed(error)).await;
+        }
+    };
     loop {
         // Stop reading once the response side is gone (client hung up, the feed ended at
         // shutdown): holding the request stream open would keep the call, and a graceful
         // shutdown, waiting for a client that may never close its side.
         let received = tokio::select! {
             received = inbound.next() => received,
-            () = failed.closed() => return,
+            error = &mut revoked => return failed(error).await,
+            () = outcomes.closed() => return,
         };
         let message = match received {
-            None => return,
+            // The client finished sending; the call goes on delivering until its token is
+            // revoked or the client hangs up.
+            None => {
+                tokio::select! {
+                    error = &mut revoked => failed(error).await,
+                    () = outcomes.closed() => {}
+                }
+                return;
+            }
             Some(Ok(message)) => message,
             // A message that cannot be read (not protobuf, over the size limit) ends the call
             // with why; if the client itself went away, nobody hears it, which is fine.
-            Some(Err(status)) => {
-                let _ = failed.send(ApiError::Unreadable(status));
-                return;
-            }
+            Some(Err(status)) => return failed(ApiError::Unreadable(status)).await,
         };
-        let checked = NewMessage::from_connect(&message, &chat)
+        let checked = NewMessage::from_connect(&message, &call.chat)
             .map_err(ApiError::from)
             .and_then(|message| {
-                check_claim(&caller, message.claimed_sender.as_ref(), "user_id")?;
+                check_claim(&call.caller, message.claimed_sender.as_ref(), "user_id")?;
                 Ok(message)
             });
         let message = match checked {
             Ok(message) => message,
-            Err(error) => {
-                let _ = failed.send(error);
-                return;
-            }
+            Err(error) => return failed(error).await,
         };
         // Over the send rate, wait rather than fail: while this waits nothing more is read,
         // so flow control pushes back on the client.
         tokio::select! {
-            () = limits.send_when_allowed(&caller) => {}
-            () = failed.closed() => return,
+            () = call.limits.send_when_allowed(&call.caller) => {}
+            () = outcomes.closed() => return,
         }
-        if let Err(error) = store.append(&caller, message).await {
-            let _ = failed.send(error.into());
-            return;
+        // The token is read again before every write, as Send reads it on every call: the
+        // periodic check ends the call, this one makes sure nothing is stored in between.
+        match call.authenticator.still_valid(call.token).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return failed(ApiError::Unauthenticated(
+                    "your token was signed out or expired while this call was open: sign in again",
+                ))
+                .await;
+            }
+            Err(error) => return failed(error).await,
+        }
+        match call.store.append(&call.caller, message).await {
+            Ok(stored) if stored.id <= call.feed_starts_after => {
+                if outcomes.send(Outcome::Repeat(stored)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(error) => return failed(error.into()).await,
         }
     }
 }
 
-/// The messages a Connect client receives: its chat's feed, until the feed ends or an
-/// incoming message fails. Ready messages go out before a failure, so every message stored
-/// before the failing one is still echoed.
+/// The messages a Connect client receives: its chat's feed and the echoes of repeats, until
+/// the feed ends or the receiving side reports a failure. Ready messages go out before a
+/// failure, so every message stored before the failing one is still echoed.
 fn connect_outbound(
     feed: Feed,
-    failure: oneshot::Receiver<ApiError>,
+    outcome: mpsc::Receiver<Outcome>,
 ) -> impl Stream<Item = Result<proto::Message, Status>> {
     futures::stream::unfold(
-        (feed, Some(failure), false),
-        |(mut feed, mut failure, ended)| async move {
+        (feed, Some(outcome), false),
+        |(mut feed, mut outcome, ended)| async move {
             if ended {
                 return None;
             }
             loop {
-                let item = match &mut failure {
+                let item = match &mut outcome {
                     None => feed.next().await?,
                     Some(pending) => tokio::select! {
                         biased;
                         item = feed.next() => item?,
-                        outcome = pending => match outcome {
-                            Ok(error) => return Some((Err(error.into()), (feed, None, true))),
-                            // The client finished sending; keep delivering.
-                            Err(_) => {
-                                failure = None;
+                        received = pending.recv() => match received {
+                            Some(Outcome::Repeat(message)) => {
+                                return Some((Ok(message.to_proto()), (feed, outcome, false)));
+                            }
+                            Some(Outcome::Failed(error)) => {
+                                return Some((Err(error.into()), (feed, None, true)));
+                            }
+                            // The receiving side is done without a failure.
+                            None => {
+                                outcome = None;
                                 continue;
                             }
                         },
@@ -294,10 +378,34 @@ fn connect_outbound(
                 };
                 match item {
                     Ok(FeedItem::Message(message)) => {
-                        return Some((Ok(message.to_proto()), (feed, failure, false)));
+                        return Some((Ok(message.to_proto()), (feed, outcome, false)));
                     }
                     Ok(FeedItem::Heartbeat(_)) => continue,
                     Err(error) => return Some((Err(error.into()), (feed, None, true))),
+                }
+            }
+        },
+    )
+}
+
+/// `stream`, ended with the error `end` resolves to once it does.
+fn ending_when<S, T>(
+    stream: S,
+    end: impl Future<Output = ApiError> + Send + 'static,
+) -> impl Stream<Item = Result<T, Status>>
+where
+    S: Stream<Item = Result<T, Status>> + Send + 'static,
+{
+    futures::stream::unfold(
+        Some((Box::pin(stream), Box::pin(end))),
+        |state| async move {
+            let (mut stream, mut end) = state?;
+            tokio::select! {
+                biased;
+                error = &mut end => Some((Err(error.into()), None)),
+                item = stream.next() => {
+                    let item = item?;
+                    Some((item, Some((stream, end))))
                 }
             }
         },

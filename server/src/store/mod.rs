@@ -146,9 +146,24 @@ pub trait Store: Send + Sync + 'static {
 
     async fn revoke_token(&self, token: TokenHash) -> Result<(), StoreError>;
 
+    /// Revokes every token of `user` ("sign out everywhere").
+    async fn revoke_tokens_of(&self, user: &UserId) -> Result<(), StoreError>;
+
+    /// Replaces `user`'s password hash and revokes every token of the user, atomically.
+    async fn set_password(&self, user: &UserId, password_hash: String) -> Result<(), StoreError>;
+
     /// Returns the chat of exactly these members, creating it with `new_id` if there is none.
     /// Fails with [`StoreError::NoSuchAccount`] naming the first member without an account.
     async fn create_chat(&self, members: &Members, new_id: ChatId) -> Result<ChatId, StoreError>;
+
+    /// The first of `members` who already belongs to `cap` chats, unless the chat of exactly
+    /// these members exists. A quota check before [`Store::create_chat`], not part of it:
+    /// News racing for one user may together take it a few chats past the cap.
+    async fn member_at_chat_cap(
+        &self,
+        members: &Members,
+        cap: u32,
+    ) -> Result<Option<UserId>, StoreError>;
 
     async fn is_member(&self, chat: &ChatId, user: &UserId) -> Result<bool, StoreError>;
 

@@ -1,5 +1,6 @@
 //! Reusable pieces of the chat screen.
 
+pub mod account_menu;
 pub mod chat_list;
 pub mod composer;
 pub mod connection_indicator;

@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::api::{Api, Session};
+use crate::components::account_menu::AccountMenu;
 use crate::components::chat_list::ChatList;
 use crate::components::composer::Composer;
 use crate::components::connection_indicator::ConnectionIndicator;
@@ -20,6 +21,8 @@ pub fn ChatsPage(
     session: Session,
     /// Called when the user signs out, or the server ends the session (with why).
     on_signed_out: Callback<Option<String>>,
+    /// Called with the fresh session after a password change.
+    on_session_changed: Callback<Session>,
 ) -> impl IntoView {
     let api = Api::for_this_page().signed_in(&session);
     let live = provide_live(
@@ -29,6 +32,7 @@ pub fn ChatsPage(
             on_signed_out.run(Some("Your session has ended. Please sign in again.".into()))
         }),
     );
+    let account_api = api.clone();
     let sign_out = move |_| {
         live.stop();
         let api = api.clone();
@@ -60,6 +64,7 @@ pub fn ChatsPage(
                 <header class="sidebar-header">
                     <p class="me">"Signed in as " <strong>{me}</strong></p>
                     <button type="button" class="link" on:click=sign_out>"Sign out"</button>
+                    <AccountMenu api=account_api on_signed_out=on_signed_out on_session_changed=on_session_changed />
                 </header>
                 <ConnectionIndicator />
                 <NewChat />

@@ -180,9 +180,26 @@ impl Store for PgStore {
         writes::revoke_token(&self.client().await?, &token).await
     }
 
+    async fn revoke_tokens_of(&self, user: &UserId) -> Result<(), StoreError> {
+        writes::revoke_tokens_of(&self.client().await?, user).await
+    }
+
+    async fn set_password(&self, user: &UserId, password_hash: String) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        writes::set_password(&mut client, user, &password_hash).await
+    }
+
     async fn create_chat(&self, members: &Members, new_id: ChatId) -> Result<ChatId, StoreError> {
         let mut client = self.client().await?;
         writes::create_chat(&mut client, members, new_id, unix_now()).await
+    }
+
+    async fn member_at_chat_cap(
+        &self,
+        members: &Members,
+        cap: u32,
+    ) -> Result<Option<UserId>, StoreError> {
+        reads::member_at_chat_cap(&self.client().await?, members, cap).await
     }
 
     async fn is_member(&self, chat: &ChatId, user: &UserId) -> Result<bool, StoreError> {

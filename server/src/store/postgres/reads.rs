@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chat_core::ids::{ChatId, MessageId, UserId};
-use chat_core::requests::HistoryQuery;
+use chat_core::requests::{HistoryQuery, Members};
 use deadpool_postgres::Client;
 
 use super::rows::{MESSAGE_COLUMNS, message, message_at};
@@ -180,4 +180,40 @@ pub async fn chats_of(client: &Client, user: &UserId) -> Result<Vec<ChatSummary>
             })
         })
         .collect()
+}
+
+/// The first of `members` already in `cap` chats, unless the chat of exactly these members
+/// exists (New returns that one whatever the quota). Counting stops at `cap`, so a check
+/// costs at most `cap` index entries per member.
+pub async fn member_at_chat_cap(
+    client: &Client,
+    members: &Members,
+    cap: u32,
+) -> Result<Option<UserId>, StoreError> {
+    let member_key = members
+        .as_slice()
+        .iter()
+        .map(UserId::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let exists = client
+        .prepare_cached("SELECT 1 FROM chats WHERE member_key = $1")
+        .await?;
+    if client.query_opt(&exists, &[&member_key]).await?.is_some() {
+        return Ok(None);
+    }
+    let count = client
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM chat_members WHERE user_id = $1 LIMIT $2) AS c",
+        )
+        .await?;
+    let cap = i64::from(cap);
+    for member in members.as_slice() {
+        let row = client.query_one(&count, &[&member.as_str(), &cap]).await?;
+        let chats: i64 = row.try_get(0)?;
+        if chats >= cap {
+            return Ok(Some(member.clone()));
+        }
+    }
+    Ok(None)
 }

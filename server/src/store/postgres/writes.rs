@@ -59,6 +59,37 @@ pub async fn revoke_token(client: &Client, token: &TokenHash) -> Result<(), Stor
     Ok(())
 }
 
+pub async fn revoke_tokens_of(client: &Client, user: &UserId) -> Result<(), StoreError> {
+    let statement = client
+        .prepare_cached("DELETE FROM tokens WHERE user_id = $1")
+        .await?;
+    client.execute(&statement, &[&user.as_str()]).await?;
+    Ok(())
+}
+
+/// Replaces `user`'s password hash and revokes all of the user's tokens in one transaction,
+/// so that whoever knew the old password keeps no session.
+pub async fn set_password(
+    client: &mut Client,
+    user: &UserId,
+    password_hash: &str,
+) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    let changed = tx
+        .execute(
+            "UPDATE accounts SET password_hash = $2 WHERE user_id = $1",
+            &[&user.as_str(), &password_hash],
+        )
+        .await?;
+    if changed == 0 {
+        return Err(StoreError::NoSuchAccount(user.clone()));
+    }
+    tx.execute("DELETE FROM tokens WHERE user_id = $1", &[&user.as_str()])
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The chat of exactly `wanted`: created with `new_id`, or the one that exists. When two
 /// servers create the same chat at once, the second `INSERT` waits on the unique `member_key`
 /// until the first commits, then does nothing and reads the first's chat back.

@@ -137,6 +137,26 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn revoke_tokens_of(&self, user: &UserId) -> Result<(), StoreError> {
+        let owner = user.clone();
+        self.write(|reply| WriteRequest::RevokeTokensOf { user: owner, reply })
+            .await?;
+        self.tokens.forget_user(user);
+        Ok(())
+    }
+
+    async fn set_password(&self, user: &UserId, password_hash: String) -> Result<(), StoreError> {
+        let owner = user.clone();
+        self.write(|reply| WriteRequest::SetPassword {
+            user: owner,
+            password_hash,
+            reply,
+        })
+        .await?;
+        self.tokens.forget_user(user);
+        Ok(())
+    }
+
     async fn create_chat(&self, members: &Members, new_id: ChatId) -> Result<ChatId, StoreError> {
         let members = members.clone();
         self.write(|reply| WriteRequest::CreateChat {
@@ -145,6 +165,17 @@ impl Store for SqliteStore {
             reply,
         })
         .await
+    }
+
+    async fn member_at_chat_cap(
+        &self,
+        members: &Members,
+        cap: u32,
+    ) -> Result<Option<UserId>, StoreError> {
+        let members = members.clone();
+        self.readers
+            .read(move |conn| reads::member_at_chat_cap(conn, &members, cap))
+            .await
     }
 
     async fn is_member(&self, chat: &ChatId, user: &UserId) -> Result<bool, StoreError> {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chat_core::ids::{ChatId, MessageId, UserId};
-use chat_core::requests::HistoryQuery;
+use chat_core::requests::{HistoryQuery, Members};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{MessageRow, id_to_sql, stored_chat, stored_user};
@@ -181,4 +181,36 @@ pub fn chats_of(conn: &Connection, user: &UserId) -> Result<Vec<ChatSummary>, St
             })
         })
         .collect()
+}
+
+/// The first of `members` already in `cap` chats, unless the chat of exactly these members
+/// exists (New returns that one whatever the quota). Counting stops at `cap`, so a check
+/// costs at most `cap` index entries per member.
+pub fn member_at_chat_cap(
+    conn: &Connection,
+    members: &Members,
+    cap: u32,
+) -> Result<Option<UserId>, StoreError> {
+    let member_key = members
+        .as_slice()
+        .iter()
+        .map(UserId::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM chats WHERE member_key = ?1")?
+        .exists([&member_key])?;
+    if exists {
+        return Ok(None);
+    }
+    let mut count = conn.prepare_cached(
+        "SELECT count(*) FROM (SELECT 1 FROM chat_members WHERE user_id = ?1 LIMIT ?2)",
+    )?;
+    for member in members.as_slice() {
+        let chats: i64 = count.query_row(params![member.as_str(), cap], |row| row.get(0))?;
+        if chats >= i64::from(cap) {
+            return Ok(Some(member.clone()));
+        }
+    }
+    Ok(None)
 }

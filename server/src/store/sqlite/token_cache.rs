@@ -64,6 +64,13 @@ impl TokenCache {
         state.owners.insert(token, (owner.clone(), expires_at));
     }
 
+    /// Forgets every token of `user`, after their revocation committed.
+    pub fn forget_user(&self, user: &UserId) {
+        let mut state = self.state();
+        state.owners.retain(|_, (owner, _)| owner != user);
+        state.revocations += 1;
+    }
+
     pub fn forget(&self, token: &TokenHash) {
         let mut state = self.state();
         state.owners.remove(token);

@@ -49,6 +49,15 @@ pub enum WriteRequest {
         token: TokenHash,
         reply: Reply<()>,
     },
+    RevokeTokensOf {
+        user: UserId,
+        reply: Reply<()>,
+    },
+    SetPassword {
+        user: UserId,
+        password_hash: String,
+        reply: Reply<()>,
+    },
     CreateChat {
         members: Members,
         new_id: ChatId,
@@ -66,7 +75,9 @@ impl WriteRequest {
         match self {
             WriteRequest::CreateAccount { reply, .. }
             | WriteRequest::SaveToken { reply, .. }
-            | WriteRequest::RevokeToken { reply, .. } => drop(reply.send(Err(error))),
+            | WriteRequest::RevokeToken { reply, .. }
+            | WriteRequest::RevokeTokensOf { reply, .. }
+            | WriteRequest::SetPassword { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::CreateChat { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::Append { reply, .. } => drop(reply.send(Err(error))),
         }
@@ -223,6 +234,18 @@ fn apply(tx: &Transaction<'_>, chats: &mut ChatCache, write: WriteRequest, now: 
         }
         WriteRequest::RevokeToken { token, reply } => {
             let result = in_savepoint(tx, |conn| writes::revoke_token(conn, &token));
+            Applied::Unit(reply, result)
+        }
+        WriteRequest::RevokeTokensOf { user, reply } => {
+            let result = in_savepoint(tx, |conn| writes::revoke_tokens_of(conn, &user));
+            Applied::Unit(reply, result)
+        }
+        WriteRequest::SetPassword {
+            user,
+            password_hash,
+            reply,
+        } => {
+            let result = in_savepoint(tx, |conn| writes::set_password(conn, &user, &password_hash));
             Applied::Unit(reply, result)
         }
         WriteRequest::CreateChat {

@@ -55,6 +55,28 @@ pub fn revoke_token(conn: &Connection, token: &TokenHash) -> Result<(), StoreErr
     Ok(())
 }
 
+pub fn revoke_tokens_of(conn: &Connection, user: &UserId) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM tokens WHERE user_id = ?1", [user.as_str()])?;
+    Ok(())
+}
+
+/// Replaces `user`'s password hash and revokes all of the user's tokens, so that whoever
+/// knew the old password keeps no session.
+pub fn set_password(
+    conn: &Connection,
+    user: &UserId,
+    password_hash: &str,
+) -> Result<(), StoreError> {
+    let changed = conn.execute(
+        "UPDATE accounts SET password_hash = ?2 WHERE user_id = ?1",
+        params![user.as_str(), password_hash],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::NoSuchAccount(user.clone()));
+    }
+    revoke_tokens_of(conn, user)
+}
+
 /// The chat of exactly `wanted`: created with `new_id`, or the one that exists.
 pub fn create_chat(
     conn: &Connection,
