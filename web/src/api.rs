@@ -187,7 +187,7 @@ impl Api {
     pub async fn list(&self) -> Result<Vec<proto::ChatSummary>, ApiError> {
         let response = self
             .chat()
-            .list(self.authed(proto::ListRequest {}))
+            .list(self.authed(proto::ListRequest::default()))
             .await
             .map_err(ApiError::from_status)?;
         Ok(response.into_inner().chats)

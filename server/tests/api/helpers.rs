@@ -899,7 +899,7 @@ pub async fn full_history(app: &impl Server, token: &str, chat_id: &str) -> Vec<
 
 /// The caller's chats, as List returns them.
 pub async fn chats_of(app: &impl Server, token: &str) -> Vec<ChatSummary> {
-    within(app.chat().await.list(authed(token, ListRequest {})))
+    within(app.chat().await.list(authed(token, ListRequest::default())))
         .await
         .unwrap_or_else(|status| panic!("cannot list chats: {status:?}"))
         .into_inner()

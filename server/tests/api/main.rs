@@ -17,6 +17,7 @@ mod grpc_web;
 mod history;
 mod limits;
 mod list;
+mod many_chats;
 mod migrate;
 mod new_chat;
 mod ops;

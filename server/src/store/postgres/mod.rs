@@ -25,14 +25,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::ids::{ChatId, MessageId, UserId};
-use chat_core::requests::{HistoryQuery, Members, NewMessage};
+use chat_core::requests::{HistoryQuery, ListQuery, Members, NewMessage};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
 use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
-use super::{ChatSummary, HistoryPage, Store, StoreError, StoredMessage, TokenHash};
+use super::{ChatPage, HistoryPage, Store, StoreError, StoredMessage, TokenHash};
 use crate::fanout::Broker;
 use chat_transport::unix_now;
 
@@ -201,7 +201,7 @@ impl Store for PgStore {
         reads::messages_after(&self.client().await?, user, chat, after, limit).await
     }
 
-    async fn chats_of(&self, user: &UserId) -> Result<Vec<ChatSummary>, StoreError> {
-        reads::chats_of(&self.client().await?, user).await
+    async fn chats_of(&self, user: &UserId, query: &ListQuery) -> Result<ChatPage, StoreError> {
+        reads::chats_of(&self.client().await?, user, query).await
     }
 }
