@@ -23,10 +23,12 @@ pub enum Reason {
     SendRate,
     /// As many streams open as one user may hold: close one.
     TooManyStreams,
+    /// Starting chats faster than the per-user rate of New: wait (RetryInfo).
+    NewChatRate,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::WrongCredentials,
         Reason::TokenInvalid,
         Reason::AccountThrottled,
@@ -34,6 +36,7 @@ impl Reason {
         Reason::SignInQueueFull,
         Reason::SendRate,
         Reason::TooManyStreams,
+        Reason::NewChatRate,
     ];
 
     /// The name on the wire, as `ErrorInfo` wants it (`[A-Z0-9_]+`).
@@ -46,6 +49,7 @@ impl Reason {
             Reason::SignInQueueFull => "SIGN_IN_QUEUE_FULL",
             Reason::SendRate => "SEND_RATE",
             Reason::TooManyStreams => "TOO_MANY_STREAMS",
+            Reason::NewChatRate => "NEW_CHAT_RATE",
         }
     }
 

@@ -51,6 +51,7 @@ impl Chat for ChatService {
             ))
             .into());
         }
+        self.limits.new_chat(&caller)?;
         let chat_id = self
             .store
             .create_chat(&members, ChatId::from_random(rand::random()))
