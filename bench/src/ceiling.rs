@@ -222,7 +222,11 @@ impl Chat for CeilingChat {
                 created_at: unix_now(),
             })
             .collect();
-        Ok(Response::new(proto::ListResponse { chats }))
+        // The ceiling serves its few chats as one last page.
+        Ok(Response::new(proto::ListResponse {
+            chats,
+            ..Default::default()
+        }))
     }
 }
 

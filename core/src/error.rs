@@ -42,6 +42,8 @@ pub enum ValidationError {
     MessageIdInvalid { field: &'static str, value: String },
     #[error("limit must not be negative")]
     NegativeLimit,
+    #[error("page_token {shown} is not a page token: use the next_page_token of the previous List", shown = Shown(.0))]
+    PageTokenInvalid(String),
     #[error("user_ids is empty: list the chat's members, yourself included")]
     MembersMissing,
     #[error("a chat has at most {MEMBERS_MAX} members; {0} were given")]

@@ -45,3 +45,22 @@ pub const MESSAGE_MAX_ENCODED_BYTES: usize = 4 * TEXT_MAX_CHARS
 const _: () = assert!(
     HISTORY_MAX_PAGE as usize * (MESSAGE_MAX_ENCODED_BYTES + 8) < GRPC_MESSAGE_MAX_BYTES / 2
 );
+
+/// List page size when the request says `limit = 0`.
+pub const LIST_DEFAULT_PAGE: u32 = 30;
+/// Larger `limit`s are capped to this.
+pub const LIST_MAX_PAGE: u32 = 50;
+
+/// The largest encoded `ChatSummary`: its last message at the limit above, every member id at
+/// its longest, the chat id, `created_at`, and tags and lengths.
+pub const CHAT_SUMMARY_MAX_ENCODED_BYTES: usize = MESSAGE_MAX_ENCODED_BYTES
+    + MEMBERS_MAX * (USER_ID_MAX_CHARS + 2)
+    + 32  // chat id
+    + 64; // tags, lengths, created_at
+
+// A full List page of the largest possible chats, with its page token, must fit in one gRPC
+// message: however many chats a user is put in, List always answers.
+const _: () = assert!(
+    LIST_MAX_PAGE as usize * (CHAT_SUMMARY_MAX_ENCODED_BYTES + 8) + 256
+        < GRPC_MESSAGE_MAX_BYTES / 2
+);

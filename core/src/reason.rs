@@ -26,10 +26,12 @@ pub enum Reason {
     /// New: the caller or another member already belongs to as many chats as one account
     /// may; waiting does not help.
     TooManyChats,
+    /// Starting chats faster than the per-user rate of New: wait (RetryInfo).
+    NewChatRate,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::WrongCredentials,
         Reason::TokenInvalid,
         Reason::AccountThrottled,
@@ -38,6 +40,7 @@ impl Reason {
         Reason::SendRate,
         Reason::TooManyStreams,
         Reason::TooManyChats,
+        Reason::NewChatRate,
     ];
 
     /// The name on the wire, as `ErrorInfo` wants it (`[A-Z0-9_]+`).
@@ -51,6 +54,7 @@ impl Reason {
             Reason::SendRate => "SEND_RATE",
             Reason::TooManyStreams => "TOO_MANY_STREAMS",
             Reason::TooManyChats => "TOO_MANY_CHATS",
+            Reason::NewChatRate => "NEW_CHAT_RATE",
         }
     }
 

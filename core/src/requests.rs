@@ -153,6 +153,71 @@ impl TryFrom<&proto::HistoryRequest> for HistoryQuery {
     }
 }
 
+/// Where a List page starts: just after this chat in List's order (most recently active first).
+/// A chat's place in that order is its activity (the `sent_at` of its newest message, or its
+/// `created_at` while it has none), then its newest message id (0 while none), then its chat
+/// id, all descending: a total order, so keyset paging neither skips nor repeats a chat that
+/// did not move between two pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    pub activity: i64,
+    pub last_message: u64,
+    pub chat_id: ChatId,
+}
+
+impl ListCursor {
+    /// The cursor as the opaque `page_token` of the wire: `activity.last_message.chat_id`.
+    pub fn to_token(&self) -> String {
+        format!("{}.{}.{}", self.activity, self.last_message, self.chat_id)
+    }
+
+    /// Reads a `page_token` made by [`ListCursor::to_token`].
+    pub fn from_token(token: &str) -> Result<Self, ValidationError> {
+        let invalid = || ValidationError::PageTokenInvalid(token.to_owned());
+        let mut parts = token.split('.');
+        let (Some(activity), Some(last_message), Some(chat_id), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        if !digits(activity) || !digits(last_message) {
+            return Err(invalid());
+        }
+        Ok(Self {
+            activity: activity.parse().map_err(|_| invalid())?,
+            last_message: last_message.parse().map_err(|_| invalid())?,
+            chat_id: ChatId::parse(chat_id).map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// One page of List.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// 1 to [`LIST_MAX_PAGE`].
+    pub limit: u32,
+    /// `None` for the first page.
+    pub after: Option<ListCursor>,
+}
+
+impl TryFrom<&proto::ListRequest> for ListQuery {
+    type Error = ValidationError;
+
+    fn try_from(request: &proto::ListRequest) -> Result<Self, Self::Error> {
+        let limit = match request.limit {
+            n if n < 0 => return Err(ValidationError::NegativeLimit),
+            0 => LIST_DEFAULT_PAGE,
+            n => (n as u32).min(LIST_MAX_PAGE),
+        };
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(ListCursor::from_token(token)?),
+        };
+        Ok(Self { limit, after })
+    }
+}
+
 /// What a Stream follows: one chat or all of the caller's, from a cursor or from now.
 #[derive(Debug, Clone)]
 pub struct StreamQuery {
@@ -203,6 +268,42 @@ mod tests {
         assert_eq!(query(7).unwrap().limit, 7);
         assert_eq!(query(i32::MAX).unwrap().limit, HISTORY_MAX_PAGE);
         assert_eq!(query(-1).unwrap_err(), ValidationError::NegativeLimit);
+    }
+
+    #[test]
+    fn list_pages_have_a_default_a_cap_and_tokens_that_read_back() {
+        let query = |limit, page_token: &str| {
+            ListQuery::try_from(&proto::ListRequest {
+                limit,
+                page_token: page_token.to_owned(),
+            })
+        };
+        assert_eq!(query(0, "").unwrap().limit, LIST_DEFAULT_PAGE);
+        assert!(query(0, "").unwrap().after.is_none());
+        assert_eq!(query(7, "").unwrap().limit, 7);
+        assert_eq!(query(i32::MAX, "").unwrap().limit, LIST_MAX_PAGE);
+        assert_eq!(query(-1, "").unwrap_err(), ValidationError::NegativeLimit);
+
+        let cursor = ListCursor {
+            activity: 1_700_000_000,
+            last_message: 42,
+            chat_id: ChatId::from_random(9),
+        };
+        assert_eq!(query(0, &cursor.to_token()).unwrap().after, Some(cursor));
+        let chat = ChatId::from_random(9).to_string();
+        for token in [
+            "x".to_owned(),
+            format!("1.2.{chat}.3"),
+            format!("-1.2.{chat}"),
+            format!("1.+2.{chat}"),
+            "1.2.nothex".to_owned(),
+            format!("99999999999999999999.2.{chat}"),
+        ] {
+            assert_eq!(
+                query(0, &token).unwrap_err(),
+                ValidationError::PageTokenInvalid(token.clone())
+            );
+        }
     }
 
     #[test]

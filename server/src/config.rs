@@ -91,6 +91,11 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub send_burst: u32,
 
+    /// New calls (starting or finding a chat) per minute one user may make, also as a burst;
+    /// 0 for no limit. New beyond it gets RESOURCE_EXHAUSTED with a `retry-after-ms` hint.
+    #[arg(long, env = "CHAT_NEW_CHAT_PER_MINUTE", default_value_t = 30)]
+    pub new_chat_per_minute: u32,
+
     /// Failed sign-ins an account may have from one address (IPv4, or IPv6 /64) before each
     /// further attempt from there must wait: 1 s, then doubling with each failure, up to
     /// --sign-in-max-delay-secs. A right password forgives that address's failures; they are
@@ -286,6 +291,7 @@ impl Settings {
         LimitSettings {
             send_rate: unless_zero(self.send_rate),
             send_burst: self.send_burst,
+            new_chat_per_minute: unless_zero(self.new_chat_per_minute),
             max_streams_per_user: usize::try_from(self.max_streams_per_user).unwrap_or(usize::MAX),
             sign_in_free_failures: self.sign_in_free_failures,
             sign_in_max_delay: Duration::from_secs(self.sign_in_max_delay_secs),

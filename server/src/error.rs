@@ -68,6 +68,8 @@ pub enum ApiError {
 pub enum Limit {
     /// The user's messages per second (the configured rate).
     SendRate(u32),
+    /// The user's New calls per minute (the configured rate).
+    NewChatRate(u32),
     /// Failed sign-ins of the account, as seen from the caller's address.
     AccountSignIns,
     /// Sign-in and sign-up attempts from the caller's address.
@@ -82,6 +84,7 @@ impl Limit {
     fn reason(self) -> Reason {
         match self {
             Limit::SendRate(_) => Reason::SendRate,
+            Limit::NewChatRate(_) => Reason::NewChatRate,
             Limit::AccountSignIns => Reason::AccountThrottled,
             Limit::AddressSignIns | Limit::AddressSignOuts => Reason::AddressThrottled,
             Limit::SignInQueue => Reason::SignInQueueFull,
@@ -94,6 +97,9 @@ impl fmt::Display for Limit {
         match self {
             Limit::SendRate(rate) => {
                 write!(f, "you are sending more than {rate} messages per second")
+            }
+            Limit::NewChatRate(rate) => {
+                write!(f, "you are starting more than {rate} chats per minute")
             }
             Limit::AccountSignIns => f.write_str("too many failed sign-ins for this account"),
             Limit::AddressSignIns => f.write_str("too many sign-in attempts from your address"),

@@ -212,13 +212,25 @@ impl Api {
         Ok(session_from(session.into_inner()))
     }
 
-    pub async fn list(&self) -> Result<Vec<proto::ChatSummary>, ApiError> {
+    /// One page of the user's chats, most recently active first: the first page for an empty
+    /// `page_token`, otherwise the page after the one that returned it. The second value is
+    /// the token of the next page, `None` after the last.
+    pub async fn list(
+        &self,
+        page_token: &str,
+    ) -> Result<(Vec<proto::ChatSummary>, Option<String>), ApiError> {
+        let request = proto::ListRequest {
+            page_token: page_token.to_owned(),
+            ..Default::default()
+        };
         let response = self
             .chat()
-            .list(self.authed(proto::ListRequest {}))
+            .list(self.authed(request))
             .await
-            .map_err(ApiError::from_status)?;
-        Ok(response.into_inner().chats)
+            .map_err(ApiError::from_status)?
+            .into_inner();
+        let next = response.has_more.then_some(response.next_page_token);
+        Ok((response.chats, next))
     }
 
     /// Starts (or finds) the chat of exactly these users; returns its id.

@@ -120,7 +120,7 @@ async fn measure(shown: u64) {
         .filter_map(|id| Shown::from_proto(&message(id)))
         .collect();
     live.model.update(|model| {
-        model.set_chats(&[summary]);
+        model.set_chats(&[summary], None);
         model.open(CHAT);
         model.add_page(CHAT, history, false);
     });

@@ -169,10 +169,13 @@ async fn sign_up_checks_fields_with_the_shared_rules_before_any_request() {
 async fn the_chat_list_is_most_recent_first_with_unread_badges() {
     let (root, live) = mount_with_live("alice", || view! { <ChatList /> });
     live.model.update(|model| {
-        model.set_chats(&[
-            chat("a", &["alice", "bob"], Some((5, "bob", "old news"))),
-            chat("b", &["alice", "carol"], None),
-        ]);
+        model.set_chats(
+            &[
+                chat("a", &["alice", "bob"], Some((5, "bob", "old news"))),
+                chat("b", &["alice", "carol"], None),
+            ],
+            None,
+        );
         model.receive(shown(9, "carol", "fresh"), "b");
     });
     settle().await;
@@ -196,13 +199,33 @@ async fn the_chat_list_is_most_recent_first_with_unread_badges() {
 }
 
 #[wasm_bindgen_test]
+async fn the_chat_list_offers_more_chats_while_the_server_has_more_pages() {
+    let (root, live) = mount_with_live("alice", || view! { <ChatList /> });
+    live.set_chats(&[chat("a", &["alice", "bob"], None)], Some("page-2".into()));
+    settle().await;
+    assert_eq!(
+        find(&root, "button.load-more").text_content().as_deref(),
+        Some("Load more chats")
+    );
+    live.model.update(|model| {
+        model.add_chat_page(&[chat("b", &["alice", "carol"], None)], None);
+    });
+    settle().await;
+    assert_eq!(root.query_selector_all(".chat-entry").unwrap().length(), 2);
+    assert!(
+        root.query_selector("button.load-more").unwrap().is_none(),
+        "no button once every page is loaded"
+    );
+}
+
+#[wasm_bindgen_test]
 async fn messages_render_as_text_with_own_on_the_right_and_delivery_states() {
     let (root, live) = mount_with_live(
         "alice",
         || view! { <MessageList chat_id=Signal::derive(|| "a".to_string()) /> },
     );
     live.model.update(|model| {
-        model.set_chats(&[chat("a", &["alice", "bob"], None)]);
+        model.set_chats(&[chat("a", &["alice", "bob"], None)], None);
         model.add_page(
             "a",
             vec![
@@ -357,7 +380,7 @@ async fn an_outbox_stored_by_an_earlier_release_is_shown_and_sent() {
         || view! { <MessageList chat_id=Signal::derive(|| "7".to_string()) /> },
     );
     live.model.update(|model| {
-        model.set_chats(&[chat("7", &["gina", "hal"], None)]);
+        model.set_chats(&[chat("7", &["gina", "hal"], None)], None);
         model.add_page("7", Vec::new(), false);
     });
     settle().await;
@@ -493,7 +516,7 @@ async fn each_change_reruns_only_the_readers_of_what_it_touched() {
     };
     let before = counts();
 
-    live.set_chats(&[chat("a", &["judy", "ken"], None)]);
+    live.set_chats(&[chat("a", &["judy", "ken"], None)], None);
     settle().await;
     assert_eq!(counts(), (before.0, before.1, before.2 + 1), "a list");
 

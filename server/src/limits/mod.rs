@@ -1,6 +1,6 @@
-//! Abuse limits, each configurable (see `config`): how fast one user may send, how many streams
-//! one user may hold open, how often sign-in may be tried per address and per account, and how
-//! often SignOut may be called per address.
+//! Abuse limits, each configurable (see `config`): how fast one user may send and start chats,
+//! how many streams one user may hold open, how often sign-in may be tried per address and per
+//! account, and how often SignOut may be called per address.
 //! (Sizes of a message and of a chat are validation, in `chat_core::limits`; the size of a
 //! whole request is the transport's, set in `lib.rs`; how many passwords are hashed at once is
 //! `password`'s.)
@@ -35,6 +35,8 @@ pub struct LimitSettings {
     pub send_rate: Option<u32>,
     /// Messages one user may send at once before the rate applies.
     pub send_burst: u32,
+    /// New calls per minute one user may make (also its burst); `None`: no limit.
+    pub new_chat_per_minute: Option<u32>,
     pub max_streams_per_user: usize,
     /// Failed sign-ins an account may have from one address before each further attempt from
     /// there must wait.
@@ -51,6 +53,8 @@ pub struct Limits {
     sends: Option<KeyedLimit<UserId>>,
     send_rate: u32,
     send_burst: u32,
+    new_chats: Option<KeyedLimit<UserId>>,
+    new_chat_rate: u32,
     sign_in_addresses: Option<KeyedLimit<IpAddr>>,
     sign_out_addresses: Option<KeyedLimit<IpAddr>>,
     sign_ins: SignIns,
@@ -88,6 +92,10 @@ impl Limits {
                 .sign_in_per_address_per_minute
                 .unwrap_or_default(),
             shared,
+            new_chats: settings
+                .new_chat_per_minute
+                .map(|per_minute| KeyedLimit::new(Quota::per_minute(nonzero(per_minute)))),
+            new_chat_rate: settings.new_chat_per_minute.unwrap_or_default(),
             sign_in_addresses: settings
                 .sign_in_per_address_per_minute
                 .map(|per_minute| KeyedLimit::new(Quota::per_minute(nonzero(per_minute)))),
@@ -141,6 +149,21 @@ impl Limits {
             }
             None => Ok(sends.check(user)),
         }
+    }
+
+    /// Takes one New call from `user`'s budget, or says how long until there is one. Every
+    /// New counts, also one that finds an existing chat: what is limited is how fast one
+    /// account can put other people in chats.
+    pub fn new_chat(&self, user: &UserId) -> Result<(), ApiError> {
+        let Some(new_chats) = &self.new_chats else {
+            return Ok(());
+        };
+        new_chats
+            .check(user)
+            .map_err(|retry_after| ApiError::RateLimited {
+                limit: Limit::NewChatRate(self.new_chat_rate),
+                retry_after,
+            })
     }
 
     /// Waits until `user` may send one more message. Connect uses this instead of refusing:
@@ -318,6 +341,7 @@ mod tests {
         LimitSettings {
             send_rate: Some(2),
             send_burst: 3,
+            new_chat_per_minute: None,
             max_streams_per_user,
             sign_in_free_failures: 1,
             sign_in_max_delay: Duration::from_secs(1),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::proto::chat_server::Chat;
 use chat_core::proto::{self, event};
-use chat_core::requests::{HistoryQuery, Members, NewMessage, StreamQuery};
+use chat_core::requests::{HistoryQuery, ListQuery, Members, NewMessage, StreamQuery};
 use chat_core::wire;
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
@@ -57,6 +57,7 @@ impl Chat for ChatService {
             ))
             .into());
         }
+        self.limits.new_chat(&caller)?;
         if let Some(user) = self
             .store
             .member_at_chat_cap(&members, self.max_chats_per_user)
@@ -187,9 +188,15 @@ impl Chat for ChatService {
         request: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListResponse>, Status> {
         let caller = self.authenticator.caller(request.metadata()).await?;
-        let chats = self.store.chats_of(&caller).await?;
+        let query = ListQuery::try_from(request.get_ref()).map_err(ApiError::from)?;
+        let page = self.store.chats_of(&caller, &query).await?;
         Ok(Response::new(proto::ListResponse {
-            chats: chats.into_iter().map(summary_to_proto).collect(),
+            chats: page.chats.into_iter().map(summary_to_proto).collect(),
+            has_more: page.next.is_some(),
+            next_page_token: page
+                .next
+                .map(|cursor| cursor.to_token())
+                .unwrap_or_default(),
         }))
     }
 }

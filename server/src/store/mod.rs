@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use chat_core::content::{Subject, Text};
 use chat_core::ids::{ChatId, ClientId, MessageId, UserId};
 use chat_core::proto;
-use chat_core::requests::{HistoryQuery, Members, NewMessage};
+use chat_core::requests::{HistoryQuery, ListCursor, ListQuery, Members, NewMessage};
 
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
@@ -57,6 +57,57 @@ pub struct ChatSummary {
     pub members: Vec<UserId>,
     pub last_message: Option<StoredMessage>,
     pub created_at: i64,
+}
+
+impl ChatSummary {
+    /// Where this chat stands in List's order, as the cursor of the page that ends with it.
+    pub fn cursor(&self) -> ListCursor {
+        ListCursor {
+            activity: self
+                .last_message
+                .as_ref()
+                .map_or(self.created_at, |message| message.sent_at),
+            last_message: self.last_message.as_ref().map_or(0, |message| message.id.0),
+            chat_id: self.chat_id.clone(),
+        }
+    }
+}
+
+/// One page of a user's chats, most recently active first.
+#[derive(Debug, Clone)]
+pub struct ChatPage {
+    pub chats: Vec<ChatSummary>,
+    /// Where the next page starts; `None` when this page is the last.
+    pub next: Option<ListCursor>,
+}
+
+impl ChatPage {
+    /// The page made of the first `limit` of `chats`, which a backend read with one more than
+    /// `limit` rows so that the extra row tells whether a next page exists.
+    pub fn from_rows(mut chats: Vec<ChatSummary>, limit: u32) -> Self {
+        let has_more = chats.len() > limit as usize;
+        chats.truncate(limit as usize);
+        let next = if has_more {
+            chats.last().map(ChatSummary::cursor)
+        } else {
+            None
+        };
+        Self { chats, next }
+    }
+}
+
+/// The position a page starts after, as `(activity, last message id, chat id)`, for the SQL of
+/// both backends: the first page starts after a position before every chat (greater activity
+/// than any, and every row compares below it).
+fn position_after(cursor: Option<&ListCursor>) -> (i64, u64, String) {
+    match cursor {
+        Some(cursor) => (
+            cursor.activity,
+            cursor.last_message,
+            cursor.chat_id.to_string(),
+        ),
+        None => (i64::MAX, u64::MAX, String::new()),
+    }
 }
 
 /// One page of a chat's history, oldest first.
@@ -189,8 +240,11 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError>;
 
-    /// The user's chats, most recently active first.
-    async fn chats_of(&self, user: &UserId) -> Result<Vec<ChatSummary>, StoreError>;
+    /// A page of the user's chats, most recently active first (the order [`ListCursor`]
+    /// defines): the first `query.limit` chats after `query.after`. A backend reads only the
+    /// page's chats' members and last messages, so a page costs the same however many chats
+    /// the user is in, apart from ordering them.
+    async fn chats_of(&self, user: &UserId, query: &ListQuery) -> Result<ChatPage, StoreError>;
 
     /// Stream slots shared with the other servers on the same database, when the backend is
     /// shared (PostgreSQL); `None` for a backend only one server uses, whose limits then

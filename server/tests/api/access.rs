@@ -38,7 +38,7 @@ async fn call_every_rpc(
     let round = round.replace(' ', "-");
     let mut outcomes = Vec::new();
 
-    let list = within(chat.list(request(metadata, ListRequest {}))).await;
+    let list = within(chat.list(request(metadata, ListRequest::default()))).await;
     outcomes.push(("List", list.map(drop)));
 
     let new = NewRequest {
@@ -303,7 +303,7 @@ enum Call {
 macro_rules! refusal_without_token {
     ($chat:expr, $call:expr) => {
         match $call {
-            Call::List => within($chat.list(ListRequest {})).await.map(drop),
+            Call::List => within($chat.list(ListRequest::default())).await.map(drop),
             Call::New(request) => within($chat.new_chat(request)).await.map(drop),
             Call::History(request) => within($chat.history(request)).await.map(drop),
             Call::Send(request) => within($chat.send(request)).await.map(drop),

@@ -38,7 +38,7 @@ async fn sign_up_creates_a_lower_cased_account_and_signs_it_in() {
     within(
         app.chat()
             .await
-            .list(authed(&session.token, ListRequest {})),
+            .list(authed(&session.token, ListRequest::default())),
     )
     .await
     .expect("the sign-up token should work at once");
@@ -83,7 +83,7 @@ async fn sign_in_accepts_any_case_and_issues_a_fresh_token() {
     assert!(session.expires_at > unix_now());
     let mut chat = app.chat().await;
     for token in [&first_token, &session.token] {
-        within(chat.list(authed(token, ListRequest {})))
+        within(chat.list(authed(token, ListRequest::default())))
             .await
             .expect("both tokens work");
     }
@@ -159,7 +159,7 @@ async fn refusals_carry_their_reason_and_retry_hint_in_standard_error_details_on
         "{throttled:?}"
     );
 
-    let signed_out = within(app.web_chat().list(ListRequest {}))
+    let signed_out = within(app.web_chat().list(ListRequest::default()))
         .await
         .expect_err("no token");
     assert_eq!(
@@ -202,11 +202,11 @@ async fn sign_out_revokes_only_the_token_it_was_called_with() {
     sign_out(&app, &signed_out).await;
 
     let mut chat = app.chat().await;
-    let status = within(chat.list(authed(&signed_out, ListRequest {})))
+    let status = within(chat.list(authed(&signed_out, ListRequest::default())))
         .await
         .expect_err("a revoked token must be refused");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    within(chat.list(authed(&other, ListRequest {})))
+    within(chat.list(authed(&other, ListRequest::default())))
         .await
         .expect("the other session is untouched");
 }
@@ -227,7 +227,7 @@ async fn tokens_stop_working_when_they_expire() {
         session.expires_at
     );
     let mut chat = app.chat().await;
-    within(chat.list(authed(&session.token, ListRequest {})))
+    within(chat.list(authed(&session.token, ListRequest::default())))
         .await
         .expect("fresh token works");
 
@@ -236,7 +236,7 @@ async fn tokens_stop_working_when_they_expire() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
-    let status = within(chat.list(authed(&session.token, ListRequest {})))
+    let status = within(chat.list(authed(&session.token, ListRequest::default())))
         .await
         .expect_err("an expired token must be refused");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");

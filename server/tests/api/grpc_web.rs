@@ -114,7 +114,7 @@ async fn unary_calls_work_over_grpc_web() {
         .expect("history")
         .into_inner();
     assert_eq!(history.messages, std::slice::from_ref(&sent));
-    let listed = within(chat.list(authed(&alice, ListRequest {})))
+    let listed = within(chat.list(authed(&alice, ListRequest::default())))
         .await
         .expect("list")
         .into_inner();
@@ -122,7 +122,7 @@ async fn unary_calls_work_over_grpc_web() {
     assert_eq!(listed.chats[0].last_message, Some(sent));
 
     // Refusals cross as statuses, not as transport failures.
-    let status = within(chat.list(Request::new(ListRequest {})))
+    let status = within(chat.list(Request::new(ListRequest::default())))
         .await
         .expect_err("no token");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");

@@ -49,8 +49,10 @@ pub const HEARTBEAT_SECS: u64 = 1;
 /// The suite's abuse limits: loose enough that no test trips one by accident (the fault tests
 /// send as fast as they can, from one address), so only `limits` tests meet them, each by
 /// passing its own values, which come later on the command line and win.
-pub const SUITE_LIMITS: [&str; 12] = [
+pub const SUITE_LIMITS: [&str; 14] = [
     "--send-rate",
+    "100000",
+    "--new-chat-per-minute",
     "100000",
     "--send-burst",
     "100000",
@@ -923,7 +925,7 @@ pub async fn full_history(app: &impl Server, token: &str, chat_id: &str) -> Vec<
 
 /// The caller's chats, as List returns them.
 pub async fn chats_of(app: &impl Server, token: &str) -> Vec<ChatSummary> {
-    within(app.chat().await.list(authed(token, ListRequest {})))
+    within(app.chat().await.list(authed(token, ListRequest::default())))
         .await
         .unwrap_or_else(|status| panic!("cannot list chats: {status:?}"))
         .into_inner()

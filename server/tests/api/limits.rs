@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use chat_core::proto::{Message, StreamRequest};
+use chat_core::proto::{Message, NewRequest, StreamRequest};
 use chat_core::reason::Reason;
 use chat_core::wire;
 use tonic::{Code, Status};
@@ -158,6 +158,41 @@ async fn sending_faster_than_the_rate_is_refused_with_a_hint_that_works() {
 
     tokio::time::sleep(wait).await;
     sent.push(send_text(&mut chat, &alice, &chat_id, "m3", "too fast").await);
+}
+
+#[tokio::test]
+async fn starting_chats_faster_than_the_rate_is_refused_with_a_hint_and_creates_nothing() {
+    let app = spawn_app_with(&["--new-chat-per-minute", "3"]).await;
+    let [mallory, victim, _, _, _] =
+        signed_up_all(&app, ["mallory", "victim", "pup1", "pup2", "pup3"]).await;
+    for puppet in ["pup1", "pup2", "pup3"] {
+        new_chat(&app, &mallory, &["mallory", "victim", puppet]).await;
+    }
+
+    let mut chat = app.chat().await;
+    let fourth = NewRequest {
+        user_ids: vec!["mallory".into(), "victim".into()],
+    };
+    let status = within(chat.new_chat(authed(&mallory, fourth.clone())))
+        .await
+        .expect_err("a New over the rate was accepted");
+    assert!(
+        status.message().contains("3 chats per minute"),
+        "{status:?}"
+    );
+    let wait = retry_after(&status, Reason::NewChatRate);
+    assert!(
+        (Duration::from_secs(10)..=Duration::from_secs(20)).contains(&wait),
+        "{wait:?} at 3 per minute"
+    );
+    assert_eq!(chats_of(&app, &victim).await.len(), 3, "nothing created");
+
+    // The limit is per user, and refused over gRPC-web the same way.
+    new_chat(&app, &victim, &["victim", "pup1"]).await;
+    let status = within(app.web_chat().new_chat(authed(&mallory, fourth)))
+        .await
+        .expect_err("a New over the rate was accepted over gRPC-web");
+    retry_after(&status, Reason::NewChatRate);
 }
 
 #[tokio::test]

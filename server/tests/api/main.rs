@@ -19,6 +19,7 @@ mod grpc_web;
 mod history;
 mod limits;
 mod list;
+mod many_chats;
 mod metrics;
 mod migrate;
 mod new_chat;

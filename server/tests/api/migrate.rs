@@ -135,17 +135,22 @@ async fn a_migrated_sqlite_directory_serves_from_postgresql_unchanged() {
     .token;
     assert_eq!(full_history(&postgres, &carol, &group).await, group_history);
     // Bob's old token still works; Dave's revoked one does not.
-    let bobs_chats = within(postgres.chat().await.list(authed(&bob, ListRequest {})))
-        .await
-        .expect("an old token no longer works")
-        .into_inner()
-        .chats;
+    let bobs_chats = within(
+        postgres
+            .chat()
+            .await
+            .list(authed(&bob, ListRequest::default())),
+    )
+    .await
+    .expect("an old token no longer works")
+    .into_inner()
+    .chats;
     assert_eq!(bobs_chats.len(), 2);
     let refused = within(
         postgres
             .chat()
             .await
-            .list(authed(&signed_out, ListRequest {})),
+            .list(authed(&signed_out, ListRequest::default())),
     )
     .await
     .expect_err("a revoked token works again after the migration");

@@ -72,9 +72,13 @@ async fn sign_out_floods_are_limited_per_address_on_both_transports() {
     )
     .await
     .expect("another address has its own budget");
-    let status = within(app.chat().await.list(authed(&token, ListRequest {})))
-        .await
-        .expect_err("signed out");
+    let status = within(
+        app.chat()
+            .await
+            .list(authed(&token, ListRequest::default())),
+    )
+    .await
+    .expect_err("signed out");
     assert_token_refused(&status, "List after sign-out");
 }
 
@@ -208,12 +212,12 @@ async fn sign_out_everywhere_revokes_every_token_of_the_user_on_both_transports(
 
     assert_token_refused(&failure_of(&mut stream).await, "the other session's Stream");
     for token in [&first, &second] {
-        let status = within(chat.list(authed(token, ListRequest {})))
+        let status = within(chat.list(authed(token, ListRequest::default())))
             .await
             .expect_err("revoked");
         assert_token_refused(&status, "List");
     }
-    within(chat.list(authed(&bob, ListRequest {})))
+    within(chat.list(authed(&bob, ListRequest::default())))
         .await
         .expect("another user's session is untouched");
     let status = within(
@@ -258,7 +262,7 @@ async fn changing_the_password_checks_the_old_one_and_signs_every_other_session_
     .await
     .expect_err("a new password that SignUp would refuse");
     assert_eq!(too_short.code(), Code::InvalidArgument, "{too_short:?}");
-    within(chat.list(authed(&other, ListRequest {})))
+    within(chat.list(authed(&other, ListRequest::default())))
         .await
         .expect("refused changes revoke nothing");
 
@@ -273,12 +277,12 @@ async fn changing_the_password_checks_the_old_one_and_signs_every_other_session_
 
     assert_token_refused(&failure_of(&mut stream).await, "the other session's Stream");
     for token in [&current, &other] {
-        let status = within(chat.list(authed(token, ListRequest {})))
+        let status = within(chat.list(authed(token, ListRequest::default())))
             .await
             .expect_err("revoked by the change");
         assert_token_refused(&status, "List");
     }
-    within(chat.list(authed(&fresh.token, ListRequest {})))
+    within(chat.list(authed(&fresh.token, ListRequest::default())))
         .await
         .expect("the fresh session works");
     let old = within(app.auth().await.sign_in(credentials("alice", PASSWORD)))

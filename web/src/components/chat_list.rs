@@ -33,7 +33,39 @@ pub fn ChatList() -> impl IntoView {
                     </For>
                 </ul>
             </Show>
+            <LoadMoreChats />
         </nav>
+    }
+}
+
+/// The "Load more chats" button under the list, shown while the server has chats not loaded
+/// yet: the app reads the list one page at a time so that being in many chats never keeps it
+/// from connecting.
+#[component]
+fn LoadMoreChats() -> impl IntoView {
+    let live = use_live();
+    let (loading, set_loading) = signal(false);
+    let (failed, set_failed) = signal(None::<String>);
+    let more = Memo::new(move |_| live.model.more_chats().with(Option::is_some));
+    let load = move |_| {
+        set_loading.set(true);
+        set_failed.set(None);
+        leptos::task::spawn_local(async move {
+            if let Err(error) = live.load_more_chats().await {
+                set_failed.set(Some(format!("Could not load more chats: {error}")));
+            }
+            set_loading.set(false);
+        });
+    };
+    view! {
+        <Show when=move || more.get()>
+            <button class="load-more" on:click=load disabled=move || loading.get()>
+                {move || if loading.get() { "Loading chats…" } else { "Load more chats" }}
+            </button>
+        </Show>
+        <Show when=move || failed.with(Option::is_some)>
+            <p role="alert">{move || failed.get()}</p>
+        </Show>
     }
 }
 

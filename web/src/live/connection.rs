@@ -34,7 +34,9 @@ pub async fn run(live: Live) {
     }
 }
 
-/// One connection: list once, stream after the cursor, read until it breaks.
+/// One connection: list the first page once, stream after the cursor, read until it breaks.
+/// Only the first page is read before streaming, so the stream starts however many chats the
+/// user is in; later pages load when the user asks (`Live::load_more_chats`).
 async fn connect_and_follow(
     live: Live,
     listed: &mut bool,
@@ -42,8 +44,8 @@ async fn connect_and_follow(
 ) -> Result<(), ApiError> {
     let api = live.api();
     if !*listed {
-        let chats = api.list().await?;
-        live.set_chats(&chats);
+        let (chats, more) = api.list("").await?;
+        live.set_chats(&chats, more);
         *listed = true;
     }
     let cursor = live.model.cursor().get_untracked();

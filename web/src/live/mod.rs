@@ -130,7 +130,10 @@ impl Live {
     fn notify(&self, parts: &[Part]) {
         for part in parts {
             match part {
-                Part::Chats => self.model.chats().notify(),
+                Part::Chats => {
+                    self.model.chats().notify();
+                    self.model.more_chats().notify();
+                }
                 Part::Timelines => self.model.timelines().notify(),
                 Part::Outbox => self.model.outbox().notify(),
                 Part::OpenChat => self.model.open_chat().notify(),
@@ -282,17 +285,35 @@ impl Live {
         }
     }
 
-    /// Takes in List's answer.
-    pub fn set_chats(&self, chats: &[chat_core::proto::ChatSummary]) {
-        self.change(&[Part::Chats], |model| model.set_chats(chats));
+    /// Takes in List's first page and the token of the next.
+    pub fn set_chats(&self, chats: &[chat_core::proto::ChatSummary], more: Option<String>) {
+        self.change(&[Part::Chats], |model| model.set_chats(chats, more));
     }
 
-    /// Reloads the chat list (members, last messages) from the server.
+    /// Loads the next page of chats, if there is one, below those shown.
+    pub async fn load_more_chats(&self) -> Result<(), ApiError> {
+        let Some(token) = self.model.more_chats().get_untracked() else {
+            return Ok(());
+        };
+        match self.api().list(&token).await {
+            Ok((chats, more)) => {
+                self.change(&[Part::Chats], |model| model.add_chat_page(&chats, more));
+                Ok(())
+            }
+            Err(ApiError::SignedOut) => {
+                self.signed_out();
+                Err(ApiError::SignedOut)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Reloads the first page of the chat list (members, last messages) from the server.
     pub fn refresh_list(&self) {
         let live = *self;
         spawn_local(async move {
-            match live.api().list().await {
-                Ok(chats) => live.set_chats(&chats),
+            match live.api().list("").await {
+                Ok((chats, more)) => live.set_chats(&chats, more),
                 Err(ApiError::SignedOut) => live.signed_out(),
                 Err(error) => leptos::logging::warn!("list: {error}"),
             }

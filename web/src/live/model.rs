@@ -130,6 +130,8 @@ pub struct Model {
     pub open_chat: Option<String>,
     /// The greatest message id received: the stream resumes after it.
     pub cursor: Option<u64>,
+    /// The page token of the chats not loaded yet; `None` once every page is loaded.
+    pub more_chats: Option<String>,
 }
 
 impl Model {
@@ -141,33 +143,65 @@ impl Model {
         }
     }
 
-    /// Takes in List's answer. On the first load the cursor starts at the newest message
-    /// listed, so a stream opened next misses nothing that happened after the list was read.
-    /// Later loads leave the cursor alone: the stream replays from where it was, which fills
-    /// open timelines without gaps.
-    pub fn set_chats(&mut self, summaries: &[proto::ChatSummary]) {
-        let unread: HashMap<String, u32> = self
-            .chats
-            .iter()
-            .map(|chat| (chat.chat_id.clone(), chat.unread))
-            .collect();
-        self.chats = summaries
-            .iter()
-            .map(|summary| ChatEntry {
-                chat_id: summary.chat_id.clone(),
-                members: summary.user_ids.clone(),
-                last: summary.last_message.as_ref().and_then(Shown::from_proto),
-                created_at: summary.created_at,
-                unread: unread.get(&summary.chat_id).copied().unwrap_or(0),
-            })
-            .collect();
-        if self.cursor.is_none() {
+    /// Takes in List's first page and the token of the next (`more`). On the first load the
+    /// cursor starts at the newest message listed, so a stream opened next misses nothing that
+    /// happened after the list was read: List's order puts the newest message on the first
+    /// page, and were a clock to put it on a later one, a lower cursor only replays more.
+    /// Later loads (a refresh) leave the cursor alone: the stream replays from where it was,
+    /// which fills open timelines without gaps; they also keep the chats of later pages
+    /// already loaded, and where paging has got to.
+    pub fn set_chats(&mut self, summaries: &[proto::ChatSummary], more: Option<String>) {
+        let first_load = self.cursor.is_none();
+        self.merge_chats(summaries);
+        if first_load {
             let newest = self
                 .chats
                 .iter()
                 .filter_map(|chat| chat.last.as_ref().map(|last| last.id))
                 .max();
             self.cursor = Some(newest.unwrap_or(0));
+            self.more_chats = more;
+        }
+    }
+
+    /// Takes in a later page of List and the token of the page after it. It never moves the
+    /// cursor: a later page's chats are older than the first page's, and their newest messages
+    /// come through the stream like any other.
+    pub fn add_chat_page(&mut self, summaries: &[proto::ChatSummary], more: Option<String>) {
+        self.merge_chats(summaries);
+        self.more_chats = more;
+    }
+
+    /// Adds listed chats and updates those already shown, keeping their unread counts and
+    /// whichever last message is newer (the stream may have brought one after List read it).
+    fn merge_chats(&mut self, summaries: &[proto::ChatSummary]) {
+        for summary in summaries {
+            let last = summary.last_message.as_ref().and_then(Shown::from_proto);
+            match self
+                .chats
+                .iter_mut()
+                .find(|chat| chat.chat_id == summary.chat_id)
+            {
+                Some(chat) => {
+                    chat.members = summary.user_ids.clone();
+                    chat.created_at = summary.created_at;
+                    let newer = match (&chat.last, &last) {
+                        (Some(shown), Some(listed)) => listed.id > shown.id,
+                        (None, Some(_)) => true,
+                        (_, None) => false,
+                    };
+                    if newer {
+                        chat.last = last;
+                    }
+                }
+                None => self.chats.push(ChatEntry {
+                    chat_id: summary.chat_id.clone(),
+                    members: summary.user_ids.clone(),
+                    last,
+                    created_at: summary.created_at,
+                    unread: 0,
+                }),
+            }
         }
         self.sort_chats();
     }
@@ -394,10 +428,13 @@ mod tests {
 
     fn model_with_two_chats() -> Model {
         let mut model = Model::new("alice", Vec::new());
-        model.set_chats(&[
-            summary("a", &["alice", "bob"], Some(5)),
-            summary("b", &["alice", "carol"], Some(7)),
-        ]);
+        model.set_chats(
+            &[
+                summary("a", &["alice", "bob"], Some(5)),
+                summary("b", &["alice", "carol"], Some(7)),
+            ],
+            None,
+        );
         model
     }
 
@@ -515,7 +552,10 @@ mod tests {
         assert_eq!(model.chats[0].members, vec!["alice", "dave"]);
         assert_eq!(model.chats[0].unread, 1);
         // The refresh keeps the unread count.
-        model.set_chats(&[summary("new-chat", &["alice", "dave", "erin"], Some(30))]);
+        model.set_chats(
+            &[summary("new-chat", &["alice", "dave", "erin"], Some(30))],
+            None,
+        );
         assert_eq!(model.chats[0].unread, 1);
         assert_eq!(model.cursor, Some(30));
     }
@@ -523,8 +563,32 @@ mod tests {
     #[test]
     fn later_lists_do_not_move_the_cursor_past_unreceived_messages() {
         let mut model = model_with_two_chats();
-        model.set_chats(&[summary("a", &["alice", "bob"], Some(50))]);
+        model.set_chats(&[summary("a", &["alice", "bob"], Some(50))], None);
         assert_eq!(model.cursor, Some(7), "the stream must replay 8..=50");
+    }
+
+    #[test]
+    fn later_pages_add_chats_below_without_moving_the_cursor() {
+        let mut model = Model::new("alice", Vec::new());
+        model.set_chats(
+            &[summary("b", &["alice", "carol"], Some(7))],
+            Some("page-2".into()),
+        );
+        assert_eq!(model.cursor, Some(7));
+        assert_eq!(model.more_chats.as_deref(), Some("page-2"));
+        // A later page whose chat carries a higher id (a server whose clock went back) must
+        // not move the cursor past messages the stream has not delivered.
+        model.add_chat_page(&[summary("a", &["alice", "bob"], Some(9))], None);
+        assert_eq!(model.cursor, Some(7));
+        assert_eq!(model.more_chats, None);
+        assert_eq!(model.chats.len(), 2);
+        // A refresh of the first page keeps the chats of later pages and the paging state.
+        model.set_chats(
+            &[summary("b", &["alice", "carol"], Some(7))],
+            Some("x".into()),
+        );
+        assert_eq!(model.chats.len(), 2);
+        assert_eq!(model.more_chats, None);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::ids::{ChatId, MessageId, UserId};
-use chat_core::requests::{HistoryQuery, Members, NewMessage};
+use chat_core::requests::{HistoryQuery, ListQuery, Members, NewMessage};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
@@ -39,8 +39,7 @@ use self::rates::PgRates;
 use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
 use super::{
-    ChatSummary, HistoryPage, SharedRates, Store, StoreError, StoredMessage, StreamLeases,
-    TokenHash,
+    ChatPage, HistoryPage, SharedRates, Store, StoreError, StoredMessage, StreamLeases, TokenHash,
 };
 use crate::fanout::Broker;
 use crate::metrics::{Metrics, PoolUse};
@@ -244,8 +243,8 @@ impl Store for PgStore {
         reads::messages_after(&self.client().await?, user, chat, after, limit).await
     }
 
-    async fn chats_of(&self, user: &UserId) -> Result<Vec<ChatSummary>, StoreError> {
-        reads::chats_of(&self.client().await?, user).await
+    async fn chats_of(&self, user: &UserId, query: &ListQuery) -> Result<ChatPage, StoreError> {
+        reads::chats_of(&self.client().await?, user, query).await
     }
 
     fn stream_leases(&self) -> Option<Arc<dyn StreamLeases>> {

@@ -4,12 +4,14 @@
 use std::collections::HashMap;
 
 use chat_core::ids::{ChatId, MessageId, UserId};
-use chat_core::requests::{HistoryQuery, Members};
+use chat_core::requests::{HistoryQuery, ListQuery, Members};
 use deadpool_postgres::Client;
 
 use super::rows::{MESSAGE_COLUMNS, message, message_at};
 use crate::store::decode::{id_to_sql, stored_chat, stored_user};
-use crate::store::{ChatSummary, HistoryPage, StoreError, StoredMessage, TokenHash};
+use crate::store::{
+    ChatPage, ChatSummary, HistoryPage, StoreError, StoredMessage, TokenHash, position_after,
+};
 
 pub async fn password_hash(client: &Client, user: &UserId) -> Result<Option<String>, StoreError> {
     let statement = client
@@ -130,56 +132,76 @@ pub async fn messages_after(
     }
 }
 
-/// The chats of `user` with their members and last message, most recently active first.
-pub async fn chats_of(client: &Client, user: &UserId) -> Result<Vec<ChatSummary>, StoreError> {
-    let statement = client
-        .prepare_cached(
-            "SELECT c.public_id, other.user_id
-             FROM chat_members mine
-             JOIN chat_members other ON other.chat = mine.chat
-             JOIN chats c ON c.id = mine.chat
-             WHERE mine.user_id = $1 ORDER BY other.user_id",
-        )
-        .await?;
-    let mut members: HashMap<String, Vec<UserId>> = HashMap::new();
-    for row in client.query(&statement, &[&user.as_str()]).await? {
-        let chat: String = row.try_get(0)?;
-        members
-            .entry(chat)
-            .or_default()
-            .push(stored_user(row.try_get(1)?)?);
-    }
-
+/// One page of the chats of `user` with their members and last message, in List's order.
+/// The page is picked by position (keyset), so the rows after it are never sent.
+pub async fn chats_of(
+    client: &Client,
+    user: &UserId,
+    query: &ListQuery,
+) -> Result<ChatPage, StoreError> {
+    let (activity, last_message, chat_id) = position_after(query.after.as_ref());
     let statement = client
         .prepare_cached(&format!(
-            "SELECT c.public_id, c.created_at, {MESSAGE_COLUMNS}
+            "SELECT c.id, c.public_id, c.created_at, {MESSAGE_COLUMNS}
              FROM chat_members mine
              JOIN chats c ON c.id = mine.chat
              LEFT JOIN messages m ON m.id = (SELECT max(id) FROM messages WHERE chat = c.id)
              WHERE mine.user_id = $1
-             ORDER BY coalesce(m.sent_at, c.created_at) DESC, coalesce(m.id, 0) DESC, c.id DESC"
+               AND (coalesce(m.sent_at, c.created_at), coalesce(m.id, 0), c.public_id)
+                   < ($2, $3, $4)
+             ORDER BY coalesce(m.sent_at, c.created_at) DESC, coalesce(m.id, 0) DESC,
+                      c.public_id DESC
+             LIMIT $5"
         ))
         .await?;
-    client
-        .query(&statement, &[&user.as_str()])
-        .await?
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &user.as_str(),
+                &activity,
+                &id_to_sql(MessageId(last_message)),
+                &chat_id,
+                &i64::from(query.limit + 1),
+            ],
+        )
+        .await?;
+    let chats: Vec<i64> = rows
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+
+    let statement = client
+        .prepare_cached(
+            "SELECT chat, user_id FROM chat_members WHERE chat = ANY($1) ORDER BY user_id",
+        )
+        .await?;
+    let mut members: HashMap<i64, Vec<UserId>> = HashMap::new();
+    for row in client.query(&statement, &[&chats]).await? {
+        members
+            .entry(row.try_get(0)?)
+            .or_default()
+            .push(stored_user(row.try_get(1)?)?);
+    }
+
+    let chats = rows
         .iter()
         .map(|row| {
-            let public_id: String = row.try_get(0)?;
-            let chat_id = stored_chat(&public_id)?;
+            let chat_id = stored_chat(row.try_get(1)?)?;
             // A chat without messages has NULL in every message column.
-            let last_message = match row.try_get::<_, Option<i64>>(2)? {
+            let last_message = match row.try_get::<_, Option<i64>>(3)? {
                 None => None,
-                Some(_) => Some(message_at(row, 2, chat_id.clone())?),
+                Some(_) => Some(message_at(row, 3, chat_id.clone())?),
             };
             Ok(ChatSummary {
-                members: members.remove(&public_id).unwrap_or_default(),
+                members: members.remove(&row.try_get(0)?).unwrap_or_default(),
                 chat_id,
                 last_message,
-                created_at: row.try_get(1)?,
+                created_at: row.try_get(2)?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(ChatPage::from_rows(chats, query.limit))
 }
 
 /// The first of `members` already in `cap` chats, unless the chat of exactly these members

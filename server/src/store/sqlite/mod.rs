@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chat_core::ids::{ChatId, MessageId, UserId};
-use chat_core::requests::{HistoryQuery, Members, NewMessage};
+use chat_core::requests::{HistoryQuery, ListQuery, Members, NewMessage};
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) use self::schema::open_source;
@@ -31,7 +31,7 @@ pub(crate) use self::schema::open_source;
 use self::readers::ReaderPool;
 use self::token_cache::TokenCache;
 use self::writer::{WriteRequest, Writer};
-use super::{ChatSummary, HistoryPage, Store, StoreError, StoredMessage, TokenHash};
+use super::{ChatPage, HistoryPage, Store, StoreError, StoredMessage, TokenHash};
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
 
@@ -223,10 +223,10 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn chats_of(&self, user: &UserId) -> Result<Vec<ChatSummary>, StoreError> {
-        let user = user.clone();
+    async fn chats_of(&self, user: &UserId, query: &ListQuery) -> Result<ChatPage, StoreError> {
+        let (user, query) = (user.clone(), query.clone());
         self.readers
-            .read(move |conn| reads::chats_of(conn, &user))
+            .read(move |conn| reads::chats_of(conn, &user, &query))
             .await
     }
 }

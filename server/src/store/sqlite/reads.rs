@@ -1,13 +1,13 @@
 //! The SQL of each read, run on a reader connection (see `readers.rs`).
 
-use std::collections::HashMap;
-
 use chat_core::ids::{ChatId, MessageId, UserId};
-use chat_core::requests::{HistoryQuery, Members};
+use chat_core::requests::{HistoryQuery, ListQuery, Members};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{MessageRow, id_to_sql, stored_chat, stored_user};
-use crate::store::{ChatSummary, HistoryPage, StoreError, StoredMessage, TokenHash};
+use crate::store::{
+    ChatPage, ChatSummary, HistoryPage, StoreError, StoredMessage, TokenHash, position_after,
+};
 
 pub fn password_hash(conn: &Connection, user: &UserId) -> Result<Option<String>, StoreError> {
     Ok(conn
@@ -127,60 +127,72 @@ pub fn messages_after(
 }
 
 /// The chats of `user` with their members and last message, most recently active first.
-pub fn chats_of(conn: &Connection, user: &UserId) -> Result<Vec<ChatSummary>, StoreError> {
-    let memberships = conn
+/// One page of the chats of `user` with their members and last message, in List's order.
+/// The page is picked by position (keyset), so the rows after it are never read into memory.
+pub fn chats_of(
+    conn: &Connection,
+    user: &UserId,
+    query: &ListQuery,
+) -> Result<ChatPage, StoreError> {
+    let (activity, last_message, chat_id) = position_after(query.after.as_ref());
+    let rows = conn
         .prepare_cached(
-            "SELECT c.public_id, other.user_id
-             FROM chat_members mine
-             JOIN chat_members other ON other.chat = mine.chat
-             JOIN chats c ON c.id = mine.chat
-             WHERE mine.user_id = ?1 ORDER BY other.user_id",
+            "SELECT chat, public_id, created_at, id, sender, client_id, subject, text, sent_at
+             FROM (SELECT c.id AS chat, c.public_id, c.created_at,
+                          m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at,
+                          coalesce(m.sent_at, c.created_at) AS activity,
+                          coalesce(m.id, 0) AS last_id
+                   FROM chat_members mine
+                   JOIN chats c ON c.id = mine.chat
+                   LEFT JOIN messages m ON m.id = (SELECT max(id) FROM messages WHERE chat = c.id)
+                   WHERE mine.user_id = ?1)
+             WHERE (activity, last_id, public_id) < (?2, ?3, ?4)
+             ORDER BY activity DESC, last_id DESC, public_id DESC
+             LIMIT ?5",
         )?
-        .query_map([user.as_str()], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut members: HashMap<String, Vec<UserId>> = HashMap::new();
-    for (chat, member) in memberships {
-        members.entry(chat).or_default().push(stored_user(&member)?);
-    }
-
-    let chats = conn
-        .prepare_cached(
-            "SELECT c.public_id, c.created_at,
-                    m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at
-             FROM chat_members mine
-             JOIN chats c ON c.id = mine.chat
-             LEFT JOIN messages m ON m.id = (SELECT max(id) FROM messages WHERE chat = c.id)
-             WHERE mine.user_id = ?1
-             ORDER BY coalesce(m.sent_at, c.created_at) DESC, coalesce(m.id, 0) DESC, c.id DESC",
+        .query_map(
+            params![
+                user.as_str(),
+                activity,
+                id_to_sql(MessageId(last_message)),
+                chat_id,
+                query.limit + 1
+            ],
+            |row| {
+                let chat: i64 = row.get(0)?;
+                let public_id: String = row.get(1)?;
+                let created_at: i64 = row.get(2)?;
+                // A chat without messages has NULL in every message column.
+                let last = match row.get::<_, Option<i64>>(3)? {
+                    None => None,
+                    Some(_) => Some(MessageRow::read_at(row, 3)?),
+                };
+                Ok((chat, public_id, created_at, last))
+            },
         )?
-        .query_map([user.as_str()], |row| {
-            let public_id: String = row.get(0)?;
-            let created_at: i64 = row.get(1)?;
-            // A chat without messages has NULL in every message column.
-            let last = match row.get::<_, Option<i64>>(2)? {
-                None => None,
-                Some(_) => Some(MessageRow::read_at(row, 2)?),
-            };
-            Ok((public_id, created_at, last))
-        })?
         .collect::<Result<Vec<_>, _>>()?;
-    chats
+    let mut members =
+        conn.prepare_cached("SELECT user_id FROM chat_members WHERE chat = ?1 ORDER BY user_id")?;
+    let chats = rows
         .into_iter()
-        .map(|(public_id, created_at, last)| {
+        .map(|(chat, public_id, created_at, last)| {
             let chat_id = stored_chat(&public_id)?;
             let last_message = last
                 .map(|row| row.into_message(chat_id.clone()))
                 .transpose()?;
+            let members = members
+                .query_map([chat], |row| row.get::<_, String>(0))?
+                .map(|member| stored_user(&member?))
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(ChatSummary {
-                members: members.remove(&public_id).unwrap_or_default(),
+                members,
                 chat_id,
                 last_message,
                 created_at,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(ChatPage::from_rows(chats, query.limit))
 }
 
 /// The first of `members` already in `cap` chats, unless the chat of exactly these members
