@@ -17,7 +17,7 @@ use chat_core::proto;
 use chat_web::api::{Api, Session};
 use chat_web::components::chat_list::ChatList;
 use chat_web::components::message_list::MessageList;
-use chat_web::live::model::Shown;
+use chat_web::live::model::ChatMessage;
 use chat_web::live::{Live, create_live};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
@@ -116,8 +116,8 @@ async fn measure(shown: u64) {
         last_message: Some(message(shown)),
         created_at: 1_700_000_000,
     };
-    let history: Vec<Shown> = (1..=shown)
-        .filter_map(|id| Shown::from_proto(&message(id)))
+    let history: Vec<ChatMessage> = (1..=shown)
+        .filter_map(|id| ChatMessage::from_proto(&message(id)))
         .collect();
     live.model.update(|model| {
         model.set_chats(&[summary], None);

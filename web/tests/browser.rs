@@ -9,7 +9,7 @@ use chat_web::components::chat_list::ChatList;
 use chat_web::components::composer::Composer;
 use chat_web::components::connection_indicator::ConnectionIndicator;
 use chat_web::components::message_list::MessageList;
-use chat_web::live::model::{Delivery, Shown};
+use chat_web::live::model::{ChatMessage, Delivery};
 use chat_web::live::{Live, Status, create_live};
 use chat_web::pages::sign_in::SignInPage;
 use leptos::prelude::*;
@@ -107,8 +107,8 @@ fn chat(chat_id: &str, members: &[&str], last: Option<(u64, &str, &str)>) -> pro
     }
 }
 
-fn shown(id: u64, sender: &str, text: &str) -> Shown {
-    Shown {
+fn shown(id: u64, sender: &str, text: &str) -> ChatMessage {
+    ChatMessage {
         id,
         client_id: format!("c{id}"),
         sender: sender.into(),

@@ -4,7 +4,7 @@
 use leptos::html::Div;
 use leptos::prelude::*;
 
-use crate::live::model::{Delivery, ModelStoreFields, Shown};
+use crate::live::model::{ChatMessage, Delivery, ModelStoreFields};
 use crate::live::use_live;
 use crate::time::short_time;
 
@@ -55,7 +55,7 @@ pub fn MessageList(
             })
         })
     });
-    let message = move |id: u64| -> Option<Shown> {
+    let message = move |id: u64| -> Option<ChatMessage> {
         chat_id.with_untracked(|chat_id| {
             live.model
                 .timelines()
@@ -149,7 +149,7 @@ pub fn MessageList(
 #[component]
 fn MessageItem(
     /// The message to show.
-    message: Shown,
+    message: ChatMessage,
     /// The signed-in user, to tell own messages apart.
     me: String,
 ) -> impl IntoView {

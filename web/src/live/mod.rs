@@ -23,7 +23,7 @@ use reactive_stores::Store;
 
 use crate::api::{Api, ApiError, Session};
 use crate::storage;
-use model::{Model, ModelStoreFields, Received, Shown};
+use model::{ChatMessage, Model, ModelStoreFields, Received};
 
 /// The state of the tab's one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +178,11 @@ impl Live {
         spawn_local(async move {
             match live.api().history(&chat_id, before).await {
                 Ok(page) => {
-                    let messages = page.messages.iter().filter_map(Shown::from_proto).collect();
+                    let messages = page
+                        .messages
+                        .iter()
+                        .filter_map(ChatMessage::from_proto)
+                        .collect();
                     live.change(&[Part::Timelines], |model| {
                         model.add_page(&chat_id, messages, page.has_more)
                     });
@@ -265,7 +269,7 @@ impl Live {
 
     /// Takes in a message from the stream or a Send reply.
     pub fn receive(&self, message: &chat_core::proto::Message) {
-        let Some(shown) = Shown::from_proto(message) else {
+        let Some(shown) = ChatMessage::from_proto(message) else {
             return;
         };
         let mine = self.model.me().with_untracked(|me| *me == message.user_id);

@@ -14,7 +14,7 @@ use reactive_stores::Store;
 
 /// A message as the UI shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Shown {
+pub struct ChatMessage {
     pub id: u64,
     pub client_id: String,
     pub sender: String,
@@ -23,7 +23,7 @@ pub struct Shown {
     pub text: String,
 }
 
-impl Shown {
+impl ChatMessage {
     /// Converts a server message; `None` if its id is not a message id.
     pub fn from_proto(message: &proto::Message) -> Option<Self> {
         let id = MessageId::parse_optional("id", &message.id).ok()??;
@@ -73,7 +73,7 @@ pub enum Received {
 pub struct ChatEntry {
     pub chat_id: String,
     pub members: Vec<String>,
-    pub last: Option<Shown>,
+    pub last: Option<ChatMessage>,
     pub created_at: i64,
     pub unread: u32,
 }
@@ -104,7 +104,7 @@ impl ChatEntry {
 /// The loaded part of one chat's history.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Timeline {
-    pub messages: BTreeMap<u64, Shown>,
+    pub messages: BTreeMap<u64, ChatMessage>,
     /// Older messages exist on the server (History said `has_more`).
     pub has_older: bool,
     /// The first page has been loaded.
@@ -176,7 +176,10 @@ impl Model {
     /// whichever last message is newer (the stream may have brought one after List read it).
     fn merge_chats(&mut self, summaries: &[proto::ChatSummary]) {
         for summary in summaries {
-            let last = summary.last_message.as_ref().and_then(Shown::from_proto);
+            let last = summary
+                .last_message
+                .as_ref()
+                .and_then(ChatMessage::from_proto);
             match self
                 .chats
                 .iter_mut()
@@ -236,7 +239,7 @@ impl Model {
     /// Takes in a message from the stream or a Send reply. Returns what the caller should do
     /// next: nothing for a duplicate, or refresh the list for a chat it has not seen yet
     /// (someone else started it), which is shown at once with the sender as a placeholder.
-    pub fn receive(&mut self, message: Shown, chat_id: &str) -> Received {
+    pub fn receive(&mut self, message: ChatMessage, chat_id: &str) -> Received {
         if self
             .timelines
             .get(chat_id)
@@ -286,7 +289,7 @@ impl Model {
     }
 
     /// Takes in a History page: `messages` oldest first, older than anything loaded.
-    pub fn add_page(&mut self, chat_id: &str, messages: Vec<Shown>, has_more: bool) {
+    pub fn add_page(&mut self, chat_id: &str, messages: Vec<ChatMessage>, has_more: bool) {
         let timeline = self.timelines.entry(chat_id.to_owned()).or_default();
         for message in messages {
             timeline.messages.insert(message.id, message);
@@ -399,8 +402,8 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    fn message(id: u64, sender: &str, client_id: &str) -> Shown {
-        Shown {
+    fn message(id: u64, sender: &str, client_id: &str) -> ChatMessage {
+        ChatMessage {
             id,
             client_id: client_id.into(),
             sender: sender.into(),
