@@ -143,8 +143,11 @@ fn is_retryable(status: &Status) -> bool {
         chain.push_str(&format!(" / {error:?}"));
         source = error.source();
     }
-    let left_out_by_goaway =
-        status.code() == Code::Internal && chain.contains("GoAway(NO_ERROR, Remote)");
+    // h2 prints the frame as `GoAway(NO_ERROR, Remote)` in some versions and with its debug
+    // data first, `GoAway(b"", NO_ERROR, Remote)`, in others.
+    let left_out_by_goaway = status.code() == Code::Internal
+        && chain.contains("GoAway(")
+        && chain.contains("NO_ERROR, Remote)");
     status.code() == Code::Unavailable || never_written || left_out_by_goaway
 }
 
