@@ -28,11 +28,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-use super::fanout::{Finish, OPEN_CONCURRENCY, Outcome, SubscriberLog};
+use super::fanout::{
+    Finish, OPEN_CONCURRENCY, Outcome, SubscriberLog, drain_into, finish_sending,
+    open_subscriptions,
+};
 use super::{Context, stop_cleanly};
 use crate::client::{
-    CALL_TIMEOUT, Subscription, Transport, User, native_channel, new_chat, resume_web, sign_up,
-    subscribe, web_chat, within,
+    Subscription, Transport, User, native_channel, new_chat, resume_web, sign_up, subscribe,
+    web_chat, within,
 };
 use crate::error::BenchError;
 use crate::process::{Kind, PostgresCpu, ServerOptions, ServerProcess, Usage};
@@ -404,9 +407,7 @@ impl SendLoad {
         self.database_cpu.1 += all;
         self.measured += servers_after[0].at.duration_since(servers_before[0].at);
         for task in tasks {
-            let joined = within("a sender to finish", CALL_TIMEOUT * 2, task).await?;
-            let mut result = joined
-                .map_err(|error| BenchError::Setup(format!("a sender panicked: {error}")))??;
+            let mut result = super::send::join_sender(task).await?;
             self.latencies.append(&mut result.latencies);
             self.in_window += result.in_window;
         }
@@ -540,12 +541,7 @@ async fn fan_out(
             )
         })
         .collect();
-    let opened: Vec<Result<Subscription, BenchError>> = futures::stream::iter(owners)
-        .map(|(addr, user)| subscribe(addr, Transport::Web, &user.token, chat_id))
-        .buffer_unordered(OPEN_CONCURRENCY)
-        .collect()
-        .await;
-    let subscriptions = opened.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let subscriptions = open_subscriptions(owners, Transport::Web, chat_id).await?;
 
     let base = Instant::now();
     let start = base + Duration::from_millis(500);
@@ -575,36 +571,14 @@ async fn fan_out(
     let before = deployment.usage()?;
     tokio::time::sleep_until(window.1.into()).await;
     let after = deployment.usage()?;
-    let (mut acked, mut send_latencies) = within("the sender to finish", CALL_TIMEOUT * 2, sending)
-        .await?
-        .map_err(|error| BenchError::Setup(format!("the sender panicked: {error}")))??;
-    acked.sort_unstable();
-    let _ = finish.send(Some(Finish {
-        last_id: acked.last().copied().unwrap_or(0),
-        deadline: Instant::now() + params.drain,
-    }));
+    let (acked, mut send_latencies) = finish_sending(sending, &finish, params.drain).await?;
     outcome.send_latencies.append(&mut send_latencies);
     outcome.sent += acked.len();
     for (before, after) in before.iter().zip(&after) {
         outcome.server_cpu += after.cpu.saturating_sub(before.cpu);
     }
     outcome.measured += window.1.duration_since(window.0);
-    within(
-        "subscribers to drain",
-        params.drain + Duration::from_secs(5),
-        async {
-            while let Some(joined) = subscribers.join_next().await {
-                let mut log = joined.map_err(|error| {
-                    BenchError::Setup(format!("a subscriber panicked: {error}"))
-                })?;
-                outcome.in_window += log.in_window;
-                outcome.latencies.append(&mut log.latencies);
-                log.judge(&acked, outcome);
-            }
-            Ok::<_, BenchError>(())
-        },
-    )
-    .await??;
+    drain_into(&mut subscribers, &acked, outcome, params.drain).await?;
     for server in &mut deployment.servers {
         server.check_alive()?;
     }
@@ -750,14 +724,7 @@ async fn resume(
     ));
     tokio::time::sleep_until(kill_at.into()).await;
     cluster.servers[victim].kill().await?;
-    let (mut acked, _) = within("the sender to finish", CALL_TIMEOUT * 2, sending)
-        .await?
-        .map_err(|error| BenchError::Setup(format!("the sender panicked: {error}")))??;
-    acked.sort_unstable();
-    let _ = finish.send(Some(Finish {
-        last_id: acked.last().copied().unwrap_or(0),
-        deadline: Instant::now() + params.drain,
-    }));
+    let (acked, _) = finish_sending(sending, &finish, params.drain).await?;
 
     let (mut moved, mut stayed) = (Outcome::default(), Outcome::default());
     let mut catch_up = Latencies::default();

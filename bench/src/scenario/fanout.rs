@@ -9,6 +9,7 @@
 //! members with 10 streams each (people with several tabs and devices). That is the most
 //! members one message can reach, so the server's per-member work is at its maximum too.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chat_core::limits::MEMBERS_MAX;
@@ -17,7 +18,7 @@ use chat_core::proto::event::Event as EventKind;
 use chat_core::proto::{Event, SendRequest};
 use futures::StreamExt as _;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Context, stop_cleanly};
 use crate::client::{
@@ -256,15 +257,10 @@ async fn measure(
 ) -> Result<(), BenchError> {
     let (server, users, chat_id) = (&mut side.server, &side.users, side.chat_id.as_str());
     let addr = server.addr;
-    let owners: Vec<&User> = (0..params.subscribers())
-        .map(|n| &users[n / params.streams_per_member])
+    let owners: Vec<(SocketAddr, &User)> = (0..params.subscribers())
+        .map(|n| (addr, &users[n / params.streams_per_member]))
         .collect();
-    let opened: Vec<Result<Subscription, BenchError>> = futures::stream::iter(owners)
-        .map(|user| subscribe(addr, transport, &user.token, chat_id))
-        .buffer_unordered(OPEN_CONCURRENCY)
-        .collect()
-        .await;
-    let subscriptions = opened.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let subscriptions = open_subscriptions(owners, transport, chat_id).await?;
 
     let base = Instant::now();
     let start = base + Duration::from_millis(500);
@@ -290,26 +286,66 @@ async fn measure(
     let (server_before, bench_before) = (server.usage()?, Usage::of_self()?);
     tokio::time::sleep_until(window.1.into()).await;
     let (server_after, bench_after) = (server.usage()?, Usage::of_self()?);
-    let (mut acked, send_latencies) = within("the sender to finish", CALL_TIMEOUT * 2, sending)
-        .await?
-        .map_err(|error| BenchError::Setup(format!("the sender panicked: {error}")))??;
-    acked.sort_unstable();
-    let last_id = acked.last().copied().unwrap_or(0);
-    let _ = finish.send(Some(Finish {
-        last_id,
-        deadline: Instant::now() + params.drain,
-    }));
+    let (acked, mut send_latencies) = finish_sending(sending, &finish, params.drain).await?;
 
     let outcome = &mut side.outcomes[t];
-    let mut send_latencies = send_latencies;
     outcome.send_latencies.append(&mut send_latencies);
     outcome.sent += acked.len();
     outcome.server_cpu += server_after.cpu.saturating_sub(server_before.cpu);
     outcome.bench_cpu += bench_after.cpu.saturating_sub(bench_before.cpu);
     outcome.measured += window.1.duration_since(window.0);
-    let drained = within(
+    drain_into(&mut subscribers, &acked, outcome, params.drain).await?;
+    server.check_alive()?;
+    // Let the server close the streams before the next run opens new ones.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+/// Opens a Stream of `chat_id` for every (server, user) in `owners`, [`OPEN_CONCURRENCY`] at
+/// a time.
+pub(super) async fn open_subscriptions(
+    owners: Vec<(SocketAddr, &User)>,
+    transport: Transport,
+    chat_id: &str,
+) -> Result<Vec<Subscription>, BenchError> {
+    let opened: Vec<Result<Subscription, BenchError>> = futures::stream::iter(owners)
+        .map(|(addr, user)| subscribe(addr, transport, &user.token, chat_id))
+        .buffer_unordered(OPEN_CONCURRENCY)
+        .collect()
+        .await;
+    opened.into_iter().collect()
+}
+
+/// Waits for the task running [`sender`], then tells the subscribers the last acknowledged id
+/// and gives them `drain` to receive it. Returns the acknowledged ids, sorted, and how long
+/// each Send took.
+pub(super) async fn finish_sending(
+    sending: JoinHandle<Result<(Vec<u64>, Latencies), BenchError>>,
+    finish: &watch::Sender<Option<Finish>>,
+    drain: Duration,
+) -> Result<(Vec<u64>, Latencies), BenchError> {
+    let (mut acked, send_latencies) = within("the sender to finish", CALL_TIMEOUT * 2, sending)
+        .await?
+        .map_err(|error| BenchError::Setup(format!("the sender panicked: {error}")))??;
+    acked.sort_unstable();
+    let _ = finish.send(Some(Finish {
+        last_id: acked.last().copied().unwrap_or(0),
+        deadline: Instant::now() + drain,
+    }));
+    Ok((acked, send_latencies))
+}
+
+/// Waits for every [`subscriber`] to end (`drain` and a margin at most) and adds what each saw
+/// to `outcome`, judged against the sorted acknowledged ids.
+pub(super) async fn drain_into(
+    subscribers: &mut JoinSet<SubscriberLog>,
+    acked: &[u64],
+    outcome: &mut Outcome,
+    drain: Duration,
+) -> Result<(), BenchError> {
+    within(
         "subscribers to drain",
-        params.drain + Duration::from_secs(5),
+        drain + Duration::from_secs(5),
         async {
             while let Some(joined) = subscribers.join_next().await {
                 let mut log = joined.map_err(|error| {
@@ -317,24 +353,19 @@ async fn measure(
                 })?;
                 outcome.in_window += log.in_window;
                 outcome.latencies.append(&mut log.latencies);
-                log.judge(&acked, outcome);
+                log.judge(acked, outcome);
             }
-            Ok::<_, BenchError>(())
+            Ok(())
         },
     )
-    .await;
-    drained??;
-    server.check_alive()?;
-    // Let the server close the streams before the next run opens new ones.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    Ok(())
+    .await?
 }
 
 /// Sends `fanout <seq> <micros since base>` at `rate` per second from `start` until `end`,
 /// each Send on its own task so a slow reply never delays the schedule; returns the ids of
 /// every acknowledged message, and how long each Send took.
 pub(super) async fn sender(
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     user: User,
     chat_id: String,
     run: String,

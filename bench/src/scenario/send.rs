@@ -14,6 +14,7 @@ use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::{HistoryRequest, SendRequest};
 use chat_core::wire::authed;
 use rand::seq::IndexedRandom as _;
+use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use super::{Context, stop_cleanly};
@@ -145,9 +146,7 @@ impl Side {
         self.measured += server_after.at.duration_since(server_before.at);
 
         for task in tasks {
-            let joined = within("a sender to finish", CALL_TIMEOUT * 2, task).await?;
-            let mut result = joined
-                .map_err(|error| BenchError::Setup(format!("a sender panicked: {error}")))??;
+            let mut result = join_sender(task).await?;
             self.latencies.append(&mut result.latencies);
             self.in_window += result.in_window;
             self.acked.push(result.acked);
@@ -275,6 +274,15 @@ pub(super) async fn sender(
         result.acked.push(id);
     }
     Ok(result)
+}
+
+/// Waits for a task running [`sender`], bounded in time.
+pub(super) async fn join_sender(
+    task: JoinHandle<Result<SenderResult, BenchError>>,
+) -> Result<SenderResult, BenchError> {
+    within("a sender to finish", CALL_TIMEOUT * 2, task)
+        .await?
+        .map_err(|error| BenchError::Setup(format!("a sender panicked: {error}")))?
 }
 
 /// Kills the server without warning, restarts it on the same database, and looks up every

@@ -949,6 +949,52 @@ pub async fn open_stream(
         .into_inner()
 }
 
+/// Reads the Message events of `stream` until `count` have arrived. A stream that ends or
+/// fails (the server lost its database for a moment) is reopened on `server` from the last id
+/// seen, as a client resumes by cursor.
+pub async fn messages_resuming(
+    server: &impl Server,
+    mut stream: Streaming<Event>,
+    token: &str,
+    chat_id: &str,
+    count: usize,
+) -> Vec<Message> {
+    let mut seen: Vec<Message> = Vec::new();
+    while seen.len() < count {
+        match within(stream.message()).await {
+            Ok(Some(event)) => {
+                if let Some(EventKind::Message(message)) = event.event {
+                    seen.push(message);
+                }
+            }
+            Ok(None) | Err(_) => {
+                let cursor = seen.last().map(|m| m.id.clone()).unwrap_or_default();
+                stream = open_stream(&mut server.chat().await, token, chat_id, &cursor).await;
+            }
+        }
+    }
+    seen
+}
+
+/// Asserts that the chat's history, read through `server`, holds exactly the acknowledged
+/// messages, each once (nothing lost, nothing stored twice); returns the history.
+pub async fn assert_history_is_acknowledged(
+    server: &impl Server,
+    token: &str,
+    chat_id: &str,
+    acked: &[Message],
+) -> Vec<Message> {
+    let history = full_history(server, token, chat_id).await;
+    let mut acked_ids: Vec<u64> = acked.iter().map(|m| id_number(&m.id)).collect();
+    acked_ids.sort_unstable();
+    let history_ids: Vec<u64> = history.iter().map(|m| id_number(&m.id)).collect();
+    assert_eq!(
+        acked_ids, history_ids,
+        "the history is not what was acknowledged (lost or doubled)"
+    );
+    history
+}
+
 /// Opens a Connect stream with the given metadata (`chat-id`, `user-id`, `after-id`). The
 /// returned sender feeds the request stream; keep it alive while the stream is in use.
 pub async fn open_connect(

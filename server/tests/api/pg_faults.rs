@@ -54,7 +54,7 @@ async fn killed_database_connections_cost_retries_never_messages() {
     let (_, alice) = signed_up(&first, "alice").await;
     let (_, bob) = signed_up(&second, "bob").await;
     let chat_id = new_chat(&first, &alice, &["alice", "bob"]).await;
-    let mut stream = open_stream(&mut second.chat().await, &bob, &chat_id, "").await;
+    let stream = open_stream(&mut second.chat().await, &bob, &chat_id, "").await;
 
     let killer = async {
         let mut ended = 0;
@@ -64,42 +64,16 @@ async fn killed_database_connections_cost_retries_never_messages() {
         }
         ended
     };
-    let (acked, ended) = tokio::join!(send_retrying(&first, &alice, &chat_id, "load", 100), killer);
+    let (mut acked, ended) =
+        tokio::join!(send_retrying(&first, &alice, &chat_id, "load", 100), killer);
 
     assert!(ended >= 5, "only {ended} sessions were ended");
 
     // Recovered without a restart: a new message reaches the other server's stream too.
-    let after = send_retrying(&first, &alice, &chat_id, "after", 1).await;
-    let history = full_history(&second, &bob, &chat_id).await;
-    let mut acked_ids: Vec<u64> = acked
-        .iter()
-        .chain(&after)
-        .map(|m| id_number(&m.id))
-        .collect();
-    acked_ids.sort_unstable();
-    let history_ids: Vec<u64> = history.iter().map(|m| id_number(&m.id)).collect();
-    assert_eq!(
-        acked_ids, history_ids,
-        "the history is not what was acknowledged"
-    );
+    acked.extend(send_retrying(&first, &alice, &chat_id, "after", 1).await);
+    let history = assert_history_is_acknowledged(&second, &bob, &chat_id, &acked).await;
     // Bob's stream may have broken with the faults; if it did, it resumes by cursor.
-    let mut seen = Vec::new();
-    while seen.len() < history.len() {
-        match within(stream.message()).await {
-            Ok(Some(event)) => {
-                if let Some(chat_core::proto::event::Event::Message(message)) = event.event {
-                    seen.push(message);
-                }
-            }
-            _ => {
-                let cursor = seen
-                    .last()
-                    .map(|m: &chat_core::proto::Message| m.id.clone())
-                    .unwrap_or_default();
-                stream = open_stream(&mut second.chat().await, &bob, &chat_id, &cursor).await;
-            }
-        }
-    }
+    let seen = messages_resuming(&second, stream, &bob, &chat_id, history.len()).await;
     assert_eq!(
         ids(&seen),
         ids(&history),

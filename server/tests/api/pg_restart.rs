@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use chat_core::proto::Message;
-use chat_core::proto::event::Event as EventKind;
 use tonic::Code;
 
 use crate::helpers::*;
@@ -93,13 +92,13 @@ async fn a_postgresql_restart_costs_retries_never_messages() {
     let (_, alice) = signed_up(&first, "alice").await;
     let (_, bob) = signed_up(&second, "bob").await;
     let chat_id = new_chat(&first, &alice, &["alice", "bob"]).await;
-    let mut stream = open_stream(&mut second.chat().await, &bob, &chat_id, "").await;
+    let stream = open_stream(&mut second.chat().await, &bob, &chat_id, "").await;
 
     let restart = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         restart_postgresql().await;
     };
-    let ((acked, failures), ()) = tokio::join!(
+    let ((mut acked, failures), ()) = tokio::join!(
         send_retrying(&first, &alice, &chat_id, "load", 300),
         restart
     );
@@ -109,38 +108,17 @@ async fn a_postgresql_restart_costs_retries_never_messages() {
     );
 
     // Both servers are back without a restart of their own: a new message through each.
-    let (after_first, _) = send_retrying(&first, &alice, &chat_id, "after-1", 1).await;
-    let (after_second, _) = send_retrying(&second, &bob, &chat_id, "after-2", 1).await;
-    let history = full_history(&second, &bob, &chat_id).await;
-    let mut acked_ids: Vec<u64> = acked
-        .iter()
-        .chain(&after_first)
-        .chain(&after_second)
-        .map(|m| id_number(&m.id))
-        .collect();
-    acked_ids.sort_unstable();
-    let history_ids: Vec<u64> = history.iter().map(|m| id_number(&m.id)).collect();
-    assert_eq!(
-        acked_ids, history_ids,
-        "the history is not what was acknowledged (lost or doubled)"
+    acked.extend(
+        send_retrying(&first, &alice, &chat_id, "after-1", 1)
+            .await
+            .0,
     );
+    acked.extend(send_retrying(&second, &bob, &chat_id, "after-2", 1).await.0);
+    let history = assert_history_is_acknowledged(&second, &bob, &chat_id, &acked).await;
 
     // Bob's stream on the second server may have ended with the restart; resumed by cursor,
     // it delivers the history exactly.
-    let mut seen: Vec<Message> = Vec::new();
-    while seen.len() < history.len() {
-        match within(stream.message()).await {
-            Ok(Some(event)) => {
-                if let Some(EventKind::Message(message)) = event.event {
-                    seen.push(message);
-                }
-            }
-            Ok(None) | Err(_) => {
-                let cursor = seen.last().map(|m| m.id.clone()).unwrap_or_default();
-                stream = open_stream(&mut second.chat().await, &bob, &chat_id, &cursor).await;
-            }
-        }
-    }
+    let seen = messages_resuming(&second, stream, &bob, &chat_id, history.len()).await;
     assert_eq!(
         ids(&seen),
         ids(&history),

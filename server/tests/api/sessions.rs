@@ -6,12 +6,16 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::{
     ChangePasswordRequest, HistoryRequest, ListRequest, Message, SignOutEverywhereRequest,
     SignOutRequest, StreamRequest,
 };
 use chat_core::reason::Reason;
+use tokio::sync::mpsc;
 use tonic::Code;
+use tonic::codec::Streaming;
+use tonic::transport::Channel;
 
 use crate::helpers::*;
 
@@ -26,6 +30,24 @@ fn outgoing(client_id: &str, text: &str) -> Message {
         text: text.into(),
         ..Default::default()
     }
+}
+
+/// Sends `message` on an open Connect call and returns its echo, the stored message.
+async fn echoed(
+    outbox: &mpsc::Sender<Message>,
+    echoes: &mut Streaming<Message>,
+    message: Message,
+) -> Message {
+    outbox.send(message).await.expect("the stream is open");
+    take(echoes, 1).await.remove(0)
+}
+
+/// Asserts that List with `token` is refused as an invalid token (`why` says why it must be).
+async fn assert_list_refused(chat: &mut ChatClient<Channel>, token: &str, why: &str) {
+    let status = within(chat.list(authed(token, ListRequest::default())))
+        .await
+        .expect_err(why);
+    assert_token_refused(&status, &format!("List ({why})"));
 }
 
 fn assert_token_refused(status: &tonic::Status, what: &str) {
@@ -72,14 +94,7 @@ async fn sign_out_floods_are_limited_per_address_on_both_transports() {
     )
     .await
     .expect("another address has its own budget");
-    let status = within(
-        app.chat()
-            .await
-            .list(authed(&token, ListRequest::default())),
-    )
-    .await
-    .expect_err("signed out");
-    assert_token_refused(&status, "List after sign-out");
+    assert_list_refused(&mut app.chat().await, &token, "signed out").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,11 +121,12 @@ async fn signing_out_ends_open_streams_and_connect_at_once_and_stores_nothing_af
         .await
         .expect("connect");
     let mut untouched = open_stream(&mut native, &other_session, "", "").await;
-    outbox
-        .send(outgoing("before", "sent before signing out"))
-        .await
-        .expect("the stream is open");
-    let before = take(&mut echoes, 1).await.remove(0);
+    let before = echoed(
+        &outbox,
+        &mut echoes,
+        outgoing("before", "sent before signing out"),
+    )
+    .await;
     assert_eq!(
         next_messages(&mut stream, 1).await,
         std::slice::from_ref(&before)
@@ -212,10 +228,7 @@ async fn sign_out_everywhere_revokes_every_token_of_the_user_on_both_transports(
 
     assert_token_refused(&failure_of(&mut stream).await, "the other session's Stream");
     for token in [&first, &second] {
-        let status = within(chat.list(authed(token, ListRequest::default())))
-            .await
-            .expect_err("revoked");
-        assert_token_refused(&status, "List");
+        assert_list_refused(&mut chat, token, "revoked").await;
     }
     within(chat.list(authed(&bob, ListRequest::default())))
         .await
@@ -277,10 +290,7 @@ async fn changing_the_password_checks_the_old_one_and_signs_every_other_session_
 
     assert_token_refused(&failure_of(&mut stream).await, "the other session's Stream");
     for token in [&current, &other] {
-        let status = within(chat.list(authed(token, ListRequest::default())))
-            .await
-            .expect_err("revoked by the change");
-        assert_token_refused(&status, "List");
+        assert_list_refused(&mut chat, token, "revoked by the change").await;
     }
     within(chat.list(authed(&fresh.token, ListRequest::default())))
         .await
@@ -304,31 +314,24 @@ async fn a_connect_retry_of_a_stored_message_gets_the_stored_message_back() {
     let (outbox, mut echoes) = open_connect(&mut chat, Some(&alice), &metadata)
         .await
         .expect("connect");
-    outbox
-        .send(outgoing("c1", "hello"))
-        .await
-        .expect("the stream is open");
-    let first = take(&mut echoes, 1).await.remove(0);
+    let first = echoed(&outbox, &mut echoes, outgoing("c1", "hello")).await;
     // The client loses the call (it never knew the echo arrived) and tries again.
     drop((outbox, echoes));
 
     let (outbox, mut echoes) = open_connect(&mut chat, Some(&alice), &metadata)
         .await
         .expect("reconnect");
-    outbox
-        .send(outgoing("c1", "hello"))
-        .await
-        .expect("the stream is open");
-    let again = take(&mut echoes, 1).await.remove(0);
+    let again = echoed(&outbox, &mut echoes, outgoing("c1", "hello")).await;
     assert_eq!(
         again, first,
         "the repeat is acknowledged with the stored message"
     );
-    outbox
-        .send(outgoing("c2", "and on"))
-        .await
-        .expect("the stream is open");
-    assert_eq!(take(&mut echoes, 1).await[0].client_id, "c2");
+    assert_eq!(
+        echoed(&outbox, &mut echoes, outgoing("c2", "and on"))
+            .await
+            .client_id,
+        "c2"
+    );
     assert_eq!(history_of(&app, &alice, &chat_id).await.len(), 2);
 }
 
@@ -346,11 +349,7 @@ async fn a_connect_retry_on_another_server_gets_the_stored_message_back() {
     let (outbox, mut echoes) = open_connect(&mut first.chat().await, Some(&alice), &metadata)
         .await
         .expect("connect");
-    outbox
-        .send(outgoing("c1", "hello"))
-        .await
-        .expect("the stream is open");
-    let stored = take(&mut echoes, 1).await.remove(0);
+    let stored = echoed(&outbox, &mut echoes, outgoing("c1", "hello")).await;
     drop((outbox, echoes));
     // Once the second server has delivered a later message live, a call opened there starts
     // after the first one: its feed will never carry it, so only the answer to the retry can
@@ -370,9 +369,8 @@ async fn a_connect_retry_on_another_server_gets_the_stored_message_back() {
     let (outbox, mut echoes) = open_connect(&mut second.chat().await, Some(&alice), &metadata)
         .await
         .expect("connect to the other server");
-    outbox
-        .send(outgoing("c1", "hello"))
-        .await
-        .expect("the stream is open");
-    assert_eq!(take(&mut echoes, 1).await.remove(0), stored);
+    assert_eq!(
+        echoed(&outbox, &mut echoes, outgoing("c1", "hello")).await,
+        stored
+    );
 }

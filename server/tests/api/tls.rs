@@ -69,6 +69,34 @@ async fn handshake(connector: &TlsConnector, addr: SocketAddr) -> io::Result<Tls
     connector.connect(name, tcp).await
 }
 
+/// A server on HTTPS with a fresh self-signed certificate and `extra` flags; the directory
+/// holding the certificate's files lives as long as the returned guard.
+async fn spawn_https(extra: &[&str]) -> (TestApp, Certificate, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let certificate = self_signed(dir.path());
+    let (cert, key) = (
+        certificate.cert.display().to_string(),
+        certificate.key.display().to_string(),
+    );
+    let mut args = vec!["--tls-cert", &cert, "--tls-key", &key];
+    args.extend_from_slice(extra);
+    let app = spawn_app_with(&args).await;
+    (app, certificate, dir)
+}
+
+/// `GET /` over HTTP/1.1 on an established TLS connection, as a browser loads the UI.
+async fn get_root(tls: TlsStream<TcpStream>) -> http::Response<hyper::body::Incoming> {
+    let (mut sender, connection) = within(hyper::client::conn::http1::handshake(TokioIo::new(tls)))
+        .await
+        .expect("HTTP/1.1 over TLS");
+    tokio::spawn(connection);
+    let request = http::Request::get("/")
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .expect("a request");
+    within(sender.send_request(request)).await.expect("GET /")
+}
+
 /// A gRPC channel over TLS, remembering which protocol each connection's ALPN chose.
 async fn https_channel(
     addr: SocketAddr,
@@ -91,21 +119,7 @@ async fn https_channel(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_grpc_works_over_https_with_http2() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let certificate = self_signed(dir.path());
-    let (cert, key) = (
-        certificate.cert.display().to_string(),
-        certificate.key.display().to_string(),
-    );
-    let app = spawn_app_with(&[
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--sign-in-per-address-per-minute",
-        "2",
-    ])
-    .await;
+    let (app, certificate, _dir) = spawn_https(&["--sign-in-per-address-per-minute", "2"]).await;
 
     let negotiated = Arc::new(Mutex::new(Vec::new()));
     let connector = tls_client(Some(&certificate.der), &[b"h2"]);
@@ -149,13 +163,7 @@ async fn native_grpc_works_over_https_with_http2() {
 
 #[tokio::test]
 async fn http1_clients_get_the_ui_and_untrusting_or_plain_clients_get_nothing() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let certificate = self_signed(dir.path());
-    let (cert, key) = (
-        certificate.cert.display().to_string(),
-        certificate.key.display().to_string(),
-    );
-    let app = spawn_app_with(&["--tls-cert", &cert, "--tls-key", &key]).await;
+    let (app, certificate, _dir) = spawn_https(&[]).await;
 
     // An HTTP/1.1-only client, as old proxies and tools are.
     let connector = tls_client(Some(&certificate.der), &[b"http/1.1"]);
@@ -163,15 +171,7 @@ async fn http1_clients_get_the_ui_and_untrusting_or_plain_clients_get_nothing() 
         .await
         .expect("handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let (mut sender, connection) = within(hyper::client::conn::http1::handshake(TokioIo::new(tls)))
-        .await
-        .expect("HTTP/1.1 over TLS");
-    tokio::spawn(connection);
-    let request = http::Request::get("/")
-        .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
-        .expect("a request");
-    let response = within(sender.send_request(request)).await.expect("GET /");
+    let response = get_root(tls).await;
     assert_eq!(response.status(), http::StatusCode::OK);
     assert!(response.headers().contains_key("content-security-policy"));
     let body = within(response.into_body().collect())
@@ -206,21 +206,7 @@ async fn http1_clients_get_the_ui_and_untrusting_or_plain_clients_get_nothing() 
 
 #[tokio::test]
 async fn half_a_handshake_or_a_handshake_and_silence_is_closed_in_bounded_time() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let certificate = self_signed(dir.path());
-    let (cert, key) = (
-        certificate.cert.display().to_string(),
-        certificate.key.display().to_string(),
-    );
-    let app = spawn_app_with(&[
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--first-request-timeout-secs",
-        "1",
-    ])
-    .await;
+    let (app, certificate, _dir) = spawn_https(&["--first-request-timeout-secs", "1"]).await;
 
     // The header of a handshake record announcing a ClientHello, and nothing of it.
     let mut half = TcpStream::connect(app.addr).await.expect("connect");
@@ -247,13 +233,7 @@ async fn half_a_handshake_or_a_handshake_and_silence_is_closed_in_bounded_time()
 
 #[tokio::test]
 async fn https_responses_tell_browsers_to_stay_on_https_and_plain_http_ones_do_not() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let certificate = self_signed(dir.path());
-    let (cert, key) = (
-        certificate.cert.display().to_string(),
-        certificate.key.display().to_string(),
-    );
-    let app = spawn_app_with(&["--tls-cert", &cert, "--tls-key", &key]).await;
+    let (app, certificate, _dir) = spawn_https(&[]).await;
     let hsts = |headers: &http::HeaderMap| {
         headers
             .get("strict-transport-security")
@@ -265,15 +245,7 @@ async fn https_responses_tell_browsers_to_stay_on_https_and_plain_http_ones_do_n
     let tls = within(handshake(&connector, app.addr))
         .await
         .expect("handshake");
-    let (mut sender, connection) = within(hyper::client::conn::http1::handshake(TokioIo::new(tls)))
-        .await
-        .expect("HTTP/1.1 over TLS");
-    tokio::spawn(connection);
-    let request = http::Request::get("/")
-        .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
-        .expect("a request");
-    let response = within(sender.send_request(request)).await.expect("GET /");
+    let response = get_root(tls).await;
     assert_eq!(
         hsts(response.headers()).as_deref(),
         Some("max-age=31536000"),
