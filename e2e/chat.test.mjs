@@ -151,7 +151,12 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
     await bob.page.getByLabel('Current password').fill(PASSWORD);
     await bob.page.getByLabel('New password').fill(`${PASSWORD} again`);
     await bob.button('Change password').click();
-    // The old session is revoked; the app goes on with the fresh one and its stream.
+    // The old session is revoked; the app starts afresh with the fresh one and its stream,
+    // and says so.
+    await bob.page
+      .getByRole('status')
+      .filter({ hasText: 'Your password was changed, and your other devices were signed out.' })
+      .waitFor();
     await bob.button('New chat').waitFor();
     await bob.waitUntilConnected(RECONNECT_MS);
     const afterChange = 'Sent with the fresh session';

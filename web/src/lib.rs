@@ -38,10 +38,25 @@ pub fn App() -> impl IntoView {
         session.set(None);
     });
 
+    // A changed password starts the chats page afresh with the new session; the notice says
+    // why the page restarted and that the other devices were signed out.
+    let password_changed = Callback::new(move |new: Session| {
+        storage::save_session(&new);
+        notice.set(Some(
+            "Your password was changed, and your other devices were signed out.".into(),
+        ));
+        session.set(Some(new));
+    });
+
     move || match session.get() {
         None => view! { <SignInPage on_signed_in=signed_in notice=notice /> }.into_any(),
         Some(session) => view! {
-            <ChatsPage session=session on_signed_out=signed_out on_session_changed=signed_in />
+            <ChatsPage
+                session=session
+                on_signed_out=signed_out
+                on_session_changed=password_changed
+                notice=notice
+            />
         }
         .into_any(),
     }

@@ -4,6 +4,7 @@
 
 use chat_core::ValidationError;
 use chat_core::ids::{ChatId, UserId};
+use chat_core::requests::Members;
 
 use super::StoreError;
 
@@ -27,4 +28,16 @@ pub fn id_to_sql(id: chat_core::ids::MessageId) -> i64 {
 
 pub fn id_from_sql(id: i64) -> u64 {
     u64::try_from(id).unwrap_or(0)
+}
+
+/// The column that makes a chat unique by its member set, in both backends: the member ids,
+/// sorted as `Members` keeps them, joined by spaces (ids never contain one). Its `UNIQUE`
+/// constraint is what keeps New idempotent, also across servers.
+pub fn member_key(members: &Members) -> String {
+    members
+        .as_slice()
+        .iter()
+        .map(UserId::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -64,6 +64,7 @@ pub fn AccountMenu(
         }
         busy.set(true);
         let api = api.clone();
+        live.replacing_session(true);
         spawn_local(async move {
             match api.change_password(&old, &new).await {
                 Ok(session) => {
@@ -71,6 +72,7 @@ pub fn AccountMenu(
                     on_session_changed.run(session);
                 }
                 Err(problem) => {
+                    live.replacing_session(false);
                     error.set(Some(problem.to_string()));
                     busy.set(false);
                 }

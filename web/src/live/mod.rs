@@ -49,6 +49,10 @@ pub struct Live {
     stopped: RwSignal<bool>,
     /// Called when the server says the session is over.
     on_signed_out: Callback<()>,
+    /// Set while a password change is in flight: the change revokes this session's token, and
+    /// the server may end this tab's stream before its answer (the fresh session) arrives.
+    /// That ending is then expected, not a sign-out.
+    replacing_session: StoredValue<bool>,
     /// Set while a message is in flight or waiting out the server's rate limit: the outbox
     /// goes out one message at a time, oldest first, so messages keep the order written.
     sending: StoredValue<bool>,
@@ -82,6 +86,7 @@ pub fn create_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> 
         stopped: RwSignal::new(false),
         on_signed_out,
         sending: StoredValue::new(false),
+        replacing_session: StoredValue::new(false),
     };
     // Keep the outbox in localStorage, so unsent messages survive a reload. The first run
     // also rewrites an outbox an earlier release stored in the current format.
@@ -111,12 +116,24 @@ impl Live {
     }
 
     pub fn stop(&self) {
-        self.stopped.set(true);
+        self.stopped.try_set(true);
     }
 
+    /// The server ended this session. Reported to the page unless this live state is
+    /// already stopped (its page replaced) or its session is being replaced on purpose.
     pub fn signed_out(&self) {
+        let already_stopped = self.stopped.try_get_untracked().unwrap_or(true);
+        let replacing = self.replacing_session.try_get_value().unwrap_or(false);
         self.stop();
-        self.on_signed_out.run(());
+        if !already_stopped && !replacing {
+            self.on_signed_out.run(());
+        }
+    }
+
+    /// Says that a password change is in flight (`true`) or failed (`false`); see
+    /// `replacing_session`.
+    pub fn replacing_session(&self, replacing: bool) {
+        self.replacing_session.try_set_value(replacing);
     }
 
     /// Applies `change` to the model, then notifies the readers of the parts it `touches`,

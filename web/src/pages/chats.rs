@@ -23,6 +23,8 @@ pub fn ChatsPage(
     on_signed_out: Callback<Option<String>>,
     /// Called with the fresh session after a password change.
     on_session_changed: Callback<Session>,
+    /// A sentence for the user about what just happened to their session, if any.
+    notice: RwSignal<Option<String>>,
 ) -> impl IntoView {
     let api = Api::for_this_page().signed_in(&session);
     let live = provide_live(
@@ -66,6 +68,9 @@ pub fn ChatsPage(
                     <button type="button" class="link" on:click=sign_out>"Sign out"</button>
                     <AccountMenu api=account_api on_signed_out=on_signed_out on_session_changed=on_session_changed />
                 </header>
+                <Show when=move || notice.with(Option::is_some)>
+                    <p class="notice" role="status">{move || notice.get()}</p>
+                </Show>
                 <ConnectionIndicator />
                 <NewChat />
                 <ChatList />

@@ -8,7 +8,7 @@ use chat_core::requests::{HistoryQuery, ListQuery, Members};
 use deadpool_postgres::Client;
 
 use super::rows::{MESSAGE_COLUMNS, message, message_at};
-use crate::store::decode::{id_to_sql, stored_chat, stored_user};
+use crate::store::decode::{id_to_sql, member_key, stored_chat, stored_user};
 use crate::store::{
     ChatPage, ChatSummary, HistoryPage, StoreError, StoredMessage, TokenHash, position_after,
 };
@@ -212,12 +212,7 @@ pub async fn member_at_chat_cap(
     members: &Members,
     cap: u32,
 ) -> Result<Option<UserId>, StoreError> {
-    let member_key = members
-        .as_slice()
-        .iter()
-        .map(UserId::as_str)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let member_key = member_key(members);
     let exists = client
         .prepare_cached("SELECT 1 FROM chats WHERE member_key = $1")
         .await?;

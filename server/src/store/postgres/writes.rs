@@ -6,7 +6,7 @@ use chat_core::ids::{ChatId, UserId};
 use chat_core::requests::Members;
 use deadpool_postgres::Client;
 
-use crate::store::decode::stored_chat;
+use crate::store::decode::{member_key, stored_chat};
 use crate::store::{StoreError, TokenHash};
 
 pub async fn create_account(
@@ -116,7 +116,7 @@ pub async fn create_chat(
     {
         return Err(StoreError::NoSuchAccount(missing.clone()));
     }
-    let member_key = users.join(" ");
+    let member_key = member_key(wanted);
 
     let tx = client.transaction().await?;
     let created = tx

@@ -5,6 +5,7 @@ use chat_core::requests::{HistoryQuery, ListQuery, Members};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{MessageRow, id_to_sql, stored_chat, stored_user};
+use crate::store::decode::member_key;
 use crate::store::{
     ChatPage, ChatSummary, HistoryPage, StoreError, StoredMessage, TokenHash, position_after,
 };
@@ -203,12 +204,7 @@ pub fn member_at_chat_cap(
     members: &Members,
     cap: u32,
 ) -> Result<Option<UserId>, StoreError> {
-    let member_key = members
-        .as_slice()
-        .iter()
-        .map(UserId::as_str)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let member_key = member_key(members);
     let exists = conn
         .prepare_cached("SELECT 1 FROM chats WHERE member_key = ?1")?
         .exists([&member_key])?;

@@ -9,6 +9,7 @@ use chat_core::requests::{Members, NewMessage};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{MessageRow, id_from_sql, stored_chat, stored_user};
+use crate::store::decode::member_key;
 use crate::store::{StoreError, StoredMessage, TokenHash};
 
 /// Chats whose row id and members the writer keeps in memory; past this it starts over.
@@ -97,12 +98,7 @@ pub fn create_chat(
             return Err(StoreError::NoSuchAccount(user.clone()));
         }
     }
-    let member_key = wanted
-        .as_slice()
-        .iter()
-        .map(UserId::as_str)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let member_key = member_key(wanted);
     let inserted = conn.execute(
         "INSERT INTO chats (public_id, member_key, created_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (member_key) DO NOTHING",
