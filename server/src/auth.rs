@@ -7,8 +7,9 @@
 //!
 //! A revoked token must also stop the streams opened with it, which authenticated once, when
 //! they opened. Each open stream waits in [`Authenticator::until_revoked`]: it re-reads its
-//! token whenever this server revokes one (an in-process notification, so SignOut here ends
-//! the streams here at once), and every `token_recheck` besides, which is what catches a
+//! token whenever this server revokes one of its user's tokens (an in-process notification
+//! naming the user, so SignOut here ends the streams here at once and wakes no other user's),
+//! and every `token_recheck` besides, which is what catches a
 //! revocation made by another server sharing the database, and expiry.
 
 use std::future::Future;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::requests::PasswordChange;
-use tokio::sync::watch;
+use tokio::sync::broadcast;
 
 use chat_core::ids::UserId;
 use chat_core::requests::Credentials;
@@ -36,15 +37,19 @@ pub struct Session {
     pub expires_at: i64,
 }
 
+/// Revocations a stream may fall behind on before it re-reads its token regardless.
+const REVOCATIONS_QUEUED: usize = 256;
+
 pub struct Authenticator {
     store: Arc<dyn Store>,
     hashing: Hashing,
     token_ttl: Duration,
     /// How often an open stream re-reads its token (see [`Authenticator::until_revoked`]).
     token_recheck: Duration,
-    /// Bumped after every revocation this server commits, so its open streams re-read their
-    /// tokens at once.
-    revocations: watch::Sender<u64>,
+    /// The user of every revocation this server commits, so that user's open streams
+    /// re-read their tokens at once (and nobody else's: a sign-out costs reads in proportion
+    /// to the signer's own streams, not to every stream the server holds).
+    revocations: broadcast::Sender<UserId>,
     /// Verified against when the account does not exist, so that an unknown user id costs
     /// as much time as a wrong password and sign-in does not reveal which accounts exist.
     decoy_hash: String,
@@ -63,7 +68,7 @@ impl Authenticator {
             hashing,
             token_ttl,
             token_recheck,
-            revocations: watch::Sender::new(0),
+            revocations: broadcast::Sender::new(REVOCATIONS_QUEUED),
             decoy_hash,
         })
     }
@@ -99,11 +104,11 @@ impl Authenticator {
     /// write: the single writer is not anybody's to keep busy.
     pub async fn sign_out(&self, metadata: &MetadataMap) -> Result<(), ApiError> {
         let token = token_hash(bearer_token(metadata)?);
-        if self.store.token_owner(token, unix_now()).await?.is_none() {
+        let Some(owner) = self.store.token_owner(token, unix_now()).await? else {
             return Ok(());
-        }
+        };
         self.store.revoke_token(token).await?;
-        self.revoked();
+        self.revoked(owner);
         Ok(())
     }
 
@@ -111,7 +116,7 @@ impl Authenticator {
     pub async fn sign_out_everywhere(&self, metadata: &MetadataMap) -> Result<(), ApiError> {
         let user = self.caller(metadata).await?;
         self.store.revoke_tokens_of(&user).await?;
-        self.revoked();
+        self.revoked(user.clone());
         tracing::info!(%user, "signed out everywhere");
         Ok(())
     }
@@ -139,7 +144,7 @@ impl Authenticator {
         let new = change.new_password.expose().to_owned();
         let hash = self.hashing.hash(turn, new).await?;
         self.store.set_password(&user, hash).await?;
-        self.revoked();
+        self.revoked(user.clone());
         tracing::info!(%user, "password changed; every other session signed out");
         self.start_session(user).await
     }
@@ -152,6 +157,7 @@ impl Authenticator {
     /// first poll, so a revocation in between is not left to the timer.
     pub fn until_revoked(
         self: &Arc<Self>,
+        user: UserId,
         token: TokenHash,
     ) -> impl Future<Output = ApiError> + Send + 'static {
         let mut revocations = self.revocations.subscribe();
@@ -163,8 +169,12 @@ impl Authenticator {
             loop {
                 tokio::select! {
                     _ = recheck.tick() => {}
-                    // Cannot fail while `this` holds the sender.
-                    _ = revocations.changed() => {}
+                    revoked = revocations.recv() => match revoked {
+                        Ok(whose) if whose != user => continue,
+                        // A lagging receiver may have missed its user's revocation: look.
+                        // (Closed cannot happen while `this` holds the sender.)
+                        Ok(_) | Err(_) => {}
+                    },
                 }
                 if let Ok(None) = this.store.token_owner(token, unix_now()).await {
                     return ApiError::Unauthenticated(
@@ -181,9 +191,9 @@ impl Authenticator {
         Ok(self.store.token_owner(token, unix_now()).await?.is_some())
     }
 
-    fn revoked(&self) {
-        self.revocations
-            .send_modify(|count| *count = count.wrapping_add(1));
+    fn revoked(&self, user: UserId) {
+        // No receiver (no open stream) is not an error.
+        let _ = self.revocations.send(user);
     }
 
     /// The user a call is made by, from its bearer token. When the call also carries

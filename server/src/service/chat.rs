@@ -130,7 +130,7 @@ impl Chat for ChatService {
         // Small: the receiving side waits (and so stops reading) while the sending side is
         // behind, which is the flow control a slow reader should meet.
         let (outcomes, outcome) = mpsc::channel(4);
-        let revoked = self.authenticator.until_revoked(token);
+        let revoked = self.authenticator.until_revoked(caller.clone(), token);
         tokio::spawn(receive_connect_messages(
             request.into_inner(),
             revoked,
@@ -161,6 +161,7 @@ impl Chat for ChatService {
             self.check_member(chat, &caller).await?;
         }
         let slot = self.limits.open_stream(&caller).await?;
+        let revoked = self.authenticator.until_revoked(caller.clone(), token);
         let feed = self.open_feed(FeedSpec {
             user: caller,
             chat: query.chat_id,
@@ -176,7 +177,6 @@ impl Chat for ChatService {
             };
             Ok(proto::Event { event: Some(event) })
         });
-        let revoked = self.authenticator.until_revoked(token);
         Ok(Response::new(Box::pin(holding(
             slot,
             ending_when(events, revoked),
