@@ -126,15 +126,20 @@ enum Outcome {
 
 /// Whether a failed call is one a client retries: UNAVAILABLE (the server refused the call or
 /// the connection); CANCELLED from the tonic client itself when it had queued the call on a
-/// connection the server then closed, so the call was never written; or tonic's INTERNAL
+/// connection the server then closed ("connection closed"), or handed it to a connection that
+/// had already taken the server's GOAWAY ("connection was not ready": hyper's
+/// `try_send_request` returns such a request to its caller because it was never written), so
+/// in both cases the call never left the client; or tonic's INTERNAL
 /// "h2 protocol error: GoAway(NO_ERROR, Remote)", which h2 gives a call the server's graceful
 /// GOAWAY left out (its stream id is above the last one the server said it would process, so
 /// by HTTP/2's rules it was not processed at all). All leave nothing stored, which the test
 /// checks.
 fn is_retryable(status: &Status) -> bool {
     let never_written = status.code() == Code::Cancelled
-        && std::error::Error::source(status)
-            .is_some_and(|source| format!("{source:?}").contains("connection closed"));
+        && std::error::Error::source(status).is_some_and(|source| {
+            let source = format!("{source:?}");
+            source.contains("connection closed") || source.contains("connection was not ready")
+        });
     // The GOAWAY may be named in the message or only in the error's sources, depending on
     // where in hyper the stream was cut: look at the whole chain.
     let mut chain = status.message().to_owned();

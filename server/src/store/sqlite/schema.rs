@@ -9,10 +9,13 @@ use rusqlite::{Connection, OpenFlags};
 use super::rows::id_from_sql;
 use crate::store::StoreError;
 
-/// Written to `PRAGMA user_version`; a file with a newer version is refused, not misread.
-const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA: &str = "
+/// The migrations, in order; migration `n` (from 1) is `MIGRATIONS[n - 1]`, and `PRAGMA
+/// user_version` holds how many a file has had. Never edit one that has shipped: add the
+/// next. A file with a newer version than `MIGRATIONS.len()` is refused, not misread.
+///
+/// The first one says `IF NOT EXISTS` because files made before versioning (version 0)
+/// already have its tables.
+const MIGRATIONS: &[&str] = &["
 CREATE TABLE IF NOT EXISTS accounts (
     user_id       TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -49,7 +52,10 @@ CREATE TABLE IF NOT EXISTS messages (
     UNIQUE (chat, sender, client_id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat, id);
-";
+"];
+
+/// The schema version this server reads and writes: the number of migrations.
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// How long a connection waits for a lock held by another before it reports the database busy.
 const BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000;";
@@ -111,7 +117,16 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             "database schema version {version} is newer than this server understands ({SCHEMA_VERSION}); upgrade the server"
         )));
     }
-    conn.execute_batch(SCHEMA)?;
-    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+    // Each step and its version number commit together: a crash between steps leaves a file
+    // that the next start carries on from.
+    for (version, sql) in (1..=SCHEMA_VERSION)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        tracing::info!(version, "applying database migration");
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {version}; COMMIT;"
+        ))?;
+    }
     Ok(())
 }
