@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 
 use crate::error::ApiError;
-use crate::password::{self, Hashing};
+use crate::password::{self, Hashing, Turn};
 use crate::store::{Store, TokenHash};
 use chat_transport::unix_now;
 
@@ -84,9 +84,15 @@ impl Authenticator {
         self.start_session(credentials.user_id).await
     }
 
-    pub async fn sign_in(&self, credentials: Credentials) -> Result<Session, ApiError> {
-        // The turn first: an attempt refused for a full queue costs no storage read.
-        let turn = self.hashing.turn().await?;
+    /// A turn at the password hashing, which `sign_in` and `change_password` need: the
+    /// caller takes it first, before anything else the attempt costs (a storage read, the
+    /// failed sign-in rows), so that an attempt refused for a full queue costs nothing else
+    /// and the attempts that go on are only as many as can be hashed.
+    pub async fn turn(&self) -> Result<Turn, ApiError> {
+        self.hashing.turn().await
+    }
+
+    pub async fn sign_in(&self, turn: Turn, credentials: Credentials) -> Result<Session, ApiError> {
         let stored = self.store.password_hash(&credentials.user_id).await?;
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.decoy_hash.clone());
@@ -126,10 +132,10 @@ impl Authenticator {
     /// for the caller.
     pub async fn change_password(
         &self,
+        turn: Turn,
         user: UserId,
         change: PasswordChange,
     ) -> Result<Session, ApiError> {
-        let turn = self.hashing.turn().await?;
         let stored = self
             .store
             .password_hash(&user)

@@ -5,12 +5,14 @@
 //! whole request is the transport's, set in `lib.rs`; how many passwords are hashed at once is
 //! `password`'s.)
 //!
-//! All of this lives in memory and starts afresh with the process: limits slow abuse down,
-//! they are not records. Every map here is bounded (see `keyed` and `sign_in`), and every
+//! On one server all of this lives in memory and starts afresh with the process: limits slow
+//! abuse down, they are not records. With several servers on one PostgreSQL database the
+//! same budgets are rows there (`SharedRates`, `StreamLeases`), so they do not multiply by
+//! the number of servers. Every map here is bounded (see `keyed` and `sign_in`), and every
 //! refusal says when to try again (`ApiError::RateLimited`).
 
 mod keyed;
-mod sign_in;
+pub mod sign_in;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,7 +28,7 @@ use crate::error::{ApiError, Limit};
 use crate::metrics::{Metrics, Refusal};
 use crate::store::{SharedRates, StreamLeases};
 use keyed::KeyedLimit;
-use sign_in::SignIns;
+use sign_in::{Policy, SignIns};
 
 /// The knobs, as `config::Settings` reads them.
 #[derive(Debug, Clone)]
@@ -61,17 +63,20 @@ pub struct Limits {
     streams: Streams,
     max_streams: usize,
     sign_in_per_address_per_minute: u32,
-    /// With several servers on one database: the send rate and the sign-ins per address are
-    /// counted there instead of in `sends` and `sign_in_addresses`.
+    sign_out_per_address_per_minute: u32,
+    sign_in_policy: Policy,
+    /// With several servers on one database: every rate here and the failed sign-ins are
+    /// counted there instead of in this server's memory (`sends`, `new_chats`,
+    /// `sign_in_addresses`, `sign_out_addresses`, `sign_ins` then only say which limits are
+    /// on).
     shared: Option<Arc<dyn SharedRates>>,
     /// Where refusals are counted, by limit.
     metrics: Arc<Metrics>,
 }
 
 impl Limits {
-    /// With `leases` and `shared` (a database shared by several servers), open streams, the
-    /// send rate and sign-ins per address are counted there, across servers; without, in this
-    /// server's memory.
+    /// With `leases` and `shared` (a database shared by several servers), open streams and
+    /// every budget are counted there, across servers; without, in this server's memory.
     pub fn new(
         settings: &LimitSettings,
         metrics: Arc<Metrics>,
@@ -79,6 +84,8 @@ impl Limits {
         shared: Option<Arc<dyn SharedRates>>,
     ) -> Self {
         let nonzero = |value: u32| NonZeroU32::new(value.max(1)).unwrap_or(NonZeroU32::MIN);
+        let sign_in_policy =
+            Policy::new(settings.sign_in_free_failures, settings.sign_in_max_delay);
         Self {
             sends: settings.send_rate.map(|per_second| {
                 KeyedLimit::new(
@@ -102,7 +109,11 @@ impl Limits {
             sign_out_addresses: settings
                 .sign_out_per_address_per_minute
                 .map(|per_minute| KeyedLimit::new(Quota::per_minute(nonzero(per_minute)))),
-            sign_ins: SignIns::new(settings.sign_in_free_failures, settings.sign_in_max_delay),
+            sign_out_per_address_per_minute: settings
+                .sign_out_per_address_per_minute
+                .unwrap_or_default(),
+            sign_ins: SignIns::new(sign_in_policy),
+            sign_in_policy,
             streams: match leases {
                 Some(leases) => Streams::Shared(leases),
                 None => Streams::Memory(Arc::new(Mutex::new(HashMap::new()))),
@@ -154,16 +165,20 @@ impl Limits {
     /// Takes one New call from `user`'s budget, or says how long until there is one. Every
     /// New counts, also one that finds an existing chat: what is limited is how fast one
     /// account can put other people in chats.
-    pub fn new_chat(&self, user: &UserId) -> Result<(), ApiError> {
+    pub async fn new_chat(&self, user: &UserId) -> Result<(), ApiError> {
         let Some(new_chats) = &self.new_chats else {
             return Ok(());
         };
-        new_chats
-            .check(user)
-            .map_err(|retry_after| ApiError::RateLimited {
-                limit: Limit::NewChatRate(self.new_chat_rate),
-                retry_after,
-            })
+        let outcome = match &self.shared {
+            Some(rates) => {
+                per_minute(rates.as_ref(), &format!("new {user}"), self.new_chat_rate).await?
+            }
+            None => new_chats.check(user),
+        };
+        outcome.map_err(|retry_after| ApiError::RateLimited {
+            limit: Limit::NewChatRate(self.new_chat_rate),
+            retry_after,
+        })
     }
 
     /// Waits until `user` may send one more message. Connect uses this instead of refusing:
@@ -216,11 +231,12 @@ impl Limits {
         let key = address_key(address);
         let outcome = match &self.shared {
             Some(rates) => {
-                let per_minute = self.sign_in_per_address_per_minute.max(1);
-                let interval = Duration::from_secs_f64(60.0 / f64::from(per_minute));
-                rates
-                    .take(&format!("sign-in {key}"), interval, per_minute)
-                    .await?
+                per_minute(
+                    rates.as_ref(),
+                    &format!("sign-in {key}"),
+                    self.sign_in_per_address_per_minute,
+                )
+                .await?
             }
             None => addresses.check(&key),
         };
@@ -235,39 +251,84 @@ impl Limits {
 
     /// Called before a SignOut looks its token up: counts the call against the address it
     /// comes from, so that a flood of made-up tokens is refused before it costs a lookup.
-    pub fn sign_out_from(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn sign_out_from(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
         let (Some(addresses), Some(address)) = (&self.sign_out_addresses, address) else {
             return Ok(());
         };
-        addresses
-            .check(&address_key(address))
-            .map_err(|retry_after| ApiError::RateLimited {
-                limit: Limit::AddressSignOuts,
-                retry_after,
-            })
+        let key = address_key(address);
+        let outcome = match &self.shared {
+            Some(rates) => {
+                per_minute(
+                    rates.as_ref(),
+                    &format!("sign-out {key}"),
+                    self.sign_out_per_address_per_minute,
+                )
+                .await?
+            }
+            None => addresses.check(&key),
+        };
+        outcome.map_err(|retry_after| ApiError::RateLimited {
+            limit: Limit::AddressSignOuts,
+            retry_after,
+        })
     }
 
     /// Called before `user`'s password is checked for a caller at `address`: refuses while
     /// that caller must wait, and otherwise counts the attempt as a failure until
     /// [`Limits::signed_in`] says otherwise. Counting before the check means many attempts in
     /// parallel cannot all slip through. See `sign_in` for who waits for whom.
-    pub fn sign_in_attempt(&self, user: &UserId, address: Option<IpAddr>) -> Result<(), ApiError> {
-        self.sign_ins
-            .attempt(user, address.map(address_key))
-            .map_err(|retry_after| {
-                self.metrics.refused(Refusal::AccountSignIns);
-                ApiError::RateLimited {
-                    limit: Limit::AccountSignIns,
-                    retry_after,
-                }
-            })
+    pub async fn sign_in_attempt(
+        &self,
+        user: &UserId,
+        address: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
+        let address = address.map(address_key);
+        let outcome = match &self.shared {
+            Some(rates) => {
+                rates
+                    .sign_in_attempt(user, address, &self.sign_in_policy)
+                    .await?
+            }
+            None => self.sign_ins.attempt(user, address),
+        };
+        outcome.map_err(|retry_after| {
+            self.metrics.refused(Refusal::AccountSignIns);
+            ApiError::RateLimited {
+                limit: Limit::AccountSignIns,
+                retry_after,
+            }
+        })
     }
 
     /// The password was right: what this attempt counted is given back, and the failures of
     /// this account from this address are forgiven (not those from elsewhere).
-    pub fn signed_in(&self, user: &UserId, address: Option<IpAddr>) {
-        self.sign_ins.succeeded(user, address.map(address_key));
+    pub async fn signed_in(&self, user: &UserId, address: Option<IpAddr>) {
+        let address = address.map(address_key);
+        match &self.shared {
+            Some(rates) => {
+                // The sign-in itself succeeded; a database that cannot be asked now only
+                // leaves this attempt counted as a failure, which the ladder forgets in time.
+                if let Err(error) = rates
+                    .sign_in_succeeded(user, address, &self.sign_in_policy)
+                    .await
+                {
+                    tracing::warn!(%error, "cannot forgive the failed sign-ins of a right password");
+                }
+            }
+            None => self.sign_ins.succeeded(user, address),
+        }
     }
+}
+
+/// Takes one cell of a shared budget of `per_minute` a minute (also its burst).
+async fn per_minute(
+    rates: &dyn SharedRates,
+    key: &str,
+    per_minute: u32,
+) -> Result<Result<(), Duration>, ApiError> {
+    let per_minute = per_minute.max(1);
+    let interval = Duration::from_secs_f64(60.0 / f64::from(per_minute));
+    Ok(rates.take(key, interval, per_minute).await?)
 }
 
 /// Where open streams are counted.

@@ -18,7 +18,12 @@
 //!   ladder of before, plus its one spare attempt and the refill during the ladder's first
 //!   doublings (2.7 guesses in all with the defaults).
 //!
-//! Both live in maps with a hard cap (`TRACKED_MAX` entries each) that evict the entry used
+//! The rules (`Policy`) work on plain state with times as durations since an epoch, so the
+//! same rules run on this server's memory (`SignIns`, times since the process started) and on
+//! rows shared by several servers (`SharedRates::sign_in_attempt`, times on the database's
+//! clock).
+//!
+//! In memory, both live in maps with a hard cap (`TRACKED_MAX` entries each) that evict the entry used
 //! least recently, so made-up account names cannot grow memory, and every attempt costs a
 //! hash lookup, never a scan. An entry is forgotten once 65,536 others have been used more
 //! recently: its ladder or bucket then starts over from its free attempts, which buys an
@@ -28,6 +33,9 @@ use parking_lot::Mutex;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+/// A point in time: how long after the epoch of the clock in use.
+pub type At = Duration;
 
 use chat_core::ids::UserId;
 use hashlink::LruCache;
@@ -50,10 +58,9 @@ const FAILURES_REMEMBERED: Duration = Duration::from_secs(3600);
 /// least recently used entry (governor's keyed store can only sweep out full budgets).
 pub struct SignIns {
     state: Mutex<State>,
-    free_failures: u32,
-    max_delay: Duration,
-    /// The account-wide bucket: size and refill.
-    budget: Rate,
+    policy: Policy,
+    /// The epoch of this server's times.
+    started: Instant,
 }
 
 struct State {
@@ -62,6 +69,61 @@ struct State {
 }
 
 impl SignIns {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            state: Mutex::new(State {
+                ladders: LruCache::new(TRACKED_MAX),
+                accounts: LruCache::new(TRACKED_MAX),
+            }),
+            policy,
+            started: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> At {
+        self.started.elapsed()
+    }
+
+    /// Refuses, with the wait, while the caller at `address` must wait for `user`'s account;
+    /// otherwise counts the attempt as failed in both budgets.
+    pub fn attempt(&self, user: &UserId, address: Option<IpAddr>) -> Result<(), Duration> {
+        let now = self.now();
+        let mut state = self.state.lock();
+        let State { ladders, accounts } = &mut *state;
+        let ladder = touch(ladders, (user.clone(), address), || Ladder::new(now));
+        let budget = touch(accounts, user.clone(), || self.policy.full_budget(now));
+        self.policy.attempt(ladder, budget, now)
+    }
+
+    /// The password was right: the attempt goes back into the account's budget and the
+    /// ladder of this address is forgiven.
+    pub fn succeeded(&self, user: &UserId, address: Option<IpAddr>) {
+        let now = self.now();
+        let mut state = self.state.lock();
+        state.ladders.remove(&(user.clone(), address));
+        if let Some(budget) = state.accounts.get_mut(user) {
+            self.policy.give_back(budget, now);
+        }
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> (usize, usize) {
+        let state = self.state.lock();
+        (state.ladders.len(), state.accounts.len())
+    }
+}
+
+/// Who waits for how long: the settings, and the rules applied to one account's ladder from
+/// one address and its account-wide budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    free_failures: u32,
+    max_delay: Duration,
+    /// The account-wide bucket: size and refill.
+    budget: Rate,
+}
+
+impl Policy {
     pub fn new(free_failures: u32, max_delay: Duration) -> Self {
         let free_failures = free_failures.max(1);
         let max_delay = max_delay.max(FIRST_DELAY);
@@ -70,10 +132,6 @@ impl SignIns {
             doublings += 1;
         }
         Self {
-            state: Mutex::new(State {
-                ladders: LruCache::new(TRACKED_MAX),
-                accounts: LruCache::new(TRACKED_MAX),
-            }),
             free_failures,
             max_delay,
             budget: Rate {
@@ -83,39 +141,47 @@ impl SignIns {
         }
     }
 
-    /// Refuses, with the wait, while the caller at `address` must wait for `user`'s account;
-    /// otherwise counts the attempt as failed in both budgets.
-    pub fn attempt(&self, user: &UserId, address: Option<IpAddr>) -> Result<(), Duration> {
-        let now = Instant::now();
-        let forget_after = FAILURES_REMEMBERED.max(self.max_delay * 2);
-        let mut state = self.state.lock();
-        let State { ladders, accounts } = &mut *state;
-        let ladder = touch(ladders, (user.clone(), address), || Ladder::new(now));
-        if ladder.is_forgotten(now, forget_after) {
+    /// How long a ladder is kept after its last failure once it no longer blocks.
+    pub fn forget_after(&self) -> Duration {
+        FAILURES_REMEMBERED.max(self.max_delay * 2)
+    }
+
+    /// An account budget nobody has touched.
+    pub fn full_budget(&self, now: At) -> Bucket {
+        Bucket::full(self.budget, now)
+    }
+
+    /// Refuses, with the wait, while `ladder` must wait; otherwise takes from `budget` (or
+    /// refuses while it is empty) and counts a failure on `ladder`.
+    pub fn attempt(
+        &self,
+        ladder: &mut Ladder,
+        budget: &mut Bucket,
+        now: At,
+    ) -> Result<(), Duration> {
+        if ladder.is_forgotten(now, self.forget_after()) {
             *ladder = Ladder::new(now);
         }
         ladder.wait(now)?;
-        let budget = touch(accounts, user.clone(), || Bucket::full(self.budget, now));
         budget.take(self.budget, now)?;
         ladder.fail(now, self.free_failures, self.max_delay);
         Ok(())
     }
 
-    /// The password was right: the attempt goes back into the account's budget and the
-    /// ladder of this address is forgiven.
-    pub fn succeeded(&self, user: &UserId, address: Option<IpAddr>) {
-        let now = Instant::now();
-        let mut state = self.state.lock();
-        state.ladders.remove(&(user.clone(), address));
-        if let Some(budget) = state.accounts.get_mut(user) {
-            budget.give_back(self.budget, now);
-        }
+    /// A right password: the attempt goes back into the account's budget.
+    pub fn give_back(&self, budget: &mut Bucket, now: At) {
+        budget.give_back(self.budget, now);
     }
 
-    #[cfg(test)]
-    fn tracked(&self) -> (usize, usize) {
-        let state = self.state.lock();
-        (state.ladders.len(), state.accounts.len())
+    /// When `ladder` may be forgotten: it starts over from then on anyway.
+    pub fn ladder_forgotten_at(&self, ladder: &Ladder) -> At {
+        (ladder.last + self.forget_after()).max(ladder.blocked_until.unwrap_or_default())
+    }
+
+    /// When `budget` is full again: from then on it is the same as a fresh one.
+    pub fn budget_full_at(&self, budget: &Bucket) -> At {
+        let missing = (self.budget.burst - budget.tokens).max(0.0);
+        budget.updated + Duration::from_secs_f64(missing / self.budget.per_second)
     }
 }
 
@@ -136,15 +202,15 @@ fn touch<K: Hash + Eq, V>(cache: &mut LruCache<K, V>, key: K, fresh: impl FnOnce
 }
 
 /// One account's recent failed sign-ins from one address.
-#[derive(Debug)]
-struct Ladder {
-    count: u32,
-    blocked_until: Option<Instant>,
-    last: Instant,
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ladder {
+    pub count: u32,
+    pub blocked_until: Option<At>,
+    pub last: At,
 }
 
 impl Ladder {
-    fn new(now: Instant) -> Self {
+    pub fn new(now: At) -> Self {
         Self {
             count: 0,
             blocked_until: None,
@@ -152,13 +218,12 @@ impl Ladder {
         }
     }
 
-    fn is_forgotten(&self, now: Instant, after: Duration) -> bool {
-        now.saturating_duration_since(self.last) > after
-            && self.blocked_until.is_none_or(|until| until <= now)
+    fn is_forgotten(&self, now: At, after: Duration) -> bool {
+        now.saturating_sub(self.last) > after && self.blocked_until.is_none_or(|until| until <= now)
     }
 
     /// How long until another attempt may be made, if it must wait.
-    fn wait(&self, now: Instant) -> Result<(), Duration> {
+    fn wait(&self, now: At) -> Result<(), Duration> {
         match self.blocked_until {
             Some(until) if until > now => Err(until - now),
             _ => Ok(()),
@@ -167,7 +232,7 @@ impl Ladder {
 
     /// Counts a failure and, past the free ones, blocks the next attempts for a delay that
     /// doubles with each failure.
-    fn fail(&mut self, now: Instant, free: u32, max_delay: Duration) {
+    fn fail(&mut self, now: At, free: u32, max_delay: Duration) {
         self.count = self.count.saturating_add(1);
         self.last = now;
         if self.count >= free {
@@ -188,28 +253,29 @@ struct Rate {
     burst: f64,
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
+/// One account's budget of attempts, shared by every address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    pub tokens: f64,
+    pub updated: At,
 }
 
 impl Bucket {
-    fn full(rate: Rate, now: Instant) -> Self {
+    fn full(rate: Rate, now: At) -> Self {
         Self {
             tokens: rate.burst,
             updated: now,
         }
     }
 
-    fn refill(&mut self, rate: Rate, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+    fn refill(&mut self, rate: Rate, now: At) {
+        let elapsed = now.saturating_sub(self.updated).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate.per_second).min(rate.burst);
         self.updated = now;
     }
 
     /// Takes a token, or returns how long until one is there.
-    fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
+    fn take(&mut self, rate: Rate, now: At) -> Result<(), Duration> {
         self.refill(rate, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -221,7 +287,7 @@ impl Bucket {
         }
     }
 
-    fn give_back(&mut self, rate: Rate, now: Instant) {
+    fn give_back(&mut self, rate: Rate, now: At) {
         self.refill(rate, now);
         self.tokens = (self.tokens + 1.0).min(rate.burst);
     }
@@ -249,7 +315,7 @@ mod tests {
             per_second: 2.0,
             burst: 3.0,
         };
-        let start = Instant::now();
+        let start = Duration::ZERO;
         let mut bucket = Bucket::full(rate, start);
         for _ in 0..3 {
             assert_eq!(bucket.take(rate, start), Ok(()));
@@ -267,7 +333,7 @@ mod tests {
 
     #[test]
     fn failures_past_the_free_ones_wait_longer_each_time_up_to_the_cap() {
-        let start = Instant::now();
+        let start = Duration::ZERO;
         let mut ladder = Ladder::new(start);
         let max = Duration::from_secs(4);
         let attempt = |ladder: &mut Ladder, now| {
@@ -291,7 +357,7 @@ mod tests {
 
     #[test]
     fn one_address_waits_for_its_own_failures_and_no_other_does() {
-        let sign_ins = SignIns::new(1, Duration::from_secs(60));
+        let sign_ins = SignIns::new(Policy::new(1, Duration::from_secs(60)));
         let (alice, attacker, owner) = (user("alice"), address("192.0.2.1"), address("192.0.2.2"));
         assert!(sign_ins.attempt(&alice, attacker).is_ok());
         assert!(
@@ -312,14 +378,14 @@ mod tests {
 
     #[test]
     fn a_right_password_forgives_and_old_failures_are_forgotten() {
-        let sign_ins = SignIns::new(1, Duration::from_secs(60));
+        let sign_ins = SignIns::new(Policy::new(1, Duration::from_secs(60)));
         let (alice, here) = (user("alice"), address("192.0.2.1"));
         assert!(sign_ins.attempt(&alice, here).is_ok());
         assert!(sign_ins.attempt(&alice, here).is_err(), "blocked after one");
         sign_ins.succeeded(&alice, here);
         assert!(sign_ins.attempt(&alice, here).is_ok(), "forgiven");
 
-        let now = Instant::now();
+        let now = Duration::ZERO;
         let old = Ladder {
             count: 50,
             blocked_until: Some(now),
@@ -333,20 +399,22 @@ mod tests {
     /// attempt against the account-wide budget as the server does; returns the guesses that
     /// the account budget refused.
     fn refusals_of_a_lone_attacker(free: u32, max_delay: Duration, span: Duration) -> usize {
-        let sign_ins = SignIns::new(free, max_delay);
-        let start = Instant::now();
+        let sign_ins = SignIns::new(Policy::new(free, max_delay));
+        let start = Duration::ZERO;
         let (mut state, alice) = (sign_ins.state.lock(), user("alice"));
         let State { ladders, accounts } = &mut *state;
         let ladder = touch(ladders, (alice.clone(), address("192.0.2.1")), || {
             Ladder::new(start)
         });
-        let budget = touch(accounts, alice, || Bucket::full(sign_ins.budget, start));
+        let budget = touch(accounts, alice, || {
+            Bucket::full(sign_ins.policy.budget, start)
+        });
         let (mut now, mut refused) = (start, 0);
         while now < start + span {
             match ladder.wait(now) {
                 Err(wait) => now += wait,
                 Ok(()) => {
-                    if budget.take(sign_ins.budget, now).is_err() {
+                    if budget.take(sign_ins.policy.budget, now).is_err() {
                         refused += 1;
                     }
                     ladder.fail(now, free, max_delay);
@@ -371,7 +439,7 @@ mod tests {
 
     #[test]
     fn many_addresses_together_empty_the_account_budget_and_then_everyone_waits() {
-        let sign_ins = SignIns::new(5, Duration::from_secs(300));
+        let sign_ins = SignIns::new(Policy::new(5, Duration::from_secs(300)));
         let alice = user("alice");
         // 5 free + 9 doublings below 300 s (1 s to 256 s) + 1 spare: 15 at once.
         let mut allowed = 0;
@@ -398,7 +466,7 @@ mod tests {
 
     #[test]
     fn made_up_account_names_keep_sign_in_state_bounded_and_every_attempt_cheap() {
-        let sign_ins = SignIns::new(5, Duration::from_secs(300));
+        let sign_ins = SignIns::new(Policy::new(5, Duration::from_secs(300)));
         let here = address("192.0.2.1");
         // 100,000 names nobody has, in batches of 10,000: no batch may take much longer than
         // the first (a scan of the whole map per attempt makes later batches thousands of

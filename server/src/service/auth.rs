@@ -45,13 +45,18 @@ impl Auth for AuthService {
         let address = request.remote_addr().map(|address| address.ip());
         self.limits.sign_in_from(address).await?;
         let user = credentials.user_id.clone();
-        self.limits.sign_in_attempt(&user, address)?;
-        let session = self
+        let turn = self
             .authenticator
-            .sign_in(credentials)
+            .turn()
             .await
             .inspect_err(|error| self.limits.count_refusal(error))?;
-        self.limits.signed_in(&user, address);
+        self.limits.sign_in_attempt(&user, address).await?;
+        let session = self
+            .authenticator
+            .sign_in(turn, credentials)
+            .await
+            .inspect_err(|error| self.limits.count_refusal(error))?;
+        self.limits.signed_in(&user, address).await;
         Ok(Response::new(to_proto(session)))
     }
 
@@ -60,7 +65,8 @@ impl Auth for AuthService {
         request: Request<SignOutRequest>,
     ) -> Result<Response<SignOutResponse>, Status> {
         self.limits
-            .sign_out_from(request.remote_addr().map(|address| address.ip()))?;
+            .sign_out_from(request.remote_addr().map(|address| address.ip()))
+            .await?;
         self.authenticator.sign_out(request.metadata()).await?;
         Ok(Response::new(SignOutResponse {}))
     }
@@ -86,12 +92,17 @@ impl Auth for AuthService {
         // faster way to guess the password than SignIn is.
         let address = request.remote_addr().map(|address| address.ip());
         self.limits.sign_in_from(address).await?;
-        self.limits.sign_in_attempt(&user, address)?;
+        let turn = self
+            .authenticator
+            .turn()
+            .await
+            .inspect_err(|error| self.limits.count_refusal(error))?;
+        self.limits.sign_in_attempt(&user, address).await?;
         let session = self
             .authenticator
-            .change_password(user.clone(), change)
+            .change_password(turn, user.clone(), change)
             .await?;
-        self.limits.signed_in(&user, address);
+        self.limits.signed_in(&user, address).await;
         Ok(Response::new(to_proto(session)))
     }
 }

@@ -57,7 +57,7 @@ impl Chat for ChatService {
             ))
             .into());
         }
-        self.limits.new_chat(&caller)?;
+        self.limits.new_chat(&caller).await?;
         if let Some(user) = self
             .store
             .member_at_chat_cap(&members, self.max_chats_per_user)

@@ -10,6 +10,7 @@ pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use chat_core::proto;
 use chat_core::requests::{HistoryQuery, ListCursor, ListQuery, Members, NewMessage};
 
 use crate::fanout::Broker;
+use crate::limits::sign_in;
 use crate::metrics::Metrics;
 
 /// A committed message.
@@ -260,7 +262,8 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Keyed rate budgets (GCRA) counted across every server of a shared database.
+/// Limits counted across every server of a shared database: keyed rate budgets (GCRA), and
+/// the failed sign-ins of `limits::sign_in` as rows.
 #[async_trait]
 pub trait SharedRates: Send + Sync + 'static {
     /// Takes one cell of `key`'s budget (`burst` cells, one more every `interval`), or says
@@ -271,6 +274,25 @@ pub trait SharedRates: Send + Sync + 'static {
         interval: Duration,
         burst: u32,
     ) -> Result<Result<(), Duration>, StoreError>;
+
+    /// `Policy::attempt` on the stored ladder of (`user`, `address`) and budget of `user`
+    /// (fresh ones when none is stored), both held for the decision so that attempts on
+    /// several servers at once are counted one after the other.
+    async fn sign_in_attempt(
+        &self,
+        user: &UserId,
+        address: Option<IpAddr>,
+        policy: &sign_in::Policy,
+    ) -> Result<Result<(), Duration>, StoreError>;
+
+    /// A right password: forgets the ladder of (`user`, `address`) and gives the attempt back
+    /// to `user`'s budget.
+    async fn sign_in_succeeded(
+        &self,
+        user: &UserId,
+        address: Option<IpAddr>,
+        policy: &sign_in::Policy,
+    ) -> Result<(), StoreError>;
 }
 
 /// Open streams per user counted across every server of a shared database: each open stream

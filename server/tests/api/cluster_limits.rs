@@ -1,7 +1,7 @@
 //! Limits that must hold per user, not per server, when several real `chat-server`
 //! processes share one PostgreSQL database (PostgreSQL only): a user's open streams are
 //! counted across servers, and the slots of a server that dies come back once its leases
-//! lapse.
+//! lapse; every rate limit and the failed sign-ins count once for all servers.
 
 use std::time::Duration;
 
@@ -154,5 +154,144 @@ async fn the_send_rate_and_sign_ins_per_address_do_not_multiply_by_the_number_of
         let (_, retry_after) = error_details(&refused);
         let retry_after = retry_after.expect("a retry hint");
         assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}");
+    }
+}
+
+/// Asserts that `result` is a RESOURCE_EXHAUSTED refusal for `reason`.
+fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    reason: chat_core::reason::Reason,
+    what: &str,
+) {
+    let refused = result.expect_err(what);
+    assert_eq!(
+        refused.code(),
+        Code::ResourceExhausted,
+        "{what}: {refused:?}"
+    );
+    assert_eq!(
+        error_details(&refused).0,
+        Some(reason),
+        "{what}: {refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn failed_sign_ins_sign_outs_and_new_chats_do_not_multiply_by_the_number_of_servers() {
+    use chat_core::proto::{NewRequest, SignOutRequest};
+    use chat_core::reason::Reason;
+
+    if !on_postgres() {
+        return;
+    }
+    let limits = [
+        "--sign-in-free-failures",
+        "1",
+        "--sign-in-max-delay-secs",
+        "60",
+        "--sign-out-per-address-per-minute",
+        "3",
+        "--new-chat-per-minute",
+        "3",
+    ];
+    let first = spawn_process(&limits).await;
+    let second = spawn_process_sharing(&first, &limits).await;
+    let third = spawn_process_sharing(&first, &limits).await;
+    let servers = [&first, &second, &third];
+    let (_, alice) = signed_up(&first, "alice").await;
+    signed_up(&second, "bob").await;
+    signed_up(&third, "carol").await;
+
+    // One wrong password from this address, on the first server, uses the account's one free
+    // failure from here: the next attempt waits, on every server, each of which alone has
+    // seen at most one.
+    let wrong = within(
+        first
+            .auth()
+            .await
+            .sign_in(credentials("alice", "not her password")),
+    )
+    .await
+    .expect_err("a wrong password");
+    assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
+    for server in [&second, &third] {
+        assert_refused(
+            within(
+                server
+                    .auth()
+                    .await
+                    .sign_in(credentials("alice", "a second guess")),
+            )
+            .await,
+            Reason::AccountThrottled,
+            "a second guess right after, on another server",
+        );
+    }
+    // The owner, after the wait, signs in on the third server; that forgives this address's
+    // failures on every server: a wrong password on the second is a plain wrong password
+    // again, not a wait.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    signed_in(&third, "alice").await;
+    let wrong = within(
+        second
+            .auth()
+            .await
+            .sign_in(credentials("alice", "one typo too many")),
+    )
+    .await
+    .expect_err("a wrong password");
+    assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
+
+    // Three SignOuts from this address, one on each server, use up its minute...
+    for (n, server) in servers.iter().enumerate() {
+        within(
+            server
+                .auth()
+                .await
+                .sign_out(authed(&format!("{n:064x}"), SignOutRequest {})),
+        )
+        .await
+        .expect("a sign-out within the limit");
+    }
+    // ...so a fourth is refused wherever it goes.
+    for server in servers {
+        assert_refused(
+            within(
+                server
+                    .auth()
+                    .await
+                    .sign_out(authed(&format!("{:064x}", 4), SignOutRequest {})),
+            )
+            .await,
+            Reason::AddressThrottled,
+            "a fourth sign-out from one address within the minute",
+        );
+    }
+
+    // Alice's three New calls, one on each server, use up her minute...
+    let member_sets: [&[&str]; 3] = [
+        &["alice", "bob"],
+        &["alice", "carol"],
+        &["alice", "bob", "carol"],
+    ];
+    for (server, members) in servers.iter().zip(member_sets) {
+        let request = NewRequest {
+            user_ids: members.iter().map(|m| m.to_string()).collect(),
+        };
+        within(server.chat().await.new_chat(authed(&alice, request)))
+            .await
+            .expect("a New within the limit");
+    }
+    // ...so a fourth is refused wherever it goes (also one that would find an existing chat:
+    // every New counts).
+    for server in servers {
+        let request = NewRequest {
+            user_ids: vec!["alice".into(), "bob".into()],
+        };
+        assert_refused(
+            within(server.chat().await.new_chat(authed(&alice, request))).await,
+            Reason::NewChatRate,
+            "a fourth New within the minute",
+        );
     }
 }

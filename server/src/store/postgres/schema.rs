@@ -72,6 +72,28 @@ CREATE TABLE rate_budgets (
     tat DOUBLE PRECISION NOT NULL
 );
 ",
+    "
+-- Failed sign-ins (limits/sign_in.rs), shared by every server. Times are seconds since the
+-- unix epoch on the database's clock. `forget_at`: when the row may be deleted (the ladder
+-- forgotten, the budget full again), so made-up account names cannot grow the tables.
+CREATE TABLE sign_in_ladders (
+    user_id       TEXT NOT NULL,
+    address       TEXT NOT NULL,
+    failures      INTEGER NOT NULL,
+    blocked_until DOUBLE PRECISION,
+    last_at       DOUBLE PRECISION NOT NULL,
+    forget_at     DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (user_id, address)
+);
+CREATE INDEX sign_in_ladders_by_forget_at ON sign_in_ladders(forget_at);
+CREATE TABLE sign_in_budgets (
+    user_id    TEXT PRIMARY KEY,
+    tokens     DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    forget_at  DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX sign_in_budgets_by_forget_at ON sign_in_budgets(forget_at);
+",
 ];
 
 /// Brings the schema up to date, waiting for any other server migrating at the same moment.
