@@ -199,8 +199,8 @@ async fn who_left_which_chat_and_who_is_blocked_move_too_and_a_later_copy_replac
     use chat_core::reason::Reason;
 
     let mut sqlite = spawn_sqlite_process(&[]).await;
-    let [alice, bob, carol, dave] =
-        signed_up_all(&sqlite, ["alice", "bob", "carol", "dave"]).await;
+    let [alice, bob, carol, dave, erin] =
+        signed_up_all(&sqlite, ["alice", "bob", "carol", "dave", "erin"]).await;
     let group = new_chat(&sqlite, &alice, &["alice", "bob", "carol"]).await;
     new_chat(&sqlite, &alice, &["alice", "dave"]).await;
     let mut chat = sqlite.chat().await;
@@ -216,11 +216,11 @@ async fn who_left_which_chat_and_who_is_blocked_move_too_and_a_later_copy_replac
     assert_eq!(counts(&first, "chat_departures"), (1, 1), "{first}");
     assert_eq!(counts(&first, "blocks"), (1, 1), "{first}");
 
-    // Between the copies: carol comes back, bob leaves, dave is unblocked and carol blocked.
+    // Between the copies: carol comes back, bob leaves, dave is unblocked and erin blocked.
     assert_eq!(new_chat(&sqlite, &carol, &["carol", "bob", "alice"]).await, group);
     within(chat.leave(leave(&bob))).await.expect("bob leaves");
     within(chat.unblock(authed(&alice, block("dave")))).await.expect("unblock dave");
-    within(chat.block(authed(&alice, block("carol")))).await.expect("block carol");
+    within(chat.block(authed(&alice, block("erin")))).await.expect("block erin");
     sqlite.kill();
 
     let second = migrate(&sqlite.data_dir(), &database.url).await;
@@ -251,15 +251,15 @@ async fn who_left_which_chat_and_who_is_blocked_move_too_and_a_later_copy_replac
     assert_eq!(members, &["alice", "carol"]);
     // Bob alone can bring himself back.
     assert_eq!(new_chat(&postgres, &bob, &["alice", "bob", "carol"]).await, group);
-    // Dave was unblocked, carol is blocked.
+    // Dave was unblocked, erin is blocked.
     new_chat(&postgres, &dave, &["dave", "alice", "bob"]).await;
     let refused = within(chat.new_chat(authed(
-        &carol,
+        &erin,
         NewRequest {
-            user_ids: vec!["carol".into(), "alice".into()],
+            user_ids: vec!["erin".into(), "alice".into()],
         },
     )))
     .await
-    .expect_err("carol is blocked");
+    .expect_err("erin is blocked");
     assert_eq!(error_details(&refused), (Some(Reason::Blocked), None));
 }
