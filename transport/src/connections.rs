@@ -236,7 +236,8 @@ pub(crate) fn incoming(
             let deadline = tokio::time::sleep(limits.first_request_timeout);
             match &tls {
                 None => {
-                    let connection = Connection::new(Io::Plain(tcp), slot, Box::pin(deadline), &limits);
+                    let connection =
+                        Connection::new(Io::Plain(tcp), slot, Box::pin(deadline), &limits);
                     if ready.send(Ok(connection)).await.is_err() {
                         return;
                     }

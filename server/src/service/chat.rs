@@ -227,8 +227,8 @@ impl Chat for ChatService {
         request: Request<proto::BlockRequest>,
     ) -> Result<Response<proto::BlockResponse>, Status> {
         let caller = self.authenticator.caller(request.metadata()).await?;
-        let target = BlockTarget::parse(&caller, &request.get_ref().user_id)
-            .map_err(ApiError::from)?;
+        let target =
+            BlockTarget::parse(&caller, &request.get_ref().user_id).map_err(ApiError::from)?;
         self.store.block(&caller, &target.user_id).await?;
         tracing::info!(user = %caller, blocked = %target.user_id, "blocked");
         Ok(Response::new(proto::BlockResponse {}))
@@ -239,8 +239,8 @@ impl Chat for ChatService {
         request: Request<proto::BlockRequest>,
     ) -> Result<Response<proto::BlockResponse>, Status> {
         let caller = self.authenticator.caller(request.metadata()).await?;
-        let target = BlockTarget::parse(&caller, &request.get_ref().user_id)
-            .map_err(ApiError::from)?;
+        let target =
+            BlockTarget::parse(&caller, &request.get_ref().user_id).map_err(ApiError::from)?;
         self.store.unblock(&caller, &target.user_id).await?;
         Ok(Response::new(proto::BlockResponse {}))
     }

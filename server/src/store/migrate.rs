@@ -333,8 +333,11 @@ async fn replace_blocks(source: &Connection, target: &mut Object) -> Result<(), 
     let mut after = (String::new(), String::new());
     let mut copied = 0;
     loop {
-        let (mut blockers, mut blocked, mut created) =
-            (Vec::<String>::new(), Vec::<String>::new(), Vec::<i64>::new());
+        let (mut blockers, mut blocked, mut created) = (
+            Vec::<String>::new(),
+            Vec::<String>::new(),
+            Vec::<i64>::new(),
+        );
         let mut rows = page.query(rusqlite::params![after.0, after.1, BATCH])?;
         while let Some(row) = rows.next()? {
             blockers.push(row.get(0)?);

@@ -339,7 +339,9 @@ macro_rules! refusal_without_token {
             Call::Leave(request) => within($chat.leave(request)).await.map(drop),
             Call::Block(request) => within($chat.block(request)).await.map(drop),
             Call::Unblock(request) => within($chat.unblock(request)).await.map(drop),
-            Call::ListBlocked => within($chat.list_blocked(ListBlockedRequest {})).await.map(drop),
+            Call::ListBlocked => within($chat.list_blocked(ListBlockedRequest {}))
+                .await
+                .map(drop),
         }
     };
 }

@@ -39,7 +39,10 @@ async fn a_blocked_person_cannot_start_a_chat_with_the_blocker_or_add_them_on_bo
         within(native.list_blocked(authed(&alice, ListBlockedRequest {}))).await,
         within(web.list_blocked(authed(&alice, ListBlockedRequest {}))).await,
     ] {
-        assert_eq!(listed.expect("ListBlocked").into_inner().user_ids, ["mallory"]);
+        assert_eq!(
+            listed.expect("ListBlocked").into_inner().user_ids,
+            ["mallory"]
+        );
     }
     assert!(
         within(native.list_blocked(authed(&mallory, ListBlockedRequest {})))
@@ -61,9 +64,20 @@ async fn a_blocked_person_cannot_start_a_chat_with_the_blocker_or_add_them_on_bo
             _ => within(web.new_chat(authed(&mallory, new_request(&members)))).await,
         }
         .expect_err("a blocked person's New");
-        assert_eq!(refused.code(), Code::PermissionDenied, "{transport}: {refused:?}");
-        assert_eq!(error_details(&refused), (Some(Reason::Blocked), None), "{transport}");
-        assert_eq!(refused.message(), "\"alice\" does not accept chats from you");
+        assert_eq!(
+            refused.code(),
+            Code::PermissionDenied,
+            "{transport}: {refused:?}"
+        );
+        assert_eq!(
+            error_details(&refused),
+            (Some(Reason::Blocked), None),
+            "{transport}"
+        );
+        assert_eq!(
+            refused.message(),
+            "\"alice\" does not accept chats from you"
+        );
     }
     // Nothing was created; mallory is free to start chats with others.
     assert_eq!(chats_of(&app, &mallory).await.len(), chats_before);
@@ -128,8 +142,14 @@ async fn block_refuses_bad_targets_with_a_sentence_and_stores_nothing() {
         ),
     ] {
         for (transport, refused) in [
-            ("native", within(native.block(authed(&alice, block_request(target)))).await),
-            ("gRPC-web", within(web.block(authed(&alice, block_request(target)))).await),
+            (
+                "native",
+                within(native.block(authed(&alice, block_request(target)))).await,
+            ),
+            (
+                "gRPC-web",
+                within(web.block(authed(&alice, block_request(target)))).await,
+            ),
         ] {
             let refused = refused.expect_err(&format!("{transport} Block of {target:?}"));
             assert_eq!(refused.code(), code, "{transport} {target:?}: {refused:?}");

@@ -131,7 +131,10 @@ async fn a_unary_body_that_trickles_is_cut_off_while_streams_live_on() {
     })
     .await;
     let took = started.elapsed();
-    assert_eq!(status, "4", "DEADLINE_EXCEEDED, not {status:?} ({message:?})");
+    assert_eq!(
+        status, "4",
+        "DEADLINE_EXCEEDED, not {status:?} ({message:?})"
+    );
     // grpc-message is percent-encoded on the wire.
     let message = message.expect("a grpc-message");
     assert!(
@@ -385,7 +388,14 @@ async fn an_http1_connection_silent_after_its_requests_is_closed_while_an_http1_
     .expect("a gRPC-web stream")
     .into_inner();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let sent = send_text(&mut app.chat().await, &alice, &chat_id, "late", "still here").await;
+    let sent = send_text(
+        &mut app.chat().await,
+        &alice,
+        &chat_id,
+        "late",
+        "still here",
+    )
+    .await;
     let received = within(async {
         loop {
             match stream.message().await {

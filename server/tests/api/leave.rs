@@ -73,7 +73,10 @@ async fn leaving_ends_access_open_calls_and_delivery_on_both_transports() {
         .expect("bob leaves the other chat over gRPC-web");
 
     assert_chat_not_found("the open Stream", &failure_of(&mut group_stream).await);
-    assert_chat_not_found("the open gRPC-web Stream", &failure_of(&mut web_stream).await);
+    assert_chat_not_found(
+        "the open gRPC-web Stream",
+        &failure_of(&mut web_stream).await,
+    );
     assert_chat_not_found("the open Connect", &failure_of(&mut connect).await);
 
     // New messages of the chats he left do not reach his all-chats Stream: the next message
@@ -111,7 +114,10 @@ async fn leaving_ends_access_open_calls_and_delivery_on_both_transports() {
             "native" => within(native.leave(authed(&bob, leave_request(left)))).await,
             _ => within(web.leave(authed(&bob, leave_request(left)))).await,
         };
-        assert_chat_not_found(&format!("{transport} Leave again"), &again.expect_err("Leave"));
+        assert_chat_not_found(
+            &format!("{transport} Leave again"),
+            &again.expect_err("Leave"),
+        );
     }
     let refused = match open_connect(&mut native, Some(&bob), &[("chat-id", &group)]).await {
         Err(status) => status,
@@ -155,7 +161,14 @@ async fn only_the_one_who_left_can_bring_themselves_back() {
     within(native.leave(authed(&bob, leave_request(&chat_id))))
         .await
         .expect("bob leaves");
-    let missed = send_text(&mut native, &alice, &chat_id, "missed", "while you were away").await;
+    let missed = send_text(
+        &mut native,
+        &alice,
+        &chat_id,
+        "missed",
+        "while you were away",
+    )
+    .await;
 
     // Alice's New of the same two people finds the same chat and does not pull bob back.
     for (transport, found) in [
@@ -228,7 +241,14 @@ async fn a_member_who_left_gets_nothing_sent_right_after_on_a_busy_chat() {
             .expect("bob leaves")
     };
     let (_, during) = tokio::join!(leaving, async {
-        send_text(&mut chat.clone(), &alice, &chat_id, "during", "during the leave").await
+        send_text(
+            &mut chat.clone(),
+            &alice,
+            &chat_id,
+            "during",
+            "during the leave",
+        )
+        .await
     });
     let after = send_in_order(&mut chat, &alice, &chat_id, "after-", 10, "after the leave").await;
     let marker = send_text(&mut chat, &carol, &side, "marker", "to bob").await;
@@ -258,26 +278,49 @@ async fn a_leave_on_one_server_ends_the_stream_and_delivery_on_another() {
     let mut on_second = second.chat().await;
     // The second server's writer and tailer have seen the chat and its members.
     send_text(&mut on_second, &alice, &chat_id, "seen", "cached").await;
-    send_text(&mut first.chat().await, &alice, &chat_id, "seen-2", "cached").await;
+    send_text(
+        &mut first.chat().await,
+        &alice,
+        &chat_id,
+        "seen-2",
+        "cached",
+    )
+    .await;
 
     let mut chat_stream = open_stream(&mut on_second, &bob, &chat_id, "").await;
-    let (_outbox, mut connect) =
-        open_connect(&mut on_second, Some(&bob), &[("chat-id", &chat_id)])
-            .await
-            .expect("a Connect on the second server");
+    let (_outbox, mut connect) = open_connect(&mut on_second, Some(&bob), &[("chat-id", &chat_id)])
+        .await
+        .expect("a Connect on the second server");
     let mut everything = open_stream(&mut on_second, &bob, "", "").await;
 
-    within(first.web_chat().leave(authed(&bob, leave_request(&chat_id))))
-        .await
-        .expect("bob leaves on the first server");
+    within(
+        first
+            .web_chat()
+            .leave(authed(&bob, leave_request(&chat_id))),
+    )
+    .await
+    .expect("bob leaves on the first server");
     // Ended within the re-check interval (1 s), well inside the wait.
-    assert_chat_not_found("the Stream on the other server", &failure_of(&mut chat_stream).await);
-    assert_chat_not_found("the Connect on the other server", &failure_of(&mut connect).await);
+    assert_chat_not_found(
+        "the Stream on the other server",
+        &failure_of(&mut chat_stream).await,
+    );
+    assert_chat_not_found(
+        "the Connect on the other server",
+        &failure_of(&mut connect).await,
+    );
 
     // Sent through either server, nothing of the chat reaches bob's all-chats Stream there,
     // and bob cannot send to it through the server that cached him as a member.
     send_text(&mut on_second, &alice, &chat_id, "after", "after bob left").await;
-    send_text(&mut first.chat().await, &alice, &chat_id, "after-2", "after bob left").await;
+    send_text(
+        &mut first.chat().await,
+        &alice,
+        &chat_id,
+        "after-2",
+        "after bob left",
+    )
+    .await;
     let marker = send_text(&mut first.chat().await, &carol, &side, "marker", "to bob").await;
     assert_eq!(next_messages(&mut everything, 1).await, [marker]);
     let sent = within(on_second.send(authed(&bob, send_request(&chat_id, "late", "late")))).await;

@@ -179,10 +179,12 @@ impl<'a> TokenWrites<'a> {
                 postgres: None,
             };
         };
-        let (client, connection) =
-            within(tokio_postgres::connect(&database.url, tokio_postgres::NoTls))
-                .await
-                .expect("cannot connect to the test database");
+        let (client, connection) = within(tokio_postgres::connect(
+            &database.url,
+            tokio_postgres::NoTls,
+        ))
+        .await
+        .expect("cannot connect to the test database");
         tokio::spawn(connection);
         within(client.batch_execute(
             "CREATE TABLE test_token_writes (n BIGINT NOT NULL);
@@ -202,7 +204,10 @@ impl<'a> TokenWrites<'a> {
 
     async fn count(&self) -> f64 {
         match &self.postgres {
-            None => value(&scrape(self.metrics).await, "chat_store_commit_batch_size_count"),
+            None => value(
+                &scrape(self.metrics).await,
+                "chat_store_commit_batch_size_count",
+            ),
             Some(client) => {
                 let n: i64 = within(client.query_one("SELECT n FROM test_token_writes", &[]))
                     .await

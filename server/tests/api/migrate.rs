@@ -204,10 +204,23 @@ async fn who_left_which_chat_and_who_is_blocked_move_too_and_a_later_copy_replac
     let group = new_chat(&sqlite, &alice, &["alice", "bob", "carol"]).await;
     new_chat(&sqlite, &alice, &["alice", "dave"]).await;
     let mut chat = sqlite.chat().await;
-    let leave = |token: &str| authed(token, LeaveRequest { chat_id: group.clone() });
-    let block = |user: &str| BlockRequest { user_id: user.into() };
-    within(chat.leave(leave(&carol))).await.expect("carol leaves");
-    within(chat.block(authed(&alice, block("dave")))).await.expect("alice blocks dave");
+    let leave = |token: &str| {
+        authed(
+            token,
+            LeaveRequest {
+                chat_id: group.clone(),
+            },
+        )
+    };
+    let block = |user: &str| BlockRequest {
+        user_id: user.into(),
+    };
+    within(chat.leave(leave(&carol)))
+        .await
+        .expect("carol leaves");
+    within(chat.block(authed(&alice, block("dave"))))
+        .await
+        .expect("alice blocks dave");
 
     let database = TestDatabase::for_backend()
         .await
@@ -217,10 +230,17 @@ async fn who_left_which_chat_and_who_is_blocked_move_too_and_a_later_copy_replac
     assert_eq!(counts(&first, "blocks"), (1, 1), "{first}");
 
     // Between the copies: carol comes back, bob leaves, dave is unblocked and erin blocked.
-    assert_eq!(new_chat(&sqlite, &carol, &["carol", "bob", "alice"]).await, group);
+    assert_eq!(
+        new_chat(&sqlite, &carol, &["carol", "bob", "alice"]).await,
+        group
+    );
     within(chat.leave(leave(&bob))).await.expect("bob leaves");
-    within(chat.unblock(authed(&alice, block("dave")))).await.expect("unblock dave");
-    within(chat.block(authed(&alice, block("erin")))).await.expect("block erin");
+    within(chat.unblock(authed(&alice, block("dave"))))
+        .await
+        .expect("unblock dave");
+    within(chat.block(authed(&alice, block("erin"))))
+        .await
+        .expect("block erin");
     sqlite.kill();
 
     let second = migrate(&sqlite.data_dir(), &database.url).await;
@@ -241,7 +261,10 @@ async fn who_left_which_chat_and_who_is_blocked_move_too_and_a_later_copy_replac
     )))
     .await;
     assert_eq!(history.expect_err("bob left").code(), Code::NotFound);
-    assert_eq!(new_chat(&postgres, &alice, &["alice", "bob", "carol"]).await, group);
+    assert_eq!(
+        new_chat(&postgres, &alice, &["alice", "bob", "carol"]).await,
+        group
+    );
     let listed = chats_of(&postgres, &carol).await;
     let members = &listed
         .iter()
@@ -250,7 +273,10 @@ async fn who_left_which_chat_and_who_is_blocked_move_too_and_a_later_copy_replac
         .user_ids;
     assert_eq!(members, &["alice", "carol"]);
     // Bob alone can bring himself back.
-    assert_eq!(new_chat(&postgres, &bob, &["alice", "bob", "carol"]).await, group);
+    assert_eq!(
+        new_chat(&postgres, &bob, &["alice", "bob", "carol"]).await,
+        group
+    );
     // Dave was unblocked, erin is blocked.
     new_chat(&postgres, &dave, &["dave", "alice", "bob"]).await;
     let refused = within(chat.new_chat(authed(

@@ -4,6 +4,7 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
+use crate::live::model::ModelStoreFields;
 use crate::live::use_live;
 
 /// "Leave chat" (asks "Leave this chat?" first) and, when the chat has exactly one other
@@ -20,7 +21,7 @@ pub fn ChatActions(
     let confirming = RwSignal::new(false);
     let busy = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
-    let other = Memo::new(move |_| {
+    let other = Memo::new(move |_| -> Option<String> {
         let me = live.model.me().get_untracked();
         let id = chat_id.get();
         live.model.chats().with(|chats| {

@@ -448,7 +448,11 @@ mod tests {
         model.queue("a", "out-a".into(), "to a".into());
         model.queue("b", "out-b".into(), "to b".into());
         model.remove_chat("a");
-        let chats: Vec<&str> = model.chats.iter().map(|chat| chat.chat_id.as_str()).collect();
+        let chats: Vec<&str> = model
+            .chats
+            .iter()
+            .map(|chat| chat.chat_id.as_str())
+            .collect();
         assert_eq!(chats, ["b"]);
         assert!(!model.timelines.contains_key("a"));
         let outbox: Vec<&str> = model.outbox.iter().map(|o| o.client_id.as_str()).collect();

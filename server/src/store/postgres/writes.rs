@@ -265,7 +265,11 @@ pub async fn block(
     Ok(())
 }
 
-pub async fn unblock(client: &Client, blocker: &UserId, blocked: &UserId) -> Result<(), StoreError> {
+pub async fn unblock(
+    client: &Client,
+    blocker: &UserId,
+    blocked: &UserId,
+) -> Result<(), StoreError> {
     let statement = client
         .prepare_cached("DELETE FROM blocks WHERE blocker = $1 AND blocked = $2")
         .await?;
