@@ -452,15 +452,13 @@ fn connect_outbound(
 }
 
 /// Whichever of two ends comes first (a revoked token, leaving the chat).
-fn first_of(
+async fn first_of(
     one: impl Future<Output = ApiError> + Send + 'static,
     other: impl Future<Output = ApiError> + Send + 'static,
-) -> impl Future<Output = ApiError> + Send + 'static {
-    async move {
-        tokio::select! {
-            error = one => error,
-            error = other => error,
-        }
+) -> ApiError {
+    tokio::select! {
+        error = one => error,
+        error = other => error,
     }
 }
 
