@@ -48,6 +48,8 @@ pub enum ValidationError {
     MembersMissing,
     #[error("a chat has at most {MEMBERS_MAX} members; {0} were given")]
     TooManyMembers(usize),
+    #[error("you cannot block yourself")]
+    BlockSelf,
 }
 
 /// Quotes client input inside an error message, cut short so that a huge input cannot make

@@ -22,6 +22,10 @@ pub const CLIENT_ID_MAX_CHARS: usize = 64;
 /// A chat has 1 to 100 members, the creator included.
 pub const MEMBERS_MAX: usize = 100;
 
+/// Accounts one account may block. Bounds the blocked table per user and ListBlocked's answer
+/// (1,000 user ids of at most 32 characters: about 34 KB).
+pub const BLOCKED_MAX: usize = 1_000;
+
 /// History page size when the request says `limit = 0`.
 pub const HISTORY_DEFAULT_PAGE: u32 = 50;
 /// Larger `limit`s are capped to this.

@@ -28,10 +28,15 @@ pub enum Reason {
     TooManyChats,
     /// Starting chats faster than the per-user rate of New: wait (RetryInfo).
     NewChatRate,
+    /// New: a member blocked the caller, or the caller blocked a member; waiting does not
+    /// help (the blocker must unblock).
+    Blocked,
+    /// Block: the caller already blocked as many accounts as one account may.
+    TooManyBlocked,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 11] = [
         Reason::WrongCredentials,
         Reason::TokenInvalid,
         Reason::AccountThrottled,
@@ -41,6 +46,8 @@ impl Reason {
         Reason::TooManyStreams,
         Reason::TooManyChats,
         Reason::NewChatRate,
+        Reason::Blocked,
+        Reason::TooManyBlocked,
     ];
 
     /// The name on the wire, as `ErrorInfo` wants it (`[A-Z0-9_]+`).
@@ -55,6 +62,8 @@ impl Reason {
             Reason::TooManyStreams => "TOO_MANY_STREAMS",
             Reason::TooManyChats => "TOO_MANY_CHATS",
             Reason::NewChatRate => "NEW_CHAT_RATE",
+            Reason::Blocked => "BLOCKED",
+            Reason::TooManyBlocked => "TOO_MANY_BLOCKED",
         }
     }
 

@@ -218,6 +218,40 @@ impl TryFrom<&proto::ListRequest> for ListQuery {
     }
 }
 
+/// A Leave request: the chat to leave.
+#[derive(Debug, Clone)]
+pub struct LeaveChat {
+    pub chat_id: ChatId,
+}
+
+impl TryFrom<&proto::LeaveRequest> for LeaveChat {
+    type Error = ValidationError;
+
+    fn try_from(request: &proto::LeaveRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            chat_id: ChatId::parse(&request.chat_id)?,
+        })
+    }
+}
+
+/// A Block or Unblock request of `caller`: the other account, never the caller themself.
+#[derive(Debug, Clone)]
+pub struct BlockTarget {
+    pub user_id: UserId,
+}
+
+impl BlockTarget {
+    /// Validates `user_id` as the account `caller` blocks or unblocks. The browser calls this
+    /// with its own user id before it sends the request.
+    pub fn parse(caller: &UserId, user_id: &str) -> Result<Self, ValidationError> {
+        let user_id = UserId::parse(user_id)?;
+        if &user_id == caller {
+            return Err(ValidationError::BlockSelf);
+        }
+        Ok(Self { user_id })
+    }
+}
+
 /// What a Stream follows: one chat or all of the caller's, from a cursor or from now.
 #[derive(Debug, Clone)]
 pub struct StreamQuery {
@@ -304,6 +338,27 @@ mod tests {
                 ValidationError::PageTokenInvalid(token.clone())
             );
         }
+    }
+
+    #[test]
+    fn nobody_blocks_themself_and_user_ids_are_validated() {
+        let alice = UserId::parse("alice").unwrap();
+        assert_eq!(
+            BlockTarget::parse(&alice, "Bob").unwrap().user_id,
+            UserId::parse("bob").unwrap()
+        );
+        assert_eq!(
+            BlockTarget::parse(&alice, "ALICE").unwrap_err(),
+            ValidationError::BlockSelf
+        );
+        assert!(matches!(
+            BlockTarget::parse(&alice, "x").unwrap_err(),
+            ValidationError::UserIdLength(_)
+        ));
+        assert_eq!(
+            LeaveChat::try_from(&proto::LeaveRequest::default()).unwrap_err(),
+            ValidationError::ChatIdMissing
+        );
     }
 
     #[test]

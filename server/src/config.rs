@@ -185,6 +185,14 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub first_request_timeout_secs: u64,
 
+    /// Seconds an HTTP/1.1 connection may stay idle (no call open, nothing read) between
+    /// calls before it is closed; a gRPC-web Stream in progress is never idle. At most 30:
+    /// hyper's own header-read timeout (30 s, which tonic turns on and does not let us set)
+    /// closes a connection whose next request has not arrived by then anyway.
+    #[arg(long, env = "CHAT_HTTP1_IDLE_TIMEOUT_SECS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub http1_idle_timeout_secs: u64,
+
     /// Connections open at once from one client address (IPv4, or IPv6 /64); more are closed
     /// at once. Behind a reverse proxy every client has the proxy's address: raise it.
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256,
@@ -281,6 +289,7 @@ impl Settings {
             http2_keepalive_timeout: Duration::from_secs(self.http2_keepalive_timeout_secs),
             call_timeout: Duration::from_secs(self.call_timeout_secs),
             first_request_timeout: Duration::from_secs(self.first_request_timeout_secs),
+            http1_idle_timeout: Duration::from_secs(self.http1_idle_timeout_secs),
             max_connections_per_address: count(self.max_connections_per_address),
             max_connections: count(self.max_connections),
         }

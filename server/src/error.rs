@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chat_core::ValidationError;
 use chat_core::ids::UserId;
+use chat_core::limits::BLOCKED_MAX;
 use chat_core::reason::{self, Reason};
 use chat_core::wire;
 use tonic::{Code, Status};
@@ -54,6 +55,14 @@ pub enum ApiError {
         caller: bool,
         cap: u32,
     },
+    /// New between the caller and `user`, one of whom blocked the other (`by_caller`: the
+    /// caller did).
+    #[error("{}", blocked_sentence(.user, *.by_caller))]
+    Blocked { user: UserId, by_caller: bool },
+    #[error(
+        "you already blocked {BLOCKED_MAX} accounts, the most one account may block: unblock          someone first"
+    )]
+    TooManyBlocked,
     #[error("{0}")]
     Unavailable(String),
     /// A message on a client stream that could not be read, with the transport's status.
@@ -120,6 +129,14 @@ fn chat_quota_sentence(user: &UserId, caller: bool, cap: u32) -> String {
     }
 }
 
+fn blocked_sentence(user: &UserId, by_caller: bool) -> String {
+    if by_caller {
+        format!("you blocked \"{user}\": unblock them first to start a chat with them")
+    } else {
+        format!("\"{user}\" does not accept chats from you")
+    }
+}
+
 /// Seconds rounded up to a tenth, so a wait of 40 ms reads "0.1 s", never "0.0 s".
 fn tenths_up(wait: Duration) -> f64 {
     ((wait.as_secs_f64() * 10.0).ceil() / 10.0).max(0.1)
@@ -131,6 +148,8 @@ impl From<StoreError> for ApiError {
             StoreError::ChatNotFound => Self::ChatNotFound,
             StoreError::NoSuchAccount(user) => Self::NoSuchAccount(user),
             StoreError::AccountExists(user) => Self::AccountExists(user),
+            StoreError::Blocked { user, by_caller } => Self::Blocked { user, by_caller },
+            StoreError::TooManyBlocked => Self::TooManyBlocked,
             StoreError::Unavailable(cause) => Self::Unavailable(cause),
         }
     }
@@ -161,6 +180,12 @@ impl From<ApiError> for tonic::Status {
             }
             ref error @ ApiError::TooManyChats { .. } => {
                 refusal(Code::ResourceExhausted, error, Reason::TooManyChats, None)
+            }
+            ref error @ ApiError::Blocked { .. } => {
+                refusal(Code::PermissionDenied, error, Reason::Blocked, None)
+            }
+            ref error @ ApiError::TooManyBlocked => {
+                refusal(Code::ResourceExhausted, error, Reason::TooManyBlocked, None)
             }
             ApiError::Unreadable(ref status) => Status::new(status.code(), error.to_string()),
             ApiError::RateLimited { limit, retry_after } => refusal(

@@ -243,7 +243,11 @@ mod tests {
             }
             let members = Members::parse(["alice", "bob"]).unwrap();
             let id = store
-                .create_chat(&members, ChatId::from_random(1))
+                .create_chat(
+                    &UserId::parse("alice").unwrap(),
+                    &members,
+                    ChatId::from_random(1),
+                )
                 .await
                 .unwrap();
             let (stop, shutdown) = watch::channel(false);

@@ -8,7 +8,8 @@
 //!   a bounded number of hashes at once.
 //! - `store`: the storage trait and its SQLite and PostgreSQL backends (the only SQL).
 //! - `fanout`: the broker that routes committed messages to open feeds.
-//! - `feed`: one live stream (replay, live, catch-up, heartbeat, shutdown).
+//! - `feed`: one live stream (replay, live, catch-up, heartbeat, shutdown); `membership`:
+//!   Leave, and ending the leaver's open calls of the chat.
 //! - `limits`: per-user send rate and streams, sign-in attempts per account and address.
 //! - `metrics`: the Prometheus series and their own listener (`--metrics-listen`).
 //!
@@ -22,6 +23,7 @@ mod error;
 mod fanout;
 mod feed;
 mod limits;
+mod membership;
 mod metrics;
 mod password;
 mod service;
@@ -46,6 +48,7 @@ use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::fanout::Broker;
 use crate::limits::Limits;
+use crate::membership::Departures;
 use crate::metrics::Metrics;
 use crate::service::auth::AuthService;
 use crate::service::chat::ChatService;
@@ -121,8 +124,13 @@ pub async fn run(
     // Checked on the length prefix, before a byte of the message is buffered.
     let max_request = usize::try_from(settings.max_request_bytes).unwrap_or(usize::MAX);
 
+    let departures = Arc::new(Departures::new(
+        Arc::clone(&store),
+        settings.token_recheck(),
+    ));
     let chat = ChatServer::new(ChatService {
         store,
+        departures,
         broker,
         authenticator: Arc::clone(&authenticator),
         limits: Arc::clone(&limits),

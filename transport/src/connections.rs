@@ -1,7 +1,9 @@
 //! Accepting connections without letting one peer exhaust them: a cap on open connections per
 //! client address and in all (over it, a connection is closed at once), a deadline for the TLS
 //! handshake, and a deadline for the first request, so a socket that sends nothing, half an
-//! HTTP/2 preface or half an HTTP/1.1 request is closed instead of held forever.
+//! HTTP/2 preface or half an HTTP/1.1 request is closed instead of held forever; and an idle
+//! timeout for HTTP/1.1 connections between calls (keep-alive), so one that made a request
+//! and then went silent is closed too. HTTP/2 connections are left to the keepalive pings.
 //!
 //! Hand-written rather than tower's limits: those count requests inside a connection, and what
 //! runs out here is the connections themselves (file descriptors) before any request exists.
@@ -10,11 +12,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
+use futures::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -38,6 +41,8 @@ pub(crate) struct ConnectionLimits {
     pub total: usize,
     /// From accept to the first request (the TLS handshake included).
     pub first_request_timeout: Duration,
+    /// How long an HTTP/1.1 connection may go with no call open and nothing read.
+    pub http1_idle_timeout: Duration,
 }
 
 /// The open connections, counted per client address and in all, and whether each has made a
@@ -54,7 +59,34 @@ struct Open {
     total: usize,
     per_address: HashMap<IpAddr, usize>,
     /// Keyed by the client's address and port, which name one open TCP connection.
-    asked: HashMap<SocketAddr, Arc<AtomicBool>>,
+    calls: HashMap<SocketAddr, Arc<Calls>>,
+}
+
+/// What the layer in `serve.rs` tells a connection about the calls made on it.
+#[derive(Default)]
+struct Calls {
+    /// A request was made: the first-request deadline is lifted.
+    asked: AtomicBool,
+    /// Its requests are HTTP/1.1, so it may idle on keep-alive between calls.
+    http1: AtomicBool,
+    /// Calls whose response is not finished yet (an HTTP/1.1 Stream stays open for hours).
+    open: AtomicUsize,
+    /// Calls finished so far: each one restarts the idle timeout.
+    finished: AtomicU64,
+    /// The connection's reader, woken when a call finishes so the idle timeout starts even
+    /// though no byte arrives.
+    reader: AtomicWaker,
+}
+
+/// One call on a connection, from its request until its response's body is done (dropped).
+pub(crate) struct OpenCall(Arc<Calls>);
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.finished.fetch_add(1, Ordering::AcqRel);
+        self.0.reader.wake();
+    }
 }
 
 /// Refused connections since the last log line, and when that line was written.
@@ -65,12 +97,21 @@ struct Refusals {
 }
 
 impl Registry {
-    /// Records that the connection from `peer` made a request, which lifts its first-request
-    /// deadline. Called for every request: a lookup under an uncontended lock.
-    pub(crate) fn asked(&self, peer: SocketAddr) {
-        if let Some(flag) = self.open.lock().asked.get(&peer) {
-            flag.store(true, Ordering::Relaxed);
+    /// Records that the connection from `peer` made a request (which lifts its first-request
+    /// deadline) of this HTTP `version`; the connection counts the call as open until the
+    /// returned value is dropped. Called for every request: a lookup under an uncontended lock.
+    pub(crate) fn request_started(
+        &self,
+        peer: SocketAddr,
+        version: http::Version,
+    ) -> Option<OpenCall> {
+        let calls = Arc::clone(self.open.lock().calls.get(&peer)?);
+        calls.asked.store(true, Ordering::Relaxed);
+        if version <= http::Version::HTTP_11 {
+            calls.http1.store(true, Ordering::Relaxed);
         }
+        calls.open.fetch_add(1, Ordering::AcqRel);
+        Some(OpenCall(calls))
     }
 
     /// A place for a connection from `peer`, or `None` when a cap is reached.
@@ -92,13 +133,13 @@ impl Registry {
         }
         open.total += 1;
         *open.per_address.entry(address).or_insert(0) += 1;
-        let asked = Arc::new(AtomicBool::new(false));
-        open.asked.insert(peer, Arc::clone(&asked));
+        let calls = Arc::new(Calls::default());
+        open.calls.insert(peer, Arc::clone(&calls));
         Some(Slot {
             registry: Arc::clone(self),
             peer,
             address,
-            asked,
+            calls,
         })
     }
 
@@ -144,7 +185,7 @@ struct Slot {
     registry: Arc<Registry>,
     peer: SocketAddr,
     address: IpAddr,
-    asked: Arc<AtomicBool>,
+    calls: Arc<Calls>,
 }
 
 impl Drop for Slot {
@@ -157,7 +198,7 @@ impl Drop for Slot {
                 open.per_address.remove(&self.address);
             }
         }
-        open.asked.remove(&self.peer);
+        open.calls.remove(&self.peer);
     }
 }
 
@@ -195,7 +236,8 @@ pub(crate) fn incoming(
             let deadline = tokio::time::sleep(limits.first_request_timeout);
             match &tls {
                 None => {
-                    let connection = Connection::new(Io::Plain(tcp), slot, Box::pin(deadline));
+                    let connection =
+                        Connection::new(Io::Plain(tcp), slot, Box::pin(deadline), &limits);
                     if ready.send(Ok(connection)).await.is_err() {
                         return;
                     }
@@ -203,14 +245,14 @@ pub(crate) fn incoming(
                 // Handshakes run concurrently, so a client that never finishes its own holds
                 // up nobody; the first-request deadline bounds it too.
                 Some(tls) => {
-                    let (tls, ready) = (tls.clone(), ready.clone());
+                    let (tls, ready, limits) = (tls.clone(), ready.clone(), limits);
                     tokio::spawn(async move {
                         let mut deadline = Box::pin(deadline);
                         tokio::select! {
                             handshake = tls.accept(tcp) => match handshake {
                                 Ok(stream) => {
                                     let io = Io::Tls(Box::new(stream));
-                                    let connection = Connection::new(io, slot, deadline);
+                                    let connection = Connection::new(io, slot, deadline, &limits);
                                     let _ = ready.send(Ok(connection)).await;
                                 }
                                 Err(error) => tracing::debug!(%error, "TLS handshake failed"),
@@ -232,21 +274,56 @@ enum Io {
 
 /// An accepted connection as the server sees it: bytes both ways (plain or TLS), the client's
 /// TCP address for `Request::remote_addr` (which the per-address sign-in limit uses), its
-/// place under the caps, and its first-request deadline: a read after that deadline, before
-/// any request, fails, and the server closes the connection.
+/// place under the caps, its first-request deadline (a read after that deadline, before any
+/// request, fails, and the server closes the connection) and, once it speaks HTTP/1.1, its
+/// idle timeout (likewise, a read while no call is open and nothing arrived for that long).
 pub(crate) struct Connection {
     io: Io,
     slot: Slot,
     first_request: Option<Pin<Box<Sleep>>>,
+    idle_timeout: Duration,
+    /// When the connection counts as idle for too long, started afresh by every call that
+    /// finishes and every byte read; `None` until the first idle moment.
+    idle: Option<Pin<Box<Sleep>>>,
+    /// The number of finished calls `idle` was started after.
+    idle_after: u64,
 }
 
 impl Connection {
-    fn new(io: Io, slot: Slot, deadline: Pin<Box<Sleep>>) -> Self {
+    fn new(io: Io, slot: Slot, deadline: Pin<Box<Sleep>>, limits: &ConnectionLimits) -> Self {
         Self {
             io,
             slot,
             first_request: Some(deadline),
+            idle_timeout: limits.http1_idle_timeout,
+            idle: None,
+            idle_after: 0,
         }
+    }
+
+    /// Whether this HTTP/1.1 connection has been idle (no call open, nothing read) for longer
+    /// than its timeout; otherwise arranges to be polled again when that could change.
+    fn idle_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        let calls = &self.slot.calls;
+        if !calls.http1.load(Ordering::Relaxed) {
+            return false;
+        }
+        calls.reader.register(cx.waker());
+        if calls.open.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        let finished = calls.finished.load(Ordering::Acquire);
+        let fresh = self.idle.is_none() || self.idle_after != finished;
+        let timeout = self.idle_timeout;
+        let idle = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if fresh {
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + self.idle_timeout);
+            self.idle_after = finished;
+        }
+        idle.as_mut().poll(cx).is_ready()
     }
 
     fn tcp(&self) -> &TcpStream {
@@ -273,17 +350,27 @@ impl AsyncRead for Connection {
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         if let Some(deadline) = &mut this.first_request {
-            if this.slot.asked.load(Ordering::Relaxed) {
+            if this.slot.calls.asked.load(Ordering::Relaxed) {
                 this.first_request = None;
             } else if deadline.as_mut().poll(cx).is_ready() {
                 tracing::debug!(peer = %this.slot.peer, "no request in time: closing");
                 return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
             }
         }
-        match &mut this.io {
+        if this.first_request.is_none() && this.idle_too_long(cx) {
+            tracing::debug!(peer = %this.slot.peer, "idle HTTP/1.1 connection: closing");
+            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        }
+        let filled = buf.filled().len();
+        let read = match &mut this.io {
             Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
             Io::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        };
+        if buf.filled().len() > filled {
+            // Bytes arrived (a request on its way): the idle time starts over.
+            this.idle = None;
         }
+        read
     }
 }
 

@@ -7,7 +7,9 @@
 //!   headers (`csp`), UNIMPLEMENTED for unknown gRPC paths, CORS around it all.
 //! - [`serve`]: tonic's HTTP server with the project's settings and limits ([`Options`]), on
 //!   a listener, plain or TLS (`tls`), until a shutdown future ends; `connections` accepts,
-//!   caps connections per address and in all, and closes those that ask nothing in time.
+//!   caps connections per address and in all, and closes those that ask nothing in time and
+//!   HTTP/1.1 ones idle too long between calls; `deadline` ends a call whose response has not
+//!   started in time with DEADLINE_EXCEEDED.
 //! - [`shutdown_signal`]: Ctrl-C or SIGTERM; [`unix_now`]: the clock of every wire timestamp.
 //! - [`client`]: a gRPC-web client over hyper, as a browser speaks it, for the tests and the
 //!   benchmark (the browser build has its own, in `web`).
@@ -16,6 +18,7 @@ pub mod client;
 mod clock;
 mod connections;
 mod csp;
+mod deadline;
 mod router;
 mod serve;
 mod shutdown;

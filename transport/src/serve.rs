@@ -1,8 +1,8 @@
 //! Serving a router on a listener: tonic's HTTP server (hyper), HTTP/1.1 beside HTTP/2 for
 //! gRPC-web and the UI, plain or TLS, with the limits that keep one peer from hurting others:
 //! streams per HTTP/2 connection, keepalive pings that drop dead peers, a deadline per call
-//! (which bounds a unary request's body), and the connection caps and first-request deadline
-//! of `connections`.
+//! (which bounds a unary request's body, and ends it with DEADLINE_EXCEEDED), and the
+//! connection caps, first-request deadline and HTTP/1.1 idle timeout of `connections`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpConnectInfo;
 
 use crate::connections::{self, ConnectionLimits, Registry};
+use crate::deadline;
 use crate::tls::{self, Tls};
 
 /// How to serve. [`Options::default`] holds the defaults the server's settings document.
@@ -34,6 +35,11 @@ pub struct Options {
     /// How long a new connection may take to make its first request, the TLS handshake
     /// included; a silent or half-open socket is closed after it.
     pub first_request_timeout: Duration,
+    /// How long an HTTP/1.1 connection may stay idle between calls (no call open, nothing
+    /// read) before it is closed. HTTP/2 connections are watched by the keepalive pings.
+    /// Past 30 s it changes nothing: hyper's header-read timeout (30 s, which tonic turns on)
+    /// closes a connection whose next request has not arrived by then.
+    pub http1_idle_timeout: Duration,
     /// Connections open at once from one client address (IPv4, or IPv6 /64).
     pub max_connections_per_address: usize,
     /// Connections open at once in all.
@@ -49,6 +55,7 @@ impl Default for Options {
             http2_keepalive_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
             first_request_timeout: Duration::from_secs(10),
+            http1_idle_timeout: Duration::from_secs(20),
             max_connections_per_address: 256,
             max_connections: 10_000,
         }
@@ -68,20 +75,41 @@ pub async fn serve(
         per_address: options.max_connections_per_address,
         total: options.max_connections,
         first_request_timeout: options.first_request_timeout,
+        http1_idle_timeout: options.http1_idle_timeout,
     };
     let registry = Arc::new(Registry::default());
-    let asked = Arc::clone(&registry);
-    // Every request lifts its connection's first-request deadline.
-    let mut router = router.layer(tower::util::MapRequestLayer::new(
-        move |request: axum::extract::Request| {
-            if let Some(peer) = request
+    let call_timeout = options.call_timeout;
+    let router = router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            deadline::within(call_timeout, request, next)
+        },
+    ));
+    // Outermost: every request lifts its connection's first-request deadline, and the
+    // connection counts as busy until the response's body is done (so an HTTP/1.1 stream is
+    // never idle).
+    let tracked = Arc::clone(&registry);
+    let mut router = router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let call = request
                 .extensions()
                 .get::<TcpConnectInfo>()
                 .and_then(TcpConnectInfo::remote_addr)
-            {
-                asked.asked(peer);
+                .and_then(|peer| tracked.request_started(peer, request.version()));
+            async move {
+                let response = next.run(request).await;
+                match call {
+                    None => response,
+                    Some(call) => response.map(|body| {
+                        axum::body::Body::new(http_body_util::BodyExt::map_frame(
+                            body,
+                            move |frame| {
+                                let _open = &call;
+                                frame
+                            },
+                        ))
+                    }),
+                }
             }
-            request
         },
     ));
     if options.tls.is_some() {
@@ -94,7 +122,9 @@ pub async fn serve(
         .max_concurrent_streams(Some(options.max_concurrent_streams))
         .http2_keepalive_interval(Some(options.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(options.http2_keepalive_timeout))
-        .timeout(options.call_timeout)
+        // No `.timeout`: tonic's answers CANCELLED "Timeout expired", outside the gRPC-web
+        // translation. `deadline` answers DEADLINE_EXCEEDED in the caller's protocol instead.
+        // (tonic still applies a client's own `grpc-timeout` header.)
         .serve_with_incoming_shutdown(router, incoming, shutdown)
         .await
 }

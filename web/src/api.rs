@@ -243,6 +243,44 @@ impl Api {
         Ok(response.into_inner().chat_id)
     }
 
+    /// Leaves a chat: the user stops being a member (only their own New brings them back).
+    pub async fn leave(&self, chat_id: &str) -> Result<(), ApiError> {
+        let request = proto::LeaveRequest {
+            chat_id: chat_id.to_owned(),
+        };
+        self.chat()
+            .leave(self.authed(request))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(())
+    }
+
+    /// Blocks (`true`) or unblocks (`false`) `user_id`: a blocked person cannot start a chat
+    /// with the user or add them to one.
+    pub async fn set_blocked(&self, user_id: &str, blocked: bool) -> Result<(), ApiError> {
+        let request = self.authed(proto::BlockRequest {
+            user_id: user_id.to_owned(),
+        });
+        let mut chat = self.chat();
+        let answer = if blocked {
+            chat.block(request).await
+        } else {
+            chat.unblock(request).await
+        };
+        answer.map_err(ApiError::from_status)?;
+        Ok(())
+    }
+
+    /// Everyone the user blocked, sorted.
+    pub async fn blocked(&self) -> Result<Vec<String>, ApiError> {
+        let response = self
+            .chat()
+            .list_blocked(self.authed(proto::ListBlockedRequest {}))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(response.into_inner().user_ids)
+    }
+
     /// One page of history, oldest first, older than `before` (or the newest page).
     pub async fn history(
         &self,

@@ -1,5 +1,5 @@
 //! The `chat.Chat` service: New, History, Send and Connect as micro/services defines them,
-//! plus Stream and List.
+//! plus Stream, List, Leave, Block, Unblock and ListBlocked.
 //! Every handler authenticates first, then validates its input, then does the work: an
 //! anonymous peer learns nothing about how input is parsed and costs no more than a token
 //! lookup. Stream and Connect stay open, so they also end (UNAUTHENTICATED) when their token is
@@ -13,7 +13,9 @@ use std::time::Duration;
 use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::proto::chat_server::Chat;
 use chat_core::proto::{self, event};
-use chat_core::requests::{HistoryQuery, ListQuery, Members, NewMessage, StreamQuery};
+use chat_core::requests::{
+    BlockTarget, HistoryQuery, LeaveChat, ListQuery, Members, NewMessage, StreamQuery,
+};
 use chat_core::wire;
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
@@ -25,6 +27,7 @@ use crate::error::ApiError;
 use crate::fanout::Broker;
 use crate::feed::{Feed, FeedItem, FeedSpec};
 use crate::limits::{Limits, StreamSlot};
+use crate::membership::Departures;
 use crate::metrics::Metrics;
 use crate::store::{ChatSummary, Store, StoredMessage, TokenHash};
 
@@ -32,6 +35,7 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct ChatService {
     pub store: Arc<dyn Store>,
+    pub departures: Arc<Departures>,
     pub broker: Arc<Broker>,
     pub authenticator: Arc<Authenticator>,
     pub limits: Arc<Limits>,
@@ -72,7 +76,7 @@ impl Chat for ChatService {
         }
         let chat_id = self
             .store
-            .create_chat(&members, ChatId::from_random(rand::random()))
+            .create_chat(&caller, &members, ChatId::from_random(rand::random()))
             .await?;
         Ok(Response::new(proto::NewResponse {
             chat_id: chat_id.to_string(),
@@ -130,7 +134,11 @@ impl Chat for ChatService {
         // Small: the receiving side waits (and so stops reading) while the sending side is
         // behind, which is the flow control a slow reader should meet.
         let (outcomes, outcome) = mpsc::channel(4);
-        let revoked = self.authenticator.until_revoked(caller.clone(), token);
+        let revoked = first_of(
+            self.authenticator.until_revoked(caller.clone(), token),
+            self.departures
+                .until_left(caller.clone(), Some(chat.clone())),
+        );
         tokio::spawn(receive_connect_messages(
             request.into_inner(),
             revoked,
@@ -161,7 +169,11 @@ impl Chat for ChatService {
             self.check_member(chat, &caller).await?;
         }
         let slot = self.limits.open_stream(&caller).await?;
-        let revoked = self.authenticator.until_revoked(caller.clone(), token);
+        let ended = first_of(
+            self.authenticator.until_revoked(caller.clone(), token),
+            self.departures
+                .until_left(caller.clone(), query.chat_id.clone()),
+        );
         let feed = self.open_feed(FeedSpec {
             user: caller,
             chat: query.chat_id,
@@ -179,7 +191,7 @@ impl Chat for ChatService {
         });
         Ok(Response::new(Box::pin(holding(
             slot,
-            ending_when(events, revoked),
+            ending_when(events, ended),
         ))))
     }
 
@@ -197,6 +209,50 @@ impl Chat for ChatService {
                 .next
                 .map(|cursor| cursor.to_token())
                 .unwrap_or_default(),
+        }))
+    }
+
+    async fn leave(
+        &self,
+        request: Request<proto::LeaveRequest>,
+    ) -> Result<Response<proto::LeaveResponse>, Status> {
+        let caller = self.authenticator.caller(request.metadata()).await?;
+        let leave = LeaveChat::try_from(request.get_ref()).map_err(ApiError::from)?;
+        self.departures.leave(&leave.chat_id, &caller).await?;
+        Ok(Response::new(proto::LeaveResponse {}))
+    }
+
+    async fn block(
+        &self,
+        request: Request<proto::BlockRequest>,
+    ) -> Result<Response<proto::BlockResponse>, Status> {
+        let caller = self.authenticator.caller(request.metadata()).await?;
+        let target =
+            BlockTarget::parse(&caller, &request.get_ref().user_id).map_err(ApiError::from)?;
+        self.store.block(&caller, &target.user_id).await?;
+        tracing::info!(user = %caller, blocked = %target.user_id, "blocked");
+        Ok(Response::new(proto::BlockResponse {}))
+    }
+
+    async fn unblock(
+        &self,
+        request: Request<proto::BlockRequest>,
+    ) -> Result<Response<proto::BlockResponse>, Status> {
+        let caller = self.authenticator.caller(request.metadata()).await?;
+        let target =
+            BlockTarget::parse(&caller, &request.get_ref().user_id).map_err(ApiError::from)?;
+        self.store.unblock(&caller, &target.user_id).await?;
+        Ok(Response::new(proto::BlockResponse {}))
+    }
+
+    async fn list_blocked(
+        &self,
+        request: Request<proto::ListBlockedRequest>,
+    ) -> Result<Response<proto::ListBlockedResponse>, Status> {
+        let caller = self.authenticator.caller(request.metadata()).await?;
+        let blocked = self.store.blocked_by(&caller).await?;
+        Ok(Response::new(proto::ListBlockedResponse {
+            user_ids: blocked.iter().map(ToString::to_string).collect(),
         }))
     }
 }
@@ -393,6 +449,17 @@ fn connect_outbound(
             }
         },
     )
+}
+
+/// Whichever of two ends comes first (a revoked token, leaving the chat).
+async fn first_of(
+    one: impl Future<Output = ApiError> + Send + 'static,
+    other: impl Future<Output = ApiError> + Send + 'static,
+) -> ApiError {
+    tokio::select! {
+        error = one => error,
+        error = other => error,
+    }
 }
 
 /// `stream`, ended with the error `end` resolves to once it does.

@@ -3,7 +3,8 @@
 //! or a session.
 //!
 //! What is kept: accounts with their password hashes (old passwords still sign in), tokens
-//! (signed-in clients stay signed in), chats with their public and internal ids, members, and
+//! (signed-in clients stay signed in), chats with their public and internal ids, members, who
+//! left which chat (so they alone can come back), blocks, and
 //! messages with their ids, so every client's cursor (`after_id`, `before_id`) means the same
 //! message afterwards. The PostgreSQL id counter (`message_seq`) is set past the newest copied
 //! id, and the client id of every message is kept, so a Send retried after the move is still
@@ -11,9 +12,12 @@
 //!
 //! Resumable: rows are copied in batches, each committed on its own; a batch that is copied
 //! again changes nothing (`ON CONFLICT DO NOTHING`), and messages resume after the newest id
-//! already copied, so re-running after an interruption continues where it stopped. Tokens are
-//! the exception: they are replaced as a whole in one transaction, so a token revoked
-//! (deleted) in SQLite between two runs does not survive in PostgreSQL.
+//! already copied, so re-running after an interruption continues where it stopped. The
+//! tables whose rows SQLite deletes are the exception: tokens (sign-out, expiry), chat
+//! members (Leave), departures (a rejoin) and blocks (Unblock) are each replaced as a whole in
+//! one transaction, so a row deleted in SQLite between two runs does not survive in
+//! PostgreSQL: a revoked token stays revoked, a person who left stays out, an unblocked one
+//! stays unblocked.
 //!
 //! Every table is read from one SQLite read transaction, so the copy is one consistent
 //! snapshot even while a server still writes to the file (a message never arrives without its
@@ -74,11 +78,21 @@ pub async fn migrate_to_postgres(
     copy_accounts(&source, &target).await?;
     replace_tokens(&source, &mut target).await?;
     copy_chats(&source, &target).await?;
-    copy_members(&source, &target).await?;
+    replace_members(&source, &mut target).await?;
+    replace_departures(&source, &mut target).await?;
+    replace_blocks(&source, &mut target).await?;
     copy_messages(&source, &mut target).await?;
 
     let mut tables = Vec::new();
-    for table in ["accounts", "tokens", "chats", "chat_members", "messages"] {
+    for table in [
+        "accounts",
+        "tokens",
+        "chats",
+        "chat_members",
+        "chat_departures",
+        "blocks",
+        "messages",
+    ] {
         let sql = format!("SELECT count(*) FROM {table}");
         let sqlite = source.query_row(&sql, [], |row| row.get(0))?;
         let postgres = target.query_one(&sql, &[]).await?.try_get(0)?;
@@ -225,12 +239,15 @@ async fn copy_chats(source: &Connection, target: &Object) -> Result<(), StoreErr
     Ok(())
 }
 
-async fn copy_members(source: &Connection, target: &Object) -> Result<(), StoreError> {
-    let insert = target
+/// Replaces every chat member in one transaction: a member who left in SQLite between two
+/// runs must not stay in the chat on PostgreSQL.
+async fn replace_members(source: &Connection, target: &mut Object) -> Result<(), StoreError> {
+    let tx = target.transaction().await?;
+    tx.execute("DELETE FROM chat_members", &[]).await?;
+    let insert = tx
         .prepare(
             "INSERT INTO chat_members (chat, user_id)
-             SELECT * FROM unnest($1::bigint[], $2::text[])
-             ON CONFLICT DO NOTHING",
+             SELECT * FROM unnest($1::bigint[], $2::text[])",
         )
         .await?;
     let mut page = source.prepare(
@@ -252,9 +269,92 @@ async fn copy_members(source: &Connection, target: &Object) -> Result<(), StoreE
         };
         after = (chat, user.clone());
         copied += chats.len();
-        target.execute(&insert, &[&chats, &users]).await?;
+        tx.execute(&insert, &[&chats, &users]).await?;
     }
+    tx.commit().await?;
     tracing::info!(copied, "chat members copied");
+    Ok(())
+}
+
+/// Replaces every departure (who left which chat) in one transaction: one that came back in
+/// SQLite between two runs must not count as gone on PostgreSQL.
+async fn replace_departures(source: &Connection, target: &mut Object) -> Result<(), StoreError> {
+    let tx = target.transaction().await?;
+    tx.execute("DELETE FROM chat_departures", &[]).await?;
+    let insert = tx
+        .prepare(
+            "INSERT INTO chat_departures (chat, user_id, left_at)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])",
+        )
+        .await?;
+    let mut page = source.prepare(
+        "SELECT chat, user_id, left_at FROM chat_departures
+         WHERE (chat, user_id) > (?1, ?2) ORDER BY chat, user_id LIMIT ?3",
+    )?;
+    let mut after = (0_i64, String::new());
+    let mut copied = 0;
+    loop {
+        let (mut chats, mut users, mut left) =
+            (Vec::<i64>::new(), Vec::<String>::new(), Vec::<i64>::new());
+        let mut rows = page.query(rusqlite::params![after.0, after.1, BATCH])?;
+        while let Some(row) = rows.next()? {
+            chats.push(row.get(0)?);
+            users.push(row.get(1)?);
+            left.push(row.get(2)?);
+        }
+        drop(rows);
+        let (Some(&chat), Some(user)) = (chats.last(), users.last()) else {
+            break;
+        };
+        after = (chat, user.clone());
+        copied += chats.len();
+        tx.execute(&insert, &[&chats, &users, &left]).await?;
+    }
+    tx.commit().await?;
+    tracing::info!(copied, "chat departures copied");
+    Ok(())
+}
+
+/// Replaces every block in one transaction: an Unblock in SQLite between two runs must not
+/// leave the block standing on PostgreSQL.
+async fn replace_blocks(source: &Connection, target: &mut Object) -> Result<(), StoreError> {
+    let tx = target.transaction().await?;
+    tx.execute("DELETE FROM blocks", &[]).await?;
+    let insert = tx
+        .prepare(
+            "INSERT INTO blocks (blocker, blocked, created_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])",
+        )
+        .await?;
+    let mut page = source.prepare(
+        "SELECT blocker, blocked, created_at FROM blocks
+         WHERE (blocker, blocked) > (?1, ?2) ORDER BY blocker, blocked LIMIT ?3",
+    )?;
+    let mut after = (String::new(), String::new());
+    let mut copied = 0;
+    loop {
+        let (mut blockers, mut blocked, mut created) = (
+            Vec::<String>::new(),
+            Vec::<String>::new(),
+            Vec::<i64>::new(),
+        );
+        let mut rows = page.query(rusqlite::params![after.0, after.1, BATCH])?;
+        while let Some(row) = rows.next()? {
+            blockers.push(row.get(0)?);
+            blocked.push(row.get(1)?);
+            created.push(row.get(2)?);
+        }
+        drop(rows);
+        let (Some(blocker), Some(last)) = (blockers.last(), blocked.last()) else {
+            break;
+        };
+        after = (blocker.clone(), last.clone());
+        copied += blockers.len();
+        tx.execute(&insert, &[&blockers, &blocked, &created])
+            .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(copied, "blocks copied");
     Ok(())
 }
 

@@ -131,6 +131,12 @@ pub enum StoreError {
     NoSuchAccount(UserId),
     #[error("account {0} exists")]
     AccountExists(UserId),
+    /// New: `user` blocked the caller, or (`by_caller`) the caller blocked `user`.
+    #[error("blocked: {user} (by the caller: {by_caller})")]
+    Blocked { user: UserId, by_caller: bool },
+    /// Block: the caller already blocked as many accounts as one may.
+    #[error("too many blocked accounts")]
+    TooManyBlocked,
     /// The database cannot be used right now (I/O error, disk full, read-only file, a value
     /// that does not read back valid...). The cause is for the operator's log: `error.rs`
     /// logs it and tells the client only that it may retry.
@@ -177,6 +183,10 @@ pub async fn open(
 ///   message (same client id) is not published again. Nothing else publishes messages.
 /// - **Idempotency.** Appends are idempotent by (chat, sender, client id), chats by their
 ///   member set, also when the calls race.
+/// - **Membership.** Members change (Leave, and a rejoin by New). A message is published to
+///   the chat's members as the database holds them when the message commits (a cache of
+///   members must stay true across every server's Leave), and an append whose sender is not
+///   a member then is refused.
 /// - **Durability.** A call returns only once its write is durable; a call that fails has
 ///   changed nothing.
 /// - **Errors.** Anything the backend cannot do right now is [`StoreError::Unavailable`];
@@ -205,9 +215,33 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces `user`'s password hash and revokes every token of the user, atomically.
     async fn set_password(&self, user: &UserId, password_hash: String) -> Result<(), StoreError>;
 
-    /// Returns the chat of exactly these members, creating it with `new_id` if there is none.
-    /// Fails with [`StoreError::NoSuchAccount`] naming the first member without an account.
-    async fn create_chat(&self, members: &Members, new_id: ChatId) -> Result<ChatId, StoreError>;
+    /// Returns the chat of exactly these members (its member set when it was created), made by
+    /// `caller`, creating it with `new_id` if there is none. If the caller left that chat,
+    /// brings the caller (and nobody else who left) back into it. Fails with
+    /// [`StoreError::NoSuchAccount`] naming the first member without an account, and with
+    /// [`StoreError::Blocked`] when a member blocked the caller or the caller blocked a member.
+    async fn create_chat(
+        &self,
+        caller: &UserId,
+        members: &Members,
+        new_id: ChatId,
+    ) -> Result<ChatId, StoreError>;
+
+    /// Takes `user` out of `chat` and remembers that they left, so that only they can bring
+    /// themselves back (see [`Store::create_chat`]). [`StoreError::ChatNotFound`] when `user`
+    /// is not a member. From the commit on, no message of the chat is published to `user`.
+    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<(), StoreError>;
+
+    /// Records that `blocker` blocks `blocked` (an existing account, else
+    /// [`StoreError::NoSuchAccount`]); nothing changes when it is already so. At most
+    /// [`chat_core::limits::BLOCKED_MAX`] per blocker ([`StoreError::TooManyBlocked`]).
+    async fn block(&self, blocker: &UserId, blocked: &UserId) -> Result<(), StoreError>;
+
+    /// Removes `blocker`'s block of `blocked`, if there is one.
+    async fn unblock(&self, blocker: &UserId, blocked: &UserId) -> Result<(), StoreError>;
+
+    /// Everyone `blocker` blocked, sorted.
+    async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>, StoreError>;
 
     /// The first of `members` who already belongs to `cap` chats, unless the chat of exactly
     /// these members exists. A quota check before [`Store::create_chat`], not part of it:
@@ -247,6 +281,12 @@ pub trait Store: Send + Sync + 'static {
     /// page's chats' members and last messages, so a page costs the same however many chats
     /// the user is in, apart from ordering them.
     async fn chats_of(&self, user: &UserId, query: &ListQuery) -> Result<ChatPage, StoreError>;
+
+    /// Whether other servers share this store (PostgreSQL), so a change made by one of them
+    /// (a Leave) can only be seen by reading the database again.
+    fn is_shared(&self) -> bool {
+        false
+    }
 
     /// Stream slots shared with the other servers on the same database, when the backend is
     /// shared (PostgreSQL); `None` for a backend only one server uses, whose limits then

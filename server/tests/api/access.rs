@@ -4,7 +4,8 @@
 
 use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::{
-    HistoryRequest, ListRequest, Message, NewRequest, SendRequest, StreamRequest,
+    BlockRequest, HistoryRequest, LeaveRequest, ListBlockedRequest, ListRequest, Message,
+    NewRequest, SendRequest, StreamRequest,
 };
 use tonic::codec::Streaming;
 use tonic::transport::Channel;
@@ -85,6 +86,23 @@ async fn call_every_rpc(
         }
     };
     outcomes.push(("Connect", connect));
+
+    let block = BlockRequest {
+        user_id: "bob".into(),
+    };
+    let blocked = within(chat.block(request(metadata, block.clone()))).await;
+    outcomes.push(("Block", blocked.map(drop)));
+    let unblocked = within(chat.unblock(request(metadata, block))).await;
+    outcomes.push(("Unblock", unblocked.map(drop)));
+    let listed = within(chat.list_blocked(request(metadata, ListBlockedRequest {}))).await;
+    outcomes.push(("ListBlocked", listed.map(drop)));
+
+    // Last: with a valid token it takes the caller out of the chat.
+    let leave = LeaveRequest {
+        chat_id: chat_id.into(),
+    };
+    let left = within(chat.leave(request(metadata, leave))).await;
+    outcomes.push(("Leave", left.map(drop)));
     outcomes
 }
 
@@ -288,6 +306,10 @@ fn malformed_calls() -> Vec<(&'static str, Call)> {
         ("History of chat_id \"x\"", Call::History(HistoryRequest { chat_id: "x".into(), limit: -1, before_id: "abc".into() })),
         ("Send with nothing valid", Call::Send(SendRequest { chat_id: "x".into(), ..Default::default() })),
         ("Stream with a malformed after_id", Call::Stream(StreamRequest { chat_id: "x".into(), after_id: "abc".into() })),
+        ("Leave of chat_id \"x\"", Call::Leave(LeaveRequest { chat_id: "x".into() })),
+        ("Block of a malformed user", Call::Block(BlockRequest { user_id: "b@d".into() })),
+        ("Unblock of nobody", Call::Unblock(BlockRequest { user_id: String::new() })),
+        ("ListBlocked", Call::ListBlocked),
     ]
 }
 
@@ -297,6 +319,10 @@ enum Call {
     History(HistoryRequest),
     Send(SendRequest),
     Stream(StreamRequest),
+    Leave(LeaveRequest),
+    Block(BlockRequest),
+    Unblock(BlockRequest),
+    ListBlocked,
 }
 
 /// Makes `call` without a token on `chat`, over whichever transport it speaks.
@@ -310,6 +336,12 @@ macro_rules! refusal_without_token {
             Call::Stream(request) => {
                 Err(streaming_failure(within($chat.stream(request)).await).await)
             }
+            Call::Leave(request) => within($chat.leave(request)).await.map(drop),
+            Call::Block(request) => within($chat.block(request)).await.map(drop),
+            Call::Unblock(request) => within($chat.unblock(request)).await.map(drop),
+            Call::ListBlocked => within($chat.list_blocked(ListBlockedRequest {}))
+                .await
+                .map(drop),
         }
     };
 }

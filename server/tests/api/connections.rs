@@ -1,6 +1,8 @@
 //! What an unauthenticated peer can do with connections alone, against the real server: open
 //! many streams on one HTTP/2 connection (the limit is advertised in SETTINGS), trickle a
-//! unary request's body (cut off by the call deadline, while Stream and Connect live on),
+//! unary request's body (cut off by the call deadline with DEADLINE_EXCEEDED, while Stream and
+//! Connect live on), keep an HTTP/1.1 connection idle after one request (closed after the
+//! idle timeout, while an HTTP/1.1 Stream lives on),
 //! stop answering pings (dropped by the keepalive), hold sockets that send nothing or half a
 //! request (closed after the first-request deadline), and open more connections than the caps
 //! allow (closed at once, while another address still gets in).
@@ -112,31 +114,78 @@ async fn a_unary_body_that_trickles_is_cut_off_while_streams_live_on() {
         }
     });
     let started = Instant::now();
-    let outcome = within(async {
-        let response = match response.await {
-            Ok(response) => response,
-            Err(error) => return format!("reset: {error}"),
+    let (status, message) = within(async {
+        let response = response.await.expect("an answer, not a reset");
+        let headers = response.headers().clone();
+        let status = |map: &http::HeaderMap| {
+            map.get("grpc-status")
+                .map(|value| (value.clone(), map.get("grpc-message").cloned()))
         };
-        if let Some(status) = response.headers().get("grpc-status") {
-            return format!("grpc-status {status:?}");
+        if let Some(found) = status(&headers) {
+            return found;
         }
         let mut body = response.into_body();
         while let Some(Ok(_)) = body.data().await {}
-        match body.trailers().await {
-            Ok(Some(trailers)) => format!("grpc-status {:?}", trailers.get("grpc-status")),
-            other => format!("no status: {other:?}"),
-        }
+        let trailers = body.trailers().await.expect("trailers").expect("trailers");
+        status(&trailers).expect("a grpc-status")
     })
     .await;
     let took = started.elapsed();
+    assert_eq!(
+        status, "4",
+        "DEADLINE_EXCEEDED, not {status:?} ({message:?})"
+    );
+    // grpc-message is percent-encoded on the wire.
+    let message = message.expect("a grpc-message");
     assert!(
-        outcome.starts_with("reset")
-            || outcome.starts_with("grpc-status") && !outcome.contains("\"0\""),
-        "the trickled call must fail, not succeed: {outcome}"
+        message.to_str().unwrap().contains("send%20it%20again"),
+        "{message:?}"
     );
     assert!(
         took >= Duration::from_millis(800),
         "cut after {took:?}, before its deadline"
+    );
+
+    // The same over gRPC-web on HTTP/1.1, as a browser's call would trickle: the answer is a
+    // gRPC-web one (its content type, the status in the headers), DEADLINE_EXCEEDED too.
+    let (mut from_server, mut to_server) = TcpStream::connect(app.addr)
+        .await
+        .expect("connect")
+        .into_split();
+    to_server
+        .write_all(
+            b"POST /chat.Auth/SignIn HTTP/1.1\r\nHost: a\r\n\
+              Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\n\
+              Content-Length: 105\r\n\r\n",
+        )
+        .await
+        .expect("write the head");
+    tokio::spawn(async move {
+        let prefix = [0, 0, 0, 0, 100];
+        for byte in prefix.into_iter().chain(std::iter::repeat(b'x')) {
+            if to_server.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let head = within(async {
+        use tokio::io::AsyncReadExt as _;
+        let mut head = Vec::new();
+        let mut buffer = [0; 1024];
+        while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+            let read = from_server.read(&mut buffer).await.expect("read");
+            assert!(read > 0, "closed without an answer: {head:?}");
+            head.extend_from_slice(&buffer[..read]);
+        }
+        String::from_utf8_lossy(&head).to_ascii_lowercase()
+    })
+    .await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("grpc-status: 4\r\n"), "{head}");
+    assert!(
+        head.contains("content-type: application/grpc-web+proto"),
+        "{head}"
     );
 
     // Stream and Connect, opened before, are past the call deadline and still work.
@@ -291,4 +340,73 @@ async fn connections_over_the_total_cap_are_closed() {
     for client in &held {
         get_root(client, &app).await;
     }
+}
+
+#[tokio::test]
+async fn an_http1_connection_silent_after_its_requests_is_closed_while_an_http1_stream_lives_on() {
+    let app = spawn_app_with(&["--http1-idle-timeout-secs", "1"]).await;
+    let (alice, chat_id) = alice_alone(&app).await;
+
+    // Two requests on one keep-alive connection, half a second apart (kept for the second),
+    // then silence.
+    let mut tcp = TcpStream::connect(app.addr).await.expect("connect");
+    for _ in 0..2 {
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write a request");
+        let answer = within(async {
+            use tokio::io::AsyncReadExt as _;
+            let mut answer = Vec::new();
+            let mut buffer = [0; 4096];
+            while !String::from_utf8_lossy(&answer).contains(INDEX_HTML) {
+                let read = tcp.read(&mut buffer).await.expect("read");
+                assert!(read > 0, "closed before the answer");
+                answer.extend_from_slice(&buffer[..read]);
+            }
+        });
+        answer.await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let closed = closed_within(&mut tcp, Duration::from_secs(4))
+        .await
+        .expect("an idle HTTP/1.1 connection is still open 4 s after its last request");
+    assert!(
+        closed >= Duration::from_millis(400),
+        "closed {closed:?} after the idle half second: before its timeout"
+    );
+
+    // A gRPC-web Stream over HTTP/1.1 is a call in progress, never idle: it outlives the
+    // timeout three times over and still delivers.
+    let mut stream = within(app.web_chat().stream(authed(
+        &alice,
+        chat_core::proto::StreamRequest {
+            chat_id: chat_id.clone(),
+            after_id: String::new(),
+        },
+    )))
+    .await
+    .expect("a gRPC-web stream")
+    .into_inner();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = send_text(
+        &mut app.chat().await,
+        &alice,
+        &chat_id,
+        "late",
+        "still here",
+    )
+    .await;
+    let received = within(async {
+        loop {
+            match stream.message().await {
+                Ok(Some(chat_core::proto::Event {
+                    event: Some(chat_core::proto::event::Event::Message(message)),
+                })) => return message,
+                Ok(Some(_)) => {}
+                other => panic!("the HTTP/1.1 stream ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(received, sent);
 }

@@ -169,6 +169,11 @@ impl TestApp {
         self.root.path().join("data")
     }
 
+    /// The test's own PostgreSQL database, when the suite runs on PostgreSQL.
+    pub fn database(&self) -> Option<&TestDatabase> {
+        self.database.as_ref()
+    }
+
     pub fn static_dir(&self) -> PathBuf {
         self.root.path().join("static")
     }
@@ -609,7 +614,15 @@ impl TestDatabase {
                 .expect("cannot connect to the test database");
         let driver = tokio::spawn(connection);
         let mut text = String::new();
-        for table in ["accounts", "tokens", "chats", "chat_members", "messages"] {
+        for table in [
+            "accounts",
+            "tokens",
+            "chats",
+            "chat_members",
+            "chat_departures",
+            "blocks",
+            "messages",
+        ] {
             let sql = format!("SELECT coalesce(string_agg(t::text, E'\\n'), '') FROM {table} t");
             let rows: String = within(client.query_one(&sql, &[]))
                 .await

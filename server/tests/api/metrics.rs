@@ -162,3 +162,94 @@ async fn metrics_are_served_on_their_own_listener_and_move_with_calls() {
         "the public port serves metrics"
     );
 }
+
+/// Writes to the token table so far: on SQLite, the single writer's committed batches (every
+/// write goes through it, so a write that changes nothing still counts); on PostgreSQL, the
+/// statements a test trigger saw (statement triggers fire even when no row matches).
+struct TokenWrites<'a> {
+    metrics: &'a str,
+    postgres: Option<tokio_postgres::Client>,
+}
+
+impl<'a> TokenWrites<'a> {
+    async fn watch(app: &TestApp, metrics: &'a str) -> Self {
+        let Some(database) = app.database() else {
+            return Self {
+                metrics,
+                postgres: None,
+            };
+        };
+        let (client, connection) = within(tokio_postgres::connect(
+            &database.url,
+            tokio_postgres::NoTls,
+        ))
+        .await
+        .expect("cannot connect to the test database");
+        tokio::spawn(connection);
+        within(client.batch_execute(
+            "CREATE TABLE test_token_writes (n BIGINT NOT NULL);
+             INSERT INTO test_token_writes VALUES (0);
+             CREATE FUNCTION test_count_token_write() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN UPDATE test_token_writes SET n = n + 1; RETURN NULL; END $$;
+             CREATE TRIGGER test_token_writes AFTER INSERT OR UPDATE OR DELETE ON tokens
+               FOR EACH STATEMENT EXECUTE FUNCTION test_count_token_write();",
+        ))
+        .await
+        .expect("cannot install the trigger");
+        Self {
+            metrics,
+            postgres: Some(client),
+        }
+    }
+
+    async fn count(&self) -> f64 {
+        match &self.postgres {
+            None => value(
+                &scrape(self.metrics).await,
+                "chat_store_commit_batch_size_count",
+            ),
+            Some(client) => {
+                let n: i64 = within(client.query_one("SELECT n FROM test_token_writes", &[]))
+                    .await
+                    .expect("the trigger's count")
+                    .get(0);
+                n as f64
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sign_out_with_an_unknown_or_revoked_token_costs_no_write() {
+    use chat_core::proto::SignOutRequest;
+
+    let metrics = free_address();
+    let app = spawn_app_with(&["--metrics-listen", &metrics]).await;
+    let (_, alice) = signed_up(&app, "alice").await;
+    let revoked = signed_in(&app, "alice").await;
+    sign_out(&app, &revoked).await;
+    let writes = TokenWrites::watch(&app, &metrics).await;
+    let before = writes.count().await;
+
+    // Well-formed (64 hex digits, as SignIn issues them) but issued to nobody.
+    let unknown = "ab".repeat(32);
+    let mut native = app.auth().await;
+    let mut web = app.web_auth();
+    for token in [&unknown, &revoked, &unknown, &revoked] {
+        within(native.sign_out(authed(token, SignOutRequest {})))
+            .await
+            .expect("signing out an unknown token is not an error");
+        within(web.sign_out(authed(token, SignOutRequest {})))
+            .await
+            .expect("over gRPC-web either");
+    }
+    assert_eq!(
+        writes.count().await,
+        before,
+        "a SignOut that revoked nothing wrote"
+    );
+
+    // The positive control: a real sign-out is one write, and the count sees it.
+    sign_out(&app, &alice).await;
+    assert_eq!(writes.count().await, before + 1.0);
+}

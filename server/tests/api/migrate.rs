@@ -189,3 +189,103 @@ async fn carol_token(server: &impl Server) -> String {
         .into_inner()
         .token
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_left_which_chat_and_who_is_blocked_move_too_and_a_later_copy_replaces_them() {
+    if !on_postgres() {
+        return;
+    }
+    use chat_core::proto::{BlockRequest, LeaveRequest, NewRequest};
+    use chat_core::reason::Reason;
+
+    let mut sqlite = spawn_sqlite_process(&[]).await;
+    let [alice, bob, carol, dave, erin] =
+        signed_up_all(&sqlite, ["alice", "bob", "carol", "dave", "erin"]).await;
+    let group = new_chat(&sqlite, &alice, &["alice", "bob", "carol"]).await;
+    new_chat(&sqlite, &alice, &["alice", "dave"]).await;
+    let mut chat = sqlite.chat().await;
+    let leave = |token: &str| {
+        authed(
+            token,
+            LeaveRequest {
+                chat_id: group.clone(),
+            },
+        )
+    };
+    let block = |user: &str| BlockRequest {
+        user_id: user.into(),
+    };
+    within(chat.leave(leave(&carol)))
+        .await
+        .expect("carol leaves");
+    within(chat.block(authed(&alice, block("dave"))))
+        .await
+        .expect("alice blocks dave");
+
+    let database = TestDatabase::for_backend()
+        .await
+        .expect("a PostgreSQL database");
+    let first = migrate(&sqlite.data_dir(), &database.url).await;
+    assert_eq!(counts(&first, "chat_departures"), (1, 1), "{first}");
+    assert_eq!(counts(&first, "blocks"), (1, 1), "{first}");
+
+    // Between the copies: carol comes back, bob leaves, dave is unblocked and erin blocked.
+    assert_eq!(
+        new_chat(&sqlite, &carol, &["carol", "bob", "alice"]).await,
+        group
+    );
+    within(chat.leave(leave(&bob))).await.expect("bob leaves");
+    within(chat.unblock(authed(&alice, block("dave"))))
+        .await
+        .expect("unblock dave");
+    within(chat.block(authed(&alice, block("erin"))))
+        .await
+        .expect("block erin");
+    sqlite.kill();
+
+    let second = migrate(&sqlite.data_dir(), &database.url).await;
+    for (table, expected) in [("chat_members", 4), ("chat_departures", 1), ("blocks", 1)] {
+        assert_eq!(counts(&second, table), (expected, expected), "{second}");
+    }
+    assert!(second.contains("verified"), "{second}");
+
+    let postgres = spawn_process_on(database, &[]).await;
+    let mut chat = postgres.chat().await;
+    // Bob is out, and alice's New does not bring him back; carol is in.
+    let history = within(chat.history(authed(
+        &bob,
+        chat_core::proto::HistoryRequest {
+            chat_id: group.clone(),
+            ..Default::default()
+        },
+    )))
+    .await;
+    assert_eq!(history.expect_err("bob left").code(), Code::NotFound);
+    assert_eq!(
+        new_chat(&postgres, &alice, &["alice", "bob", "carol"]).await,
+        group
+    );
+    let listed = chats_of(&postgres, &carol).await;
+    let members = &listed
+        .iter()
+        .find(|summary| summary.chat_id == group)
+        .expect("carol is back in the group")
+        .user_ids;
+    assert_eq!(members, &["alice", "carol"]);
+    // Bob alone can bring himself back.
+    assert_eq!(
+        new_chat(&postgres, &bob, &["alice", "bob", "carol"]).await,
+        group
+    );
+    // Dave was unblocked, erin is blocked.
+    new_chat(&postgres, &dave, &["dave", "alice", "bob"]).await;
+    let refused = within(chat.new_chat(authed(
+        &erin,
+        NewRequest {
+            user_ids: vec!["erin".into(), "alice".into()],
+        },
+    )))
+    .await
+    .expect_err("erin is blocked");
+    assert_eq!(error_details(&refused), (Some(Reason::Blocked), None));
+}

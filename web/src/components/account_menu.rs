@@ -1,14 +1,16 @@
-//! The account menu: signing out on every device, and changing the password.
+//! The account menu: signing out on every device, changing the password, and the people the
+//! user blocked.
 
 use chat_core::content::Password;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::api::{Api, Session};
+use crate::components::blocked_list::BlockedList;
 use crate::live::use_live;
 
-/// An "Account" disclosure with "Sign out everywhere" and a "Change password" form (current
-/// and new password). Both revoke every session of the user, so this tab's stream stops; a
+/// An "Account" disclosure with "Sign out everywhere", a "Change password" form (current
+/// and new password) and the blocked people, each with "Unblock". Both revoke every session of the user, so this tab's stream stops; a
 /// changed password goes on with the fresh session the server returns.
 #[component]
 pub fn AccountMenu(
@@ -108,6 +110,7 @@ pub fn AccountMenu(
             <Show when=move || error.get().is_some()>
                 <p class="error" role="alert">{move || error.get()}</p>
             </Show>
+            <BlockedList />
         </details>
     }
 }

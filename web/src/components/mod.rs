@@ -1,6 +1,8 @@
 //! Reusable pieces of the chat screen.
 
 pub mod account_menu;
+pub mod blocked_list;
+pub mod chat_actions;
 pub mod chat_list;
 pub mod composer;
 pub mod connection_indicator;

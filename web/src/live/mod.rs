@@ -56,6 +56,8 @@ pub struct Live {
     /// Set while a message is in flight or waiting out the server's rate limit: the outbox
     /// goes out one message at a time, oldest first, so messages keep the order written.
     sending: StoredValue<bool>,
+    /// Everyone the user blocked, sorted; `None` until loaded (see [`Live::load_blocked`]).
+    pub blocked: RwSignal<Option<Vec<String>>>,
 }
 
 /// The fields of [`Model`] that views read on their own: a change names those it touches,
@@ -87,6 +89,7 @@ pub fn create_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> 
         on_signed_out,
         sending: StoredValue::new(false),
         replacing_session: StoredValue::new(false),
+        blocked: RwSignal::new(None),
     };
     // Keep the outbox in localStorage, so unsent messages survive a reload. The first run
     // also rewrites an outbox an earlier release stored in the current format.
@@ -339,6 +342,63 @@ impl Live {
                 Err(error) => leptos::logging::warn!("list: {error}"),
             }
         });
+    }
+
+    /// Leaves `chat_id` and forgets it here; the error is a sentence to show.
+    pub async fn leave_chat(&self, chat_id: &str) -> Result<(), String> {
+        match self.api().leave(chat_id).await {
+            // Not found: already left (a retry, another tab), which is what was asked.
+            Ok(()) | Err(ApiError::Refused(_)) => {}
+            Err(ApiError::SignedOut) => {
+                self.signed_out();
+                return Err(ApiError::SignedOut.to_string());
+            }
+            Err(error) => return Err(error.to_string()),
+        }
+        self.change(
+            &[Part::Chats, Part::Timelines, Part::Outbox, Part::OpenChat],
+            |model| model.remove_chat(chat_id),
+        );
+        Ok(())
+    }
+
+    /// Reads the list of people the user blocked into [`Live::blocked`], once.
+    pub fn load_blocked(&self) {
+        if self.blocked.get_untracked().is_some() {
+            return;
+        }
+        let live = *self;
+        spawn_local(async move {
+            match live.api().blocked().await {
+                Ok(users) => {
+                    let _ = live.blocked.try_set(Some(users));
+                }
+                Err(ApiError::SignedOut) => live.signed_out(),
+                Err(error) => leptos::logging::warn!("blocked list: {error}"),
+            }
+        });
+    }
+
+    /// Blocks (`true`) or unblocks (`false`) `user` and updates [`Live::blocked`]; the error
+    /// is a sentence to show.
+    pub async fn set_blocked(&self, user: &str, blocked: bool) -> Result<(), String> {
+        match self.api().set_blocked(user, blocked).await {
+            Ok(()) => {}
+            Err(ApiError::SignedOut) => {
+                self.signed_out();
+                return Err(ApiError::SignedOut.to_string());
+            }
+            Err(error) => return Err(error.to_string()),
+        }
+        self.blocked.try_update(|list| {
+            let list = list.get_or_insert_with(Vec::new);
+            list.retain(|listed| listed != user);
+            if blocked {
+                list.push(user.to_owned());
+                list.sort();
+            }
+        });
+        Ok(())
     }
 
     /// Starts (or finds) the chat with the users named in `names` (separated by commas or

@@ -236,6 +236,17 @@ impl Model {
         self.open_chat = None;
     }
 
+    /// Forgets a chat the user left: its entry, its loaded history and its unsent messages
+    /// (the server would refuse them now), and closes it if it is open.
+    pub fn remove_chat(&mut self, chat_id: &str) {
+        self.chats.retain(|chat| chat.chat_id != chat_id);
+        self.timelines.remove(chat_id);
+        self.outbox.retain(|outgoing| outgoing.chat_id != chat_id);
+        if self.open_chat.as_deref() == Some(chat_id) {
+            self.open_chat = None;
+        }
+    }
+
     /// Takes in a message from the stream or a Send reply. Returns what the caller should do
     /// next: nothing for a duplicate, or refresh the list for a chat it has not seen yet
     /// (someone else started it), which is shown at once with the sender as a placeholder.
@@ -427,6 +438,30 @@ mod tests {
             }),
             created_at: 0,
         }
+    }
+
+    #[test]
+    fn a_chat_left_is_forgotten_with_its_history_and_unsent_messages() {
+        let mut model = model_with_two_chats();
+        model.open("a");
+        model.add_page("a", vec![message(5, "bob", "c5")], false);
+        model.queue("a", "out-a".into(), "to a".into());
+        model.queue("b", "out-b".into(), "to b".into());
+        model.remove_chat("a");
+        let chats: Vec<&str> = model
+            .chats
+            .iter()
+            .map(|chat| chat.chat_id.as_str())
+            .collect();
+        assert_eq!(chats, ["b"]);
+        assert!(!model.timelines.contains_key("a"));
+        let outbox: Vec<&str> = model.outbox.iter().map(|o| o.client_id.as_str()).collect();
+        assert_eq!(outbox, ["out-b"]);
+        assert_eq!(model.open_chat, None);
+        // Leaving a chat that is not open leaves the open one alone.
+        model.open("b");
+        model.remove_chat("a");
+        assert_eq!(model.open_chat.as_deref(), Some("b"));
     }
 
     fn model_with_two_chats() -> Model {

@@ -5,6 +5,7 @@ use leptos::task::spawn_local;
 
 use crate::api::{Api, Session};
 use crate::components::account_menu::AccountMenu;
+use crate::components::chat_actions::ChatActions;
 use crate::components::chat_list::ChatList;
 use crate::components::composer::Composer;
 use crate::components::connection_indicator::ConnectionIndicator;
@@ -86,6 +87,7 @@ pub fn ChatsPage(
                                     "Back"
                                 </button>
                                 <h2>{move || open_title.get()}</h2>
+                                <ChatActions chat_id=chat_id />
                             </header>
                             <MessageList chat_id=chat_id />
                             <Composer chat_id=chat_id />

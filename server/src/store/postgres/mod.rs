@@ -188,9 +188,32 @@ impl Store for PgStore {
         writes::set_password(&mut client, user, &password_hash).await
     }
 
-    async fn create_chat(&self, members: &Members, new_id: ChatId) -> Result<ChatId, StoreError> {
+    async fn create_chat(
+        &self,
+        caller: &UserId,
+        members: &Members,
+        new_id: ChatId,
+    ) -> Result<ChatId, StoreError> {
         let mut client = self.client().await?;
-        writes::create_chat(&mut client, members, new_id, unix_now()).await
+        writes::create_chat(&mut client, caller, members, new_id, unix_now()).await
+    }
+
+    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        writes::leave_chat(&mut client, chat, user, unix_now()).await
+    }
+
+    async fn block(&self, blocker: &UserId, blocked: &UserId) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        writes::block(&mut client, blocker, blocked, unix_now()).await
+    }
+
+    async fn unblock(&self, blocker: &UserId, blocked: &UserId) -> Result<(), StoreError> {
+        writes::unblock(&self.client().await?, blocker, blocked).await
+    }
+
+    async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>, StoreError> {
+        reads::blocked_by(&self.client().await?, blocker).await
     }
 
     async fn member_at_chat_cap(
@@ -245,6 +268,10 @@ impl Store for PgStore {
 
     async fn chats_of(&self, user: &UserId, query: &ListQuery) -> Result<ChatPage, StoreError> {
         reads::chats_of(&self.client().await?, user, query).await
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 
     fn stream_leases(&self) -> Option<Arc<dyn StreamLeases>> {

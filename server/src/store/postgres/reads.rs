@@ -234,3 +234,16 @@ pub async fn member_at_chat_cap(
     }
     Ok(None)
 }
+
+/// Everyone `blocker` blocked, sorted.
+pub async fn blocked_by(client: &Client, blocker: &UserId) -> Result<Vec<UserId>, StoreError> {
+    let statement = client
+        .prepare_cached("SELECT blocked FROM blocks WHERE blocker = $1 ORDER BY blocked")
+        .await?;
+    client
+        .query(&statement, &[&blocker.as_str()])
+        .await?
+        .iter()
+        .map(|row| stored_user(row.try_get(0)?))
+        .collect()
+}

@@ -94,6 +94,22 @@ CREATE TABLE sign_in_budgets (
 );
 CREATE INDEX sign_in_budgets_by_forget_at ON sign_in_budgets(forget_at);
 ",
+    "
+-- Leave and Block. A chat keeps the member set it was created with (member_key) as its
+-- identity; chat_members holds who is in it now, chat_departures who left and may come back.
+CREATE TABLE chat_departures (
+    chat    BIGINT NOT NULL REFERENCES chats(id),
+    user_id TEXT NOT NULL REFERENCES accounts(user_id),
+    left_at BIGINT NOT NULL,
+    PRIMARY KEY (chat, user_id)
+);
+CREATE TABLE blocks (
+    blocker    TEXT NOT NULL REFERENCES accounts(user_id),
+    blocked    TEXT NOT NULL REFERENCES accounts(user_id),
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (blocker, blocked)
+);
+",
 ];
 
 /// Brings the schema up to date, waiting for any other server migrating at the same moment.

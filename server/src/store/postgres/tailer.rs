@@ -35,8 +35,6 @@ const TAIL_PAGE: i64 = 256;
 const SAFETY_TICK: Duration = Duration::from_secs(1);
 /// The pause after a failed read before the next try.
 const RETRY: Duration = Duration::from_millis(200);
-/// Chats whose members the tailer keeps in memory; past this it starts over.
-const MEMBER_CACHE_MAX: usize = 16_384;
 
 /// A message this server's writer committed, with the members to publish it to.
 pub struct Committed {
@@ -95,7 +93,6 @@ pub fn start(
         hints,
         handed,
         local: BTreeMap::new(),
-        members: HashMap::new(),
         _alive: alive,
     };
     tokio::spawn(tailer.run());
@@ -114,8 +111,6 @@ struct Tailer {
     handed: mpsc::UnboundedReceiver<Vec<Committed>>,
     /// Messages the writer handed over that are not published yet, by id.
     local: BTreeMap<MessageId, Committed>,
-    /// Chat row id → members, for messages read from the table.
-    members: HashMap<i64, Arc<[UserId]>>,
     /// Dropped with the tailer, which tells the listener to stop.
     _alive: watch::Sender<()>,
 }
@@ -219,36 +214,36 @@ impl Tailer {
         let rows = client
             .query(&statement, &[&id_to_sql(self.last), &TAIL_PAGE])
             .await?;
-        let mut unknown: Vec<i64> = Vec::new();
+        // The members as they are now, read after the messages: members change (Leave, a
+        // rejoin, on any server), so they are not cached. One query per page.
+        let mut chats: Vec<i64> = Vec::new();
         for row in &rows {
             let chat: i64 = row.try_get(6)?;
-            if !self.members.contains_key(&chat) && !unknown.contains(&chat) {
-                unknown.push(chat);
+            if !chats.contains(&chat) {
+                chats.push(chat);
             }
         }
-        if !unknown.is_empty() {
+        let mut found: HashMap<i64, Vec<UserId>> = HashMap::new();
+        if !chats.is_empty() {
             let statement = client
                 .prepare_cached("SELECT chat, user_id FROM chat_members WHERE chat = ANY($1)")
                 .await?;
-            let mut found: HashMap<i64, Vec<UserId>> = HashMap::new();
-            for row in client.query(&statement, &[&unknown]).await? {
+            for row in client.query(&statement, &[&chats]).await? {
                 found
                     .entry(row.try_get(0)?)
                     .or_default()
                     .push(stored_user(row.try_get(1)?)?);
             }
-            if self.members.len() + found.len() > MEMBER_CACHE_MAX {
-                self.members.clear();
-            }
-            self.members
-                .extend(found.into_iter().map(|(chat, users)| (chat, users.into())));
         }
+        let members: HashMap<i64, Arc<[UserId]>> = found
+            .into_iter()
+            .map(|(chat, users)| (chat, users.into()))
+            .collect();
         // Decode the whole page first, so a bad row publishes nothing after it out of turn.
         let mut page = Vec::with_capacity(rows.len());
         for row in &rows {
             let chat: i64 = row.try_get(6)?;
-            let members = self
-                .members
+            let members = members
                 .get(&chat)
                 .cloned()
                 .unwrap_or_else(|| Arc::from(Vec::new()));

@@ -8,8 +8,13 @@
 //! hold the lock one at a time, in id order, and each commits before the next can assign: if
 //! a reader sees id `n` committed, every id below `n` is committed and visible already. A
 //! rolled-back batch leaves the counter where it was, so ids stay dense. Everything that
-//! does not need the lock (finding the chats and their members, dropping repeats within the
-//! batch) happens before `BEGIN`, to keep the lock short.
+//! does not need the lock (finding the chats, dropping repeats within the batch) happens
+//! before `BEGIN`, to keep the lock short.
+//!
+//! Membership: members change (Leave, a rejoin), on any server, so the writer reads the
+//! members of the batch's chats in every batch, in the transaction, pipelined with the lock
+//! (no extra round trip). An append whose sender is not a member at that read is refused
+//! (NOT_FOUND) and takes no id; the others are published to the members read.
 //!
 //! Idempotency: under the lock no other transaction can insert a message, so a lookup of the
 //! batch's (chat, sender, client id) keys sees every message stored by any server; repeats
@@ -46,7 +51,7 @@ const QUEUE_DEPTH: usize = 4096;
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the writer waits for the tailer to publish a committed batch.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Chats whose row id and members the writer keeps in memory; past this it starts over.
+/// Chats whose row id the writer keeps in memory; past this it starts over.
 const CHAT_CACHE_MAX: usize = 16_384;
 /// The channel the tailers of every server listen on.
 pub const CHANNEL: &str = "chat_messages";
@@ -61,10 +66,13 @@ pub struct Append {
 /// One distinct (chat, sender, client id) of a batch.
 struct Candidate {
     chat_row: i64,
-    members: Arc<[UserId]>,
     sender: UserId,
     message: NewMessage,
 }
+
+/// What the transaction made of one candidate: the stored message, whether it is new, and
+/// the chat's members at the commit; or why it was refused.
+type Outcome = Result<(StoredMessage, bool, Arc<[UserId]>), StoreError>;
 
 pub struct Writer {
     pool: Pool,
@@ -111,23 +119,18 @@ impl Writer {
         let mut by_key: HashMap<(i64, UserId, ClientId), usize> = HashMap::new();
         let mut waiting = Vec::with_capacity(batch.len());
         for append in batch {
-            let Some(chat) = self
-                .chats
-                .get(&append.message.chat_id)
-                .filter(|chat| chat.members.contains(&append.sender))
-            else {
+            let Some(chat_row) = self.chats.get(&append.message.chat_id) else {
                 let _ = append.reply.send(Err(StoreError::ChatNotFound));
                 continue;
             };
             let key = (
-                chat.row,
+                chat_row,
                 append.sender.clone(),
                 append.message.client_id.clone(),
             );
             let index = *by_key.entry(key).or_insert_with(|| {
                 candidates.push(Candidate {
-                    chat_row: chat.row,
-                    members: Arc::clone(&chat.members),
+                    chat_row,
                     sender: append.sender,
                     message: append.message,
                 });
@@ -158,13 +161,13 @@ impl Writer {
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         let outcome = match outcome {
-            Ok(stored) => self.publish(stored, &candidates).await,
+            Ok(stored) => self.publish(stored).await,
             Err(error) => Err(error),
         };
         match outcome {
             Ok(stored) => {
                 for (reply, index) in waiting {
-                    let _ = reply.send(Ok(stored[index].clone()));
+                    let _ = reply.send(stored[index].clone());
                 }
             }
             Err(error) => {
@@ -180,21 +183,21 @@ impl Writer {
     /// message of the batch (a repeat's original included), so the callers' streams have them.
     async fn publish(
         &self,
-        stored: Vec<(StoredMessage, bool)>,
-        candidates: &[Candidate],
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        let newest = stored
+        outcomes: Vec<Outcome>,
+    ) -> Result<Vec<Result<StoredMessage, StoreError>>, StoreError> {
+        let newest = outcomes
             .iter()
-            .map(|(message, _)| message.id)
+            .filter_map(|outcome| outcome.as_ref().ok())
+            .map(|(message, _, _)| message.id)
             .max()
             .unwrap_or(MessageId(0));
-        let fresh = stored
+        let fresh = outcomes
             .iter()
-            .zip(candidates)
-            .filter(|((_, is_new), _)| *is_new)
-            .map(|((message, _), candidate)| Committed {
+            .filter_map(|outcome| outcome.as_ref().ok())
+            .filter(|(_, is_new, _)| *is_new)
+            .map(|(message, _, members)| Committed {
                 message: Arc::new(message.clone()),
-                members: Arc::clone(&candidate.members),
+                members: Arc::clone(members),
             })
             .collect::<Vec<_>>();
         let not_delivered =
@@ -209,7 +212,10 @@ impl Writer {
         )
         .await
         {
-            Ok(Ok(_)) => Ok(stored.into_iter().map(|(message, _)| message).collect()),
+            Ok(Ok(_)) => Ok(outcomes
+                .into_iter()
+                .map(|outcome| outcome.map(|(message, _, _)| message))
+                .collect()),
             Ok(Err(_)) | Err(_) => Err(not_delivered()),
         }
     }
@@ -222,13 +228,13 @@ fn refuse(batch: Vec<Append>, error: &StoreError) {
     }
 }
 
-/// Stores the candidates in one transaction, in their order; returns each one's message and
-/// whether it is new (false: stored earlier, by any server).
+/// Stores the candidates whose sender is a member in one transaction, in their order; returns
+/// each one's outcome (whether it is new: false when stored earlier, by any server).
 async fn store_batch(
     client: &mut Client,
     candidates: &[Candidate],
     now: i64,
-) -> Result<Vec<(StoredMessage, bool)>, StoreError> {
+) -> Result<Vec<Outcome>, StoreError> {
     let chats: Vec<i64> = candidates.iter().map(|c| c.chat_row).collect();
     let senders: Vec<&str> = candidates.iter().map(|c| c.sender.as_str()).collect();
     let client_ids: Vec<&str> = candidates
@@ -236,11 +242,35 @@ async fn store_batch(
         .map(|c| c.message.client_id.as_str())
         .collect();
 
+    let mut distinct_chats = chats.clone();
+    distinct_chats.sort_unstable();
+    distinct_chats.dedup();
+
     let tx = client.transaction().await?;
     let lock = tx
         .prepare_cached("SELECT last FROM message_seq FOR UPDATE")
         .await?;
-    let last: i64 = tx.query_one(&lock, &[]).await?.try_get(0)?;
+    let members_of = tx
+        .prepare_cached("SELECT chat, user_id FROM chat_members WHERE chat = ANY($1)")
+        .await?;
+    // Pipelined: the members are read as the lock is taken, in the same round trip.
+    let (member_rows, locked) = futures::future::try_join(
+        tx.query(&members_of, &[&distinct_chats]),
+        tx.query_one(&lock, &[]),
+    )
+    .await?;
+    let last: i64 = locked.try_get(0)?;
+    let mut found: HashMap<i64, Vec<UserId>> = HashMap::new();
+    for row in &member_rows {
+        found
+            .entry(row.try_get(0)?)
+            .or_default()
+            .push(stored_user(row.try_get(1)?)?);
+    }
+    let members: HashMap<i64, Arc<[UserId]>> = found
+        .into_iter()
+        .map(|(chat, users)| (chat, users.into()))
+        .collect();
     // Read after the lock is ours, so it sees every message committed by any server.
     let earlier = tx
         .prepare_cached(&format!(
@@ -261,6 +291,13 @@ async fn store_batch(
     let mut fresh = FreshRows::default();
     let mut next = last;
     for candidate in candidates {
+        let Some(chat_members) = members
+            .get(&candidate.chat_row)
+            .filter(|members| members.contains(&candidate.sender))
+        else {
+            results.push(Err(StoreError::ChatNotFound));
+            continue;
+        };
         let key = (
             candidate.chat_row,
             candidate.sender.as_str().to_owned(),
@@ -268,12 +305,12 @@ async fn store_batch(
         );
         if let Some(row) = stored_earlier.get(&key) {
             let message = message_at(row, 1, candidate.message.chat_id.clone())?;
-            results.push((message, false));
+            results.push(Ok((message, false, Arc::clone(chat_members))));
             continue;
         }
         next += 1;
         fresh.push(next, candidate, now);
-        results.push((
+        results.push(Ok((
             StoredMessage {
                 id: MessageId(id_from_sql(next)),
                 chat_id: candidate.message.chat_id.clone(),
@@ -284,7 +321,8 @@ async fn store_batch(
                 sent_at: now,
             },
             true,
-        ));
+            Arc::clone(chat_members),
+        )));
     }
 
     if next > last {
@@ -350,21 +388,15 @@ impl FreshRows {
     }
 }
 
-/// A chat as the writer needs it for every append.
-#[derive(Clone)]
-pub struct CachedChat {
-    pub row: i64,
-    pub members: Arc<[UserId]>,
-}
-
-/// Chat id → its row id and members, so an append needs no lookup. Membership never changes
-/// once a chat exists and only committed chats are read, so an entry never goes stale.
+/// Chat id → its row id, so an append needs no lookup of it. A chat's row never changes once
+/// it exists and only committed chats are read, so an entry never goes stale. (Members are
+/// not cached: they change, see the module's comment.)
 #[derive(Default)]
-struct ChatCache(HashMap<ChatId, CachedChat>);
+struct ChatCache(HashMap<ChatId, i64>);
 
 impl ChatCache {
-    fn get(&self, chat: &ChatId) -> Option<CachedChat> {
-        self.0.get(chat).cloned()
+    fn get(&self, chat: &ChatId) -> Option<i64> {
+        self.0.get(chat).copied()
     }
 
     /// Reads the chats of `batch` that are not cached yet, in one query.
@@ -381,31 +413,15 @@ impl ChatCache {
             return Ok(());
         }
         let statement = client
-            .prepare_cached(
-                "SELECT c.public_id, c.id, cm.user_id FROM chats c
-                 JOIN chat_members cm ON cm.chat = c.id WHERE c.public_id = ANY($1)",
-            )
+            .prepare_cached("SELECT public_id, id FROM chats WHERE public_id = ANY($1)")
             .await?;
-        let mut found: HashMap<String, (i64, Vec<UserId>)> = HashMap::new();
-        for row in client.query(&statement, &[&missing]).await? {
-            let entry = found
-                .entry(row.try_get(0)?)
-                .or_insert_with(|| (0, Vec::new()));
-            entry.0 = row.try_get(1)?;
-            entry.1.push(stored_user(row.try_get(2)?)?);
-        }
-        if self.0.len() + found.len() > CHAT_CACHE_MAX {
+        let rows = client.query(&statement, &[&missing]).await?;
+        if self.0.len() + rows.len() > CHAT_CACHE_MAX {
             self.0.clear();
         }
-        for (public_id, (row, members)) in found {
-            let chat = crate::store::decode::stored_chat(&public_id)?;
-            self.0.insert(
-                chat,
-                CachedChat {
-                    row,
-                    members: members.into(),
-                },
-            );
+        for row in rows {
+            let chat = crate::store::decode::stored_chat(row.try_get(0)?)?;
+            self.0.insert(chat, row.try_get(1)?);
         }
         Ok(())
     }

@@ -1,12 +1,13 @@
-//! The writes other than appends: accounts, tokens and chats. Each runs on its own pooled
+//! The writes other than appends: accounts, tokens, chats, leaving and blocks. Each runs on its own pooled
 //! connection and commits on its own; their races (two sign-ups of one name, two `New` calls
 //! for one member set, on any servers) are settled by unique constraints, not by this server.
 
 use chat_core::ids::{ChatId, UserId};
+use chat_core::limits::BLOCKED_MAX;
 use chat_core::requests::Members;
 use deadpool_postgres::Client;
 
-use crate::store::decode::{member_key, stored_chat};
+use crate::store::decode::{member_key, stored_chat, stored_user};
 use crate::store::{StoreError, TokenHash};
 
 pub async fn create_account(
@@ -90,11 +91,14 @@ pub async fn set_password(
     Ok(())
 }
 
-/// The chat of exactly `wanted`: created with `new_id`, or the one that exists. When two
-/// servers create the same chat at once, the second `INSERT` waits on the unique `member_key`
-/// until the first commits, then does nothing and reads the first's chat back.
+/// The chat of exactly `wanted`, made by `caller`: created with `new_id`, or the one that
+/// exists, which brings the caller back if they left it. Refused when the caller and another
+/// member blocked one another. When two servers create the same chat at once, the second
+/// `INSERT` waits on the unique `member_key` until the first commits, then does nothing and
+/// reads the first's chat back.
 pub async fn create_chat(
     client: &mut Client,
+    caller: &UserId,
     wanted: &Members,
     new_id: ChatId,
     now: i64,
@@ -116,6 +120,7 @@ pub async fn create_chat(
     {
         return Err(StoreError::NoSuchAccount(missing.clone()));
     }
+    check_blocks(client, caller, &users).await?;
     let member_key = member_key(wanted);
 
     let tx = client.transaction().await?;
@@ -136,13 +141,140 @@ pub async fn create_chat(
         tx.commit().await?;
         return Ok(new_id);
     }
-    tx.commit().await?;
-    let existing = client
-        .prepare_cached("SELECT public_id FROM chats WHERE member_key = $1")
+    let row = tx
+        .query_one(
+            "SELECT id, public_id FROM chats WHERE member_key = $1",
+            &[&member_key],
+        )
         .await?;
-    let public_id: String = client
-        .query_one(&existing, &[&member_key])
-        .await?
-        .try_get(0)?;
+    let chat: i64 = row.try_get(0)?;
+    let public_id: String = row.try_get(1)?;
+    // The caller's own New undoes their own leaving, and nobody else's.
+    let returned = tx
+        .execute(
+            "DELETE FROM chat_departures WHERE chat = $1 AND user_id = $2",
+            &[&chat, &caller.as_str()],
+        )
+        .await?;
+    if returned == 1 {
+        tx.execute(
+            "INSERT INTO chat_members (chat, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&chat, &caller.as_str()],
+        )
+        .await?;
+    }
+    tx.commit().await?;
     stored_chat(&public_id)
+}
+
+/// Refuses a chat of `caller` with anyone they blocked or who blocked them.
+async fn check_blocks(client: &Client, caller: &UserId, users: &[&str]) -> Result<(), StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT blocker, blocked FROM blocks
+             WHERE (blocker = $1 AND blocked = ANY($2)) OR (blocked = $1 AND blocker = ANY($2))
+             ORDER BY blocker <> $1, blocker, blocked LIMIT 1",
+        )
+        .await?;
+    let Some(row) = client
+        .query_opt(&statement, &[&caller.as_str(), &users])
+        .await?
+    else {
+        return Ok(());
+    };
+    let blocker: &str = row.try_get(0)?;
+    let blocked: &str = row.try_get(1)?;
+    let by_caller = blocker == caller.as_str();
+    Err(StoreError::Blocked {
+        user: stored_user(if by_caller { blocked } else { blocker })?,
+        by_caller,
+    })
+}
+
+/// Takes `user` out of `chat` and records the departure, so that only they can come back.
+pub async fn leave_chat(
+    client: &mut Client,
+    chat: &ChatId,
+    user: &UserId,
+    now: i64,
+) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    let left = tx
+        .query_opt(
+            "DELETE FROM chat_members
+             WHERE chat = (SELECT id FROM chats WHERE public_id = $1) AND user_id = $2
+             RETURNING chat",
+            &[&chat.as_str(), &user.as_str()],
+        )
+        .await?
+        .ok_or(StoreError::ChatNotFound)?;
+    let row: i64 = left.try_get(0)?;
+    tx.execute(
+        "INSERT INTO chat_departures (chat, user_id, left_at) VALUES ($1, $2, $3)
+         ON CONFLICT (chat, user_id) DO UPDATE SET left_at = excluded.left_at",
+        &[&row, &user.as_str(), &now],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records the block in a transaction that first locks the blocker's account row, so that two
+/// Blocks at once cannot both pass the cap.
+pub async fn block(
+    client: &mut Client,
+    blocker: &UserId,
+    blocked: &UserId,
+    now: i64,
+) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT 1 FROM accounts WHERE user_id = $1 FOR UPDATE",
+        &[&blocker.as_str()],
+    )
+    .await?;
+    let exists = tx
+        .query_opt(
+            "SELECT 1 FROM accounts WHERE user_id = $1",
+            &[&blocked.as_str()],
+        )
+        .await?
+        .is_some();
+    if !exists {
+        return Err(StoreError::NoSuchAccount(blocked.clone()));
+    }
+    let row = tx
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE blocked = $2) FROM blocks WHERE blocker = $1",
+            &[&blocker.as_str(), &blocked.as_str()],
+        )
+        .await?;
+    let (count, already): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    if already > 0 {
+        return Ok(());
+    }
+    if count >= BLOCKED_MAX as i64 {
+        return Err(StoreError::TooManyBlocked);
+    }
+    tx.execute(
+        "INSERT INTO blocks (blocker, blocked, created_at) VALUES ($1, $2, $3)",
+        &[&blocker.as_str(), &blocked.as_str(), &now],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn unblock(
+    client: &Client,
+    blocker: &UserId,
+    blocked: &UserId,
+) -> Result<(), StoreError> {
+    let statement = client
+        .prepare_cached("DELETE FROM blocks WHERE blocker = $1 AND blocked = $2")
+        .await?;
+    client
+        .execute(&statement, &[&blocker.as_str(), &blocked.as_str()])
+        .await?;
+    Ok(())
 }

@@ -157,14 +157,53 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn create_chat(&self, members: &Members, new_id: ChatId) -> Result<ChatId, StoreError> {
-        let members = members.clone();
+    async fn create_chat(
+        &self,
+        caller: &UserId,
+        members: &Members,
+        new_id: ChatId,
+    ) -> Result<ChatId, StoreError> {
+        let (caller, members) = (caller.clone(), members.clone());
         self.write(|reply| WriteRequest::CreateChat {
+            caller,
             members,
             new_id,
             reply,
         })
         .await
+    }
+
+    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<(), StoreError> {
+        let (chat, user) = (chat.clone(), user.clone());
+        self.write(|reply| WriteRequest::LeaveChat { chat, user, reply })
+            .await
+    }
+
+    async fn block(&self, blocker: &UserId, blocked: &UserId) -> Result<(), StoreError> {
+        let (blocker, blocked) = (blocker.clone(), blocked.clone());
+        self.write(|reply| WriteRequest::Block {
+            blocker,
+            blocked,
+            reply,
+        })
+        .await
+    }
+
+    async fn unblock(&self, blocker: &UserId, blocked: &UserId) -> Result<(), StoreError> {
+        let (blocker, blocked) = (blocker.clone(), blocked.clone());
+        self.write(|reply| WriteRequest::Unblock {
+            blocker,
+            blocked,
+            reply,
+        })
+        .await
+    }
+
+    async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>, StoreError> {
+        let blocker = blocker.clone();
+        self.readers
+            .read(move |conn| reads::blocked_by(conn, &blocker))
+            .await
     }
 
     async fn member_at_chat_cap(

@@ -222,3 +222,11 @@ pub fn member_at_chat_cap(
     }
     Ok(None)
 }
+
+/// Everyone `blocker` blocked, sorted.
+pub fn blocked_by(conn: &Connection, blocker: &UserId) -> Result<Vec<UserId>, StoreError> {
+    conn.prepare_cached("SELECT blocked FROM blocks WHERE blocker = ?1 ORDER BY blocked")?
+        .query_map([blocker.as_str()], |row| row.get::<_, String>(0))?
+        .map(|blocked| stored_user(&blocked?))
+        .collect()
+}

@@ -15,7 +15,8 @@ use crate::store::StoreError;
 ///
 /// The first one says `IF NOT EXISTS` because files made before versioning (version 0)
 /// already have its tables.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE IF NOT EXISTS accounts (
     user_id       TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -52,7 +53,24 @@ CREATE TABLE IF NOT EXISTS messages (
     UNIQUE (chat, sender, client_id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat, id);
-"];
+",
+    "
+-- Leave and Block. A chat keeps the member set it was created with (member_key) as its
+-- identity; chat_members holds who is in it now, chat_departures who left and may come back.
+CREATE TABLE chat_departures (
+    chat    INTEGER NOT NULL REFERENCES chats(id),
+    user_id TEXT NOT NULL REFERENCES accounts(user_id),
+    left_at INTEGER NOT NULL,
+    PRIMARY KEY (chat, user_id)
+) WITHOUT ROWID;
+CREATE TABLE blocks (
+    blocker    TEXT NOT NULL REFERENCES accounts(user_id),
+    blocked    TEXT NOT NULL REFERENCES accounts(user_id),
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (blocker, blocked)
+) WITHOUT ROWID;
+",
+];
 
 /// The schema version this server reads and writes: the number of migrations.
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -59,9 +59,25 @@ pub enum WriteRequest {
         reply: Reply<()>,
     },
     CreateChat {
+        caller: UserId,
         members: Members,
         new_id: ChatId,
         reply: Reply<ChatId>,
+    },
+    LeaveChat {
+        chat: ChatId,
+        user: UserId,
+        reply: Reply<()>,
+    },
+    Block {
+        blocker: UserId,
+        blocked: UserId,
+        reply: Reply<()>,
+    },
+    Unblock {
+        blocker: UserId,
+        blocked: UserId,
+        reply: Reply<()>,
     },
     Append {
         sender: UserId,
@@ -77,7 +93,10 @@ impl WriteRequest {
             | WriteRequest::SaveToken { reply, .. }
             | WriteRequest::RevokeToken { reply, .. }
             | WriteRequest::RevokeTokensOf { reply, .. }
-            | WriteRequest::SetPassword { reply, .. } => drop(reply.send(Err(error))),
+            | WriteRequest::SetPassword { reply, .. }
+            | WriteRequest::LeaveChat { reply, .. }
+            | WriteRequest::Block { reply, .. }
+            | WriteRequest::Unblock { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::CreateChat { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::Append { reply, .. } => drop(reply.send(Err(error))),
         }
@@ -249,12 +268,40 @@ fn apply(tx: &Transaction<'_>, chats: &mut ChatCache, write: WriteRequest, now: 
             Applied::Unit(reply, result)
         }
         WriteRequest::CreateChat {
+            caller,
             members,
             new_id,
             reply,
         } => {
-            let result = in_savepoint(tx, |conn| writes::create_chat(conn, &members, new_id, now));
+            let result = in_savepoint(tx, |conn| {
+                writes::create_chat(conn, &caller, &members, new_id, now)
+            });
+            // It may have brought the caller back into an existing chat.
+            if let Ok(chat) = &result {
+                chats.forget(chat);
+            }
             Applied::Chat(reply, result)
+        }
+        WriteRequest::LeaveChat { chat, user, reply } => {
+            let result = in_savepoint(tx, |conn| writes::leave_chat(conn, &chat, &user, now));
+            chats.forget(&chat);
+            Applied::Unit(reply, result)
+        }
+        WriteRequest::Block {
+            blocker,
+            blocked,
+            reply,
+        } => {
+            let result = in_savepoint(tx, |conn| writes::block(conn, &blocker, &blocked, now));
+            Applied::Unit(reply, result)
+        }
+        WriteRequest::Unblock {
+            blocker,
+            blocked,
+            reply,
+        } => {
+            let result = in_savepoint(tx, |conn| writes::unblock(conn, &blocker, &blocked));
+            Applied::Unit(reply, result)
         }
         WriteRequest::Append {
             sender,
@@ -378,6 +425,7 @@ mod tests {
         let (alice, alice_created) = create_account("alice");
         let (bob, bob_created) = create_account("bob");
         let (chat, chat_created) = queued(|reply| WriteRequest::CreateChat {
+            caller: user("alice"),
             members: Members::parse(["alice", "bob"]).unwrap(),
             new_id: ChatId::from_random(7),
             reply,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chat_core::ids::{ChatId, MessageId, UserId};
+use chat_core::limits::BLOCKED_MAX;
 use chat_core::requests::{Members, NewMessage};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -78,9 +79,12 @@ pub fn set_password(
     revoke_tokens_of(conn, user)
 }
 
-/// The chat of exactly `wanted`: created with `new_id`, or the one that exists.
+/// The chat of exactly `wanted`, made by `caller`: created with `new_id`, or the one that
+/// exists, which brings the caller back if they left it. Refused when the caller and another
+/// member blocked one another.
 pub fn create_chat(
     conn: &Connection,
+    caller: &UserId,
     wanted: &Members,
     new_id: ChatId,
     now: i64,
@@ -98,6 +102,7 @@ pub fn create_chat(
             return Err(StoreError::NoSuchAccount(user.clone()));
         }
     }
+    check_blocks(conn, caller, wanted)?;
     let member_key = member_key(wanted);
     let inserted = conn.execute(
         "INSERT INTO chats (public_id, member_key, created_at) VALUES (?1, ?2, ?3)
@@ -113,12 +118,93 @@ pub fn create_chat(
         }
         return Ok(new_id);
     }
-    let existing: String = conn.query_row(
-        "SELECT public_id FROM chats WHERE member_key = ?1",
+    let (chat, existing): (i64, String) = conn.query_row(
+        "SELECT id, public_id FROM chats WHERE member_key = ?1",
         [member_key],
-        |row| row.get(0),
+        |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
+    // The caller's own New undoes their own leaving, and nobody else's.
+    let returned = conn
+        .prepare_cached("DELETE FROM chat_departures WHERE chat = ?1 AND user_id = ?2")?
+        .execute(params![chat, caller.as_str()])?;
+    if returned == 1 {
+        conn.prepare_cached("INSERT INTO chat_members (chat, user_id) VALUES (?1, ?2)")?
+            .execute(params![chat, caller.as_str()])?;
+    }
     stored_chat(&existing)
+}
+
+/// Refuses a chat of `caller` with anyone they blocked or who blocked them.
+fn check_blocks(conn: &Connection, caller: &UserId, wanted: &Members) -> Result<(), StoreError> {
+    let mut either = conn.prepare_cached(
+        "SELECT blocker FROM blocks
+         WHERE (blocker = ?1 AND blocked = ?2) OR (blocker = ?2 AND blocked = ?1)",
+    )?;
+    for user in wanted.as_slice().iter().filter(|user| *user != caller) {
+        let blocker: Option<String> = either
+            .query_row([caller.as_str(), user.as_str()], |row| row.get(0))
+            .optional()?;
+        if let Some(blocker) = blocker {
+            return Err(StoreError::Blocked {
+                user: user.clone(),
+                by_caller: blocker == caller.as_str(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Takes `user` out of `chat` and records the departure, so that only they can come back.
+pub fn leave_chat(
+    conn: &Connection,
+    chat: &ChatId,
+    user: &UserId,
+    now: i64,
+) -> Result<(), StoreError> {
+    let row = super::reads::member_chat_row(conn, chat, user)?.ok_or(StoreError::ChatNotFound)?;
+    conn.prepare_cached("DELETE FROM chat_members WHERE chat = ?1 AND user_id = ?2")?
+        .execute(params![row, user.as_str()])?;
+    conn.prepare_cached(
+        "INSERT INTO chat_departures (chat, user_id, left_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (chat, user_id) DO UPDATE SET left_at = excluded.left_at",
+    )?
+    .execute(params![row, user.as_str(), now])?;
+    Ok(())
+}
+
+pub fn block(
+    conn: &Connection,
+    blocker: &UserId,
+    blocked: &UserId,
+    now: i64,
+) -> Result<(), StoreError> {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM accounts WHERE user_id = ?1")?
+        .exists([blocked.as_str()])?;
+    if !exists {
+        return Err(StoreError::NoSuchAccount(blocked.clone()));
+    }
+    let already = conn
+        .prepare_cached("SELECT 1 FROM blocks WHERE blocker = ?1 AND blocked = ?2")?
+        .exists([blocker.as_str(), blocked.as_str()])?;
+    if already {
+        return Ok(());
+    }
+    let count: i64 = conn
+        .prepare_cached("SELECT count(*) FROM blocks WHERE blocker = ?1")?
+        .query_row([blocker.as_str()], |row| row.get(0))?;
+    if count >= BLOCKED_MAX as i64 {
+        return Err(StoreError::TooManyBlocked);
+    }
+    conn.prepare_cached("INSERT INTO blocks (blocker, blocked, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![blocker.as_str(), blocked.as_str(), now])?;
+    Ok(())
+}
+
+pub fn unblock(conn: &Connection, blocker: &UserId, blocked: &UserId) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2")?
+        .execute([blocker.as_str(), blocked.as_str()])?;
+    Ok(())
 }
 
 /// Inserts the message into the chat whose row id is `chat`, or finds the one stored earlier
@@ -182,9 +268,11 @@ pub struct CachedChat {
     pub members: Arc<[UserId]>,
 }
 
-/// Chat id → its row id and members, so an append needs no lookup. Membership never changes
-/// once a chat exists, so an entry never goes stale; the writer clears the cache when a
-/// transaction fails, since it may then hold a chat that was never committed.
+/// Chat id → its row id and members, so an append needs no lookup. Members change only by
+/// writes of this same thread (Leave, and New bringing someone back), which drop the chat's
+/// entry as they apply, so an append never sees members that are no longer true, not even
+/// one later in the same batch. The writer clears the cache when a transaction fails, since
+/// it may then hold a chat, or members, that were never committed.
 #[derive(Default)]
 pub struct ChatCache(HashMap<ChatId, CachedChat>);
 
@@ -213,6 +301,11 @@ impl ChatCache {
         }
         self.0.insert(chat_id.clone(), chat.clone());
         Ok(Some(chat))
+    }
+
+    /// Drops `chat`'s entry: its members just changed.
+    pub fn forget(&mut self, chat: &ChatId) {
+        self.0.remove(chat);
     }
 
     pub fn clear(&mut self) {

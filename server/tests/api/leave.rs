@@ -1,0 +1,328 @@
+//! Leaving a chat: afterwards it is to the one who left like any chat they are not in
+//! (NOT_FOUND on History, Send, Stream and Connect, gone from List), their open calls of it
+//! end, their all-chats Stream carries none of its new messages, and only they can bring
+//! themselves back: another member's New of the same people returns the chat without them.
+
+use chat_core::proto::{LeaveRequest, Message, NewRequest, StreamRequest};
+use tonic::{Code, Status};
+
+use crate::helpers::*;
+
+fn leave_request(chat_id: &str) -> LeaveRequest {
+    LeaveRequest {
+        chat_id: chat_id.to_owned(),
+    }
+}
+
+fn new_request(members: &[&str]) -> NewRequest {
+    NewRequest {
+        user_ids: members.iter().map(|member| member.to_string()).collect(),
+    }
+}
+
+#[track_caller]
+fn assert_chat_not_found(what: &str, status: &Status) {
+    assert_eq!(status.code(), Code::NotFound, "{what}: {status:?}");
+    assert_eq!(status.message(), "chat not found", "{what}");
+}
+
+/// The members List shows `token`'s caller for `chat_id`; `None` when the chat is not listed.
+async fn members_listed(app: &impl Server, token: &str, chat_id: &str) -> Option<Vec<String>> {
+    chats_of(app, token)
+        .await
+        .into_iter()
+        .find(|chat| chat.chat_id == chat_id)
+        .map(|chat| chat.user_ids)
+}
+
+#[tokio::test]
+async fn leaving_ends_access_open_calls_and_delivery_on_both_transports() {
+    // The token re-check is an hour away, so only the Leave itself can end the calls.
+    let app = spawn_app_with(&["--token-recheck-secs", "3600"]).await;
+    let [alice, bob, carol] = signed_up_all(&app, ["alice", "bob", "carol"]).await;
+    let group = new_chat(&app, &alice, &["alice", "bob", "carol"]).await;
+    let web_group = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let other = new_chat(&app, &carol, &["bob", "carol"]).await;
+    let mut native = app.chat().await;
+    let mut web = app.web_chat();
+    send_text(&mut native, &alice, &group, "before", "before bob left").await;
+
+    // Bob's open calls: a Stream of the group (native and gRPC-web), a Connect of it, and
+    // his all-chats Stream.
+    let mut group_stream = open_stream(&mut native, &bob, &group, "").await;
+    let mut web_stream = within(web.stream(authed(
+        &bob,
+        StreamRequest {
+            chat_id: web_group.clone(),
+            after_id: String::new(),
+        },
+    )))
+    .await
+    .expect("a gRPC-web stream")
+    .into_inner();
+    let (_outbox, mut connect) = open_connect(&mut native, Some(&bob), &[("chat-id", &group)])
+        .await
+        .expect("a Connect");
+    let mut everything = open_stream(&mut native, &bob, "", "").await;
+
+    within(native.leave(authed(&bob, leave_request(&group))))
+        .await
+        .expect("bob leaves the group over native gRPC");
+    within(web.leave(authed(&bob, leave_request(&web_group))))
+        .await
+        .expect("bob leaves the other chat over gRPC-web");
+
+    assert_chat_not_found("the open Stream", &failure_of(&mut group_stream).await);
+    assert_chat_not_found(
+        "the open gRPC-web Stream",
+        &failure_of(&mut web_stream).await,
+    );
+    assert_chat_not_found("the open Connect", &failure_of(&mut connect).await);
+
+    // New messages of the chats he left do not reach his all-chats Stream: the next message
+    // it carries is the one sent afterwards in a chat he is still in.
+    send_text(&mut native, &alice, &group, "after", "after bob left").await;
+    send_text(&mut native, &alice, &web_group, "after-2", "after bob left").await;
+    let still = send_text(&mut native, &carol, &other, "other", "still here?").await;
+    assert_eq!(next_messages(&mut everything, 1).await, [still]);
+
+    for (transport, left) in [("native", &group), ("gRPC-web", &web_group)] {
+        let history = match transport {
+            "native" => within(native.history(authed(&bob, history_request(left)))).await,
+            _ => within(web.history(authed(&bob, history_request(left)))).await,
+        };
+        assert_chat_not_found(
+            &format!("{transport} History"),
+            &history.expect_err("History"),
+        );
+        let send = send_request(left, "late", "sent after leaving");
+        let sent = match transport {
+            "native" => within(native.send(authed(&bob, send))).await,
+            _ => within(web.send(authed(&bob, send))).await,
+        };
+        assert_chat_not_found(&format!("{transport} Send"), &sent.expect_err("Send"));
+        let stream = StreamRequest {
+            chat_id: left.clone(),
+            after_id: "0".into(),
+        };
+        let opened = match transport {
+            "native" => streaming_failure(within(native.stream(authed(&bob, stream))).await).await,
+            _ => streaming_failure(within(web.stream(authed(&bob, stream))).await).await,
+        };
+        assert_chat_not_found(&format!("{transport} Stream"), &opened);
+        let again = match transport {
+            "native" => within(native.leave(authed(&bob, leave_request(left)))).await,
+            _ => within(web.leave(authed(&bob, leave_request(left)))).await,
+        };
+        assert_chat_not_found(
+            &format!("{transport} Leave again"),
+            &again.expect_err("Leave"),
+        );
+    }
+    let refused = match open_connect(&mut native, Some(&bob), &[("chat-id", &group)]).await {
+        Err(status) => status,
+        Ok((_outbox, mut stream)) => failure_of(&mut stream).await,
+    };
+    assert_chat_not_found("a new Connect", &refused);
+
+    // Gone from his List; the others see the chat without him; nothing he sent after
+    // leaving was stored.
+    assert_eq!(members_listed(&app, &bob, &group).await, None);
+    assert_eq!(members_listed(&app, &bob, &web_group).await, None);
+    assert_eq!(
+        members_listed(&app, &bob, &other).await,
+        Some(vec!["bob".to_owned(), "carol".to_owned()])
+    );
+    assert_eq!(
+        members_listed(&app, &carol, &group).await,
+        Some(vec!["alice".to_owned(), "carol".to_owned()])
+    );
+    let history: Vec<String> = history_of(&app, &alice, &group)
+        .await
+        .iter()
+        .map(|message| message.client_id.clone())
+        .collect();
+    assert_eq!(history, ["before", "after"]);
+}
+
+fn history_request(chat_id: &str) -> chat_core::proto::HistoryRequest {
+    chat_core::proto::HistoryRequest {
+        chat_id: chat_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn only_the_one_who_left_can_bring_themselves_back() {
+    let app = spawn_app().await;
+    let [alice, bob] = signed_up_all(&app, ["alice", "bob"]).await;
+    let chat_id = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let mut native = app.chat().await;
+    within(native.leave(authed(&bob, leave_request(&chat_id))))
+        .await
+        .expect("bob leaves");
+    let missed = send_text(
+        &mut native,
+        &alice,
+        &chat_id,
+        "missed",
+        "while you were away",
+    )
+    .await;
+
+    // Alice's New of the same two people finds the same chat and does not pull bob back.
+    for (transport, found) in [
+        (
+            "native",
+            within(native.new_chat(authed(&alice, new_request(&["bob", "alice"])))).await,
+        ),
+        (
+            "gRPC-web",
+            within(
+                app.web_chat()
+                    .new_chat(authed(&alice, new_request(&["alice", "bob"]))),
+            )
+            .await,
+        ),
+    ] {
+        let found = found.unwrap_or_else(|status| panic!("{transport} New: {status:?}"));
+        assert_eq!(found.into_inner().chat_id, chat_id, "{transport}");
+        assert_eq!(
+            members_listed(&app, &alice, &chat_id).await,
+            Some(vec!["alice".to_owned()]),
+            "{transport}: alice's New brought bob back"
+        );
+        let history = within(native.history(authed(&bob, history_request(&chat_id)))).await;
+        assert_chat_not_found(transport, &history.expect_err("bob reads the chat he left"));
+    }
+
+    // Bob's own New brings him (and only him) back, to the whole history.
+    let back = within(
+        app.web_chat()
+            .new_chat(authed(&bob, new_request(&["alice", "bob"]))),
+    )
+    .await
+    .expect("bob comes back over gRPC-web")
+    .into_inner();
+    assert_eq!(back.chat_id, chat_id);
+    assert_eq!(
+        members_listed(&app, &alice, &chat_id).await,
+        Some(vec!["alice".to_owned(), "bob".to_owned()])
+    );
+    let seen: Vec<Message> = history_of(&app, &bob, &chat_id).await;
+    assert_eq!(seen, [missed]);
+    send_text(&mut native, &bob, &chat_id, "back", "I am back").await;
+
+    // Leaving and coming back again works the same way (the departure is recorded anew).
+    within(app.web_chat().leave(authed(&bob, leave_request(&chat_id))))
+        .await
+        .expect("bob leaves again over gRPC-web");
+    assert_eq!(members_listed(&app, &bob, &chat_id).await, None);
+    assert_eq!(new_chat(&app, &bob, &["alice", "bob"]).await, chat_id);
+    assert_eq!(history_of(&app, &bob, &chat_id).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_member_who_left_gets_nothing_sent_right_after_on_a_busy_chat() {
+    // The writer's cache of members must not outlive a Leave: messages in the same moment
+    // as the Leave, and right after, reach the remaining members only.
+    let app = spawn_app().await;
+    let [alice, bob, carol] = signed_up_all(&app, ["alice", "bob", "carol"]).await;
+    let chat_id = new_chat(&app, &alice, &["alice", "bob", "carol"]).await;
+    let side = new_chat(&app, &carol, &["bob", "carol"]).await;
+    // Cached by the writer before the Leave.
+    let mut chat = app.chat().await;
+    send_in_order(&mut chat, &alice, &chat_id, "warm-", 5, "warming up").await;
+    let mut bobs = open_stream(&mut app.chat().await, &bob, "", "").await;
+    let mut carols = open_stream(&mut app.chat().await, &carol, &chat_id, "").await;
+    let leaving = async {
+        within(app.web_chat().leave(authed(&bob, leave_request(&chat_id))))
+            .await
+            .expect("bob leaves")
+    };
+    let (_, during) = tokio::join!(leaving, async {
+        send_text(
+            &mut chat.clone(),
+            &alice,
+            &chat_id,
+            "during",
+            "during the leave",
+        )
+        .await
+    });
+    let after = send_in_order(&mut chat, &alice, &chat_id, "after-", 10, "after the leave").await;
+    let marker = send_text(&mut chat, &carol, &side, "marker", "to bob").await;
+
+    // Bob's stream may carry the message sent during the Leave (it raced it), then nothing
+    // of the chat until the marker from the chat he is still in.
+    let mut got = next_messages(&mut bobs, 1).await;
+    if got[0].client_id == "during" {
+        got = next_messages(&mut bobs, 1).await;
+    }
+    assert_eq!(got, [marker]);
+    let mut expected = vec![during];
+    expected.extend(after);
+    assert_eq!(next_messages(&mut carols, expected.len()).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_on_one_server_ends_the_stream_and_delivery_on_another() {
+    if !on_postgres() {
+        return;
+    }
+    let first = spawn_process(&["--token-recheck-secs", "1"]).await;
+    let second = spawn_process_sharing(&first, &["--token-recheck-secs", "1"]).await;
+    let [alice, bob, carol] = signed_up_all(&first, ["alice", "bob", "carol"]).await;
+    let chat_id = new_chat(&first, &alice, &["alice", "bob", "carol"]).await;
+    let side = new_chat(&first, &carol, &["bob", "carol"]).await;
+    let mut on_second = second.chat().await;
+    // The second server's writer and tailer have seen the chat and its members.
+    send_text(&mut on_second, &alice, &chat_id, "seen", "cached").await;
+    send_text(
+        &mut first.chat().await,
+        &alice,
+        &chat_id,
+        "seen-2",
+        "cached",
+    )
+    .await;
+
+    let mut chat_stream = open_stream(&mut on_second, &bob, &chat_id, "").await;
+    let (_outbox, mut connect) = open_connect(&mut on_second, Some(&bob), &[("chat-id", &chat_id)])
+        .await
+        .expect("a Connect on the second server");
+    let mut everything = open_stream(&mut on_second, &bob, "", "").await;
+
+    within(
+        first
+            .web_chat()
+            .leave(authed(&bob, leave_request(&chat_id))),
+    )
+    .await
+    .expect("bob leaves on the first server");
+    // Ended within the re-check interval (1 s), well inside the wait.
+    assert_chat_not_found(
+        "the Stream on the other server",
+        &failure_of(&mut chat_stream).await,
+    );
+    assert_chat_not_found(
+        "the Connect on the other server",
+        &failure_of(&mut connect).await,
+    );
+
+    // Sent through either server, nothing of the chat reaches bob's all-chats Stream there,
+    // and bob cannot send to it through the server that cached him as a member.
+    send_text(&mut on_second, &alice, &chat_id, "after", "after bob left").await;
+    send_text(
+        &mut first.chat().await,
+        &alice,
+        &chat_id,
+        "after-2",
+        "after bob left",
+    )
+    .await;
+    let marker = send_text(&mut first.chat().await, &carol, &side, "marker", "to bob").await;
+    assert_eq!(next_messages(&mut everything, 1).await, [marker]);
+    let sent = within(on_second.send(authed(&bob, send_request(&chat_id, "late", "late")))).await;
+    assert_chat_not_found("Send on the other server", &sent.expect_err("Send"));
+}

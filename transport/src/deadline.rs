@@ -1,0 +1,52 @@
+//! The per-call deadline: how long a call may take until its response starts. That is all of
+//! a unary call, its request body included, so a body that trickles in is cut off; a Stream
+//! or Connect starts its response at once and is never cut.
+//!
+//! A call past it ends with DEADLINE_EXCEEDED and a sentence, in the caller's own protocol (a
+//! trailers-only gRPC response, or its gRPC-web form for a browser). Hand-written rather than
+//! tonic's `Server::timeout`, which answers CANCELLED "Timeout expired" (a code that says the
+//! caller gave up) and, sitting outside the gRPC-web translation, in plain gRPC even to a
+//! browser.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, StatusCode};
+
+/// Runs the call, or answers DEADLINE_EXCEEDED once `limit` passes before its response starts.
+pub(crate) async fn within(limit: Duration, request: Request, next: Next) -> Response {
+    let content_type = request.headers().get(CONTENT_TYPE).cloned();
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => exceeded(limit, content_type),
+    }
+}
+
+fn exceeded(limit: Duration, content_type: Option<HeaderValue>) -> Response {
+    let grpc = content_type
+        .as_ref()
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if !grpc {
+        let mut response = Response::new(Body::from("request timed out\n"));
+        *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+        return response;
+    }
+    tracing::debug!(?limit, "call deadline passed before the response started");
+    let status = tonic::Status::deadline_exceeded(format!(
+        "the call took longer than the server's limit of {} s before it could be answered \
+         (a request that arrives too slowly is cut off): send it again",
+        limit.as_secs_f64()
+    ));
+    let mut response: Response = status.into_http();
+    // A trailers-only answer: gRPC-web carries it in the headers the same way, under its own
+    // content type (application/grpc-web, +proto, -text), which its clients check.
+    if let Some(content_type) = content_type {
+        response.headers_mut().insert(CONTENT_TYPE, content_type);
+    }
+    response
+}
