@@ -45,7 +45,7 @@ pub struct MigrationReport {
     pub tables: Vec<TableCount>,
     /// The id the next message stored on PostgreSQL will be greater than.
     pub message_counter: i64,
-    /// The newest message id in the SQLite file (0 when it has none).
+    /// The newest message or change id in the SQLite file (0 when it has none).
     pub newest_message: i64,
 }
 
@@ -76,9 +76,19 @@ pub async fn migrate_to_postgres(
     copy_chats(&source, &target).await?;
     copy_members(&source, &target).await?;
     copy_messages(&source, &mut target).await?;
+    copy_changes(&source, &mut target).await?;
+    copy_reactions(&source, &target).await?;
 
     let mut tables = Vec::new();
-    for table in ["accounts", "tokens", "chats", "chat_members", "messages"] {
+    for table in [
+        "accounts",
+        "tokens",
+        "chats",
+        "chat_members",
+        "messages",
+        "message_changes",
+        "reactions",
+    ] {
         let sql = format!("SELECT count(*) FROM {table}");
         let sqlite = source.query_row(&sql, [], |row| row.get(0))?;
         let postgres = target.query_one(&sql, &[]).await?.try_get(0)?;
@@ -88,10 +98,12 @@ pub async fn migrate_to_postgres(
             postgres,
         });
     }
-    let newest_message =
-        source.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |row| {
-            row.get(0)
-        })?;
+    let newest_message = source.query_row(
+        "SELECT max(coalesce((SELECT max(id) FROM messages), 0),
+                    coalesce((SELECT max(id) FROM message_changes), 0))",
+        [],
+        |row| row.get(0),
+    )?;
     let message_counter = target
         .query_one("SELECT last FROM message_seq", &[])
         .await?
@@ -268,8 +280,8 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         .try_get(0)?;
     let resumed_after = after;
     let mut page = source.prepare(
-        "SELECT id, chat, sender, client_id, subject, text, sent_at FROM messages
-         WHERE id > ?1 ORDER BY id LIMIT ?2",
+        "SELECT id, chat, sender, client_id, subject, text, sent_at, edited_at, deleted
+         FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
     let mut copied = 0;
     loop {
@@ -278,6 +290,8 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         let (mut senders, mut client_ids) = (Vec::<String>::new(), Vec::<String>::new());
         let (mut subjects, mut texts) = (Vec::<String>::new(), Vec::<String>::new());
         let mut sent_at = Vec::<i64>::new();
+        let mut edited_at = Vec::<Option<i64>>::new();
+        let mut deleted = Vec::<bool>::new();
         let mut rows = page.query(rusqlite::params![after, BATCH])?;
         while let Some(row) = rows.next()? {
             ids.push(row.get(0)?);
@@ -287,6 +301,8 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
             subjects.push(row.get(4)?);
             texts.push(row.get(5)?);
             sent_at.push(row.get(6)?);
+            edited_at.push(row.get(7)?);
+            deleted.push(row.get(8)?);
         }
         drop(rows);
         let Some(&last) = ids.last() else {
@@ -296,9 +312,11 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         tx.execute("SELECT last FROM message_seq FOR UPDATE", &[])
             .await?;
         tx.execute(
-            "INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at)
+            "INSERT INTO messages
+                 (id, chat, sender, client_id, subject, text, sent_at, edited_at, deleted)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
-                                  $5::text[], $6::text[], $7::bigint[])
+                                  $5::text[], $6::text[], $7::bigint[], $8::bigint[],
+                                  $9::boolean[])
              ON CONFLICT DO NOTHING",
             &[
                 &ids,
@@ -308,6 +326,8 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
                 &subjects,
                 &texts,
                 &sent_at,
+                &edited_at,
+                &deleted,
             ],
         )
         .await?;
@@ -318,5 +338,91 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         after = last;
     }
     tracing::info!(copied, resumed_after, "messages copied");
+    Ok(())
+}
+
+/// Copies the changes to messages with their ids (they share the messages' sequence), in id
+/// order after the newest one PostgreSQL has, moving the counter past them like
+/// [`copy_messages`].
+async fn copy_changes(source: &Connection, target: &mut Object) -> Result<(), StoreError> {
+    let mut after: i64 = target
+        .query_one("SELECT coalesce(max(id), 0) FROM message_changes", &[])
+        .await?
+        .try_get(0)?;
+    let mut page = source.prepare(
+        "SELECT id, message, chat, kind, at FROM message_changes
+         WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let mut copied = 0;
+    loop {
+        let (mut ids, mut messages, mut chats) = (Vec::<i64>::new(), Vec::new(), Vec::new());
+        let (mut kinds, mut at) = (Vec::<String>::new(), Vec::<i64>::new());
+        let mut rows = page.query(rusqlite::params![after, BATCH])?;
+        while let Some(row) = rows.next()? {
+            ids.push(row.get(0)?);
+            messages.push(row.get::<_, i64>(1)?);
+            chats.push(row.get::<_, i64>(2)?);
+            kinds.push(row.get(3)?);
+            at.push(row.get(4)?);
+        }
+        drop(rows);
+        let Some(&last) = ids.last() else {
+            break;
+        };
+        let tx = target.transaction().await?;
+        tx.execute("SELECT last FROM message_seq FOR UPDATE", &[])
+            .await?;
+        tx.execute(
+            "INSERT INTO message_changes (id, message, chat, kind, at)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[],
+                                  $5::bigint[])
+             ON CONFLICT DO NOTHING",
+            &[&ids, &messages, &chats, &kinds, &at],
+        )
+        .await?;
+        tx.execute("UPDATE message_seq SET last = greatest(last, $1)", &[&last])
+            .await?;
+        tx.commit().await?;
+        copied += ids.len();
+        after = last;
+    }
+    tracing::info!(copied, "message changes copied");
+    Ok(())
+}
+
+/// Copies reactions in the order they were added (PostgreSQL numbers them anew, in that
+/// order); one already there is skipped by its (message, emoji, user) key.
+async fn copy_reactions(source: &Connection, target: &Object) -> Result<(), StoreError> {
+    let insert = target
+        .prepare(
+            "INSERT INTO reactions (message, emoji, user_id)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let mut page = source.prepare(
+        "SELECT id, message, emoji, user_id FROM reactions WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let mut after = 0_i64;
+    let mut copied = 0;
+    loop {
+        let (mut messages, mut emoji, mut users) = (Vec::<i64>::new(), Vec::new(), Vec::new());
+        let mut rows = page.query(rusqlite::params![after, BATCH])?;
+        while let Some(row) = rows.next()? {
+            after = row.get(0)?;
+            messages.push(row.get(1)?);
+            emoji.push(row.get::<_, String>(2)?);
+            users.push(row.get::<_, String>(3)?);
+        }
+        drop(rows);
+        if messages.is_empty() {
+            break;
+        }
+        target
+            .execute(&insert, &[&messages, &emoji, &users])
+            .await?;
+        copied += messages.len();
+    }
+    tracing::info!(copied, "reactions copied");
     Ok(())
 }

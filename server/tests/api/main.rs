@@ -8,6 +8,7 @@ mod access;
 mod auth;
 mod backup;
 mod bad_input;
+mod changes;
 mod cluster;
 mod cluster_limits;
 mod connect;

@@ -4,5 +4,6 @@ pub mod account_menu;
 pub mod chat_list;
 pub mod composer;
 pub mod connection_indicator;
+pub mod message_item;
 pub mod message_list;
 pub mod new_chat;
