@@ -370,6 +370,15 @@ fn session_from(session: proto::Session) -> Session {
     }
 }
 
+/// The message an Edit, Delete or React answered with.
+fn changed(
+    response: Result<Option<proto::Message>, tonic::Status>,
+) -> Result<proto::Message, ApiError> {
+    response
+        .map_err(ApiError::from_status)?
+        .ok_or_else(|| ApiError::Server("the change returned no message".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -479,13 +488,4 @@ mod tests {
             ApiError::Refused(_)
         ));
     }
-}
-
-/// The message an Edit, Delete or React answered with.
-fn changed(
-    response: Result<Option<proto::Message>, tonic::Status>,
-) -> Result<proto::Message, ApiError> {
-    response
-        .map_err(ApiError::from_status)?
-        .ok_or_else(|| ApiError::Server("the change returned no message".into()))
 }

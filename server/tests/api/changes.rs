@@ -22,7 +22,7 @@ use crate::helpers::*;
 #[derive(Clone)]
 enum Client {
     Native(ChatClient<Channel>),
-    Web(ChatClient<WebClient>),
+    Web(Box<ChatClient<WebClient>>),
 }
 
 macro_rules! call {
@@ -44,7 +44,7 @@ impl Client {
     }
 
     fn web(server: &impl Server) -> Self {
-        Self::Web(server.web_chat())
+        Self::Web(Box::new(server.web_chat()))
     }
 
     async fn edit(

@@ -92,8 +92,9 @@ impl WriteRequest {
 }
 
 /// A message as an append or a change left it, with the event to publish and to whom when
-/// something was stored (`None` for a repeat, or a change that changed nothing).
-type Appended = (StoredMessage, Option<(StoredEvent, Arc<[UserId]>)>);
+/// something was stored (`None` for a repeat, or a change that changed nothing). The event is
+/// boxed: it holds a whole message, and most writes in a batch are not appends.
+type Appended = (StoredMessage, Option<(Box<StoredEvent>, Arc<[UserId]>)>);
 
 /// A write applied inside the open transaction: its result, held until the commit decides
 /// whether the caller gets it.
@@ -204,7 +205,7 @@ impl Writer {
                 Applied::Message(reply, result) => {
                     let result = result.map(|(message, publish)| {
                         if let Some((event, members)) = publish {
-                            self.broker.publish(Arc::new(event), &members);
+                            self.broker.publish(Arc::from(event), &members);
                         }
                         message
                     });
@@ -278,7 +279,8 @@ fn apply(tx: &Transaction<'_>, chats: &mut ChatCache, write: WriteRequest, now: 
                     .filter(|chat| chat.members.contains(&sender))
                     .ok_or(StoreError::ChatNotFound)?;
                 let (stored, is_new) = writes::append(tx, chat.row, sender, message, now)?;
-                let publish = is_new.then(|| (StoredEvent::arrival(stored.clone()), chat.members));
+                let publish =
+                    is_new.then(|| (Box::new(StoredEvent::arrival(stored.clone())), chat.members));
                 Ok((stored, publish))
             })();
             Applied::Message(reply, result)
@@ -294,7 +296,7 @@ fn apply(tx: &Transaction<'_>, chats: &mut ChatCache, write: WriteRequest, now: 
                     .filter(|chat| chat.members.contains(&user))
                     .ok_or(StoreError::ChatNotFound)?;
                 let (message, event) = writes::change(conn, chat.row, &user, &change, now)?;
-                Ok((message, event.map(|event| (event, chat.members))))
+                Ok((message, event.map(|event| (Box::new(event), chat.members))))
             });
             Applied::Message(reply, result)
         }
