@@ -5,8 +5,10 @@
 //! What is kept: accounts with their password hashes (old passwords still sign in), tokens
 //! (signed-in clients stay signed in), chats with their public and internal ids, members, and
 //! messages with their ids, so every client's cursor (`after_id`, `before_id`) means the same
-//! message afterwards. The PostgreSQL id counter (`message_seq`) is set past the newest copied
-//! id, and the client id of every message is kept, so a Send retried after the move is still
+//! message afterwards; changes to messages (`message_changes`, with their ids from the same
+//! sequence) and reactions, and every changed message's current state, refreshed on each run
+//! (`refresh_changed`), since an earlier run may have copied it before it changed. The
+//! PostgreSQL id counter (`message_seq`) is set past the newest copied id, and the client id of every message is kept, so a Send retried after the move is still
 //! recognised as a repeat.
 //!
 //! Resumable: rows are copied in batches, each committed on its own; a batch that is copied
@@ -77,7 +79,7 @@ pub async fn migrate_to_postgres(
     copy_members(&source, &target).await?;
     copy_messages(&source, &mut target).await?;
     copy_changes(&source, &mut target).await?;
-    copy_reactions(&source, &target).await?;
+    refresh_changed(&source, &mut target).await?;
 
     let mut tables = Vec::new();
     for table in [
@@ -390,39 +392,61 @@ async fn copy_changes(source: &Connection, target: &mut Object) -> Result<(), St
     Ok(())
 }
 
-/// Copies reactions in the order they were added (PostgreSQL numbers them anew, in that
-/// order); one already there is skipped by its (message, emoji, user) key.
-async fn copy_reactions(source: &Connection, target: &Object) -> Result<(), StoreError> {
-    let insert = target
-        .prepare(
-            "INSERT INTO reactions (message, emoji, user_id)
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
-             ON CONFLICT DO NOTHING",
-        )
-        .await?;
-    let mut page = source.prepare(
-        "SELECT id, message, emoji, user_id FROM reactions WHERE id > ?1 ORDER BY id LIMIT ?2",
+/// Brings every message that changed after it was sent (its id is in `message_changes`) to
+/// its current state on PostgreSQL: subject, text, `edited_at`, `deleted`, and its reactions
+/// replaced whole, in the order they were added. A run that copied a message before it was
+/// edited, reacted to or deleted (an earlier run, while the SQLite server still ran) thus
+/// catches up, and running it again changes nothing. One transaction: changed messages are a
+/// small part of a chat's.
+async fn refresh_changed(source: &Connection, target: &mut Object) -> Result<(), StoreError> {
+    let (mut ids, mut subjects, mut texts) = (Vec::<i64>::new(), Vec::new(), Vec::new());
+    let (mut edited_at, mut deleted) = (Vec::<Option<i64>>::new(), Vec::<bool>::new());
+    let mut changed = source.prepare(
+        "SELECT id, subject, text, edited_at, deleted FROM messages
+         WHERE id IN (SELECT message FROM message_changes) ORDER BY id",
     )?;
-    let mut after = 0_i64;
-    let mut copied = 0;
-    loop {
-        let (mut messages, mut emoji, mut users) = (Vec::<i64>::new(), Vec::new(), Vec::new());
-        let mut rows = page.query(rusqlite::params![after, BATCH])?;
-        while let Some(row) = rows.next()? {
-            after = row.get(0)?;
-            messages.push(row.get(1)?);
-            emoji.push(row.get::<_, String>(2)?);
-            users.push(row.get::<_, String>(3)?);
-        }
-        drop(rows);
-        if messages.is_empty() {
-            break;
-        }
-        target
-            .execute(&insert, &[&messages, &emoji, &users])
-            .await?;
-        copied += messages.len();
+    let mut rows = changed.query([])?;
+    while let Some(row) = rows.next()? {
+        ids.push(row.get(0)?);
+        subjects.push(row.get::<_, String>(1)?);
+        texts.push(row.get::<_, String>(2)?);
+        edited_at.push(row.get(3)?);
+        deleted.push(row.get(4)?);
     }
-    tracing::info!(copied, "reactions copied");
+    drop(rows);
+    let (mut messages, mut emoji, mut users) = (Vec::<i64>::new(), Vec::new(), Vec::new());
+    let mut reactions =
+        source.prepare("SELECT message, emoji, user_id FROM reactions ORDER BY id")?;
+    let mut rows = reactions.query([])?;
+    while let Some(row) = rows.next()? {
+        messages.push(row.get(0)?);
+        emoji.push(row.get::<_, String>(1)?);
+        users.push(row.get::<_, String>(2)?);
+    }
+    drop(rows);
+    let tx = target.transaction().await?;
+    tx.execute(
+        "UPDATE messages m
+         SET subject = u.subject, text = u.text, edited_at = u.edited_at, deleted = u.deleted
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::boolean[])
+              AS u(id, subject, text, edited_at, deleted)
+         WHERE m.id = u.id",
+        &[&ids, &subjects, &texts, &edited_at, &deleted],
+    )
+    .await?;
+    tx.execute("DELETE FROM reactions WHERE message = ANY($1)", &[&ids])
+        .await?;
+    tx.execute(
+        "INSERT INTO reactions (message, emoji, user_id)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])",
+        &[&messages, &emoji, &users],
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(
+        messages = ids.len(),
+        reactions = messages.len(),
+        "changed messages refreshed"
+    );
     Ok(())
 }
