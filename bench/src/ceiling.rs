@@ -110,6 +110,7 @@ fn message(id: u64, chat_id: &str, user_id: &str, text: &str) -> proto::Message 
         sent_at: unix_now(),
         subject: String::new(),
         text: text.to_owned(),
+        ..Default::default()
     }
 }
 
@@ -157,6 +158,7 @@ impl Chat for CeilingChat {
             sent_at: 0,
             subject: request.subject,
             text: request.text,
+            ..Default::default()
         });
         Ok(Response::new(proto::SendResponse {
             message: Some(stored),
@@ -208,6 +210,28 @@ impl Chat for CeilingChat {
             Some(heartbeat),
         );
         Ok(Response::new(Box::pin(events)))
+    }
+
+    // Changes to messages are not part of any benchmark scenario: the ceiling refuses them.
+    async fn edit(
+        &self,
+        _request: Request<proto::EditRequest>,
+    ) -> Result<Response<proto::EditResponse>, Status> {
+        Err(Status::unimplemented("the ceiling server does not edit"))
+    }
+
+    async fn delete(
+        &self,
+        _request: Request<proto::DeleteRequest>,
+    ) -> Result<Response<proto::DeleteResponse>, Status> {
+        Err(Status::unimplemented("the ceiling server does not delete"))
+    }
+
+    async fn react(
+        &self,
+        _request: Request<proto::ReactRequest>,
+    ) -> Result<Response<proto::ReactResponse>, Status> {
+        Err(Status::unimplemented("the ceiling server does not react"))
     }
 
     async fn list(

@@ -40,6 +40,12 @@ pub enum ValidationError {
     ChatIdMismatch,
     #[error("{field} {shown} is not a message id: use the id of a message you received", shown = Shown(.value))]
     MessageIdInvalid { field: &'static str, value: String },
+    #[error("message_id is required: the id of the message to change")]
+    MessageIdMissing,
+    #[error("emoji is required: one emoji to react with")]
+    EmojiMissing,
+    #[error("emoji {shown} is not one emoji: react with a single emoji such as 👍", shown = Shown(.0))]
+    EmojiInvalid(String),
     #[error("limit must not be negative")]
     NegativeLimit,
     #[error("page_token {shown} is not a page token: use the next_page_token of the previous List", shown = Shown(.0))]

@@ -2,7 +2,7 @@
 //!
 //! - [`proto`]: the wire types and gRPC stubs, generated once from `proto/chat.proto`.
 //! - [`limits`]: every size limit the product enforces, in one place.
-//! - [`ids`], [`content`]: validated domain types that cannot hold an invalid value.
+//! - [`ids`], [`content`], [`emoji`]: validated domain types that cannot hold an invalid value.
 //! - [`requests`]: conversions from wire requests into those types.
 //! - [`codec`]: the protobuf codec of the generated stubs (small per-call buffers).
 //! - [`wire`]: metadata keys, the bearer token and the retry hint, for server and clients.
@@ -13,6 +13,7 @@
 
 pub mod codec;
 pub mod content;
+pub mod emoji;
 pub mod error;
 pub mod ids;
 pub mod limits;

@@ -42,12 +42,30 @@ pub const MESSAGE_MAX_ENCODED_BYTES: usize = 4 * TEXT_MAX_CHARS
     + USER_ID_MAX_CHARS
     + 32  // chat id
     + 20  // message id
-    + 64; // tags, lengths, sent_at
+    + 64 // tags, lengths, sent_at, edited_at, deleted
+    + REACTIONS_MAX_ENCODED_BYTES;
+
+/// A message can be edited for 24 hours after it was sent; deleting has no time limit.
+pub const EDIT_WINDOW_SECS: i64 = 24 * 60 * 60;
+
+/// One emoji (see [`crate::emoji::Emoji`]) is at most 64 bytes of UTF-8: the longest ZWJ
+/// sequences of the emoji set (families with skin tones) take about 40.
+pub const EMOJI_MAX_BYTES: usize = 64;
+/// A message carries at most 12 different emoji...
+pub const REACTION_KINDS_MAX: usize = 12;
+/// ...and at most 3 reactions of any one person, so its reactions stay a bounded list.
+pub const REACTIONS_PER_PERSON_MAX: usize = 3;
+
+/// The largest encoded reactions of one message: every kind with the longest emoji, and every
+/// member reacting as often as allowed, each with the longest user id.
+pub const REACTIONS_MAX_ENCODED_BYTES: usize = REACTION_KINDS_MAX * (EMOJI_MAX_BYTES + 8)
+    + REACTIONS_PER_PERSON_MAX * MEMBERS_MAX * (USER_ID_MAX_CHARS + 2);
 
 // A full History page of the largest possible messages must fit in one gRPC message, so a
-// response can never hit the transport limit.
+// response can never hit the transport limit. (A quarter of the limit stays spare; it takes
+// every member reacting three times to every message of a page to come near it.)
 const _: () = assert!(
-    HISTORY_MAX_PAGE as usize * (MESSAGE_MAX_ENCODED_BYTES + 8) < GRPC_MESSAGE_MAX_BYTES / 2
+    HISTORY_MAX_PAGE as usize * (MESSAGE_MAX_ENCODED_BYTES + 8) < GRPC_MESSAGE_MAX_BYTES / 4 * 3
 );
 
 /// List page size when the request says `limit = 0`.

@@ -3,6 +3,7 @@
 
 use crate::ValidationError;
 use crate::content::{Password, Subject, Text};
+use crate::emoji::Emoji;
 use crate::ids::{ChatId, ClientId, MessageId, UserId};
 use crate::limits::*;
 use crate::proto;
@@ -121,6 +122,71 @@ impl NewMessage {
             subject: Subject::parse(&message.subject)?,
             text: Text::parse(&message.text)?,
             claimed_sender: UserId::parse_optional(&message.user_id)?,
+        })
+    }
+}
+
+/// The message an Edit, Delete or React request is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    pub chat_id: ChatId,
+    pub message_id: MessageId,
+}
+
+impl MessageRef {
+    pub fn parse(chat_id: &str, message_id: &str) -> Result<Self, ValidationError> {
+        Ok(Self {
+            chat_id: ChatId::parse(chat_id)?,
+            message_id: MessageId::parse_optional("message_id", message_id)?
+                .ok_or(ValidationError::MessageIdMissing)?,
+        })
+    }
+}
+
+impl TryFrom<&proto::DeleteRequest> for MessageRef {
+    type Error = ValidationError;
+
+    fn try_from(request: &proto::DeleteRequest) -> Result<Self, Self::Error> {
+        Self::parse(&request.chat_id, &request.message_id)
+    }
+}
+
+/// An Edit: the new subject and text, checked exactly like a new message's.
+#[derive(Debug, Clone)]
+pub struct Edit {
+    pub target: MessageRef,
+    pub subject: Subject,
+    pub text: Text,
+}
+
+impl TryFrom<&proto::EditRequest> for Edit {
+    type Error = ValidationError;
+
+    fn try_from(request: &proto::EditRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            target: MessageRef::parse(&request.chat_id, &request.message_id)?,
+            subject: Subject::parse(&request.subject)?,
+            text: Text::parse(&request.text)?,
+        })
+    }
+}
+
+/// A React request: add, or take back (`remove`), the caller's `emoji` on a message.
+#[derive(Debug, Clone)]
+pub struct ReactionChange {
+    pub target: MessageRef,
+    pub emoji: Emoji,
+    pub remove: bool,
+}
+
+impl TryFrom<&proto::ReactRequest> for ReactionChange {
+    type Error = ValidationError;
+
+    fn try_from(request: &proto::ReactRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            target: MessageRef::parse(&request.chat_id, &request.message_id)?,
+            emoji: Emoji::parse(&request.emoji)?,
+            remove: request.remove,
         })
     }
 }
@@ -377,6 +443,71 @@ mod tests {
         assert_eq!(
             NewMessage::from_connect(&message, &chat).unwrap_err(),
             ValidationError::ChatIdMismatch
+        );
+    }
+
+    #[test]
+    fn edits_are_validated_like_sends_and_need_a_message_id() {
+        let chat_id = ChatId::from_random(3).as_str().to_owned();
+        let edit = |message_id: &str, subject: &str, text: &str| {
+            Edit::try_from(&proto::EditRequest {
+                chat_id: chat_id.clone(),
+                message_id: message_id.into(),
+                subject: subject.into(),
+                text: text.into(),
+            })
+        };
+        let ok = edit("42", "Re", "fixed").unwrap();
+        assert_eq!(ok.target.message_id, MessageId(42));
+        assert_eq!(ok.text.as_str(), "fixed");
+        assert_eq!(
+            edit("", "", "x").unwrap_err(),
+            ValidationError::MessageIdMissing
+        );
+        assert!(matches!(
+            edit("4x", "", "x").unwrap_err(),
+            ValidationError::MessageIdInvalid {
+                field: "message_id",
+                ..
+            }
+        ));
+        assert_eq!(
+            edit("1", "", " \u{200B}").unwrap_err(),
+            ValidationError::TextBlank
+        );
+        assert_eq!(
+            edit("1", "a\nb", "x").unwrap_err(),
+            ValidationError::SubjectControl
+        );
+        assert_eq!(
+            edit("1", "", &"x".repeat(TEXT_MAX_CHARS + 1)).unwrap_err(),
+            ValidationError::TextTooLong(TEXT_MAX_CHARS + 1)
+        );
+        let no_chat = Edit::try_from(&proto::EditRequest {
+            message_id: "1".into(),
+            text: "x".into(),
+            ..Default::default()
+        });
+        assert_eq!(no_chat.unwrap_err(), ValidationError::ChatIdMissing);
+    }
+
+    #[test]
+    fn reactions_need_one_emoji() {
+        let react = |emoji: &str| {
+            ReactionChange::try_from(&proto::ReactRequest {
+                chat_id: ChatId::from_random(3).as_str().into(),
+                message_id: "7".into(),
+                emoji: emoji.into(),
+                remove: true,
+            })
+        };
+        let ok = react("🎉").unwrap();
+        assert!(ok.remove);
+        assert_eq!(ok.emoji.as_str(), "🎉");
+        assert_eq!(react("").unwrap_err(), ValidationError::EmojiMissing);
+        assert_eq!(
+            react("lol").unwrap_err(),
+            ValidationError::EmojiInvalid("lol".into())
         );
     }
 }

@@ -34,6 +34,12 @@ pub enum ApiError {
     /// Also what non-members get, so they cannot tell a foreign chat from a missing one.
     #[error("chat not found")]
     ChatNotFound,
+    /// No such message in the chat, or a deleted one where only a living one will do.
+    #[error("message not found")]
+    MessageNotFound,
+    /// A change the message's state does not allow (edit window, reaction limits).
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("no account named \"{0}\"")]
     NoSuchAccount(UserId),
     #[error("the user id \"{0}\" is taken; choose another")]
@@ -146,6 +152,9 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::ChatNotFound => Self::ChatNotFound,
+            StoreError::MessageNotFound => Self::MessageNotFound,
+            StoreError::NotYours(sentence) => Self::PermissionDenied(sentence.to_owned()),
+            StoreError::NotAllowed(sentence) => Self::NotAllowed(sentence),
             StoreError::NoSuchAccount(user) => Self::NoSuchAccount(user),
             StoreError::AccountExists(user) => Self::AccountExists(user),
             StoreError::Blocked { user, by_caller } => Self::Blocked { user, by_caller },
@@ -170,9 +179,10 @@ impl From<ApiError> for tonic::Status {
                 refusal(Code::Unauthenticated, error, Reason::TokenInvalid, None)
             }
             ApiError::PermissionDenied(message) => Status::permission_denied(message),
-            error @ (ApiError::ChatNotFound | ApiError::NoSuchAccount(_)) => {
-                Status::not_found(error.to_string())
-            }
+            error @ (ApiError::ChatNotFound
+            | ApiError::MessageNotFound
+            | ApiError::NoSuchAccount(_)) => Status::not_found(error.to_string()),
+            ApiError::NotAllowed(sentence) => Status::failed_precondition(sentence),
             error @ ApiError::AccountExists(_) => Status::already_exists(error.to_string()),
             error @ ApiError::ShuttingDown => Status::unavailable(error.to_string()),
             ref error @ ApiError::TooManyStreams(_) => {

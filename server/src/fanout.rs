@@ -1,4 +1,5 @@
-//! In-process fan-out: every committed message goes to the live feeds of its chat's members.
+//! In-process fan-out: every committed message, and every change to one (an event, see
+//! `store::StoredEvent`), goes to the live feeds of its chat's members.
 //!
 //! Each user with at least one open stream has one broadcast channel; all of that user's
 //! streams (Stream and Connect, every tab) read from it, each filtering for what it follows.
@@ -18,7 +19,7 @@ use chat_core::ids::{MessageId, UserId};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
-use crate::store::StoredMessage;
+use crate::store::StoredEvent;
 
 /// Messages a user's feed holds for its slowest stream before that stream must catch up
 /// from storage. Small on purpose: every user with an open stream has one such buffer.
@@ -30,8 +31,8 @@ pub struct Broker {
 }
 
 struct State {
-    feeds: HashMap<UserId, broadcast::Sender<Arc<StoredMessage>>>,
-    /// The id of the newest message published, so a feed opened now knows where "now" is.
+    feeds: HashMap<UserId, broadcast::Sender<Arc<StoredEvent>>>,
+    /// The id of the newest event published, so a feed opened now knows where "now" is.
     newest: MessageId,
 }
 
@@ -51,14 +52,14 @@ impl Broker {
         state.newest = state.newest.max(newest);
     }
 
-    /// Delivers a committed message to every open feed of `members`. Called in commit order.
-    pub fn publish(&self, message: Arc<StoredMessage>, members: &[UserId]) {
+    /// Delivers a committed event to every open feed of `members`. Called in commit order.
+    pub fn publish(&self, event: Arc<StoredEvent>, members: &[UserId]) {
         let mut state = self.state();
-        state.newest = state.newest.max(message.id);
+        state.newest = state.newest.max(event.id);
         for member in members {
             if let Some(feed) = state.feeds.get(member) {
                 // An error means no receiver is left; `Subscription::drop` removes the entry.
-                let _ = feed.send(Arc::clone(&message));
+                let _ = feed.send(Arc::clone(&event));
             }
         }
     }
@@ -92,8 +93,8 @@ impl Broker {
 
 /// One stream's place in its user's feed.
 pub struct Subscription {
-    pub receiver: broadcast::Receiver<Arc<StoredMessage>>,
-    /// Every message with a greater id is (or will be) in `receiver`.
+    pub receiver: broadcast::Receiver<Arc<StoredEvent>>,
+    /// Every event with a greater id is (or will be) in `receiver`.
     pub start: MessageId,
     user: UserId,
     broker: Arc<Broker>,
@@ -117,19 +118,26 @@ impl Drop for Subscription {
 mod tests {
     use chat_core::content::{Subject, Text};
     use chat_core::ids::{ChatId, ClientId};
+    use chat_core::requests::NewMessage;
 
     use super::*;
+    use crate::store::StoredMessage;
 
-    fn message(id: u64) -> Arc<StoredMessage> {
-        Arc::new(StoredMessage {
-            id: MessageId(id),
+    fn message(id: u64) -> Arc<StoredEvent> {
+        let new = NewMessage {
             chat_id: ChatId::from_random(1),
-            sender: UserId::parse("alice").unwrap(),
             client_id: ClientId::parse(&format!("c{id}")).unwrap(),
             subject: Subject::default(),
             text: Text::parse("hi").unwrap(),
-            sent_at: 0,
-        })
+            claimed_sender: None,
+        };
+        let sender = UserId::parse("alice").unwrap();
+        Arc::new(StoredEvent::arrival(StoredMessage::new(
+            MessageId(id),
+            sender,
+            new,
+            0,
+        )))
     }
 
     #[tokio::test]

@@ -1,9 +1,10 @@
 //! One live stream, as Stream and Connect both serve it: replay from storage after a cursor,
-//! then live messages from the broker, then catch-up from storage whenever the reader fell
-//! behind, with heartbeats while idle and a clean end when the server shuts down.
+//! then live events (messages and changes to them) from the broker, then catch-up from
+//! storage whenever the reader fell behind, with heartbeats while idle and a clean end when
+//! the server shuts down.
 //!
 //! Why there is no gap and no duplicate: the feed subscribes to the broker *before* it reads
-//! storage. Every message committed before the subscription is in storage; every message
+//! storage. Every event committed before the subscription is in storage; every event
 //! committed after it arrives on the subscription. Those committed in between may come both
 //! ways, and the cursor (the last id delivered) drops the second copy, since ids increase in
 //! commit order and the broker publishes in that order.
@@ -19,18 +20,20 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use crate::error::ApiError;
 use crate::fanout::Broker;
 use crate::metrics::{Metrics, OpenStream};
-use crate::store::{Store, StoredMessage};
+use crate::store::{Store, StoredEvent};
 use chat_transport::unix_now;
 
 /// Messages read from storage per query while replaying or catching up. A feed holds the page
 /// until its reader has taken it all, however slowly it reads, so this bounds what a reader
-/// catching up costs: 32 of the largest messages are 512 KB, about what hyper buffers for a
-/// connection that stopped reading. The API tests' `slow_consumer` checks that bound on the
+/// catching up costs: 32 of the largest messages are 512 KB (0.9 MB if each also carries
+/// the most reactions allowed), about what hyper buffers for a connection that stopped
+/// reading. The API tests' `slow_consumer` checks that bound on the
 /// server's memory (figures in RELIABILITY.md).
 pub const REPLAY_PAGE: u32 = 32;
 
 pub enum FeedItem {
-    Message(Arc<StoredMessage>),
+    /// A message or a change to one; the cursor is its id.
+    Event(Arc<StoredEvent>),
     /// Unix seconds.
     Heartbeat(i64),
 }
@@ -47,7 +50,7 @@ pub struct FeedSpec {
 
 enum Woken {
     Stopping,
-    Received(Result<Arc<StoredMessage>, broadcast::error::RecvError>),
+    Received(Result<Arc<StoredEvent>, broadcast::error::RecvError>),
     Heartbeat,
 }
 
@@ -55,11 +58,11 @@ pub struct Feed {
     store: Arc<dyn Store>,
     spec: FeedSpec,
     subscription: crate::fanout::Subscription,
-    /// The id of the last message delivered (or the starting point).
+    /// The id of the last event delivered (or the starting point).
     cursor: MessageId,
     /// The starting point: every message of the feed's chats with a greater id is delivered.
     start: MessageId,
-    backlog: VecDeque<Arc<StoredMessage>>,
+    backlog: VecDeque<Arc<StoredEvent>>,
     /// Storage may hold messages after `cursor` that the subscription will not deliver.
     behind: bool,
     heartbeat: Option<Interval>,
@@ -165,26 +168,26 @@ impl Feed {
         }
     }
 
-    fn follows(&self, message: &StoredMessage) -> bool {
+    fn follows(&self, event: &StoredEvent) -> bool {
         self.spec
             .chat
             .as_ref()
-            .is_none_or(|chat| *chat == message.chat_id)
+            .is_none_or(|chat| *chat == event.message.chat_id)
     }
 
-    fn deliver(&mut self, message: Arc<StoredMessage>) -> FeedItem {
-        self.cursor = message.id;
+    fn deliver(&mut self, event: Arc<StoredEvent>) -> FeedItem {
+        self.cursor = event.id;
         self.metrics.deliveries.inc();
         if let Some(interval) = &mut self.heartbeat {
             interval.reset();
         }
-        FeedItem::Message(message)
+        FeedItem::Event(event)
     }
 
     async fn read_storage(&mut self) -> Result<(), ApiError> {
         let page = self
             .store
-            .messages_after(
+            .events_after(
                 &self.spec.user,
                 self.spec.chat.as_ref(),
                 self.cursor,
@@ -309,7 +312,7 @@ mod tests {
         while ids.len() < n {
             let next = tokio::time::timeout(Duration::from_secs(5), feed.next()).await;
             match next.expect("the feed went quiet").expect("the feed ended") {
-                Ok(FeedItem::Message(message)) => ids.push(message.id),
+                Ok(FeedItem::Event(event)) => ids.push(event.id),
                 Ok(FeedItem::Heartbeat(_)) => panic!("a heartbeat from a feed without one"),
                 Err(error) => panic!("the feed failed: {error}"),
             }

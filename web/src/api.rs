@@ -323,6 +323,52 @@ impl Api {
             .ok_or_else(|| ApiError::Server("Send returned no message".into()))
     }
 
+    /// Replaces the text of one of the user's messages; returns the message as stored.
+    pub async fn edit(
+        &self,
+        chat_id: &str,
+        message_id: u64,
+        subject: &str,
+        text: &str,
+    ) -> Result<proto::Message, ApiError> {
+        let request = proto::EditRequest {
+            chat_id: chat_id.to_owned(),
+            message_id: message_id.to_string(),
+            subject: subject.to_owned(),
+            text: text.to_owned(),
+        };
+        let response = self.chat().edit(self.authed(request)).await;
+        changed(response.map(|response| response.into_inner().message))
+    }
+
+    /// Deletes one of the user's messages for everyone; returns it as stored (deleted).
+    pub async fn delete(&self, chat_id: &str, message_id: u64) -> Result<proto::Message, ApiError> {
+        let request = proto::DeleteRequest {
+            chat_id: chat_id.to_owned(),
+            message_id: message_id.to_string(),
+        };
+        let response = self.chat().delete(self.authed(request)).await;
+        changed(response.map(|response| response.into_inner().message))
+    }
+
+    /// Adds (or with `remove` takes back) the user's reaction; returns the message as stored.
+    pub async fn react(
+        &self,
+        chat_id: &str,
+        message_id: u64,
+        emoji: &str,
+        remove: bool,
+    ) -> Result<proto::Message, ApiError> {
+        let request = proto::ReactRequest {
+            chat_id: chat_id.to_owned(),
+            message_id: message_id.to_string(),
+            emoji: emoji.to_owned(),
+            remove,
+        };
+        let response = self.chat().react(self.authed(request)).await;
+        changed(response.map(|response| response.into_inner().message))
+    }
+
     /// Opens the one stream of every chat, replaying what came after `after`.
     pub async fn stream(&self, after: Option<u64>) -> Result<EventStream, ApiError> {
         let request = proto::StreamRequest {
@@ -360,6 +406,15 @@ fn session_from(session: proto::Session) -> Session {
         token: session.token,
         expires_at: session.expires_at,
     }
+}
+
+/// The message an Edit, Delete or React answered with.
+fn changed(
+    response: Result<Option<proto::Message>, tonic::Status>,
+) -> Result<proto::Message, ApiError> {
+    response
+        .map_err(ApiError::from_status)?
+        .ok_or_else(|| ApiError::Server("the change returned no message".into()))
 }
 
 #[cfg(test)]

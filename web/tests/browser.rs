@@ -113,8 +113,8 @@ fn shown(id: u64, sender: &str, text: &str) -> ChatMessage {
         client_id: format!("c{id}"),
         sender: sender.into(),
         sent_at: 1_700_000_000 + id as i64,
-        subject: String::new(),
         text: text.into(),
+        ..ChatMessage::default()
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `chat.Chat` service: New, History, Send and Connect as micro/services defines them,
-//! plus Stream, List, Leave, Block, Unblock and ListBlocked.
+//! plus Stream, List, Leave, Block, Unblock and ListBlocked, and the changes to sent messages:
+//! Edit, Delete and React.
 //! Every handler authenticates first, then validates its input, then does the work: an
 //! anonymous peer learns nothing about how input is parsed and costs no more than a token
 //! lookup. Stream and Connect stay open, so they also end (UNAUTHENTICATED) when their token is
@@ -14,7 +15,8 @@ use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::proto::chat_server::Chat;
 use chat_core::proto::{self, event};
 use chat_core::requests::{
-    BlockTarget, HistoryQuery, LeaveChat, ListQuery, Members, NewMessage, StreamQuery,
+    BlockTarget, Edit, HistoryQuery, LeaveChat, ListQuery, Members, MessageRef, NewMessage,
+    ReactionChange, StreamQuery,
 };
 use chat_core::wire;
 use futures::{Stream, StreamExt};
@@ -29,7 +31,7 @@ use crate::feed::{Feed, FeedItem, FeedSpec};
 use crate::limits::{Limits, StreamSlot};
 use crate::membership::Departures;
 use crate::metrics::Metrics;
-use crate::store::{ChatSummary, Store, StoredMessage, TokenHash};
+use crate::store::{Change, ChatSummary, Store, StoredEvent, StoredMessage, TokenHash};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -182,7 +184,7 @@ impl Chat for ChatService {
         });
         let events = feed_stream(feed).map(|item| {
             let event = match item? {
-                FeedItem::Message(message) => event::Event::Message(message.to_proto()),
+                FeedItem::Event(event) => stream_event(&event),
                 FeedItem::Heartbeat(sent_at) => {
                     event::Event::Heartbeat(proto::Heartbeat { sent_at })
                 }
@@ -193,6 +195,48 @@ impl Chat for ChatService {
             slot,
             ending_when(events, ended),
         ))))
+    }
+
+    async fn edit(
+        &self,
+        request: Request<proto::EditRequest>,
+    ) -> Result<Response<proto::EditResponse>, Status> {
+        let message = self
+            .change(request.metadata(), || {
+                Edit::try_from(request.get_ref()).map(Change::Edit)
+            })
+            .await?;
+        Ok(Response::new(proto::EditResponse {
+            message: Some(message),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<proto::DeleteRequest>,
+    ) -> Result<Response<proto::DeleteResponse>, Status> {
+        let message = self
+            .change(request.metadata(), || {
+                MessageRef::try_from(request.get_ref()).map(Change::Delete)
+            })
+            .await?;
+        Ok(Response::new(proto::DeleteResponse {
+            message: Some(message),
+        }))
+    }
+
+    async fn react(
+        &self,
+        request: Request<proto::ReactRequest>,
+    ) -> Result<Response<proto::ReactResponse>, Status> {
+        let message = self
+            .change(request.metadata(), || {
+                ReactionChange::try_from(request.get_ref()).map(Change::React)
+            })
+            .await?;
+        Ok(Response::new(proto::ReactResponse {
+            message: Some(message),
+        }))
     }
 
     async fn list(
@@ -258,6 +302,19 @@ impl Chat for ChatService {
 }
 
 impl ChatService {
+    /// Edit, Delete and React: validated, then counted against the caller's send rate, then
+    /// applied by the store, which checks membership and ownership.
+    async fn change(
+        &self,
+        metadata: &MetadataMap,
+        change: impl FnOnce() -> Result<Change, chat_core::ValidationError>,
+    ) -> Result<proto::Message, Status> {
+        let caller = self.authenticator.caller(metadata).await?;
+        let change = change().map_err(ApiError::from)?;
+        self.limits.send(&caller).await?;
+        Ok(self.store.change(&caller, change).await?.to_proto())
+    }
+
     async fn check_member(&self, chat: &ChatId, user: &UserId) -> Result<(), ApiError> {
         if self.store.is_member(chat, user).await? {
             Ok(())
@@ -440,10 +497,12 @@ fn connect_outbound(
                     },
                 };
                 match item {
-                    Ok(FeedItem::Message(message)) => {
-                        return Some((Ok(message.to_proto()), (feed, outcome, false)));
+                    Ok(FeedItem::Event(event)) if !event.is_change() => {
+                        return Some((Ok(event.message.to_proto()), (feed, outcome, false)));
                     }
-                    Ok(FeedItem::Heartbeat(_)) => continue,
+                    // Connect carries messages only (its wire type is `Message`): changes
+                    // reach its clients through History.
+                    Ok(FeedItem::Event(_) | FeedItem::Heartbeat(_)) => continue,
                     Err(error) => return Some((Err(error.into()), (feed, None, true))),
                 }
             }
@@ -499,6 +558,19 @@ fn feed_stream(feed: Feed) -> impl Stream<Item = Result<FeedItem, Status>> {
         let item = feed.next().await?;
         Some((item.map_err(Status::from), feed))
     })
+}
+
+/// A Stream event: a message's arrival as `Event.message`, a change as `Event.change` with
+/// its own id (the cursor) and the message's state.
+fn stream_event(event: &StoredEvent) -> event::Event {
+    if event.is_change() {
+        event::Event::Change(proto::Change {
+            id: event.id.to_string(),
+            message: Some(event.message.to_proto()),
+        })
+    } else {
+        event::Event::Message(event.message.to_proto())
+    }
 }
 
 fn summary_to_proto(summary: ChatSummary) -> proto::ChatSummary {

@@ -3,10 +3,47 @@
 //! trouble, never a panic.
 
 use chat_core::ValidationError;
-use chat_core::ids::{ChatId, UserId};
+use chat_core::content::{Subject, Text};
+use chat_core::ids::{ChatId, ClientId, MessageId, UserId};
 use chat_core::requests::Members;
 
-use super::StoreError;
+use super::{Content, StoreError, StoredMessage};
+
+/// A message's columns as either backend reads them.
+pub struct StoredColumns<'a> {
+    pub id: MessageId,
+    pub chat_id: ChatId,
+    pub sender: &'a str,
+    pub client_id: &'a str,
+    pub subject: &'a str,
+    pub text: &'a str,
+    pub sent_at: i64,
+    pub edited_at: Option<i64>,
+    pub deleted: bool,
+}
+
+/// The message a row holds, without reactions (each backend reads those separately). A
+/// deleted message's subject and text are '' in storage and no content here.
+pub fn stored_message(columns: StoredColumns<'_>) -> Result<StoredMessage, StoreError> {
+    let content = if columns.deleted {
+        None
+    } else {
+        Some(Content {
+            subject: stored("subject", Subject::parse(columns.subject))?,
+            text: stored("text", Text::parse(columns.text))?,
+        })
+    };
+    Ok(StoredMessage {
+        id: columns.id,
+        chat_id: columns.chat_id,
+        sender: stored_user(columns.sender)?,
+        client_id: stored("client id", ClientId::parse(columns.client_id))?,
+        content,
+        sent_at: columns.sent_at,
+        edited_at: columns.edited_at,
+        reactions: Vec::new(),
+    })
+}
 
 pub fn stored_user(id: &str) -> Result<UserId, StoreError> {
     stored("user id", UserId::parse(id))

@@ -6,8 +6,10 @@
 //! (signed-in clients stay signed in), chats with their public and internal ids, members, who
 //! left which chat (so they alone can come back), blocks, and
 //! messages with their ids, so every client's cursor (`after_id`, `before_id`) means the same
-//! message afterwards. The PostgreSQL id counter (`message_seq`) is set past the newest copied
-//! id, and the client id of every message is kept, so a Send retried after the move is still
+//! message afterwards; changes to messages (`message_changes`, with their ids from the same
+//! sequence) and reactions, and every changed message's current state, refreshed on each run
+//! (`refresh_changed`), since an earlier run may have copied it before it changed. The
+//! PostgreSQL id counter (`message_seq`) is set past the newest copied id, and the client id of every message is kept, so a Send retried after the move is still
 //! recognised as a repeat.
 //!
 //! Resumable: rows are copied in batches, each committed on its own; a batch that is copied
@@ -49,7 +51,7 @@ pub struct MigrationReport {
     pub tables: Vec<TableCount>,
     /// The id the next message stored on PostgreSQL will be greater than.
     pub message_counter: i64,
-    /// The newest message id in the SQLite file (0 when it has none).
+    /// The newest message or change id in the SQLite file (0 when it has none).
     pub newest_message: i64,
 }
 
@@ -82,6 +84,8 @@ pub async fn migrate_to_postgres(
     replace_departures(&source, &mut target).await?;
     replace_blocks(&source, &mut target).await?;
     copy_messages(&source, &mut target).await?;
+    copy_changes(&source, &mut target).await?;
+    refresh_changed(&source, &mut target).await?;
 
     let mut tables = Vec::new();
     for table in [
@@ -92,6 +96,8 @@ pub async fn migrate_to_postgres(
         "chat_departures",
         "blocks",
         "messages",
+        "message_changes",
+        "reactions",
     ] {
         let sql = format!("SELECT count(*) FROM {table}");
         let sqlite = source.query_row(&sql, [], |row| row.get(0))?;
@@ -102,10 +108,12 @@ pub async fn migrate_to_postgres(
             postgres,
         });
     }
-    let newest_message =
-        source.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |row| {
-            row.get(0)
-        })?;
+    let newest_message = source.query_row(
+        "SELECT max(coalesce((SELECT max(id) FROM messages), 0),
+                    coalesce((SELECT max(id) FROM message_changes), 0))",
+        [],
+        |row| row.get(0),
+    )?;
     let message_counter = target
         .query_one("SELECT last FROM message_seq", &[])
         .await?
@@ -368,8 +376,8 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         .try_get(0)?;
     let resumed_after = after;
     let mut page = source.prepare(
-        "SELECT id, chat, sender, client_id, subject, text, sent_at FROM messages
-         WHERE id > ?1 ORDER BY id LIMIT ?2",
+        "SELECT id, chat, sender, client_id, subject, text, sent_at, edited_at, deleted
+         FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
     let mut copied = 0;
     loop {
@@ -378,6 +386,8 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         let (mut senders, mut client_ids) = (Vec::<String>::new(), Vec::<String>::new());
         let (mut subjects, mut texts) = (Vec::<String>::new(), Vec::<String>::new());
         let mut sent_at = Vec::<i64>::new();
+        let mut edited_at = Vec::<Option<i64>>::new();
+        let mut deleted = Vec::<bool>::new();
         let mut rows = page.query(rusqlite::params![after, BATCH])?;
         while let Some(row) = rows.next()? {
             ids.push(row.get(0)?);
@@ -387,6 +397,8 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
             subjects.push(row.get(4)?);
             texts.push(row.get(5)?);
             sent_at.push(row.get(6)?);
+            edited_at.push(row.get(7)?);
+            deleted.push(row.get(8)?);
         }
         drop(rows);
         let Some(&last) = ids.last() else {
@@ -396,9 +408,11 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         tx.execute("SELECT last FROM message_seq FOR UPDATE", &[])
             .await?;
         tx.execute(
-            "INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at)
+            "INSERT INTO messages
+                 (id, chat, sender, client_id, subject, text, sent_at, edited_at, deleted)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
-                                  $5::text[], $6::text[], $7::bigint[])
+                                  $5::text[], $6::text[], $7::bigint[], $8::bigint[],
+                                  $9::boolean[])
              ON CONFLICT DO NOTHING",
             &[
                 &ids,
@@ -408,6 +422,8 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
                 &subjects,
                 &texts,
                 &sent_at,
+                &edited_at,
+                &deleted,
             ],
         )
         .await?;
@@ -418,5 +434,113 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         after = last;
     }
     tracing::info!(copied, resumed_after, "messages copied");
+    Ok(())
+}
+
+/// Copies the changes to messages with their ids (they share the messages' sequence), in id
+/// order after the newest one PostgreSQL has, moving the counter past them like
+/// [`copy_messages`].
+async fn copy_changes(source: &Connection, target: &mut Object) -> Result<(), StoreError> {
+    let mut after: i64 = target
+        .query_one("SELECT coalesce(max(id), 0) FROM message_changes", &[])
+        .await?
+        .try_get(0)?;
+    let mut page = source.prepare(
+        "SELECT id, message, chat, kind, at FROM message_changes
+         WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let mut copied = 0;
+    loop {
+        let (mut ids, mut messages, mut chats) = (Vec::<i64>::new(), Vec::new(), Vec::new());
+        let (mut kinds, mut at) = (Vec::<String>::new(), Vec::<i64>::new());
+        let mut rows = page.query(rusqlite::params![after, BATCH])?;
+        while let Some(row) = rows.next()? {
+            ids.push(row.get(0)?);
+            messages.push(row.get::<_, i64>(1)?);
+            chats.push(row.get::<_, i64>(2)?);
+            kinds.push(row.get(3)?);
+            at.push(row.get(4)?);
+        }
+        drop(rows);
+        let Some(&last) = ids.last() else {
+            break;
+        };
+        let tx = target.transaction().await?;
+        tx.execute("SELECT last FROM message_seq FOR UPDATE", &[])
+            .await?;
+        tx.execute(
+            "INSERT INTO message_changes (id, message, chat, kind, at)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[],
+                                  $5::bigint[])
+             ON CONFLICT DO NOTHING",
+            &[&ids, &messages, &chats, &kinds, &at],
+        )
+        .await?;
+        tx.execute("UPDATE message_seq SET last = greatest(last, $1)", &[&last])
+            .await?;
+        tx.commit().await?;
+        copied += ids.len();
+        after = last;
+    }
+    tracing::info!(copied, "message changes copied");
+    Ok(())
+}
+
+/// Brings every message that changed after it was sent (its id is in `message_changes`) to
+/// its current state on PostgreSQL: subject, text, `edited_at`, `deleted`, and its reactions
+/// replaced whole, in the order they were added. A run that copied a message before it was
+/// edited, reacted to or deleted (an earlier run, while the SQLite server still ran) thus
+/// catches up, and running it again changes nothing. One transaction: changed messages are a
+/// small part of a chat's.
+async fn refresh_changed(source: &Connection, target: &mut Object) -> Result<(), StoreError> {
+    let (mut ids, mut subjects, mut texts) = (Vec::<i64>::new(), Vec::new(), Vec::new());
+    let (mut edited_at, mut deleted) = (Vec::<Option<i64>>::new(), Vec::<bool>::new());
+    let mut changed = source.prepare(
+        "SELECT id, subject, text, edited_at, deleted FROM messages
+         WHERE id IN (SELECT message FROM message_changes) ORDER BY id",
+    )?;
+    let mut rows = changed.query([])?;
+    while let Some(row) = rows.next()? {
+        ids.push(row.get(0)?);
+        subjects.push(row.get::<_, String>(1)?);
+        texts.push(row.get::<_, String>(2)?);
+        edited_at.push(row.get(3)?);
+        deleted.push(row.get(4)?);
+    }
+    drop(rows);
+    let (mut messages, mut emoji, mut users) = (Vec::<i64>::new(), Vec::new(), Vec::new());
+    let mut reactions =
+        source.prepare("SELECT message, emoji, user_id FROM reactions ORDER BY id")?;
+    let mut rows = reactions.query([])?;
+    while let Some(row) = rows.next()? {
+        messages.push(row.get(0)?);
+        emoji.push(row.get::<_, String>(1)?);
+        users.push(row.get::<_, String>(2)?);
+    }
+    drop(rows);
+    let tx = target.transaction().await?;
+    tx.execute(
+        "UPDATE messages m
+         SET subject = u.subject, text = u.text, edited_at = u.edited_at, deleted = u.deleted
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::boolean[])
+              AS u(id, subject, text, edited_at, deleted)
+         WHERE m.id = u.id",
+        &[&ids, &subjects, &texts, &edited_at, &deleted],
+    )
+    .await?;
+    tx.execute("DELETE FROM reactions WHERE message = ANY($1)", &[&ids])
+        .await?;
+    tx.execute(
+        "INSERT INTO reactions (message, emoji, user_id)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])",
+        &[&messages, &emoji, &users],
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(
+        messages = ids.len(),
+        reactions = messages.len(),
+        "changed messages refreshed"
+    );
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! The contract every backend keeps is written on [`Store`]; [`open`] is the one place that
 //! picks a backend.
 
+pub mod changes;
 mod decode;
 pub mod migrate;
 pub mod postgres;
@@ -17,38 +18,116 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::content::{Subject, Text};
+use chat_core::emoji::Emoji;
 use chat_core::ids::{ChatId, ClientId, MessageId, UserId};
 use chat_core::proto;
 use chat_core::requests::{HistoryQuery, ListCursor, ListQuery, Members, NewMessage};
+
+pub use self::changes::Change;
 
 use crate::fanout::Broker;
 use crate::limits::sign_in;
 use crate::metrics::Metrics;
 
-/// A committed message.
+/// A committed message, in its current state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
     pub id: MessageId,
     pub chat_id: ChatId,
     pub sender: UserId,
     pub client_id: ClientId,
-    pub subject: Subject,
-    pub text: Text,
+    /// `None` once the sender deleted it: subject and text are then gone from storage.
+    pub content: Option<Content>,
     /// Unix seconds of the commit.
     pub sent_at: i64,
+    /// Unix seconds of the last edit.
+    pub edited_at: Option<i64>,
+    /// One entry per emoji, in the order each was first used.
+    pub reactions: Vec<Reactions>,
+}
+
+/// What a message says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    pub subject: Subject,
+    pub text: Text,
+}
+
+/// The reactions of one emoji on a message: who, in the order they reacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reactions {
+    pub emoji: Emoji,
+    pub users: Vec<UserId>,
 }
 
 impl StoredMessage {
+    /// A message just stored by Send or Connect.
+    pub fn new(id: MessageId, sender: UserId, message: NewMessage, sent_at: i64) -> Self {
+        Self {
+            id,
+            chat_id: message.chat_id,
+            sender,
+            client_id: message.client_id,
+            content: Some(Content {
+                subject: message.subject,
+                text: message.text,
+            }),
+            sent_at,
+            edited_at: None,
+            reactions: Vec::new(),
+        }
+    }
+
     pub fn to_proto(&self) -> proto::Message {
+        let (subject, text) = match &self.content {
+            Some(content) => (content.subject.as_str(), content.text.as_str()),
+            None => ("", ""),
+        };
         proto::Message {
             id: self.id.to_string(),
             client_id: self.client_id.as_str().to_owned(),
             chat_id: self.chat_id.to_string(),
             user_id: self.sender.to_string(),
             sent_at: self.sent_at,
-            subject: self.subject.as_str().to_owned(),
-            text: self.text.as_str().to_owned(),
+            subject: subject.to_owned(),
+            text: text.to_owned(),
+            edited_at: self.edited_at.unwrap_or(0),
+            deleted: self.content.is_none(),
+            reactions: self
+                .reactions
+                .iter()
+                .map(|reactions| proto::Reaction {
+                    emoji: reactions.emoji.as_str().to_owned(),
+                    user_ids: reactions.users.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
         }
+    }
+}
+
+/// One place in the commit order: a message's arrival (`id` is the message's own id), or a
+/// change to it (an edit, deletion or reaction, with an id of its own from the same
+/// sequence). Either way `message` is the message's state, at least as new as the event, so
+/// delivering an event twice, or an older event after a newer state, converges on the same
+/// state. Streams deliver events; their cursor is the last event id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: MessageId,
+    pub message: StoredMessage,
+}
+
+impl StoredEvent {
+    /// The event of a message's arrival.
+    pub fn arrival(message: StoredMessage) -> Self {
+        Self {
+            id: message.id,
+            message,
+        }
+    }
+
+    /// Whether this is a change to a message that arrived earlier.
+    pub fn is_change(&self) -> bool {
+        self.id != self.message.id
     }
 }
 
@@ -127,6 +206,15 @@ pub enum StoreError {
     /// The chat does not exist, or the user is not one of its members.
     #[error("chat not found")]
     ChatNotFound,
+    /// No such message in the chat, or (for Edit and React) it was deleted.
+    #[error("message not found")]
+    MessageNotFound,
+    /// A change only the sender may make (Edit, Delete) asked by someone else.
+    #[error("{0}")]
+    NotYours(&'static str),
+    /// A change the message's state does not allow (edit window, reaction limits).
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("no account named {0}")]
     NoSuchAccount(UserId),
     #[error("account {0} exists")]
@@ -171,18 +259,20 @@ pub async fn open(
 /// Accounts, tokens, chats and messages. Besides what each method promises, every backend
 /// keeps this contract, which live delivery and the clients' cursors stand on:
 ///
-/// - **Commit order.** Message ids increase in commit order across everything the backend
-///   stores, so one id is a cursor over every chat: a reader that has seen id `n` committed
-///   never later sees an id below `n` commit.
+/// - **Commit order.** Message ids, and the ids of changes to messages (edits, deletions,
+///   reactions), come from one sequence and increase in commit order across everything the
+///   backend stores, so one id is a cursor over every chat: a reader that has seen id `n`
+///   committed never later sees an id below `n` commit.
 /// - **Publishing.** A backend is opened with the [`Broker`] of the server. Before it serves
 ///   a call it tells the broker the newest message id already stored
 ///   ([`Broker::start_after`]); from then on it hands the broker every message it commits
-///   ([`Broker::publish`], with the chat's members), each exactly once, only after its
-///   commit, in id order, and before `append` answers the caller that stored it (so a
-///   sender's own streams have the echo no later than the reply). A repeat of a stored
-///   message (same client id) is not published again. Nothing else publishes messages.
+///   ([`Broker::publish`], with the chat's members), and every change as an event, each
+///   exactly once, only after its commit, in id order, and before `append` or `change`
+///   answers the caller that stored it (so a sender's own streams have the echo no later
+///   than the reply). A repeat of a stored message (same client id), or a change that
+///   changes nothing, is not published. Nothing else publishes messages.
 /// - **Idempotency.** Appends are idempotent by (chat, sender, client id), chats by their
-///   member set, also when the calls race.
+///   member set, changes by the state they ask for, also when the calls race.
 /// - **Membership.** Members change (Leave, and a rejoin by New). A message is published to
 ///   the chat's members as the database holds them when the message commits (a cache of
 ///   members must stay true across every server's Leave), and an append whose sender is not
@@ -266,15 +356,22 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, user: &UserId, query: &HistoryQuery)
     -> Result<HistoryPage, StoreError>;
 
-    /// Up to `limit` messages with ids greater than `after`, in id order, from one chat or from
-    /// every chat `user` belongs to. Streams replay and catch up with this.
-    async fn messages_after(
+    /// Applies `change` by `user` (a member of its chat) as [`changes::plan`] rules, and
+    /// publishes it as an event with the next id, like a new message; returns the message's
+    /// state after it. A change that changes nothing (a retry) is not stored or published
+    /// and returns the state as it is.
+    async fn change(&self, user: &UserId, change: Change) -> Result<StoredMessage, StoreError>;
+
+    /// Up to `limit` events (messages and changes) with ids greater than `after`, in id
+    /// order, from one chat or from every chat `user` belongs to, each with its message's
+    /// current state. Streams replay and catch up with this.
+    async fn events_after(
         &self,
         user: &UserId,
         chat: Option<&ChatId>,
         after: MessageId,
         limit: u32,
-    ) -> Result<Vec<StoredMessage>, StoreError>;
+    ) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// A page of the user's chats, most recently active first (the order [`ListCursor`]
     /// defines): the first `query.limit` chats after `query.after`. A backend reads only the

@@ -194,6 +194,7 @@ fn encoded_request() -> SBoxedStrategy<Vec<u8>> {
                     sent_at,
                     subject,
                     text,
+                    ..Default::default()
                 }
                 .encode_to_vec()
             }

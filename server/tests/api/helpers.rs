@@ -1044,6 +1044,9 @@ pub fn next_messages(
                 Ok(Some(Event {
                     event: Some(EventKind::Heartbeat(_)),
                 })) => {}
+                Ok(Some(Event {
+                    event: Some(EventKind::Change(change)),
+                })) => panic!("an unexpected change: {change:?}"),
                 Ok(Some(Event { event: None })) => panic!("an event with no content"),
                 Ok(None) => panic!("the stream ended after {} of {n} messages", messages.len()),
                 Err(status) => panic!(

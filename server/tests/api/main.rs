@@ -9,6 +9,7 @@ mod auth;
 mod backup;
 mod bad_input;
 mod block;
+mod changes;
 mod cluster;
 mod cluster_limits;
 mod connect;

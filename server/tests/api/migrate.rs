@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chat_core::proto::{ListRequest, SignOutRequest};
+use chat_core::proto::{EditRequest, ListRequest, ReactRequest, SignOutRequest};
 use tonic::Code;
 
 use crate::helpers::*;
@@ -100,8 +100,28 @@ async fn a_migrated_sqlite_directory_serves_from_postgresql_unchanged() {
         )
         .await;
     }
+    // Changes to messages move too: an edit and a reaction in the group.
+    let g1 = history_of(&sqlite, &bob, &group).await.remove(0);
+    let edit = EditRequest {
+        chat_id: group.clone(),
+        message_id: g1.id.clone(),
+        subject: String::new(),
+        text: "to the whole group".into(),
+    };
+    within(chat.edit(authed(&bob, edit))).await.expect("edit");
+    let react = ReactRequest {
+        chat_id: group.clone(),
+        message_id: g1.id.clone(),
+        emoji: "👍".into(),
+        remove: false,
+    };
+    within(chat.react(authed(&alice, react)))
+        .await
+        .expect("react");
     let history = full_history(&sqlite, &alice, &pair).await;
     let group_history = full_history(&sqlite, &carol_token(&sqlite).await, &group).await;
+    assert_eq!(group_history[0].text, "to the whole group");
+    assert_eq!(group_history[0].reactions.len(), 1);
     let old_cursor = history[999].id.clone();
     sqlite.kill();
 
@@ -112,6 +132,8 @@ async fn a_migrated_sqlite_directory_serves_from_postgresql_unchanged() {
         ("chats", 2),
         ("chat_members", 5),
         ("messages", 1206),
+        ("message_changes", 2),
+        ("reactions", 1),
     ] {
         assert_eq!(counts(&second, table), (expected, expected), "{second}");
     }

@@ -117,6 +117,7 @@ async fn subscriber(
                         }
                     }
                     Some(EventKind::Heartbeat(_)) => {}
+                    Some(EventKind::Change(change)) => panic!("an unexpected change: {change:?}"),
                     None => panic!("an event with no content"),
                 },
                 Ok(None) => panic!("the stream ended by itself"),

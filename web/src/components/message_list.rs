@@ -4,9 +4,9 @@
 use leptos::html::Div;
 use leptos::prelude::*;
 
+use crate::components::message_item::MessageItem;
 use crate::live::model::{ChatMessage, Delivery, ModelStoreFields};
 use crate::live::use_live;
-use crate::time::short_time;
 
 /// How close to the top (in pixels) scrolling must come to load the previous page.
 const LOAD_OLDER_WITHIN_PX: i32 = 80;
@@ -26,14 +26,21 @@ pub fn MessageList(
 
     let me = live.model.me().get_untracked();
 
-    // The ids of the loaded messages, oldest first (`None` until the first page is in): all
-    // the log follows of the timeline. Rows are keyed by id and a message never changes once
-    // stored, so each row reads its message once, when it is created.
+    // The ids and stamps of the loaded messages, oldest first (`None` until the first page is
+    // in): all the log follows of the timeline. Rows are keyed by both, and a message's stamp
+    // moves only when a change (edit, deletion, reaction) replaces it, so each row reads its
+    // message once, when it is created, and a change renders that one row again.
     let ids = Memo::new(move |_| {
         chat_id.with(|chat_id| {
             live.model.timelines().with(|timelines| {
                 let timeline = timelines.get(chat_id)?;
-                Some(timeline.messages.keys().copied().collect::<Vec<u64>>())
+                Some(
+                    timeline
+                        .messages
+                        .values()
+                        .map(|message| (message.id, message.stamp))
+                        .collect::<Vec<(u64, u64)>>(),
+                )
             })
         })
     });
@@ -113,9 +120,11 @@ pub fn MessageList(
             </Show>
             <For
                 each=move || ids.get().unwrap_or_default()
-                key=|id| *id
-                children=move |id| {
-                    message(id).map(|message| view! { <MessageItem message=message me=me.clone() /> })
+                key=|key| *key
+                children=move |(id, _)| {
+                    message(id).map(|message| view! {
+                        <MessageItem message=message me=me.clone() chat_id=chat_id.get_untracked() />
+                    })
                 }
             />
             <For
@@ -142,32 +151,5 @@ pub fn MessageList(
                 }
             />
         </div>
-    }
-}
-
-/// One delivered message: the user's own on the right, others' with name and time.
-#[component]
-fn MessageItem(
-    /// The message to show.
-    message: ChatMessage,
-    /// The signed-in user, to tell own messages apart.
-    me: String,
-) -> impl IntoView {
-    let mine = message.sender == me;
-    let time = short_time(message.sent_at);
-    let subject = (!message.subject.is_empty())
-        .then(|| view! { <p class="subject">{message.subject.clone()}</p> });
-    view! {
-        <article class="message" class:mine=mine data-id=message.id.to_string()>
-            <Show when=move || !mine>
-                <header class="sender">{message.sender.clone()}</header>
-            </Show>
-            {subject}
-            <p class="text">{message.text.clone()}</p>
-            <footer>
-                <time>{time}</time>
-                {mine.then(|| view! { <span class="delivery sent">" · Sent"</span> })}
-            </footer>
-        </article>
     }
 }

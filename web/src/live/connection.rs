@@ -65,8 +65,10 @@ async fn connect_and_follow(
         if live.is_stopped() {
             return Ok(());
         }
-        if let Some(event::Event::Message(message)) = event.event {
-            live.receive(&message);
+        match event.event {
+            Some(event::Event::Message(message)) => live.receive(&message),
+            Some(event::Event::Change(change)) => live.receive_change(&change),
+            Some(event::Event::Heartbeat(_)) | None => {}
         }
     }
 }

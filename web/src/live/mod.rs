@@ -1,6 +1,6 @@
 //! The live state of a signed-in user, shared with every component as a context: the
 //! [`model::Model`] of their chats, the connection's status, and the actions that change
-//! them (open a chat, page history, send, retry, start a chat).
+//! them (open a chat, page history, send, retry, start a chat, edit, delete, react).
 //!
 //! `model` is the plain-Rust core; `connection` runs the one stream per tab and reconnects.
 //!
@@ -306,6 +306,83 @@ impl Live {
         // Only the user's own messages take theirs out of the outbox.
         if mine {
             self.notify(&[Part::Outbox]);
+        }
+    }
+
+    /// Takes in a change (edit, deletion, reaction) from the stream.
+    pub fn receive_change(&self, change: &chat_core::proto::Change) {
+        let (Some(message), Some(id)) = (
+            change.message.as_ref(),
+            MessageId::parse_optional("id", &change.id).ok().flatten(),
+        ) else {
+            return;
+        };
+        let Some(shown) = ChatMessage::from_proto(message) else {
+            return;
+        };
+        if self
+            .model
+            .try_update_untracked(|model| model.apply_change(id.0, shown, &message.chat_id))
+            == Some(true)
+        {
+            self.notify(&[Part::Chats, Part::Timelines]);
+        }
+    }
+
+    /// Replaces the text of one of the user's messages. The error is for the editor to show.
+    pub async fn edit(
+        &self,
+        chat_id: &str,
+        message: &ChatMessage,
+        text: &str,
+    ) -> Result<(), String> {
+        Text::parse(text).map_err(|error| crate::sentence(&error.to_string()))?;
+        let answer = self
+            .api()
+            .edit(chat_id, message.id, &message.subject, text)
+            .await;
+        self.changed(chat_id, answer)
+    }
+
+    /// Deletes one of the user's messages for everyone.
+    pub async fn delete(&self, chat_id: &str, message_id: u64) -> Result<(), String> {
+        let answer = self.api().delete(chat_id, message_id).await;
+        self.changed(chat_id, answer)
+    }
+
+    /// Adds the user's `emoji` to a message, or takes it back if they have it already.
+    pub async fn toggle_reaction(
+        &self,
+        chat_id: &str,
+        message: &ChatMessage,
+        emoji: &str,
+    ) -> Result<(), String> {
+        let me = self.model.me().get_untracked();
+        let remove = message.reacted(&me, emoji);
+        let answer = self.api().react(chat_id, message.id, emoji, remove).await;
+        self.changed(chat_id, answer)
+    }
+
+    /// Shows the message an Edit, Delete or React answered with, or says why it failed.
+    fn changed(
+        &self,
+        chat_id: &str,
+        answer: Result<chat_core::proto::Message, ApiError>,
+    ) -> Result<(), String> {
+        match answer {
+            Ok(message) => {
+                if let Some(shown) = ChatMessage::from_proto(&message) {
+                    self.change(&[Part::Chats, Part::Timelines], |model| {
+                        model.update(shown, chat_id)
+                    });
+                }
+                Ok(())
+            }
+            Err(ApiError::SignedOut) => {
+                self.signed_out();
+                Err(ApiError::SignedOut.to_string())
+            }
+            Err(error) => Err(error.to_string()),
         }
     }
 

@@ -3,8 +3,9 @@
 //!
 //! Invariants it keeps: a message id appears at most once in a chat; a message the user
 //! sent shows once, as pending until the server's copy (echo or Send reply, matched by
-//! client id) replaces it; the cursor is the greatest message id received, which is where
-//! the stream resumes.
+//! client id) replaces it; a change (edit, deletion, reaction) replaces the copy of its
+//! message unless a newer change already did; the cursor is the greatest event id received
+//! (message or change), which is where the stream resumes.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,7 +14,7 @@ use chat_core::proto;
 use reactive_stores::Store;
 
 /// A message as the UI shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChatMessage {
     pub id: u64,
     pub client_id: String,
@@ -21,6 +22,24 @@ pub struct ChatMessage {
     pub sent_at: i64,
     pub subject: String,
     pub text: String,
+    /// Unix seconds of the last edit; 0 if never edited.
+    pub edited_at: i64,
+    /// Deleted by its sender: shown as a placeholder, without text.
+    pub deleted: bool,
+    pub reactions: Vec<Reaction>,
+    /// The id of the newest change applied to this copy (0: none), so an older change
+    /// arriving late never replaces a newer state.
+    pub revision: u64,
+    /// Bumped whenever this copy is replaced, so the row showing it renders again.
+    pub stamp: u64,
+}
+
+/// The reactions of one emoji on a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaction {
+    pub emoji: String,
+    /// Who reacted, in order.
+    pub users: Vec<String>,
 }
 
 impl ChatMessage {
@@ -34,7 +53,26 @@ impl ChatMessage {
             sent_at: message.sent_at,
             subject: message.subject.clone(),
             text: message.text.clone(),
+            edited_at: message.edited_at,
+            deleted: message.deleted,
+            reactions: message
+                .reactions
+                .iter()
+                .map(|reaction| Reaction {
+                    emoji: reaction.emoji.clone(),
+                    users: reaction.user_ids.clone(),
+                })
+                .collect(),
+            revision: 0,
+            stamp: 0,
         })
+    }
+
+    /// Whether `user` reacted with `emoji`.
+    pub fn reacted(&self, user: &str, emoji: &str) -> bool {
+        self.reactions
+            .iter()
+            .any(|reaction| reaction.emoji == emoji && reaction.users.iter().any(|u| u == user))
     }
 }
 
@@ -299,6 +337,55 @@ impl Model {
         }
     }
 
+    /// Takes in a change from the stream: event `change_id` left `message` (of `chat_id`) in
+    /// this state. Replaces the copy shown (timeline and chat list) unless a change at least
+    /// as new was applied already; moves the cursor either way. Returns whether anything
+    /// shown changed.
+    pub fn apply_change(
+        &mut self,
+        change_id: u64,
+        mut message: ChatMessage,
+        chat_id: &str,
+    ) -> bool {
+        self.advance_cursor(Some(change_id));
+        message.revision = change_id;
+        self.replace(message, chat_id, false)
+    }
+
+    /// Takes in the state an Edit, Delete or React call answered with (the stream brings the
+    /// same change with its id too).
+    pub fn update(&mut self, message: ChatMessage, chat_id: &str) -> bool {
+        self.replace(message, chat_id, true)
+    }
+
+    /// Puts `message` in place of its copies; an unversioned one (`answer`: a call's reply)
+    /// always, one from a change only when it is not older than what is shown.
+    fn replace(&mut self, mut message: ChatMessage, chat_id: &str, answer: bool) -> bool {
+        let mut shown = false;
+        if let Some(old) = self
+            .timelines
+            .get_mut(chat_id)
+            .and_then(|timeline| timeline.messages.get_mut(&message.id))
+            && (answer || old.revision <= message.revision)
+        {
+            message.revision = message.revision.max(old.revision);
+            message.stamp = old.stamp + 1;
+            *old = message.clone();
+            shown = true;
+        }
+        if let Some(last) = self
+            .chats
+            .iter_mut()
+            .find(|chat| chat.chat_id == chat_id)
+            .and_then(|chat| chat.last.as_mut())
+            .filter(|last| last.id == message.id && (answer || last.revision <= message.revision))
+        {
+            *last = message;
+            shown = true;
+        }
+        shown
+    }
+
     /// Takes in a History page: `messages` oldest first, older than anything loaded.
     pub fn add_page(&mut self, chat_id: &str, messages: Vec<ChatMessage>, has_more: bool) {
         let timeline = self.timelines.entry(chat_id.to_owned()).or_default();
@@ -419,8 +506,8 @@ mod tests {
             client_id: client_id.into(),
             sender: sender.into(),
             sent_at: id as i64,
-            subject: String::new(),
             text: format!("message {id}"),
+            ..ChatMessage::default()
         }
     }
 
@@ -627,6 +714,79 @@ mod tests {
         );
         assert_eq!(model.chats.len(), 2);
         assert_eq!(model.more_chats, None);
+    }
+
+    #[test]
+    fn a_change_replaces_its_message_once_and_an_older_one_never_wins() {
+        let mut model = model_with_two_chats();
+        model.add_page(
+            "a",
+            vec![message(3, "bob", "x"), message(5, "bob", "y")],
+            false,
+        );
+        let edited = ChatMessage {
+            text: "edited".into(),
+            edited_at: 100,
+            ..message(5, "bob", "y")
+        };
+        assert!(model.apply_change(12, edited.clone(), "a"));
+        assert_eq!(model.cursor, Some(12), "a change moves the cursor");
+        let shown = &model.timelines["a"].messages[&5];
+        assert_eq!(
+            (shown.text.as_str(), shown.edited_at, shown.revision),
+            ("edited", 100, 12)
+        );
+        assert_eq!(
+            model.chats[1].last.as_ref().unwrap().text,
+            "edited",
+            "the list too"
+        );
+        let stamp = shown.stamp;
+
+        let deleted = ChatMessage {
+            text: String::new(),
+            deleted: true,
+            ..message(5, "bob", "y")
+        };
+        assert!(model.apply_change(14, deleted, "a"));
+        // A replayed older change (the same event again, or one overtaken) changes nothing.
+        assert!(!model.apply_change(12, edited, "a"));
+        let shown = &model.timelines["a"].messages[&5];
+        assert!(shown.deleted && shown.text.is_empty());
+        assert_eq!(
+            shown.stamp,
+            stamp + 1,
+            "the row renders again once per change"
+        );
+        assert_eq!(model.cursor, Some(14));
+        assert_eq!(model.timelines["a"].messages.len(), 2, "no message added");
+    }
+
+    #[test]
+    fn reactions_are_counted_per_emoji_and_mine_are_known() {
+        let mut model = model_with_two_chats();
+        model.add_page("a", vec![message(5, "bob", "y")], false);
+        let reacted = ChatMessage {
+            reactions: vec![
+                Reaction {
+                    emoji: "👍".into(),
+                    users: vec!["bob".into(), "alice".into()],
+                },
+                Reaction {
+                    emoji: "🎉".into(),
+                    users: vec!["bob".into()],
+                },
+            ],
+            ..message(5, "bob", "y")
+        };
+        model.apply_change(9, reacted, "a");
+        let shown = &model.timelines["a"].messages[&5];
+        assert!(shown.reacted("alice", "👍"));
+        assert!(!shown.reacted("alice", "🎉"));
+        assert_eq!(shown.reactions[0].users.len(), 2);
+        // A change to a message not loaded only moves the cursor.
+        assert!(!model.apply_change(20, message(2, "bob", "old"), "a"));
+        assert_eq!(model.cursor, Some(20));
     }
 
     #[test]

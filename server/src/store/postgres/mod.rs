@@ -3,8 +3,9 @@
 //! server's tailer publishes what any of them committed.
 //!
 //! - `schema`: numbered migrations, applied at start-up under an advisory lock.
-//! - `writer`: the group-commit writer of appends, and why ids increase in commit order.
-//! - `tailer`: publishes committed messages to this server's broker, in id order;
+//! - `writer`: the group-commit writer of appends, and why ids increase in commit order;
+//!   `changes`: edits, deletions and reactions, which take their ids the same way.
+//! - `tailer`: publishes committed messages and changes to this server's broker, in id order;
 //!   `listener`: the `LISTEN` connection that wakes it.
 //! - `writes`: accounts, tokens and chats; `reads`: the SQL of each read.
 //! - `rows`: rows to validated records, driver errors to [`StoreError`].
@@ -14,6 +15,7 @@
 //! Tokens are not cached here, unlike in the SQLite backend: another server's SignOut could
 //! not reach such a cache.
 
+mod changes;
 mod leases;
 mod listener;
 mod rates;
@@ -36,10 +38,12 @@ use tokio_postgres::NoTls;
 
 use self::leases::PgLeases;
 use self::rates::PgRates;
+use self::tailer::TailerLink;
 use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
 use super::{
-    ChatPage, HistoryPage, SharedRates, Store, StoreError, StoredMessage, StreamLeases, TokenHash,
+    Change, ChatPage, HistoryPage, SharedRates, Store, StoreError, StoredEvent, StoredMessage,
+    StreamLeases, TokenHash,
 };
 use crate::fanout::Broker;
 use crate::metrics::{Metrics, PoolUse};
@@ -54,6 +58,7 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 pub struct PgStore {
     pool: Pool,
     appends: mpsc::Sender<Append>,
+    tailer: Arc<TailerLink>,
     leases: Arc<PgLeases>,
     rates: Arc<PgRates>,
 }
@@ -97,11 +102,20 @@ impl PgStore {
         let mut client = pool.get().await?;
         schema::migrate(&mut client).await?;
         let newest: i64 = client
-            .query_one("SELECT coalesce(max(id), 0) FROM messages", &[])
+            .query_one(
+                "SELECT greatest(coalesce((SELECT max(id) FROM messages), 0),
+                                 coalesce((SELECT max(id) FROM message_changes), 0))",
+                &[],
+            )
             .await?
             .try_get(0)?;
         drop(client);
-        let tailer = tailer::start(pool.clone(), config, broker, MessageId(id_from_sql(newest)));
+        let tailer = Arc::new(tailer::start(
+            pool.clone(),
+            config,
+            broker,
+            MessageId(id_from_sql(newest)),
+        ));
         let probed = pool.clone();
         metrics.watch_pool(move || {
             let status = probed.status();
@@ -113,7 +127,8 @@ impl PgStore {
             }
         });
         Ok(Self {
-            appends: Writer::start(pool.clone(), tailer, metrics),
+            appends: Writer::start(pool.clone(), Arc::clone(&tailer), metrics),
+            tailer,
             leases: Arc::new(PgLeases::start(pool.clone())),
             rates: Arc::new(PgRates::new(pool.clone())),
             pool,
@@ -256,14 +271,18 @@ impl Store for PgStore {
         reads::history(&self.client().await?, user, query).await
     }
 
-    async fn messages_after(
+    async fn change(&self, user: &UserId, change: Change) -> Result<StoredMessage, StoreError> {
+        changes::apply(&self.pool, &self.tailer, user, &change).await
+    }
+
+    async fn events_after(
         &self,
         user: &UserId,
         chat: Option<&ChatId>,
         after: MessageId,
         limit: u32,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        reads::messages_after(&self.client().await?, user, chat, after, limit).await
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        reads::events_after(&self.client().await?, user, chat, after, limit).await
     }
 
     async fn chats_of(&self, user: &UserId, query: &ListQuery) -> Result<ChatPage, StoreError> {

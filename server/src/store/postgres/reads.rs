@@ -7,10 +7,10 @@ use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::requests::{HistoryQuery, ListQuery, Members};
 use deadpool_postgres::Client;
 
-use super::rows::{MESSAGE_COLUMNS, message, message_at};
-use crate::store::decode::{id_to_sql, member_key, stored_chat, stored_user};
+use super::rows::{MESSAGE_COLUMNS, message, message_at, with_reactions};
+use crate::store::decode::{id_from_sql, id_to_sql, member_key, stored_chat, stored_user};
 use crate::store::{
-    ChatPage, ChatSummary, HistoryPage, StoreError, StoredMessage, TokenHash, position_after,
+    ChatPage, ChatSummary, HistoryPage, StoreError, StoredEvent, TokenHash, position_after,
 };
 
 pub async fn password_hash(client: &Client, user: &UserId) -> Result<Option<String>, StoreError> {
@@ -85,55 +85,90 @@ pub async fn history(
     let has_more = messages.len() > query.limit as usize;
     messages.truncate(query.limit as usize);
     messages.reverse();
+    with_reactions(client, &mut messages).await?;
     Ok(HistoryPage { messages, has_more })
 }
 
-/// Up to `limit` messages after `after`, in id order: of `chat`, or of every chat of `user`.
-pub async fn messages_after(
+/// Up to `limit` events after `after`, in id order: of `chat`, or of every chat of `user`.
+/// Messages and changes come from their own tables, each side cut at `limit` before they are
+/// merged; each event carries its message's current state.
+pub async fn events_after(
     client: &Client,
     user: &UserId,
     chat: Option<&ChatId>,
     after: MessageId,
     limit: u32,
-) -> Result<Vec<StoredMessage>, StoreError> {
+) -> Result<Vec<StoredEvent>, StoreError> {
     let after = id_to_sql(after);
     let limit = i64::from(limit);
-    match chat {
+    let rows = match chat {
         Some(chat_id) => {
             let chat = chat_row_for(client, chat_id, user).await?;
             let statement = client
                 .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages m
-                     WHERE m.chat = $1 AND m.id > $2 ORDER BY m.id LIMIT $3"
+                    "SELECT e.id, {MESSAGE_COLUMNS}, c.public_id
+                     FROM ((SELECT id, id AS message FROM messages
+                            WHERE chat = $1 AND id > $2 ORDER BY id LIMIT $3)
+                           UNION ALL
+                           (SELECT id, message FROM message_changes
+                            WHERE chat = $1 AND id > $2 ORDER BY id LIMIT $3)) e
+                     JOIN messages m ON m.id = e.message
+                     JOIN chats c ON c.id = m.chat
+                     ORDER BY e.id LIMIT $3"
                 ))
                 .await?;
-            let rows = client.query(&statement, &[&chat, &after, &limit]).await?;
-            rows.iter()
-                .map(|row| message(row, chat_id.clone()))
-                .collect()
+            client.query(&statement, &[&chat, &after, &limit]).await?
         }
         None => {
             let statement = client
                 .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS}, c.public_id
-                     FROM messages m JOIN chats c ON c.id = m.chat
-                     WHERE m.id > $1
-                       AND m.chat IN (SELECT chat FROM chat_members WHERE user_id = $2)
-                     ORDER BY m.id LIMIT $3"
+                    "SELECT e.id, {MESSAGE_COLUMNS}, c.public_id
+                     FROM ((SELECT id, id AS message FROM messages
+                            WHERE id > $1
+                              AND chat IN (SELECT chat FROM chat_members WHERE user_id = $2)
+                            ORDER BY id LIMIT $3)
+                           UNION ALL
+                           (SELECT id, message FROM message_changes
+                            WHERE id > $1
+                              AND chat IN (SELECT chat FROM chat_members WHERE user_id = $2)
+                            ORDER BY id LIMIT $3)) e
+                     JOIN messages m ON m.id = e.message
+                     JOIN chats c ON c.id = m.chat
+                     ORDER BY e.id LIMIT $3"
                 ))
                 .await?;
-            let rows = client
+            client
                 .query(&statement, &[&after, &user.as_str(), &limit])
-                .await?;
-            rows.iter()
-                .map(|row| message(row, stored_chat(row.try_get(6)?)?))
-                .collect()
+                .await?
         }
+    };
+    events(client, &rows).await
+}
+
+/// The events of rows that select an event id, the [`MESSAGE_COLUMNS`] and the chat's public
+/// id, with their messages' reactions.
+pub async fn events(
+    client: &Client,
+    rows: &[tokio_postgres::Row],
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut messages = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.try_get(0)?;
+        ids.push(MessageId(id_from_sql(id)));
+        messages.push(message_at(row, 1, stored_chat(row.try_get(9)?)?)?);
     }
+    with_reactions(client, &mut messages).await?;
+    Ok(ids
+        .into_iter()
+        .zip(messages)
+        .map(|(id, message)| StoredEvent { id, message })
+        .collect())
 }
 
 /// One page of the chats of `user` with their members and last message, in List's order.
-/// The page is picked by position (keyset), so the rows after it are never sent.
+/// The page is picked by position (keyset), so the rows after it are never sent. Last
+/// messages come without their reactions: a chat list shows none.
 pub async fn chats_of(
     client: &Client,
     user: &UserId,

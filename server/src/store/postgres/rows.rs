@@ -1,11 +1,15 @@
 //! Between PostgreSQL rows and the store's types: message rows become [`StoredMessage`]s of
 //! validated values, and driver and pool errors become [`StoreError::Unavailable`].
 
-use chat_core::content::{Subject, Text};
-use chat_core::ids::{ChatId, ClientId, MessageId};
+use chat_core::emoji::Emoji;
+use chat_core::ids::{ChatId, MessageId};
+use deadpool_postgres::{Client, Transaction};
 use tokio_postgres::Row;
 
-use crate::store::decode::{id_from_sql, stored, stored_user};
+use crate::store::changes::attach_reactions;
+use crate::store::decode::{
+    StoredColumns, id_from_sql, id_to_sql, stored, stored_message, stored_user,
+};
 use crate::store::{StoreError, StoredMessage};
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -20,25 +24,77 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
-/// The columns every message query selects first, in this order.
-pub const MESSAGE_COLUMNS: &str = "m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at";
+/// The columns every message query selects, in this order (8 of them).
+pub const MESSAGE_COLUMNS: &str =
+    "m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at, m.edited_at, m.deleted";
 
-/// The message of `chat_id` held by the [`MESSAGE_COLUMNS`] of `row`, starting at `first`.
+/// The message of `chat_id` held by the [`MESSAGE_COLUMNS`] of `row`, starting at `first`,
+/// without its reactions (see [`with_reactions`]).
 pub fn message_at(row: &Row, first: usize, chat_id: ChatId) -> Result<StoredMessage, StoreError> {
     let id: i64 = row.try_get(first)?;
-    let sender: &str = row.try_get(first + 1)?;
-    let client_id: &str = row.try_get(first + 2)?;
-    let subject: &str = row.try_get(first + 3)?;
-    let text: &str = row.try_get(first + 4)?;
-    Ok(StoredMessage {
+    stored_message(StoredColumns {
         id: MessageId(id_from_sql(id)),
         chat_id,
-        sender: stored_user(sender)?,
-        client_id: stored("client id", ClientId::parse(client_id))?,
-        subject: stored("subject", Subject::parse(subject))?,
-        text: stored("text", Text::parse(text))?,
+        sender: row.try_get(first + 1)?,
+        client_id: row.try_get(first + 2)?,
+        subject: row.try_get(first + 3)?,
+        text: row.try_get(first + 4)?,
         sent_at: row.try_get(first + 5)?,
+        edited_at: row.try_get(first + 6)?,
+        deleted: row.try_get(first + 7)?,
     })
+}
+
+/// The reactions of the messages whose ids are `$1`, in the order they were added.
+const REACTIONS: &str =
+    "SELECT message, emoji, user_id FROM reactions WHERE message = ANY($1) ORDER BY id";
+
+/// The distinct ids of `messages` (a page of events may hold one message several times).
+fn ids_of(messages: &[StoredMessage]) -> Vec<i64> {
+    let mut ids: Vec<i64> = messages
+        .iter()
+        .map(|message| id_to_sql(message.id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Reads the reactions of `messages` onto them, in one query.
+pub async fn with_reactions(
+    client: &Client,
+    messages: &mut [StoredMessage],
+) -> Result<(), StoreError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let statement = client.prepare_cached(REACTIONS).await?;
+    let rows = client.query(&statement, &[&ids_of(messages)]).await?;
+    attach(messages, rows)
+}
+
+/// [`with_reactions`] inside a transaction.
+pub async fn with_reactions_in(
+    tx: &Transaction<'_>,
+    messages: &mut [StoredMessage],
+) -> Result<(), StoreError> {
+    let statement = tx.prepare_cached(REACTIONS).await?;
+    let rows = tx.query(&statement, &[&ids_of(messages)]).await?;
+    attach(messages, rows)
+}
+
+fn attach(messages: &mut [StoredMessage], found: Vec<Row>) -> Result<(), StoreError> {
+    let mut rows = Vec::with_capacity(found.len());
+    for row in found {
+        let message: i64 = row.try_get(0)?;
+        rows.push((
+            MessageId(id_from_sql(message)),
+            stored("emoji", Emoji::parse(row.try_get(1)?))?,
+            stored_user(row.try_get(2)?)?,
+        ));
+    }
+    attach_reactions(messages, rows);
+    Ok(())
 }
 
 /// The message held by the first columns of `row`.

@@ -110,6 +110,31 @@ CREATE TABLE blocks (
     PRIMARY KEY (blocker, blocked)
 );
 ",
+    "
+-- Edits and deletions change a message's row in place: it always holds the current version.
+-- A deleted message keeps its row (its place in the chat) with subject and text erased.
+ALTER TABLE messages ADD COLUMN edited_at BIGINT;
+ALTER TABLE messages ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT FALSE;
+-- One row per change to a message (edit, deletion, reaction added or taken back). Its id is
+-- the next one of `message_seq`, taken under its row lock like a message's (see
+-- `changes.rs`), so messages and changes share one commit order and one stream cursor.
+CREATE TABLE message_changes (
+    id      BIGINT PRIMARY KEY,
+    message BIGINT NOT NULL REFERENCES messages(id),
+    chat    BIGINT NOT NULL REFERENCES chats(id),
+    kind    TEXT NOT NULL,
+    at      BIGINT NOT NULL
+);
+CREATE INDEX message_changes_by_chat ON message_changes(chat, id);
+-- One row per (message, emoji, person); the id keeps the order reactions were added.
+CREATE TABLE reactions (
+    id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message BIGINT NOT NULL REFERENCES messages(id),
+    emoji   TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    UNIQUE (message, emoji, user_id)
+);
+",
 ];
 
 /// Brings the schema up to date, waiting for any other server migrating at the same moment.

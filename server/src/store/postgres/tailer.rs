@@ -1,8 +1,10 @@
-//! The tailer: the one task of each server that publishes committed messages to its
-//! `Broker`, whichever server stored them, each exactly once and in id order.
+//! The tailer: the one task of each server that publishes committed events (messages and
+//! changes to them) to its `Broker`, whichever server stored them, each exactly once and in
+//! id order.
 //!
-//! It keeps `last`, the id of the newest message published, and whenever it is woken reads
-//! `messages WHERE id > last ORDER BY id` in bounded pages and publishes them. The writer's
+//! It keeps `last`, the id of the newest event published, and whenever it is woken reads the
+//! messages and changes with ids above `last`, in id order, in bounded pages and publishes
+//! them. The writer's
 //! transaction (see `writer.rs`) makes ids commit in id order, so what a read sees after
 //! `last` is always a gap-free continuation: nothing below a visible id can appear later.
 //!
@@ -24,21 +26,23 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
 use super::listener;
-use super::rows::{MESSAGE_COLUMNS, message};
+use super::reads::events;
+use super::rows::MESSAGE_COLUMNS;
 use crate::fanout::Broker;
-use crate::store::decode::{id_to_sql, stored_chat, stored_user};
-use crate::store::{StoreError, StoredMessage};
+use crate::store::decode::{id_to_sql, stored_user};
+use crate::store::{StoreError, StoredEvent};
 
-/// Messages read per query.
+/// Events read per query.
 const TAIL_PAGE: i64 = 256;
 /// The safety tick: the longest a message can wait when every notification was lost.
 const SAFETY_TICK: Duration = Duration::from_secs(1);
 /// The pause after a failed read before the next try.
 const RETRY: Duration = Duration::from_millis(200);
 
-/// A message this server's writer committed, with the members to publish it to.
+/// An event this server committed (a message or a change), with the members to publish it
+/// to.
 pub struct Committed {
-    pub message: Arc<StoredMessage>,
+    pub event: Arc<StoredEvent>,
     pub members: Arc<[UserId]>,
 }
 
@@ -59,13 +63,13 @@ pub struct TailerLink {
 }
 
 impl TailerLink {
-    /// Gives the tailer messages the writer has just committed.
+    /// Gives the tailer events this server has just committed.
     pub fn hand_off(&self, committed: Vec<Committed>) {
         // An error means the tailer stopped; the writer's wait for publication then fails.
         let _ = self.handoff.send(committed);
     }
 
-    /// The id of the newest message published, updated as the tailer goes.
+    /// The id of the newest event published, updated as the tailer goes.
     pub fn published(&self) -> watch::Receiver<MessageId> {
         self.published.clone()
     }
@@ -109,7 +113,7 @@ struct Tailer {
     published: watch::Sender<MessageId>,
     hints: Arc<Hints>,
     handed: mpsc::UnboundedReceiver<Vec<Committed>>,
-    /// Messages the writer handed over that are not published yet, by id.
+    /// Events handed over that are not published yet, by id.
     local: BTreeMap<MessageId, Committed>,
     /// Dropped with the tailer, which tells the listener to stop.
     _alive: watch::Sender<()>,
@@ -144,7 +148,7 @@ impl Tailer {
 
     fn take(&mut self, committed: Vec<Committed>) {
         for entry in committed {
-            self.local.insert(entry.message.id, entry);
+            self.local.insert(entry.event.id, entry);
         }
     }
 
@@ -191,34 +195,40 @@ impl Tailer {
                 break;
             }
             let committed = entry.remove();
-            self.publish(committed.message, &committed.members);
+            self.publish(committed.event, &committed.members);
         }
         self.published.send_replace(self.last);
     }
 
-    fn publish(&mut self, message: Arc<StoredMessage>, members: &[UserId]) {
-        self.last = message.id;
-        self.broker.publish(message, members);
+    fn publish(&mut self, event: Arc<StoredEvent>, members: &[UserId]) {
+        self.last = event.id;
+        self.broker.publish(event, members);
     }
 
-    /// Reads and publishes one page after `last`; returns how many messages it read.
+    /// Reads and publishes one page after `last`; returns how many events it read.
     async fn read_page(&mut self) -> Result<usize, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS}, m.chat, c.public_id
-                 FROM messages m JOIN chats c ON c.id = m.chat
-                 WHERE m.id > $1 ORDER BY m.id LIMIT $2"
+                "SELECT e.id, {MESSAGE_COLUMNS}, c.public_id, m.chat
+                 FROM ((SELECT id, id AS message FROM messages
+                        WHERE id > $1 ORDER BY id LIMIT $2)
+                       UNION ALL
+                       (SELECT id, message FROM message_changes
+                        WHERE id > $1 ORDER BY id LIMIT $2)) e
+                 JOIN messages m ON m.id = e.message
+                 JOIN chats c ON c.id = m.chat
+                 ORDER BY e.id LIMIT $2"
             ))
             .await?;
         let rows = client
             .query(&statement, &[&id_to_sql(self.last), &TAIL_PAGE])
             .await?;
-        // The members as they are now, read after the messages: members change (Leave, a
+        // The members as they are now, read after the events: members change (Leave, a
         // rejoin, on any server), so they are not cached. One query per page.
         let mut chats: Vec<i64> = Vec::new();
         for row in &rows {
-            let chat: i64 = row.try_get(6)?;
+            let chat: i64 = row.try_get(10)?;
             if !chats.contains(&chat) {
                 chats.push(chat);
             }
@@ -240,17 +250,17 @@ impl Tailer {
             .map(|(chat, users)| (chat, users.into()))
             .collect();
         // Decode the whole page first, so a bad row publishes nothing after it out of turn.
-        let mut page = Vec::with_capacity(rows.len());
+        let page = events(&client, &rows).await?;
+        let mut chats = Vec::with_capacity(rows.len());
         for row in &rows {
-            let chat: i64 = row.try_get(6)?;
+            chats.push(row.try_get::<_, i64>(10)?);
+        }
+        for (event, chat) in page.into_iter().zip(chats) {
             let members = members
                 .get(&chat)
                 .cloned()
                 .unwrap_or_else(|| Arc::from(Vec::new()));
-            page.push((message(row, stored_chat(row.try_get(7)?)?)?, members));
-        }
-        for (message, members) in page {
-            self.publish(Arc::new(message), &members);
+            self.publish(Arc::new(event), &members);
         }
         self.publish_local();
         Ok(rows.len())

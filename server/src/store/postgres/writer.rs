@@ -39,7 +39,7 @@ use super::rows::{MESSAGE_COLUMNS, message_at};
 use super::tailer::{Committed, TailerLink};
 use crate::metrics::Metrics;
 use crate::store::decode::{id_from_sql, stored_user};
-use crate::store::{StoreError, StoredMessage};
+use crate::store::{StoreError, StoredEvent, StoredMessage};
 use chat_transport::unix_now;
 
 /// How many queued appends one transaction takes at most.
@@ -48,9 +48,9 @@ const MAX_BATCH: usize = 256;
 const QUEUE_DEPTH: usize = 4096;
 /// How long a batch's transaction may take before its callers hear UNAVAILABLE. Whether it
 /// committed is then unknown, which is why appends are idempotent: a retry finds out.
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the writer waits for the tailer to publish a committed batch.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Chats whose row id the writer keeps in memory; past this it starts over.
 const CHAT_CACHE_MAX: usize = 16_384;
 /// The channel the tailers of every server listen on.
@@ -77,14 +77,18 @@ type Outcome = Result<(StoredMessage, bool, Arc<[UserId]>), StoreError>;
 pub struct Writer {
     pool: Pool,
     chats: ChatCache,
-    tailer: TailerLink,
+    tailer: Arc<TailerLink>,
     metrics: Arc<Metrics>,
 }
 
 impl Writer {
     /// Starts the writer task; returns the queue to send it appends. The task ends when every
     /// sender is gone, which in turn ends the tailer.
-    pub fn start(pool: Pool, tailer: TailerLink, metrics: Arc<Metrics>) -> mpsc::Sender<Append> {
+    pub fn start(
+        pool: Pool,
+        tailer: Arc<TailerLink>,
+        metrics: Arc<Metrics>,
+    ) -> mpsc::Sender<Append> {
         let (appends, queue) = mpsc::channel(QUEUE_DEPTH);
         let writer = Writer {
             pool,
@@ -196,7 +200,7 @@ impl Writer {
             .filter_map(|outcome| outcome.as_ref().ok())
             .filter(|(_, is_new, _)| *is_new)
             .map(|(message, _, members)| Committed {
-                message: Arc::new(message.clone()),
+                event: Arc::new(StoredEvent::arrival(message.clone())),
                 members: Arc::clone(members),
             })
             .collect::<Vec<_>>();
@@ -311,15 +315,12 @@ async fn store_batch(
         next += 1;
         fresh.push(next, candidate, now);
         results.push(Ok((
-            StoredMessage {
-                id: MessageId(id_from_sql(next)),
-                chat_id: candidate.message.chat_id.clone(),
-                sender: candidate.sender.clone(),
-                client_id: candidate.message.client_id.clone(),
-                subject: candidate.message.subject.clone(),
-                text: candidate.message.text.clone(),
-                sent_at: now,
-            },
+            StoredMessage::new(
+                MessageId(id_from_sql(next)),
+                candidate.sender.clone(),
+                candidate.message.clone(),
+                now,
+            ),
             true,
             Arc::clone(chat_members),
         )));

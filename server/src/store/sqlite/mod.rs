@@ -31,7 +31,9 @@ pub(crate) use self::schema::open_source;
 use self::readers::ReaderPool;
 use self::token_cache::TokenCache;
 use self::writer::{WriteRequest, Writer};
-use super::{ChatPage, HistoryPage, Store, StoreError, StoredMessage, TokenHash};
+use super::{
+    Change, ChatPage, HistoryPage, Store, StoreError, StoredEvent, StoredMessage, TokenHash,
+};
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
 
@@ -52,7 +54,7 @@ impl SqliteStore {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let conn = schema::open_writer(path)?;
-        broker.start_after(schema::newest_message(&conn)?);
+        broker.start_after(schema::newest_event(&conn)?);
         Ok(Self {
             writes: Writer::start(conn, broker, metrics)?,
             readers: ReaderPool::new(path.to_owned()),
@@ -249,16 +251,26 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn messages_after(
+    async fn change(&self, user: &UserId, change: Change) -> Result<StoredMessage, StoreError> {
+        let user = user.clone();
+        self.write(|reply| WriteRequest::Change {
+            user,
+            change,
+            reply,
+        })
+        .await
+    }
+
+    async fn events_after(
         &self,
         user: &UserId,
         chat: Option<&ChatId>,
         after: MessageId,
         limit: u32,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let (user, chat) = (user.clone(), chat.cloned());
         self.readers
-            .read(move |conn| reads::messages_after(conn, &user, chat.as_ref(), after, limit))
+            .read(move |conn| reads::events_after(conn, &user, chat.as_ref(), after, limit))
             .await
     }
 

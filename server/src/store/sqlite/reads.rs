@@ -4,10 +4,14 @@ use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::requests::{HistoryQuery, ListQuery, Members};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{MessageRow, id_to_sql, stored_chat, stored_user};
-use crate::store::decode::member_key;
+use chat_core::emoji::Emoji;
+
+use super::rows::{MESSAGE_COLUMNS, MessageRow, id_from_sql, id_to_sql, stored_chat, stored_user};
+use crate::store::changes::attach_reactions;
+use crate::store::decode::{member_key, stored};
 use crate::store::{
-    ChatPage, ChatSummary, HistoryPage, StoreError, StoredMessage, TokenHash, position_after,
+    ChatPage, ChatSummary, HistoryPage, StoreError, StoredEvent, StoredMessage, TokenHash,
+    position_after,
 };
 
 pub fn password_hash(conn: &Connection, user: &UserId) -> Result<Option<String>, StoreError> {
@@ -68,10 +72,10 @@ pub fn history(
     let before = query.before.map_or(i64::MAX, id_to_sql);
     // One row more than asked tells whether older messages remain.
     let rows = conn
-        .prepare_cached(
-            "SELECT id, sender, client_id, subject, text, sent_at FROM messages
-             WHERE chat = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-        )?
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m
+             WHERE m.chat = ?1 AND m.id < ?2 ORDER BY m.id DESC LIMIT ?3"
+        ))?
         .query_map(params![chat, before, query.limit + 1], MessageRow::read)?
         .collect::<Result<Vec<_>, _>>()?;
     let mut messages = rows
@@ -81,55 +85,128 @@ pub fn history(
     let has_more = messages.len() > query.limit as usize;
     messages.truncate(query.limit as usize);
     messages.reverse();
+    with_reactions(conn, &mut messages)?;
     Ok(HistoryPage { messages, has_more })
 }
 
-/// Up to `limit` messages after `after`, in id order: of `chat`, or of every chat of `user`.
-pub fn messages_after(
+/// The message `id` of the chat whose row id is `chat`, with its reactions, whatever its
+/// state (deleted included); `None` if the chat has no such message.
+pub fn message_in_chat(
+    conn: &Connection,
+    chat: i64,
+    chat_id: &ChatId,
+    id: MessageId,
+) -> Result<Option<StoredMessage>, StoreError> {
+    let row = conn
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?1 AND m.chat = ?2"
+        ))?
+        .query_row(params![id_to_sql(id), chat], MessageRow::read)
+        .optional()?;
+    let Some(row) = row else { return Ok(None) };
+    let mut message = [row.into_message(chat_id.clone())?];
+    with_reactions(conn, &mut message)?;
+    let [message] = message;
+    Ok(Some(message))
+}
+
+/// Reads the reactions of `messages` onto them: one indexed lookup per message.
+pub fn with_reactions(conn: &Connection, messages: &mut [StoredMessage]) -> Result<(), StoreError> {
+    let mut statement =
+        conn.prepare_cached("SELECT emoji, user_id FROM reactions WHERE message = ?1 ORDER BY id")?;
+    let mut ids: Vec<MessageId> = messages.iter().map(|message| message.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut rows = Vec::new();
+    for id in ids {
+        let found = statement
+            .query_map([id_to_sql(id)], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        for (emoji, user) in found {
+            rows.push((
+                id,
+                stored("emoji", Emoji::parse(&emoji))?,
+                stored_user(&user)?,
+            ));
+        }
+    }
+    attach_reactions(messages, rows);
+    Ok(())
+}
+
+/// Up to `limit` events after `after`, in id order: of `chat`, or of every chat of `user`.
+/// Messages and changes come from their own tables, each side cut at `limit` before they
+/// are merged, so a page reads at most `2 * limit` index entries; each event carries its
+/// message's current state.
+pub fn events_after(
     conn: &Connection,
     user: &UserId,
     chat: Option<&ChatId>,
     after: MessageId,
     limit: u32,
-) -> Result<Vec<StoredMessage>, StoreError> {
+) -> Result<Vec<StoredEvent>, StoreError> {
     let after = id_to_sql(after);
-    match chat {
+    let read = |row: &rusqlite::Row<'_>| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            MessageRow::read_at(row, 1)?,
+            row.get::<_, String>(9)?,
+        ))
+    };
+    let rows = match chat {
         Some(chat_id) => {
             let chat = chat_row_for(conn, chat_id, user)?;
-            let rows = conn
-                .prepare_cached(
-                    "SELECT id, sender, client_id, subject, text, sent_at FROM messages
-                     WHERE chat = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-                )?
-                .query_map(params![chat, after, limit], MessageRow::read)?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter()
-                .map(|row| row.into_message(chat_id.clone()))
-                .collect()
+            conn.prepare_cached(&format!(
+                "SELECT e.id, {MESSAGE_COLUMNS}, ?4
+                 FROM (SELECT * FROM (SELECT id, id AS message FROM messages
+                                      WHERE chat = ?1 AND id > ?2 ORDER BY id LIMIT ?3)
+                       UNION ALL
+                       SELECT * FROM (SELECT id, message FROM message_changes
+                                      WHERE chat = ?1 AND id > ?2 ORDER BY id LIMIT ?3)) e
+                 JOIN messages m ON m.id = e.message
+                 ORDER BY e.id LIMIT ?3"
+            ))?
+            .query_map(params![chat, after, limit, chat_id.as_str()], read)?
+            .collect::<Result<Vec<_>, _>>()?
         }
-        None => {
-            let rows = conn
-                .prepare_cached(
-                    "SELECT m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at, c.public_id
-                     FROM messages m JOIN chats c ON c.id = m.chat
-                     WHERE m.id > ?1
-                       AND m.chat IN (SELECT chat FROM chat_members WHERE user_id = ?2)
-                     ORDER BY m.id LIMIT ?3",
-                )?
-                .query_map(params![after, user.as_str(), limit], |row| {
-                    Ok((MessageRow::read(row)?, row.get::<_, String>(6)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter()
-                .map(|(row, chat_id)| row.into_message(stored_chat(&chat_id)?))
-                .collect()
-        }
+        None => conn
+            .prepare_cached(&format!(
+                "SELECT e.id, {MESSAGE_COLUMNS}, c.public_id
+                 FROM (SELECT * FROM (SELECT id, id AS message FROM messages
+                                      WHERE id > ?1 AND chat IN
+                                        (SELECT chat FROM chat_members WHERE user_id = ?2)
+                                      ORDER BY id LIMIT ?3)
+                       UNION ALL
+                       SELECT * FROM (SELECT id, message FROM message_changes
+                                      WHERE id > ?1 AND chat IN
+                                        (SELECT chat FROM chat_members WHERE user_id = ?2)
+                                      ORDER BY id LIMIT ?3)) e
+                 JOIN messages m ON m.id = e.message
+                 JOIN chats c ON c.id = m.chat
+                 ORDER BY e.id LIMIT ?3"
+            ))?
+            .query_map(params![after, user.as_str(), limit], read)?
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let mut messages = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    for (id, row, chat_id) in rows {
+        ids.push(MessageId(id_from_sql(id)));
+        messages.push(row.into_message(stored_chat(&chat_id)?)?);
     }
+    with_reactions(conn, &mut messages)?;
+    Ok(ids
+        .into_iter()
+        .zip(messages)
+        .map(|(id, message)| StoredEvent { id, message })
+        .collect())
 }
 
-/// The chats of `user` with their members and last message, most recently active first.
 /// One page of the chats of `user` with their members and last message, in List's order.
 /// The page is picked by position (keyset), so the rows after it are never read into memory.
+/// Last messages come without their reactions: a chat list shows none.
 pub fn chats_of(
     conn: &Connection,
     user: &UserId,
@@ -138,9 +215,11 @@ pub fn chats_of(
     let (activity, last_message, chat_id) = position_after(query.after.as_ref());
     let rows = conn
         .prepare_cached(
-            "SELECT chat, public_id, created_at, id, sender, client_id, subject, text, sent_at
+            "SELECT chat, public_id, created_at,
+                    id, sender, client_id, subject, text, sent_at, edited_at, deleted
              FROM (SELECT c.id AS chat, c.public_id, c.created_at,
                           m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at,
+                          m.edited_at, m.deleted,
                           coalesce(m.sent_at, c.created_at) AS activity,
                           coalesce(m.id, 0) AS last_id
                    FROM chat_members mine

@@ -5,10 +5,9 @@
 //! Values read back were valid when they were written; one that is not (a damaged or
 //! hand-edited file) is reported as storage trouble, never a panic.
 
-use chat_core::content::{Subject, Text};
-use chat_core::ids::{ChatId, ClientId, MessageId};
+use chat_core::ids::{ChatId, MessageId};
 
-use crate::store::decode::stored;
+use crate::store::decode::{StoredColumns, stored_message};
 pub use crate::store::decode::{id_from_sql, id_to_sql, stored_chat, stored_user};
 use crate::store::{StoreError, StoredMessage};
 
@@ -18,8 +17,13 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// The columns of a message, in the order [`MessageRow`] reads them, for a query that names
+/// the messages table `m`.
+pub const MESSAGE_COLUMNS: &str =
+    "m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at, m.edited_at, m.deleted";
+
 /// A message as its row holds it, before its values are checked. Queries select its columns
-/// in this order: `id, sender, client_id, subject, text, sent_at`.
+/// in the order of [`MESSAGE_COLUMNS`].
 pub struct MessageRow {
     id: i64,
     sender: String,
@@ -27,10 +31,12 @@ pub struct MessageRow {
     subject: String,
     text: String,
     sent_at: i64,
+    edited_at: Option<i64>,
+    deleted: bool,
 }
 
 impl MessageRow {
-    /// Reads the message's six columns starting at column `first`.
+    /// Reads the message's eight columns starting at column `first`.
     pub fn read_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
         Ok(Self {
             id: row.get(first)?,
@@ -39,6 +45,8 @@ impl MessageRow {
             subject: row.get(first + 3)?,
             text: row.get(first + 4)?,
             sent_at: row.get(first + 5)?,
+            edited_at: row.get(first + 6)?,
+            deleted: row.get(first + 7)?,
         })
     }
 
@@ -47,16 +55,19 @@ impl MessageRow {
         Self::read_at(row, 0)
     }
 
-    /// The message of `chat_id` this row holds.
+    /// The message of `chat_id` this row holds, without its reactions (see
+    /// `reads::with_reactions`).
     pub fn into_message(self, chat_id: ChatId) -> Result<StoredMessage, StoreError> {
-        Ok(StoredMessage {
+        stored_message(StoredColumns {
             id: MessageId(id_from_sql(self.id)),
             chat_id,
-            sender: stored_user(&self.sender)?,
-            client_id: stored("client id", ClientId::parse(&self.client_id))?,
-            subject: stored("subject", Subject::parse(&self.subject))?,
-            text: stored("text", Text::parse(&self.text))?,
+            sender: &self.sender,
+            client_id: &self.client_id,
+            subject: &self.subject,
+            text: &self.text,
             sent_at: self.sent_at,
+            edited_at: self.edited_at,
+            deleted: self.deleted,
         })
     }
 }

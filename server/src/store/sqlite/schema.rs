@@ -70,6 +70,31 @@ CREATE TABLE blocks (
     PRIMARY KEY (blocker, blocked)
 ) WITHOUT ROWID;
 ",
+    "
+-- Edits and deletions change a message's row in place: it always holds the current version.
+-- A deleted message keeps its row (its place in the chat) with subject and text erased.
+ALTER TABLE messages ADD COLUMN edited_at INTEGER;
+ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+-- One row per change to a message (edit, deletion, reaction added or taken back). Its id is
+-- the next id of the messages' AUTOINCREMENT sequence (see `writes::change`), so messages and
+-- changes share one commit order and one stream cursor.
+CREATE TABLE message_changes (
+    id      INTEGER PRIMARY KEY,
+    message INTEGER NOT NULL REFERENCES messages(id),
+    chat    INTEGER NOT NULL REFERENCES chats(id),
+    kind    TEXT NOT NULL,
+    at      INTEGER NOT NULL
+);
+CREATE INDEX message_changes_by_chat ON message_changes(chat, id);
+-- One row per (message, emoji, person); the row id keeps the order reactions were added.
+CREATE TABLE reactions (
+    id      INTEGER PRIMARY KEY,
+    message INTEGER NOT NULL REFERENCES messages(id),
+    emoji   TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    UNIQUE (message, emoji, user_id)
+);
+",
 ];
 
 /// The schema version this server reads and writes: the number of migrations.
@@ -84,10 +109,14 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     // FULL: a commit survives power loss, not only a killed process. Group commit keeps
     // the cost to one fsync per batch.
+    // secure_delete: the space an erased message's text leaves is zeroed, so a deleted
+    // message's text is gone from the file (and, once checkpointed, from the WAL), not merely
+    // unreferenced.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = ON;",
+         PRAGMA foreign_keys = ON;
+         PRAGMA secure_delete = ON;",
     )?;
     conn.execute_batch(BUSY_TIMEOUT)?;
     // Checkpoint every 10,000 pages (40 MB of WAL) rather than SQLite's 1,000: a commit of a
@@ -105,11 +134,16 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// The id of the newest message stored, or 0 in an empty database.
-pub fn newest_message(conn: &Connection) -> Result<MessageId, StoreError> {
-    let newest: Option<i64> =
-        conn.query_row("SELECT max(id) FROM messages", [], |row| row.get(0))?;
-    Ok(MessageId(newest.map_or(0, id_from_sql)))
+/// The id of the newest event (message or change) stored, or 0 in an empty database.
+pub fn newest_event(conn: &Connection) -> Result<MessageId, StoreError> {
+    // Two-argument max() is NULL if either is: hence the coalesce.
+    let newest: i64 = conn.query_row(
+        "SELECT max(coalesce((SELECT max(id) FROM messages), 0),
+                    coalesce((SELECT max(id) FROM message_changes), 0))",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(MessageId(id_from_sql(newest)))
 }
 
 /// A read-only connection to an existing database for the offline tools (backup, migration

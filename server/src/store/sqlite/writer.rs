@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::writes::{self, ChatCache};
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
-use crate::store::{StoreError, StoredMessage, TokenHash};
+use crate::store::{Change, StoreError, StoredEvent, StoredMessage, TokenHash};
 use chat_transport::unix_now;
 
 /// How many queued writes one transaction takes at most.
@@ -84,6 +84,11 @@ pub enum WriteRequest {
         message: NewMessage,
         reply: Reply<StoredMessage>,
     },
+    Change {
+        user: UserId,
+        change: Change,
+        reply: Reply<StoredMessage>,
+    },
 }
 
 impl WriteRequest {
@@ -98,13 +103,17 @@ impl WriteRequest {
             | WriteRequest::Block { reply, .. }
             | WriteRequest::Unblock { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::CreateChat { reply, .. } => drop(reply.send(Err(error))),
-            WriteRequest::Append { reply, .. } => drop(reply.send(Err(error))),
+            WriteRequest::Append { reply, .. } | WriteRequest::Change { reply, .. } => {
+                drop(reply.send(Err(error)))
+            }
         }
     }
 }
 
-/// A stored message, with the members to publish it to when it is new (`None` for a repeat).
-type Appended = (StoredMessage, Option<Arc<[UserId]>>);
+/// A message as an append or a change left it, with the event to publish and to whom when
+/// something was stored (`None` for a repeat, or a change that changed nothing). The event is
+/// boxed: it holds a whole message, and most writes in a batch are not appends.
+type Appended = (StoredMessage, Option<(Box<StoredEvent>, Arc<[UserId]>)>);
 
 /// A write applied inside the open transaction: its result, held until the commit decides
 /// whether the caller gets it.
@@ -206,16 +215,16 @@ impl Writer {
             return;
         }
 
-        // Committed: publish new messages in id order, each before its caller hears back, so
-        // a sender's own streams have the echo no later than the reply.
+        // Committed: publish new messages and changes in id order, each before its caller
+        // hears back, so a sender's own streams have the echo no later than the reply.
         for item in applied {
             match item {
                 Applied::Unit(reply, result) => drop(reply.send(result)),
                 Applied::Chat(reply, result) => drop(reply.send(result)),
                 Applied::Message(reply, result) => {
-                    let result = result.map(|(message, publish_to)| {
-                        if let Some(members) = publish_to {
-                            self.broker.publish(Arc::new(message.clone()), &members);
+                    let result = result.map(|(message, publish)| {
+                        if let Some((event, members)) = publish {
+                            self.broker.publish(Arc::from(event), &members);
                         }
                         message
                     });
@@ -317,8 +326,25 @@ fn apply(tx: &Transaction<'_>, chats: &mut ChatCache, write: WriteRequest, now: 
                     .filter(|chat| chat.members.contains(&sender))
                     .ok_or(StoreError::ChatNotFound)?;
                 let (stored, is_new) = writes::append(tx, chat.row, sender, message, now)?;
-                Ok((stored, is_new.then_some(chat.members)))
+                let publish =
+                    is_new.then(|| (Box::new(StoredEvent::arrival(stored.clone())), chat.members));
+                Ok((stored, publish))
             })();
+            Applied::Message(reply, result)
+        }
+        WriteRequest::Change {
+            user,
+            change,
+            reply,
+        } => {
+            let result = in_savepoint(tx, |conn| {
+                let chat = chats
+                    .get(conn, &change.target().chat_id)?
+                    .filter(|chat| chat.members.contains(&user))
+                    .ok_or(StoreError::ChatNotFound)?;
+                let (message, event) = writes::change(conn, chat.row, &user, &change, now)?;
+                Ok((message, event.map(|event| (Box::new(event), chat.members))))
+            });
             Applied::Message(reply, result)
         }
     }
@@ -496,8 +522,8 @@ mod tests {
             1,
             "the failed write's delete was rolled back"
         );
-        assert_eq!(bobs_feed.receiver.try_recv().unwrap().as_ref(), &first);
-        assert_eq!(bobs_feed.receiver.try_recv().unwrap().as_ref(), &second);
+        assert_eq!(bobs_feed.receiver.try_recv().unwrap().message, first);
+        assert_eq!(bobs_feed.receiver.try_recv().unwrap().message, second);
         assert!(
             bobs_feed.receiver.try_recv().is_err(),
             "published only once"

@@ -9,9 +9,11 @@ use chat_core::limits::BLOCKED_MAX;
 use chat_core::requests::{Members, NewMessage};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{MessageRow, id_from_sql, stored_chat, stored_user};
+use super::reads::message_in_chat;
+use super::rows::{MESSAGE_COLUMNS, MessageRow, id_from_sql, id_to_sql, stored_chat, stored_user};
+use crate::store::changes::{Change, Write, plan};
 use crate::store::decode::member_key;
-use crate::store::{StoreError, StoredMessage, TokenHash};
+use crate::store::{StoreError, StoredEvent, StoredMessage, TokenHash};
 
 /// Chats whose row id and members the writer keeps in memory; past this it starts over.
 const CHAT_CACHE_MAX: usize = 16_384;
@@ -232,22 +234,14 @@ pub fn append(
             now
         ])?;
     if inserted == 1 {
-        let stored = StoredMessage {
-            id: MessageId(id_from_sql(conn.last_insert_rowid())),
-            chat_id: message.chat_id,
-            sender,
-            client_id: message.client_id,
-            subject: message.subject,
-            text: message.text,
-            sent_at: now,
-        };
-        return Ok((stored, true));
+        let id = MessageId(id_from_sql(conn.last_insert_rowid()));
+        return Ok((StoredMessage::new(id, sender, message, now), true));
     }
     let earlier = conn
-        .prepare_cached(
-            "SELECT id, sender, client_id, subject, text, sent_at FROM messages
-             WHERE chat = ?1 AND sender = ?2 AND client_id = ?3",
-        )?
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m
+             WHERE m.chat = ?1 AND m.sender = ?2 AND m.client_id = ?3"
+        ))?
         .query_row(
             params![chat, sender.as_str(), message.client_id.as_str()],
             MessageRow::read,
@@ -257,7 +251,75 @@ pub fn append(
         .ok_or_else(|| {
             StoreError::Unavailable("a message conflicts with one that cannot be read".into())
         })?;
-    Ok((earlier.into_message(message.chat_id)?, false))
+    // The message as it is now (it may have been edited since), reactions included.
+    let mut earlier = [earlier.into_message(message.chat_id)?];
+    super::reads::with_reactions(conn, &mut earlier)?;
+    let [earlier] = earlier;
+    Ok((earlier, false))
+}
+
+/// Applies `change` by `user` to a message of the chat whose row id is `chat`, as
+/// [`plan`] decides; returns the message after it and, unless it changed nothing, the event
+/// to publish. The change takes the next id of the messages' AUTOINCREMENT sequence
+/// (`sqlite_sequence`, which SQLite lets programs update and which the next message's id
+/// then follows), so changes and messages share one commit order: the writer thread is the
+/// only one to assign either.
+pub fn change(
+    conn: &Connection,
+    chat: i64,
+    user: &UserId,
+    change: &Change,
+    now: i64,
+) -> Result<(StoredMessage, Option<StoredEvent>), StoreError> {
+    let target = change.target();
+    let current = message_in_chat(conn, chat, &target.chat_id, target.message_id)?
+        .ok_or(StoreError::MessageNotFound)?;
+    let Some((write, after)) = plan(&current, user, change, now)? else {
+        return Ok((current, None));
+    };
+    let message = id_to_sql(current.id);
+    let id: i64 = conn
+        .prepare_cached(
+            "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'messages' RETURNING seq",
+        )?
+        .query_row([], |row| row.get(0))?;
+    conn.prepare_cached(
+        "INSERT INTO message_changes (id, message, chat, kind, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![id, message, chat, change.kind(), now])?;
+    match write {
+        Write::Edit { content, at } => conn
+            .prepare_cached(
+                "UPDATE messages SET subject = ?2, text = ?3, edited_at = ?4 WHERE id = ?1",
+            )?
+            .execute(params![
+                message,
+                content.subject.as_str(),
+                content.text.as_str(),
+                at
+            ])?,
+        Write::Erase => {
+            conn.prepare_cached("DELETE FROM reactions WHERE message = ?1")?
+                .execute([message])?;
+            conn.prepare_cached(
+                "UPDATE messages SET subject = '', text = '', deleted = 1 WHERE id = ?1",
+            )?
+            .execute([message])?
+        }
+        Write::AddReaction(emoji) => conn
+            .prepare_cached("INSERT INTO reactions (message, emoji, user_id) VALUES (?1, ?2, ?3)")?
+            .execute(params![message, emoji.as_str(), user.as_str()])?,
+        Write::RemoveReaction(emoji) => conn
+            .prepare_cached(
+                "DELETE FROM reactions WHERE message = ?1 AND emoji = ?2 AND user_id = ?3",
+            )?
+            .execute(params![message, emoji.as_str(), user.as_str()])?,
+    };
+    let event = StoredEvent {
+        id: MessageId(id_from_sql(id)),
+        message: after.clone(),
+    };
+    Ok((after, Some(event)))
 }
 
 /// A chat as the writer needs it for every append.

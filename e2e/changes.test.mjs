@@ -1,0 +1,125 @@
+// Two people change sent messages in the browser: Alice edits hers inline (Escape cancels),
+// Bob and Alice react, Alice deletes one after confirming; each change shows live on the
+// other side, and a reload (History) shows the same current versions.
+// Run it with e2e/run.sh.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { ChatUser, eventually } from './browser.mjs';
+import { serverAndBrowser } from './server.mjs';
+
+const PASSWORD = 'correct horse battery';
+
+describe('two people edit, delete and react in the browser', { timeout: 120_000 }, () => {
+  const said = {
+    typo: 'Helo Bob, lunch at noon?',
+    fixed: 'Hello Bob, lunch at noon?',
+    regret: 'Something I should not have said',
+  };
+  /** @type {ChatUser} */ let alice;
+  /** @type {ChatUser} */ let bob;
+
+  let failed = false;
+  function step(name, body) {
+    test(name, { timeout: 45_000 }, async (t) => {
+      if (failed) {
+        t.skip('an earlier step failed');
+        return;
+      }
+      try {
+        await body();
+      } catch (error) {
+        failed = true;
+        console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
+        for (const user of [alice, bob]) if (user) console.error(user.report());
+        throw error;
+      }
+    });
+  }
+
+  const suite = serverAndBrowser();
+
+  /** The reaction button of `emoji` on the message showing `text`. */
+  const reaction = (user, text, emoji) =>
+    user.messages(text).first().locator('.reaction').filter({ hasText: emoji });
+
+  step('Alice and Bob chat', async () => {
+    alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');
+    bob = await ChatUser.open(suite.browser, suite.server.url, 'bob');
+    await alice.signUp(PASSWORD);
+    await bob.signUp(PASSWORD);
+    for (const user of [alice, bob]) await user.waitUntilConnected();
+    await alice.startChatWith(bob.name);
+    for (const text of [said.typo, said.regret]) {
+      await alice.send(text);
+      await alice.waitUntilSent(text);
+    }
+    await bob.openChatWith(alice.name);
+    await bob.messages(said.regret).first().waitFor();
+    assert.equal(await bob.messages(said.typo).getByRole('button', { name: 'Edit' }).count(), 0,
+      'no Edit button on messages of others');
+  });
+
+  step('Alice edits her message inline: Escape cancels, Enter saves; Bob sees it live, marked edited', async () => {
+    const message = alice.messages(said.typo).first();
+    await message.getByRole('button', { name: 'Edit', exact: true }).click();
+    const editor = alice.page.getByRole('textbox', { name: 'Edit message' });
+    await editor.fill('thrown away');
+    await editor.press('Escape');
+    await alice.messages(said.typo).first().waitFor();
+    assert.equal(await alice.page.getByRole('textbox', { name: 'Edit message' }).count(), 0);
+
+    await alice.messages(said.typo).first().getByRole('button', { name: 'Edit', exact: true }).click();
+    await alice.page.getByRole('textbox', { name: 'Edit message' }).fill(said.fixed);
+    await alice.page.getByRole('textbox', { name: 'Edit message' }).press('Enter');
+    for (const user of [alice, bob]) {
+      await user.messages(said.fixed).filter({ hasText: 'edited' }).first().waitFor();
+      assert.equal(await user.messages(said.typo).count(), 0, `${user.name} still sees the typo`);
+    }
+  });
+
+  step('Bob reacts from the picker, Alice joins in: counts, highlight and who reacted', async () => {
+    await bob.messages(said.fixed).first().getByRole('button', { name: 'React', exact: true }).click();
+    await bob.page.getByRole('button', { name: 'React with 👍' }).click();
+    await reaction(alice, said.fixed, '👍').getByText('bob').waitFor({ state: 'attached' });
+    assert.equal(await reaction(alice, said.fixed, '👍').getAttribute('aria-pressed'), 'false');
+
+    await reaction(alice, said.fixed, '👍').click();
+    for (const user of [alice, bob]) {
+      await eventually(`${user.name} sees two 👍`, async () =>
+        assert.equal(await reaction(user, said.fixed, '👍').getAttribute('aria-label'), '👍 2: bob, alice'),
+      );
+    }
+    assert.equal(await reaction(alice, said.fixed, '👍').getAttribute('aria-pressed'), 'true', 'mine is highlighted');
+    await reaction(bob, said.fixed, '👍').focus();
+    assert.ok(await reaction(bob, said.fixed, '👍').locator('.who').isVisible(), 'who reacted shows on focus');
+  });
+
+  step('Alice deletes a message after confirming: both see the placeholder', async () => {
+    const message = alice.messages(said.regret).first();
+    alice.page.once('dialog', (dialog) => dialog.dismiss());
+    await message.getByRole('button', { name: 'Delete', exact: true }).click();
+    await alice.messages(said.regret).first().waitFor();
+    alice.page.once('dialog', (dialog) => dialog.accept());
+    await alice.messages(said.regret).first().getByRole('button', { name: 'Delete', exact: true }).click();
+    for (const user of [alice, bob]) {
+      await user.messages('Message deleted').first().waitFor();
+      assert.equal(await user.messages(said.regret).count(), 0, `${user.name} still sees the deleted text`);
+    }
+  });
+
+  step('after a reload Bob sees the current versions from History, each once', async () => {
+    await bob.page.reload();
+    await bob.openChatWith(alice.name);
+    await bob.messages(said.fixed).filter({ hasText: 'edited' }).first().waitFor();
+    await eventually('the reactions after a reload', async () =>
+      assert.equal(await reaction(bob, said.fixed, '👍').getAttribute('aria-label'), '👍 2: bob, alice'),
+    );
+    assert.deepEqual(await bob.messageTexts(), [said.fixed, 'Message deleted']);
+    for (const user of [alice, bob]) {
+      assert.deepEqual(user.pageErrors, [], `uncaught errors in ${user.name}'s page`);
+      assert.deepEqual(await user.cspViolations(), [], `CSP violations in ${user.name}'s page`);
+    }
+  });
+});

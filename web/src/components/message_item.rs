@@ -1,0 +1,217 @@
+//! One delivered message with what can be done to it: the user's own can be edited inline
+//! (Escape cancels) and deleted (after a confirmation); anyone can react with one of a few
+//! common emoji. Reactions show as counts per emoji, the user's own highlighted, with who
+//! reacted on hover and focus.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::live::model::ChatMessage;
+use crate::live::use_live;
+use crate::time::short_time;
+
+/// The emoji the picker offers: a small fixed set keeps the bundle free of an emoji table.
+const PICKER: [&str; 6] = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
+
+/// One delivered message: the user's own on the right, others' with name and time. The row
+/// is rendered anew whenever its message changes (the list keys rows by id and stamp).
+#[component]
+pub fn MessageItem(
+    /// The message to show.
+    message: ChatMessage,
+    /// The signed-in user, to tell own messages and reactions apart.
+    me: String,
+    /// The chat the message belongs to.
+    chat_id: String,
+) -> impl IntoView {
+    let mine = message.sender == me;
+    let time = short_time(message.sent_at);
+    let sender =
+        (!mine).then(|| view! { <header class="sender">{message.sender.clone()}</header> });
+    if message.deleted {
+        return view! {
+            <article class="message deleted" class:mine=mine data-id=message.id.to_string()>
+                {sender}
+                <p class="text">"Message deleted"</p>
+                <footer><time>{time}</time></footer>
+            </article>
+        }
+        .into_any();
+    }
+
+    let live = use_live();
+    let editing = RwSignal::new(false);
+    let picking = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let subject = (!message.subject.is_empty())
+        .then(|| view! { <p class="subject">{message.subject.clone()}</p> });
+    let edited = (message.edited_at > 0).then(|| view! { <span class="edited">" · edited"</span> });
+    let text = message.text.clone();
+    let reactions = Reactions(message.clone(), me.clone(), chat_id.clone(), error);
+    let target = StoredValue::new((chat_id, message));
+
+    let react = move |emoji: &'static str| {
+        picking.set(false);
+        let (chat_id, message) = target.get_value();
+        spawn_local(async move {
+            let outcome = live.toggle_reaction(&chat_id, &message, emoji).await;
+            error.try_set(outcome.err());
+        });
+    };
+    let delete = move |_| {
+        let confirmed = window()
+            .confirm_with_message("Delete this message for everyone?")
+            .unwrap_or(false);
+        if !confirmed {
+            return;
+        }
+        let (chat_id, message) = target.get_value();
+        spawn_local(async move {
+            let outcome = live.delete(&chat_id, message.id).await;
+            error.try_set(outcome.err());
+        });
+    };
+
+    view! {
+        <article class="message" class:mine=mine data-id=target.with_value(|(_, message)| message.id.to_string())>
+            {sender}
+            {subject}
+            <Show
+                when=move || editing.get()
+                fallback=move || view! { <p class="text">{text.clone()}</p> }
+            >
+                <Editor target=target editing=editing error=error />
+            </Show>
+            {reactions}
+            <footer>
+                <time>{time}</time>
+                {edited}
+                {mine.then(|| view! { <span class="delivery sent">" · Sent"</span> })}
+                <span class="actions">
+                    <button type="button" class="link" aria-expanded=move || picking.get().to_string()
+                        on:click=move |_| picking.update(|open| *open = !*open)>"React"</button>
+                    {mine.then(|| view! {
+                        <button type="button" class="link" on:click=move |_| editing.set(true)>"Edit"</button>
+                        <button type="button" class="link" on:click=delete>"Delete"</button>
+                    })}
+                </span>
+            </footer>
+            <Show when=move || picking.get()>
+                <div class="picker" role="group" aria-label="Pick a reaction">
+                    {PICKER.iter().map(|&emoji| view! {
+                        <button type="button" aria-label=format!("React with {emoji}") on:click=move |_| react(emoji)>{emoji}</button>
+                    }).collect_view()}
+                </div>
+            </Show>
+            <p class="error" role="alert">{move || error.get()}</p>
+        </article>
+    }
+    .into_any()
+}
+
+/// The reactions of a message: one button per emoji with its count (pressed when the user
+/// has it; pressing takes it back or adds it) and who reacted, shown on hover and focus.
+#[allow(non_snake_case)]
+fn Reactions(
+    message: ChatMessage,
+    me: String,
+    chat_id: String,
+    error: RwSignal<Option<String>>,
+) -> impl IntoView {
+    let live = use_live();
+    let target = StoredValue::new((chat_id, message.clone()));
+    let buttons = message
+        .reactions
+        .iter()
+        .map(|reaction| {
+            let emoji = reaction.emoji.clone();
+            let mine = reaction.users.contains(&me);
+            let who = reaction.users.join(", ");
+            let title = who.clone();
+            let label = format!("{emoji} {}: {who}", reaction.users.len());
+            let toggle = move |_| {
+                let (chat_id, message) = target.get_value();
+                let emoji = emoji.clone();
+                spawn_local(async move {
+                    let outcome = live.toggle_reaction(&chat_id, &message, &emoji).await;
+                    error.try_set(outcome.err());
+                });
+            };
+            view! {
+                <button type="button" class="reaction" class:mine=mine aria-pressed=mine.to_string()
+                    aria-label=label title=title on:click=toggle>
+                    {reaction.emoji.clone()} " " {reaction.users.len()}
+                    <span class="who" aria-hidden="true">{who}</span>
+                </button>
+            }
+        })
+        .collect::<Vec<_>>();
+    (!buttons.is_empty()).then(|| view! { <div class="reactions">{buttons}</div> })
+}
+
+/// The inline editor of the user's own message: Enter or Save stores the new text, Escape
+/// or Cancel leaves it as it was. The text is checked with the shared validation first.
+#[component]
+fn Editor(
+    /// The chat and the message being edited.
+    target: StoredValue<(String, ChatMessage)>,
+    /// Whether the editor is open; closed on save or cancel.
+    editing: RwSignal<bool>,
+    /// Where a refusal is shown.
+    error: RwSignal<Option<String>>,
+) -> impl IntoView {
+    let live = use_live();
+    let text = RwSignal::new(target.with_value(|(_, message)| message.text.clone()));
+    let input = NodeRef::<leptos::html::Textarea>::new();
+    // Opened by a click: put the cursor in the text at once.
+    Effect::new(move |_| {
+        if let Some(input) = input.get() {
+            let _ = input.focus();
+        }
+    });
+    let save = move || {
+        let (chat_id, message) = target.get_value();
+        let new_text = text.get_untracked();
+        spawn_local(async move {
+            match live.edit(&chat_id, &message, &new_text).await {
+                Ok(()) => {
+                    error.try_set(None);
+                    editing.try_set(false);
+                }
+                Err(reason) => {
+                    error.try_set(Some(reason));
+                }
+            }
+        });
+    };
+    let cancel = move || {
+        error.set(None);
+        editing.set(false);
+    };
+    view! {
+        <form class="editor" on:submit=move |event: leptos::ev::SubmitEvent| {
+            event.prevent_default();
+            save();
+        }>
+            <label class="visually-hidden" for="edit-text">"Edit message"</label>
+            <textarea
+                id="edit-text"
+                rows="2"
+                node_ref=input
+                prop:value=move || text.get()
+                on:input=move |event| text.set(event_target_value(&event))
+                on:keydown=move |event: leptos::ev::KeyboardEvent| {
+                    if event.key() == "Escape" {
+                        event.prevent_default();
+                        cancel();
+                    } else if event.key() == "Enter" && !event.shift_key() && !event.is_composing() {
+                        event.prevent_default();
+                        save();
+                    }
+                }
+            ></textarea>
+            <button type="submit" class="primary">"Save"</button>
+            <button type="button" on:click=move |_| cancel()>"Cancel"</button>
+        </form>
+    }
+}
