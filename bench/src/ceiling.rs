@@ -234,6 +234,37 @@ impl Chat for CeilingChat {
         Err(Status::unimplemented("the ceiling server does not react"))
     }
 
+    // Leaving and blocking are not part of any benchmark scenario either.
+    async fn leave(
+        &self,
+        _request: Request<proto::LeaveRequest>,
+    ) -> Result<Response<proto::LeaveResponse>, Status> {
+        Err(Status::unimplemented(
+            "the ceiling server does not leave chats",
+        ))
+    }
+
+    async fn block(
+        &self,
+        _request: Request<proto::BlockRequest>,
+    ) -> Result<Response<proto::BlockResponse>, Status> {
+        Err(Status::unimplemented("the ceiling server does not block"))
+    }
+
+    async fn unblock(
+        &self,
+        _request: Request<proto::BlockRequest>,
+    ) -> Result<Response<proto::BlockResponse>, Status> {
+        Err(Status::unimplemented("the ceiling server does not block"))
+    }
+
+    async fn list_blocked(
+        &self,
+        _request: Request<proto::ListBlockedRequest>,
+    ) -> Result<Response<proto::ListBlockedResponse>, Status> {
+        Err(Status::unimplemented("the ceiling server does not block"))
+    }
+
     async fn list(
         &self,
         _request: Request<proto::ListRequest>,
