@@ -110,6 +110,7 @@ fn message(id: u64, chat_id: &str, user_id: &str, text: &str) -> proto::Message 
         sent_at: unix_now(),
         subject: String::new(),
         text: text.to_owned(),
+        reply_to: None,
     }
 }
 
@@ -157,6 +158,7 @@ impl Chat for CeilingChat {
             sent_at: 0,
             subject: request.subject,
             text: request.text,
+            reply_to: None,
         });
         Ok(Response::new(proto::SendResponse {
             message: Some(stored),
@@ -226,6 +228,25 @@ impl Chat for CeilingChat {
         Ok(Response::new(proto::ListResponse {
             chats,
             ..Default::default()
+        }))
+    }
+
+    async fn search(
+        &self,
+        request: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        // Found without looking: a page of the size asked for, from memory.
+        let wanted = usize::try_from(request.get_ref().limit).unwrap_or(0);
+        let limit = if wanted == 0 {
+            chat_core::limits::SEARCH_DEFAULT_PAGE as usize
+        } else {
+            wanted
+        }
+        .min(self.0.page.len());
+        Ok(Response::new(proto::SearchResponse {
+            messages: self.0.page[..limit].to_vec(),
+            next_page_token: "1".to_owned(),
+            has_more: true,
         }))
     }
 }

@@ -35,6 +35,9 @@ pub enum ApiError {
     ChatNotFound,
     #[error("no account named \"{0}\"")]
     NoSuchAccount(UserId),
+    /// Also what a reply to a message of another chat gets, whether that chat exists or not.
+    #[error("the message you reply to is not in this chat (or was deleted)")]
+    ReplyNotFound,
     #[error("the user id \"{0}\" is taken; choose another")]
     AccountExists(UserId),
     #[error("the server is shutting down; reconnect and resume with after_id")]
@@ -130,6 +133,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::ChatNotFound => Self::ChatNotFound,
             StoreError::NoSuchAccount(user) => Self::NoSuchAccount(user),
+            StoreError::ReplyNotFound => Self::ReplyNotFound,
             StoreError::AccountExists(user) => Self::AccountExists(user),
             StoreError::Unavailable(cause) => Self::Unavailable(cause),
         }
@@ -151,9 +155,9 @@ impl From<ApiError> for tonic::Status {
                 refusal(Code::Unauthenticated, error, Reason::TokenInvalid, None)
             }
             ApiError::PermissionDenied(message) => Status::permission_denied(message),
-            error @ (ApiError::ChatNotFound | ApiError::NoSuchAccount(_)) => {
-                Status::not_found(error.to_string())
-            }
+            error @ (ApiError::ChatNotFound
+            | ApiError::NoSuchAccount(_)
+            | ApiError::ReplyNotFound) => Status::not_found(error.to_string()),
             error @ ApiError::AccountExists(_) => Status::already_exists(error.to_string()),
             error @ ApiError::ShuttingDown => Status::unavailable(error.to_string()),
             ref error @ ApiError::TooManyStreams(_) => {

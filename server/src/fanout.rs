@@ -129,6 +129,7 @@ mod tests {
             subject: Subject::default(),
             text: Text::parse("hi").unwrap(),
             sent_at: 0,
+            reply: None,
         })
     }
 

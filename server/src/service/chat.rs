@@ -1,5 +1,5 @@
 //! The `chat.Chat` service: New, History, Send and Connect as micro/services defines them,
-//! plus Stream and List.
+//! plus Stream, List and Search.
 //! Every handler authenticates first, then validates its input, then does the work: an
 //! anonymous peer learns nothing about how input is parsed and costs no more than a token
 //! lookup. Stream and Connect stay open, so they also end (UNAUTHENTICATED) when their token is
@@ -14,6 +14,7 @@ use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::proto::chat_server::Chat;
 use chat_core::proto::{self, event};
 use chat_core::requests::{HistoryQuery, ListQuery, Members, NewMessage, StreamQuery};
+use chat_core::search::{self, SearchQuery};
 use chat_core::wire;
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
@@ -197,6 +198,24 @@ impl Chat for ChatService {
                 .next
                 .map(|cursor| cursor.to_token())
                 .unwrap_or_default(),
+        }))
+    }
+
+    async fn search(
+        &self,
+        request: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        let caller = self.authenticator.caller(request.metadata()).await?;
+        let query = SearchQuery::try_from(request.get_ref()).map_err(ApiError::from)?;
+        let page = self.store.search(&caller, &query).await?;
+        let next_page_token = match (page.has_more, page.messages.last()) {
+            (true, Some(last)) => search::next_page_token(last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::SearchResponse {
+            messages: page.messages.iter().map(StoredMessage::to_proto).collect(),
+            has_more: page.has_more,
+            next_page_token,
         }))
     }
 }

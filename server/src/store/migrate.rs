@@ -268,7 +268,7 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         .try_get(0)?;
     let resumed_after = after;
     let mut page = source.prepare(
-        "SELECT id, chat, sender, client_id, subject, text, sent_at FROM messages
+        "SELECT id, chat, sender, client_id, subject, text, sent_at, reply_to FROM messages
          WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
     let mut copied = 0;
@@ -278,6 +278,7 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         let (mut senders, mut client_ids) = (Vec::<String>::new(), Vec::<String>::new());
         let (mut subjects, mut texts) = (Vec::<String>::new(), Vec::<String>::new());
         let mut sent_at = Vec::<i64>::new();
+        let mut reply_to = Vec::<Option<i64>>::new();
         let mut rows = page.query(rusqlite::params![after, BATCH])?;
         while let Some(row) = rows.next()? {
             ids.push(row.get(0)?);
@@ -287,6 +288,7 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
             subjects.push(row.get(4)?);
             texts.push(row.get(5)?);
             sent_at.push(row.get(6)?);
+            reply_to.push(row.get(7)?);
         }
         drop(rows);
         let Some(&last) = ids.last() else {
@@ -296,9 +298,9 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         tx.execute("SELECT last FROM message_seq FOR UPDATE", &[])
             .await?;
         tx.execute(
-            "INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at)
+            "INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at, reply_to)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
-                                  $5::text[], $6::text[], $7::bigint[])
+                                  $5::text[], $6::text[], $7::bigint[], $8::bigint[])
              ON CONFLICT DO NOTHING",
             &[
                 &ids,
@@ -308,6 +310,7 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
                 &subjects,
                 &texts,
                 &sent_at,
+                &reply_to,
             ],
         )
         .await?;

@@ -169,6 +169,36 @@ impl TestApp {
         self.root.path().join("data")
     }
 
+    /// Runs `sql` on the server's database behind its back (SQLite: a second connection to
+    /// the file; PostgreSQL: the test's database), for tests that need rows in a state no RPC
+    /// of this version writes, such as an edited or deleted message.
+    pub async fn execute_sql(&self, sql: &str) {
+        match &self.database {
+            None => {
+                let conn = rusqlite::Connection::open(self.data_dir().join("chat.db"))
+                    .expect("cannot open the SQLite file");
+                conn.busy_timeout(Duration::from_secs(5))
+                    .expect("cannot set busy_timeout");
+                conn.execute_batch(sql)
+                    .unwrap_or_else(|error| panic!("{sql} failed: {error}"));
+            }
+            Some(database) => {
+                let (client, connection) = within(tokio_postgres::connect(
+                    &database.url,
+                    tokio_postgres::NoTls,
+                ))
+                .await
+                .expect("cannot connect to the test database");
+                let driver = tokio::spawn(connection);
+                within(client.batch_execute(sql))
+                    .await
+                    .unwrap_or_else(|error| panic!("{sql} failed: {error}"));
+                drop(client);
+                let _ = driver.await;
+            }
+        }
+    }
+
     pub fn static_dir(&self) -> PathBuf {
         self.root.path().join("static")
     }
@@ -1135,4 +1165,32 @@ pub fn error_details(status: &Status) -> (Option<Reason>, Option<Duration>) {
             .unwrap_or_else(|| panic!("a RetryInfo without a delay in {status:?}"))
     });
     (reason, retry)
+}
+
+/// What a `ChatClient<T>` needs of its transport: tonic's `Channel` (native gRPC, HTTP/2)
+/// and [`WebClient`] (gRPC-web, HTTP/1.1) both have it, so one test body runs over both.
+pub trait Transport:
+    tonic::client::GrpcService<
+        tonic::body::Body,
+        Error: Into<tonic::codegen::StdError>,
+        ResponseBody: tonic::codegen::Body<
+            Data = Bytes,
+            Error: Into<tonic::codegen::StdError> + Send,
+        > + Send
+                          + 'static,
+    > + Clone
+{
+}
+
+impl<T> Transport for T where
+    T: tonic::client::GrpcService<
+            tonic::body::Body,
+            Error: Into<tonic::codegen::StdError>,
+            ResponseBody: tonic::codegen::Body<
+                Data = Bytes,
+                Error: Into<tonic::codegen::StdError> + Send,
+            > + Send
+                              + 'static,
+        > + Clone
+{
 }

@@ -1,12 +1,20 @@
 //! The messages of the open chat: history pages loaded as the user scrolls up (keeping the
-//! scroll position), live messages appended, the user's unconfirmed messages last.
+//! scroll position), live messages appended, the user's unconfirmed messages last. A message
+//! jumped to (from a reply's quote or a search result) is scrolled into view and
+//! highlighted for a moment.
 
+use gloo_timers::future::TimeoutFuture;
 use leptos::html::Div;
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 
-use crate::live::model::{ChatMessage, Delivery, ModelStoreFields};
+use crate::components::quote::QuoteView;
+use crate::live::model::{ChatMessage, Delivery, ModelStoreFields, Quote};
 use crate::live::use_live;
 use crate::time::short_time;
+
+/// How long a message jumped to stays highlighted.
+const HIGHLIGHT_MS: u32 = 2_000;
 
 /// How close to the top (in pixels) scrolling must come to load the previous page.
 const LOAD_OLDER_WITHIN_PX: i32 = 80;
@@ -80,6 +88,39 @@ pub fn MessageList(
         stick_to_bottom.set(true);
     });
 
+    // A message jumped to: once its row is rendered, bring it to the middle of the log and
+    // highlight it; the log then stays where the person is reading.
+    let highlighted = RwSignal::new(None::<u64>);
+    Effect::new(move |_| {
+        let Some((chat, id)) = live.jump.get() else {
+            return;
+        };
+        if chat_id.with(|open| *open != chat)
+            || !ids.with(|ids| ids.as_ref().is_some_and(|ids| ids.contains(&id)))
+        {
+            return;
+        }
+        live.jump.set(None);
+        stick_to_bottom.set(false);
+        highlighted.set(Some(id));
+        request_animation_frame(move || {
+            let row = log.get_untracked().and_then(|log| {
+                log.query_selector(&format!("article[data-id=\"{id}\"]"))
+                    .ok()
+                    .flatten()
+            });
+            if let Some(row) = row {
+                row.scroll_into_view();
+            }
+        });
+        spawn_local(async move {
+            TimeoutFuture::new(HIGHLIGHT_MS).await;
+            if highlighted.try_get_untracked() == Some(Some(id)) {
+                highlighted.try_set(None);
+            }
+        });
+    });
+
     let on_scroll = move |_| {
         let Some(element) = log.get_untracked() else {
             return;
@@ -115,7 +156,10 @@ pub fn MessageList(
                 each=move || ids.get().unwrap_or_default()
                 key=|id| *id
                 children=move |id| {
-                    message(id).map(|message| view! { <MessageItem message=message me=me.clone() /> })
+                    let highlight = Signal::derive(move || highlighted.get() == Some(id));
+                    message(id).map(|message| view! {
+                        <MessageItem message=message me=me.clone() chat_id=chat_id.get_untracked() highlight=highlight />
+                    })
                 }
             />
             <For
@@ -145,28 +189,43 @@ pub fn MessageList(
     }
 }
 
-/// One delivered message: the user's own on the right, others' with name and time.
+/// One delivered message: the user's own on the right, others' with name and time; a
+/// reply with its quote; a "Reply" button that starts a reply to it in the composer.
 #[component]
 fn MessageItem(
     /// The message to show.
     message: ChatMessage,
     /// The signed-in user, to tell own messages apart.
     me: String,
+    /// The chat it is in.
+    chat_id: String,
+    /// Whether it is the message just jumped to.
+    highlight: Signal<bool>,
 ) -> impl IntoView {
+    let live = use_live();
     let mine = message.sender == me;
     let time = short_time(message.sent_at);
     let subject = (!message.subject.is_empty())
         .then(|| view! { <p class="subject">{message.subject.clone()}</p> });
+    let quote = message
+        .reply
+        .clone()
+        .map(|quote| view! { <QuoteView quote=quote chat_id=chat_id.clone() /> });
+    let reply_to = Quote::of(&message);
+    let reply = move |_| live.replying.set(Some((chat_id.clone(), reply_to.clone())));
     view! {
-        <article class="message" class:mine=mine data-id=message.id.to_string()>
+        <article class="message" class:mine=mine class:highlight=move || highlight.get() data-id=message.id.to_string()>
             <Show when=move || !mine>
                 <header class="sender">{message.sender.clone()}</header>
             </Show>
+            {quote}
             {subject}
             <p class="text">{message.text.clone()}</p>
             <footer>
                 <time>{time}</time>
                 {mine.then(|| view! { <span class="delivery sent">" · Sent"</span> })}
+                " "
+                <button type="button" class="link reply" on:click=reply>"Reply"</button>
             </footer>
         </article>
     }

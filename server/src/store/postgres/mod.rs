@@ -30,6 +30,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::requests::{HistoryQuery, ListQuery, Members, NewMessage};
+use chat_core::search::SearchQuery;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
@@ -39,7 +40,8 @@ use self::rates::PgRates;
 use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
 use super::{
-    ChatPage, HistoryPage, SharedRates, Store, StoreError, StoredMessage, StreamLeases, TokenHash,
+    ChatPage, HistoryPage, SearchPage, SharedRates, Store, StoreError, StoredMessage, StreamLeases,
+    TokenHash,
 };
 use crate::fanout::Broker;
 use crate::metrics::{Metrics, PoolUse};
@@ -245,6 +247,10 @@ impl Store for PgStore {
 
     async fn chats_of(&self, user: &UserId, query: &ListQuery) -> Result<ChatPage, StoreError> {
         reads::chats_of(&self.client().await?, user, query).await
+    }
+
+    async fn search(&self, user: &UserId, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        reads::search(&self.client().await?, user, query).await
     }
 
     fn stream_leases(&self) -> Option<Arc<dyn StreamLeases>> {

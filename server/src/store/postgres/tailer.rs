@@ -24,7 +24,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
 use super::listener;
-use super::rows::{MESSAGE_COLUMNS, message};
+use super::rows::{MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, REPLY_JOIN, message};
 use crate::fanout::Broker;
 use crate::store::decode::{id_to_sql, stored_chat, stored_user};
 use crate::store::{StoreError, StoredMessage};
@@ -212,7 +212,7 @@ impl Tailer {
         let statement = client
             .prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS}, m.chat, c.public_id
-                 FROM messages m JOIN chats c ON c.id = m.chat
+                 FROM messages m JOIN chats c ON c.id = m.chat {REPLY_JOIN}
                  WHERE m.id > $1 ORDER BY m.id LIMIT $2"
             ))
             .await?;
@@ -221,7 +221,7 @@ impl Tailer {
             .await?;
         let mut unknown: Vec<i64> = Vec::new();
         for row in &rows {
-            let chat: i64 = row.try_get(6)?;
+            let chat: i64 = row.try_get(MESSAGE_COLUMN_COUNT)?;
             if !self.members.contains_key(&chat) && !unknown.contains(&chat) {
                 unknown.push(chat);
             }
@@ -246,13 +246,16 @@ impl Tailer {
         // Decode the whole page first, so a bad row publishes nothing after it out of turn.
         let mut page = Vec::with_capacity(rows.len());
         for row in &rows {
-            let chat: i64 = row.try_get(6)?;
+            let chat: i64 = row.try_get(MESSAGE_COLUMN_COUNT)?;
             let members = self
                 .members
                 .get(&chat)
                 .cloned()
                 .unwrap_or_else(|| Arc::from(Vec::new()));
-            page.push((message(row, stored_chat(row.try_get(7)?)?)?, members));
+            page.push((
+                message(row, stored_chat(row.try_get(MESSAGE_COLUMN_COUNT + 1)?)?)?,
+                members,
+            ));
         }
         for (message, members) in page {
             self.publish(Arc::new(message), &members);

@@ -16,6 +16,12 @@
 //! are answered with the stored message and take no id. `UNIQUE (chat, sender, client_id)`
 //! backs this up: a duplicate could only fail the batch, never be stored twice.
 //!
+//! Replies: the originals the batch's replies name are read before `BEGIN` too (one query);
+//! a reply whose original is not an undeleted message of its chat is refused with
+//! [`StoreError::ReplyNotFound`], unless the transaction finds it stored earlier (a retry).
+//! A delete that commits between that read and the batch's commit leaves a reply to a
+//! deleted message, which readers then show like any reply whose original was deleted later.
+//!
 //! The transaction also sends one `NOTIFY` (per batch, never per message) so that the other
 //! servers' tailers look for news. After the commit the writer hands the new messages to its
 //! own server's tailer and answers the callers only once the tailer has published them, so a
@@ -30,11 +36,11 @@ use chat_core::requests::NewMessage;
 use deadpool_postgres::{Client, Object, Pool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::rows::{MESSAGE_COLUMNS, message_at};
+use super::rows::{MESSAGE_COLUMNS, REPLY_JOIN, message_at};
 use super::tailer::{Committed, TailerLink};
 use crate::metrics::Metrics;
-use crate::store::decode::{id_from_sql, stored_user};
-use crate::store::{StoreError, StoredMessage};
+use crate::store::decode::{id_from_sql, id_to_sql, stored_user};
+use crate::store::{ReplyPreview, StoreError, StoredMessage};
 use chat_transport::unix_now;
 
 /// How many queued appends one transaction takes at most.
@@ -64,7 +70,13 @@ struct Candidate {
     members: Arc<[UserId]>,
     sender: UserId,
     message: NewMessage,
+    /// The preview of the original a reply names, `Err` when it is not an undeleted
+    /// message of the chat.
+    reply: Result<Option<ReplyPreview>, StoreError>,
 }
+
+/// A candidate's outcome: its message and whether it is new, or why it was refused.
+type Outcome = Result<(StoredMessage, bool), StoreError>;
 
 pub struct Writer {
     pool: Pool,
@@ -105,6 +117,10 @@ impl Writer {
         if let Err(error) = self.chats.load(&client, &batch).await {
             return refuse(batch, &error);
         }
+        let originals = match reply_originals(&client, &batch).await {
+            Ok(originals) => originals,
+            Err(error) => return refuse(batch, &error),
+        };
 
         // Repeats within the batch (a retry racing its original) share one candidate.
         let mut candidates: Vec<Candidate> = Vec::new();
@@ -125,11 +141,20 @@ impl Writer {
                 append.message.client_id.clone(),
             );
             let index = *by_key.entry(key).or_insert_with(|| {
+                let reply = match append.message.reply_to {
+                    None => Ok(None),
+                    Some(original) => originals
+                        .get(&id_to_sql(original))
+                        .filter(|(chat_row, _)| *chat_row == chat.row)
+                        .map(|(_, preview)| Some(preview.clone()))
+                        .ok_or(StoreError::ReplyNotFound),
+                };
                 candidates.push(Candidate {
                     chat_row: chat.row,
                     members: Arc::clone(&chat.members),
                     sender: append.sender,
                     message: append.message,
+                    reply,
                 });
                 candidates.len() - 1
             });
@@ -164,7 +189,7 @@ impl Writer {
         match outcome {
             Ok(stored) => {
                 for (reply, index) in waiting {
-                    let _ = reply.send(Ok(stored[index].clone()));
+                    let _ = reply.send(stored[index].clone());
                 }
             }
             Err(error) => {
@@ -180,19 +205,23 @@ impl Writer {
     /// message of the batch (a repeat's original included), so the callers' streams have them.
     async fn publish(
         &self,
-        stored: Vec<(StoredMessage, bool)>,
+        stored: Vec<Outcome>,
         candidates: &[Candidate],
-    ) -> Result<Vec<StoredMessage>, StoreError> {
+    ) -> Result<Vec<Result<StoredMessage, StoreError>>, StoreError> {
         let newest = stored
             .iter()
+            .flatten()
             .map(|(message, _)| message.id)
             .max()
             .unwrap_or(MessageId(0));
         let fresh = stored
             .iter()
             .zip(candidates)
-            .filter(|((_, is_new), _)| *is_new)
-            .map(|((message, _), candidate)| Committed {
+            .filter_map(|(outcome, candidate)| match outcome {
+                Ok((message, true)) => Some((message, candidate)),
+                _ => None,
+            })
+            .map(|(message, candidate)| Committed {
                 message: Arc::new(message.clone()),
                 members: Arc::clone(&candidate.members),
             })
@@ -209,7 +238,10 @@ impl Writer {
         )
         .await
         {
-            Ok(Ok(_)) => Ok(stored.into_iter().map(|(message, _)| message).collect()),
+            Ok(Ok(_)) => Ok(stored
+                .into_iter()
+                .map(|outcome| outcome.map(|(message, _)| message))
+                .collect()),
             Ok(Err(_)) | Err(_) => Err(not_delivered()),
         }
     }
@@ -222,13 +254,46 @@ fn refuse(batch: Vec<Append>, error: &StoreError) {
     }
 }
 
+/// The originals the batch's replies name that are undeleted messages: id → (chat row,
+/// preview). Read outside the transaction: an original is committed before anyone can
+/// reply to it.
+async fn reply_originals(
+    client: &Client,
+    batch: &[Append],
+) -> Result<HashMap<i64, (i64, ReplyPreview)>, StoreError> {
+    let ids: Vec<i64> = batch
+        .iter()
+        .filter_map(|append| append.message.reply_to.map(id_to_sql))
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let statement = client
+        .prepare_cached(
+            "SELECT id, chat, sender, left(text, 100) FROM messages
+             WHERE id = ANY($1) AND text <> ''",
+        )
+        .await?;
+    let mut found = HashMap::new();
+    for row in client.query(&statement, &[&ids]).await? {
+        let id: i64 = row.try_get(0)?;
+        let preview = ReplyPreview::of(
+            MessageId(id_from_sql(id)),
+            Some(stored_user(row.try_get(2)?)?),
+            Some(row.try_get(3)?),
+        );
+        found.insert(id, (row.try_get(1)?, preview));
+    }
+    Ok(found)
+}
+
 /// Stores the candidates in one transaction, in their order; returns each one's message and
-/// whether it is new (false: stored earlier, by any server).
+/// whether it is new (false: stored earlier, by any server), or why it was refused.
 async fn store_batch(
     client: &mut Client,
     candidates: &[Candidate],
     now: i64,
-) -> Result<Vec<(StoredMessage, bool)>, StoreError> {
+) -> Result<Vec<Outcome>, StoreError> {
     let chats: Vec<i64> = candidates.iter().map(|c| c.chat_row).collect();
     let senders: Vec<&str> = candidates.iter().map(|c| c.sender.as_str()).collect();
     let client_ids: Vec<&str> = candidates
@@ -244,7 +309,7 @@ async fn store_batch(
     // Read after the lock is ours, so it sees every message committed by any server.
     let earlier = tx
         .prepare_cached(&format!(
-            "SELECT m.chat, {MESSAGE_COLUMNS} FROM messages m
+            "SELECT m.chat, {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}
              JOIN unnest($1::bigint[], $2::text[], $3::text[]) AS k(chat, sender, client_id)
                ON m.chat = k.chat AND m.sender = k.sender AND m.client_id = k.client_id"
         ))
@@ -268,12 +333,19 @@ async fn store_batch(
         );
         if let Some(row) = stored_earlier.get(&key) {
             let message = message_at(row, 1, candidate.message.chat_id.clone())?;
-            results.push((message, false));
+            results.push(Ok((message, false)));
             continue;
         }
+        let reply = match &candidate.reply {
+            Ok(reply) => reply.clone(),
+            Err(error) => {
+                results.push(Err(error.clone()));
+                continue;
+            }
+        };
         next += 1;
         fresh.push(next, candidate, now);
-        results.push((
+        results.push(Ok((
             StoredMessage {
                 id: MessageId(id_from_sql(next)),
                 chat_id: candidate.message.chat_id.clone(),
@@ -282,17 +354,19 @@ async fn store_batch(
                 subject: candidate.message.subject.clone(),
                 text: candidate.message.text.clone(),
                 sent_at: now,
+                reply,
             },
             true,
-        ));
+        )));
     }
 
     if next > last {
         let insert = tx
             .prepare_cached(
-                "INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at)
+                "INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at,
+                                       reply_to)
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
-                                      $5::text[], $6::text[], $7::bigint[])",
+                                      $5::text[], $6::text[], $7::bigint[], $8::bigint[])",
             )
             .await?;
         let bump = tx
@@ -313,6 +387,7 @@ async fn store_batch(
                     &fresh.subjects,
                     &fresh.texts,
                     &fresh.sent_at,
+                    &fresh.reply_to,
                 ],
             ),
             tx.execute(&bump, &[&next]),
@@ -334,6 +409,7 @@ struct FreshRows {
     subjects: Vec<String>,
     texts: Vec<String>,
     sent_at: Vec<i64>,
+    reply_to: Vec<Option<i64>>,
 }
 
 impl FreshRows {
@@ -347,6 +423,8 @@ impl FreshRows {
             .push(candidate.message.subject.as_str().to_owned());
         self.texts.push(candidate.message.text.as_str().to_owned());
         self.sent_at.push(now);
+        self.reply_to
+            .push(candidate.message.reply_to.map(id_to_sql));
     }
 }
 

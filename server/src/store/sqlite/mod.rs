@@ -24,6 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::requests::{HistoryQuery, ListQuery, Members, NewMessage};
+use chat_core::search::SearchQuery;
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) use self::schema::open_source;
@@ -31,7 +32,7 @@ pub(crate) use self::schema::open_source;
 use self::readers::ReaderPool;
 use self::token_cache::TokenCache;
 use self::writer::{WriteRequest, Writer};
-use super::{ChatPage, HistoryPage, Store, StoreError, StoredMessage, TokenHash};
+use super::{ChatPage, HistoryPage, SearchPage, Store, StoreError, StoredMessage, TokenHash};
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
 
@@ -227,6 +228,13 @@ impl Store for SqliteStore {
         let (user, query) = (user.clone(), query.clone());
         self.readers
             .read(move |conn| reads::chats_of(conn, &user, &query))
+            .await
+    }
+
+    async fn search(&self, user: &UserId, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let (user, query) = (user.clone(), query.clone());
+        self.readers
+            .read(move |conn| reads::search(conn, &user, &query))
             .await
     }
 }

@@ -4,10 +4,17 @@ use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::requests::{HistoryQuery, ListQuery, Members};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{MessageRow, id_to_sql, stored_chat, stored_user};
+use chat_core::limits::REPLY_PREFIX_CHARS;
+use chat_core::search::{SearchQuery, SearchTerms};
+
+use super::rows::{
+    MESSAGE_COLUMN_COUNT, MessageRow, REPLY_JOIN, id_to_sql, message_columns, stored_chat,
+    stored_user,
+};
 use crate::store::decode::member_key;
 use crate::store::{
-    ChatPage, ChatSummary, HistoryPage, StoreError, StoredMessage, TokenHash, position_after,
+    ChatPage, ChatSummary, HistoryPage, SearchPage, StoreError, StoredMessage, TokenHash,
+    position_after,
 };
 
 pub fn password_hash(conn: &Connection, user: &UserId) -> Result<Option<String>, StoreError> {
@@ -68,10 +75,11 @@ pub fn history(
     let before = query.before.map_or(i64::MAX, id_to_sql);
     // One row more than asked tells whether older messages remain.
     let rows = conn
-        .prepare_cached(
-            "SELECT id, sender, client_id, subject, text, sent_at FROM messages
-             WHERE chat = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-        )?
+        .prepare_cached(&format!(
+            "SELECT {} FROM messages m {REPLY_JOIN}
+             WHERE m.chat = ?1 AND m.id < ?2 ORDER BY m.id DESC LIMIT ?3",
+            message_columns()
+        ))?
         .query_map(params![chat, before, query.limit + 1], MessageRow::read)?
         .collect::<Result<Vec<_>, _>>()?;
     let mut messages = rows
@@ -97,10 +105,11 @@ pub fn messages_after(
         Some(chat_id) => {
             let chat = chat_row_for(conn, chat_id, user)?;
             let rows = conn
-                .prepare_cached(
-                    "SELECT id, sender, client_id, subject, text, sent_at FROM messages
-                     WHERE chat = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-                )?
+                .prepare_cached(&format!(
+                    "SELECT {} FROM messages m {REPLY_JOIN}
+                     WHERE m.chat = ?1 AND m.id > ?2 ORDER BY m.id LIMIT ?3",
+                    message_columns()
+                ))?
                 .query_map(params![chat, after, limit], MessageRow::read)?
                 .collect::<Result<Vec<_>, _>>()?;
             rows.into_iter()
@@ -109,15 +118,19 @@ pub fn messages_after(
         }
         None => {
             let rows = conn
-                .prepare_cached(
-                    "SELECT m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at, c.public_id
-                     FROM messages m JOIN chats c ON c.id = m.chat
+                .prepare_cached(&format!(
+                    "SELECT {}, c.public_id
+                     FROM messages m JOIN chats c ON c.id = m.chat {REPLY_JOIN}
                      WHERE m.id > ?1
                        AND m.chat IN (SELECT chat FROM chat_members WHERE user_id = ?2)
                      ORDER BY m.id LIMIT ?3",
-                )?
+                    message_columns()
+                ))?
                 .query_map(params![after, user.as_str(), limit], |row| {
-                    Ok((MessageRow::read(row)?, row.get::<_, String>(6)?))
+                    Ok((
+                        MessageRow::read(row)?,
+                        row.get::<_, String>(MESSAGE_COLUMN_COUNT)?,
+                    ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             rows.into_iter()
@@ -127,7 +140,6 @@ pub fn messages_after(
     }
 }
 
-/// The chats of `user` with their members and last message, most recently active first.
 /// One page of the chats of `user` with their members and last message, in List's order.
 /// The page is picked by position (keyset), so the rows after it are never read into memory.
 pub fn chats_of(
@@ -137,20 +149,24 @@ pub fn chats_of(
 ) -> Result<ChatPage, StoreError> {
     let (activity, last_message, chat_id) = position_after(query.after.as_ref());
     let rows = conn
-        .prepare_cached(
-            "SELECT chat, public_id, created_at, id, sender, client_id, subject, text, sent_at
+        .prepare_cached(&format!(
+            "SELECT chat, public_id, created_at, id, sender, client_id, subject, text, sent_at,
+                    reply_to, reply_sender, reply_text
              FROM (SELECT c.id AS chat, c.public_id, c.created_at,
                           m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at,
+                          m.reply_to, r.sender AS reply_sender,
+                          substr(r.text, 1, {REPLY_PREFIX_CHARS}) AS reply_text,
                           coalesce(m.sent_at, c.created_at) AS activity,
                           coalesce(m.id, 0) AS last_id
                    FROM chat_members mine
                    JOIN chats c ON c.id = mine.chat
                    LEFT JOIN messages m ON m.id = (SELECT max(id) FROM messages WHERE chat = c.id)
+                   {REPLY_JOIN}
                    WHERE mine.user_id = ?1)
              WHERE (activity, last_id, public_id) < (?2, ?3, ?4)
              ORDER BY activity DESC, last_id DESC, public_id DESC
-             LIMIT ?5",
-        )?
+             LIMIT ?5"
+        ))?
         .query_map(
             params![
                 user.as_str(),
@@ -196,6 +212,79 @@ pub fn chats_of(
     Ok(ChatPage::from_rows(chats, query.limit))
 }
 
+/// A page of the messages of `user`'s chats (or of one) that hold every query word, newest
+/// first. The index is walked from the newest match down (`ORDER BY rowid DESC` is served
+/// by FTS5 itself), so a page stops after `limit + 1` matches in the user's chats. `CROSS
+/// JOIN` keeps the index the outer loop: SQLite never reorders it, so the planner cannot
+/// choose to walk the user's messages and probe the index once per message instead.
+pub fn search(
+    conn: &Connection,
+    user: &UserId,
+    query: &SearchQuery,
+) -> Result<SearchPage, StoreError> {
+    let chat = query
+        .chat_id
+        .as_ref()
+        .map(|chat| chat_row_for(conn, chat, user))
+        .transpose()?;
+    let in_chats = match chat {
+        Some(_) => "m.chat = ?3",
+        None => "m.chat IN (SELECT chat FROM chat_members WHERE user_id = ?3)",
+    };
+    let sql = format!(
+        "SELECT {}, c.public_id
+         FROM messages_fts f
+         CROSS JOIN messages m ON m.id = f.rowid
+         JOIN chats c ON c.id = m.chat
+         {REPLY_JOIN}
+         WHERE messages_fts MATCH ?1 AND f.rowid < ?2 AND {in_chats}
+         ORDER BY f.rowid DESC LIMIT ?4",
+        message_columns()
+    );
+    let before = query.before.map_or(i64::MAX, id_to_sql);
+    let in_chats: rusqlite::types::Value = match chat {
+        Some(row) => row.into(),
+        None => user.as_str().to_owned().into(),
+    };
+    let rows = conn
+        .prepare_cached(&sql)?
+        .query_map(
+            params![fts5_match(&query.terms), before, in_chats, query.limit + 1],
+            |row| {
+                Ok((
+                    MessageRow::read(row)?,
+                    row.get::<_, String>(MESSAGE_COLUMN_COUNT)?,
+                ))
+            },
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let messages = rows
+        .into_iter()
+        .map(|(row, chat_id)| row.into_message(stored_chat(&chat_id)?))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(SearchPage::from_rows(messages, query.limit))
+}
+
+/// The FTS5 query of `terms`: each word a quoted string (so nothing a person types is FTS5
+/// syntax: `"` is doubled inside, though words never hold one), all required (FTS5's
+/// implicit AND), the last one a prefix query when the person may still be typing it.
+fn fts5_match(terms: &SearchTerms) -> String {
+    let words = terms.words();
+    let mut expression = String::new();
+    for (i, word) in words.iter().enumerate() {
+        if i > 0 {
+            expression.push(' ');
+        }
+        expression.push('"');
+        expression.push_str(&word.replace('"', "\"\""));
+        expression.push('"');
+        if i + 1 == words.len() && terms.last_is_prefix() {
+            expression.push('*');
+        }
+    }
+    expression
+}
+
 /// The first of `members` already in `cap` chats, unless the chat of exactly these members
 /// exists (New returns that one whatever the quota). Counting stops at `cap`, so a check
 /// costs at most `cap` index entries per member.
@@ -221,4 +310,17 @@ pub fn member_at_chat_cap(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts5_queries_quote_every_word() {
+        let terms = |query| SearchTerms::parse(query).unwrap();
+        assert_eq!(fts5_match(&terms("Hello wor")), r#""hello" "wor"*"#);
+        assert_eq!(fts5_match(&terms("\"a\" OR b* ")), r#""a" "or" "b""#);
+        assert_eq!(fts5_match(&terms("NEAR(x y)")), r#""near" "x" "y""#);
+    }
 }

@@ -15,7 +15,8 @@ use crate::store::StoreError;
 ///
 /// The first one says `IF NOT EXISTS` because files made before versioning (version 0)
 /// already have its tables.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE IF NOT EXISTS accounts (
     user_id       TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -52,7 +53,37 @@ CREATE TABLE IF NOT EXISTS messages (
     UNIQUE (chat, sender, client_id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat, id);
-"];
+",
+    "
+-- Replies: the id of the message answered (same chat, checked by the writer), or NULL.
+ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+-- Search: an external-content FTS5 index of the messages' current subject and text. The
+-- triggers keep it equal to those columns whatever writes them (send, edit, delete), so a
+-- deleted message (text and subject blanked) is not found and an edited one is found by
+-- its new words. unicode61 splits at anything that is not a letter, digit or mark (as
+-- chat_core::search::words does) and, with remove_diacritics 2, ignores case and accents.
+-- The prefix indexes make a typed-ahead last word (hel*) an index lookup.
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    subject, text,
+    content = 'messages', content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 2',
+    prefix = '2 3'
+);
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, subject, text) VALUES (new.id, new.subject, new.text);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, subject, text)
+        VALUES ('delete', old.id, old.subject, old.text);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF subject, text ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, subject, text)
+        VALUES ('delete', old.id, old.subject, old.text);
+    INSERT INTO messages_fts (rowid, subject, text) VALUES (new.id, new.subject, new.text);
+END;
+",
+];
 
 /// The schema version this server reads and writes: the number of migrations.
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
