@@ -447,7 +447,7 @@ impl Vocabulary {
             6 => "...",
             _ => ".",
         });
-        let subject = if n % 20 == 0 {
+        let subject = if n.is_multiple_of(20) {
             format!("Re: {}", Self::word(words, &mut rng))
         } else {
             String::new()
