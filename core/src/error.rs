@@ -40,6 +40,8 @@ pub enum ValidationError {
     ChatIdMismatch,
     #[error("{field} {shown} is not a message id: use the id of a message you received", shown = Shown(.value))]
     MessageIdInvalid { field: &'static str, value: String },
+    #[error("{0} is required: the id of the newest message you have seen")]
+    MessageIdMissing(&'static str),
     #[error("limit must not be negative")]
     NegativeLimit,
     #[error("page_token {shown} is not a page token: use the next_page_token of the previous List", shown = Shown(.0))]

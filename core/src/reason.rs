@@ -28,10 +28,12 @@ pub enum Reason {
     TooManyChats,
     /// Starting chats faster than the per-user rate of New: wait (RetryInfo).
     NewChatRate,
+    /// Typing calls faster than the per-user rate: wait (RetryInfo); nobody was told.
+    TypingRate,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::WrongCredentials,
         Reason::TokenInvalid,
         Reason::AccountThrottled,
@@ -41,6 +43,7 @@ impl Reason {
         Reason::TooManyStreams,
         Reason::TooManyChats,
         Reason::NewChatRate,
+        Reason::TypingRate,
     ];
 
     /// The name on the wire, as `ErrorInfo` wants it (`[A-Z0-9_]+`).
@@ -55,6 +58,7 @@ impl Reason {
             Reason::TooManyStreams => "TOO_MANY_STREAMS",
             Reason::TooManyChats => "TOO_MANY_CHATS",
             Reason::NewChatRate => "NEW_CHAT_RATE",
+            Reason::TypingRate => "TYPING_RATE",
         }
     }
 

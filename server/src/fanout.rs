@@ -8,8 +8,11 @@
 //! told it lagged, and catches up from storage (see `feed.rs`), so a slow reader never slows
 //! the writer or anyone else and never makes memory grow.
 //!
-//! The store is the only publisher: SQLite's writer thread after each commit, or on
-//! PostgreSQL each server's tailer, which publishes what every server committed, in id order.
+//! The store is the only publisher of messages: SQLite's writer thread after each commit, or
+//! on PostgreSQL each server's tailer, which publishes what every server committed, in id
+//! order. Events that are not messages (read positions, typing, presence) come from
+//! `signals.rs` through the same channels, unordered with respect to messages: they have no
+//! id and never move a cursor, and a reader that lags loses them (they are best effort).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,11 +21,30 @@ use chat_core::ids::{MessageId, UserId};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
+use crate::signals::Signal;
 use crate::store::StoredMessage;
+
+/// What a user's channel carries.
+#[derive(Debug, Clone)]
+pub enum Published {
+    Message(Arc<StoredMessage>),
+    Signal(Arc<Signal>),
+}
 
 /// Messages a user's feed holds for its slowest stream before that stream must catch up
 /// from storage. Small on purpose: every user with an open stream has one such buffer.
 pub const FEED_CAPACITY: usize = 128;
+
+impl Published {
+    /// The message, when this is one.
+    #[cfg(test)]
+    pub fn message(&self) -> Option<&StoredMessage> {
+        match self {
+            Published::Message(message) => Some(message),
+            Published::Signal(_) => None,
+        }
+    }
+}
 
 /// Routes committed messages to the open feeds of their chats' members.
 pub struct Broker {
@@ -30,7 +52,7 @@ pub struct Broker {
 }
 
 struct State {
-    feeds: HashMap<UserId, broadcast::Sender<Arc<StoredMessage>>>,
+    feeds: HashMap<UserId, broadcast::Sender<Published>>,
     /// The id of the newest message published, so a feed opened now knows where "now" is.
     newest: MessageId,
 }
@@ -58,7 +80,17 @@ impl Broker {
         for member in members {
             if let Some(feed) = state.feeds.get(member) {
                 // An error means no receiver is left; `Subscription::drop` removes the entry.
-                let _ = feed.send(Arc::clone(&message));
+                let _ = feed.send(Published::Message(Arc::clone(&message)));
+            }
+        }
+    }
+
+    /// Delivers an event that is not a message to the open feeds of its recipients.
+    pub fn signal(&self, signal: Arc<Signal>) {
+        let state = self.state();
+        for recipient in &signal.recipients {
+            if let Some(feed) = state.feeds.get(recipient) {
+                let _ = feed.send(Published::Signal(Arc::clone(&signal)));
             }
         }
     }
@@ -92,7 +124,7 @@ impl Broker {
 
 /// One stream's place in its user's feed.
 pub struct Subscription {
-    pub receiver: broadcast::Receiver<Arc<StoredMessage>>,
+    pub receiver: broadcast::Receiver<Published>,
     /// Every message with a greater id is (or will be) in `receiver`.
     pub start: MessageId,
     user: UserId,
@@ -142,8 +174,12 @@ mod tests {
         let mut carol_feed = broker.subscribe(&carol);
         broker.publish(message(1), &[alice.clone(), bob.clone()]);
         broker.publish(message(2), &[alice.clone(), bob]);
-        assert_eq!(alice_feed.receiver.recv().await.unwrap().id, MessageId(1));
-        assert_eq!(alice_feed.receiver.recv().await.unwrap().id, MessageId(2));
+        for id in [1, 2] {
+            match alice_feed.receiver.recv().await.unwrap() {
+                Published::Message(message) => assert_eq!(message.id, MessageId(id)),
+                Published::Signal(signal) => panic!("a signal nobody sent: {signal:?}"),
+            }
+        }
         assert!(carol_feed.receiver.try_recv().is_err());
         // A feed opened now starts after the newest published message.
         assert_eq!(broker.subscribe(&carol).start, MessageId(2));

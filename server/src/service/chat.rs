@@ -1,5 +1,5 @@
 //! The `chat.Chat` service: New, History, Send and Connect as micro/services defines them,
-//! plus Stream and List.
+//! plus Stream and List; the handlers about reading and typing are in `activity.rs`.
 //! Every handler authenticates first, then validates its input, then does the work: an
 //! anonymous peer learns nothing about how input is parsed and costs no more than a token
 //! lookup. Stream and Connect stay open, so they also end (UNAUTHENTICATED) when their token is
@@ -26,6 +26,8 @@ use crate::fanout::Broker;
 use crate::feed::{Feed, FeedItem, FeedSpec};
 use crate::limits::{Limits, StreamSlot};
 use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::signals::Signals;
 use crate::store::{ChatSummary, Store, StoredMessage, TokenHash};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -36,6 +38,9 @@ pub struct ChatService {
     pub authenticator: Arc<Authenticator>,
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
+    /// Where events that are not messages go (read positions, typing, presence).
+    pub signals: Arc<Signals>,
+    pub presence: Arc<Presence>,
     pub heartbeat: Duration,
     /// Chats one user may belong to; New refuses to go past it.
     pub max_chats_per_user: u32,
@@ -120,6 +125,7 @@ impl Chat for ChatService {
         let (chat, after) = connect_metadata(request.metadata())?;
         self.check_member(&chat, &caller).await?;
         let slot = self.limits.open_stream(&caller).await?;
+        let online = self.presence.opened(&caller);
         let feed = self.open_feed(FeedSpec {
             user: caller.clone(),
             chat: Some(chat.clone()),
@@ -145,7 +151,7 @@ impl Chat for ChatService {
             },
             outcomes,
         ));
-        let outbound = holding(slot, connect_outbound(feed, outcome));
+        let outbound = holding((slot, online), connect_outbound(feed, outcome));
         Ok(Response::new(Box::pin(outbound)))
     }
 
@@ -161,24 +167,32 @@ impl Chat for ChatService {
             self.check_member(chat, &caller).await?;
         }
         let slot = self.limits.open_stream(&caller).await?;
+        let online = self.presence.opened(&caller);
         let revoked = self.authenticator.until_revoked(caller.clone(), token);
-        let feed = self.open_feed(FeedSpec {
-            user: caller,
-            chat: query.chat_id,
+        // Presence is not replayed with the messages: a Stream of every chat starts with the
+        // current presence of everyone who shares a chat with the caller. The feed subscribes
+        // to the broker before that is read, so a change made meanwhile still arrives after it.
+        let mut feed = self.open_feed(FeedSpec {
+            user: caller.clone(),
+            chat: query.chat_id.clone(),
             after: query.after,
             heartbeat: Some(self.heartbeat),
         });
+        if query.chat_id.is_none() {
+            feed.open_with(self.presence.snapshot(&caller).await?);
+        }
         let events = feed_stream(feed).map(|item| {
             let event = match item? {
                 FeedItem::Message(message) => event::Event::Message(message.to_proto()),
                 FeedItem::Heartbeat(sent_at) => {
                     event::Event::Heartbeat(proto::Heartbeat { sent_at })
                 }
+                FeedItem::Signal(signal) => return Ok(signal.to_proto()),
             };
             Ok(proto::Event { event: Some(event) })
         });
         Ok(Response::new(Box::pin(holding(
-            slot,
+            (slot, online),
             ending_when(events, revoked),
         ))))
     }
@@ -198,6 +212,34 @@ impl Chat for ChatService {
                 .map(|cursor| cursor.to_token())
                 .unwrap_or_default(),
         }))
+    }
+
+    async fn mark_read(
+        &self,
+        request: Request<proto::MarkReadRequest>,
+    ) -> Result<Response<proto::MarkReadResponse>, Status> {
+        self.handle_mark_read(request).await
+    }
+
+    async fn typing(
+        &self,
+        request: Request<proto::TypingRequest>,
+    ) -> Result<Response<proto::TypingResponse>, Status> {
+        self.handle_typing(request).await
+    }
+
+    async fn get_settings(
+        &self,
+        request: Request<proto::GetSettingsRequest>,
+    ) -> Result<Response<proto::Settings>, Status> {
+        self.handle_get_settings(request).await
+    }
+
+    async fn update_settings(
+        &self,
+        request: Request<proto::Settings>,
+    ) -> Result<Response<proto::Settings>, Status> {
+        self.handle_update_settings(request).await
     }
 }
 
@@ -387,7 +429,7 @@ fn connect_outbound(
                     Ok(FeedItem::Message(message)) => {
                         return Some((Ok(message.to_proto()), (feed, outcome, false)));
                     }
-                    Ok(FeedItem::Heartbeat(_)) => continue,
+                    Ok(FeedItem::Heartbeat(_) | FeedItem::Signal(_)) => continue,
                     Err(error) => return Some((Err(error.into()), (feed, None, true))),
                 }
             }
@@ -419,8 +461,12 @@ where
     )
 }
 
-/// `stream`, holding `slot` (one of the user's open streams) for as long as it lives.
-fn holding<S: Stream>(slot: StreamSlot, stream: S) -> impl Stream<Item = S::Item> {
+/// `stream`, holding `slot` (one of the user's open streams, and its count in presence) for
+/// as long as it lives.
+fn holding<S: Stream>(
+    slot: (StreamSlot, crate::presence::Online),
+    stream: S,
+) -> impl Stream<Item = S::Item> {
     stream.map(move |item| {
         let _held = &slot;
         item
@@ -436,9 +482,16 @@ fn feed_stream(feed: Feed) -> impl Stream<Item = Result<FeedItem, Status>> {
 
 fn summary_to_proto(summary: ChatSummary) -> proto::ChatSummary {
     proto::ChatSummary {
+        receipts: summary.reading.receipts_to_proto(summary.chat_id.as_str()),
         chat_id: summary.chat_id.to_string(),
         user_ids: summary.members.iter().map(ToString::to_string).collect(),
         last_message: summary.last_message.map(|message| message.to_proto()),
         created_at: summary.created_at,
+        unread_count: i64::try_from(summary.reading.unread).unwrap_or(i64::MAX),
+        read_up_to_id: summary
+            .reading
+            .up_to
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
     }
 }

@@ -116,7 +116,8 @@ async fn subscriber(
                             break;
                         }
                     }
-                    Some(EventKind::Heartbeat(_)) => {}
+                    // Heartbeats, and events that are not messages (presence of the others).
+                    Some(_) => {}
                     None => panic!("an event with no content"),
                 },
                 Ok(None) => panic!("the stream ended by itself"),

@@ -1,4 +1,5 @@
-//! The account menu: signing out on every device, and changing the password.
+//! The account menu: signing out on every device, changing the password, and whether others
+//! see how far the user has read (read receipts).
 
 use chat_core::content::Password;
 use leptos::prelude::*;
@@ -47,6 +48,35 @@ pub fn AccountMenu(
             });
         }
     };
+    // Read when the menu first opens, not on every page load.
+    let receipts = RwSignal::new(None::<bool>);
+    let receipts_api = api.clone();
+    let load_receipts = move |_| {
+        if receipts.get_untracked().is_some() {
+            return;
+        }
+        let api = receipts_api.clone();
+        spawn_local(async move {
+            match api.private_receipts().await {
+                Ok(private) => receipts.set(Some(!private)),
+                Err(problem) => error.set(Some(problem.to_string())),
+            }
+        });
+    };
+    let set_receipts = {
+        let api = api.clone();
+        move |event: leptos::ev::Event| {
+            let share = event_target_checked(&event);
+            let api = api.clone();
+            spawn_local(async move {
+                match api.set_private_receipts(!share).await {
+                    Ok(private) => receipts.set(Some(!private)),
+                    Err(problem) => error.set(Some(problem.to_string())),
+                }
+            });
+        }
+    };
+
     let change = move |event: leptos::ev::SubmitEvent| {
         event.prevent_default();
         if busy.get_untracked() {
@@ -81,8 +111,17 @@ pub fn AccountMenu(
     };
 
     view! {
-        <details class="account-menu">
+        <details class="account-menu" on:toggle=load_receipts>
             <summary>"Account"</summary>
+            <label class="receipts">
+                <input
+                    type="checkbox"
+                    disabled=move || receipts.get().is_none()
+                    prop:checked=move || receipts.get().unwrap_or(true)
+                    on:change=set_receipts
+                />
+                " Share read receipts (others see how far you have read)"
+            </label>
             <button type="button" class="link" disabled=move || busy.get() on:click=everywhere>
                 "Sign out everywhere"
             </button>

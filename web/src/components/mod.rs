@@ -6,3 +6,5 @@ pub mod composer;
 pub mod connection_indicator;
 pub mod message_list;
 pub mod new_chat;
+pub mod presence;
+pub mod typing_line;

@@ -13,15 +13,17 @@
 
 use std::sync::Arc;
 
-use chat_core::ids::{ChatId, UserId};
+use chat_core::activity::SettingsChange;
+use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::requests::{Members, NewMessage};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use super::activity;
 use super::writes::{self, ChatCache};
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
-use crate::store::{StoreError, StoredMessage, TokenHash};
+use crate::store::{AccountSettings, ReadMove, StoreError, StoredMessage, TokenHash};
 use chat_transport::unix_now;
 
 /// How many queued writes one transaction takes at most.
@@ -68,6 +70,23 @@ pub enum WriteRequest {
         message: NewMessage,
         reply: Reply<StoredMessage>,
     },
+    MarkRead {
+        user: UserId,
+        chat: ChatId,
+        up_to: MessageId,
+        reply: Reply<ReadMove>,
+    },
+    UpdateSettings {
+        user: UserId,
+        change: SettingsChange,
+        reply: Reply<AccountSettings>,
+    },
+    /// Online (`None`) or offline since the time.
+    SetPresence {
+        user: UserId,
+        offline_since: Option<i64>,
+        reply: Reply<bool>,
+    },
 }
 
 impl WriteRequest {
@@ -78,8 +97,11 @@ impl WriteRequest {
             | WriteRequest::RevokeToken { reply, .. }
             | WriteRequest::RevokeTokensOf { reply, .. }
             | WriteRequest::SetPassword { reply, .. } => drop(reply.send(Err(error))),
+            WriteRequest::SetPresence { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::CreateChat { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::Append { reply, .. } => drop(reply.send(Err(error))),
+            WriteRequest::MarkRead { reply, .. } => drop(reply.send(Err(error))),
+            WriteRequest::UpdateSettings { reply, .. } => drop(reply.send(Err(error))),
         }
     }
 }
@@ -93,6 +115,9 @@ enum Applied {
     Unit(Reply<()>, Result<(), StoreError>),
     Chat(Reply<ChatId>, Result<ChatId, StoreError>),
     Message(Reply<StoredMessage>, Result<Appended, StoreError>),
+    Read(Reply<ReadMove>, Result<ReadMove, StoreError>),
+    Settings(Reply<AccountSettings>, Result<AccountSettings, StoreError>),
+    Changed(Reply<bool>, Result<bool, StoreError>),
 }
 
 impl Applied {
@@ -101,6 +126,9 @@ impl Applied {
             Applied::Unit(reply, _) => drop(reply.send(Err(error))),
             Applied::Chat(reply, _) => drop(reply.send(Err(error))),
             Applied::Message(reply, _) => drop(reply.send(Err(error))),
+            Applied::Read(reply, _) => drop(reply.send(Err(error))),
+            Applied::Settings(reply, _) => drop(reply.send(Err(error))),
+            Applied::Changed(reply, _) => drop(reply.send(Err(error))),
         }
     }
 }
@@ -193,6 +221,9 @@ impl Writer {
             match item {
                 Applied::Unit(reply, result) => drop(reply.send(result)),
                 Applied::Chat(reply, result) => drop(reply.send(result)),
+                Applied::Read(reply, result) => drop(reply.send(result)),
+                Applied::Settings(reply, result) => drop(reply.send(result)),
+                Applied::Changed(reply, result) => drop(reply.send(result)),
                 Applied::Message(reply, result) => {
                     let result = result.map(|(message, publish_to)| {
                         if let Some(members) = publish_to {
@@ -273,6 +304,36 @@ fn apply(tx: &Transaction<'_>, chats: &mut ChatCache, write: WriteRequest, now: 
                 Ok((stored, is_new.then_some(chat.members)))
             })();
             Applied::Message(reply, result)
+        }
+        WriteRequest::MarkRead {
+            user,
+            chat,
+            up_to,
+            reply,
+        } => {
+            let result = in_savepoint(tx, |conn| {
+                activity::mark_read(conn, chats, &user, &chat, up_to)
+            });
+            Applied::Read(reply, result)
+        }
+        WriteRequest::UpdateSettings {
+            user,
+            change,
+            reply,
+        } => {
+            let result = in_savepoint(tx, |conn| activity::update_settings(conn, &user, change));
+            Applied::Settings(reply, result)
+        }
+        WriteRequest::SetPresence {
+            user,
+            offline_since,
+            reply,
+        } => {
+            let result = in_savepoint(tx, |conn| match offline_since {
+                None => activity::set_online(conn, &user),
+                Some(at) => activity::set_offline(conn, &user, at),
+            });
+            Applied::Changed(reply, result)
         }
     }
 }
@@ -448,8 +509,14 @@ mod tests {
             1,
             "the failed write's delete was rolled back"
         );
-        assert_eq!(bobs_feed.receiver.try_recv().unwrap().as_ref(), &first);
-        assert_eq!(bobs_feed.receiver.try_recv().unwrap().as_ref(), &second);
+        assert_eq!(
+            bobs_feed.receiver.try_recv().unwrap().message(),
+            Some(&first)
+        );
+        assert_eq!(
+            bobs_feed.receiver.try_recv().unwrap().message(),
+            Some(&second)
+        );
         assert!(
             bobs_feed.receiver.try_recv().is_err(),
             "published only once"
@@ -471,7 +538,15 @@ mod tests {
         let stored = answer(first_stored).unwrap();
         assert_eq!(answer(retry_stored).unwrap(), stored);
         assert_eq!(answer(late_retry_stored).unwrap(), stored);
-        assert_eq!(alices_feed.receiver.try_recv().unwrap().id, stored.id);
+        assert_eq!(
+            alices_feed
+                .receiver
+                .try_recv()
+                .unwrap()
+                .message()
+                .map(|m| m.id),
+            Some(stored.id)
+        );
         assert!(alices_feed.receiver.try_recv().is_err());
     }
 
