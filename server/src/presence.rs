@@ -14,7 +14,8 @@
 //! Announcements are signals to everyone who shares a chat with the person (`signals.rs`),
 //! which cross servers as `NOTIFY` payloads. A Stream of every chat opens with the current
 //! presence of each of its user's contacts ([`Presence::snapshot`]): online if this server
-//! counts them or any server holds a lease of theirs.
+//! counts them or any server holds a lease of theirs; New introduces a new chat's members to
+//! each other ([`Presence::introduce`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -162,6 +163,40 @@ impl Presence {
         });
         let recipients = contacts.into_iter().map(|contact| contact.user).collect();
         self.signals.send(recipients, event).await;
+    }
+
+    /// Tells the members of a chat just started (or found) by `caller` each other's
+    /// presence: people who shared no chat before have never heard of each other, and a
+    /// Stream's snapshot is only taken when it opens. One signal per member.
+    pub async fn introduce(&self, caller: &UserId, members: &[UserId]) {
+        let contacts = match self.store.contacts(caller).await {
+            Ok(contacts) => contacts,
+            Err(error) => {
+                tracing::warn!(%error, "cannot introduce a new chat's members");
+                return;
+            }
+        };
+        for member in members {
+            let contact = contacts.iter().find(|contact| contact.user == *member);
+            let leased = if member == caller {
+                matches!(self.store.leases_of(caller).await, Ok(leases) if leases > 0)
+            } else {
+                contact.is_some_and(|contact| contact.leased)
+            };
+            let online = leased || self.local.lock().contains_key(member);
+            let last_seen = contact.and_then(|contact| contact.last_seen).unwrap_or(0);
+            let others = members
+                .iter()
+                .filter(|other| *other != member)
+                .cloned()
+                .collect();
+            let event = Event::Presence(proto::Presence {
+                user_id: member.to_string(),
+                online,
+                last_seen: if online { 0 } else { last_seen },
+            });
+            self.signals.send(others, event).await;
+        }
     }
 
     /// The presence of everyone who shares a chat with `user`, as events for `user` alone:

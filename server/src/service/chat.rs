@@ -79,6 +79,7 @@ impl Chat for ChatService {
             .store
             .create_chat(&members, ChatId::from_random(rand::random()))
             .await?;
+        self.presence.introduce(&caller, members.as_slice()).await;
         Ok(Response::new(proto::NewResponse {
             chat_id: chat_id.to_string(),
         }))

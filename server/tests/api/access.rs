@@ -4,7 +4,8 @@
 
 use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::{
-    HistoryRequest, ListRequest, Message, NewRequest, SendRequest, StreamRequest,
+    GetSettingsRequest, HistoryRequest, ListRequest, MarkReadRequest, Message, NewRequest,
+    SendRequest, Settings, StreamRequest, TypingRequest,
 };
 use tonic::codec::Streaming;
 use tonic::transport::Channel;
@@ -56,7 +57,32 @@ async fn call_every_rpc(
 
     let send = send_request(chat_id, &format!("{round}-send"), "should this be stored?");
     let send = within(chat.send(request(metadata, send))).await;
+    // The message MarkRead marks: the one just sent, or any id when Send was refused.
+    let sent_id = send
+        .as_ref()
+        .ok()
+        .and_then(|response| Some(response.get_ref().message.as_ref()?.id.clone()))
+        .unwrap_or_else(|| "1".into());
     outcomes.push(("Send", send.map(drop)));
+
+    let mark = MarkReadRequest {
+        chat_id: chat_id.into(),
+        up_to_id: sent_id,
+    };
+    let mark = within(chat.mark_read(request(metadata, mark))).await;
+    outcomes.push(("MarkRead", mark.map(drop)));
+    let typing = TypingRequest {
+        chat_id: chat_id.into(),
+    };
+    let typing = within(chat.typing(request(metadata, typing))).await;
+    outcomes.push(("Typing", typing.map(drop)));
+    let settings = within(chat.get_settings(request(metadata, GetSettingsRequest {}))).await;
+    outcomes.push(("GetSettings", settings.map(drop)));
+    let update = Settings {
+        private_receipts: Some(false),
+    };
+    let update = within(chat.update_settings(request(metadata, update))).await;
+    outcomes.push(("UpdateSettings", update.map(drop)));
 
     let stream = StreamRequest {
         chat_id: chat_id.into(),
@@ -288,6 +314,10 @@ fn malformed_calls() -> Vec<(&'static str, Call)> {
         ("History of chat_id \"x\"", Call::History(HistoryRequest { chat_id: "x".into(), limit: -1, before_id: "abc".into() })),
         ("Send with nothing valid", Call::Send(SendRequest { chat_id: "x".into(), ..Default::default() })),
         ("Stream with a malformed after_id", Call::Stream(StreamRequest { chat_id: "x".into(), after_id: "abc".into() })),
+        ("MarkRead with nothing valid", Call::MarkRead(MarkReadRequest { chat_id: "x".into(), up_to_id: "abc".into() })),
+        ("Typing in chat_id \"x\"", Call::Typing(TypingRequest { chat_id: "x".into() })),
+        ("GetSettings", Call::GetSettings),
+        ("UpdateSettings", Call::UpdateSettings),
     ]
 }
 
@@ -297,6 +327,10 @@ enum Call {
     History(HistoryRequest),
     Send(SendRequest),
     Stream(StreamRequest),
+    MarkRead(MarkReadRequest),
+    Typing(TypingRequest),
+    GetSettings,
+    UpdateSettings,
 }
 
 /// Makes `call` without a token on `chat`, over whichever transport it speaks.
@@ -310,6 +344,14 @@ macro_rules! refusal_without_token {
             Call::Stream(request) => {
                 Err(streaming_failure(within($chat.stream(request)).await).await)
             }
+            Call::MarkRead(request) => within($chat.mark_read(request)).await.map(drop),
+            Call::Typing(request) => within($chat.typing(request)).await.map(drop),
+            Call::GetSettings => within($chat.get_settings(GetSettingsRequest {}))
+                .await
+                .map(drop),
+            Call::UpdateSettings => within($chat.update_settings(Settings::default()))
+                .await
+                .map(drop),
         }
     };
 }

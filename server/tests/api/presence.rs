@@ -123,3 +123,26 @@ async fn a_reconnect_within_the_grace_does_not_flap_and_any_open_device_keeps_on
     let offline = next_event(&mut alices, "Bob offline", presence_of("bob")).await;
     assert!(!offline.online);
 }
+
+#[tokio::test]
+async fn people_who_start_a_chat_are_told_each_others_presence() {
+    let app = spawn_app().await;
+    let [alice, bob] = signed_up_all(&app, ["alice", "bob"]).await;
+    let mut native = app.chat().await;
+    // Sharing no chat yet, their streams open without a word about each other.
+    let mut alices = open_stream(&mut native, &alice, "", "").await;
+    let mut bobs = within(
+        app.web_chat()
+            .stream(authed(&bob, StreamRequest::default())),
+    )
+    .await
+    .expect("Bob's web stream")
+    .into_inner();
+    new_chat(&app, &alice, &["alice", "bob"]).await;
+    let bob_seen = next_event(&mut alices, "Bob's presence", presence_of("bob")).await;
+    let alice_seen = next_event(&mut bobs, "Alice's presence", presence_of("alice")).await;
+    assert!(
+        bob_seen.online && alice_seen.online,
+        "{bob_seen:?} {alice_seen:?}"
+    );
+}
