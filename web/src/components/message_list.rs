@@ -170,7 +170,7 @@ pub fn MessageList(
                 children=move |id| {
                     let divider = move || {
                         (first_new.get() == Some(id))
-                            .then(|| view! { <p class="divider" role="separator">"New messages"</p> })
+                            .then(|| view! { <p class="divider" role="separator" aria-label="New messages">"New messages"</p> })
                     };
                     message(id)
                         .map(|message| view! { {divider} <MessageItem message=message me=me.clone() /> })
