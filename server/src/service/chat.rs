@@ -66,7 +66,7 @@ impl Chat for ChatService {
         self.limits.new_chat(&caller).await?;
         if let Some(user) = self
             .store
-            .member_at_chat_cap(&members, self.max_chats_per_user)
+            .member_at_chat_cap(&caller, &members, self.max_chats_per_user)
             .await?
         {
             return Err(ApiError::TooManyChats {

@@ -334,10 +334,13 @@ pub trait Store: Send + Sync + 'static {
     async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>, StoreError>;
 
     /// The first of `members` who already belongs to `cap` chats, unless the chat of exactly
-    /// these members exists. A quota check before [`Store::create_chat`], not part of it:
-    /// News racing for one user may together take it a few chats past the cap.
+    /// these members exists; when it exists, `caller` if `caller`'s New would bring them back
+    /// into it (they left it) while they belong to `cap` chats, so that leaving and coming
+    /// back is no way past the cap. A quota check before [`Store::create_chat`], not part of
+    /// it: News racing for one user may together take it a few chats past the cap.
     async fn member_at_chat_cap(
         &self,
+        caller: &UserId,
         members: &Members,
         cap: u32,
     ) -> Result<Option<UserId>, StoreError>;

@@ -57,3 +57,35 @@ async fn new_refuses_a_chat_past_any_members_cap_on_both_transports() {
     new_chat(&app, &erin, &["erin", "bob"]).await;
     assert_eq!(chats_of(&app, &alice).await.len(), 3);
 }
+
+#[tokio::test]
+async fn leaving_and_coming_back_is_no_way_past_the_cap() {
+    use chat_core::proto::LeaveRequest;
+
+    let app = spawn_app_with(&["--max-chats-per-user", "2"]).await;
+    let [alice, bob, ..] = signed_up_all(&app, ["alice", "bob", "carol", "dave"]).await;
+    let mut chat = app.chat().await;
+    let with_bob = new_chat(&app, &alice, &["alice", "bob"]).await;
+    within(chat.leave(authed(
+        &alice,
+        LeaveRequest {
+            chat_id: with_bob.clone(),
+        },
+    )))
+    .await
+    .expect("alice leaves her chat with bob");
+    // Out of one chat, alice fills her cap of two with others...
+    new_chat(&app, &alice, &["alice", "carol"]).await;
+    new_chat(&app, &alice, &["alice", "dave"]).await;
+    // ...so her own New of the chat she left, which would bring her back, is refused...
+    let refused = within(chat.new_chat(authed(&alice, new_request(&["alice", "bob"]))))
+        .await
+        .expect_err("a rejoin past the cap");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(error_details(&refused).0, Some(Reason::TooManyChats));
+    // ...while bob, still in it, gets the chat back as before (it adds nobody).
+    let found = within(chat.new_chat(authed(&bob, new_request(&["alice", "bob"]))))
+        .await
+        .expect("bob's New of his chat");
+    assert_eq!(found.into_inner().chat_id, with_bob);
+}

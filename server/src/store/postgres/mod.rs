@@ -233,10 +233,11 @@ impl Store for PgStore {
 
     async fn member_at_chat_cap(
         &self,
+        caller: &UserId,
         members: &Members,
         cap: u32,
     ) -> Result<Option<UserId>, StoreError> {
-        reads::member_at_chat_cap(&self.client().await?, members, cap).await
+        reads::member_at_chat_cap(&self.client().await?, caller, members, cap).await
     }
 
     async fn is_member(&self, chat: &ChatId, user: &UserId) -> Result<bool, StoreError> {

@@ -244,22 +244,37 @@ pub async fn chats_of(
 /// costs at most `cap` index entries per member.
 pub async fn member_at_chat_cap(
     client: &Client,
+    caller: &UserId,
     members: &Members,
     cap: u32,
 ) -> Result<Option<UserId>, StoreError> {
     let member_key = member_key(members);
-    let exists = client
-        .prepare_cached("SELECT 1 FROM chats WHERE member_key = $1")
+    let existing = client
+        .prepare_cached("SELECT id FROM chats WHERE member_key = $1")
         .await?;
-    if client.query_opt(&exists, &[&member_key]).await?.is_some() {
-        return Ok(None);
-    }
+    let existing = client.query_opt(&existing, &[&member_key]).await?;
     let count = client
         .prepare_cached(
             "SELECT count(*) FROM (SELECT 1 FROM chat_members WHERE user_id = $1 LIMIT $2) AS c",
         )
         .await?;
     let cap = i64::from(cap);
+    if let Some(row) = existing {
+        // Only the caller can come back into an existing chat (a rejoin after leaving it).
+        let chat: i64 = row.try_get(0)?;
+        let departed = client
+            .prepare_cached("SELECT 1 FROM chat_departures WHERE chat = $1 AND user_id = $2")
+            .await?;
+        let rejoins = client
+            .query_opt(&departed, &[&chat, &caller.as_str()])
+            .await?
+            .is_some();
+        let chats: i64 = client
+            .query_one(&count, &[&caller.as_str(), &cap])
+            .await?
+            .try_get(0)?;
+        return Ok((rejoins && chats >= cap).then(|| caller.clone()));
+    }
     for member in members.as_slice() {
         let row = client.query_one(&count, &[&member.as_str(), &cap]).await?;
         let chats: i64 = row.try_get(0)?;

@@ -210,12 +210,13 @@ impl Store for SqliteStore {
 
     async fn member_at_chat_cap(
         &self,
+        caller: &UserId,
         members: &Members,
         cap: u32,
     ) -> Result<Option<UserId>, StoreError> {
-        let members = members.clone();
+        let (caller, members) = (caller.clone(), members.clone());
         self.readers
-            .read(move |conn| reads::member_at_chat_cap(conn, &members, cap))
+            .read(move |conn| reads::member_at_chat_cap(conn, &caller, &members, cap))
             .await
     }
 

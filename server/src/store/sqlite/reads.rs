@@ -280,19 +280,26 @@ pub fn chats_of(
 /// costs at most `cap` index entries per member.
 pub fn member_at_chat_cap(
     conn: &Connection,
+    caller: &UserId,
     members: &Members,
     cap: u32,
 ) -> Result<Option<UserId>, StoreError> {
     let member_key = member_key(members);
-    let exists = conn
-        .prepare_cached("SELECT 1 FROM chats WHERE member_key = ?1")?
-        .exists([&member_key])?;
-    if exists {
-        return Ok(None);
-    }
+    let existing: Option<i64> = conn
+        .prepare_cached("SELECT id FROM chats WHERE member_key = ?1")?
+        .query_row([&member_key], |row| row.get(0))
+        .optional()?;
     let mut count = conn.prepare_cached(
         "SELECT count(*) FROM (SELECT 1 FROM chat_members WHERE user_id = ?1 LIMIT ?2)",
     )?;
+    if let Some(chat) = existing {
+        // Only the caller can come back into an existing chat (a rejoin after leaving it).
+        let rejoins = conn
+            .prepare_cached("SELECT 1 FROM chat_departures WHERE chat = ?1 AND user_id = ?2")?
+            .exists(params![chat, caller.as_str()])?;
+        let chats: i64 = count.query_row(params![caller.as_str(), cap], |row| row.get(0))?;
+        return Ok((rejoins && chats >= i64::from(cap)).then(|| caller.clone()));
+    }
     for member in members.as_slice() {
         let chats: i64 = count.query_row(params![member.as_str(), cap], |row| row.get(0))?;
         if chats >= i64::from(cap) {
