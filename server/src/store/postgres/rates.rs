@@ -57,6 +57,27 @@ async fn database_now(client: &impl GenericClient) -> Result<At, StoreError> {
     Ok(Duration::from_secs_f64(now.max(0.0)))
 }
 
+/// Writes `user`'s account budget back, with when it is full again.
+async fn store_budget(
+    tx: &impl GenericClient,
+    user: &UserId,
+    budget: &Bucket,
+    policy: &Policy,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE sign_in_budgets SET tokens = $2, updated_at = $3, forget_at = $4
+         WHERE user_id = $1",
+        &[
+            &user.as_str(),
+            &budget.tokens,
+            &seconds(budget.updated),
+            &seconds(policy.budget_full_at(budget)),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// How a missing address is stored (a primary key column cannot be NULL).
 fn address_column(address: Option<IpAddr>) -> String {
     address
@@ -178,17 +199,7 @@ impl SharedRates for PgRates {
                 ],
             )
             .await?;
-            tx.execute(
-                "UPDATE sign_in_budgets SET tokens = $2, updated_at = $3, forget_at = $4
-                 WHERE user_id = $1",
-                &[
-                    &user.as_str(),
-                    &budget.tokens,
-                    &seconds(budget.updated),
-                    &seconds(policy.budget_full_at(&budget)),
-                ],
-            )
-            .await?;
+            store_budget(&tx, user, &budget, policy).await?;
         }
         tx.commit().await?;
         Ok(outcome)
@@ -222,17 +233,7 @@ impl SharedRates for PgRates {
                 updated: at(row.try_get(1)?),
             };
             policy.give_back(&mut budget, now);
-            tx.execute(
-                "UPDATE sign_in_budgets SET tokens = $2, updated_at = $3, forget_at = $4
-                 WHERE user_id = $1",
-                &[
-                    &user.as_str(),
-                    &budget.tokens,
-                    &seconds(budget.updated),
-                    &seconds(policy.budget_full_at(&budget)),
-                ],
-            )
-            .await?;
+            store_budget(&tx, user, &budget, policy).await?;
         }
         tx.commit().await?;
         Ok(())
