@@ -283,6 +283,25 @@ impl Chat for CeilingChat {
             ..Default::default()
         }))
     }
+
+    async fn search(
+        &self,
+        request: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        // Found without looking: a page of the size asked for, from memory.
+        let wanted = usize::try_from(request.get_ref().limit).unwrap_or(0);
+        let limit = if wanted == 0 {
+            chat_core::limits::SEARCH_DEFAULT_PAGE as usize
+        } else {
+            wanted
+        }
+        .min(self.0.page.len());
+        Ok(Response::new(proto::SearchResponse {
+            messages: self.0.page[..limit].to_vec(),
+            next_page_token: "1".to_owned(),
+            has_more: true,
+        }))
+    }
 }
 
 /// Published messages of `chat` (every chat when empty), with heartbeats while idle.

@@ -69,6 +69,8 @@ enum Command {
     Idle,
     /// History pages of 50 in chats of 1,000,000 and 100,000 messages.
     History,
+    /// Search in a chat of 100,000 messages in several languages (SQLite, then PostgreSQL).
+    Search,
     /// Three servers on one PostgreSQL against one on SQLite: durable Send, cross-server
     /// fan-out (1,000 gRPC-web subscribers, 100 msg/s), resume after SIGKILL of one server.
     Cluster,
@@ -137,9 +139,12 @@ async fn run(cli: &Cli) -> Result<bool, BenchError> {
         Command::Fanout => &["fanout"],
         Command::Idle => &["idle"],
         Command::History => &["history"],
+        Command::Search => &["search"],
         Command::Bundle => &["bundle"],
         Command::Cluster => &["cluster"],
-        Command::All => &["send", "fanout", "idle", "history", "cluster", "bundle"],
+        Command::All => &[
+            "send", "fanout", "idle", "history", "search", "cluster", "bundle",
+        ],
         Command::CeilingServer(_) => &[],
     };
     let machine = Machine::read();
@@ -169,6 +174,7 @@ async fn run(cli: &Cli) -> Result<bool, BenchError> {
             "fanout" => scenario::fanout::run(&ctx).await?,
             "idle" => scenario::idle::run(&ctx, open_files).await?,
             "history" => scenario::history::run(&ctx).await?,
+            "search" => scenario::search::run(&ctx).await?,
             // Required when asked for by name; in `all` skipped without a PostgreSQL.
             "cluster" => {
                 scenario::cluster::run(&ctx, matches!(cli.command, Command::Cluster)).await?

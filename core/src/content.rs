@@ -97,6 +97,16 @@ fn is_invisible(c: char) -> bool {
         .any(|&(first, last)| (first..=last).contains(&c))
 }
 
+/// The beginning of a message's text that a reply quotes: its first [`REPLY_PREFIX_CHARS`]
+/// characters, cut between characters. The server fills reply previews with it; the web app
+/// shows what it is given, so the length is defined here once.
+pub fn reply_prefix(text: &str) -> &str {
+    match text.char_indices().nth(REPLY_PREFIX_CHARS) {
+        None => text,
+        Some((cut, _)) => &text[..cut],
+    }
+}
+
 /// A password of [`PASSWORD_MIN_CHARS`] to [`PASSWORD_MAX_CHARS`] characters. Its `Debug`
 /// never shows it, so it cannot end up in a log by accident.
 #[derive(Clone)]
@@ -225,6 +235,13 @@ mod tests {
                 Subject::parse(written).unwrap_or_else(|error| panic!("{written:?}: {error}"));
             assert_eq!(subject.as_str(), written);
         }
+    }
+
+    #[test]
+    fn reply_prefix_is_the_first_characters() {
+        assert_eq!(reply_prefix("short"), "short");
+        let long = "é".repeat(REPLY_PREFIX_CHARS + 10);
+        assert_eq!(reply_prefix(&long), "é".repeat(REPLY_PREFIX_CHARS));
     }
 
     #[test]

@@ -50,6 +50,14 @@ pub enum ValidationError {
     NegativeLimit,
     #[error("page_token {shown} is not a page token: use the next_page_token of the previous List", shown = Shown(.0))]
     PageTokenInvalid(String),
+    #[error("search query is empty: type the words to look for")]
+    SearchBlank,
+    #[error("search query is {0} characters long; the limit is {SEARCH_QUERY_MAX_CHARS}")]
+    SearchTooLong(usize),
+    #[error("search query has no words: search for letters or digits, not only punctuation")]
+    SearchNoWords,
+    #[error("search query has {0} words; search for at most {SEARCH_MAX_WORDS}")]
+    SearchTooManyWords(usize),
     #[error("user_ids is empty: list the chat's members, yourself included")]
     MembersMissing,
     #[error("a chat has at most {MEMBERS_MAX} members; {0} were given")]

@@ -4,6 +4,7 @@
 //! - [`limits`]: every size limit the product enforces, in one place.
 //! - [`ids`], [`content`], [`emoji`]: validated domain types that cannot hold an invalid value.
 //! - [`requests`]: conversions from wire requests into those types.
+//! - [`search`]: search queries, and what to highlight in what they find.
 //! - [`codec`]: the protobuf codec of the generated stubs (small per-call buffers).
 //! - [`wire`]: metadata keys, the bearer token and the retry hint, for server and clients.
 //! - [`reason`]: the machine-readable causes of refusals, shared by server and browser.
@@ -19,6 +20,7 @@ pub mod ids;
 pub mod limits;
 pub mod reason;
 pub mod requests;
+pub mod search;
 pub mod wire;
 
 pub use error::ValidationError;

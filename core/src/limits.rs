@@ -34,12 +34,24 @@ pub const HISTORY_MAX_PAGE: u32 = 100;
 /// gRPC's default maximum decoded message size (4 MiB), which both ends keep.
 pub const GRPC_MESSAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
 
+/// A reply quotes the first 100 characters of the message it answers.
+pub const REPLY_PREFIX_CHARS: usize = 100;
+
+/// The largest encoded `ReplyPreview`: the quoted prefix with 4-byte characters, the original's
+/// id and sender, and tags, lengths and the `deleted` flag.
+pub const REPLY_PREVIEW_MAX_ENCODED_BYTES: usize = 4 * REPLY_PREFIX_CHARS
+    + USER_ID_MAX_CHARS
+    + 20  // message id
+    + 16; // tags, lengths, deleted
+
 /// The largest encoded `Message` a server can produce: every string field at its limit with
-/// 4-byte characters, plus a generous allowance for tags, lengths and the numeric fields.
+/// 4-byte characters, a reply preview, plus a generous allowance for tags, lengths and the
+/// numeric fields.
 pub const MESSAGE_MAX_ENCODED_BYTES: usize = 4 * TEXT_MAX_CHARS
     + 4 * SUBJECT_MAX_CHARS
     + CLIENT_ID_MAX_CHARS
     + USER_ID_MAX_CHARS
+    + REPLY_PREVIEW_MAX_ENCODED_BYTES
     + 32  // chat id
     + 20  // message id
     + 64 // tags, lengths, sent_at, edited_at, deleted
@@ -85,4 +97,19 @@ pub const CHAT_SUMMARY_MAX_ENCODED_BYTES: usize = MESSAGE_MAX_ENCODED_BYTES
 const _: () = assert!(
     LIST_MAX_PAGE as usize * (CHAT_SUMMARY_MAX_ENCODED_BYTES + 8) + 256
         < GRPC_MESSAGE_MAX_BYTES / 2
+);
+
+/// A search query is at most 200 characters...
+pub const SEARCH_QUERY_MAX_CHARS: usize = 200;
+/// ...of at most 16 words: each word is one more index lookup.
+pub const SEARCH_MAX_WORDS: usize = 16;
+/// Search page size when the request says `limit = 0`.
+pub const SEARCH_DEFAULT_PAGE: u32 = 20;
+/// Larger `limit`s are capped to this.
+pub const SEARCH_MAX_PAGE: u32 = 50;
+
+// A full Search page of the largest possible messages, with its page token, fits in one gRPC
+// message.
+const _: () = assert!(
+    SEARCH_MAX_PAGE as usize * (MESSAGE_MAX_ENCODED_BYTES + 8) + 64 < GRPC_MESSAGE_MAX_BYTES / 2
 );

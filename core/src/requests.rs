@@ -90,6 +90,8 @@ pub struct NewMessage {
     pub text: Text,
     /// The `user_id` the client claimed, if any; it must be the caller.
     pub claimed_sender: Option<UserId>,
+    /// The message this one answers; the store checks that it is in the same chat.
+    pub reply_to: Option<MessageId>,
 }
 
 impl TryFrom<&proto::SendRequest> for NewMessage {
@@ -102,6 +104,7 @@ impl TryFrom<&proto::SendRequest> for NewMessage {
             subject: Subject::parse(&request.subject)?,
             text: Text::parse(&request.text)?,
             claimed_sender: UserId::parse_optional(&request.user_id)?,
+            reply_to: MessageId::parse_optional("reply_to_id", &request.reply_to_id)?,
         })
     }
 }
@@ -122,6 +125,12 @@ impl NewMessage {
             subject: Subject::parse(&message.subject)?,
             text: Text::parse(&message.text)?,
             claimed_sender: UserId::parse_optional(&message.user_id)?,
+            reply_to: match &message.reply_to {
+                Some(quoted) => {
+                    MessageId::parse_optional("reply_to.message_id", &quoted.message_id)?
+                }
+                None => None,
+            },
         })
     }
 }

@@ -42,6 +42,9 @@ pub enum ApiError {
     NotAllowed(String),
     #[error("no account named \"{0}\"")]
     NoSuchAccount(UserId),
+    /// Also what a reply to a message of another chat gets, whether that chat exists or not.
+    #[error("the message you reply to is not in this chat (or was deleted)")]
+    ReplyNotFound,
     #[error("the user id \"{0}\" is taken; choose another")]
     AccountExists(UserId),
     #[error("the server is shutting down; reconnect and resume with after_id")]
@@ -156,6 +159,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotYours(sentence) => Self::PermissionDenied(sentence.to_owned()),
             StoreError::NotAllowed(sentence) => Self::NotAllowed(sentence),
             StoreError::NoSuchAccount(user) => Self::NoSuchAccount(user),
+            StoreError::ReplyNotFound => Self::ReplyNotFound,
             StoreError::AccountExists(user) => Self::AccountExists(user),
             StoreError::Blocked { user, by_caller } => Self::Blocked { user, by_caller },
             StoreError::TooManyBlocked => Self::TooManyBlocked,
@@ -181,7 +185,8 @@ impl From<ApiError> for tonic::Status {
             ApiError::PermissionDenied(message) => Status::permission_denied(message),
             error @ (ApiError::ChatNotFound
             | ApiError::MessageNotFound
-            | ApiError::NoSuchAccount(_)) => Status::not_found(error.to_string()),
+            | ApiError::NoSuchAccount(_)
+            | ApiError::ReplyNotFound) => Status::not_found(error.to_string()),
             ApiError::NotAllowed(sentence) => Status::failed_precondition(sentence),
             error @ ApiError::AccountExists(_) => Status::already_exists(error.to_string()),
             error @ ApiError::ShuttingDown => Status::unavailable(error.to_string()),

@@ -130,6 +130,7 @@ mod tests {
             subject: Subject::default(),
             text: Text::parse("hi").unwrap(),
             claimed_sender: None,
+            reply_to: None,
         };
         let sender = UserId::parse("alice").unwrap();
         Arc::new(StoredEvent::arrival(StoredMessage::new(
@@ -137,6 +138,7 @@ mod tests {
             sender,
             new,
             0,
+            None,
         )))
     }
 

@@ -293,6 +293,7 @@ mod tests {
                     subject: Subject::default(),
                     text: Text::parse(&format!("message {n}")).unwrap(),
                     claimed_sender: None,
+                    reply_to: None,
                 };
                 self.store.append(&bob, message)
             });

@@ -281,15 +281,17 @@ impl Api {
         Ok(response.into_inner().user_ids)
     }
 
-    /// One page of history, oldest first, older than `before` (or the newest page).
+    /// One page of history, oldest first, older than `before` (or the newest page), of
+    /// `limit` messages (0: the server's default page).
     pub async fn history(
         &self,
         chat_id: &str,
         before: Option<MessageId>,
+        limit: u32,
     ) -> Result<proto::HistoryResponse, ApiError> {
         let request = proto::HistoryRequest {
             chat_id: chat_id.to_owned(),
-            limit: 0,
+            limit: i32::try_from(limit).unwrap_or(i32::MAX),
             before_id: before.map(|id| id.to_string()).unwrap_or_default(),
         };
         let response = self
@@ -300,16 +302,19 @@ impl Api {
         Ok(response.into_inner())
     }
 
+    /// Sends a message, answering the message `reply_to` when it is given.
     pub async fn send(
         &self,
         chat_id: &str,
         client_id: &str,
         text: &str,
+        reply_to: Option<u64>,
     ) -> Result<proto::Message, ApiError> {
         let request = proto::SendRequest {
             client_id: client_id.to_owned(),
             chat_id: chat_id.to_owned(),
             text: text.to_owned(),
+            reply_to_id: reply_to.map(|id| id.to_string()).unwrap_or_default(),
             ..Default::default()
         };
         let response = self
@@ -367,6 +372,26 @@ impl Api {
         };
         let response = self.chat().react(self.authed(request)).await;
         changed(response.map(|response| response.into_inner().message))
+    }
+
+    /// One page of the messages of every chat of the user holding the words of `query`,
+    /// newest first, after the page `page_token` ends (empty: the first page).
+    pub async fn search(
+        &self,
+        query: &str,
+        page_token: &str,
+    ) -> Result<proto::SearchResponse, ApiError> {
+        let request = proto::SearchRequest {
+            query: query.to_owned(),
+            page_token: page_token.to_owned(),
+            ..Default::default()
+        };
+        let response = self
+            .chat()
+            .search(self.authed(request))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(response.into_inner())
     }
 
     /// Opens the one stream of every chat, replaying what came after `after`.

@@ -9,7 +9,7 @@ use chat_web::components::chat_list::ChatList;
 use chat_web::components::composer::Composer;
 use chat_web::components::connection_indicator::ConnectionIndicator;
 use chat_web::components::message_list::MessageList;
-use chat_web::live::model::{ChatMessage, Delivery};
+use chat_web::live::model::{ChatMessage, Delivery, Quote};
 use chat_web::live::{Live, Status, create_live};
 use chat_web::pages::sign_in::SignInPage;
 use leptos::prelude::*;
@@ -238,8 +238,8 @@ async fn messages_render_as_text_with_own_on_the_right_and_delivery_states() {
             ],
             false,
         );
-        model.queue("a", "p-1".into(), "on its way".into());
-        model.queue("a", "p-2".into(), "refused".into());
+        model.queue("a", "p-1".into(), "on its way".into(), None);
+        model.queue("a", "p-2".into(), "refused".into(), None);
         model.mark_failed("p-2", "Message text is too long".into(), false);
     });
     settle().await;
@@ -289,6 +289,55 @@ async fn messages_render_as_text_with_own_on_the_right_and_delivery_states() {
         assert!(reason.starts_with("Cannot reach the server"), "{reason}");
         assert!(auto_retry);
     }
+}
+
+#[wasm_bindgen_test]
+async fn a_reply_shows_its_quote_which_follows_the_original_and_reply_starts_one() {
+    let (root, live) = mount_with_live("quoter", || {
+        let chat_id = Signal::derive(|| "q".to_string());
+        view! { <MessageList chat_id=chat_id /> <Composer chat_id=chat_id /> }
+    });
+    let original = shown(1, "bob", "<b>the plan</b> is simple");
+    let reply = ChatMessage {
+        reply: Some(Quote::of(&original)),
+        ..shown(2, "quoter", "agreed")
+    };
+    live.model.update(|model| {
+        model.set_chats(&[chat("q", &["bob", "quoter"], None)], None);
+        model.add_page("q", vec![original.clone(), reply], false);
+    });
+    settle().await;
+    let log = find(&root, "[role=log]");
+    let quote = find(&log, "article[data-id=\"2\"] .quote");
+    assert_eq!(
+        quote.text_content().as_deref(),
+        Some("bob<b>the plan</b> is simple"),
+        "the quote is text, never markup"
+    );
+    // The original deleted (its text blanked), the quote follows with the placeholder.
+    live.model.update(|model| {
+        model.add_page(
+            "q",
+            vec![ChatMessage {
+                text: String::new(),
+                ..original
+            }],
+            false,
+        )
+    });
+    settle().await;
+    let quote = find(&log, "article[data-id=\"2\"] .quote");
+    assert_eq!(quote.text_content().as_deref(), Some("bobMessage deleted"));
+
+    // "Reply" puts the message's quote above the composer; "Cancel reply" takes it away.
+    let mine = find(&log, "article[data-id=\"2\"]");
+    click(&button(&mine, "Reply"));
+    settle().await;
+    let replying = find(&root, ".replying");
+    assert!(replying.text_content().unwrap().contains("agreed"));
+    click(&button(&replying, "Cancel reply"));
+    settle().await;
+    assert!(root.query_selector(".replying").unwrap().is_none());
 }
 
 /// Where the queued message `client_id` stands; `None` once it has left the outbox.
@@ -431,8 +480,8 @@ async fn an_outbox_stored_by_an_earlier_release_is_shown_and_sent() {
 #[wasm_bindgen_test]
 async fn new_messages_get_random_uuids_as_client_ids() {
     let (_root, live) = mount_with_live("ivan", || ());
-    live.send("a", "one").unwrap();
-    live.send("a", "two").unwrap();
+    live.send("a", "one", None).unwrap();
+    live.send("a", "two", None).unwrap();
     let ids: Vec<String> = live.model.with_untracked(|model| {
         model
             .outbox
@@ -520,7 +569,7 @@ async fn each_change_reruns_only_the_readers_of_what_it_touched() {
     settle().await;
     assert_eq!(counts(), (before.0, before.1, before.2 + 1), "a list");
 
-    live.send("a", "queued").unwrap();
+    live.send("a", "queued", None).unwrap();
     settle().await;
     assert_eq!(counts(), (before.0, before.1 + 1, before.2 + 1), "a send");
 

@@ -120,15 +120,15 @@ impl Params {
 }
 
 /// A database of its own on the PostgreSQL server, dropped when this is dropped.
-struct TempDatabase {
+pub(super) struct TempDatabase {
     admin_url: String,
     name: String,
-    url: String,
+    pub(super) url: String,
     dropped: bool,
 }
 
 impl TempDatabase {
-    async fn create(admin_url: &str) -> Result<Self, BenchError> {
+    pub(super) async fn create(admin_url: &str) -> Result<Self, BenchError> {
         let name = format!(
             "chat_bench_{}_{:08x}",
             std::process::id(),
@@ -145,7 +145,7 @@ impl TempDatabase {
     }
 
     /// Drops the database, closing whatever connections are still open to it.
-    async fn drop_now(mut self) -> Result<(), BenchError> {
+    pub(super) async fn drop_now(mut self) -> Result<(), BenchError> {
         self.dropped = true;
         psql(&self.admin_url, &self.drop_statement()).await
     }
@@ -236,7 +236,7 @@ async fn psql(url: &str, statement: &str) -> Result<(), BenchError> {
 }
 
 /// Why PostgreSQL cannot be used at `url`, or `None` if it answers.
-async fn unreachable(url: &str) -> Option<String> {
+pub(super) async fn unreachable(url: &str) -> Option<String> {
     psql(url, "SELECT 1")
         .await
         .err()

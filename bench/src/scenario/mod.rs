@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod fanout;
 pub mod history;
 pub mod idle;
+pub mod search;
 pub mod send;
 
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! The `chat.Chat` service: New, History, Send and Connect as micro/services defines them,
-//! plus Stream, List, Leave, Block, Unblock and ListBlocked, and the changes to sent messages:
-//! Edit, Delete and React.
+//! plus Stream, List, Search, Leave, Block, Unblock and ListBlocked, and the changes to sent
+//! messages: Edit, Delete and React.
 //! Every handler authenticates first, then validates its input, then does the work: an
 //! anonymous peer learns nothing about how input is parsed and costs no more than a token
 //! lookup. Stream and Connect stay open, so they also end (UNAUTHENTICATED) when their token is
@@ -18,6 +18,7 @@ use chat_core::requests::{
     BlockTarget, Edit, HistoryQuery, LeaveChat, ListQuery, Members, MessageRef, NewMessage,
     ReactionChange, StreamQuery,
 };
+use chat_core::search::{self, SearchQuery};
 use chat_core::wire;
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
@@ -297,6 +298,24 @@ impl Chat for ChatService {
         let blocked = self.store.blocked_by(&caller).await?;
         Ok(Response::new(proto::ListBlockedResponse {
             user_ids: blocked.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
+    async fn search(
+        &self,
+        request: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        let caller = self.authenticator.caller(request.metadata()).await?;
+        let query = SearchQuery::try_from(request.get_ref()).map_err(ApiError::from)?;
+        let page = self.store.search(&caller, &query).await?;
+        let next_page_token = match (page.has_more, page.messages.last()) {
+            (true, Some(last)) => search::next_page_token(last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::SearchResponse {
+            messages: page.messages.iter().map(StoredMessage::to_proto).collect(),
+            has_more: page.has_more,
+            next_page_token,
         }))
     }
 }

@@ -200,8 +200,9 @@ mod tests {
             subject: Subject::default(),
             text: Text::parse("helo").unwrap(),
             claimed_sender: None,
+            reply_to: None,
         };
-        StoredMessage::new(MessageId(5), user("alice"), new, SENT)
+        StoredMessage::new(MessageId(5), user("alice"), new, SENT, None)
     }
 
     fn edit(text: &str) -> Change {

@@ -7,7 +7,7 @@ use chat_core::content::{Subject, Text};
 use chat_core::ids::{ChatId, ClientId, MessageId, UserId};
 use chat_core::requests::Members;
 
-use super::{Content, StoreError, StoredMessage};
+use super::{Content, ReplyPreview, StoreError, StoredMessage};
 
 /// A message's columns as either backend reads them.
 pub struct StoredColumns<'a> {
@@ -20,6 +20,7 @@ pub struct StoredColumns<'a> {
     pub sent_at: i64,
     pub edited_at: Option<i64>,
     pub deleted: bool,
+    pub reply: Option<ReplyPreview>,
 }
 
 /// The message a row holds, without reactions (each backend reads those separately). A
@@ -42,6 +43,7 @@ pub fn stored_message(columns: StoredColumns<'_>) -> Result<StoredMessage, Store
         sent_at: columns.sent_at,
         edited_at: columns.edited_at,
         reactions: Vec::new(),
+        reply: columns.reply,
     })
 }
 

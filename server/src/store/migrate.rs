@@ -376,7 +376,7 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         .try_get(0)?;
     let resumed_after = after;
     let mut page = source.prepare(
-        "SELECT id, chat, sender, client_id, subject, text, sent_at, edited_at, deleted
+        "SELECT id, chat, sender, client_id, subject, text, sent_at, edited_at, deleted, reply_to
          FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
     let mut copied = 0;
@@ -388,6 +388,7 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         let mut sent_at = Vec::<i64>::new();
         let mut edited_at = Vec::<Option<i64>>::new();
         let mut deleted = Vec::<bool>::new();
+        let mut reply_to = Vec::<Option<i64>>::new();
         let mut rows = page.query(rusqlite::params![after, BATCH])?;
         while let Some(row) = rows.next()? {
             ids.push(row.get(0)?);
@@ -399,6 +400,7 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
             sent_at.push(row.get(6)?);
             edited_at.push(row.get(7)?);
             deleted.push(row.get(8)?);
+            reply_to.push(row.get(9)?);
         }
         drop(rows);
         let Some(&last) = ids.last() else {
@@ -409,10 +411,11 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
             .await?;
         tx.execute(
             "INSERT INTO messages
-                 (id, chat, sender, client_id, subject, text, sent_at, edited_at, deleted)
+                 (id, chat, sender, client_id, subject, text, sent_at, edited_at, deleted,
+                  reply_to)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
                                   $5::text[], $6::text[], $7::bigint[], $8::bigint[],
-                                  $9::boolean[])
+                                  $9::boolean[], $10::bigint[])
              ON CONFLICT DO NOTHING",
             &[
                 &ids,
@@ -424,6 +427,7 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
                 &sent_at,
                 &edited_at,
                 &deleted,
+                &reply_to,
             ],
         )
         .await?;

@@ -22,6 +22,7 @@ use chat_core::emoji::Emoji;
 use chat_core::ids::{ChatId, ClientId, MessageId, UserId};
 use chat_core::proto;
 use chat_core::requests::{HistoryQuery, ListCursor, ListQuery, Members, NewMessage};
+use chat_core::search::SearchQuery;
 
 pub use self::changes::Change;
 
@@ -44,6 +45,8 @@ pub struct StoredMessage {
     pub edited_at: Option<i64>,
     /// One entry per emoji, in the order each was first used.
     pub reactions: Vec<Reactions>,
+    /// The message this one answers, if it is a reply.
+    pub reply: Option<ReplyPreview>,
 }
 
 /// What a message says.
@@ -60,9 +63,57 @@ pub struct Reactions {
     pub users: Vec<UserId>,
 }
 
+/// The quoted original of a reply: as it is now when read from storage (History, replay),
+/// as it was when the reply was committed on a live delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyPreview {
+    pub message_id: MessageId,
+    /// `None` only if the original's row is gone, which no write of this server does.
+    pub sender: Option<UserId>,
+    /// The beginning of its text (`chat_core::content::reply_prefix`); empty once deleted.
+    pub text_prefix: String,
+    /// A deleted message keeps its row with its text blanked: a stored text is never empty,
+    /// so an empty one (or a missing row) is what marks the original deleted.
+    pub deleted: bool,
+}
+
+impl ReplyPreview {
+    /// The preview of the original `message_id` whose row holds `sender` and `text` (both
+    /// `None` when there is no such row).
+    pub fn of(message_id: MessageId, sender: Option<UserId>, text: Option<&str>) -> Self {
+        let text = text.unwrap_or_default();
+        Self {
+            message_id,
+            sender,
+            text_prefix: chat_core::content::reply_prefix(text).to_owned(),
+            deleted: text.is_empty(),
+        }
+    }
+
+    fn to_proto(&self) -> proto::ReplyPreview {
+        proto::ReplyPreview {
+            message_id: self.message_id.to_string(),
+            user_id: self
+                .sender
+                .as_ref()
+                .map(|sender| sender.to_string())
+                .unwrap_or_default(),
+            text_prefix: self.text_prefix.clone(),
+            deleted: self.deleted,
+        }
+    }
+}
+
 impl StoredMessage {
-    /// A message just stored by Send or Connect.
-    pub fn new(id: MessageId, sender: UserId, message: NewMessage, sent_at: i64) -> Self {
+    /// A message just stored by Send or Connect; `reply` is the preview of the message it
+    /// answers, as it is at this commit.
+    pub fn new(
+        id: MessageId,
+        sender: UserId,
+        message: NewMessage,
+        sent_at: i64,
+        reply: Option<ReplyPreview>,
+    ) -> Self {
         Self {
             id,
             chat_id: message.chat_id,
@@ -75,6 +126,7 @@ impl StoredMessage {
             sent_at,
             edited_at: None,
             reactions: Vec::new(),
+            reply,
         }
     }
 
@@ -101,6 +153,7 @@ impl StoredMessage {
                     user_ids: reactions.users.iter().map(ToString::to_string).collect(),
                 })
                 .collect(),
+            reply_to: self.reply.as_ref().map(ReplyPreview::to_proto),
         }
     }
 }
@@ -191,6 +244,23 @@ fn position_after(cursor: Option<&ListCursor>) -> (i64, u64, String) {
     }
 }
 
+/// One page of search results, newest first.
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    pub messages: Vec<StoredMessage>,
+    /// Whether older matches exist (the next page starts below the last message's id).
+    pub has_more: bool,
+}
+
+impl SearchPage {
+    /// The page made of the first `limit` of `messages`, read with one more than `limit`.
+    pub fn from_rows(mut messages: Vec<StoredMessage>, limit: u32) -> Self {
+        let has_more = messages.len() > limit as usize;
+        messages.truncate(limit as usize);
+        Self { messages, has_more }
+    }
+}
+
 /// One page of a chat's history, oldest first.
 #[derive(Debug, Clone)]
 pub struct HistoryPage {
@@ -215,6 +285,9 @@ pub enum StoreError {
     /// A change the message's state does not allow (edit window, reaction limits).
     #[error("{0}")]
     NotAllowed(String),
+    /// The message a reply names is not a message of the reply's chat, or was deleted.
+    #[error("the message you reply to is not in this chat")]
+    ReplyNotFound,
     #[error("no account named {0}")]
     NoSuchAccount(UserId),
     #[error("account {0} exists")]
@@ -349,6 +422,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a message from `sender` (who must be a member) and publishes it, or returns the
     /// message stored earlier with the same client id, unchanged and not published again.
+    /// A reply's original must be an undeleted message of the same chat
+    /// ([`StoreError::ReplyNotFound`] otherwise, unless the message was stored earlier: a
+    /// retry gets it back even if the original has been deleted since); the stored message
+    /// carries its preview.
     async fn append(
         &self,
         sender: &UserId,
@@ -375,6 +452,14 @@ pub trait Store: Send + Sync + 'static {
         after: MessageId,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The messages of `user`'s chats (or of `query.chat_id`, [`StoreError::ChatNotFound`]
+    /// unless `user` is a member) whose current subject or text hold every word of
+    /// `query.terms`, newest first, below `query.before`. Backed by the engine's full-text
+    /// index, which follows the `subject` and `text` columns by itself (triggers on SQLite, a
+    /// generated column on PostgreSQL), so an edit or a delete that rewrites them needs no
+    /// search code.
+    async fn search(&self, user: &UserId, query: &SearchQuery) -> Result<SearchPage, StoreError>;
 
     /// A page of the user's chats, most recently active first (the order [`ListCursor`]
     /// defines): the first `query.limit` chats after `query.after`. A backend reads only the

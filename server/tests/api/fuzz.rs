@@ -21,6 +21,7 @@ use chat_core::ids::{ChatId, ClientId, MessageId, UserId};
 use chat_core::limits::*;
 use chat_core::proto;
 use chat_core::requests::{Credentials, HistoryQuery, Members, NewMessage, StreamQuery};
+use chat_core::search::SearchQuery;
 use http::Method;
 use http::uri::PathAndQuery;
 use http_body_util::Full;
@@ -171,13 +172,25 @@ fn encoded_request() -> SBoxedStrategy<Vec<u8>> {
             }
             .encode_to_vec()
         }),
-        (s(), s(), s(), s(), s()).prop_map(|(client_id, chat_id, user_id, subject, text)| {
-            proto::SendRequest {
-                client_id,
+        (s(), s(), s(), s(), s(), s()).prop_map(
+            |(client_id, chat_id, user_id, subject, text, reply_to_id)| {
+                proto::SendRequest {
+                    client_id,
+                    chat_id,
+                    user_id,
+                    subject,
+                    text,
+                    reply_to_id,
+                }
+                .encode_to_vec()
+            }
+        ),
+        (s(), s(), any::<i32>(), s()).prop_map(|(query, chat_id, limit, page_token)| {
+            proto::SearchRequest {
+                query,
                 chat_id,
-                user_id,
-                subject,
-                text,
+                limit,
+                page_token,
             }
             .encode_to_vec()
         }),
@@ -187,6 +200,10 @@ fn encoded_request() -> SBoxedStrategy<Vec<u8>> {
         (s(), s(), s(), s(), any::<i64>(), s(), s()).prop_map(
             |(id, client_id, chat_id, user_id, sent_at, subject, text)| {
                 proto::Message {
+                    reply_to: Some(proto::ReplyPreview {
+                        message_id: id.clone(),
+                        ..Default::default()
+                    }),
                     id,
                     client_id,
                     chat_id,
@@ -283,6 +300,17 @@ fn every_request_decodes_and_validates_without_panic() {
             }
             Ok(())
         })?;
+        decode_then::<proto::SearchRequest>(&bytes, |request| {
+            if let Some(query) = refused_clearly(SearchQuery::try_from(request))? {
+                prop_assert!((1..=SEARCH_MAX_PAGE).contains(&query.limit));
+                let words = query.terms.words();
+                prop_assert!((1..=SEARCH_MAX_WORDS).contains(&words.len()));
+                for word in words {
+                    prop_assert_eq!(chat_core::search::words(word).count(), 1, "{:?}", word);
+                }
+            }
+            Ok(())
+        })?;
         decode_then::<proto::StreamRequest>(&bytes, |request| {
             refused_clearly(StreamQuery::try_from(request)).map(drop)
         })?;
@@ -297,11 +325,12 @@ fn every_request_decodes_and_validates_without_panic() {
 const THROWAWAY_TOKEN: &str = "00000000000000000000000000000000000000000000000000000000000000ff";
 
 /// The RPCs taking one request message, by path.
-const UNARY: [&str; 7] = [
+const UNARY: [&str; 8] = [
     "/chat.Chat/New",
     "/chat.Chat/History",
     "/chat.Chat/Send",
     "/chat.Chat/List",
+    "/chat.Chat/Search",
     "/chat.Auth/SignIn",
     "/chat.Auth/SignUp",
     "/chat.Auth/SignOut",

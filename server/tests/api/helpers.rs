@@ -1152,3 +1152,31 @@ pub fn error_details(status: &Status) -> (Option<Reason>, Option<Duration>) {
     });
     (reason, retry)
 }
+
+/// What a `ChatClient<T>` needs of its transport: tonic's `Channel` (native gRPC, HTTP/2)
+/// and [`WebClient`] (gRPC-web, HTTP/1.1) both have it, so one test body runs over both.
+pub trait Transport:
+    tonic::client::GrpcService<
+        tonic::body::Body,
+        Error: Into<tonic::codegen::StdError>,
+        ResponseBody: tonic::codegen::Body<
+            Data = Bytes,
+            Error: Into<tonic::codegen::StdError> + Send,
+        > + Send
+                          + 'static,
+    > + Clone
+{
+}
+
+impl<T> Transport for T where
+    T: tonic::client::GrpcService<
+            tonic::body::Body,
+            Error: Into<tonic::codegen::StdError>,
+            ResponseBody: tonic::codegen::Body<
+                Data = Bytes,
+                Error: Into<tonic::codegen::StdError> + Send,
+            > + Send
+                              + 'static,
+        > + Clone
+{
+}

@@ -119,8 +119,9 @@ async fn a_connect_client_that_keeps_its_side_open_does_not_hold_up_shutdown() {
 
 /// What one Send of the SIGTERM test came to.
 enum Outcome {
-    /// The stored message, and when its acknowledgement arrived.
-    Acked(Message, Instant),
+    /// The stored message (boxed: a message is much larger than a failure), and when its
+    /// acknowledgement arrived.
+    Acked(Box<Message>, Instant),
     Failed(String, Status),
 }
 
@@ -186,7 +187,7 @@ async fn sigterm_under_load_exits_0_and_every_send_is_stored_or_refused_retryabl
                     let request = authed(&token, send_request(&chat_id, &client_id, "in flight"));
                     match chat.send(request).await {
                         Ok(response) => outcomes.push(Outcome::Acked(
-                            response.into_inner().message.expect("a stored message"),
+                            Box::new(response.into_inner().message.expect("a stored message")),
                             Instant::now(),
                         )),
                         Err(status) => {
@@ -215,7 +216,7 @@ async fn sigterm_under_load_exits_0_and_every_send_is_stored_or_refused_retryabl
             match outcome {
                 Outcome::Acked(message, at) => {
                     acked_after_signal += usize::from(at > signalled);
-                    acked.push(message);
+                    acked.push(*message);
                 }
                 Outcome::Failed(client_id, status) => failed.push((index, client_id, status)),
             }

@@ -1,7 +1,9 @@
-//! Writing a message: Enter sends, Shift+Enter starts a new line.
+//! Writing a message: Enter sends, Shift+Enter starts a new line. A reply shows its quote
+//! above the box until it is sent or cancelled.
 
 use leptos::prelude::*;
 
+use crate::components::quote::QuoteView;
 use crate::live::use_live;
 
 /// The message box of the open chat. Text is checked with the shared validation before it
@@ -15,13 +17,29 @@ pub fn Composer(
     let live = use_live();
     let text = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
+    // The reply being written in this chat, if any (a reply started in another chat waits
+    // there).
+    let replying = Memo::new(move |_| {
+        live.replying.with(|replying| {
+            replying
+                .as_ref()
+                .filter(|(chat, _)| chat_id.with(|open| open == chat))
+                .map(|(_, quote)| quote.clone())
+        })
+    });
 
-    let send = move || match live.send(&chat_id.get_untracked(), &text.get_untracked()) {
-        Ok(()) => {
-            text.set(String::new());
-            error.set(None);
+    let send = move || {
+        let reply_to = replying.get_untracked().map(|quote| quote.message_id);
+        match live.send(&chat_id.get_untracked(), &text.get_untracked(), reply_to) {
+            Ok(()) => {
+                text.set(String::new());
+                error.set(None);
+                if reply_to.is_some() {
+                    live.replying.set(None);
+                }
+            }
+            Err(message) => error.set(Some(message)),
         }
-        Err(message) => error.set(Some(message)),
     };
 
     view! {
@@ -29,6 +47,12 @@ pub fn Composer(
             event.prevent_default();
             send();
         }>
+            {move || replying.get().map(|quote| view! {
+                <div class="replying" role="group" aria-label="Replying to">
+                    <QuoteView quote=quote chat_id=chat_id.get_untracked() />
+                    <button type="button" class="link" on:click=move |_| live.replying.set(None)>"Cancel reply"</button>
+                </div>
+            })}
             <label for="composer-text" class="visually-hidden">"Message"</label>
             <textarea
                 id="composer-text"

@@ -1,12 +1,14 @@
 //! One delivered message with what can be done to it: the user's own can be edited inline
-//! (Escape cancels) and deleted (after a confirmation); anyone can react with one of a few
-//! common emoji. Reactions show as counts per emoji, the user's own highlighted, with who
+//! (Escape cancels) and deleted (after a confirmation); anyone can reply to it (the composer
+//! then quotes it) or react with one of a few common emoji. A reply shows its original's
+//! quote, which jumps to the original. Reactions show as counts per emoji, the user's own highlighted, with who
 //! reacted on hover and focus.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::live::model::ChatMessage;
+use crate::components::quote::QuoteView;
+use crate::live::model::{ChatMessage, Quote};
 use crate::live::use_live;
 use crate::time::short_time;
 
@@ -23,6 +25,8 @@ pub fn MessageItem(
     me: String,
     /// The chat the message belongs to.
     chat_id: String,
+    /// Whether it is the message just jumped to.
+    highlight: Signal<bool>,
 ) -> impl IntoView {
     let mine = message.sender == me;
     let time = short_time(message.sent_at);
@@ -30,7 +34,7 @@ pub fn MessageItem(
         (!mine).then(|| view! { <header class="sender">{message.sender.clone()}</header> });
     if message.deleted {
         return view! {
-            <article class="message deleted" class:mine=mine data-id=message.id.to_string()>
+            <article class="message deleted" class:mine=mine class:highlight=move || highlight.get() data-id=message.id.to_string()>
                 {sender}
                 <p class="text">"Message deleted"</p>
                 <footer><time>{time}</time></footer>
@@ -47,6 +51,15 @@ pub fn MessageItem(
         .then(|| view! { <p class="subject">{message.subject.clone()}</p> });
     let edited = (message.edited_at > 0).then(|| view! { <span class="edited">" · edited"</span> });
     let text = message.text.clone();
+    let quote = message
+        .reply
+        .clone()
+        .map(|quote| view! { <QuoteView quote=quote chat_id=chat_id.clone() /> });
+    let reply_to = Quote::of(&message);
+    let reply = {
+        let chat_id = chat_id.clone();
+        move |_| live.replying.set(Some((chat_id.clone(), reply_to.clone())))
+    };
     let reactions = Reactions(message.clone(), me.clone(), chat_id.clone(), error);
     let target = StoredValue::new((chat_id, message));
 
@@ -73,8 +86,9 @@ pub fn MessageItem(
     };
 
     view! {
-        <article class="message" class:mine=mine data-id=target.with_value(|(_, message)| message.id.to_string())>
+        <article class="message" class:mine=mine class:highlight=move || highlight.get() data-id=target.with_value(|(_, message)| message.id.to_string())>
             {sender}
+            {quote}
             {subject}
             <Show
                 when=move || editing.get()
@@ -88,6 +102,7 @@ pub fn MessageItem(
                 {edited}
                 {mine.then(|| view! { <span class="delivery sent">" · Sent"</span> })}
                 <span class="actions">
+                    <button type="button" class="link reply" on:click=reply>"Reply"</button>
                     <button type="button" class="link" aria-expanded=move || picking.get().to_string()
                         on:click=move |_| picking.update(|open| *open = !*open)>"React"</button>
                     {mine.then(|| view! {

@@ -1,12 +1,19 @@
 //! The messages of the open chat: history pages loaded as the user scrolls up (keeping the
-//! scroll position), live messages appended, the user's unconfirmed messages last.
+//! scroll position), live messages appended, the user's unconfirmed messages last. A message
+//! jumped to (from a reply's quote or a search result) is scrolled into view and
+//! highlighted for a moment.
 
+use gloo_timers::future::TimeoutFuture;
 use leptos::html::Div;
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 
 use crate::components::message_item::MessageItem;
 use crate::live::model::{ChatMessage, Delivery, ModelStoreFields};
 use crate::live::use_live;
+
+/// How long a message jumped to stays highlighted.
+const HIGHLIGHT_MS: u32 = 2_000;
 
 /// How close to the top (in pixels) scrolling must come to load the previous page.
 const LOAD_OLDER_WITHIN_PX: i32 = 80;
@@ -87,6 +94,42 @@ pub fn MessageList(
         stick_to_bottom.set(true);
     });
 
+    // A message jumped to: once its row is rendered, bring it to the middle of the log and
+    // highlight it; the log then stays where the person is reading.
+    let highlighted = RwSignal::new(None::<u64>);
+    Effect::new(move |_| {
+        let Some((chat, id)) = live.jump.get() else {
+            return;
+        };
+        if chat_id.with(|open| *open != chat)
+            || !ids.with(|ids| {
+                ids.as_ref()
+                    .is_some_and(|ids| ids.iter().any(|(shown, _)| *shown == id))
+            })
+        {
+            return;
+        }
+        live.jump.set(None);
+        stick_to_bottom.set(false);
+        highlighted.set(Some(id));
+        request_animation_frame(move || {
+            let row = log.get_untracked().and_then(|log| {
+                log.query_selector(&format!("article[data-id=\"{id}\"]"))
+                    .ok()
+                    .flatten()
+            });
+            if let Some(row) = row {
+                row.scroll_into_view();
+            }
+        });
+        spawn_local(async move {
+            TimeoutFuture::new(HIGHLIGHT_MS).await;
+            if highlighted.try_get_untracked() == Some(Some(id)) {
+                highlighted.try_set(None);
+            }
+        });
+    });
+
     let on_scroll = move |_| {
         let Some(element) = log.get_untracked() else {
             return;
@@ -122,8 +165,9 @@ pub fn MessageList(
                 each=move || ids.get().unwrap_or_default()
                 key=|key| *key
                 children=move |(id, _)| {
+                    let highlight = Signal::derive(move || highlighted.get() == Some(id));
                     message(id).map(|message| view! {
-                        <MessageItem message=message me=me.clone() chat_id=chat_id.get_untracked() />
+                        <MessageItem message=message me=me.clone() chat_id=chat_id.get_untracked() highlight=highlight />
                     })
                 }
             />

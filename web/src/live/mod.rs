@@ -1,6 +1,7 @@
 //! The live state of a signed-in user, shared with every component as a context: the
 //! [`model::Model`] of their chats, the connection's status, and the actions that change
-//! them (open a chat, page history, send, retry, start a chat, edit, delete, react).
+//! them (open a chat, page history, send, reply, retry, start a chat, jump to a message, edit,
+//! delete, react).
 //!
 //! `model` is the plain-Rust core; `connection` runs the one stream per tab and reconnects.
 //!
@@ -15,6 +16,7 @@ pub mod model;
 
 use chat_core::content::Text;
 use chat_core::ids::MessageId;
+use chat_core::limits::HISTORY_MAX_PAGE;
 use chat_core::requests::Members;
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
@@ -23,7 +25,7 @@ use reactive_stores::Store;
 
 use crate::api::{Api, ApiError, Session};
 use crate::storage;
-use model::{ChatMessage, Model, ModelStoreFields, Received};
+use model::{ChatMessage, Found, Model, ModelStoreFields, Quote, Received};
 
 /// The state of the tab's one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,12 @@ pub struct Live {
     sending: StoredValue<bool>,
     /// Everyone the user blocked, sorted; `None` until loaded (see [`Live::load_blocked`]).
     pub blocked: RwSignal<Option<Vec<String>>>,
+    /// The message the composer of a chat answers: (chat id, its quote), until sent or
+    /// cancelled.
+    pub replying: RwSignal<Option<(String, Quote)>>,
+    /// The message to bring into view and highlight once its chat shows it: (chat id, id).
+    /// Set by [`Live::jump_to`] when the message is loaded; the message log takes it.
+    pub jump: RwSignal<Option<(String, u64)>>,
 }
 
 /// The fields of [`Model`] that views read on their own: a change names those it touches,
@@ -90,6 +98,8 @@ pub fn create_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> 
         sending: StoredValue::new(false),
         replacing_session: StoredValue::new(false),
         blocked: RwSignal::new(None),
+        replying: RwSignal::new(None),
+        jump: RwSignal::new(None),
     };
     // Keep the outbox in localStorage, so unsent messages survive a reload. The first run
     // also rewrites an outbox an earlier release stored in the current format.
@@ -196,32 +206,77 @@ impl Live {
     fn load_page(&self, chat_id: String, before: Option<MessageId>, done: impl FnOnce() + 'static) {
         let live = *self;
         spawn_local(async move {
-            match live.api().history(&chat_id, before).await {
-                Ok(page) => {
-                    let messages = page
-                        .messages
-                        .iter()
-                        .filter_map(ChatMessage::from_proto)
-                        .collect();
-                    live.change(&[Part::Timelines], |model| {
-                        model.add_page(&chat_id, messages, page.has_more)
-                    });
-                    done();
-                }
-                Err(ApiError::SignedOut) => live.signed_out(),
-                Err(error) => leptos::logging::warn!("history of {chat_id}: {error}"),
+            if live.fetch_page(&chat_id, before, 0).await {
+                done();
             }
         });
     }
 
-    /// Validates and queues a message, then sends it if the connection is up. The error is
-    /// for the composer to show; nothing is queued then.
-    pub fn send(&self, chat_id: &str, text: &str) -> Result<(), String> {
+    /// Loads one History page of `limit` messages (0: the default) into the model; false
+    /// when it could not.
+    async fn fetch_page(&self, chat_id: &str, before: Option<MessageId>, limit: u32) -> bool {
+        match self.api().history(chat_id, before, limit).await {
+            Ok(page) => {
+                let messages = page
+                    .messages
+                    .iter()
+                    .filter_map(ChatMessage::from_proto)
+                    .collect();
+                self.change(&[Part::Timelines], |model| {
+                    model.add_page(chat_id, messages, page.has_more)
+                })
+                .is_some()
+            }
+            Err(ApiError::SignedOut) => {
+                self.signed_out();
+                false
+            }
+            Err(error) => {
+                leptos::logging::warn!("history of {chat_id}: {error}");
+                false
+            }
+        }
+    }
+
+    /// Opens `chat_id` at the message `id`, however far back: loads History pages (of the
+    /// largest size) from the oldest loaded one back until the message is in, then hands it
+    /// to the message log through [`Live::jump`], which scrolls to it and highlights it. A
+    /// message N messages back costs N / 100 History calls and renders N rows, as if the
+    /// person had scrolled there; what cannot be found (deleted, or not in this chat) only
+    /// opens the chat.
+    pub fn jump_to(&self, chat_id: String, id: u64) {
+        self.change(&[Part::OpenChat, Part::Chats], |model| model.open(&chat_id));
+        let live = *self;
+        spawn_local(async move {
+            loop {
+                if live.is_stopped() {
+                    return;
+                }
+                match live.model.with_untracked(|model| model.find(&chat_id, id)) {
+                    Found::Loaded => {
+                        live.jump.set(Some((chat_id, id)));
+                        return;
+                    }
+                    Found::Missing => return,
+                    Found::Older(before) => {
+                        let before = before.map(MessageId);
+                        if !live.fetch_page(&chat_id, before, HISTORY_MAX_PAGE).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Validates and queues a message (a reply to `reply_to`, if given), then sends it if
+    /// the connection is up. The error is for the composer to show; nothing is queued then.
+    pub fn send(&self, chat_id: &str, text: &str, reply_to: Option<u64>) -> Result<(), String> {
         Text::parse(text).map_err(|error| crate::sentence(&error.to_string()))?;
         let client_id = new_client_id()
             .ok_or_else(|| "This browser cannot make message ids (no Web Crypto).".to_owned())?;
         self.change(&[Part::Outbox], |model| {
-            model.queue(chat_id, client_id, text.to_owned())
+            model.queue(chat_id, client_id, text.to_owned(), reply_to)
         });
         self.send_next();
         Ok(())
@@ -260,7 +315,12 @@ impl Live {
         spawn_local(async move {
             let sent = live
                 .api()
-                .send(&outgoing.chat_id, &outgoing.client_id, &outgoing.text)
+                .send(
+                    &outgoing.chat_id,
+                    &outgoing.client_id,
+                    &outgoing.text,
+                    outgoing.reply_to,
+                )
                 .await;
             match sent {
                 Ok(message) => live.receive(&message),

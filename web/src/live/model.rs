@@ -32,6 +32,8 @@ pub struct ChatMessage {
     pub revision: u64,
     /// Bumped whenever this copy is replaced, so the row showing it renders again.
     pub stamp: u64,
+    /// What it answers, if it is a reply.
+    pub reply: Option<Quote>,
 }
 
 /// The reactions of one emoji on a message.
@@ -40,6 +42,38 @@ pub struct Reaction {
     pub emoji: String,
     /// Who reacted, in order.
     pub users: Vec<String>,
+}
+
+/// The quoted original of a reply: who wrote it and how it begins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    pub message_id: u64,
+    pub sender: String,
+    pub text_prefix: String,
+    /// The original was deleted: show the placeholder, not its text.
+    pub deleted: bool,
+}
+
+impl Quote {
+    fn from_proto(preview: &proto::ReplyPreview) -> Option<Self> {
+        let id = MessageId::parse_optional("reply_to", &preview.message_id).ok()??;
+        Some(Self {
+            message_id: id.0,
+            sender: preview.user_id.clone(),
+            text_prefix: preview.text_prefix.clone(),
+            deleted: preview.deleted,
+        })
+    }
+
+    /// The quote of a loaded message, as the server would make it now.
+    pub fn of(message: &ChatMessage) -> Self {
+        Self {
+            message_id: message.id,
+            sender: message.sender.clone(),
+            text_prefix: chat_core::content::reply_prefix(&message.text).to_owned(),
+            deleted: message.deleted,
+        }
+    }
 }
 
 impl ChatMessage {
@@ -65,6 +99,7 @@ impl ChatMessage {
                 .collect(),
             revision: 0,
             stamp: 0,
+            reply: message.reply_to.as_ref().and_then(Quote::from_proto),
         })
     }
 
@@ -74,6 +109,16 @@ impl ChatMessage {
             .iter()
             .any(|reaction| reaction.emoji == emoji && reaction.users.iter().any(|u| u == user))
     }
+}
+
+/// Where a message stands in the loaded part of its chat (see [`Model::find`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    Loaded,
+    /// Older pages (or the first) must be loaded: the page before this id, or the newest.
+    Older(Option<u64>),
+    /// Not in this chat: an id beyond what History holds, or deleted from it.
+    Missing,
 }
 
 /// Where an outgoing message stands.
@@ -94,6 +139,8 @@ pub struct Outgoing {
     pub client_id: String,
     pub chat_id: String,
     pub text: String,
+    /// The id of the message it answers, if it is a reply.
+    pub reply_to: Option<u64>,
     pub delivery: Delivery,
 }
 
@@ -152,6 +199,13 @@ pub struct Timeline {
 impl Timeline {
     pub fn oldest_id(&self) -> Option<u64> {
         self.messages.keys().next().copied()
+    }
+
+    /// `quote` as its original now reads, when the original is loaded (see [`Model::quote`]).
+    pub fn quote(&self, quote: &Quote) -> Quote {
+        self.messages
+            .get(&quote.message_id)
+            .map_or_else(|| quote.clone(), Quote::of)
     }
 }
 
@@ -396,14 +450,41 @@ impl Model {
         timeline.loaded = true;
     }
 
-    /// Queues a message the user wrote.
-    pub fn queue(&mut self, chat_id: &str, client_id: String, text: String) {
+    /// Queues a message the user wrote, answering `reply_to` if given.
+    pub fn queue(&mut self, chat_id: &str, client_id: String, text: String, reply_to: Option<u64>) {
         self.outbox.push(Outgoing {
             client_id,
             chat_id: chat_id.to_owned(),
             text,
+            reply_to,
             delivery: Delivery::Pending,
         });
+    }
+
+    /// The quote to show for a reply in `chat_id`: made from the original when it is loaded,
+    /// so it follows what became of it (deleted since the reply arrived, say), else the
+    /// server's preview.
+    pub fn quote(&self, chat_id: &str, quote: &Quote) -> Quote {
+        self.timelines
+            .get(chat_id)
+            .map_or_else(|| quote.clone(), |timeline| timeline.quote(quote))
+    }
+
+    /// Whether the message `id` of `chat_id` is loaded; and, if not, whether older pages
+    /// may still hold it (`Some(true)`: load the next older page; `Some(false)`: it is not in
+    /// this chat's history; `None`: nothing is loaded yet).
+    pub fn find(&self, chat_id: &str, id: u64) -> Found {
+        match self.timelines.get(chat_id) {
+            Some(timeline) if timeline.messages.contains_key(&id) => Found::Loaded,
+            Some(timeline) if timeline.loaded => {
+                if timeline.has_older && timeline.oldest_id().is_none_or(|oldest| oldest > id) {
+                    Found::Older(timeline.oldest_id())
+                } else {
+                    Found::Missing
+                }
+            }
+            _ => Found::Older(None),
+        }
     }
 
     pub fn mark_failed(&mut self, client_id: &str, reason: String, auto_retry: bool) {
@@ -532,8 +613,8 @@ mod tests {
         let mut model = model_with_two_chats();
         model.open("a");
         model.add_page("a", vec![message(5, "bob", "c5")], false);
-        model.queue("a", "out-a".into(), "to a".into());
-        model.queue("b", "out-b".into(), "to b".into());
+        model.queue("a", "out-a".into(), "to a".into(), None);
+        model.queue("b", "out-b".into(), "to b".into(), None);
         model.remove_chat("a");
         let chats: Vec<&str> = model
             .chats
@@ -601,12 +682,12 @@ mod tests {
     #[test]
     fn the_server_copy_replaces_the_pending_message() {
         let mut model = model_with_two_chats();
-        model.queue("a", "c-1".into(), "hello".into());
+        model.queue("a", "c-1".into(), "hello".into(), None);
         assert_eq!(model.outgoing_in("a").count(), 1);
         model.receive(message(11, "alice", "c-1"), "a");
         assert_eq!(model.outgoing_in("a").count(), 0);
         // The same client id from someone else is a different message.
-        model.queue("a", "c-2".into(), "again".into());
+        model.queue("a", "c-2".into(), "again".into(), None);
         model.receive(message(12, "bob", "c-2"), "a");
         assert_eq!(model.outgoing_in("a").count(), 1);
     }
@@ -614,8 +695,8 @@ mod tests {
     #[test]
     fn failed_messages_keep_their_client_id_for_the_retry() {
         let mut model = model_with_two_chats();
-        model.queue("a", "c-1".into(), "hello".into());
-        model.queue("a", "c-2".into(), "refused".into());
+        model.queue("a", "c-1".into(), "hello".into(), None);
+        model.queue("a", "c-2".into(), "refused".into(), None);
         model.mark_failed("c-1", "offline".into(), true);
         model.mark_failed("c-2", "too long".into(), false);
         let flushed: Vec<String> = model
@@ -633,7 +714,7 @@ mod tests {
     fn messages_go_out_oldest_first_skipping_failed_ones() {
         let mut model = model_with_two_chats();
         for (chat, id) in [("a", "c-1"), ("b", "c-2"), ("a", "c-3")] {
-            model.queue(chat, id.into(), format!("text {id}"));
+            model.queue(chat, id.into(), format!("text {id}"), None);
         }
         let next = |model: &Model| model.next_to_send().map(|outgoing| outgoing.client_id);
         assert_eq!(next(&model).as_deref(), Some("c-1"));
@@ -800,5 +881,42 @@ mod tests {
         backoff.reset();
         let jittered = backoff.next_delay_ms(0.999);
         assert!((400..=500).contains(&jittered), "{jittered}");
+    }
+
+    #[test]
+    fn a_quote_follows_its_original_when_it_is_loaded() {
+        let mut model = Model::new("alice", Vec::new());
+        let original = message(5, "bob", "c5");
+        let served = Quote::of(&original);
+        assert_eq!(served.text_prefix, "message 5");
+        // Not loaded: the server's preview.
+        assert_eq!(model.quote("a", &served), served);
+        // Loaded and since deleted: the placeholder.
+        let deleted = ChatMessage {
+            text: String::new(),
+            deleted: true,
+            ..original
+        };
+        model.add_page("a", vec![deleted], false);
+        let shown = model.quote("a", &served);
+        assert!(shown.deleted);
+        assert_eq!(shown.text_prefix, "");
+    }
+
+    #[test]
+    fn finding_a_message_says_whether_to_load_older_pages() {
+        let mut model = Model::new("alice", Vec::new());
+        assert_eq!(model.find("a", 3), Found::Older(None));
+        model.add_page(
+            "a",
+            vec![message(10, "bob", "c10"), message(12, "bob", "c12")],
+            true,
+        );
+        assert_eq!(model.find("a", 12), Found::Loaded);
+        assert_eq!(model.find("a", 3), Found::Older(Some(10)));
+        assert_eq!(model.find("a", 11), Found::Missing);
+        model.add_page("a", vec![message(3, "bob", "c3")], false);
+        assert_eq!(model.find("a", 3), Found::Loaded);
+        assert_eq!(model.find("a", 2), Found::Missing);
     }
 }

@@ -11,6 +11,7 @@ use crate::components::composer::Composer;
 use crate::components::connection_indicator::ConnectionIndicator;
 use crate::components::message_list::MessageList;
 use crate::components::new_chat::NewChat;
+use crate::components::search::SearchBox;
 use crate::live::model::ModelStoreFields;
 use crate::live::provide_live;
 
@@ -73,6 +74,7 @@ pub fn ChatsPage(
                     <p class="notice" role="status">{move || notice.get()}</p>
                 </Show>
                 <ConnectionIndicator />
+                <SearchBox />
                 <NewChat />
                 <ChatList />
             </aside>

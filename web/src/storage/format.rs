@@ -4,7 +4,9 @@
 //! - Version 1 carries no version field: the session as `{"user_id", "token", "expires_at"}`,
 //!   the outbox as a bare array of `{"client_id", "chat_id", "text", "delivery"}`, where
 //!   `delivery` is `"Pending"` or `{"Failed": {"reason", "auto_retry"}}`.
-//! - Version 2 (written now) is a JSON object with `"version": 2`.
+//! - Version 2 is a JSON object with `"version": 2`; the session is still written so.
+//! - Version 3 (the outbox written now) adds `"reply_to"` (the id of the message answered)
+//!   to a message that is a reply. Version 2 reads as version 3 without replies.
 //!
 //! To change a format, add version 3 beside these and read every earlier version into the
 //! domain type; a version once released is never edited. Reading ignores fields it does not
@@ -15,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::api::Session;
 use crate::live::model::{Delivery, Outgoing};
 
-/// The version [`encode_session`] and [`encode_outbox`] write.
-const VERSION: u64 = 2;
+/// The version [`encode_session`] writes.
+const SESSION_VERSION: u64 = 2;
+/// The version [`encode_outbox`] writes.
+const OUTBOX_VERSION: u64 = 3;
 
 /// Why stored data could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +82,7 @@ struct SessionV2 {
 
 pub fn encode_session(session: &Session) -> String {
     let stored = SessionV2 {
-        version: VERSION,
+        version: SESSION_VERSION,
         user_id: session.user_id.clone(),
         token: session.token.clone(),
         expires_at: session.expires_at,
@@ -131,21 +135,25 @@ enum DeliveryV1 {
     Failed { reason: String, auto_retry: bool },
 }
 
+/// Versions 2 and 3: version 3 only adds the optional `reply_to`, so one struct reads both.
 #[derive(Serialize, Deserialize)]
-struct OutboxV2 {
+struct OutboxV3 {
     version: u64,
     /// Oldest first: the order they are sent in.
-    messages: Vec<OutgoingV2>,
+    messages: Vec<OutgoingV3>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct OutgoingV2 {
+struct OutgoingV3 {
     client_id: String,
     chat_id: String,
     text: String,
     /// Set when the last attempt failed; absent while the message waits to be sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     failed: Option<FailureV2>,
+    /// The id of the message this one answers (version 3); absent for other messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -159,10 +167,11 @@ struct FailureV2 {
 pub fn encode_outbox(outbox: &[Outgoing]) -> String {
     let messages = outbox
         .iter()
-        .map(|outgoing| OutgoingV2 {
+        .map(|outgoing| OutgoingV3 {
             client_id: outgoing.client_id.clone(),
             chat_id: outgoing.chat_id.clone(),
             text: outgoing.text.clone(),
+            reply_to: outgoing.reply_to,
             failed: match &outgoing.delivery {
                 Delivery::Pending => None,
                 Delivery::Failed { reason, auto_retry } => Some(FailureV2 {
@@ -172,8 +181,8 @@ pub fn encode_outbox(outbox: &[Outgoing]) -> String {
             },
         })
         .collect();
-    let stored = OutboxV2 {
-        version: VERSION,
+    let stored = OutboxV3 {
+        version: OUTBOX_VERSION,
         messages,
     };
     serde_json::to_string(&stored).unwrap_or_default()
@@ -189,6 +198,7 @@ pub fn decode_outbox(text: &str) -> Result<Vec<Outgoing>, FormatError> {
                     client_id: message.client_id,
                     chat_id: message.chat_id,
                     text: message.text,
+                    reply_to: None,
                     delivery: match message.delivery {
                         DeliveryV1::Pending => Delivery::Pending,
                         DeliveryV1::Failed { reason, auto_retry } => {
@@ -198,8 +208,8 @@ pub fn decode_outbox(text: &str) -> Result<Vec<Outgoing>, FormatError> {
                 })
                 .collect())
         }
-        2 => {
-            let stored: OutboxV2 = serde_json::from_str(text)?;
+        2 | 3 => {
+            let stored: OutboxV3 = serde_json::from_str(text)?;
             Ok(stored
                 .messages
                 .into_iter()
@@ -207,6 +217,7 @@ pub fn decode_outbox(text: &str) -> Result<Vec<Outgoing>, FormatError> {
                     client_id: message.client_id,
                     chat_id: message.chat_id,
                     text: message.text,
+                    reply_to: message.reply_to,
                     delivery: match message.failed {
                         None => Delivery::Pending,
                         Some(FailureV2 {
@@ -240,6 +251,7 @@ mod tests {
             client_id: client_id.into(),
             chat_id: chat_id.into(),
             text: text.into(),
+            reply_to: None,
             delivery,
         }
     }
@@ -292,11 +304,14 @@ mod tests {
     }
 
     #[test]
-    fn what_is_written_is_version_2_and_reads_back_unchanged() {
-        let outbox = outbox_v1_contents();
+    fn what_is_written_is_the_current_version_and_reads_back_unchanged() {
+        let mut outbox = outbox_v1_contents();
+        outbox[1].reply_to = Some(42);
         let text = encode_outbox(&outbox);
         let value: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(value["version"], 2);
+        assert_eq!(value["version"], 3);
+        assert_eq!(value["messages"][1]["reply_to"], 42);
+        assert!(value["messages"][0].get("reply_to").is_none());
         assert_eq!(
             value["messages"][0]["client_id"],
             "18c2f1a9b3e-0f3a9c2d41b7e580"
@@ -315,6 +330,26 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_outbox_loads_without_replies() {
+        let text = r#"{"version":2,"messages":[{"client_id":"c","chat_id":"1","text":"hi"},{"client_id":"d","chat_id":"1","text":"no","failed":{"reason":"Refused","retry_on_reconnect":false}}]}"#;
+        let mut expected = vec![
+            outgoing("c", "1", "hi", Delivery::Pending),
+            outgoing(
+                "d",
+                "1",
+                "no",
+                Delivery::Failed {
+                    reason: "Refused".into(),
+                    auto_retry: false,
+                },
+            ),
+        ];
+        assert_eq!(decode_outbox(text), Ok(expected.clone()));
+        expected[0].reply_to = Some(7);
+        assert_eq!(decode_outbox(&encode_outbox(&expected)), Ok(expected));
+    }
+
+    #[test]
     fn fields_a_later_version_adds_are_ignored_and_an_empty_outbox_is_empty() {
         let text = r#"{"version":2,"messages":[{"client_id":"c","chat_id":"1","text":"hi","sent_from":"tab 2"}],"leader":"tab 2"}"#;
         assert_eq!(
@@ -328,8 +363,8 @@ mod tests {
     #[test]
     fn unknown_versions_and_garbage_are_errors_not_panics() {
         assert_eq!(
-            decode_outbox(r#"{"version":3,"messages":[]}"#),
-            Err(FormatError::UnknownVersion(3))
+            decode_outbox(r#"{"version":4,"messages":[]}"#),
+            Err(FormatError::UnknownVersion(4))
         );
         assert_eq!(
             decode_session(r#"{"version":9,"user_id":"a"}"#),

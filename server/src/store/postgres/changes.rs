@@ -14,7 +14,7 @@ use chat_core::ids::{MessageId, UserId};
 use deadpool_postgres::{Object, Pool};
 
 use super::reads::member_chat_row;
-use super::rows::{MESSAGE_COLUMNS, message_at, with_reactions_in};
+use super::rows::{MESSAGE_COLUMNS, REPLY_JOIN, message_at, with_reactions_in};
 use super::tailer::{Committed, TailerLink};
 use super::writer::{CHANNEL, COMMIT_TIMEOUT, PUBLISH_TIMEOUT};
 use crate::store::changes::{Change, Write, plan};
@@ -93,7 +93,8 @@ async fn store(
     let last: i64 = tx.query_one(&lock, &[]).await?.try_get(0)?;
     let find = tx
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1 AND m.chat = $2"
+            "SELECT {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}
+             WHERE m.id = $1 AND m.chat = $2"
         ))
         .await?;
     let message = id_to_sql(target.message_id);

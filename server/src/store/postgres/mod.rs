@@ -32,6 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::requests::{HistoryQuery, ListQuery, Members, NewMessage};
+use chat_core::search::SearchQuery;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
@@ -42,8 +43,8 @@ use self::tailer::TailerLink;
 use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
 use super::{
-    Change, ChatPage, HistoryPage, SharedRates, Store, StoreError, StoredEvent, StoredMessage,
-    StreamLeases, TokenHash,
+    Change, ChatPage, HistoryPage, SearchPage, SharedRates, Store, StoreError, StoredEvent,
+    StoredMessage, StreamLeases, TokenHash,
 };
 use crate::fanout::Broker;
 use crate::metrics::{Metrics, PoolUse};
@@ -292,6 +293,10 @@ impl Store for PgStore {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    async fn search(&self, user: &UserId, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        reads::search(&self.client().await?, user, query).await
     }
 
     fn stream_leases(&self) -> Option<Arc<dyn StreamLeases>> {

@@ -7,10 +7,15 @@ use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::requests::{HistoryQuery, ListQuery, Members};
 use deadpool_postgres::Client;
 
-use super::rows::{MESSAGE_COLUMNS, message, message_at, with_reactions};
+use chat_core::search::{SearchQuery, SearchTerms};
+
+use super::rows::{
+    MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, REPLY_JOIN, message, message_at, with_reactions,
+};
 use crate::store::decode::{id_from_sql, id_to_sql, member_key, stored_chat, stored_user};
 use crate::store::{
-    ChatPage, ChatSummary, HistoryPage, StoreError, StoredEvent, TokenHash, position_after,
+    ChatPage, ChatSummary, HistoryPage, SearchPage, StoreError, StoredEvent, TokenHash,
+    position_after,
 };
 
 pub async fn password_hash(client: &Client, user: &UserId) -> Result<Option<String>, StoreError> {
@@ -71,7 +76,7 @@ pub async fn history(
     // One row more than asked tells whether older messages remain.
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m
+            "SELECT {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}
              WHERE m.chat = $1 AND m.id < $2 ORDER BY m.id DESC LIMIT $3"
         ))
         .await?;
@@ -114,6 +119,7 @@ pub async fn events_after(
                             WHERE chat = $1 AND id > $2 ORDER BY id LIMIT $3)) e
                      JOIN messages m ON m.id = e.message
                      JOIN chats c ON c.id = m.chat
+                     {REPLY_JOIN}
                      ORDER BY e.id LIMIT $3"
                 ))
                 .await?;
@@ -134,6 +140,7 @@ pub async fn events_after(
                             ORDER BY id LIMIT $3)) e
                      JOIN messages m ON m.id = e.message
                      JOIN chats c ON c.id = m.chat
+                     {REPLY_JOIN}
                      ORDER BY e.id LIMIT $3"
                 ))
                 .await?;
@@ -156,7 +163,11 @@ pub async fn events(
     for row in rows {
         let id: i64 = row.try_get(0)?;
         ids.push(MessageId(id_from_sql(id)));
-        messages.push(message_at(row, 1, stored_chat(row.try_get(9)?)?)?);
+        messages.push(message_at(
+            row,
+            1,
+            stored_chat(row.try_get(1 + MESSAGE_COLUMN_COUNT)?)?,
+        )?);
     }
     with_reactions(client, &mut messages).await?;
     Ok(ids
@@ -181,6 +192,7 @@ pub async fn chats_of(
              FROM chat_members mine
              JOIN chats c ON c.id = mine.chat
              LEFT JOIN messages m ON m.id = (SELECT max(id) FROM messages WHERE chat = c.id)
+             {REPLY_JOIN}
              WHERE mine.user_id = $1
                AND (coalesce(m.sent_at, c.created_at), coalesce(m.id, 0), c.public_id)
                    < ($2, $3, $4)
@@ -237,6 +249,71 @@ pub async fn chats_of(
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(ChatPage::from_rows(chats, query.limit))
+}
+
+/// A page of the messages of `user`'s chats (or of one) that hold every query word, newest
+/// first, from the GIN index on `messages.search` (see `schema.rs`). The bitmap of matches
+/// is read whole and sorted by id, so a page costs time in the number of matches of the
+/// rarest words, which the benchmark measures.
+pub async fn search(
+    client: &Client,
+    user: &UserId,
+    query: &SearchQuery,
+) -> Result<SearchPage, StoreError> {
+    let in_chats = match query.chat_id {
+        Some(_) => "m.chat = $3",
+        None => "m.chat IN (SELECT chat FROM chat_members WHERE user_id = $3)",
+    };
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS}, c.public_id
+             FROM messages m JOIN chats c ON c.id = m.chat {REPLY_JOIN}
+             WHERE m.search @@ to_tsquery('simple', $1) AND m.id < $2 AND {in_chats}
+             ORDER BY m.id DESC LIMIT $4"
+        ))
+        .await?;
+    let words = tsquery(&query.terms);
+    let before = query.before.map_or(i64::MAX, id_to_sql);
+    let limit = i64::from(query.limit) + 1;
+    let rows = match &query.chat_id {
+        Some(chat) => {
+            let chat = chat_row_for(client, chat, user).await?;
+            client
+                .query(&statement, &[&words, &before, &chat, &limit])
+                .await?
+        }
+        None => {
+            client
+                .query(&statement, &[&words, &before, &user.as_str(), &limit])
+                .await?
+        }
+    };
+    let mut messages = rows
+        .iter()
+        .map(|row| message(row, stored_chat(row.try_get(MESSAGE_COLUMN_COUNT)?)?))
+        .collect::<Result<Vec<_>, _>>()?;
+    with_reactions(client, &mut messages).await?;
+    Ok(SearchPage::from_rows(messages, query.limit))
+}
+
+/// The `tsquery` of `terms`: each word a quoted lexeme (`'` doubled inside, `\` escaped,
+/// though words hold neither), all required (`&`), the last one a prefix (`:*`) when the
+/// person may still be typing it. Nothing a person types is tsquery syntax.
+fn tsquery(terms: &SearchTerms) -> String {
+    let words = terms.words();
+    let mut expression = String::new();
+    for (i, word) in words.iter().enumerate() {
+        if i > 0 {
+            expression.push_str(" & ");
+        }
+        expression.push('\'');
+        expression.push_str(&word.replace('\\', "\\\\").replace('\'', "''"));
+        expression.push('\'');
+        if i + 1 == words.len() && terms.last_is_prefix() {
+            expression.push_str(":*");
+        }
+    }
+    expression
 }
 
 /// The first of `members` already in `cap` chats, unless the chat of exactly these members
@@ -296,4 +373,16 @@ pub async fn blocked_by(client: &Client, blocker: &UserId) -> Result<Vec<UserId>
         .iter()
         .map(|row| stored_user(row.try_get(0)?))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tsqueries_quote_every_word() {
+        let terms = |query| SearchTerms::parse(query).unwrap();
+        assert_eq!(tsquery(&terms("Hello wor")), "'hello' & 'wor':*");
+        assert_eq!(tsquery(&terms("'a' | !b & c:* ")), "'a' & 'b' & 'c'");
+    }
 }

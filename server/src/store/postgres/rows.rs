@@ -10,7 +10,7 @@ use crate::store::changes::attach_reactions;
 use crate::store::decode::{
     StoredColumns, id_from_sql, id_to_sql, stored, stored_message, stored_user,
 };
-use crate::store::{StoreError, StoredMessage};
+use crate::store::{ReplyPreview, StoreError, StoredMessage};
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
@@ -24,9 +24,20 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
-/// The columns every message query selects, in this order (8 of them).
-pub const MESSAGE_COLUMNS: &str =
-    "m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at, m.edited_at, m.deleted";
+/// The columns every message query selects, in this order, from `messages m` joined with
+/// [`REPLY_JOIN`]: the message's own, then its reply's original (id, sender and the beginning
+/// of its text; NULL when it is not a reply).
+pub const MESSAGE_COLUMNS: &str = "m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at, \
+     m.edited_at, m.deleted, m.reply_to, r.sender, left(r.text, 100)";
+
+// The `left(r.text, 100)` above reads what a preview shows, no more.
+const _: () = assert!(chat_core::limits::REPLY_PREFIX_CHARS == 100);
+
+/// How many columns [`MESSAGE_COLUMNS`] selects.
+pub const MESSAGE_COLUMN_COUNT: usize = 11;
+
+/// The join that finds a message's reply original, for [`MESSAGE_COLUMNS`].
+pub const REPLY_JOIN: &str = "LEFT JOIN messages r ON r.id = m.reply_to";
 
 /// The message of `chat_id` held by the [`MESSAGE_COLUMNS`] of `row`, starting at `first`,
 /// without its reactions (see [`with_reactions`]).
@@ -42,6 +53,16 @@ pub fn message_at(row: &Row, first: usize, chat_id: ChatId) -> Result<StoredMess
         sent_at: row.try_get(first + 5)?,
         edited_at: row.try_get(first + 6)?,
         deleted: row.try_get(first + 7)?,
+        reply: match row.try_get::<_, Option<i64>>(first + 8)? {
+            None => None,
+            Some(original) => Some(ReplyPreview::of(
+                MessageId(id_from_sql(original)),
+                row.try_get::<_, Option<&str>>(first + 9)?
+                    .map(stored_user)
+                    .transpose()?,
+                row.try_get(first + 10)?,
+            )),
+        },
     })
 }
 

@@ -135,6 +135,22 @@ CREATE TABLE reactions (
     UNIQUE (message, emoji, user_id)
 );
 ",
+    "
+-- Replies: the id of the message answered (same chat, checked by the writer), or NULL.
+ALTER TABLE messages ADD COLUMN reply_to BIGINT;
+-- Search: the words of the current subject and text, generated from the columns, so an edit
+-- or a delete (text and subject blanked) updates it with no code of its own. Words are split
+-- at anything that is not a letter or digit first (regexp_replace), as
+-- chat_core::search::words splits them: PostgreSQL's own parser would otherwise keep
+-- `user@example.com` or `v2.0` as one token. 'simple': lower-cased words, no stemming and
+-- no stop words, the same for every language. [[:alnum:]] and lower-casing follow the
+-- database's LC_CTYPE, which must be a UTF-8 locale for letters beyond ASCII (initdb's
+-- default on a UTF-8 system).
+ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
+    to_tsvector('simple', regexp_replace(subject || ' ' || text, '[^[:alnum:]]+', ' ', 'g'))
+) STORED;
+CREATE INDEX messages_search ON messages USING gin (search);
+",
 ];
 
 /// Brings the schema up to date, waiting for any other server migrating at the same moment.

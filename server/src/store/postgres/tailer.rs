@@ -27,7 +27,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::listener;
 use super::reads::events;
-use super::rows::MESSAGE_COLUMNS;
+use super::rows::{MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, REPLY_JOIN};
 use crate::fanout::Broker;
 use crate::store::decode::{id_to_sql, stored_user};
 use crate::store::{StoreError, StoredEvent};
@@ -218,6 +218,7 @@ impl Tailer {
                         WHERE id > $1 ORDER BY id LIMIT $2)) e
                  JOIN messages m ON m.id = e.message
                  JOIN chats c ON c.id = m.chat
+                 {REPLY_JOIN}
                  ORDER BY e.id LIMIT $2"
             ))
             .await?;
@@ -228,7 +229,7 @@ impl Tailer {
         // rejoin, on any server), so they are not cached. One query per page.
         let mut chats: Vec<i64> = Vec::new();
         for row in &rows {
-            let chat: i64 = row.try_get(10)?;
+            let chat: i64 = row.try_get(MESSAGE_COLUMN_COUNT + 2)?;
             if !chats.contains(&chat) {
                 chats.push(chat);
             }
@@ -253,7 +254,7 @@ impl Tailer {
         let page = events(&client, &rows).await?;
         let mut chats = Vec::with_capacity(rows.len());
         for row in &rows {
-            chats.push(row.try_get::<_, i64>(10)?);
+            chats.push(row.try_get::<_, i64>(MESSAGE_COLUMN_COUNT + 2)?);
         }
         for (event, chat) in page.into_iter().zip(chats) {
             let members = members

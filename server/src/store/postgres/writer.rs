@@ -21,6 +21,12 @@
 //! are answered with the stored message and take no id. `UNIQUE (chat, sender, client_id)`
 //! backs this up: a duplicate could only fail the batch, never be stored twice.
 //!
+//! Replies: the originals the batch's replies name are read under the lock (one query, only
+//! for a batch that has replies), so a Delete, which takes the lock too, cannot come between
+//! the check and the commit. A reply whose original is not an undeleted message of its chat
+//! is refused with [`StoreError::ReplyNotFound`], unless the transaction finds it stored
+//! earlier (a retry).
+//!
 //! The transaction also sends one `NOTIFY` (per batch, never per message) so that the other
 //! servers' tailers look for news. After the commit the writer hands the new messages to its
 //! own server's tailer and answers the callers only once the tailer has published them, so a
@@ -32,14 +38,14 @@ use std::time::Duration;
 
 use chat_core::ids::{ChatId, ClientId, MessageId, UserId};
 use chat_core::requests::NewMessage;
-use deadpool_postgres::{Client, Object, Pool};
+use deadpool_postgres::{Client, Object, Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::rows::{MESSAGE_COLUMNS, message_at};
+use super::rows::{MESSAGE_COLUMNS, REPLY_JOIN, message_at};
 use super::tailer::{Committed, TailerLink};
 use crate::metrics::Metrics;
-use crate::store::decode::{id_from_sql, stored_user};
-use crate::store::{StoreError, StoredEvent, StoredMessage};
+use crate::store::decode::{id_from_sql, id_to_sql, stored_user};
+use crate::store::{ReplyPreview, StoreError, StoredEvent, StoredMessage};
 use chat_transport::unix_now;
 
 /// How many queued appends one transaction takes at most.
@@ -232,6 +238,39 @@ fn refuse(batch: Vec<Append>, error: &StoreError) {
     }
 }
 
+/// The originals that the candidates' replies name and that are undeleted messages: id →
+/// (chat row, preview). Read under the `message_seq` lock, which a Delete takes too, so an
+/// original cannot be deleted between this check and the reply's commit.
+async fn reply_originals(
+    tx: &Transaction<'_>,
+    candidates: &[Candidate],
+) -> Result<HashMap<i64, (i64, ReplyPreview)>, StoreError> {
+    let ids: Vec<i64> = candidates
+        .iter()
+        .filter_map(|candidate| candidate.message.reply_to.map(id_to_sql))
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let statement = tx
+        .prepare_cached(
+            "SELECT id, chat, sender, left(text, 100) FROM messages
+             WHERE id = ANY($1) AND NOT deleted",
+        )
+        .await?;
+    let mut found = HashMap::new();
+    for row in tx.query(&statement, &[&ids]).await? {
+        let id: i64 = row.try_get(0)?;
+        let preview = ReplyPreview::of(
+            MessageId(id_from_sql(id)),
+            Some(stored_user(row.try_get(2)?)?),
+            Some(row.try_get(3)?),
+        );
+        found.insert(id, (row.try_get(1)?, preview));
+    }
+    Ok(found)
+}
+
 /// Stores the candidates whose sender is a member in one transaction, in their order; returns
 /// each one's outcome (whether it is new: false when stored earlier, by any server).
 async fn store_batch(
@@ -278,11 +317,12 @@ async fn store_batch(
     // Read after the lock is ours, so it sees every message committed by any server.
     let earlier = tx
         .prepare_cached(&format!(
-            "SELECT m.chat, {MESSAGE_COLUMNS} FROM messages m
+            "SELECT m.chat, {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}
              JOIN unnest($1::bigint[], $2::text[], $3::text[]) AS k(chat, sender, client_id)
                ON m.chat = k.chat AND m.sender = k.sender AND m.client_id = k.client_id"
         ))
         .await?;
+    let originals = reply_originals(&tx, candidates).await?;
     let mut stored_earlier = HashMap::new();
     for row in tx.query(&earlier, &[&chats, &senders, &client_ids]).await? {
         let chat: i64 = row.try_get(0)?;
@@ -312,6 +352,18 @@ async fn store_batch(
             results.push(Ok((message, false, Arc::clone(chat_members))));
             continue;
         }
+        let reply = match candidate.message.reply_to {
+            None => None,
+            Some(original) => match originals.get(&id_to_sql(original)) {
+                Some((chat, preview)) if *chat == candidate.chat_row => Some(preview.clone()),
+                // Not a message of this chat, or deleted: another chat's message looks like
+                // no message at all.
+                _ => {
+                    results.push(Err(StoreError::ReplyNotFound));
+                    continue;
+                }
+            },
+        };
         next += 1;
         fresh.push(next, candidate, now);
         results.push(Ok((
@@ -320,6 +372,7 @@ async fn store_batch(
                 candidate.sender.clone(),
                 candidate.message.clone(),
                 now,
+                reply,
             ),
             true,
             Arc::clone(chat_members),
@@ -329,9 +382,10 @@ async fn store_batch(
     if next > last {
         let insert = tx
             .prepare_cached(
-                "INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at)
+                "INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at,
+                                       reply_to)
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
-                                      $5::text[], $6::text[], $7::bigint[])",
+                                      $5::text[], $6::text[], $7::bigint[], $8::bigint[])",
             )
             .await?;
         let bump = tx
@@ -352,6 +406,7 @@ async fn store_batch(
                     &fresh.subjects,
                     &fresh.texts,
                     &fresh.sent_at,
+                    &fresh.reply_to,
                 ],
             ),
             tx.execute(&bump, &[&next]),
@@ -373,6 +428,7 @@ struct FreshRows {
     subjects: Vec<String>,
     texts: Vec<String>,
     sent_at: Vec<i64>,
+    reply_to: Vec<Option<i64>>,
 }
 
 impl FreshRows {
@@ -386,6 +442,8 @@ impl FreshRows {
             .push(candidate.message.subject.as_str().to_owned());
         self.texts.push(candidate.message.text.as_str().to_owned());
         self.sent_at.push(now);
+        self.reply_to
+            .push(candidate.message.reply_to.map(id_to_sql));
     }
 }
 

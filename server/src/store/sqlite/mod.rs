@@ -24,6 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::requests::{HistoryQuery, ListQuery, Members, NewMessage};
+use chat_core::search::SearchQuery;
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) use self::schema::open_source;
@@ -32,7 +33,8 @@ use self::readers::ReaderPool;
 use self::token_cache::TokenCache;
 use self::writer::{WriteRequest, Writer};
 use super::{
-    Change, ChatPage, HistoryPage, Store, StoreError, StoredEvent, StoredMessage, TokenHash,
+    Change, ChatPage, HistoryPage, SearchPage, Store, StoreError, StoredEvent, StoredMessage,
+    TokenHash,
 };
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
@@ -279,6 +281,13 @@ impl Store for SqliteStore {
         let (user, query) = (user.clone(), query.clone());
         self.readers
             .read(move |conn| reads::chats_of(conn, &user, &query))
+            .await
+    }
+
+    async fn search(&self, user: &UserId, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let (user, query) = (user.clone(), query.clone());
+        self.readers
+            .read(move |conn| reads::search(conn, &user, &query))
             .await
     }
 }

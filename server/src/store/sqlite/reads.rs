@@ -5,13 +5,17 @@ use chat_core::requests::{HistoryQuery, ListQuery, Members};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use chat_core::emoji::Emoji;
+use chat_core::search::{SearchQuery, SearchTerms};
 
-use super::rows::{MESSAGE_COLUMNS, MessageRow, id_from_sql, id_to_sql, stored_chat, stored_user};
+use super::rows::{
+    MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, MessageRow, REPLY_JOIN, id_from_sql, id_to_sql,
+    stored_chat, stored_user,
+};
 use crate::store::changes::attach_reactions;
 use crate::store::decode::{member_key, stored};
 use crate::store::{
-    ChatPage, ChatSummary, HistoryPage, StoreError, StoredEvent, StoredMessage, TokenHash,
-    position_after,
+    ChatPage, ChatSummary, HistoryPage, SearchPage, StoreError, StoredEvent, StoredMessage,
+    TokenHash, position_after,
 };
 
 pub fn password_hash(conn: &Connection, user: &UserId) -> Result<Option<String>, StoreError> {
@@ -73,7 +77,7 @@ pub fn history(
     // One row more than asked tells whether older messages remain.
     let rows = conn
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m
+            "SELECT {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}
              WHERE m.chat = ?1 AND m.id < ?2 ORDER BY m.id DESC LIMIT ?3"
         ))?
         .query_map(params![chat, before, query.limit + 1], MessageRow::read)?
@@ -99,7 +103,8 @@ pub fn message_in_chat(
 ) -> Result<Option<StoredMessage>, StoreError> {
     let row = conn
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?1 AND m.chat = ?2"
+            "SELECT {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}
+             WHERE m.id = ?1 AND m.chat = ?2"
         ))?
         .query_row(params![id_to_sql(id), chat], MessageRow::read)
         .optional()?;
@@ -152,7 +157,7 @@ pub fn events_after(
         Ok((
             row.get::<_, i64>(0)?,
             MessageRow::read_at(row, 1)?,
-            row.get::<_, String>(9)?,
+            row.get::<_, String>(1 + MESSAGE_COLUMN_COUNT)?,
         ))
     };
     let rows = match chat {
@@ -166,6 +171,7 @@ pub fn events_after(
                        SELECT * FROM (SELECT id, message FROM message_changes
                                       WHERE chat = ?1 AND id > ?2 ORDER BY id LIMIT ?3)) e
                  JOIN messages m ON m.id = e.message
+                 {REPLY_JOIN}
                  ORDER BY e.id LIMIT ?3"
             ))?
             .query_map(params![chat, after, limit, chat_id.as_str()], read)?
@@ -185,6 +191,7 @@ pub fn events_after(
                                       ORDER BY id LIMIT ?3)) e
                  JOIN messages m ON m.id = e.message
                  JOIN chats c ON c.id = m.chat
+                 {REPLY_JOIN}
                  ORDER BY e.id LIMIT ?3"
             ))?
             .query_map(params![after, user.as_str(), limit], read)?
@@ -214,22 +221,26 @@ pub fn chats_of(
 ) -> Result<ChatPage, StoreError> {
     let (activity, last_message, chat_id) = position_after(query.after.as_ref());
     let rows = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT chat, public_id, created_at,
-                    id, sender, client_id, subject, text, sent_at, edited_at, deleted
+                    id, sender, client_id, subject, text, sent_at, edited_at, deleted,
+                    reply_to, reply_sender, reply_text
              FROM (SELECT c.id AS chat, c.public_id, c.created_at,
                           m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at,
                           m.edited_at, m.deleted,
+                          m.reply_to, r.sender AS reply_sender,
+                          substr(r.text, 1, 100) AS reply_text,
                           coalesce(m.sent_at, c.created_at) AS activity,
                           coalesce(m.id, 0) AS last_id
                    FROM chat_members mine
                    JOIN chats c ON c.id = mine.chat
                    LEFT JOIN messages m ON m.id = (SELECT max(id) FROM messages WHERE chat = c.id)
+                   {REPLY_JOIN}
                    WHERE mine.user_id = ?1)
              WHERE (activity, last_id, public_id) < (?2, ?3, ?4)
              ORDER BY activity DESC, last_id DESC, public_id DESC
-             LIMIT ?5",
-        )?
+             LIMIT ?5"
+        ))?
         .query_map(
             params![
                 user.as_str(),
@@ -275,6 +286,79 @@ pub fn chats_of(
     Ok(ChatPage::from_rows(chats, query.limit))
 }
 
+/// A page of the messages of `user`'s chats (or of one) that hold every query word, newest
+/// first. The index is walked from the newest match down (`ORDER BY rowid DESC` is served
+/// by FTS5 itself), so a page stops after `limit + 1` matches in the user's chats. `CROSS
+/// JOIN` keeps the index the outer loop: SQLite never reorders it, so the planner cannot
+/// choose to walk the user's messages and probe the index once per message instead.
+pub fn search(
+    conn: &Connection,
+    user: &UserId,
+    query: &SearchQuery,
+) -> Result<SearchPage, StoreError> {
+    let chat = query
+        .chat_id
+        .as_ref()
+        .map(|chat| chat_row_for(conn, chat, user))
+        .transpose()?;
+    let in_chats = match chat {
+        Some(_) => "m.chat = ?3",
+        None => "m.chat IN (SELECT chat FROM chat_members WHERE user_id = ?3)",
+    };
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS}, c.public_id
+         FROM messages_fts f
+         CROSS JOIN messages m ON m.id = f.rowid
+         JOIN chats c ON c.id = m.chat
+         {REPLY_JOIN}
+         WHERE messages_fts MATCH ?1 AND f.rowid < ?2 AND {in_chats}
+         ORDER BY f.rowid DESC LIMIT ?4"
+    );
+    let before = query.before.map_or(i64::MAX, id_to_sql);
+    let in_chats: rusqlite::types::Value = match chat {
+        Some(row) => row.into(),
+        None => user.as_str().to_owned().into(),
+    };
+    let rows = conn
+        .prepare_cached(&sql)?
+        .query_map(
+            params![fts5_match(&query.terms), before, in_chats, query.limit + 1],
+            |row| {
+                Ok((
+                    MessageRow::read(row)?,
+                    row.get::<_, String>(MESSAGE_COLUMN_COUNT)?,
+                ))
+            },
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut messages = rows
+        .into_iter()
+        .map(|(row, chat_id)| row.into_message(stored_chat(&chat_id)?))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    with_reactions(conn, &mut messages)?;
+    Ok(SearchPage::from_rows(messages, query.limit))
+}
+
+/// The FTS5 query of `terms`: each word a quoted string (so nothing a person types is FTS5
+/// syntax: `"` is doubled inside, though words never hold one), all required (FTS5's
+/// implicit AND), the last one a prefix query when the person may still be typing it.
+fn fts5_match(terms: &SearchTerms) -> String {
+    let words = terms.words();
+    let mut expression = String::new();
+    for (i, word) in words.iter().enumerate() {
+        if i > 0 {
+            expression.push(' ');
+        }
+        expression.push('"');
+        expression.push_str(&word.replace('"', "\"\""));
+        expression.push('"');
+        if i + 1 == words.len() && terms.last_is_prefix() {
+            expression.push('*');
+        }
+    }
+    expression
+}
+
 /// The first of `members` already in `cap` chats, unless the chat of exactly these members
 /// exists (New returns that one whatever the quota). Counting stops at `cap`, so a check
 /// costs at most `cap` index entries per member.
@@ -315,4 +399,17 @@ pub fn blocked_by(conn: &Connection, blocker: &UserId) -> Result<Vec<UserId>, St
         .query_map([blocker.as_str()], |row| row.get::<_, String>(0))?
         .map(|blocked| stored_user(&blocked?))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts5_queries_quote_every_word() {
+        let terms = |query| SearchTerms::parse(query).unwrap();
+        assert_eq!(fts5_match(&terms("Hello wor")), r#""hello" "wor"*"#);
+        assert_eq!(fts5_match(&terms("\"a\" OR b* ")), r#""a" "or" "b""#);
+        assert_eq!(fts5_match(&terms("NEAR(x y)")), r#""near" "x" "y""#);
+    }
 }

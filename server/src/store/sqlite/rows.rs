@@ -9,7 +9,7 @@ use chat_core::ids::{ChatId, MessageId};
 
 use crate::store::decode::{StoredColumns, stored_message};
 pub use crate::store::decode::{id_from_sql, id_to_sql, stored_chat, stored_user};
-use crate::store::{StoreError, StoredMessage};
+use crate::store::{ReplyPreview, StoreError, StoredMessage};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
@@ -17,13 +17,22 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// The columns of a message, in the order [`MessageRow`] reads them, for a query that names
-/// the messages table `m`.
-pub const MESSAGE_COLUMNS: &str =
-    "m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at, m.edited_at, m.deleted";
+/// The columns every message query selects, in [`MessageRow`]'s order, from `messages m`
+/// joined with [`REPLY_JOIN`]: the message's own, then its reply's original (id, sender and
+/// the beginning of its text; NULL when it is not a reply).
+pub const MESSAGE_COLUMNS: &str = "m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at, \
+     m.edited_at, m.deleted, m.reply_to, r.sender, substr(r.text, 1, 100)";
 
-/// A message as its row holds it, before its values are checked. Queries select its columns
-/// in the order of [`MESSAGE_COLUMNS`].
+// The `substr(r.text, 1, 100)` above reads what a preview shows, no more.
+const _: () = assert!(chat_core::limits::REPLY_PREFIX_CHARS == 100);
+
+/// How many columns [`MESSAGE_COLUMNS`] selects.
+pub const MESSAGE_COLUMN_COUNT: usize = 11;
+
+/// The join that finds a message's reply original, for [`MESSAGE_COLUMNS`].
+pub const REPLY_JOIN: &str = "LEFT JOIN messages r ON r.id = m.reply_to";
+
+/// A message as its row holds it, before its values are checked (see [`MESSAGE_COLUMNS`]).
 pub struct MessageRow {
     id: i64,
     sender: String,
@@ -33,10 +42,13 @@ pub struct MessageRow {
     sent_at: i64,
     edited_at: Option<i64>,
     deleted: bool,
+    reply_to: Option<i64>,
+    reply_sender: Option<String>,
+    reply_text: Option<String>,
 }
 
 impl MessageRow {
-    /// Reads the message's eight columns starting at column `first`.
+    /// Reads the message's [`MESSAGE_COLUMN_COUNT`] columns starting at column `first`.
     pub fn read_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
         Ok(Self {
             id: row.get(first)?,
@@ -47,6 +59,9 @@ impl MessageRow {
             sent_at: row.get(first + 5)?,
             edited_at: row.get(first + 6)?,
             deleted: row.get(first + 7)?,
+            reply_to: row.get(first + 8)?,
+            reply_sender: row.get(first + 9)?,
+            reply_text: row.get(first + 10)?,
         })
     }
 
@@ -68,6 +83,14 @@ impl MessageRow {
             sent_at: self.sent_at,
             edited_at: self.edited_at,
             deleted: self.deleted,
+            reply: match self.reply_to {
+                None => None,
+                Some(original) => Some(ReplyPreview::of(
+                    MessageId(id_from_sql(original)),
+                    self.reply_sender.as_deref().map(stored_user).transpose()?,
+                    self.reply_text.as_deref(),
+                )),
+            },
         })
     }
 }

@@ -95,6 +95,38 @@ CREATE TABLE reactions (
     UNIQUE (message, emoji, user_id)
 );
 ",
+    "
+-- Replies: the id of the message answered (same chat, checked by the writer), or NULL.
+ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+-- Search: an external-content FTS5 index of the messages' current subject and text. The
+-- triggers keep it equal to those columns whatever writes them (send, edit, delete), so a
+-- deleted message (text and subject blanked) is not found and an edited one is found by
+-- its new words. unicode61 splits at anything that is not a letter, digit or mark (as
+-- chat_core::search::words does) and, with remove_diacritics 2, ignores case and accents.
+-- The prefix indexes make a typed-ahead last word (hel*) an index lookup.
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    subject, text,
+    content = 'messages', content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 2',
+    prefix = '2 3'
+);
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+-- secure-delete: a deleted or edited message's old words are removed from the index's
+-- pages, not only marked deleted, so erased text does not linger in the file.
+INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1);
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, subject, text) VALUES (new.id, new.subject, new.text);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, subject, text)
+        VALUES ('delete', old.id, old.subject, old.text);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF subject, text ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, subject, text)
+        VALUES ('delete', old.id, old.subject, old.text);
+    INSERT INTO messages_fts (rowid, subject, text) VALUES (new.id, new.subject, new.text);
+END;
+",
 ];
 
 /// The schema version this server reads and writes: the number of migrations.

@@ -425,6 +425,7 @@ mod tests {
             subject: Subject::default(),
             text: Text::parse(&format!("text of {client_id}")).unwrap(),
             claimed_sender: None,
+            reply_to: None,
         };
         queued(|reply| WriteRequest::Append {
             sender: user(sender),

@@ -10,10 +10,12 @@ use chat_core::requests::{Members, NewMessage};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::reads::message_in_chat;
-use super::rows::{MESSAGE_COLUMNS, MessageRow, id_from_sql, id_to_sql, stored_chat, stored_user};
+use super::rows::{
+    MESSAGE_COLUMNS, MessageRow, REPLY_JOIN, id_from_sql, id_to_sql, stored_chat, stored_user,
+};
 use crate::store::changes::{Change, Write, plan};
 use crate::store::decode::member_key;
-use crate::store::{StoreError, StoredEvent, StoredMessage, TokenHash};
+use crate::store::{ReplyPreview, StoreError, StoredEvent, StoredMessage, TokenHash};
 
 /// Chats whose row id and members the writer keeps in memory; past this it starts over.
 const CHAT_CACHE_MAX: usize = 16_384;
@@ -211,7 +213,8 @@ pub fn unblock(conn: &Connection, blocker: &UserId, blocked: &UserId) -> Result<
 
 /// Inserts the message into the chat whose row id is `chat`, or finds the one stored earlier
 /// under the same client id. The bool says whether it is new. Inserting first costs a retry
-/// one more statement but spares every new message (nearly all of them) a lookup.
+/// one more statement but spares every new message (nearly all of them) a lookup. A reply's
+/// original is checked first, in the same transaction, so it cannot change in between.
 pub fn append(
     conn: &Connection,
     chat: i64,
@@ -219,10 +222,23 @@ pub fn append(
     message: NewMessage,
     now: i64,
 ) -> Result<(StoredMessage, bool), StoreError> {
+    let reply = match message.reply_to {
+        None => None,
+        Some(original) => match reply_original(conn, chat, original)? {
+            Some(preview) => Some(preview),
+            // A retry of a reply stored before its original was deleted still gets it back.
+            None => {
+                return match earlier(conn, chat, &sender, &message)? {
+                    Some(stored) => Ok((stored, false)),
+                    None => Err(StoreError::ReplyNotFound),
+                };
+            }
+        },
+    };
     let inserted = conn
         .prepare_cached(
-            "INSERT INTO messages (chat, sender, client_id, subject, text, sent_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO messages (chat, sender, client_id, subject, text, sent_at, reply_to)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (chat, sender, client_id) DO NOTHING",
         )?
         .execute(params![
@@ -231,31 +247,70 @@ pub fn append(
             message.client_id.as_str(),
             message.subject.as_str(),
             message.text.as_str(),
-            now
+            now,
+            message.reply_to.map(id_to_sql),
         ])?;
     if inserted == 1 {
         let id = MessageId(id_from_sql(conn.last_insert_rowid()));
-        return Ok((StoredMessage::new(id, sender, message, now), true));
+        return Ok((StoredMessage::new(id, sender, message, now, reply), true));
     }
-    let earlier = conn
+    earlier(conn, chat, &sender, &message)?
+        .map(|stored| (stored, false))
+        // The insert was skipped because this row exists; not finding it means a damaged file.
+        .ok_or_else(|| {
+            StoreError::Unavailable("a message conflicts with one that cannot be read".into())
+        })
+}
+
+/// The message stored earlier under `message`'s client id, as it is now (it may have been
+/// edited since), reactions included; `None` if there is none.
+fn earlier(
+    conn: &Connection,
+    chat: i64,
+    sender: &UserId,
+    message: &NewMessage,
+) -> Result<Option<StoredMessage>, StoreError> {
+    let row = conn
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m
+            "SELECT {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}
              WHERE m.chat = ?1 AND m.sender = ?2 AND m.client_id = ?3"
         ))?
         .query_row(
             params![chat, sender.as_str(), message.client_id.as_str()],
             MessageRow::read,
         )
-        .optional()?
-        // The insert was skipped because this row exists; not finding it means a damaged file.
-        .ok_or_else(|| {
-            StoreError::Unavailable("a message conflicts with one that cannot be read".into())
-        })?;
-    // The message as it is now (it may have been edited since), reactions included.
-    let mut earlier = [earlier.into_message(message.chat_id)?];
+        .optional()?;
+    let Some(row) = row else { return Ok(None) };
+    let mut earlier = [row.into_message(message.chat_id.clone())?];
     super::reads::with_reactions(conn, &mut earlier)?;
     let [earlier] = earlier;
-    Ok((earlier, false))
+    Ok(Some(earlier))
+}
+
+/// The preview of `original` if it is an undeleted message of the chat whose row id is
+/// `chat`; `None` for anything else, so another chat's message looks like no message.
+fn reply_original(
+    conn: &Connection,
+    chat: i64,
+    original: MessageId,
+) -> Result<Option<ReplyPreview>, StoreError> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached(
+            "SELECT sender, substr(text, 1, 100) FROM messages
+             WHERE id = ?1 AND chat = ?2 AND NOT deleted",
+        )?
+        .query_row(params![id_to_sql(original), chat], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    row.map(|(sender, text)| {
+        Ok(ReplyPreview::of(
+            original,
+            Some(stored_user(&sender)?),
+            Some(&text),
+        ))
+    })
+    .transpose()
 }
 
 /// Applies `change` by `user` to a message of the chat whose row id is `chat`, as

@@ -1,0 +1,164 @@
+// Replies and search in the browser: Bob finds a message of Alice's far back in their chat
+// with the search box (matched words marked, "More results" for the next page), clicks the
+// result and the chat opens there, scrolled to it and highlighted; he replies to it, and
+// Alice, after a reload, sees the reply with its quote live and clicks the quote to jump to
+// the original many pages back. A hostile message among the results stays text. The old
+// messages are sent through the gRPC-web API (as Alice on another device), to put the
+// original several History pages back. Run it with e2e/run.sh.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { ChatUser, eventually } from './browser.mjs';
+import { decodeStrings, encodeStrings, unary } from './grpc_web.mjs';
+import { serverAndBrowser } from './server.mjs';
+
+const PASSWORD = 'correct horse battery';
+/** More than two History pages of 50 (chat_core::limits::HISTORY_DEFAULT_PAGE) after it. */
+const FILLER = 130;
+const ORIGINAL = 'The launch code is pelican-42, don’t share it!';
+const HOSTILE = '<img src=x onerror="window.__pwned = 1"> pelican pie <b>bold</b>';
+const REPLY = 'Only if you bring the pelican pie';
+
+/** Whether the element sits inside the visible part of its scrolling log. */
+function inView(element) {
+  const box = element.getBoundingClientRect();
+  const log = element.closest('[role="log"]').getBoundingClientRect();
+  return box.bottom > log.top && box.top < log.bottom;
+}
+
+describe('two people reply and search in the browser', { timeout: 150_000 }, () => {
+  /** @type {ChatUser} */ let alice;
+  /** @type {ChatUser} */ let bob;
+  const suite = serverAndBrowser({ extraArgs: ['--send-rate', '0'] });
+
+  let failed = false;
+  function step(name, body) {
+    test(name, { timeout: 45_000 }, async (t) => {
+      if (failed) {
+        t.skip('an earlier step failed');
+        return;
+      }
+      try {
+        await body();
+      } catch (error) {
+        failed = true;
+        console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
+        for (const user of [alice, bob]) if (user) console.error(user.report());
+        throw error;
+      }
+    });
+  }
+
+  step('Alice and Bob have a chat whose first message is far back', async () => {
+    alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');
+    bob = await ChatUser.open(suite.browser, suite.server.url, 'bob');
+    await alice.signUp(PASSWORD);
+    await bob.signUp(PASSWORD);
+    await alice.startChatWith(bob.name);
+
+    // Alice's other device: a session of its own, the same chat (New is idempotent).
+    const token = decodeStrings(
+      await unary(suite.server.url, '/chat.Auth/SignIn', encodeStrings({ 1: 'alice', 2: PASSWORD })),
+    )[2];
+    const members = Buffer.concat(['alice', 'bob'].map((member) => encodeStrings({ 1: member })));
+    const chatId = decodeStrings(await unary(suite.server.url, '/chat.Chat/New', members, { token }))[1];
+    const send = (clientId, text) =>
+      unary(suite.server.url, '/chat.Chat/Send', encodeStrings({ 1: clientId, 2: chatId, 5: text }), { token });
+    await send('original', ORIGINAL);
+    await send('hostile', HOSTILE);
+    for (let n = 0; n < FILLER; n++) await send(`filler-${n}`, `filler message number ${n}`);
+    await bob.waitUntilConnected();
+  });
+
+  step('Bob searches, sees the matched words marked and hostile text as text, and pages on', async () => {
+    const box = bob.page.getByRole('searchbox', { name: 'Search messages' });
+    const results = bob.page.getByRole('region', { name: 'Search results' });
+    await box.fill('"pelican');
+    await bob.button('Search').click();
+    const items = results.getByRole('listitem');
+    await eventually('two results', async () => assert.equal(await items.count(), 2));
+    // Newest first: the hostile message, then the original.
+    assert.match(await items.nth(0).innerText(), /pelican pie/);
+    assert.match(await items.nth(1).innerText(), /launch code/);
+    assert.deepEqual(await items.nth(1).locator('mark').allInnerTexts(), ['pelican']);
+    assert.equal(await results.locator('img, b').count(), 0, 'no markup from a message');
+    assert.equal(await bob.page.evaluate(() => window.__pwned), undefined);
+
+    await box.fill('filler message');
+    await bob.button('Search').click();
+    await eventually('a first page of 20', async () => assert.equal(await items.count(), 20));
+    assert.match(await items.nth(0).innerText(), new RegExp(`number ${FILLER - 1}\\b`));
+    await bob.button('More results').click();
+    await eventually('a second page after it', async () => assert.equal(await items.count(), 40));
+    assert.match(await items.nth(20).innerText(), new RegExp(`number ${FILLER - 21}\\b`));
+
+    await box.fill('   ');
+    await bob.button('Search').click();
+    await bob.page.getByRole('alert').filter({ hasText: 'Search query is empty' }).waitFor();
+  });
+
+  step('a click on a result opens the chat at the message, far back, highlighted', async () => {
+    const box = bob.page.getByRole('searchbox', { name: 'Search messages' });
+    await box.fill('launch code');
+    await bob.button('Search').click();
+    const result = bob.page.getByRole('region', { name: 'Search results' }).getByRole('listitem');
+    await eventually('one result', async () => assert.equal(await result.count(), 1));
+    await result.getByRole('button').click();
+    const original = bob.messages('launch code').first();
+    await original.waitFor({ timeout: 15_000 });
+    await eventually('the original scrolled into view and highlighted', async () => {
+      assert.ok(await original.evaluate(inView), 'in view');
+      assert.match((await original.getAttribute('class')) ?? '', /highlight/);
+    });
+  });
+
+  step('Bob replies to it; the quote shows in his composer and in the message', async () => {
+    const original = bob.messages('launch code').first();
+    await original.getByRole('button', { name: 'Reply', exact: true }).click();
+    const replying = bob.page.getByRole('group', { name: 'Replying to' });
+    await replying.getByText('launch code').waitFor();
+    await replying.getByRole('button', { name: 'Cancel reply' }).click();
+    await replying.waitFor({ state: 'detached' });
+
+    await original.getByRole('button', { name: 'Reply', exact: true }).click();
+    await bob.send(REPLY);
+    await bob.waitUntilSent(REPLY);
+    await replying.waitFor({ state: 'detached' });
+    const reply = bob.messages(REPLY).first();
+    assert.match(await reply.locator('.quote').innerText(), /alice[\s\S]*launch code is pelican-42/);
+  });
+
+  step('Alice reloads, sees the reply with its quote live, and the quote takes her to the original', async () => {
+    alice.note('[test] reload');
+    await alice.page.reload();
+    await alice.openChatWith(bob.name);
+    const reply = alice.messages(REPLY).first();
+    await reply.waitFor();
+    assert.match(await reply.locator('.quote').innerText(), /launch code/);
+    const original = alice.messageLog.getByRole('article').filter({ hasText: 'launch code' }).filter({ hasNotText: REPLY });
+    assert.equal(await original.count(), 0, 'the original is pages back, not loaded yet');
+
+    await reply.locator('.quote').click();
+    await original.first().waitFor({ timeout: 15_000 });
+    await eventually('the original scrolled into view and highlighted', async () => {
+      assert.ok(await original.first().evaluate(inView), 'in view');
+      assert.match((await original.first().getAttribute('class')) ?? '', /highlight/);
+    });
+
+    // A reply arriving live carries its quote too.
+    await bob.messages(REPLY).first().getByRole('button', { name: 'Reply', exact: true }).click();
+    await bob.send('and a second answer');
+    await bob.waitUntilSent('and a second answer');
+    const live = alice.messages('and a second answer').first();
+    await live.waitFor();
+    assert.match(await live.locator('.quote').innerText(), /bob[\s\S]*Only if you bring/);
+  });
+
+  step('no page crashed or broke the CSP', async () => {
+    for (const user of [alice, bob]) {
+      assert.deepEqual(user.pageErrors, [], `uncaught errors in ${user.name}'s page`);
+      assert.deepEqual(await user.cspViolations(), [], `CSP violations in ${user.name}'s page`);
+    }
+  });
+});

@@ -1,0 +1,381 @@
+//! Search: the words of the messages of my chats, never others', newest first, in pages;
+//! several languages and punctuation; nothing in a query is an operator; bad queries are
+//! refused with a sentence; edits and deletes are followed by the index itself.
+
+use chat_core::limits::{SEARCH_DEFAULT_PAGE, SEARCH_MAX_WORDS, SEARCH_QUERY_MAX_CHARS};
+use chat_core::proto::chat_client::ChatClient;
+use chat_core::proto::{DeleteRequest, EditRequest, Message, SearchRequest, SearchResponse};
+use tonic::Code;
+
+use crate::helpers::*;
+
+async fn search_on<T: Transport>(
+    chat: &ChatClient<T>,
+    token: &str,
+    request: SearchRequest,
+) -> Result<SearchResponse, tonic::Status> {
+    within(chat.clone().search(authed(token, request)))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn query(text: &str) -> SearchRequest {
+    SearchRequest {
+        query: text.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// The texts found for `text` in every chat of the caller, newest first (one page).
+async fn found<T: Transport>(chat: &ChatClient<T>, token: &str, text: &str) -> Vec<String> {
+    search_on(chat, token, query(text))
+        .await
+        .unwrap_or_else(|status| panic!("search {text:?}: {status:?}"))
+        .messages
+        .into_iter()
+        .map(|message| message.text)
+        .collect()
+}
+
+/// Alice is in two chats, not in the third; each has a message about pineapples.
+async fn only_my_chats_are_searched<T: Transport>(app: &TestApp, chat: ChatClient<T>) {
+    let [alice, bob, carol] = signed_up_all(app, ["alice", "bob", "carol"]).await;
+    let with_bob = new_chat(app, &alice, &["alice", "bob"]).await;
+    let with_carol = new_chat(app, &alice, &["alice", "carol"]).await;
+    let without_alice = new_chat(app, &bob, &["bob", "carol"]).await;
+    let mut native = app.chat().await;
+    let first = send_text(
+        &mut native,
+        &bob,
+        &with_bob,
+        "1",
+        "Pineapple pizza tonight?",
+    )
+    .await;
+    send_text(&mut native, &carol, &without_alice, "2", "pineapple secret").await;
+    let second = send_text(
+        &mut native,
+        &carol,
+        &with_carol,
+        "3",
+        "No pineapple, please.",
+    )
+    .await;
+    send_text(&mut native, &alice, &with_bob, "4", "pine trees").await;
+
+    let all = search_on(&chat, &alice, query("pineapple")).await.unwrap();
+    assert_eq!(
+        all.messages,
+        [second.clone(), first.clone()],
+        "newest first, mine only"
+    );
+    assert!(!all.has_more);
+    assert_eq!(all.next_page_token, "");
+
+    let one = SearchRequest {
+        chat_id: with_bob.clone(),
+        ..query("PINEAPPLE")
+    };
+    assert_eq!(
+        search_on(&chat, &alice, one).await.unwrap().messages,
+        [first]
+    );
+
+    let foreign = SearchRequest {
+        chat_id: without_alice,
+        ..query("pineapple")
+    };
+    let status = search_on(&chat, &alice, foreign).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::NotFound, "chat not found")
+    );
+
+    // The last word is a prefix while it may still be being typed.
+    assert_eq!(found(&chat, &alice, "pinea").await.len(), 2);
+    assert_eq!(found(&chat, &alice, "pine").await.len(), 3);
+    assert_eq!(found(&chat, &alice, "pine ").await, ["pine trees"]);
+    assert!(found(&chat, &alice, "secret").await.is_empty());
+}
+
+#[tokio::test]
+async fn only_my_chats_are_searched_over_native_grpc() {
+    let app = spawn_app().await;
+    let chat = app.chat().await;
+    only_my_chats_are_searched(&app, chat).await;
+}
+
+#[tokio::test]
+async fn only_my_chats_are_searched_over_grpc_web() {
+    let app = spawn_app().await;
+    only_my_chats_are_searched(&app, app.web_chat()).await;
+}
+
+/// 25 matches in pages of 10, then the default page: newest first, no gap, no repeat.
+async fn pages_walk_every_match_once<T: Transport>(app: &TestApp, chat: ChatClient<T>) {
+    let (alice, _, chat_id) = alice_and_bob(app).await;
+    let matching = send_many(app, &alice, &chat_id, 25, "weekly report attached").await;
+    send_many(app, &alice, &chat_id, 5, "unrelated").await;
+
+    let mut walked: Vec<Message> = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let request = SearchRequest {
+            limit: 10,
+            page_token: token.clone(),
+            ..query("report")
+        };
+        let page = search_on(&chat, &alice, request).await.unwrap();
+        pages += 1;
+        walked.extend(page.messages);
+        if !page.has_more {
+            assert_eq!(page.next_page_token, "");
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    let mut expected = matching.clone();
+    expected.reverse();
+    assert_eq!(walked, expected, "every match once, newest first");
+
+    let default = search_on(&chat, &alice, query("report")).await.unwrap();
+    assert_eq!(default.messages.len(), SEARCH_DEFAULT_PAGE as usize);
+    assert!(default.has_more);
+}
+
+#[tokio::test]
+async fn pages_walk_every_match_once_over_native_grpc() {
+    let app = spawn_app().await;
+    let chat = app.chat().await;
+    pages_walk_every_match_once(&app, chat).await;
+}
+
+#[tokio::test]
+async fn pages_walk_every_match_once_over_grpc_web() {
+    let app = spawn_app().await;
+    pages_walk_every_match_once(&app, app.web_chat()).await;
+}
+
+#[tokio::test]
+async fn words_are_found_in_several_languages_and_between_punctuation() {
+    let app = spawn_app().await;
+    let (alice, bob, chat_id) = alice_and_bob(&app).await;
+    let mut chat = app.chat().await;
+    let texts = [
+        "Café crème, s'il vous plaît!",
+        "Grüße aus München (und Köln).",
+        "Привет, как дела?",
+        "שלום עולם",
+        "مرحبا بالعالم",
+        "東京 タワー",
+        "¿Dónde está la estación?",
+        "mail me: bob@example.com — urgent!!!",
+        "v2.0 released; see release-notes.md",
+        "Ελληνικά γράμματα",
+    ];
+    for (n, text) in texts.iter().enumerate() {
+        send_text(&mut chat, &bob, &chat_id, &format!("t{n}"), text).await;
+    }
+    for (search, expected) in [
+        ("café", texts[0]),
+        ("PLAÎT", texts[0]),
+        ("münchen", texts[1]),
+        ("köln", texts[1]),
+        ("привет дела", texts[2]),
+        ("ДЕЛА", texts[2]),
+        ("עולם", texts[3]),
+        ("بالعالم", texts[4]),
+        ("東京", texts[5]),
+        ("estación", texts[6]),
+        ("example", texts[7]),
+        ("bob@example.com", texts[7]),
+        ("urgent", texts[7]),
+        ("release notes", texts[8]),
+        ("v2.0", texts[8]),
+        ("γράμματα", texts[9]),
+    ] {
+        assert_eq!(
+            found(&chat, &alice, search).await,
+            [expected],
+            "query {search:?}"
+        );
+    }
+    // SQLite's index ignores accents; PostgreSQL's 'simple' configuration keeps them.
+    let unaccented = found(&chat, &alice, "cafe creme").await;
+    if on_postgres() {
+        assert!(unaccented.is_empty());
+    } else {
+        assert_eq!(unaccented, [texts[0]]);
+    }
+}
+
+#[tokio::test]
+async fn quotes_and_operators_in_a_query_are_plain_words() {
+    let app = spawn_app().await;
+    let (alice, bob, chat_id) = alice_and_bob(&app).await;
+    let mut chat = app.chat().await;
+    for (n, text) in [
+        "apples OR oranges",
+        "apples only",
+        "NEAR the end",
+        "she said \"quoted\" words",
+        "a star* here",
+        "minus -one",
+        "col:umn AND (paren)",
+        "it's O'Brien's",
+    ]
+    .iter()
+    .enumerate()
+    {
+        send_text(&mut chat, &bob, &chat_id, &format!("o{n}"), text).await;
+    }
+    for (search, expected) in [
+        ("apples OR", vec!["apples OR oranges"]),
+        ("apples NOT oranges", vec![]),
+        ("NEAR(", vec!["NEAR the end"]),
+        ("\"quoted", vec!["she said \"quoted\" words"]),
+        ("\"quoted\" words\"", vec!["she said \"quoted\" words"]),
+        ("star*", vec!["a star* here"]),
+        ("-one", vec!["minus -one"]),
+        ("col:umn", vec!["col:umn AND (paren)"]),
+        ("AND (paren", vec!["col:umn AND (paren)"]),
+        ("o'brien's", vec!["it's O'Brien's"]),
+        ("'", vec![]),
+        ("^apples", vec!["apples only", "apples OR oranges"]),
+    ] {
+        match search_on(&chat, &alice, query(search)).await {
+            Ok(page) => {
+                let texts: Vec<String> = page.messages.into_iter().map(|m| m.text).collect();
+                assert_eq!(texts, expected, "query {search:?}");
+            }
+            // Only a query with no word at all may be refused, and with its own sentence.
+            Err(status) => {
+                assert!(expected.is_empty(), "query {search:?}: {status:?}");
+                assert_eq!(
+                    (status.code(), status.message()),
+                    (
+                        Code::InvalidArgument,
+                        "search query has no words: search for letters or digits, not only punctuation"
+                    ),
+                    "query {search:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_searches_are_refused_with_a_sentence() {
+    let app = spawn_app().await;
+    let (alice, _, _) = alice_and_bob(&app).await;
+    let chat = app.chat().await;
+    let too_long = "x".repeat(SEARCH_QUERY_MAX_CHARS + 1);
+    let too_many: String = (0..=SEARCH_MAX_WORDS).map(|n| format!("w{n} ")).collect();
+    for (request, expected) in [
+        (
+            query(""),
+            "search query is empty: type the words to look for".to_owned(),
+        ),
+        (
+            query(" \u{200B}\t"),
+            "search query is empty: type the words to look for".to_owned(),
+        ),
+        (
+            query("?! -- ..."),
+            "search query has no words: search for letters or digits, not only punctuation"
+                .to_owned(),
+        ),
+        (
+            query(&too_long),
+            format!(
+                "search query is {} characters long; the limit is {SEARCH_QUERY_MAX_CHARS}",
+                SEARCH_QUERY_MAX_CHARS + 1
+            ),
+        ),
+        (
+            query(&too_many),
+            format!(
+                "search query has {} words; search for at most {SEARCH_MAX_WORDS}",
+                SEARCH_MAX_WORDS + 1
+            ),
+        ),
+        (
+            SearchRequest {
+                limit: -1,
+                ..query("ok")
+            },
+            "limit must not be negative".to_owned(),
+        ),
+        (
+            SearchRequest {
+                page_token: "next".into(),
+                ..query("ok")
+            },
+            "page_token \"next\" is not a page token: use the next_page_token of the previous List"
+                .to_owned(),
+        ),
+        (
+            SearchRequest {
+                chat_id: "nope".into(),
+                ..query("ok")
+            },
+            "chat_id \"nope\" is not a chat id: use one returned by New or List".to_owned(),
+        ),
+    ] {
+        let status = search_on(&chat, &alice, request.clone()).await.unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::InvalidArgument, expected.as_str()),
+            "{request:?}"
+        );
+    }
+    // Without a token nothing about the query is looked at.
+    let status = within(chat.clone().search(query(""))).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+/// The index follows the `subject` and `text` columns: an edited message is found by its new
+/// words only, a deleted one not at all.
+#[tokio::test]
+async fn edited_and_deleted_messages_are_followed_by_the_index() {
+    let app = spawn_app().await;
+    let (alice, bob, chat_id) = alice_and_bob(&app).await;
+    let mut chat = app.chat().await;
+    let edited = send_text(&mut chat, &bob, &chat_id, "e", "meeting on monday").await;
+    let deleted = send_text(&mut chat, &bob, &chat_id, "d", "meeting password hunter2").await;
+    assert_eq!(found(&chat, &alice, "meeting").await.len(), 2);
+
+    within(chat.edit(authed(
+        &bob,
+        EditRequest {
+            chat_id: chat_id.clone(),
+            message_id: edited.id.clone(),
+            subject: "moved".into(),
+            text: "standup on tuesday".into(),
+        },
+    )))
+    .await
+    .expect("bob edits his message");
+    within(chat.delete(authed(
+        &bob,
+        DeleteRequest {
+            chat_id: chat_id.clone(),
+            message_id: deleted.id.clone(),
+        },
+    )))
+    .await
+    .expect("bob deletes his message");
+
+    assert!(found(&chat, &alice, "meeting").await.is_empty());
+    assert!(found(&chat, &alice, "hunter2").await.is_empty());
+    assert_eq!(
+        found(&chat, &alice, "tuesday").await,
+        ["standup on tuesday"]
+    );
+    assert_eq!(
+        found(&chat, &alice, "moved standup").await,
+        ["standup on tuesday"]
+    );
+}

@@ -1,0 +1,218 @@
+//! Searching the user's messages: a search box, results newest first with the matched words
+//! highlighted, "More results" for the next page, and a click that opens the message in its
+//! chat. The query is checked with the server's own rules (`chat_core::search`) before it is
+//! sent, and highlighted with the same splitting the server searched with.
+
+use std::ops::Range;
+
+use chat_core::proto;
+use chat_core::search::{SearchTerms, highlights};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::api::ApiError;
+use crate::live::use_live;
+use crate::time::short_time;
+
+/// The results shown: the query they are for (to highlight with), the messages, and the
+/// token of the next page.
+#[derive(Clone)]
+struct Results {
+    terms: SearchTerms,
+    query: String,
+    messages: Vec<proto::Message>,
+    next: Option<String>,
+}
+
+/// A search box over every chat of the user, with its results under it.
+#[component]
+pub fn SearchBox() -> impl IntoView {
+    let live = use_live();
+    let query = RwSignal::new(String::new());
+    let results = RwSignal::new(None::<Results>);
+    let error = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+
+    // Loads the page after `token` ("" for the first) of `text`, adding it to what is shown.
+    let load = move |text: String, terms: SearchTerms, token: String| {
+        busy.set(true);
+        spawn_local(async move {
+            match live.api().search(&text, &token).await {
+                Ok(page) => {
+                    let next = page.has_more.then_some(page.next_page_token);
+                    results.update(|results| match results {
+                        Some(shown) if !token.is_empty() && shown.query == text => {
+                            shown.messages.extend(page.messages);
+                            shown.next = next;
+                        }
+                        _ => {
+                            *results = Some(Results {
+                                terms,
+                                query: text,
+                                messages: page.messages,
+                                next,
+                            })
+                        }
+                    });
+                    error.set(None);
+                }
+                Err(ApiError::SignedOut) => live.signed_out(),
+                Err(failure) => error.set(Some(failure.to_string())),
+            }
+            busy.try_set(false);
+        });
+    };
+    let submit = move |event: leptos::ev::SubmitEvent| {
+        event.prevent_default();
+        let text = query.get_untracked();
+        match SearchTerms::parse(&text) {
+            Ok(terms) => load(text, terms, String::new()),
+            Err(invalid) => error.set(Some(crate::sentence(&invalid.to_string()))),
+        }
+    };
+    let more = move |_| {
+        if let Some(shown) = results.get_untracked()
+            && let Some(token) = shown.next
+        {
+            load(shown.query, shown.terms, token);
+        }
+    };
+    let clear = move |_| {
+        results.set(None);
+        error.set(None);
+        query.set(String::new());
+    };
+
+    view! {
+        <div class="search">
+            <form role="search" on:submit=submit>
+                <label for="search-query" class="visually-hidden">"Search messages"</label>
+                <input
+                    id="search-query"
+                    type="search"
+                    placeholder="Search messages"
+                    autocomplete="off"
+                    prop:value=move || query.get()
+                    on:input=move |event| query.set(event_target_value(&event))
+                />
+                <button type="submit" disabled=move || busy.get()>"Search"</button>
+            </form>
+            <Show when=move || error.with(Option::is_some)>
+                <p class="error" role="alert">{move || error.get()}</p>
+            </Show>
+            {move || results.get().map(|shown| {
+                let count = shown.messages.len();
+                let has_more = shown.next.is_some();
+                view! {
+                    <section class="search-results" aria-label="Search results">
+                        <header>
+                            <p role="status">{match count {
+                                0 => "No messages found.".to_owned(),
+                                1 => "1 message found.".to_owned(),
+                                n if has_more => format!("{n} messages found so far."),
+                                n => format!("{n} messages found."),
+                            }}</p>
+                            <button type="button" class="link" on:click=clear>"Close search"</button>
+                        </header>
+                        <ol>
+                            {shown.messages.into_iter().map(|message| view! {
+                                <li><SearchResult message=message terms=shown.terms.clone() /></li>
+                            }).collect_view()}
+                        </ol>
+                        <Show when=move || has_more>
+                            <button type="button" on:click=more disabled=move || busy.get()>"More results"</button>
+                        </Show>
+                    </section>
+                }
+            })}
+        </div>
+    }
+}
+
+/// One found message: sender, time and text with the matched words marked. Clicking it
+/// opens the message in its chat.
+#[component]
+fn SearchResult(
+    /// The message found.
+    message: proto::Message,
+    /// The query's words, to mark in the text.
+    terms: SearchTerms,
+) -> impl IntoView {
+    let live = use_live();
+    let id = message.id.parse::<u64>().ok();
+    let chat_id = message.chat_id.clone();
+    let open = move |_| {
+        if let Some(id) = id {
+            live.jump_to(chat_id.clone(), id);
+        }
+    };
+    let subject = (!message.subject.is_empty()).then(|| {
+        view! { <span class="subject">{marked(&message.subject, &terms)}</span> }
+    });
+    view! {
+        <button type="button" class="search-result" on:click=open>
+            <span class="sender">{message.user_id.clone()}</span>
+            " "
+            <time>{short_time(message.sent_at)}</time>
+            {subject}
+            <span class="text">{marked(&message.text, &terms)}</span>
+        </button>
+    }
+}
+
+/// `text` as text nodes, the matched words in `<mark>`: never HTML, so nothing a message
+/// holds can become markup.
+fn marked(text: &str, terms: &SearchTerms) -> Vec<AnyView> {
+    segments(text, &highlights(text, terms))
+        .into_iter()
+        .map(|(part, hit)| {
+            let part = part.to_owned();
+            if hit {
+                view! { <mark>{part}</mark> }.into_any()
+            } else {
+                part.into_any()
+            }
+        })
+        .collect()
+}
+
+/// `text` cut at `ranges` (in order, not overlapping): each piece with whether it is one of
+/// them.
+fn segments<'a>(text: &'a str, ranges: &[Range<usize>]) -> Vec<(&'a str, bool)> {
+    let mut pieces = Vec::with_capacity(ranges.len() * 2 + 1);
+    let mut at = 0;
+    for range in ranges {
+        if range.start > at {
+            pieces.push((&text[at..range.start], false));
+        }
+        pieces.push((&text[range.clone()], true));
+        at = range.end;
+    }
+    if at < text.len() {
+        pieces.push((&text[at..], false));
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_cut_into_marked_and_plain_pieces() {
+        let text = "Café <b>au</b> lait";
+        let terms = SearchTerms::parse("cafe b").unwrap();
+        assert_eq!(
+            segments(text, &highlights(text, &terms)),
+            [
+                ("Café", true),
+                (" <", false),
+                ("b", true),
+                (">au</", false),
+                ("b", true),
+                ("> lait", false)
+            ]
+        );
+        assert_eq!(segments("", &[]), Vec::<(&str, bool)>::new());
+    }
+}
