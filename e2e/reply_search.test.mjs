@@ -155,6 +155,23 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
     assert.match(await live.locator('.quote').innerText(), /bob[\s\S]*Only if you bring/);
   });
 
+  step('Alice deletes the original: both quotes show the placeholder and search no longer finds it', async () => {
+    const original = alice.messageLog.getByRole('article').filter({ hasText: 'launch code' }).filter({ hasNotText: REPLY }).first();
+    alice.page.once('dialog', (dialog) => dialog.accept());
+    await original.getByRole('button', { name: 'Delete', exact: true }).click();
+    for (const user of [alice, bob]) {
+      const quote = user.messages(REPLY).first().locator('.quote');
+      await eventually(`${user.name} sees the quote as deleted`, async () => {
+        assert.match(await quote.innerText(), /Message deleted/);
+        assert.doesNotMatch(await quote.innerText(), /pelican-42/);
+      });
+    }
+    const box = bob.page.getByRole('searchbox', { name: 'Search messages' });
+    await box.fill('launch code');
+    await bob.button('Search').click();
+    await bob.page.getByText('No messages found').waitFor();
+  });
+
   step('no page crashed or broke the CSP', async () => {
     for (const user of [alice, bob]) {
       assert.deepEqual(user.pageErrors, [], `uncaught errors in ${user.name}'s page`);
