@@ -1,4 +1,5 @@
-//! Writing a message: Enter sends, Shift+Enter starts a new line.
+//! Writing a message: Enter sends, Shift+Enter starts a new line. Typing tells the others
+//! (at most every few seconds, see `Live::typing`); sending or clearing the box stops that.
 
 use leptos::prelude::*;
 
@@ -20,6 +21,7 @@ pub fn Composer(
         Ok(()) => {
             text.set(String::new());
             error.set(None);
+            live.typing_stopped();
         }
         Err(message) => error.set(Some(message)),
     };
@@ -36,7 +38,15 @@ pub fn Composer(
                 placeholder="Write a message…"
                 aria-describedby="composer-error"
                 prop:value=move || text.get()
-                on:input=move |event| text.set(event_target_value(&event))
+                on:input=move |event| {
+                    let typed = event_target_value(&event);
+                    if typed.trim().is_empty() {
+                        live.typing_stopped();
+                    } else {
+                        live.typing(&chat_id.get_untracked());
+                    }
+                    text.set(typed);
+                }
                 on:keydown=move |event: leptos::ev::KeyboardEvent| {
                     if event.key() == "Enter" && !event.shift_key() && !event.is_composing() {
                         event.prevent_default();

@@ -9,3 +9,5 @@ pub mod connection_indicator;
 pub mod message_item;
 pub mod message_list;
 pub mod new_chat;
+pub mod presence;
+pub mod typing_line;
