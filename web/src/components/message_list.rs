@@ -113,12 +113,15 @@ pub fn MessageList(
         })
     };
 
-    // Marks read the newest message shown, when the tab is visible.
+    // Marks read the newest message shown, when the tab is visible. It also runs from an
+    // animation frame, which may come after the log is gone (the chat was left or closed in
+    // between): then there is nothing to mark.
     let report_seen = move || {
-        if let Some(element) = log.get_untracked()
+        if let Some(Some(element)) = log.try_get_untracked()
+            && let Some(chat_id) = chat_id.try_get_untracked()
             && let Some(id) = newest_visible(&element)
         {
-            live.seen(&chat_id.get_untracked(), id);
+            live.seen(&chat_id, id);
         }
     };
     let shown_again = window_event_listener_untyped("visibilitychange", move |_| report_seen());
@@ -132,7 +135,7 @@ pub fn MessageList(
         outgoing.track();
         if let Some(log) = log.get_untracked() {
             request_animation_frame(move || {
-                if stick_to_bottom.get_untracked() {
+                if stick_to_bottom.try_get_untracked() == Some(true) {
                     log.set_scroll_top(log.scroll_height());
                 }
                 report_seen();

@@ -113,8 +113,12 @@ impl Model {
     }
 
     /// The user has seen every message of `chat_id` up to `id`. Returns whether their
-    /// position moved, in which case the caller tells the server (MarkRead).
+    /// position moved, in which case the caller tells the server (MarkRead). A chat no longer
+    /// listed (the user left it) has nothing to mark.
     pub fn mark_seen(&mut self, chat_id: &str, id: u64) -> bool {
+        if self.chats.iter().all(|chat| chat.chat_id != chat_id) {
+            return false;
+        }
         self.move_mine(chat_id, id)
     }
 
@@ -330,6 +334,18 @@ mod tests {
             !model.mark_seen("a", 9),
             "seeing what is read is no news for the server"
         );
+    }
+
+    #[test]
+    fn a_chat_the_user_left_has_nothing_to_mark_and_forgets_its_reading() {
+        let mut model = alice_in_a_group();
+        model.remove_chat("a");
+        assert!(model.reading.is_empty(), "the left chat's positions stayed");
+        assert!(
+            !model.mark_seen("a", 9),
+            "a chat the user left was marked read"
+        );
+        assert!(model.reading.is_empty());
     }
 
     #[test]
