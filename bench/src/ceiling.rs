@@ -265,6 +265,43 @@ impl Chat for CeilingChat {
         Err(Status::unimplemented("the ceiling server does not block"))
     }
 
+    // Read state, typing and settings are not part of any benchmark scenario either.
+    async fn mark_read(
+        &self,
+        _request: Request<proto::MarkReadRequest>,
+    ) -> Result<Response<proto::MarkReadResponse>, Status> {
+        Err(Status::unimplemented(
+            "the ceiling server does not keep read positions",
+        ))
+    }
+
+    async fn typing(
+        &self,
+        _request: Request<proto::TypingRequest>,
+    ) -> Result<Response<proto::TypingResponse>, Status> {
+        Err(Status::unimplemented(
+            "the ceiling server does not relay typing",
+        ))
+    }
+
+    async fn get_settings(
+        &self,
+        _request: Request<proto::GetSettingsRequest>,
+    ) -> Result<Response<proto::Settings>, Status> {
+        Err(Status::unimplemented(
+            "the ceiling server keeps no settings",
+        ))
+    }
+
+    async fn update_settings(
+        &self,
+        _request: Request<proto::Settings>,
+    ) -> Result<Response<proto::Settings>, Status> {
+        Err(Status::unimplemented(
+            "the ceiling server keeps no settings",
+        ))
+    }
+
     async fn list(
         &self,
         _request: Request<proto::ListRequest>,
@@ -275,6 +312,7 @@ impl Chat for CeilingChat {
                 user_ids: vec!["ceiling".to_owned(), format!("friend-{n}")],
                 last_message: self.0.page.last().cloned(),
                 created_at: unix_now(),
+                ..Default::default()
             })
             .collect();
         // The ceiling serves its few chats as one last page.

@@ -46,6 +46,8 @@ pub enum ValidationError {
     EmojiMissing,
     #[error("emoji {shown} is not one emoji: react with a single emoji such as 👍", shown = Shown(.0))]
     EmojiInvalid(String),
+    #[error("up_to_id is required: the id of the newest message you have seen")]
+    UpToIdMissing,
     #[error("limit must not be negative")]
     NegativeLimit,
     #[error("page_token {shown} is not a page token: use the next_page_token of the previous List", shown = Shown(.0))]

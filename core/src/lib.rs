@@ -5,6 +5,8 @@
 //! - [`ids`], [`content`], [`emoji`]: validated domain types that cannot hold an invalid value.
 //! - [`requests`]: conversions from wire requests into those types.
 //! - [`search`]: search queries, and what to highlight in what they find.
+//! - [`activity`]: the requests about reading and typing (MarkRead, Typing, settings) and
+//!   the timings of typing that server and browser share.
 //! - [`codec`]: the protobuf codec of the generated stubs (small per-call buffers).
 //! - [`wire`]: metadata keys, the bearer token and the retry hint, for server and clients.
 //! - [`reason`]: the machine-readable causes of refusals, shared by server and browser.
@@ -12,6 +14,7 @@
 //! Nothing here knows about tokio, SQL or the DOM: the browser form and the server run the
 //! very same checks, so a user sees the server's rule before a request is even sent.
 
+pub mod activity;
 pub mod codec;
 pub mod content;
 pub mod emoji;

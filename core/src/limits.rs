@@ -86,11 +86,14 @@ pub const LIST_DEFAULT_PAGE: u32 = 30;
 pub const LIST_MAX_PAGE: u32 = 50;
 
 /// The largest encoded `ChatSummary`: its last message at the limit above, every member id at
-/// its longest, the chat id, `created_at`, and tags and lengths.
+/// its longest, a receipt (chat id, user id, message id) of every member, the chat id, the
+/// caller's read position, `created_at`, the unread count, and tags and lengths.
 pub const CHAT_SUMMARY_MAX_ENCODED_BYTES: usize = MESSAGE_MAX_ENCODED_BYTES
     + MEMBERS_MAX * (USER_ID_MAX_CHARS + 2)
+    + MEMBERS_MAX * (32 + USER_ID_MAX_CHARS + 20 + 8)
     + 32  // chat id
-    + 64; // tags, lengths, created_at
+    + 20  // read position
+    + 64; // tags, lengths, created_at, unread count
 
 // A full List page of the largest possible chats, with its page token, must fit in one gRPC
 // message: however many chats a user is put in, List always answers.

@@ -33,10 +33,12 @@ pub enum Reason {
     Blocked,
     /// Block: the caller already blocked as many accounts as one account may.
     TooManyBlocked,
+    /// Typing calls faster than the per-user rate: wait (RetryInfo); nobody was told.
+    TypingRate,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::WrongCredentials,
         Reason::TokenInvalid,
         Reason::AccountThrottled,
@@ -48,6 +50,7 @@ impl Reason {
         Reason::NewChatRate,
         Reason::Blocked,
         Reason::TooManyBlocked,
+        Reason::TypingRate,
     ];
 
     /// The name on the wire, as `ErrorInfo` wants it (`[A-Z0-9_]+`).
@@ -64,6 +67,7 @@ impl Reason {
             Reason::NewChatRate => "NEW_CHAT_RATE",
             Reason::Blocked => "BLOCKED",
             Reason::TooManyBlocked => "TOO_MANY_BLOCKED",
+            Reason::TypingRate => "TYPING_RATE",
         }
     }
 

@@ -64,6 +64,11 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_secs: u64,
 
+    /// How long a person stays "online" after their last stream closes, in milliseconds, so
+    /// that a reconnect (a page reload, a network blip) does not show them leaving.
+    #[arg(long, env = "CHAT_PRESENCE_GRACE_MS", default_value_t = 8_000)]
+    pub presence_grace_ms: u64,
+
     /// Log format: `text` for people, `json` for log collectors. Filter with RUST_LOG.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -249,6 +254,10 @@ impl Settings {
 
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs)
+    }
+
+    pub fn presence_grace(&self) -> Duration {
+        Duration::from_millis(self.presence_grace_ms)
     }
 
     pub fn database_path(&self) -> PathBuf {

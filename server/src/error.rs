@@ -88,6 +88,8 @@ pub enum Limit {
     SendRate(u32),
     /// The user's New calls per minute (the configured rate).
     NewChatRate(u32),
+    /// The user's Typing calls (`chat_core::activity`'s rate).
+    TypingRate,
     /// Failed sign-ins of the account, as seen from the caller's address.
     AccountSignIns,
     /// Sign-in and sign-up attempts from the caller's address.
@@ -103,6 +105,7 @@ impl Limit {
         match self {
             Limit::SendRate(_) => Reason::SendRate,
             Limit::NewChatRate(_) => Reason::NewChatRate,
+            Limit::TypingRate => Reason::TypingRate,
             Limit::AccountSignIns => Reason::AccountThrottled,
             Limit::AddressSignIns | Limit::AddressSignOuts => Reason::AddressThrottled,
             Limit::SignInQueue => Reason::SignInQueueFull,
@@ -119,6 +122,7 @@ impl fmt::Display for Limit {
             Limit::NewChatRate(rate) => {
                 write!(f, "you are starting more than {rate} chats per minute")
             }
+            Limit::TypingRate => f.write_str("you are saying you are typing too often"),
             Limit::AccountSignIns => f.write_str("too many failed sign-ins for this account"),
             Limit::AddressSignIns => f.write_str("too many sign-in attempts from your address"),
             Limit::AddressSignOuts => f.write_str("too many sign-outs from your address"),
@@ -163,6 +167,10 @@ impl From<StoreError> for ApiError {
             StoreError::AccountExists(user) => Self::AccountExists(user),
             StoreError::Blocked { user, by_caller } => Self::Blocked { user, by_caller },
             StoreError::TooManyBlocked => Self::TooManyBlocked,
+            StoreError::MessageNotInChat(id) => Self::InvalidRequest(format!(
+                "up_to_id {id} is not a message of this chat: mark read up to a message you \
+                 received in it"
+            )),
             StoreError::Unavailable(cause) => Self::Unavailable(cause),
         }
     }

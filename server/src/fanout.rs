@@ -9,8 +9,11 @@
 //! told it lagged, and catches up from storage (see `feed.rs`), so a slow reader never slows
 //! the writer or anyone else and never makes memory grow.
 //!
-//! The store is the only publisher: SQLite's writer thread after each commit, or on
-//! PostgreSQL each server's tailer, which publishes what every server committed, in id order.
+//! The store is the only publisher of messages: SQLite's writer thread after each commit, or
+//! on PostgreSQL each server's tailer, which publishes what every server committed, in id
+//! order. Events that are not messages (read positions, typing, presence) come from
+//! `signals.rs` through the same channels, unordered with respect to messages: they have no
+//! id and never move a cursor, and a reader that lags loses them (they are best effort).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,11 +22,31 @@ use chat_core::ids::{MessageId, UserId};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
+use crate::signals::Signal;
 use crate::store::StoredEvent;
 
-/// Messages a user's feed holds for its slowest stream before that stream must catch up
+/// What a user's channel carries.
+#[derive(Debug, Clone)]
+pub enum Published {
+    /// A message or a change to one, in commit order.
+    Stored(Arc<StoredEvent>),
+    Signal(Arc<Signal>),
+}
+
+/// Events a user's feed holds for its slowest stream before that stream must catch up
 /// from storage. Small on purpose: every user with an open stream has one such buffer.
 pub const FEED_CAPACITY: usize = 128;
+
+impl Published {
+    /// The stored event, when this is one.
+    #[cfg(test)]
+    pub fn stored(&self) -> Option<&StoredEvent> {
+        match self {
+            Published::Stored(event) => Some(event),
+            Published::Signal(_) => None,
+        }
+    }
+}
 
 /// Routes committed messages to the open feeds of their chats' members.
 pub struct Broker {
@@ -31,7 +54,7 @@ pub struct Broker {
 }
 
 struct State {
-    feeds: HashMap<UserId, broadcast::Sender<Arc<StoredEvent>>>,
+    feeds: HashMap<UserId, broadcast::Sender<Published>>,
     /// The id of the newest event published, so a feed opened now knows where "now" is.
     newest: MessageId,
 }
@@ -59,7 +82,17 @@ impl Broker {
         for member in members {
             if let Some(feed) = state.feeds.get(member) {
                 // An error means no receiver is left; `Subscription::drop` removes the entry.
-                let _ = feed.send(Arc::clone(&event));
+                let _ = feed.send(Published::Stored(Arc::clone(&event)));
+            }
+        }
+    }
+
+    /// Delivers an event that is not a message to the open feeds of its recipients.
+    pub fn signal(&self, signal: Arc<Signal>) {
+        let state = self.state();
+        for recipient in &signal.recipients {
+            if let Some(feed) = state.feeds.get(recipient) {
+                let _ = feed.send(Published::Signal(Arc::clone(&signal)));
             }
         }
     }
@@ -93,7 +126,7 @@ impl Broker {
 
 /// One stream's place in its user's feed.
 pub struct Subscription {
-    pub receiver: broadcast::Receiver<Arc<StoredEvent>>,
+    pub receiver: broadcast::Receiver<Published>,
     /// Every event with a greater id is (or will be) in `receiver`.
     pub start: MessageId,
     user: UserId,
@@ -152,8 +185,12 @@ mod tests {
         let mut carol_feed = broker.subscribe(&carol);
         broker.publish(message(1), &[alice.clone(), bob.clone()]);
         broker.publish(message(2), &[alice.clone(), bob]);
-        assert_eq!(alice_feed.receiver.recv().await.unwrap().id, MessageId(1));
-        assert_eq!(alice_feed.receiver.recv().await.unwrap().id, MessageId(2));
+        for id in [1, 2] {
+            match alice_feed.receiver.recv().await.unwrap() {
+                Published::Stored(event) => assert_eq!(event.id, MessageId(id)),
+                Published::Signal(signal) => panic!("a signal nobody sent: {signal:?}"),
+            }
+        }
         assert!(carol_feed.receiver.try_recv().is_err());
         // A feed opened now starts after the newest published message.
         assert_eq!(broker.subscribe(&carol).start, MessageId(2));

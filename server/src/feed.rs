@@ -8,6 +8,10 @@
 //! committed after it arrives on the subscription. Those committed in between may come both
 //! ways, and the cursor (the last id delivered) drops the second copy, since ids increase in
 //! commit order and the broker publishes in that order.
+//!
+//! Events that are not stored (`Signal`s) pass straight through when the feed follows their
+//! chat; they never touch the cursor. A Stream of every chat opens with a snapshot of its
+//! user's contacts' presence (`Feed::open_with`), delivered before anything else.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,8 +22,9 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::error::ApiError;
-use crate::fanout::Broker;
+use crate::fanout::{Broker, Published};
 use crate::metrics::{Metrics, OpenStream};
+use crate::signals::Signal;
 use crate::store::{Store, StoredEvent};
 use chat_transport::unix_now;
 
@@ -36,6 +41,8 @@ pub enum FeedItem {
     Event(Arc<StoredEvent>),
     /// Unix seconds.
     Heartbeat(i64),
+    /// An event that is not a message: no id, never replayed.
+    Signal(Arc<Signal>),
 }
 
 /// What a feed follows and from where.
@@ -50,7 +57,7 @@ pub struct FeedSpec {
 
 enum Woken {
     Stopping,
-    Received(Result<Arc<StoredEvent>, broadcast::error::RecvError>),
+    Received(Result<Published, broadcast::error::RecvError>),
     Heartbeat,
 }
 
@@ -63,6 +70,8 @@ pub struct Feed {
     /// The starting point: every message of the feed's chats with a greater id is delivered.
     start: MessageId,
     backlog: VecDeque<Arc<StoredEvent>>,
+    /// Signals waiting to go out ahead of everything else (the opening snapshot).
+    opening: VecDeque<Arc<Signal>>,
     /// Storage may hold messages after `cursor` that the subscription will not deliver.
     behind: bool,
     heartbeat: Option<Interval>,
@@ -98,6 +107,7 @@ impl Feed {
             cursor,
             start: cursor,
             backlog: VecDeque::new(),
+            opening: VecDeque::new(),
             behind,
             heartbeat,
             shutdown,
@@ -105,6 +115,11 @@ impl Feed {
             _open: metrics.stream_opened(),
             metrics,
         }
+    }
+
+    /// Queues `signals` to go out before anything else the feed delivers.
+    pub fn open_with(&mut self, signals: Vec<Arc<Signal>>) {
+        self.opening.extend(signals);
     }
 
     /// The feed delivers every message of its chats with an id above this one, and none at or
@@ -122,6 +137,9 @@ impl Feed {
             if *self.shutdown.borrow() {
                 return self.end(ApiError::ShuttingDown);
             }
+            if let Some(signal) = self.opening.pop_front() {
+                return Some(Ok(FeedItem::Signal(signal)));
+            }
             if let Some(message) = self.backlog.pop_front() {
                 return Some(Ok(self.deliver(message)));
             }
@@ -134,9 +152,20 @@ impl Feed {
             match self.wait().await {
                 Woken::Stopping => return self.end(ApiError::ShuttingDown),
                 Woken::Heartbeat => return Some(Ok(FeedItem::Heartbeat(unix_now()))),
-                Woken::Received(Ok(message)) => {
-                    if message.id > self.cursor && self.follows(&message) {
-                        return Some(Ok(self.deliver(message)));
+                Woken::Received(Ok(Published::Stored(event))) => {
+                    if event.id > self.cursor && self.follows(&event.message.chat_id) {
+                        return Some(Ok(self.deliver(event)));
+                    }
+                }
+                Woken::Received(Ok(Published::Signal(signal))) => {
+                    let follows = match (signal.chat(), &self.spec.chat) {
+                        (_, None) => true,
+                        (Some(chat), Some(followed)) => chat == followed.as_str(),
+                        // Presence belongs to no chat: only Streams of every chat carry it.
+                        (None, Some(_)) => false,
+                    };
+                    if follows {
+                        return Some(Ok(FeedItem::Signal(signal)));
                     }
                 }
                 Woken::Received(Err(broadcast::error::RecvError::Lagged(skipped))) => {
@@ -168,11 +197,8 @@ impl Feed {
         }
     }
 
-    fn follows(&self, event: &StoredEvent) -> bool {
-        self.spec
-            .chat
-            .as_ref()
-            .is_none_or(|chat| *chat == event.message.chat_id)
+    fn follows(&self, chat_id: &ChatId) -> bool {
+        self.spec.chat.as_ref().is_none_or(|chat| chat == chat_id)
     }
 
     fn deliver(&mut self, event: Arc<StoredEvent>) -> FeedItem {
@@ -315,6 +341,7 @@ mod tests {
             match next.expect("the feed went quiet").expect("the feed ended") {
                 Ok(FeedItem::Event(event)) => ids.push(event.id),
                 Ok(FeedItem::Heartbeat(_)) => panic!("a heartbeat from a feed without one"),
+                Ok(FeedItem::Signal(signal)) => panic!("a signal nobody sent: {signal:?}"),
                 Err(error) => panic!("the feed failed: {error}"),
             }
         }

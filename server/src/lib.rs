@@ -26,7 +26,9 @@ mod limits;
 mod membership;
 mod metrics;
 mod password;
+mod presence;
 mod service;
+mod signals;
 mod store;
 
 /// How much live delivery holds per reader, for capacity planning and the fault tests that
@@ -123,6 +125,12 @@ pub async fn run(
     ));
     // Checked on the length prefix, before a byte of the message is buffered.
     let max_request = usize::try_from(settings.max_request_bytes).unwrap_or(usize::MAX);
+    let signals = signals::Signals::start(Arc::clone(&broker), store.shared_signals());
+    let presence = presence::Presence::new(
+        Arc::clone(&store),
+        Arc::clone(&signals),
+        settings.presence_grace(),
+    );
 
     let departures = Arc::new(Departures::new(
         Arc::clone(&store),
@@ -135,6 +143,8 @@ pub async fn run(
         authenticator: Arc::clone(&authenticator),
         limits: Arc::clone(&limits),
         metrics: Arc::clone(&metrics),
+        signals,
+        presence,
         heartbeat: settings.heartbeat(),
         max_chats_per_user: settings.max_chats_per_user,
         shutdown: shutdown_seen,

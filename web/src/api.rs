@@ -394,6 +394,54 @@ impl Api {
         Ok(response.into_inner())
     }
 
+    /// Moves the user's read position in `chat_id` forward to `up_to`.
+    pub async fn mark_read(&self, chat_id: &str, up_to: u64) -> Result<(), ApiError> {
+        let request = proto::MarkReadRequest {
+            chat_id: chat_id.to_owned(),
+            up_to_id: up_to.to_string(),
+        };
+        self.chat()
+            .mark_read(self.authed(request))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(())
+    }
+
+    /// Tells the other members of `chat_id` that the user is typing.
+    pub async fn typing(&self, chat_id: &str) -> Result<(), ApiError> {
+        let request = proto::TypingRequest {
+            chat_id: chat_id.to_owned(),
+        };
+        self.chat()
+            .typing(self.authed(request))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(())
+    }
+
+    /// Whether the user keeps their read receipts private.
+    pub async fn private_receipts(&self) -> Result<bool, ApiError> {
+        let response = self
+            .chat()
+            .get_settings(self.authed(proto::GetSettingsRequest {}))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(response.into_inner().private_receipts.unwrap_or(false))
+    }
+
+    /// Keeps the user's read receipts private (`true`) or shares them.
+    pub async fn set_private_receipts(&self, private: bool) -> Result<bool, ApiError> {
+        let request = proto::Settings {
+            private_receipts: Some(private),
+        };
+        let response = self
+            .chat()
+            .update_settings(self.authed(request))
+            .await
+            .map_err(ApiError::from_status)?;
+        Ok(response.into_inner().private_receipts.unwrap_or(false))
+    }
+
     /// Opens the one stream of every chat, replaying what came after `after`.
     pub async fn stream(&self, after: Option<u64>) -> Result<EventStream, ApiError> {
         let request = proto::StreamRequest {

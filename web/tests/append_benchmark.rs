@@ -115,6 +115,7 @@ async fn measure(shown: u64) {
         user_ids: vec!["alice".into(), "bob".into()],
         last_message: Some(message(shown)),
         created_at: 1_700_000_000,
+        ..Default::default()
     };
     let history: Vec<ChatMessage> = (1..=shown)
         .filter_map(|id| ChatMessage::from_proto(&message(id)))

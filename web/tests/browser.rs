@@ -104,6 +104,7 @@ fn chat(chat_id: &str, members: &[&str], last: Option<(u64, &str, &str)>) -> pro
             ..Default::default()
         }),
         created_at: 1_700_000_000,
+        ..Default::default()
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Limits {
     send_burst: u32,
     new_chats: Option<KeyedLimit<UserId>>,
     new_chat_rate: u32,
+    /// Typing calls: per server, in memory (a refusal only costs someone a typing line).
+    typing: KeyedLimit<UserId>,
     sign_in_addresses: Option<KeyedLimit<IpAddr>>,
     sign_out_addresses: Option<KeyedLimit<IpAddr>>,
     sign_ins: SignIns,
@@ -103,6 +105,13 @@ impl Limits {
                 .new_chat_per_minute
                 .map(|per_minute| KeyedLimit::new(Quota::per_minute(nonzero(per_minute)))),
             new_chat_rate: settings.new_chat_per_minute.unwrap_or_default(),
+            typing: KeyedLimit::new(
+                Quota::with_period(Duration::from_millis(u64::from(
+                    chat_core::activity::TYPING_INTERVAL_MS,
+                )))
+                .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+                .allow_burst(nonzero(chat_core::activity::TYPING_BURST)),
+            ),
             sign_in_addresses: settings
                 .sign_in_per_address_per_minute
                 .map(|per_minute| KeyedLimit::new(Quota::per_minute(nonzero(per_minute)))),
@@ -179,6 +188,16 @@ impl Limits {
             limit: Limit::NewChatRate(self.new_chat_rate),
             retry_after,
         })
+    }
+
+    /// Takes one Typing call from `user`'s budget, or says how long until there is one.
+    pub fn typing(&self, user: &UserId) -> Result<(), ApiError> {
+        self.typing
+            .check(user)
+            .map_err(|retry_after| ApiError::RateLimited {
+                limit: Limit::TypingRate,
+                retry_after,
+            })
     }
 
     /// Waits until `user` may send one more message. Connect uses this instead of refusing:

@@ -1,6 +1,7 @@
 //! The `chat.Chat` service: New, History, Send and Connect as micro/services defines them,
 //! plus Stream, List, Search, Leave, Block, Unblock and ListBlocked, and the changes to sent
-//! messages: Edit, Delete and React.
+//! messages: Edit, Delete and React; the handlers about reading and typing are in
+//! `activity.rs`.
 //! Every handler authenticates first, then validates its input, then does the work: an
 //! anonymous peer learns nothing about how input is parsed and costs no more than a token
 //! lookup. Stream and Connect stay open, so they also end (UNAUTHENTICATED) when their token is
@@ -32,6 +33,8 @@ use crate::feed::{Feed, FeedItem, FeedSpec};
 use crate::limits::{Limits, StreamSlot};
 use crate::membership::Departures;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::signals::Signals;
 use crate::store::{Change, ChatSummary, Store, StoredEvent, StoredMessage, TokenHash};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -43,6 +46,9 @@ pub struct ChatService {
     pub authenticator: Arc<Authenticator>,
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
+    /// Where events that are not messages go (read positions, typing, presence).
+    pub signals: Arc<Signals>,
+    pub presence: Arc<Presence>,
     pub heartbeat: Duration,
     /// Chats one user may belong to; New refuses to go past it.
     pub max_chats_per_user: u32,
@@ -81,6 +87,12 @@ impl Chat for ChatService {
             .store
             .create_chat(&caller, &members, ChatId::from_random(rand::random()))
             .await?;
+        // Introduced are the members the chat has now: New does not bring back those who left
+        // it (unless the caller is one), and they hear nothing of its people.
+        match self.store.members_of(&chat_id, &caller).await {
+            Ok(present) => self.presence.introduce(&caller, &present).await,
+            Err(error) => tracing::warn!(%error, "cannot introduce a new chat's members"),
+        }
         Ok(Response::new(proto::NewResponse {
             chat_id: chat_id.to_string(),
         }))
@@ -127,6 +139,7 @@ impl Chat for ChatService {
         let (chat, after) = connect_metadata(request.metadata())?;
         self.check_member(&chat, &caller).await?;
         let slot = self.limits.open_stream(&caller).await?;
+        let online = self.presence.opened(&caller);
         let feed = self.open_feed(FeedSpec {
             user: caller.clone(),
             chat: Some(chat.clone()),
@@ -156,7 +169,7 @@ impl Chat for ChatService {
             },
             outcomes,
         ));
-        let outbound = holding(slot, connect_outbound(feed, outcome));
+        let outbound = holding((slot, online), connect_outbound(feed, outcome));
         Ok(Response::new(Box::pin(outbound)))
     }
 
@@ -172,28 +185,36 @@ impl Chat for ChatService {
             self.check_member(chat, &caller).await?;
         }
         let slot = self.limits.open_stream(&caller).await?;
+        let online = self.presence.opened(&caller);
         let ended = first_of(
             self.authenticator.until_revoked(caller.clone(), token),
             self.departures
                 .until_left(caller.clone(), query.chat_id.clone()),
         );
-        let feed = self.open_feed(FeedSpec {
-            user: caller,
-            chat: query.chat_id,
+        // Presence is not replayed with the messages: a Stream of every chat starts with the
+        // current presence of everyone who shares a chat with the caller. The feed subscribes
+        // to the broker before that is read, so a change made meanwhile still arrives after it.
+        let mut feed = self.open_feed(FeedSpec {
+            user: caller.clone(),
+            chat: query.chat_id.clone(),
             after: query.after,
             heartbeat: Some(self.heartbeat),
         });
+        if query.chat_id.is_none() {
+            feed.open_with(self.presence.snapshot(&caller).await?);
+        }
         let events = feed_stream(feed).map(|item| {
             let event = match item? {
                 FeedItem::Event(event) => stream_event(&event),
                 FeedItem::Heartbeat(sent_at) => {
                     event::Event::Heartbeat(proto::Heartbeat { sent_at })
                 }
+                FeedItem::Signal(signal) => return Ok(signal.to_proto()),
             };
             Ok(proto::Event { event: Some(event) })
         });
         Ok(Response::new(Box::pin(holding(
-            slot,
+            (slot, online),
             ending_when(events, ended),
         ))))
     }
@@ -317,6 +338,34 @@ impl Chat for ChatService {
             has_more: page.has_more,
             next_page_token,
         }))
+    }
+
+    async fn mark_read(
+        &self,
+        request: Request<proto::MarkReadRequest>,
+    ) -> Result<Response<proto::MarkReadResponse>, Status> {
+        self.handle_mark_read(request).await
+    }
+
+    async fn typing(
+        &self,
+        request: Request<proto::TypingRequest>,
+    ) -> Result<Response<proto::TypingResponse>, Status> {
+        self.handle_typing(request).await
+    }
+
+    async fn get_settings(
+        &self,
+        request: Request<proto::GetSettingsRequest>,
+    ) -> Result<Response<proto::Settings>, Status> {
+        self.handle_get_settings(request).await
+    }
+
+    async fn update_settings(
+        &self,
+        request: Request<proto::Settings>,
+    ) -> Result<Response<proto::Settings>, Status> {
+        self.handle_update_settings(request).await
     }
 }
 
@@ -520,8 +569,10 @@ fn connect_outbound(
                         return Some((Ok(event.message.to_proto()), (feed, outcome, false)));
                     }
                     // Connect carries messages only (its wire type is `Message`): changes
-                    // reach its clients through History.
-                    Ok(FeedItem::Event(_) | FeedItem::Heartbeat(_)) => continue,
+                    // reach its clients through History, and signals are Stream's alone.
+                    Ok(FeedItem::Event(_) | FeedItem::Heartbeat(_) | FeedItem::Signal(_)) => {
+                        continue;
+                    }
                     Err(error) => return Some((Err(error.into()), (feed, None, true))),
                 }
             }
@@ -564,8 +615,12 @@ where
     )
 }
 
-/// `stream`, holding `slot` (one of the user's open streams) for as long as it lives.
-fn holding<S: Stream>(slot: StreamSlot, stream: S) -> impl Stream<Item = S::Item> {
+/// `stream`, holding `slot` (one of the user's open streams, and its count in presence) for
+/// as long as it lives.
+fn holding<S: Stream>(
+    slot: (StreamSlot, crate::presence::Online),
+    stream: S,
+) -> impl Stream<Item = S::Item> {
     stream.map(move |item| {
         let _held = &slot;
         item
@@ -594,9 +649,16 @@ fn stream_event(event: &StoredEvent) -> event::Event {
 
 fn summary_to_proto(summary: ChatSummary) -> proto::ChatSummary {
     proto::ChatSummary {
+        receipts: summary.reading.receipts_to_proto(summary.chat_id.as_str()),
         chat_id: summary.chat_id.to_string(),
         user_ids: summary.members.iter().map(ToString::to_string).collect(),
         last_message: summary.last_message.map(|message| message.to_proto()),
         created_at: summary.created_at,
+        unread_count: i64::try_from(summary.reading.unread).unwrap_or(i64::MAX),
+        read_up_to_id: summary
+            .reading
+            .up_to
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
     }
 }

@@ -8,9 +8,10 @@
 //! messages with their ids, so every client's cursor (`after_id`, `before_id`) means the same
 //! message afterwards; changes to messages (`message_changes`, with their ids from the same
 //! sequence) and reactions, and every changed message's current state, refreshed on each run
-//! (`refresh_changed`), since an earlier run may have copied it before it changed. The
-//! PostgreSQL id counter (`message_seq`) is set past the newest copied id, and the client id of every message is kept, so a Send retried after the move is still
-//! recognised as a repeat.
+//! (`refresh_changed`), since an earlier run may have copied it before it changed; and read
+//! positions, settings and last-seen times. The PostgreSQL id counter (`message_seq`) is set
+//! past the newest copied id, and the client id of every message is kept, so a Send retried
+//! after the move is still recognised as a repeat.
 //!
 //! Resumable: rows are copied in batches, each committed on its own; a batch that is copied
 //! again changes nothing (`ON CONFLICT DO NOTHING`), and messages resume after the newest id
@@ -86,6 +87,7 @@ pub async fn migrate_to_postgres(
     copy_messages(&source, &mut target).await?;
     copy_changes(&source, &mut target).await?;
     refresh_changed(&source, &mut target).await?;
+    copy_reading(&source, &target).await?;
 
     let mut tables = Vec::new();
     for table in [
@@ -98,6 +100,9 @@ pub async fn migrate_to_postgres(
         "messages",
         "message_changes",
         "reactions",
+        "read_positions",
+        "account_settings",
+        "presence",
     ] {
         let sql = format!("SELECT count(*) FROM {table}");
         let sqlite = source.query_row(&sql, [], |row| row.get(0))?;
@@ -546,5 +551,72 @@ async fn refresh_changed(source: &Connection, target: &mut Object) -> Result<(),
         reactions = messages.len(),
         "changed messages refreshed"
     );
+    Ok(())
+}
+
+/// Copies read positions, settings and presence (last-seen times). A row already on PostgreSQL (an
+/// earlier run, or a server that ran meanwhile) keeps the further position and the later time;
+/// settings take the SQLite value, which is the one the person last chose there.
+async fn copy_reading(source: &Connection, target: &Object) -> Result<(), StoreError> {
+    let insert = target
+        .prepare(
+            "INSERT INTO read_positions (chat, user_id, up_to)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])
+             ON CONFLICT (chat, user_id)
+             DO UPDATE SET up_to = greatest(read_positions.up_to, excluded.up_to)",
+        )
+        .await?;
+    let mut page = source.prepare(
+        "SELECT chat, user_id, up_to FROM read_positions
+         WHERE (chat, user_id) > (?1, ?2) ORDER BY chat, user_id LIMIT ?3",
+    )?;
+    let mut after = (0_i64, String::new());
+    let mut copied = 0;
+    loop {
+        let (mut chats, mut users, mut up_to) =
+            (Vec::<i64>::new(), Vec::<String>::new(), Vec::<i64>::new());
+        let mut rows = page.query(rusqlite::params![after.0, after.1, BATCH])?;
+        while let Some(row) = rows.next()? {
+            chats.push(row.get(0)?);
+            users.push(row.get(1)?);
+            up_to.push(row.get(2)?);
+        }
+        drop(rows);
+        let (Some(&chat), Some(user)) = (chats.last(), users.last()) else {
+            break;
+        };
+        after = (chat, user.clone());
+        copied += chats.len();
+        target.execute(&insert, &[&chats, &users, &up_to]).await?;
+    }
+    tracing::info!(copied, "read positions copied");
+
+    for (select, insert) in [
+        (
+            "SELECT user_id, private_receipts FROM account_settings",
+            "INSERT INTO account_settings (user_id, private_receipts)
+             SELECT u, v <> 0 FROM unnest($1::text[], $2::bigint[]) AS t(u, v)
+             ON CONFLICT (user_id) DO UPDATE SET private_receipts = excluded.private_receipts",
+        ),
+        (
+            // Everyone is offline after a move: no server of the new setup holds a stream.
+            "SELECT user_id, coalesce(last_seen, 0) FROM presence",
+            "INSERT INTO presence (user_id, online, last_seen)
+             SELECT u, FALSE, nullif(v, 0) FROM unnest($1::text[], $2::bigint[]) AS t(u, v)
+             ON CONFLICT (user_id) DO UPDATE
+             SET last_seen = greatest(presence.last_seen, excluded.last_seen)",
+        ),
+    ] {
+        // One row per account at most: small enough to copy in one statement.
+        let (mut users, mut values) = (Vec::<String>::new(), Vec::<i64>::new());
+        let mut statement = source.prepare(select)?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            users.push(row.get(0)?);
+            values.push(row.get(1)?);
+        }
+        drop(rows);
+        target.execute(insert, &[&users, &values]).await?;
+    }
     Ok(())
 }

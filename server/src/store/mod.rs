@@ -5,6 +5,7 @@
 //! The contract every backend keeps is written on [`Store`]; [`open`] is the one place that
 //! picks a backend.
 
+mod activity;
 pub mod changes;
 mod decode;
 pub mod migrate;
@@ -24,6 +25,7 @@ use chat_core::proto;
 use chat_core::requests::{HistoryQuery, ListCursor, ListQuery, Members, NewMessage};
 use chat_core::search::SearchQuery;
 
+pub use self::activity::{AccountSettings, ChatReading, Contact, ReadMove, SharedSignals};
 pub use self::changes::Change;
 
 use crate::fanout::Broker;
@@ -191,6 +193,8 @@ pub struct ChatSummary {
     pub members: Vec<UserId>,
     pub last_message: Option<StoredMessage>,
     pub created_at: i64,
+    /// What the caller has read of it, and the receipts of the others.
+    pub reading: ChatReading,
 }
 
 impl ChatSummary {
@@ -298,6 +302,9 @@ pub enum StoreError {
     /// Block: the caller already blocked as many accounts as one may.
     #[error("too many blocked accounts")]
     TooManyBlocked,
+    /// A read mark named a message that is not in the chat.
+    #[error("message {0} is not in this chat")]
+    MessageNotInChat(MessageId),
     /// The database cannot be used right now (I/O error, disk full, read-only file, a value
     /// that does not read back valid...). The cause is for the operator's log: `error.rs`
     /// logs it and tells the client only that it may retry.
@@ -471,6 +478,54 @@ pub trait Store: Send + Sync + 'static {
     /// (a Leave) can only be seen by reading the database again.
     fn is_shared(&self) -> bool {
         false
+    }
+
+    /// Moves `user`'s read position in `chat` forward to `up_to`, a message of the chat
+    /// ([`StoreError::MessageNotInChat`] otherwise; [`StoreError::ChatNotFound`] for a
+    /// non-member). An older id changes nothing. Returns the position after the call, whether
+    /// it moved, the chat's members and whether the user keeps receipts private, which is
+    /// what the caller needs to tell the right people.
+    async fn mark_read(
+        &self,
+        user: &UserId,
+        chat: &ChatId,
+        up_to: MessageId,
+    ) -> Result<ReadMove, StoreError>;
+
+    /// The members of `chat`, for a member ([`StoreError::ChatNotFound`] otherwise).
+    async fn members_of(&self, chat: &ChatId, user: &UserId) -> Result<Vec<UserId>, StoreError>;
+
+    async fn settings(&self, user: &UserId) -> Result<AccountSettings, StoreError>;
+
+    /// Changes the settings that `change` sets; returns all of them.
+    async fn update_settings(
+        &self,
+        user: &UserId,
+        change: chat_core::activity::SettingsChange,
+    ) -> Result<AccountSettings, StoreError>;
+
+    /// Everyone who shares a chat with `user` (not `user`), sorted, with when each was last
+    /// seen and whether a shared backend holds a stream lease of theirs.
+    async fn contacts(&self, user: &UserId) -> Result<Vec<Contact>, StoreError>;
+
+    /// Records `user` as online; true when they were not (so the change is news), which one
+    /// caller alone learns however many servers race.
+    async fn set_online(&self, user: &UserId) -> Result<bool, StoreError>;
+
+    /// Records `user` as offline since `at` (unix seconds, their last stream's close); true
+    /// when they were online.
+    async fn set_offline(&self, user: &UserId, at: i64) -> Result<bool, StoreError>;
+
+    /// How many stream leases of `user`'s the servers sharing the database hold; always 0 for
+    /// a backend only one server uses.
+    async fn leases_of(&self, _user: &UserId) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    /// The channel that carries events that are not messages to every server sharing the
+    /// database; `None`: only this server, which hands them to its broker directly.
+    fn shared_signals(&self) -> Option<Arc<dyn SharedSignals>> {
+        None
     }
 
     /// Stream slots shared with the other servers on the same database, when the backend is

@@ -4,8 +4,9 @@
 
 use chat_core::proto::chat_client::ChatClient;
 use chat_core::proto::{
-    BlockRequest, HistoryRequest, LeaveRequest, ListBlockedRequest, ListRequest, Message,
-    NewRequest, SendRequest, StreamRequest,
+    BlockRequest, GetSettingsRequest, HistoryRequest, LeaveRequest, ListBlockedRequest,
+    ListRequest, MarkReadRequest, Message, NewRequest, SendRequest, Settings, StreamRequest,
+    TypingRequest,
 };
 use tonic::codec::Streaming;
 use tonic::transport::Channel;
@@ -57,7 +58,32 @@ async fn call_every_rpc(
 
     let send = send_request(chat_id, &format!("{round}-send"), "should this be stored?");
     let send = within(chat.send(request(metadata, send))).await;
+    // The message MarkRead marks: the one just sent, or any id when Send was refused.
+    let sent_id = send
+        .as_ref()
+        .ok()
+        .and_then(|response| Some(response.get_ref().message.as_ref()?.id.clone()))
+        .unwrap_or_else(|| "1".into());
     outcomes.push(("Send", send.map(drop)));
+
+    let mark = MarkReadRequest {
+        chat_id: chat_id.into(),
+        up_to_id: sent_id,
+    };
+    let mark = within(chat.mark_read(request(metadata, mark))).await;
+    outcomes.push(("MarkRead", mark.map(drop)));
+    let typing = TypingRequest {
+        chat_id: chat_id.into(),
+    };
+    let typing = within(chat.typing(request(metadata, typing))).await;
+    outcomes.push(("Typing", typing.map(drop)));
+    let settings = within(chat.get_settings(request(metadata, GetSettingsRequest {}))).await;
+    outcomes.push(("GetSettings", settings.map(drop)));
+    let update = Settings {
+        private_receipts: Some(false),
+    };
+    let update = within(chat.update_settings(request(metadata, update))).await;
+    outcomes.push(("UpdateSettings", update.map(drop)));
 
     let stream = StreamRequest {
         chat_id: chat_id.into(),
@@ -310,6 +336,10 @@ fn malformed_calls() -> Vec<(&'static str, Call)> {
         ("Block of a malformed user", Call::Block(BlockRequest { user_id: "b@d".into() })),
         ("Unblock of nobody", Call::Unblock(BlockRequest { user_id: String::new() })),
         ("ListBlocked", Call::ListBlocked),
+        ("MarkRead with nothing valid", Call::MarkRead(MarkReadRequest { chat_id: "x".into(), up_to_id: "abc".into() })),
+        ("Typing in chat_id \"x\"", Call::Typing(TypingRequest { chat_id: "x".into() })),
+        ("GetSettings", Call::GetSettings),
+        ("UpdateSettings", Call::UpdateSettings),
     ]
 }
 
@@ -323,6 +353,10 @@ enum Call {
     Block(BlockRequest),
     Unblock(BlockRequest),
     ListBlocked,
+    MarkRead(MarkReadRequest),
+    Typing(TypingRequest),
+    GetSettings,
+    UpdateSettings,
 }
 
 /// Makes `call` without a token on `chat`, over whichever transport it speaks.
@@ -340,6 +374,14 @@ macro_rules! refusal_without_token {
             Call::Block(request) => within($chat.block(request)).await.map(drop),
             Call::Unblock(request) => within($chat.unblock(request)).await.map(drop),
             Call::ListBlocked => within($chat.list_blocked(ListBlockedRequest {}))
+                .await
+                .map(drop),
+            Call::MarkRead(request) => within($chat.mark_read(request)).await.map(drop),
+            Call::Typing(request) => within($chat.typing(request)).await.map(drop),
+            Call::GetSettings => within($chat.get_settings(GetSettingsRequest {}))
+                .await
+                .map(drop),
+            Call::UpdateSettings => within($chat.update_settings(Settings::default()))
                 .await
                 .map(drop),
         }

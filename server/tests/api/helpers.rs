@@ -1027,8 +1027,9 @@ pub async fn open_connect(
     Ok((outbox, response.into_inner()))
 }
 
-/// Reads the next `n` messages of a Stream, skipping heartbeats; fails if the stream ends or
-/// errs first, or if they take longer than [`WAIT`] in all.
+/// Reads the next `n` messages of a Stream, skipping heartbeats and the other events that are
+/// not messages (presence, read positions, typing); fails if the stream ends or errs first, or
+/// if they take longer than [`WAIT`] in all.
 #[track_caller]
 pub fn next_messages(
     stream: &mut Streaming<Event>,
@@ -1042,11 +1043,10 @@ pub fn next_messages(
                     event: Some(EventKind::Message(message)),
                 })) => messages.push(message),
                 Ok(Some(Event {
-                    event: Some(EventKind::Heartbeat(_)),
-                })) => {}
-                Ok(Some(Event {
                     event: Some(EventKind::Change(change)),
                 })) => panic!("an unexpected change: {change:?}"),
+                // Heartbeats, and the events that are not stored.
+                Ok(Some(Event { event: Some(_) })) => {}
                 Ok(Some(Event { event: None })) => panic!("an event with no content"),
                 Ok(None) => panic!("the stream ended after {} of {n} messages", messages.len()),
                 Err(status) => panic!(
@@ -1179,4 +1179,49 @@ impl<T> Transport for T where
                               + 'static,
         > + Clone
 {
+}
+
+/// Reads `stream` until `pick` accepts an event (returning what it made of it), skipping every
+/// other event; fails if the stream ends or errs first, or after [`WAIT`].
+#[track_caller]
+pub fn next_event<'a, T>(
+    stream: &'a mut Streaming<Event>,
+    what: &'a str,
+    mut pick: impl FnMut(EventKind) -> Option<T> + 'a,
+) -> impl Future<Output = T> + 'a {
+    within(async move {
+        loop {
+            match stream.message().await {
+                Ok(Some(Event { event: Some(event) })) => {
+                    if let Some(picked) = pick(event) {
+                        return picked;
+                    }
+                }
+                Ok(Some(Event { event: None })) => panic!("an event with no content"),
+                Ok(None) => panic!("the stream ended before {what}"),
+                Err(status) => panic!("the stream failed before {what}: {status:?}"),
+            }
+        }
+    })
+}
+
+/// Reads `stream` for `quiet` and fails if `pick` accepts any event in that time.
+pub async fn assert_no_event<T: std::fmt::Debug>(
+    stream: &mut Streaming<Event>,
+    what: &str,
+    quiet: Duration,
+    mut pick: impl FnMut(EventKind) -> Option<T>,
+) {
+    let deadline = tokio::time::Instant::now() + quiet;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => return,
+            Ok(Ok(Some(Event { event: Some(event) }))) => {
+                if let Some(picked) = pick(event) {
+                    panic!("{what}: {picked:?}");
+                }
+            }
+            Ok(other) => panic!("the stream broke while waiting for silence: {other:?}"),
+        }
+    }
 }

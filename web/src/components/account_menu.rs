@@ -1,5 +1,5 @@
-//! The account menu: signing out on every device, changing the password, and the people the
-//! user blocked.
+//! The account menu: signing out on every device, changing the password, whether others see
+//! how far the user has read (read receipts), and the people the user blocked.
 
 use chat_core::content::Password;
 use leptos::prelude::*;
@@ -9,9 +9,11 @@ use crate::api::{Api, Session};
 use crate::components::blocked_list::BlockedList;
 use crate::live::use_live;
 
-/// An "Account" disclosure with "Sign out everywhere", a "Change password" form (current
-/// and new password) and the blocked people, each with "Unblock". Both revoke every session of the user, so this tab's stream stops; a
-/// changed password goes on with the fresh session the server returns.
+/// An "Account" disclosure with a "Share read receipts" switch, "Sign out everywhere", a
+/// "Change password" form (current and new password) and the blocked people, each with
+/// "Unblock". Signing out everywhere and changing the password revoke every session of the
+/// user, so this tab's stream stops; a changed password goes on with the fresh session the
+/// server returns.
 #[component]
 pub fn AccountMenu(
     /// The client of the signed-in session.
@@ -49,6 +51,35 @@ pub fn AccountMenu(
             });
         }
     };
+    // Read when the menu first opens, not on every page load.
+    let receipts = RwSignal::new(None::<bool>);
+    let receipts_api = api.clone();
+    let load_receipts = move |_| {
+        if receipts.get_untracked().is_some() {
+            return;
+        }
+        let api = receipts_api.clone();
+        spawn_local(async move {
+            match api.private_receipts().await {
+                Ok(private) => receipts.set(Some(!private)),
+                Err(problem) => error.set(Some(problem.to_string())),
+            }
+        });
+    };
+    let set_receipts = {
+        let api = api.clone();
+        move |event: leptos::ev::Event| {
+            let share = event_target_checked(&event);
+            let api = api.clone();
+            spawn_local(async move {
+                match api.set_private_receipts(!share).await {
+                    Ok(private) => receipts.set(Some(!private)),
+                    Err(problem) => error.set(Some(problem.to_string())),
+                }
+            });
+        }
+    };
+
     let change = move |event: leptos::ev::SubmitEvent| {
         event.prevent_default();
         if busy.get_untracked() {
@@ -83,8 +114,17 @@ pub fn AccountMenu(
     };
 
     view! {
-        <details class="account-menu">
+        <details class="account-menu" on:toggle=load_receipts>
             <summary>"Account"</summary>
+            <label class="receipts">
+                <input
+                    type="checkbox"
+                    disabled=move || receipts.get().is_none()
+                    prop:checked=move || receipts.get().unwrap_or(true)
+                    on:change=set_receipts
+                />
+                " Share read receipts (others see how far you have read)"
+            </label>
             <button type="button" class="link" disabled=move || busy.get() on:click=everywhere>
                 "Sign out everywhere"
             </button>

@@ -2,12 +2,13 @@
 
 use leptos::prelude::*;
 
+use crate::components::presence::PresenceDot;
 use crate::live::model::ModelStoreFields;
 use crate::live::use_live;
 use crate::time::short_time;
 
-/// Every chat of the user: members, last message, time and unread count. Clicking one opens
-/// it.
+/// Every chat of the user: members, last message, time, unread count and, in a chat of two,
+/// whether the other person is online. Clicking one opens it.
 #[component]
 pub fn ChatList() -> impl IntoView {
     let live = use_live();
@@ -94,6 +95,19 @@ fn ChatRow(
                 .with(|open| open.as_deref() == Some(chat_id.as_str()))
         })
     };
+    // The other person of a chat of two, whose presence the row shows; members never change.
+    let other = entry.with_untracked(|entry| {
+        let others: Vec<&String> = entry
+            .as_ref()?
+            .members
+            .iter()
+            .filter(|member| **member != me)
+            .collect();
+        match others.as_slice() {
+            [one] => Some((*one).clone()),
+            _ => None,
+        }
+    });
     let title = move || entry.with(|entry| entry.as_ref().map(|entry| entry.title(&me)));
     let time = move || {
         entry.with(|entry| {
@@ -121,7 +135,10 @@ fn ChatRow(
                 aria-current=move || is_open.get().then_some("true")
                 on:click=move |_| live.open_chat(chat_id.clone())
             >
-                <span class="chat-title">{title}</span>
+                <span class="chat-title">
+                    {other.map(|user| view! { <PresenceDot user=user /> })}
+                    {title}
+                </span>
                 <span class="chat-time">{time}</span>
                 <span class="chat-preview">{preview}</span>
                 <Show when=move || unread() != 0>

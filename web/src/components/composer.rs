@@ -1,5 +1,6 @@
 //! Writing a message: Enter sends, Shift+Enter starts a new line. A reply shows its quote
-//! above the box until it is sent or cancelled.
+//! above the box until it is sent or cancelled. Typing tells the others (at most every few
+//! seconds, see `Live::typing`); sending or clearing the box stops that.
 
 use leptos::prelude::*;
 
@@ -34,6 +35,7 @@ pub fn Composer(
             Ok(()) => {
                 text.set(String::new());
                 error.set(None);
+                live.typing_stopped();
                 if reply_to.is_some() {
                     live.replying.set(None);
                 }
@@ -60,7 +62,15 @@ pub fn Composer(
                 placeholder="Write a message…"
                 aria-describedby="composer-error"
                 prop:value=move || text.get()
-                on:input=move |event| text.set(event_target_value(&event))
+                on:input=move |event| {
+                    let typed = event_target_value(&event);
+                    if typed.trim().is_empty() {
+                        live.typing_stopped();
+                    } else {
+                        live.typing(&chat_id.get_untracked());
+                    }
+                    text.set(typed);
+                }
                 on:keydown=move |event: leptos::ev::KeyboardEvent| {
                     if event.key() == "Enter" && !event.shift_key() && !event.is_composing() {
                         event.prevent_default();

@@ -1,14 +1,18 @@
 //! The messages of the open chat: history pages loaded as the user scrolls up (keeping the
-//! scroll position), live messages appended, the user's unconfirmed messages last. A message
-//! jumped to (from a reply's quote or a search result) is scrolled into view and
-//! highlighted for a moment.
+//! scroll position), live messages appended, the user's unconfirmed messages last, a "New
+//! messages" divider where the user's read position was when the chat opened, and the receipt
+//! of the user's newest message. What is shown in a visible tab is marked read. A message
+//! jumped to (from a reply's quote or a search result) is scrolled into view and highlighted
+//! for a moment.
 
 use gloo_timers::future::TimeoutFuture;
 use leptos::html::Div;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
 
 use crate::components::message_item::MessageItem;
+use crate::live::activity::seen_line;
 use crate::live::model::{ChatMessage, Delivery, ModelStoreFields};
 use crate::live::use_live;
 
@@ -77,16 +81,72 @@ pub fn MessageList(
         })
     };
 
+    let reading = Memo::new(move |_| {
+        chat_id.with(|chat_id| {
+            live.model
+                .reading()
+                .with(|reading| reading.get(chat_id).cloned().unwrap_or_default())
+        })
+    });
+    // The first message after the position the chat opened with, where the divider goes.
+    let first_new = Memo::new(move |_| {
+        let divider = reading.with(|reading| reading.divider)?;
+        ids.with(|ids| {
+            ids.as_ref()?
+                .iter()
+                .map(|(id, _)| *id)
+                .find(|id| *id > divider)
+        })
+    });
+    let receipt = {
+        let me = me.clone();
+        Memo::new(move |_| {
+            ids.track();
+            let (mine, group) = chat_id.with(|chat_id| {
+                let mine = live.model.timelines().with_untracked(|timelines| {
+                    let timeline = timelines.get(chat_id)?;
+                    let newest = timeline.messages.values().rev().find(|m| m.sender == me)?;
+                    Some(newest.id)
+                });
+                let group = live.model.chats().with_untracked(|chats| {
+                    chats
+                        .iter()
+                        .find(|chat| chat.chat_id == *chat_id)
+                        .is_some_and(|chat| chat.members.len() > 2)
+                });
+                (mine, group)
+            });
+            reading.with(|reading| seen_line(&reading.seen_by(mine?), group))
+        })
+    };
+
+    // Marks read the newest message shown, when the tab is visible. It also runs from an
+    // animation frame, which may come after the log is gone (the chat was left or closed in
+    // between): then there is nothing to mark.
+    let report_seen = move || {
+        if let Some(Some(element)) = log.try_get_untracked()
+            && let Some(chat_id) = chat_id.try_get_untracked()
+            && let Some(id) = newest_visible(&element)
+        {
+            live.seen(&chat_id, id);
+        }
+    };
+    let shown_again = window_event_listener_untyped("visibilitychange", move |_| report_seen());
+    on_cleanup(move || shown_again.remove());
+
     // Keep the newest message in view as messages arrive, unless the user scrolled up to
-    // read older ones.
+    // read older ones; then mark read what is in view.
     let stick_to_bottom = RwSignal::new(true);
     Effect::new(move |_| {
         ids.track();
         outgoing.track();
-        if stick_to_bottom.get_untracked()
-            && let Some(log) = log.get_untracked()
-        {
-            request_animation_frame(move || log.set_scroll_top(log.scroll_height()));
+        if let Some(log) = log.get_untracked() {
+            request_animation_frame(move || {
+                if stick_to_bottom.try_get_untracked() == Some(true) {
+                    log.set_scroll_top(log.scroll_height());
+                }
+                report_seen();
+            });
         }
     });
     Effect::new(move |_| {
@@ -136,6 +196,7 @@ pub fn MessageList(
         };
         let from_bottom = element.scroll_height() - element.scroll_top() - element.client_height();
         stick_to_bottom.set(from_bottom < STICK_TO_BOTTOM_WITHIN_PX);
+        report_seen();
         if element.scroll_top() < LOAD_OLDER_WITHIN_PX
             && has_older.get_untracked()
             && !loading_older.get_untracked()
@@ -166,11 +227,19 @@ pub fn MessageList(
                 key=|key| *key
                 children=move |(id, _)| {
                     let highlight = Signal::derive(move || highlighted.get() == Some(id));
+                    let divider = move || {
+                        (first_new.get() == Some(id))
+                            .then(|| view! { <p class="divider" role="separator" aria-label="New messages">"New messages"</p> })
+                    };
                     message(id).map(|message| view! {
+                        {divider}
                         <MessageItem message=message me=me.clone() chat_id=chat_id.get_untracked() highlight=highlight />
                     })
                 }
             />
+            <Show when=move || receipt.with(Option::is_some)>
+                <p class="receipt">{move || receipt.get()}</p>
+            </Show>
             <For
                 each=move || outgoing.get()
                 key=|outgoing| (outgoing.client_id.clone(), outgoing.delivery.clone())
@@ -196,4 +265,30 @@ pub fn MessageList(
             />
         </div>
     }
+}
+
+/// The id of the newest message at least partly inside the log's visible area; `None` when
+/// none is (all of them scrolled out of view, or none loaded).
+fn newest_visible(log: &web_sys::HtmlElement) -> Option<u64> {
+    let top = log.scroll_top();
+    let bottom = top + log.client_height();
+    let rows = log.query_selector_all("article[data-id]").ok()?;
+    for index in (0..rows.length()).rev() {
+        let Some(row) = rows
+            .item(index)
+            .and_then(|row| row.dyn_into::<web_sys::HtmlElement>().ok())
+        else {
+            continue;
+        };
+        // Offsets are relative to the log (`position: relative` in the style sheet).
+        let row_top = row.offset_top();
+        if row_top >= bottom {
+            continue;
+        }
+        if row_top + row.offset_height() <= top {
+            return None;
+        }
+        return row.get_attribute("data-id")?.parse().ok();
+    }
+    None
 }

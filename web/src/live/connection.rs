@@ -1,7 +1,10 @@
 //! The tab's one long-lived stream, for every chat at once (browsers allow only about six
 //! HTTP/1.1 connections per origin). It loads the chat list, streams from the cursor, sends
 //! the outbox once connected, and on any break waits (with backoff) and resumes from the
-//! cursor, so every missed message arrives, in order, exactly once.
+//! cursor, so every missed message arrives, in order, exactly once. Events that are not
+//! messages are not replayed: each Stream opens with the current presence of the user's
+//! contacts, and after a reconnect the first page of List is read again for the read
+//! positions and unread counts that moved meanwhile (positions merge by the greater).
 
 use chat_core::proto::event;
 use futures::future::{Either, select};
@@ -43,6 +46,7 @@ async fn connect_and_follow(
     backoff: &mut Backoff,
 ) -> Result<(), ApiError> {
     let api = live.api();
+    let reconnect = *listed;
     if !*listed {
         let (chats, more) = api.list("").await?;
         live.set_chats(&chats, more);
@@ -51,6 +55,10 @@ async fn connect_and_follow(
     let cursor = live.model.cursor().get_untracked();
     let mut stream = api.stream(cursor).await?;
     live.status.set(Status::Connected);
+    if reconnect {
+        // A reconnect: read positions may have moved while the stream was down.
+        live.refresh_list();
+    }
     backoff.reset();
     live.flush_outbox();
     loop {
@@ -68,6 +76,9 @@ async fn connect_and_follow(
         match event.event {
             Some(event::Event::Message(message)) => live.receive(&message),
             Some(event::Event::Change(change)) => live.receive_change(&change),
+            Some(event::Event::ReadPosition(read)) => live.on_read(&read),
+            Some(event::Event::Typing(typing)) => live.on_typing(&typing),
+            Some(event::Event::Presence(presence)) => live.on_presence(&presence),
             Some(event::Event::Heartbeat(_)) | None => {}
         }
     }

@@ -3,7 +3,9 @@
 //! them (open a chat, page history, send, reply, retry, start a chat, jump to a message, edit,
 //! delete, react).
 //!
-//! `model` is the plain-Rust core; `connection` runs the one stream per tab and reconnects.
+//! `model` is the plain-Rust core (with `activity` for read positions, typing and presence);
+//! `connection` runs the one stream per tab and reconnects; `awareness` holds the actions
+//! about reading, typing and presence.
 //!
 //! Reactivity follows the data. The model sits in a store whose fields views read one at a
 //! time (the chat list, the timelines, the outbox, the open chat), and each action notifies
@@ -11,6 +13,8 @@
 //! which stop a change that does not alter their slice, and list rows are keyed: a new
 //! message re-runs the open log's and the chat list's memos and renders one new row.
 
+pub mod activity;
+mod awareness;
 pub mod connection;
 pub mod model;
 
@@ -76,6 +80,9 @@ enum Part {
     Timelines,
     Outbox,
     OpenChat,
+    Reading,
+    Typing,
+    Presence,
 }
 
 /// Creates the live state for `session`, provides it as context and starts its connection.
@@ -167,13 +174,18 @@ impl Live {
                 Part::Timelines => self.model.timelines().notify(),
                 Part::Outbox => self.model.outbox().notify(),
                 Part::OpenChat => self.model.open_chat().notify(),
+                Part::Reading => self.model.reading().notify(),
+                Part::Typing => self.model.typing().notify(),
+                Part::Presence => self.model.presence().notify(),
             }
         }
     }
 
     /// Shows a chat, loading its newest page the first time.
     pub fn open_chat(&self, chat_id: String) {
-        self.change(&[Part::OpenChat, Part::Chats], |model| model.open(&chat_id));
+        self.change(&[Part::OpenChat, Part::Chats, Part::Reading], |model| {
+            model.open(&chat_id)
+        });
         let loaded = self
             .model
             .timelines()
@@ -362,7 +374,8 @@ impl Live {
             Some(Received::New) => {}
             Some(Received::NewChat) => self.refresh_list(),
         }
-        self.notify(&[Part::Chats, Part::Timelines]);
+        // A message ends its sender's typing line.
+        self.notify(&[Part::Chats, Part::Timelines, Part::Typing]);
         // Only the user's own messages take theirs out of the outbox.
         if mine {
             self.notify(&[Part::Outbox]);
@@ -448,7 +461,9 @@ impl Live {
 
     /// Takes in List's first page and the token of the next.
     pub fn set_chats(&self, chats: &[chat_core::proto::ChatSummary], more: Option<String>) {
-        self.change(&[Part::Chats], |model| model.set_chats(chats, more));
+        self.change(&[Part::Chats, Part::Reading], |model| {
+            model.set_chats(chats, more)
+        });
     }
 
     /// Loads the next page of chats, if there is one, below those shown.
@@ -458,7 +473,9 @@ impl Live {
         };
         match self.api().list(&token).await {
             Ok((chats, more)) => {
-                self.change(&[Part::Chats], |model| model.add_chat_page(&chats, more));
+                self.change(&[Part::Chats, Part::Reading], |model| {
+                    model.add_chat_page(&chats, more)
+                });
                 Ok(())
             }
             Err(ApiError::SignedOut) => {
@@ -493,7 +510,14 @@ impl Live {
             Err(error) => return Err(error.to_string()),
         }
         self.change(
-            &[Part::Chats, Part::Timelines, Part::Outbox, Part::OpenChat],
+            &[
+                Part::Chats,
+                Part::Timelines,
+                Part::Outbox,
+                Part::OpenChat,
+                Part::Reading,
+                Part::Typing,
+            ],
             |model| model.remove_chat(chat_id),
         );
         Ok(())

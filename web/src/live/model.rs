@@ -13,6 +13,8 @@ use chat_core::ids::MessageId;
 use chat_core::proto;
 use reactive_stores::Store;
 
+use super::activity::{Reading, Seen, Typist};
+
 /// A message as the UI shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChatMessage {
@@ -224,6 +226,12 @@ pub struct Model {
     pub cursor: Option<u64>,
     /// The page token of the chats not loaded yet; `None` once every page is loaded.
     pub more_chats: Option<String>,
+    /// Read positions by chat: the user's own and the receipts (see `super::activity`).
+    pub reading: HashMap<String, Reading>,
+    /// Who is typing, by chat.
+    pub typing: HashMap<String, Vec<Typist>>,
+    /// Presence of the people who share a chat with the user, by user.
+    pub presence: HashMap<String, Seen>,
 }
 
 impl Model {
@@ -264,8 +272,9 @@ impl Model {
         self.more_chats = more;
     }
 
-    /// Adds listed chats and updates those already shown, keeping their unread counts and
-    /// whichever last message is newer (the stream may have brought one after List read it).
+    /// Adds listed chats and updates those already shown, keeping whichever last message is
+    /// newer (the stream may have brought one after List read it); unread counts are List's,
+    /// read positions the greater of List's and those already known.
     fn merge_chats(&mut self, summaries: &[proto::ChatSummary]) {
         for summary in summaries {
             let last = summary
@@ -297,6 +306,7 @@ impl Model {
                     unread: 0,
                 }),
             }
+            self.take_listed_reading(summary);
         }
         self.sort_chats();
     }
@@ -317,6 +327,7 @@ impl Model {
 
     /// Shows `chat_id`: it becomes the open chat, and its messages count as read.
     pub fn open(&mut self, chat_id: &str) {
+        self.place_divider(chat_id);
         self.open_chat = Some(chat_id.to_owned());
         if let Some(chat) = self.chats.iter_mut().find(|chat| chat.chat_id == chat_id) {
             chat.unread = 0;
@@ -328,11 +339,14 @@ impl Model {
         self.open_chat = None;
     }
 
-    /// Forgets a chat the user left: its entry, its loaded history and its unsent messages
-    /// (the server would refuse them now), and closes it if it is open.
+    /// Forgets a chat the user left: its entry, its loaded history, its read positions and
+    /// typing, and its unsent messages (the server would refuse them now), and closes it if
+    /// it is open.
     pub fn remove_chat(&mut self, chat_id: &str) {
         self.chats.retain(|chat| chat.chat_id != chat_id);
         self.timelines.remove(chat_id);
+        self.reading.remove(chat_id);
+        self.typing.remove(chat_id);
         self.outbox.retain(|outgoing| outgoing.chat_id != chat_id);
         if self.open_chat.as_deref() == Some(chat_id) {
             self.open_chat = None;
@@ -379,6 +393,7 @@ impl Model {
             self.outbox
                 .retain(|outgoing| outgoing.client_id != message.client_id);
         }
+        self.stop_typing(chat_id, &message.sender);
         self.advance_cursor(Some(message.id));
         if let Some(timeline) = self.timelines.get_mut(chat_id) {
             timeline.messages.insert(message.id, message);
@@ -605,6 +620,7 @@ mod tests {
                 ..Default::default()
             }),
             created_at: 0,
+            ..Default::default()
         }
     }
 
@@ -757,11 +773,12 @@ mod tests {
         assert_eq!(model.chats[0].chat_id, "new-chat");
         assert_eq!(model.chats[0].members, vec!["alice", "dave"]);
         assert_eq!(model.chats[0].unread, 1);
-        // The refresh keeps the unread count.
-        model.set_chats(
-            &[summary("new-chat", &["alice", "dave", "erin"], Some(30))],
-            None,
-        );
+        // The refresh takes the server's unread count, which counts the same message.
+        let listed = proto::ChatSummary {
+            unread_count: 1,
+            ..summary("new-chat", &["alice", "dave", "erin"], Some(30))
+        };
+        model.set_chats(&[listed], None);
         assert_eq!(model.chats[0].unread, 1);
         assert_eq!(model.cursor, Some(30));
     }

@@ -12,6 +12,8 @@ use crate::components::connection_indicator::ConnectionIndicator;
 use crate::components::message_list::MessageList;
 use crate::components::new_chat::NewChat;
 use crate::components::search::SearchBox;
+use crate::components::presence::PresenceLine;
+use crate::components::typing_line::TypingLine;
 use crate::live::model::ModelStoreFields;
 use crate::live::provide_live;
 
@@ -62,6 +64,28 @@ pub fn ChatsPage(
         })
     };
 
+    let open_others = {
+        let me = me.clone();
+        Memo::new(move |_| {
+            let Some(open) = open_chat.get() else {
+                return Vec::new();
+            };
+            live.model.chats().with(|chats| {
+                chats
+                    .iter()
+                    .find(|chat| chat.chat_id == open)
+                    .map(|chat| {
+                        chat.members
+                            .iter()
+                            .filter(|member| **member != me)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+        })
+    };
+
     view! {
         <div class="app" class:chat-open=move || open_chat.with(Option::is_some)>
             <aside class="sidebar">
@@ -88,10 +112,14 @@ pub fn ChatsPage(
                                 <button type="button" class="link back" on:click=move |_| live.close_chat()>
                                     "Back"
                                 </button>
-                                <h2>{move || open_title.get()}</h2>
+                                <div>
+                                    <h2>{move || open_title.get()}</h2>
+                                    <PresenceLine others=open_others />
+                                </div>
                                 <ChatActions chat_id=chat_id />
                             </header>
                             <MessageList chat_id=chat_id />
+                            <TypingLine chat_id=chat_id />
                             <Composer chat_id=chat_id />
                         }
                         .into_any()

@@ -2,6 +2,8 @@
 //! transaction notifies, and wakes the tailer for each notification. It reconnects by itself
 //! when the connection drops, and wakes the tailer after each (re)connection, since
 //! notifications sent while it was away are lost; the tailer then reads what it missed.
+//! It also listens on the signals' channel and forwards those payloads (events that are not
+//! messages, see `signals.rs`) untouched; signals sent while it was away are lost for good.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,6 +13,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use super::activity::SIGNALS_CHANNEL;
 use super::tailer::Hints;
 use super::writer::CHANNEL;
 
@@ -21,12 +24,13 @@ const RECONNECT: Duration = Duration::from_millis(500);
 pub async fn run(
     config: tokio_postgres::Config,
     hints: Arc<Hints>,
+    signals: mpsc::UnboundedSender<String>,
     mut tailer_gone: watch::Receiver<()>,
 ) {
     loop {
         tokio::select! {
             _ = tailer_gone.changed() => return,
-            error = listen(&config, &hints) => {
+            error = listen(&config, &hints, &signals) => {
                 tracing::warn!(%error, "database listener lost; reconnecting");
             }
         }
@@ -38,7 +42,11 @@ pub async fn run(
 }
 
 /// Connects, listens and forwards notifications until the connection fails.
-async fn listen(config: &tokio_postgres::Config, hints: &Hints) -> String {
+async fn listen(
+    config: &tokio_postgres::Config,
+    hints: &Hints,
+    signals: &mpsc::UnboundedSender<String>,
+) -> String {
     let (client, mut connection) = match config.connect(NoTls).await {
         Ok(connected) => connected,
         Err(error) => return error.to_string(),
@@ -46,10 +54,14 @@ async fn listen(config: &tokio_postgres::Config, hints: &Hints) -> String {
     let (notes, mut received) = mpsc::unbounded_channel();
     // The connection delivers notifications only while it is polled; this task does that
     // and ends (dropping `notes`) when the connection does.
+    let signals = signals.clone();
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
+                Ok(AsyncMessage::Notification(note)) if note.channel() == SIGNALS_CHANNEL => {
+                    let _ = signals.send(note.payload().to_owned());
+                }
                 Ok(AsyncMessage::Notification(note)) => {
                     let _ = notes.send(note.payload().parse::<u64>().unwrap_or(0));
                 }
@@ -59,7 +71,10 @@ async fn listen(config: &tokio_postgres::Config, hints: &Hints) -> String {
         }
         None
     });
-    if let Err(error) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+    if let Err(error) = client
+        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {SIGNALS_CHANNEL}"))
+        .await
+    {
         driver.abort();
         return error.to_string();
     }

@@ -8,6 +8,8 @@
 //! - `tailer`: publishes committed messages and changes to this server's broker, in id order;
 //!   `listener`: the `LISTEN` connection that wakes it.
 //! - `writes`: accounts, tokens and chats; `reads`: the SQL of each read.
+//! - `activity`: read positions, settings, last-seen times, and `PgSignals`, the `NOTIFY`
+//!   channel that carries events that are not messages between the servers.
 //! - `rows`: rows to validated records, driver errors to [`StoreError`].
 //! - `leases`: open streams per user as expiring rows; `rates`: GCRA budgets per key (send
 //!   rate, sign-ins per address). The limits that hold across servers keep their state here.
@@ -15,6 +17,7 @@
 //! Tokens are not cached here, unlike in the SQLite backend: another server's SignOut could
 //! not reach such a cache.
 
+mod activity;
 mod changes;
 mod leases;
 mod listener;
@@ -30,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chat_core::activity::SettingsChange;
 use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::requests::{HistoryQuery, ListQuery, Members, NewMessage};
 use chat_core::search::SearchQuery;
@@ -37,14 +41,15 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
+use self::activity::PgSignals;
 use self::leases::PgLeases;
 use self::rates::PgRates;
 use self::tailer::TailerLink;
 use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
 use super::{
-    Change, ChatPage, HistoryPage, SearchPage, SharedRates, Store, StoreError, StoredEvent,
-    StoredMessage, StreamLeases, TokenHash,
+    AccountSettings, Change, ChatPage, Contact, HistoryPage, ReadMove, SearchPage, SharedRates,
+    SharedSignals, Store, StoreError, StoredEvent, StoredMessage, StreamLeases, TokenHash,
 };
 use crate::fanout::Broker;
 use crate::metrics::{Metrics, PoolUse};
@@ -62,6 +67,7 @@ pub struct PgStore {
     tailer: Arc<TailerLink>,
     leases: Arc<PgLeases>,
     rates: Arc<PgRates>,
+    signals: Arc<PgSignals>,
 }
 
 impl PgStore {
@@ -111,11 +117,13 @@ impl PgStore {
             .await?
             .try_get(0)?;
         drop(client);
+        let (heard, signals) = mpsc::unbounded_channel();
         let tailer = Arc::new(tailer::start(
             pool.clone(),
             config,
             broker,
             MessageId(id_from_sql(newest)),
+            heard,
         ));
         let probed = pool.clone();
         metrics.watch_pool(move || {
@@ -132,6 +140,7 @@ impl PgStore {
             tailer,
             leases: Arc::new(PgLeases::start(pool.clone())),
             rates: Arc::new(PgRates::new(pool.clone())),
+            signals: Arc::new(PgSignals::new(pool.clone(), signals)),
             pool,
         })
     }
@@ -297,6 +306,51 @@ impl Store for PgStore {
 
     async fn search(&self, user: &UserId, query: &SearchQuery) -> Result<SearchPage, StoreError> {
         reads::search(&self.client().await?, user, query).await
+    }
+
+    async fn mark_read(
+        &self,
+        user: &UserId,
+        chat: &ChatId,
+        up_to: MessageId,
+    ) -> Result<ReadMove, StoreError> {
+        activity::mark_read(&self.client().await?, user, chat, up_to).await
+    }
+
+    async fn members_of(&self, chat: &ChatId, user: &UserId) -> Result<Vec<UserId>, StoreError> {
+        activity::members_of(&self.client().await?, chat, user).await
+    }
+
+    async fn settings(&self, user: &UserId) -> Result<AccountSettings, StoreError> {
+        activity::settings(&self.client().await?, user).await
+    }
+
+    async fn update_settings(
+        &self,
+        user: &UserId,
+        change: SettingsChange,
+    ) -> Result<AccountSettings, StoreError> {
+        activity::update_settings(&self.client().await?, user, change).await
+    }
+
+    async fn contacts(&self, user: &UserId) -> Result<Vec<Contact>, StoreError> {
+        activity::contacts(&self.client().await?, user).await
+    }
+
+    async fn set_online(&self, user: &UserId) -> Result<bool, StoreError> {
+        activity::set_online(&self.client().await?, user).await
+    }
+
+    async fn set_offline(&self, user: &UserId, at: i64) -> Result<bool, StoreError> {
+        activity::set_offline(&self.client().await?, user, at).await
+    }
+
+    async fn leases_of(&self, user: &UserId) -> Result<u64, StoreError> {
+        activity::leases_of(&self.client().await?, user).await
+    }
+
+    fn shared_signals(&self) -> Option<Arc<dyn SharedSignals>> {
+        Some(Arc::clone(&self.signals) as Arc<dyn SharedSignals>)
     }
 
     fn stream_leases(&self) -> Option<Arc<dyn StreamLeases>> {

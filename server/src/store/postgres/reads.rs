@@ -231,6 +231,8 @@ pub async fn chats_of(
             .push(stored_user(row.try_get(1)?)?);
     }
 
+    let mut readings = super::activity::reading(client, user, &chats).await?;
+
     let chats = rows
         .iter()
         .map(|row| {
@@ -240,11 +242,13 @@ pub async fn chats_of(
                 None => None,
                 Some(_) => Some(message_at(row, 3, chat_id.clone())?),
             };
+            let chat: i64 = row.try_get(0)?;
             Ok(ChatSummary {
-                members: members.remove(&row.try_get(0)?).unwrap_or_default(),
+                members: members.remove(&chat).unwrap_or_default(),
                 chat_id,
                 last_message,
                 created_at: row.try_get(2)?,
+                reading: readings.remove(&chat).unwrap_or_default(),
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;

@@ -151,6 +151,25 @@ ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
 ) STORED;
 CREATE INDEX messages_search ON messages USING gin (search);
 ",
+    "
+-- How far each member has read each chat: every message with an id at or below up_to.
+CREATE TABLE read_positions (
+    chat    BIGINT NOT NULL REFERENCES chats(id),
+    user_id TEXT NOT NULL REFERENCES accounts(user_id),
+    up_to   BIGINT NOT NULL,
+    PRIMARY KEY (chat, user_id)
+);
+CREATE TABLE account_settings (
+    user_id          TEXT PRIMARY KEY REFERENCES accounts(user_id),
+    private_receipts BOOLEAN NOT NULL DEFAULT FALSE
+);
+-- Whether each person is online, as last announced, and when their last stream closed.
+CREATE TABLE presence (
+    user_id   TEXT PRIMARY KEY REFERENCES accounts(user_id),
+    online    BOOLEAN NOT NULL,
+    last_seen BIGINT
+);
+",
 ];
 
 /// Brings the schema up to date, waiting for any other server migrating at the same moment.

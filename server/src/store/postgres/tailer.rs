@@ -75,20 +75,27 @@ impl TailerLink {
     }
 }
 
-/// Starts the tailer (and its listener) publishing every message after `newest` to `broker`.
+/// Starts the tailer (and its listener) publishing every message after `newest` to `broker`;
+/// the listener forwards signals' payloads to `signals`.
 /// Both end once the returned link is dropped.
 pub fn start(
     pool: Pool,
     config: tokio_postgres::Config,
     broker: Arc<Broker>,
     newest: MessageId,
+    signals: mpsc::UnboundedSender<String>,
 ) -> TailerLink {
     broker.start_after(newest);
     let (handoff, handed) = mpsc::unbounded_channel();
     let (published, watching) = watch::channel(newest);
     let hints = Arc::new(Hints::default());
     let (alive, tailer_gone) = watch::channel(());
-    tokio::spawn(listener::run(config, Arc::clone(&hints), tailer_gone));
+    tokio::spawn(listener::run(
+        config,
+        Arc::clone(&hints),
+        signals,
+        tailer_gone,
+    ));
     let tailer = Tailer {
         pool,
         broker,

@@ -5,10 +5,12 @@
 //! - `schema`: the tables, connection settings and schema version check.
 //! - `writer`: the group-commit writer thread; `writes`: the SQL of each write.
 //! - `readers`: the reader pool; `reads`: the SQL of each read.
+//! - `activity`: read positions, settings and last-seen times, written and read.
 //! - `rows`: rows to validated records, ids to and from SQLite integers, driver errors.
 //! - `token_cache`: token owners kept in memory, so authenticating a call reads nothing.
 //! - `backup`: `chat-server backup`, a consistent copy taken while the server writes.
 
+mod activity;
 pub mod backup;
 mod readers;
 mod reads;
@@ -22,6 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chat_core::activity::SettingsChange;
 use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::requests::{HistoryQuery, ListQuery, Members, NewMessage};
 use chat_core::search::SearchQuery;
@@ -33,8 +36,8 @@ use self::readers::ReaderPool;
 use self::token_cache::TokenCache;
 use self::writer::{WriteRequest, Writer};
 use super::{
-    Change, ChatPage, HistoryPage, SearchPage, Store, StoreError, StoredEvent, StoredMessage,
-    TokenHash,
+    AccountSettings, Change, ChatPage, Contact, HistoryPage, ReadMove, SearchPage, Store,
+    StoreError, StoredEvent, StoredMessage, TokenHash,
 };
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
@@ -57,6 +60,11 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         let conn = schema::open_writer(path)?;
         broker.start_after(schema::newest_event(&conn)?);
+        // A file the server cannot write yet (a full disk) still serves reads: presence
+        // then starts from what was stored.
+        if let Err(error) = activity::everyone_offline(&conn, chat_transport::unix_now()) {
+            tracing::warn!(%error, "cannot reset presence at start-up");
+        }
         Ok(Self {
             writes: Writer::start(conn, broker, metrics)?,
             readers: ReaderPool::new(path.to_owned()),
@@ -289,5 +297,76 @@ impl Store for SqliteStore {
         self.readers
             .read(move |conn| reads::search(conn, &user, &query))
             .await
+    }
+
+    async fn mark_read(
+        &self,
+        user: &UserId,
+        chat: &ChatId,
+        up_to: MessageId,
+    ) -> Result<ReadMove, StoreError> {
+        let (user, chat) = (user.clone(), chat.clone());
+        self.write(|reply| WriteRequest::MarkRead {
+            user,
+            chat,
+            up_to,
+            reply,
+        })
+        .await
+    }
+
+    async fn members_of(&self, chat: &ChatId, user: &UserId) -> Result<Vec<UserId>, StoreError> {
+        let (chat, user) = (chat.clone(), user.clone());
+        self.readers
+            .read(move |conn| activity::members_of(conn, &chat, &user))
+            .await
+    }
+
+    async fn settings(&self, user: &UserId) -> Result<AccountSettings, StoreError> {
+        let user = user.clone();
+        self.readers
+            .read(move |conn| activity::settings(conn, &user))
+            .await
+    }
+
+    async fn update_settings(
+        &self,
+        user: &UserId,
+        change: SettingsChange,
+    ) -> Result<AccountSettings, StoreError> {
+        let user = user.clone();
+        self.write(|reply| WriteRequest::UpdateSettings {
+            user,
+            change,
+            reply,
+        })
+        .await
+    }
+
+    async fn contacts(&self, user: &UserId) -> Result<Vec<Contact>, StoreError> {
+        let user = user.clone();
+        self.readers
+            .read(move |conn| activity::contacts(conn, &user))
+            .await
+    }
+
+    async fn set_online(&self, user: &UserId) -> Result<bool, StoreError> {
+        let user = user.clone();
+        self.write(|reply| WriteRequest::SetPresence {
+            user,
+            offline_since: None,
+            reply,
+        })
+        .await
+    }
+
+    async fn set_offline(&self, user: &UserId, at: i64) -> Result<bool, StoreError> {
+        let user = user.clone();
+        self.write(|reply| WriteRequest::SetPresence {
+            user,
+            offline_since: Some(at),
+            reply,
+        })
+        .await
     }
 }

@@ -280,6 +280,7 @@ pub fn chats_of(
                 chat_id,
                 last_message,
                 created_at,
+                reading: super::activity::reading(conn, user, chat)?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;

@@ -127,6 +127,25 @@ CREATE TRIGGER messages_fts_update AFTER UPDATE OF subject, text ON messages BEG
     INSERT INTO messages_fts (rowid, subject, text) VALUES (new.id, new.subject, new.text);
 END;
 ",
+    "
+-- How far each member has read each chat: every message with an id at or below up_to.
+CREATE TABLE read_positions (
+    chat    INTEGER NOT NULL REFERENCES chats(id),
+    user_id TEXT NOT NULL REFERENCES accounts(user_id),
+    up_to   INTEGER NOT NULL,
+    PRIMARY KEY (chat, user_id)
+) WITHOUT ROWID;
+CREATE TABLE account_settings (
+    user_id          TEXT PRIMARY KEY REFERENCES accounts(user_id),
+    private_receipts INTEGER NOT NULL DEFAULT 0
+);
+-- Whether each person is online, as last announced, and when their last stream closed.
+CREATE TABLE presence (
+    user_id   TEXT PRIMARY KEY REFERENCES accounts(user_id),
+    online    INTEGER NOT NULL,
+    last_seen INTEGER
+);
+",
 ];
 
 /// The schema version this server reads and writes: the number of migrations.

@@ -13,15 +13,19 @@
 
 use std::sync::Arc;
 
-use chat_core::ids::{ChatId, UserId};
+use chat_core::activity::SettingsChange;
+use chat_core::ids::{ChatId, MessageId, UserId};
 use chat_core::requests::{Members, NewMessage};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use super::activity;
 use super::writes::{self, ChatCache};
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
-use crate::store::{Change, StoreError, StoredEvent, StoredMessage, TokenHash};
+use crate::store::{
+    AccountSettings, Change, ReadMove, StoreError, StoredEvent, StoredMessage, TokenHash,
+};
 use chat_transport::unix_now;
 
 /// How many queued writes one transaction takes at most.
@@ -89,6 +93,23 @@ pub enum WriteRequest {
         change: Change,
         reply: Reply<StoredMessage>,
     },
+    MarkRead {
+        user: UserId,
+        chat: ChatId,
+        up_to: MessageId,
+        reply: Reply<ReadMove>,
+    },
+    UpdateSettings {
+        user: UserId,
+        change: SettingsChange,
+        reply: Reply<AccountSettings>,
+    },
+    /// Online (`None`) or offline since the time.
+    SetPresence {
+        user: UserId,
+        offline_since: Option<i64>,
+        reply: Reply<bool>,
+    },
 }
 
 impl WriteRequest {
@@ -102,10 +123,13 @@ impl WriteRequest {
             | WriteRequest::LeaveChat { reply, .. }
             | WriteRequest::Block { reply, .. }
             | WriteRequest::Unblock { reply, .. } => drop(reply.send(Err(error))),
+            WriteRequest::SetPresence { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::CreateChat { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::Append { reply, .. } | WriteRequest::Change { reply, .. } => {
                 drop(reply.send(Err(error)))
             }
+            WriteRequest::MarkRead { reply, .. } => drop(reply.send(Err(error))),
+            WriteRequest::UpdateSettings { reply, .. } => drop(reply.send(Err(error))),
         }
     }
 }
@@ -123,6 +147,9 @@ enum Applied {
     Unit(Reply<()>, Result<(), StoreError>),
     Chat(Reply<ChatId>, Result<ChatId, StoreError>),
     Message(Reply<StoredMessage>, Result<Appended, StoreError>),
+    Read(Reply<ReadMove>, Result<ReadMove, StoreError>),
+    Settings(Reply<AccountSettings>, Result<AccountSettings, StoreError>),
+    Changed(Reply<bool>, Result<bool, StoreError>),
 }
 
 impl Applied {
@@ -131,6 +158,9 @@ impl Applied {
             Applied::Unit(reply, _) => drop(reply.send(Err(error))),
             Applied::Chat(reply, _) => drop(reply.send(Err(error))),
             Applied::Message(reply, _) => drop(reply.send(Err(error))),
+            Applied::Read(reply, _) => drop(reply.send(Err(error))),
+            Applied::Settings(reply, _) => drop(reply.send(Err(error))),
+            Applied::Changed(reply, _) => drop(reply.send(Err(error))),
         }
     }
 }
@@ -223,6 +253,9 @@ impl Writer {
             match item {
                 Applied::Unit(reply, result) => drop(reply.send(result)),
                 Applied::Chat(reply, result) => drop(reply.send(result)),
+                Applied::Read(reply, result) => drop(reply.send(result)),
+                Applied::Settings(reply, result) => drop(reply.send(result)),
+                Applied::Changed(reply, result) => drop(reply.send(result)),
                 Applied::Message(reply, result) => {
                     let result = result.map(|(message, publish)| {
                         if let Some((event, members)) = publish {
@@ -348,6 +381,36 @@ fn apply(tx: &Transaction<'_>, chats: &mut ChatCache, write: WriteRequest, now: 
                 Ok((message, event.map(|event| (Box::new(event), chat.members))))
             });
             Applied::Message(reply, result)
+        }
+        WriteRequest::MarkRead {
+            user,
+            chat,
+            up_to,
+            reply,
+        } => {
+            let result = in_savepoint(tx, |conn| {
+                activity::mark_read(conn, chats, &user, &chat, up_to)
+            });
+            Applied::Read(reply, result)
+        }
+        WriteRequest::UpdateSettings {
+            user,
+            change,
+            reply,
+        } => {
+            let result = in_savepoint(tx, |conn| activity::update_settings(conn, &user, change));
+            Applied::Settings(reply, result)
+        }
+        WriteRequest::SetPresence {
+            user,
+            offline_since,
+            reply,
+        } => {
+            let result = in_savepoint(tx, |conn| match offline_since {
+                None => activity::set_online(conn, &user),
+                Some(at) => activity::set_offline(conn, &user, at),
+            });
+            Applied::Changed(reply, result)
         }
     }
 }
@@ -525,8 +588,24 @@ mod tests {
             1,
             "the failed write's delete was rolled back"
         );
-        assert_eq!(bobs_feed.receiver.try_recv().unwrap().message, first);
-        assert_eq!(bobs_feed.receiver.try_recv().unwrap().message, second);
+        assert_eq!(
+            bobs_feed
+                .receiver
+                .try_recv()
+                .unwrap()
+                .stored()
+                .map(|e| &e.message),
+            Some(&first)
+        );
+        assert_eq!(
+            bobs_feed
+                .receiver
+                .try_recv()
+                .unwrap()
+                .stored()
+                .map(|e| &e.message),
+            Some(&second)
+        );
         assert!(
             bobs_feed.receiver.try_recv().is_err(),
             "published only once"
@@ -548,7 +627,15 @@ mod tests {
         let stored = answer(first_stored).unwrap();
         assert_eq!(answer(retry_stored).unwrap(), stored);
         assert_eq!(answer(late_retry_stored).unwrap(), stored);
-        assert_eq!(alices_feed.receiver.try_recv().unwrap().id, stored.id);
+        assert_eq!(
+            alices_feed
+                .receiver
+                .try_recv()
+                .unwrap()
+                .stored()
+                .map(|m| m.id),
+            Some(stored.id)
+        );
         assert!(alices_feed.receiver.try_recv().is_err());
     }
 

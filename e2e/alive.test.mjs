@@ -1,0 +1,132 @@
+// Read state, typing and presence in real browsers: Alice on two devices (two isolated
+// contexts) and Bob. Reading on one of Alice's devices clears the unread badge on the other
+// live, Bob sees "Seen", a chat opened with unread messages shows the "New messages" divider,
+// "alice is typing…" shows and goes away by itself, and presence goes online, then offline
+// with "last seen" once Alice has closed every device. Run it with e2e/run.sh.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { ChatUser, eventually } from './browser.mjs';
+import { serverAndBrowser } from './server.mjs';
+
+const PASSWORD = 'correct horse battery';
+/** The server's presence grace period here. */
+const GRACE_MS = 1_000;
+/** How long a typing line may stay after the last keystroke: the server's 6 s and margin. */
+const TYPING_GONE_MS = 9_000;
+
+/** Signs `user` in with the name and password of an existing account. */
+async function signIn(user) {
+  user.note(`[test] sign in as ${user.name}`);
+  await user.page.getByLabel('Username', { exact: true }).fill(user.name);
+  await user.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await user.button('Sign in').click();
+  await user.button('New chat').waitFor();
+}
+
+/** The unread badge of `user`'s chat entry that mentions `member`. */
+function badge(user, member) {
+  return user.chatEntry(member).getByLabel(/^\d+ unread$/);
+}
+
+/** The presence line in the open chat's header. */
+function presenceLine(user) {
+  return user.page.locator('.conversation-header').getByRole('status');
+}
+
+describe('read state, typing and presence', { timeout: 150_000 }, () => {
+  /** @type {ChatUser} */ let alice;
+  /** @type {ChatUser} */ let aliceOther;
+  /** @type {ChatUser} */ let bob;
+
+  let failed = false;
+  function step(name, body) {
+    test(name, { timeout: 45_000 }, async (t) => {
+      if (failed) {
+        t.skip('an earlier step failed');
+        return;
+      }
+      try {
+        await body();
+      } catch (error) {
+        failed = true;
+        console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
+        for (const user of [alice, aliceOther, bob]) if (user) console.error(user.report());
+        throw error;
+      }
+    });
+  }
+
+  const suite = serverAndBrowser({ extraArgs: ['--presence-grace-ms', String(GRACE_MS)] });
+
+  step('Alice (two devices) and Bob are connected, and see each other online', async () => {
+    alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');
+    bob = await ChatUser.open(suite.browser, suite.server.url, 'bob');
+    await alice.signUp(PASSWORD);
+    await bob.signUp(PASSWORD);
+    aliceOther = await ChatUser.open(suite.browser, suite.server.url, 'alice');
+    await signIn(aliceOther);
+    for (const user of [alice, aliceOther, bob]) await user.waitUntilConnected();
+    await alice.startChatWith(bob.name);
+    await alice.send('Hello Bob');
+    await alice.waitUntilSent('Hello Bob');
+    await bob.openChatWith(alice.name);
+    await presenceLine(bob).filter({ hasText: 'online' }).waitFor();
+    await bob.chatEntry(alice.name).getByRole('img', { name: 'alice: online' }).waitFor();
+  });
+
+  step('Bob sees "Seen" once Alice has the chat open', async () => {
+    await bob.send('Hi Alice, first');
+    await bob.waitUntilSent('Hi Alice, first');
+    await alice.messages('Hi Alice, first').first().waitFor();
+    await bob.messageLog.getByText('Seen', { exact: true }).waitFor();
+  });
+
+  step('reading on one of Alice\'s devices clears the badge on the other; the divider shows', async () => {
+    // Alice's first device goes to another chat: Bob's next message stays unread everywhere.
+    await alice.startChatWith('alice');
+    await bob.send('Unread until opened');
+    await bob.waitUntilSent('Unread until opened');
+    await badge(alice, bob.name).waitFor();
+    await badge(aliceOther, bob.name).waitFor();
+    await aliceOther.openChatWith(bob.name);
+    await aliceOther.messageLog.getByRole('separator', { name: 'New messages' }).waitFor();
+    const texts = await aliceOther.messageLog.locator('p.divider ~ article p.text').allInnerTexts();
+    assert.deepEqual(texts, ['Unread until opened'], 'the divider sits before the unread message');
+    await eventually("the badge on Alice's first device is cleared live by the other", async () =>
+      assert.equal(await badge(alice, bob.name).count(), 0),
+    );
+  });
+
+  step('"alice is typing…" shows while she types and goes away by itself', async () => {
+    await aliceOther.composer.pressSequentially('I am wri');
+    const typing = bob.page.getByRole('status').filter({ hasText: 'alice is typing…' });
+    await typing.waitFor();
+    await eventually('the typing line goes away', async () => assert.equal(await typing.count(), 0), {
+      timeout: TYPING_GONE_MS,
+    });
+    // Typing again, then sending: the message ends the line at once.
+    await aliceOther.composer.fill('');
+    await aliceOther.composer.pressSequentially('Done typ');
+    await typing.waitFor();
+    await aliceOther.composer.press('Enter');
+    await bob.messages('Done typ').first().waitFor();
+    // The message ends the line, long before the typing event's own 6 s.
+    await eventually('the message ends the typing line', async () => assert.equal(await typing.count(), 0), {
+      timeout: 1_000,
+    });
+  });
+
+  step('Alice closes both devices: Bob sees her last seen; she comes back online', async () => {
+    await alice.context.close();
+    await aliceOther.context.close();
+    await presenceLine(bob).filter({ hasText: /^last seen / }).waitFor({ timeout: GRACE_MS + 5_000 });
+    await bob.chatEntry(alice.name).getByRole('img', { name: /^alice: last seen / }).waitFor();
+
+    alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');
+    await signIn(alice);
+    await presenceLine(bob).filter({ hasText: 'online' }).waitFor();
+    assert.deepEqual(bob.pageErrors, [], "uncaught errors in Bob's page");
+  });
+});
