@@ -5,12 +5,13 @@
 //! - `live`: the signed-in state, the one stream per tab, reconnects and the outbox.
 //! - `pages`: the screens; `components`: their parts.
 //! - `storage`: what the browser keeps (session, outbox), in versioned formats; `time`:
-//!   showing times in the browser's locale.
+//!   showing times in the browser's locale; `route`: the open chat in the address bar.
 
 pub mod api;
 pub mod components;
 pub mod live;
 pub mod pages;
+pub mod route;
 pub mod storage;
 pub mod time;
 

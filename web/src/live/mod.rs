@@ -245,6 +245,17 @@ impl Live {
             }
             Err(error) => {
                 leptos::logging::warn!("history of {chat_id}: {error}");
+                // A chat the server refuses to show at all (not found: a link to a chat the
+                // user is not in, or one they left on another device) is closed, back to
+                // the list, rather than left open and empty.
+                let refused = matches!(error, ApiError::Refused(_)) && before.is_none();
+                let open = self
+                    .model
+                    .open_chat()
+                    .with_untracked(|open| open.as_deref() == Some(chat_id));
+                if refused && open {
+                    self.close_chat();
+                }
                 false
             }
         }

@@ -16,6 +16,7 @@ use crate::components::search::SearchBox;
 use crate::components::typing_line::TypingLine;
 use crate::live::model::ModelStoreFields;
 use crate::live::provide_live;
+use crate::route;
 
 /// Everything a signed-in user sees. Owns the live state (and so the tab's one stream)
 /// for as long as it is shown.
@@ -41,6 +42,7 @@ pub fn ChatsPage(
     let account_api = api.clone();
     let sign_out = move |_| {
         live.stop();
+        route::forget();
         let api = api.clone();
         spawn_local(async move {
             // Revoke the token; if the server cannot be reached, forgetting it locally
@@ -51,6 +53,24 @@ pub fn ChatsPage(
     };
     let me = session.user_id.clone();
     let open_chat = Memo::new(move |_| live.model.open_chat().get());
+
+    // The address follows the open chat, and the open chat follows the address: a reload or
+    // a link opens the chat it names; back and forward show what their entry names.
+    if let Some(chat) = route::chat_in_address() {
+        live.open_chat(chat);
+    }
+    Effect::new(move |_| open_chat.with(|open| route::show(open.as_deref())));
+    let moved = window_event_listener(
+        leptos::ev::popstate,
+        move |_| match route::chat_in_address() {
+            Some(chat) if open_chat.get_untracked().as_deref() != Some(chat.as_str()) => {
+                live.open_chat(chat)
+            }
+            None if open_chat.with_untracked(Option::is_some) => live.close_chat(),
+            _ => {}
+        },
+    );
+    on_cleanup(move || moved.remove());
     let open_title = {
         let me = me.clone();
         Memo::new(move |_| {
@@ -109,7 +129,7 @@ pub fn ChatsPage(
                         let chat_id = Signal::derive(move || chat_id.clone());
                         view! {
                             <header class="conversation-header">
-                                <button type="button" class="link back" on:click=move |_| live.close_chat()>
+                                <button type="button" class="link back" on:click=move |_| route::back_to_list(|| live.close_chat())>
                                     "Back"
                                 </button>
                                 <div>

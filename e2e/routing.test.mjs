@@ -1,0 +1,99 @@
+// The open chat is part of the address: Alice opens her chat with Bob (the address becomes
+// /chats/<id>), reloads (the chat is open again), goes back to the list with the browser's
+// back button and forward again; then, signed out, she follows a link to the chat, signs in
+// and lands in it. A link to a chat she is not in, or to no chat at all, shows her list.
+// Run it with e2e/run.sh.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { ChatUser, VIEWPORT, eventually } from './browser.mjs';
+import { serverAndBrowser } from './server.mjs';
+
+const PASSWORD = 'correct horse battery';
+const CHAT_PATH = /^\/chats\/[0-9a-f]{32}$/;
+
+describe('the open chat in the address bar', { timeout: 90_000 }, () => {
+  /** @type {ChatUser} */ let alice;
+  /** @type {ChatUser} */ let bob;
+
+  const suite = serverAndBrowser();
+  const path = (user) => new URL(user.page.url()).pathname;
+
+  test('reload, back and forward, and a link after sign-in all open the right place', async () => {
+    try {
+      alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');
+      bob = await ChatUser.open(suite.browser, suite.server.url, 'bob');
+      await alice.signUp(PASSWORD);
+      await bob.signUp(PASSWORD);
+      await bob.startChatWith(alice.name);
+      await bob.send('Hello alice');
+      await bob.waitUntilSent('Hello alice');
+      assert.equal(path(alice), '/');
+
+      await alice.openChatWith(bob.name);
+      await alice.messages('Hello alice').first().waitFor();
+      assert.match(path(alice), CHAT_PATH);
+      const chatPath = path(alice);
+
+      alice.note('[test] reload');
+      await alice.page.reload();
+      await alice.messages('Hello alice').first().waitFor();
+      assert.equal(path(alice), chatPath, 'the reload kept the chat');
+
+      alice.note('[test] back');
+      await alice.page.goBack();
+      await eventually('the list, with no chat open', async () => {
+        assert.equal(path(alice), '/');
+        assert.equal(await alice.messageLog.count(), 0);
+      });
+      await alice.page.getByText('Choose a chat, or start a new one.').waitFor();
+      alice.note('[test] forward');
+      await alice.page.goForward();
+      await alice.messages('Hello alice').first().waitFor();
+      assert.equal(path(alice), chatPath);
+
+      // On a phone's width the app has its own Back button: it goes back in the tab's
+      // history too, so the browser's forward button returns to the chat.
+      await alice.page.setViewportSize({ width: 400, height: 700 });
+      await alice.button('Back').click();
+      await eventually('the list again', async () => assert.equal(path(alice), '/'));
+      await alice.page.goForward();
+      await alice.messages('Hello alice').first().waitFor();
+      await alice.button('Back').click();
+      await eventually('and the list once more', async () => assert.equal(path(alice), '/'));
+      await alice.page.setViewportSize(VIEWPORT);
+
+      // Signed out, a link to the chat: the sign-in form, then the chat itself.
+      alice.note('[test] sign out, then follow a link to the chat');
+      await alice.button('Sign out').click();
+      await alice.page.goto(new URL(chatPath, suite.server.url).href);
+      await alice.page.getByLabel('Username', { exact: true }).fill(alice.name);
+      await alice.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+      await alice.button('Sign in').click();
+      await alice.messages('Hello alice').first().waitFor();
+      assert.equal(path(alice), chatPath);
+
+      // A chat she is not in, and a path that names no chat: her list, nothing broken.
+      for (const other of ['/chats/0123456789abcdef0123456789abcdef', '/chats/not-a-chat']) {
+        alice.note(`[test] go to ${other}`);
+        await alice.page.goto(new URL(other, suite.server.url).href);
+        await alice.waitUntilConnected();
+        await eventually(`${other} ends on the list`, async () => {
+          assert.equal(await alice.messageLog.count(), 0);
+          assert.equal(path(alice), '/');
+        });
+        await alice.chatEntry(bob.name).waitFor();
+      }
+
+      for (const user of [alice, bob]) {
+        assert.deepEqual(user.pageErrors, [], `uncaught errors in ${user.name}'s page`);
+        assert.deepEqual(await user.cspViolations(), [], `CSP violations in ${user.name}'s page`);
+      }
+    } catch (error) {
+      console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
+      for (const user of [alice, bob]) if (user) console.error(user.report());
+      throw error;
+    }
+  });
+});
