@@ -2,12 +2,14 @@
 //! server only through gRPC-web, with the types and validation of `chat-core`.
 //!
 //! - `api`: the only code that touches the gRPC client; errors as sentences.
+//! - `attention`: the unseen-message count in a hidden tab's title.
 //! - `live`: the signed-in state, the one stream per tab, reconnects and the outbox.
 //! - `pages`: the screens; `components`: their parts.
 //! - `storage`: what the browser keeps (session, outbox), in versioned formats; `time`:
 //!   showing times in the browser's locale; `route`: the open chat in the address bar.
 
 pub mod api;
+pub mod attention;
 pub mod components;
 pub mod live;
 pub mod pages;

@@ -1,9 +1,12 @@
 //! The messages of the open chat: history pages loaded as the user scrolls up (keeping the
 //! scroll position), live messages appended, the user's unconfirmed messages last, a "New
 //! messages" divider where the user's read position was when the chat opened, and the receipt
-//! of the user's newest message. What is shown in a visible tab is marked read. A message
+//! of the user's newest message, with a separator before each day ("Today", "Yesterday", a
+//! date, in the browser's language). What is shown in a visible tab is marked read. A message
 //! jumped to (from a reply's quote or a search result) is scrolled into view and highlighted
-//! for a moment.
+//! for a moment. Scrolled up when new messages arrive, a button offers the way down to them.
+
+use std::collections::HashMap;
 
 use gloo_timers::future::TimeoutFuture;
 use leptos::html::Div;
@@ -15,6 +18,7 @@ use crate::components::message_item::MessageItem;
 use crate::live::activity::seen_line;
 use crate::live::model::{ChatMessage, Delivery, ModelStoreFields};
 use crate::live::use_live;
+use crate::time;
 
 /// How long a message jumped to stays highlighted.
 const HIGHLIGHT_MS: u32 = 2_000;
@@ -81,6 +85,29 @@ pub fn MessageList(
         })
     };
 
+    // The first loaded message of each day, with what its separator says ("Today", a date).
+    let day_starts = Memo::new(move |_| {
+        ids.track();
+        chat_id.with(|chat_id| {
+            live.model.timelines().with_untracked(|timelines| {
+                let mut starts = HashMap::new();
+                let mut day = None;
+                for message in timelines
+                    .get(chat_id)
+                    .into_iter()
+                    .flat_map(|t| t.messages.values())
+                {
+                    let this = time::day_of(message.sent_at);
+                    if day != Some(this) {
+                        starts.insert(message.id, time::day_label(message.sent_at));
+                        day = Some(this);
+                    }
+                }
+                starts
+            })
+        })
+    });
+
     let reading = Memo::new(move |_| {
         chat_id.with(|chat_id| {
             live.model
@@ -135,8 +162,26 @@ pub fn MessageList(
     on_cleanup(move || shown_again.remove());
 
     // Keep the newest message in view as messages arrive, unless the user scrolled up to
-    // read older ones; then mark read what is in view.
+    // read older ones; then mark read what is in view, and offer a way down to the new ones.
     let stick_to_bottom = RwSignal::new(true);
+    let news_below = RwSignal::new(false);
+    let newest = Memo::new(move |_| ids.with(|ids| ids.as_ref()?.last().map(|(id, _)| *id)));
+    Effect::new(move |previous: Option<Option<u64>>| {
+        let now = newest.get();
+        if previous.is_some_and(|before| before.is_some() && now > before)
+            && !stick_to_bottom.get_untracked()
+        {
+            news_below.set(true);
+        }
+        now
+    });
+    let to_latest = move |_| {
+        news_below.set(false);
+        stick_to_bottom.set(true);
+        if let Some(log) = log.get_untracked() {
+            log.set_scroll_top(log.scroll_height());
+        }
+    };
     Effect::new(move |_| {
         ids.track();
         outgoing.track();
@@ -152,6 +197,7 @@ pub fn MessageList(
     Effect::new(move |_| {
         chat_id.track();
         stick_to_bottom.set(true);
+        news_below.set(false);
     });
 
     // A message jumped to: once its row is rendered, bring it to the middle of the log and
@@ -195,7 +241,11 @@ pub fn MessageList(
             return;
         };
         let from_bottom = element.scroll_height() - element.scroll_top() - element.client_height();
-        stick_to_bottom.set(from_bottom < STICK_TO_BOTTOM_WITHIN_PX);
+        let at_bottom = from_bottom < STICK_TO_BOTTOM_WITHIN_PX;
+        stick_to_bottom.set(at_bottom);
+        if at_bottom {
+            news_below.set(false);
+        }
         report_seen();
         if element.scroll_top() < LOAD_OLDER_WITHIN_PX
             && has_older.get_untracked()
@@ -227,11 +277,18 @@ pub fn MessageList(
                 key=|key| *key
                 children=move |(id, _)| {
                     let highlight = Signal::derive(move || highlighted.get() == Some(id));
+                    let day = move || {
+                        day_starts.with(|starts| starts.get(&id).cloned()).map(|label| {
+                            let text = label.clone();
+                            view! { <p class="day" role="separator" aria-label=label>{text}</p> }
+                        })
+                    };
                     let divider = move || {
                         (first_new.get() == Some(id))
                             .then(|| view! { <p class="divider" role="separator" aria-label="New messages">"New messages"</p> })
                     };
                     message(id).map(|message| view! {
+                        {day}
                         {divider}
                         <MessageItem message=message me=me.clone() chat_id=chat_id.get_untracked() highlight=highlight />
                     })
@@ -264,6 +321,9 @@ pub fn MessageList(
                 }
             />
         </div>
+        <Show when=move || news_below.get()>
+            <button type="button" class="to-latest" on:click=to_latest>"New messages below ↓"</button>
+        </Show>
     }
 }
 

@@ -390,6 +390,8 @@ impl Live {
         // Only the user's own messages take theirs out of the outbox.
         if mine {
             self.notify(&[Part::Outbox]);
+        } else {
+            crate::attention::message_arrived();
         }
     }
 

@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::api::{Api, Session};
+use crate::attention;
 use crate::components::account_menu::AccountMenu;
 use crate::components::chat_actions::ChatActions;
 use crate::components::chat_list::ChatList;
@@ -71,6 +72,16 @@ pub fn ChatsPage(
         },
     );
     on_cleanup(move || moved.remove());
+    // The title's count of unseen messages ends when the tab is shown, or this page goes.
+    let shown = window_event_listener_untyped("visibilitychange", |_| {
+        if !document().hidden() {
+            attention::seen();
+        }
+    });
+    on_cleanup(move || {
+        shown.remove();
+        attention::seen();
+    });
     let open_title = {
         let me = me.clone();
         Memo::new(move |_| {

@@ -1,0 +1,86 @@
+// The small things people notice in a busy chat: a separator names the day ("Today") above
+// its first message; scrolled up to read older messages when new ones arrive, the log stays
+// put and a button offers the way down to them; a hidden tab counts the messages that arrived
+// from others in its title, "(2) Chat", until it is shown again. Run it with e2e/run.sh.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { ChatUser, eventually } from './browser.mjs';
+import { decodeStrings, encodeStrings, unary } from './grpc_web.mjs';
+import { serverAndBrowser } from './server.mjs';
+
+const PASSWORD = 'correct horse battery';
+const EARLIER = 60;
+
+describe('days, new messages below, and the title of a hidden tab', { timeout: 90_000 }, () => {
+  /** @type {ChatUser} */ let alice;
+
+  // Bob's earlier messages are written in a burst, faster than the default send rate.
+  const suite = serverAndBrowser({ extraArgs: ['--send-rate', '0'] });
+
+  test('what a person notices in a busy chat', async () => {
+    try {
+      alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');
+      await alice.signUp(PASSWORD);
+      // Bob writes from a client of his own over gRPC-web.
+      const signUp = (user) =>
+        unary(suite.server.url, '/chat.Auth/SignUp', encodeStrings({ 1: user, 2: PASSWORD }));
+      const token = decodeStrings(await signUp('bob'))[2];
+      const members = Buffer.concat(['alice', 'bob'].map((member) => encodeStrings({ 1: member })));
+      const chatId = decodeStrings(await unary(suite.server.url, '/chat.Chat/New', members, { token }))[1];
+      const send = (clientId, text) =>
+        unary(suite.server.url, '/chat.Chat/Send', encodeStrings({ 1: clientId, 2: chatId, 5: text }), { token });
+      for (let n = 0; n < EARLIER; n++) await send(`earlier-${n}`, `earlier message ${n}`);
+
+      await alice.page.reload();
+      await alice.openChatWith('bob');
+      await alice.messages(`earlier message ${EARLIER - 1}`).first().waitFor();
+      const day = alice.messageLog.getByRole('separator', { name: 'Today' });
+      assert.equal(await day.count(), 1, 'one "Today" separator above today\'s first message');
+
+      // Scrolled up, a new message does not pull the log down; the button does.
+      const log = alice.messageLog;
+      const fromBottom = () =>
+        log.evaluate((element) => element.scrollHeight - element.scrollTop - element.clientHeight);
+      await log.evaluate((element) => element.scrollTo(0, 0));
+      await eventually('scrolled up', async () => assert.ok((await fromBottom()) > 300));
+      const below = alice.button('New messages below ↓');
+      assert.equal(await below.count(), 0, 'no button before anything new arrives');
+      await send('news', 'something new');
+      await below.waitFor();
+      assert.ok((await fromBottom()) > 300, 'the log stayed where she reads');
+      await below.click();
+      await eventually('at the newest message, the button gone', async () => {
+        assert.ok((await fromBottom()) < 50);
+        assert.equal(await below.count(), 0);
+      });
+
+      // A hidden tab counts what arrives from others in its title; shown, it is "Chat" again.
+      assert.equal(await alice.page.title(), 'Chat');
+      const setHidden = (hidden) =>
+        alice.page.evaluate((value) => {
+          Object.defineProperty(document, 'hidden', { configurable: true, get: () => value });
+          // As browsers fire it: at the document, bubbling up to the window.
+          document.dispatchEvent(new Event('visibilitychange', { bubbles: true }));
+        }, hidden);
+      await setHidden(true);
+      await send('hidden-1', 'while you were away');
+      await eventually('(1) in the title', async () => assert.equal(await alice.page.title(), '(1) Chat'));
+      await send('hidden-2', 'and again');
+      await eventually('(2) in the title', async () => assert.equal(await alice.page.title(), '(2) Chat'));
+      await alice.send('my own message does not count');
+      await alice.waitUntilSent('my own message does not count');
+      assert.equal(await alice.page.title(), '(2) Chat');
+      await setHidden(false);
+      await eventually('the title back to normal', async () => assert.equal(await alice.page.title(), 'Chat'));
+
+      assert.deepEqual(alice.pageErrors, [], 'uncaught errors in the page');
+      assert.deepEqual(await alice.cspViolations(), [], 'CSP violations in the page');
+    } catch (error) {
+      console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
+      if (alice) console.error(alice.report());
+      throw error;
+    }
+  });
+});
