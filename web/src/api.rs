@@ -3,12 +3,12 @@
 //! deciding by the status code and gRPC's standard error details (the reason in `ErrorInfo`,
 //! the wait in `RetryInfo`), never by the words of the message.
 
+use chat_core::details::StatusDetails;
 use chat_core::ids::MessageId;
 use chat_core::proto::{self, auth_client::AuthClient, chat_client::ChatClient};
 use chat_core::reason::Reason;
 use chat_core::wire;
 use tonic::{Code, Request, Status, Streaming};
-use tonic_types::StatusExt as _;
 use tonic_web_wasm_client::Client;
 
 /// What went wrong, in words for the person using the app.
@@ -39,13 +39,12 @@ impl ApiError {
     }
 
     fn from_status(status: Status) -> Self {
-        let details = status.get_error_details();
+        let details = StatusDetails::decode(status.details());
         let reason = details
-            .error_info()
+            .error_info
             .and_then(|info| Reason::parse(&info.domain, &info.reason));
         let retry_after_ms = details
-            .retry_info()
-            .and_then(|info| info.retry_delay)
+            .retry_delay
             .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
         let message = status.message();
         if let (Code::ResourceExhausted, Some(retry_after_ms)) = (status.code(), retry_after_ms) {
@@ -447,7 +446,7 @@ mod tests {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    use tonic_types::ErrorDetails;
+    use tonic_types::{ErrorDetails, StatusExt as _};
 
     use super::*;
 
