@@ -89,13 +89,13 @@ impl StatusDetails {
                         reason: info.reason,
                     });
                 }
-            } else if name == RETRY_INFO && found.retry_delay.is_none() {
-                if let Ok(RetryInfoPb {
+            } else if name == RETRY_INFO
+                && found.retry_delay.is_none()
+                && let Ok(RetryInfoPb {
                     retry_delay: Some(delay),
                 }) = RetryInfoPb::decode(any.value.as_slice())
-                {
-                    found.retry_delay = Some(duration(delay));
-                }
+            {
+                found.retry_delay = Some(duration(delay));
             }
         }
         found

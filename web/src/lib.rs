@@ -1,7 +1,8 @@
 //! The chat web app: a Leptos single-page app (client-side rendered, WASM) that talks to the
 //! server only through gRPC-web, with the types and validation of `chat-core`.
 //!
-//! - `api`: the only code that touches the gRPC client; errors as sentences.
+//! - `api`: the only code that makes gRPC calls; errors as sentences. `grpc_web`: the
+//!   gRPC-web transport under it, on the browser's fetch.
 //! - `live`: the signed-in state, the one stream per tab, reconnects and the outbox.
 //! - `pages`: the screens; `components`: their parts.
 //! - `storage`: what the browser keeps (session, outbox), in versioned formats; `time`:
@@ -9,6 +10,7 @@
 
 pub mod api;
 pub mod components;
+pub mod grpc_web;
 pub mod live;
 pub mod pages;
 pub mod storage;
