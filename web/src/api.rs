@@ -420,10 +420,16 @@ impl Api {
         request: &impl Message,
         authed: bool,
     ) -> Result<R, Status> {
+        let payload = self.call(path, request.encode_to_vec(), authed).await?;
+        grpc_web::decode(&payload)
+    }
+
+    /// What [`Api::unary`] waits for, once for all message types.
+    async fn call(&self, path: &str, request: Vec<u8>, authed: bool) -> Result<Vec<u8>, Status> {
         let token = self.token.as_deref().filter(|_| authed);
-        grpc_web::start(&self.base_url, path, token, request)
+        grpc_web::start_encoded(&self.base_url, path, token, request)
             .await?
-            .unary()
+            .unary_payload()
             .await
     }
 }

@@ -44,6 +44,17 @@ pub async fn start(
     token: Option<&str>,
     message: &impl Message,
 ) -> Result<Call, Status> {
+    start_encoded(base_url, path, token, message.encode_to_vec()).await
+}
+
+/// [`start`] with the request already encoded. Everything that waits is written once, not
+/// once per message type: the per-type code is only the encoding and decoding.
+pub async fn start_encoded(
+    base_url: &str,
+    path: &str,
+    token: Option<&str>,
+    encoded: Vec<u8>,
+) -> Result<Call, Status> {
     let abort = AbortController::new().map_err(js_error)?;
     let headers = Headers::new().map_err(js_error)?;
     headers
@@ -66,7 +77,6 @@ pub async fn start(
             .map_err(js_error)?;
     }
 
-    let encoded = message.encode_to_vec();
     let mut body = Vec::with_capacity(5 + encoded.len());
     body.push(0);
     body.extend_from_slice(
@@ -137,6 +147,14 @@ impl Call {
     /// The next message; `Ok(None)` when the call ended with status OK, the status as the
     /// error when it ended otherwise.
     pub async fn message<T: Message + Default>(&mut self) -> Result<Option<T>, Status> {
+        self.next_payload()
+            .await?
+            .map(|payload| decode(&payload))
+            .transpose()
+    }
+
+    /// The next message's bytes, as [`Call::message`] tells the end.
+    async fn next_payload(&mut self) -> Result<Option<Vec<u8>>, Status> {
         loop {
             if let Some(status) = &self.status {
                 return if status.code() == Code::Ok {
@@ -156,23 +174,21 @@ impl Call {
                         "a compressed message, which was not asked for",
                     ));
                 }
-                return T::decode(payload.as_slice())
-                    .map(Some)
-                    .map_err(|error| Status::internal(format!("undecodable message: {error}")));
+                return Ok(Some(payload));
             }
             self.read_more().await?;
         }
     }
 
-    /// The one message of a unary call, once the call has ended with status OK.
-    pub async fn unary<T: Message + Default>(mut self) -> Result<T, Status> {
-        let message = self
-            .message()
+    /// The bytes of the one message of a unary call, once the call has ended with status OK.
+    pub async fn unary_payload(mut self) -> Result<Vec<u8>, Status> {
+        let payload = self
+            .next_payload()
             .await?
             .ok_or_else(|| Status::internal("the call returned no message"))?;
         // The final status comes after the message, and decides.
-        match self.message::<T>().await? {
-            None => Ok(message),
+        match self.next_payload().await? {
+            None => Ok(payload),
             Some(_) => Err(Status::internal("a unary call returned two messages")),
         }
     }
@@ -221,6 +237,11 @@ impl Call {
         bytes.copy_to(&mut self.buffer[start..]);
         Ok(())
     }
+}
+
+/// A message of type `T` from its bytes.
+pub fn decode<T: Message + Default>(payload: &[u8]) -> Result<T, Status> {
+    T::decode(payload).map_err(|error| Status::internal(format!("undecodable message: {error}")))
 }
 
 fn missing_status() -> Status {
