@@ -320,6 +320,7 @@ async fn a_reply_shows_its_quote_which_follows_the_original_and_reply_starts_one
             "q",
             vec![ChatMessage {
                 text: String::new(),
+                deleted: true,
                 ..original
             }],
             false,
@@ -445,7 +446,7 @@ async fn an_outbox_stored_by_an_earlier_release_is_shown_and_sent() {
         .get_item("chat.outbox.gina")
         .unwrap()
         .unwrap();
-    assert!(stored.starts_with(r#"{"version":2,"#), "{stored}");
+    assert!(stored.starts_with(r#"{"version":3,"#), "{stored}");
 
     // Once connected it goes out under its original client id (no server listens on port 9
     // here, so the attempt fails as "offline", to be retried by itself), and the message the
