@@ -10,6 +10,7 @@
 //! - [`codec`]: the protobuf codec of the generated stubs (small per-call buffers).
 //! - [`wire`]: metadata keys, the bearer token and the retry hint, for server and clients.
 //! - [`reason`]: the machine-readable causes of refusals, shared by server and browser.
+//! - [`details`]: reading a refusal's reason and retry wait from a status, for clients.
 //!
 //! Nothing here knows about tokio, SQL or the DOM: the browser form and the server run the
 //! very same checks, so a user sees the server's rule before a request is even sent.
@@ -17,6 +18,7 @@
 pub mod activity;
 pub mod codec;
 pub mod content;
+pub mod details;
 pub mod emoji;
 pub mod error;
 pub mod ids;

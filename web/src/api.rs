@@ -1,15 +1,16 @@
-//! The only module that touches the generated gRPC client. It speaks gRPC-web to the
-//! server the page came from and turns every failure into an [`ApiError`] a person can read,
+//! The only module that makes gRPC calls (through [`crate::grpc_web`], with the message types
+//! generated from the proto). It speaks gRPC-web to the server the page came from and turns every failure into an [`ApiError`] a person can read,
 //! deciding by the status code and gRPC's standard error details (the reason in `ErrorInfo`,
 //! the wait in `RetryInfo`), never by the words of the message.
 
+use chat_core::details::StatusDetails;
 use chat_core::ids::MessageId;
-use chat_core::proto::{self, auth_client::AuthClient, chat_client::ChatClient};
+use chat_core::proto;
 use chat_core::reason::Reason;
-use chat_core::wire;
-use tonic::{Code, Request, Status, Streaming};
-use tonic_types::StatusExt as _;
-use tonic_web_wasm_client::Client;
+use prost::Message;
+use tonic::{Code, Status};
+
+use crate::grpc_web;
 
 /// What went wrong, in words for the person using the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,13 +40,12 @@ impl ApiError {
     }
 
     fn from_status(status: Status) -> Self {
-        let details = status.get_error_details();
+        let details = StatusDetails::decode(status.details());
         let reason = details
-            .error_info()
+            .error_info
             .and_then(|info| Reason::parse(&info.domain, &info.reason));
         let retry_after_ms = details
-            .retry_info()
-            .and_then(|info| info.retry_delay)
+            .retry_delay
             .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
         let message = status.message();
         if let (Code::ResourceExhausted, Some(retry_after_ms)) = (status.code(), retry_after_ms) {
@@ -115,7 +115,7 @@ pub struct Api {
 }
 
 /// The live feed of every chat of the user.
-pub struct EventStream(Streaming<proto::Event>);
+pub struct EventStream(grpc_web::Call);
 
 impl EventStream {
     /// The next event; `Ok(None)` when the server ended the stream cleanly.
@@ -156,11 +156,10 @@ impl Api {
             password: password.to_owned(),
         };
         let session = self
-            .auth()
-            .sign_up(credentials)
+            .unary::<proto::Session>("/chat.Auth/SignUp", &credentials, false)
             .await
             .map_err(ApiError::from_status)?;
-        Ok(session_from(session.into_inner()))
+        Ok(session_from(session))
     }
 
     pub async fn sign_in(&self, user_id: &str, password: &str) -> Result<Session, ApiError> {
@@ -169,16 +168,14 @@ impl Api {
             password: password.to_owned(),
         };
         let session = self
-            .auth()
-            .sign_in(credentials)
+            .unary::<proto::Session>("/chat.Auth/SignIn", &credentials, false)
             .await
             .map_err(ApiError::from_status)?;
-        Ok(session_from(session.into_inner()))
+        Ok(session_from(session))
     }
 
     pub async fn sign_out(&self) -> Result<(), ApiError> {
-        self.auth()
-            .sign_out(self.authed(proto::SignOutRequest {}))
+        self.unary::<proto::SignOutResponse>("/chat.Auth/SignOut", &proto::SignOutRequest {}, true)
             .await
             .map_err(ApiError::from_status)?;
         Ok(())
@@ -186,10 +183,13 @@ impl Api {
 
     /// Revokes every session of this user, on every device, this one included.
     pub async fn sign_out_everywhere(&self) -> Result<(), ApiError> {
-        self.auth()
-            .sign_out_everywhere(self.authed(proto::SignOutEverywhereRequest {}))
-            .await
-            .map_err(ApiError::from_status)?;
+        self.unary::<proto::SignOutResponse>(
+            "/chat.Auth/SignOutEverywhere",
+            &proto::SignOutEverywhereRequest {},
+            true,
+        )
+        .await
+        .map_err(ApiError::from_status)?;
         Ok(())
     }
 
@@ -205,11 +205,10 @@ impl Api {
             new_password: new_password.to_owned(),
         };
         let session = self
-            .auth()
-            .change_password(self.authed(request))
+            .unary::<proto::Session>("/chat.Auth/ChangePassword", &request, true)
             .await
             .map_err(ApiError::from_status)?;
-        Ok(session_from(session.into_inner()))
+        Ok(session_from(session))
     }
 
     /// One page of the user's chats, most recently active first: the first page for an empty
@@ -224,11 +223,9 @@ impl Api {
             ..Default::default()
         };
         let response = self
-            .chat()
-            .list(self.authed(request))
+            .unary::<proto::ListResponse>("/chat.Chat/List", &request, true)
             .await
-            .map_err(ApiError::from_status)?
-            .into_inner();
+            .map_err(ApiError::from_status)?;
         let next = response.has_more.then_some(response.next_page_token);
         Ok((response.chats, next))
     }
@@ -236,11 +233,10 @@ impl Api {
     /// Starts (or finds) the chat of exactly these users; returns its id.
     pub async fn new_chat(&self, user_ids: Vec<String>) -> Result<String, ApiError> {
         let response = self
-            .chat()
-            .new_chat(self.authed(proto::NewRequest { user_ids }))
+            .unary::<proto::NewResponse>("/chat.Chat/New", &proto::NewRequest { user_ids }, true)
             .await
             .map_err(ApiError::from_status)?;
-        Ok(response.into_inner().chat_id)
+        Ok(response.chat_id)
     }
 
     /// Leaves a chat: the user stops being a member (only their own New brings them back).
@@ -248,8 +244,7 @@ impl Api {
         let request = proto::LeaveRequest {
             chat_id: chat_id.to_owned(),
         };
-        self.chat()
-            .leave(self.authed(request))
+        self.unary::<proto::LeaveResponse>("/chat.Chat/Leave", &request, true)
             .await
             .map_err(ApiError::from_status)?;
         Ok(())
@@ -258,15 +253,17 @@ impl Api {
     /// Blocks (`true`) or unblocks (`false`) `user_id`: a blocked person cannot start a chat
     /// with the user or add them to one.
     pub async fn set_blocked(&self, user_id: &str, blocked: bool) -> Result<(), ApiError> {
-        let request = self.authed(proto::BlockRequest {
+        let request = proto::BlockRequest {
             user_id: user_id.to_owned(),
-        });
-        let mut chat = self.chat();
-        let answer = if blocked {
-            chat.block(request).await
-        } else {
-            chat.unblock(request).await
         };
+        let path = if blocked {
+            "/chat.Chat/Block"
+        } else {
+            "/chat.Chat/Unblock"
+        };
+        let answer = self
+            .unary::<proto::BlockResponse>(path, &request, true)
+            .await;
         answer.map_err(ApiError::from_status)?;
         Ok(())
     }
@@ -274,11 +271,14 @@ impl Api {
     /// Everyone the user blocked, sorted.
     pub async fn blocked(&self) -> Result<Vec<String>, ApiError> {
         let response = self
-            .chat()
-            .list_blocked(self.authed(proto::ListBlockedRequest {}))
+            .unary::<proto::ListBlockedResponse>(
+                "/chat.Chat/ListBlocked",
+                &proto::ListBlockedRequest {},
+                true,
+            )
             .await
             .map_err(ApiError::from_status)?;
-        Ok(response.into_inner().user_ids)
+        Ok(response.user_ids)
     }
 
     /// One page of history, oldest first, older than `before` (or the newest page), of
@@ -295,11 +295,10 @@ impl Api {
             before_id: before.map(|id| id.to_string()).unwrap_or_default(),
         };
         let response = self
-            .chat()
-            .history(self.authed(request))
+            .unary::<proto::HistoryResponse>("/chat.Chat/History", &request, true)
             .await
             .map_err(ApiError::from_status)?;
-        Ok(response.into_inner())
+        Ok(response)
     }
 
     /// Sends a message, answering the message `reply_to` when it is given.
@@ -318,12 +317,10 @@ impl Api {
             ..Default::default()
         };
         let response = self
-            .chat()
-            .send(self.authed(request))
+            .unary::<proto::SendResponse>("/chat.Chat/Send", &request, true)
             .await
             .map_err(ApiError::from_status)?;
         response
-            .into_inner()
             .message
             .ok_or_else(|| ApiError::Server("Send returned no message".into()))
     }
@@ -342,8 +339,10 @@ impl Api {
             subject: subject.to_owned(),
             text: text.to_owned(),
         };
-        let response = self.chat().edit(self.authed(request)).await;
-        changed(response.map(|response| response.into_inner().message))
+        let response = self
+            .unary::<proto::EditResponse>("/chat.Chat/Edit", &request, true)
+            .await;
+        changed(response.map(|response| response.message))
     }
 
     /// Deletes one of the user's messages for everyone; returns it as stored (deleted).
@@ -352,8 +351,10 @@ impl Api {
             chat_id: chat_id.to_owned(),
             message_id: message_id.to_string(),
         };
-        let response = self.chat().delete(self.authed(request)).await;
-        changed(response.map(|response| response.into_inner().message))
+        let response = self
+            .unary::<proto::DeleteResponse>("/chat.Chat/Delete", &request, true)
+            .await;
+        changed(response.map(|response| response.message))
     }
 
     /// Adds (or with `remove` takes back) the user's reaction; returns the message as stored.
@@ -370,8 +371,10 @@ impl Api {
             emoji: emoji.to_owned(),
             remove,
         };
-        let response = self.chat().react(self.authed(request)).await;
-        changed(response.map(|response| response.into_inner().message))
+        let response = self
+            .unary::<proto::ReactResponse>("/chat.Chat/React", &request, true)
+            .await;
+        changed(response.map(|response| response.message))
     }
 
     /// One page of the messages of every chat of the user holding the words of `query`,
@@ -387,11 +390,10 @@ impl Api {
             ..Default::default()
         };
         let response = self
-            .chat()
-            .search(self.authed(request))
+            .unary::<proto::SearchResponse>("/chat.Chat/Search", &request, true)
             .await
             .map_err(ApiError::from_status)?;
-        Ok(response.into_inner())
+        Ok(response)
     }
 
     /// Moves the user's read position in `chat_id` forward to `up_to`.
@@ -400,8 +402,7 @@ impl Api {
             chat_id: chat_id.to_owned(),
             up_to_id: up_to.to_string(),
         };
-        self.chat()
-            .mark_read(self.authed(request))
+        self.unary::<proto::MarkReadResponse>("/chat.Chat/MarkRead", &request, true)
             .await
             .map_err(ApiError::from_status)?;
         Ok(())
@@ -412,8 +413,7 @@ impl Api {
         let request = proto::TypingRequest {
             chat_id: chat_id.to_owned(),
         };
-        self.chat()
-            .typing(self.authed(request))
+        self.unary::<proto::TypingResponse>("/chat.Chat/Typing", &request, true)
             .await
             .map_err(ApiError::from_status)?;
         Ok(())
@@ -422,11 +422,14 @@ impl Api {
     /// Whether the user keeps their read receipts private.
     pub async fn private_receipts(&self) -> Result<bool, ApiError> {
         let response = self
-            .chat()
-            .get_settings(self.authed(proto::GetSettingsRequest {}))
+            .unary::<proto::Settings>(
+                "/chat.Chat/GetSettings",
+                &proto::GetSettingsRequest {},
+                true,
+            )
             .await
             .map_err(ApiError::from_status)?;
-        Ok(response.into_inner().private_receipts.unwrap_or(false))
+        Ok(response.private_receipts.unwrap_or(false))
     }
 
     /// Keeps the user's read receipts private (`true`) or shares them.
@@ -435,11 +438,10 @@ impl Api {
             private_receipts: Some(private),
         };
         let response = self
-            .chat()
-            .update_settings(self.authed(request))
+            .unary::<proto::Settings>("/chat.Chat/UpdateSettings", &request, true)
             .await
             .map_err(ApiError::from_status)?;
-        Ok(response.into_inner().private_receipts.unwrap_or(false))
+        Ok(response.private_receipts.unwrap_or(false))
     }
 
     /// Opens the one stream of every chat, replaying what came after `after`.
@@ -448,28 +450,35 @@ impl Api {
             chat_id: String::new(),
             after_id: after.map(|id| id.to_string()).unwrap_or_default(),
         };
-        let response = self
-            .chat()
-            .stream(self.authed(request))
+        let call = grpc_web::start(
+            &self.base_url,
+            "/chat.Chat/Stream",
+            self.token.as_deref(),
+            &request,
+        )
+        .await
+        .map_err(ApiError::from_status)?;
+        Ok(EventStream(call))
+    }
+
+    /// One unary call to `path`, carrying the bearer token when `authed`.
+    async fn unary<R: Message + Default>(
+        &self,
+        path: &str,
+        request: &impl Message,
+        authed: bool,
+    ) -> Result<R, Status> {
+        let payload = self.call(path, request.encode_to_vec(), authed).await?;
+        grpc_web::decode(&payload)
+    }
+
+    /// What [`Api::unary`] waits for, once for all message types.
+    async fn call(&self, path: &str, request: Vec<u8>, authed: bool) -> Result<Vec<u8>, Status> {
+        let token = self.token.as_deref().filter(|_| authed);
+        grpc_web::start_encoded(&self.base_url, path, token, request)
+            .await?
+            .unary_payload()
             .await
-            .map_err(ApiError::from_status)?;
-        Ok(EventStream(response.into_inner()))
-    }
-
-    fn chat(&self) -> ChatClient<Client> {
-        ChatClient::new(Client::new(self.base_url.clone()))
-    }
-
-    fn auth(&self) -> AuthClient<Client> {
-        AuthClient::new(Client::new(self.base_url.clone()))
-    }
-
-    fn authed<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        if let Some(token) = &self.token {
-            wire::set_bearer(&mut request, token);
-        }
-        request
     }
 }
 
@@ -482,9 +491,7 @@ fn session_from(session: proto::Session) -> Session {
 }
 
 /// The message an Edit, Delete or React answered with.
-fn changed(
-    response: Result<Option<proto::Message>, tonic::Status>,
-) -> Result<proto::Message, ApiError> {
+fn changed(response: Result<Option<proto::Message>, Status>) -> Result<proto::Message, ApiError> {
     response
         .map_err(ApiError::from_status)?
         .ok_or_else(|| ApiError::Server("the change returned no message".into()))
@@ -495,7 +502,7 @@ mod tests {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    use tonic_types::ErrorDetails;
+    use tonic_types::{ErrorDetails, StatusExt as _};
 
     use super::*;
 

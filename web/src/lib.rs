@@ -1,7 +1,8 @@
 //! The chat web app: a Leptos single-page app (client-side rendered, WASM) that talks to the
 //! server only through gRPC-web, with the types and validation of `chat-core`.
 //!
-//! - `api`: the only code that touches the gRPC client; errors as sentences.
+//! - `api`: the only code that makes gRPC calls; errors as sentences. `grpc_web`: the
+//!   gRPC-web transport under it, on the browser's fetch.
 //! - `attention`: the unseen-message count in a hidden tab's title.
 //! - `live`: the signed-in state, the one stream per tab, reconnects and the outbox.
 //! - `pages`: the screens; `components`: their parts.
@@ -11,6 +12,7 @@
 pub mod api;
 pub mod attention;
 pub mod components;
+pub mod grpc_web;
 pub mod live;
 pub mod pages;
 pub mod route;

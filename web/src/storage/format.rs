@@ -1,5 +1,6 @@
-//! The formats the app writes to localStorage, one struct per version, apart from the domain
-//! types, so that changing `Session` or `Outgoing` never makes stored data unreadable.
+//! The formats the app writes to localStorage, each version read and written here field by
+//! field (with the small `json` module), apart from the domain types, so that changing
+//! `Session` or `Outgoing` never makes stored data unreadable.
 //!
 //! - Version 1 carries no version field: the session as `{"user_id", "token", "expires_at"}`,
 //!   the outbox as a bare array of `{"client_id", "chat_id", "text", "delivery"}`, where
@@ -8,12 +9,11 @@
 //! - Version 3 (the outbox written now) adds `"reply_to"` (the id of the message answered)
 //!   to a message that is a reply. Version 2 reads as version 3 without replies.
 //!
-//! To change a format, add version 3 beside these and read every earlier version into the
+//! To change a format, add the next version beside these and read every earlier version into the
 //! domain type; a version once released is never edited. Reading ignores fields it does not
 //! know, and a version newer than this app reads is an error, never a panic.
 
-use serde::{Deserialize, Serialize};
-
+use super::json::{self, Value};
 use crate::api::Session;
 use crate::live::model::{Delivery, Outgoing};
 
@@ -42,195 +42,184 @@ impl std::fmt::Display for FormatError {
     }
 }
 
-impl From<serde_json::Error> for FormatError {
-    fn from(error: serde_json::Error) -> Self {
-        FormatError::Malformed(error.to_string())
+fn malformed(why: &str) -> FormatError {
+    FormatError::Malformed(why.to_owned())
+}
+
+/// The member `key` of `object`, read by `read`: an error names the field when it is missing
+/// or of the wrong type.
+fn field<'a, T>(
+    object: &'a Value,
+    key: &str,
+    read: impl FnOnce(&'a Value) -> Option<T>,
+) -> Result<T, FormatError> {
+    object
+        .get(key)
+        .and_then(read)
+        .ok_or_else(|| FormatError::Malformed(format!("field `{key}` is missing or invalid")))
+}
+
+/// An optional member: absent and `null` are `None`; any other value must read.
+fn optional<'a, T>(
+    object: &'a Value,
+    key: &str,
+    read: impl FnOnce(&'a Value) -> Option<T>,
+) -> Result<Option<T>, FormatError> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => field(object, key, read).map(Some),
     }
 }
 
-/// Just the version of a stored object; the rest is read once the version is known.
-#[derive(Deserialize)]
-struct Versioned {
-    version: Option<u64>,
+fn string(value: &Value) -> Option<String> {
+    value.as_str().map(str::to_owned)
+}
+
+fn parse(text: &str) -> Result<Value, FormatError> {
+    json::parse(text).map_err(FormatError::Malformed)
 }
 
 /// The version of a stored value: its `version` field, or 1 where there is none (an
 /// object without one, or version 1's bare outbox array).
-fn version_of(text: &str) -> Result<u64, FormatError> {
-    if text.trim_start().starts_with('[') {
-        return Ok(1);
+fn version_of(value: &Value) -> Result<u64, FormatError> {
+    match value {
+        Value::Array(_) => Ok(1),
+        Value::Object(_) => Ok(optional(value, "version", Value::as_u64)?.unwrap_or(1)),
+        _ => Err(malformed("not an object")),
     }
-    let Versioned { version } = serde_json::from_str(text)?;
-    Ok(version.unwrap_or(1))
 }
 
-#[derive(Deserialize)]
-struct SessionV1 {
-    user_id: String,
-    token: String,
-    expires_at: i64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct SessionV2 {
-    version: u64,
-    user_id: String,
-    token: String,
-    /// Unix seconds after which the server refuses the token.
-    expires_at: i64,
-}
-
+// Version 1 of the session: `{"user_id", "token", "expires_at"}`; version 2 adds
+// `"version": 2`. Both read the same way.
 pub fn encode_session(session: &Session) -> String {
-    let stored = SessionV2 {
-        version: SESSION_VERSION,
-        user_id: session.user_id.clone(),
-        token: session.token.clone(),
-        expires_at: session.expires_at,
-    };
-    serde_json::to_string(&stored).unwrap_or_default()
+    let mut out = String::from("{");
+    json::write_key(&mut out, "version");
+    out.push_str(&SESSION_VERSION.to_string());
+    json::write_key(&mut out, "user_id");
+    json::write_str(&mut out, &session.user_id);
+    json::write_key(&mut out, "token");
+    json::write_str(&mut out, &session.token);
+    // Unix seconds after which the server refuses the token.
+    json::write_key(&mut out, "expires_at");
+    out.push_str(&session.expires_at.to_string());
+    out.push('}');
+    out
 }
 
 pub fn decode_session(text: &str) -> Result<Session, FormatError> {
-    match version_of(text)? {
-        1 => {
-            let SessionV1 {
-                user_id,
-                token,
-                expires_at,
-            } = serde_json::from_str(text)?;
-            Ok(Session {
-                user_id,
-                token,
-                expires_at,
-            })
-        }
-        2 => {
-            let SessionV2 {
-                user_id,
-                token,
-                expires_at,
-                ..
-            } = serde_json::from_str(text)?;
-            Ok(Session {
-                user_id,
-                token,
-                expires_at,
-            })
-        }
+    let value = parse(text)?;
+    match version_of(&value)? {
+        1 | 2 if matches!(value, Value::Object(_)) => Ok(Session {
+            user_id: field(&value, "user_id", string)?,
+            token: field(&value, "token", string)?,
+            expires_at: field(&value, "expires_at", Value::as_i64)?,
+        }),
+        1 | 2 => Err(malformed("a session is an object")),
         newer => Err(FormatError::UnknownVersion(newer)),
     }
 }
 
-#[derive(Deserialize)]
-struct OutgoingV1 {
-    client_id: String,
-    chat_id: String,
-    text: String,
-    delivery: DeliveryV1,
+/// Version 1's `delivery`: `"Pending"` or `{"Failed": {"reason", "auto_retry"}}`.
+fn delivery_v1(value: &Value) -> Result<Delivery, FormatError> {
+    if value.as_str() == Some("Pending") {
+        return Ok(Delivery::Pending);
+    }
+    match value {
+        Value::Object(members) if members.len() == 1 && members[0].0 == "Failed" => {
+            let failed = &members[0].1;
+            Ok(Delivery::Failed {
+                reason: field(failed, "reason", string)?,
+                auto_retry: field(failed, "auto_retry", Value::as_bool)?,
+            })
+        }
+        _ => Err(malformed("unknown delivery")),
+    }
 }
 
-#[derive(Deserialize)]
-enum DeliveryV1 {
-    Pending,
-    Failed { reason: String, auto_retry: bool },
-}
-
-/// Versions 2 and 3: version 3 only adds the optional `reply_to`, so one struct reads both.
-#[derive(Serialize, Deserialize)]
-struct OutboxV3 {
-    version: u64,
-    /// Oldest first: the order they are sent in.
-    messages: Vec<OutgoingV3>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct OutgoingV3 {
-    client_id: String,
-    chat_id: String,
-    text: String,
-    /// Set when the last attempt failed; absent while the message waits to be sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    failed: Option<FailureV2>,
-    /// The id of the message this one answers (version 3); absent for other messages.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reply_to: Option<u64>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct FailureV2 {
-    reason: String,
-    /// Sent again by itself when the connection returns (the server could not be reached),
-    /// rather than waiting for the user's retry.
-    retry_on_reconnect: bool,
-}
-
-pub fn encode_outbox(outbox: &[Outgoing]) -> String {
-    let messages = outbox
-        .iter()
-        .map(|outgoing| OutgoingV3 {
-            client_id: outgoing.client_id.clone(),
-            chat_id: outgoing.chat_id.clone(),
-            text: outgoing.text.clone(),
-            reply_to: outgoing.reply_to,
-            failed: match &outgoing.delivery {
-                Delivery::Pending => None,
-                Delivery::Failed { reason, auto_retry } => Some(FailureV2 {
-                    reason: reason.clone(),
-                    retry_on_reconnect: *auto_retry,
-                }),
-            },
-        })
-        .collect();
-    let stored = OutboxV3 {
-        version: OUTBOX_VERSION,
-        messages,
+/// A message of versions 2 and 3: version 3 only adds the optional `reply_to` (the id of
+/// the message answered), so one reader takes both. `failed` is set when the last attempt
+/// failed, absent while the message waits to be sent.
+fn outgoing_v3(value: &Value) -> Result<Outgoing, FormatError> {
+    let delivery = match value.get("failed") {
+        None | Some(Value::Null) => Delivery::Pending,
+        Some(failed) => Delivery::Failed {
+            reason: field(failed, "reason", string)?,
+            // Sent again by itself when the connection returns (the server could not be
+            // reached), rather than waiting for the user's retry.
+            auto_retry: field(failed, "retry_on_reconnect", Value::as_bool)?,
+        },
     };
-    serde_json::to_string(&stored).unwrap_or_default()
+    Ok(Outgoing {
+        client_id: field(value, "client_id", string)?,
+        chat_id: field(value, "chat_id", string)?,
+        text: field(value, "text", string)?,
+        reply_to: optional(value, "reply_to", Value::as_u64)?,
+        delivery,
+    })
+}
+
+/// Version 3: `{"version": 3, "messages": [...]}`, oldest first (the order they are sent
+/// in); a pending message has no `failed`, and only a reply has `reply_to`.
+pub fn encode_outbox(outbox: &[Outgoing]) -> String {
+    let mut out = String::from("{");
+    json::write_key(&mut out, "version");
+    out.push_str(&OUTBOX_VERSION.to_string());
+    json::write_key(&mut out, "messages");
+    out.push('[');
+    for (index, outgoing) in outbox.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        json::write_key(&mut out, "client_id");
+        json::write_str(&mut out, &outgoing.client_id);
+        json::write_key(&mut out, "chat_id");
+        json::write_str(&mut out, &outgoing.chat_id);
+        json::write_key(&mut out, "text");
+        json::write_str(&mut out, &outgoing.text);
+        if let Delivery::Failed { reason, auto_retry } = &outgoing.delivery {
+            json::write_key(&mut out, "failed");
+            out.push('{');
+            json::write_key(&mut out, "reason");
+            json::write_str(&mut out, reason);
+            json::write_key(&mut out, "retry_on_reconnect");
+            out.push_str(if *auto_retry { "true" } else { "false" });
+            out.push('}');
+        }
+        if let Some(reply_to) = outgoing.reply_to {
+            json::write_key(&mut out, "reply_to");
+            out.push_str(&reply_to.to_string());
+        }
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
 }
 
 pub fn decode_outbox(text: &str) -> Result<Vec<Outgoing>, FormatError> {
-    match version_of(text)? {
+    let value = parse(text)?;
+    match version_of(&value)? {
         1 => {
-            let messages: Vec<OutgoingV1> = serde_json::from_str(text)?;
-            Ok(messages
-                .into_iter()
-                .map(|message| Outgoing {
-                    client_id: message.client_id,
-                    chat_id: message.chat_id,
-                    text: message.text,
-                    reply_to: None,
-                    delivery: match message.delivery {
-                        DeliveryV1::Pending => Delivery::Pending,
-                        DeliveryV1::Failed { reason, auto_retry } => {
-                            Delivery::Failed { reason, auto_retry }
-                        }
-                    },
+            let Value::Array(messages) = &value else {
+                return Err(malformed("a version 1 outbox is an array"));
+            };
+            messages
+                .iter()
+                .map(|message| {
+                    Ok(Outgoing {
+                        client_id: field(message, "client_id", string)?,
+                        chat_id: field(message, "chat_id", string)?,
+                        text: field(message, "text", string)?,
+                        reply_to: None,
+                        delivery: delivery_v1(field(message, "delivery", Some)?)?,
+                    })
                 })
-                .collect())
+                .collect()
         }
-        2 | 3 => {
-            let stored: OutboxV3 = serde_json::from_str(text)?;
-            Ok(stored
-                .messages
-                .into_iter()
-                .map(|message| Outgoing {
-                    client_id: message.client_id,
-                    chat_id: message.chat_id,
-                    text: message.text,
-                    reply_to: message.reply_to,
-                    delivery: match message.failed {
-                        None => Delivery::Pending,
-                        Some(FailureV2 {
-                            reason,
-                            retry_on_reconnect,
-                        }) => Delivery::Failed {
-                            reason,
-                            auto_retry: retry_on_reconnect,
-                        },
-                    },
-                })
-                .collect())
-        }
+        2 | 3 => match field(&value, "messages", Some)? {
+            Value::Array(messages) => messages.iter().map(outgoing_v3).collect(),
+            _ => Err(malformed("`messages` is not an array")),
+        },
         newer => Err(FormatError::UnknownVersion(newer)),
     }
 }
@@ -358,6 +347,34 @@ mod tests {
         );
         assert_eq!(decode_outbox(&encode_outbox(&[])), Ok(Vec::new()));
         assert_eq!(decode_outbox("[]"), Ok(Vec::new()));
+    }
+
+    /// Exactly what the release before this reader wrote (serde's derive of the version 3
+    /// and 2 structs): it loads, and the same data is written byte for byte the same.
+    #[test]
+    fn what_serde_wrote_for_versions_3_and_2_loads_and_is_written_the_same() {
+        let outbox = r#"{"version":3,"messages":[{"client_id":"c","chat_id":"1","text":"hi \"quoted\"\n\u0001é","reply_to":7},{"client_id":"d","chat_id":"1","text":"no","failed":{"reason":"Refused","retry_on_reconnect":false},"reply_to":18446744073709551615}]}"#;
+        let mut expected = vec![
+            outgoing("c", "1", "hi \"quoted\"\n\u{1}é", Delivery::Pending),
+            outgoing(
+                "d",
+                "1",
+                "no",
+                Delivery::Failed {
+                    reason: "Refused".into(),
+                    auto_retry: false,
+                },
+            ),
+        ];
+        expected[0].reply_to = Some(7);
+        expected[1].reply_to = Some(u64::MAX);
+        assert_eq!(decode_outbox(outbox), Ok(expected.clone()));
+        assert_eq!(encode_outbox(&expected), outbox);
+
+        let session = r#"{"version":2,"user_id":"alice","token":"t0k","expires_at":-1}"#;
+        let decoded = decode_session(session).unwrap();
+        assert_eq!(decoded.expires_at, -1);
+        assert_eq!(encode_session(&decoded), session);
     }
 
     #[test]

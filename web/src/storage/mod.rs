@@ -7,6 +7,7 @@
 //! earlier release wrote, so an upgrade keeps people signed in and sends every unsent message.
 
 mod format;
+mod json;
 
 use crate::api::Session;
 use crate::live::model::Outgoing;
