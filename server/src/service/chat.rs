@@ -120,12 +120,12 @@ impl Chat for ChatService {
         request: Request<proto::SendRequest>,
     ) -> Result<Response<proto::SendResponse>, Status> {
         let caller = self.authenticator.caller(request.metadata()).await?;
-        let message = NewMessage::try_from(request.get_ref()).map_err(ApiError::from)?;
+        let message = NewMessage::try_from(request.into_inner()).map_err(ApiError::from)?;
         check_claim(&caller, message.claimed_sender.as_ref(), "user_id")?;
         self.limits.send(&caller).await?;
         let stored = self.store.append(&caller, message).await?;
         Ok(Response::new(proto::SendResponse {
-            message: Some(stored.to_proto()),
+            message: Some(stored.into_proto()),
         }))
     }
 
