@@ -460,10 +460,11 @@ pub trait Store: Send + Sync + 'static {
     /// A reply's original must be an undeleted message of the same chat
     /// ([`StoreError::ReplyNotFound`] otherwise, unless the message was stored earlier: a
     /// retry gets it back even if the original has been deleted since); the stored message
-    /// carries its preview.
+    /// carries its preview. `sender` by value: the message keeps it, and a Send has no use
+    /// for it afterwards.
     async fn append(
         &self,
-        sender: &UserId,
+        sender: UserId,
         message: NewMessage,
     ) -> Result<StoredMessage, StoreError>;
 
