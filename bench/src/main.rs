@@ -78,6 +78,9 @@ enum Command {
     Bundle,
     /// Every scenario above, in that order (cluster only when a PostgreSQL answers).
     All,
+    /// Heap allocations and bytes per acknowledged Send (one sender, then many at once),
+    /// counted by a chat-server built with `--features count-allocations`; not in `all`.
+    Allocations,
     /// Runs the ceiling server (the benchmark starts it itself).
     CeilingServer(ceiling::CeilingArgs),
 }
@@ -142,6 +145,7 @@ async fn run(cli: &Cli) -> Result<bool, BenchError> {
         Command::Search => &["search"],
         Command::Bundle => &["bundle"],
         Command::Cluster => &["cluster"],
+        Command::Allocations => &["allocations"],
         Command::All => &[
             "send", "fanout", "idle", "history", "search", "cluster", "bundle",
         ],
@@ -175,6 +179,7 @@ async fn run(cli: &Cli) -> Result<bool, BenchError> {
             "idle" => scenario::idle::run(&ctx, open_files).await?,
             "history" => scenario::history::run(&ctx).await?,
             "search" => scenario::search::run(&ctx).await?,
+            "allocations" => scenario::allocations::run(&ctx).await?,
             // Required when asked for by name; in `all` skipped without a PostgreSQL.
             "cluster" => {
                 scenario::cluster::run(&ctx, matches!(cli.command, Command::Cluster)).await?

@@ -65,6 +65,8 @@ pub struct ServerOptions {
     pub database_url: Option<String>,
     /// chat-server's `--database-pool-size`, with `database_url`.
     pub database_pool_size: Option<u32>,
+    /// chat-server with its `/metrics` listener (`--metrics-listen`) on a port of its own.
+    pub metrics: bool,
 }
 
 impl ServerOptions {
@@ -76,6 +78,7 @@ impl ServerOptions {
             ceiling_chats: 0,
             database_url: None,
             database_pool_size: None,
+            metrics: false,
         }
     }
 }
@@ -84,6 +87,8 @@ impl ServerOptions {
 pub struct ServerProcess {
     pub kind: Kind,
     pub addr: SocketAddr,
+    /// Where chat-server serves `/metrics`, when asked for by [`ServerOptions::metrics`].
+    pub metrics_addr: Option<SocketAddr>,
     options: ServerOptions,
     child: Child,
     dir: TempDir,
@@ -96,10 +101,11 @@ impl ServerProcess {
             .prefix("chat-bench-")
             .tempdir()
             .map_err(BenchError::io("cannot create a temporary directory"))?;
-        let (child, addr) = spawn(kind, options, dir.path(), 1).await?;
+        let (child, addr, metrics_addr) = spawn(kind, options, dir.path(), 1).await?;
         Ok(Self {
             kind,
             addr,
+            metrics_addr,
             options: options.clone(),
             child,
             dir,
@@ -136,9 +142,11 @@ impl ServerProcess {
     pub async fn crash_and_restart(&mut self) -> Result<(), BenchError> {
         self.kill().await?;
         self.starts += 1;
-        let (child, addr) = spawn(self.kind, &self.options, self.dir.path(), self.starts).await?;
+        let (child, addr, metrics_addr) =
+            spawn(self.kind, &self.options, self.dir.path(), self.starts).await?;
         self.child = child;
         self.addr = addr;
+        self.metrics_addr = metrics_addr;
         Ok(())
     }
 
@@ -202,14 +210,17 @@ fn log_path(dir: &Path, start: u32) -> PathBuf {
     dir.join(format!("server-{start}.log"))
 }
 
-/// Starts the process on a free loopback port and waits until it accepts connections.
+/// Starts the process on a free loopback port and waits until it accepts connections; returns
+/// it with its address and, for chat-server with [`ServerOptions::metrics`], its metrics
+/// listener's.
 async fn spawn(
     kind: Kind,
     options: &ServerOptions,
     dir: &Path,
     start: u32,
-) -> Result<(Child, SocketAddr), BenchError> {
+) -> Result<(Child, SocketAddr, Option<SocketAddr>), BenchError> {
     let addr = free_port()?;
+    let mut metrics_addr = None;
     let log = std::fs::File::create(log_path(dir, start))
         .map_err(BenchError::io("cannot create the server log"))?;
     let log_err = log
@@ -240,6 +251,11 @@ async fn spawn(
             }
             if let Some(size) = options.database_pool_size {
                 command.arg("--database-pool-size").arg(size.to_string());
+            }
+            if options.metrics {
+                let metrics = free_port()?;
+                command.arg("--metrics-listen").arg(metrics.to_string());
+                metrics_addr = Some(metrics);
             }
             command
         }
@@ -292,7 +308,7 @@ async fn spawn(
             });
         }
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok((child, addr));
+            return Ok((child, addr, metrics_addr));
         }
         if Instant::now() >= deadline {
             return Err(BenchError::Timeout {

@@ -12,6 +12,17 @@ pub struct Text(String);
 
 impl Text {
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
+        Self::check(input)?;
+        Ok(Self(input.to_owned()))
+    }
+
+    /// [`Self::parse`] of a string the caller owns, which the value then keeps: no copy.
+    pub fn parse_owned(input: String) -> Result<Self, ValidationError> {
+        Self::check(&input)?;
+        Ok(Self(input))
+    }
+
+    fn check(input: &str) -> Result<(), ValidationError> {
         if shows_nothing(input) {
             return Err(ValidationError::TextBlank);
         }
@@ -25,11 +36,16 @@ impl Text {
         {
             return Err(ValidationError::TextControl);
         }
-        Ok(Self(input.to_owned()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The string itself, for a wire message that owns its fields: no copy.
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 
@@ -40,6 +56,17 @@ pub struct Subject(String);
 
 impl Subject {
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
+        Self::check(input)?;
+        Ok(Self(input.to_owned()))
+    }
+
+    /// [`Self::parse`] of a string the caller owns, which the value then keeps: no copy.
+    pub fn parse_owned(input: String) -> Result<Self, ValidationError> {
+        Self::check(&input)?;
+        Ok(Self(input))
+    }
+
+    fn check(input: &str) -> Result<(), ValidationError> {
         let length = input.chars().count();
         if length > SUBJECT_MAX_CHARS {
             return Err(ValidationError::SubjectTooLong(length));
@@ -50,11 +77,16 @@ impl Subject {
         if !input.is_empty() && shows_nothing(input) {
             return Err(ValidationError::SubjectBlank);
         }
-        Ok(Self(input.to_owned()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The string itself, for a wire message that owns its fields: no copy.
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 

@@ -40,6 +40,11 @@ impl UserId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The string itself, for a wire message that owns its fields: no copy.
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 impl fmt::Display for UserId {
@@ -56,6 +61,17 @@ impl ChatId {
     const HEX_DIGITS: usize = 32;
 
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
+        Self::check(input)?;
+        Ok(Self(input.to_owned()))
+    }
+
+    /// [`Self::parse`] of a string the caller owns, which the value then keeps: no copy.
+    pub fn parse_owned(input: String) -> Result<Self, ValidationError> {
+        Self::check(&input)?;
+        Ok(Self(input))
+    }
+
+    fn check(input: &str) -> Result<(), ValidationError> {
         if input.is_empty() {
             return Err(ValidationError::ChatIdMissing);
         }
@@ -66,7 +82,7 @@ impl ChatId {
         if !well_formed {
             return Err(ValidationError::ChatIdInvalid(input.to_owned()));
         }
-        Ok(Self(input.to_owned()))
+        Ok(())
     }
 
     /// Parses a chat id that may be left empty to mean "every chat": `Ok(None)` when empty.
@@ -85,6 +101,11 @@ impl ChatId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The string itself, for a wire message that owns its fields: no copy.
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 
@@ -139,17 +160,33 @@ pub struct ClientId(String);
 
 impl ClientId {
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
+        Self::check(input)?;
+        Ok(Self(input.to_owned()))
+    }
+
+    /// [`Self::parse`] of a string the caller owns, which the value then keeps: no copy.
+    pub fn parse_owned(input: String) -> Result<Self, ValidationError> {
+        Self::check(&input)?;
+        Ok(Self(input))
+    }
+
+    fn check(input: &str) -> Result<(), ValidationError> {
         if input.is_empty() {
             return Err(ValidationError::ClientIdMissing);
         }
         if input.len() > CLIENT_ID_MAX_CHARS || !input.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ValidationError::ClientIdInvalid);
         }
-        Ok(Self(input.to_owned()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The string itself, for a wire message that owns its fields: no copy.
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 

@@ -94,15 +94,17 @@ pub struct NewMessage {
     pub reply_to: Option<MessageId>,
 }
 
-impl TryFrom<&proto::SendRequest> for NewMessage {
+/// Takes the request by value: the validated message keeps the strings the request was
+/// decoded into rather than copying them.
+impl TryFrom<proto::SendRequest> for NewMessage {
     type Error = ValidationError;
 
-    fn try_from(request: &proto::SendRequest) -> Result<Self, Self::Error> {
+    fn try_from(request: proto::SendRequest) -> Result<Self, Self::Error> {
         Ok(Self {
-            chat_id: ChatId::parse(&request.chat_id)?,
-            client_id: ClientId::parse(&request.client_id)?,
-            subject: Subject::parse(&request.subject)?,
-            text: Text::parse(&request.text)?,
+            chat_id: ChatId::parse_owned(request.chat_id)?,
+            client_id: ClientId::parse_owned(request.client_id)?,
+            subject: Subject::parse_owned(request.subject)?,
+            text: Text::parse_owned(request.text)?,
             claimed_sender: UserId::parse_optional(&request.user_id)?,
             reply_to: MessageId::parse_optional("reply_to_id", &request.reply_to_id)?,
         })

@@ -278,8 +278,18 @@ fn bearer_token(metadata: &MetadataMap) -> Result<&str, ApiError> {
     }
 }
 
+/// SHA-256 of the lower-cased token. Every call hashes its token, so it is lower-cased a
+/// block at a time on the stack rather than into a new string.
 fn token_hash(token: &str) -> TokenHash {
-    Sha256::digest(token.to_ascii_lowercase().as_bytes()).into()
+    let mut hasher = Sha256::new();
+    let mut block = [0u8; 64];
+    for chunk in token.as_bytes().chunks(block.len()) {
+        let lower = &mut block[..chunk.len()];
+        lower.copy_from_slice(chunk);
+        lower.make_ascii_lowercase();
+        hasher.update(&*lower);
+    }
+    hasher.finalize().into()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -318,5 +328,19 @@ mod tests {
             assert!(bearer_token(&metadata(bad)).is_err(), "{bad:?}");
         }
         assert!(bearer_token(&MetadataMap::new()).is_err());
+    }
+
+    #[test]
+    fn a_token_hashes_as_its_lower_case_whatever_its_length() {
+        for length in [0, 1, 63, 64, 65, 2 * TOKEN_BYTES, 200] {
+            let token: String = "aB3f".chars().cycle().take(length).collect();
+            let expected: TokenHash = Sha256::digest(token.to_ascii_lowercase()).into();
+            assert_eq!(token_hash(&token), expected, "length {length}");
+            assert_eq!(
+                token_hash(&token),
+                token_hash(&token.to_ascii_uppercase()),
+                "length {length}"
+            );
+        }
     }
 }

@@ -321,7 +321,7 @@ mod tests {
                     claimed_sender: None,
                     reply_to: None,
                 };
-                self.store.append(&bob, message)
+                self.store.append(bob.clone(), message)
             });
             let mut ids: Vec<_> = futures::future::join_all(sends)
                 .await

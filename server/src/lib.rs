@@ -12,12 +12,16 @@
 //!   Leave, and ending the leaver's open calls of the chat.
 //! - `limits`: per-user send rate and streams, sign-in attempts per account and address.
 //! - `metrics`: the Prometheus series and their own listener (`--metrics-listen`).
+//! - `allocations`: with the `count-allocations` feature only, a counting global allocator
+//!   whose totals `/metrics` reports (for `chat-bench allocations`).
 //!
 //! How the services reach the network (gRPC-web, CORS, the static UI, TLS, the server's
 //! HTTP settings) is the `chat-transport` crate's, shared with the benchmark's ceiling.
 
 pub mod config;
 
+#[cfg(feature = "count-allocations")]
+mod allocations;
 mod auth;
 mod error;
 mod fanout;

@@ -231,12 +231,15 @@ impl Metrics {
                     .set(i64::try_from(value).unwrap_or(i64::MAX));
             }
         }
-        TextEncoder::new()
+        let text = TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|error| {
                 tracing::error!(%error, "cannot encode the metrics");
                 String::new()
-            })
+            });
+        #[cfg(feature = "count-allocations")]
+        let text = with_allocations(text);
+        text
     }
 
     fn finished(&self, rpc: &str, code: tonic::Code, started: Instant) {
@@ -254,6 +257,24 @@ impl Metrics {
             .with_label_values(&[rpc])
             .observe(started.elapsed().as_secs_f64());
     }
+}
+
+/// The counting allocator's totals, written by hand: they are the process's, read at the
+/// scrape, where the registry holds series this server updates itself.
+#[cfg(feature = "count-allocations")]
+fn with_allocations(mut text: String) -> String {
+    use std::fmt::Write as _;
+    let (allocations, bytes) = crate::allocations::totals();
+    let _ = write!(
+        text,
+        "# HELP chat_allocations_total Heap allocations (malloc, calloc and realloc calls) since the process started\n\
+         # TYPE chat_allocations_total counter\n\
+         chat_allocations_total {allocations}\n\
+         # HELP chat_allocated_bytes_total Heap bytes asked for since the process started\n\
+         # TYPE chat_allocated_bytes_total counter\n\
+         chat_allocated_bytes_total {bytes}\n"
+    );
+    text
 }
 
 /// One open stream, counted in `chat_open_streams` while this lives.
@@ -300,7 +321,7 @@ pub async fn track_calls(
 ) -> Response {
     let call = Call {
         metrics,
-        rpc: request.uri().path().trim_start_matches('/').to_owned(),
+        uri: request.uri().clone(),
         started: Instant::now(),
     };
     let response = next.run(request).await;
@@ -318,13 +339,16 @@ pub async fn track_calls(
 
 struct Call {
     metrics: Arc<Metrics>,
-    rpc: String,
+    /// The call's URI, kept whole for its path: a clone shares the request's bytes, where
+    /// the path as a `String` would be one more allocation per call.
+    uri: http::Uri,
     started: Instant,
 }
 
 impl Call {
     fn finish(self, code: tonic::Code) {
-        self.metrics.finished(&self.rpc, code, self.started);
+        let rpc = self.uri.path().trim_start_matches('/');
+        self.metrics.finished(rpc, code, self.started);
     }
 }
 

@@ -14,7 +14,7 @@ use http::header::{
 };
 use http::{HeaderValue, Method};
 use tonic::service::Routes;
-use tower::{ServiceBuilder, ServiceExt as _};
+use tower::{Layer as _, ServiceBuilder, ServiceExt as _};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -63,7 +63,9 @@ pub fn router(grpc: Routes, static_dir: Option<&Path>) -> axum::Router {
             })
         }
     };
-    app.layer(cors())
+    // Around the whole router rather than with `Router::layer`, which would wrap every route
+    // on its own and cost each request a clone of one more boxed service (see `serve`).
+    axum::Router::new().fallback_service(cors().layer(app))
 }
 
 /// `grpc` with the UI in `static_dir` behind it, every response of the UI with the browser

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpConnectInfo;
+use tower::ServiceBuilder;
 
 use crate::connections::{self, ConnectionLimits, Registry};
 use crate::deadline;
@@ -79,16 +80,15 @@ pub async fn serve(
     };
     let registry = Arc::new(Registry::default());
     let call_timeout = options.call_timeout;
-    let router = router.layer(axum::middleware::from_fn(
+    let deadline = axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             deadline::within(call_timeout, request, next)
         },
-    ));
-    // Outermost: every request lifts its connection's first-request deadline, and the
-    // connection counts as busy until the response's body is done (so an HTTP/1.1 stream is
-    // never idle).
+    );
+    // Every request lifts its connection's first-request deadline, and the connection counts
+    // as busy until the response's body is done (so an HTTP/1.1 stream is never idle).
     let tracked = Arc::clone(&registry);
-    let mut router = router.layer(axum::middleware::from_fn(
+    let track = axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             let call = request
                 .extensions()
@@ -111,10 +111,17 @@ pub async fn serve(
                 }
             }
         },
-    ));
-    if options.tls.is_some() {
-        router = router.layer(tls::strict_transport_security());
-    }
+    );
+    // Around the whole router, outermost first, rather than with `Router::layer`: that wraps
+    // each route on its own, and axum clones a route's boxed service on every request, one
+    // more box for each layer applied that way (BENCHMARKS.md, "Allocations per Send").
+    let service = ServiceBuilder::new()
+        .option_layer(options.tls.is_some().then(tls::strict_transport_security))
+        // axum's middleware takes axum's body; the router would convert it the same way.
+        .map_request(|request: http::Request<tonic::body::Body>| request.map(axum::body::Body::new))
+        .layer(track)
+        .layer(deadline)
+        .service(router);
     let incoming = connections::incoming(listener, options.tls, limits, registry);
     Server::builder()
         // gRPC-web from browsers (and trunk's proxy) comes over HTTP/1.1.
@@ -125,6 +132,6 @@ pub async fn serve(
         // No `.timeout`: tonic's answers CANCELLED "Timeout expired", outside the gRPC-web
         // translation. `deadline` answers DEADLINE_EXCEEDED in the caller's protocol instead.
         // (tonic still applies a client's own `grpc-timeout` header.)
-        .serve_with_incoming_shutdown(router, incoming, shutdown)
+        .serve_with_incoming_shutdown(service, incoming, shutdown)
         .await
 }

@@ -2,6 +2,7 @@
 //! same load on the ceiling server and on chat-server one after the other (never both at
 //! once: they would share the two cores), and returns a [`ScenarioReport`].
 
+pub mod allocations;
 pub mod bundle;
 pub mod cluster;
 pub mod fanout;

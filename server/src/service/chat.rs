@@ -120,12 +120,12 @@ impl Chat for ChatService {
         request: Request<proto::SendRequest>,
     ) -> Result<Response<proto::SendResponse>, Status> {
         let caller = self.authenticator.caller(request.metadata()).await?;
-        let message = NewMessage::try_from(request.get_ref()).map_err(ApiError::from)?;
+        let message = NewMessage::try_from(request.into_inner()).map_err(ApiError::from)?;
         check_claim(&caller, message.claimed_sender.as_ref(), "user_id")?;
         self.limits.send(&caller).await?;
-        let stored = self.store.append(&caller, message).await?;
+        let stored = self.store.append(caller, message).await?;
         Ok(Response::new(proto::SendResponse {
-            message: Some(stored.to_proto()),
+            message: Some(stored.into_proto()),
         }))
     }
 
@@ -518,7 +518,7 @@ async fn receive_connect_messages(
             }
             Err(error) => return failed(error).await,
         }
-        match call.store.append(&call.caller, message).await {
+        match call.store.append(call.caller.clone(), message).await {
             Ok(stored) if stored.id <= call.feed_starts_after => {
                 if outcomes.send(Outcome::Repeat(stored)).await.is_err() {
                     return;

@@ -147,16 +147,44 @@ impl StoredMessage {
             text: text.to_owned(),
             edited_at: self.edited_at.unwrap_or(0),
             deleted: self.content.is_none(),
-            reactions: self
-                .reactions
-                .iter()
-                .map(|reactions| proto::Reaction {
-                    emoji: reactions.emoji.as_str().to_owned(),
-                    user_ids: reactions.users.iter().map(ToString::to_string).collect(),
-                })
-                .collect(),
+            reactions: self.reactions_proto(),
             reply_to: self.reply.as_ref().map(ReplyPreview::to_proto),
         }
+    }
+
+    /// [`Self::to_proto`] for a message nobody needs afterwards (Send's reply): the wire
+    /// message takes its strings instead of copies.
+    pub fn into_proto(self) -> proto::Message {
+        let reactions = self.reactions_proto();
+        let reply_to = self.reply.as_ref().map(ReplyPreview::to_proto);
+        let deleted = self.content.is_none();
+        let (subject, text) = match self.content {
+            Some(content) => (content.subject.into_string(), content.text.into_string()),
+            None => (String::new(), String::new()),
+        };
+        proto::Message {
+            id: self.id.to_string(),
+            client_id: self.client_id.into_string(),
+            chat_id: self.chat_id.into_string(),
+            user_id: self.sender.into_string(),
+            sent_at: self.sent_at,
+            subject,
+            text,
+            edited_at: self.edited_at.unwrap_or(0),
+            deleted,
+            reactions,
+            reply_to,
+        }
+    }
+
+    fn reactions_proto(&self) -> Vec<proto::Reaction> {
+        self.reactions
+            .iter()
+            .map(|reactions| proto::Reaction {
+                emoji: reactions.emoji.as_str().to_owned(),
+                user_ids: reactions.users.iter().map(ToString::to_string).collect(),
+            })
+            .collect()
     }
 }
 
@@ -432,10 +460,11 @@ pub trait Store: Send + Sync + 'static {
     /// A reply's original must be an undeleted message of the same chat
     /// ([`StoreError::ReplyNotFound`] otherwise, unless the message was stored earlier: a
     /// retry gets it back even if the original has been deleted since); the stored message
-    /// carries its preview.
+    /// carries its preview. `sender` by value: the message keeps it, and a Send has no use
+    /// for it afterwards.
     async fn append(
         &self,
-        sender: &UserId,
+        sender: UserId,
         message: NewMessage,
     ) -> Result<StoredMessage, StoreError>;
 

@@ -294,7 +294,7 @@ fn every_request_decodes_and_validates_without_panic() {
             Ok(())
         })?;
         decode_then::<proto::SendRequest>(&bytes, |request| {
-            if let Some(message) = refused_clearly(NewMessage::try_from(request))? {
+            if let Some(message) = refused_clearly(NewMessage::try_from(request.clone()))? {
                 prop_assert!(message.text.as_str().chars().count() <= TEXT_MAX_CHARS);
                 prop_assert!(!message.text.as_str().trim().is_empty());
             }

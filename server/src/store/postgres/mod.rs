@@ -258,14 +258,14 @@ impl Store for PgStore {
 
     async fn append(
         &self,
-        sender: &UserId,
+        sender: UserId,
         message: NewMessage,
     ) -> Result<StoredMessage, StoreError> {
         let stopped = || StoreError::Unavailable("writer task stopped".into());
         let (reply, answer) = oneshot::channel();
         self.appends
             .send(Append {
-                sender: sender.clone(),
+                sender,
                 message,
                 reply,
             })

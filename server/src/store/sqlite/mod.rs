@@ -239,10 +239,9 @@ impl Store for SqliteStore {
 
     async fn append(
         &self,
-        sender: &UserId,
+        sender: UserId,
         message: NewMessage,
     ) -> Result<StoredMessage, StoreError> {
-        let sender = sender.clone();
         self.write(|reply| WriteRequest::Append {
             sender,
             message,

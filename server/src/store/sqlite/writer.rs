@@ -137,7 +137,7 @@ impl WriteRequest {
 /// A message as an append or a change left it, with the event to publish and to whom when
 /// something was stored (`None` for a repeat, or a change that changed nothing). The event is
 /// boxed: it holds a whole message, and most writes in a batch are not appends.
-type Appended = (StoredMessage, Option<(Box<StoredEvent>, Arc<[UserId]>)>);
+type Appended = (StoredMessage, Option<(Arc<StoredEvent>, Arc<[UserId]>)>);
 
 /// A write applied inside the open transaction: its result, held until the commit decides
 /// whether the caller gets it. Not boxed: nearly every write is an append (`Message`), and a
@@ -259,7 +259,7 @@ impl Writer {
                 Applied::Message(reply, result) => {
                     let result = result.map(|(message, publish)| {
                         if let Some((event, members)) = publish {
-                            self.broker.publish(Arc::from(event), &members);
+                            self.broker.publish(event, &members);
                         }
                         message
                     });
@@ -362,7 +362,7 @@ fn apply(tx: &Transaction<'_>, chats: &mut ChatCache, write: WriteRequest, now: 
                     .ok_or(StoreError::ChatNotFound)?;
                 let (stored, is_new) = writes::append(tx, chat.row, sender, message, now)?;
                 let publish =
-                    is_new.then(|| (Box::new(StoredEvent::arrival(stored.clone())), chat.members));
+                    is_new.then(|| (Arc::new(StoredEvent::arrival(stored.clone())), chat.members));
                 Ok((stored, publish))
             })();
             Applied::Message(reply, result)
@@ -378,7 +378,7 @@ fn apply(tx: &Transaction<'_>, chats: &mut ChatCache, write: WriteRequest, now: 
                     .filter(|chat| chat.members.contains(&user))
                     .ok_or(StoreError::ChatNotFound)?;
                 let (message, event) = writes::change(conn, chat.row, &user, &change, now)?;
-                Ok((message, event.map(|event| (Box::new(event), chat.members))))
+                Ok((message, event.map(|event| (Arc::new(event), chat.members))))
             });
             Applied::Message(reply, result)
         }
