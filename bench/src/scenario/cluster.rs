@@ -201,7 +201,7 @@ fn with_database(url: &str, name: &str) -> Result<String, BenchError> {
 }
 
 /// Runs one statement with Debian's `psql` client, bounded in time.
-async fn psql(url: &str, statement: &str) -> Result<(), BenchError> {
+pub(super) async fn psql(url: &str, statement: &str) -> Result<(), BenchError> {
     let output = within(
         format!("psql: {statement}"),
         PSQL_TIMEOUT,

@@ -149,7 +149,10 @@ ALTER TABLE messages ADD COLUMN reply_to BIGINT;
 ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
     to_tsvector('simple', regexp_replace(subject || ' ' || text, '[^[:alnum:]]+', ' ', 'g'))
 ) STORED;
-CREATE INDEX messages_search ON messages USING gin (search);
+-- fastupdate off: each message's words go into the index as it is committed. With it on,
+-- new entries wait in a pending list that every search reads through in full until a vacuum
+-- merges it, which made a search at 100,000 fresh messages take 60 to 80 ms.
+CREATE INDEX messages_search ON messages USING gin (search) WITH (fastupdate = off);
 ",
     "
 -- How far each member has read each chat: every message with an id at or below up_to.
