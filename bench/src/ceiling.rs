@@ -73,7 +73,13 @@ pub async fn serve(args: CeilingArgs) -> Result<(), BenchError> {
         listener,
         app,
         chat_transport::shutdown_signal(),
-        Options::default(),
+        // Every client of a run comes from 127.0.0.1: the connection caps are lifted, as for
+        // chat-server (`process::LIFTED_LIMITS`).
+        Options {
+            max_connections_per_address: 1_000_000,
+            max_connections: 1_000_000,
+            ..Options::default()
+        },
     )
     .await
     .map_err(|error| BenchError::Setup(format!("ceiling server: {error}")))
