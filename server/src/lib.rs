@@ -22,6 +22,14 @@ pub mod config;
 
 #[cfg(feature = "count-allocations")]
 mod allocations;
+
+#[cfg(all(feature = "count-allocations", feature = "mimalloc"))]
+compile_error!("count-allocations wraps the system allocator: build it without mimalloc");
+
+// Only for measuring it against glibc's malloc (BENCHMARKS.md); see the feature in Cargo.toml.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod auth;
 mod error;
 mod fanout;
