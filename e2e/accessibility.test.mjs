@@ -73,8 +73,7 @@ describe('accessibility audit (axe-core)', { timeout: 90_000 }, () => {
       assert.deepEqual(await seriousViolations(alice.page), [], 'the chat screen');
       assert.deepEqual(alice.pageErrors, [], 'uncaught errors in the page');
     } catch (error) {
-      console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
-      for (const user of [alice, bob]) if (user) console.error(user.report());
+      suite.report([alice, bob]);
       throw error;
     }
   });

@@ -5,7 +5,7 @@
 // with "last seen" once Alice has closed every device. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe } from 'node:test';
 
 import { ChatUser, eventually } from './browser.mjs';
 import { serverAndBrowser } from './server.mjs';
@@ -40,25 +40,9 @@ describe('read state, typing and presence', { timeout: 150_000 }, () => {
   /** @type {ChatUser} */ let aliceOther;
   /** @type {ChatUser} */ let bob;
 
-  let failed = false;
-  function step(name, body) {
-    test(name, { timeout: 45_000 }, async (t) => {
-      if (failed) {
-        t.skip('an earlier step failed');
-        return;
-      }
-      try {
-        await body();
-      } catch (error) {
-        failed = true;
-        console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
-        for (const user of [alice, aliceOther, bob]) if (user) console.error(user.report());
-        throw error;
-      }
-    });
-  }
 
   const suite = serverAndBrowser({ extraArgs: ['--presence-grace-ms', String(GRACE_MS)] });
+  const step = suite.steps(() => [alice, aliceOther, bob]);
 
   step('Alice (two devices) and Bob are connected, and see each other online', async () => {
     alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');

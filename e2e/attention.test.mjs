@@ -78,8 +78,7 @@ describe('days, new messages below, and the title of a hidden tab', { timeout: 9
       assert.deepEqual(alice.pageErrors, [], 'uncaught errors in the page');
       assert.deepEqual(await alice.cspViolations(), [], 'CSP violations in the page');
     } catch (error) {
-      console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
-      if (alice) console.error(alice.report());
+      suite.report([alice]);
       throw error;
     }
   });

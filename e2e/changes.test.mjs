@@ -4,7 +4,7 @@
 // Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe } from 'node:test';
 
 import { ChatUser, eventually } from './browser.mjs';
 import { serverAndBrowser } from './server.mjs';
@@ -20,25 +20,9 @@ describe('two people edit, delete and react in the browser', { timeout: 120_000 
   /** @type {ChatUser} */ let alice;
   /** @type {ChatUser} */ let bob;
 
-  let failed = false;
-  function step(name, body) {
-    test(name, { timeout: 45_000 }, async (t) => {
-      if (failed) {
-        t.skip('an earlier step failed');
-        return;
-      }
-      try {
-        await body();
-      } catch (error) {
-        failed = true;
-        console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
-        for (const user of [alice, bob]) if (user) console.error(user.report());
-        throw error;
-      }
-    });
-  }
 
   const suite = serverAndBrowser();
+  const step = suite.steps(() => [alice, bob]);
 
   /** The reaction button of `emoji` on the message showing `text`. */
   const reaction = (user, text, emoji) =>

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { describe, test } from 'node:test';
+import { describe } from 'node:test';
 
 import { ChatUser, eventually } from './browser.mjs';
 import { REPO_ROOT, serverAndBrowser } from './server.mjs';
@@ -37,25 +37,9 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
 
   // Each step builds on the one before: once one fails, the rest are skipped, and what the
   // server and both browsers printed is shown.
-  let failed = false;
-  function step(name, body) {
-    test(name, { timeout: 45_000 }, async (t) => {
-      if (failed) {
-        t.skip('an earlier step failed');
-        return;
-      }
-      try {
-        await body();
-      } catch (error) {
-        failed = true;
-        console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
-        for (const user of [alice, bob]) if (user) console.error(user.report());
-        throw error;
-      }
-    });
-  }
 
   const suite = serverAndBrowser();
+  const step = suite.steps(() => [alice, bob]);
 
   step('Alice and Bob sign up in their own browsers and get connected', async () => {
     alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');

@@ -80,8 +80,7 @@ describe('leaving a chat and blocking someone', { timeout: 90_000 }, () => {
         assert.deepEqual(await user.cspViolations(), [], `CSP violations in ${user.name}'s page`);
       }
     } catch (error) {
-      console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
-      for (const user of [alice, mallory]) if (user) console.error(user.report());
+      suite.report([alice, mallory]);
       throw error;
     }
   });

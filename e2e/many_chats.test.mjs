@@ -72,8 +72,7 @@ describe('a user in more chats than one List page', { timeout: 120_000 }, () => 
       assert.deepEqual(await victim.messageTexts(), [greeting(0), live]);
       assert.deepEqual(victim.pageErrors, []);
     } catch (error) {
-      console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
-      if (victim) console.error(victim.report());
+      suite.report([victim]);
       throw error;
     }
   });

@@ -66,8 +66,7 @@ describe('a sender over the rate limit', { timeout: 90_000 }, () => {
         'nothing is left waiting',
       );
     } catch (error) {
-      console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
-      for (const user of [alice, bob]) if (user) console.error(user.report());
+      suite.report([alice, bob]);
       throw error;
     }
   });

@@ -7,7 +7,7 @@
 // original several History pages back. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe } from 'node:test';
 
 import { ChatUser, eventually } from './browser.mjs';
 import { decodeStrings, encodeStrings, unary } from './grpc_web.mjs';
@@ -31,24 +31,7 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
   /** @type {ChatUser} */ let alice;
   /** @type {ChatUser} */ let bob;
   const suite = serverAndBrowser({ extraArgs: ['--send-rate', '0'] });
-
-  let failed = false;
-  function step(name, body) {
-    test(name, { timeout: 45_000 }, async (t) => {
-      if (failed) {
-        t.skip('an earlier step failed');
-        return;
-      }
-      try {
-        await body();
-      } catch (error) {
-        failed = true;
-        console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
-        for (const user of [alice, bob]) if (user) console.error(user.report());
-        throw error;
-      }
-    });
-  }
+  const step = suite.steps(() => [alice, bob]);
 
   step('Alice and Bob have a chat whose first message is far back', async () => {
     alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');

@@ -91,8 +91,7 @@ describe('the open chat in the address bar', { timeout: 90_000 }, () => {
         assert.deepEqual(await user.cspViolations(), [], `CSP violations in ${user.name}'s page`);
       }
     } catch (error) {
-      console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
-      for (const user of [alice, bob]) if (user) console.error(user.report());
+      suite.report([alice, bob]);
       throw error;
     }
   });

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { access, constants, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { after, before } from 'node:test';
+import { after, before, test } from 'node:test';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -150,7 +150,36 @@ export class ChatServer {
  * `suite.browser` inside tests and hooks (they are set only once `before` has run).
  */
 export function serverAndBrowser({ extraArgs = [] } = {}) {
-  const suite = { /** @type {ChatServer | null} */ server: null, browser: null };
+  const suite = {
+    /** @type {ChatServer | null} */ server: null,
+    browser: null,
+    /** Prints the server's last log lines and each of `users`' page reports, for a failure. */
+    report(users) {
+      console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
+      for (const user of users) if (user) console.error(user.report());
+    },
+    /**
+     * A `step(name, body)` for a story told in several tests: each step is a test; after a
+     * failed one the rest are skipped, and the failure prints `users()`' reports.
+     */
+    steps(users) {
+      let failed = false;
+      return (name, body) =>
+        test(name, { timeout: 45_000 }, async (t) => {
+          if (failed) {
+            t.skip('an earlier step failed');
+            return;
+          }
+          try {
+            await body();
+          } catch (error) {
+            failed = true;
+            suite.report(users());
+            throw error;
+          }
+        });
+    },
+  };
   before(async () => {
     suite.server = await ChatServer.create({ extraArgs });
     await suite.server.start();

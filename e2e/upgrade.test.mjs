@@ -71,8 +71,7 @@ describe('a browser that ran the previous release', { timeout: 90_000 }, () => {
       const rewritten = await upgraded.page.evaluate(() => JSON.parse(localStorage.getItem('chat.outbox.alice')));
       assert.deepEqual(rewritten, { version: 3, messages: [] }, 'the outbox, now in the current format, is empty');
     } catch (error) {
-      console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
-      for (const user of [alice, bob, upgraded]) if (user) console.error(user.report());
+      suite.report([alice, bob, upgraded]);
       throw error;
     }
   });

@@ -35,8 +35,7 @@ describe('hostile text renders as text under a strict CSP', { timeout: 90_000 },
     try {
       await body();
     } catch (error) {
-      console.error(`--- chat-server log (last lines) ---\n${suite.server?.logTail() ?? ''}`);
-      if (victim) console.error(victim.report());
+      suite.report([victim]);
       throw error;
     }
   }
