@@ -5,6 +5,7 @@
 //! once; nothing acknowledged is lost; and both servers recover by themselves, streams
 //! included.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chat_core::proto::Message;
@@ -44,6 +45,13 @@ async fn restart_postgresql() {
     );
 }
 
+/// The most messages the load sends, whatever happens: the test stays bounded.
+const MAX_LOAD: usize = 20_000;
+
+/// How many messages the load sends after the restart has finished, so that some are
+/// certainly sent while the servers find their connections broken.
+const AFTER_RESTART: usize = 50;
+
 /// Sends `count` messages one after another, retrying each with its client id until it is
 /// acknowledged; every failure must be UNAVAILABLE.
 async fn send_retrying(
@@ -53,10 +61,22 @@ async fn send_retrying(
     prefix: &str,
     count: usize,
 ) -> (Vec<Message>, usize) {
+    send_while(server, token, chat_id, prefix, |sent| sent < count).await
+}
+
+/// Sends messages one after another while `more(sent so far)` holds, retrying each with its
+/// client id until it is acknowledged; every failure must be UNAVAILABLE.
+async fn send_while(
+    server: &impl Server,
+    token: &str,
+    chat_id: &str,
+    prefix: &str,
+    more: impl Fn(usize) -> bool,
+) -> (Vec<Message>, usize) {
     let mut chat = server.chat().await;
-    let mut acked = Vec::with_capacity(count);
+    let mut acked = Vec::new();
     let mut failures = 0;
-    for n in 0..count {
+    for n in (0..MAX_LOAD).take_while(|&n| more(n)) {
         let client_id = format!("{prefix}-{n}");
         let started = Instant::now();
         loop {
@@ -94,14 +114,24 @@ async fn a_postgresql_restart_costs_retries_never_messages() {
     let chat_id = new_chat(&first, &alice, &["alice", "bob"]).await;
     let stream = open_stream(&mut second.chat().await, &bob, &chat_id, "").await;
 
+    // The load runs from before the restart until well after it, however fast this machine
+    // sends: a fixed count can be over before PostgreSQL even stops.
+    let restarted = AtomicBool::new(false);
+    let sent_at_restart = std::cell::Cell::new(None);
     let restart = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         restart_postgresql().await;
+        restarted.store(true, Ordering::SeqCst);
     };
-    let ((mut acked, failures), ()) = tokio::join!(
-        send_retrying(&first, &alice, &chat_id, "load", 300),
-        restart
-    );
+    let load = send_while(&first, &alice, &chat_id, "load", |sent| {
+        if !restarted.load(Ordering::SeqCst) {
+            return true;
+        }
+        let since = sent_at_restart.get().unwrap_or(sent);
+        sent_at_restart.set(Some(since));
+        sent < since + AFTER_RESTART
+    });
+    let ((mut acked, failures), ()) = tokio::join!(load, restart);
     assert!(
         failures > 0,
         "no Send failed: the restart did not happen under load"
