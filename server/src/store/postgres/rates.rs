@@ -105,8 +105,10 @@ impl SharedRates for PgRates {
         let interval = interval.as_secs_f64();
         // A key may run `tolerance` ahead of now: `burst` cells at once, then one per interval.
         let tolerance = interval * f64::from(burst.max(1) - 1);
-        let charged = client
-            .query_opt(
+        // Prepared once per connection: this runs on every Send, and a statement given as
+        // text is parsed and planned again each time, in a round trip of its own.
+        let charge = client
+            .prepare_cached(
                 "WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)
                  INSERT INTO rate_budgets AS b (key, tat)
                  SELECT $1, t + $2 FROM now
@@ -114,18 +116,22 @@ impl SharedRates for PgRates {
                  SET tat = greatest(b.tat, (SELECT t FROM now)) + $2
                  WHERE greatest(b.tat, (SELECT t FROM now)) - (SELECT t FROM now) <= $3
                  RETURNING tat",
-                &[&key, &interval, &tolerance],
             )
+            .await?;
+        let charged = client
+            .query_opt(&charge, &[&key, &interval, &tolerance])
             .await?;
         if charged.is_some() {
             return Ok(Ok(()));
         }
-        let wait: f64 = client
-            .query_opt(
+        let full_at = client
+            .prepare_cached(
                 "SELECT tat - $2 - extract(epoch FROM clock_timestamp())::float8
                  FROM rate_budgets WHERE key = $1",
-                &[&key, &tolerance],
             )
+            .await?;
+        let wait: f64 = client
+            .query_opt(&full_at, &[&key, &tolerance])
             .await?
             .map_or(Ok(0.0), |row| row.try_get(0))?;
         Ok(Err(Duration::from_secs_f64(wait.clamp(0.001, 86_400.0))))

@@ -173,6 +173,12 @@ CREATE TABLE presence (
     last_seen BIGINT
 );
 ",
+    "
+-- Rate budgets are charged on every Send: unlogged, a charge writes no WAL and its commit
+-- waits for no flush to disk. A crash of the database empties the table, which gives every
+-- budget back in full, as a restart does to one server's budgets in memory.
+ALTER TABLE rate_budgets SET UNLOGGED;
+",
 ];
 
 /// Brings the schema up to date, waiting for any other server migrating at the same moment.
