@@ -146,6 +146,12 @@ CREATE TABLE presence (
     last_seen INTEGER
 );
 ",
+    "
+-- New messages enter the search index once per group commit, in one statement run by the
+-- writer (writer.rs, `SearchIndex`), instead of one trigger statement per row: FTS5 costs
+-- about half as much per message that way. Edits and deletions keep their triggers.
+DROP TRIGGER messages_fts_insert;
+",
 ];
 
 /// The schema version this server reads and writes: the number of migrations.
