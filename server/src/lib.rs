@@ -143,6 +143,7 @@ pub async fn run(
         Arc::clone(&signals),
         settings.presence_grace(),
     );
+    presence.start_sweeping();
 
     let departures = Arc::new(Departures::new(
         Arc::clone(&store),

@@ -29,6 +29,10 @@ use crate::signals::{Signal, Signals};
 use crate::store::{Store, StoreError};
 use chat_transport::unix_now;
 
+/// How often a server looks for people whose streams' server died (their leases lapse
+/// 15 s after its last renewal, so they are announced offline within about 20 s).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 pub struct Presence {
     store: Arc<dyn Store>,
     signals: Arc<Signals>,
@@ -143,6 +147,37 @@ impl Presence {
                 Ok(true) => presence.announce(&user, false, closed_at).await,
                 Ok(false) => {}
                 Err(error) => tracing::warn!(%error, %user, "cannot record presence"),
+            }
+        });
+    }
+
+    /// On a database that several servers share, settles now and then the presence of people
+    /// whose streams were all on a server that died ([`Store::sweep_presence`]): nobody else
+    /// would announce them offline, and their contacts' open streams would show them online
+    /// until they next came and went. Every server sweeps; each person is announced by the
+    /// one whose sweep changed their record. Runs while this presence is in use.
+    pub fn start_sweeping(self: &Arc<Self>) {
+        if self.store.shared_signals().is_none() {
+            return;
+        }
+        let presence = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(SWEEP_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(presence) = presence.upgrade() else {
+                    return;
+                };
+                match presence.store.sweep_presence().await {
+                    Ok(settled) => {
+                        for (user, last_seen) in settled {
+                            tracing::info!(%user, "offline: their streams' server stopped");
+                            presence.announce(&user, false, last_seen).await;
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot sweep presence; retrying"),
+                }
             }
         });
     }

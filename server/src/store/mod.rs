@@ -551,6 +551,14 @@ pub trait Store: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// Records offline the people still recorded online whose streams were all on a server
+    /// sharing the database that died, and returns who changed and since when (unix
+    /// seconds); always empty for a backend only one server uses, which resets presence at
+    /// start-up instead.
+    async fn sweep_presence(&self) -> Result<Vec<(UserId, i64)>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// The channel that carries events that are not messages to every server sharing the
     /// database; `None`: only this server, which hands them to its broker directly.
     fn shared_signals(&self) -> Option<Arc<dyn SharedSignals>> {

@@ -1,7 +1,8 @@
 //! Events that are not messages across several real `chat-server` processes on one
 //! PostgreSQL database (PostgreSQL only): presence, typing and read positions reach streams
 //! on another server, a person whose stream moves to another server within the grace period
-//! does not flap offline, and a Stream's opening snapshot counts streams held elsewhere.
+//! does not flap offline, a Stream's opening snapshot counts streams held elsewhere, and a
+//! person whose only stream was on a server that died goes offline for the others.
 
 use chat_core::proto::event::Event as EventKind;
 use chat_core::proto::{MarkReadRequest, StreamRequest, TypingRequest};
@@ -109,4 +110,56 @@ async fn presence_typing_and_read_positions_cross_servers() {
     })
     .await;
     assert!(offline.last_seen > 0);
+}
+
+/// A server SIGKILLed while it holds someone's only stream says nothing; the other servers
+/// find that person's lapsed lease and announce them offline, last seen when their stream was
+/// last known alive.
+#[tokio::test]
+async fn a_person_whose_server_died_goes_offline_on_the_other_servers() {
+    if !on_postgres() {
+        return;
+    }
+    let grace = ["--presence-grace-ms", "1500"];
+    let mut first = spawn_process(&grace).await;
+    let second = spawn_process_sharing(&first, &grace).await;
+    let (alice, bob, _) = alice_and_bob(&second).await;
+    let mut bobs = open_stream(&mut second.chat().await, &bob, "", "").await;
+    // Held until the end: closing it would settle Alice's presence the ordinary way.
+    let _alices = open_stream(&mut first.chat().await, &alice, "", "").await;
+    next_event(&mut bobs, "Alice online", |event| match event {
+        EventKind::Presence(presence) if presence.user_id == "alice" && presence.online => {
+            Some(presence)
+        }
+        _ => None,
+    })
+    .await;
+
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs();
+    first.kill();
+    // The lease lapses 15 s after its last renewal and every server sweeps every 5 s.
+    let offline = tokio::time::timeout(std::time::Duration::from_secs(45), async {
+        loop {
+            match bobs.message().await {
+                Ok(Some(event)) => match event.event {
+                    Some(EventKind::Presence(presence)) if presence.user_id == "alice" => {
+                        return presence;
+                    }
+                    _ => {}
+                },
+                other => panic!("Bob's stream ended before Alice went offline: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("Alice was not announced offline within 45 s of her server's death");
+    assert!(!offline.online, "{offline:?}");
+    let last_seen = u64::try_from(offline.last_seen).expect("a last-seen time");
+    assert!(
+        last_seen + 10 >= killed_at && last_seen <= killed_at,
+        "last seen {last_seen}, killed at {killed_at}: not when her stream was last alive"
+    );
 }

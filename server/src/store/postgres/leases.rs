@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::ids::UserId;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Client, Pool};
 
 use crate::store::{StoreError, StreamLeases};
 
@@ -60,6 +60,79 @@ async fn renew(pool: &Pool, server: i64) -> Result<(), StoreError> {
         )
         .await?;
     Ok(())
+}
+
+/// How many people one sweep settles at most; the rest wait for the next one.
+const SWEEP_MAX: i64 = 1_000;
+
+/// Settles the presence of people whose every stream lease has lapsed: their streams were on a
+/// server that died without a word (a server that closes a stream deletes its lease and
+/// settles the person's presence itself). Each is recorded offline since their newest
+/// lease's last renewal, which is when their stream was last known alive, and their lapsed
+/// rows are deleted. Per person, under the lock that taking a lease holds, so a stream
+/// opening at that moment anywhere is either seen (and they stay online) or opens after and
+/// announces them online again. Returns who went offline, and since when (unix seconds):
+/// only those whose recorded presence this call changed, so several servers sweeping at once
+/// announce each person once.
+pub async fn sweep_lapsed(client: &mut Client) -> Result<Vec<(UserId, i64)>, StoreError> {
+    let lapsed = client
+        .query(
+            "SELECT user_id FROM stream_leases
+             GROUP BY user_id HAVING max(expires_at) < now()
+             LIMIT $1",
+            &[&SWEEP_MAX],
+        )
+        .await?;
+    let mut settled = Vec::new();
+    for row in lapsed {
+        let user: String = row.try_get(0)?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&user],
+        )
+        .await?;
+        // Deleted whatever happens next: a lapsed lease counts for nobody.
+        let renewed: Option<f64> = tx
+            .query_one(
+                "WITH gone AS (
+                     DELETE FROM stream_leases WHERE user_id = $1 AND expires_at < now()
+                     RETURNING expires_at)
+                 SELECT extract(epoch FROM max(expires_at))::float8 - $2 FROM gone",
+                &[&user, &LEASE.as_secs_f64()],
+            )
+            .await?
+            .try_get(0)?;
+        let live: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM stream_leases WHERE user_id = $1)",
+                &[&user],
+            )
+            .await?
+            .try_get(0)?;
+        let changed = match renewed {
+            // Another server swept them first, or a stream of theirs is open somewhere.
+            None => false,
+            Some(_) if live => false,
+            Some(renewed) => {
+                tx.execute(
+                    "UPDATE presence SET online = FALSE, last_seen = $2
+                     WHERE user_id = $1 AND online",
+                    &[&user, &(renewed as i64)],
+                )
+                .await?
+                    > 0
+            }
+        };
+        tx.commit().await?;
+        if changed {
+            settled.push((
+                crate::store::decode::stored_user(&user)?,
+                renewed.unwrap_or(0.0) as i64,
+            ));
+        }
+    }
+    Ok(settled)
 }
 
 #[async_trait]

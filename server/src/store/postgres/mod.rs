@@ -349,6 +349,10 @@ impl Store for PgStore {
         activity::leases_of(&self.client().await?, user).await
     }
 
+    async fn sweep_presence(&self) -> Result<Vec<(UserId, i64)>, StoreError> {
+        leases::sweep_lapsed(&mut self.client().await?).await
+    }
+
     fn shared_signals(&self) -> Option<Arc<dyn SharedSignals>> {
         Some(Arc::clone(&self.signals) as Arc<dyn SharedSignals>)
     }
