@@ -71,7 +71,8 @@ impl Presence {
     }
 
     /// Counts a stream of `user` as open until the returned guard is dropped. The first one on
-    /// this server, outside a grace period, announces `user` online.
+    /// this server (or the first again within a grace period) records `user` online, and
+    /// announces them if the record said offline.
     pub fn opened(self: &Arc<Self>, user: &UserId) -> Online {
         let announce = {
             let mut local = self.local.lock();
@@ -79,8 +80,11 @@ impl Presence {
                 open: 0,
                 generation: 0,
             });
-            // An entry with nothing open is in its grace period: nobody heard it left.
-            let first = entry.open == 0 && entry.generation == 0;
+            // The first stream here, or one reopened within the grace period. The store says
+            // whether that is news: within the grace the record still says online (nobody
+            // heard them leave), unless a sweep settled them offline meanwhile (their other
+            // stream was on a server that died), and then they must be announced again.
+            let first = entry.open == 0;
             entry.open += 1;
             entry.generation += 1;
             first
