@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use chat_core::ids::{ChatId, ClientId, MessageId, UserId};
 use chat_core::requests::NewMessage;
-use deadpool_postgres::{Client, Object, Pool, Transaction};
+use deadpool_postgres::{Client, Object, Pool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rows::{MESSAGE_COLUMNS, REPLY_JOIN, message_at};
@@ -238,28 +238,23 @@ fn refuse(batch: Vec<Append>, error: &StoreError) {
     }
 }
 
-/// The originals that the candidates' replies name and that are undeleted messages: id →
-/// (chat row, preview). Read under the `message_seq` lock, which a Delete takes too, so an
-/// original cannot be deleted between this check and the reply's commit.
-async fn reply_originals(
-    tx: &Transaction<'_>,
-    candidates: &[Candidate],
-) -> Result<HashMap<i64, (i64, ReplyPreview)>, StoreError> {
-    let ids: Vec<i64> = candidates
+/// The ids of the messages that the candidates' replies name.
+fn reply_ids(candidates: &[Candidate]) -> Vec<i64> {
+    candidates
         .iter()
         .filter_map(|candidate| candidate.message.reply_to.map(id_to_sql))
-        .collect();
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let statement = tx
-        .prepare_cached(
-            "SELECT id, chat, sender, left(text, 100) FROM messages
-             WHERE id = ANY($1) AND NOT deleted",
-        )
-        .await?;
+        .collect()
+}
+
+/// The originals that the candidates' replies name and that are undeleted messages, from the
+/// rows of `ORIGINALS`: id → (chat row, preview). Read under the `message_seq` lock, which a
+/// Delete takes too, so an original cannot be deleted between this check and the reply's
+/// commit.
+fn reply_originals(
+    rows: &[tokio_postgres::Row],
+) -> Result<HashMap<i64, (i64, ReplyPreview)>, StoreError> {
     let mut found = HashMap::new();
-    for row in tx.query(&statement, &[&ids]).await? {
+    for row in rows {
         let id: i64 = row.try_get(0)?;
         let preview = ReplyPreview::of(
             MessageId(id_from_sql(id)),
@@ -289,17 +284,44 @@ async fn store_batch(
     distinct_chats.sort_unstable();
     distinct_chats.dedup();
 
+    let reply_ids = reply_ids(candidates);
+
     let tx = client.transaction().await?;
+    // Prepared once per connection; the first batch on a connection pays the round trips.
     let lock = tx
         .prepare_cached("SELECT last FROM message_seq FOR UPDATE")
         .await?;
     let members_of = tx
         .prepare_cached("SELECT chat, user_id FROM chat_members WHERE chat = ANY($1)")
         .await?;
-    // Pipelined: the members are read as the lock is taken, in the same round trip.
-    let (member_rows, locked) = futures::future::try_join(
-        tx.query(&members_of, &[&distinct_chats]),
+    let earlier = tx
+        .prepare_cached(&format!(
+            "SELECT m.chat, {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}
+             JOIN unnest($1::bigint[], $2::text[], $3::text[]) AS k(chat, sender, client_id)
+               ON m.chat = k.chat AND m.sender = k.sender AND m.client_id = k.client_id"
+        ))
+        .await?;
+    let originals = tx
+        .prepare_cached(
+            "SELECT id, chat, sender, left(text, 100) FROM messages
+             WHERE id = ANY($1) AND NOT deleted",
+        )
+        .await?;
+    // Pipelined, in one round trip: the lock first, then the reads, which PostgreSQL runs
+    // in the order sent, so each starts once the lock is ours and (read committed: a snapshot
+    // per statement) sees every message and membership committed by any server before it.
+    let (locked, member_rows, earlier_rows, original_rows) = futures::future::try_join4(
         tx.query_one(&lock, &[]),
+        tx.query(&members_of, &[&distinct_chats]),
+        tx.query(&earlier, &[&chats, &senders, &client_ids]),
+        // Only a batch with replies asks; the others send nothing.
+        async {
+            if reply_ids.is_empty() {
+                Ok(Vec::new())
+            } else {
+                tx.query(&originals, &[&reply_ids]).await
+            }
+        },
     )
     .await?;
     let last: i64 = locked.try_get(0)?;
@@ -314,17 +336,9 @@ async fn store_batch(
         .into_iter()
         .map(|(chat, users)| (chat, users.into()))
         .collect();
-    // Read after the lock is ours, so it sees every message committed by any server.
-    let earlier = tx
-        .prepare_cached(&format!(
-            "SELECT m.chat, {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}
-             JOIN unnest($1::bigint[], $2::text[], $3::text[]) AS k(chat, sender, client_id)
-               ON m.chat = k.chat AND m.sender = k.sender AND m.client_id = k.client_id"
-        ))
-        .await?;
-    let originals = reply_originals(&tx, candidates).await?;
+    let originals = reply_originals(&original_rows)?;
     let mut stored_earlier = HashMap::new();
-    for row in tx.query(&earlier, &[&chats, &senders, &client_ids]).await? {
+    for row in earlier_rows {
         let chat: i64 = row.try_get(0)?;
         let sender: &str = row.try_get(2)?;
         let client_id: &str = row.try_get(3)?;
