@@ -63,6 +63,7 @@ pub enum Refusal {
     StreamsPerUser,
     AccountSignIns,
     AddressSignIns,
+    AddressSignOuts,
     SignInQueue,
 }
 
@@ -73,6 +74,7 @@ impl Refusal {
             Refusal::StreamsPerUser => "streams_per_user",
             Refusal::AccountSignIns => "account_sign_ins",
             Refusal::AddressSignIns => "address_sign_ins",
+            Refusal::AddressSignOuts => "address_sign_outs",
             Refusal::SignInQueue => "sign_in_queue",
         }
     }

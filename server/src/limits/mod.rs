@@ -244,51 +244,52 @@ impl Limits {
     /// Called before a sign-in or sign-up is tried: counts the attempt against the address it
     /// comes from. Without an address (not TCP), only the account limits apply.
     pub async fn sign_in_from(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
-        let (Some(addresses), Some(address)) = (&self.sign_in_addresses, address) else {
-            return Ok(());
-        };
-        let key = address_key(address);
-        let outcome = match &self.shared {
-            Some(rates) => {
-                per_minute(
-                    rates.as_ref(),
-                    &format!("sign-in {key}"),
-                    self.sign_in_per_address_per_minute,
-                )
-                .await?
-            }
-            None => addresses.check(&key),
-        };
-        outcome.map_err(|retry_after| {
-            self.metrics.refused(Refusal::AddressSignIns);
-            ApiError::RateLimited {
-                limit: Limit::AddressSignIns,
-                retry_after,
-            }
-        })
+        self.per_address(
+            self.sign_in_addresses.as_ref(),
+            address,
+            "sign-in",
+            self.sign_in_per_address_per_minute,
+            (Limit::AddressSignIns, Refusal::AddressSignIns),
+        )
+        .await
     }
 
     /// Called before a SignOut looks its token up: counts the call against the address it
     /// comes from, so that a flood of made-up tokens is refused before it costs a lookup.
     pub async fn sign_out_from(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
-        let (Some(addresses), Some(address)) = (&self.sign_out_addresses, address) else {
+        self.per_address(
+            self.sign_out_addresses.as_ref(),
+            address,
+            "sign-out",
+            self.sign_out_per_address_per_minute,
+            (Limit::AddressSignOuts, Refusal::AddressSignOuts),
+        )
+        .await
+    }
+
+    /// Counts one call from `address` against a per-address budget of `rate` calls a minute:
+    /// `local`'s in this server's memory, or on a shared database the row `<kind> <address>`
+    /// that every server charges. `local` is `None` when the limit is off. A refusal says
+    /// which `limit` and is counted in the metrics as its `Refusal`.
+    async fn per_address(
+        &self,
+        local: Option<&KeyedLimit<IpAddr>>,
+        address: Option<IpAddr>,
+        kind: &str,
+        rate: u32,
+        (limit, refusal): (Limit, Refusal),
+    ) -> Result<(), ApiError> {
+        let (Some(local), Some(address)) = (local, address) else {
             return Ok(());
         };
         let key = address_key(address);
         let outcome = match &self.shared {
-            Some(rates) => {
-                per_minute(
-                    rates.as_ref(),
-                    &format!("sign-out {key}"),
-                    self.sign_out_per_address_per_minute,
-                )
-                .await?
-            }
-            None => addresses.check(&key),
+            Some(rates) => per_minute(rates.as_ref(), &format!("{kind} {key}"), rate).await?,
+            None => local.check(&key),
         };
-        outcome.map_err(|retry_after| ApiError::RateLimited {
-            limit: Limit::AddressSignOuts,
-            retry_after,
+        outcome.map_err(|retry_after| {
+            self.metrics.refused(refusal);
+            ApiError::RateLimited { limit, retry_after }
         })
     }
 

@@ -3,7 +3,7 @@
 //! commits, and on PostgreSQL the pool).
 
 use bytes::Bytes;
-use chat_core::proto::StreamRequest;
+use chat_core::proto::{SignOutRequest, StreamRequest};
 use http::{Method, StatusCode};
 use http_body_util::Full;
 use tonic::Code;
@@ -55,7 +55,15 @@ fn value(scrape: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn metrics_are_served_on_their_own_listener_and_move_with_calls() {
     let metrics = free_address();
-    let app = spawn_app_with(&["--metrics-listen", &metrics, "--max-streams-per-user", "1"]).await;
+    let app = spawn_app_with(&[
+        "--metrics-listen",
+        &metrics,
+        "--max-streams-per-user",
+        "1",
+        "--sign-out-per-address-per-minute",
+        "1",
+    ])
+    .await;
 
     // The first calls also show the server is up (its listeners are bound by then).
     let (alice, bob, chat_id) = alice_and_bob(&app).await;
@@ -82,6 +90,17 @@ async fn metrics_are_served_on_their_own_listener_and_move_with_calls() {
         Ok(response) => failure_of(&mut response.into_inner()).await,
     };
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // Two SignOuts from one address, with a limit of one a minute: the second is refused.
+    let mut auth = app.auth().await;
+    let nobodys = format!("{:064x}", 7);
+    within(auth.sign_out(authed(&nobodys, SignOutRequest {})))
+        .await
+        .expect("the first SignOut");
+    let refused = within(auth.sign_out(authed(&nobodys, SignOutRequest {}))).await;
+    assert_eq!(
+        refused.expect_err("the second SignOut").code(),
+        Code::ResourceExhausted
+    );
 
     let during = scrape(&metrics).await;
     let send_ok = r#"chat_requests_total{code="OK",rpc="chat.Chat/Send"}"#;
@@ -111,6 +130,13 @@ async fn metrics_are_served_on_their_own_listener_and_move_with_calls() {
         value(
             &during,
             r#"chat_rate_limit_refusals_total{reason="streams_per_user"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &during,
+            r#"chat_rate_limit_refusals_total{reason="address_sign_outs"}"#
         ),
         1.0
     );
