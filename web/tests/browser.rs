@@ -239,8 +239,8 @@ async fn messages_render_as_text_with_own_on_the_right_and_delivery_states() {
             ],
             false,
         );
-        model.queue("a", "p-1".into(), "on its way".into(), None);
-        model.queue("a", "p-2".into(), "refused".into(), None);
+        model.queue("a", "p-1".into(), "on its way".into(), None, 0);
+        model.queue("a", "p-2".into(), "refused".into(), None, 0);
         model.mark_failed("p-2", "Message text is too long".into(), false);
     });
     settle().await;
@@ -442,12 +442,17 @@ async fn an_outbox_stored_by_an_earlier_release_is_shown_and_sent() {
         "{text}"
     );
     assert!(text.contains("refused before the upgrade") && text.contains("Failed"));
-    // Rewritten in the current format at once, so the next release reads it too.
+    // Moved at once to a key per message in the current format, so the next release reads
+    // it too and the other tabs never overwrite it.
+    assert_eq!(local_storage().get_item("chat.outbox.gina").unwrap(), None);
     let stored = local_storage()
-        .get_item("chat.outbox.gina")
+        .get_item("chat.outbox.gina/18c2f1a9b40-9d04e1c2aa3f7b16")
         .unwrap()
         .unwrap();
-    assert!(stored.starts_with(r#"{"version":3,"#), "{stored}");
+    assert!(
+        stored.starts_with(r#"{"version":4,"queued_at":1,"#),
+        "{stored}"
+    );
 
     // Once connected it goes out under its original client id (no server listens on port 9
     // here, so the attempt fails as "offline", to be retried by itself), and the message the

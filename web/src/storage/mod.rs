@@ -2,6 +2,12 @@
 //! messages. Storage can be missing (private windows, disabled by policy) or full; the app
 //! then works without persistence.
 //!
+//! Every tab of the browser shares the outbox, so each message has a key of its own
+//! (`chat.outbox.<user>/<client id>`): a tab writes only the messages it changed and removes
+//! only those that left its outbox, and two tabs never overwrite each other's messages, as
+//! they would rewriting one list. [`StoredOutbox`] remembers what the tab last read or wrote,
+//! to know which those are.
+//!
 //! The values are written in formats of their own (`format`), with a version, never as the
 //! domain structs: a release that changes `Session` or `Outgoing` still reads what an
 //! earlier release wrote, so an upgrade keeps people signed in and sends every unsent message.
@@ -15,7 +21,8 @@ use crate::live::model::Outgoing;
 const SESSION_KEY: &str = "chat.session";
 
 /// Each user has their own outbox, so signing in as someone else never sends another's
-/// messages.
+/// messages. Under this key earlier releases kept the whole outbox as one list; each message
+/// now has the key followed by `/` (never part of a user id) and its client id.
 fn outbox_key(user: &str) -> String {
     format!("chat.outbox.{user}")
 }
@@ -39,18 +46,118 @@ pub fn forget_session() {
     }
 }
 
-/// The unsent messages of `user`, oldest first, whatever version wrote them.
-pub fn load_outbox(user: &str) -> Vec<Outgoing> {
-    let Some(text) = read(&outbox_key(user)) else {
-        return Vec::new();
-    };
-    format::decode_outbox(&text)
-        .inspect_err(|error| leptos::logging::warn!("the stored outbox is unreadable: {error}"))
-        .unwrap_or_default()
+/// The stored outbox of one user as this tab last read or wrote it.
+#[derive(Debug, Default)]
+pub struct StoredOutbox {
+    user: String,
+    known: Vec<Outgoing>,
 }
 
-pub fn save_outbox(user: &str, outbox: &[Outgoing]) {
-    write(&outbox_key(user), &format::encode_outbox(outbox));
+impl StoredOutbox {
+    /// Reads the outbox of `user`, oldest first, whatever version wrote it. A list an earlier
+    /// release left is moved to keys of its own (and removed once every message is).
+    pub fn load(user: &str) -> (Self, Vec<Outgoing>) {
+        let mut stored = Self {
+            user: user.to_owned(),
+            known: Vec::new(),
+        };
+        let outbox = stored.read_all();
+        (stored, outbox)
+    }
+
+    fn read_all(&mut self) -> Vec<Outgoing> {
+        let Some(storage) = local_storage() else {
+            return Vec::new();
+        };
+        let list_key = outbox_key(&self.user);
+        let mut outbox = match read(&list_key).map(|text| format::decode_outbox(&text)) {
+            Some(Ok(listed)) => {
+                if listed.iter().all(|outgoing| self.write(outgoing)) {
+                    let _ = storage.remove_item(&list_key);
+                }
+                listed
+            }
+            Some(Err(error)) => {
+                leptos::logging::warn!("the stored outbox is unreadable: {error}");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let prefix = format!("{list_key}/");
+        for index in 0..storage.length().unwrap_or(0) {
+            let Some(key) = storage.key(index).ok().flatten() else {
+                continue;
+            };
+            if !key.starts_with(&prefix) {
+                continue;
+            }
+            match read(&key).map(|text| format::decode_outgoing(&text)) {
+                Some(Ok(outgoing)) if outbox.iter().all(|o| o.client_id != outgoing.client_id) => {
+                    outbox.push(outgoing)
+                }
+                Some(Err(error)) => leptos::logging::warn!("stored message {key}: {error}"),
+                _ => {}
+            }
+        }
+        outbox.sort_by_key(|outgoing| outgoing.queued_at);
+        self.known = outbox.clone();
+        outbox
+    }
+
+    /// Reads the outbox again, after another tab changed it: what is stored, and the messages
+    /// of `outbox` (the tab's) that could not be stored; those it had stored and are gone
+    /// were sent, or deleted, by another tab.
+    pub fn reload(&mut self, outbox: &[Outgoing]) -> Vec<Outgoing> {
+        let unstored: Vec<Outgoing> = outbox
+            .iter()
+            .filter(|outgoing| self.known_as(&outgoing.client_id).is_none())
+            .cloned()
+            .collect();
+        let mut reloaded = self.read_all();
+        reloaded.extend(unstored);
+        reloaded.sort_by_key(|outgoing| outgoing.queued_at);
+        reloaded
+    }
+
+    /// Stores what changed between the outbox as last stored and `outbox`: each new or changed
+    /// message is written, each one gone is removed. Returns whether anything was.
+    pub fn save(&mut self, outbox: &[Outgoing]) -> bool {
+        let mut changed = false;
+        for outgoing in outbox {
+            if self.known_as(&outgoing.client_id) != Some(outgoing) && self.write(outgoing) {
+                self.known
+                    .retain(|known| known.client_id != outgoing.client_id);
+                self.known.push(outgoing.clone());
+                changed = true;
+            }
+        }
+        let (kept, gone): (Vec<Outgoing>, Vec<Outgoing>) = std::mem::take(&mut self.known)
+            .into_iter()
+            .partition(|known| outbox.iter().any(|o| o.client_id == known.client_id));
+        self.known = kept;
+        if let Some(storage) = local_storage() {
+            for outgoing in &gone {
+                let _ = storage.remove_item(&self.message_key(&outgoing.client_id));
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    fn known_as(&self, client_id: &str) -> Option<&Outgoing> {
+        self.known.iter().find(|known| known.client_id == client_id)
+    }
+
+    fn message_key(&self, client_id: &str) -> String {
+        format!("{}/{client_id}", outbox_key(&self.user))
+    }
+
+    fn write(&self, outgoing: &Outgoing) -> bool {
+        write(
+            &self.message_key(&outgoing.client_id),
+            &format::encode_outgoing(outgoing),
+        )
+    }
 }
 
 fn local_storage() -> Option<web_sys::Storage> {
@@ -61,8 +168,7 @@ fn read(key: &str) -> Option<String> {
     local_storage()?.get_item(key).ok()?
 }
 
-fn write(key: &str, text: &str) {
-    if let Some(storage) = local_storage() {
-        let _ = storage.set_item(key, text);
-    }
+/// Whether `text` is stored under `key` now.
+fn write(key: &str, text: &str) -> bool {
+    local_storage().is_some_and(|storage| storage.set_item(key, text).is_ok())
 }
