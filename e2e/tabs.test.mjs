@@ -88,9 +88,10 @@ describe("one stream for all of a browser's tabs", { timeout: 170_000 }, () => {
     await openTab();
     for (const user of [...tabs, bob]) await user.waitUntilConnected();
     await waitForStreams(2);
+    // A chat shows in Bob's list once it has a message.
+    await bobSends('Hello from Bob');
     await bob.openChatWith('alice');
     for (const tab of tabs) await tab.openChatWith(bob.name);
-    await bobSends('Hello from Bob');
     await everyoneShowsExpected();
   });
 
