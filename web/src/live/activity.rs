@@ -227,14 +227,14 @@ impl Model {
 
 /// Who is typing in `chat_id` at `now_ms` according to `typing`, in name order.
 pub fn typists(typing: &HashMap<String, Vec<Typist>>, chat_id: &str, now_ms: f64) -> Vec<String> {
-    let mut users: Vec<String> = typing.get(chat_id).map_or_else(Vec::new, |typists| {
-        typists
-            .iter()
-            .filter(|typist| typist.until_ms > now_ms)
-            .map(|typist| typist.user.clone())
-            .collect()
-    });
-    users.sort();
+    let mut users: Vec<String> = Vec::new();
+    for typist in typing.get(chat_id).into_iter().flatten() {
+        if typist.until_ms > now_ms
+            && let Err(at) = users.binary_search(&typist.user)
+        {
+            users.insert(at, typist.user.clone());
+        }
+    }
     users
 }
 

@@ -646,10 +646,12 @@ impl Live {
         }
         self.blocked.try_update(|list| {
             let list = list.get_or_insert_with(Vec::new);
-            list.retain(|listed| listed != user);
-            if blocked {
-                list.push(user.to_owned());
-                list.sort();
+            match list.binary_search_by(|listed| listed.as_str().cmp(user)) {
+                Ok(at) if !blocked => {
+                    list.remove(at);
+                }
+                Err(at) if blocked => list.insert(at, user.to_owned()),
+                _ => {}
             }
         });
         Ok(())

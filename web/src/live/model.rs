@@ -375,9 +375,12 @@ impl Model {
         }
         let known_chat = self.chats.iter().any(|chat| chat.chat_id == chat_id);
         if !known_chat {
-            let mut members = vec![self.me.clone(), message.sender.clone()];
-            members.sort();
-            members.dedup();
+            let (me, sender) = (self.me.clone(), message.sender.clone());
+            let members = match me.cmp(&sender) {
+                std::cmp::Ordering::Less => vec![me, sender],
+                std::cmp::Ordering::Equal => vec![me],
+                std::cmp::Ordering::Greater => vec![sender, me],
+            };
             self.chats.push(ChatEntry {
                 chat_id: chat_id.to_owned(),
                 members,
@@ -595,9 +598,16 @@ impl Model {
         self.cursor = self.cursor.max(id);
     }
 
+    /// Most recently active first, by an insertion sort: the list is nearly sorted (a change
+    /// moves one chat), which takes it one pass, and the bundle carries no general sort.
     fn sort_chats(&mut self) {
-        self.chats
-            .sort_by_key(|chat| std::cmp::Reverse(chat.activity()));
+        for sorted in 1..self.chats.len() {
+            let mut at = sorted;
+            while at > 0 && self.chats[at - 1].activity() < self.chats[at].activity() {
+                self.chats.swap(at - 1, at);
+                at -= 1;
+            }
+        }
     }
 }
 

@@ -34,7 +34,6 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 use web_sys::{BroadcastChannel, MessageEvent};
 
 use super::{Live, Status, connection};
@@ -131,16 +130,18 @@ fn alone(live: Live) {
 /// With the lock: runs the stream until the live state stops; the promise settling releases
 /// the lock to the next tab.
 fn lead(live: Live) -> Promise {
-    future_to_promise(async move {
-        if !live.is_stopped() {
-            live.leader.try_set_value(true);
-            with_tabs(live, |tabs| tabs.early.replace(None));
-            // What the other tabs queued while nobody sent, and what the last leader left.
-            live.reload_outbox();
-            connection::run(live).await;
-            live.leader.try_set_value(false);
-        }
-        Ok(JsValue::UNDEFINED)
+    Promise::new(&mut |release, _| {
+        spawn_local(async move {
+            if !live.is_stopped() {
+                live.leader.try_set_value(true);
+                with_tabs(live, |tabs| tabs.early.replace(None));
+                // What the other tabs queued while nobody sent, and what the last leader left.
+                live.reload_outbox();
+                connection::run(live).await;
+                live.leader.try_set_value(false);
+            }
+            let _ = release.call0(&JsValue::UNDEFINED);
+        })
     })
 }
 

@@ -46,6 +46,19 @@ pub fn forget_session() {
     }
 }
 
+/// The key of one message of `user`'s outbox.
+fn message_key(user: &str, client_id: &str) -> String {
+    format!("chat.outbox.{user}/{client_id}")
+}
+
+/// Puts `outgoing` into `outbox` in the order queued, unless it holds that message already.
+fn place(outbox: &mut Vec<Outgoing>, outgoing: Outgoing) {
+    if outbox.iter().all(|o| o.client_id != outgoing.client_id) {
+        let at = outbox.partition_point(|o| o.queued_at <= outgoing.queued_at);
+        outbox.insert(at, outgoing);
+    }
+}
+
 /// The stored outbox of one user as this tab last read or wrote it.
 #[derive(Debug, Default)]
 pub struct StoredOutbox {
@@ -66,40 +79,39 @@ impl StoredOutbox {
     }
 
     fn read_all(&mut self) -> Vec<Outgoing> {
-        let Some(storage) = local_storage() else {
-            return Vec::new();
-        };
-        let list_key = outbox_key(&self.user);
-        let mut outbox = match read(&list_key).map(|text| format::decode_outbox(&text)) {
-            Some(Ok(listed)) => {
-                if listed.iter().all(|outgoing| self.write(outgoing)) {
-                    let _ = storage.remove_item(&list_key);
+        let mut outbox = Vec::new();
+        if let Some(storage) = local_storage() {
+            let list_key = outbox_key(&self.user);
+            match read(&list_key).map(|text| format::decode_outbox(&text)) {
+                Some(Ok(listed)) => {
+                    let mut moved = true;
+                    for outgoing in listed {
+                        moved &= self.write(&outgoing);
+                        place(&mut outbox, outgoing);
+                    }
+                    if moved {
+                        let _ = storage.remove_item(&list_key);
+                    }
                 }
-                listed
-            }
-            Some(Err(error)) => {
-                leptos::logging::warn!("the stored outbox is unreadable: {error}");
-                Vec::new()
-            }
-            None => Vec::new(),
-        };
-        let prefix = format!("{list_key}/");
-        for index in 0..storage.length().unwrap_or(0) {
-            let Some(key) = storage.key(index).ok().flatten() else {
-                continue;
-            };
-            if !key.starts_with(&prefix) {
-                continue;
-            }
-            match read(&key).map(|text| format::decode_outgoing(&text)) {
-                Some(Ok(outgoing)) if outbox.iter().all(|o| o.client_id != outgoing.client_id) => {
-                    outbox.push(outgoing)
+                Some(Err(error)) => {
+                    leptos::logging::warn!("the stored outbox is unreadable: {error}")
                 }
-                Some(Err(error)) => leptos::logging::warn!("stored message {key}: {error}"),
-                _ => {}
+                None => {}
+            }
+            let prefix = message_key(&self.user, "");
+            for index in 0..storage.length().unwrap_or(0) {
+                let Some(key) = storage.key(index).ok().flatten() else {
+                    continue;
+                };
+                if key.starts_with(&prefix) {
+                    match read(&key).map(|text| format::decode_outgoing(&text)) {
+                        Some(Ok(outgoing)) => place(&mut outbox, outgoing),
+                        Some(Err(error)) => leptos::logging::warn!("stored message {key}: {error}"),
+                        None => {}
+                    }
+                }
             }
         }
-        outbox.sort_by_key(|outgoing| outgoing.queued_at);
         self.known = outbox.clone();
         outbox
     }
@@ -114,8 +126,9 @@ impl StoredOutbox {
             .cloned()
             .collect();
         let mut reloaded = self.read_all();
-        reloaded.extend(unstored);
-        reloaded.sort_by_key(|outgoing| outgoing.queued_at);
+        for outgoing in unstored {
+            place(&mut reloaded, outgoing);
+        }
         reloaded
     }
 
@@ -131,16 +144,16 @@ impl StoredOutbox {
                 changed = true;
             }
         }
-        let (kept, gone): (Vec<Outgoing>, Vec<Outgoing>) = std::mem::take(&mut self.known)
-            .into_iter()
-            .partition(|known| outbox.iter().any(|o| o.client_id == known.client_id));
-        self.known = kept;
-        if let Some(storage) = local_storage() {
-            for outgoing in &gone {
-                let _ = storage.remove_item(&self.message_key(&outgoing.client_id));
+        let storage = local_storage();
+        let user = &self.user;
+        self.known.retain(|known| {
+            let kept = outbox.iter().any(|o| o.client_id == known.client_id);
+            if !kept && let Some(storage) = &storage {
+                let _ = storage.remove_item(&message_key(user, &known.client_id));
                 changed = true;
             }
-        }
+            kept
+        });
         changed
     }
 
@@ -148,13 +161,9 @@ impl StoredOutbox {
         self.known.iter().find(|known| known.client_id == client_id)
     }
 
-    fn message_key(&self, client_id: &str) -> String {
-        format!("{}/{client_id}", outbox_key(&self.user))
-    }
-
     fn write(&self, outgoing: &Outgoing) -> bool {
         write(
-            &self.message_key(&outgoing.client_id),
+            &message_key(&self.user, &outgoing.client_id),
             &format::encode_outgoing(outgoing),
         )
     }
