@@ -9,9 +9,10 @@ use chat_web::components::chat_list::ChatList;
 use chat_web::components::composer::Composer;
 use chat_web::components::connection_indicator::ConnectionIndicator;
 use chat_web::components::message_list::MessageList;
-use chat_web::live::model::{ChatMessage, Delivery, Quote};
+use chat_web::live::model::{ChatMessage, Delivery, Outgoing, Quote};
 use chat_web::live::{Live, Status, create_live};
 use chat_web::pages::sign_in::SignInPage;
+use chat_web::storage::StoredOutbox;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
@@ -412,6 +413,53 @@ async fn the_connection_indicator_says_what_is_happening() {
     live.status.set(Status::Connected);
     settle().await;
     assert_eq!(status.text_content().unwrap(), "Connected");
+}
+
+fn queued(client_id: &str, queued_at: u64) -> Outgoing {
+    Outgoing {
+        client_id: client_id.into(),
+        chat_id: "7".into(),
+        text: format!("text of {client_id}"),
+        reply_to: None,
+        delivery: Delivery::Pending,
+        queued_at,
+    }
+}
+
+fn client_ids(outbox: &[Outgoing]) -> Vec<&str> {
+    outbox.iter().map(|o| o.client_id.as_str()).collect()
+}
+
+/// Two tabs of one browser share the stored outbox: each stores and removes only its own
+/// changes, so neither loses a message the other queued, and one removed (sent) stays gone.
+#[wasm_bindgen_test]
+fn tabs_sharing_the_stored_outbox_never_drop_each_others_messages() {
+    let (mut tab_a, none) = StoredOutbox::load("ines");
+    let (mut tab_b, _) = StoredOutbox::load("ines");
+    assert!(none.is_empty());
+    assert!(tab_a.save(&[queued("a-1", 20)]));
+    // Tab B never saw a-1: storing its own outbox leaves a-1 alone.
+    assert!(tab_b.save(&[queued("b-1", 10)]));
+    assert!(
+        !tab_b.save(&[queued("b-1", 10)]),
+        "nothing changed, nothing written"
+    );
+    assert_eq!(
+        client_ids(&StoredOutbox::load("ines").1),
+        ["b-1", "a-1"],
+        "oldest first"
+    );
+
+    // Told of a change, B reads both; A's message is sent and leaves A's outbox.
+    let b_sees = tab_b.reload(&[queued("b-1", 10)]);
+    assert_eq!(client_ids(&b_sees), ["b-1", "a-1"]);
+    assert!(tab_a.save(&[]));
+    assert_eq!(client_ids(&StoredOutbox::load("ines").1), ["b-1"]);
+    // B, still showing a-1 until it hears, stores nothing that brings it back.
+    assert!(!tab_b.save(&b_sees));
+    assert_eq!(client_ids(&tab_b.reload(&b_sees)), ["b-1"]);
+    assert!(tab_b.save(&[]));
+    assert!(StoredOutbox::load("ines").1.is_empty());
 }
 
 /// Exactly what the app stored for an outbox before its storage formats had versions.
