@@ -124,16 +124,13 @@ pub fn create_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> 
         jump: RwSignal::new(None),
     };
     // Keep the outbox in localStorage, so unsent messages survive a reload and the other
-    // tabs see them (told over the channel). An effect runs in a microtask, so a change is
-    // stored before the next message from another tab (a task) can reload the outbox.
+    // tabs see them (`tabs`). An effect runs in a microtask, so a change is stored before an
+    // event from another tab (a task) can make this tab read the outbox again.
     Effect::new(move |_| {
-        let changed = live.model.outbox().with(|outbox| {
+        live.model.outbox().with(|outbox| {
             live.stored_outbox
                 .try_update_value(|stored| stored.save(outbox))
         });
-        if changed == Some(true) {
-            tabs::outbox_changed(live);
-        }
     });
     on_cleanup(move || {
         live.stopped.set(true);

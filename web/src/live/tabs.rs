@@ -19,8 +19,10 @@
 //! status and the last presence it received of each person; typing is transient.
 //!
 //! The outbox: each message is in localStorage under its own key the moment it is written
-//! (`crate::storage`), whichever tab wrote it, and a tab that changes the outbox says so on the
-//! channel (OUTBOX), so every tab reads it again and shows the same. Only the leader sends,
+//! (`crate::storage`), whichever tab wrote it, and every other tab reads the outbox again on
+//! the browser's `storage` event, so all show the same. (That event, not a channel message:
+//! it fires once the change is visible to the tab, while a post on the channel may arrive
+//! before the change it would announce.) Only the leader sends,
 //! one message at a time, so no message goes out from two tabs. A message stays stored until
 //! the server's copy comes back; if the leader closes first, the tab that takes over sends it
 //! again under the same client id, and the server, which stores a client id once, answers
@@ -55,8 +57,6 @@ const EVENT: u8 = 0;
 const STATUS: u8 = 1;
 /// A tab opened: the leader answers with its status and the presence it holds.
 const HELLO: u8 = 2;
-/// The stored outbox changed: read it again (and the leader sends what is new).
-const OUTBOX: u8 = 3;
 
 /// This tab's end of the channel to the user's other tabs.
 pub struct Tabs {
@@ -68,12 +68,17 @@ pub struct Tabs {
     /// A follower heard the leader lose the stream: when it is back, read the list again.
     leader_was_down: Cell<bool>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
+    /// Another tab changed the stored outbox.
+    on_storage: Option<WindowListenerHandle>,
 }
 
 impl Drop for Tabs {
     fn drop(&mut self) {
         self.channel.set_onmessage(None);
         self.channel.close();
+        if let Some(listener) = self.on_storage.take() {
+            listener.remove();
+        }
     }
 }
 
@@ -96,6 +101,16 @@ pub fn start(live: Live, user: &str) {
         }
     });
     channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    let user_id = user.to_owned();
+    let on_storage = window_event_listener_untyped("storage", move |event| {
+        // No key: the whole storage was cleared.
+        let key = Reflect::get(&event, &"key".into())
+            .ok()
+            .and_then(|key| key.as_string());
+        if key.is_none_or(|key| crate::storage::is_outbox_key(&user_id, &key)) {
+            live.reload_outbox();
+        }
+    });
     live.leader.set_value(false);
     live.tabs.set_value(Some(Tabs {
         channel,
@@ -103,6 +118,7 @@ pub fn start(live: Live, user: &str) {
         presence: RefCell::default(),
         leader_was_down: Cell::new(false),
         _on_message: on_message,
+        on_storage: Some(on_storage),
     }));
     let options = Object::new();
     let _ = Reflect::set(&options, &"ifAvailable".into(), &JsValue::TRUE);
@@ -209,7 +225,6 @@ fn received(live: Live, message: &[u8]) {
                 }
             });
         }
-        OUTBOX => live.reload_outbox(),
         _ => {}
     }
 }
@@ -253,9 +268,4 @@ pub fn status_changed(live: Live, status: &Status) {
         }
     };
     with_tabs(live, |tabs| tabs.post(&message));
-}
-
-/// This tab changed the stored outbox: the others read it again.
-pub fn outbox_changed(live: Live) {
-    with_tabs(live, |tabs| tabs.post(&[OUTBOX]));
 }

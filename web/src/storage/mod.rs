@@ -46,6 +46,12 @@ pub fn forget_session() {
     }
 }
 
+/// Whether `key` holds (some of) `user`'s outbox: a message, or an earlier release's list.
+pub fn is_outbox_key(user: &str, key: &str) -> bool {
+    key.strip_prefix(&outbox_key(user))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The key of one message of `user`'s outbox.
 fn message_key(user: &str, client_id: &str) -> String {
     format!("chat.outbox.{user}/{client_id}")
@@ -180,4 +186,24 @@ fn read(key: &str) -> Option<String> {
 /// Whether `text` is stored under `key` now.
 fn write(key: &str, text: &str) -> bool {
     local_storage().is_some_and(|storage| storage.set_item(key, text).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_users_own_outbox_keys_are_outbox_keys() {
+        assert!(is_outbox_key("ali", "chat.outbox.ali"));
+        assert!(is_outbox_key("ali", "chat.outbox.ali/c-1"));
+        assert!(is_outbox_key("a.b", &message_key("a.b", "x")));
+        for other in [
+            "chat.outbox.alice/c-1",
+            "chat.outbox.al",
+            "chat.session",
+            "chat.outbox.ali.x",
+        ] {
+            assert!(!is_outbox_key("ali", other), "{other}");
+        }
+    }
 }
