@@ -3,7 +3,8 @@
 // open-stream gauge (/metrics) shows; a message sent from another tab goes out once; when the
 // leading tab closes while Bob keeps writing, another tab takes over, and every tab shows every
 // message once, in order, including one written in a tab during the takeover. With 10 tabs
-// the browser still holds one stream. Run it with e2e/run.sh.
+// the browser still holds one stream. A browser without Web Locks falls back to one stream per
+// tab, and still shows each message once. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
@@ -154,5 +155,33 @@ describe("one stream for all of a browser's tabs", { timeout: 170_000 }, () => {
     await open.at(-1).openChatWith(bob.name);
     await open.at(-1).messages('Seen by ten tabs').first().waitFor();
     for (const user of [...open, bob]) assert.deepEqual(user.pageErrors, [], `uncaught errors in ${user.name}'s page`);
+  });
+
+  step('a browser without Web Locks gives each tab its own stream, as before', async () => {
+    const old = await ChatUser.open(suite.browser, suite.server.url, 'alice (no Web Locks)');
+    tabs.push(old);
+    await old.context.addInitScript(() => {
+      Object.defineProperty(Navigator.prototype, 'locks', { configurable: true, get: () => undefined });
+    });
+    await old.page.reload();
+    await old.page.getByLabel('Username', { exact: true }).fill('alice');
+    await old.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await old.button('Sign in').click();
+    await old.button('New chat').waitFor();
+    const second = new ChatUser('alice (no Web Locks, tab 2)', old.context, await old.context.newPage());
+    tabs.push(second);
+    await second.page.goto(suite.server.url);
+    for (const tab of [old, second]) await tab.waitUntilConnected();
+    assert.equal(await old.page.evaluate(() => navigator.locks), undefined);
+    await waitForStreams(4);
+    await bobSends('To every tab of every browser');
+    for (const tab of [old, second]) {
+      await tab.openChatWith(bob.name);
+      await eventually(`${tab.name} shows the new message once`, async () =>
+        assert.deepEqual((await tab.messageTexts()).slice(-1), ['To every tab of every browser']),
+      );
+      assert.equal((await tab.messages('To every tab of every browser').count()), 1);
+      assert.deepEqual(tab.pageErrors, [], `uncaught errors in ${tab.name}'s page`);
+    }
   });
 });
