@@ -594,6 +594,22 @@ impl Model {
             .filter(move |outgoing| outgoing.chat_id == chat_id)
     }
 
+    /// A tab that follows another's stream hears where that stream stands (`leader`): its own
+    /// cursor goes no further, since what the leader has not delivered yet this tab has not
+    /// seen either (its List may reach further), and were it to take the stream over, it must
+    /// replay that. Returns whether the leader is ahead of this tab's cursor: it started
+    /// streaming after this tab's List, and what came between is in neither.
+    pub fn follow_cursor(&mut self, leader: u64) -> bool {
+        match self.cursor {
+            Some(mine) if mine > leader => {
+                self.cursor = Some(leader);
+                false
+            }
+            Some(mine) => leader > mine,
+            None => false,
+        }
+    }
+
     fn advance_cursor(&mut self, id: Option<u64>) {
         self.cursor = self.cursor.max(id);
     }
@@ -840,6 +856,23 @@ mod tests {
             Received::Duplicate
         );
         assert!(model.outbox.is_empty());
+    }
+
+    #[test]
+    fn a_follower_never_holds_a_cursor_past_its_leaders() {
+        let mut model = Model::new("alice", Vec::new());
+        assert!(!model.follow_cursor(5), "not listed yet: nothing to align");
+        assert_eq!(model.cursor, None);
+        model.set_chats(&[summary("a", &["alice", "bob"], Some(9))], None);
+        // The leader's stream is behind this tab's List: resume from the leader's place.
+        assert!(!model.follow_cursor(7));
+        assert_eq!(model.cursor, Some(7));
+        model.receive(message(8, "bob", "m8"), "a");
+        assert!(!model.follow_cursor(8));
+        assert_eq!(model.cursor, Some(8));
+        // The leader streams from after this tab's cursor: a gap to fill from List.
+        assert!(model.follow_cursor(12));
+        assert_eq!(model.cursor, Some(8));
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! List and keeps what arrives until the List is in, so every event after the List's snapshot
 //! reaches it, and what the List already covered the model drops by id. From then on its
 //! cursor moves with each event it applies, in the order the leader received them (a channel
-//! delivers one sender's posts in order), so everything up to its cursor it has. Taking over,
+//! delivers one sender's posts in order), so everything up to its cursor it has; and as the
+//! leader's status carries the leader's cursor, a follower's never stays past it (a follower's
+//! List can reach further than a leader's stream that lags). Taking over,
 //! it opens the stream after its own cursor: the server replays all that came later, anything
 //! it also got from the old leader is dropped by id, and it reads the list again for the read
 //! positions that moved while nobody streamed (as after any reconnect). Events that are not
@@ -22,11 +24,10 @@
 //! (`crate::storage`), whichever tab wrote it, and every other tab reads the outbox again on
 //! the browser's `storage` event, so all show the same. (That event, not a channel message:
 //! it fires once the change is visible to the tab, while a post on the channel may arrive
-//! before the change it would announce.) Only the leader sends,
-//! one message at a time, so no message goes out from two tabs. A message stays stored until
-//! the server's copy comes back; if the leader closes first, the tab that takes over sends it
-//! again under the same client id, and the server, which stores a client id once, answers
-//! with the copy it has.
+//! before the change it would announce.) Only the leader sends, one message at a time, so no
+//! message goes out from two tabs. A message stays stored until the server's copy comes back;
+//! if the leader closes first, the tab that takes over sends it again under the same client
+//! id, and the server, which stores a client id once, answers with the copy it has.
 
 use std::cell::{Cell, RefCell};
 
@@ -38,6 +39,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{BroadcastChannel, MessageEvent};
 
+use super::model::ModelStoreFields;
 use super::{Live, Status, connection};
 
 #[wasm_bindgen]
@@ -50,10 +52,12 @@ extern "C" {
     fn request_lock(name: &str, options: &Object, callback: &JsValue) -> Result<Promise, JsValue>;
 }
 
-/// What one tab posts to the others: a first byte saying which, then its content.
+// What one tab posts to the others: a first byte saying which, then its content.
+
 /// A stream event, as the server's protobuf bytes (leader to followers).
 const EVENT: u8 = 0;
-/// The leader's connection status: `[STATUS, state, seconds to the next attempt]`.
+/// The leader's connection status: `[STATUS, state, seconds to the next attempt]`, then its
+/// cursor (8 bytes, little-endian) once it has one.
 const STATUS: u8 = 1;
 /// A tab opened: the leader answers with its status and the presence it holds.
 const HELLO: u8 = 2;
@@ -67,6 +71,7 @@ pub struct Tabs {
     presence: RefCell<Vec<(String, Vec<u8>)>>,
     /// A follower heard the leader lose the stream: when it is back, read the list again.
     leader_was_down: Cell<bool>,
+    /// Called by the channel: kept as long as the channel is open.
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     /// Another tab changed the stored outbox.
     on_storage: Option<WindowListenerHandle>,
@@ -211,8 +216,18 @@ fn received(live: Live, message: &[u8]) {
             };
             let connected = status == Status::Connected;
             let was_down = with_tabs(live, |tabs| tabs.leader_was_down.replace(!connected));
-            if connected && was_down == Some(true) {
-                // A reconnect, or a new leader: read positions may have moved meanwhile.
+            let leader_ahead = rest
+                .get(2..10)
+                .and_then(|cursor| cursor.try_into().ok())
+                .and_then(|cursor| {
+                    live.model.try_update_untracked(|model| {
+                        model.follow_cursor(u64::from_le_bytes(cursor))
+                    })
+                });
+            if (connected && was_down == Some(true)) || leader_ahead == Some(true) {
+                // A reconnect or a new leader (read positions may have moved meanwhile), or a
+                // leader that started streaming after this tab's List (what came between is in
+                // neither).
                 live.refresh_list();
             }
             live.status.try_set(status);
@@ -260,12 +275,15 @@ pub fn status_changed(live: Live, status: &Status) {
     if !live.is_leader() {
         return;
     }
-    let message = match status {
-        Status::Connecting => [STATUS, 0, 0],
-        Status::Connected => [STATUS, 1, 0],
+    let mut message = match status {
+        Status::Connecting => vec![STATUS, 0, 0],
+        Status::Connected => vec![STATUS, 1, 0],
         Status::Offline { retry_in_secs } => {
-            [STATUS, 2, u8::try_from(*retry_in_secs).unwrap_or(u8::MAX)]
+            vec![STATUS, 2, u8::try_from(*retry_in_secs).unwrap_or(u8::MAX)]
         }
     };
+    if let Some(cursor) = live.model.cursor().try_get_untracked().flatten() {
+        message.extend_from_slice(&cursor.to_le_bytes());
+    }
     with_tabs(live, |tabs| tabs.post(&message));
 }
