@@ -84,9 +84,26 @@ describe('read state, typing and presence', { timeout: 150_000 }, () => {
   });
 
   step('"alice is typing…" shows while she types and goes away by itself', async () => {
+    // Screen readers hear the typing line and the presence line politely, and the typing
+    // line changes once when Alice starts, not with each of her keystrokes.
+    const region = bob.page.locator('p.typing');
+    assert.equal(await region.getAttribute('aria-live'), 'polite');
+    assert.equal(await presenceLine(bob).getAttribute('aria-live'), 'polite');
+    await region.evaluate((element) => {
+      window.__typingTexts = [];
+      new MutationObserver(() => window.__typingTexts.push(element.textContent)).observe(element, {
+        childList: true,
+        characterData: true,
+        subtree: true,
+      });
+    });
     await aliceOther.composer.pressSequentially('I am wri');
     const typing = bob.page.getByRole('status').filter({ hasText: 'alice is typing…' });
     await typing.waitFor();
+    await aliceOther.composer.pressSequentially('ting more and more');
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const announced = await bob.page.evaluate(() => [...new Set(window.__typingTexts)]);
+    assert.deepEqual(announced, ['alice is typing…'], 'one announcement while she types 26 keys');
     await eventually('the typing line goes away', async () => assert.equal(await typing.count(), 0), {
       timeout: TYPING_GONE_MS,
     });

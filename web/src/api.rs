@@ -118,10 +118,18 @@ pub struct Api {
 pub struct EventStream(grpc_web::Call);
 
 impl EventStream {
-    /// The next event; `Ok(None)` when the server ended the stream cleanly.
-    pub async fn next(&mut self) -> Result<Option<proto::Event>, ApiError> {
-        self.0.message().await.map_err(ApiError::from_status)
+    /// The next event as the server encoded it (`proto::Event`), so the tab holding the
+    /// stream can pass it on to the others unchanged; `Ok(None)` when the server ended the
+    /// stream cleanly.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, ApiError> {
+        self.0.next_payload().await.map_err(ApiError::from_status)
     }
+}
+
+/// An event as [`EventStream::next`] gives it, read: the same code reads the events of the
+/// tab's own stream and those another tab passes on.
+pub fn decode_event(bytes: &[u8]) -> Result<proto::Event, ApiError> {
+    grpc_web::decode(bytes).map_err(ApiError::from_status)
 }
 
 impl Api {

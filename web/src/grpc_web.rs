@@ -37,7 +37,7 @@ impl Drop for Call {
 }
 
 /// Calls `path` (e.g. `/chat.Chat/Send`) on `base_url` with `message`, as the holder of
-/// `token` when given, and returns the response to read with [`Call::message`].
+/// `token` when given, and returns the response to read with [`Call::next_payload`].
 pub async fn start(
     base_url: &str,
     path: &str,
@@ -144,17 +144,9 @@ pub async fn start_encoded(
 }
 
 impl Call {
-    /// The next message; `Ok(None)` when the call ended with status OK, the status as the
-    /// error when it ended otherwise.
-    pub async fn message<T: Message + Default>(&mut self) -> Result<Option<T>, Status> {
-        self.next_payload()
-            .await?
-            .map(|payload| decode(&payload))
-            .transpose()
-    }
-
-    /// The next message's bytes, as [`Call::message`] tells the end.
-    async fn next_payload(&mut self) -> Result<Option<Vec<u8>>, Status> {
+    /// The next message's bytes (to [`decode`]); `Ok(None)` when the call ended with status
+    /// OK, the status as the error when it ended otherwise.
+    pub async fn next_payload(&mut self) -> Result<Option<Vec<u8>>, Status> {
         loop {
             if let Some(status) = &self.status {
                 return if status.code() == Code::Ok {

@@ -3,8 +3,10 @@
 //!
 //! - `api`: the only code that makes gRPC calls; errors as sentences. `grpc_web`: the
 //!   gRPC-web transport under it, on the browser's fetch.
-//! - `attention`: the unseen-message count in a hidden tab's title.
-//! - `live`: the signed-in state, the one stream per tab, reconnects and the outbox.
+//! - `attention`: the unseen-message count in a hidden tab's title; `notify`: desktop
+//!   notifications of messages that arrive while the tab is hidden.
+//! - `live`: the signed-in state, the one stream per browser (shared by its tabs),
+//!   reconnects and the outbox.
 //! - `pages`: the screens; `components`: their parts.
 //! - `storage`: what the browser keeps (session, outbox), in versioned formats; `time`:
 //!   showing times in the browser's locale; `route`: the open chat in the address bar.
@@ -14,6 +16,7 @@ pub mod attention;
 pub mod components;
 pub mod grpc_web;
 pub mod live;
+pub mod notify;
 pub mod pages;
 pub mod route;
 pub mod storage;

@@ -9,9 +9,10 @@ use chat_web::components::chat_list::ChatList;
 use chat_web::components::composer::Composer;
 use chat_web::components::connection_indicator::ConnectionIndicator;
 use chat_web::components::message_list::MessageList;
-use chat_web::live::model::{ChatMessage, Delivery, Quote};
+use chat_web::live::model::{ChatMessage, Delivery, Outgoing, Quote};
 use chat_web::live::{Live, Status, create_live};
 use chat_web::pages::sign_in::SignInPage;
+use chat_web::storage::StoredOutbox;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
@@ -239,8 +240,8 @@ async fn messages_render_as_text_with_own_on_the_right_and_delivery_states() {
             ],
             false,
         );
-        model.queue("a", "p-1".into(), "on its way".into(), None);
-        model.queue("a", "p-2".into(), "refused".into(), None);
+        model.queue("a", "p-1".into(), "on its way".into(), None, 0);
+        model.queue("a", "p-2".into(), "refused".into(), None, 0);
         model.mark_failed("p-2", "Message text is too long".into(), false);
     });
     settle().await;
@@ -414,6 +415,53 @@ async fn the_connection_indicator_says_what_is_happening() {
     assert_eq!(status.text_content().unwrap(), "Connected");
 }
 
+fn queued(client_id: &str, queued_at: u64) -> Outgoing {
+    Outgoing {
+        client_id: client_id.into(),
+        chat_id: "7".into(),
+        text: format!("text of {client_id}"),
+        reply_to: None,
+        delivery: Delivery::Pending,
+        queued_at,
+    }
+}
+
+fn client_ids(outbox: &[Outgoing]) -> Vec<&str> {
+    outbox.iter().map(|o| o.client_id.as_str()).collect()
+}
+
+/// Two tabs of one browser share the stored outbox: each stores and removes only its own
+/// changes, so neither loses a message the other queued, and one removed (sent) stays gone.
+#[wasm_bindgen_test]
+fn tabs_sharing_the_stored_outbox_never_drop_each_others_messages() {
+    let (mut tab_a, none) = StoredOutbox::load("ines");
+    let (mut tab_b, _) = StoredOutbox::load("ines");
+    assert!(none.is_empty());
+    assert!(tab_a.save(&[queued("a-1", 20)]));
+    // Tab B never saw a-1: storing its own outbox leaves a-1 alone.
+    assert!(tab_b.save(&[queued("b-1", 10)]));
+    assert!(
+        !tab_b.save(&[queued("b-1", 10)]),
+        "nothing changed, nothing written"
+    );
+    assert_eq!(
+        client_ids(&StoredOutbox::load("ines").1),
+        ["b-1", "a-1"],
+        "oldest first"
+    );
+
+    // Told of a change, B reads both; A's message is sent and leaves A's outbox.
+    let b_sees = tab_b.reload(&[queued("b-1", 10)]);
+    assert_eq!(client_ids(&b_sees), ["b-1", "a-1"]);
+    assert!(tab_a.save(&[]));
+    assert_eq!(client_ids(&StoredOutbox::load("ines").1), ["b-1"]);
+    // B, still showing a-1 until it hears, stores nothing that brings it back.
+    assert!(!tab_b.save(&b_sees));
+    assert_eq!(client_ids(&tab_b.reload(&b_sees)), ["b-1"]);
+    assert!(tab_b.save(&[]));
+    assert!(StoredOutbox::load("ines").1.is_empty());
+}
+
 /// Exactly what the app stored for an outbox before its storage formats had versions.
 const OUTBOX_WITHOUT_VERSION: &str = r#"[{"client_id":"18c2f1a9b3e-0f3a9c2d41b7e580","chat_id":"7","text":"written before the upgrade","delivery":"Pending"},{"client_id":"18c2f1a9b40-9d04e1c2aa3f7b16","chat_id":"7","text":"refused before the upgrade","delivery":{"Failed":{"reason":"Message text is too long","auto_retry":false}}}]"#;
 
@@ -442,12 +490,17 @@ async fn an_outbox_stored_by_an_earlier_release_is_shown_and_sent() {
         "{text}"
     );
     assert!(text.contains("refused before the upgrade") && text.contains("Failed"));
-    // Rewritten in the current format at once, so the next release reads it too.
+    // Moved at once to a key per message in the current format, so the next release reads
+    // it too and the other tabs never overwrite it.
+    assert_eq!(local_storage().get_item("chat.outbox.gina").unwrap(), None);
     let stored = local_storage()
-        .get_item("chat.outbox.gina")
+        .get_item("chat.outbox.gina/18c2f1a9b40-9d04e1c2aa3f7b16")
         .unwrap()
         .unwrap();
-    assert!(stored.starts_with(r#"{"version":3,"#), "{stored}");
+    assert!(
+        stored.starts_with(r#"{"version":4,"queued_at":1,"#),
+        "{stored}"
+    );
 
     // Once connected it goes out under its original client id (no server listens on port 9
     // here, so the attempt fails as "offline", to be retried by itself), and the message the

@@ -1,5 +1,6 @@
 //! The account menu: signing out on every device, changing the password, whether others see
-//! how far the user has read (read receipts), and the people the user blocked.
+//! how far the user has read (read receipts), desktop notifications, and the people the user
+//! blocked.
 
 use chat_core::content::Password;
 use leptos::prelude::*;
@@ -7,9 +8,11 @@ use leptos::task::spawn_local;
 
 use crate::api::{Api, Session};
 use crate::components::blocked_list::BlockedList;
+use crate::components::notification_offer::NotificationOffer;
 use crate::live::use_live;
 
-/// An "Account" disclosure with a "Share read receipts" switch, "Sign out everywhere", a
+/// An "Account" disclosure with a "Share read receipts" switch, the offer of desktop
+/// notifications, "Sign out everywhere", a
 /// "Change password" form (current and new password) and the blocked people, each with
 /// "Unblock". Signing out everywhere and changing the password revoke every session of the
 /// user, so this tab's stream stops; a changed password goes on with the fresh session the
@@ -125,6 +128,7 @@ pub fn AccountMenu(
                 />
                 " Share read receipts (others see how far you have read)"
             </label>
+            <NotificationOffer />
             <button type="button" class="link" disabled=move || busy.get() on:click=everywhere>
                 "Sign out everywhere"
             </button>

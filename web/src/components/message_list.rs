@@ -6,8 +6,6 @@
 //! jumped to (from a reply's quote or a search result) is scrolled into view and highlighted
 //! for a moment. Scrolled up when new messages arrive, a button offers the way down to them.
 
-use std::collections::HashMap;
-
 use gloo_timers::future::TimeoutFuture;
 use leptos::html::Div;
 use leptos::prelude::*;
@@ -85,12 +83,13 @@ pub fn MessageList(
         })
     };
 
-    // The first loaded message of each day, with what its separator says ("Today", a date).
+    // The first loaded message of each day, with what its separator says ("Today", a date),
+    // in id order (a list searched by id: a map type more costs the bundle more).
     let day_starts = Memo::new(move |_| {
         ids.track();
         chat_id.with(|chat_id| {
             live.model.timelines().with_untracked(|timelines| {
-                let mut starts = HashMap::new();
+                let mut starts = Vec::new();
                 let mut day = None;
                 for message in timelines
                     .get(chat_id)
@@ -99,7 +98,7 @@ pub fn MessageList(
                 {
                     let this = time::day_of(message.sent_at);
                     if day != Some(this) {
-                        starts.insert(message.id, time::day_label(message.sent_at));
+                        starts.push((message.id, time::day_label(message.sent_at)));
                         day = Some(this);
                     }
                 }
@@ -278,7 +277,12 @@ pub fn MessageList(
                 children=move |(id, _)| {
                     let highlight = Signal::derive(move || highlighted.get() == Some(id));
                     let day = move || {
-                        day_starts.with(|starts| starts.get(&id).cloned()).map(|label| {
+                        day_starts.with(|starts| {
+                            starts
+                                .binary_search_by_key(&id, |(start, _)| *start)
+                                .ok()
+                                .map(|at| starts[at].1.clone())
+                        }).map(|label| {
                             let text = label.clone();
                             view! { <p class="day" role="separator" aria-label=label>{text}</p> }
                         })

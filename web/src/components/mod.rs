@@ -9,6 +9,7 @@ pub mod connection_indicator;
 pub mod message_item;
 pub mod message_list;
 pub mod new_chat;
+pub mod notification_offer;
 pub mod presence;
 pub mod quote;
 pub mod search;

@@ -6,7 +6,7 @@
 //! event replayed after a reconnect) is merged by keeping the greater; typing entries expire
 //! by the clock the caller passes; presence is the last word the server said.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use chat_core::proto;
 
@@ -17,8 +17,10 @@ use super::model::Model;
 pub struct Reading {
     /// The user's own position: every message with an id at or below it is read.
     pub mine: u64,
-    /// The other members' positions, for receipts (absent: private, or nothing read).
-    pub others: BTreeMap<String, u64>,
+    /// The other members' positions, for receipts (absent: private, or nothing read), in
+    /// name order: a list, as a chat has few members (and a map type more in the bundle costs
+    /// more than the search).
+    pub others: Vec<(String, u64)>,
     /// Where the "New messages" divider goes: the user's position when the chat was opened
     /// with unread messages in it.
     pub divider: Option<u64>,
@@ -29,9 +31,35 @@ impl Reading {
     pub fn seen_by(&self, id: u64) -> Vec<&str> {
         self.others
             .iter()
-            .filter(|(_, up_to)| **up_to >= id)
+            .filter(|(_, up_to)| *up_to >= id)
             .map(|(user, _)| user.as_str())
             .collect()
+    }
+
+    /// Where `user` has read up to: 0 if nowhere yet.
+    pub fn position_of(&self, user: &str) -> u64 {
+        self.find(user).map_or(0, |at| self.others[at].1)
+    }
+
+    /// Moves `user`'s position forward to `up_to` (never back); whether it moved.
+    fn raise(&mut self, user: &str, up_to: u64) -> bool {
+        match self.find(user) {
+            Ok(at) => {
+                let position = &mut self.others[at].1;
+                let moved = up_to > *position;
+                *position = (*position).max(up_to);
+                moved
+            }
+            Err(at) => {
+                self.others.insert(at, (user.to_owned(), up_to));
+                up_to > 0
+            }
+        }
+    }
+
+    fn find(&self, user: &str) -> Result<usize, usize> {
+        self.others
+            .binary_search_by(|(name, _)| name.as_str().cmp(user))
     }
 }
 
@@ -82,8 +110,7 @@ impl Model {
         let reading = self.reading.entry(summary.chat_id.clone()).or_default();
         reading.mine = reading.mine.max(parse_id(&summary.read_up_to_id));
         for receipt in &summary.receipts {
-            let up_to = reading.others.entry(receipt.user_id.clone()).or_default();
-            *up_to = (*up_to).max(parse_id(&receipt.up_to_id));
+            reading.raise(&receipt.user_id, parse_id(&receipt.up_to_id));
         }
         let is_open = self.open_chat.as_deref() == Some(summary.chat_id.as_str());
         if let Some(chat) = self
@@ -105,11 +132,10 @@ impl Model {
         if read.user_id == self.me {
             return self.move_mine(&read.chat_id, up_to);
         }
-        let reading = self.reading.entry(read.chat_id.clone()).or_default();
-        let position = reading.others.entry(read.user_id.clone()).or_default();
-        let moved = up_to > *position;
-        *position = (*position).max(up_to);
-        moved
+        self.reading
+            .entry(read.chat_id.clone())
+            .or_default()
+            .raise(&read.user_id, up_to)
     }
 
     /// The user has seen every message of `chat_id` up to `id`. Returns whether their
@@ -227,14 +253,14 @@ impl Model {
 
 /// Who is typing in `chat_id` at `now_ms` according to `typing`, in name order.
 pub fn typists(typing: &HashMap<String, Vec<Typist>>, chat_id: &str, now_ms: f64) -> Vec<String> {
-    let mut users: Vec<String> = typing.get(chat_id).map_or_else(Vec::new, |typists| {
-        typists
-            .iter()
-            .filter(|typist| typist.until_ms > now_ms)
-            .map(|typist| typist.user.clone())
-            .collect()
-    });
-    users.sort();
+    let mut users: Vec<String> = Vec::new();
+    for typist in typing.get(chat_id).into_iter().flatten() {
+        if typist.until_ms > now_ms
+            && let Err(at) = users.binary_search(&typist.user)
+        {
+            users.insert(at, typist.user.clone());
+        }
+    }
     users
 }
 
@@ -308,7 +334,7 @@ mod tests {
         assert!(model.apply_read(&read("alice", 8)));
         model.set_chats(&[listed(1, "6", &[("bob", "7")])], None);
         assert_eq!(model.read_position("a"), 8);
-        assert_eq!(model.reading["a"].others["bob"], 9);
+        assert_eq!(model.reading["a"].position_of("bob"), 9);
         assert!(
             !model.apply_read(&read("alice", 7)),
             "an older position moved"

@@ -1,26 +1,28 @@
-//! The tab's one long-lived stream, for every chat at once (browsers allow only about six
-//! HTTP/1.1 connections per origin). It loads the chat list, streams from the cursor, sends
-//! the outbox once connected, and on any break waits (with backoff) and resumes from the
-//! cursor, so every missed message arrives, in order, exactly once. Events that are not
+//! The browser's one long-lived stream, for every chat at once (browsers allow only about
+//! six HTTP/1.1 connections per origin), run by the tab that leads (`super::tabs`). It loads
+//! the chat list, streams from the cursor, sends the outbox once connected, and on any break
+//! waits (with backoff) and resumes from the cursor, so every missed message arrives, in
+//! order, exactly once. Events that are not
 //! messages are not replayed: each Stream opens with the current presence of the user's
 //! contacts, and after a reconnect the first page of List is read again for the read
 //! positions and unread counts that moved meanwhile (positions merge by the greater).
 
-use chat_core::proto::event;
 use futures::future::{Either, select};
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 
 use super::model::{Backoff, ModelStoreFields};
 use super::{Live, Status};
-use crate::api::ApiError;
+use crate::api::{self, ApiError};
 
-/// Runs until the live state is stopped (sign-out, page unmounted) or the session ends.
+/// Runs until the live state is stopped (sign-out, page unmounted) or the session ends. A
+/// model listed already (a tab taking the stream over from another) resumes from its cursor
+/// and reads the list again once connected, as after a reconnect.
 pub async fn run(live: Live) {
     let mut backoff = Backoff::default();
-    let mut listed = false;
+    let mut listed = live.model.cursor().get_untracked().is_some();
     while !live.is_stopped() {
-        live.status.set(Status::Connecting);
+        live.set_status(Status::Connecting);
         match connect_and_follow(live, &mut listed, &mut backoff).await {
             Err(ApiError::SignedOut) => {
                 live.signed_out();
@@ -54,7 +56,7 @@ async fn connect_and_follow(
     }
     let cursor = live.model.cursor().get_untracked();
     let mut stream = api.stream(cursor).await?;
-    live.status.set(Status::Connected);
+    live.set_status(Status::Connected);
     if reconnect {
         // A reconnect: read positions may have moved while the stream was down.
         live.refresh_list();
@@ -69,19 +71,37 @@ async fn connect_and_follow(
             Either::Left((event, _)) => event?,
             Either::Right(_) => return Err(ApiError::Offline),
         };
-        let Some(event) = event else { return Ok(()) };
+        let Some(bytes) = event else { return Ok(()) };
         if live.is_stopped() {
             return Ok(());
         }
-        match event.event {
-            Some(event::Event::Message(message)) => live.receive(&message),
-            Some(event::Event::Change(change)) => live.receive_change(&change),
-            Some(event::Event::ReadPosition(read)) => live.on_read(&read),
-            Some(event::Event::Typing(typing)) => live.on_typing(&typing),
-            Some(event::Event::Presence(presence)) => live.on_presence(&presence),
-            Some(event::Event::Heartbeat(_)) | None => {}
-        }
+        let event = api::decode_event(&bytes)?;
+        super::tabs::share_event(live, &bytes, &event);
+        live.apply(event.event);
     }
+}
+
+/// Reads the first page of the chat list into the model, trying again (with backoff) until
+/// it is in: for a tab that follows another's stream. False when the live state stopped or
+/// the session ended first.
+pub async fn list(live: Live) -> bool {
+    let mut backoff = Backoff::default();
+    while !live.is_stopped() {
+        match live.api().list("").await {
+            Ok((chats, more)) => {
+                live.set_chats(&chats, more);
+                return true;
+            }
+            Err(ApiError::SignedOut) => {
+                live.signed_out();
+                return false;
+            }
+            Err(error) => leptos::logging::log!("list: {error}"),
+        }
+        let delay_ms = backoff.next_delay_ms(js_sys::Math::random());
+        wait_visibly(live, delay_ms).await;
+    }
+    false
 }
 
 /// How long a stream may stay silent before it counts as broken: three heartbeats.
@@ -91,7 +111,7 @@ const SILENCE_LIMIT_MS: u32 = 45_000;
 async fn wait_visibly(live: Live, delay_ms: u64) {
     let mut left_ms = delay_ms;
     while left_ms > 0 && !live.is_stopped() {
-        live.status.set(Status::Offline {
+        live.set_status(Status::Offline {
             retry_in_secs: left_ms.div_ceil(1000),
         });
         let step = left_ms.min(1000);

@@ -4,7 +4,8 @@
 //! delete, react).
 //!
 //! `model` is the plain-Rust core (with `activity` for read positions, typing and presence);
-//! `connection` runs the one stream per tab and reconnects; `awareness` holds the actions
+//! `connection` runs the stream and reconnects; `tabs` makes it one stream per browser (one
+//! tab leads and shares what it receives with the others); `awareness` holds the actions
 //! about reading, typing and presence.
 //!
 //! Reactivity follows the data. The model sits in a store whose fields views read one at a
@@ -17,10 +18,12 @@ pub mod activity;
 mod awareness;
 pub mod connection;
 pub mod model;
+mod tabs;
 
 use chat_core::content::Text;
 use chat_core::ids::MessageId;
 use chat_core::limits::HISTORY_MAX_PAGE;
+use chat_core::proto::event;
 use chat_core::requests::Members;
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
@@ -28,10 +31,10 @@ use leptos::task::spawn_local;
 use reactive_stores::Store;
 
 use crate::api::{Api, ApiError, Session};
-use crate::storage;
+use crate::storage::StoredOutbox;
 use model::{ChatMessage, Found, Model, ModelStoreFields, Quote, Received};
 
-/// The state of the tab's one stream.
+/// The state of the browser's one stream (held by this tab or another, see `tabs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
     Connecting,
@@ -62,6 +65,14 @@ pub struct Live {
     /// Set while a message is in flight or waiting out the server's rate limit: the outbox
     /// goes out one message at a time, oldest first, so messages keep the order written.
     sending: StoredValue<bool>,
+    /// Whether this tab holds the stream and sends the outbox: a live state on its own does,
+    /// and so does every tab of a browser that cannot elect one; else only the elected tab
+    /// (see `tabs`).
+    leader: StoredValue<bool>,
+    /// The channel to the user's other tabs; `None` without one.
+    tabs: StoredValue<Option<tabs::Tabs>, LocalStorage>,
+    /// The outbox as this tab last read or wrote it in localStorage.
+    stored_outbox: StoredValue<StoredOutbox>,
     /// Everyone the user blocked, sorted; `None` until loaded (see [`Live::load_blocked`]).
     pub blocked: RwSignal<Option<Vec<String>>>,
     /// The message the composer of a chat answers: (chat id, its quote), until sent or
@@ -85,17 +96,18 @@ enum Part {
     Presence,
 }
 
-/// Creates the live state for `session`, provides it as context and starts its connection.
+/// Creates the live state for `session`, provides it as context and starts its connection,
+/// or joins the one another tab of the browser holds.
 pub fn provide_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> Live {
     let live = create_live(api, session, on_signed_out);
-    spawn_local(connection::run(live));
+    tabs::start(live, &session.user_id);
     live
 }
 
 /// Creates the live state and provides it as context, without connecting: components can
 /// be shown against a model filled by hand (the browser tests do).
 pub fn create_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> Live {
-    let outbox = storage::load_outbox(&session.user_id);
+    let (stored_outbox, outbox) = StoredOutbox::load(&session.user_id);
     let live = Live {
         model: Store::new(Model::new(&session.user_id, outbox)),
         status: RwSignal::new(Status::Connecting),
@@ -104,19 +116,26 @@ pub fn create_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> 
         on_signed_out,
         sending: StoredValue::new(false),
         replacing_session: StoredValue::new(false),
+        leader: StoredValue::new(true),
+        tabs: StoredValue::new_local(None),
+        stored_outbox: StoredValue::new(stored_outbox),
         blocked: RwSignal::new(None),
         replying: RwSignal::new(None),
         jump: RwSignal::new(None),
     };
-    // Keep the outbox in localStorage, so unsent messages survive a reload. The first run
-    // also rewrites an outbox an earlier release stored in the current format.
-    let user = session.user_id.clone();
+    // Keep the outbox in localStorage, so unsent messages survive a reload and the other
+    // tabs see them (`tabs`). An effect runs in a microtask, so a change is stored before an
+    // event from another tab (a task) can make this tab read the outbox again.
     Effect::new(move |_| {
-        live.model
-            .outbox()
-            .with(|outbox| storage::save_outbox(&user, outbox))
+        live.model.outbox().with(|outbox| {
+            live.stored_outbox
+                .try_update_value(|stored| stored.save(outbox))
+        });
     });
-    on_cleanup(move || live.stopped.set(true));
+    on_cleanup(move || {
+        live.stopped.set(true);
+        live.tabs.try_update_value(|tabs| *tabs = None);
+    });
     provide_context(live);
     live
 }
@@ -131,8 +150,47 @@ impl Live {
         self.api.get_value()
     }
 
+    /// Whether the connection should stop: stopped, or its page gone already.
     pub fn is_stopped(&self) -> bool {
-        self.stopped.get_untracked()
+        self.stopped.try_get_untracked().unwrap_or(true)
+    }
+
+    /// Whether this tab holds the stream and sends the outbox (see `tabs`).
+    pub fn is_leader(&self) -> bool {
+        self.leader.try_get_value().unwrap_or(false)
+    }
+
+    /// Sets the stream's status here and, from the leader, in the other tabs.
+    fn set_status(&self, status: Status) {
+        tabs::status_changed(*self, &status);
+        self.status.try_set(status);
+    }
+
+    /// Applies one event of the stream, received here or in the leader's tab.
+    fn apply(&self, event: Option<event::Event>) {
+        match event {
+            Some(event::Event::Message(message)) => self.receive(&message),
+            Some(event::Event::Change(change)) => self.receive_change(&change),
+            Some(event::Event::ReadPosition(read)) => self.on_read(&read),
+            Some(event::Event::Typing(typing)) => self.on_typing(&typing),
+            Some(event::Event::Presence(presence)) => self.on_presence(&presence),
+            Some(event::Event::Heartbeat(_)) | None => {}
+        }
+    }
+
+    /// Reads the outbox again from localStorage, which another tab changed, and sends what
+    /// is pending if this tab is the one that sends.
+    fn reload_outbox(&self) {
+        let Some(outbox) = self.model.try_with_untracked(|model| {
+            self.stored_outbox
+                .try_update_value(|stored| stored.reload(&model.outbox))
+        }) else {
+            return;
+        };
+        if let Some(outbox) = outbox {
+            self.change(&[Part::Outbox], |model| model.set_outbox(outbox));
+        }
+        self.send_next();
     }
 
     pub fn stop(&self) {
@@ -298,8 +356,9 @@ impl Live {
         Text::parse(text).map_err(|error| crate::sentence(&error.to_string()))?;
         let client_id = new_client_id()
             .ok_or_else(|| "This browser cannot make message ids (no Web Crypto).".to_owned())?;
+        let now = js_sys::Date::now() as u64;
         self.change(&[Part::Outbox], |model| {
-            model.queue(chat_id, client_id, text.to_owned(), reply_to)
+            model.queue(chat_id, client_id, text.to_owned(), reply_to, now)
         });
         self.send_next();
         Ok(())
@@ -322,10 +381,12 @@ impl Live {
     }
 
     /// Sends the oldest pending message, then the next, until none is left; does nothing
-    /// while one is already on its way or the stream is down (the reconnect flushes).
+    /// while one is already on its way, the stream is down (the reconnect flushes), or
+    /// another tab sends (the leader: it reads what this tab queued from localStorage).
     fn send_next(&self) {
         if self.sending.get_value()
             || self.is_stopped()
+            || !self.is_leader()
             || self.status.get_untracked() != Status::Connected
         {
             return;
@@ -380,8 +441,14 @@ impl Live {
             .model
             .try_update_untracked(|model| model.receive(shown, &message.chat_id));
         match received {
-            // A duplicate changes nothing.
-            None | Some(Received::Duplicate) => return,
+            // A duplicate changes nothing but, if it is the user's, the outbox.
+            None => return,
+            Some(Received::Duplicate) => {
+                if mine {
+                    self.notify(&[Part::Outbox]);
+                }
+                return;
+            }
             Some(Received::New) => {}
             Some(Received::NewChat) => self.refresh_list(),
         }
@@ -392,6 +459,16 @@ impl Live {
             self.notify(&[Part::Outbox]);
         } else {
             crate::attention::message_arrived();
+            // One desktop notification per browser: the leader's.
+            if self.is_leader() {
+                crate::notify::message_arrived(
+                    *self,
+                    &message.id,
+                    &message.user_id,
+                    &message.text,
+                    &message.chat_id,
+                );
+            }
         }
     }
 
@@ -566,10 +643,12 @@ impl Live {
         }
         self.blocked.try_update(|list| {
             let list = list.get_or_insert_with(Vec::new);
-            list.retain(|listed| listed != user);
-            if blocked {
-                list.push(user.to_owned());
-                list.sort();
+            match list.binary_search_by(|listed| listed.as_str().cmp(user)) {
+                Ok(at) if !blocked => {
+                    list.remove(at);
+                }
+                Err(at) if blocked => list.insert(at, user.to_owned()),
+                _ => {}
             }
         });
         Ok(())

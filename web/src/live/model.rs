@@ -144,6 +144,9 @@ pub struct Outgoing {
     /// The id of the message it answers, if it is a reply.
     pub reply_to: Option<u64>,
     pub delivery: Delivery,
+    /// When it was written (browser milliseconds): the outbox, which every tab of the
+    /// browser shares, goes out in this order.
+    pub queued_at: u64,
 }
 
 /// What [`Model::receive`] made of a message.
@@ -357,6 +360,12 @@ impl Model {
     /// next: nothing for a duplicate, or refresh the list for a chat it has not seen yet
     /// (someone else started it), which is shown at once with the sender as a placeholder.
     pub fn receive(&mut self, message: ChatMessage, chat_id: &str) -> Received {
+        // Before the duplicate check: a message sent again (by the tab that took over the
+        // outbox of another) comes back as the copy the server stored the first time.
+        if message.sender == self.me {
+            self.outbox
+                .retain(|outgoing| outgoing.client_id != message.client_id);
+        }
         if self
             .timelines
             .get(chat_id)
@@ -366,9 +375,12 @@ impl Model {
         }
         let known_chat = self.chats.iter().any(|chat| chat.chat_id == chat_id);
         if !known_chat {
-            let mut members = vec![self.me.clone(), message.sender.clone()];
-            members.sort();
-            members.dedup();
+            let (me, sender) = (self.me.clone(), message.sender.clone());
+            let members = match me.cmp(&sender) {
+                std::cmp::Ordering::Less => vec![me, sender],
+                std::cmp::Ordering::Equal => vec![me],
+                std::cmp::Ordering::Greater => vec![sender, me],
+            };
             self.chats.push(ChatEntry {
                 chat_id: chat_id.to_owned(),
                 members,
@@ -388,10 +400,6 @@ impl Model {
                 }
                 chat.last = Some(message.clone());
             }
-        }
-        if message.sender == self.me {
-            self.outbox
-                .retain(|outgoing| outgoing.client_id != message.client_id);
         }
         self.stop_typing(chat_id, &message.sender);
         self.advance_cursor(Some(message.id));
@@ -465,15 +473,46 @@ impl Model {
         timeline.loaded = true;
     }
 
-    /// Queues a message the user wrote, answering `reply_to` if given.
-    pub fn queue(&mut self, chat_id: &str, client_id: String, text: String, reply_to: Option<u64>) {
+    /// Queues a message the user wrote at `now` (browser milliseconds), answering
+    /// `reply_to` if given. It goes after every message queued before, even if the clock
+    /// went back.
+    pub fn queue(
+        &mut self,
+        chat_id: &str,
+        client_id: String,
+        text: String,
+        reply_to: Option<u64>,
+        now: u64,
+    ) {
+        let after = self.outbox.last().map_or(0, |last| last.queued_at + 1);
         self.outbox.push(Outgoing {
             client_id,
             chat_id: chat_id.to_owned(),
             text,
             reply_to,
             delivery: Delivery::Pending,
+            queued_at: now.max(after),
         });
+    }
+
+    /// Takes the outbox as stored (oldest first), after another tab changed it; leaves out
+    /// any message this tab has already received from the server (the tab that stored it may
+    /// not have removed it yet).
+    pub fn set_outbox(&mut self, outbox: Vec<Outgoing>) {
+        let me = &self.me;
+        let delivered = |outgoing: &Outgoing| {
+            let mine = |message: &ChatMessage| {
+                message.sender == *me && message.client_id == outgoing.client_id
+            };
+            self.timelines
+                .get(&outgoing.chat_id)
+                .is_some_and(|timeline| timeline.messages.values().any(mine))
+                || self.chats.iter().any(|chat| {
+                    chat.chat_id == outgoing.chat_id && chat.last.as_ref().is_some_and(mine)
+                })
+        };
+        let outbox = outbox.into_iter().filter(|o| !delivered(o)).collect();
+        self.outbox = outbox;
     }
 
     /// The quote to show for a reply in `chat_id`: made from the original when it is loaded,
@@ -555,13 +594,36 @@ impl Model {
             .filter(move |outgoing| outgoing.chat_id == chat_id)
     }
 
+    /// A tab that follows another's stream hears where that stream stands (`leader`): its own
+    /// cursor goes no further, since what the leader has not delivered yet this tab has not
+    /// seen either (its List may reach further), and were it to take the stream over, it must
+    /// replay that. Returns whether the leader is ahead of this tab's cursor: it started
+    /// streaming after this tab's List, and what came between is in neither.
+    pub fn follow_cursor(&mut self, leader: u64) -> bool {
+        match self.cursor {
+            Some(mine) if mine > leader => {
+                self.cursor = Some(leader);
+                false
+            }
+            Some(mine) => leader > mine,
+            None => false,
+        }
+    }
+
     fn advance_cursor(&mut self, id: Option<u64>) {
         self.cursor = self.cursor.max(id);
     }
 
+    /// Most recently active first, by an insertion sort: the list is nearly sorted (a change
+    /// moves one chat), which takes it one pass, and the bundle carries no general sort.
     fn sort_chats(&mut self) {
-        self.chats
-            .sort_by_key(|chat| std::cmp::Reverse(chat.activity()));
+        for sorted in 1..self.chats.len() {
+            let mut at = sorted;
+            while at > 0 && self.chats[at - 1].activity() < self.chats[at].activity() {
+                self.chats.swap(at - 1, at);
+                at -= 1;
+            }
+        }
     }
 }
 
@@ -629,8 +691,8 @@ mod tests {
         let mut model = model_with_two_chats();
         model.open("a");
         model.add_page("a", vec![message(5, "bob", "c5")], false);
-        model.queue("a", "out-a".into(), "to a".into(), None);
-        model.queue("b", "out-b".into(), "to b".into(), None);
+        model.queue("a", "out-a".into(), "to a".into(), None, 0);
+        model.queue("b", "out-b".into(), "to b".into(), None, 0);
         model.remove_chat("a");
         let chats: Vec<&str> = model
             .chats
@@ -698,12 +760,12 @@ mod tests {
     #[test]
     fn the_server_copy_replaces_the_pending_message() {
         let mut model = model_with_two_chats();
-        model.queue("a", "c-1".into(), "hello".into(), None);
+        model.queue("a", "c-1".into(), "hello".into(), None, 0);
         assert_eq!(model.outgoing_in("a").count(), 1);
         model.receive(message(11, "alice", "c-1"), "a");
         assert_eq!(model.outgoing_in("a").count(), 0);
         // The same client id from someone else is a different message.
-        model.queue("a", "c-2".into(), "again".into(), None);
+        model.queue("a", "c-2".into(), "again".into(), None, 0);
         model.receive(message(12, "bob", "c-2"), "a");
         assert_eq!(model.outgoing_in("a").count(), 1);
     }
@@ -711,8 +773,8 @@ mod tests {
     #[test]
     fn failed_messages_keep_their_client_id_for_the_retry() {
         let mut model = model_with_two_chats();
-        model.queue("a", "c-1".into(), "hello".into(), None);
-        model.queue("a", "c-2".into(), "refused".into(), None);
+        model.queue("a", "c-1".into(), "hello".into(), None, 0);
+        model.queue("a", "c-2".into(), "refused".into(), None, 0);
         model.mark_failed("c-1", "offline".into(), true);
         model.mark_failed("c-2", "too long".into(), false);
         let flushed: Vec<String> = model
@@ -730,7 +792,7 @@ mod tests {
     fn messages_go_out_oldest_first_skipping_failed_ones() {
         let mut model = model_with_two_chats();
         for (chat, id) in [("a", "c-1"), ("b", "c-2"), ("a", "c-3")] {
-            model.queue(chat, id.into(), format!("text {id}"), None);
+            model.queue(chat, id.into(), format!("text {id}"), None, 0);
         }
         let next = |model: &Model| model.next_to_send().map(|outgoing| outgoing.client_id);
         assert_eq!(next(&model).as_deref(), Some("c-1"));
@@ -742,6 +804,75 @@ mod tests {
         assert_eq!(next(&model), None, "the refused message waits for the user");
         model.mark_pending("c-1");
         assert_eq!(next(&model).as_deref(), Some("c-1"));
+    }
+
+    #[test]
+    fn the_outbox_keeps_the_order_written_even_if_the_clock_goes_back() {
+        let mut model = model_with_two_chats();
+        model.queue("a", "c-1".into(), "first".into(), None, 1_000);
+        model.queue("a", "c-2".into(), "second".into(), None, 900);
+        model.queue("b", "c-3".into(), "third".into(), None, 5_000);
+        let order: Vec<u64> = model.outbox.iter().map(|o| o.queued_at).collect();
+        assert_eq!(order, [1_000, 1_001, 5_000]);
+    }
+
+    #[test]
+    fn a_stored_outbox_leaves_out_what_this_tab_has_received() {
+        let mut model = model_with_two_chats();
+        model.add_page("a", vec![message(9, "alice", "sent-1")], false);
+        model.receive(message(10, "alice", "sent-2"), "b");
+        model.queue("a", "mine".into(), "here".into(), None, 1);
+        let stored = ["sent-1", "sent-2", "other-tab", "bob-id"]
+            .into_iter()
+            .zip(["a", "b", "a", "a"])
+            .map(|(client_id, chat_id)| Outgoing {
+                client_id: client_id.into(),
+                chat_id: chat_id.into(),
+                text: String::new(),
+                reply_to: None,
+                delivery: Delivery::Pending,
+                queued_at: 0,
+            })
+            .collect();
+        // Bob's message with the client id "bob-id" is not the user's: it stays.
+        model.add_page("a", vec![message(3, "bob", "bob-id")], false);
+        model.set_outbox(stored);
+        let left: Vec<&str> = model.outbox.iter().map(|o| o.client_id.as_str()).collect();
+        assert_eq!(
+            left,
+            ["other-tab", "bob-id"],
+            "the stored outbox replaces the tab's"
+        );
+    }
+
+    #[test]
+    fn a_message_sent_twice_leaves_the_outbox_when_its_copy_comes_back_again() {
+        let mut model = model_with_two_chats();
+        model.add_page("a", vec![message(9, "alice", "c-1")], false);
+        // Another tab's outbox had it: sent again, the server answers with the stored copy.
+        model.queue("a", "c-1".into(), "again".into(), None, 1);
+        assert_eq!(
+            model.receive(message(9, "alice", "c-1"), "a"),
+            Received::Duplicate
+        );
+        assert!(model.outbox.is_empty());
+    }
+
+    #[test]
+    fn a_follower_never_holds_a_cursor_past_its_leaders() {
+        let mut model = Model::new("alice", Vec::new());
+        assert!(!model.follow_cursor(5), "not listed yet: nothing to align");
+        assert_eq!(model.cursor, None);
+        model.set_chats(&[summary("a", &["alice", "bob"], Some(9))], None);
+        // The leader's stream is behind this tab's List: resume from the leader's place.
+        assert!(!model.follow_cursor(7));
+        assert_eq!(model.cursor, Some(7));
+        model.receive(message(8, "bob", "m8"), "a");
+        assert!(!model.follow_cursor(8));
+        assert_eq!(model.cursor, Some(8));
+        // The leader streams from after this tab's cursor: a gap to fill from List.
+        assert!(model.follow_cursor(12));
+        assert_eq!(model.cursor, Some(8));
     }
 
     #[test]

@@ -6,8 +6,12 @@
 //!   the outbox as a bare array of `{"client_id", "chat_id", "text", "delivery"}`, where
 //!   `delivery` is `"Pending"` or `{"Failed": {"reason", "auto_retry"}}`.
 //! - Version 2 is a JSON object with `"version": 2`; the session is still written so.
-//! - Version 3 (the outbox written now) adds `"reply_to"` (the id of the message answered)
-//!   to a message that is a reply. Version 2 reads as version 3 without replies.
+//! - Version 3 adds `"reply_to"` (the id of the message answered) to a message that is a
+//!   reply. Version 2 reads as version 3 without replies.
+//! - Version 4 (the outbox written now) stores each message under a key of its own (see
+//!   `super`), as version 3's message object with `"version": 4` and `"queued_at"` (when it
+//!   was written, in browser milliseconds, which orders the outbox). Versions 1 to 3 were
+//!   one list under one key; their messages read with `queued_at` their place in the list.
 //!
 //! To change a format, add the next version beside these and read every earlier version into the
 //! domain type; a version once released is never edited. Reading ignores fields it does not
@@ -19,8 +23,8 @@ use crate::live::model::{Delivery, Outgoing};
 
 /// The version [`encode_session`] writes.
 const SESSION_VERSION: u64 = 2;
-/// The version [`encode_outbox`] writes.
-const OUTBOX_VERSION: u64 = 3;
+/// The version [`encode_outgoing`] writes.
+const OUTGOING_VERSION: u64 = 4;
 
 /// Why stored data could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,15 +159,41 @@ fn outgoing_v3(value: &Value) -> Result<Outgoing, FormatError> {
         text: field(value, "text", string)?,
         reply_to: optional(value, "reply_to", Value::as_u64)?,
         delivery,
+        queued_at: 0,
     })
 }
 
-/// Version 3: `{"version": 3, "messages": [...]}`, oldest first (the order they are sent
-/// in); a pending message has no `failed`, and only a reply has `reply_to`.
+/// The members of a message of versions 3 and 4 after the version: a pending message has
+/// no `failed`, and only a reply has `reply_to`.
+fn write_message(out: &mut String, outgoing: &Outgoing) {
+    json::write_key(out, "client_id");
+    json::write_str(out, &outgoing.client_id);
+    json::write_key(out, "chat_id");
+    json::write_str(out, &outgoing.chat_id);
+    json::write_key(out, "text");
+    json::write_str(out, &outgoing.text);
+    if let Delivery::Failed { reason, auto_retry } = &outgoing.delivery {
+        json::write_key(out, "failed");
+        out.push('{');
+        json::write_key(out, "reason");
+        json::write_str(out, reason);
+        json::write_key(out, "retry_on_reconnect");
+        out.push_str(if *auto_retry { "true" } else { "false" });
+        out.push('}');
+    }
+    if let Some(reply_to) = outgoing.reply_to {
+        json::write_key(out, "reply_to");
+        out.push_str(&reply_to.to_string());
+    }
+}
+
+/// Version 3, as the release before per-message keys wrote it: `{"version": 3, "messages":
+/// [...]}`, oldest first. The app no longer writes it; the tests check it reads back.
+#[cfg(test)]
 pub fn encode_outbox(outbox: &[Outgoing]) -> String {
     let mut out = String::from("{");
     json::write_key(&mut out, "version");
-    out.push_str(&OUTBOX_VERSION.to_string());
+    out.push('3');
     json::write_key(&mut out, "messages");
     out.push('[');
     for (index, outgoing) in outbox.iter().enumerate() {
@@ -171,34 +201,42 @@ pub fn encode_outbox(outbox: &[Outgoing]) -> String {
             out.push(',');
         }
         out.push('{');
-        json::write_key(&mut out, "client_id");
-        json::write_str(&mut out, &outgoing.client_id);
-        json::write_key(&mut out, "chat_id");
-        json::write_str(&mut out, &outgoing.chat_id);
-        json::write_key(&mut out, "text");
-        json::write_str(&mut out, &outgoing.text);
-        if let Delivery::Failed { reason, auto_retry } = &outgoing.delivery {
-            json::write_key(&mut out, "failed");
-            out.push('{');
-            json::write_key(&mut out, "reason");
-            json::write_str(&mut out, reason);
-            json::write_key(&mut out, "retry_on_reconnect");
-            out.push_str(if *auto_retry { "true" } else { "false" });
-            out.push('}');
-        }
-        if let Some(reply_to) = outgoing.reply_to {
-            json::write_key(&mut out, "reply_to");
-            out.push_str(&reply_to.to_string());
-        }
+        write_message(&mut out, outgoing);
         out.push('}');
     }
     out.push_str("]}");
     out
 }
 
-pub fn decode_outbox(text: &str) -> Result<Vec<Outgoing>, FormatError> {
+/// Version 4: one message, `{"version": 4, "queued_at", "client_id", ...}`.
+pub fn encode_outgoing(outgoing: &Outgoing) -> String {
+    let mut out = String::from("{");
+    json::write_key(&mut out, "version");
+    out.push_str(&OUTGOING_VERSION.to_string());
+    json::write_key(&mut out, "queued_at");
+    out.push_str(&outgoing.queued_at.to_string());
+    write_message(&mut out, outgoing);
+    out.push('}');
+    out
+}
+
+/// One message stored under its own key: version 4 only (earlier versions were lists).
+pub fn decode_outgoing(text: &str) -> Result<Outgoing, FormatError> {
     let value = parse(text)?;
     match version_of(&value)? {
+        OUTGOING_VERSION => Ok(Outgoing {
+            queued_at: field(&value, "queued_at", Value::as_u64)?,
+            ..outgoing_v3(&value)?
+        }),
+        newer if newer > OUTGOING_VERSION => Err(FormatError::UnknownVersion(newer)),
+        _ => Err(malformed("a stored message is version 4")),
+    }
+}
+
+/// The one list of versions 1 to 3, oldest first.
+pub fn decode_outbox(text: &str) -> Result<Vec<Outgoing>, FormatError> {
+    let value = parse(text)?;
+    let outbox: Result<Vec<Outgoing>, FormatError> = match version_of(&value)? {
         1 => {
             let Value::Array(messages) = &value else {
                 return Err(malformed("a version 1 outbox is an array"));
@@ -212,6 +250,7 @@ pub fn decode_outbox(text: &str) -> Result<Vec<Outgoing>, FormatError> {
                         text: field(message, "text", string)?,
                         reply_to: None,
                         delivery: delivery_v1(field(message, "delivery", Some)?)?,
+                        queued_at: 0,
                     })
                 })
                 .collect()
@@ -221,7 +260,12 @@ pub fn decode_outbox(text: &str) -> Result<Vec<Outgoing>, FormatError> {
             _ => Err(malformed("`messages` is not an array")),
         },
         newer => Err(FormatError::UnknownVersion(newer)),
+    };
+    let mut outbox = outbox?;
+    for (place, outgoing) in (0..).zip(&mut outbox) {
+        outgoing.queued_at = place;
     }
+    Ok(outbox)
 }
 
 #[cfg(test)]
@@ -242,11 +286,20 @@ mod tests {
             text: text.into(),
             reply_to: None,
             delivery,
+            queued_at: 0,
         }
     }
 
+    /// `outbox` as read from one list: each message's `queued_at` is its place in it.
+    fn in_order(mut outbox: Vec<Outgoing>) -> Vec<Outgoing> {
+        for (place, outgoing) in (0..).zip(&mut outbox) {
+            outgoing.queued_at = place;
+        }
+        outbox
+    }
+
     fn outbox_v1_contents() -> Vec<Outgoing> {
-        vec![
+        in_order(vec![
             outgoing(
                 "18c2f1a9b3e-0f3a9c2d41b7e580",
                 "7",
@@ -272,7 +325,7 @@ mod tests {
                     auto_retry: true,
                 },
             ),
-        ]
+        ])
     }
 
     #[test]
@@ -296,6 +349,27 @@ mod tests {
     fn what_is_written_is_the_current_version_and_reads_back_unchanged() {
         let mut outbox = outbox_v1_contents();
         outbox[1].reply_to = Some(42);
+        for (outgoing, queued_at) in outbox.iter_mut().zip([1_764_000_000_000, 5, u64::MAX]) {
+            outgoing.queued_at = queued_at;
+            let text = encode_outgoing(outgoing);
+            let value: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(value["version"], 4);
+            assert_eq!(value["queued_at"], queued_at);
+            assert_eq!(value["client_id"], outgoing.client_id.as_str());
+            assert_eq!(decode_outgoing(&text).as_ref(), Ok(&*outgoing));
+        }
+        let text = encode_outgoing(&outbox[1]);
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["reply_to"], 42);
+        assert_eq!(value["failed"]["retry_on_reconnect"], false);
+        assert!(
+            serde_json::from_str::<Value>(&encode_outgoing(&outbox[0])).unwrap()["failed"]
+                .is_null(),
+            "a pending message has no failure"
+        );
+        let outbox = in_order(outbox);
+
+        // Version 3, as the release before wrote it, reads back the same.
         let text = encode_outbox(&outbox);
         let value: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["version"], 3);
@@ -321,7 +395,7 @@ mod tests {
     #[test]
     fn a_version_2_outbox_loads_without_replies() {
         let text = r#"{"version":2,"messages":[{"client_id":"c","chat_id":"1","text":"hi"},{"client_id":"d","chat_id":"1","text":"no","failed":{"reason":"Refused","retry_on_reconnect":false}}]}"#;
-        let mut expected = vec![
+        let mut expected = in_order(vec![
             outgoing("c", "1", "hi", Delivery::Pending),
             outgoing(
                 "d",
@@ -332,7 +406,7 @@ mod tests {
                     auto_retry: false,
                 },
             ),
-        ];
+        ]);
         assert_eq!(decode_outbox(text), Ok(expected.clone()));
         expected[0].reply_to = Some(7);
         assert_eq!(decode_outbox(&encode_outbox(&expected)), Ok(expected));
@@ -354,7 +428,7 @@ mod tests {
     #[test]
     fn what_serde_wrote_for_versions_3_and_2_loads_and_is_written_the_same() {
         let outbox = r#"{"version":3,"messages":[{"client_id":"c","chat_id":"1","text":"hi \"quoted\"\n\u0001é","reply_to":7},{"client_id":"d","chat_id":"1","text":"no","failed":{"reason":"Refused","retry_on_reconnect":false},"reply_to":18446744073709551615}]}"#;
-        let mut expected = vec![
+        let mut expected = in_order(vec![
             outgoing("c", "1", "hi \"quoted\"\n\u{1}é", Delivery::Pending),
             outgoing(
                 "d",
@@ -365,7 +439,7 @@ mod tests {
                     auto_retry: false,
                 },
             ),
-        ];
+        ]);
         expected[0].reply_to = Some(7);
         expected[1].reply_to = Some(u64::MAX);
         assert_eq!(decode_outbox(outbox), Ok(expected.clone()));
@@ -383,6 +457,21 @@ mod tests {
             decode_outbox(r#"{"version":4,"messages":[]}"#),
             Err(FormatError::UnknownVersion(4))
         );
+        assert_eq!(
+            decode_outgoing(r#"{"version":5,"queued_at":1}"#),
+            Err(FormatError::UnknownVersion(5))
+        );
+        for garbage in [
+            r#"{"version":3,"messages":[]}"#,
+            r#"{"version":4,"client_id":"c","chat_id":"1","text":"hi"}"#,
+            r#"{"version":4,"queued_at":-1,"client_id":"c","chat_id":"1","text":"hi"}"#,
+            "[]",
+        ] {
+            assert!(
+                matches!(decode_outgoing(garbage), Err(FormatError::Malformed(_))),
+                "{garbage:?}"
+            );
+        }
         assert_eq!(
             decode_session(r#"{"version":9,"user_id":"a"}"#),
             Err(FormatError::UnknownVersion(9))
