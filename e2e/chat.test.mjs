@@ -1,7 +1,8 @@
 // The end-to-end test: the real chat-server serving the real built UI (dist/), two people in
 // two isolated Chromium contexts chatting live both ways, a reload that keeps the session and
 // the history, and a server restart that the client rides out without losing or duplicating a
-// message. Also takes a screenshot: target/e2e/screenshot.png, or with UPDATE_SCREENSHOT=1 the
+// message. Then Bob reacts and starts typing, and Alice sees the reaction, his typing line, him
+// online and "Seen". Also takes a screenshot: target/e2e/screenshot.png, or with UPDATE_SCREENSHOT=1 the
 // README's docs/screenshot.png (not on every run: it shows the clock, so it would always change).
 // Run it with e2e/run.sh.
 
@@ -103,6 +104,16 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
     await bob.send(said.afterRestart);
     await bob.waitUntilSent(said.afterRestart);
     await alice.messages(said.afterRestart).first().waitFor();
+  });
+
+  step('Bob reacts and starts typing: Alice sees the reaction, "bob is typing…", Bob online and "Seen"', async () => {
+    await bob.messages(said.offline).first().getByRole('button', { name: 'React', exact: true }).click();
+    await bob.page.getByRole('button', { name: 'React with 👍' }).click();
+    await alice.messages(said.offline).first().locator('.reaction').filter({ hasText: '👍' }).waitFor();
+    await alice.page.locator('.conversation-header').getByRole('status').filter({ hasText: 'online' }).waitFor();
+    await alice.messageLog.getByText('Seen', { exact: true }).waitFor();
+    await bob.composer.pressSequentially('See you at');
+    await alice.page.getByRole('status').filter({ hasText: 'bob is typing…' }).waitFor();
   });
 
   step("a screenshot of Alice's chat screen is taken", async () => {

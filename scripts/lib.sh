@@ -66,7 +66,10 @@ require_chromium() {
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends chromium chromium-driver
+    # The emoji font only for the README's screenshot (UPDATE_SCREENSHOT=1): without it
+    # Chromium draws reactions as blanks. No test depends on it.
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends \
+        chromium chromium-driver fonts-noto-color-emoji
 }
 
 require_command() {
