@@ -40,7 +40,7 @@ impl Change {
 
 /// What a backend writes for a change, besides the change's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Write {
+pub enum MessageUpdate {
     /// The new subject and text, and `edited_at` = `at`.
     Edit {
         content: Content,
@@ -59,7 +59,7 @@ pub fn plan(
     user: &UserId,
     change: &Change,
     now: i64,
-) -> Result<Option<(Write, StoredMessage)>, StoreError> {
+) -> Result<Option<(MessageUpdate, StoredMessage)>, StoreError> {
     let mut after = current.clone();
     let write = match change {
         Change::Edit(edit) => {
@@ -84,7 +84,7 @@ pub fn plan(
             };
             after.content = Some(content.clone());
             after.edited_at = Some(now);
-            Write::Edit { content, at: now }
+            MessageUpdate::Edit { content, at: now }
         }
         Change::Delete(_) => {
             if current.sender != *user {
@@ -95,7 +95,7 @@ pub fn plan(
             }
             after.content = None;
             after.reactions.clear();
-            Write::Erase
+            MessageUpdate::Erase
         }
         Change::React(reaction) => {
             if current.content.is_none() {
@@ -114,7 +114,7 @@ pub fn plan(
                 if after.reactions[at].users.is_empty() {
                     after.reactions.remove(at);
                 }
-                Write::RemoveReaction(reaction.emoji.clone())
+                MessageUpdate::RemoveReaction(reaction.emoji.clone())
             } else {
                 if mine {
                     return Ok(None);
@@ -141,7 +141,7 @@ pub fn plan(
                         users: vec![user.clone()],
                     }),
                 }
-                Write::AddReaction(reaction.emoji.clone())
+                MessageUpdate::AddReaction(reaction.emoji.clone())
             }
         }
     };

@@ -17,7 +17,7 @@ use super::reads::member_chat_row;
 use super::rows::{MESSAGE_COLUMNS, REPLY_JOIN, message_at, with_reactions_in};
 use super::tailer::{Committed, TailerLink};
 use super::writer::{CHANNEL, COMMIT_TIMEOUT, PUBLISH_TIMEOUT};
-use crate::store::changes::{Change, Write, plan};
+use crate::store::changes::{Change, MessageUpdate, plan};
 use crate::store::decode::{id_from_sql, id_to_sql, stored_user};
 use crate::store::{StoreError, StoredEvent, StoredMessage};
 use chat_transport::unix_now;
@@ -112,7 +112,7 @@ async fn store(
 
     let id = last + 1;
     match write {
-        Write::Edit { content, at } => {
+        MessageUpdate::Edit { content, at } => {
             tx.execute(
                 "UPDATE messages SET subject = $2, text = $3, edited_at = $4 WHERE id = $1",
                 &[
@@ -124,7 +124,7 @@ async fn store(
             )
             .await?;
         }
-        Write::Erase => {
+        MessageUpdate::Erase => {
             tx.execute("DELETE FROM reactions WHERE message = $1", &[&message])
                 .await?;
             tx.execute(
@@ -133,14 +133,14 @@ async fn store(
             )
             .await?;
         }
-        Write::AddReaction(emoji) => {
+        MessageUpdate::AddReaction(emoji) => {
             tx.execute(
                 "INSERT INTO reactions (message, emoji, user_id) VALUES ($1, $2, $3)",
                 &[&message, &emoji.as_str(), &user.as_str()],
             )
             .await?;
         }
-        Write::RemoveReaction(emoji) => {
+        MessageUpdate::RemoveReaction(emoji) => {
             tx.execute(
                 "DELETE FROM reactions WHERE message = $1 AND emoji = $2 AND user_id = $3",
                 &[&message, &emoji.as_str(), &user.as_str()],

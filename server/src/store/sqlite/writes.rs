@@ -13,7 +13,7 @@ use super::reads::message_in_chat;
 use super::rows::{
     MESSAGE_COLUMNS, MessageRow, REPLY_JOIN, id_from_sql, id_to_sql, stored_chat, stored_user,
 };
-use crate::store::changes::{Change, Write, plan};
+use crate::store::changes::{Change, MessageUpdate, plan};
 use crate::store::decode::member_key;
 use crate::store::{ReplyPreview, StoreError, StoredEvent, StoredMessage, TokenHash};
 
@@ -343,7 +343,7 @@ pub fn change(
     )?
     .execute(params![id, message, chat, change.kind(), now])?;
     match write {
-        Write::Edit { content, at } => conn
+        MessageUpdate::Edit { content, at } => conn
             .prepare_cached(
                 "UPDATE messages SET subject = ?2, text = ?3, edited_at = ?4 WHERE id = ?1",
             )?
@@ -353,7 +353,7 @@ pub fn change(
                 content.text.as_str(),
                 at
             ])?,
-        Write::Erase => {
+        MessageUpdate::Erase => {
             conn.prepare_cached("DELETE FROM reactions WHERE message = ?1")?
                 .execute([message])?;
             conn.prepare_cached(
@@ -361,10 +361,10 @@ pub fn change(
             )?
             .execute([message])?
         }
-        Write::AddReaction(emoji) => conn
+        MessageUpdate::AddReaction(emoji) => conn
             .prepare_cached("INSERT INTO reactions (message, emoji, user_id) VALUES (?1, ?2, ?3)")?
             .execute(params![message, emoji.as_str(), user.as_str()])?,
-        Write::RemoveReaction(emoji) => conn
+        MessageUpdate::RemoveReaction(emoji) => conn
             .prepare_cached(
                 "DELETE FROM reactions WHERE message = ?1 AND emoji = ?2 AND user_id = ?3",
             )?
