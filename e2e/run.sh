@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the end-to-end browser test (e2e/chat.test.mjs): the release chat-server serving dist/,
-# driven in Debian's headless Chromium by playwright-core. Expects both to be built already
-# (scripts/test builds them); installs the pinned npm packages when the lock file changed.
+# Runs the end-to-end browser tests (every e2e/*.test.mjs, or the files named as arguments, e.g.
+# `e2e/run.sh e2e/tabs.test.mjs`): the release chat-server serving dist/, driven in Debian's
+# headless Chromium by playwright-core. Expects both to be built already (scripts/test builds
+# them); installs the pinned npm packages when the lock file changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,4 +23,7 @@ if [ ! -d e2e/node_modules ] || [ e2e/package-lock.json -nt e2e/node_modules ]; 
     touch e2e/node_modules
 fi
 
-node --test --test-timeout=180000 e2e/
+if [ "$#" -eq 0 ]; then
+    set -- e2e/
+fi
+node --test --test-timeout=180000 "$@"
