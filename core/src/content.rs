@@ -10,18 +10,9 @@ use crate::limits::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Text(String);
 
+parse_by_check!(Text);
+
 impl Text {
-    pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        Self::check(input)?;
-        Ok(Self(input.to_owned()))
-    }
-
-    /// [`Self::parse`] of a string the caller owns, which the value then keeps: no copy.
-    pub fn parse_owned(input: String) -> Result<Self, ValidationError> {
-        Self::check(&input)?;
-        Ok(Self(input))
-    }
-
     fn check(input: &str) -> Result<(), ValidationError> {
         if shows_nothing(input) {
             return Err(ValidationError::TextBlank);
@@ -54,18 +45,9 @@ impl Text {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subject(String);
 
+parse_by_check!(Subject);
+
 impl Subject {
-    pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        Self::check(input)?;
-        Ok(Self(input.to_owned()))
-    }
-
-    /// [`Self::parse`] of a string the caller owns, which the value then keeps: no copy.
-    pub fn parse_owned(input: String) -> Result<Self, ValidationError> {
-        Self::check(&input)?;
-        Ok(Self(input))
-    }
-
     fn check(input: &str) -> Result<(), ValidationError> {
         let length = input.chars().count();
         if length > SUBJECT_MAX_CHARS {

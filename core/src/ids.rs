@@ -57,19 +57,10 @@ impl fmt::Display for UserId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ChatId(String);
 
+parse_by_check!(ChatId);
+
 impl ChatId {
     const HEX_DIGITS: usize = 32;
-
-    pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        Self::check(input)?;
-        Ok(Self(input.to_owned()))
-    }
-
-    /// [`Self::parse`] of a string the caller owns, which the value then keeps: no copy.
-    pub fn parse_owned(input: String) -> Result<Self, ValidationError> {
-        Self::check(&input)?;
-        Ok(Self(input))
-    }
 
     fn check(input: &str) -> Result<(), ValidationError> {
         if input.is_empty() {
@@ -158,18 +149,9 @@ impl fmt::Display for MessageId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientId(String);
 
+parse_by_check!(ClientId);
+
 impl ClientId {
-    pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        Self::check(input)?;
-        Ok(Self(input.to_owned()))
-    }
-
-    /// [`Self::parse`] of a string the caller owns, which the value then keeps: no copy.
-    pub fn parse_owned(input: String) -> Result<Self, ValidationError> {
-        Self::check(&input)?;
-        Ok(Self(input))
-    }
-
     fn check(input: &str) -> Result<(), ValidationError> {
         if input.is_empty() {
             return Err(ValidationError::ClientIdMissing);

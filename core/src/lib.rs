@@ -15,6 +15,26 @@
 //! Nothing here knows about tokio, SQL or the DOM: the browser form and the server run the
 //! very same checks, so a user sees the server's rule before a request is even sent.
 
+/// `parse` (copies a borrowed string) and `parse_owned` (keeps the caller's string) of a
+/// string newtype whose `check` says whether a value is valid: one definition for every such
+/// type, so the two cannot come to check differently.
+macro_rules! parse_by_check {
+    ($type:ident) => {
+        impl $type {
+            pub fn parse(input: &str) -> Result<Self, ValidationError> {
+                Self::check(input)?;
+                Ok(Self(input.to_owned()))
+            }
+
+            /// [`Self::parse`] of a string the caller owns, which the value then keeps: no copy.
+            pub fn parse_owned(input: String) -> Result<Self, ValidationError> {
+                Self::check(&input)?;
+                Ok(Self(input))
+            }
+        }
+    };
+}
+
 pub mod activity;
 pub mod codec;
 pub mod content;
