@@ -11,6 +11,7 @@ mod decode;
 pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
+mod token_cache;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

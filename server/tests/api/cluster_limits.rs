@@ -157,6 +157,61 @@ async fn the_send_rate_and_sign_ins_per_address_do_not_multiply_by_the_number_of
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_on_every_server_take_exactly_the_burst_per_user() {
+    // Each server charges the budgets of every Send it has waiting in one statement, a user's
+    // several cells at once: at once from three servers, a burst of 5 still lets 5 through.
+    if !on_postgres() {
+        return;
+    }
+    const BURST: usize = 5;
+    const PER_SERVER: usize = 12;
+    let limits = ["--send-rate", "1", "--send-burst", "5"];
+    let first = spawn_process(&limits).await;
+    let second = spawn_process_sharing(&first, &limits).await;
+    let third = spawn_process_sharing(&first, &limits).await;
+    let [alice, bob] = signed_up_all(&first, ["alice", "bob"]).await;
+    let chat_id = new_chat(&first, &alice, &["alice", "bob"]).await;
+
+    let start = std::time::Instant::now();
+    let mut sends = tokio::task::JoinSet::new();
+    for (n, server) in [&first, &second, &third].into_iter().enumerate() {
+        for (who, token) in [("alice", &alice), ("bob", &bob)] {
+            for m in 0..PER_SERVER {
+                let mut chat = server.chat().await;
+                let request = authed(
+                    token,
+                    send_request(&chat_id, &format!("{who}{n}-{m}"), "hi"),
+                );
+                sends.spawn(async move { (who, within(chat.send(request)).await) });
+            }
+        }
+    }
+    let mut accepted = std::collections::HashMap::<&str, usize>::new();
+    while let Some(joined) = sends.join_next().await {
+        let (who, outcome) = joined.expect("a send task");
+        match outcome {
+            Ok(_) => *accepted.entry(who).or_default() += 1,
+            Err(refused) => {
+                assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+                let retry_after = error_details(&refused).1.expect("a retry hint");
+                assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}");
+            }
+        }
+    }
+    // One more cell a second: a slow run may see a few more, never fewer.
+    let refilled = usize::try_from(start.elapsed().as_secs()).unwrap_or(usize::MAX);
+    for who in ["alice", "bob"] {
+        let taken = accepted.get(who).copied().unwrap_or(0);
+        assert!(
+            (BURST..=BURST + refilled).contains(&taken),
+            "{who}: {taken} of {} Sends accepted at a burst of {BURST} in {:?}",
+            3 * PER_SERVER,
+            start.elapsed()
+        );
+    }
+}
+
 /// Asserts that `result` is a RESOURCE_EXHAUSTED refusal for `reason`.
 fn assert_refused<T: std::fmt::Debug>(
     result: Result<T, tonic::Status>,

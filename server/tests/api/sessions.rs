@@ -210,6 +210,72 @@ async fn a_sign_out_on_one_server_ends_streams_on_another() {
     assert!(page.messages.is_empty(), "{:?}", page.messages);
 }
 
+/// Lists on `chat` with `token` until the token is refused; how long that took.
+async fn refused_within(
+    chat: &mut ChatClient<Channel>,
+    token: &str,
+    bound: std::time::Duration,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    loop {
+        match within(chat.list(authed(token, ListRequest::default()))).await {
+            Err(status) => {
+                assert_token_refused(&status, "List after the revocation");
+                return start.elapsed();
+            }
+            Ok(_) => assert!(
+                start.elapsed() < bound,
+                "the other server still took the revoked token after {bound:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_revoked_on_one_server_are_refused_on_another_within_a_notifications_delay() {
+    // Several servers share a database only on PostgreSQL, whose servers cache token owners
+    // and forget them when another server's revocation is announced. Without that
+    // announcement an entry would be trusted for 30 s: the bound below is far shorter.
+    if !on_postgres() {
+        return;
+    }
+    let bound = std::time::Duration::from_secs(2);
+    let first = spawn_process(&[]).await;
+    let second = spawn_process_sharing(&first, &[]).await;
+    let (_, signed_out) = signed_up(&first, "alice").await;
+    let everywhere = signed_in(&first, "alice").await;
+    let (_, bob) = signed_up(&first, "bob").await;
+    let mut on_second = second.chat().await;
+    // Each token is now in the second server's cache.
+    for token in [&signed_out, &everywhere, &bob] {
+        within(on_second.list(authed(token, ListRequest::default())))
+            .await
+            .expect("a fresh token works on the other server");
+    }
+
+    sign_out(&first, &signed_out).await;
+    let took = refused_within(&mut on_second, &signed_out, bound).await;
+    eprintln!("SignOut reached the other server within {took:?}");
+    within(on_second.list(authed(&everywhere, ListRequest::default())))
+        .await
+        .expect("the user's other session is untouched by SignOut");
+
+    within(
+        first
+            .auth()
+            .await
+            .sign_out_everywhere(authed(&everywhere, SignOutEverywhereRequest {})),
+    )
+    .await
+    .expect("sign out everywhere");
+    let took = refused_within(&mut on_second, &everywhere, bound).await;
+    eprintln!("SignOutEverywhere reached the other server within {took:?}");
+    within(on_second.list(authed(&bob, ListRequest::default())))
+        .await
+        .expect("another user's cached session is untouched");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_out_everywhere_revokes_every_token_of_the_user_on_both_transports() {
     let app = spawn_app_with(&["--token-recheck-secs", "3600"]).await;

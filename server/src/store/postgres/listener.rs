@@ -4,6 +4,8 @@
 //! notifications sent while it was away are lost; the tailer then reads what it missed.
 //! It also listens on the signals' channel and forwards those payloads (events that are not
 //! messages, see `signals.rs`) untouched; signals sent while it was away are lost for good.
+//! And it keeps the token cache honest: each revocation heard makes it forget that user's
+//! tokens, and the cache is suspended while the listener is away (see `TokenCache`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,9 +15,13 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use chat_core::ids::UserId;
+
 use super::activity::SIGNALS_CHANNEL;
 use super::tailer::Hints;
 use super::writer::CHANNEL;
+use super::writes::TOKENS_CHANNEL;
+use crate::store::token_cache::TokenCache;
 
 /// The pause before reconnecting a dropped listener.
 const RECONNECT: Duration = Duration::from_millis(500);
@@ -25,12 +31,14 @@ pub async fn run(
     config: tokio_postgres::Config,
     hints: Arc<Hints>,
     signals: mpsc::UnboundedSender<String>,
+    tokens: Arc<TokenCache>,
     mut tailer_gone: watch::Receiver<()>,
 ) {
     loop {
         tokio::select! {
             _ = tailer_gone.changed() => return,
-            error = listen(&config, &hints, &signals) => {
+            error = listen(&config, &hints, &signals, &tokens) => {
+                tokens.suspend();
                 tracing::warn!(%error, "database listener lost; reconnecting");
             }
         }
@@ -46,6 +54,7 @@ async fn listen(
     config: &tokio_postgres::Config,
     hints: &Hints,
     signals: &mpsc::UnboundedSender<String>,
+    tokens: &Arc<TokenCache>,
 ) -> String {
     let (client, mut connection) = match config.connect(NoTls).await {
         Ok(connected) => connected,
@@ -55,12 +64,23 @@ async fn listen(
     // The connection delivers notifications only while it is polled; this task does that
     // and ends (dropping `notes`) when the connection does.
     let signals = signals.clone();
+    let heard = Arc::clone(tokens);
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(note)) if note.channel() == SIGNALS_CHANNEL => {
                     let _ = signals.send(note.payload().to_owned());
+                }
+                Ok(AsyncMessage::Notification(note)) if note.channel() == TOKENS_CHANNEL => {
+                    match UserId::parse(note.payload()) {
+                        Ok(user) => heard.forget_user(&user),
+                        // Not written by a chat-server: forgetting everything is always safe.
+                        Err(_) => {
+                            heard.suspend();
+                            heard.resume();
+                        }
+                    }
                 }
                 Ok(AsyncMessage::Notification(note)) => {
                     let _ = notes.send(note.payload().parse::<u64>().unwrap_or(0));
@@ -72,12 +92,16 @@ async fn listen(
         None
     });
     if let Err(error) = client
-        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {SIGNALS_CHANNEL}"))
+        .batch_execute(&format!(
+            "LISTEN {CHANNEL}; LISTEN {SIGNALS_CHANNEL}; LISTEN {TOKENS_CHANNEL}"
+        ))
         .await
     {
         driver.abort();
         return error.to_string();
     }
+    // Every revocation committed from here on will be heard.
+    tokens.resume();
     hints.reconnected.store(true, Ordering::Release);
     hints.wake.notify_one();
     while let Some(announced) = received.recv().await {

@@ -14,8 +14,9 @@
 //! - `leases`: open streams per user as expiring rows; `rates`: GCRA budgets per key (send
 //!   rate, sign-ins per address). The limits that hold across servers keep their state here.
 //!
-//! Tokens are not cached here, unlike in the SQLite backend: another server's SignOut could
-//! not reach such a cache.
+//! Token owners are cached as in the SQLite backend, but a shared [`TokenCache`]: every
+//! revocation notifies the other servers, whose listeners make their caches forget, and an
+//! entry is trusted for `TOKEN_TRUST_SECS` at most in case a listener hangs unnoticed.
 
 mod activity;
 mod changes;
@@ -47,6 +48,7 @@ use self::rates::PgRates;
 use self::tailer::TailerLink;
 use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
+use super::token_cache::TokenCache;
 use super::{
     AccountSettings, Change, ChatPage, Contact, HistoryPage, ReadMove, SearchPage, SharedRates,
     SharedSignals, Store, StoreError, StoredEvent, StoredMessage, StreamLeases, TokenHash,
@@ -59,6 +61,10 @@ use chat_transport::unix_now;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a call waits for a free pooled connection before it gets UNAVAILABLE.
 const POOL_WAIT: Duration = Duration::from_secs(5);
+/// How long a cached token owner is trusted without reading the token again: the longest a
+/// revocation on another server could go unheard here if the listener's connection hung
+/// without failing. Otherwise revocations reach this cache within a notification's delay.
+const TOKEN_TRUST_SECS: i64 = 30;
 
 /// The PostgreSQL [`Store`].
 pub struct PgStore {
@@ -68,6 +74,7 @@ pub struct PgStore {
     leases: Arc<PgLeases>,
     rates: Arc<PgRates>,
     signals: Arc<PgSignals>,
+    tokens: Arc<TokenCache>,
 }
 
 impl PgStore {
@@ -118,12 +125,14 @@ impl PgStore {
             .try_get(0)?;
         drop(client);
         let (heard, signals) = mpsc::unbounded_channel();
+        let tokens = Arc::new(TokenCache::shared(TOKEN_TRUST_SECS));
         let tailer = Arc::new(tailer::start(
             pool.clone(),
             config,
             broker,
             MessageId(id_from_sql(newest)),
             heard,
+            Arc::clone(&tokens),
         ));
         let probed = pool.clone();
         metrics.watch_pool(move || {
@@ -141,6 +150,7 @@ impl PgStore {
             leases: Arc::new(PgLeases::start(pool.clone())),
             rates: Arc::new(PgRates::new(pool.clone())),
             signals: Arc::new(PgSignals::new(pool.clone(), signals)),
+            tokens,
             pool,
         })
     }
@@ -193,24 +203,48 @@ impl Store for PgStore {
         user: &UserId,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        writes::save_token(&self.client().await?, &token, user, expires_at, unix_now()).await
+        let now = unix_now();
+        writes::save_token(&self.client().await?, &token, user, expires_at, now).await?;
+        // A token is only handed out after this returns, so nobody can have revoked it yet.
+        let revocations = self.tokens.revocations();
+        self.tokens
+            .remember(token, user, expires_at, now, revocations);
+        Ok(())
     }
 
     async fn token_owner(&self, token: TokenHash, now: i64) -> Result<Option<UserId>, StoreError> {
-        reads::token_owner(&self.client().await?, &token, now).await
+        if let Some(owner) = self.tokens.owner(&token, now) {
+            return Ok(Some(owner));
+        }
+        let revocations = self.tokens.revocations();
+        let found = reads::token_owner(&self.client().await?, &token, now).await?;
+        Ok(found.map(|(owner, expires_at)| {
+            self.tokens
+                .remember(token, &owner, expires_at, now, revocations);
+            owner
+        }))
     }
 
+    // Each revocation is forgotten here once it has committed; the other servers forget it
+    // when they hear its notification.
+
     async fn revoke_token(&self, token: TokenHash) -> Result<(), StoreError> {
-        writes::revoke_token(&self.client().await?, &token).await
+        writes::revoke_token(&self.client().await?, &token).await?;
+        self.tokens.forget(&token);
+        Ok(())
     }
 
     async fn revoke_tokens_of(&self, user: &UserId) -> Result<(), StoreError> {
-        writes::revoke_tokens_of(&self.client().await?, user).await
+        writes::revoke_tokens_of(&self.client().await?, user).await?;
+        self.tokens.forget_user(user);
+        Ok(())
     }
 
     async fn set_password(&self, user: &UserId, password_hash: String) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        writes::set_password(&mut client, user, &password_hash).await
+        writes::set_password(&mut client, user, &password_hash).await?;
+        self.tokens.forget_user(user);
+        Ok(())
     }
 
     async fn create_chat(

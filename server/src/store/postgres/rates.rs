@@ -2,7 +2,8 @@
 //! whose clocks differ still agree:
 //! - rate budgets (the send rate and New calls per user, sign-ins and sign-outs per address):
 //!   one GCRA row per key holding its theoretical arrival time, moved by a single
-//!   `INSERT … ON CONFLICT DO UPDATE … WHERE` that both checks and charges;
+//!   `INSERT … ON CONFLICT DO UPDATE` that both checks and charges, for every charge this
+//!   server has waiting at the moment (see `charge_queued`);
 //! - failed sign-ins: the ladder of (account, address) and the account's budget of
 //!   `limits::sign_in` as rows, locked together for one attempt's decision, which
 //!   `sign_in::Policy` makes exactly as it does in one server's memory.
@@ -10,9 +11,12 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use std::collections::{BTreeMap, HashMap};
+
 use async_trait::async_trait;
 use chat_core::ids::UserId;
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::{Client, GenericClient, Pool};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::limits::sign_in::{At, Bucket, Ladder, Policy};
 use crate::store::{SharedRates, StoreError};
@@ -21,14 +25,147 @@ use crate::store::{SharedRates, StoreError};
 /// as no row), so made-up keys cannot grow the table.
 const FORGET_AFTER_SECS: f64 = 600.0;
 
+/// Charges waiting for the charger; takers wait when it is full.
+const CHARGES_QUEUED: usize = 4096;
+/// How many charges one round of the charger takes at most.
+const MAX_CHARGES: usize = 1024;
+
+/// A budget's shape: one cell every `interval`, `burst` cells at once.
+type Shape = (Duration, u32);
+
+/// What a charge comes to: taken, or how long until a cell is there.
+type Outcome = Result<Result<(), Duration>, StoreError>;
+
 pub struct PgRates {
     pool: Pool,
+    charges: mpsc::Sender<Charge>,
+}
+
+/// One cell of `key`'s budget asked for, with where the answer goes.
+struct Charge {
+    key: String,
+    shape: Shape,
+    reply: oneshot::Sender<Outcome>,
 }
 
 impl PgRates {
+    /// Starts the charger task, which ends when this is dropped.
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        let (charges, queue) = mpsc::channel(CHARGES_QUEUED);
+        tokio::spawn(charge_queued(pool.clone(), queue));
+        Self { pool, charges }
     }
+}
+
+/// The charger: a budget is charged on every Send, so charges are grouped like the writer's
+/// appends: each round takes every charge queued at the moment and settles all of a shape in
+/// one statement (one round trip, one row update per key however many cells it takes), while
+/// the next round's charges queue. An idle server's one charge goes at once.
+async fn charge_queued(pool: Pool, mut queue: mpsc::Receiver<Charge>) {
+    let mut round = Vec::with_capacity(MAX_CHARGES);
+    while queue.recv_many(&mut round, MAX_CHARGES).await > 0 {
+        let mut by_shape: HashMap<Shape, Vec<Charge>> = HashMap::new();
+        for charge in round.drain(..) {
+            by_shape.entry(charge.shape).or_default().push(charge);
+        }
+        let client = match pool.get().await {
+            Ok(client) => client,
+            Err(error) => {
+                let error = StoreError::from(error);
+                for charge in by_shape.into_values().flatten() {
+                    let _ = charge.reply.send(Err(error.clone()));
+                }
+                continue;
+            }
+        };
+        // A round holds as many shapes as kinds of limit were charged (a handful): their
+        // statements share the connection's pipeline.
+        futures::future::join_all(
+            by_shape
+                .into_iter()
+                .map(|(shape, charges)| charge_shape(&client, shape, charges)),
+        )
+        .await;
+    }
+}
+
+/// Charges every key of `charges`, each as many cells as it has charges (up to `burst`),
+/// and answers each charge in the order it came: the first ones of a key take the cells its
+/// budget had, the others hear how long until the next.
+async fn charge_shape(client: &Client, (interval, burst): Shape, charges: Vec<Charge>) {
+    // In key order, which is the order the statement locks the rows in: two servers charging
+    // the same keys at once then wait for one another instead of deadlocking.
+    let mut wanted: BTreeMap<&str, i32> = BTreeMap::new();
+    for charge in &charges {
+        let cells = wanted.entry(charge.key.as_str()).or_default();
+        *cells = (*cells + 1).min(i32::try_from(burst.max(1)).unwrap_or(i32::MAX));
+    }
+    let (keys, cells): (Vec<&str>, Vec<i32>) = wanted.into_iter().unzip();
+    let interval = interval.as_secs_f64();
+    // A key may run `tolerance` ahead of now: `burst` cells at once, then one per interval.
+    let tolerance = interval * f64::from(burst.max(1) - 1);
+    let charged = charge_statement(client, &keys, &cells, interval, tolerance).await;
+    let mut budgets = match charged {
+        Ok(budgets) => budgets,
+        Err(error) => {
+            for charge in charges {
+                let _ = charge.reply.send(Err(error.clone()));
+            }
+            return;
+        }
+    };
+    for charge in charges {
+        let outcome = match budgets.get_mut(&charge.key) {
+            Some((granted, _)) if *granted > 0 => {
+                *granted -= 1;
+                Ok(Ok(()))
+            }
+            Some((_, wait)) => Ok(Err(Duration::from_secs_f64(wait.clamp(0.001, 86_400.0)))),
+            None => Err(StoreError::Unavailable(format!(
+                "the rate budget of {} was not returned",
+                charge.key
+            ))),
+        };
+        let _ = charge.reply.send(outcome);
+    }
+}
+
+/// Runs the charge: per key, the cells granted and the seconds until its next cell.
+async fn charge_statement(
+    client: &Client,
+    keys: &[&str],
+    cells: &[i32],
+    interval: f64,
+    tolerance: f64,
+) -> Result<HashMap<String, (i32, f64)>, StoreError> {
+    // GCRA for several cells: a budget whose theoretical arrival time is `tat` may take the
+    // k-th cell now if max(tat, now) + (k - 1) × interval - now <= tolerance. A new key has
+    // its whole burst, which `cells` never exceeds. `granted` is set from the row as it was
+    // before the update (SET reads the old row), and RETURNING reads it back.
+    let statement = client
+        .prepare_cached(
+            "WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)
+             INSERT INTO rate_budgets AS b (key, tat, granted)
+             SELECT w.key, now.t + $2::float8 * w.cells, w.cells
+             FROM unnest($1::text[], $4::int4[]) AS w(key, cells), now
+             ORDER BY w.key
+             ON CONFLICT (key) DO UPDATE
+             SET (tat, granted) = (
+                 SELECT greatest(b.tat, n.t) + $2::float8 * g.cells, g.cells
+                 FROM now n, LATERAL (SELECT least(
+                     excluded.granted::float8,
+                     greatest(0, floor((n.t + $3::float8 - greatest(b.tat, n.t)) / $2::float8) + 1)
+                 )::int4 AS cells) g
+             )
+             RETURNING key, granted, tat - $3::float8 - (SELECT t FROM now)",
+        )
+        .await?;
+    let rows = client
+        .query(&statement, &[&keys, &interval, &tolerance, &cells])
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?))))
+        .collect()
 }
 
 /// Deletes the rows of budgets that are long full again and of sign-in state that has been
@@ -101,40 +238,15 @@ impl SharedRates for PgRates {
         interval: Duration,
         burst: u32,
     ) -> Result<Result<(), Duration>, StoreError> {
-        let client = self.pool.get().await?;
-        let interval = interval.as_secs_f64();
-        // A key may run `tolerance` ahead of now: `burst` cells at once, then one per interval.
-        let tolerance = interval * f64::from(burst.max(1) - 1);
-        // Prepared once per connection: this runs on every Send, and a statement given as
-        // text is parsed and planned again each time, in a round trip of its own.
-        let charge = client
-            .prepare_cached(
-                "WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)
-                 INSERT INTO rate_budgets AS b (key, tat)
-                 SELECT $1, t + $2 FROM now
-                 ON CONFLICT (key) DO UPDATE
-                 SET tat = greatest(b.tat, (SELECT t FROM now)) + $2
-                 WHERE greatest(b.tat, (SELECT t FROM now)) - (SELECT t FROM now) <= $3
-                 RETURNING tat",
-            )
-            .await?;
-        let charged = client
-            .query_opt(&charge, &[&key, &interval, &tolerance])
-            .await?;
-        if charged.is_some() {
-            return Ok(Ok(()));
-        }
-        let full_at = client
-            .prepare_cached(
-                "SELECT tat - $2 - extract(epoch FROM clock_timestamp())::float8
-                 FROM rate_budgets WHERE key = $1",
-            )
-            .await?;
-        let wait: f64 = client
-            .query_opt(&full_at, &[&key, &tolerance])
-            .await?
-            .map_or(Ok(0.0), |row| row.try_get(0))?;
-        Ok(Err(Duration::from_secs_f64(wait.clamp(0.001, 86_400.0))))
+        let (reply, outcome) = oneshot::channel();
+        let charge = Charge {
+            key: key.to_owned(),
+            shape: (interval, burst),
+            reply,
+        };
+        let stopped = || StoreError::Unavailable("the rate charger stopped".to_owned());
+        self.charges.send(charge).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     async fn sign_in_attempt(

@@ -26,19 +26,22 @@ pub async fn password_hash(client: &Client, user: &UserId) -> Result<Option<Stri
     Ok(row.map(|row| row.try_get(0)).transpose()?)
 }
 
-/// The owner of `token`, if it is unexpired at `now` and not revoked.
+/// The owner of `token` and when it expires, if it is unexpired at `now` and not revoked.
 pub async fn token_owner(
     client: &Client,
     token: &TokenHash,
     now: i64,
-) -> Result<Option<UserId>, StoreError> {
+) -> Result<Option<(UserId, i64)>, StoreError> {
     let statement = client
-        .prepare_cached("SELECT user_id FROM tokens WHERE token_hash = $1 AND expires_at > $2")
+        .prepare_cached(
+            "SELECT user_id, expires_at FROM tokens WHERE token_hash = $1 AND expires_at > $2",
+        )
         .await?;
     let row = client
         .query_opt(&statement, &[&token.as_slice(), &now])
         .await?;
-    row.map(|row| stored_user(row.try_get(0)?)).transpose()
+    row.map(|row| Ok((stored_user(row.try_get(0)?)?, row.try_get(1)?)))
+        .transpose()
 }
 
 /// The row id of `chat` if `user` is one of its members. A missing chat and a foreign chat

@@ -179,6 +179,20 @@ CREATE TABLE presence (
 -- budget back in full, as a restart does to one server's budgets in memory.
 ALTER TABLE rate_budgets SET UNLOGGED;
 ",
+    "
+-- Charges of many keys go in one statement (rates.rs), and a key may be charged several cells
+-- at once: `granted` is how many the last charge took, which RETURNING reports.
+ALTER TABLE rate_budgets ADD COLUMN granted INTEGER NOT NULL DEFAULT 0;
+",
+    "
+-- The search index's words wait in a pending list of at most 64 kB (the least PostgreSQL
+-- allows) before they are merged into the index, many messages' at a time. Merged one message
+-- at a time (fastupdate off), each word of every new message descends its own posting tree
+-- under the message counter's lock, the largest part of a batch's work; a search reads the
+-- pending list through, which at 64 kB (a few hundred messages) costs little, unlike the
+-- default 4 MB that made searches slow (see migration 6).
+ALTER INDEX messages_search SET (fastupdate = on, gin_pending_list_limit = 64);
+",
 ];
 
 /// Brings the schema up to date, waiting for any other server migrating at the same moment.

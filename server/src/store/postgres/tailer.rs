@@ -30,6 +30,7 @@ use super::reads::events;
 use super::rows::{MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, REPLY_JOIN};
 use crate::fanout::Broker;
 use crate::store::decode::{id_to_sql, stored_user};
+use crate::store::token_cache::TokenCache;
 use crate::store::{StoreError, StoredEvent};
 
 /// Events read per query.
@@ -84,6 +85,7 @@ pub fn start(
     broker: Arc<Broker>,
     newest: MessageId,
     signals: mpsc::UnboundedSender<String>,
+    tokens: Arc<TokenCache>,
 ) -> TailerLink {
     broker.start_after(newest);
     let (handoff, handed) = mpsc::unbounded_channel();
@@ -94,6 +96,7 @@ pub fn start(
         config,
         Arc::clone(&hints),
         signals,
+        tokens,
         tailer_gone,
     ));
     let tailer = Tailer {

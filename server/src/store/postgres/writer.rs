@@ -61,6 +61,19 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 const CHAT_CACHE_MAX: usize = 16_384;
 /// The channel the tailers of every server listen on.
 pub const CHANNEL: &str = "chat_messages";
+/// Set at the start of every batch's transaction, before its statements run.
+///
+/// A prepared statement is planned once per connection and its plan kept until the
+/// tables' statistics change. Planned while `messages` is empty or small (a new database,
+/// whose first automatic ANALYZE is up to a minute away), the lookup of earlier client ids
+/// becomes a hash join over a sequential scan of the whole table, and stays so as the table
+/// grows: every batch then read every message, under the counter's lock (1.1 ms a batch at
+/// 65,000 messages in `chat-bench cluster`, the largest single cost of a batch); the
+/// originals of replies likewise. A plan made for each execution sees the table's current
+/// size, and costs a fraction of that. (Forbidding sequential scans and hash joins instead
+/// was tried: with the statistics of an empty table the planner then picked nested full
+/// index scans, which is worse.)
+const FRESH_PLANS: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
 
 /// An append queued for the writer, with where its result goes.
 pub struct Append {
@@ -307,10 +320,12 @@ async fn store_batch(
              WHERE id = ANY($1) AND NOT deleted",
         )
         .await?;
-    // Pipelined, in one round trip: the lock first, then the reads, which PostgreSQL runs
-    // in the order sent, so each starts once the lock is ours and (read committed: a snapshot
-    // per statement) sees every message and membership committed by any server before it.
-    let (locked, member_rows, earlier_rows, original_rows) = futures::future::try_join4(
+    // Pipelined, in one round trip: the planner's settings, the lock, then the reads, which
+    // PostgreSQL runs in the order sent, so each starts once the lock is ours and (read
+    // committed: a snapshot per statement) sees every message and membership committed by
+    // any server before it.
+    let (_, locked, member_rows, earlier_rows, original_rows) = futures::future::try_join5(
+        tx.batch_execute(FRESH_PLANS),
         tx.query_one(&lock, &[]),
         tx.query(&members_of, &[&distinct_chats]),
         tx.query(&earlier, &[&chats, &senders, &client_ids]),

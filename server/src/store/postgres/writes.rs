@@ -5,10 +5,13 @@
 use chat_core::ids::{ChatId, UserId};
 use chat_core::limits::BLOCKED_MAX;
 use chat_core::requests::Members;
-use deadpool_postgres::Client;
+use deadpool_postgres::{Client, GenericClient};
 
 use crate::store::decode::{member_key, stored_chat, stored_user};
 use crate::store::{StoreError, TokenHash};
+
+/// The channel every revocation of tokens notifies, with the user id whose tokens went.
+pub const TOKENS_CHANNEL: &str = "chat_tokens";
 
 pub async fn create_account(
     client: &Client,
@@ -52,20 +55,37 @@ pub async fn save_token(
     Ok(())
 }
 
+// Every revocation notifies `TOKENS_CHANNEL` with the owner's user id, in the statement that
+// deletes, so that the other servers' token caches forget that user's tokens once it commits.
+
 pub async fn revoke_token(client: &Client, token: &TokenHash) -> Result<(), StoreError> {
     let statement = client
-        .prepare_cached("DELETE FROM tokens WHERE token_hash = $1")
+        .prepare_cached(&format!(
+            "WITH gone AS (DELETE FROM tokens WHERE token_hash = $1 RETURNING user_id)
+             SELECT pg_notify('{TOKENS_CHANNEL}', user_id) FROM gone"
+        ))
         .await?;
     client.execute(&statement, &[&token.as_slice()]).await?;
     Ok(())
 }
 
 pub async fn revoke_tokens_of(client: &Client, user: &UserId) -> Result<(), StoreError> {
-    let statement = client
-        .prepare_cached("DELETE FROM tokens WHERE user_id = $1")
+    client
+        .execute(&revoke_all_statement(client).await?, &[&user.as_str()])
         .await?;
-    client.execute(&statement, &[&user.as_str()]).await?;
     Ok(())
+}
+
+/// Deletes every token of the user `$1` and tells the other servers.
+async fn revoke_all_statement(
+    client: &impl GenericClient,
+) -> Result<tokio_postgres::Statement, StoreError> {
+    Ok(client
+        .prepare_cached(&format!(
+            "WITH gone AS (DELETE FROM tokens WHERE user_id = $1)
+             SELECT pg_notify('{TOKENS_CHANNEL}', $1)"
+        ))
+        .await?)
 }
 
 /// Replaces `user`'s password hash and revokes all of the user's tokens in one transaction,
@@ -85,7 +105,7 @@ pub async fn set_password(
     if changed == 0 {
         return Err(StoreError::NoSuchAccount(user.clone()));
     }
-    tx.execute("DELETE FROM tokens WHERE user_id = $1", &[&user.as_str()])
+    tx.execute(&revoke_all_statement(&tx).await?, &[&user.as_str()])
         .await?;
     tx.commit().await?;
     Ok(())

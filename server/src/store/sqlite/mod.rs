@@ -7,7 +7,6 @@
 //! - `readers`: the reader pool; `reads`: the SQL of each read.
 //! - `activity`: read positions, settings and last-seen times, written and read.
 //! - `rows`: rows to validated records, ids to and from SQLite integers, driver errors.
-//! - `token_cache`: token owners kept in memory, so authenticating a call reads nothing.
 //! - `backup`: `chat-server backup`, a consistent copy taken while the server writes.
 
 mod activity;
@@ -16,7 +15,6 @@ mod readers;
 mod reads;
 mod rows;
 mod schema;
-mod token_cache;
 mod writer;
 mod writes;
 
@@ -33,7 +31,6 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) use self::schema::open_source;
 
 use self::readers::ReaderPool;
-use self::token_cache::TokenCache;
 use self::writer::{WriteRequest, Writer};
 use super::{
     AccountSettings, Change, ChatPage, Contact, HistoryPage, ReadMove, SearchPage, Store,
@@ -41,6 +38,8 @@ use super::{
 };
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
+use crate::store::token_cache::TokenCache;
+use chat_transport::unix_now;
 
 /// The SQLite [`Store`].
 pub struct SqliteStore {
@@ -62,13 +61,13 @@ impl SqliteStore {
         broker.start_after(schema::newest_event(&conn)?);
         // A file the server cannot write yet (a full disk) still serves reads: presence
         // then starts from what was stored.
-        if let Err(error) = activity::everyone_offline(&conn, chat_transport::unix_now()) {
+        if let Err(error) = activity::everyone_offline(&conn, unix_now()) {
             tracing::warn!(%error, "cannot reset presence at start-up");
         }
         Ok(Self {
             writes: Writer::start(conn, broker, metrics)?,
             readers: ReaderPool::new(path.to_owned()),
-            tokens: TokenCache::default(),
+            tokens: TokenCache::local(),
         })
     }
 
@@ -121,14 +120,15 @@ impl Store for SqliteStore {
         })
         .await?;
         // A token is only handed out after this returns, so nobody can have revoked it yet.
+        let revocations = self.tokens.revocations();
         self.tokens
-            .remember(token, user, expires_at, self.tokens.revocations());
+            .remember(token, user, expires_at, unix_now(), revocations);
         Ok(())
     }
 
     async fn token_owner(&self, token: TokenHash, now: i64) -> Result<Option<UserId>, StoreError> {
-        if let Some(cached) = self.tokens.owner(&token, now) {
-            return Ok(cached);
+        if let Some(owner) = self.tokens.owner(&token, now) {
+            return Ok(Some(owner));
         }
         let revocations = self.tokens.revocations();
         let found = self
@@ -136,7 +136,8 @@ impl Store for SqliteStore {
             .read(move |conn| reads::token_owner(conn, &token, now))
             .await?;
         Ok(found.map(|(owner, expires_at)| {
-            self.tokens.remember(token, &owner, expires_at, revocations);
+            self.tokens
+                .remember(token, &owner, expires_at, now, revocations);
             owner
         }))
     }
