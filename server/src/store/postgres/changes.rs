@@ -16,7 +16,7 @@ use deadpool_postgres::{Object, Pool};
 use super::reads::member_chat_row;
 use super::rows::{MESSAGE_COLUMNS, REPLY_JOIN, message_at, with_reactions_in};
 use super::tailer::{Committed, TailerLink};
-use super::writer::{CHANNEL, COMMIT_TIMEOUT, PUBLISH_TIMEOUT};
+use super::writer::{CHANNEL, COMMIT_TIMEOUT, FRESH_PLANS, PUBLISH_TIMEOUT};
 use crate::store::changes::{Change, MessageUpdate, plan};
 use crate::store::decode::{id_from_sql, id_to_sql, stored_user};
 use crate::store::{StoreError, StoredEvent, StoredMessage};
@@ -90,7 +90,9 @@ async fn store(
     let lock = tx
         .prepare_cached("SELECT last FROM message_seq FOR UPDATE")
         .await?;
-    let last: i64 = tx.query_one(&lock, &[]).await?.try_get(0)?;
+    let (_, locked) =
+        futures::future::try_join(tx.batch_execute(FRESH_PLANS), tx.query_one(&lock, &[])).await?;
+    let last: i64 = locked.try_get(0)?;
     let find = tx
         .prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}

@@ -61,7 +61,8 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 const CHAT_CACHE_MAX: usize = 16_384;
 /// The channel the tailers of every server listen on.
 pub const CHANNEL: &str = "chat_messages";
-/// Set at the start of every batch's transaction, before its statements run.
+/// Set in every transaction that takes the message counter's lock, before its statements
+/// are planned.
 ///
 /// A prepared statement is planned once per connection and its plan kept until the
 /// tables' statistics change. Planned while `messages` is empty or small (a new database,
@@ -73,7 +74,7 @@ pub const CHANNEL: &str = "chat_messages";
 /// size, and costs a fraction of that. (Forbidding sequential scans and hash joins instead
 /// was tried: with the statistics of an empty table the planner then picked nested full
 /// index scans, which is worse.)
-const FRESH_PLANS: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
+pub const FRESH_PLANS: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
 
 /// An append queued for the writer, with where its result goes.
 pub struct Append {
@@ -129,7 +130,7 @@ impl Writer {
 
     async fn commit_batch(&mut self, batch: Vec<Append>) {
         let now = unix_now();
-        let mut client = match self.pool.get().await {
+        let client = match self.pool.get().await {
             Ok(client) => client,
             Err(error) => return refuse(batch, &StoreError::from(error)),
         };
@@ -167,19 +168,25 @@ impl Writer {
 
         self.metrics.commit_batch.observe(candidates.len() as f64);
         let started = std::time::Instant::now();
-        let outcome =
-            match tokio::time::timeout(COMMIT_TIMEOUT, store_batch(&mut client, &candidates, now))
-                .await
-            {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    // The connection may be mid-transaction: never hand it back to the pool.
-                    drop(Object::take(client));
-                    Err(StoreError::Unavailable(
-                        "the database did not commit in time".into(),
-                    ))
-                }
-            };
+        let outcome = match tokio::time::timeout(
+            COMMIT_TIMEOUT,
+            store_batch(&client, &candidates, now),
+        )
+        .await
+        {
+            Ok(Ok(stored)) => Ok(stored),
+            // The connection may be mid-transaction: never hand it back to the pool.
+            Ok(Err(error)) => {
+                drop(Object::take(client));
+                Err(error)
+            }
+            Err(_) => {
+                drop(Object::take(client));
+                Err(StoreError::Unavailable(
+                    "the database did not commit in time".into(),
+                ))
+            }
+        };
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -281,8 +288,13 @@ fn reply_originals(
 
 /// Stores the candidates whose sender is a member in one transaction, in their order; returns
 /// each one's outcome (whether it is new: false when stored earlier, by any server).
+///
+/// Two round trips: `BEGIN`, the lock and the reads; then the writes and `COMMIT`. The
+/// transaction is opened and committed by statements pipelined with the others rather than
+/// by a `Transaction` (which would cost a round trip each), so on an error the caller must
+/// not hand the connection back to the pool: it may still be inside the transaction.
 async fn store_batch(
-    client: &mut Client,
+    client: &Client,
     candidates: &[Candidate],
     now: i64,
 ) -> Result<Vec<Outcome>, StoreError> {
@@ -299,42 +311,41 @@ async fn store_batch(
 
     let reply_ids = reply_ids(candidates);
 
-    let tx = client.transaction().await?;
     // Prepared once per connection; the first batch on a connection pays the round trips.
-    let lock = tx
+    let lock = client
         .prepare_cached("SELECT last FROM message_seq FOR UPDATE")
         .await?;
-    let members_of = tx
+    let members_of = client
         .prepare_cached("SELECT chat, user_id FROM chat_members WHERE chat = ANY($1)")
         .await?;
-    let earlier = tx
+    let earlier = client
         .prepare_cached(&format!(
             "SELECT m.chat, {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}
              JOIN unnest($1::bigint[], $2::text[], $3::text[]) AS k(chat, sender, client_id)
                ON m.chat = k.chat AND m.sender = k.sender AND m.client_id = k.client_id"
         ))
         .await?;
-    let originals = tx
+    let originals = client
         .prepare_cached(
             "SELECT id, chat, sender, left(text, 100) FROM messages
              WHERE id = ANY($1) AND NOT deleted",
         )
         .await?;
-    // Pipelined, in one round trip: the planner's settings, the lock, then the reads, which
+    // Pipelined, in one round trip: the transaction's start, the lock, then the reads, which
     // PostgreSQL runs in the order sent, so each starts once the lock is ours and (read
     // committed: a snapshot per statement) sees every message and membership committed by
     // any server before it.
     let (_, locked, member_rows, earlier_rows, original_rows) = futures::future::try_join5(
-        tx.batch_execute(FRESH_PLANS),
-        tx.query_one(&lock, &[]),
-        tx.query(&members_of, &[&distinct_chats]),
-        tx.query(&earlier, &[&chats, &senders, &client_ids]),
+        client.batch_execute(&format!("BEGIN; {FRESH_PLANS}")),
+        client.query_one(&lock, &[]),
+        client.query(&members_of, &[&distinct_chats]),
+        client.query(&earlier, &[&chats, &senders, &client_ids]),
         // Only a batch with replies asks; the others send nothing.
         async {
             if reply_ids.is_empty() {
                 Ok(Vec::new())
             } else {
-                tx.query(&originals, &[&reply_ids]).await
+                client.query(&originals, &[&reply_ids]).await
             }
         },
     )
@@ -409,7 +420,7 @@ async fn store_batch(
     }
 
     if next > last {
-        let insert = tx
+        let insert = client
             .prepare_cached(
                 "INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at,
                                        reply_to)
@@ -417,15 +428,16 @@ async fn store_batch(
                                       $5::text[], $6::text[], $7::bigint[], $8::bigint[])",
             )
             .await?;
-        let bump = tx
+        let bump = client
             .prepare_cached("UPDATE message_seq SET last = $1")
             .await?;
-        let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+        let notify = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
         let announced = next.to_string();
-        // Sent together (tokio-postgres pipelines concurrent queries on one connection), so
-        // the lock is held for one round trip here, not three.
-        futures::future::try_join3(
-            tx.execute(
+        // Sent together with COMMIT (tokio-postgres pipelines concurrent queries on one
+        // connection), so the lock is held for one round trip here, not four. If a write
+        // fails, the transaction is aborted and PostgreSQL turns the COMMIT into a ROLLBACK.
+        futures::future::try_join4(
+            client.execute(
                 &insert,
                 &[
                     &fresh.ids,
@@ -438,12 +450,15 @@ async fn store_batch(
                     &fresh.reply_to,
                 ],
             ),
-            tx.execute(&bump, &[&next]),
-            tx.execute(&notify, &[&CHANNEL, &announced]),
+            client.execute(&bump, &[&next]),
+            client.execute(&notify, &[&CHANNEL, &announced]),
+            client.batch_execute("COMMIT"),
         )
         .await?;
+    } else {
+        // Only repeats and refusals: nothing to write, and the lock goes with the end.
+        client.batch_execute("COMMIT").await?;
     }
-    tx.commit().await?;
     Ok(results)
 }
 
