@@ -587,22 +587,35 @@ impl TestDatabase {
     /// Ends every session on this database but the caller's, as an operator or a failover
     /// would (`pg_terminate_backend`); returns how many it ended.
     pub async fn terminate_connections(&self) -> i64 {
+        self.query_count(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await
+    }
+
+    /// Runs `statement` as an operator at a `psql` prompt would, behind the servers' backs.
+    pub async fn execute(&self, statement: &str) {
+        self.query_count(&format!(
+            "WITH done AS ({statement} RETURNING 1) SELECT count(*) FROM done"
+        ))
+        .await;
+    }
+
+    /// The count the query `sql` returns, on a connection of its own.
+    async fn query_count(&self, sql: &str) -> i64 {
         let (client, connection) =
             within(tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
                 .await
                 .expect("cannot connect to the test database");
         let driver = tokio::spawn(connection);
-        let ended: i64 = within(client.query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            &[],
-        ))
-        .await
-        .expect("pg_terminate_backend failed")
-        .get(0);
+        let count: i64 = within(client.query_one(sql, &[]))
+            .await
+            .unwrap_or_else(|error| panic!("{sql}: {error}"))
+            .get(0);
         drop(client);
         let _ = driver.await;
-        ended
+        count
     }
 
     /// Every row of every table, as PostgreSQL prints rows: what the database holds, for
