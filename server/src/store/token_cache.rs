@@ -119,12 +119,17 @@ impl TokenCache {
         state.revocations += 1;
     }
 
-    /// Revocations may go unheard from now on: forget everything and remember nothing.
-    pub fn suspend(&self) {
+    /// Forgets every token, as if each had been revoked.
+    pub fn forget_all(&self) {
         let mut state = self.state();
         state.owners.clear();
         state.revocations += 1;
-        state.hearing = false;
+    }
+
+    /// Revocations may go unheard from now on: forget everything and remember nothing.
+    pub fn suspend(&self) {
+        self.forget_all();
+        self.state().hearing = false;
     }
 
     /// Revocations are heard again. A lookup that read the database while they were not

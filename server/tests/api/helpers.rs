@@ -594,7 +594,8 @@ impl TestDatabase {
         .await
     }
 
-    /// Runs `statement` as an operator at a `psql` prompt would, behind the servers' backs.
+    /// Runs `statement` (an INSERT, UPDATE or DELETE) as an operator at a `psql` prompt
+    /// would, behind the servers' backs.
     pub async fn execute(&self, statement: &str) {
         self.query_count(&format!(
             "WITH done AS ({statement} RETURNING 1) SELECT count(*) FROM done"

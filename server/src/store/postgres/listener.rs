@@ -76,10 +76,7 @@ async fn listen(
                     match UserId::parse(note.payload()) {
                         Ok(user) => heard.forget_user(&user),
                         // Not written by a chat-server: forgetting everything is always safe.
-                        Err(_) => {
-                            heard.suspend();
-                            heard.resume();
-                        }
+                        Err(_) => heard.forget_all(),
                     }
                 }
                 Ok(AsyncMessage::Notification(note)) => {

@@ -8,10 +8,9 @@
 //!   `limits::sign_in` as rows, locked together for one attempt's decision, which
 //!   `sign_in::Policy` makes exactly as it does in one server's memory.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
-
-use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chat_core::ids::UserId;
