@@ -65,7 +65,11 @@ pub async fn serve(args: CeilingArgs) -> Result<(), BenchError> {
     });
     let grpc = Routes::new(ChatServer::new(CeilingChat(Arc::clone(&shared))))
         .add_service(AuthServer::new(CeilingAuth));
-    let app = chat_transport::router(grpc, args.static_dir.as_deref());
+    let app = chat_transport::router(
+        grpc,
+        tower::layer::util::Identity::new(),
+        args.static_dir.as_deref(),
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(BenchError::io(format!("cannot listen on {}", args.listen)))?;

@@ -185,16 +185,13 @@ pub async fn run(
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha);
-    // Counted inside the gRPC-web translation (which `router` adds), so calls of both
-    // protocols are seen the same way, and on the gRPC routes only, not the UI's files.
-    let grpc = Routes::from(
-        grpc.into_axum_router()
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&metrics),
-                metrics::track_calls,
-            )),
+    // Calls are counted inside the gRPC-web translation, so calls of both protocols are seen
+    // the same way, and on the gRPC routes only, not the UI's files.
+    let app = chat_transport::router(
+        grpc,
+        metrics::TrackCalls(Arc::clone(&metrics)),
+        Some(&settings.static_dir),
     );
-    let app = chat_transport::router(grpc, Some(&settings.static_dir));
 
     // Read before anything is served, so a bad certificate stops the start-up, not a client.
     let tls = match settings.tls_files() {

@@ -10,29 +10,23 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
+use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use tonic::body::Body;
 
-/// Runs the call, or answers DEADLINE_EXCEEDED once `limit` passes before its response starts.
-pub(crate) async fn within(limit: Duration, request: Request, next: Next) -> Response {
-    let content_type = request.headers().get(CONTENT_TYPE).cloned();
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => exceeded(limit, content_type),
-    }
-}
-
-fn exceeded(limit: Duration, content_type: Option<HeaderValue>) -> Response {
+/// The answer to a call whose response has not started within `limit` (applied by
+/// `calls::Calls`): DEADLINE_EXCEEDED to a gRPC or gRPC-web call, 408 to anything else.
+pub(crate) fn exceeded(limit: Duration, content_type: Option<HeaderValue>) -> Response<Body> {
     let grpc = content_type
         .as_ref()
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/grpc"));
     if !grpc {
-        let mut response = Response::new(Body::from("request timed out\n"));
+        let mut response = Response::new(Body::new(Full::new(Bytes::from_static(
+            b"request timed out\n",
+        ))));
         *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
         return response;
     }
@@ -42,7 +36,7 @@ fn exceeded(limit: Duration, content_type: Option<HeaderValue>) -> Response {
          (a request that arrives too slowly is cut off): send it again",
         limit.as_secs_f64()
     ));
-    let mut response: Response = status.into_http();
+    let mut response: Response<Body> = status.into_http();
     // A trailers-only answer: gRPC-web carries it in the headers the same way, under its own
     // content type (application/grpc-web, +proto, -text), which its clients check.
     if let Some(content_type) = content_type {

@@ -14,6 +14,7 @@
 //! - [`client`]: a gRPC-web client over hyper, as a browser speaks it, for the tests and the
 //!   benchmark (the browser build has its own, in `web`).
 
+mod calls;
 pub mod client;
 mod clock;
 mod connections;

@@ -2,19 +2,24 @@
 //! the built web UI as static files, with CORS around it all and the browser security headers
 //! on the UI.
 
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::response::IntoResponse as _;
+use bytes::Bytes;
 use chat_core::wire;
 use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderName,
     REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
 };
-use http::{HeaderValue, Method};
+use http::{HeaderValue, Method, Request, Response};
+use http_body_util::Full;
+use tonic::body::Body;
 use tonic::service::Routes;
-use tower::{Layer as _, ServiceBuilder, ServiceExt as _};
+use tower::util::Either;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt as _};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -39,44 +44,134 @@ const EXPOSED_HEADERS: [&str; 4] = [
     wire::RETRY_AFTER_MS,
 ];
 
-/// Builds the router: gRPC services (with the gRPC-web translation applied to them only,
-/// since it answers 400 to anything else on HTTP/1.1), then the UI in `static_dir` as the
-/// fallback when that folder holds an `index.html`.
-pub fn router(grpc: Routes, static_dir: Option<&Path>) -> axum::Router {
-    let grpc = grpc
-        .into_axum_router()
-        .layer(tonic_web::GrpcWebLayer::new());
-    let app = match static_dir.filter(|dir| dir.join("index.html").is_file()) {
-        Some(static_dir) => with_ui(grpc, static_dir),
+/// Builds the port's service: gRPC and gRPC-web calls (told apart by their content type) go
+/// to `grpc` with `around_grpc` applied to it (the server's metrics), inside the gRPC-web
+/// translation, which answers 400 to anything else on HTTP/1.1; everything else goes to the
+/// UI in `static_dir` when that folder holds an `index.html`, else gets 404. CORS is around
+/// it all.
+///
+/// Each layer wraps the whole of its part once, not each route (`axum::Router::layer` wraps
+/// every route on its own, and axum clones a matched route's nest of boxed services on every
+/// request): the only boxes a call pays for are those of tonic's router and of the bodies.
+pub fn router<L>(
+    grpc: Routes,
+    around_grpc: L,
+    static_dir: Option<&Path>,
+) -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ 'static
+where
+    L: Layer<Routes>,
+    L::Service: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    <L::Service as Service<Request<Body>>>::Future: Send + 'static,
+{
+    let grpc = tonic_web::GrpcWebLayer::new().layer(around_grpc.layer(unknown_services(grpc)));
+    let other = match static_dir.filter(|dir| dir.join("index.html").is_file()) {
+        Some(static_dir) => Either::Left(ui(static_dir)),
         None => {
             if let Some(dir) = static_dir {
                 tracing::info!(dir = %dir.display(), "no index.html there: serving the API only");
             }
-            grpc.fallback(|request: axum::extract::Request| async move {
-                unimplemented_if_grpc(&request).unwrap_or_else(|| {
-                    (
-                        http::StatusCode::NOT_FOUND,
-                        "not found: this server has no web UI built\n",
-                    )
-                        .into_response()
-                })
-            })
+            Either::Right(tower::service_fn(|_: Request<Body>| async {
+                let mut response = Response::new(Body::new(Full::new(Bytes::from_static(
+                    b"not found: this server has no web UI built\n",
+                ))));
+                *response.status_mut() = http::StatusCode::NOT_FOUND;
+                Ok::<_, Infallible>(response)
+            }))
         }
     };
-    // Around the whole router rather than with `Router::layer`, which would wrap every route
-    // on its own and cost each request a clone of one more boxed service (see `serve`).
-    axum::Router::new().fallback_service(cors().layer(app))
+    cors().layer(GrpcOrElse { grpc, other })
 }
 
-/// `grpc` with the UI in `static_dir` behind it, every response of the UI with the browser
-/// security headers.
-fn with_ui(grpc: axum::Router, static_dir: &Path) -> axum::Router {
+/// Sends gRPC and gRPC-web calls to `grpc` and every other request to `other`.
+#[derive(Clone)]
+struct GrpcOrElse<G, O> {
+    grpc: G,
+    other: O,
+}
+
+impl<G, O> Service<Request<Body>> for GrpcOrElse<G, O>
+where
+    G: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    O: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = futures::future::Either<G::Future, O::Future>;
+
+    /// Ready when both are, so that either may take the call.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        let grpc = self.grpc.poll_ready(cx)?;
+        let other = self.other.poll_ready(cx)?;
+        if grpc.is_ready() && other.is_ready() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let grpc = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            futures::future::Either::Left(self.grpc.call(request))
+        } else {
+            futures::future::Either::Right(self.other.call(request))
+        }
+    }
+}
+
+/// `grpc`, where a call to a service it does not have gets UNIMPLEMENTED with the path it
+/// asked for, as tonic answers an unknown method of a known service.
+fn unknown_services(mut grpc: Routes) -> Routes {
+    let routes = std::mem::take(grpc.axum_router_mut());
+    *grpc.axum_router_mut() = routes.fallback(|request: axum::extract::Request| async move {
+        let status = tonic::Status::unimplemented(format!(
+            "this server has no service at {}",
+            request.uri().path()
+        ));
+        let mut response = status.into_http::<axum::body::Body>();
+        // A gRPC client expects its own content type back, errors included (the gRPC-web
+        // translation then puts back the browser's).
+        if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, content_type.clone());
+        }
+        response
+    });
+    grpc
+}
+
+/// The UI in `static_dir`, every response with the browser security headers.
+fn ui(
+    static_dir: &Path,
+) -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ 'static {
     tracing::info!(dir = %static_dir.display(), "serving the web UI");
     let index = static_dir.join("index.html");
     let policy = Arc::new(ContentSecurityPolicy::new(index.clone()));
     // Unknown paths get index.html with 200, so the single-page app's deep links work.
-    let ui = ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(grpc_calls_are_not_for_the_ui))
+    ServiceBuilder::new()
+        .map_request(|request: Request<Body>| request.map(axum::body::Body::new))
+        .map_response(|response: axum::response::Response| response.map(Body::new))
         .layer(SetResponseHeaderLayer::overriding(
             CONTENT_SECURITY_POLICY,
             move |_: &_| Some(policy.header()),
@@ -90,8 +185,7 @@ fn with_ui(grpc: axum::Router, static_dir: &Path) -> axum::Router {
             REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ))
-        .service(ui_files(static_dir.to_owned(), index));
-    grpc.fallback_service(ui)
+        .service(ui_files(static_dir.to_owned(), index))
 }
 
 /// Cache-Control of a file whose name carries its content hash: it never changes, so a
@@ -159,37 +253,6 @@ fn is_content_addressed(path: &str) -> bool {
     stem.rsplit_once('-').is_some_and(|(name, hash)| {
         !name.is_empty() && hash.len() == 16 && hash.bytes().all(|byte| byte.is_ascii_hexdigit())
     })
-}
-
-/// A gRPC or gRPC-web call that matched no route (a service this server does not have) gets
-/// UNIMPLEMENTED, as tonic answers an unknown method of a known service, rather than the UI's
-/// index.html or a 404 page, which a gRPC client could only report as a baffling content type.
-fn unimplemented_if_grpc(request: &axum::extract::Request) -> Option<axum::response::Response> {
-    let content_type = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .filter(|value| value.as_bytes().starts_with(b"application/grpc"))?;
-    let status = tonic::Status::unimplemented(format!(
-        "this server has no service at {}",
-        request.uri().path()
-    ));
-    let mut response = status.into_http::<axum::body::Body>();
-    // A gRPC-web client expects its own content type back, errors included.
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, content_type.clone());
-    Some(response)
-}
-
-/// [`unimplemented_if_grpc`] in front of the UI's files.
-async fn grpc_calls_are_not_for_the_ui(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    match unimplemented_if_grpc(&request) {
-        Some(response) => response,
-        None => next.run(request).await,
-    }
 }
 
 fn cors() -> CorsLayer {

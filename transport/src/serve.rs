@@ -7,13 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tonic::transport::Server;
-use tonic::transport::server::TcpConnectInfo;
-use tower::ServiceBuilder;
+use std::convert::Infallible;
 
+use http::{Request, Response};
+use tokio::net::TcpListener;
+use tonic::body::Body;
+use tonic::transport::Server;
+use tower::{Service, ServiceBuilder};
+
+use crate::calls::Calls;
 use crate::connections::{self, ConnectionLimits, Registry};
-use crate::deadline;
 use crate::tls::{self, Tls};
 
 /// How to serve. [`Options::default`] holds the defaults the server's settings document.
@@ -63,14 +66,21 @@ impl Default for Options {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets the
-/// calls in flight finish, and returns.
-pub async fn serve(
+/// Serves `app` (the port's service, [`crate::router`]) on `listener` until `shutdown`
+/// completes, then stops accepting, lets the calls in flight finish, and returns.
+pub async fn serve<S>(
     listener: TcpListener,
-    router: axum::Router,
+    app: S,
     shutdown: impl Future<Output = ()> + Send,
     options: Options,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), tonic::transport::Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     connections::raise_file_limit();
     let limits = ConnectionLimits {
         per_address: options.max_connections_per_address,
@@ -79,49 +89,9 @@ pub async fn serve(
         http1_idle_timeout: options.http1_idle_timeout,
     };
     let registry = Arc::new(Registry::default());
-    let call_timeout = options.call_timeout;
-    let deadline = axum::middleware::from_fn(
-        move |request: axum::extract::Request, next: axum::middleware::Next| {
-            deadline::within(call_timeout, request, next)
-        },
-    );
-    // Every request lifts its connection's first-request deadline, and the connection counts
-    // as busy until the response's body is done (so an HTTP/1.1 stream is never idle).
-    let tracked = Arc::clone(&registry);
-    let track = axum::middleware::from_fn(
-        move |request: axum::extract::Request, next: axum::middleware::Next| {
-            let call = request
-                .extensions()
-                .get::<TcpConnectInfo>()
-                .and_then(TcpConnectInfo::remote_addr)
-                .and_then(|peer| tracked.request_started(peer, request.version()));
-            async move {
-                let response = next.run(request).await;
-                match call {
-                    None => response,
-                    Some(call) => response.map(|body| {
-                        axum::body::Body::new(http_body_util::BodyExt::map_frame(
-                            body,
-                            move |frame| {
-                                let _open = &call;
-                                frame
-                            },
-                        ))
-                    }),
-                }
-            }
-        },
-    );
-    // Around the whole router, outermost first, rather than with `Router::layer`: that wraps
-    // each route on its own, and axum clones a route's boxed service on every request, one
-    // more box for each layer applied that way (BENCHMARKS.md, "Allocations per Send").
     let service = ServiceBuilder::new()
         .option_layer(options.tls.is_some().then(tls::strict_transport_security))
-        // axum's middleware takes axum's body; the router would convert it the same way.
-        .map_request(|request: http::Request<tonic::body::Body>| request.map(axum::body::Body::new))
-        .layer(track)
-        .layer(deadline)
-        .service(router);
+        .service(Calls::new(app, Arc::clone(&registry), options.call_timeout));
     let incoming = connections::incoming(listener, options.tls, limits, registry);
     Server::builder()
         // gRPC-web from browsers (and trunk's proxy) comes over HTTP/1.1.
