@@ -63,10 +63,11 @@ pub async fn serve(args: CeilingArgs) -> Result<(), BenchError> {
             .map(|id| message(id, "ceiling", "ceiling", PAGE_TEXT))
             .collect(),
     });
-    let grpc = Routes::new(ChatServer::new(CeilingChat(Arc::clone(&shared))))
-        .add_service(AuthServer::new(CeilingAuth));
+    let chat = ChatServer::new(CeilingChat(Arc::clone(&shared)));
+    let others = Routes::new(AuthServer::new(CeilingAuth));
     let app = chat_transport::router(
-        grpc,
+        chat,
+        others,
         tower::layer::util::Identity::new(),
         args.static_dir.as_deref(),
     );

@@ -180,15 +180,15 @@ pub async fn run(
         .register_encoded_file_descriptor_set(chat_core::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let grpc = Routes::new(chat)
-        .add_service(auth)
+    let others = Routes::new(auth)
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha);
     // Calls are counted inside the gRPC-web translation, so calls of both protocols are seen
     // the same way, and on the gRPC routes only, not the UI's files.
     let app = chat_transport::router(
-        grpc,
+        chat,
+        others,
         metrics::TrackCalls(Arc::clone(&metrics)),
         Some(&settings.static_dir),
     );

@@ -11,12 +11,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_core::wire;
 use http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderName,
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderName, ORIGIN,
     REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
 };
 use http::{HeaderValue, Method, Request, Response};
 use http_body_util::Full;
 use tonic::body::Body;
+use tonic::server::NamedService;
 use tonic::service::Routes;
 use tower::util::Either;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt as _};
@@ -45,16 +46,19 @@ const EXPOSED_HEADERS: [&str; 4] = [
 ];
 
 /// Builds the port's service: gRPC and gRPC-web calls (told apart by their content type) go
-/// to `grpc` with `around_grpc` applied to it (the server's metrics), inside the gRPC-web
-/// translation, which answers 400 to anything else on HTTP/1.1; everything else goes to the
-/// UI in `static_dir` when that folder holds an `index.html`, else gets 404. CORS is around
-/// it all.
+/// to the gRPC services, `chat` first and the `others` after it, with `around_grpc` applied
+/// to them (the server's call metrics), inside the gRPC-web translation, which answers 400 to
+/// anything else on HTTP/1.1; everything else goes to the UI in `static_dir` when that folder
+/// holds an `index.html`, else gets 404. CORS is around everything a browser asks.
 ///
 /// Each layer wraps the whole of its part once, not each route (`axum::Router::layer` wraps
 /// every route on its own, and axum clones a matched route's nest of boxed services on every
-/// request): the only boxes a call pays for are those of tonic's router and of the bodies.
-pub fn router<L>(
-    grpc: Routes,
+/// request), and the chat service, which takes nearly every call, is called directly rather
+/// through tonic's `Routes`, an axum router that costs each call about nine allocations
+/// (its boxes, the path's parameters) (BENCHMARKS.md, "The transport's layers without boxes").
+pub fn router<C, L>(
+    chat: C,
+    others: Routes,
     around_grpc: L,
     static_dir: Option<&Path>,
 ) -> impl Service<
@@ -66,14 +70,24 @@ pub fn router<L>(
 + Send
 + 'static
 where
-    L: Layer<Routes>,
+    C: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + 'static,
+    C::Future: Send + 'static,
+    L: Layer<GrpcServices<C>>,
     L::Service: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     <L::Service as Service<Request<Body>>>::Future: Send + 'static,
 {
-    let grpc = tonic_web::GrpcWebLayer::new().layer(around_grpc.layer(unknown_services(grpc)));
+    let services = GrpcServices {
+        chat,
+        others: unknown_services(others),
+    };
+    let grpc = tonic_web::GrpcWebLayer::new().layer(around_grpc.layer(services));
     let other = match static_dir.filter(|dir| dir.join("index.html").is_file()) {
         Some(static_dir) => Either::Left(ui(static_dir)),
         None => {
@@ -89,30 +103,33 @@ where
             }))
         }
     };
-    cors().layer(GrpcOrElse { grpc, other })
+    ByKind {
+        browser_grpc: cors().layer(grpc.clone()),
+        grpc,
+        other: cors().layer(other),
+    }
 }
 
-/// Sends gRPC and gRPC-web calls to `grpc` and every other request to `other`.
+/// The gRPC services: calls to `chat` go straight to it, the rest to `others`.
 #[derive(Clone)]
-struct GrpcOrElse<G, O> {
-    grpc: G,
-    other: O,
+pub struct GrpcServices<C> {
+    chat: C,
+    others: Routes,
 }
 
-impl<G, O> Service<Request<Body>> for GrpcOrElse<G, O>
+impl<C> Service<Request<Body>> for GrpcServices<C>
 where
-    G: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
-    O: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    C: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + NamedService,
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = futures::future::Either<G::Future, O::Future>;
+    type Future = futures::future::Either<C::Future, <Routes as Service<Request<Body>>>::Future>;
 
     /// Ready when both are, so that either may take the call.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        let grpc = self.grpc.poll_ready(cx)?;
-        let other = self.other.poll_ready(cx)?;
-        if grpc.is_ready() && other.is_ready() {
+        let chat = self.chat.poll_ready(cx)?;
+        let others = Service::<Request<Body>>::poll_ready(&mut self.others, cx)?;
+        if chat.is_ready() && others.is_ready() {
             Poll::Ready(Ok(()))
         } else {
             Poll::Pending
@@ -120,14 +137,65 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let grpc = request
-            .headers()
+        let to_chat = request
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|path| path.strip_prefix(C::NAME))
+            .is_some_and(|method| method.starts_with('/'));
+        if to_chat {
+            futures::future::Either::Left(self.chat.call(request))
+        } else {
+            futures::future::Either::Right(self.others.call(request))
+        }
+    }
+}
+
+/// Sends each request where it belongs: a gRPC call from a browser (gRPC-web, or gRPC with an
+/// `Origin`) to the gRPC services behind CORS; any other gRPC call to them directly, since
+/// CORS headers mean nothing to a client that is not a browser (and cost every call four
+/// header-map allocations); everything else, preflights included, to the UI behind CORS.
+#[derive(Clone)]
+struct ByKind<B, G, O> {
+    browser_grpc: B,
+    grpc: G,
+    other: O,
+}
+
+impl<B, G, O> Service<Request<Body>> for ByKind<B, G, O>
+where
+    B: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    G: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    O: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = futures::future::Either<futures::future::Either<B::Future, G::Future>, O::Future>;
+
+    /// Ready when all are, so that any may take the call.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        let browser_grpc = self.browser_grpc.poll_ready(cx)?;
+        let grpc = self.grpc.poll_ready(cx)?;
+        let other = self.other.poll_ready(cx)?;
+        if browser_grpc.is_ready() && grpc.is_ready() && other.is_ready() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        use futures::future::Either::{Left, Right};
+        let headers = request.headers();
+        let grpc = headers
             .get(CONTENT_TYPE)
             .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
-        if grpc {
-            futures::future::Either::Left(self.grpc.call(request))
+        if !grpc {
+            Right(self.other.call(request))
+        } else if headers.contains_key(ORIGIN) {
+            Left(Left(self.browser_grpc.call(request)))
         } else {
-            futures::future::Either::Right(self.other.call(request))
+            Left(Right(self.grpc.call(request)))
         }
     }
 }

@@ -288,4 +288,34 @@ async fn cors_lets_a_browser_on_another_origin_call_the_api() {
             "{header} is not exposed: {exposed:?}"
         );
     }
+
+    // The chat service, which the transport calls without tonic's router, answers a browser
+    // the same way, its refusals included (here: no token).
+    let (head, _) = http1(grpc_web_post(
+        &app,
+        "/chat.Chat/List",
+        &ListRequest::default(),
+    ))
+    .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(
+        head.headers
+            .get("grpc-status")
+            .map(|value| value.as_bytes()),
+        Some(&b"16"[..]),
+        "{:?}",
+        head.headers
+    );
+    assert!(
+        !header_list(&head, "access-control-allow-origin").is_empty(),
+        "{:?}",
+        head.headers
+    );
+    assert!(
+        header_list(&head, "access-control-expose-headers")
+            .iter()
+            .any(|name| name == "grpc-status"),
+        "{:?}",
+        head.headers
+    );
 }
