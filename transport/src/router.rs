@@ -54,8 +54,9 @@ const EXPOSED_HEADERS: [&str; 4] = [
 /// Each layer wraps the whole of its part once, not each route (`axum::Router::layer` wraps
 /// every route on its own, and axum clones a matched route's nest of boxed services on every
 /// request), and the chat service, which takes nearly every call, is called directly rather
-/// through tonic's `Routes`, an axum router that costs each call about nine allocations
-/// (its boxes, the path's parameters) (BENCHMARKS.md, "The transport's layers without boxes").
+/// than through tonic's `Routes`, an axum router that costs each call about nine allocations
+/// for its boxes and the path's parameters (BENCHMARKS.md, "The transport's layers without
+/// boxes").
 pub fn router<C, L>(
     chat: C,
     others: Routes,
