@@ -26,7 +26,7 @@ mod shutdown;
 mod tls;
 
 pub use clock::unix_now;
-pub use router::{GrpcServices, router};
+pub use router::{GrpcServices, PortService, router};
 pub use serve::{Options, serve};
 pub use shutdown::shutdown_signal;
 pub use tls::{Tls, TlsError};

@@ -45,6 +45,28 @@ const EXPOSED_HEADERS: [&str; 4] = [
     wire::RETRY_AFTER_MS,
 ];
 
+/// What serves the one port, and each part of it: an HTTP service answering every request
+/// (with tonic's body type, which the server takes as it is), cloned for each connection.
+pub trait PortService:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> PortService for S where
+    S: Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Builds the port's service: gRPC and gRPC-web calls (told apart by their content type) go
 /// to the gRPC services, `chat` first and the `others` after it, with `around_grpc` applied
 /// to them (the server's call metrics), inside the gRPC-web translation, which answers 400 to
@@ -62,27 +84,11 @@ pub fn router<C, L>(
     others: Routes,
     around_grpc: L,
     static_dir: Option<&Path>,
-) -> impl Service<
-    Request<Body>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = impl Send + 'static,
-> + Clone
-+ Send
-+ 'static
+) -> impl PortService
 where
-    C: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + NamedService
-        + Clone
-        + Send
-        + 'static,
-    C::Future: Send + 'static,
+    C: PortService + NamedService,
     L: Layer<GrpcServices<C>>,
-    L::Service: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    <L::Service as Service<Request<Body>>>::Future: Send + 'static,
+    L::Service: PortService,
 {
     let services = GrpcServices {
         chat,
@@ -224,16 +230,7 @@ fn unknown_services(mut grpc: Routes) -> Routes {
 }
 
 /// The UI in `static_dir`, every response with the browser security headers.
-fn ui(
-    static_dir: &Path,
-) -> impl Service<
-    Request<Body>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = impl Send + 'static,
-> + Clone
-+ Send
-+ 'static {
+fn ui(static_dir: &Path) -> impl PortService {
     tracing::info!(dir = %static_dir.display(), "serving the web UI");
     let index = static_dir.join("index.html");
     let policy = Arc::new(ContentSecurityPolicy::new(index.clone()));

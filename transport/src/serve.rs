@@ -7,16 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::convert::Infallible;
-
-use http::{Request, Response};
 use tokio::net::TcpListener;
-use tonic::body::Body;
 use tonic::transport::Server;
-use tower::{Service, ServiceBuilder};
+use tower::ServiceBuilder;
 
 use crate::calls::Calls;
 use crate::connections::{self, ConnectionLimits, Registry};
+use crate::router::PortService;
 use crate::tls::{self, Tls};
 
 /// How to serve. [`Options::default`] holds the defaults the server's settings document.
@@ -68,19 +65,12 @@ impl Default for Options {
 
 /// Serves `app` (the port's service, [`crate::router`]) on `listener` until `shutdown`
 /// completes, then stops accepting, lets the calls in flight finish, and returns.
-pub async fn serve<S>(
+pub async fn serve(
     listener: TcpListener,
-    app: S,
+    app: impl PortService,
     shutdown: impl Future<Output = ()> + Send,
     options: Options,
-) -> Result<(), tonic::transport::Error>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> Result<(), tonic::transport::Error> {
     connections::raise_file_limit();
     let limits = ConnectionLimits {
         per_address: options.max_connections_per_address,

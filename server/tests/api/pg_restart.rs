@@ -20,27 +20,36 @@ fn enabled() -> bool {
     on_postgres() && std::env::var("CHAT_TEST_PG_RESTART").is_ok_and(|value| value == "1")
 }
 
-/// Restarts the local PostgreSQL cluster (Debian's layout: /etc/postgresql/<version>/main).
+/// How long PostgreSQL stays down in the restart: long enough that the load's next Sends
+/// certainly find it gone, however quickly this machine would restart it.
+const DOWNTIME_SECS: u64 = 1;
+
+/// Restarts the local PostgreSQL cluster (Debian's layout: /etc/postgresql/<version>/main):
+/// stops it, leaves it down for [`DOWNTIME_SECS`], and starts it again. One shell command, so
+/// that PostgreSQL is started again even if this test panics meanwhile: the shell runs on
+/// after the test process is gone.
 async fn restart_postgresql() {
     let version = std::fs::read_dir("/etc/postgresql")
         .expect("no /etc/postgresql: not Debian's PostgreSQL")
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
         .max()
         .expect("no PostgreSQL version under /etc/postgresql");
+    let cluster = format!("pg_ctlcluster --skip-systemctl-redirect {version} main");
     let output = run_command(
-        "pg_ctlcluster",
+        "sh",
         vec![
-            "--skip-systemctl-redirect".into(),
-            version,
-            "main".into(),
-            "restart".into(),
+            "-c".into(),
+            format!(
+                "{cluster} stop; stopped=$?; sleep {DOWNTIME_SECS}; \
+                 {cluster} start || exit 1; exit $stopped"
+            ),
         ],
         RECOVERY,
     )
     .await;
     assert!(
         output.status.success(),
-        "pg_ctlcluster restart failed: {}",
+        "pg_ctlcluster stop or start failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
 }
@@ -52,6 +61,15 @@ const MAX_LOAD: usize = 20_000;
 /// certainly sent while the servers find their connections broken.
 const AFTER_RESTART: usize = 50;
 
+/// What a load of Sends met.
+struct Load {
+    acked: Vec<Message>,
+    /// Sends refused (each UNAVAILABLE) and tried again.
+    failures: usize,
+    /// The longest a message took from its first try to its acknowledgement.
+    slowest: Duration,
+}
+
 /// Sends `count` messages one after another, retrying each with its client id until it is
 /// acknowledged; every failure must be UNAVAILABLE.
 async fn send_retrying(
@@ -60,8 +78,10 @@ async fn send_retrying(
     chat_id: &str,
     prefix: &str,
     count: usize,
-) -> (Vec<Message>, usize) {
-    send_while(server, token, chat_id, prefix, |sent| sent < count).await
+) -> Vec<Message> {
+    send_while(server, token, chat_id, prefix, |sent| sent < count)
+        .await
+        .acked
 }
 
 /// Sends messages one after another while `more(sent so far)` holds, retrying each with its
@@ -72,10 +92,11 @@ async fn send_while(
     chat_id: &str,
     prefix: &str,
     more: impl Fn(usize) -> bool,
-) -> (Vec<Message>, usize) {
+) -> Load {
     let mut chat = server.chat().await;
     let mut acked = Vec::new();
     let mut failures = 0;
+    let mut slowest = Duration::ZERO;
     for n in (0..MAX_LOAD).take_while(|&n| more(n)) {
         let client_id = format!("{prefix}-{n}");
         let started = Instant::now();
@@ -89,6 +110,7 @@ async fn send_while(
                 Err(_) => panic!("a Send hung for {RECOVERY:?}"),
                 Ok(Ok(response)) => {
                     acked.push(response.into_inner().message.expect("a stored message"));
+                    slowest = slowest.max(started.elapsed());
                     break;
                 }
                 Ok(Err(status)) => {
@@ -99,7 +121,11 @@ async fn send_while(
             }
         }
     }
-    (acked, failures)
+    Load {
+        acked,
+        failures,
+        slowest,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,19 +157,28 @@ async fn a_postgresql_restart_costs_retries_never_messages() {
         sent_at_restart.set(Some(since));
         sent < since + AFTER_RESTART
     });
-    let ((mut acked, failures), ()) = tokio::join!(load, restart);
+    let (load, ()) = tokio::join!(load, restart);
+    // The outage met the load: a Send was refused (UNAVAILABLE), or one waited through it.
+    // Which depends on the moment PostgreSQL stops: a Send whose batch committed just before
+    // waits for its delivery to streams, which resumes once PostgreSQL is back.
     assert!(
-        failures > 0,
-        "no Send failed: the restart did not happen under load"
+        load.failures > 0 || load.slowest >= Duration::from_secs(DOWNTIME_SECS) / 2,
+        "no Send met PostgreSQL's outage of {DOWNTIME_SECS} s: none failed, the slowest took \
+         {:?}; {} acknowledged, {:?} of them before the restart ended",
+        load.slowest,
+        load.acked.len(),
+        sent_at_restart.get()
     );
+    println!(
+        "PostgreSQL down for {DOWNTIME_SECS} s under load: {} Sends refused and retried, the \
+         slowest acknowledged after {:?}",
+        load.failures, load.slowest
+    );
+    let mut acked = load.acked;
 
     // Both servers are back without a restart of their own: a new message through each.
-    acked.extend(
-        send_retrying(&first, &alice, &chat_id, "after-1", 1)
-            .await
-            .0,
-    );
-    acked.extend(send_retrying(&second, &bob, &chat_id, "after-2", 1).await.0);
+    acked.extend(send_retrying(&first, &alice, &chat_id, "after-1", 1).await);
+    acked.extend(send_retrying(&second, &bob, &chat_id, "after-2", 1).await);
     let history = assert_history_is_acknowledged(&second, &bob, &chat_id, &acked).await;
 
     // Bob's stream on the second server may have ended with the restart; resumed by cursor,
