@@ -16,14 +16,12 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use tonic::body::Body;
 
+use crate::router::is_grpc;
+
 /// The answer to a call whose response has not started within `limit` (applied by
 /// `calls::Calls`): DEADLINE_EXCEEDED to a gRPC or gRPC-web call, 408 to anything else.
 pub(crate) fn exceeded(limit: Duration, content_type: Option<HeaderValue>) -> Response<Body> {
-    let grpc = content_type
-        .as_ref()
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/grpc"));
-    if !grpc {
+    if !content_type.as_ref().is_some_and(is_grpc) {
         let mut response = Response::new(Body::new(Full::new(Bytes::from_static(
             b"request timed out\n",
         ))));

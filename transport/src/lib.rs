@@ -4,7 +4,7 @@
 //! server's transport; neither builds its own.
 //!
 //! - [`router`]: gRPC routes with the gRPC-web translation, the static UI with its security
-//!   headers (`csp`), UNIMPLEMENTED for unknown gRPC paths, CORS around it all.
+//!   headers (`csp`), UNIMPLEMENTED for unknown gRPC paths, CORS for browsers.
 //! - [`serve`]: tonic's HTTP server with the project's settings and limits ([`Options`]), on
 //!   a listener, plain or TLS (`tls`), until a shutdown future ends; `connections` accepts,
 //!   caps connections per address and in all, and closes those that ask nothing in time and

@@ -1,5 +1,5 @@
 //! Everything on the one port: native gRPC (HTTP/2), gRPC-web (HTTP/1.1) for browsers, and
-//! the built web UI as static files, with CORS around it all and the browser security headers
+//! the built web UI as static files, with CORS for browsers and the browser security headers
 //! on the UI.
 
 use std::convert::Infallible;
@@ -71,7 +71,8 @@ impl<S> PortService for S where
 /// to the gRPC services, `chat` first and the `others` after it, with `around_grpc` applied
 /// to them (the server's call metrics), inside the gRPC-web translation, which answers 400 to
 /// anything else on HTTP/1.1; everything else goes to the UI in `static_dir` when that folder
-/// holds an `index.html`, else gets 404. CORS is around everything a browser asks.
+/// holds an `index.html`, else gets 404. CORS is around every request with an `Origin`, and
+/// around everything that is not a gRPC call.
 ///
 /// Each layer wraps the whole of its part once, not each route (`axum::Router::layer` wraps
 /// every route on its own, and axum clones a matched route's nest of boxed services on every
@@ -158,10 +159,11 @@ where
     }
 }
 
-/// Sends each request where it belongs: a gRPC call from a browser (gRPC-web, or gRPC with an
-/// `Origin`) to the gRPC services behind CORS; any other gRPC call to them directly, since
-/// CORS headers mean nothing to a client that is not a browser (and cost every call four
-/// header-map allocations); everything else, preflights included, to the UI behind CORS.
+/// Sends each request where it belongs: a gRPC or gRPC-web call with an `Origin` (a
+/// browser's) to the gRPC services behind CORS; one without to them directly, since a browser
+/// sends an `Origin` with every cross-origin request and CORS headers mean nothing to any
+/// other client (they cost every call four header-map allocations); everything else,
+/// preflights included, to the UI behind CORS.
 #[derive(Clone)]
 struct ByKind<B, G, O> {
     browser_grpc: B,
@@ -194,10 +196,7 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         use futures::future::Either::{Left, Right};
         let headers = request.headers();
-        let grpc = headers
-            .get(CONTENT_TYPE)
-            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
-        if !grpc {
+        if !headers.get(CONTENT_TYPE).is_some_and(is_grpc) {
             Right(self.other.call(request))
         } else if headers.contains_key(ORIGIN) {
             Left(Left(self.browser_grpc.call(request)))
@@ -205,6 +204,12 @@ where
             Left(Right(self.grpc.call(request)))
         }
     }
+}
+
+/// Whether `content_type` is gRPC's or gRPC-web's (`application/grpc`, `+proto`, `-web`,
+/// `-web-text`, …): the one test of "a gRPC call" on the port.
+pub(crate) fn is_grpc(content_type: &HeaderValue) -> bool {
+    content_type.as_bytes().starts_with(b"application/grpc")
 }
 
 /// `grpc`, where a call to a service it does not have gets UNIMPLEMENTED with the path it
