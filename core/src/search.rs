@@ -149,7 +149,7 @@ fn is_word_char(c: char) -> bool {
 
 /// Combining marks of the common blocks (accents written as separate characters, Hebrew and
 /// Arabic points, the vowel signs of Indic scripts): part of the word they sit on.
-fn is_combining_mark(c: char) -> bool {
+pub fn is_combining_mark(c: char) -> bool {
     matches!(u32::from(c),
         0x0300..=0x036F | 0x0483..=0x0489 | 0x0591..=0x05BD | 0x05BF..=0x05C7
         | 0x0610..=0x061A | 0x064B..=0x065F | 0x0670 | 0x06D6..=0x06ED

@@ -193,6 +193,18 @@ ALTER TABLE rate_budgets ADD COLUMN granted INTEGER NOT NULL DEFAULT 0;
 -- default 4 MB that made searches slow (see migration 6).
 ALTER INDEX messages_search SET (fastupdate = on, gin_pending_list_limit = 64);
 ",
+    "
+-- Words keep their combining marks (the ranges of chat_core::search::is_combining_mark, which
+-- a test holds equal to this list): [[:alnum:]] alone split a Hindi word such as नमस्ते at its
+-- virama, so no search for the word found it. The column is generated anew for every row,
+-- and its index with it, with migration 10's settings.
+ALTER TABLE messages DROP COLUMN search;
+ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
+    to_tsvector('simple', regexp_replace(subject || ' ' || text, '[^[:alnum:]\\u0300-\\u036F\\u0483-\\u0489\\u0591-\\u05BD\\u05BF-\\u05C7\\u0610-\\u061A\\u064B-\\u065F\\u0670\\u06D6-\\u06ED\\u0900-\\u0963\\u0966-\\u0DFF\\u1AB0-\\u1AFF\\u1DC0-\\u1DFF\\u20D0-\\u20FF\\uFE20-\\uFE2F]+', ' ', 'g'))
+) STORED;
+CREATE INDEX messages_search ON messages USING gin (search)
+    WITH (fastupdate = on, gin_pending_list_limit = 64);
+",
 ];
 
 /// Brings the schema up to date, waiting for any other server migrating at the same moment.
@@ -234,4 +246,54 @@ pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// The marks the search column's words keep, as `(first, last)` code points, read from the
+    /// newest migration that splits words (`\uXXXX` or `\uXXXX-\uXXXX` in its bracket).
+    fn kept_marks() -> Vec<(u32, u32)> {
+        let migration = MIGRATIONS
+            .iter()
+            .rev()
+            .find(|migration| migration.contains("regexp_replace"))
+            .expect("a migration splits words");
+        let start = migration
+            .find("[^[:alnum:]")
+            .expect("a bracket of word characters");
+        let bracket = &migration[start + "[^[:alnum:]".len()..];
+        let bracket = &bracket[..bracket.find(']').expect("the bracket ends")];
+        let point = |hex: &str| u32::from_str_radix(hex, 16).expect("a \\uXXXX escape");
+        // "\u0300-\u036F\u0670" splits into "0300-", "036F", "0670".
+        let mut items = bracket.split("\\u").filter(|item| !item.is_empty());
+        let mut ranges = Vec::new();
+        while let Some(item) = items.next() {
+            match item.strip_suffix('-') {
+                Some(first) => {
+                    ranges.push((point(first), point(items.next().expect("a range's end"))))
+                }
+                None => ranges.push((point(item), point(item))),
+            }
+        }
+        ranges
+    }
+
+    #[test]
+    fn the_search_column_keeps_exactly_the_marks_that_core_counts_as_part_of_a_word() {
+        let ranges = kept_marks();
+        assert!(ranges.len() > 10, "{ranges:?}");
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let kept = ranges
+                .iter()
+                .any(|&(first, last)| (first..=last).contains(&u32::from(c)));
+            assert_eq!(
+                kept,
+                chat_core::search::is_combining_mark(c),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+    }
 }
