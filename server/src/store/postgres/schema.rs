@@ -194,13 +194,34 @@ ALTER TABLE rate_budgets ADD COLUMN granted INTEGER NOT NULL DEFAULT 0;
 ALTER INDEX messages_search SET (fastupdate = on, gin_pending_list_limit = 64);
 ",
     "
--- Words keep their combining marks (the ranges of chat_core::search::is_combining_mark, which
--- a test holds equal to this list): [[:alnum:]] alone split a Hindi word such as नमस्ते at its
--- virama, so no search for the word found it. The column is generated anew for every row,
--- and its index with it, with migration 10's settings.
+-- Search words as chat_core::search::words makes them, and without accents, as SQLite's
+-- index has them: `chat_words` is the one definition of a text's words for the column and
+-- for every query (reads.rs). Accents go first (`unaccent`, PostgreSQL's trusted extension,
+-- which also turns letters such as ʻ in Hawaiʻi into quotes), then everything but letters,
+-- digits and combining marks becomes a space. The marks are the ranges of
+-- chat_core::search::is_combining_mark, which a test holds equal to this list: with
+-- [[:alnum:]] alone a Hindi word such as नमस्ते was split at its virama, and no search for
+-- it found it. The body is parsed here (RETURN), so the dictionary and functions it names are
+-- fixed now, whatever a later session's search_path (pg_restore's included); IMMUTABLE
+-- because a generated column needs it, which holds while unaccent's rules stay the same.
+CREATE EXTENSION IF NOT EXISTS unaccent;
+CREATE FUNCTION chat_words(text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+RETURN regexp_replace(unaccent('unaccent'::regdictionary, $1), '[^[:alnum:]\\u0300-\\u036F\\u0483-\\u0489\\u0591-\\u05BD\\u05BF-\\u05C7\\u0610-\\u061A\\u064B-\\u065F\\u0670\\u06D6-\\u06ED\\u0900-\\u0963\\u0966-\\u0DFF\\u1AB0-\\u1AFF\\u1DC0-\\u1DFF\\u20D0-\\u20FF\\uFE20-\\uFE2F]+', ' ', 'g');
+-- A search's tsquery: each word's chat_words quoted (they hold no quote or backslash: only
+-- letters, digits, marks and spaces; a word they split is a phrase), all required, the last
+-- a prefix when the person may still be typing it. Nothing a person types is tsquery syntax.
+CREATE FUNCTION chat_query(words text[], last_is_prefix boolean) RETURNS text LANGUAGE sql
+IMMUTABLE PARALLEL SAFE STRICT
+RETURN (SELECT string_agg('''' || chat_words(word) || ''''
+                          || CASE WHEN n = cardinality(words) AND last_is_prefix
+                                  THEN ':*' ELSE '' END,
+                          ' & ' ORDER BY n)
+        FROM unnest(words) WITH ORDINALITY AS w(word, n));
+-- The column is generated anew for every row, and its index with it, with migration 10's
+-- settings.
 ALTER TABLE messages DROP COLUMN search;
 ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
-    to_tsvector('simple', regexp_replace(subject || ' ' || text, '[^[:alnum:]\\u0300-\\u036F\\u0483-\\u0489\\u0591-\\u05BD\\u05BF-\\u05C7\\u0610-\\u061A\\u064B-\\u065F\\u0670\\u06D6-\\u06ED\\u0900-\\u0963\\u0966-\\u0DFF\\u1AB0-\\u1AFF\\u1DC0-\\u1DFF\\u20D0-\\u20FF\\uFE20-\\uFE2F]+', ' ', 'g'))
+    to_tsvector('simple', chat_words(subject || ' ' || text))
 ) STORED;
 CREATE INDEX messages_search ON messages USING gin (search)
     WITH (fastupdate = on, gin_pending_list_limit = 64);
@@ -258,7 +279,7 @@ mod tests {
         let migration = MIGRATIONS
             .iter()
             .rev()
-            .find(|migration| migration.contains("regexp_replace"))
+            .find(|migration| migration.contains("[^[:alnum:]"))
             .expect("a migration splits words");
         let start = migration
             .find("[^[:alnum:]")
