@@ -141,6 +141,32 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
     }
   });
 
+  step('a message in Hebrew reads right to left, one in English left to right', async () => {
+    const hebrew = 'שלום בוב, מה שלומך?';
+    await alice.send(hebrew);
+    await alice.waitUntilSent(hebrew);
+    await bob.messages(hebrew).first().waitFor();
+    // Where the text's first and last characters are drawn: in a right-to-left paragraph
+    // the closing "?" stands left of the first letter; in a left-to-right one it would
+    // follow the Hebrew words on their right.
+    const ends = (user, text) => user.messages(text).first().locator('p.text').evaluate((p) => {
+      const node = p.firstChild;
+      const at = (start) => {
+        const range = document.createRange();
+        range.setStart(node, start);
+        range.setEnd(node, start + 1);
+        return range.getBoundingClientRect().left;
+      };
+      return { first: at(0), last: at(node.length - 1) };
+    });
+    for (const user of [alice, bob]) {
+      const rtl = await ends(user, hebrew);
+      assert.ok(rtl.last < rtl.first, `${user.name}: "?" left of "ש" ${JSON.stringify(rtl)}`);
+      const ltr = await ends(user, said.reply);
+      assert.ok(ltr.last > ltr.first, `${user.name}: "." right of "S" ${JSON.stringify(ltr)}`);
+    }
+  });
+
   step('Bob changes his password and stays connected; Alice signs out everywhere', async () => {
     await bob.page.locator('summary', { hasText: 'Account' }).click();
     await bob.page.getByLabel('Current password').fill(PASSWORD);
