@@ -165,6 +165,20 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
       const ltr = await ends(user, said.reply);
       assert.ok(ltr.last > ltr.first, `${user.name}: "." right of "S" ${JSON.stringify(ltr)}`);
     }
+    // Bob's chat list shows it after Alice's name, isolated: the "?" stays left there too.
+    const preview = bob.chatEntry(alice.name).locator('.chat-preview', { hasText: 'שלומך' });
+    await preview.waitFor();
+    const inList = await preview.evaluate((span) => {
+      const node = span.firstChild;
+      const at = (start) => {
+        const range = document.createRange();
+        range.setStart(node, start);
+        range.setEnd(node, start + 1);
+        return range.getBoundingClientRect().left;
+      };
+      return { first: at(node.data.indexOf('ש')), last: at(node.data.lastIndexOf('?')) };
+    });
+    assert.ok(inList.last < inList.first, `preview: "?" left of "ש" ${JSON.stringify(inList)}`);
   });
 
   step('Bob changes his password and stays connected; Alice signs out everywhere', async () => {

@@ -121,7 +121,10 @@ fn ChatRow(
                 entry
                     .last
                     .as_ref()
-                    .map(|last| format!("{}: {}", last.sender, last.text))
+                    // The text between U+2068 and U+2069 (first strong isolate, pop
+                    // isolate) takes its own direction, as <bdi> would: a Hebrew message
+                    // keeps its punctuation on its side after the sender's name.
+                    .map(|last| format!("{}: \u{2068}{}\u{2069}", last.sender, last.text))
                     .unwrap_or_else(|| "No messages yet".to_owned())
             })
         })
