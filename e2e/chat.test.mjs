@@ -146,29 +146,10 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
     await alice.send(hebrew);
     await alice.waitUntilSent(hebrew);
     await bob.messages(hebrew).first().waitFor();
-    // Where the text's first and last characters are drawn: in a right-to-left paragraph
-    // the closing "?" stands left of the first letter; in a left-to-right one it would
-    // follow the Hebrew words on their right.
-    const ends = (user, text) => user.messages(text).first().locator('p.text').evaluate((p) => {
-      const node = p.firstChild;
-      const at = (start) => {
-        const range = document.createRange();
-        range.setStart(node, start);
-        range.setEnd(node, start + 1);
-        return range.getBoundingClientRect().left;
-      };
-      return { first: at(0), last: at(node.length - 1) };
-    });
-    for (const user of [alice, bob]) {
-      const rtl = await ends(user, hebrew);
-      assert.ok(rtl.last < rtl.first, `${user.name}: "?" left of "ש" ${JSON.stringify(rtl)}`);
-      const ltr = await ends(user, said.reply);
-      assert.ok(ltr.last > ltr.first, `${user.name}: "." right of "S" ${JSON.stringify(ltr)}`);
-    }
-    // Bob's chat list shows it after Alice's name, isolated: the "?" stays left there too.
-    const preview = bob.chatEntry(alice.name).locator('.chat-preview', { hasText: 'שלומך' });
-    await preview.waitFor();
-    const inList = await preview.evaluate((span) => {
+    // Where the first `first` and the last `last` of an element's text are drawn: in a
+    // right-to-left paragraph the closing "?" stands left of the first letter; in a
+    // left-to-right one it would follow the Hebrew words on their right.
+    const ends = (element, first, last) => element.evaluate((span, [first, last]) => {
       const node = span.firstChild;
       const at = (start) => {
         const range = document.createRange();
@@ -176,8 +157,19 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
         range.setEnd(node, start + 1);
         return range.getBoundingClientRect().left;
       };
-      return { first: at(node.data.indexOf('ש')), last: at(node.data.lastIndexOf('?')) };
-    });
+      return { first: at(node.data.indexOf(first)), last: at(node.data.lastIndexOf(last)) };
+    }, [first, last]);
+    const text = (user, message) => user.messages(message).first().locator('p.text');
+    for (const user of [alice, bob]) {
+      const rtl = await ends(text(user, hebrew), 'ש', '?');
+      assert.ok(rtl.last < rtl.first, `${user.name}: "?" left of "ש" ${JSON.stringify(rtl)}`);
+      const ltr = await ends(text(user, said.reply), 'S', '.');
+      assert.ok(ltr.last > ltr.first, `${user.name}: "." right of "S" ${JSON.stringify(ltr)}`);
+    }
+    // Bob's chat list shows it after Alice's name, isolated: the "?" stays left there too.
+    const preview = bob.chatEntry(alice.name).locator('.chat-preview', { hasText: 'שלומך' });
+    await preview.waitFor();
+    const inList = await ends(preview, 'ש', '?');
     assert.ok(inList.last < inList.first, `preview: "?" left of "ש" ${JSON.stringify(inList)}`);
   });
 
