@@ -1,8 +1,9 @@
-//! Search queries: how text splits into words, which query words a request may hold, and
-//! which parts of a found message to highlight. The server builds its index queries from
-//! [`SearchQuery::words`] and the browser highlights results with [`highlights`]: both use
-//! the one splitting ([`words`]) defined here, which is also how the indexes split messages
-//! (SQLite's `unicode61` tokenizer and the PostgreSQL column, see the server's store).
+//! Search queries: how text splits into words and tokens, which query words a request may
+//! hold, and which parts of a found message to highlight. The server builds its index
+//! queries from [`SearchTerms::words`] and the browser highlights results with
+//! [`highlights`]: both use the one splitting ([`tokens`]) defined here, which is also how
+//! the indexes split messages (SQLite's index takes [`index_text`]; the PostgreSQL column's
+//! `chat_words` mirrors it, see the server's store).
 
 use std::ops::Range;
 
@@ -126,21 +127,95 @@ pub fn words(text: &str) -> impl Iterator<Item = (Range<usize>, &str)> {
     })
 }
 
-/// The byte ranges of `text` to highlight for `terms`: every word that equals a query word,
-/// or starts with the last one when it is a prefix, ignoring case and (Latin) accents.
-/// Ranges are in order and do not overlap; they fall on character boundaries.
-pub fn highlights(text: &str, terms: &SearchTerms) -> Vec<Range<usize>> {
-    let folded_terms: Vec<String> = terms.words.iter().map(|word| fold(word)).collect();
-    let last = folded_terms.len() - 1;
-    words(text)
-        .filter(|(_, word)| {
-            let word = fold(word);
-            folded_terms.iter().enumerate().any(|(i, term)| {
-                word == *term || (i == last && terms.last_is_prefix && word.starts_with(term))
-            })
+/// The search tokens of `text` with their byte ranges: its [`words`], except that every
+/// [unspaced](is_unspaced) character is a token of its own. A query word is found where its
+/// tokens stand one after another (a phrase), so "东京" is found inside "我住在东京", which
+/// no space splits into words.
+pub fn tokens(text: &str) -> impl Iterator<Item = (Range<usize>, &str)> {
+    words(text).flat_map(move |(word, _)| {
+        let mut rest = text[word.clone()].char_indices().peekable();
+        std::iter::from_fn(move || {
+            let (start, first) = rest.next()?;
+            let mut end = word.len();
+            if is_unspaced(first) {
+                end = start + first.len_utf8();
+            } else {
+                while let Some(&(at, c)) = rest.peek() {
+                    if is_unspaced(c) {
+                        end = at;
+                        break;
+                    }
+                    rest.next();
+                }
+            }
+            let range = word.start + start..word.start + end;
+            Some((range.clone(), &text[range]))
         })
-        .map(|(range, _)| range)
-        .collect()
+    })
+}
+
+/// Whether `c` is written without spaces between words: Chinese characters, Japanese kana,
+/// and Korean syllables (Korean puts spaces between phrases, but a noun and its particles
+/// are one: 서울에서, "in Seoul"). Such a character is a search token of its own.
+pub fn is_unspaced(c: char) -> bool {
+    matches!(u32::from(c),
+        0x3040..=0x30FF | 0x31F0..=0x31FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF
+        | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF | 0xFF66..=0xFF9F | 0x2_0000..=0x3_FFFF)
+}
+
+/// `text` as SQLite's search index takes it: its [`tokens`], [folded](fold), one space
+/// between each. Queries go through it too, so a text and a query always split and fold
+/// alike; the index's `unicode61` tokenizer then only splits at the spaces.
+pub fn index_text(text: &str) -> String {
+    let mut indexed = String::with_capacity(text.len() + text.len() / 4);
+    for (_, token) in tokens(text) {
+        if !indexed.is_empty() {
+            indexed.push(' ');
+        }
+        fold_into(&mut indexed, token);
+    }
+    indexed
+}
+
+/// The byte ranges of `text` to highlight for `terms`: wherever a query word's tokens stand
+/// one after another (for most words, a word equal to the query word), the last token
+/// matching the start of a longer one when the last word is a prefix, ignoring case and
+/// (Latin) accents, as the indexes match. Ranges are in order and do not overlap (touching
+/// ones are joined); they fall on character boundaries.
+pub fn highlights(text: &str, terms: &SearchTerms) -> Vec<Range<usize>> {
+    let found: Vec<(Range<usize>, String)> = tokens(text)
+        .map(|(range, token)| (range, fold(token)))
+        .collect();
+    let mut marked = vec![false; found.len()];
+    let last = terms.words.len() - 1;
+    for (i, word) in terms.words.iter().enumerate() {
+        let phrase: Vec<String> = tokens(word).map(|(_, token)| fold(token)).collect();
+        let prefix = i == last && terms.last_is_prefix;
+        for start in 0..found.len() {
+            let Some(window) = found.get(start..start + phrase.len()) else {
+                break;
+            };
+            let matches = window
+                .iter()
+                .zip(&phrase)
+                .enumerate()
+                .all(|(k, ((_, token), term))| {
+                    token == term
+                        || (prefix && k + 1 == phrase.len() && token.starts_with(term.as_str()))
+                });
+            if matches {
+                marked[start..start + phrase.len()].fill(true);
+            }
+        }
+    }
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    for ((range, _), _) in found.into_iter().zip(marked).filter(|(_, marked)| *marked) {
+        match ranges.last_mut() {
+            Some(previous) if previous.end == range.start => previous.end = range.end,
+            _ => ranges.push(range),
+        }
+    }
+    ranges
 }
 
 fn is_word_char(c: char) -> bool {
@@ -157,13 +232,31 @@ pub fn is_combining_mark(c: char) -> bool {
         | 0x20D0..=0x20FF | 0xFE20..=0xFE2F)
 }
 
-/// A word as the index compares it: lower-cased, without the accents of Latin letters.
-fn fold(word: &str) -> String {
-    word.chars()
-        .flat_map(char::to_lowercase)
-        .filter(|&c| !matches!(u32::from(c), 0x0300..=0x036F))
-        .map(unaccented)
-        .collect()
+/// A token as the indexes compare it: lower-cased, without the accents of Latin letters,
+/// with ß and the Latin ligatures spelled out (as PostgreSQL's `unaccent` does).
+fn fold(token: &str) -> String {
+    let mut folded = String::with_capacity(token.len());
+    fold_into(&mut folded, token);
+    folded
+}
+
+fn fold_into(folded: &mut String, token: &str) {
+    for c in token.chars().flat_map(char::to_lowercase) {
+        match c {
+            '\u{0300}'..='\u{036F}' => {}
+            'ß' => folded.push_str("ss"),
+            'æ' => folded.push_str("ae"),
+            'œ' => folded.push_str("oe"),
+            'ĳ' => folded.push_str("ij"),
+            'ﬀ' => folded.push_str("ff"),
+            'ﬁ' => folded.push_str("fi"),
+            'ﬂ' => folded.push_str("fl"),
+            'ﬃ' => folded.push_str("ffi"),
+            'ﬄ' => folded.push_str("ffl"),
+            'ﬅ' | 'ﬆ' => folded.push_str("st"),
+            c => folded.push(unaccented(c)),
+        }
+    }
 }
 
 /// The base letter of a lower- or upper-case Latin letter with a diacritic, from Latin-1,
@@ -229,6 +322,28 @@ mod tests {
     }
 
     #[test]
+    fn unspaced_characters_are_tokens_of_their_own() {
+        let split: Vec<&str> = tokens("我住在东京。iPhone用のケース 서울에서 만나요 𠮷野家 café")
+            .map(|(_, token)| token)
+            .collect();
+        assert_eq!(
+            split,
+            [
+                "我", "住", "在", "东", "京", "iPhone", "用", "の", "ケ", "ー", "ス", "서", "울",
+                "에", "서", "만", "나", "요", "𠮷", "野", "家", "café"
+            ]
+        );
+        let text = "a东b";
+        let ranges: Vec<_> = tokens(text).map(|(range, _)| range).collect();
+        assert_eq!(ranges, [0..1, 1..4, 4..5]);
+        assert_eq!(
+            index_text("Grüße aus 東京タワー, ÉCOLE!"),
+            "grusse aus 東 京 タ ワ ー ecole"
+        );
+        assert_eq!(index_text(" ?! "), "");
+    }
+
+    #[test]
     fn queries_are_words_without_operators() {
         let query = terms("\"Hello\" OR (world*) -NEAR: hello");
         assert_eq!(query.words(), ["hello", "or", "world", "near"]);
@@ -282,12 +397,29 @@ mod tests {
             Vec::<&str>::new()
         );
         assert_eq!(highlighted("hello help", "help"), ["help"]);
-        assert_eq!(highlighted("Größe: 10 m²; Łódź", "lodz grosse"), ["Łódź"]);
+        assert_eq!(
+            highlighted("Größe: 10 m²; Łódź", "lodz grosse"),
+            ["Größe", "Łódź"]
+        );
+        assert_eq!(
+            highlighted("STRASSE, Straße", "straße"),
+            ["STRASSE", "Straße"]
+        );
+        assert_eq!(highlighted("Œuvre, ﬁne", "oeuvre fine"), ["Œuvre", "ﬁne"]);
         assert_eq!(highlighted("Привет, МИР!", "мир"), ["МИР"]);
         assert_eq!(
             highlighted("say \"hi\" (or *not*)", "\"hi\" or"),
             ["hi", "or"]
         );
+        // An unspaced query word is found as a run of its characters, in that order, and
+        // marked as one range.
+        assert_eq!(highlighted("我住在东京，京东很大", "东京"), ["东京"]);
+        assert_eq!(highlighted("明天的会议取消了", "会议 取消"), ["会议取消"]);
+        assert_eq!(highlighted("東京タワーに行きました", "タワ"), ["タワ"]);
+        assert_eq!(highlighted("東京タワーに行きました", "タワ "), ["タワ"]);
+        assert_eq!(highlighted("서울에서 만나요", "서울"), ["서울"]);
+        assert_eq!(highlighted("东方的京城", "东京"), Vec::<&str>::new());
+        assert_eq!(highlighted("iPhone用のケース", "iphone"), ["iPhone"]);
         let text = "naïve naïve";
         for range in highlights(text, &terms("naive")) {
             assert!(text.is_char_boundary(range.start) && text.is_char_boundary(range.end));

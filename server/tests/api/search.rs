@@ -220,6 +220,78 @@ async fn words_are_found_in_several_languages_and_between_punctuation() {
     assert_eq!(found(&chat, &alice, "estacion").await, [texts[6]]);
 }
 
+/// Chinese and Japanese put no spaces between words, and Korean joins a noun and its
+/// particles: a query is found anywhere inside such a run, its characters one after another
+/// and in order, also after an edit. ß and ligatures fold on both backends.
+#[tokio::test]
+async fn chinese_japanese_and_korean_are_found_inside_a_run_of_characters() {
+    let app = spawn_app().await;
+    let (alice, bob, chat_id) = alice_and_bob(&app).await;
+    let mut chat = app.chat().await;
+    let texts = [
+        "我明天去东京开会，你呢？",
+        "会议室预订好了吗",
+        "東京タワーに行きました",
+        "서울에서 만나요",
+        "iPhone用のケースを買った",
+        "京东的快递到了",
+        "Grüße aus der Straße",
+        "Œuvre complète, ﬁnale",
+    ];
+    let mut sent = Vec::new();
+    for (n, text) in texts.iter().enumerate() {
+        sent.push(send_text(&mut chat, &bob, &chat_id, &format!("c{n}"), text).await);
+    }
+    for (search, expected) in [
+        ("东京", vec![texts[0]]),
+        ("开会", vec![texts[0]]),
+        ("预订", vec![texts[1]]),
+        ("会议室", vec![texts[1]]),
+        ("会", vec![texts[1], texts[0]]),
+        ("タワー", vec![texts[2]]),
+        ("行き", vec![texts[2]]),
+        ("東京 行", vec![texts[2]]),
+        ("서울", vec![texts[3]]),
+        ("만나", vec![texts[3]]),
+        ("iphone", vec![texts[4]]),
+        ("ケース", vec![texts[4]]),
+        ("京东", vec![texts[5]]),
+        ("grusse", vec![texts[6]]),
+        ("STRASSE", vec![texts[6]]),
+        ("straße", vec![texts[6]]),
+        ("oeuvre finale", vec![texts[7]]),
+    ] {
+        assert_eq!(
+            found(&chat, &alice, search).await,
+            expected,
+            "query {search:?}"
+        );
+    }
+    // The characters must stand together and in the query's order. (Punctuation and spaces
+    // between them are not counted: "서만" would find the end of 서울에서 and the start of 만나요.)
+    for search in ["东开", "京会", "울만", "タワ行"] {
+        assert_eq!(
+            found(&chat, &alice, search).await,
+            Vec::<String>::new(),
+            "query {search:?}"
+        );
+    }
+
+    within(chat.edit(authed(
+        &bob,
+        EditRequest {
+            chat_id: chat_id.clone(),
+            message_id: sent[1].id.clone(),
+            subject: String::new(),
+            text: "会议改到星期三".into(),
+        },
+    )))
+    .await
+    .expect("bob edits his message");
+    assert_eq!(found(&chat, &alice, "预订").await, Vec::<String>::new());
+    assert_eq!(found(&chat, &alice, "星期三").await, ["会议改到星期三"]);
+}
+
 #[tokio::test]
 async fn quotes_and_operators_in_a_query_are_plain_words() {
     let app = spawn_app().await;

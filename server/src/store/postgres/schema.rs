@@ -226,6 +226,22 @@ ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
 CREATE INDEX messages_search ON messages USING gin (search)
     WITH (fastupdate = on, gin_pending_list_limit = 64);
 ",
+    "
+-- Tokens as chat_core::search::tokens makes them: each character of a script written
+-- without spaces between words (chat_core::search::is_unspaced: Chinese, Japanese kana,
+-- Korean syllables) stands between spaces, a token of its own, so that a query word of
+-- several (chat_query quotes it, which makes it a phrase) is found inside a run such as
+-- 我住在东京. The column and its index are generated anew, as in migration 11.
+CREATE OR REPLACE FUNCTION chat_words(text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+STRICT
+RETURN regexp_replace(regexp_replace(unaccent('unaccent'::regdictionary, $1), '[^[:alnum:]\\u0300-\\u036F\\u0483-\\u0489\\u0591-\\u05BD\\u05BF-\\u05C7\\u0610-\\u061A\\u064B-\\u065F\\u0670\\u06D6-\\u06ED\\u0900-\\u0963\\u0966-\\u0DFF\\u1AB0-\\u1AFF\\u1DC0-\\u1DFF\\u20D0-\\u20FF\\uFE20-\\uFE2F]+', ' ', 'g'), '([\\u3040-\\u30FF\\u31F0-\\u31FF\\u3400-\\u4DBF\\u4E00-\\u9FFF\\uAC00-\\uD7A3\\uF900-\\uFAFF\\uFF66-\\uFF9F\\U00020000-\\U0003FFFF])', ' \\1 ', 'g');
+ALTER TABLE messages DROP COLUMN search;
+ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
+    to_tsvector('simple', chat_words(subject || ' ' || text))
+) STORED;
+CREATE INDEX messages_search ON messages USING gin (search)
+    WITH (fastupdate = on, gin_pending_list_limit = 64);
+",
 ];
 
 /// Brings the schema up to date, waiting for any other server migrating at the same moment.
@@ -273,48 +289,65 @@ pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
 mod tests {
     use super::MIGRATIONS;
 
-    /// The marks the search column's words keep, as `(first, last)` code points, read from the
-    /// newest migration that splits words (`\uXXXX` or `\uXXXX-\uXXXX` in its bracket).
-    fn kept_marks() -> Vec<(u32, u32)> {
+    /// The code points of the newest migration's bracket that starts with `opening`
+    /// (`\uXXXX`, `\UXXXXXXXX`, or ranges of them), as `(first, last)`.
+    fn bracket(opening: &str) -> Vec<(u32, u32)> {
         let migration = MIGRATIONS
             .iter()
             .rev()
-            .find(|migration| migration.contains("[^[:alnum:]"))
-            .expect("a migration splits words");
-        let start = migration
-            .find("[^[:alnum:]")
-            .expect("a bracket of word characters");
-        let bracket = &migration[start + "[^[:alnum:]".len()..];
+            .find(|migration| migration.contains(opening))
+            .unwrap_or_else(|| panic!("a migration has {opening}"));
+        let start = migration.find(opening).expect("the bracket");
+        let bracket = &migration[start + opening.len()..];
         let bracket = &bracket[..bracket.find(']').expect("the bracket ends")];
-        let point = |hex: &str| u32::from_str_radix(hex, 16).expect("a \\uXXXX escape");
-        // "\u0300-\u036F\u0670" splits into "0300-", "036F", "0670".
-        let mut items = bracket.split("\\u").filter(|item| !item.is_empty());
+        let mut rest = bracket;
         let mut ranges = Vec::new();
-        while let Some(item) = items.next() {
-            match item.strip_suffix('-') {
-                Some(first) => {
-                    ranges.push((point(first), point(items.next().expect("a range's end"))))
-                }
-                None => ranges.push((point(item), point(item))),
-            }
+        while !rest.is_empty() {
+            let (first, ranged) = escape(&mut rest);
+            let last = if ranged { escape(&mut rest).0 } else { first };
+            ranges.push((first, last));
         }
         ranges
     }
 
-    #[test]
-    fn the_search_column_keeps_exactly_the_marks_that_core_counts_as_part_of_a_word() {
-        let ranges = kept_marks();
-        assert!(ranges.len() > 10, "{ranges:?}");
+    /// The code point of the escape `rest` starts with, which it takes off `rest`, and whether
+    /// a `-` follows (the first of a range).
+    fn escape(rest: &mut &str) -> (u32, bool) {
+        let digits = match &rest[..2] {
+            "\\u" => 4,
+            "\\U" => 8,
+            other => panic!("an escape, not {other}"),
+        };
+        let point = u32::from_str_radix(&rest[2..2 + digits], 16).expect("hex digits");
+        *rest = &rest[2 + digits..];
+        let ranged = rest.starts_with('-');
+        if ranged {
+            *rest = &rest[1..];
+        }
+        (point, ranged)
+    }
+
+    /// Whether every code point is in `ranges` exactly when `expected` says so.
+    fn holds_exactly(ranges: &[(u32, u32)], expected: fn(char) -> bool) {
+        assert!(ranges.len() > 5, "{ranges:?}");
         for c in (0..=0x10FFFF).filter_map(char::from_u32) {
-            let kept = ranges
+            let listed = ranges
                 .iter()
                 .any(|&(first, last)| (first..=last).contains(&u32::from(c)));
-            assert_eq!(
-                kept,
-                chat_core::search::is_combining_mark(c),
-                "U+{:04X}",
-                u32::from(c)
-            );
+            assert_eq!(listed, expected(c), "U+{:04X}", u32::from(c));
         }
+    }
+
+    #[test]
+    fn the_search_column_keeps_exactly_the_marks_that_core_counts_as_part_of_a_word() {
+        holds_exactly(
+            &bracket("[^[:alnum:]"),
+            chat_core::search::is_combining_mark,
+        );
+    }
+
+    #[test]
+    fn the_search_column_makes_a_token_of_exactly_the_characters_core_does() {
+        holds_exactly(&bracket("'(["), chat_core::search::is_unspaced);
     }
 }

@@ -5,7 +5,7 @@ use chat_core::requests::{HistoryQuery, ListQuery, Members};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use chat_core::emoji::Emoji;
-use chat_core::search::{SearchQuery, SearchTerms};
+use chat_core::search::{self, SearchQuery, SearchTerms};
 
 use super::rows::{
     MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, MessageRow, REPLY_JOIN, id_from_sql, id_to_sql,
@@ -340,9 +340,11 @@ pub fn search(
     Ok(SearchPage::from_rows(messages, query.limit))
 }
 
-/// The FTS5 query of `terms`: each word a quoted string (so nothing a person types is FTS5
-/// syntax: `"` is doubled inside, though words never hold one), all required (FTS5's
-/// implicit AND), the last one a prefix query when the person may still be typing it.
+/// The FTS5 query of `terms`: each word as the index takes text ([`search::index_text`]),
+/// a quoted string (so nothing a person types is FTS5 syntax: `"` is doubled inside, though
+/// words never hold one), which FTS5 reads as a phrase when it holds several tokens (the
+/// characters of "东京"); all required (FTS5's implicit AND), the last one a prefix query
+/// when the person may still be typing it.
 fn fts5_match(terms: &SearchTerms) -> String {
     let words = terms.words();
     let mut expression = String::new();
@@ -351,7 +353,7 @@ fn fts5_match(terms: &SearchTerms) -> String {
             expression.push(' ');
         }
         expression.push('"');
-        expression.push_str(&word.replace('"', "\"\""));
+        expression.push_str(&search::index_text(word).replace('"', "\"\""));
         expression.push('"');
         if i + 1 == words.len() && terms.last_is_prefix() {
             expression.push('*');
@@ -412,5 +414,6 @@ mod tests {
         assert_eq!(fts5_match(&terms("Hello wor")), r#""hello" "wor"*"#);
         assert_eq!(fts5_match(&terms("\"a\" OR b* ")), r#""a" "or" "b""#);
         assert_eq!(fts5_match(&terms("NEAR(x y)")), r#""near" "x" "y""#);
+        assert_eq!(fts5_match(&terms("東京 Straße")), r#""東 京" "strasse"*"#);
     }
 }

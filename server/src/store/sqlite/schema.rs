@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use chat_core::ids::MessageId;
+use chat_core::search;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OpenFlags};
 
 use super::rows::id_from_sql;
@@ -158,6 +160,38 @@ DROP TRIGGER messages_fts_insert;
 -- writer thread. Merging 16 segments at once rewrites each entry half as often.
 INSERT INTO messages_fts (messages_fts, rank) VALUES ('automerge', 16);
 ",
+    "
+-- The index takes each text as chat_core::search::index_text makes it, through `chat_words`,
+-- a function the server defines on its connections (`define_functions`): its tokens, folded,
+-- one space between each. So a Chinese or Japanese character (no space splits their words)
+-- is a token of its own, which a query of several finds as a phrase, and ß and ligatures
+-- fold as on PostgreSQL. The view gives FTS5 the messages in that form for 'rebuild' and
+-- for the writer's catch-up; the triggers take old words out in the same form.
+DROP TRIGGER messages_fts_delete;
+DROP TRIGGER messages_fts_update;
+DROP TABLE messages_fts;
+CREATE VIEW messages_words AS
+    SELECT id, chat_words(subject) AS subject, chat_words(text) AS text FROM messages;
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    subject, text,
+    content = 'messages_words', content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 2',
+    prefix = '2 3'
+);
+INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1);
+INSERT INTO messages_fts (messages_fts, rank) VALUES ('automerge', 16);
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, subject, text)
+        VALUES ('delete', old.id, chat_words(old.subject), chat_words(old.text));
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF subject, text ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, subject, text)
+        VALUES ('delete', old.id, chat_words(old.subject), chat_words(old.text));
+    INSERT INTO messages_fts (rowid, subject, text)
+        VALUES (new.id, chat_words(new.subject), chat_words(new.text));
+END;
+",
 ];
 
 /// The schema version this server reads and writes: the number of migrations.
@@ -186,6 +220,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     // batch writes tens of pages, so the default would checkpoint (copy pages into the
     // database file and fsync it) many times a second under load.
     conn.execute_batch("PRAGMA wal_autocheckpoint = 10000;")?;
+    define_functions(&conn)?;
     migrate(&conn)?;
     Ok(conn)
 }
@@ -194,7 +229,31 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
 pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.execute_batch(BUSY_TIMEOUT)?;
+    define_functions(&conn)?;
     Ok(conn)
+}
+
+/// Defines the schema's own SQL function on `conn`: `chat_words(text)`, a text as the search
+/// index takes it ([`search::index_text`]), which the search index's view and triggers call.
+/// It is the server's, not SQLite's: a tool that edits or deletes messages (the `sqlite3`
+/// shell) without it fails with "no such function: chat_words" and changes nothing, rather
+/// than leave the index behind the messages.
+pub fn define_functions(conn: &Connection) -> Result<(), StoreError> {
+    conn.create_scalar_function(
+        "chat_words",
+        1,
+        FunctionFlags::SQLITE_UTF8
+            | FunctionFlags::SQLITE_DETERMINISTIC
+            | FunctionFlags::SQLITE_INNOCUOUS,
+        |context| {
+            let text = context
+                .get_raw(0)
+                .as_str_or_null()
+                .map_err(|error| rusqlite::Error::UserFunctionError(Box::new(error)))?;
+            Ok(text.map(search::index_text))
+        },
+    )?;
+    Ok(())
 }
 
 /// The id of the newest event (message or change) stored, or 0 in an empty database.
@@ -244,4 +303,66 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         ))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::params;
+
+    use super::*;
+
+    /// A file made by the server before the index took `chat_words` (schema version 7), with
+    /// messages in it, is indexed anew when a newer server opens it.
+    #[test]
+    fn an_older_file_is_indexed_anew_with_a_token_for_each_unspaced_character() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let texts = ["我住在东京", "Grüße aus der Straße", "plain words"];
+        {
+            let conn = Connection::open(&path).unwrap();
+            for (version, sql) in (1..=7).zip(MIGRATIONS) {
+                conn.execute_batch(&format!("{sql}; PRAGMA user_version = {version};"))
+                    .unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO accounts VALUES ('bob', 'x', 0);
+                 INSERT INTO chats VALUES (1, 'c1', 'bob', 0);
+                 INSERT INTO chat_members VALUES (1, 'bob');",
+            )
+            .unwrap();
+            for (n, text) in (1..).zip(texts) {
+                conn.execute(
+                    "INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at)
+                     VALUES (?1, 1, 'bob', ?1, '', ?2, 0)",
+                    params![n, text],
+                )
+                .unwrap();
+            }
+            conn.execute_batch("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
+                .unwrap();
+        }
+
+        let conn = open_writer(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let found = |query: &str| -> Vec<i64> {
+            conn.prepare(
+                "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?1 ORDER BY rowid",
+            )
+            .unwrap()
+            .query_map([query], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        assert_eq!(found(r#""东 京""#), [1]);
+        assert_eq!(found(r#""strasse""#), [2]);
+        assert_eq!(found(r#""words""#), [3]);
+        conn.execute_batch(
+            "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)",
+        )
+        .unwrap();
+    }
 }

@@ -309,7 +309,7 @@ impl SearchIndex {
         };
         tx.prepare_cached(
             "INSERT INTO messages_fts (rowid, subject, text)
-             SELECT id, subject, text FROM messages WHERE id >= ?1",
+             SELECT id, subject, text FROM messages_words WHERE id >= ?1",
         )?
         .execute([id_to_sql(from)])?;
         Ok(())
