@@ -19,6 +19,8 @@ const FILLER = 130;
 const ORIGINAL = 'The launch code is pelican-42, don’t share it!';
 const HOSTILE = '<img src=x onerror="window.__pwned = 1"> pelican pie <b>bold</b>';
 const REPLY = 'Only if you bring the pelican pie';
+/** Words that no space sets apart, and a ß: found by part of a run, and by "ss". */
+const UNSPACED = ['明天在东京开会', '京东的快递到了', 'Grüße aus der Straße'];
 
 /** Whether the element sits inside the visible part of its scrolling log. */
 function inView(element) {
@@ -50,6 +52,7 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
       unary(suite.server.url, '/chat.Chat/Send', encodeStrings({ 1: clientId, 2: chatId, 5: text }), { token });
     await send('original', ORIGINAL);
     await send('hostile', HOSTILE);
+    for (const [n, text] of UNSPACED.entries()) await send(`unspaced-${n}`, text);
     for (let n = 0; n < FILLER; n++) await send(`filler-${n}`, `filler message number ${n}`);
     await bob.waitUntilConnected();
   });
@@ -79,6 +82,24 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
     await box.fill('   ');
     await bob.button('Search').click();
     await bob.page.getByRole('alert').filter({ hasText: 'Search query is empty' }).waitFor();
+  });
+
+  step('Bob finds Chinese inside a run of characters, and "strasse" finds "Straße", marked', async () => {
+    const box = bob.page.getByRole('searchbox', { name: 'Search messages' });
+    const items = bob.page.getByRole('region', { name: 'Search results' }).getByRole('listitem');
+    await box.fill('东京');
+    await bob.button('Search').click();
+    await eventually('one result', async () => assert.equal(await items.count(), 1));
+    assert.match(await items.nth(0).innerText(), /明天在东京开会/);
+    assert.deepEqual(await items.nth(0).locator('mark').allInnerTexts(), ['东京']);
+
+    await box.fill('strasse gruss');
+    await bob.button('Search').click();
+    await eventually('the German message', async () =>
+      assert.match(await items.nth(0).innerText(), /Grüße aus der Straße/),
+    );
+    assert.equal(await items.count(), 1);
+    assert.deepEqual(await items.nth(0).locator('mark').allInnerTexts(), ['Grüße', 'Straße']);
   });
 
   step('a click on a result opens the chat at the message, far back, highlighted', async () => {

@@ -349,6 +349,7 @@ impl Chat for CeilingChat {
             messages: self.0.page[..limit].to_vec(),
             next_page_token: "1".to_owned(),
             has_more: true,
+            matches: vec![chat_core::proto::Matches::default(); limit],
         }))
     }
 }

@@ -112,19 +112,7 @@ impl SearchTerms {
 /// marks. Everything else (spaces, punctuation, symbols, emoji) separates words, as in
 /// SQLite's `unicode61` tokenizer.
 pub fn words(text: &str) -> impl Iterator<Item = (Range<usize>, &str)> {
-    let mut rest = text.char_indices().peekable();
-    std::iter::from_fn(move || {
-        let (start, _) = rest.find(|&(_, c)| is_word_char(c))?;
-        let mut end = text.len();
-        while let Some(&(at, c)) = rest.peek() {
-            if !is_word_char(c) {
-                end = at;
-                break;
-            }
-            rest.next();
-        }
-        Some((start..end, &text[start..end]))
-    })
+    runs(text, false)
 }
 
 /// The search tokens of `text` with their byte ranges: its [`words`], except that every
@@ -132,25 +120,27 @@ pub fn words(text: &str) -> impl Iterator<Item = (Range<usize>, &str)> {
 /// tokens stand one after another (a phrase), so "东京" is found inside "我住在东京", which
 /// no space splits into words.
 pub fn tokens(text: &str) -> impl Iterator<Item = (Range<usize>, &str)> {
-    words(text).flat_map(move |(word, _)| {
-        let mut rest = text[word.clone()].char_indices().peekable();
-        std::iter::from_fn(move || {
-            let (start, first) = rest.next()?;
-            let mut end = word.len();
-            if is_unspaced(first) {
-                end = start + first.len_utf8();
-            } else {
-                while let Some(&(at, c)) = rest.peek() {
-                    if is_unspaced(c) {
-                        end = at;
-                        break;
-                    }
-                    rest.next();
+    runs(text, true)
+}
+
+/// The words of `text`, each unspaced character apart when `unspaced_apart`. (One function
+/// for both keeps the browser's bundle smaller than two.)
+fn runs(text: &str, unspaced_apart: bool) -> impl Iterator<Item = (Range<usize>, &str)> {
+    let apart = move |c| unspaced_apart && is_unspaced(c);
+    let mut rest = text.char_indices().peekable();
+    std::iter::from_fn(move || {
+        let (start, first) = rest.find(|&(_, c)| is_word_char(c))?;
+        let mut end = start + first.len_utf8();
+        if !apart(first) {
+            while let Some(&(at, c)) = rest.peek() {
+                if !is_word_char(c) || apart(c) {
+                    break;
                 }
+                end = at + c.len_utf8();
+                rest.next();
             }
-            let range = word.start + start..word.start + end;
-            Some((range.clone(), &text[range]))
-        })
+        }
+        Some((start..end, &text[start..end]))
     })
 }
 
@@ -218,6 +208,23 @@ pub fn highlights(text: &str, terms: &SearchTerms) -> Vec<Range<usize>> {
     ranges
 }
 
+/// Where `terms` match a found message: its subject's and text's [`highlights`], as the pairs
+/// of byte offsets a Search response carries.
+pub fn matches(subject: &str, text: &str, terms: &SearchTerms) -> proto::Matches {
+    let offsets = |field: &str| {
+        highlights(field, terms)
+            .into_iter()
+            .flat_map(|range| [range.start, range.end])
+            // A field is far shorter than 4 GiB (`limits`).
+            .map(|offset| u32::try_from(offset).unwrap_or(u32::MAX))
+            .collect()
+    };
+    proto::Matches {
+        subject: offsets(subject),
+        text: offsets(text),
+    }
+}
+
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || is_combining_mark(c)
 }
@@ -242,22 +249,28 @@ fn fold(token: &str) -> String {
 
 fn fold_into(folded: &mut String, token: &str) {
     for c in token.chars().flat_map(char::to_lowercase) {
-        match c {
-            '\u{0300}'..='\u{036F}' => {}
-            'ß' => folded.push_str("ss"),
-            'æ' => folded.push_str("ae"),
-            'œ' => folded.push_str("oe"),
-            'ĳ' => folded.push_str("ij"),
-            'ﬀ' => folded.push_str("ff"),
-            'ﬁ' => folded.push_str("fi"),
-            'ﬂ' => folded.push_str("fl"),
-            'ﬃ' => folded.push_str("ffi"),
-            'ﬄ' => folded.push_str("ffl"),
-            'ﬅ' | 'ﬆ' => folded.push_str("st"),
-            c => folded.push(unaccented(c)),
+        if let Some((_, spelled)) = SPELLED_OUT.iter().find(|(letter, _)| *letter == c) {
+            folded.push_str(spelled);
+        } else if !matches!(c, '\u{0300}'..='\u{036F}') {
+            folded.push(unaccented(c));
         }
     }
 }
+
+/// The lower-case letters that fold to several, spelled as PostgreSQL's `unaccent` spells them.
+const SPELLED_OUT: [(char, &str); 11] = [
+    ('ß', "ss"),
+    ('æ', "ae"),
+    ('œ', "oe"),
+    ('ĳ', "ij"),
+    ('ﬀ', "ff"),
+    ('ﬁ', "fi"),
+    ('ﬂ', "fl"),
+    ('ﬃ', "ffi"),
+    ('ﬄ', "ffl"),
+    ('ﬅ', "st"),
+    ('ﬆ', "st"),
+];
 
 /// The base letter of a lower- or upper-case Latin letter with a diacritic, from Latin-1,
 /// Latin Extended-A and Latin Extended Additional; `.` in the tables marks letters without
@@ -424,6 +437,13 @@ mod tests {
         for range in highlights(text, &terms("naive")) {
             assert!(text.is_char_boundary(range.start) && text.is_char_boundary(range.end));
         }
+    }
+
+    #[test]
+    fn matches_are_pairs_of_byte_offsets_per_field() {
+        let found = matches("Plans", "Café crème in 东京, café", &terms("CAFE 东京"));
+        assert_eq!(found.subject, Vec::<u32>::new());
+        assert_eq!(found.text, [0, 5, 16, 22, 24, 29]);
     }
 
     #[test]

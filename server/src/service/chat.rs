@@ -333,8 +333,14 @@ impl Chat for ChatService {
             (true, Some(last)) => search::next_page_token(last.id),
             _ => String::new(),
         };
+        let messages: Vec<proto::Message> =
+            page.messages.iter().map(StoredMessage::to_proto).collect();
         Ok(Response::new(proto::SearchResponse {
-            messages: page.messages.iter().map(StoredMessage::to_proto).collect(),
+            matches: messages
+                .iter()
+                .map(|message| search::matches(&message.subject, &message.text, &query.terms))
+                .collect(),
+            messages,
             has_more: page.has_more,
             next_page_token,
         }))

@@ -37,6 +37,14 @@ async fn found<T: Transport>(chat: &ChatClient<T>, token: &str, text: &str) -> V
         .collect()
 }
 
+/// The parts of `field` at `offsets`, pairs of byte offsets.
+fn marked<'a>(field: &'a str, offsets: &[u32]) -> Vec<&'a str> {
+    offsets
+        .chunks_exact(2)
+        .map(|pair| &field[pair[0] as usize..pair[1] as usize])
+        .collect()
+}
+
 /// Alice is in two chats, not in the third; each has a message about pineapples.
 async fn only_my_chats_are_searched<T: Transport>(app: &TestApp, chat: ChatClient<T>) {
     let [alice, bob, carol] = signed_up_all(app, ["alice", "bob", "carol"]).await;
@@ -71,6 +79,16 @@ async fn only_my_chats_are_searched<T: Transport>(app: &TestApp, chat: ChatClien
     );
     assert!(!all.has_more);
     assert_eq!(all.next_page_token, "");
+    // Where each matched, in the same order: "Pineapple pizza tonight?" and "No pineapple,
+    // please.", case ignored.
+    let marked: Vec<Vec<&str>> = all
+        .messages
+        .iter()
+        .zip(&all.matches)
+        .map(|(message, matches)| marked(&message.text, &matches.text))
+        .collect();
+    assert_eq!(marked, [vec!["pineapple"], vec!["Pineapple"]]);
+    assert!(all.matches.iter().all(|matches| matches.subject.is_empty()));
 
     let one = SearchRequest {
         chat_id: with_bob.clone(),
@@ -266,6 +284,27 @@ async fn chinese_japanese_and_korean_are_found_inside_a_run_of_characters() {
             expected,
             "query {search:?}"
         );
+    }
+    // What a client marks: the run of characters, and ß spelled out.
+    for (search, text, expected) in [
+        ("东京", texts[0], vec!["东京"]),
+        ("会 行き", texts[2], vec![]),
+        ("タワー 行き", texts[2], vec!["タワー", "行き"]),
+        ("strasse grüsse", texts[6], vec!["Grüße", "Straße"]),
+    ] {
+        let page = search_on(&chat, &alice, query(search)).await.unwrap();
+        let at = page
+            .messages
+            .iter()
+            .position(|message| message.text == text);
+        match at {
+            Some(at) => assert_eq!(
+                marked(text, &page.matches[at].text),
+                expected,
+                "query {search:?}"
+            ),
+            None => assert!(expected.is_empty(), "query {search:?} found nothing"),
+        }
     }
     // The characters must stand together and in the query's order. (Punctuation and spaces
     // between them are not counted: "서만" would find the end of 서울에서 and the start of 만나요.)

@@ -1,12 +1,10 @@
 //! Searching the user's messages: a search box, results newest first with the matched words
 //! highlighted, "More results" for the next page, and a click that opens the message in its
 //! chat. The query is checked with the server's own rules (`chat_core::search`) before it is
-//! sent, and highlighted with the same splitting the server searched with.
-
-use std::ops::Range;
+//! sent; the server says where each result matched (`proto::Matches`), which is marked.
 
 use chat_core::proto;
-use chat_core::search::{SearchTerms, highlights};
+use chat_core::search::SearchTerms;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -14,13 +12,12 @@ use crate::api::ApiError;
 use crate::live::use_live;
 use crate::time::short_time;
 
-/// The results shown: the query they are for (to highlight with), the messages, and the
+/// The results shown: the query they are for, the messages with where each matched, and the
 /// token of the next page.
 #[derive(Clone)]
 struct Results {
-    terms: SearchTerms,
     query: String,
-    messages: Vec<proto::Message>,
+    messages: Vec<(proto::Message, proto::Matches)>,
     next: Option<String>,
 }
 
@@ -34,22 +31,27 @@ pub fn SearchBox() -> impl IntoView {
     let busy = RwSignal::new(false);
 
     // Loads the page after `token` ("" for the first) of `text`, adding it to what is shown.
-    let load = move |text: String, terms: SearchTerms, token: String| {
+    let load = move |text: String, token: String| {
         busy.set(true);
         spawn_local(async move {
             match live.api().search(&text, &token).await {
                 Ok(page) => {
                     let next = page.has_more.then_some(page.next_page_token);
+                    // A server too old to say where results matched marks nothing.
+                    let mut matches = page.matches.into_iter();
+                    let found = page
+                        .messages
+                        .into_iter()
+                        .map(|message| (message, matches.next().unwrap_or_default()));
                     results.update(|results| match results {
                         Some(shown) if !token.is_empty() && shown.query == text => {
-                            shown.messages.extend(page.messages);
+                            shown.messages.extend(found);
                             shown.next = next;
                         }
                         _ => {
                             *results = Some(Results {
-                                terms,
                                 query: text,
-                                messages: page.messages,
+                                messages: found.collect(),
                                 next,
                             })
                         }
@@ -66,7 +68,7 @@ pub fn SearchBox() -> impl IntoView {
         event.prevent_default();
         let text = query.get_untracked();
         match SearchTerms::parse(&text) {
-            Ok(terms) => load(text, terms, String::new()),
+            Ok(_) => load(text, String::new()),
             Err(invalid) => error.set(Some(crate::sentence(&invalid.to_string()))),
         }
     };
@@ -74,7 +76,7 @@ pub fn SearchBox() -> impl IntoView {
         if let Some(shown) = results.get_untracked()
             && let Some(token) = shown.next
         {
-            load(shown.query, shown.terms, token);
+            load(shown.query, token);
         }
     };
     let clear = move |_| {
@@ -115,8 +117,8 @@ pub fn SearchBox() -> impl IntoView {
                             <button type="button" class="link" on:click=clear>"Close search"</button>
                         </header>
                         <ol>
-                            {shown.messages.into_iter().map(|message| view! {
-                                <li><SearchResult message=message terms=shown.terms.clone() /></li>
+                            {shown.messages.into_iter().map(|(message, matches)| view! {
+                                <li><SearchResult message=message matches=matches /></li>
                             }).collect_view()}
                         </ol>
                         <Show when=move || has_more>
@@ -135,8 +137,8 @@ pub fn SearchBox() -> impl IntoView {
 fn SearchResult(
     /// The message found.
     message: proto::Message,
-    /// The query's words, to mark in the text.
-    terms: SearchTerms,
+    /// Where it matched, to mark.
+    matches: proto::Matches,
 ) -> impl IntoView {
     let live = use_live();
     let id = message.id.parse::<u64>().ok();
@@ -147,7 +149,7 @@ fn SearchResult(
         }
     };
     let subject = (!message.subject.is_empty()).then(|| {
-        view! { <span class="subject">{marked(&message.subject, &terms)}</span> }
+        view! { <span class="subject">{marked(&message.subject, &matches.subject)}</span> }
     });
     view! {
         <button type="button" class="search-result" on:click=open>
@@ -155,64 +157,26 @@ fn SearchResult(
             " "
             <time>{short_time(message.sent_at)}</time>
             {subject}
-            <span class="text">{marked(&message.text, &terms)}</span>
+            <span class="text">{marked(&message.text, &matches.text)}</span>
         </button>
     }
 }
 
-/// `text` as text nodes, the matched words in `<mark>`: never HTML, so nothing a message
-/// holds can become markup.
-fn marked(text: &str, terms: &SearchTerms) -> Vec<AnyView> {
-    segments(text, &highlights(text, terms))
-        .into_iter()
-        .map(|(part, hit)| {
-            let part = part.to_owned();
-            if hit {
-                view! { <mark>{part}</mark> }.into_any()
-            } else {
-                part.into_any()
-            }
-        })
-        .collect()
-}
-
-/// `text` cut at `ranges` (in order, not overlapping): each piece with whether it is one of
-/// them.
-fn segments<'a>(text: &'a str, ranges: &[Range<usize>]) -> Vec<(&'a str, bool)> {
-    let mut pieces = Vec::with_capacity(ranges.len() * 2 + 1);
+/// `text` as text nodes, the parts at `offsets` (pairs of byte offsets, in order) in `<mark>`:
+/// never HTML, so nothing a message holds can become markup. A pair that does not fall on
+/// the text's characters in order is passed over, never trusted to slice with.
+fn marked(text: &str, offsets: &[u32]) -> Vec<AnyView> {
+    let mut pieces = Vec::new();
     let mut at = 0;
-    for range in ranges {
-        if range.start > at {
-            pieces.push((&text[at..range.start], false));
-        }
-        pieces.push((&text[range.clone()], true));
-        at = range.end;
+    for pair in offsets.chunks_exact(2) {
+        let (start, end) = (pair[0] as usize, pair[1] as usize);
+        let (Some(before), Some(hit)) = (text.get(at..start), text.get(start..end)) else {
+            continue;
+        };
+        pieces.push(before.to_owned().into_any());
+        pieces.push(view! { <mark>{hit.to_owned()}</mark> }.into_any());
+        at = end;
     }
-    if at < text.len() {
-        pieces.push((&text[at..], false));
-    }
+    pieces.push(text[at..].to_owned().into_any());
     pieces
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_is_cut_into_marked_and_plain_pieces() {
-        let text = "Café <b>au</b> lait";
-        let terms = SearchTerms::parse("cafe b").unwrap();
-        assert_eq!(
-            segments(text, &highlights(text, &terms)),
-            [
-                ("Café", true),
-                (" <", false),
-                ("b", true),
-                (">au</", false),
-                ("b", true),
-                ("> lait", false)
-            ]
-        );
-        assert_eq!(segments("", &[]), Vec::<(&str, bool)>::new());
-    }
 }
