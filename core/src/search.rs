@@ -248,6 +248,12 @@ fn fold(token: &str) -> String {
 }
 
 fn fold_into(folded: &mut String, token: &str) {
+    // Most text is ASCII, which only needs lower-casing: the index's writer folds every
+    // message it stores.
+    if token.is_ascii() {
+        folded.extend(token.chars().map(|c| c.to_ascii_lowercase()));
+        return;
+    }
     for c in token.chars().flat_map(char::to_lowercase) {
         if let Some((_, spelled)) = SPELLED_OUT.iter().find(|(letter, _)| *letter == c) {
             folded.push_str(spelled);
