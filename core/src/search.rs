@@ -153,7 +153,7 @@ pub fn is_unspaced(c: char) -> bool {
         | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF | 0xFF66..=0xFF9F | 0x2_0000..=0x3_FFFF)
 }
 
-/// `text` as SQLite's search index takes it: its [`tokens`], [folded](fold), one space
+/// `text` as SQLite's search index takes it: its [`tokens`], [folded](fold_into), one space
 /// between each. Queries go through it too, so a text and a query always split and fold
 /// alike; the index's `unicode61` tokenizer then only splits at the spaces.
 pub fn index_text(text: &str) -> String {
@@ -173,39 +173,67 @@ pub fn index_text(text: &str) -> String {
 /// (Latin) accents, as the indexes match. Ranges are in order and do not overlap (touching
 /// ones are joined); they fall on character boundaries.
 pub fn highlights(text: &str, terms: &SearchTerms) -> Vec<Range<usize>> {
-    let found: Vec<(Range<usize>, String)> = tokens(text)
-        .map(|(range, token)| (range, fold(token)))
-        .collect();
+    let found = Folded::tokens_of(text);
     let mut marked = vec![false; found.len()];
     let last = terms.words.len() - 1;
     for (i, word) in terms.words.iter().enumerate() {
-        let phrase: Vec<String> = tokens(word).map(|(_, token)| fold(token)).collect();
+        let phrase = Folded::tokens_of(word);
         let prefix = i == last && terms.last_is_prefix;
-        for start in 0..found.len() {
-            let Some(window) = found.get(start..start + phrase.len()) else {
-                break;
-            };
-            let matches = window
-                .iter()
-                .zip(&phrase)
-                .enumerate()
-                .all(|(k, ((_, token), term))| {
-                    token == term
-                        || (prefix && k + 1 == phrase.len() && token.starts_with(term.as_str()))
-                });
+        let n = phrase.len();
+        for start in 0..(found.len() + 1).saturating_sub(n) {
+            let matches = (0..n).all(|k| {
+                let (token, term) = (found.token(start + k), phrase.token(k));
+                token == term || (prefix && k + 1 == n && token.starts_with(term))
+            });
             if matches {
-                marked[start..start + phrase.len()].fill(true);
+                marked[start..start + n].fill(true);
             }
         }
     }
     let mut ranges: Vec<Range<usize>> = Vec::new();
-    for ((range, _), _) in found.into_iter().zip(marked).filter(|(_, marked)| *marked) {
+    for ((range, _), _) in found
+        .tokens
+        .into_iter()
+        .zip(marked)
+        .filter(|(_, marked)| *marked)
+    {
         match ranges.last_mut() {
             Some(previous) if previous.end == range.start => previous.end = range.end,
             _ => ranges.push(range),
         }
     }
     ranges
+}
+
+/// The tokens of a text, folded into one string (two allocations for a whole message, not
+/// one per token: the server highlights every result of every search).
+struct Folded {
+    folded: String,
+    /// Each token's range in the text and in `folded`.
+    tokens: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl Folded {
+    fn tokens_of(text: &str) -> Self {
+        let mut folded = String::with_capacity(text.len());
+        let tokens = tokens(text)
+            .map(|(range, token)| {
+                let start = folded.len();
+                fold_into(&mut folded, token);
+                (range, start..folded.len())
+            })
+            .collect();
+        Self { folded, tokens }
+    }
+
+    fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Token `i`, folded.
+    fn token(&self, i: usize) -> &str {
+        &self.folded[self.tokens[i].1.clone()]
+    }
 }
 
 /// Where `terms` match a found message: its subject's and text's [`highlights`], as the pairs
@@ -239,14 +267,9 @@ pub fn is_combining_mark(c: char) -> bool {
         | 0x20D0..=0x20FF | 0xFE20..=0xFE2F)
 }
 
-/// A token as the indexes compare it: lower-cased, without the accents of Latin letters,
-/// with ß and the Latin ligatures spelled out (as PostgreSQL's `unaccent` does).
-fn fold(token: &str) -> String {
-    let mut folded = String::with_capacity(token.len());
-    fold_into(&mut folded, token);
-    folded
-}
-
+/// Adds `token` to `folded` as the indexes compare it: lower-cased, without the accents of
+/// Latin letters, with ß and the Latin ligatures spelled out (as PostgreSQL's `unaccent`
+/// does).
 fn fold_into(folded: &mut String, token: &str) {
     // Most text is ASCII, which only needs lower-casing: the index's writer folds every
     // message it stores.

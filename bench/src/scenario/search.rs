@@ -1,8 +1,8 @@
 //! Search at scale: one chat of 100,000 realistic messages (several languages and scripts,
 //! punctuation, addresses and numbers, words as unevenly common as in real text), then
 //! Search queries one at a time (latency, not throughput): common and rare words, two words,
-//! a typed-ahead prefix, accented and non-Latin words, a word found nowhere, and the second
-//! page of a common word. On SQLite, and again on PostgreSQL when one answers (skipped with
+//! a typed-ahead prefix, accented and non-Latin words, a Chinese or Japanese word inside a
+//! run of characters, a word found nowhere, and the second page of a common word. On SQLite, and again on PostgreSQL when one answers (skipped with
 //! the reason otherwise). Every answer is checked: newest first, in the chat, each result
 //! holding the query's words (by `chat_core::search::highlights`, the web app's own).
 //!
@@ -344,18 +344,20 @@ enum QueryKind {
     Prefix,
     Accented,
     NonLatin,
+    Unspaced,
     Missing,
     SecondPage,
 }
 
 impl QueryKind {
-    const ALL: [QueryKind; 8] = [
+    const ALL: [QueryKind; 9] = [
         QueryKind::Common,
         QueryKind::Rare,
         QueryKind::TwoWords,
         QueryKind::Prefix,
         QueryKind::Accented,
         QueryKind::NonLatin,
+        QueryKind::Unspaced,
         QueryKind::Missing,
         QueryKind::SecondPage,
     ];
@@ -368,6 +370,7 @@ impl QueryKind {
             QueryKind::Prefix => "a 3-letter prefix",
             QueryKind::Accented => "an accented word",
             QueryKind::NonLatin => "a Cyrillic, Greek or Hebrew word",
+            QueryKind::Unspaced => "a Chinese or Japanese word inside a run",
             QueryKind::Missing => "a word in no message",
             QueryKind::SecondPage => "second page of a common word",
         }
@@ -389,13 +392,17 @@ const RUSSIAN: &str = "и в не на я что он с как это мы вы
 const GREEK: &str = "και το η να είναι δεν θα για με αύριο σήμερα συνάντηση φαγητό καλημέρα ευχαριστώ παρακαλώ δουλειά διακοπές";
 const HEBREW: &str =
     "של את על לא זה אני הוא מה עם מחר היום פגישה ארוחה שלום תודה בבקשה עבודה חופשה פרויקט";
+// Chinese and Japanese messages are written without spaces (`Vocabulary::message`): their
+// words are found inside runs of characters.
 const JAPANESE: &str = "今日 明日 会議 昼食 ありがとう お願いします 仕事 休暇 東京 大阪";
+const CHINESE: &str =
+    "的 了 是 我 你 他 明天 今天 会议 午饭 项目 发布 周末 谢谢 工作 问题 客户 北京 上海 预算 报告";
 
 impl Vocabulary {
     fn new() -> Self {
         Self {
             languages: [
-                ENGLISH, FRENCH, GERMAN, SPANISH, RUSSIAN, GREEK, HEBREW, JAPANESE,
+                ENGLISH, FRENCH, GERMAN, SPANISH, RUSSIAN, GREEK, HEBREW, JAPANESE, CHINESE,
             ]
             .iter()
             .map(|words| words.split(' ').collect())
@@ -405,7 +412,7 @@ impl Vocabulary {
 
     /// Which language message `n` is in: English most, then French and German, ...
     fn language(&self, rng: &mut StdRng) -> &[&'static str] {
-        const WEIGHTS: [u32; 8] = [40, 14, 12, 10, 10, 5, 5, 4];
+        const WEIGHTS: [u32; 9] = [40, 14, 12, 10, 10, 5, 5, 4, 4];
         let mut pick = rng.random_range(0..WEIGHTS.iter().sum::<u32>());
         for (weights, words) in WEIGHTS.iter().zip(&self.languages) {
             if pick < *weights {
@@ -428,10 +435,17 @@ impl Vocabulary {
     fn message(&self, n: u64) -> (String, String) {
         let mut rng = StdRng::seed_from_u64(n);
         let words = self.language(&mut rng);
+        let unspaced = words[0].chars().all(chat_core::search::is_unspaced);
         let length = rng.random_range(3..=30);
         let mut text = String::new();
         for i in 0..length {
-            if i > 0 {
+            if i > 0 && unspaced {
+                text.push_str(match rng.random_range(0..10) {
+                    0 => "、",
+                    1 => "。",
+                    _ => "",
+                });
+            } else if i > 0 {
                 text.push_str(match rng.random_range(0..20) {
                     0 => ", ",
                     1 => ". ",
@@ -501,6 +515,15 @@ impl Vocabulary {
             QueryKind::NonLatin => {
                 let language = &self.languages[rng.random_range(4..7)];
                 format!("{} ", language[rng.random_range(0..language.len())])
+            }
+            QueryKind::Unspaced => {
+                let language = &self.languages[rng.random_range(7..9)];
+                let words: Vec<&str> = language
+                    .iter()
+                    .copied()
+                    .filter(|word| word.chars().count() > 1)
+                    .collect();
+                format!("{} ", words[rng.random_range(0..words.len())])
             }
             QueryKind::Missing => format!("zq{}x ", rng.random_range(0..1_000)),
         }
