@@ -182,6 +182,11 @@ async fn measure(
     }
     for ((kind, mut latencies), found) in QueryKind::ALL.iter().zip(latencies).zip(found) {
         report.figure(Figure::new(
+            format!("{store}: {} p50", kind.label()),
+            "ms",
+            latencies.percentile_ms(50.0),
+        ));
+        report.figure(Figure::new(
             format!(
                 "{store}: {} p99 ({:.1} results/page)",
                 kind.label(),

@@ -131,32 +131,46 @@ async fn only_my_chats_are_searched_over_grpc_web() {
 
 /// 25 matches in pages of 10, then the default page: newest first, no gap, no repeat.
 async fn pages_walk_every_match_once<T: Transport>(app: &TestApp, chat: ChatClient<T>) {
-    let (alice, _, chat_id) = alice_and_bob(app).await;
-    let matching = send_many(app, &alice, &chat_id, 25, "weekly report attached").await;
-    send_many(app, &alice, &chat_id, 5, "unrelated").await;
+    let (alice, bob, chat_id) = alice_and_bob(app).await;
+    let matching = send_many(
+        app,
+        &alice,
+        &chat_id,
+        25,
+        "weekly report attached, 每周报告",
+    )
+    .await;
+    send_many(app, &bob, &chat_id, 5, "unrelated").await;
 
-    let mut walked: Vec<Message> = Vec::new();
-    let mut token = String::new();
-    let mut pages = 0;
-    loop {
-        let request = SearchRequest {
-            limit: 10,
-            page_token: token.clone(),
-            ..query("report")
-        };
-        let page = search_on(&chat, &alice, request).await.unwrap();
-        pages += 1;
-        walked.extend(page.messages);
-        if !page.has_more {
-            assert_eq!(page.next_page_token, "");
-            break;
+    // One word, and queries of several lexemes (two words; a Chinese word, a phrase of its
+    // characters), which PostgreSQL first looks for among the newest messages.
+    for search in ["report", "weekly report", "报告"] {
+        let mut walked: Vec<Message> = Vec::new();
+        let mut token = String::new();
+        let mut pages = 0;
+        loop {
+            let request = SearchRequest {
+                limit: 10,
+                page_token: token.clone(),
+                ..query(search)
+            };
+            let page = search_on(&chat, &alice, request).await.unwrap();
+            pages += 1;
+            walked.extend(page.messages);
+            if !page.has_more {
+                assert_eq!(page.next_page_token, "");
+                break;
+            }
+            token = page.next_page_token;
         }
-        token = page.next_page_token;
+        assert_eq!(pages, 3, "{search:?}");
+        let mut expected = matching.clone();
+        expected.reverse();
+        assert_eq!(
+            walked, expected,
+            "{search:?}: every match once, newest first"
+        );
     }
-    assert_eq!(pages, 3);
-    let mut expected = matching.clone();
-    expected.reverse();
-    assert_eq!(walked, expected, "every match once, newest first");
 
     let default = search_on(&chat, &alice, query("report")).await.unwrap();
     assert_eq!(default.messages.len(), SEARCH_DEFAULT_PAGE as usize);
