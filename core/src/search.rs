@@ -1,9 +1,10 @@
 //! Search queries: how text splits into words and tokens, which query words a request may
 //! hold, and which parts of a found message to highlight. The server builds its index
-//! queries from [`SearchTerms::words`] and the browser highlights results with
-//! [`highlights`]: both use the one splitting ([`tokens`]) defined here, which is also how
-//! the indexes split messages (SQLite's index takes [`index_text`]; the PostgreSQL column's
-//! `chat_words` mirrors it, see the server's store).
+//! queries from [`SearchTerms::words`] and tells clients where each result matched
+//! ([`matches`], from [`highlights`]); the browser checks a query with
+//! [`SearchTerms::parse`] before sending it. All of it uses the one splitting ([`tokens`])
+//! defined here, which is also how the indexes split messages (SQLite's index takes
+//! [`index_text`]; the PostgreSQL column's `chat_words` mirrors it, see the server's store).
 
 use std::ops::Range;
 
@@ -123,8 +124,8 @@ pub fn tokens(text: &str) -> impl Iterator<Item = (Range<usize>, &str)> {
     runs(text, true)
 }
 
-/// The words of `text`, each unspaced character apart when `unspaced_apart`. (One function
-/// for both keeps the browser's bundle smaller than two.)
+/// The words of `text`, each unspaced character apart when `unspaced_apart`: one loop for
+/// both, so a token never reaches past its word.
 fn runs(text: &str, unspaced_apart: bool) -> impl Iterator<Item = (Range<usize>, &str)> {
     let apart = move |c| unspaced_apart && is_unspaced(c);
     let mut rest = text.char_indices().peekable();

@@ -4,7 +4,7 @@
 //! a typed-ahead prefix, accented and non-Latin words, a Chinese or Japanese word inside a
 //! run of characters, a word found nowhere, and the second page of a common word. On SQLite, and again on PostgreSQL when one answers (skipped with
 //! the reason otherwise). Every answer is checked: newest first, in the chat, each result
-//! holding the query's words (by `chat_core::search::highlights`, the web app's own).
+//! holding the query's words (by `chat_core::search::highlights`, the server's own marking).
 //!
 //! The chat is filled through the server's own Send, as the history scenario fills its
 //! chats, so the index is exactly what the server's triggers or generated column make.

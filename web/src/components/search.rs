@@ -163,9 +163,25 @@ fn SearchResult(
 }
 
 /// `text` as text nodes, the parts at `offsets` (pairs of byte offsets, in order) in `<mark>`:
-/// never HTML, so nothing a message holds can become markup. A pair that does not fall on
-/// the text's characters in order is passed over, never trusted to slice with.
+/// never HTML, so nothing a message holds can become markup.
 fn marked(text: &str, offsets: &[u32]) -> Vec<AnyView> {
+    pieces(text, offsets)
+        .into_iter()
+        .map(|(part, hit)| {
+            let part = part.to_owned();
+            if hit {
+                view! { <mark>{part}</mark> }.into_any()
+            } else {
+                part.into_any()
+            }
+        })
+        .collect()
+}
+
+/// `text` cut at `offsets`, each piece with whether it is a match. A pair that does not fall
+/// on the text's characters in order is passed over: offsets come from the server, and are
+/// never trusted to slice with.
+fn pieces<'a>(text: &'a str, offsets: &[u32]) -> Vec<(&'a str, bool)> {
     let mut pieces = Vec::new();
     let mut at = 0;
     for pair in offsets.chunks_exact(2) {
@@ -173,10 +189,36 @@ fn marked(text: &str, offsets: &[u32]) -> Vec<AnyView> {
         let (Some(before), Some(hit)) = (text.get(at..start), text.get(start..end)) else {
             continue;
         };
-        pieces.push(before.to_owned().into_any());
-        pieces.push(view! { <mark>{hit.to_owned()}</mark> }.into_any());
+        pieces.push((before, false));
+        pieces.push((hit, true));
         at = end;
     }
-    pieces.push(text[at..].to_owned().into_any());
+    pieces.push((&text[at..], false));
     pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_cut_at_the_offsets_and_bad_offsets_are_passed_over() {
+        let text = "Café <b>au</b> 东京";
+        assert_eq!(
+            pieces(text, &[0, 5, 16, 22]),
+            [
+                ("", false),
+                ("Café", true),
+                (" <b>au</b> ", false),
+                ("东京", true),
+                ("", false)
+            ]
+        );
+        // Inside a character, backwards, past the end, an odd one out: all passed over.
+        assert_eq!(
+            pieces(text, &[4, 6, 3, 1, 0, 99, 17, 22, 7]),
+            [("Café <b>au</b> 东京", false)]
+        );
+        assert_eq!(pieces("", &[]), [("", false)]);
+    }
 }
