@@ -171,6 +171,21 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
     await preview.waitFor();
     const inList = await ends(preview, 'ש', '?');
     assert.ok(inList.last < inList.first, `preview: "?" left of "ש" ${JSON.stringify(inList)}`);
+
+    // Found by a search, it starts at the right edge of its result (its text's start side).
+    await bob.page.getByRole('searchbox', { name: 'Search messages' }).fill('שלומך');
+    await bob.button('Search').click();
+    const found = bob.page.getByRole('region', { name: 'Search results' }).locator('.text').first();
+    await found.waitFor();
+    const gaps = await found.evaluate((span) => {
+      const range = document.createRange();
+      range.selectNodeContents(span);
+      const text = range.getBoundingClientRect();
+      const box = span.getBoundingClientRect();
+      return { left: text.left - box.left, right: box.right - text.right };
+    });
+    assert.ok(gaps.right < 2 && gaps.left > 20, `result aligned right ${JSON.stringify(gaps)}`);
+    await bob.button('Close search').click();
   });
 
   step('Bob changes his password and stays connected; Alice signs out everywhere', async () => {
