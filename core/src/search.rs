@@ -146,12 +146,14 @@ fn runs(text: &str, unspaced_apart: bool) -> impl Iterator<Item = (Range<usize>,
 }
 
 /// Whether `c` is written without spaces between words: Chinese characters, Japanese kana,
-/// and Korean syllables (Korean puts spaces between phrases, but a noun and its particles
-/// are one: 서울에서, "in Seoul"). Such a character is a search token of its own.
+/// Thai, Lao, Burmese and Khmer, and Korean syllables (Korean puts spaces between phrases,
+/// but a noun and its particles are one: 서울에서, "in Seoul"). Such a character is a search
+/// token of its own.
 pub fn is_unspaced(c: char) -> bool {
     matches!(u32::from(c),
-        0x3040..=0x30FF | 0x31F0..=0x31FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF
-        | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF | 0xFF66..=0xFF9F | 0x2_0000..=0x3_FFFF)
+        0x0E00..=0x0EFF | 0x1000..=0x109F | 0x1780..=0x17FF | 0x3040..=0x30FF
+        | 0x31F0..=0x31FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7A3
+        | 0xF900..=0xFAFF | 0xFF66..=0xFF9F | 0x2_0000..=0x3_FFFF)
 }
 
 /// `text` as SQLite's search index takes it: its [`tokens`], [folded](fold_into), one space
@@ -376,6 +378,10 @@ mod tests {
                 "에", "서", "만", "나", "요", "𠮷", "野", "家", "café"
             ]
         );
+        // Thai: each letter apart; a vowel sign that is a letter (ุ) too, a tone mark (่)
+        // separates, as everywhere.
+        let split: Vec<&str> = tokens("ประชุมที่").map(|(_, token)| token).collect();
+        assert_eq!(split, ["ป", "ร", "ะ", "ช", "ุ", "ม", "ท", "ี"]);
         let text = "a东b";
         let ranges: Vec<_> = tokens(text).map(|(range, _)| range).collect();
         assert_eq!(ranges, [0..1, 1..4, 4..5]);

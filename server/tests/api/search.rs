@@ -252,8 +252,8 @@ async fn words_are_found_in_several_languages_and_between_punctuation() {
     assert_eq!(found(&chat, &alice, "estacion").await, [texts[6]]);
 }
 
-/// Chinese and Japanese put no spaces between words, and Korean joins a noun and its
-/// particles: a query is found anywhere inside such a run, its characters one after another
+/// Chinese, Japanese, Thai, Lao, Khmer and Burmese put no spaces between words, and Korean
+/// joins a noun and its particles: a query is found anywhere inside such a run, its characters one after another
 /// and in order, also after an edit. ß and ligatures fold on both backends.
 #[tokio::test]
 async fn chinese_japanese_and_korean_are_found_inside_a_run_of_characters() {
@@ -269,6 +269,10 @@ async fn chinese_japanese_and_korean_are_found_inside_a_run_of_characters() {
         "京东的快递到了",
         "Grüße aus der Straße",
         "Œuvre complète, ﬁnale",
+        "วันนี้ประชุมที่กรุงเทพ",
+        "ຂ້ອຍຢູ່ວຽງຈັນ",
+        "ខ្ញុំរស់នៅភ្នំពេញ",
+        "ကျွန်တော်ရန်ကုန်မှာနေတယ်",
     ];
     let mut sent = Vec::new();
     for (n, text) in texts.iter().enumerate() {
@@ -292,6 +296,13 @@ async fn chinese_japanese_and_korean_are_found_inside_a_run_of_characters() {
         ("STRASSE", vec![texts[6]]),
         ("straße", vec![texts[6]]),
         ("oeuvre finale", vec![texts[7]]),
+        // Thai, Lao, Khmer and Burmese: a city inside a sentence, and Thai "meeting", each
+        // a whole word (the space: not a prefix).
+        ("ประชุม ", vec![texts[8]]),
+        ("กรุงเทพ ", vec![texts[8]]),
+        ("ວຽງຈັນ ", vec![texts[9]]),
+        ("ភ្នំពេញ ", vec![texts[10]]),
+        ("ရန်ကုန် ", vec![texts[11]]),
     ] {
         assert_eq!(
             found(&chat, &alice, search).await,

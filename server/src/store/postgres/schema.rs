@@ -229,12 +229,13 @@ CREATE INDEX messages_search ON messages USING gin (search)
     "
 -- Tokens as chat_core::search::tokens makes them: each character of a script written
 -- without spaces between words (chat_core::search::is_unspaced: Chinese, Japanese kana,
--- Korean syllables) stands between spaces, a token of its own, so that a query word of
--- several (chat_query quotes it, which makes it a phrase) is found inside a run such as
--- 我住在东京. The column and its index are generated anew, as in migration 11.
+-- Thai, Lao, Burmese, Khmer, Korean syllables) stands between spaces, a token of its own,
+-- so that a query word of several (chat_query quotes it, which makes it a phrase) is found
+-- inside a run such as 我住在东京. The column and its index are generated anew, as in
+-- migration 11.
 CREATE OR REPLACE FUNCTION chat_words(text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
 STRICT
-RETURN regexp_replace(regexp_replace(unaccent('unaccent'::regdictionary, $1), '[^[:alnum:]\\u0300-\\u036F\\u0483-\\u0489\\u0591-\\u05BD\\u05BF-\\u05C7\\u0610-\\u061A\\u064B-\\u065F\\u0670\\u06D6-\\u06ED\\u0900-\\u0963\\u0966-\\u0DFF\\u1AB0-\\u1AFF\\u1DC0-\\u1DFF\\u20D0-\\u20FF\\uFE20-\\uFE2F]+', ' ', 'g'), '([\\u3040-\\u30FF\\u31F0-\\u31FF\\u3400-\\u4DBF\\u4E00-\\u9FFF\\uAC00-\\uD7A3\\uF900-\\uFAFF\\uFF66-\\uFF9F\\U00020000-\\U0003FFFF])', ' \\1 ', 'g');
+RETURN regexp_replace(regexp_replace(unaccent('unaccent'::regdictionary, $1), '[^[:alnum:]\\u0300-\\u036F\\u0483-\\u0489\\u0591-\\u05BD\\u05BF-\\u05C7\\u0610-\\u061A\\u064B-\\u065F\\u0670\\u06D6-\\u06ED\\u0900-\\u0963\\u0966-\\u0DFF\\u1AB0-\\u1AFF\\u1DC0-\\u1DFF\\u20D0-\\u20FF\\uFE20-\\uFE2F]+', ' ', 'g'), '([\\u0E00-\\u0EFF\\u1000-\\u109F\\u1780-\\u17FF\\u3040-\\u30FF\\u31F0-\\u31FF\\u3400-\\u4DBF\\u4E00-\\u9FFF\\uAC00-\\uD7A3\\uF900-\\uFAFF\\uFF66-\\uFF9F\\U00020000-\\U0003FFFF])', ' \\1 ', 'g');
 ALTER TABLE messages DROP COLUMN search;
 ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
     to_tsvector('simple', chat_words(subject || ' ' || text))
