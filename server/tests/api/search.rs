@@ -524,3 +524,29 @@ async fn edited_and_deleted_messages_are_followed_by_the_index() {
         ["standup on tuesday"]
     );
 }
+
+/// Words that are only marks (a combining accent, which the indexes drop; a Thai vowel
+/// sign; the kana voicing mark, which is not a letter) are searched without an error: a
+/// blank word once made PostgreSQL's search fail with UNAVAILABLE.
+#[tokio::test]
+async fn queries_of_marks_alone_find_nothing_or_are_refused_never_fail() {
+    let app = spawn_app().await;
+    let (alice, bob, chat_id) = alice_and_bob(&app).await;
+    let mut chat = app.chat().await;
+    send_text(&mut chat, &bob, &chat_id, "m1", "ประชุม café").await;
+    for search in ["\u{301}", "\u{301} ", "\u{e38}", "\u{e48}x", "a\u{301}"] {
+        let page = search_on(&chat, &alice, query(search))
+            .await
+            .unwrap_or_else(|status| panic!("{search:?}: {status:?}"));
+        assert!(page.messages.len() <= 1, "{search:?}");
+    }
+    assert!(found(&chat, &alice, "\u{301}").await.is_empty());
+    assert_eq!(
+        found(&chat, &alice, "caf\u{e9} \u{301}").await,
+        ["ประชุม café"]
+    );
+    let refused = search_on(&chat, &alice, query("\u{3099}"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+}

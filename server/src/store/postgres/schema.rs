@@ -236,6 +236,16 @@ CREATE INDEX messages_search ON messages USING gin (search)
 CREATE OR REPLACE FUNCTION chat_words(text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
 STRICT
 RETURN regexp_replace(regexp_replace(unaccent('unaccent'::regdictionary, $1), '[^[:alnum:]\\u0300-\\u036F\\u0483-\\u0489\\u0591-\\u05BD\\u05BF-\\u05C7\\u0610-\\u061A\\u064B-\\u065F\\u0670\\u06D6-\\u06ED\\u0900-\\u0963\\u0966-\\u0DFF\\u1AB0-\\u1AFF\\u1DC0-\\u1DFF\\u20D0-\\u20FF\\uFE20-\\uFE2F]+', ' ', 'g'), '([\\u0E00-\\u0EFF\\u1000-\\u109F\\u1780-\\u17FF\\u3040-\\u30FF\\u31F0-\\u31FF\\u3400-\\u4DBF\\u4E00-\\u9FFF\\uAC00-\\uD7A3\\uF900-\\uFAFF\\uFF66-\\uFF9F\\U00020000-\\U0003FFFF])', ' \\1 ', 'g');
+-- A query word that chat_words leaves blank (a lone combining accent, which unaccent
+-- drops) was quoted as '', a syntax error in a tsquery, so such a search failed; quoted
+-- with a space after its words ('word ', ' '), a blank word has no lexemes and is left out.
+CREATE OR REPLACE FUNCTION chat_query(words text[], last_is_prefix boolean) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+RETURN (SELECT string_agg('''' || chat_words(word) || ' '''
+                          || CASE WHEN n = cardinality(words) AND last_is_prefix
+                                  THEN ':*' ELSE '' END,
+                          ' & ' ORDER BY n)
+        FROM unnest(words) WITH ORDINALITY AS w(word, n));
 ALTER TABLE messages DROP COLUMN search;
 ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
     to_tsvector('simple', chat_words(subject || ' ' || text))
