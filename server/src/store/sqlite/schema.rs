@@ -163,9 +163,9 @@ INSERT INTO messages_fts (messages_fts, rank) VALUES ('automerge', 16);
     "
 -- The index takes each text as chat_core::search::index_text makes it, through `chat_words`,
 -- a function the server defines on its connections (`define_functions`): its tokens, folded,
--- one space between each. So a Chinese or Japanese character (no space splits their words)
--- is a token of its own, which a query of several finds as a phrase, and ß and ligatures
--- fold as on PostgreSQL. The view gives FTS5 the messages in that form for 'rebuild' and
+-- one space between each. So a character of a script written without spaces between words
+-- (chat_core::search::is_unspaced: Chinese, Japanese, Thai...) is a token of its own, which
+-- a query of several finds as a phrase, and ß and ligatures fold as on PostgreSQL. The view gives FTS5 the messages in that form for 'rebuild' and
 -- for the writer's catch-up; the triggers take old words out in the same form.
 DROP TRIGGER messages_fts_delete;
 DROP TRIGGER messages_fts_update;
@@ -238,6 +238,11 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 /// It is the server's, not SQLite's: a tool that edits or deletes messages (the `sqlite3`
 /// shell) without it fails with "no such function: chat_words" and changes nothing, rather
 /// than leave the index behind the messages.
+///
+/// FTS5 takes a changed or deleted message's words out of the index only when it is given
+/// the very words it was given for it: so `index_text` must never change without a migration
+/// that rebuilds the index (`INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')`).
+/// The test `index_text_is_what_the_newest_rebuild_used` fails when it changes.
 pub fn define_functions(conn: &Connection) -> Result<(), StoreError> {
     conn.create_scalar_function(
         "chat_words",
@@ -364,5 +369,33 @@ mod tests {
             "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)",
         )
         .unwrap();
+    }
+
+    /// `index_text` of every code point, each between two letters and alone, hashed
+    /// (FNV-1a): what the newest migration that rebuilt the search index (version 8) used.
+    /// If this fails, `index_text` changed (in `chat_core::search`, or in the Unicode tables of
+    /// a newer Rust's `char::is_alphanumeric` and `to_lowercase`): an index built before no
+    /// longer matches it, and FTS5 cannot take old words out of it. Add a migration that
+    /// rebuilds the index (see `define_functions`), then put the new hash here.
+    #[test]
+    fn index_text_is_what_the_newest_rebuild_used() {
+        let mut text = String::new();
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            text.push('a');
+            text.push(c);
+            text.push('b');
+            text.push(' ');
+            text.push(c);
+            text.push(' ');
+        }
+        let hash = search::index_text(&text)
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            });
+        assert_eq!(
+            hash, 14_440_579_238_388_022_111,
+            "index_text changed: rebuild the index in a migration"
+        );
     }
 }
