@@ -240,6 +240,32 @@ impl ChatSummary {
     }
 }
 
+/// The last messages of a List page, lent out of their summaries so that a backend reads
+/// what its List query does not (their reactions) onto all of them at once, as for any page
+/// of messages.
+pub struct LastMessages {
+    /// The summary each message belongs to.
+    owners: Vec<usize>,
+    pub messages: Vec<StoredMessage>,
+}
+
+impl LastMessages {
+    pub fn take(chats: &mut [ChatSummary]) -> Self {
+        let (owners, messages) = chats
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(at, chat)| chat.last_message.take().map(|message| (at, message)))
+            .unzip();
+        Self { owners, messages }
+    }
+
+    pub fn put_back(self, chats: &mut [ChatSummary]) {
+        for (at, message) in self.owners.into_iter().zip(self.messages) {
+            chats[at].last_message = Some(message);
+        }
+    }
+}
+
 /// One page of a user's chats, most recently active first.
 #[derive(Debug, Clone)]
 pub struct ChatPage {

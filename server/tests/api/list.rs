@@ -1,7 +1,7 @@
 //! List: the caller's chats and no one else's, each with its sorted members and newest
 //! message, the most recently active first.
 
-use chat_core::proto::ChatSummary;
+use chat_core::proto::{ChatSummary, ReactRequest};
 
 use crate::helpers::*;
 
@@ -67,4 +67,55 @@ async fn a_chat_without_messages_is_listed_without_a_last_message() {
             .await
             .is_empty()
     );
+}
+
+/// The last message of each chat comes as History and Search give it: with its reactions
+/// (both chats have one, in one page, so that each gets its own).
+#[tokio::test]
+async fn the_last_message_comes_with_its_reactions() {
+    let app = spawn_app().await;
+    let [alice, bob, carol] = signed_up_all(&app, ["alice", "bob", "carol"]).await;
+    let with_bob = new_chat(&app, &alice, &["alice", "bob"]).await;
+    let with_carol = new_chat(&app, &alice, &["alice", "carol"]).await;
+    let empty = new_chat(&app, &bob, &["alice", "bob", "carol"]).await;
+    let mut chat = app.chat().await;
+    let to_bob = send_text(&mut chat, &alice, &with_bob, "b1", "lunch?").await;
+    let to_carol = send_text(&mut chat, &alice, &with_carol, "c1", "coffee?").await;
+    for (token, message, emoji) in [(&bob, &to_bob, "👍"), (&carol, &to_carol, "🎉")] {
+        within(chat.react(authed(
+            token,
+            ReactRequest {
+                chat_id: message.chat_id.clone(),
+                message_id: message.id.clone(),
+                emoji: emoji.to_owned(),
+                remove: false,
+            },
+        )))
+        .await
+        .expect("react");
+    }
+
+    let chats = chats_of(&app, &alice).await;
+    assert_eq!(
+        chat_ids(&chats),
+        [with_carol.as_str(), with_bob.as_str(), empty.as_str()]
+    );
+    let reactions = |summary: &ChatSummary| {
+        summary.last_message.as_ref().map(|message| {
+            message
+                .reactions
+                .iter()
+                .map(|reaction| (reaction.emoji.clone(), reaction.user_ids.clone()))
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(
+        reactions(&chats[0]),
+        Some(vec![("🎉".to_owned(), vec!["carol".to_owned()])])
+    );
+    assert_eq!(
+        reactions(&chats[1]),
+        Some(vec![("👍".to_owned(), vec!["bob".to_owned()])])
+    );
+    assert_eq!(reactions(&chats[2]), None);
 }

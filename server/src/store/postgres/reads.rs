@@ -14,8 +14,8 @@ use super::rows::{
 };
 use crate::store::decode::{id_from_sql, id_to_sql, member_key, stored_chat, stored_user};
 use crate::store::{
-    ChatPage, ChatSummary, HistoryPage, SearchPage, StoreError, StoredEvent, TokenHash,
-    position_after,
+    ChatPage, ChatSummary, HistoryPage, LastMessages, SearchPage, StoreError, StoredEvent,
+    TokenHash, position_after,
 };
 
 pub async fn password_hash(client: &Client, user: &UserId) -> Result<Option<String>, StoreError> {
@@ -236,7 +236,7 @@ pub async fn chats_of(
 
     let mut readings = super::activity::reading(client, user, &chats).await?;
 
-    let chats = rows
+    let mut chats = rows
         .iter()
         .map(|row| {
             let chat_id = stored_chat(row.try_get(1)?)?;
@@ -255,6 +255,9 @@ pub async fn chats_of(
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut last = LastMessages::take(&mut chats);
+    with_reactions(client, &mut last.messages).await?;
+    last.put_back(&mut chats);
     Ok(ChatPage::from_rows(chats, query.limit))
 }
 

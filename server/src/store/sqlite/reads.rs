@@ -14,8 +14,8 @@ use super::rows::{
 use crate::store::changes::attach_reactions;
 use crate::store::decode::{member_key, stored};
 use crate::store::{
-    ChatPage, ChatSummary, HistoryPage, SearchPage, StoreError, StoredEvent, StoredMessage,
-    TokenHash, position_after,
+    ChatPage, ChatSummary, HistoryPage, LastMessages, SearchPage, StoreError, StoredEvent,
+    StoredMessage, TokenHash, position_after,
 };
 
 pub fn password_hash(conn: &Connection, user: &UserId) -> Result<Option<String>, StoreError> {
@@ -264,7 +264,7 @@ pub fn chats_of(
         .collect::<Result<Vec<_>, _>>()?;
     let mut members =
         conn.prepare_cached("SELECT user_id FROM chat_members WHERE chat = ?1 ORDER BY user_id")?;
-    let chats = rows
+    let mut chats = rows
         .into_iter()
         .map(|(chat, public_id, created_at, last)| {
             let chat_id = stored_chat(&public_id)?;
@@ -284,6 +284,9 @@ pub fn chats_of(
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut last = LastMessages::take(&mut chats);
+    with_reactions(conn, &mut last.messages)?;
+    last.put_back(&mut chats);
     Ok(ChatPage::from_rows(chats, query.limit))
 }
 
