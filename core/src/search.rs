@@ -483,6 +483,28 @@ mod tests {
     }
 
     #[test]
+    fn the_most_matches_a_result_can_have_fit_their_limit() {
+        use crate::limits::{MATCHES_MAX_ENCODED_BYTES, SUBJECT_MAX_CHARS, TEXT_MAX_CHARS};
+        use prost::Message as _;
+        // Every other character matched, with 4-byte characters (the largest offsets).
+        for (unit, query) in [("𠀀 ", "𠀀"), ("东京", "东"), ("a ", "a")] {
+            let field = |chars: usize| unit.repeat(chars / 2);
+            let (subject, text) = (field(SUBJECT_MAX_CHARS), field(TEXT_MAX_CHARS));
+            let found = matches(&subject, &text, &terms(query));
+            assert_eq!(
+                found.text.len(),
+                TEXT_MAX_CHARS,
+                "{unit:?}: a range per two characters"
+            );
+            assert!(
+                found.encoded_len() <= MATCHES_MAX_ENCODED_BYTES,
+                "{unit:?}: {}",
+                found.encoded_len()
+            );
+        }
+    }
+
+    #[test]
     fn requests_have_a_default_page_a_cap_and_tokens() {
         let request = |limit, page_token: &str| proto::SearchRequest {
             query: "hi".into(),
