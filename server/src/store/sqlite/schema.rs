@@ -229,6 +229,8 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
 pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.execute_batch(BUSY_TIMEOUT)?;
+    // Search reads only the index's rowids today; a read of its columns (a snippet, say)
+    // would go through the view, which needs the function.
     define_functions(&conn)?;
     Ok(conn)
 }
