@@ -4,7 +4,7 @@
 //! ([`matches`], from [`highlights`]); the browser checks a query with
 //! [`SearchTerms::parse`] before sending it. All of it uses the one splitting ([`tokens`])
 //! defined here, which is also how the indexes split messages (SQLite's index takes
-//! [`index_text`]; the PostgreSQL column's `chat_words` mirrors it, see the server's store).
+//! [`index_text`], and so do the words the server gives PostgreSQL's column).
 
 use std::ops::Range;
 

@@ -47,6 +47,8 @@ mod store;
 /// check memory stays within it.
 pub use fanout::FEED_CAPACITY;
 pub use feed::REPLAY_PAGE;
+#[doc(hidden)]
+pub use store::postgres::migration_sql as postgres_migration_sql;
 /// The operators' tools behind `chat-server backup` and `chat-server migrate`.
 pub use store::{migrate::migrate_to_postgres, sqlite::backup::backup as backup_sqlite};
 

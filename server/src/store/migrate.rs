@@ -371,6 +371,15 @@ async fn replace_blocks(source: &Connection, target: &mut Object) -> Result<(), 
     Ok(())
 }
 
+/// The search column's words of each (subject, text), as the servers make them.
+fn search_vectors(subjects: &[String], texts: &[String]) -> Vec<String> {
+    subjects
+        .iter()
+        .zip(texts)
+        .map(|(subject, text)| postgres::search_vector(subject, text))
+        .collect()
+}
+
 /// Copies messages in id order after the newest one PostgreSQL already has. Each batch takes
 /// the `message_seq` row lock and moves the counter past its ids in the same transaction, as
 /// the servers' writers do, so ids stay in commit order even if a server were running.
@@ -417,10 +426,14 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
         tx.execute(
             "INSERT INTO messages
                  (id, chat, sender, client_id, subject, text, sent_at, edited_at, deleted,
-                  reply_to)
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
-                                  $5::text[], $6::text[], $7::bigint[], $8::bigint[],
-                                  $9::boolean[], $10::bigint[])
+                  reply_to, search)
+             SELECT id, chat, sender, client_id, subject, text, sent_at, edited_at, deleted,
+                    reply_to, search::tsvector
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::bigint[], $8::bigint[], $9::boolean[], $10::bigint[],
+                         $11::text[])
+                  AS u(id, chat, sender, client_id, subject, text, sent_at, edited_at, deleted,
+                       reply_to, search)
              ON CONFLICT DO NOTHING",
             &[
                 &ids,
@@ -433,6 +446,7 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
                 &edited_at,
                 &deleted,
                 &reply_to,
+                &search_vectors(&subjects, &texts),
             ],
         )
         .await?;
@@ -530,11 +544,20 @@ async fn refresh_changed(source: &Connection, target: &mut Object) -> Result<(),
     let tx = target.transaction().await?;
     tx.execute(
         "UPDATE messages m
-         SET subject = u.subject, text = u.text, edited_at = u.edited_at, deleted = u.deleted
-         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::boolean[])
-              AS u(id, subject, text, edited_at, deleted)
+         SET subject = u.subject, text = u.text, edited_at = u.edited_at, deleted = u.deleted,
+             search = u.search::tsvector
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::boolean[],
+                     $6::text[])
+              AS u(id, subject, text, edited_at, deleted, search)
          WHERE m.id = u.id",
-        &[&ids, &subjects, &texts, &edited_at, &deleted],
+        &[
+            &ids,
+            &subjects,
+            &texts,
+            &edited_at,
+            &deleted,
+            &search_vectors(&subjects, &texts),
+        ],
     )
     .await?;
     tx.execute("DELETE FROM reactions WHERE message = ANY($1)", &[&ids])

@@ -603,6 +603,36 @@ impl TestDatabase {
         .await;
     }
 
+    /// Runs `sql` (statements separated by semicolons, as a migration's) in one transaction.
+    pub async fn batch(&self, sql: &str) {
+        let (client, connection) =
+            within(tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
+                .await
+                .expect("cannot connect to the test database");
+        let driver = tokio::spawn(connection);
+        within(client.batch_execute(&format!("BEGIN; {sql}; COMMIT")))
+            .await
+            .unwrap_or_else(|error| panic!("{sql}: {error}"));
+        drop(client);
+        let _ = driver.await;
+    }
+
+    /// The text the query `sql` returns (one row, one column), on a connection of its own.
+    pub async fn query_text(&self, sql: &str) -> String {
+        let (client, connection) =
+            within(tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
+                .await
+                .expect("cannot connect to the test database");
+        let driver = tokio::spawn(connection);
+        let text: String = within(client.query_one(sql, &[]))
+            .await
+            .unwrap_or_else(|error| panic!("{sql}: {error}"))
+            .get(0);
+        drop(client);
+        let _ = driver.await;
+        text
+    }
+
     /// The count the query `sql` returns, on a connection of its own.
     async fn query_count(&self, sql: &str) -> i64 {
         let (client, connection) =

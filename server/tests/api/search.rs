@@ -550,3 +550,73 @@ async fn queries_of_marks_alone_find_nothing_or_are_refused_never_fail() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
 }
+
+/// Migration 13 (PostgreSQL): the servers make the search words, no longer SQL. A database of
+/// version 12, whose words `chat_words` generated, has every message's words made anew when a
+/// server of version 13 first starts on it, so old messages are found as new ones are: "Hawaiʻi"
+/// was two words there (`unaccent` made its ʻ a quote) and is one now.
+#[tokio::test]
+async fn an_upgraded_postgresql_database_finds_its_old_messages_by_the_servers_words() {
+    if !on_postgres() {
+        return;
+    }
+    let mut app = spawn_app().await;
+    let (alice, bob, chat_id) = alice_and_bob(&app).await;
+    let mut chat = app.chat().await;
+    let texts = [
+        "Aloha from Hawaiʻi",
+        "Grüße aus der Straße",
+        "我住在东京",
+        "नमस्ते दुनिया",
+        "mail user@example.com about v2.0",
+    ];
+    for (n, text) in texts.iter().enumerate() {
+        send_text(&mut chat, &bob, &chat_id, &format!("u{n}"), text).await;
+    }
+    app.stop().await;
+
+    // The schema of version 12, rebuilt by its own migrations: 11 defines chat_words and
+    // generates the column with it, 12 redefines both.
+    let database = app.database().expect("a PostgreSQL database");
+    database
+        .batch(
+            "DELETE FROM schema_migrations WHERE version = 13;
+             DROP FUNCTION chat_append",
+        )
+        .await;
+    for version in [11, 12] {
+        let sql = chat_server::postgres_migration_sql(version).expect("the migration");
+        database.batch(sql).await;
+    }
+    let hawaii = "SELECT search::text FROM messages WHERE text = 'Aloha from Hawaiʻi'";
+    assert_eq!(
+        database.query_text(hawaii).await,
+        "'aloha':1 'from':2 'hawai':3 'i':4",
+        "version 12's words"
+    );
+
+    // Started on it, a server migrates before it answers its first call.
+    app.restart().await;
+    let chat = app.chat().await;
+    for (query, text) in [
+        ("Hawaiʻi", texts[0]),
+        ("strasse grusse", texts[1]),
+        ("东京", texts[2]),
+        ("नमस्ते", texts[3]),
+        ("example v2", texts[4]),
+    ] {
+        assert_eq!(found(&chat, &alice, query).await, [text], "{query}");
+    }
+    let database = app.database().expect("a PostgreSQL database");
+    assert_eq!(
+        database.query_text(hawaii).await,
+        "'aloha':1 'from':2 'hawaiʻi':3",
+        "the servers' words"
+    );
+    assert_eq!(
+        database
+            .query_text("SELECT max(version)::text FROM schema_migrations")
+            .await,
+        "13"
+    );
+}

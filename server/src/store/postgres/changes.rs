@@ -16,6 +16,7 @@ use deadpool_postgres::{Object, Pool};
 use super::reads::member_chat_row;
 use super::rows::{MESSAGE_COLUMNS, REPLY_JOIN, message_at, with_reactions_in};
 use super::tailer::{Committed, TailerLink};
+use super::words;
 use super::writer::{CHANNEL, COMMIT_TIMEOUT, FRESH_PLANS, PUBLISH_TIMEOUT};
 use crate::store::changes::{Change, MessageUpdate, plan};
 use crate::store::decode::{id_from_sql, id_to_sql, stored_user};
@@ -116,12 +117,15 @@ async fn store(
     match write {
         MessageUpdate::Edit { content, at } => {
             tx.execute(
-                "UPDATE messages SET subject = $2, text = $3, edited_at = $4 WHERE id = $1",
+                "UPDATE messages SET subject = $2, text = $3, edited_at = $4,
+                                     search = $5::text::tsvector
+                 WHERE id = $1",
                 &[
                     &message,
                     &content.subject.as_str(),
                     &content.text.as_str(),
                     &at,
+                    &words::vector(content.subject.as_str(), content.text.as_str()),
                 ],
             )
             .await?;
@@ -130,7 +134,8 @@ async fn store(
             tx.execute("DELETE FROM reactions WHERE message = $1", &[&message])
                 .await?;
             tx.execute(
-                "UPDATE messages SET subject = '', text = '', deleted = TRUE WHERE id = $1",
+                "UPDATE messages SET subject = '', text = '', deleted = TRUE, search = ''
+                 WHERE id = $1",
                 &[&message],
             )
             .await?;

@@ -27,6 +27,7 @@ mod reads;
 mod rows;
 mod schema;
 mod tailer;
+mod words;
 mod writer;
 mod writes;
 
@@ -45,7 +46,10 @@ use tokio_postgres::NoTls;
 use self::activity::PgSignals;
 use self::leases::PgLeases;
 use self::rates::PgRates;
+#[doc(hidden)]
+pub use self::schema::migration_sql;
 use self::tailer::TailerLink;
+pub use self::words::vector as search_vector;
 use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
 use super::token_cache::TokenCache;

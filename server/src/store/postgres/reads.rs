@@ -12,6 +12,7 @@ use chat_core::search::SearchQuery;
 use super::rows::{
     MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, REPLY_JOIN, message, message_at, with_reactions,
 };
+use super::words;
 use crate::store::decode::{id_from_sql, id_to_sql, member_key, stored_chat, stored_user};
 use crate::store::{
     ChatPage, ChatSummary, HistoryPage, LastMessages, SearchPage, StoreError, StoredEvent,
@@ -266,7 +267,7 @@ pub async fn chats_of(
 const NEWEST_FIRST: i64 = 1_000;
 
 /// A page of the messages of `user`'s chats (or of one) that hold every query word, newest
-/// first, from the GIN index on `messages.search` (see `schema.rs`). The bitmap of matches
+/// first, from the GIN index on `messages.search` (its words: `words.rs`). The bitmap of matches
 /// is read whole and sorted by id, so a page costs time in the number of matches of the
 /// rarest words, which the benchmark measures.
 ///
@@ -288,6 +289,10 @@ pub async fn search(
         Some(chat) => Some(chat_row_for(client, chat, user).await?),
         None => None,
     };
+    let Some(tsquery) = words::query(&query.terms) else {
+        // No word has a token (accents alone, say): nothing can hold it.
+        return Ok(SearchPage::from_rows(Vec::new(), query.limit));
+    };
     let page_rows = usize::try_from(query.limit)
         .unwrap_or(usize::MAX)
         .saturating_add(1);
@@ -299,10 +304,10 @@ pub async fn search(
         .sum();
     let mut rows = Vec::new();
     if lexemes > 1 {
-        rows = search_rows(client, user, query, chat, Some(NEWEST_FIRST)).await?;
+        rows = search_rows(client, user, query, &tsquery, chat, Some(NEWEST_FIRST)).await?;
     }
     if rows.len() < page_rows {
-        rows = search_rows(client, user, query, chat, None).await?;
+        rows = search_rows(client, user, query, &tsquery, chat, None).await?;
     }
     let mut messages = rows
         .iter()
@@ -318,6 +323,7 @@ async fn search_rows(
     client: &Client,
     user: &UserId,
     query: &SearchQuery,
+    words: &str,
     chat: Option<i64>,
     newest: Option<i64>,
 ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
@@ -328,7 +334,7 @@ async fn search_rows(
     let from = match newest {
         Some(_) => format!(
             "(SELECT * FROM messages m WHERE m.id < $2 AND {in_chats}
-              ORDER BY m.id DESC LIMIT $6) AS m"
+              ORDER BY m.id DESC LIMIT $5) AS m"
         ),
         None => "messages m".to_owned(),
     };
@@ -341,14 +347,12 @@ async fn search_rows(
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS}, c.public_id
          FROM {from} JOIN chats c ON c.id = m.chat {REPLY_JOIN}
-         WHERE m.search @@ to_tsquery('simple', chat_query($1, $5)) AND m.id < $2 AND {in_chats}
+         WHERE m.search @@ $1::text::tsquery AND m.id < $2 AND {in_chats}
          ORDER BY m.id DESC LIMIT $4"
     );
     let statement = client.prepare(&sql).await?;
-    // Planned with the words (a new statement, so a custom plan), the planner folds
-    // chat_query into the tsquery and estimates how common its words are.
-    let words: Vec<&str> = query.terms.words().iter().map(String::as_str).collect();
-    let prefix = query.terms.last_is_prefix();
+    // Planned with the words (a new statement, so a custom plan), the planner estimates how
+    // common they are.
     let before = query.before.map_or(i64::MAX, id_to_sql);
     let limit = i64::from(query.limit) + 1;
     let user = user.as_str();
@@ -357,7 +361,7 @@ async fn search_rows(
         None => &user,
     };
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        vec![&words, &before, within, &limit, &prefix];
+        vec![&words, &before, within, &limit];
     if let Some(newest) = &newest {
         params.push(newest);
     }

@@ -5,6 +5,7 @@
 
 use deadpool_postgres::Client;
 
+use super::words;
 use crate::store::StoreError;
 
 /// The advisory lock key that serialises migrations (any constant unlikely to collide with an
@@ -253,7 +254,120 @@ ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (
 CREATE INDEX messages_search ON messages USING gin (search)
     WITH (fastupdate = on, gin_pending_list_limit = 64);
 ",
+    "
+-- Search words are made by the servers (words.rs): the column keeps each row's words and
+-- takes new ones from the writer, edits and deletions; `reindex_words` computes it anew
+-- for every row in the same transaction. chat_words and chat_query have no more use.
+ALTER TABLE messages ALTER COLUMN search DROP EXPRESSION;
+DROP FUNCTION chat_query(text[], boolean);
+DROP FUNCTION chat_words(text);
+-- A batch of appends in one call (writer.rs, where the rules are argued): the message
+-- counter's lock, each candidate's membership, earlier copy (idempotency) and reply original,
+-- the inserts, the counter and the notification, run next to the data. As statements sent
+-- one by one, with a plan made for each run, a batch cost its writer and PostgreSQL about
+-- 1.5 ms of CPU; in one call, about 0.6 (BENCHMARKS.md).
+--
+-- Plans: PL/pgSQL keeps each statement's plan for the session, and after five runs may keep
+-- one generic plan. Planned while `messages` is empty or small, a sequential scan would look
+-- cheapest and stay while the table grows; with sequential scans off while they are planned,
+-- the lookups here (one key at a time, all on unique keys) can only be index probes, at any
+-- size. Not the counter's statements: its one row is rewritten by every batch, and an index
+-- scan of it went through every dead version (22 ms a batch in `chat-bench cluster`).
+--
+-- Rows returned: one per chat of the batch ('members': chat, its members now), then one per
+-- candidate, in order (n from 1): 'new' (the id given, and the reply's original when it is
+-- one), 'earlier' (the message stored before, in the columns of rows.rs MESSAGE_COLUMNS),
+-- 'not member' or 'no original'.
+CREATE FUNCTION chat_append(p_chats bigint[], p_senders text[], p_client_ids text[],
+                            p_subjects text[], p_texts text[], p_reply_to bigint[],
+                            p_search text[], p_sent_at bigint, p_channel text)
+RETURNS TABLE (n integer, status text, chat bigint, members text[], id bigint, sender text,
+               client_id text, subject text, text text, sent_at bigint, edited_at bigint,
+               deleted boolean, reply_to bigint, reply_sender text, reply_text text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    first_id bigint;
+    next_id bigint;
+    ids bigint[] := array_fill(NULL::bigint, ARRAY[cardinality(p_chats)]);
+    original_chat bigint;
+    original_sender text;
+    original_preview text;
+    seqscan text := current_setting('enable_seqscan');
+BEGIN
+    SELECT s.last INTO first_id FROM message_seq s FOR UPDATE;
+    next_id := first_id;
+    PERFORM set_config('enable_seqscan', 'off', true);
+    RETURN QUERY
+        SELECT 0, 'members', cm.chat, array_agg(cm.user_id), NULL::bigint, NULL, NULL, NULL,
+               NULL, NULL::bigint, NULL::bigint, NULL::boolean, NULL::bigint, NULL, NULL
+        FROM chat_members cm WHERE cm.chat = ANY (p_chats) GROUP BY cm.chat;
+    FOR i IN 1 .. cardinality(p_chats) LOOP
+        PERFORM FROM chat_members cm WHERE cm.chat = p_chats[i] AND cm.user_id = p_senders[i];
+        IF NOT FOUND THEN
+            RETURN QUERY SELECT i, 'not member', p_chats[i], NULL::text[], NULL::bigint, NULL,
+                NULL, NULL, NULL, NULL::bigint, NULL::bigint, NULL::boolean, NULL::bigint,
+                NULL, NULL;
+            CONTINUE;
+        END IF;
+        RETURN QUERY
+            SELECT i, 'earlier', m.chat, NULL::text[], m.id, m.sender, m.client_id, m.subject,
+                   m.text, m.sent_at, m.edited_at, m.deleted, m.reply_to, r.sender,
+                   left(r.text, 100)
+            FROM messages m LEFT JOIN messages r ON r.id = m.reply_to
+            WHERE m.chat = p_chats[i] AND m.sender = p_senders[i]
+              AND m.client_id = p_client_ids[i];
+        IF FOUND THEN
+            CONTINUE;
+        END IF;
+        original_sender := NULL;
+        original_preview := NULL;
+        IF p_reply_to[i] IS NOT NULL THEN
+            SELECT o.chat, o.sender, left(o.text, 100)
+            INTO original_chat, original_sender, original_preview
+            FROM messages o WHERE o.id = p_reply_to[i] AND NOT o.deleted;
+            -- Another chat's message looks like no message at all.
+            IF NOT FOUND OR original_chat <> p_chats[i] THEN
+                RETURN QUERY SELECT i, 'no original', p_chats[i], NULL::text[], NULL::bigint,
+                    NULL, NULL, NULL, NULL, NULL::bigint, NULL::bigint, NULL::boolean,
+                    NULL::bigint, NULL, NULL;
+                CONTINUE;
+            END IF;
+        END IF;
+        next_id := next_id + 1;
+        ids[i] := next_id;
+        RETURN QUERY SELECT i, 'new', p_chats[i], NULL::text[], next_id, NULL, NULL, NULL,
+            NULL, NULL::bigint, NULL::bigint, NULL::boolean, p_reply_to[i], original_sender,
+            original_preview;
+    END LOOP;
+    PERFORM set_config('enable_seqscan', seqscan, true);
+    IF next_id > first_id THEN
+        INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at, reply_to,
+                              search)
+            SELECT ids[o], c, s, k, su, t, p_sent_at, r, w::tsvector
+            FROM unnest(p_chats, p_senders, p_client_ids, p_subjects, p_texts, p_reply_to,
+                        p_search)
+                 WITH ORDINALITY AS u(c, s, k, su, t, r, w, o)
+            WHERE ids[o] IS NOT NULL;
+        UPDATE message_seq SET last = next_id;
+        PERFORM pg_notify(p_channel, next_id::text);
+    END IF;
+END
+$$;
+",
 ];
+
+/// The SQL of migration `version` (from 1). For the test of an upgrade, which builds an older
+/// schema from the migrations' own SQL.
+#[doc(hidden)]
+pub fn migration_sql(version: usize) -> Option<&'static str> {
+    MIGRATIONS.get(version.checked_sub(1)?).copied()
+}
+
+/// The migration from which the servers make the search column's words (`words.rs`).
+const WORDS_FROM_SERVERS: i32 = 13;
+/// Messages re-indexed per statement by [`reindex_words`].
+const REINDEX_PAGE: i64 = 5_000;
 
 /// Brings the schema up to date, waiting for any other server migrating at the same moment.
 pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -286,6 +400,9 @@ pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     {
         tracing::info!(version, "applying database migration");
         tx.batch_execute(sql).await?;
+        if version == WORDS_FROM_SERVERS {
+            reindex_words(&tx).await?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version) VALUES ($1)",
             &[&version],
@@ -296,69 +413,37 @@ pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::MIGRATIONS;
-
-    /// The code points of the newest migration's bracket that starts with `opening`
-    /// (`\uXXXX`, `\UXXXXXXXX`, or ranges of them), as `(first, last)`.
-    fn bracket(opening: &str) -> Vec<(u32, u32)> {
-        let migration = MIGRATIONS
-            .iter()
-            .rev()
-            .find(|migration| migration.contains(opening))
-            .unwrap_or_else(|| panic!("a migration has {opening}"));
-        let start = migration.find(opening).expect("the bracket");
-        let bracket = &migration[start + opening.len()..];
-        let bracket = &bracket[..bracket.find(']').expect("the bracket ends")];
-        let mut rest = bracket;
-        let mut ranges = Vec::new();
-        while !rest.is_empty() {
-            let (first, ranged) = escape(&mut rest);
-            let last = if ranged { escape(&mut rest).0 } else { first };
-            ranges.push((first, last));
-        }
-        ranges
-    }
-
-    /// The code point of the escape `rest` starts with, which it takes off `rest`, and whether
-    /// a `-` follows (the first of a range).
-    fn escape(rest: &mut &str) -> (u32, bool) {
-        let digits = match &rest[..2] {
-            "\\u" => 4,
-            "\\U" => 8,
-            other => panic!("an escape, not {other}"),
+/// Computes the search column of every message from its subject and text, page by page in
+/// id order, inside the migration's transaction (so the column never holds a mix).
+async fn reindex_words(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    let read = tx
+        .prepare("SELECT id, subject, text FROM messages WHERE id > $1 ORDER BY id LIMIT $2")
+        .await?;
+    let write = tx
+        .prepare(
+            "UPDATE messages m SET search = w.search::tsvector
+             FROM unnest($1::bigint[], $2::text[]) AS w(id, search) WHERE m.id = w.id",
+        )
+        .await?;
+    let mut after = i64::MIN;
+    let mut done = 0_u64;
+    loop {
+        let rows = tx.query(&read, &[&after, &REINDEX_PAGE]).await?;
+        let Some(last) = rows.last() else {
+            break;
         };
-        let point = u32::from_str_radix(&rest[2..2 + digits], 16).expect("hex digits");
-        *rest = &rest[2 + digits..];
-        let ranged = rest.starts_with('-');
-        if ranged {
-            *rest = &rest[1..];
+        after = last.try_get(0)?;
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut vectors = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ids.push(row.try_get::<_, i64>(0)?);
+            vectors.push(words::vector(row.try_get(1)?, row.try_get(2)?));
         }
-        (point, ranged)
-    }
-
-    /// Whether every code point is in `ranges` exactly when `expected` says so.
-    fn holds_exactly(ranges: &[(u32, u32)], expected: fn(char) -> bool) {
-        assert!(ranges.len() > 5, "{ranges:?}");
-        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
-            let listed = ranges
-                .iter()
-                .any(|&(first, last)| (first..=last).contains(&u32::from(c)));
-            assert_eq!(listed, expected(c), "U+{:04X}", u32::from(c));
+        tx.execute(&write, &[&ids, &vectors]).await?;
+        done += rows.len() as u64;
+        if done % 100_000 < REINDEX_PAGE as u64 {
+            tracing::info!(messages = done, "search words computed anew");
         }
     }
-
-    #[test]
-    fn the_search_column_keeps_exactly_the_marks_that_core_counts_as_part_of_a_word() {
-        holds_exactly(
-            &bracket("[^[:alnum:]"),
-            chat_core::search::is_combining_mark,
-        );
-    }
-
-    #[test]
-    fn the_search_column_makes_a_token_of_exactly_the_characters_core_does() {
-        holds_exactly(&bracket("'(["), chat_core::search::is_unspaced);
-    }
+    Ok(())
 }

@@ -9,8 +9,9 @@
 //! a reader sees id `n` committed, every id below `n` is committed and visible already. A
 //! rolled-back batch leaves the counter where it was, so ids stay dense. The servers take
 //! turns on the lock, so the writer takes it before it forms the batch: whatever arrived
-//! while it waited joins. Then, under the lock, one round trip reads what the batch depends
-//! on and one writes and commits.
+//! while it waited joins. Then one round trip calls `chat_append` (schema.rs, migration 13)
+//! and commits: the function reads what the batch depends on and writes it, next to the
+//! data, in one statement instead of eight.
 //!
 //! Membership: members change (Leave, a rejoin), on any server, so the writer reads the
 //! members of the batch's chats in every batch, in the transaction, under the lock. An
@@ -22,9 +23,8 @@
 //! are answered with the stored message and take no id. `UNIQUE (chat, sender, client_id)`
 //! backs this up: a duplicate could only fail the batch, never be stored twice.
 //!
-//! Replies: the originals the batch's replies name are read under the lock (one query, only
-//! for a batch that has replies), so a Delete, which takes the lock too, cannot come between
-//! the check and the commit. A reply whose original is not an undeleted message of its chat
+//! Replies: the originals the batch's replies name are read under the lock, so a Delete,
+//! which takes the lock too, cannot come between the check and the commit. A reply whose original is not an undeleted message of its chat
 //! is refused with [`StoreError::ReplyNotFound`], unless the transaction finds it stored
 //! earlier (a retry).
 //!
@@ -42,8 +42,9 @@ use chat_core::requests::NewMessage;
 use deadpool_postgres::{Client, Object, Pool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::rows::{MESSAGE_COLUMNS, REPLY_JOIN, message_at};
+use super::rows::message_at;
 use super::tailer::{Committed, TailerLink};
+use super::words;
 use crate::metrics::Metrics;
 use crate::store::decode::{id_from_sql, id_to_sql, stored_user};
 use crate::store::{ReplyPreview, StoreError, StoredEvent, StoredMessage};
@@ -62,19 +63,20 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 const CHAT_CACHE_MAX: usize = 16_384;
 /// The channel the tailers of every server listen on.
 pub const CHANNEL: &str = "chat_messages";
-/// Set in every transaction that takes the message counter's lock, before its statements
-/// are planned.
+/// Set in the transactions of changes (`changes.rs`) that take the message counter's lock,
+/// before their statements are planned. (The writer's `chat_append` plans its own lookups
+/// with sequential scans off instead, one key at a time; see its migration.)
 ///
 /// A prepared statement is planned once per connection and its plan kept until the
 /// tables' statistics change. Planned while `messages` is empty or small (a new database,
-/// whose first automatic ANALYZE is up to a minute away), the lookup of earlier client ids
-/// becomes a hash join over a sequential scan of the whole table, and stays so as the table
-/// grows: every batch then read every message, under the counter's lock (1.1 ms a batch at
-/// 65,000 messages in `chat-bench cluster`, the largest single cost of a batch); the
-/// originals of replies likewise. A plan made for each execution sees the table's current
-/// size, and costs a fraction of that. (Forbidding sequential scans and hash joins instead
-/// was tried: with the statistics of an empty table the planner then picked nested full
-/// index scans, which is worse.)
+/// whose first automatic ANALYZE is up to a minute away), the writer's lookup of earlier
+/// client ids, a join of the batch's keys with `messages`, became a hash join over a
+/// sequential scan of the whole table, and stayed so as the table grew: every batch then read
+/// every message, under the counter's lock (1.1 ms a batch at 65,000 messages in `chat-bench
+/// cluster`). A plan made for each execution sees the table's current size, and costs a
+/// fraction of that. (Forbidding sequential scans and hash joins for such a join was tried:
+/// with the statistics of an empty table the planner then picked nested full index scans,
+/// which is worse.)
 pub const FRESH_PLANS: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
 
 /// An append queued for the writer, with where its result goes.
@@ -130,19 +132,20 @@ impl Writer {
         tracing::debug!("postgres writer stopped");
     }
 
-    /// Commits `batch` and whatever else `queue` holds once the counter's lock is taken.
+    /// Commits `batch` and whatever else `queue` holds once the counter's lock is taken, in
+    /// one call of `chat_append`.
     ///
     /// The lock comes first: the servers take turns on it, and the appends that arrive while
     /// this one waits for its turn join the batch instead of waiting for the next. A batch's
-    /// fixed costs (its statements, their planning, the commit) are then shared by more
-    /// messages: 14.4 a batch on average instead of 8.3 in `chat-bench cluster`.
+    /// fixed costs (its round trips, the call, the commit) are then shared by more messages:
+    /// 14.4 a batch on average instead of 8.3 in `chat-bench cluster`.
     async fn commit_batch(&mut self, mut batch: Vec<Append>, queue: &mut mpsc::Receiver<Append>) {
         let client = match self.pool.get().await {
             Ok(client) => client,
             Err(error) => return refuse(batch, &StoreError::from(error)),
         };
-        let last = match tokio::time::timeout(COMMIT_TIMEOUT, lock_counter(&client)).await {
-            Ok(Ok(last)) => last,
+        match tokio::time::timeout(COMMIT_TIMEOUT, lock_counter(&client)).await {
+            Ok(Ok(())) => {}
             // The connection may be inside the transaction: never hand it back to the pool.
             Ok(Err(error)) => {
                 drop(Object::take(client));
@@ -155,7 +158,7 @@ impl Writer {
                     &StoreError::Unavailable("the database did not lock in time".into()),
                 );
             }
-        };
+        }
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(append) => batch.push(append),
@@ -204,7 +207,7 @@ impl Writer {
         let started = std::time::Instant::now();
         let outcome = match tokio::time::timeout(
             COMMIT_TIMEOUT,
-            store_batch(&client, &candidates, now, last),
+            store_batch(&client, &candidates, now),
         )
         .await
         {
@@ -292,247 +295,168 @@ fn refuse(batch: Vec<Append>, error: &StoreError) {
     }
 }
 
-/// The ids of the messages that the candidates' replies name.
-fn reply_ids(candidates: &[Candidate]) -> Vec<i64> {
-    candidates
-        .iter()
-        .filter_map(|candidate| candidate.message.reply_to.map(id_to_sql))
-        .collect()
-}
-
-/// The originals that the candidates' replies name and that are undeleted messages, from the
-/// rows of `ORIGINALS`: id → (chat row, preview). Read under the `message_seq` lock, which a
-/// Delete takes too, so an original cannot be deleted between this check and the reply's
-/// commit.
-fn reply_originals(
-    rows: &[tokio_postgres::Row],
-) -> Result<HashMap<i64, (i64, ReplyPreview)>, StoreError> {
-    let mut found = HashMap::new();
-    for row in rows {
-        let id: i64 = row.try_get(0)?;
-        let preview = ReplyPreview::of(
-            MessageId(id_from_sql(id)),
-            Some(stored_user(row.try_get(2)?)?),
-            Some(row.try_get(3)?),
-        );
-        found.insert(id, (row.try_get(1)?, preview));
-    }
-    Ok(found)
-}
-
-/// Opens the batch's transaction and takes the message counter's lock, in one round trip;
-/// returns the counter. The transaction is opened by a statement pipelined with the lock
-/// rather than by a `Transaction` (which would cost a round trip), so on an error the caller
-/// must not hand the connection back to the pool.
-async fn lock_counter(client: &Client) -> Result<i64, StoreError> {
+/// Opens the batch's transaction and takes the message counter's lock, in one round trip.
+/// The transaction is opened by a statement pipelined with the lock rather than by a
+/// `Transaction` (which would cost a round trip), so on an error the caller must not hand
+/// the connection back to the pool.
+async fn lock_counter(client: &Client) -> Result<(), StoreError> {
     let lock = client
         .prepare_cached("SELECT last FROM message_seq FOR UPDATE")
         .await?;
-    let (_, locked) = futures::future::try_join(
-        client.batch_execute(&format!("BEGIN; {FRESH_PLANS}")),
-        client.query_one(&lock, &[]),
-    )
-    .await?;
-    Ok(locked.try_get(0)?)
+    futures::future::try_join(client.batch_execute("BEGIN"), client.query_one(&lock, &[])).await?;
+    Ok(())
 }
 
-/// Stores the candidates whose sender is a member in one transaction, in their order; returns
-/// each one's outcome (whether it is new: false when stored earlier, by any server).
+/// Stores the candidates in one call of `chat_append` (schema.rs, migration 13) and commits,
+/// inside the transaction [`lock_counter`] opened; returns each one's outcome (whether it is
+/// new: false when stored earlier, by any server), in order.
 ///
-/// Runs inside the transaction [`lock_counter`] opened, whose lock it holds, with the
-/// counter's value `last`: two round trips, the reads, then the writes and `COMMIT`. The
-/// transaction is committed by a statement pipelined with the writes rather than by a
-/// `Transaction` (which would cost a round trip), so on an error the caller must not hand
-/// the connection back to the pool: it may still be inside the transaction.
+/// The call and `COMMIT` go together (tokio-postgres pipelines concurrent queries on one
+/// connection): one round trip. If the call fails, the transaction is aborted and
+/// PostgreSQL turns the `COMMIT` into a `ROLLBACK`; on an error the caller must not hand the
+/// connection back to the pool, as it may still be inside the transaction.
 async fn store_batch(
     client: &Client,
     candidates: &[Candidate],
     now: i64,
-    last: i64,
 ) -> Result<Vec<Outcome>, StoreError> {
-    let chats: Vec<i64> = candidates.iter().map(|c| c.chat_row).collect();
-    let senders: Vec<&str> = candidates.iter().map(|c| c.sender.as_str()).collect();
-    let client_ids: Vec<&str> = candidates
-        .iter()
-        .map(|c| c.message.client_id.as_str())
-        .collect();
-
-    let mut distinct_chats = chats.clone();
-    distinct_chats.sort_unstable();
-    distinct_chats.dedup();
-
-    let reply_ids = reply_ids(candidates);
-
-    // Prepared once per connection; the first batch on a connection pays the round trips.
-    let members_of = client
-        .prepare_cached("SELECT chat, user_id FROM chat_members WHERE chat = ANY($1)")
-        .await?;
-    let earlier = client
-        .prepare_cached(&format!(
-            "SELECT m.chat, {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}
-             JOIN unnest($1::bigint[], $2::text[], $3::text[]) AS k(chat, sender, client_id)
-               ON m.chat = k.chat AND m.sender = k.sender AND m.client_id = k.client_id"
-        ))
-        .await?;
-    let originals = client
+    let columns = Columns::of(candidates);
+    let append = client
         .prepare_cached(
-            "SELECT id, chat, sender, left(text, 100) FROM messages
-             WHERE id = ANY($1) AND NOT deleted",
+            "SELECT * FROM chat_append($1::bigint[], $2::text[], $3::text[], $4::text[],
+                                       $5::text[], $6::bigint[], $7::text[], $8::bigint,
+                                       $9::text)",
         )
         .await?;
-    // Pipelined, in one round trip. The lock is ours, so each read (read committed: a
-    // snapshot per statement) sees every message and membership committed by any server
-    // before this batch.
-    let (member_rows, earlier_rows, original_rows) = futures::future::try_join3(
-        client.query(&members_of, &[&distinct_chats]),
-        client.query(&earlier, &[&chats, &senders, &client_ids]),
-        // Only a batch with replies asks; the others send nothing.
-        async {
-            if reply_ids.is_empty() {
-                Ok(Vec::new())
-            } else {
-                client.query(&originals, &[&reply_ids]).await
-            }
-        },
+    let (rows, ()) = futures::future::try_join(
+        client.query(
+            &append,
+            &[
+                &columns.chats,
+                &columns.senders,
+                &columns.client_ids,
+                &columns.subjects,
+                &columns.texts,
+                &columns.reply_to,
+                &columns.search,
+                &now,
+                &CHANNEL,
+            ],
+        ),
+        client.batch_execute("COMMIT"),
     )
     .await?;
-    let mut found: HashMap<i64, Vec<UserId>> = HashMap::new();
-    for row in &member_rows {
-        found
-            .entry(row.try_get(0)?)
-            .or_default()
-            .push(stored_user(row.try_get(1)?)?);
-    }
-    let members: HashMap<i64, Arc<[UserId]>> = found
-        .into_iter()
-        .map(|(chat, users)| (chat, users.into()))
-        .collect();
-    let originals = reply_originals(&original_rows)?;
-    let mut stored_earlier = HashMap::new();
-    for row in earlier_rows {
-        let chat: i64 = row.try_get(0)?;
-        let sender: &str = row.try_get(2)?;
-        let client_id: &str = row.try_get(3)?;
-        stored_earlier.insert((chat, sender.to_owned(), client_id.to_owned()), row);
-    }
 
-    let mut results = Vec::with_capacity(candidates.len());
-    let mut fresh = FreshRows::default();
-    let mut next = last;
-    for candidate in candidates {
-        let Some(chat_members) = members
-            .get(&candidate.chat_row)
-            .filter(|members| members.contains(&candidate.sender))
-        else {
-            results.push(Err(StoreError::ChatNotFound));
-            continue;
-        };
-        let key = (
-            candidate.chat_row,
-            candidate.sender.as_str().to_owned(),
-            candidate.message.client_id.as_str().to_owned(),
-        );
-        if let Some(row) = stored_earlier.get(&key) {
-            let message = message_at(row, 1, candidate.message.chat_id.clone())?;
-            results.push(Ok((message, false, Arc::clone(chat_members))));
+    // The members' rows come first, one per chat of the batch that has members.
+    let mut members: HashMap<i64, Arc<[UserId]>> = HashMap::new();
+    for row in &rows {
+        if row.try_get::<_, &str>(1)? == "members" {
+            let users = row
+                .try_get::<_, Vec<&str>>(3)?
+                .into_iter()
+                .map(stored_user)
+                .collect::<Result<Vec<_>, _>>()?;
+            members.insert(row.try_get(2)?, users.into());
+        }
+    }
+    let mut results: Vec<Option<Outcome>> = vec![None; candidates.len()];
+    for row in &rows {
+        let n: i32 = row.try_get(0)?;
+        let status: &str = row.try_get(1)?;
+        let chat: i64 = row.try_get(2)?;
+        if status == "members" {
             continue;
         }
-        let reply = match candidate.message.reply_to {
-            None => None,
-            Some(original) => match originals.get(&id_to_sql(original)) {
-                Some((chat, preview)) if *chat == candidate.chat_row => Some(preview.clone()),
-                // Not a message of this chat, or deleted: another chat's message looks like
-                // no message at all.
-                _ => {
-                    results.push(Err(StoreError::ReplyNotFound));
-                    continue;
-                }
-            },
+        let index = usize::try_from(n - 1)
+            .ok()
+            .filter(|&index| index < candidates.len())
+            .ok_or_else(|| StoreError::Unavailable(format!("chat_append answered for {n}")))?;
+        let candidate = &candidates[index];
+        let chat_members = || {
+            members.get(&chat).cloned().ok_or_else(|| {
+                StoreError::Unavailable(format!("chat_append gave no members of chat {chat}"))
+            })
         };
-        next += 1;
-        fresh.push(next, candidate, now);
-        results.push(Ok((
-            StoredMessage::new(
-                MessageId(id_from_sql(next)),
-                candidate.sender.clone(),
-                candidate.message.clone(),
-                now,
-                reply,
-            ),
-            true,
-            Arc::clone(chat_members),
-        )));
+        results[index] = Some(match status {
+            "new" => {
+                let id: i64 = row.try_get(4)?;
+                let reply = match row.try_get::<_, Option<i64>>(12)? {
+                    None => None,
+                    Some(original) => Some(ReplyPreview::of(
+                        MessageId(id_from_sql(original)),
+                        row.try_get::<_, Option<&str>>(13)?
+                            .map(stored_user)
+                            .transpose()?,
+                        row.try_get(14)?,
+                    )),
+                };
+                let message = StoredMessage::new(
+                    MessageId(id_from_sql(id)),
+                    candidate.sender.clone(),
+                    candidate.message.clone(),
+                    now,
+                    reply,
+                );
+                Ok((message, true, chat_members()?))
+            }
+            "earlier" => {
+                let message = message_at(row, 4, candidate.message.chat_id.clone())?;
+                Ok((message, false, chat_members()?))
+            }
+            "not member" => Err(StoreError::ChatNotFound),
+            "no original" => Err(StoreError::ReplyNotFound),
+            other => {
+                return Err(StoreError::Unavailable(format!(
+                    "chat_append answered {other:?}"
+                )));
+            }
+        });
     }
-
-    if next > last {
-        let insert = client
-            .prepare_cached(
-                "INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at,
-                                       reply_to)
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
-                                      $5::text[], $6::text[], $7::bigint[], $8::bigint[])",
-            )
-            .await?;
-        let bump = client
-            .prepare_cached("UPDATE message_seq SET last = $1")
-            .await?;
-        let notify = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
-        let announced = next.to_string();
-        // Sent together with COMMIT (tokio-postgres pipelines concurrent queries on one
-        // connection), so the lock is held for one round trip here, not four. If a write
-        // fails, the transaction is aborted and PostgreSQL turns the COMMIT into a ROLLBACK.
-        futures::future::try_join4(
-            client.execute(
-                &insert,
-                &[
-                    &fresh.ids,
-                    &fresh.chats,
-                    &fresh.senders,
-                    &fresh.client_ids,
-                    &fresh.subjects,
-                    &fresh.texts,
-                    &fresh.sent_at,
-                    &fresh.reply_to,
-                ],
-            ),
-            client.execute(&bump, &[&next]),
-            client.execute(&notify, &[&CHANNEL, &announced]),
-            client.batch_execute("COMMIT"),
-        )
-        .await?;
-    } else {
-        // Only repeats and refusals: nothing to write, and the lock goes with the end.
-        client.batch_execute("COMMIT").await?;
-    }
-    Ok(results)
+    results
+        .into_iter()
+        .map(|outcome| {
+            outcome.ok_or_else(|| {
+                StoreError::Unavailable("chat_append left a candidate unanswered".into())
+            })
+        })
+        .collect()
 }
 
-/// The new messages of a batch as the columns of one multi-row `INSERT`.
-#[derive(Default)]
-struct FreshRows {
-    ids: Vec<i64>,
+/// The candidates as the array arguments of `chat_append`, one element each.
+struct Columns<'a> {
     chats: Vec<i64>,
-    senders: Vec<String>,
-    client_ids: Vec<String>,
-    subjects: Vec<String>,
-    texts: Vec<String>,
-    sent_at: Vec<i64>,
+    senders: Vec<&'a str>,
+    client_ids: Vec<&'a str>,
+    subjects: Vec<&'a str>,
+    texts: Vec<&'a str>,
     reply_to: Vec<Option<i64>>,
+    /// The `tsvector` literal of each one's words.
+    search: Vec<String>,
 }
 
-impl FreshRows {
-    fn push(&mut self, id: i64, candidate: &Candidate, now: i64) {
-        self.ids.push(id);
-        self.chats.push(candidate.chat_row);
-        self.senders.push(candidate.sender.as_str().to_owned());
-        self.client_ids
-            .push(candidate.message.client_id.as_str().to_owned());
-        self.subjects
-            .push(candidate.message.subject.as_str().to_owned());
-        self.texts.push(candidate.message.text.as_str().to_owned());
-        self.sent_at.push(now);
-        self.reply_to
-            .push(candidate.message.reply_to.map(id_to_sql));
+impl<'a> Columns<'a> {
+    fn of(candidates: &'a [Candidate]) -> Self {
+        Self {
+            chats: candidates.iter().map(|c| c.chat_row).collect(),
+            senders: candidates.iter().map(|c| c.sender.as_str()).collect(),
+            client_ids: candidates
+                .iter()
+                .map(|c| c.message.client_id.as_str())
+                .collect(),
+            subjects: candidates
+                .iter()
+                .map(|c| c.message.subject.as_str())
+                .collect(),
+            texts: candidates.iter().map(|c| c.message.text.as_str()).collect(),
+            reply_to: candidates
+                .iter()
+                .map(|c| c.message.reply_to.map(id_to_sql))
+                .collect(),
+            search: candidates
+                .iter()
+                .map(|c| words::vector(c.message.subject.as_str(), c.message.text.as_str()))
+                .collect(),
+        }
     }
 }
 

@@ -393,7 +393,9 @@ mod tests {
     /// If this fails, `index_text` changed (in `chat_core::search`, or in the Unicode tables of
     /// a newer Rust's `char::is_alphanumeric` and `to_lowercase`): an index built before no
     /// longer matches it, and FTS5 cannot take old words out of it. Add a migration that
-    /// rebuilds the index (see `define_functions`), then put the new hash here.
+    /// rebuilds the index (see `define_functions`), and a PostgreSQL one that computes the
+    /// `search` column anew (as its migration 13 does: `postgres/words.rs`), then put the new
+    /// hash here.
     #[test]
     fn index_text_is_what_the_newest_rebuild_used() {
         let mut text = String::new();
