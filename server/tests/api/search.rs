@@ -619,4 +619,14 @@ async fn an_upgraded_postgresql_database_finds_its_old_messages_by_the_servers_w
             .await,
         "13"
     );
+    // An older server, which writes no words, cannot store a message without them.
+    assert_eq!(
+        database
+            .query_text(
+                "SELECT attnotnull::text FROM pg_attribute
+                 WHERE attrelid = 'messages'::regclass AND attname = 'search'"
+            )
+            .await,
+        "true"
+    );
 }

@@ -257,8 +257,11 @@ CREATE INDEX messages_search ON messages USING gin (search)
     "
 -- Search words are made by the servers (words.rs): the column keeps each row's words and
 -- takes new ones from the writer, edits and deletions; `reindex_words` computes it anew
--- for every row in the same transaction. chat_words and chat_query have no more use.
+-- for every row in the same transaction. chat_words and chat_query have no more use. NOT
+-- NULL: a server of an older version, which writes no words, fails to store a message
+-- (its caller may retry on another server) rather than store one that search never finds.
 ALTER TABLE messages ALTER COLUMN search DROP EXPRESSION;
+ALTER TABLE messages ALTER COLUMN search SET NOT NULL;
 DROP FUNCTION chat_query(text[], boolean);
 DROP FUNCTION chat_words(text);
 -- A batch of appends in one call (writer.rs, where the rules are argued): the message
