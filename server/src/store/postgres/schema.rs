@@ -293,10 +293,8 @@ DECLARE
     first_id bigint;
     next_id bigint;
     ids bigint[] := array_fill(NULL::bigint, ARRAY[cardinality(p_chats)]);
-    original_chat bigint;
-    original_sender text;
-    original_preview text;
     seqscan text := current_setting('enable_seqscan');
+    c record;
 BEGIN
     SELECT s.last INTO first_id FROM message_seq s FOR UPDATE;
     next_id := first_id;
@@ -305,43 +303,59 @@ BEGIN
         SELECT 0, 'members', cm.chat, array_agg(cm.user_id), NULL::bigint, NULL, NULL, NULL,
                NULL, NULL::bigint, NULL::bigint, NULL::boolean, NULL::bigint, NULL, NULL
         FROM chat_members cm WHERE cm.chat = ANY (p_chats) GROUP BY cm.chat;
-    FOR i IN 1 .. cardinality(p_chats) LOOP
-        PERFORM FROM chat_members cm WHERE cm.chat = p_chats[i] AND cm.user_id = p_senders[i];
-        IF NOT FOUND THEN
-            RETURN QUERY SELECT i, 'not member', p_chats[i], NULL::text[], NULL::bigint, NULL,
-                NULL, NULL, NULL, NULL::bigint, NULL::bigint, NULL::boolean, NULL::bigint,
-                NULL, NULL;
-            CONTINUE;
-        END IF;
-        RETURN QUERY
-            SELECT i, 'earlier', m.chat, NULL::text[], m.id, m.sender, m.client_id, m.subject,
-                   m.text, m.sent_at, m.edited_at, m.deleted, m.reply_to, r.sender,
-                   left(r.text, 100)
+    -- Every candidate's lookups in one statement: each LATERAL with LIMIT 1 stays a
+    -- subquery run per candidate (an index probe), never a join the planner could reorder.
+    FOR c IN
+        SELECT k.o::integer AS o, k.chat AS k_chat, k.reply_to AS k_reply_to,
+               mem.ok IS NOT NULL AS is_member, e.*, orig.o_chat, orig.o_sender, orig.o_preview
+        FROM unnest(p_chats, p_senders, p_client_ids, p_reply_to) WITH ORDINALITY
+             AS k(chat, sender, client_id, reply_to, o)
+        LEFT JOIN LATERAL (
+            SELECT TRUE AS ok FROM chat_members cm
+            WHERE cm.chat = k.chat AND cm.user_id = k.sender LIMIT 1
+        ) mem ON TRUE
+        LEFT JOIN LATERAL (
+            SELECT m.id AS e_id, m.sender AS e_sender, m.client_id AS e_client_id,
+                   m.subject AS e_subject, m.text AS e_text, m.sent_at AS e_sent_at,
+                   m.edited_at AS e_edited_at, m.deleted AS e_deleted,
+                   m.reply_to AS e_reply_to, r.sender AS e_reply_sender,
+                   left(r.text, 100) AS e_reply_text
             FROM messages m LEFT JOIN messages r ON r.id = m.reply_to
-            WHERE m.chat = p_chats[i] AND m.sender = p_senders[i]
-              AND m.client_id = p_client_ids[i];
-        IF FOUND THEN
-            CONTINUE;
+            WHERE m.chat = k.chat AND m.sender = k.sender AND m.client_id = k.client_id
+            LIMIT 1
+        ) e ON TRUE
+        LEFT JOIN LATERAL (
+            SELECT o.chat AS o_chat, o.sender AS o_sender, left(o.text, 100) AS o_preview
+            FROM messages o WHERE o.id = k.reply_to AND NOT o.deleted LIMIT 1
+        ) orig ON TRUE
+        ORDER BY k.o
+    LOOP
+        n := c.o;
+        chat := c.k_chat;
+        members := NULL;
+        id := NULL; sender := NULL; client_id := NULL; subject := NULL; text := NULL;
+        sent_at := NULL; edited_at := NULL; deleted := NULL;
+        reply_to := NULL; reply_sender := NULL; reply_text := NULL;
+        IF NOT c.is_member THEN
+            status := 'not member';
+        ELSIF c.e_id IS NOT NULL THEN
+            status := 'earlier';
+            id := c.e_id; sender := c.e_sender; client_id := c.e_client_id;
+            subject := c.e_subject; text := c.e_text; sent_at := c.e_sent_at;
+            edited_at := c.e_edited_at; deleted := c.e_deleted;
+            reply_to := c.e_reply_to; reply_sender := c.e_reply_sender;
+            reply_text := c.e_reply_text;
+        -- Another chat's message looks like no message at all.
+        ELSIF c.k_reply_to IS NOT NULL AND c.o_chat IS DISTINCT FROM c.k_chat THEN
+            status := 'no original';
+        ELSE
+            status := 'new';
+            next_id := next_id + 1;
+            ids[c.o] := next_id;
+            id := next_id;
+            reply_to := c.k_reply_to; reply_sender := c.o_sender; reply_text := c.o_preview;
         END IF;
-        original_sender := NULL;
-        original_preview := NULL;
-        IF p_reply_to[i] IS NOT NULL THEN
-            SELECT o.chat, o.sender, left(o.text, 100)
-            INTO original_chat, original_sender, original_preview
-            FROM messages o WHERE o.id = p_reply_to[i] AND NOT o.deleted;
-            -- Another chat's message looks like no message at all.
-            IF NOT FOUND OR original_chat <> p_chats[i] THEN
-                RETURN QUERY SELECT i, 'no original', p_chats[i], NULL::text[], NULL::bigint,
-                    NULL, NULL, NULL, NULL, NULL::bigint, NULL::bigint, NULL::boolean,
-                    NULL::bigint, NULL, NULL;
-                CONTINUE;
-            END IF;
-        END IF;
-        next_id := next_id + 1;
-        ids[i] := next_id;
-        RETURN QUERY SELECT i, 'new', p_chats[i], NULL::text[], next_id, NULL, NULL, NULL,
-            NULL, NULL::bigint, NULL::bigint, NULL::boolean, p_reply_to[i], original_sender,
-            original_preview;
+        RETURN NEXT;
     END LOOP;
     PERFORM set_config('enable_seqscan', seqscan, true);
     IF next_id > first_id THEN
