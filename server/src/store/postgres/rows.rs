@@ -26,7 +26,8 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 
 /// The columns every message query selects, in this order, from `messages m` joined with
 /// [`REPLY_JOIN`]: the message's own, then its reply's original (id, sender and the beginning
-/// of its text; NULL when it is not a reply).
+/// of its text; NULL when it is not a reply). The writer's `chat_append` (migration 13)
+/// returns a message stored earlier in the same columns, from its fifth on.
 pub const MESSAGE_COLUMNS: &str = "m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at, \
      m.edited_at, m.deleted, m.reply_to, r.sender, left(r.text, 100)";
 

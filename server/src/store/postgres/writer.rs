@@ -24,9 +24,9 @@
 //! backs this up: a duplicate could only fail the batch, never be stored twice.
 //!
 //! Replies: the originals the batch's replies name are read under the lock, so a Delete,
-//! which takes the lock too, cannot come between the check and the commit. A reply whose original is not an undeleted message of its chat
-//! is refused with [`StoreError::ReplyNotFound`], unless the transaction finds it stored
-//! earlier (a retry).
+//! which takes the lock too, cannot come between the check and the commit. A reply whose
+//! original is not an undeleted message of its chat is refused with
+//! [`StoreError::ReplyNotFound`], unless the transaction finds it stored earlier (a retry).
 //!
 //! The transaction also sends one `NOTIFY` (per batch, never per message) so that the other
 //! servers' tailers look for news. After the commit the writer hands the new messages to its
