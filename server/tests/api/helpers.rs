@@ -603,13 +603,24 @@ impl TestDatabase {
         .await;
     }
 
-    /// Runs `sql` (statements separated by semicolons, as a migration's) in one transaction.
-    pub async fn batch(&self, sql: &str) {
+    /// A connection of its own to this database, and the task that drives it (which ends
+    /// once the client is dropped).
+    async fn connect(
+        &self,
+    ) -> (
+        tokio_postgres::Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ) {
         let (client, connection) =
             within(tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
                 .await
                 .expect("cannot connect to the test database");
-        let driver = tokio::spawn(connection);
+        (client, tokio::spawn(connection))
+    }
+
+    /// Runs `sql` (statements separated by semicolons, as a migration's) in one transaction.
+    pub async fn batch(&self, sql: &str) {
+        let (client, driver) = self.connect().await;
         within(client.batch_execute(&format!("BEGIN; {sql}; COMMIT")))
             .await
             .unwrap_or_else(|error| panic!("{sql}: {error}"));
@@ -619,44 +630,30 @@ impl TestDatabase {
 
     /// The text the query `sql` returns (one row, one column), on a connection of its own.
     pub async fn query_text(&self, sql: &str) -> String {
-        let (client, connection) =
-            within(tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
-                .await
-                .expect("cannot connect to the test database");
-        let driver = tokio::spawn(connection);
-        let text: String = within(client.query_one(sql, &[]))
-            .await
-            .unwrap_or_else(|error| panic!("{sql}: {error}"))
-            .get(0);
-        drop(client);
-        let _ = driver.await;
-        text
+        self.query_value(sql).await
     }
 
     /// The count the query `sql` returns, on a connection of its own.
     async fn query_count(&self, sql: &str) -> i64 {
-        let (client, connection) =
-            within(tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
-                .await
-                .expect("cannot connect to the test database");
-        let driver = tokio::spawn(connection);
-        let count: i64 = within(client.query_one(sql, &[]))
+        self.query_value(sql).await
+    }
+
+    /// The one value the query `sql` returns, on a connection of its own.
+    async fn query_value<T: for<'a> tokio_postgres::types::FromSql<'a>>(&self, sql: &str) -> T {
+        let (client, driver) = self.connect().await;
+        let value: T = within(client.query_one(sql, &[]))
             .await
             .unwrap_or_else(|error| panic!("{sql}: {error}"))
             .get(0);
         drop(client);
         let _ = driver.await;
-        count
+        value
     }
 
     /// Every row of every table, as PostgreSQL prints rows: what the database holds, for
     /// tests that check what is (and is not) stored.
     pub async fn contents(&self) -> String {
-        let (client, connection) =
-            within(tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
-                .await
-                .expect("cannot connect to the test database");
-        let driver = tokio::spawn(connection);
+        let (client, driver) = self.connect().await;
         let mut text = String::new();
         for table in [
             "accounts",
