@@ -303,6 +303,7 @@ impl Store for PgStore {
         let (reply, answer) = oneshot::channel();
         self.appends
             .send(Append {
+                search: words::vector(message.subject.as_str(), message.text.as_str()),
                 sender,
                 message,
                 reply,

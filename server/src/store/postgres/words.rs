@@ -19,14 +19,12 @@ const MAX_LEXEME_BYTES: usize = 2047;
 /// The highest word position a `tsvector` records; later words share it.
 const MAX_POSITION: usize = 16_383;
 
-/// The tokens of `text` as the index has them, without the empty ones (a word of accents
-/// alone folds to nothing) and without the ones too long for PostgreSQL.
-fn lexemes(text: &str) -> Vec<String> {
-    index_text(text)
+/// The tokens of `indexed` (an [`index_text`]) as PostgreSQL takes them: without the empty
+/// ones (a word of accents alone folds to nothing) and without the ones too long for it.
+fn lexemes(indexed: &str) -> impl Iterator<Item = &str> {
+    indexed
         .split(' ')
         .filter(|token| !token.is_empty() && token.len() <= MAX_LEXEME_BYTES)
-        .map(str::to_owned)
-        .collect()
 }
 
 /// `token` quoted for a `tsvector` or `tsquery` literal. Tokens hold only letters, digits and
@@ -47,12 +45,12 @@ fn quote_into(literal: &mut String, token: &str) {
 /// after another.
 pub fn vector(subject: &str, text: &str) -> String {
     let mut literal = String::with_capacity(subject.len() + text.len() * 3 / 2);
-    let tokens = lexemes(subject).into_iter().chain(lexemes(text));
-    for (index, token) in tokens.enumerate() {
+    let (subject, text) = (index_text(subject), index_text(text));
+    for (index, token) in lexemes(&subject).chain(lexemes(&text)).enumerate() {
         if !literal.is_empty() {
             literal.push(' ');
         }
-        quote_into(&mut literal, &token);
+        quote_into(&mut literal, token);
         let _ = write!(literal, ":{}", (index + 1).min(MAX_POSITION));
     }
     literal
@@ -62,10 +60,10 @@ pub fn vector(subject: &str, text: &str) -> String {
 /// of them, the last token of the last word a prefix when the person may still be typing it.
 /// `None` when no word has a token (only accents, say): such a search finds nothing.
 pub fn query(terms: &SearchTerms) -> Option<String> {
-    let words: Vec<Vec<String>> = terms
-        .words()
+    let indexed: Vec<String> = terms.words().iter().map(|word| index_text(word)).collect();
+    let words: Vec<Vec<&str>> = indexed
         .iter()
-        .map(|word| lexemes(word))
+        .map(|word| lexemes(word).collect::<Vec<_>>())
         .filter(|tokens| !tokens.is_empty())
         .collect();
     let mut literal = String::new();

@@ -44,7 +44,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::rows::message_at;
 use super::tailer::{Committed, TailerLink};
-use super::words;
 use crate::metrics::Metrics;
 use crate::store::decode::{id_from_sql, id_to_sql, stored_user};
 use crate::store::{ReplyPreview, StoreError, StoredEvent, StoredMessage};
@@ -83,6 +82,9 @@ pub const FRESH_PLANS: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
 pub struct Append {
     pub sender: UserId,
     pub message: NewMessage,
+    /// The message's search words (`words::vector`), made by the caller's task rather than
+    /// by the writer under the counter's lock.
+    pub search: String,
     pub reply: oneshot::Sender<Result<StoredMessage, StoreError>>,
 }
 
@@ -91,6 +93,7 @@ struct Candidate {
     chat_row: i64,
     sender: UserId,
     message: NewMessage,
+    search: String,
 }
 
 /// What the transaction made of one candidate: the stored message, whether it is new, and
@@ -190,6 +193,7 @@ impl Writer {
                     chat_row,
                     sender: append.sender,
                     message: append.message,
+                    search: append.search,
                 });
                 candidates.len() - 1
             });
@@ -431,7 +435,7 @@ struct Columns<'a> {
     texts: Vec<&'a str>,
     reply_to: Vec<Option<i64>>,
     /// The `tsvector` literal of each one's words.
-    search: Vec<String>,
+    search: Vec<&'a str>,
 }
 
 impl<'a> Columns<'a> {
@@ -452,10 +456,7 @@ impl<'a> Columns<'a> {
                 .iter()
                 .map(|c| c.message.reply_to.map(id_to_sql))
                 .collect(),
-            search: candidates
-                .iter()
-                .map(|c| words::vector(c.message.subject.as_str(), c.message.text.as_str()))
-                .collect(),
+            search: candidates.iter().map(|c| c.search.as_str()).collect(),
         }
     }
 }
