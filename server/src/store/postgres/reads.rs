@@ -10,7 +10,8 @@ use deadpool_postgres::Client;
 use chat_core::search::SearchQuery;
 
 use super::rows::{
-    MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, REPLY_JOIN, message, message_at, with_reactions,
+    MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, REACTION_COLUMNS, REPLY_JOIN, message, message_at,
+    reactions_at, with_reactions,
 };
 use super::words;
 use crate::store::decode::{id_from_sql, id_to_sql, member_key, stored_chat, stored_user};
@@ -115,7 +116,7 @@ pub async fn events_after(
             let chat = chat_row_for(client, chat_id, user).await?;
             let statement = client
                 .prepare_cached(&format!(
-                    "SELECT e.id, {MESSAGE_COLUMNS}, c.public_id
+                    "SELECT e.id, {MESSAGE_COLUMNS}, c.public_id, {REACTION_COLUMNS}
                      FROM ((SELECT id, id AS message FROM messages
                             WHERE chat = $1 AND id > $2 ORDER BY id LIMIT $3)
                            UNION ALL
@@ -132,7 +133,7 @@ pub async fn events_after(
         None => {
             let statement = client
                 .prepare_cached(&format!(
-                    "SELECT e.id, {MESSAGE_COLUMNS}, c.public_id
+                    "SELECT e.id, {MESSAGE_COLUMNS}, c.public_id, {REACTION_COLUMNS}
                      FROM ((SELECT id, id AS message FROM messages
                             WHERE id > $1
                               AND chat IN (SELECT chat FROM chat_members WHERE user_id = $2)
@@ -153,32 +154,20 @@ pub async fn events_after(
                 .await?
         }
     };
-    events(client, &rows).await
+    rows.iter().map(event).collect()
 }
 
-/// The events of rows that select an event id, the [`MESSAGE_COLUMNS`] and the chat's public
-/// id, with their messages' reactions.
-pub async fn events(
-    client: &Client,
-    rows: &[tokio_postgres::Row],
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut messages = Vec::with_capacity(rows.len());
-    for row in rows {
-        let id: i64 = row.try_get(0)?;
-        ids.push(MessageId(id_from_sql(id)));
-        messages.push(message_at(
-            row,
-            1,
-            stored_chat(row.try_get(1 + MESSAGE_COLUMN_COUNT)?)?,
-        )?);
-    }
-    with_reactions(client, &mut messages).await?;
-    Ok(ids
-        .into_iter()
-        .zip(messages)
-        .map(|(id, message)| StoredEvent { id, message })
-        .collect())
+/// The event of a row that selects an event id, the [`MESSAGE_COLUMNS`], the chat's public
+/// id and the [`REACTION_COLUMNS`], in that order.
+pub fn event(row: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> {
+    let id: i64 = row.try_get(0)?;
+    let chat = stored_chat(row.try_get(1 + MESSAGE_COLUMN_COUNT)?)?;
+    let mut message = message_at(row, 1, chat)?;
+    reactions_at(row, 2 + MESSAGE_COLUMN_COUNT, &mut message)?;
+    Ok(StoredEvent {
+        id: MessageId(id_from_sql(id)),
+        message,
+    })
 }
 
 /// One page of the chats of `user` with their members and last message, in List's order.

@@ -67,6 +67,42 @@ pub fn message_at(row: &Row, first: usize, chat_id: ChatId) -> Result<StoredMess
     })
 }
 
+/// Two columns for a message `m` of a query: the emoji and the people of its reactions, in
+/// the order they were added (element `i` of each is one reaction). Reads of events select
+/// them with the message, so a page of events is one statement (`reactions_at`); each is a
+/// probe of the reactions' unique index, which finds nothing for most messages.
+pub const REACTION_COLUMNS: &str = "ARRAY(SELECT emoji FROM reactions WHERE message = m.id ORDER BY id), \
+     ARRAY(SELECT user_id FROM reactions WHERE message = m.id ORDER BY id)";
+
+/// How many columns [`REACTION_COLUMNS`] selects.
+pub const REACTION_COLUMN_COUNT: usize = 2;
+
+/// Puts the reactions held by the [`REACTION_COLUMNS`] of `row`, starting at `first`, onto
+/// `message`.
+pub fn reactions_at(
+    row: &Row,
+    first: usize,
+    message: &mut StoredMessage,
+) -> Result<(), StoreError> {
+    let emoji: Vec<&str> = row.try_get(first)?;
+    let users: Vec<&str> = row.try_get(first + 1)?;
+    if emoji.len() != users.len() {
+        return Err(StoreError::Unavailable(
+            "a message's reactions came back uneven".into(),
+        ));
+    }
+    let mut reactions = Vec::with_capacity(emoji.len());
+    for (emoji, user) in emoji.into_iter().zip(users) {
+        reactions.push((
+            message.id,
+            stored("emoji", Emoji::parse(emoji))?,
+            stored_user(user)?,
+        ));
+    }
+    attach_reactions(std::slice::from_mut(message), reactions);
+    Ok(())
+}
+
 /// The reactions of the messages whose ids are `$1`, in the order they were added.
 const REACTIONS: &str =
     "SELECT message, emoji, user_id FROM reactions WHERE message = ANY($1) ORDER BY id";
