@@ -14,7 +14,7 @@ use chat_core::ids::{MessageId, UserId};
 use deadpool_postgres::{Object, Pool};
 
 use super::reads::member_chat_row;
-use super::rows::{MESSAGE_COLUMNS, REPLY_JOIN, message_at, with_reactions_in};
+use super::rows::{MESSAGE_COLUMNS, REACTION_COLUMNS, REPLY_JOIN, message_with_reactions_at};
 use super::tailer::{Committed, TailerLink};
 use super::words;
 use super::writer::{CHANNEL, COMMIT_TIMEOUT, FRESH_PLANS, PUBLISH_TIMEOUT};
@@ -96,7 +96,7 @@ async fn store(
     let last: i64 = locked.try_get(0)?;
     let find = tx
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}
+            "SELECT {MESSAGE_COLUMNS}, {REACTION_COLUMNS} FROM messages m {REPLY_JOIN}
              WHERE m.id = $1 AND m.chat = $2"
         ))
         .await?;
@@ -105,9 +105,7 @@ async fn store(
         .query_opt(&find, &[&message, &chat])
         .await?
         .ok_or(StoreError::MessageNotFound)?;
-    let mut current = [message_at(&row, 0, target.chat_id.clone())?];
-    with_reactions_in(&tx, &mut current).await?;
-    let [current] = current;
+    let current = message_with_reactions_at(&row, 0, target.chat_id.clone())?;
     let Some((write, after)) = plan(&current, user, change, now)? else {
         // Nothing to change (a retry): the rollback releases the lock.
         return Ok((current, None));

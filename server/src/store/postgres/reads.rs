@@ -10,14 +10,14 @@ use deadpool_postgres::Client;
 use chat_core::search::SearchQuery;
 
 use super::rows::{
-    MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, REACTION_COLUMNS, REPLY_JOIN, message, message_at,
-    reactions_at, with_reactions,
+    MESSAGE_AND_REACTION_COLUMN_COUNT, MESSAGE_COLUMNS, REACTION_COLUMNS, REPLY_JOIN,
+    message_with_reactions_at,
 };
 use super::words;
 use crate::store::decode::{id_from_sql, id_to_sql, member_key, stored_chat, stored_user};
 use crate::store::{
-    ChatPage, ChatSummary, HistoryPage, LastMessages, SearchPage, StoreError, StoredEvent,
-    TokenHash, position_after,
+    ChatPage, ChatSummary, HistoryPage, SearchPage, StoreError, StoredEvent, TokenHash,
+    position_after,
 };
 
 pub async fn password_hash(client: &Client, user: &UserId) -> Result<Option<String>, StoreError> {
@@ -81,7 +81,7 @@ pub async fn history(
     // One row more than asked tells whether older messages remain.
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m {REPLY_JOIN}
+            "SELECT {MESSAGE_COLUMNS}, {REACTION_COLUMNS} FROM messages m {REPLY_JOIN}
              WHERE m.chat = $1 AND m.id < $2 ORDER BY m.id DESC LIMIT $3"
         ))
         .await?;
@@ -90,12 +90,11 @@ pub async fn history(
         .await?;
     let mut messages = rows
         .iter()
-        .map(|row| message(row, query.chat_id.clone()))
+        .map(|row| message_with_reactions_at(row, 0, query.chat_id.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     let has_more = messages.len() > query.limit as usize;
     messages.truncate(query.limit as usize);
     messages.reverse();
-    with_reactions(client, &mut messages).await?;
     Ok(HistoryPage { messages, has_more })
 }
 
@@ -116,7 +115,7 @@ pub async fn events_after(
             let chat = chat_row_for(client, chat_id, user).await?;
             let statement = client
                 .prepare_cached(&format!(
-                    "SELECT e.id, {MESSAGE_COLUMNS}, c.public_id, {REACTION_COLUMNS}
+                    "SELECT e.id, {MESSAGE_COLUMNS}, {REACTION_COLUMNS}, c.public_id
                      FROM ((SELECT id, id AS message FROM messages
                             WHERE chat = $1 AND id > $2 ORDER BY id LIMIT $3)
                            UNION ALL
@@ -133,7 +132,7 @@ pub async fn events_after(
         None => {
             let statement = client
                 .prepare_cached(&format!(
-                    "SELECT e.id, {MESSAGE_COLUMNS}, c.public_id, {REACTION_COLUMNS}
+                    "SELECT e.id, {MESSAGE_COLUMNS}, {REACTION_COLUMNS}, c.public_id
                      FROM ((SELECT id, id AS message FROM messages
                             WHERE id > $1
                               AND chat IN (SELECT chat FROM chat_members WHERE user_id = $2)
@@ -157,22 +156,21 @@ pub async fn events_after(
     rows.iter().map(event).collect()
 }
 
-/// The event of a row that selects an event id, the [`MESSAGE_COLUMNS`], the chat's public
-/// id and the [`REACTION_COLUMNS`], in that order.
+/// The event of a row that selects an event id, the [`MESSAGE_COLUMNS`], the
+/// [`REACTION_COLUMNS`] and the chat's public id, in that order.
 pub fn event(row: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> {
     let id: i64 = row.try_get(0)?;
-    let chat = stored_chat(row.try_get(1 + MESSAGE_COLUMN_COUNT)?)?;
-    let mut message = message_at(row, 1, chat)?;
-    reactions_at(row, 2 + MESSAGE_COLUMN_COUNT, &mut message)?;
+    let chat = stored_chat(row.try_get(1 + MESSAGE_AND_REACTION_COLUMN_COUNT)?)?;
     Ok(StoredEvent {
         id: MessageId(id_from_sql(id)),
-        message,
+        message: message_with_reactions_at(row, 1, chat)?,
     })
 }
 
 /// One page of the chats of `user` with their members and last message, in List's order.
-/// The page is picked by position (keyset), so the rows after it are never sent. Last
-/// messages come without their reactions: a chat list shows none.
+/// The page is picked by position (keyset), so the rows after it are never sent. The last
+/// messages' reactions are read once the page is cut (the outer query): in the inner one
+/// PostgreSQL would read them for every chat of the user before sorting.
 pub async fn chats_of(
     client: &Client,
     user: &UserId,
@@ -181,17 +179,21 @@ pub async fn chats_of(
     let (activity, last_message, chat_id) = position_after(query.after.as_ref());
     let statement = client
         .prepare_cached(&format!(
-            "SELECT c.id, c.public_id, c.created_at, {MESSAGE_COLUMNS}
-             FROM chat_members mine
-             JOIN chats c ON c.id = mine.chat
-             LEFT JOIN messages m ON m.id = (SELECT max(id) FROM messages WHERE chat = c.id)
-             {REPLY_JOIN}
-             WHERE mine.user_id = $1
-               AND (coalesce(m.sent_at, c.created_at), coalesce(m.id, 0), c.public_id)
-                   < ($2, $3, $4)
-             ORDER BY coalesce(m.sent_at, c.created_at) DESC, coalesce(m.id, 0) DESC,
-                      c.public_id DESC
-             LIMIT $5"
+            "SELECT m.*, {REACTION_COLUMNS}
+             FROM (SELECT c.id AS chat_row, c.public_id, c.created_at, {MESSAGE_COLUMNS}
+                   FROM chat_members mine
+                   JOIN chats c ON c.id = mine.chat
+                   LEFT JOIN messages m
+                        ON m.id = (SELECT max(id) FROM messages WHERE chat = c.id)
+                   {REPLY_JOIN}
+                   WHERE mine.user_id = $1
+                     AND (coalesce(m.sent_at, c.created_at), coalesce(m.id, 0), c.public_id)
+                         < ($2, $3, $4)
+                   ORDER BY coalesce(m.sent_at, c.created_at) DESC, coalesce(m.id, 0) DESC,
+                            c.public_id DESC
+                   LIMIT $5) m
+             ORDER BY coalesce(m.sent_at, m.created_at) DESC, coalesce(m.id, 0) DESC,
+                      m.public_id DESC"
         ))
         .await?;
     let rows = client
@@ -226,14 +228,14 @@ pub async fn chats_of(
 
     let mut readings = super::activity::reading(client, user, &chats).await?;
 
-    let mut chats = rows
+    let chats = rows
         .iter()
         .map(|row| {
             let chat_id = stored_chat(row.try_get(1)?)?;
             // A chat without messages has NULL in every message column.
             let last_message = match row.try_get::<_, Option<i64>>(3)? {
                 None => None,
-                Some(_) => Some(message_at(row, 3, chat_id.clone())?),
+                Some(_) => Some(message_with_reactions_at(row, 3, chat_id.clone())?),
             };
             let chat: i64 = row.try_get(0)?;
             Ok(ChatSummary {
@@ -245,9 +247,6 @@ pub async fn chats_of(
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let mut last = LastMessages::take(&mut chats);
-    with_reactions(client, &mut last.messages).await?;
-    last.put_back(&mut chats);
     Ok(ChatPage::from_rows(chats, query.limit))
 }
 
@@ -258,7 +257,8 @@ const NEWEST_FIRST: i64 = 1_000;
 /// A page of the messages of `user`'s chats (or of one) that hold every query word, newest
 /// first, from the GIN index on `messages.search` (its words: `words.rs`). The bitmap of matches
 /// is read whole and sorted by id, so a page costs time in the number of matches of the
-/// rarest words, which the benchmark measures.
+/// rarest words, which the benchmark measures. The page's reactions are read once it is cut
+/// (the outer query), not for every match before the sort.
 ///
 /// A query of several lexemes (two words, or a Chinese word: a phrase of its characters)
 /// first looks through the newest [`NEWEST_FIRST`] messages alone, and is answered from them
@@ -298,11 +298,13 @@ pub async fn search(
     if rows.len() < page_rows {
         rows = search_rows(client, user, query, &tsquery, chat, None).await?;
     }
-    let mut messages = rows
+    let messages = rows
         .iter()
-        .map(|row| message(row, stored_chat(row.try_get(MESSAGE_COLUMN_COUNT)?)?))
+        .map(|row| {
+            let chat = stored_chat(row.try_get(0)?)?;
+            message_with_reactions_at(row, 1, chat)
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    with_reactions(client, &mut messages).await?;
     Ok(SearchPage::from_rows(messages, query.limit))
 }
 
@@ -334,10 +336,12 @@ async fn search_rows(
     // 90 ms at 100,000 messages, against 2 ms with the index). Planned for its own words each
     // time, a search pays one more round trip to prepare instead.
     let sql = format!(
-        "SELECT {MESSAGE_COLUMNS}, c.public_id
-         FROM {from} JOIN chats c ON c.id = m.chat {REPLY_JOIN}
-         WHERE m.search @@ $1::text::tsquery AND m.id < $2 AND {in_chats}
-         ORDER BY m.id DESC LIMIT $4"
+        "SELECT m.*, {REACTION_COLUMNS}
+         FROM (SELECT c.public_id, {MESSAGE_COLUMNS}
+               FROM {from} JOIN chats c ON c.id = m.chat {REPLY_JOIN}
+               WHERE m.search @@ $1::text::tsquery AND m.id < $2 AND {in_chats}
+               ORDER BY m.id DESC LIMIT $4) m
+         ORDER BY m.id DESC"
     );
     let statement = client.prepare(&sql).await?;
     // Planned with the words (a new statement, so a custom plan), the planner estimates how

@@ -3,13 +3,10 @@
 
 use chat_core::emoji::Emoji;
 use chat_core::ids::{ChatId, MessageId};
-use deadpool_postgres::{Client, Transaction};
 use tokio_postgres::Row;
 
 use crate::store::changes::attach_reactions;
-use crate::store::decode::{
-    StoredColumns, id_from_sql, id_to_sql, stored, stored_message, stored_user,
-};
+use crate::store::decode::{StoredColumns, id_from_sql, stored, stored_message, stored_user};
 use crate::store::{ReplyPreview, StoreError, StoredMessage};
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -41,7 +38,7 @@ pub const MESSAGE_COLUMN_COUNT: usize = 11;
 pub const REPLY_JOIN: &str = "LEFT JOIN messages r ON r.id = m.reply_to";
 
 /// The message of `chat_id` held by the [`MESSAGE_COLUMNS`] of `row`, starting at `first`,
-/// without its reactions (see [`with_reactions`]).
+/// without its reactions (see [`message_with_reactions_at`]).
 pub fn message_at(row: &Row, first: usize, chat_id: ChatId) -> Result<StoredMessage, StoreError> {
     let id: i64 = row.try_get(first)?;
     stored_message(StoredColumns {
@@ -67,25 +64,27 @@ pub fn message_at(row: &Row, first: usize, chat_id: ChatId) -> Result<StoredMess
     })
 }
 
-/// Two columns for a message `m` of a query: the emoji and the people of its reactions, in
-/// the order they were added (element `i` of each is one reaction). Reads of events select
-/// them with the message, so a page of events is one statement (`reactions_at`); each is a
-/// probe of the reactions' unique index, which finds nothing for most messages.
+/// Two columns for a message `m` of a query, selected right after its [`MESSAGE_COLUMNS`]:
+/// the emoji and the people of its reactions, in the order they were added (element `i` of
+/// each is one reaction). So every read of messages is one statement, which on PostgreSQL
+/// saves a round trip per read; each is a probe of the reactions' unique index, which finds
+/// nothing for most messages. (A `LEFT JOIN` that found no message gives two empty arrays.)
 pub const REACTION_COLUMNS: &str = "ARRAY(SELECT emoji FROM reactions WHERE message = m.id ORDER BY id), \
      ARRAY(SELECT user_id FROM reactions WHERE message = m.id ORDER BY id)";
 
-/// How many columns [`REACTION_COLUMNS`] selects.
-pub const REACTION_COLUMN_COUNT: usize = 2;
+/// How many columns [`MESSAGE_COLUMNS`] and [`REACTION_COLUMNS`] select together.
+pub const MESSAGE_AND_REACTION_COLUMN_COUNT: usize = MESSAGE_COLUMN_COUNT + 2;
 
-/// Puts the reactions held by the [`REACTION_COLUMNS`] of `row`, starting at `first`, onto
-/// `message`.
-pub fn reactions_at(
+/// The message of `chat_id` with its reactions, held by the [`MESSAGE_COLUMNS`] of `row`
+/// starting at `first` and the [`REACTION_COLUMNS`] that follow them.
+pub fn message_with_reactions_at(
     row: &Row,
     first: usize,
-    message: &mut StoredMessage,
-) -> Result<(), StoreError> {
-    let emoji: Vec<&str> = row.try_get(first)?;
-    let users: Vec<&str> = row.try_get(first + 1)?;
+    chat_id: ChatId,
+) -> Result<StoredMessage, StoreError> {
+    let mut message = message_at(row, first, chat_id)?;
+    let emoji: Vec<&str> = row.try_get(first + MESSAGE_COLUMN_COUNT)?;
+    let users: Vec<&str> = row.try_get(first + MESSAGE_COLUMN_COUNT + 1)?;
     if emoji.len() != users.len() {
         return Err(StoreError::Unavailable(
             "a message's reactions came back uneven".into(),
@@ -99,63 +98,6 @@ pub fn reactions_at(
             stored_user(user)?,
         ));
     }
-    attach_reactions(std::slice::from_mut(message), reactions);
-    Ok(())
-}
-
-/// The reactions of the messages whose ids are `$1`, in the order they were added.
-const REACTIONS: &str =
-    "SELECT message, emoji, user_id FROM reactions WHERE message = ANY($1) ORDER BY id";
-
-/// The distinct ids of `messages` (a page of events may hold one message several times).
-fn ids_of(messages: &[StoredMessage]) -> Vec<i64> {
-    let mut ids: Vec<i64> = messages
-        .iter()
-        .map(|message| id_to_sql(message.id))
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
-/// Reads the reactions of `messages` onto them, in one query.
-pub async fn with_reactions(
-    client: &Client,
-    messages: &mut [StoredMessage],
-) -> Result<(), StoreError> {
-    if messages.is_empty() {
-        return Ok(());
-    }
-    let statement = client.prepare_cached(REACTIONS).await?;
-    let rows = client.query(&statement, &[&ids_of(messages)]).await?;
-    attach(messages, rows)
-}
-
-/// [`with_reactions`] inside a transaction.
-pub async fn with_reactions_in(
-    tx: &Transaction<'_>,
-    messages: &mut [StoredMessage],
-) -> Result<(), StoreError> {
-    let statement = tx.prepare_cached(REACTIONS).await?;
-    let rows = tx.query(&statement, &[&ids_of(messages)]).await?;
-    attach(messages, rows)
-}
-
-fn attach(messages: &mut [StoredMessage], found: Vec<Row>) -> Result<(), StoreError> {
-    let mut rows = Vec::with_capacity(found.len());
-    for row in found {
-        let message: i64 = row.try_get(0)?;
-        rows.push((
-            MessageId(id_from_sql(message)),
-            stored("emoji", Emoji::parse(row.try_get(1)?))?,
-            stored_user(row.try_get(2)?)?,
-        ));
-    }
-    attach_reactions(messages, rows);
-    Ok(())
-}
-
-/// The message held by the first columns of `row`.
-pub fn message(row: &Row, chat_id: ChatId) -> Result<StoredMessage, StoreError> {
-    message_at(row, 0, chat_id)
+    attach_reactions(std::slice::from_mut(&mut message), reactions);
+    Ok(message)
 }

@@ -28,7 +28,7 @@ use tokio::time::MissedTickBehavior;
 use super::listener;
 use super::reads::event;
 use super::rows::{
-    MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, REACTION_COLUMN_COUNT, REACTION_COLUMNS, REPLY_JOIN,
+    MESSAGE_AND_REACTION_COLUMN_COUNT, MESSAGE_COLUMNS, REACTION_COLUMNS, REPLY_JOIN,
 };
 use crate::fanout::Broker;
 use crate::store::decode::{id_to_sql, stored_user};
@@ -232,7 +232,7 @@ impl Tailer {
         let statement = client
             .prepare_cached(&format!(
                 "WITH page AS MATERIALIZED (
-                     SELECT e.id AS event, {MESSAGE_COLUMNS}, c.public_id, {REACTION_COLUMNS},
+                     SELECT e.id AS event, {MESSAGE_COLUMNS}, {REACTION_COLUMNS}, c.public_id,
                             m.chat
                      FROM ((SELECT id, id AS message FROM messages
                             WHERE id > $1 ORDER BY id LIMIT $2)
@@ -254,7 +254,7 @@ impl Tailer {
             .query(&statement, &[&id_to_sql(self.last), &TAIL_PAGE])
             .await?;
         // Decode the whole page first, so a bad row publishes nothing after it out of turn.
-        let chat_column = MESSAGE_COLUMN_COUNT + 2 + REACTION_COLUMN_COUNT;
+        let chat_column = MESSAGE_AND_REACTION_COLUMN_COUNT + 2;
         let mut members: HashMap<i64, Arc<[UserId]>> = HashMap::new();
         let mut page = Vec::with_capacity(rows.len());
         for row in &rows {
