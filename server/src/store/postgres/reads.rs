@@ -278,25 +278,27 @@ pub async fn search(
         Some(chat) => Some(chat_row_for(client, chat, user).await?),
         None => None,
     };
-    let Some(tsquery) = words::query(&query.terms) else {
+    let Some(words) = words::query(&query.terms) else {
         // No word has a token (accents alone, say): nothing can hold it.
         return Ok(SearchPage::from_rows(Vec::new(), query.limit));
     };
     let page_rows = usize::try_from(query.limit)
         .unwrap_or(usize::MAX)
         .saturating_add(1);
-    let lexemes: usize = query
-        .terms
-        .words()
-        .iter()
-        .map(|word| chat_core::search::tokens(word).count())
-        .sum();
     let mut rows = Vec::new();
-    if lexemes > 1 {
-        rows = search_rows(client, user, query, &tsquery, chat, Some(NEWEST_FIRST)).await?;
+    if words.lexemes > 1 {
+        rows = search_rows(
+            client,
+            user,
+            query,
+            &words.literal,
+            chat,
+            Some(NEWEST_FIRST),
+        )
+        .await?;
     }
     if rows.len() < page_rows {
-        rows = search_rows(client, user, query, &tsquery, chat, None).await?;
+        rows = search_rows(client, user, query, &words.literal, chat, None).await?;
     }
     let messages = rows
         .iter()

@@ -56,10 +56,19 @@ pub fn vector(subject: &str, text: &str) -> String {
     literal
 }
 
-/// The `tsquery` literal of a search: every word required, a word of several tokens a phrase
-/// of them, the last token of the last word a prefix when the person may still be typing it.
+/// A search as PostgreSQL takes it.
+pub struct Query {
+    /// The `tsquery` literal.
+    pub literal: String,
+    /// How many lexemes it holds: the planner guesses a query of several badly (see
+    /// `reads::search`).
+    pub lexemes: usize,
+}
+
+/// The `tsquery` of a search: every word required, a word of several tokens a phrase of
+/// them, the last token of the last word a prefix when the person may still be typing it.
 /// `None` when no word has a token (only accents, say): such a search finds nothing.
-pub fn query(terms: &SearchTerms) -> Option<String> {
+pub fn query(terms: &SearchTerms) -> Option<Query> {
     let indexed: Vec<String> = terms.words().iter().map(|word| index_text(word)).collect();
     let words: Vec<Vec<&str>> = indexed
         .iter()
@@ -81,7 +90,10 @@ pub fn query(terms: &SearchTerms) -> Option<String> {
             literal.push_str(":*");
         }
     }
-    (!literal.is_empty()).then_some(literal)
+    (!literal.is_empty()).then(|| Query {
+        literal,
+        lexemes: words.iter().map(Vec::len).sum(),
+    })
 }
 
 #[cfg(test)]
@@ -111,13 +123,17 @@ mod tests {
 
     #[test]
     fn a_query_requires_every_word_makes_phrases_of_tokens_and_prefixes_the_last() {
+        let literal = |query: &str| super::query(&terms(query)).map(|query| query.literal);
         assert_eq!(
-            query(&terms("Café 东京")).as_deref(),
+            literal("Café 东京").as_deref(),
             Some("'cafe' & '东' <-> '京':*")
         );
-        assert_eq!(query(&terms("straße ")).as_deref(), Some("'strasse'"));
-        assert_eq!(query(&terms("\u{301} gr")).as_deref(), Some("'gr':*"));
-        assert_eq!(query(&terms("\u{301}")), None);
+        assert_eq!(literal("straße ").as_deref(), Some("'strasse'"));
+        assert_eq!(literal("\u{301} gr").as_deref(), Some("'gr':*"));
+        assert_eq!(literal("\u{301}"), None);
+        let lexemes = |query: &str| super::query(&terms(query)).map(|query| query.lexemes);
+        assert_eq!(lexemes("Café 东京"), Some(3));
+        assert_eq!(lexemes("\u{301} gr"), Some(1));
     }
 
     #[test]
