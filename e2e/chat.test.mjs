@@ -1,9 +1,10 @@
 // The end-to-end test: the real chat-server serving the real built UI (dist/), two people in
 // two isolated Chromium contexts chatting live both ways, a reload that keeps the session and
-// the history, and a server restart that the client rides out without losing or duplicating a
-// message. Then Bob reacts and starts typing, and Alice sees the reaction, his typing line, him
-// online and "Seen". Also takes a screenshot: target/e2e/screenshot.png, or with UPDATE_SCREENSHOT=1 the
-// README's docs/screenshot.png (not on every run: it shows the clock, so it would always change).
+// the history, a message that arrives while a chat's history loads, and a server restart that
+// the client rides out without losing or duplicating a message. Then Bob reacts and starts
+// typing, and Alice sees the reaction, his typing line, him online and "Seen". Also takes a
+// screenshot: target/e2e/screenshot.png, or with UPDATE_SCREENSHOT=1 the README's
+// docs/screenshot.png (not on every run: it shows the clock, so it would always change).
 // Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
@@ -30,6 +31,7 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
   const said = {
     hello: 'Hi Bob! Lunch at noon?',
     reply: 'Sounds good, see you there.',
+    whileOpening: 'Written while Bob opened the chat',
     offline: 'Typed while the server was down',
     afterRestart: 'Sent after the server restarted',
   };
@@ -80,6 +82,34 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
     assert.deepEqual(await bob.messageTexts(), [said.hello, said.reply]);
   });
 
+  step('Bob opens the chat as Alice writes: her message shows, though History answered without it', async () => {
+    bob.note('[test] back to the chat list, History held back');
+    await bob.page.goto(suite.server.url);
+    await bob.waitUntilConnected();
+    // The server reads the page at once; Bob's browser gets it only after Alice's message has
+    // reached his stream, which never brings that message again.
+    let fetched = false;
+    let release;
+    const released = new Promise((resolve) => {
+      release = resolve;
+    });
+    await bob.page.route('**/chat.Chat/History', async (route) => {
+      const response = await route.fetch();
+      fetched = true;
+      await released;
+      await route.fulfill({ response });
+    });
+    await bob.chatEntry(alice.name).click();
+    await eventually('History read by the server', async () => assert.ok(fetched));
+    await alice.send(said.whileOpening);
+    await alice.waitUntilSent(said.whileOpening);
+    await bob.chatEntry(said.whileOpening).waitFor();
+    release();
+    await bob.messages(said.whileOpening).first().waitFor();
+    assert.deepEqual(await bob.messageTexts(), [said.hello, said.reply, said.whileOpening]);
+    await bob.page.unroute('**/chat.Chat/History');
+  });
+
   step('the server restarts: Alice reconnects, her offline message goes out once, live messages flow', async () => {
     await alice.waitUntilConnected();
     const exit = await suite.server.stop();
@@ -123,7 +153,7 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
 
   step('no message is shown twice or out of order, nothing is left unsent, no page crashed or broke the CSP', async () => {
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
-    const everything = [said.hello, said.reply, said.offline, said.afterRestart];
+    const everything = [said.hello, said.reply, said.whileOpening, said.offline, said.afterRestart];
     for (const user of [alice, bob]) {
       const texts = await user.messageTexts();
       const counts = new Map();

@@ -46,7 +46,7 @@ pub fn MessageList(
     let ids = Memo::new(move |_| {
         chat_id.with(|chat_id| {
             live.model.timelines().with(|timelines| {
-                let timeline = timelines.get(chat_id)?;
+                let timeline = timelines.get(chat_id).filter(|t| t.loaded)?;
                 Some(
                     timeline
                         .messages

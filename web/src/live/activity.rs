@@ -163,13 +163,17 @@ impl Model {
         }
         reading.mine = up_to;
         let me = &self.me;
-        let after = self.timelines.get(chat_id).map(|timeline| {
-            timeline
-                .messages
-                .range(up_to + 1..)
-                .filter(|(_, message)| message.sender != *me)
-                .count()
-        });
+        let after = self
+            .timelines
+            .get(chat_id)
+            .filter(|t| t.loaded)
+            .map(|timeline| {
+                timeline
+                    .messages
+                    .range(up_to + 1..)
+                    .filter(|(_, message)| message.sender != *me)
+                    .count()
+            });
         if let Some(chat) = self.chats.iter_mut().find(|chat| chat.chat_id == chat_id) {
             let newest = chat.last.as_ref().map_or(0, |last| last.id);
             if up_to >= newest {

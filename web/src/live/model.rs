@@ -192,6 +192,10 @@ impl ChatEntry {
 }
 
 /// The loaded part of one chat's history.
+///
+/// A timeline exists from the moment its chat opens, before its first page is in (`loaded`):
+/// what the stream brings meanwhile is kept, since the page, read by the server before, may
+/// not have it, and once delivered the stream never brings it again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Timeline {
     pub messages: BTreeMap<u64, ChatMessage>,
@@ -199,9 +203,37 @@ pub struct Timeline {
     pub has_older: bool,
     /// The first page has been loaded.
     pub loaded: bool,
+    /// Changes to messages not here, received before the first page: applied to the page's
+    /// copies when it comes (the page may hold the state before them).
+    early_changes: Vec<ChatMessage>,
 }
 
 impl Timeline {
+    /// Puts `message` in place of its copy here; an unversioned one (`answer`: a call's
+    /// reply) always, one from a change only when it is not older than the copy. Whether the
+    /// copy shown changed.
+    fn replace(&mut self, mut message: ChatMessage, answer: bool) -> bool {
+        match self.messages.get_mut(&message.id) {
+            Some(old) if answer || old.revision <= message.revision => {
+                message.revision = message.revision.max(old.revision);
+                message.stamp = old.stamp + 1;
+                *old = message;
+                true
+            }
+            Some(_) => false,
+            None if !self.loaded => {
+                // The newest change of each message is enough (they carry its whole state).
+                match self.early_changes.iter_mut().find(|m| m.id == message.id) {
+                    Some(held) if held.revision <= message.revision => *held = message,
+                    Some(_) => {}
+                    None => self.early_changes.push(message),
+                }
+                false
+            }
+            None => false,
+        }
+    }
+
     pub fn oldest_id(&self) -> Option<u64> {
         self.messages.keys().next().copied()
     }
@@ -328,8 +360,10 @@ impl Model {
         }
     }
 
-    /// Shows `chat_id`: it becomes the open chat, and its messages count as read.
+    /// Shows `chat_id`: it becomes the open chat, and its messages count as read. Its
+    /// timeline keeps what arrives from now on, while its first page loads.
     pub fn open(&mut self, chat_id: &str) {
+        self.timelines.entry(chat_id.to_owned()).or_default();
         self.place_divider(chat_id);
         self.open_chat = Some(chat_id.to_owned());
         if let Some(chat) = self.chats.iter_mut().find(|chat| chat.chat_id == chat_id) {
@@ -437,18 +471,10 @@ impl Model {
 
     /// Puts `message` in place of its copies; an unversioned one (`answer`: a call's reply)
     /// always, one from a change only when it is not older than what is shown.
-    fn replace(&mut self, mut message: ChatMessage, chat_id: &str, answer: bool) -> bool {
+    fn replace(&mut self, message: ChatMessage, chat_id: &str, answer: bool) -> bool {
         let mut shown = false;
-        if let Some(old) = self
-            .timelines
-            .get_mut(chat_id)
-            .and_then(|timeline| timeline.messages.get_mut(&message.id))
-            && (answer || old.revision <= message.revision)
-        {
-            message.revision = message.revision.max(old.revision);
-            message.stamp = old.stamp + 1;
-            *old = message.clone();
-            shown = true;
+        if let Some(timeline) = self.timelines.get_mut(chat_id) {
+            shown = timeline.replace(message.clone(), answer);
         }
         if let Some(last) = self
             .chats
@@ -463,14 +489,27 @@ impl Model {
         shown
     }
 
-    /// Takes in a History page: `messages` oldest first, older than anything loaded.
+    /// Takes in a History page: `messages` oldest first, older than anything loaded, except
+    /// on the first page, which may hold messages the stream brought while it loaded.
     pub fn add_page(&mut self, chat_id: &str, messages: Vec<ChatMessage>, has_more: bool) {
         let timeline = self.timelines.entry(chat_id.to_owned()).or_default();
+        if !timeline.loaded
+            && has_more
+            && let Some(oldest) = messages.first().map(|message| message.id)
+        {
+            // The stream may replay messages older than the page after a reconnect: kept,
+            // they would leave a gap above them that no older page would fill.
+            timeline.messages.retain(|&id, _| id > oldest);
+        }
+        // A copy the stream brought stays: a change after it comes through the stream too.
         for message in messages {
-            timeline.messages.insert(message.id, message);
+            timeline.messages.entry(message.id).or_insert(message);
         }
         timeline.has_older = has_more;
         timeline.loaded = true;
+        for change in std::mem::take(&mut timeline.early_changes) {
+            timeline.replace(change, false);
+        }
     }
 
     /// Queues a message the user wrote at `now` (browser milliseconds), answering
@@ -891,6 +930,41 @@ mod tests {
         );
         assert_eq!(timeline.oldest_id(), Some(3));
         assert!(!timeline.has_older);
+    }
+
+    #[test]
+    fn what_arrives_while_the_first_page_loads_is_kept() {
+        let mut model = model_with_two_chats();
+        model.open("a");
+        // The page was read before message 9 was stored, and before the edit of 4 (change 10):
+        // the stream brings both while it is on its way.
+        model.receive(message(9, "bob", "new"), "a");
+        let edited = ChatMessage {
+            text: "edited".into(),
+            ..message(4, "bob", "old")
+        };
+        model.apply_change(10, edited, "a");
+        // A change of a message older than the page: its own page will read it as it is now.
+        model.apply_change(11, message(1, "bob", "older"), "a");
+        // A stream replaying after a reconnect, older than the page, with older pages left.
+        model.receive(message(2, "bob", "replayed"), "a");
+        model.add_page(
+            "a",
+            vec![message(4, "bob", "old"), message(5, "bob", "x")],
+            true,
+        );
+        let timeline = &model.timelines["a"];
+        assert_eq!(
+            timeline.messages.keys().copied().collect::<Vec<_>>(),
+            vec![4, 5, 9],
+            "the page, then what came while it loaded; nothing that would leave a gap"
+        );
+        assert_eq!(timeline.messages[&4].text, "edited");
+        assert_eq!(timeline.messages[&4].revision, 10);
+        assert_eq!(timeline.oldest_id(), Some(4));
+        // The next page brings 2 in its place.
+        model.add_page("a", vec![message(2, "bob", "replayed")], false);
+        assert_eq!(model.timelines["a"].oldest_id(), Some(2));
     }
 
     #[test]
