@@ -1,6 +1,7 @@
 // Desktop notifications: the browser is asked for permission only when Alice clicks the offer
 // in the account menu, never on load; then, with all her tabs hidden, a message from Bob shows
-// one notification per browser (not one per tab), with his name and the text, and clicking it
+// one notification per browser (not one per tab), with his name and the text, none while she
+// reads in a visible tab (even when the tab holding the stream is hidden), and clicking it
 // opens the chat. The browser context grants the permission (as a person would at the
 // prompt); a wrapper around `Notification`, installed before the app loads, records what the
 // app asked for and shows, since headless Chromium shows nothing. Run it with e2e/run.sh.
@@ -122,6 +123,29 @@ describe('desktop notifications, one per browser', { timeout: 120_000 }, () => {
     assert.equal(all[0].title, 'bob');
     assert.equal(all[0].body, 'Are you there?');
     assert.match(all[0].tag, /^\d+$/, 'tagged with the message id');
+  });
+
+  step('no notification while another tab shows the chat, though the one streaming is hidden', async () => {
+    // The tab that made the notification holds the stream; the person now reads in another.
+    const leader = (await shown(tabs)).findIndex((notifications) => notifications.length > 0);
+    const reading = tabs[(leader + 1) % tabs.length];
+    await setHidden(reading, false);
+    await reading.openChatWith('bob');
+    await bobSends('n-3', 'Read in another tab');
+    await reading.messages('Read in another tab').waitFor();
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    const perTab = await shown(tabs);
+    assert.equal(perTab.flat().length, 1, `no notification beyond the first: ${JSON.stringify(perTab)}`);
+
+    // Hidden again, the next message notifies once more.
+    await setHidden(reading, true);
+    await bobSends('n-4', 'Gone again?');
+    await eventually('a second notification', async () => assert.equal((await shown(tabs)).flat().length, 2));
+    assert.deepEqual(
+      (await shown(tabs))[leader].map(({ body }) => body),
+      ['Are you there?', 'Gone again?'],
+      'both from the tab holding the stream',
+    );
   });
 
   step('clicking it opens the chat', async () => {

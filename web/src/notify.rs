@@ -5,13 +5,34 @@
 //! browser shows one notification per message however many tabs are open; its `tag` is the
 //! message id, so were two tabs to show the same message (the takeover of the stream), the
 //! second would replace the first.
+//!
+//! The tab holding the stream may be hidden while the person reads the chat in another tab
+//! of the same browser. A visible tab that shows a message from someone else says so to the
+//! others (`crate::live::tabs`, [`seen_elsewhere`]), so the hidden tab waits a moment
+//! ([`SEEN_WAIT_MS`]) before it notifies, and does not if a tab showed the message meanwhile.
+//! An answer, not a record of which tabs are visible: a tab that crashed or froze while
+//! visible cannot silence notifications for good.
 
+use std::cell::RefCell;
+
+use gloo_timers::future::TimeoutFuture;
 use js_sys::{Object, Promise, Reflect};
 use leptos::prelude::{document, window};
+use leptos::task::spawn_local;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::live::Live;
+
+/// How long the hidden tab holding the stream waits for another tab to say it showed the
+/// message. The other tabs hear of it on the browser's channel within milliseconds; a
+/// notification this much later is not noticed as late.
+pub const SEEN_WAIT_MS: u32 = 400;
+
+thread_local! {
+    /// Ids of the messages waiting out [`SEEN_WAIT_MS`] before their notification.
+    static WAITING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
 
 #[wasm_bindgen]
 extern "C" {
@@ -51,18 +72,55 @@ pub async fn ask() -> Option<String> {
 }
 
 /// A message from `sender` arrived in `chat_id`: notifies when the tab is hidden and the
-/// person allowed it. A click brings the window forward and opens the chat.
-pub fn message_arrived(live: Live, id: &str, sender: &str, text: &str, chat_id: &str) {
+/// person allowed it, after [`SEEN_WAIT_MS`] when `other_tabs` may be showing it. A click
+/// brings the window forward and opens the chat.
+pub fn message_arrived(
+    live: Live,
+    other_tabs: bool,
+    id: &str,
+    sender: &str,
+    text: &str,
+    chat_id: &str,
+) {
     if !document().hidden() || permission_state().as_deref() != Some("granted") {
         return;
     }
+    let (id, sender, text, chat_id) = (
+        id.to_owned(),
+        sender.to_owned(),
+        text.to_owned(),
+        chat_id.to_owned(),
+    );
+    if !other_tabs {
+        return show(live, &id, &sender, &text, chat_id);
+    }
+    WAITING.with(|waiting| waiting.borrow_mut().push(id.clone()));
+    spawn_local(async move {
+        TimeoutFuture::new(SEEN_WAIT_MS).await;
+        let unseen = WAITING.with(|waiting| {
+            let mut waiting = waiting.borrow_mut();
+            let at = waiting.iter().position(|waiting| *waiting == id);
+            at.map(|at| waiting.swap_remove(at)).is_some()
+        });
+        // Shown here, it may have become visible meanwhile: then the person sees it here.
+        if unseen && document().hidden() {
+            show(live, &id, &sender, &text, chat_id);
+        }
+    });
+}
+
+/// Another tab, visible, showed the message `id`: no notification for it from this one.
+pub fn seen_elsewhere(id: &str) {
+    WAITING.with(|waiting| waiting.borrow_mut().retain(|waiting| waiting != id));
+}
+
+fn show(live: Live, id: &str, sender: &str, text: &str, chat_id: String) {
     let options = Object::new();
     let _ = Reflect::set(&options, &"body".into(), &text.into());
     let _ = Reflect::set(&options, &"tag".into(), &id.into());
     let Ok(notification) = Notification::new(sender, &options) else {
         return;
     };
-    let chat_id = chat_id.to_owned();
     let shown = notification.clone();
     // Freed when clicked; a notification never clicked keeps this small closure.
     let open = Closure::once_into_js(move || {

@@ -459,15 +459,20 @@ impl Live {
             self.notify(&[Part::Outbox]);
         } else {
             crate::attention::message_arrived();
-            // One desktop notification per browser: the leader's.
+            // One desktop notification per browser: the leader's, unless another tab shows
+            // the message to the person.
             if self.is_leader() {
+                let other_tabs = self.tabs.with_value(Option::is_some);
                 crate::notify::message_arrived(
                     *self,
+                    other_tabs,
                     &message.id,
                     &message.user_id,
                     &message.text,
                     &message.chat_id,
                 );
+            } else if !document().hidden() {
+                tabs::message_seen(*self, &message.id);
             }
         }
     }

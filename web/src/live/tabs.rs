@@ -18,7 +18,9 @@
 //! it also got from the old leader is dropped by id, and it reads the list again for the read
 //! positions that moved while nobody streamed (as after any reconnect). Events that are not
 //! messages are not replayed: a tab that opens asks the leader (HELLO), which answers with its
-//! status and the last presence it received of each person; typing is transient.
+//! status and the last presence it received of each person; typing is transient. A visible
+//! follower that shows a message from someone else says so (SEEN), so that a hidden leader
+//! does not notify the person of a message they are reading in another tab (`crate::notify`).
 //!
 //! The outbox: each message is in localStorage under its own key the moment it is written
 //! (`crate::storage`), whichever tab wrote it, and every other tab reads the outbox again on
@@ -61,6 +63,9 @@ const EVENT: u8 = 0;
 const STATUS: u8 = 1;
 /// A tab opened: the leader answers with its status and the presence it holds.
 const HELLO: u8 = 2;
+/// A visible follower showed a message from someone else: `[SEEN]`, then the message id. The
+/// leader, hidden, then makes no desktop notification for it (`crate::notify`).
+const SEEN: u8 = 3;
 
 /// This tab's end of the channel to the user's other tabs.
 pub struct Tabs {
@@ -232,6 +237,11 @@ fn received(live: Live, message: &[u8]) {
             }
             live.status.try_set(status);
         }
+        SEEN if leader => {
+            if let Ok(id) = std::str::from_utf8(rest) {
+                crate::notify::seen_elsewhere(id);
+            }
+        }
         HELLO if leader => {
             status_changed(live, &live.status.get_untracked());
             with_tabs(live, |tabs| {
@@ -267,6 +277,17 @@ pub fn share_event(live: Live, bytes: &[u8], event: &proto::Event) {
             held.retain(|(user, _)| *user != presence.user_id);
             held.push((presence.user_id.clone(), message));
         }
+    });
+}
+
+/// This tab, a visible follower, showed the message `id` from someone else: the leader
+/// makes no notification for it.
+pub fn message_seen(live: Live, id: &str) {
+    with_tabs(live, |tabs| {
+        let mut message = Vec::with_capacity(id.len() + 1);
+        message.push(SEEN);
+        message.extend_from_slice(id.as_bytes());
+        tabs.post(&message);
     });
 }
 
