@@ -13,7 +13,7 @@
 //! An answer, not a record of which tabs are visible: a tab that crashed or froze while
 //! visible cannot silence notifications for good.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use gloo_timers::future::TimeoutFuture;
 use js_sys::{Object, Promise, Reflect};
@@ -30,8 +30,9 @@ use crate::live::Live;
 pub const SEEN_WAIT_MS: u32 = 400;
 
 thread_local! {
-    /// Ids of the messages waiting out [`SEEN_WAIT_MS`] before their notification.
-    static WAITING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// The newest message another tab, visible, showed (0: none). Ids grow in the order the
+    /// stream delivers, so a tab that showed it showed those before it too.
+    static SEEN_ELSEWHERE: Cell<u64> = const { Cell::new(0) };
 }
 
 #[wasm_bindgen]
@@ -71,62 +72,38 @@ pub async fn ask() -> Option<String> {
     permission_state()
 }
 
-/// A message from `sender` arrived in `chat_id`: notifies when the tab is hidden and the
-/// person allowed it, after [`SEEN_WAIT_MS`] when `other_tabs` may be showing it. A click
+/// A message from `sender` arrived in `chat_id`: notifies, [`SEEN_WAIT_MS`] later, when the
+/// tab is hidden, the person allowed it, and no other tab showed it meanwhile. A click
 /// brings the window forward and opens the chat.
-pub fn message_arrived(
-    live: Live,
-    other_tabs: bool,
-    id: &str,
-    sender: &str,
-    text: &str,
-    chat_id: &str,
-) {
+pub fn message_arrived(live: Live, id: u64, sender: &str, text: &str, chat_id: &str) {
     if !document().hidden() || permission_state().as_deref() != Some("granted") {
         return;
     }
-    let (id, sender, text, chat_id) = (
-        id.to_owned(),
-        sender.to_owned(),
-        text.to_owned(),
-        chat_id.to_owned(),
-    );
-    if !other_tabs {
-        return show(live, &id, &sender, &text, chat_id);
-    }
-    WAITING.with(|waiting| waiting.borrow_mut().push(id.clone()));
+    let options = Object::new();
+    let _ = Reflect::set(&options, &"body".into(), &text.into());
+    let _ = Reflect::set(&options, &"tag".into(), &id.to_string().into());
+    let (sender, chat_id) = (sender.to_owned(), chat_id.to_owned());
     spawn_local(async move {
         TimeoutFuture::new(SEEN_WAIT_MS).await;
-        let unseen = WAITING.with(|waiting| {
-            let mut waiting = waiting.borrow_mut();
-            let at = waiting.iter().position(|waiting| *waiting == id);
-            at.map(|at| waiting.swap_remove(at)).is_some()
-        });
-        // Shown here, it may have become visible meanwhile: then the person sees it here.
-        if unseen && document().hidden() {
-            show(live, &id, &sender, &text, chat_id);
+        // This tab may have been shown meanwhile: then the person sees the message here.
+        if SEEN_ELSEWHERE.get() >= id || !document().hidden() {
+            return;
         }
+        let Ok(notification) = Notification::new(&sender, &options) else {
+            return;
+        };
+        let shown = notification.clone();
+        // Freed when clicked; a notification never clicked keeps this small closure.
+        let open = Closure::once_into_js(move || {
+            let _ = window().focus();
+            live.open_chat(chat_id);
+            shown.close();
+        });
+        notification.set_onclick(&open);
     });
 }
 
 /// Another tab, visible, showed the message `id`: no notification for it from this one.
-pub fn seen_elsewhere(id: &str) {
-    WAITING.with(|waiting| waiting.borrow_mut().retain(|waiting| waiting != id));
-}
-
-fn show(live: Live, id: &str, sender: &str, text: &str, chat_id: String) {
-    let options = Object::new();
-    let _ = Reflect::set(&options, &"body".into(), &text.into());
-    let _ = Reflect::set(&options, &"tag".into(), &id.into());
-    let Ok(notification) = Notification::new(sender, &options) else {
-        return;
-    };
-    let shown = notification.clone();
-    // Freed when clicked; a notification never clicked keeps this small closure.
-    let open = Closure::once_into_js(move || {
-        let _ = window().focus();
-        live.open_chat(chat_id);
-        shown.close();
-    });
-    notification.set_onclick(&open);
+pub fn seen_elsewhere(id: u64) {
+    SEEN_ELSEWHERE.set(SEEN_ELSEWHERE.get().max(id));
 }

@@ -437,6 +437,7 @@ impl Live {
             return;
         };
         let mine = self.model.me().with_untracked(|me| *me == message.user_id);
+        let id = shown.id;
         let received = self
             .model
             .try_update_untracked(|model| model.receive(shown, &message.chat_id));
@@ -462,17 +463,15 @@ impl Live {
             // One desktop notification per browser: the leader's, unless another tab shows
             // the message to the person.
             if self.is_leader() {
-                let other_tabs = self.tabs.with_value(Option::is_some);
                 crate::notify::message_arrived(
                     *self,
-                    other_tabs,
-                    &message.id,
+                    id,
                     &message.user_id,
                     &message.text,
                     &message.chat_id,
                 );
             } else if !document().hidden() {
-                tabs::message_seen(*self, &message.id);
+                tabs::message_seen(*self, id);
             }
         }
     }

@@ -194,8 +194,9 @@ impl ChatEntry {
 /// The loaded part of one chat's history.
 ///
 /// A timeline exists from the moment its chat opens, before its first page is in (`loaded`):
-/// what the stream brings meanwhile is kept, since the page, read by the server before, may
-/// not have it, and once delivered the stream never brings it again.
+/// what the stream brings meanwhile is kept aside (`early`) for the page to take in, since
+/// the page, read by the server before, may not have it, and once delivered the stream never
+/// brings it again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Timeline {
     pub messages: BTreeMap<u64, ChatMessage>,
@@ -203,31 +204,37 @@ pub struct Timeline {
     pub has_older: bool,
     /// The first page has been loaded.
     pub loaded: bool,
-    /// Changes to messages not here, received before the first page: applied to the page's
-    /// copies when it comes (the page may hold the state before them).
-    early_changes: Vec<ChatMessage>,
+    /// Before the first page: the messages the stream brought, and the messages its changes
+    /// left, as they then read, each id once (see [`Model::add_page`]).
+    early: Vec<ChatMessage>,
 }
 
 impl Timeline {
+    /// Whether a copy of the message `id` is here, loaded or early.
+    fn has(&self, id: u64) -> bool {
+        self.messages.contains_key(&id) || self.early.iter().any(|early| early.id == id)
+    }
+
     /// Puts `message` in place of its copy here; an unversioned one (`answer`: a call's
     /// reply) always, one from a change only when it is not older than the copy. Whether the
     /// copy shown changed.
     fn replace(&mut self, mut message: ChatMessage, answer: bool) -> bool {
-        match self.messages.get_mut(&message.id) {
+        let loaded = self.loaded;
+        let old = match loaded {
+            true => self.messages.get_mut(&message.id),
+            false => self.early.iter_mut().find(|early| early.id == message.id),
+        };
+        match old {
             Some(old) if answer || old.revision <= message.revision => {
                 message.revision = message.revision.max(old.revision);
                 message.stamp = old.stamp + 1;
                 *old = message;
-                true
+                loaded
             }
             Some(_) => false,
-            None if !self.loaded => {
-                // The newest change of each message is enough (they carry its whole state).
-                match self.early_changes.iter_mut().find(|m| m.id == message.id) {
-                    Some(held) if held.revision <= message.revision => *held = message,
-                    Some(_) => {}
-                    None => self.early_changes.push(message),
-                }
+            // A change of a message not here yet: the first page may hold it as it was before.
+            None if !loaded => {
+                self.early.push(message);
                 false
             }
             None => false,
@@ -403,7 +410,7 @@ impl Model {
         if self
             .timelines
             .get(chat_id)
-            .is_some_and(|timeline| timeline.messages.contains_key(&message.id))
+            .is_some_and(|timeline| timeline.has(message.id))
         {
             return Received::Duplicate;
         }
@@ -438,7 +445,11 @@ impl Model {
         self.stop_typing(chat_id, &message.sender);
         self.advance_cursor(Some(message.id));
         if let Some(timeline) = self.timelines.get_mut(chat_id) {
-            timeline.messages.insert(message.id, message);
+            if timeline.loaded {
+                timeline.messages.insert(message.id, message);
+            } else {
+                timeline.early.push(message);
+            }
         }
         self.sort_chats();
         if known_chat {
@@ -489,26 +500,30 @@ impl Model {
         shown
     }
 
-    /// Takes in a History page: `messages` oldest first, older than anything loaded, except
-    /// on the first page, which may hold messages the stream brought while it loaded.
+    /// Takes in a History page: `messages` oldest first, older than anything loaded. The
+    /// first page also takes in what the stream brought while it loaded: each message newer
+    /// than the page, and the newer state of each message in it. What is older than the page
+    /// while older pages remain (a stream replaying after a reconnect) is left to those
+    /// pages, which read it as it is then: kept, it would leave a gap above it.
     pub fn add_page(&mut self, chat_id: &str, messages: Vec<ChatMessage>, has_more: bool) {
         let timeline = self.timelines.entry(chat_id.to_owned()).or_default();
-        if !timeline.loaded
-            && has_more
-            && let Some(oldest) = messages.first().map(|message| message.id)
-        {
-            // The stream may replay messages older than the page after a reconnect: kept,
-            // they would leave a gap above them that no older page would fill.
-            timeline.messages.retain(|&id, _| id > oldest);
-        }
-        // A copy the stream brought stays: a change after it comes through the stream too.
+        let floor = match messages.first() {
+            Some(oldest) if has_more => oldest.id,
+            _ => 0,
+        };
         for message in messages {
-            timeline.messages.entry(message.id).or_insert(message);
+            timeline.messages.insert(message.id, message);
         }
         timeline.has_older = has_more;
         timeline.loaded = true;
-        for change in std::mem::take(&mut timeline.early_changes) {
-            timeline.replace(change, false);
+        for early in std::mem::take(&mut timeline.early) {
+            // Not the entry API: `replace` takes the whole timeline.
+            #[allow(clippy::map_entry)]
+            if timeline.messages.contains_key(&early.id) {
+                timeline.replace(early, false);
+            } else if early.id > floor {
+                timeline.messages.insert(early.id, early);
+            }
         }
     }
 

@@ -63,8 +63,9 @@ const EVENT: u8 = 0;
 const STATUS: u8 = 1;
 /// A tab opened: the leader answers with its status and the presence it holds.
 const HELLO: u8 = 2;
-/// A visible follower showed a message from someone else: `[SEEN]`, then the message id. The
-/// leader, hidden, then makes no desktop notification for it (`crate::notify`).
+/// A visible follower showed a message from someone else: `[SEEN]`, then the message id (8
+/// bytes, little-endian). The leader, hidden, then makes no desktop notification for it, nor
+/// for any before it (`crate::notify`).
 const SEEN: u8 = 3;
 
 /// This tab's end of the channel to the user's other tabs.
@@ -238,8 +239,8 @@ fn received(live: Live, message: &[u8]) {
             live.status.try_set(status);
         }
         SEEN if leader => {
-            if let Ok(id) = std::str::from_utf8(rest) {
-                crate::notify::seen_elsewhere(id);
+            if let Ok(id) = rest.try_into() {
+                crate::notify::seen_elsewhere(u64::from_le_bytes(id));
             }
         }
         HELLO if leader => {
@@ -282,13 +283,10 @@ pub fn share_event(live: Live, bytes: &[u8], event: &proto::Event) {
 
 /// This tab, a visible follower, showed the message `id` from someone else: the leader
 /// makes no notification for it.
-pub fn message_seen(live: Live, id: &str) {
-    with_tabs(live, |tabs| {
-        let mut message = Vec::with_capacity(id.len() + 1);
-        message.push(SEEN);
-        message.extend_from_slice(id.as_bytes());
-        tabs.post(&message);
-    });
+pub fn message_seen(live: Live, id: u64) {
+    let mut message = vec![SEEN];
+    message.extend_from_slice(&id.to_le_bytes());
+    with_tabs(live, |tabs| tabs.post(&message));
 }
 
 /// The leader's status changed: the other tabs show it too.
