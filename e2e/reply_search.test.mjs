@@ -16,11 +16,21 @@ import { serverAndBrowser } from './server.mjs';
 const PASSWORD = 'correct horse battery';
 /** More than two History pages of 50 (chat_core::limits::HISTORY_DEFAULT_PAGE) after it. */
 const FILLER = 130;
+/** A filler on the second History page back (of 50) from the newest. */
+const EDITED_FILLER = 60;
 const ORIGINAL = 'The launch code is pelican-42, don’t share it!';
 const HOSTILE = '<img src=x onerror="window.__pwned = 1"> pelican pie <b>bold</b>';
 const REPLY = 'Only if you bring the pelican pie';
 /** Words that no space sets apart, and a ß: found by part of a run, and by "ss". */
 const UNSPACED = ['明天在东京开会', '京东的快递到了', 'Grüße aus der Straße'];
+
+/** The id of the message a Send reply carries (`SendResponse.message.id`). */
+function sentId(reply) {
+  // Field 1, the Message: past its key (one byte) and its length (a varint).
+  let at = 1;
+  while (reply[at] & 0x80) at++;
+  return decodeStrings(reply.subarray(at + 1))[1];
+}
 
 /** Whether the element sits inside the visible part of its scrolling log. */
 function inView(element) {
@@ -32,6 +42,10 @@ function inView(element) {
 describe('two people reply and search in the browser', { timeout: 150_000 }, () => {
   /** @type {ChatUser} */ let alice;
   /** @type {ChatUser} */ let bob;
+  /** Alice's other device: its session, the chat, and the id of one filler message. */
+  let token;
+  let chatId;
+  let fillerId;
   const suite = serverAndBrowser({ extraArgs: ['--send-rate', '0'] });
   const step = suite.steps(() => [alice, bob]);
 
@@ -43,17 +57,20 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
     await alice.startChatWith(bob.name);
 
     // Alice's other device: a session of its own, the same chat (New is idempotent).
-    const token = decodeStrings(
+    token = decodeStrings(
       await unary(suite.server.url, '/chat.Auth/SignIn', encodeStrings({ 1: 'alice', 2: PASSWORD })),
     )[2];
     const members = Buffer.concat(['alice', 'bob'].map((member) => encodeStrings({ 1: member })));
-    const chatId = decodeStrings(await unary(suite.server.url, '/chat.Chat/New', members, { token }))[1];
+    chatId = decodeStrings(await unary(suite.server.url, '/chat.Chat/New', members, { token }))[1];
     const send = (clientId, text) =>
       unary(suite.server.url, '/chat.Chat/Send', encodeStrings({ 1: clientId, 2: chatId, 5: text }), { token });
     await send('original', ORIGINAL);
     await send('hostile', HOSTILE);
     for (const [n, text] of UNSPACED.entries()) await send(`unspaced-${n}`, text);
-    for (let n = 0; n < FILLER; n++) await send(`filler-${n}`, `filler message number ${n}`);
+    for (let n = 0; n < FILLER; n++) {
+      const reply = await send(`filler-${n}`, `filler message number ${n}`);
+      if (n === EDITED_FILLER) fillerId = sentId(reply);
+    }
     await bob.waitUntilConnected();
   });
 
@@ -174,6 +191,58 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
     await box.fill('launch code');
     await bob.button('Search').click();
     await bob.page.getByText('No messages found').waitFor();
+  });
+
+  step('a message edited while its older History page is on its way shows edited', async () => {
+    bob.note('[test] back to the chat list; older History pages held back');
+    await bob.page.goto(suite.server.url);
+    await bob.waitUntilConnected();
+    // The first page passes; an older one is read by the server, then held until the edit
+    // has reached Bob's stream, which never brings that change again.
+    let pages = 0;
+    let held = false;
+    let release;
+    const released = new Promise((resolve) => {
+      release = resolve;
+    });
+    await bob.page.route('**/chat.Chat/History', async (route) => {
+      if (pages++ === 0) return route.continue();
+      const response = await route.fetch();
+      held = true;
+      await released;
+      await route.fulfill({ response });
+    });
+    await bob.openChatWith(alice.name);
+    await bob.messages('filler message number 129').waitFor();
+    await bob.messageLog.evaluate((log) => {
+      log.scrollTop = 0;
+      log.dispatchEvent(new Event('scroll'));
+    });
+    await eventually('an older page read by the server', async () => assert.ok(held));
+
+    const edited = `filler ${EDITED_FILLER}, edited while Bob scrolled up`;
+    await unary(
+      suite.server.url,
+      '/chat.Chat/Edit',
+      encodeStrings({ 1: chatId, 2: fillerId, 4: edited }),
+      { token },
+    );
+    // A message after the edit: once Bob has it, his stream has delivered the edit.
+    await unary(
+      suite.server.url,
+      '/chat.Chat/Send',
+      encodeStrings({ 1: 'after-edit', 2: chatId, 5: 'sent after the edit' }),
+      { token },
+    );
+    await bob.messages('sent after the edit').waitFor();
+    release();
+    await bob.messages(edited).waitFor();
+    assert.equal(
+      await bob.messages(`filler message number ${EDITED_FILLER}`).count(),
+      0,
+      'the text before the edit is not shown',
+    );
+    await bob.page.unroute('**/chat.Chat/History');
   });
 
   step('no page crashed or broke the CSP', async () => {

@@ -55,7 +55,9 @@ impl Members {
             .into_iter()
             .map(UserId::parse)
             .collect::<Result<Vec<_>, _>>()?;
-        members.sort();
+        // Unstable: equal ids are one id, which dedup keeps once; the stable sort's code
+        // cost the web app's bundle half a kilobyte gzipped.
+        members.sort_unstable();
         members.dedup();
         match members.len() {
             0 => Err(ValidationError::MembersMissing),

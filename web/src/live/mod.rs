@@ -285,7 +285,14 @@ impl Live {
     /// Loads one History page of `limit` messages (0: the default) into the model; false
     /// when it could not.
     async fn fetch_page(&self, chat_id: &str, before: Option<MessageId>, limit: u32) -> bool {
-        match self.api().history(chat_id, before, limit).await {
+        self.model
+            .try_update_untracked(|model| model.page_asked(chat_id));
+        let page = self.api().history(chat_id, before, limit).await;
+        if page.is_err() {
+            self.model
+                .try_update_untracked(|model| model.page_failed(chat_id));
+        }
+        match page {
             Ok(page) => {
                 let messages = page
                     .messages

@@ -193,10 +193,10 @@ impl ChatEntry {
 
 /// The loaded part of one chat's history.
 ///
-/// A timeline exists from the moment its chat opens, before its first page is in (`loaded`):
-/// what the stream brings meanwhile is kept aside (`early`) for the page to take in, since
-/// the page, read by the server before, may not have it, and once delivered the stream never
-/// brings it again.
+/// A timeline exists from the moment its chat opens, before its first page is in (`loaded`).
+/// While a page is on its way, what the stream brings that the page may lack is kept aside
+/// (`early`) for the page to take in: the page was read by the server before, and once
+/// delivered, the stream never brings a message or a change again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Timeline {
     pub messages: BTreeMap<u64, ChatMessage>,
@@ -204,8 +204,11 @@ pub struct Timeline {
     pub has_older: bool,
     /// The first page has been loaded.
     pub loaded: bool,
-    /// Before the first page: the messages the stream brought, and the messages its changes
-    /// left, as they then read, each id once (see [`Model::add_page`]).
+    /// History pages asked for and not answered yet.
+    asked: u32,
+    /// Before the first page, the messages the stream brought; while any page is on its way,
+    /// the messages its changes left of messages not loaded, as they then read (see
+    /// [`Model::add_page`]).
     early: Vec<ChatMessage>,
 }
 
@@ -232,8 +235,8 @@ impl Timeline {
                 loaded
             }
             Some(_) => false,
-            // A change of a message not here yet: the first page may hold it as it was before.
-            None if !loaded => {
+            // A change of a message not here yet: a page on its way may hold it as it was.
+            None if !loaded || self.asked > 0 => {
                 self.early.push(message);
                 false
             }
@@ -500,23 +503,48 @@ impl Model {
         shown
     }
 
-    /// Takes in a History page: `messages` oldest first, older than anything loaded. The
-    /// first page also takes in what the stream brought while it loaded: each message newer
-    /// than the page, and the newer state of each message in it. What is older than the page
-    /// while older pages remain (a stream replaying after a reconnect) is left to those
-    /// pages, which read it as it is then: kept, it would leave a gap above it.
+    /// A History page of `chat_id` is asked for: until it is in, changes to messages not
+    /// loaded are kept for it.
+    pub fn page_asked(&mut self, chat_id: &str) {
+        self.timelines.entry(chat_id.to_owned()).or_default().asked += 1;
+    }
+
+    /// A page asked for did not come.
+    pub fn page_failed(&mut self, chat_id: &str) {
+        if let Some(timeline) = self.timelines.get_mut(chat_id) {
+            timeline.asked = timeline.asked.saturating_sub(1);
+            if timeline.loaded && timeline.asked == 0 {
+                timeline.early.clear();
+            }
+        }
+    }
+
+    /// Takes in a History page asked for: `messages` oldest first, older than anything
+    /// loaded, and the newer state of any of them that the stream brought while the page was
+    /// on its way. The first page also takes in each
+    /// message the stream brought meanwhile, newer than the page. What is older than it while
+    /// older pages remain (a stream replaying after a reconnect) is left to those pages,
+    /// which read it as it is then: kept, it would leave a gap above it.
     pub fn add_page(&mut self, chat_id: &str, messages: Vec<ChatMessage>, has_more: bool) {
         let timeline = self.timelines.entry(chat_id.to_owned()).or_default();
+        timeline.asked = timeline.asked.saturating_sub(1);
+        let first = !timeline.loaded;
         let floor = match messages.first() {
-            Some(oldest) if has_more => oldest.id,
-            _ => 0,
+            Some(oldest) if has_more && first => oldest.id,
+            _ if first => 0,
+            _ => u64::MAX,
         };
         for message in messages {
             timeline.messages.insert(message.id, message);
         }
         timeline.has_older = has_more;
         timeline.loaded = true;
-        for early in std::mem::take(&mut timeline.early) {
+        // Another page on its way may need them too.
+        let early = match timeline.asked {
+            0 => std::mem::take(&mut timeline.early),
+            _ => timeline.early.clone(),
+        };
+        for early in early {
             // Not the entry API: `replace` takes the whole timeline.
             #[allow(clippy::map_entry)]
             if timeline.messages.contains_key(&early.id) {
@@ -980,6 +1008,33 @@ mod tests {
         // The next page brings 2 in its place.
         model.add_page("a", vec![message(2, "bob", "replayed")], false);
         assert_eq!(model.timelines["a"].oldest_id(), Some(2));
+    }
+
+    #[test]
+    fn a_change_that_arrives_while_an_older_page_loads_is_applied_to_it() {
+        let mut model = model_with_two_chats();
+        model.open("a");
+        model.page_asked("a");
+        model.add_page("a", vec![message(20, "bob", "x")], true);
+        // Scrolling up: the older page is read, then message 3 in it is deleted (change 30).
+        model.page_asked("a");
+        let deleted = ChatMessage {
+            text: String::new(),
+            deleted: true,
+            ..message(3, "bob", "old")
+        };
+        model.apply_change(30, deleted, "a");
+        model.add_page("a", vec![message(3, "bob", "old")], false);
+        let shown = &model.timelines["a"].messages[&3];
+        assert!(shown.deleted && shown.text.is_empty(), "{shown:?}");
+        // With no page on its way, nothing is kept for one.
+        model.apply_change(31, message(2, "bob", "unloaded"), "a");
+        assert!(model.timelines["a"].early.is_empty());
+        // A page that did not come keeps nothing either.
+        model.page_asked("a");
+        model.apply_change(32, message(1, "bob", "unloaded"), "a");
+        model.page_failed("a");
+        assert!(model.timelines["a"].early.is_empty());
     }
 
     #[test]
