@@ -1,6 +1,7 @@
 // Two people change sent messages in the browser: Alice edits hers inline (Escape cancels),
 // Bob and Alice react, Alice deletes one after confirming; each change shows live on the
-// other side, and a reload (History) shows the same current versions.
+// other side, the answer to a call never hides a later change the stream brought first, and
+// a reload (History) shows the same current versions.
 // Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
@@ -78,6 +79,41 @@ describe('two people edit, delete and react in the browser', { timeout: 120_000 
     assert.equal(await reaction(alice, said.fixed, '👍').getAttribute('aria-pressed'), 'true', 'mine is highlighted');
     await reaction(bob, said.fixed, '👍').focus();
     assert.ok(await reaction(bob, said.fixed, '👍').locator('.who').isVisible(), 'who reacted shows on focus');
+  });
+
+  step("the answer to Bob's reaction, come after Alice's next one, does not hide hers", async () => {
+    // Bob's React is answered by the server at once, but his browser gets the answer only
+    // after Alice's 🎉, which came later, has reached his stream.
+    let answered = false;
+    let release;
+    const released = new Promise((resolve) => {
+      release = resolve;
+    });
+    let delivered;
+    const answerDelivered = new Promise((resolve) => {
+      delivered = resolve;
+    });
+    await bob.page.route('**/chat.Chat/React', async (route) => {
+      const response = await route.fetch();
+      answered = true;
+      await released;
+      await route.fulfill({ response });
+      delivered();
+    });
+    await bob.messages(said.fixed).first().getByRole('button', { name: 'React', exact: true }).click();
+    await bob.page.getByRole('button', { name: 'React with 🎉' }).click();
+    await eventually("Bob's reaction stored", async () => assert.ok(answered));
+    await reaction(alice, said.fixed, '🎉').getByText('bob').waitFor({ state: 'attached' });
+    await reaction(alice, said.fixed, '🎉').click();
+    const both = '🎉 2: bob, alice';
+    await eventually('Bob sees both from his stream', async () =>
+      assert.equal(await reaction(bob, said.fixed, '🎉').getAttribute('aria-label'), both),
+    );
+    release();
+    await answerDelivered;
+    await bob.page.unroute('**/chat.Chat/React');
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    assert.equal(await reaction(bob, said.fixed, '🎉').getAttribute('aria-label'), both, 'the older answer hid nothing');
   });
 
   step('Alice deletes a message after confirming: both see the placeholder', async () => {

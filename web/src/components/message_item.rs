@@ -80,7 +80,7 @@ pub fn MessageItem(
         }
         let (chat_id, message) = target.get_value();
         spawn_local(async move {
-            let outcome = live.delete(&chat_id, message.id).await;
+            let outcome = live.delete(&chat_id, &message).await;
             error.try_set(outcome.err());
         });
     };

@@ -515,13 +515,13 @@ impl Live {
             .api()
             .edit(chat_id, message.id, &message.subject, text)
             .await;
-        self.changed(chat_id, answer)
+        self.changed(chat_id, message, answer)
     }
 
     /// Deletes one of the user's messages for everyone.
-    pub async fn delete(&self, chat_id: &str, message_id: u64) -> Result<(), String> {
-        let answer = self.api().delete(chat_id, message_id).await;
-        self.changed(chat_id, answer)
+    pub async fn delete(&self, chat_id: &str, message: &ChatMessage) -> Result<(), String> {
+        let answer = self.api().delete(chat_id, message.id).await;
+        self.changed(chat_id, message, answer)
     }
 
     /// Adds the user's `emoji` to a message, or takes it back if they have it already.
@@ -534,20 +534,22 @@ impl Live {
         let me = self.model.me().get_untracked();
         let remove = message.reacted(&me, emoji);
         let answer = self.api().react(chat_id, message.id, emoji, remove).await;
-        self.changed(chat_id, answer)
+        self.changed(chat_id, message, answer)
     }
 
-    /// Shows the message an Edit, Delete or React answered with, or says why it failed.
+    /// Shows the message an Edit, Delete or React of `asked` (the copy shown when the person
+    /// acted) answered with, or says why it failed.
     fn changed(
         &self,
         chat_id: &str,
+        asked: &ChatMessage,
         answer: Result<chat_core::proto::Message, ApiError>,
     ) -> Result<(), String> {
         match answer {
             Ok(message) => {
                 if let Some(shown) = ChatMessage::from_proto(&message) {
                     self.change(&[Part::Chats, Part::Timelines], |model| {
-                        model.update(shown, chat_id)
+                        model.update(shown, chat_id, asked.revision)
                     });
                 }
                 Ok(())

@@ -218,17 +218,16 @@ impl Timeline {
         self.messages.contains_key(&id) || self.early.iter().any(|early| early.id == id)
     }
 
-    /// Puts `message` in place of its copy here; an unversioned one (`answer`: a call's
-    /// reply) always, one from a change only when it is not older than the copy. Whether the
-    /// copy shown changed.
-    fn replace(&mut self, mut message: ChatMessage, answer: bool) -> bool {
+    /// Puts `message` in place of its copy here unless the copy is newer (see
+    /// [`Model::replace`]). Whether the copy shown changed.
+    fn replace(&mut self, mut message: ChatMessage) -> bool {
         let loaded = self.loaded;
         let old = match loaded {
             true => self.messages.get_mut(&message.id),
             false => self.early.iter_mut().find(|early| early.id == message.id),
         };
         match old {
-            Some(old) if answer || old.revision <= message.revision => {
+            Some(old) if old.revision <= message.revision => {
                 message.revision = message.revision.max(old.revision);
                 message.stamp = old.stamp + 1;
                 *old = message;
@@ -474,28 +473,30 @@ impl Model {
     ) -> bool {
         self.advance_cursor(Some(change_id));
         message.revision = change_id;
-        self.replace(message, chat_id, false)
+        self.replace(message, chat_id)
     }
 
-    /// Takes in the state an Edit, Delete or React call answered with (the stream brings the
-    /// same change with its id too).
-    pub fn update(&mut self, message: ChatMessage, chat_id: &str) -> bool {
-        self.replace(message, chat_id, true)
+    /// Takes in the state an Edit, Delete or React call answered with, asked of the copy at
+    /// revision `seen`. The answer carries no change id, so it counts as that revision: it
+    /// shows at once unless the stream has brought a change since, which may be a later one
+    /// (the stream brings this call's change too, with its id).
+    pub fn update(&mut self, mut message: ChatMessage, chat_id: &str, seen: u64) -> bool {
+        message.revision = seen;
+        self.replace(message, chat_id)
     }
 
-    /// Puts `message` in place of its copies; an unversioned one (`answer`: a call's reply)
-    /// always, one from a change only when it is not older than what is shown.
-    fn replace(&mut self, message: ChatMessage, chat_id: &str, answer: bool) -> bool {
+    /// Puts `message` in place of its copies, unless a copy holds a newer change.
+    fn replace(&mut self, message: ChatMessage, chat_id: &str) -> bool {
         let mut shown = false;
         if let Some(timeline) = self.timelines.get_mut(chat_id) {
-            shown = timeline.replace(message.clone(), answer);
+            shown = timeline.replace(message.clone());
         }
         if let Some(last) = self
             .chats
             .iter_mut()
             .find(|chat| chat.chat_id == chat_id)
             .and_then(|chat| chat.last.as_mut())
-            .filter(|last| last.id == message.id && (answer || last.revision <= message.revision))
+            .filter(|last| last.id == message.id && last.revision <= message.revision)
         {
             *last = message;
             shown = true;
@@ -548,7 +549,7 @@ impl Model {
             // Not the entry API: `replace` takes the whole timeline.
             #[allow(clippy::map_entry)]
             if timeline.messages.contains_key(&early.id) {
-                timeline.replace(early, false);
+                timeline.replace(early);
             } else if early.id > floor {
                 timeline.messages.insert(early.id, early);
             }
@@ -1035,6 +1036,43 @@ mod tests {
         model.apply_change(32, message(1, "bob", "unloaded"), "a");
         model.page_failed("a");
         assert!(model.timelines["a"].early.is_empty());
+    }
+
+    #[test]
+    fn a_call_s_answer_shows_at_once_unless_the_stream_brought_a_later_change() {
+        let mut model = model_with_two_chats();
+        model.add_page("a", vec![message(5, "bob", "y")], false);
+        let reacted = |users: &[&str]| ChatMessage {
+            reactions: vec![Reaction {
+                emoji: "👍".into(),
+                users: users.iter().map(|user| user.to_string()).collect(),
+            }],
+            ..message(5, "bob", "y")
+        };
+        // Alice reacts on the copy at revision 0; the answer comes first: shown at once.
+        assert!(model.update(reacted(&["alice"]), "a", 0));
+        assert_eq!(
+            model.timelines["a"].messages[&5].reactions[0].users,
+            ["alice"]
+        );
+        // Bob reacts on the copy at revision 12 (Alice's change); his change (13) and
+        // Carol's (14) reach the stream before the answer to his call, which shows his only.
+        assert!(model.apply_change(12, reacted(&["alice"]), "a"));
+        assert!(model.apply_change(13, reacted(&["alice", "bob"]), "a"));
+        assert!(model.apply_change(14, reacted(&["alice", "bob", "carol"]), "a"));
+        assert!(!model.update(reacted(&["alice", "bob"]), "a", 12));
+        let shown = &model.timelines["a"].messages[&5];
+        assert_eq!(
+            shown.reactions[0].users,
+            ["alice", "bob", "carol"],
+            "Carol's stays"
+        );
+        let listed = model.chats.iter().find(|chat| chat.chat_id == "a").unwrap();
+        assert_eq!(
+            listed.last.as_ref().unwrap().reactions[0].users,
+            ["alice", "bob", "carol"],
+            "the list too"
+        );
     }
 
     #[test]
