@@ -4,7 +4,8 @@
 // leading tab closes while Bob keeps writing, another tab takes over, and every tab shows every
 // message once, in order, including one written in a tab during the takeover. With 10 tabs
 // the browser still holds one stream. A browser without Web Locks falls back to one stream per
-// tab, and still shows each message once. Run it with e2e/run.sh.
+// tab, and still shows each message once. A tab whose history was read before the leading tab
+// began streaming reads it again. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
@@ -183,5 +184,42 @@ describe("one stream for all of a browser's tabs", { timeout: 170_000 }, () => {
       assert.equal((await tab.messages('To every tab of every browser').count()), 1);
       assert.deepEqual(tab.pageErrors, [], `uncaught errors in ${tab.name}'s page`);
     }
+  });
+
+  step('a tab that opened a chat before the leading tab began streaming shows what came between', async () => {
+    // A browser restoring two tabs at once: the first takes the stream but lists its chats
+    // late; the second lists at once and opens the chat its address names; Bob writes between
+    // the two lists, so the leader's stream begins after his message and never passes it on.
+    const first = await ChatUser.open(suite.browser, suite.server.url, 'alice (restored)');
+    tabs.push(first);
+    await first.page.getByLabel('Username', { exact: true }).fill('alice');
+    await first.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await first.button('Sign in').click();
+    await first.button('New chat').waitFor();
+    let listing = false;
+    let release;
+    const released = new Promise((resolve) => {
+      release = resolve;
+    });
+    await first.page.route('**/chat.Chat/List', async (route) => {
+      listing = true;
+      await released;
+      await route.continue();
+    });
+    await first.page.reload();
+    await eventually("the leading tab's List held", async () => assert.ok(listing));
+    const second = new ChatUser('alice (restored, tab 2)', first.context, await first.context.newPage());
+    tabs.push(second);
+    await second.page.goto(new URL(`/chats/${chatId}`, suite.server.url).href);
+    await second.messages(expected.at(-1)).first().waitFor();
+    await bobSends('Written between the two lists');
+    // From now on the route lets every List through (unrouting could cut one in flight).
+    release();
+    await first.waitUntilConnected();
+    await second.messages('Written between the two lists').first().waitFor();
+    assert.equal(await second.messages('Written between the two lists').count(), 1);
+    await first.openChatWith(bob.name);
+    await first.messages('Written between the two lists').first().waitFor();
+    assert.deepEqual(second.pageErrors, [], `uncaught errors in ${second.name}'s page`);
   });
 });

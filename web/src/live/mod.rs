@@ -253,6 +253,15 @@ impl Live {
         }
     }
 
+    /// Forgets every chat's loaded history and loads the open chat's again: for a tab whose
+    /// pages may lack messages that no stream brought it (see `tabs`).
+    pub fn reload_timelines(&self) {
+        self.change(&[Part::Timelines], |model| model.timelines.clear());
+        if let Some(open) = self.model.open_chat().get_untracked() {
+            self.load_page(open, None, || ());
+        }
+    }
+
     /// Back to the chat list (on a narrow screen, where the open chat covers it).
     pub fn close_chat(&self) {
         self.change(&[Part::OpenChat], Model::close);

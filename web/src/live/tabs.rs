@@ -236,6 +236,10 @@ fn received(live: Live, message: &[u8]) {
                 // neither).
                 live.refresh_list();
             }
+            if leader_ahead == Some(true) {
+                // Nor in the pages this tab loaded meanwhile (the chat its address opened).
+                live.reload_timelines();
+            }
             live.status.try_set(status);
         }
         SEEN if leader => {
