@@ -522,10 +522,10 @@ impl Model {
 
     /// Takes in a History page asked for: `messages` oldest first, older than anything
     /// loaded, and the newer state of any of them that the stream brought while the page was
-    /// on its way. The first page also takes in each
-    /// message the stream brought meanwhile, newer than the page. What is older than it while
-    /// older pages remain (a stream replaying after a reconnect) is left to those pages,
-    /// which read it as it is then: kept, it would leave a gap above it.
+    /// on its way. The first page also takes in each message the stream brought meanwhile,
+    /// newer than the page. What is older than it while older pages remain (a stream
+    /// replaying after a reconnect) is left to those pages, which read it as it is then:
+    /// kept, it would leave a gap above it.
     pub fn add_page(&mut self, chat_id: &str, messages: Vec<ChatMessage>, has_more: bool) {
         let timeline = self.timelines.entry(chat_id.to_owned()).or_default();
         timeline.asked = timeline.asked.saturating_sub(1);
