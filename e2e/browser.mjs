@@ -46,6 +46,43 @@ export async function eventually(what, check, { timeout = STEP_MS, interval = 10
   }
 }
 
+/**
+ * Holds back the answers to `page`'s calls whose address matches `url` (a glob): each such
+ * call reaches the server at once, which answers it then, but the page gets the answer only
+ * after `end()`. So a test can make the stream deliver something before an answer that the
+ * server made without it. `read` turns true once the server has answered one; `end()` lets
+ * the answers go, waits until the page has the held one, and stops holding. With `passFirst`,
+ * the first such call goes through untouched.
+ */
+export async function holdAnswers(page, url, { passFirst = false } = {}) {
+  let release;
+  const released = new Promise((resolve) => {
+    release = resolve;
+  });
+  let delivered;
+  const answered = new Promise((resolve) => {
+    delivered = resolve;
+  });
+  const hold = {
+    read: false,
+    async end() {
+      release();
+      await answered;
+      await page.unroute(url);
+    },
+  };
+  let calls = 0;
+  await page.route(url, async (route) => {
+    if (passFirst && calls++ === 0) return route.continue();
+    const response = await route.fetch();
+    hold.read = true;
+    await released;
+    await route.fulfill({ response });
+    delivered();
+  });
+  return hold;
+}
+
 /** One person in their own browser context (own localStorage, own stream to the server). */
 export class ChatUser {
   constructor(name, context, page) {

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 
-import { ChatUser, eventually } from './browser.mjs';
+import { ChatUser, eventually, holdAnswers } from './browser.mjs';
 import { serverAndBrowser } from './server.mjs';
 
 const PASSWORD = 'correct horse battery';
@@ -84,34 +84,17 @@ describe('two people edit, delete and react in the browser', { timeout: 120_000 
   step("the answer to Bob's reaction, come after Alice's next one, does not hide hers", async () => {
     // Bob's React is answered by the server at once, but his browser gets the answer only
     // after Alice's 🎉, which came later, has reached his stream.
-    let answered = false;
-    let release;
-    const released = new Promise((resolve) => {
-      release = resolve;
-    });
-    let delivered;
-    const answerDelivered = new Promise((resolve) => {
-      delivered = resolve;
-    });
-    await bob.page.route('**/chat.Chat/React', async (route) => {
-      const response = await route.fetch();
-      answered = true;
-      await released;
-      await route.fulfill({ response });
-      delivered();
-    });
+    const react = await holdAnswers(bob.page, '**/chat.Chat/React');
     await bob.messages(said.fixed).first().getByRole('button', { name: 'React', exact: true }).click();
     await bob.page.getByRole('button', { name: 'React with 🎉' }).click();
-    await eventually("Bob's reaction stored", async () => assert.ok(answered));
+    await eventually("Bob's reaction stored", async () => assert.ok(react.read));
     await reaction(alice, said.fixed, '🎉').getByText('bob').waitFor({ state: 'attached' });
     await reaction(alice, said.fixed, '🎉').click();
     const both = '🎉 2: bob, alice';
     await eventually('Bob sees both from his stream', async () =>
       assert.equal(await reaction(bob, said.fixed, '🎉').getAttribute('aria-label'), both),
     );
-    release();
-    await answerDelivered;
-    await bob.page.unroute('**/chat.Chat/React');
+    await react.end();
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     assert.equal(await reaction(bob, said.fixed, '🎉').getAttribute('aria-label'), both, 'the older answer hid nothing');
   });

@@ -12,7 +12,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { describe } from 'node:test';
 
-import { ChatUser, eventually } from './browser.mjs';
+import { ChatUser, eventually, holdAnswers } from './browser.mjs';
 import { REPO_ROOT, serverAndBrowser } from './server.mjs';
 
 const PASSWORD = 'correct horse battery';
@@ -88,26 +88,15 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
     await bob.waitUntilConnected();
     // The server reads the page at once; Bob's browser gets it only after Alice's message has
     // reached his stream, which never brings that message again.
-    let fetched = false;
-    let release;
-    const released = new Promise((resolve) => {
-      release = resolve;
-    });
-    await bob.page.route('**/chat.Chat/History', async (route) => {
-      const response = await route.fetch();
-      fetched = true;
-      await released;
-      await route.fulfill({ response });
-    });
+    const history = await holdAnswers(bob.page, '**/chat.Chat/History');
     await bob.chatEntry(alice.name).click();
-    await eventually('History read by the server', async () => assert.ok(fetched));
+    await eventually('History read by the server', async () => assert.ok(history.read));
     await alice.send(said.whileOpening);
     await alice.waitUntilSent(said.whileOpening);
     await bob.chatEntry(said.whileOpening).waitFor();
-    release();
+    await history.end();
     await bob.messages(said.whileOpening).first().waitFor();
     assert.deepEqual(await bob.messageTexts(), [said.hello, said.reply, said.whileOpening]);
-    await bob.page.unroute('**/chat.Chat/History');
   });
 
   step('the server restarts: Alice reconnects, her offline message goes out once, live messages flow', async () => {

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 
-import { ChatUser, eventually } from './browser.mjs';
+import { ChatUser, eventually, holdAnswers } from './browser.mjs';
 import { decodeStrings, encodeStrings, unary } from './grpc_web.mjs';
 import { serverAndBrowser } from './server.mjs';
 
@@ -199,26 +199,14 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
     await bob.waitUntilConnected();
     // The first page passes; an older one is read by the server, then held until the edit
     // has reached Bob's stream, which never brings that change again.
-    let pages = 0;
-    let held = false;
-    let release;
-    const released = new Promise((resolve) => {
-      release = resolve;
-    });
-    await bob.page.route('**/chat.Chat/History', async (route) => {
-      if (pages++ === 0) return route.continue();
-      const response = await route.fetch();
-      held = true;
-      await released;
-      await route.fulfill({ response });
-    });
+    const history = await holdAnswers(bob.page, '**/chat.Chat/History', { passFirst: true });
     await bob.openChatWith(alice.name);
     await bob.messages('filler message number 129').waitFor();
     await bob.messageLog.evaluate((log) => {
       log.scrollTop = 0;
       log.dispatchEvent(new Event('scroll'));
     });
-    await eventually('an older page read by the server', async () => assert.ok(held));
+    await eventually('an older page read by the server', async () => assert.ok(history.read));
 
     const edited = `filler ${EDITED_FILLER}, edited while Bob scrolled up`;
     await unary(
@@ -235,14 +223,13 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
       { token },
     );
     await bob.messages('sent after the edit').waitFor();
-    release();
+    await history.end();
     await bob.messages(edited).waitFor();
     assert.equal(
       await bob.messages(`filler message number ${EDITED_FILLER}`).count(),
       0,
       'the text before the edit is not shown',
     );
-    await bob.page.unroute('**/chat.Chat/History');
   });
 
   step('no page crashed or broke the CSP', async () => {
