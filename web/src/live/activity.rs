@@ -435,7 +435,7 @@ mod tests {
         assert!(model.expire_typing(7500.0));
         assert_eq!(model.typists("a", 7500.0), ["bob"]);
         // Bob's message ends his typing at once.
-        model.receive(message(10, "bob"), "a");
+        model.receive(message(10, "bob"), "a", true);
         assert_eq!(model.typists("a", 7600.0), Vec::<String>::new());
         assert_eq!(typing_line(&[]), None);
         let many = ["a", "b", "c", "d"].map(String::from);

@@ -169,7 +169,7 @@ impl Live {
     /// Applies one event of the stream, received here or in the leader's tab.
     fn apply(&self, event: Option<event::Event>) {
         match event {
-            Some(event::Event::Message(message)) => self.receive(&message),
+            Some(event::Event::Message(message)) => self.receive(&message, true),
             Some(event::Event::Change(change)) => self.receive_change(&change),
             Some(event::Event::ReadPosition(read)) => self.on_read(&read),
             Some(event::Event::Typing(typing)) => self.on_typing(&typing),
@@ -423,7 +423,7 @@ impl Live {
                 )
                 .await;
             match sent {
-                Ok(message) => live.receive(&message),
+                Ok(message) => live.receive(&message, false),
                 Err(ApiError::SignedOut) => {
                     live.sending.set_value(false);
                     live.signed_out();
@@ -447,8 +447,8 @@ impl Live {
         });
     }
 
-    /// Takes in a message from the stream or a Send reply.
-    pub fn receive(&self, message: &chat_core::proto::Message) {
+    /// Takes in a message from the stream (`streamed`) or a Send reply.
+    pub fn receive(&self, message: &chat_core::proto::Message, streamed: bool) {
         let Some(shown) = ChatMessage::from_proto(message) else {
             return;
         };
@@ -456,7 +456,7 @@ impl Live {
         let id = shown.id;
         let received = self
             .model
-            .try_update_untracked(|model| model.receive(shown, &message.chat_id));
+            .try_update_untracked(|model| model.receive(shown, &message.chat_id, streamed));
         match received {
             // A duplicate changes nothing but, if it is the user's, the outbox.
             None => return,

@@ -399,10 +399,16 @@ impl Model {
         }
     }
 
-    /// Takes in a message from the stream or a Send reply. Returns what the caller should do
-    /// next: nothing for a duplicate, or refresh the list for a chat it has not seen yet
-    /// (someone else started it), which is shown at once with the sender as a placeholder.
-    pub fn receive(&mut self, message: ChatMessage, chat_id: &str) -> Received {
+    /// Takes in a message from the stream (`streamed`) or a Send reply. Returns what the
+    /// caller should do next: nothing for a duplicate, or refresh the list for a chat it has
+    /// not seen yet (someone else started it), which is shown at once with the sender as a
+    /// placeholder. Only the stream moves the cursor: a Send reply may overtake messages of
+    /// others stored before it that the stream has yet to deliver, and a stream resumed after
+    /// the reply's id would skip them.
+    pub fn receive(&mut self, message: ChatMessage, chat_id: &str, streamed: bool) -> Received {
+        if streamed {
+            self.advance_cursor(Some(message.id));
+        }
         // Before the duplicate check: a message sent again (by the tab that took over the
         // outbox of another) comes back as the copy the server stored the first time.
         if message.sender == self.me {
@@ -445,7 +451,6 @@ impl Model {
             }
         }
         self.stop_typing(chat_id, &message.sender);
-        self.advance_cursor(Some(message.id));
         if let Some(timeline) = self.timelines.get_mut(chat_id) {
             if timeline.loaded {
                 timeline.messages.insert(message.id, message);
@@ -817,9 +822,12 @@ mod tests {
     fn a_message_is_shown_once_however_often_it_arrives() {
         let mut model = model_with_two_chats();
         model.add_page("a", vec![message(5, "bob", "x")], false);
-        assert_eq!(model.receive(message(9, "bob", "y"), "a"), Received::New);
         assert_eq!(
-            model.receive(message(9, "bob", "y"), "a"),
+            model.receive(message(9, "bob", "y"), "a", true),
+            Received::New
+        );
+        assert_eq!(
+            model.receive(message(9, "bob", "y"), "a", true),
             Received::Duplicate
         );
         assert_eq!(model.timelines["a"].messages.len(), 2);
@@ -835,8 +843,8 @@ mod tests {
     fn the_open_chat_and_own_messages_are_not_unread() {
         let mut model = model_with_two_chats();
         model.open("a");
-        model.receive(message(8, "bob", "1"), "a");
-        model.receive(message(10, "alice", "2"), "b");
+        model.receive(message(8, "bob", "1"), "a", true);
+        model.receive(message(10, "alice", "2"), "b", true);
         assert!(model.chats.iter().all(|chat| chat.unread == 0));
     }
 
@@ -845,11 +853,11 @@ mod tests {
         let mut model = model_with_two_chats();
         model.queue("a", "c-1".into(), "hello".into(), None, 0);
         assert_eq!(model.outgoing_in("a").count(), 1);
-        model.receive(message(11, "alice", "c-1"), "a");
+        model.receive(message(11, "alice", "c-1"), "a", true);
         assert_eq!(model.outgoing_in("a").count(), 0);
         // The same client id from someone else is a different message.
         model.queue("a", "c-2".into(), "again".into(), None, 0);
-        model.receive(message(12, "bob", "c-2"), "a");
+        model.receive(message(12, "bob", "c-2"), "a", true);
         assert_eq!(model.outgoing_in("a").count(), 1);
     }
 
@@ -881,9 +889,9 @@ mod tests {
         assert_eq!(next(&model).as_deref(), Some("c-1"));
         model.mark_failed("c-1", "too long".into(), false);
         assert_eq!(next(&model).as_deref(), Some("c-2"));
-        model.receive(message(40, "alice", "c-2"), "b");
+        model.receive(message(40, "alice", "c-2"), "b", true);
         assert_eq!(next(&model).as_deref(), Some("c-3"));
-        model.receive(message(41, "alice", "c-3"), "a");
+        model.receive(message(41, "alice", "c-3"), "a", true);
         assert_eq!(next(&model), None, "the refused message waits for the user");
         model.mark_pending("c-1");
         assert_eq!(next(&model).as_deref(), Some("c-1"));
@@ -903,7 +911,7 @@ mod tests {
     fn a_stored_outbox_leaves_out_what_this_tab_has_received() {
         let mut model = model_with_two_chats();
         model.add_page("a", vec![message(9, "alice", "sent-1")], false);
-        model.receive(message(10, "alice", "sent-2"), "b");
+        model.receive(message(10, "alice", "sent-2"), "b", true);
         model.queue("a", "mine".into(), "here".into(), None, 1);
         let stored = ["sent-1", "sent-2", "other-tab", "bob-id"]
             .into_iter()
@@ -935,7 +943,7 @@ mod tests {
         // Another tab's outbox had it: sent again, the server answers with the stored copy.
         model.queue("a", "c-1".into(), "again".into(), None, 1);
         assert_eq!(
-            model.receive(message(9, "alice", "c-1"), "a"),
+            model.receive(message(9, "alice", "c-1"), "a", true),
             Received::Duplicate
         );
         assert!(model.outbox.is_empty());
@@ -950,7 +958,7 @@ mod tests {
         // The leader's stream is behind this tab's List: resume from the leader's place.
         assert!(!model.follow_cursor(7));
         assert_eq!(model.cursor, Some(7));
-        model.receive(message(8, "bob", "m8"), "a");
+        model.receive(message(8, "bob", "m8"), "a", true);
         assert!(!model.follow_cursor(8));
         assert_eq!(model.cursor, Some(8));
         // The leader streams from after this tab's cursor: a gap to fill from List.
@@ -982,7 +990,7 @@ mod tests {
         model.open("a");
         // The page was read before message 9 was stored, and before the edit of 4 (change 10):
         // the stream brings both while it is on its way.
-        model.receive(message(9, "bob", "new"), "a");
+        model.receive(message(9, "bob", "new"), "a", true);
         let edited = ChatMessage {
             text: "edited".into(),
             ..message(4, "bob", "old")
@@ -991,7 +999,7 @@ mod tests {
         // A change of a message older than the page: its own page will read it as it is now.
         model.apply_change(11, message(1, "bob", "older"), "a");
         // A stream replaying after a reconnect, older than the page, with older pages left.
-        model.receive(message(2, "bob", "replayed"), "a");
+        model.receive(message(2, "bob", "replayed"), "a", true);
         model.add_page(
             "a",
             vec![message(4, "bob", "old"), message(5, "bob", "x")],
@@ -1076,10 +1084,32 @@ mod tests {
     }
 
     #[test]
+    fn only_the_stream_moves_the_cursor_not_a_send_reply() {
+        let mut model = model_with_two_chats();
+        model.add_page("a", vec![message(5, "bob", "x")], false);
+        // Bob's 8 is stored, then Alice's 9; the reply to her Send overtakes his 8 on the
+        // stream. Were the stream to resume now, it must still bring 8.
+        model.receive(message(9, "alice", "mine"), "a", false);
+        assert_eq!(model.cursor, Some(7), "where the stream stands");
+        assert!(
+            model.timelines["a"].messages.contains_key(&9),
+            "shown at once"
+        );
+        model.receive(message(8, "bob", "his"), "a", true);
+        assert_eq!(model.cursor, Some(8));
+        // The stream's echo of hers is a duplicate, and moves the cursor all the same.
+        assert_eq!(
+            model.receive(message(9, "alice", "mine"), "a", true),
+            Received::Duplicate
+        );
+        assert_eq!(model.cursor, Some(9));
+    }
+
+    #[test]
     fn a_message_in_an_unknown_chat_shows_it_and_asks_for_a_refresh() {
         let mut model = model_with_two_chats();
         assert_eq!(
-            model.receive(message(30, "dave", "z"), "new-chat"),
+            model.receive(message(30, "dave", "z"), "new-chat", true),
             Received::NewChat
         );
         assert_eq!(model.cursor, Some(30));
