@@ -540,8 +540,10 @@ impl Model {
             _ if first => 0,
             _ => u64::MAX,
         };
+        // A copy already here is at least as new: the stream has brought every change since
+        // (a page asked for twice, by two quick clicks, comes twice).
         for message in messages {
-            timeline.messages.insert(message.id, message);
+            timeline.messages.entry(message.id).or_insert(message);
         }
         timeline.has_older = has_more;
         timeline.loaded = true;
@@ -1081,6 +1083,22 @@ mod tests {
             ["alice", "bob", "carol"],
             "the list too"
         );
+    }
+
+    #[test]
+    fn a_page_that_comes_twice_does_not_undo_a_change_between() {
+        let mut model = model_with_two_chats();
+        model.open("a");
+        model.page_asked("a");
+        model.page_asked("a");
+        model.add_page("a", vec![message(5, "bob", "x")], false);
+        let edited = ChatMessage {
+            text: "edited".into(),
+            ..message(5, "bob", "x")
+        };
+        model.apply_change(12, edited, "a");
+        model.add_page("a", vec![message(5, "bob", "x")], false);
+        assert_eq!(model.timelines["a"].messages[&5].text, "edited");
     }
 
     #[test]
