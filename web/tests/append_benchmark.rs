@@ -136,7 +136,7 @@ async fn measure(shown: u64) {
     for round in 0..WARM_UP + MEASURED {
         let id = shown + 1 + round as u64;
         let started = now_ms();
-        live.receive(&message(id));
+        live.receive(&message(id), true);
         until_last(&log, id).await;
         let took = now_ms() - started;
         if round >= WARM_UP {

@@ -178,7 +178,7 @@ async fn the_chat_list_is_most_recent_first_with_unread_badges() {
             ],
             None,
         );
-        model.receive(shown(9, "carol", "fresh"), "b");
+        model.receive(shown(9, "carol", "fresh"), "b", true);
     });
     settle().await;
     let entries = root.query_selector_all(".chat-entry").unwrap();
@@ -317,17 +317,17 @@ async fn a_reply_shows_its_quote_which_follows_the_original_and_reply_starts_one
         Some("bob<b>the plan</b> is simple"),
         "the quote is text, never markup"
     );
-    // The original deleted, the quote follows with the placeholder.
+    // The original deleted (a change from the stream), the quote follows with the placeholder.
     live.model.update(|model| {
-        model.add_page(
-            "q",
-            vec![ChatMessage {
+        model.apply_change(
+            3,
+            ChatMessage {
                 text: String::new(),
                 deleted: true,
                 ..original
-            }],
-            false,
-        )
+            },
+            "q",
+        );
     });
     settle().await;
     let quote = find(&log, "article[data-id=\"2\"] .quote");
@@ -629,13 +629,16 @@ async fn each_change_reruns_only_the_readers_of_what_it_touched() {
     settle().await;
     assert_eq!(counts(), (before.0, before.1 + 1, before.2 + 1), "a send");
 
-    live.receive(&proto::Message {
-        id: "5".into(),
-        chat_id: "a".into(),
-        user_id: "ken".into(),
-        text: "from ken".into(),
-        ..Default::default()
-    });
+    live.receive(
+        &proto::Message {
+            id: "5".into(),
+            chat_id: "a".into(),
+            user_id: "ken".into(),
+            text: "from ken".into(),
+            ..Default::default()
+        },
+        true,
+    );
     settle().await;
     assert_eq!(
         counts(),
@@ -643,13 +646,16 @@ async fn each_change_reruns_only_the_readers_of_what_it_touched() {
         "someone else's message leaves the outbox alone"
     );
 
-    live.receive(&proto::Message {
-        id: "5".into(),
-        chat_id: "a".into(),
-        user_id: "ken".into(),
-        text: "from ken".into(),
-        ..Default::default()
-    });
+    live.receive(
+        &proto::Message {
+            id: "5".into(),
+            chat_id: "a".into(),
+            user_id: "ken".into(),
+            text: "from ken".into(),
+            ..Default::default()
+        },
+        true,
+    );
     settle().await;
     assert_eq!(
         counts(),
@@ -661,14 +667,17 @@ async fn each_change_reruns_only_the_readers_of_what_it_touched() {
     let client_id = live
         .model
         .with_untracked(|model| model.outbox[0].client_id.clone());
-    live.receive(&proto::Message {
-        id: "6".into(),
-        chat_id: "a".into(),
-        user_id: "judy".into(),
-        client_id,
-        text: "queued".into(),
-        ..Default::default()
-    });
+    live.receive(
+        &proto::Message {
+            id: "6".into(),
+            chat_id: "a".into(),
+            user_id: "judy".into(),
+            client_id,
+            text: "queued".into(),
+            ..Default::default()
+        },
+        true,
+    );
     settle().await;
     assert_eq!(
         counts(),
