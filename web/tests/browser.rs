@@ -629,16 +629,14 @@ async fn each_change_reruns_only_the_readers_of_what_it_touched() {
     settle().await;
     assert_eq!(counts(), (before.0, before.1 + 1, before.2 + 1), "a send");
 
-    live.receive(
-        &proto::Message {
-            id: "5".into(),
-            chat_id: "a".into(),
-            user_id: "ken".into(),
-            text: "from ken".into(),
-            ..Default::default()
-        },
-        true,
-    );
+    let from_ken = proto::Message {
+        id: "5".into(),
+        chat_id: "a".into(),
+        user_id: "ken".into(),
+        text: "from ken".into(),
+        ..Default::default()
+    };
+    live.receive(&from_ken, true);
     settle().await;
     assert_eq!(
         counts(),
@@ -646,16 +644,7 @@ async fn each_change_reruns_only_the_readers_of_what_it_touched() {
         "someone else's message leaves the outbox alone"
     );
 
-    live.receive(
-        &proto::Message {
-            id: "5".into(),
-            chat_id: "a".into(),
-            user_id: "ken".into(),
-            text: "from ken".into(),
-            ..Default::default()
-        },
-        true,
-    );
+    live.receive(&from_ken, true);
     settle().await;
     assert_eq!(
         counts(),

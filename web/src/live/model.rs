@@ -228,7 +228,6 @@ impl Timeline {
         };
         match old {
             Some(old) if old.revision <= message.revision => {
-                message.revision = message.revision.max(old.revision);
                 message.stamp = old.stamp + 1;
                 *old = message;
                 loaded
