@@ -176,17 +176,29 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
     assert.match(await live.locator('.quote').innerText(), /bob[\s\S]*Only if you bring/);
   });
 
-  step('Alice deletes the original: both quotes show the placeholder and search no longer finds it', async () => {
+  step('Alice deletes the original: every quote shows the placeholder and search no longer finds it', async () => {
+    // Bob has begun another reply to it: the quote in his composer follows it too.
+    await bob.messages('launch code').filter({ hasNotText: REPLY }).first()
+      .getByRole('button', { name: 'Reply', exact: true }).click();
+    const replying = bob.page.getByRole('group', { name: 'Replying to' });
+    await replying.getByText('launch code').waitFor();
+
     const original = alice.messageLog.getByRole('article').filter({ hasText: 'launch code' }).filter({ hasNotText: REPLY }).first();
     alice.page.once('dialog', (dialog) => dialog.accept());
     await original.getByRole('button', { name: 'Delete', exact: true }).click();
-    for (const user of [alice, bob]) {
-      const quote = user.messages(REPLY).first().locator('.quote');
-      await eventually(`${user.name} sees the quote as deleted`, async () => {
+    const quotes = [
+      ['Alice\'s reply', alice.messages(REPLY).first().locator('.quote')],
+      ['Bob\'s reply', bob.messages(REPLY).first().locator('.quote')],
+      ['Bob\'s composer', replying.locator('.quote')],
+    ];
+    for (const [where, quote] of quotes) {
+      await eventually(`${where} quotes the original as deleted`, async () => {
         assert.match(await quote.innerText(), /Message deleted/);
         assert.doesNotMatch(await quote.innerText(), /pelican-42/);
       });
     }
+    await replying.getByRole('button', { name: 'Cancel reply' }).click();
+    await replying.waitFor({ state: 'detached' });
     const box = bob.page.getByRole('searchbox', { name: 'Search messages' });
     await box.fill('launch code');
     await bob.button('Search').click();

@@ -105,6 +105,11 @@ pub fn day_of(unix_seconds: i64) -> i64 {
     day_number(&date_of(unix_seconds))
 }
 
+/// The local calendar day it is now, as `day_of` counts.
+pub fn today() -> i64 {
+    day_number(&Date::new_0())
+}
+
 /// What a day separator says: "Today", "Yesterday" (in the browser's language), else the
 /// weekday and date, with the year when it is not this one.
 pub fn day_label(unix_seconds: i64) -> String {

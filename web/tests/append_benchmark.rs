@@ -1,10 +1,11 @@
 //! How long the app takes to show one new message in an open chat that already shows 1,000
-//! (and 10,000, to see what grows with the chat), measured in headless Chromium: from handing
+//! (and 10,000, to see what grows with the chat; and 1,000 beside 500 other chats in the
+//! list, to see what grows with the list), measured in headless Chromium: from handing
 //! the message to the live state (as the stream does) until its row is in the DOM. A
 //! benchmark, not a test, so it is ignored by default:
 //!
 //! ```sh
-//! CHROMEDRIVER=/usr/bin/chromedriver \
+//! WASM_BINDGEN_TEST_TIMEOUT=300 CHROMEDRIVER=/usr/bin/chromedriver \
 //! CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 //!     cargo test -p chat-web --target wasm32-unknown-unknown --release \
 //!     --test append_benchmark -- --include-ignored --nocapture
@@ -68,8 +69,17 @@ fn message(id: u64) -> proto::Message {
         chat_id: CHAT.into(),
         client_id: format!("c{id}"),
         user_id: if id.is_multiple_of(3) { "alice" } else { "bob" }.into(),
-        sent_at: 1_700_000_000 + id as i64,
+        // A message every ten minutes: 1,000 span a week, 10,000 ten weeks of day separators.
+        sent_at: 1_700_000_000 + id as i64 * 600,
         text: format!("message number {id}, long enough to wrap like a real one might"),
+        // One message in ten answers an earlier one, as in a lively chat: its quote follows
+        // the original.
+        reply_to: id.is_multiple_of(10).then(|| proto::ReplyPreview {
+            message_id: (id - 5).to_string(),
+            user_id: "bob".into(),
+            text_prefix: format!("message number {}", id - 5),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -98,30 +108,46 @@ fn now_ms() -> f64 {
 #[wasm_bindgen_test]
 #[ignore = "a benchmark: run it with --include-ignored"]
 async fn append_one_message_to_an_open_chat_of_1000() {
-    measure(1_000).await;
+    measure(1_000, 0).await;
 }
 
 #[wasm_bindgen_test]
 #[ignore = "a benchmark: run it with --include-ignored"]
 async fn append_one_message_to_an_open_chat_of_10000() {
-    measure(10_000).await;
+    measure(10_000, 0).await;
 }
 
-/// Shows a chat of `shown` messages, then appends and times one message at a time.
-async fn measure(shown: u64) {
+#[wasm_bindgen_test]
+#[ignore = "a benchmark: run it with --include-ignored"]
+async fn append_one_message_to_an_open_chat_of_1000_beside_500_chats() {
+    measure(1_000, 500).await;
+}
+
+/// Shows a chat of `shown` messages, with `others` more chats in the list, then appends
+/// and times one message at a time.
+async fn measure(shown: u64, others: usize) {
     let (root, live, handle) = mount();
-    let summary = proto::ChatSummary {
-        chat_id: CHAT.into(),
-        user_ids: vec!["alice".into(), "bob".into()],
-        last_message: Some(message(shown)),
+    let summary = |chat_id: &str, other: &str, last: proto::Message| proto::ChatSummary {
+        chat_id: chat_id.into(),
+        user_ids: vec!["alice".into(), other.into()],
+        last_message: Some(last),
         created_at: 1_700_000_000,
         ..Default::default()
     };
+    let mut chats = vec![summary(CHAT, "bob", message(shown))];
+    chats.extend((0..others).map(|n| {
+        let chat_id = format!("other{n}");
+        let last = proto::Message {
+            chat_id: chat_id.clone(),
+            ..message(n as u64 + 1)
+        };
+        summary(&chat_id, &format!("user{n}"), last)
+    }));
     let history: Vec<ChatMessage> = (1..=shown)
         .filter_map(|id| ChatMessage::from_proto(&message(id)))
         .collect();
     live.model.update(|model| {
-        model.set_chats(&[summary], None);
+        model.set_chats(&chats, None);
         model.open(CHAT);
         model.add_page(CHAT, history, false);
     });
@@ -156,6 +182,6 @@ async fn measure(shown: u64) {
     let median = times_ms[times_ms.len() / 2];
     let p95 = times_ms[(times_ms.len() * 95).div_ceil(100) - 1];
     console_log!(
-        "append to an open chat of {shown}: median {median:.2} ms, p95 {p95:.2} ms over {MEASURED} appends"
+        "append to an open chat of {shown} beside {others} chats: median {median:.2} ms, p95 {p95:.2} ms over {MEASURED} appends"
     );
 }

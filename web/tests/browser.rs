@@ -9,6 +9,7 @@ use chat_web::components::chat_list::ChatList;
 use chat_web::components::composer::Composer;
 use chat_web::components::connection_indicator::ConnectionIndicator;
 use chat_web::components::message_list::MessageList;
+use chat_web::live::activity::Reading;
 use chat_web::live::model::{ChatMessage, Delivery, Outgoing, Quote};
 use chat_web::live::{Live, Status, create_live};
 use chat_web::pages::sign_in::SignInPage;
@@ -342,6 +343,81 @@ async fn a_reply_shows_its_quote_which_follows_the_original_and_reply_starts_one
     click(&button(&replying, "Cancel reply"));
     settle().await;
     assert!(root.query_selector(".replying").unwrap().is_none());
+}
+
+#[wasm_bindgen_test]
+async fn day_separators_and_the_divider_move_with_what_is_loaded() {
+    let (root, live) = mount_with_live(
+        "dora",
+        || view! { <MessageList chat_id=Signal::derive(|| "d".to_string()) /> },
+    );
+    // Noon (UTC) of three days in a row: the same three days in any time zone of the world.
+    const NOON: i64 = 1_699_963_200;
+    const DAY: i64 = 86_400;
+    let sent = |id: u64, day: i64, minute: i64| ChatMessage {
+        sent_at: NOON + day * DAY + minute * 60,
+        ..shown(id, "eve", &format!("message {id}"))
+    };
+    live.model.update(|model| {
+        model.set_chats(&[chat("d", &["dora", "eve"], None)], None);
+        model.add_page(
+            "d",
+            vec![sent(10, 0, 1), sent(11, 0, 2), sent(12, 1, 0)],
+            true,
+        );
+        model.reading.insert(
+            "d".into(),
+            Reading {
+                divider: Some(11),
+                ..Reading::default()
+            },
+        );
+    });
+    settle().await;
+    let log = find(&root, "[role=log]");
+    // The ids of the messages that a separator of `class` comes before (the divider may
+    // stand between a day's separator and its first message).
+    let after = |class: &str| {
+        let rows = log
+            .query_selector_all(&format!(
+                "p.{class} + article, p.{class} + p.divider + article"
+            ))
+            .unwrap();
+        (0..rows.length())
+            .map(|at| {
+                let row: Element = rows.item(at).unwrap().unchecked_into();
+                row.get_attribute("data-id").unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(after("day"), ["10", "12"], "{}", log.inner_html());
+    assert_eq!(after("divider"), ["12"]);
+
+    // A message of the same day adds no separator; one of the next day does.
+    live.receive(&proto_message("d", 13, "eve", NOON + DAY + 60), true);
+    settle().await;
+    assert_eq!(after("day"), ["10", "12"]);
+    live.receive(&proto_message("d", 14, "eve", NOON + 2 * DAY), true);
+    settle().await;
+    assert_eq!(after("day"), ["10", "12", "14"]);
+
+    // An older page of the first day: its day's separator moves up to it; the divider stays.
+    live.model
+        .update(|model| model.add_page("d", vec![sent(5, 0, 0)], false));
+    settle().await;
+    assert_eq!(after("day"), ["5", "12", "14"]);
+    assert_eq!(after("divider"), ["12"]);
+}
+
+fn proto_message(chat_id: &str, id: u64, sender: &str, sent_at: i64) -> proto::Message {
+    proto::Message {
+        id: id.to_string(),
+        chat_id: chat_id.into(),
+        user_id: sender.into(),
+        sent_at,
+        text: format!("message {id}"),
+        ..Default::default()
+    }
 }
 
 /// Where the queued message `client_id` stands; `None` once it has left the outbox.

@@ -5,6 +5,7 @@
 use leptos::prelude::*;
 
 use crate::components::quote::QuoteView;
+use crate::live::model::{ModelStoreFields, shown_quote};
 use crate::live::use_live;
 
 /// The message box of the open chat. Text is checked with the shared validation before it
@@ -19,14 +20,20 @@ pub fn Composer(
     let text = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
     // The reply being written in this chat, if any (a reply started in another chat waits
-    // there).
+    // there), quoting the original as it now reads while it is loaded (deleted meanwhile,
+    // say).
     let replying = Memo::new(move |_| {
-        live.replying.with(|replying| {
+        let quote = live.replying.with(|replying| {
             replying
                 .as_ref()
                 .filter(|(chat, _)| chat_id.with(|open| open == chat))
                 .map(|(_, quote)| quote.clone())
-        })
+        })?;
+        Some(chat_id.with(|chat_id| {
+            live.model
+                .timelines()
+                .with(|timelines| shown_quote(timelines, chat_id, &quote))
+        }))
     });
 
     let send = move || {

@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::components::quote::QuoteView;
-use crate::live::model::{ChatMessage, Quote};
+use crate::live::model::{ChatMessage, ModelStoreFields, Quote, shown_quote};
 use crate::live::use_live;
 use crate::time::short_time;
 
@@ -51,10 +51,14 @@ pub fn MessageItem(
         .then(|| view! { <p class="subject">{message.subject.clone()}</p> });
     let edited = (message.edited_at > 0).then(|| view! { <span class="edited">" · edited"</span> });
     let text = message.text.clone();
-    let quote = message
-        .reply
-        .clone()
-        .map(|quote| view! { <QuoteView quote=quote chat_id=chat_id.clone() /> });
+    // Read once: the log renders this row anew when the original changes.
+    let quote = message.reply.as_ref().map(|quote| {
+        let quote = live
+            .model
+            .timelines()
+            .with_untracked(|timelines| shown_quote(timelines, &chat_id, quote));
+        view! { <QuoteView quote=quote chat_id=chat_id.clone() /> }
+    });
     let reply_to = Quote::of(&message);
     let reply = {
         let chat_id = chat_id.clone();

@@ -39,24 +39,6 @@ pub fn MessageList(
 
     let me = live.model.me().get_untracked();
 
-    // The ids and stamps of the loaded messages, oldest first (`None` until the first page is
-    // in): all the log follows of the timeline. Rows are keyed by both, and a message's stamp
-    // moves only when a change (edit, deletion, reaction) replaces it, so each row reads its
-    // message once, when it is created, and a change renders that one row again.
-    let ids = Memo::new(move |_| {
-        chat_id.with(|chat_id| {
-            live.model.timelines().with(|timelines| {
-                let timeline = timelines.get(chat_id).filter(|t| t.loaded)?;
-                Some(
-                    timeline
-                        .messages
-                        .values()
-                        .map(|message| (message.id, message.stamp))
-                        .collect::<Vec<(u64, u64)>>(),
-                )
-            })
-        })
-    });
     let has_older = Memo::new(move |_| {
         chat_id.with(|chat_id| {
             live.model
@@ -83,30 +65,6 @@ pub fn MessageList(
         })
     };
 
-    // The first loaded message of each day, with what its separator says ("Today", a date),
-    // in id order (a list searched by id: a map type more costs the bundle more).
-    let day_starts = Memo::new(move |_| {
-        ids.track();
-        chat_id.with(|chat_id| {
-            live.model.timelines().with_untracked(|timelines| {
-                let mut starts = Vec::new();
-                let mut day = None;
-                for message in timelines
-                    .get(chat_id)
-                    .into_iter()
-                    .flat_map(|t| t.messages.values())
-                {
-                    let this = time::day_of(message.sent_at);
-                    if day != Some(this) {
-                        starts.push((message.id, time::day_label(message.sent_at)));
-                        day = Some(this);
-                    }
-                }
-                starts
-            })
-        })
-    });
-
     let reading = Memo::new(move |_| {
         chat_id.with(|chat_id| {
             live.model
@@ -114,20 +72,72 @@ pub fn MessageList(
                 .with(|reading| reading.get(chat_id).cloned().unwrap_or_default())
         })
     });
-    // The first message after the position the chat opened with, where the divider goes.
-    let first_new = Memo::new(move |_| {
-        let divider = reading.with(|reading| reading.divider)?;
-        ids.with(|ids| {
-            ids.as_ref()?
-                .iter()
-                .map(|(id, _)| *id)
-                .find(|id| *id > divider)
+    // Where the "New messages" divider goes, apart from `reading`, which others' read
+    // positions move often.
+    let divider = Memo::new(move |_| reading.with(|reading| reading.divider));
+
+    // What the log shows of the timeline (`None` until the first page is in): a row per
+    // loaded message, oldest first, each with the separators before it. Rows are keyed by
+    // all of it, so a row reads its message once, when it is created, and is rendered anew
+    // only when its message or a reply's original is replaced by a change (a new stamp), or
+    // its separators move.
+    // A row holds no reactive closure of its own: one that read a memo of the whole
+    // timeline would be woken on every new message, so that each new message cost a wake-up
+    // per message shown.
+    let labelled_on = StoredValue::new(None);
+    let rows = Memo::new(move |previous: Option<&Option<Vec<Row>>>| {
+        let divider = divider.get();
+        chat_id.with(|chat_id| {
+            live.model.timelines().with(|timelines| {
+                let timeline = timelines.get(chat_id).filter(|t| t.loaded)?;
+                // What the previous rows found is asked of the browser again only when the
+                // date changed: "Today" becomes "Yesterday" at midnight.
+                let today = time::today();
+                let same_day =
+                    labelled_on.try_update_value(|on| on.replace(today)) == Some(Some(today));
+                let mut known = previous
+                    .and_then(Option::as_deref)
+                    .unwrap_or_default()
+                    .iter()
+                    .peekable();
+                let mut rows = Vec::<Row>::with_capacity(timeline.messages.len());
+                for message in timeline.messages.values() {
+                    // Both are in id order: walk the previous rows alongside.
+                    while known.next_if(|row| row.id < message.id).is_some() {}
+                    let known = known.peek().filter(|row| row.id == message.id);
+                    let day = known.map_or_else(|| time::day_of(message.sent_at), |row| row.day);
+                    let day_label = (rows.last().map(|row| row.day) != Some(day)).then(|| {
+                        known
+                            .and_then(|row| row.day_label.clone())
+                            .filter(|_| same_day)
+                            .unwrap_or_else(|| time::day_label(message.sent_at))
+                    });
+                    let first_new = divider.is_some_and(|divider| {
+                        message.id > divider && rows.last().is_none_or(|row| row.id <= divider)
+                    });
+                    let original = message.reply.as_ref().and_then(|quote| {
+                        timeline
+                            .messages
+                            .get(&quote.message_id)
+                            .map(|original| original.stamp)
+                    });
+                    rows.push(Row {
+                        id: message.id,
+                        stamp: message.stamp,
+                        original,
+                        day,
+                        day_label,
+                        first_new,
+                    });
+                }
+                Some(rows)
+            })
         })
     });
     let receipt = {
         let me = me.clone();
         Memo::new(move |_| {
-            ids.track();
+            rows.track();
             let (mine, group) = chat_id.with(|chat_id| {
                 let mine = live.model.timelines().with_untracked(|timelines| {
                     let timeline = timelines.get(chat_id)?;
@@ -164,7 +174,7 @@ pub fn MessageList(
     // read older ones; then mark read what is in view, and offer a way down to the new ones.
     let stick_to_bottom = RwSignal::new(true);
     let news_below = RwSignal::new(false);
-    let newest = Memo::new(move |_| ids.with(|ids| ids.as_ref()?.last().map(|(id, _)| *id)));
+    let newest = Memo::new(move |_| rows.with(|rows| rows.as_ref()?.last().map(|row| row.id)));
     Effect::new(move |previous: Option<Option<u64>>| {
         let now = newest.get();
         if previous.is_some_and(|before| before.is_some() && now > before)
@@ -182,7 +192,7 @@ pub fn MessageList(
         }
     };
     Effect::new(move |_| {
-        ids.track();
+        rows.track();
         outgoing.track();
         if let Some(log) = log.get_untracked() {
             request_animation_frame(move || {
@@ -207,9 +217,9 @@ pub fn MessageList(
             return;
         };
         if chat_id.with(|open| *open != chat)
-            || !ids.with(|ids| {
-                ids.as_ref()
-                    .is_some_and(|ids| ids.iter().any(|(shown, _)| *shown == id))
+            || !rows.with(|rows| {
+                rows.as_ref()
+                    .is_some_and(|rows| rows.iter().any(|row| row.id == id))
             })
         {
             return;
@@ -268,29 +278,22 @@ pub fn MessageList(
             <Show when=move || has_older.get()>
                 <p class="older">{move || if loading_older.get() { "Loading older messages…" } else { "Scroll up for older messages" }}</p>
             </Show>
-            <Show when=move || ids.with(Option::is_none)>
+            <Show when=move || rows.with(Option::is_none)>
                 <p class="loading">"Loading…"</p>
             </Show>
             <For
-                each=move || ids.get().unwrap_or_default()
-                key=|key| *key
-                children=move |(id, _)| {
+                each=move || rows.get().unwrap_or_default()
+                key=Row::clone
+                children=move |row| {
+                    let id = row.id;
                     let highlight = Signal::derive(move || highlighted.get() == Some(id));
-                    let day = move || {
-                        day_starts.with(|starts| {
-                            starts
-                                .binary_search_by_key(&id, |(start, _)| *start)
-                                .ok()
-                                .map(|at| starts[at].1.clone())
-                        }).map(|label| {
-                            let text = label.clone();
-                            view! { <p class="day" role="separator" aria-label=label>{text}</p> }
-                        })
-                    };
-                    let divider = move || {
-                        (first_new.get() == Some(id))
-                            .then(|| view! { <p class="divider" role="separator" aria-label="New messages">"New messages"</p> })
-                    };
+                    let day = row.day_label.map(|label| {
+                        let text = label.clone();
+                        view! { <p class="day" role="separator" aria-label=label>{text}</p> }
+                    });
+                    let divider = row.first_new.then(|| {
+                        view! { <p class="divider" role="separator" aria-label="New messages">"New messages"</p> }
+                    });
                     message(id).map(|message| view! {
                         {day}
                         {divider}
@@ -329,6 +332,23 @@ pub fn MessageList(
             <button type="button" class="to-latest" on:click=to_latest>"New messages below ↓"</button>
         </Show>
     }
+}
+
+/// One row of the log: a loaded message and the separators before it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Row {
+    id: u64,
+    /// Moves when a change (edit, deletion, reaction) replaces the message.
+    stamp: u64,
+    /// The stamp of a reply's original while it is loaded: its quote follows it.
+    original: Option<u64>,
+    /// The calendar day it was sent on (`time::day_of`).
+    day: i64,
+    /// What the day's separator says, when it is the first loaded message of its day.
+    day_label: Option<String>,
+    /// Whether the "New messages" divider comes before it: the first message after the
+    /// position the chat opened with.
+    first_new: bool,
 }
 
 /// The id of the newest message at least partly inside the log's visible area; `None` when

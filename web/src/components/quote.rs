@@ -3,42 +3,30 @@
 
 use leptos::prelude::*;
 
-use crate::live::model::{ModelStoreFields, Quote};
+use crate::live::model::Quote;
 use crate::live::use_live;
 
-/// A reply's quote, as a button that jumps to the original. It follows the original while
-/// that is loaded (a deletion the tab learns of shows at once); otherwise it shows the
-/// server's preview.
+/// A reply's quote, as a button that jumps to the original. It shows `quote` as given: the
+/// views that show one make it from the original while that is loaded (`Model::quote`) and
+/// show it anew when the original changes.
 #[component]
 pub fn QuoteView(
-    /// The server's preview of the original.
+    /// What to show of the original.
     quote: Quote,
     /// The chat of the reply and of its original.
     chat_id: String,
 ) -> impl IntoView {
     let live = use_live();
-    let shown = {
-        let chat_id = chat_id.clone();
-        Memo::new(move |_| {
-            live.model.timelines().with(|timelines| {
-                timelines
-                    .get(&chat_id)
-                    .map_or_else(|| quote.clone(), |timeline| timeline.quote(&quote))
-            })
-        })
-    };
-    let jump = move |_| {
-        let id = shown.with_untracked(|quote| quote.message_id);
-        live.jump_to(chat_id.clone(), id);
+    let id = quote.message_id;
+    let text = if quote.deleted {
+        "Message deleted".to_owned()
+    } else {
+        quote.text_prefix
     };
     view! {
-        <button type="button" class="quote" on:click=jump title="Show the original message">
-            <span class="quote-sender">{move || shown.with(|quote| quote.sender.clone())}</span>
-            <span class="quote-text" class:deleted=move || shown.with(|quote| quote.deleted)>
-                {move || shown.with(|quote| {
-                    if quote.deleted { "Message deleted".to_owned() } else { quote.text_prefix.clone() }
-                })}
-            </span>
+        <button type="button" class="quote" on:click=move |_| live.jump_to(chat_id.clone(), id) title="Show the original message">
+            <span class="quote-sender">{quote.sender}</span>
+            <span class="quote-text" class:deleted=quote.deleted>{text}</span>
         </button>
     }
 }

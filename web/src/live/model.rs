@@ -245,13 +245,16 @@ impl Timeline {
     pub fn oldest_id(&self) -> Option<u64> {
         self.messages.keys().next().copied()
     }
+}
 
-    /// `quote` as its original now reads, when the original is loaded (see [`Model::quote`]).
-    pub fn quote(&self, quote: &Quote) -> Quote {
-        self.messages
-            .get(&quote.message_id)
-            .map_or_else(|| quote.clone(), Quote::of)
-    }
+/// The quote to show for a reply in `chat_id`: made from the original when it is loaded, so
+/// it follows what became of it (deleted since the reply arrived, say), else the server's
+/// preview.
+pub fn shown_quote(timelines: &HashMap<String, Timeline>, chat_id: &str, quote: &Quote) -> Quote {
+    timelines
+        .get(chat_id)
+        .and_then(|timeline| timeline.messages.get(&quote.message_id))
+        .map_or_else(|| quote.clone(), Quote::of)
 }
 
 /// Everything the signed-in user sees of their chats. Plain data; `Store` only lets the
@@ -602,15 +605,6 @@ impl Model {
         };
         let outbox = outbox.into_iter().filter(|o| !delivered(o)).collect();
         self.outbox = outbox;
-    }
-
-    /// The quote to show for a reply in `chat_id`: made from the original when it is loaded,
-    /// so it follows what became of it (deleted since the reply arrived, say), else the
-    /// server's preview.
-    pub fn quote(&self, chat_id: &str, quote: &Quote) -> Quote {
-        self.timelines
-            .get(chat_id)
-            .map_or_else(|| quote.clone(), |timeline| timeline.quote(quote))
     }
 
     /// Whether the message `id` of `chat_id` is loaded; and, if not, whether older pages
@@ -1267,7 +1261,7 @@ mod tests {
         let served = Quote::of(&original);
         assert_eq!(served.text_prefix, "message 5");
         // Not loaded: the server's preview.
-        assert_eq!(model.quote("a", &served), served);
+        assert_eq!(shown_quote(&model.timelines, "a", &served), served);
         // Loaded and since deleted: the placeholder.
         let deleted = ChatMessage {
             text: String::new(),
@@ -1275,7 +1269,7 @@ mod tests {
             ..original
         };
         model.add_page("a", vec![deleted], false);
-        let shown = model.quote("a", &served);
+        let shown = shown_quote(&model.timelines, "a", &served);
         assert!(shown.deleted);
         assert_eq!(shown.text_prefix, "");
     }
