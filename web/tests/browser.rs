@@ -200,6 +200,20 @@ async fn the_chat_list_is_most_recent_first_with_unread_badges() {
         root.query_selector(".badge").unwrap().is_none(),
         "opening a chat reads it"
     );
+
+    // A message in the other chat moves its row to the top and updates it in place: the
+    // same element, so keyboard focus on it stays.
+    let row_a = entries.item(1).unwrap();
+    live.receive(&proto_message("a", 12, "bob", 1_700_000_100), true);
+    settle().await;
+    let entries = root.query_selector_all(".chat-entry").unwrap();
+    assert!(entries.item(0).unwrap().is_same_node(Some(&row_a)));
+    let first = entries.item(0).unwrap().text_content().unwrap();
+    assert!(first.contains("bob: \u{2068}message 12\u{2069}"), "{first}");
+    assert_eq!(
+        find(&root, ".badge").get_attribute("aria-label").as_deref(),
+        Some("1 unread")
+    );
 }
 
 #[wasm_bindgen_test]

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use crate::components::presence::PresenceDot;
-use crate::live::model::ModelStoreFields;
+use crate::live::model::{ChatEntry, ModelStoreFields};
 use crate::live::use_live;
 use crate::time::short_time;
 
@@ -12,25 +12,50 @@ use crate::time::short_time;
 #[component]
 pub fn ChatList() -> impl IntoView {
     let live = use_live();
-    let chat_ids = Memo::new(move |_| {
-        live.model.chats().with(|chats| {
-            chats
-                .iter()
-                .map(|chat| chat.chat_id.clone())
-                .collect::<Vec<_>>()
-        })
-    });
+    // The list's rows, in its order: each chat with its entry in a signal of its own, which
+    // is set only when that entry changed. A row reads only its own signal, so a new message
+    // runs again the row of its chat, not every row (a memo per row over the whole list made
+    // each message cost a pass over the list per row, and a wake-up of each row's views).
+    let rows = Memo::new(
+        move |previous: Option<&Vec<(String, ArcRwSignal<ChatEntry>)>>| {
+            let previous = previous.map(Vec::as_slice).unwrap_or_default();
+            live.model.chats().with(|chats| {
+                chats
+                    .iter()
+                    .enumerate()
+                    .map(|(at, chat)| {
+                        // A new message moves its chat to the top and those above it down by one:
+                        // look there first.
+                        let known = [at, at.wrapping_sub(1)]
+                            .iter()
+                            .filter_map(|at| previous.get(*at))
+                            .chain(previous)
+                            .find(|(chat_id, _)| *chat_id == chat.chat_id);
+                        match known {
+                            Some((chat_id, entry)) => {
+                                if entry.with_untracked(|entry| entry != chat) {
+                                    entry.set(chat.clone());
+                                }
+                                (chat_id.clone(), entry.clone())
+                            }
+                            None => (chat.chat_id.clone(), ArcRwSignal::new(chat.clone())),
+                        }
+                    })
+                    .collect()
+            })
+        },
+    );
     view! {
         <nav class="chat-list" aria-label="Chats">
             <Show
-                when=move || chat_ids.with(|ids| !ids.is_empty())
+                when=move || rows.with(|rows| !rows.is_empty())
                 fallback=|| view! { <p class="empty">"No chats yet. Start one with “New chat”."</p> }
             >
                 <ul>
-                    // Rows are keyed by chat only and read their fields reactively, so a new
+                    // Rows are keyed by chat only and read their entry reactively, so a new
                     // message or a read chat updates a row in place instead of rebuilding it.
-                    <For each=move || chat_ids.get() key=|chat_id| chat_id.clone() let:chat_id>
-                        <ChatRow chat_id=chat_id />
+                    <For each=move || rows.get() key=|(chat_id, _)| chat_id.clone() let:row>
+                        <ChatRow chat_id=row.0 entry=row.1.into() />
                     </For>
                 </ul>
             </Show>
@@ -75,18 +100,11 @@ fn LoadMoreChats() -> impl IntoView {
 fn ChatRow(
     /// The chat this row shows.
     chat_id: String,
+    /// What the row shows of it, set by the list when it changes.
+    entry: RwSignal<ChatEntry>,
 ) -> impl IntoView {
     let live = use_live();
     let me = live.model.me().get_untracked();
-    // The row's own slice of the list: the views below run again only when it changes.
-    let entry = {
-        let chat_id = chat_id.clone();
-        Memo::new(move |_| {
-            live.model
-                .chats()
-                .with(|chats| chats.iter().find(|chat| chat.chat_id == chat_id).cloned())
-        })
-    };
     let is_open = {
         let chat_id = chat_id.clone();
         Memo::new(move |_| {
@@ -98,7 +116,6 @@ fn ChatRow(
     // The other person of a chat of two, whose presence the row shows; members never change.
     let other = entry.with_untracked(|entry| {
         let others: Vec<&String> = entry
-            .as_ref()?
             .members
             .iter()
             .filter(|member| **member != me)
@@ -108,28 +125,21 @@ fn ChatRow(
             _ => None,
         }
     });
-    let title = move || entry.with(|entry| entry.as_ref().map(|entry| entry.title(&me)));
-    let time = move || {
-        entry.with(|entry| {
-            let last = entry.as_ref()?.last.as_ref()?;
-            Some(short_time(last.sent_at))
-        })
-    };
+    let title = move || entry.with(|entry| entry.title(&me));
+    let time = move || entry.with(|entry| Some(short_time(entry.last.as_ref()?.sent_at)));
     let preview = move || {
         entry.with(|entry| {
-            entry.as_ref().map(|entry| {
-                entry
-                    .last
-                    .as_ref()
-                    // The text between U+2068 and U+2069 (first strong isolate, pop
-                    // isolate) takes its own direction, as <bdi> would: a Hebrew message
-                    // keeps its punctuation on its side after the sender's name.
-                    .map(|last| format!("{}: \u{2068}{}\u{2069}", last.sender, last.text))
-                    .unwrap_or_else(|| "No messages yet".to_owned())
-            })
+            entry
+                .last
+                .as_ref()
+                // The text between U+2068 and U+2069 (first strong isolate, pop isolate)
+                // takes its own direction, as <bdi> would: a Hebrew message keeps its
+                // punctuation on its side after the sender's name.
+                .map(|last| format!("{}: \u{2068}{}\u{2069}", last.sender, last.text))
+                .unwrap_or_else(|| "No messages yet".to_owned())
         })
     };
-    let unread = move || entry.with(|entry| entry.as_ref().map_or(0, |entry| entry.unread));
+    let unread = move || entry.with(|entry| entry.unread);
     view! {
         <li>
             <button
