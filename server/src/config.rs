@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::client_address::TrustedProxies;
 use crate::limits::LimitSettings;
 use crate::password::Hashing;
 
@@ -135,6 +136,14 @@ pub struct Settings {
         default_value_t = 30
     )]
     pub sign_out_per_address_per_minute: u32,
+
+    /// Reverse proxies whose X-Forwarded-For header is believed: addresses and networks,
+    /// comma-separated (`10.0.0.5,fd00::/8`). A call from one of them counts, for the
+    /// per-address sign-in and sign-out limits, as coming from the client the header names
+    /// (its rightmost address that is not a trusted proxy). Unset: the header is ignored, so
+    /// clients cannot choose their address. Connection caps still see the proxy.
+    #[arg(long, env = "CHAT_TRUSTED_PROXIES", value_parser = TrustedProxies::parse)]
+    pub trusted_proxies: Option<TrustedProxies>,
 
     /// Seconds between checks of the token of each open Stream and Connect call: a token
     /// revoked by another server sharing the database (or expired) ends the call with

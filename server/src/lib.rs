@@ -10,7 +10,8 @@
 //! - `fanout`: the broker that routes committed messages to open feeds.
 //! - `feed`: one live stream (replay, live, catch-up, heartbeat, shutdown); `membership`:
 //!   Leave, and ending the leaver's open calls of the chat.
-//! - `limits`: per-user send rate and streams, sign-in attempts per account and address.
+//! - `limits`: per-user send rate and streams, sign-in attempts per account and address;
+//!   `client_address`: which address a call counts as coming from (`--trusted-proxies`).
 //! - `metrics`: the Prometheus series and their own listener (`--metrics-listen`).
 //! - `allocations`: with the `count-allocations` feature only, a counting global allocator
 //!   whose totals `/metrics` reports (for `chat-bench allocations`).
@@ -18,6 +19,7 @@
 //! How the services reach the network (gRPC-web, CORS, the static UI, TLS, the server's
 //! HTTP settings) is the `chat-transport` crate's, shared with the benchmark's ceiling.
 
+pub mod client_address;
 pub mod config;
 
 #[cfg(feature = "count-allocations")]
@@ -168,6 +170,7 @@ pub async fn run(
     let auth = AuthServer::new(AuthService {
         authenticator,
         limits,
+        proxies: settings.trusted_proxies.clone().unwrap_or_default(),
     })
     .max_decoding_message_size(max_request);
     let (health_reporter, health) = tonic_health::server::health_reporter();

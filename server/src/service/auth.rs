@@ -13,12 +13,15 @@ use chat_core::requests;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Authenticator};
+use crate::client_address::TrustedProxies;
 use crate::error::ApiError;
 use crate::limits::Limits;
 
 pub struct AuthService {
     pub authenticator: Arc<Authenticator>,
     pub limits: Arc<Limits>,
+    /// Whose word to take for a call's address.
+    pub proxies: TrustedProxies,
 }
 
 #[tonic::async_trait]
@@ -29,7 +32,7 @@ impl Auth for AuthService {
         // Sign-up hashes a password too: the same per-address budget keeps it from being a
         // way to burn the server's CPU or to mass-create accounts.
         self.limits
-            .sign_in_from(request.remote_addr().map(|address| address.ip()))
+            .sign_in_from(self.proxies.client_of(&request))
             .await?;
         let session = self
             .authenticator
@@ -42,7 +45,7 @@ impl Auth for AuthService {
     async fn sign_in(&self, request: Request<Credentials>) -> Result<Response<Session>, Status> {
         let credentials =
             requests::Credentials::try_from(request.get_ref()).map_err(ApiError::from)?;
-        let address = request.remote_addr().map(|address| address.ip());
+        let address = self.proxies.client_of(&request);
         self.limits.sign_in_from(address).await?;
         let user = credentials.user_id.clone();
         let turn = self
@@ -65,7 +68,7 @@ impl Auth for AuthService {
         request: Request<SignOutRequest>,
     ) -> Result<Response<SignOutResponse>, Status> {
         self.limits
-            .sign_out_from(request.remote_addr().map(|address| address.ip()))
+            .sign_out_from(self.proxies.client_of(&request))
             .await?;
         self.authenticator.sign_out(request.metadata()).await?;
         Ok(Response::new(SignOutResponse {}))
@@ -90,7 +93,7 @@ impl Auth for AuthService {
             requests::PasswordChange::try_from(request.get_ref()).map_err(ApiError::from)?;
         // Checking the old password is a sign-in attempt: a stolen token must not become a
         // faster way to guess the password than SignIn is.
-        let address = request.remote_addr().map(|address| address.ip());
+        let address = self.proxies.client_of(&request);
         self.limits.sign_in_from(address).await?;
         let turn = self
             .authenticator

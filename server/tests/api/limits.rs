@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use chat_core::proto::{Message, NewRequest, StreamRequest};
+use chat_core::proto::{Credentials, Message, NewRequest, StreamRequest};
 use chat_core::reason::Reason;
 use chat_core::wire;
 use tonic::{Code, Status};
@@ -460,4 +460,89 @@ async fn sign_in_and_sign_up_attempts_per_address_are_limited() {
     }
     // Signed-in work goes on.
     assert!(chats_of(&app, &alice).await.is_empty());
+}
+
+/// A sign-in of `user` that a proxy says it made for `forwarded_for` (its `X-Forwarded-For`).
+fn forwarded(user: &str, forwarded_for: &str) -> tonic::Request<Credentials> {
+    let mut request = tonic::Request::new(credentials(user, PASSWORD));
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_sign_ins_count_per_forwarded_client_on_both_transports() {
+    // The tests' clients connect from 127.0.0.1: here, that is the proxy.
+    let app = spawn_app_with(&[
+        "--sign-in-per-address-per-minute",
+        "2",
+        "--trusted-proxies",
+        "10.0.0.0/8, 127.0.0.1",
+    ])
+    .await;
+    let mut auth = app.auth().await;
+    let unknown_account = |outcome: Result<_, Status>, what: &str| {
+        let status = outcome.expect_err(what);
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+    };
+    for n in 0..2 {
+        let outcome = within(auth.sign_in(forwarded("nobody", "203.0.113.7"))).await;
+        unknown_account(outcome, &format!("attempt {n} of 203.0.113.7"));
+    }
+    // The third from that client is refused, also when it writes another address into the
+    // header itself (the proxy appends the one it saw), or comes through a second proxy.
+    for header in [
+        "203.0.113.7",
+        "198.51.100.1, 203.0.113.7",
+        "198.51.100.1, 203.0.113.7, 10.1.2.3",
+    ] {
+        let status = within(auth.sign_in(forwarded("nobody", header)))
+            .await
+            .expect_err(header);
+        retry_after(&status, Reason::AddressThrottled);
+        assert!(status.message().contains("from your address"), "{status:?}");
+    }
+
+    // Another client behind the same proxy has a budget of its own, shared by both transports.
+    unknown_account(
+        within(app.web_auth().sign_in(forwarded("nobody", "203.0.113.8"))).await,
+        "gRPC-web from 203.0.113.8",
+    );
+    unknown_account(
+        within(auth.sign_in(forwarded("nobody", "203.0.113.8"))).await,
+        "native gRPC from 203.0.113.8",
+    );
+    let status = within(app.web_auth().sign_in(forwarded("nobody", "203.0.113.8")))
+        .await
+        .expect_err("the third from 203.0.113.8");
+    retry_after(&status, Reason::AddressThrottled);
+    // A call without the header counts as the proxy's own.
+    unknown_account(
+        within(auth.sign_in(credentials("nobody", PASSWORD))).await,
+        "the proxy itself",
+    );
+}
+
+#[tokio::test]
+async fn a_forwarded_address_counts_only_from_a_trusted_proxy() {
+    let app = spawn_app_with(&[
+        "--sign-in-per-address-per-minute",
+        "2",
+        "--trusted-proxies",
+        "10.0.0.5",
+    ])
+    .await;
+    let mut auth = app.auth().await;
+    // 127.0.0.1 is not a trusted proxy: every attempt is its own, whatever the header says.
+    for header in ["203.0.113.1", "203.0.113.2"] {
+        let status = within(auth.sign_in(forwarded("nobody", header)))
+            .await
+            .expect_err(header);
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    let status = within(auth.sign_in(forwarded("nobody", "203.0.113.3")))
+        .await
+        .expect_err("the third from 127.0.0.1");
+    retry_after(&status, Reason::AddressThrottled);
 }

@@ -7,7 +7,7 @@ use crate::live::model::Quote;
 use crate::live::use_live;
 
 /// A reply's quote, as a button that jumps to the original. It shows `quote` as given: the
-/// views that show one make it from the original while that is loaded (`Model::quote`) and
+/// views that show one make it from the original while that is loaded (`shown_quote`) and
 /// show it anew when the original changes.
 #[component]
 pub fn QuoteView(
