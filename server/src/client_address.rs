@@ -148,33 +148,47 @@ mod tests {
 
     #[test]
     fn behind_trusted_proxies_the_client_is_the_rightmost_untrusted_address() {
-        assert_eq!(
-            client("10.0.0.5", "10.0.0.5", &["203.0.113.7"]),
-            ip("203.0.113.7")
-        );
-        // The client wrote 198.51.100.1 itself; the proxy appended the address it saw.
-        assert_eq!(
-            client("10.0.0.5", "10.0.0.5", &["198.51.100.1, 203.0.113.7"]),
-            ip("203.0.113.7")
-        );
-        // Two proxies in a row, in one network, and the header split over two lines.
-        assert_eq!(
-            client(
+        // (trusted proxies, peer, X-Forwarded-For lines, the client, why)
+        let cases: [(&str, &str, &[&str], &str, &str); 5] = [
+            (
+                "10.0.0.5",
+                "10.0.0.5",
+                &["203.0.113.7"],
+                "203.0.113.7",
+                "one proxy",
+            ),
+            (
+                "10.0.0.5",
+                "10.0.0.5",
+                &["198.51.100.1, 203.0.113.7"],
+                "203.0.113.7",
+                "the client wrote 198.51.100.1 itself; the proxy appended what it saw",
+            ),
+            (
                 "10.0.0.0/8",
                 "10.0.0.5",
-                &["198.51.100.1, 203.0.113.7", "10.1.2.3"]
+                &["198.51.100.1, 203.0.113.7", "10.1.2.3"],
+                "203.0.113.7",
+                "two proxies of one network, the header over two lines",
             ),
-            ip("203.0.113.7")
-        );
-        assert_eq!(
-            client("fd00::/8, 10.0.0.5", "fd00::1", &["2001:db8::7 , fd12::3"]),
-            ip("2001:db8::7")
-        );
-        // An IPv4 peer on a dual-stack listener comes as an IPv4-mapped IPv6 address.
-        assert_eq!(
-            client("10.0.0.5", "::ffff:10.0.0.5", &["::ffff:203.0.113.7"]),
-            ip("203.0.113.7")
-        );
+            (
+                "fd00::/8, 10.0.0.5",
+                "fd00::1",
+                &["2001:db8::7 , fd12::3"],
+                "2001:db8::7",
+                "IPv6",
+            ),
+            (
+                "10.0.0.5",
+                "::ffff:10.0.0.5",
+                &["::ffff:203.0.113.7"],
+                "203.0.113.7",
+                "an IPv4 peer on a dual-stack listener comes as an IPv4-mapped IPv6 address",
+            ),
+        ];
+        for (proxies, peer, lines, expected, why) in cases {
+            assert_eq!(client(proxies, peer, lines), ip(expected), "{why}");
+        }
     }
 
     #[test]

@@ -80,10 +80,11 @@ pub fn MessageList(
     // loaded message, oldest first, each with the separators before it. Rows are keyed by
     // all of it, so a row reads its message once, when it is created, and is rendered anew
     // only when its message or a reply's original is replaced by a change (a new stamp), or
-    // its separators move.
-    // A row holds no reactive closure of its own: one that read a memo of the whole
-    // timeline would be woken on every new message, so that each new message cost a wake-up
-    // per message shown.
+    // its separators move. A row holds no reactive closure over the log: one that read a
+    // memo of the whole timeline would be woken by every new message, so that each new
+    // message cost a wake-up per message shown.
+    //
+    // The day the rows were labelled on: labels ("Today") are reused until it changes.
     let labelled_on = StoredValue::new(None);
     let rows = Memo::new(move |previous: Option<&Option<Vec<Row>>>| {
         let divider = divider.get();
