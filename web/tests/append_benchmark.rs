@@ -1,8 +1,9 @@
 //! How long the app takes to show one new message in an open chat that already shows 1,000
 //! (and 10,000, to see what grows with the chat; and 1,000 beside 500 other chats in the
 //! list, to see what grows with the list), measured in headless Chromium: from handing
-//! the message to the live state (as the stream does) until its row is in the DOM. A
-//! benchmark, not a test, so it is ignored by default:
+//! the message to the live state (as the stream does) until its row is in the DOM. And how
+//! long a presence change takes to show on its dot in a list of 500 chats. A benchmark, not
+//! a test, so it is ignored by default:
 //!
 //! ```sh
 //! WASM_BINDGEN_TEST_TIMEOUT=300 CHROMEDRIVER=/usr/bin/chromedriver \
@@ -123,10 +124,9 @@ async fn append_one_message_to_an_open_chat_of_1000_beside_500_chats() {
     measure(1_000, 500).await;
 }
 
-/// Shows a chat of `shown` messages, with `others` more chats in the list, then appends
-/// and times one message at a time.
-async fn measure(shown: u64, others: usize) {
-    let (root, live, handle) = mount();
+/// The open chat, whose newest message is `newest`, and `others` more chats of two, with
+/// `user0`, `user1`...
+fn chats(newest: u64, others: usize) -> Vec<proto::ChatSummary> {
     let summary = |chat_id: &str, other: &str, last: proto::Message| proto::ChatSummary {
         chat_id: chat_id.into(),
         user_ids: vec!["alice".into(), other.into()],
@@ -134,7 +134,7 @@ async fn measure(shown: u64, others: usize) {
         created_at: 1_700_000_000,
         ..Default::default()
     };
-    let mut chats = vec![summary(CHAT, "bob", message(shown))];
+    let mut chats = vec![summary(CHAT, "bob", message(newest))];
     chats.extend((0..others).map(|n| {
         let chat_id = format!("other{n}");
         let last = proto::Message {
@@ -143,6 +143,51 @@ async fn measure(shown: u64, others: usize) {
         };
         summary(&chat_id, &format!("user{n}"), last)
     }));
+    chats
+}
+
+#[wasm_bindgen_test]
+#[ignore = "a benchmark: run it with --include-ignored"]
+async fn presence_change_beside_500_chats() {
+    const OTHERS: usize = 500;
+    let (root, live, handle) = mount();
+    live.model
+        .update(|model| model.set_chats(&chats(1, OTHERS), None));
+    let list = root.query_selector("nav.chat-list").unwrap().unwrap();
+    let mut times_ms = Vec::with_capacity(MEASURED);
+    for round in 0..WARM_UP + MEASURED {
+        let user = format!("user{}", round * 7 % OTHERS);
+        let online = round % 2 == 0;
+        let shown = format!(
+            "[aria-label=\"{user}: {}\"]",
+            if online { "online" } else { "offline" }
+        );
+        let started = now_ms();
+        live.on_presence(&proto::Presence {
+            user_id: user.clone(),
+            online,
+            last_seen: 0,
+        });
+        while list.query_selector(&shown).unwrap().is_none() {
+            assert!(now_ms() - started < 5_000.0, "{user}'s dot never changed");
+            leptos::task::tick().await;
+        }
+        let took = now_ms() - started;
+        if round >= WARM_UP {
+            times_ms.push(took);
+        }
+        gloo_timers::future::TimeoutFuture::new(10).await;
+    }
+    drop(handle);
+    root.remove();
+    report(&format!("presence change beside {OTHERS} chats"), times_ms);
+}
+
+/// Shows a chat of `shown` messages, with `others` more chats in the list, then appends
+/// and times one message at a time.
+async fn measure(shown: u64, others: usize) {
+    let (root, live, handle) = mount();
+    let chats = chats(shown, others);
     let history: Vec<ChatMessage> = (1..=shown)
         .filter_map(|id| ChatMessage::from_proto(&message(id)))
         .collect();
@@ -178,10 +223,19 @@ async fn measure(shown: u64, others: usize) {
     drop(handle);
     root.remove();
 
+    report(
+        &format!("append to an open chat of {shown} beside {others} chats"),
+        times_ms,
+    );
+}
+
+/// Prints the median and 95th percentile of `times_ms`.
+fn report(what: &str, mut times_ms: Vec<f64>) {
     times_ms.sort_by(f64::total_cmp);
     let median = times_ms[times_ms.len() / 2];
     let p95 = times_ms[(times_ms.len() * 95).div_ceil(100) - 1];
     console_log!(
-        "append to an open chat of {shown} beside {others} chats: median {median:.2} ms, p95 {p95:.2} ms over {MEASURED} appends"
+        "{what}: median {median:.2} ms, p95 {p95:.2} ms over {} times",
+        times_ms.len()
     );
 }

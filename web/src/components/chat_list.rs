@@ -3,6 +3,7 @@
 use leptos::prelude::*;
 
 use crate::components::presence::PresenceDot;
+use crate::live::activity::Seen;
 use crate::live::model::{ChatEntry, ModelStoreFields};
 use crate::live::use_live;
 use crate::time::short_time;
@@ -12,39 +13,47 @@ use crate::time::short_time;
 #[component]
 pub fn ChatList() -> impl IntoView {
     let live = use_live();
-    // The list's rows, in its order: each chat with its entry in a signal of its own, which
-    // is set only when that entry changed. A row reads only its own signal, so a new message
-    // runs again the row of its chat, not every row (a memo per row over the whole list made
-    // each message cost a pass over the list per row, and a wake-up of each row's views).
-    let rows = Memo::new(
-        move |previous: Option<&Vec<(String, ArcRwSignal<ChatEntry>)>>| {
-            let previous = previous.map(Vec::as_slice).unwrap_or_default();
+    let me = live.model.me().get_untracked();
+    // The list's rows, in its order: each chat with its entry, and in a chat of two the other
+    // person's presence, in signals of their own, which are set only when they changed. A
+    // row reads only its own signals, so a new message or someone coming online runs again
+    // the row it concerns, not every row (a memo per row over the whole list, or over every
+    // presence, made each message or presence change cost a pass per row, and a wake-up of
+    // each row's views).
+    let rows = Memo::new(move |previous: Option<&Vec<Row>>| {
+        let previous = previous.map(Vec::as_slice).unwrap_or_default();
+        live.model.presence().with(|presence| {
             live.model.chats().with(|chats| {
                 chats
                     .iter()
                     .enumerate()
                     .map(|(at, chat)| {
-                        // A new message moves its chat to the top and those above it down by one:
-                        // look there first.
+                        let seen =
+                            other_member(chat, &me).and_then(|other| presence.get(other).copied());
+                        // A new message moves its chat to the top and those above it down by
+                        // one: look there first.
                         let known = [at, at.wrapping_sub(1)]
                             .iter()
                             .filter_map(|at| previous.get(*at))
                             .chain(previous)
-                            .find(|(chat_id, _)| *chat_id == chat.chat_id);
+                            .find(|row| row.0 == chat.chat_id);
                         match known {
-                            Some((chat_id, entry)) => {
-                                if entry.with_untracked(|entry| entry != chat) {
-                                    entry.set(chat.clone());
-                                }
-                                (chat_id.clone(), entry.clone())
+                            Some(row) => {
+                                set_if_changed(&row.1, chat);
+                                set_if_changed(&row.2, &seen);
+                                row.clone()
                             }
-                            None => (chat.chat_id.clone(), ArcRwSignal::new(chat.clone())),
+                            None => (
+                                chat.chat_id.clone(),
+                                ArcRwSignal::new(chat.clone()),
+                                ArcRwSignal::new(seen),
+                            ),
                         }
                     })
                     .collect()
             })
-        },
-    );
+        })
+    });
     view! {
         <nav class="chat-list" aria-label="Chats">
             <Show
@@ -54,14 +63,34 @@ pub fn ChatList() -> impl IntoView {
                 <ul>
                     // Rows are keyed by chat only and read their entry reactively, so a new
                     // message or a read chat updates a row in place instead of rebuilding it.
-                    <For each=move || rows.get() key=|(chat_id, _)| chat_id.clone() let:row>
-                        <ChatRow chat_id=row.0 entry=row.1.into() />
+                    <For each=move || rows.get() key=|row| row.0.clone() let:row>
+                        <ChatRow chat_id=row.0 entry=row.1.into() seen=row.2.into() />
                     </For>
                 </ul>
             </Show>
             <LoadMoreChats />
         </nav>
     }
+}
+
+/// A chat of the list: its id, its entry, and the presence of the other person of a chat
+/// of two.
+type Row = (String, ArcRwSignal<ChatEntry>, ArcRwSignal<Option<Seen>>);
+
+fn set_if_changed<T: PartialEq + Clone + Send + Sync + 'static>(
+    signal: &ArcRwSignal<T>,
+    value: &T,
+) {
+    if signal.with_untracked(|now| now != value) {
+        signal.set(value.clone());
+    }
+}
+
+/// The other person of a chat of two, whose presence its row shows; members never change.
+fn other_member<'a>(chat: &'a ChatEntry, me: &str) -> Option<&'a String> {
+    let mut others = chat.members.iter().filter(|member| *member != me);
+    let other = others.next();
+    others.next().is_none().then_some(other).flatten()
 }
 
 /// The "Load more chats" button under the list, shown while the server has chats not loaded
@@ -102,6 +131,8 @@ fn ChatRow(
     chat_id: String,
     /// What the row shows of it, set by the list when it changes.
     entry: RwSignal<ChatEntry>,
+    /// The other person's presence in a chat of two, likewise.
+    seen: RwSignal<Option<Seen>>,
 ) -> impl IntoView {
     let live = use_live();
     let me = live.model.me().get_untracked();
@@ -113,18 +144,7 @@ fn ChatRow(
                 .with(|open| open.as_deref() == Some(chat_id.as_str()))
         })
     };
-    // The other person of a chat of two, whose presence the row shows; members never change.
-    let other = entry.with_untracked(|entry| {
-        let others: Vec<&String> = entry
-            .members
-            .iter()
-            .filter(|member| **member != me)
-            .collect();
-        match others.as_slice() {
-            [one] => Some((*one).clone()),
-            _ => None,
-        }
-    });
+    let other = entry.with_untracked(|entry| other_member(entry, &me).cloned());
     let title = move || entry.with(|entry| entry.title(&me));
     let time = move || entry.with(|entry| Some(short_time(entry.last.as_ref()?.sent_at)));
     let preview = move || {
@@ -149,7 +169,7 @@ fn ChatRow(
                 on:click=move |_| live.open_chat(chat_id.clone())
             >
                 <span class="chat-title">
-                    {other.map(|user| view! { <PresenceDot user=user /> })}
+                    {other.map(|user| view! { <PresenceDot user=user seen=seen /> })}
                     {title}
                 </span>
                 <span class="chat-time">{time}</span>

@@ -24,16 +24,9 @@ pub fn presence_text(seen: Option<Seen>) -> String {
 pub fn PresenceDot(
     /// The person whose presence it shows.
     user: String,
+    /// Their presence, from the model's presence map (the chat list keeps one per row).
+    seen: RwSignal<Option<Seen>>,
 ) -> impl IntoView {
-    let live = use_live();
-    let seen = {
-        let user = user.clone();
-        Memo::new(move |_| {
-            live.model
-                .presence()
-                .with(|presence| presence.get(&user).copied())
-        })
-    };
     let label = move || format!("{user}: {}", presence_text(seen.get()));
     view! {
         <span
