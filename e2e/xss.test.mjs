@@ -1,7 +1,8 @@
 // Hostile input in the real UI: message texts, subjects and usernames carrying HTML and
 // JavaScript (`<script>`, `<img onerror>`, `javascript:` links, ...) must show as the very
 // characters typed, create no element, and run nothing; and the page must work under the
-// server's Content-Security-Policy without a single violation. Run it with e2e/run.sh.
+// server's Content-Security-Policy without a single violation. A web address becomes a link
+// to that address and nothing more, opened in a tab of its own. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -78,7 +79,12 @@ describe('hostile text renders as text under a strict CSP', { timeout: 90_000 },
       // NewRequest.user_ids is a repeated string (field 1): one field per member.
       const newRequest = Buffer.concat([encodeStrings({ 1: 'mallory' }), encodeStrings({ 1: 'victim' })]);
       const chatId = decodeStrings(await unary(suite.server.url, '/chat.Chat/New', newRequest, { token: mallory }))[1];
-      for (const [n, text] of TEXTS.entries()) {
+      // Addresses of the test's own server, so that a click can only open a page here. The
+      // first tries to carry markup out of its link; the quote ends the address before it.
+      const here = suite.server.url;
+      const linking = `${here}a?q="><img src=x onerror="window.__xss = 'href'"> and (${here}b).`;
+      const texts = [...TEXTS, linking];
+      for (const [n, text] of texts.entries()) {
         // SendRequest: client_id = 1, chat_id = 2, subject = 4, text = 5.
         const fields = { 1: `xss-${n}`, 2: chatId, 5: text };
         if (n === 0) fields[4] = SUBJECT;
@@ -87,14 +93,21 @@ describe('hostile text renders as text under a strict CSP', { timeout: 90_000 },
 
       await victim.openChatWith('mallory');
       await eventually('every hostile message shown', async () =>
-        assert.deepEqual(await victim.messageTexts(), TEXTS),
+        assert.deepEqual(await victim.messageTexts(), texts),
       );
+      const links = victim.messageLog.locator('p.text a');
+      assert.deepEqual(await links.evaluateAll((all) => all.map((a) => a.getAttribute('href'))), [`${here}a?q=`, `${here}b`]);
+      assert.deepEqual(await links.allInnerTexts(), [`${here}a?q=`, `${here}b`]);
+      for (const link of await links.all()) {
+        assert.equal(await link.getAttribute('target'), '_blank');
+        assert.equal(await link.getAttribute('rel'), 'noopener noreferrer nofollow');
+      }
       const subjects = await victim.messageLog.locator('p.subject').allInnerTexts();
       assert.deepEqual(subjects, [SUBJECT]);
 
       await victim.send(TYPED);
       await victim.waitUntilSent(TYPED);
-      assert.deepEqual(await victim.messageTexts(), [...TEXTS, TYPED]);
+      assert.deepEqual(await victim.messageTexts(), [...texts, TYPED]);
       const preview = await victim.chatEntry('mallory').innerText();
       assert.ok(preview.includes(TYPED.slice(0, 20)), `the chat list preview shows the text: ${preview}`);
 
@@ -103,11 +116,21 @@ describe('hostile text renders as text under a strict CSP', { timeout: 90_000 },
         assert.equal(await victim.page.locator(selector).count(), 0, `${selector} in the page`);
       }
       assert.equal(await victim.messageLog.locator('script').count(), 0, '<script> in the log');
-      // Poke at everything a person might: nothing may run.
+      // Poke at everything a person might: nothing may run, and a link opens a tab of its
+      // own, leaving the chat where it was.
+      const chatAt = victim.page.url();
       for (const text of await victim.messageLog.locator('p.text, p.subject').all()) {
         await text.hover();
         await text.click();
       }
+      const opened = victim.page.context().waitForEvent('page');
+      await links.first().click();
+      const tab = await opened;
+      await tab.waitForLoadState();
+      assert.equal(tab.url(), `${here}a?q=`);
+      assert.equal(await tab.evaluate(() => window.opener), null, 'the opened page can reach the chat');
+      await tab.close();
+      assert.equal(victim.page.url(), chatAt, 'a link took the chat away');
       await new Promise((resolve) => setTimeout(resolve, 500));
       assert.equal(await victim.page.evaluate(() => window.__xss), undefined, 'hostile text ran');
       assert.deepEqual(await victim.cspViolations(), [], 'CSP violations: something tried to run or load');

@@ -5,6 +5,7 @@
 //! - [`ids`], [`content`], [`emoji`]: validated domain types that cannot hold an invalid value.
 //! - [`requests`]: conversions from wire requests into those types.
 //! - [`search`]: search queries, and what to highlight in what they find.
+//! - [`links`]: the web addresses in message text, which the browser shows as links.
 //! - [`activity`]: the requests about reading and typing (MarkRead, Typing, settings) and
 //!   the timings of typing that server and browser share.
 //! - [`codec`]: the protobuf codec of the generated stubs (small per-call buffers).
@@ -43,6 +44,7 @@ pub mod emoji;
 pub mod error;
 pub mod ids;
 pub mod limits;
+pub mod links;
 pub mod reason;
 pub mod requests;
 pub mod search;

@@ -58,7 +58,7 @@ fn mount() -> (
         live_tx.send(live).unwrap();
         view! {
             <ChatList />
-            <MessageList chat_id=Signal::derive(|| CHAT.to_string()) />
+            <MessageList chat_id=CHAT.to_string() />
         }
     });
     (root, live_rx.recv().unwrap(), handle)

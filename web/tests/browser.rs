@@ -240,7 +240,7 @@ async fn the_chat_list_offers_more_chats_while_the_server_has_more_pages() {
 async fn messages_render_as_text_with_own_on_the_right_and_delivery_states() {
     let (root, live) = mount_with_live(
         "alice",
-        || view! { <MessageList chat_id=Signal::derive(|| "a".to_string()) /> },
+        || view! { <MessageList chat_id="a".to_string() /> },
     );
     live.model.update(|model| {
         model.set_chats(&[chat("a", &["alice", "bob"], None)], None);
@@ -310,10 +310,39 @@ async fn messages_render_as_text_with_own_on_the_right_and_delivery_states() {
 }
 
 #[wasm_bindgen_test]
+async fn web_addresses_in_a_message_are_links_that_open_apart_and_nothing_else_is() {
+    let text =
+        "docs at https://example.com/a_(b)?q=1&r=2. not javascript:alert(1), www.example.org";
+    let (root, live) = mount_with_live(
+        "alice",
+        || view! { <MessageList chat_id="l".to_string() /> },
+    );
+    live.model.update(|model| {
+        model.set_chats(&[chat("l", &["alice", "bob"], None)], None);
+        model.add_page("l", vec![shown(1, "bob", text)], false);
+    });
+    settle().await;
+    let log = find(&root, "[role=log]");
+    let links = log.query_selector_all("a").unwrap();
+    assert_eq!(links.length(), 1, "{}", log.inner_html());
+    let link: Element = links.item(0).unwrap().unchecked_into();
+    let address = "https://example.com/a_(b)?q=1&r=2";
+    assert_eq!(link.get_attribute("href").as_deref(), Some(address));
+    assert_eq!(link.text_content().as_deref(), Some(address));
+    assert_eq!(link.get_attribute("target").as_deref(), Some("_blank"));
+    let rel = link.get_attribute("rel").unwrap_or_default();
+    assert!(
+        rel.contains("noopener") && rel.contains("noreferrer"),
+        "{rel}"
+    );
+    // The text reads as written, the link's part included.
+    assert_eq!(find(&log, ".text").text_content().as_deref(), Some(text));
+}
+
+#[wasm_bindgen_test]
 async fn a_reply_shows_its_quote_which_follows_the_original_and_reply_starts_one() {
     let (root, live) = mount_with_live("quoter", || {
-        let chat_id = Signal::derive(|| "q".to_string());
-        view! { <MessageList chat_id=chat_id /> <Composer chat_id=chat_id /> }
+        view! { <MessageList chat_id="q".to_string() /> <Composer chat_id="q".to_string() /> }
     });
     let original = shown(1, "bob", "<b>the plan</b> is simple");
     let reply = ChatMessage {
@@ -361,10 +390,8 @@ async fn a_reply_shows_its_quote_which_follows_the_original_and_reply_starts_one
 
 #[wasm_bindgen_test]
 async fn day_separators_and_the_divider_move_with_what_is_loaded() {
-    let (root, live) = mount_with_live(
-        "dora",
-        || view! { <MessageList chat_id=Signal::derive(|| "d".to_string()) /> },
-    );
+    let (root, live) =
+        mount_with_live("dora", || view! { <MessageList chat_id="d".to_string() /> });
     // Noon (UTC) of three days in a row: the same three days in any time zone of the world.
     const NOON: i64 = 1_699_963_200;
     const DAY: i64 = 86_400;
@@ -447,10 +474,7 @@ fn delivery_of(live: Live, client_id: &str) -> Option<Delivery> {
 
 #[wasm_bindgen_test]
 async fn the_composer_refuses_blank_text_and_queues_the_rest() {
-    let (root, live) = mount_with_live(
-        "dora",
-        || view! { <Composer chat_id=Signal::derive(|| "a".to_string()) /> },
-    );
+    let (root, live) = mount_with_live("dora", || view! { <Composer chat_id="a".to_string() /> });
     settle().await;
     let textarea = find(&root, "textarea");
     assert_eq!(
@@ -565,10 +589,8 @@ async fn an_outbox_stored_by_an_earlier_release_is_shown_and_sent() {
     local_storage()
         .set_item("chat.outbox.gina", OUTBOX_WITHOUT_VERSION)
         .unwrap();
-    let (root, live) = mount_with_live(
-        "gina",
-        || view! { <MessageList chat_id=Signal::derive(|| "7".to_string()) /> },
-    );
+    let (root, live) =
+        mount_with_live("gina", || view! { <MessageList chat_id="7".to_string() /> });
     live.model.update(|model| {
         model.set_chats(&[chat("7", &["gina", "hal"], None)], None);
         model.add_page("7", Vec::new(), false);

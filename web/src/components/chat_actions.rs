@@ -13,9 +13,9 @@ use crate::live::use_live;
 #[component]
 pub fn ChatActions(
     /// The open chat.
-    #[prop(into)]
-    chat_id: Signal<String>,
+    chat_id: String,
 ) -> impl IntoView {
+    let chat_id = StoredValue::new(chat_id);
     let live = use_live();
     live.load_blocked();
     let confirming = RwSignal::new(false);
@@ -23,7 +23,7 @@ pub fn ChatActions(
     let error = RwSignal::new(None::<String>);
     let other = Memo::new(move |_| -> Option<String> {
         let me = live.model.me().get_untracked();
-        let id = chat_id.get();
+        let id = chat_id.get_value();
         live.model.chats().with(|chats| {
             let chat = chats.iter().find(|chat| chat.chat_id == id)?;
             let others: Vec<&String> = chat.members.iter().filter(|m| **m != me).collect();
@@ -46,7 +46,7 @@ pub fn ChatActions(
             return;
         }
         busy.set(true);
-        let id = chat_id.get_untracked();
+        let id = chat_id.get_value();
         spawn_local(async move {
             let outcome = live.leave_chat(&id).await;
             // The header is gone once the chat is left; only a failure needs showing.

@@ -13,9 +13,9 @@ use crate::live::use_live;
 #[component]
 pub fn Composer(
     /// The chat messages go to.
-    #[prop(into)]
-    chat_id: Signal<String>,
+    chat_id: String,
 ) -> impl IntoView {
+    let chat_id = StoredValue::new(chat_id);
     let live = use_live();
     let text = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
@@ -26,10 +26,10 @@ pub fn Composer(
         let quote = live.replying.with(|replying| {
             replying
                 .as_ref()
-                .filter(|(chat, _)| chat_id.with(|open| open == chat))
+                .filter(|(chat, _)| chat_id.with_value(|open| open == chat))
                 .map(|(_, quote)| quote.clone())
         })?;
-        Some(chat_id.with(|chat_id| {
+        Some(chat_id.with_value(|chat_id| {
             live.model
                 .timelines()
                 .with(|timelines| shown_quote(timelines, chat_id, &quote))
@@ -38,7 +38,7 @@ pub fn Composer(
 
     let send = move || {
         let reply_to = replying.get_untracked().map(|quote| quote.message_id);
-        match live.send(&chat_id.get_untracked(), &text.get_untracked(), reply_to) {
+        match live.send(&chat_id.get_value(), &text.get_untracked(), reply_to) {
             Ok(()) => {
                 text.set(String::new());
                 error.set(None);
@@ -58,7 +58,7 @@ pub fn Composer(
         }>
             {move || replying.get().map(|quote| view! {
                 <div class="replying" role="group" aria-label="Replying to">
-                    <QuoteView quote=quote chat_id=chat_id.get_untracked() />
+                    <QuoteView quote=quote chat_id=chat_id.get_value() />
                     <button type="button" class="link" on:click=move |_| live.replying.set(None)>"Cancel reply"</button>
                 </div>
             })}
@@ -74,7 +74,7 @@ pub fn Composer(
                     if typed.trim().is_empty() {
                         live.typing_stopped();
                     } else {
-                        live.typing(&chat_id.get_untracked());
+                        live.typing(&chat_id.get_value());
                     }
                     text.set(typed);
                 }

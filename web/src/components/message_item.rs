@@ -4,9 +4,11 @@
 //! quote, which jumps to the original. Reactions show as counts per emoji, the user's own highlighted, with who
 //! reacted on hover and focus.
 
+use chat_core::links::links;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
+use crate::components::pieces::shown;
 use crate::components::quote::QuoteView;
 use crate::live::model::{ChatMessage, ModelStoreFields, Quote, shown_quote};
 use crate::live::use_live;
@@ -25,16 +27,18 @@ pub fn MessageItem(
     me: String,
     /// The chat the message belongs to.
     chat_id: String,
-    /// Whether it is the message just jumped to.
-    highlight: Signal<bool>,
+    /// The message just jumped to, which is highlighted.
+    highlighted: RwSignal<Option<u64>>,
 ) -> impl IntoView {
     let mine = message.sender == me;
+    let id = message.id;
+    let highlight = move || highlighted.get() == Some(id);
     let time = short_time(message.sent_at);
     let sender =
         (!mine).then(|| view! { <header class="sender">{message.sender.clone()}</header> });
     if message.deleted {
         return view! {
-            <article class="message deleted" class:mine=mine class:highlight=move || highlight.get() data-id=message.id.to_string()>
+            <article class="message deleted" class:mine=mine class:highlight=highlight data-id=id.to_string()>
                 {sender}
                 <p class="text">"Message deleted"</p>
                 <footer><time>{time}</time></footer>
@@ -90,13 +94,13 @@ pub fn MessageItem(
     };
 
     view! {
-        <article class="message" class:mine=mine class:highlight=move || highlight.get() data-id=target.with_value(|(_, message)| message.id.to_string())>
+        <article class="message" class:mine=mine class:highlight=highlight data-id=id.to_string()>
             {sender}
             {quote}
             {subject}
             <Show
                 when=move || editing.get()
-                fallback=move || view! { <p class="text">{text.clone()}</p> }
+                fallback=move || view! { <p class="text">{linked(&text)}</p> }
             >
                 <Editor target=target editing=editing error=error />
             </Show>
@@ -233,4 +237,19 @@ fn Editor(
             <button type="button" on:click=move |_| cancel()>"Cancel"</button>
         </form>
     }
+}
+
+/// A message's text with its web addresses as links (`chat_core::links`: only `http` and
+/// `https`). They open in a new tab, which can neither reach this page (`noopener`) nor learn
+/// which chat the address was in (`noreferrer`).
+fn linked(text: &str) -> Vec<AnyView> {
+    let offsets: Vec<u32> = links(text)
+        .into_iter()
+        .flat_map(|link| [link.start as u32, link.end as u32])
+        .collect();
+    shown(text, &offsets, |address| {
+        let href = address.clone();
+        view! { <a href=href target="_blank" rel="noopener noreferrer nofollow">{address}</a> }
+            .into_any()
+    })
 }

@@ -30,9 +30,9 @@ const STICK_TO_BOTTOM_WITHIN_PX: i32 = 120;
 #[component]
 pub fn MessageList(
     /// The chat whose messages to show.
-    #[prop(into)]
-    chat_id: Signal<String>,
+    chat_id: String,
 ) -> impl IntoView {
+    let chat_id = StoredValue::new(chat_id);
     let live = use_live();
     let log = NodeRef::<Div>::new();
     let loading_older = RwSignal::new(false);
@@ -40,14 +40,14 @@ pub fn MessageList(
     let me = live.model.me().get_untracked();
 
     let has_older = Memo::new(move |_| {
-        chat_id.with(|chat_id| {
+        chat_id.with_value(|chat_id| {
             live.model
                 .timelines()
                 .with(|timelines| timelines.get(chat_id).is_some_and(|t| t.has_older))
         })
     });
     let outgoing = Memo::new(move |_| {
-        chat_id.with(|chat_id| {
+        chat_id.with_value(|chat_id| {
             live.model.outbox().with(|outbox| {
                 outbox
                     .iter()
@@ -58,7 +58,7 @@ pub fn MessageList(
         })
     });
     let message = move |id: u64| -> Option<ChatMessage> {
-        chat_id.with_untracked(|chat_id| {
+        chat_id.with_value(|chat_id| {
             live.model
                 .timelines()
                 .with_untracked(|timelines| timelines.get(chat_id)?.messages.get(&id).cloned())
@@ -66,7 +66,7 @@ pub fn MessageList(
     };
 
     let reading = Memo::new(move |_| {
-        chat_id.with(|chat_id| {
+        chat_id.with_value(|chat_id| {
             live.model
                 .reading()
                 .with(|reading| reading.get(chat_id).cloned().unwrap_or_default())
@@ -88,7 +88,7 @@ pub fn MessageList(
     let labelled_on = StoredValue::new(None);
     let rows = Memo::new(move |previous: Option<&Option<Vec<Row>>>| {
         let divider = divider.get();
-        chat_id.with(|chat_id| {
+        chat_id.with_value(|chat_id| {
             live.model.timelines().with(|timelines| {
                 let timeline = timelines.get(chat_id).filter(|t| t.loaded)?;
                 // What the previous rows found is asked of the browser again only when the
@@ -139,7 +139,7 @@ pub fn MessageList(
         let me = me.clone();
         Memo::new(move |_| {
             rows.track();
-            let (mine, group) = chat_id.with(|chat_id| {
+            let (mine, group) = chat_id.with_value(|chat_id| {
                 let mine = live.model.timelines().with_untracked(|timelines| {
                     let timeline = timelines.get(chat_id)?;
                     let newest = timeline.messages.values().rev().find(|m| m.sender == me)?;
@@ -162,7 +162,7 @@ pub fn MessageList(
     // between): then there is nothing to mark.
     let report_seen = move || {
         if let Some(Some(element)) = log.try_get_untracked()
-            && let Some(chat_id) = chat_id.try_get_untracked()
+            && let Some(chat_id) = chat_id.try_get_value()
             && let Some(id) = newest_visible(&element)
         {
             live.seen(&chat_id, id);
@@ -204,11 +204,6 @@ pub fn MessageList(
             });
         }
     });
-    Effect::new(move |_| {
-        chat_id.track();
-        stick_to_bottom.set(true);
-        news_below.set(false);
-    });
 
     // A message jumped to: once its row is rendered, bring it to the middle of the log and
     // highlight it; the log then stays where the person is reading.
@@ -217,7 +212,7 @@ pub fn MessageList(
         let Some((chat, id)) = live.jump.get() else {
             return;
         };
-        if chat_id.with(|open| *open != chat)
+        if chat_id.with_value(|open| *open != chat)
             || !rows.with(|rows| {
                 rows.as_ref()
                     .is_some_and(|rows| rows.iter().any(|row| row.id == id))
@@ -263,7 +258,7 @@ pub fn MessageList(
         {
             loading_older.set(true);
             let (height_before, top_before) = (element.scroll_height(), element.scroll_top());
-            live.load_older(chat_id.get_untracked(), move || {
+            live.load_older(chat_id.get_value(), move || {
                 loading_older.try_set(false);
                 // Once the older page is rendered above, shift by its height so the message
                 // the user was reading stays where it was.
@@ -287,7 +282,6 @@ pub fn MessageList(
                 key=Row::clone
                 children=move |row| {
                     let id = row.id;
-                    let highlight = Signal::derive(move || highlighted.get() == Some(id));
                     let day = row.day_label.map(|label| {
                         let text = label.clone();
                         view! { <p class="day" role="separator" aria-label=label>{text}</p> }
@@ -298,7 +292,7 @@ pub fn MessageList(
                     message(id).map(|message| view! {
                         {day}
                         {divider}
-                        <MessageItem message=message me=me.clone() chat_id=chat_id.get_untracked() highlight=highlight />
+                        <MessageItem message=message me=me.clone() chat_id=chat_id.get_value() highlighted=highlighted />
                     })
                 }
             />

@@ -10,6 +10,7 @@ pub mod message_item;
 pub mod message_list;
 pub mod new_chat;
 pub mod notification_offer;
+pub mod pieces;
 pub mod presence;
 pub mod quote;
 pub mod search;

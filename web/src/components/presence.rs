@@ -45,8 +45,7 @@ pub fn PresenceDot(
 #[component]
 pub fn PresenceLine(
     /// The members other than the user.
-    #[prop(into)]
-    others: Signal<Vec<String>>,
+    others: Memo<Vec<String>>,
 ) -> impl IntoView {
     let live = use_live();
     let text = Memo::new(move |_| {

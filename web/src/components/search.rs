@@ -9,6 +9,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::api::ApiError;
+use crate::components::pieces::shown;
 use crate::live::use_live;
 use crate::time::short_time;
 
@@ -162,63 +163,9 @@ fn SearchResult(
     }
 }
 
-/// `text` as text nodes, the parts at `offsets` (pairs of byte offsets, in order) in `<mark>`:
-/// never HTML, so nothing a message holds can become markup.
+/// `text` with the parts at `offsets` (where the server says it matched) in `<mark>`.
 fn marked(text: &str, offsets: &[u32]) -> Vec<AnyView> {
-    pieces(text, offsets)
-        .into_iter()
-        .map(|(part, hit)| {
-            let part = part.to_owned();
-            if hit {
-                view! { <mark>{part}</mark> }.into_any()
-            } else {
-                part.into_any()
-            }
-        })
-        .collect()
-}
-
-/// `text` cut at `offsets`, each piece with whether it is a match. A pair that does not fall
-/// on the text's characters in order is passed over: offsets come from the server, and are
-/// never trusted to slice with.
-fn pieces<'a>(text: &'a str, offsets: &[u32]) -> Vec<(&'a str, bool)> {
-    let mut pieces = Vec::new();
-    let mut at = 0;
-    for pair in offsets.chunks_exact(2) {
-        let (start, end) = (pair[0] as usize, pair[1] as usize);
-        let (Some(before), Some(hit)) = (text.get(at..start), text.get(start..end)) else {
-            continue;
-        };
-        pieces.push((before, false));
-        pieces.push((hit, true));
-        at = end;
-    }
-    pieces.push((&text[at..], false));
-    pieces
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_is_cut_at_the_offsets_and_bad_offsets_are_passed_over() {
-        let text = "Café <b>au</b> 东京";
-        assert_eq!(
-            pieces(text, &[0, 5, 16, 22]),
-            [
-                ("", false),
-                ("Café", true),
-                (" <b>au</b> ", false),
-                ("东京", true),
-                ("", false)
-            ]
-        );
-        // Inside a character, backwards, past the end, an odd one out: all passed over.
-        assert_eq!(
-            pieces(text, &[4, 6, 3, 1, 0, 99, 17, 22, 7]),
-            [("Café <b>au</b> 东京", false)]
-        );
-        assert_eq!(pieces("", &[]), [("", false)]);
-    }
+    shown(text, offsets, |part| {
+        view! { <mark>{part}</mark> }.into_any()
+    })
 }

@@ -11,12 +11,12 @@ use crate::live::use_live;
 #[component]
 pub fn TypingLine(
     /// The chat shown.
-    #[prop(into)]
-    chat_id: Signal<String>,
+    chat_id: String,
 ) -> impl IntoView {
+    let chat_id = StoredValue::new(chat_id);
     let live = use_live();
     let line = Memo::new(move |_| {
-        chat_id.with(|chat_id| {
+        chat_id.with_value(|chat_id| {
             live.model
                 .typing()
                 .with(|typing| typists(typing, chat_id, js_sys::Date::now()))

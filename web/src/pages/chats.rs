@@ -137,7 +137,6 @@ pub fn ChatsPage(
                 {move || match open_chat.get() {
                     None => view! { <p class="placeholder">"Choose a chat, or start a new one."</p> }.into_any(),
                     Some(chat_id) => {
-                        let chat_id = Signal::derive(move || chat_id.clone());
                         view! {
                             <header class="conversation-header">
                                 <button type="button" class="link back" on:click=move |_| route::back_to_list(|| live.close_chat())>
@@ -147,10 +146,10 @@ pub fn ChatsPage(
                                     <h2>{move || open_title.get()}</h2>
                                     <PresenceLine others=open_others />
                                 </div>
-                                <ChatActions chat_id=chat_id />
+                                <ChatActions chat_id=chat_id.clone() />
                             </header>
-                            <MessageList chat_id=chat_id />
-                            <TypingLine chat_id=chat_id />
+                            <MessageList chat_id=chat_id.clone() />
+                            <TypingLine chat_id=chat_id.clone() />
                             <Composer chat_id=chat_id />
                         }
                         .into_any()
