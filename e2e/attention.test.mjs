@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { ChatUser, eventually } from './browser.mjs';
+import { ChatUser, VIEWPORT, eventually } from './browser.mjs';
 import { decodeStrings, encodeStrings, unary } from './grpc_web.mjs';
 import { serverAndBrowser } from './server.mjs';
 
@@ -55,6 +55,20 @@ describe('days, new messages below, and the title of a hidden tab', { timeout: 9
         assert.ok((await fromBottom()) < 50);
         assert.equal(await below.count(), 0);
       });
+      // A window made smaller (a phone's keyboard opening, say) keeps the newest message in
+      // view; scrolled up, the log stays where she reads.
+      const smaller = { width: VIEWPORT.width, height: 420 };
+      await alice.page.setViewportSize(smaller);
+      await eventually('the newest message still in view', async () => assert.ok((await fromBottom()) < 50));
+      await log.evaluate((element) => element.scrollTo(0, 0));
+      await eventually('scrolled up again', async () => assert.ok((await fromBottom()) > 300));
+      await alice.page.setViewportSize(VIEWPORT);
+      await alice.page.setViewportSize(smaller);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.ok((await fromBottom()) > 300, 'a resize pulled the log down from where she reads');
+      await alice.page.setViewportSize(VIEWPORT);
+      await log.evaluate((element) => element.scrollTo(0, element.scrollHeight));
+      await eventually('at the newest message again', async () => assert.ok((await fromBottom()) < 50));
 
       // A hidden tab counts what arrives from others in its title; shown, it is "Chat" again.
       assert.equal(await alice.page.title(), 'Chat');

@@ -185,6 +185,16 @@ pub fn MessageList(
         }
         now
     });
+    // A smaller window (a phone turned, its keyboard opened, a window resized) keeps the
+    // newest message in view if it was; one scrolled up stays where it is.
+    let resized = window_event_listener_untyped("resize", move |_| {
+        if stick_to_bottom.get_untracked()
+            && let Some(log) = log.get_untracked()
+        {
+            log.set_scroll_top(log.scroll_height());
+        }
+    });
+    on_cleanup(move || resized.remove());
     let to_latest = move |_| {
         news_below.set(false);
         stick_to_bottom.set(true);
