@@ -119,6 +119,7 @@ pub fn AccountMenu(
     view! {
         <details class="account-menu" on:toggle=load_receipts>
             <summary>"Account"</summary>
+            <div class="account-panel">
             <label class="receipts">
                 <input
                     type="checkbox"
@@ -155,6 +156,7 @@ pub fn AccountMenu(
                 <p class="error" role="alert">{move || error.get()}</p>
             </Show>
             <BlockedList />
+            </div>
         </details>
     }
 }
