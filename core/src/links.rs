@@ -170,4 +170,29 @@ mod tests {
             assert_eq!(linked(text), Vec::<&str>::new(), "{text:?}");
         }
     }
+
+    #[test]
+    fn every_mix_of_awkward_pieces_gives_well_formed_links() {
+        const PIECES: [&str; 12] = [
+            "http://", "HTTPS://", "a", "é", "見", "。", ")", "(", ".", " ", "[", "👍",
+        ];
+        let mut text = String::new();
+        for n in 0..PIECES.len().pow(4) {
+            text.clear();
+            let mut rest = n;
+            for _ in 0..4 {
+                text.push_str(PIECES[rest % PIECES.len()]);
+                rest /= PIECES.len();
+            }
+            let mut after = 0;
+            for link in links(&text) {
+                assert!(link.start >= after, "{text:?}: {link:?} overlaps");
+                let address = text.get(link.clone()).expect("ranges fall on characters");
+                let lower = address.to_ascii_lowercase();
+                assert!(lower.starts_with("http://") || lower.starts_with("https://"));
+                assert!(!address.contains(' ') && !address.contains('。'), "{text:?}");
+                after = link.end;
+            }
+        }
+    }
 }
