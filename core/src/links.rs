@@ -190,7 +190,10 @@ mod tests {
                 let address = text.get(link.clone()).expect("ranges fall on characters");
                 let lower = address.to_ascii_lowercase();
                 assert!(lower.starts_with("http://") || lower.starts_with("https://"));
-                assert!(!address.contains(' ') && !address.contains('。'), "{text:?}");
+                assert!(
+                    !address.contains(' ') && !address.contains('。'),
+                    "{text:?}"
+                );
                 after = link.end;
             }
         }
