@@ -1,13 +1,15 @@
 // The open chat is part of the address: Alice opens her chat with Bob (the address becomes
 // /chats/<id>), reloads (the chat is open again), goes back to the list with the browser's
 // back button and forward again; then, signed out, she follows a link to the chat, signs in
-// and lands in it. A link to a chat she is not in, or to no chat at all, shows her list.
+// and lands in it. A link to a chat she is not in, or to no chat at all, shows her list. A
+// link to a chat written in a message opens that chat in place, and back returns from it.
 // Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { ChatUser, VIEWPORT, eventually } from './browser.mjs';
+import { decodeStrings, encodeStrings, unary } from './grpc_web.mjs';
 import { serverAndBrowser } from './server.mjs';
 
 const PASSWORD = 'correct horse battery';
@@ -85,6 +87,31 @@ describe('the open chat in the address bar', { timeout: 90_000 }, () => {
         });
         await alice.chatEntry(bob.name).waitFor();
       }
+
+      // Carol, in a chat with Alice, writes the address of Alice's chat with Bob: a click
+      // opens it in Alice's tab (no new tab), and the back button returns to Carol's chat.
+      alice.note('[test] follow a link to a chat written in a message');
+      const url = suite.server.url;
+      const carol = decodeStrings(await unary(url, '/chat.Auth/SignUp', encodeStrings({ 1: 'carol', 2: PASSWORD })))[2];
+      const members = Buffer.concat(['carol', 'alice'].map((member) => encodeStrings({ 1: member })));
+      const carolsChat = decodeStrings(await unary(url, '/chat.Chat/New', members, { token: carol }))[1];
+      const address = new URL(chatPath, url).href;
+      const text = `Bob's plan is in your chat with him: ${address}.`;
+      await unary(url, '/chat.Chat/Send', encodeStrings({ 1: 'link-1', 2: carolsChat, 5: text }), { token: carol });
+      await alice.openChatWith('carol');
+      const link = alice.messages('plan').getByRole('link');
+      assert.equal(await link.getAttribute('href'), address);
+      assert.equal(await link.getAttribute('target'), null, 'a link to a chat here opens in place');
+      const pages = alice.page.context().pages().length;
+      await alice.page.evaluate(() => { window.__samePage = true; });
+      await link.click();
+      await alice.messages('Hello alice').first().waitFor();
+      assert.equal(path(alice), chatPath);
+      assert.equal(alice.page.context().pages().length, pages, 'a tab was opened');
+      assert.equal(await alice.page.evaluate(() => window.__samePage), true, 'the page was loaded again');
+      await alice.page.goBack();
+      await alice.messages('plan').first().waitFor();
+      assert.equal(path(alice), `/chats/${carolsChat}`);
 
       for (const user of [alice, bob]) {
         assert.deepEqual(user.pageErrors, [], `uncaught errors in ${user.name}'s page`);

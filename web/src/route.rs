@@ -19,6 +19,16 @@ fn chat_of_path(path: &str) -> Option<String> {
     ChatId::parse(id).ok().map(|id| id.as_str().to_owned())
 }
 
+/// The chat a link names when it is an address of this app (`<origin>/chats/<id>`): such a
+/// link opens the chat in place, as the chat list does, rather than the app again in a tab.
+pub fn chat_of_link(address: &str) -> Option<String> {
+    chat_of_address(address, &window().location().origin().ok()?)
+}
+
+fn chat_of_address(address: &str, origin: &str) -> Option<String> {
+    chat_of_path(address.strip_prefix(origin)?)
+}
+
 fn path_of(chat: Option<&str>) -> String {
     match chat {
         Some(id) => format!("{CHATS}{id}"),
@@ -78,6 +88,17 @@ mod tests {
         for path in ["/", "/chats/", "/chats/nope", "/chat/0123", "/chats/../etc"] {
             assert_eq!(chat_of_path(path), None, "{path}");
         }
+        let here = "https://chat.example";
+        let link = format!("{here}/chats/{id}");
+        assert_eq!(chat_of_address(&link, here).as_deref(), Some(id));
+        for elsewhere in [
+            "https://chat.example.org",
+            "http://chat.example",
+            "https://other.example",
+        ] {
+            assert_eq!(chat_of_address(&link, elsewhere), None, "{elsewhere}");
+        }
+        assert_eq!(chat_of_address(&format!("{here}/chats/{id}?x"), here), None);
         assert_eq!(path_of(None), "/");
     }
 }

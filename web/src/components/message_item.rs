@@ -5,6 +5,7 @@
 //! reacted on hover and focus.
 
 use chat_core::links::links;
+use leptos::ev::MouseEvent;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -12,6 +13,7 @@ use crate::components::pieces::shown;
 use crate::components::quote::QuoteView;
 use crate::live::model::{ChatMessage, ModelStoreFields, Quote, shown_quote};
 use crate::live::use_live;
+use crate::route;
 use crate::time::short_time;
 
 /// The emoji the picker offers: a small fixed set keeps the bundle free of an emoji table.
@@ -240,8 +242,10 @@ fn Editor(
 }
 
 /// A message's text with its web addresses as links (`chat_core::links`: only `http` and
-/// `https`). They open in a new tab, which can neither reach this page (`noopener`) nor learn
-/// which chat the address was in (`noreferrer`).
+/// `https`). A link to a chat of this app opens it here, as the chat list does (with a
+/// modifier key, the browser's new tab or window as usual); any other opens in a new tab,
+/// which can neither reach this page (`noopener`) nor learn which chat the address was in
+/// (`noreferrer`).
 fn linked(text: &str) -> Vec<AnyView> {
     let offsets: Vec<u32> = links(text)
         .into_iter()
@@ -249,7 +253,17 @@ fn linked(text: &str) -> Vec<AnyView> {
         .collect();
     shown(text, &offsets, |address| {
         let href = address.clone();
-        view! { <a href=href target="_blank" rel="noopener noreferrer nofollow">{address}</a> }
-            .into_any()
+        let Some(chat) = route::chat_of_link(&address) else {
+            return view! { <a href=href target="_blank" rel="noopener noreferrer nofollow">{address}</a> }
+                .into_any();
+        };
+        let live = use_live();
+        let open_here = move |event: MouseEvent| {
+            if !(event.ctrl_key() || event.meta_key() || event.shift_key()) {
+                event.prevent_default();
+                live.open_chat(chat.clone());
+            }
+        };
+        view! { <a href=href on:click=open_here>{address}</a> }.into_any()
     })
 }
