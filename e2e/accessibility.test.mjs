@@ -1,6 +1,7 @@
 // An accessibility audit with axe-core (from npm) in headless Chromium: the sign-in page, and
 // a busy chat screen (a chat list, a conversation with replies, reactions, an edited and a
-// deleted message, a day separator, the "New messages" divider, a typing line). Fails on any
+// deleted message, a day separator, the "New messages" divider, a typing line), and then
+// with the editor open on one's own message, each in the light and the dark theme. Fails on any
 // violation axe rates serious or critical, naming the rule and the elements. axe runs through
 // the DevTools protocol, so the server's Content-Security-Policy applies to the page as
 // always and nothing is relaxed for the test. Run it with e2e/run.sh.
@@ -38,7 +39,10 @@ describe('accessibility audit (axe-core)', { timeout: 90_000 }, () => {
       alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');
       bob = await ChatUser.open(suite.browser, suite.server.url, 'bob');
       await alice.page.getByLabel('Username', { exact: true }).waitFor();
-      assert.deepEqual(await seriousViolations(alice.page), [], 'the sign-in page');
+      for (const colorScheme of ['dark', 'light']) {
+        await alice.page.emulateMedia({ colorScheme });
+        assert.deepEqual(await seriousViolations(alice.page), [], `the sign-in page, ${colorScheme}`);
+      }
 
       await alice.signUp(PASSWORD);
       await bob.signUp(PASSWORD);
@@ -71,6 +75,23 @@ describe('accessibility audit (axe-core)', { timeout: 90_000 }, () => {
       await alice.page.getByText('bob is typing').waitFor();
 
       assert.deepEqual(await seriousViolations(alice.page), [], 'the chat screen');
+      // Her own message's editor, open on her coloured bubble, in the light and dark themes.
+      const edited = alice.messages('Yes, on Sunday').first();
+      await edited.getByRole('button', { name: 'Edit', exact: true }).click();
+      const editor = alice.page.getByLabel('Edit message');
+      assert.equal(await editor.inputValue(), 'Yes, on Sunday');
+      for (const colorScheme of ['light', 'dark']) {
+        await alice.page.emulateMedia({ colorScheme });
+        assert.deepEqual(await seriousViolations(alice.page), [], `the editor, ${colorScheme}`);
+        const [text, background] = await editor.evaluate((element) => {
+          const style = getComputedStyle(element);
+          return [style.color, style.backgroundColor];
+        });
+        assert.notEqual(text, background, `the editor's text is the colour of its background (${colorScheme})`);
+      }
+      await alice.page.emulateMedia({ colorScheme: 'light' });
+      await editor.press('Escape');
+      await edited.getByRole('button', { name: 'Edit', exact: true }).waitFor();
       assert.deepEqual(alice.pageErrors, [], 'uncaught errors in the page');
     } catch (error) {
       suite.report([alice, bob]);
