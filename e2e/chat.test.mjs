@@ -106,6 +106,12 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
     await eventually("Alice's indicator leaves Connected", async () =>
       assert.notEqual(await alice.connectionText(), 'Connected'),
     );
+    // What the server last said of Bob may no longer hold: the chat's header, which is all a
+    // phone shows of the connection while a chat is open, says so instead of "online".
+    const header = alice.page.locator('.conversation-header').getByRole('status');
+    await eventually('her chat header says it is connecting', async () =>
+      assert.equal(await header.innerText(), 'Connecting…'),
+    );
 
     await alice.send(said.offline);
     const waiting = alice.messages(said.offline).first();

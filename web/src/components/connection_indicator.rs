@@ -4,16 +4,22 @@ use leptos::prelude::*;
 
 use crate::live::{Status, use_live};
 
+/// "Connected", "Connecting…" or "Offline — retrying in 3 s": the one wording of the
+/// connection's state, here and in the open chat's header.
+pub fn connection_text(status: Status) -> String {
+    match status {
+        Status::Connected => "Connected".to_owned(),
+        Status::Connecting => "Connecting…".to_owned(),
+        Status::Offline { retry_in_secs } => format!("Offline — retrying in {retry_in_secs} s"),
+    }
+}
+
 /// A status line ("Connected", "Connecting…", "Offline — retrying in 3 s") announced politely
 /// to screen readers.
 #[component]
 pub fn ConnectionIndicator() -> impl IntoView {
     let live = use_live();
-    let label = move || match live.status.get() {
-        Status::Connected => "Connected".to_owned(),
-        Status::Connecting => "Connecting…".to_owned(),
-        Status::Offline { retry_in_secs } => format!("Offline — retrying in {retry_in_secs} s"),
-    };
+    let label = move || connection_text(live.status.get());
     let class = move || match live.status.get() {
         Status::Connected => "connection online",
         Status::Connecting => "connection connecting",

@@ -3,9 +3,10 @@
 
 use leptos::prelude::*;
 
+use crate::components::connection_indicator::connection_text;
 use crate::live::activity::Seen;
 use crate::live::model::ModelStoreFields;
-use crate::live::use_live;
+use crate::live::{Live, Status, use_live};
 use crate::time::short_time;
 
 /// "online", "last seen 14:05", or "offline" for someone never seen.
@@ -17,6 +18,13 @@ pub fn presence_text(seen: Option<Seen>) -> String {
         }
         _ => "offline".to_owned(),
     }
+}
+
+/// Whether this browser's stream is up: while it is down, what the server last said of
+/// anyone's presence may have changed (the chat list's dots stand beside the connection line
+/// that says so; the open chat's header says it itself).
+fn connected(live: Live) -> bool {
+    live.status.with(|status| *status == Status::Connected)
 }
 
 /// A dot that is filled while `user` is online; its accessible name says who and how.
@@ -41,7 +49,10 @@ pub fn PresenceDot(
 
 /// The open chat's presence line: the other person's presence in a chat of two, how many
 /// are online in a group. A polite live region, so a screen reader hears changes when they
-/// happen, not on every keystroke.
+/// happen, not on every keystroke. While the stream is down it says "Connecting…" instead:
+/// on a phone the open chat covers the list and its connection line, so this is where one
+/// sees it. Without the connection line's countdown, so it is announced once, not every
+/// second beside that line.
 #[component]
 pub fn PresenceLine(
     /// The members other than the user.
@@ -49,6 +60,9 @@ pub fn PresenceLine(
 ) -> impl IntoView {
     let live = use_live();
     let text = Memo::new(move |_| {
+        if !connected(live) {
+            return connection_text(Status::Connecting);
+        }
         others.with(|others| {
             live.model
                 .presence()
