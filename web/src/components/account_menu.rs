@@ -120,42 +120,42 @@ pub fn AccountMenu(
         <details class="account-menu" on:toggle=load_receipts>
             <summary>"Account"</summary>
             <div class="account-panel">
-            <label class="receipts">
-                <input
-                    type="checkbox"
-                    disabled=move || receipts.get().is_none()
-                    prop:checked=move || receipts.get().unwrap_or(true)
-                    on:change=set_receipts
-                />
-                " Share read receipts (others see how far you have read)"
-            </label>
-            <NotificationOffer />
-            <button type="button" class="link" disabled=move || busy.get() on:click=everywhere>
-                "Sign out everywhere"
-            </button>
-            <form class="change-password" aria-label="Change password" on:submit=change>
-                <label for="current-password">"Current password"</label>
-                <input
-                    id="current-password"
-                    type="password"
-                    autocomplete="current-password"
-                    prop:value=move || old_password.get()
-                    on:input=move |event| old_password.set(event_target_value(&event))
-                />
-                <label for="new-password">"New password"</label>
-                <input
-                    id="new-password"
-                    type="password"
-                    autocomplete="new-password"
-                    prop:value=move || new_password.get()
-                    on:input=move |event| new_password.set(event_target_value(&event))
-                />
-                <button type="submit" disabled=move || busy.get()>"Change password"</button>
-            </form>
-            <Show when=move || error.get().is_some()>
-                <p class="error" role="alert">{move || error.get()}</p>
-            </Show>
-            <BlockedList />
+                <label class="receipts">
+                    <input
+                        type="checkbox"
+                        disabled=move || receipts.get().is_none()
+                        prop:checked=move || receipts.get().unwrap_or(true)
+                        on:change=set_receipts
+                    />
+                    " Share read receipts (others see how far you have read)"
+                </label>
+                <NotificationOffer />
+                <button type="button" class="link" disabled=move || busy.get() on:click=everywhere>
+                    "Sign out everywhere"
+                </button>
+                <form class="change-password" aria-label="Change password" on:submit=change>
+                    <label for="current-password">"Current password"</label>
+                    <input
+                        id="current-password"
+                        type="password"
+                        autocomplete="current-password"
+                        prop:value=move || old_password.get()
+                        on:input=move |event| old_password.set(event_target_value(&event))
+                    />
+                    <label for="new-password">"New password"</label>
+                    <input
+                        id="new-password"
+                        type="password"
+                        autocomplete="new-password"
+                        prop:value=move || new_password.get()
+                        on:input=move |event| new_password.set(event_target_value(&event))
+                    />
+                    <button type="submit" disabled=move || busy.get()>"Change password"</button>
+                </form>
+                <Show when=move || error.get().is_some()>
+                    <p class="error" role="alert">{move || error.get()}</p>
+                </Show>
+                <BlockedList />
             </div>
         </details>
     }
