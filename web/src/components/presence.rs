@@ -21,8 +21,8 @@ pub fn presence_text(seen: Option<Seen>) -> String {
 }
 
 /// Whether this browser's stream is up: while it is down, what the server last said of
-/// anyone's presence may have changed (the chat list's dots stand beside the connection line
-/// that says so; the open chat's header says it itself).
+/// anyone's presence may have changed since. (A function of its own: inlined into the one
+/// memo that asks, the bundle was 53 bytes larger.)
 fn connected(live: Live) -> bool {
     live.status.with(|status| *status == Status::Connected)
 }
