@@ -6,11 +6,11 @@ use crate::limits::*;
 /// Why a piece of input was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
-    #[error("user id {shown} must be {USER_ID_MIN_CHARS} to {USER_ID_MAX_CHARS} characters long", shown = Shown(.0))]
+    #[error("username {shown} must be {USER_ID_MIN_CHARS} to {USER_ID_MAX_CHARS} characters long", shown = Shown(.0))]
     UserIdLength(String),
-    #[error("user id {shown} may only contain letters a-z, digits, '.', '_' and '-'", shown = Shown(.0))]
+    #[error("username {shown} may only contain letters a-z, digits, '.', '_' and '-'", shown = Shown(.0))]
     UserIdCharacters(String),
-    #[error("user id {shown} must start with a letter or a digit", shown = Shown(.0))]
+    #[error("username {shown} must start with a letter or a digit", shown = Shown(.0))]
     UserIdStart(String),
     #[error("password must be at least {PASSWORD_MIN_CHARS} characters long")]
     PasswordTooShort,

@@ -24,7 +24,7 @@ pub enum ApiError {
     Invalid(#[from] ValidationError),
     #[error("{0}")]
     InvalidRequest(String),
-    #[error("wrong user id or password")]
+    #[error("wrong username or password")]
     WrongCredentials,
     /// A missing, malformed, unknown, expired or revoked token, in words.
     #[error("{0}")]
@@ -45,7 +45,7 @@ pub enum ApiError {
     /// Also what a reply to a message of another chat gets, whether that chat exists or not.
     #[error("the message you reply to is not in this chat (or was deleted)")]
     ReplyNotFound,
-    #[error("the user id \"{0}\" is taken; choose another")]
+    #[error("the username \"{0}\" is taken; choose another")]
     AccountExists(UserId),
     #[error("the server is shutting down; reconnect and resume with after_id")]
     ShuttingDown,

@@ -19,7 +19,7 @@ pub enum ApiError {
     Offline,
     /// The session is over (expired, revoked or unknown token): sign in again.
     SignedOut,
-    /// Wrong user id or password at sign-in.
+    /// Wrong username or password at sign-in.
     WrongCredentials,
     /// The request was refused; the message says why (from the server's validation).
     Refused(String),
@@ -548,7 +548,7 @@ mod tests {
 
     #[test]
     fn the_reason_in_the_error_details_decides_not_the_words() {
-        let wrong = "wrong user id or password";
+        let wrong = "wrong username or password";
         assert_eq!(
             ApiError::from_status(refusal(
                 Code::Unauthenticated,

@@ -54,6 +54,11 @@ async fn a_taken_user_id_is_already_exists_whatever_its_case() {
         .await
         .expect_err("a second alice must be refused");
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    // The sign-up form labels the field "Username"; the sentence people read there says so.
+    assert_eq!(
+        status.message(),
+        "the username \"alice\" is taken; choose another"
+    );
 
     // The refused sign-up did not overwrite the account's password.
     within(auth.sign_in(credentials("alice", PASSWORD)))

@@ -133,12 +133,12 @@ async fn block_refuses_bad_targets_with_a_sentence_and_stores_nothing() {
         (
             "b@d",
             Code::InvalidArgument,
-            "user id \"b@d\" may only contain letters a-z, digits, '.', '_' and '-'",
+            "username \"b@d\" may only contain letters a-z, digits, '.', '_' and '-'",
         ),
         (
             "",
             Code::InvalidArgument,
-            "user id \"\" must be 3 to 32 characters long",
+            "username \"\" must be 3 to 32 characters long",
         ),
     ] {
         for (transport, refused) in [

@@ -26,7 +26,7 @@ const HASH_MEMORY: u64 = 19 * 1024 * 1024;
 /// How the storm's attempts ended.
 #[derive(Debug, Default)]
 struct Outcomes {
-    /// Hashed and answered "wrong user id or password".
+    /// Hashed and answered "wrong username or password".
     checked: usize,
     /// Refused at once for a full queue, with the shortest and longest retry hint seen.
     queue_full: usize,

@@ -6,6 +6,7 @@ use crate::components::presence::PresenceDot;
 use crate::live::activity::Seen;
 use crate::live::model::{ChatEntry, ModelStoreFields};
 use crate::live::use_live;
+use crate::storage;
 use crate::time::short_time;
 
 /// Every chat of the user: members, last message, time, unread count and, in a chat of two,
@@ -145,18 +146,25 @@ fn ChatRow(
         })
     };
     let other = entry.with_untracked(|entry| other_member(entry, &me).cloned());
+    let (draft_owner, draft_of) = (me.clone(), chat_id.clone());
     let title = move || entry.with(|entry| entry.title(&me));
     let time = move || entry.with(|entry| Some(short_time(entry.last.as_ref()?.sent_at)));
     let preview = move || {
+        // A chat left with something written and not sent says so, as chats people know
+        // do. Its draft changes only while it is open, and opening or leaving it runs this
+        // again (`is_open`), so localStorage is read then and on a new message, not kept.
+        let draft = (!is_open.get())
+            .then(|| storage::load_draft(&draft_owner, &draft_of))
+            .filter(|draft| !draft.is_empty());
         entry.with(|entry| {
-            entry
-                .last
-                .as_ref()
-                // The text between U+2068 and U+2069 (first strong isolate, pop isolate)
-                // takes its own direction, as <bdi> would: a Hebrew message keeps its
-                // punctuation on its side after the sender's name.
-                .map(|last| format!("{}: \u{2068}{}\u{2069}", last.sender, last.text))
-                .unwrap_or_else(|| "No messages yet".to_owned())
+            // The text between U+2068 and U+2069 (first strong isolate, pop isolate) takes
+            // its own direction, as <bdi> would: a Hebrew message keeps its punctuation on
+            // its side after the sender's name.
+            match (draft, &entry.last) {
+                (Some(draft), _) => format!("Draft: \u{2068}{draft}\u{2069}"),
+                (None, Some(last)) => format!("{}: \u{2068}{}\u{2069}", last.sender, last.text),
+                (None, None) => "No messages yet".to_owned(),
+            }
         })
     };
     let unread = move || entry.with(|entry| entry.unread);

@@ -1,5 +1,6 @@
 //! Writing a message: Enter sends, Shift+Enter starts a new line. A reply shows its quote
-//! above the box until it is sent or cancelled. Typing tells the others (at most every few
+//! above the box until it is sent or cancelled. What is written and not sent stays, as the
+//! chat's draft, when another chat opens or the page reloads (`storage::save_draft`). Typing tells the others (at most every few
 //! seconds, see `Live::typing`); sending or clearing the box stops that.
 
 use leptos::prelude::*;
@@ -7,6 +8,7 @@ use leptos::prelude::*;
 use crate::components::quote::QuoteView;
 use crate::live::model::{ModelStoreFields, shown_quote};
 use crate::live::use_live;
+use crate::storage;
 
 /// The message box of the open chat. Text is checked with the shared validation before it
 /// is queued; problems are shown under the box and nothing is sent.
@@ -17,7 +19,17 @@ pub fn Composer(
 ) -> impl IntoView {
     let chat_id = StoredValue::new(chat_id);
     let live = use_live();
-    let text = RwSignal::new(String::new());
+    // Every change of the box is stored as the chat's draft at once, so a reload, a closed
+    // tab or another chat opened next loses nothing (localStorage takes a few kilobytes in
+    // microseconds).
+    let keep_draft = move |text: &str| {
+        live.model.me().with_untracked(|me| {
+            chat_id.with_value(|chat| storage::save_draft(me, chat, text))
+        })
+    };
+    let text = RwSignal::new(live.model.me().with_untracked(|me| {
+        chat_id.with_value(|chat| storage::load_draft(me, chat))
+    }));
     let error = RwSignal::new(None::<String>);
     // The reply being written in this chat, if any (a reply started in another chat waits
     // there), quoting the original as it now reads while it is loaded (deleted meanwhile,
@@ -41,6 +53,7 @@ pub fn Composer(
         match live.send(&chat_id.get_value(), &text.get_untracked(), reply_to) {
             Ok(()) => {
                 text.set(String::new());
+                keep_draft("");
                 error.set(None);
                 live.typing_stopped();
                 if reply_to.is_some() {
@@ -76,6 +89,7 @@ pub fn Composer(
                     } else {
                         live.typing(&chat_id.get_value());
                     }
+                    keep_draft(&typed);
                     text.set(typed);
                 }
                 on:keydown=move |event: leptos::ev::KeyboardEvent| {

@@ -1,5 +1,5 @@
-//! What the browser keeps in localStorage: the session, and each user's outbox of unsent
-//! messages. Storage can be missing (private windows, disabled by policy) or full; the app
+//! What the browser keeps in localStorage: the session, each user's outbox of unsent
+//! messages, and their drafts (what the composer of each chat holds). Storage can be missing (private windows, disabled by policy) or full; the app
 //! then works without persistence.
 //!
 //! Every tab of the browser shares the outbox, so each message has a key of its own
@@ -172,6 +172,31 @@ impl StoredOutbox {
             &message_key(&self.user, &outgoing.client_id),
             &format::encode_outgoing(outgoing),
         )
+    }
+}
+
+/// The key of what `user` has written in `chat` and not sent. A draft is stored as its plain
+/// text, the one value that needs no format of its own; a release that keeps more of a draft
+/// (the message it replies to, say) gives that a key of its own.
+fn draft_key(user: &str, chat: &str) -> String {
+    format!("chat.draft.{user}/{chat}")
+}
+
+/// What `user` had written in `chat` and not sent: kept while other chats are open, across
+/// reloads and sign-outs (as the outbox is), and shared by the browser's tabs.
+pub fn load_draft(user: &str, chat: &str) -> String {
+    read(&draft_key(user, chat)).unwrap_or_default()
+}
+
+/// Keeps `text` as `user`'s draft in `chat`; an empty box leaves no key behind.
+pub fn save_draft(user: &str, chat: &str, text: &str) {
+    let key = draft_key(user, chat);
+    if text.is_empty() {
+        if let Some(storage) = local_storage() {
+            let _ = storage.remove_item(&key);
+        }
+    } else {
+        write(&key, text);
     }
 }
 
