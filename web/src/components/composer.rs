@@ -23,13 +23,15 @@ pub fn Composer(
     // tab or another chat opened next loses nothing (localStorage takes a few kilobytes in
     // microseconds).
     let keep_draft = move |text: &str| {
-        live.model.me().with_untracked(|me| {
-            chat_id.with_value(|chat| storage::save_draft(me, chat, text))
-        })
+        live.model
+            .me()
+            .with_untracked(|me| chat_id.with_value(|chat| storage::save_draft(me, chat, text)))
     };
-    let text = RwSignal::new(live.model.me().with_untracked(|me| {
-        chat_id.with_value(|chat| storage::load_draft(me, chat))
-    }));
+    let text = RwSignal::new(
+        live.model
+            .me()
+            .with_untracked(|me| chat_id.with_value(|chat| storage::load_draft(me, chat))),
+    );
     let error = RwSignal::new(None::<String>);
     // The reply being written in this chat, if any (a reply started in another chat waits
     // there), quoting the original as it now reads while it is loaded (deleted meanwhile,
