@@ -1,6 +1,7 @@
 // The small things people notice in a busy chat: a separator names the day ("Today") above
 // its first message; scrolled up to read older messages when new ones arrive, the log stays
-// put and a button offers the way down to them; a hidden tab counts the messages that arrived
+// put and a button offers the way down to them; at the bottom, bursts of messages keep the
+// newest in view, and one's own message brings the log down to it; a hidden tab counts the messages that arrived
 // from others in its title, "(2) Chat", until it is shown again. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
@@ -69,6 +70,27 @@ describe('days, new messages below, and the title of a hidden tab', { timeout: 9
       await alice.page.setViewportSize(VIEWPORT);
       await log.evaluate((element) => element.scrollTo(0, element.scrollHeight));
       await eventually('at the newest message again', async () => assert.ok((await fromBottom()) < 50));
+
+      // A busy chat: bursts of messages, many within one frame, keep the newest in view. (The
+      // log once took the scroll events of its own following for her scrolling up, and from
+      // the second burst on was left behind for good.)
+      for (let burst = 0; burst < 3; burst++) {
+        await Promise.all(Array.from({ length: 15 }, (_, n) => send(`burst-${burst}-${n}`, `burst ${burst}, message ${n}`)));
+        await eventually(`burst ${burst} shown`, async () =>
+          assert.equal(await alice.messages(`burst ${burst}, message`).count(), 15),
+        );
+        await eventually(`burst ${burst}: the newest message in view`, async () =>
+          assert.ok((await fromBottom()) < 50, `${await fromBottom()} px below the view`),
+        );
+      }
+      // Scrolled up, a message of her own brings the log down to it.
+      await log.evaluate((element) => element.scrollTo(0, 0));
+      await eventually('scrolled up once more', async () => assert.ok((await fromBottom()) > 300));
+      await alice.send('written while scrolled up');
+      await alice.waitUntilSent('written while scrolled up');
+      await eventually('her message in view', async () =>
+        assert.ok((await fromBottom()) < 50, `${await fromBottom()} px below the view`),
+      );
 
       // A hidden tab counts what arrives from others in its title; shown, it is "Chat" again.
       assert.equal(await alice.page.title(), 'Chat');

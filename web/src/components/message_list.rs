@@ -202,9 +202,15 @@ pub fn MessageList(
             log.set_scroll_top(log.scroll_height());
         }
     };
-    Effect::new(move |_| {
+    // A message of one's own, just written, is the newest thing one wants to see: it brings
+    // the log down to it, however far up one had scrolled, as chats people know do.
+    Effect::new(move |queued: Option<usize>| {
         rows.track();
-        outgoing.track();
+        let now = outgoing.with(Vec::len);
+        if queued.is_some_and(|before| now > before) {
+            stick_to_bottom.set(true);
+            news_below.set(false);
+        }
         if let Some(log) = log.get_untracked() {
             request_animation_frame(move || {
                 if stick_to_bottom.try_get_untracked() == Some(true) {
@@ -213,6 +219,7 @@ pub fn MessageList(
                 report_seen();
             });
         }
+        now
     });
 
     // A message jumped to: once its row is rendered, bring it to the middle of the log and
@@ -251,15 +258,22 @@ pub fn MessageList(
         });
     });
 
+    // Only scrolling up lets go of the newest message. A scroll event comes a frame after
+    // the scroll: when the log was brought down to the newest message and more came in that
+    // frame (a busy chat), the event finds it short of the bottom again, and taking that for
+    // the person's doing left the log behind for good.
+    let mut last_top = 0;
     let on_scroll = move |_| {
         let Some(element) = log.get_untracked() else {
             return;
         };
-        let from_bottom = element.scroll_height() - element.scroll_top() - element.client_height();
-        let at_bottom = from_bottom < STICK_TO_BOTTOM_WITHIN_PX;
-        stick_to_bottom.set(at_bottom);
-        if at_bottom {
+        let top = element.scroll_top();
+        let scrolled_up = top < std::mem::replace(&mut last_top, top);
+        if element.scroll_height() - top - element.client_height() < STICK_TO_BOTTOM_WITHIN_PX {
+            stick_to_bottom.set(true);
             news_below.set(false);
+        } else if scrolled_up {
+            stick_to_bottom.set(false);
         }
         report_seen();
         if element.scroll_top() < LOAD_OLDER_WITHIN_PX
