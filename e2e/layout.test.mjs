@@ -53,6 +53,28 @@ describe('the chat screen with a large group', { timeout: 60_000 }, () => {
         const log = await quinn.messageLog.boundingBox();
         assert.ok(log.height >= viewport.height / 2, `the messages keep ${log.height} of ${viewport.height} px`);
       }
+
+      // A chat of two with such a name, on a phone: the name keeps a line of its own (it was
+      // squeezed to a few letters a line beside "Block <name>" and "Leave chat"), and the
+      // buttons fit on the screen below it, the long one cut short.
+      const pair = Buffer.concat([MEMBERS[0], 'quinn'].map((member) => encodeStrings({ 1: member })));
+      const pairId = decodeStrings(await unary(url, '/chat.Chat/New', pair, { token: tokens[0] }))[1];
+      await unary(url, '/chat.Chat/Send', encodeStrings({ 1: 'hi', 2: pairId, 5: 'Just us two' }), { token: tokens[0] });
+      await quinn.page.setViewportSize({ width: 390, height: 700 });
+      await quinn.button('Back').click();
+      await quinn.chatEntry('Just us two').click();
+      await quinn.messages('Just us two').first().waitFor();
+      const [height, line] = await title.evaluate((element) => [
+        element.getBoundingClientRect().height,
+        1.5 * parseFloat(getComputedStyle(element).fontSize),
+      ]);
+      assert.ok(height <= line, `the name is ${height} px high on a phone (one line is at most ${line})`);
+      const block = await quinn.button(`Block ${MEMBERS[0]}`).boundingBox();
+      const leave = await quinn.button('Leave chat').boundingBox();
+      for (const [name, box] of [['Block', block], ['Leave chat', leave]]) {
+        assert.ok(box.x >= 0 && box.x + box.width <= 390, `"${name}" off the screen: ${JSON.stringify(box)}`);
+      }
+      assert.ok(block.x + block.width <= leave.x || block.y + block.height <= leave.y, 'the buttons overlap');
       assert.deepEqual(quinn.pageErrors, [], 'uncaught errors in the page');
     } catch (error) {
       suite.report([quinn]);
