@@ -1,7 +1,8 @@
 // The small things people notice in a busy chat: a separator names the day ("Today") above
 // its first message; scrolled up to read older messages when new ones arrive, the log stays
-// put and a button offers the way down to them; at the bottom, bursts of messages keep the
-// newest in view, and one's own message brings the log down to it; a hidden tab counts the messages that arrived
+// put and a button offers the way down to them; at the bottom, a composer growing with its
+// lines or a reply's quote keeps the newest in view, and so do bursts of messages; one's own
+// message brings the log down to it; a hidden tab counts the messages that arrived
 // from others in its title, "(2) Chat", until it is shown again. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
@@ -70,6 +71,24 @@ describe('days, new messages below, and the title of a hidden tab', { timeout: 9
       await alice.page.setViewportSize(VIEWPORT);
       await log.evaluate((element) => element.scrollTo(0, element.scrollHeight));
       await eventually('at the newest message again', async () => assert.ok((await fromBottom()) < 50));
+
+      // The composer growing with the lines she writes, or a reply's quote above it, makes
+      // the log smaller: the newest message stays in view.
+      await alice.composer.click();
+      for (let line = 0; line < 5; line++) {
+        await alice.page.keyboard.type(`line ${line}`);
+        await alice.page.keyboard.press('Shift+Enter');
+      }
+      await eventually('the newest message in view above five lines', async () =>
+        assert.ok((await fromBottom()) < 5, `${await fromBottom()} px below the view`),
+      );
+      await alice.composer.fill('');
+      await alice.messages('something new').getByRole('button', { name: 'Reply' }).click();
+      await alice.page.getByRole('group', { name: 'Replying to' }).waitFor();
+      await eventually("the newest message in view above the reply's quote", async () =>
+        assert.ok((await fromBottom()) < 5, `${await fromBottom()} px below the view`),
+      );
+      await alice.button('Cancel reply').click();
 
       // A busy chat: bursts of messages, many within one frame, keep the newest in view. (The
       // log once took the scroll events of its own following for her scrolling up, and from

@@ -126,7 +126,7 @@ async fn sign_up_checks_fields_with_the_shared_rules_before_any_request() {
     let root = container();
     let signed_in = RwSignal::new(false);
     leptos::mount::mount_to(root.clone(), move || {
-        view! { <SignInPage on_signed_in=Callback::new(move |_| signed_in.set(true)) notice=Signal::derive(|| None::<String>) /> }
+        view! { <SignInPage on_signed_in=Callback::new(move |_| signed_in.set(true)) notice=RwSignal::new(None::<String>) /> }
     })
     .forget();
     settle().await;

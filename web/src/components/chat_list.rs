@@ -155,7 +155,7 @@ fn ChatRow(
         // again (`is_open`), so localStorage is read then and on a new message, not kept.
         let draft = (!is_open.get())
             .then(|| storage::load_draft(&draft_owner, &draft_of))
-            .filter(|draft| !draft.is_empty());
+            .flatten();
         entry.with(|entry| {
             // The text between U+2068 and U+2069 (first strong isolate, pop isolate) takes
             // its own direction, as <bdi> would: a Hebrew message keeps its punctuation on

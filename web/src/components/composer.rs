@@ -30,7 +30,8 @@ pub fn Composer(
     let text = RwSignal::new(
         live.model
             .me()
-            .with_untracked(|me| chat_id.with_value(|chat| storage::load_draft(me, chat))),
+            .with_untracked(|me| chat_id.with_value(|chat| storage::load_draft(me, chat)))
+            .unwrap_or_default(),
     );
     let error = RwSignal::new(None::<String>);
     // The reply being written in this chat, if any (a reply started in another chat waits

@@ -11,6 +11,8 @@ use leptos::html::Div;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+use web_sys::ResizeObserver;
 
 use crate::components::message_item::MessageItem;
 use crate::live::activity::seen_line;
@@ -185,19 +187,26 @@ pub fn MessageList(
         }
         now
     });
-    // A smaller window (a phone turned, its keyboard opened, a window resized) keeps the
-    // newest message in view if it was; one scrolled up stays where it is.
-    let resized = window_event_listener_untyped("resize", move |_| {
-        if stick_to_bottom.get_untracked()
-            && let Some(log) = log.get_untracked()
-        {
-            log.set_scroll_top(log.scroll_height());
+    // Whatever makes the log smaller (a phone turned, its keyboard opened, a window resized,
+    // the composer growing with its lines, a reply's quote above it) keeps the newest message
+    // in view if it was; one scrolled up stays where it is. The callback holds no element, so
+    // the observer goes with the log; once the log is gone it finds nothing to do.
+    Effect::new(move |_| {
+        let Some(element) = log.get() else { return };
+        let follow = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            if stick_to_bottom.try_get_untracked() == Some(true)
+                && let Some(Some(log)) = log.try_get_untracked()
+            {
+                log.set_scroll_top(log.scroll_height());
+            }
+        })
+        .into_js_value();
+        if let Ok(observer) = ResizeObserver::new(follow.unchecked_ref()) {
+            observer.observe(&element);
         }
     });
-    on_cleanup(move || resized.remove());
+    // The scroll event at the bottom then holds the log there and takes the button away.
     let to_latest = move |_| {
-        news_below.set(false);
-        stick_to_bottom.set(true);
         if let Some(log) = log.get_untracked() {
             log.set_scroll_top(log.scroll_height());
         }
@@ -209,7 +218,6 @@ pub fn MessageList(
         let now = outgoing.with(Vec::len);
         if queued.is_some_and(|before| now > before) {
             stick_to_bottom.set(true);
-            news_below.set(false);
         }
         if let Some(log) = log.get_untracked() {
             request_animation_frame(move || {

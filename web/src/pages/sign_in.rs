@@ -22,8 +22,7 @@ pub fn SignInPage(
     /// Called with the new session once signed in.
     on_signed_in: Callback<Session>,
     /// A message to show first, e.g. why the user was signed out.
-    #[prop(into)]
-    notice: Signal<Option<String>>,
+    notice: RwSignal<Option<String>>,
 ) -> impl IntoView {
     let user_id = RwSignal::new(String::new());
     let password = RwSignal::new(String::new());

@@ -182,10 +182,11 @@ fn draft_key(user: &str, chat: &str) -> String {
     format!("chat.draft.{user}/{chat}")
 }
 
-/// What `user` had written in `chat` and not sent: kept while other chats are open, across
-/// reloads and sign-outs (as the outbox is), and shared by the browser's tabs.
-pub fn load_draft(user: &str, chat: &str) -> String {
-    read(&draft_key(user, chat)).unwrap_or_default()
+/// What `user` had written in `chat` and not sent, if anything (an empty box is stored as no
+/// key): kept while other chats are open, across reloads and sign-outs (as the outbox is),
+/// and shared by the browser's tabs.
+pub fn load_draft(user: &str, chat: &str) -> Option<String> {
+    read(&draft_key(user, chat))
 }
 
 /// Keeps `text` as `user`'s draft in `chat`; an empty box leaves no key behind.
