@@ -59,7 +59,7 @@ describe('hostile text renders as text under a strict CSP', { timeout: 90_000 },
       await victim.button('Sign up').click();
       const error = victim.page.locator('#sign-in-user-error');
       await eventually('the username error quotes the name as typed', async () =>
-        assert.match(await error.innerText(), /^User id ".*" (must|may)/),
+        assert.match(await error.innerText(), /^Username ".*" (must|may)/),
       );
       assert.ok((await error.innerText()).includes(BAD_USERNAME), await error.innerText());
       assert.equal(await victim.page.locator('img').count(), 0, 'an <img> appeared');
