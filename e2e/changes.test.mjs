@@ -50,6 +50,10 @@ describe('two people edit, delete and react in the browser', { timeout: 120_000 
     const message = alice.messages(said.typo).first();
     await message.getByRole('button', { name: 'Edit', exact: true }).click();
     const editor = alice.page.getByRole('textbox', { name: 'Edit message' });
+    // The box shows every line of what is edited, not two and a scroll bar.
+    await editor.fill('thrown\naway\nin\nfive\nlines');
+    const [height, content] = await editor.evaluate((box) => [box.clientHeight, box.scrollHeight]);
+    assert.ok(content <= height, `five lines need ${content} px; the editor shows ${height}`);
     await editor.fill('thrown away');
     await editor.press('Escape');
     await alice.messages(said.typo).first().waitFor();
