@@ -2,7 +2,7 @@
 // its first message; scrolled up to read older messages when new ones arrive, the log stays
 // put and a button offers the way down to them; at the bottom, a composer growing with its
 // lines or a reply's quote keeps the newest in view, and so do bursts of messages; one's own
-// message brings the log down to it; a hidden tab counts the messages that arrived
+// message brings the log down to it; a sender's name shows once for messages in a row; a hidden tab counts the messages that arrived
 // from others in its title, "(2) Chat", until it is shown again. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
@@ -110,6 +110,17 @@ describe('days, new messages below, and the title of a hidden tab', { timeout: 9
       await eventually('her message in view', async () =>
         assert.ok((await fromBottom()) < 50, `${await fromBottom()} px below the view`),
       );
+
+      // Who said what: a sender's name shows on the first of their messages in a row, not on
+      // each; the others keep it for screen readers, which read each message on its own.
+      await send('answer-1', 'answering you');
+      await send('answer-2', 'and one more thing');
+      const nameOf = (text) => alice.messages(text).first().locator('.sender');
+      await nameOf('and one more thing').waitFor({ state: 'attached' });
+      const width = (text) => nameOf(text).evaluate((name) => name.getBoundingClientRect().width);
+      assert.ok((await width('answering you')) > 10, "bob's name is shown after her message");
+      assert.ok((await width('and one more thing')) <= 1, "bob's name is shown again on his next message");
+      assert.equal(await nameOf('and one more thing').textContent(), 'bob');
 
       // A hidden tab counts what arrives from others in its title; shown, it is "Chat" again.
       assert.equal(await alice.page.title(), 'Chat');

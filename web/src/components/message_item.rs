@@ -31,13 +31,22 @@ pub fn MessageItem(
     chat_id: String,
     /// The message just jumped to, which is highlighted.
     highlighted: RwSignal<Option<u64>>,
+    /// Whether it follows the same sender's message closely: the name is then for screen
+    /// readers only (each message is read on its own there).
+    continued: bool,
 ) -> impl IntoView {
     let mine = message.sender == me;
     let id = message.id;
     let highlight = move || highlighted.get() == Some(id);
     let time = short_time(message.sent_at);
-    let sender =
-        (!mine).then(|| view! { <header class="sender">{message.sender.clone()}</header> });
+    let sender = (!mine).then(|| {
+        let class = if continued {
+            "sender visually-hidden"
+        } else {
+            "sender"
+        };
+        view! { <header class=class>{message.sender.clone()}</header> }
+    });
     if message.deleted {
         return view! {
             <article class="message deleted" class:mine=mine class:highlight=highlight data-id=id.to_string()>

@@ -23,6 +23,10 @@ use crate::time;
 /// How long a message jumped to stays highlighted.
 const HIGHLIGHT_MS: u32 = 2_000;
 
+/// Messages of one sender in a row, each within this long of the one before, show the name
+/// once, at the first: a conversation reads as who said what, not the same name on every line.
+const RUN_SECS: i64 = 5 * 60;
+
 /// How close to the top (in pixels) scrolling must come to load the previous page.
 const LOAD_OLDER_WITHIN_PX: i32 = 80;
 /// How close to the bottom counts as "reading the newest", which keeps it in view.
@@ -104,6 +108,7 @@ pub fn MessageList(
                     .iter()
                     .peekable();
                 let mut rows = Vec::<Row>::with_capacity(timeline.messages.len());
+                let mut above = None::<&ChatMessage>;
                 for message in timeline.messages.values() {
                     // Both are in id order: walk the previous rows alongside.
                     while known.next_if(|row| row.id < message.id).is_some() {}
@@ -124,6 +129,13 @@ pub fn MessageList(
                             .get(&quote.message_id)
                             .map(|original| original.stamp)
                     });
+                    let continued = day_label.is_none()
+                        && !first_new
+                        && above.is_some_and(|above| {
+                            above.sender == message.sender
+                                && message.sent_at - above.sent_at < RUN_SECS
+                        });
+                    above = Some(message);
                     rows.push(Row {
                         id: message.id,
                         stamp: message.stamp,
@@ -131,6 +143,7 @@ pub fn MessageList(
                         day,
                         day_label,
                         first_new,
+                        continued,
                     });
                 }
                 Some(rows)
@@ -324,7 +337,7 @@ pub fn MessageList(
                     message(id).map(|message| view! {
                         {day}
                         {divider}
-                        <MessageItem message=message me=me.clone() chat_id=chat_id.get_value() highlighted=highlighted />
+                        <MessageItem message=message me=me.clone() chat_id=chat_id.get_value() highlighted=highlighted continued=row.continued />
                     })
                 }
             />
@@ -376,6 +389,9 @@ struct Row {
     /// Whether the "New messages" divider comes before it: the first message after the
     /// position the chat opened with.
     first_new: bool,
+    /// Whether it follows a message of the same sender, sent less than `RUN_SECS` before,
+    /// with no separator between: the name is not shown again.
+    continued: bool,
 }
 
 /// The id of the newest message at least partly inside the log's visible area; `None` when
