@@ -1,13 +1,15 @@
 // Read state, typing and presence in real browsers: Alice on two devices (two isolated
 // contexts) and Bob. Reading on one of Alice's devices clears the unread badge on the other
 // live, Bob sees "Seen", a chat opened with unread messages shows the "New messages" divider,
-// "alice is typing…" shows and goes away by itself, and presence goes online, then offline
-// with "last seen" once Alice has closed every device. Run it with e2e/run.sh.
+// "alice is typing…" shows and goes away by itself, a group shows no presence dot, and
+// presence goes online, then offline with "last seen" once Alice has closed every device.
+// Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 
 import { ChatUser, eventually } from './browser.mjs';
+import { encodeStrings, unary } from './grpc_web.mjs';
 import { serverAndBrowser } from './server.mjs';
 
 const PASSWORD = 'correct horse battery';
@@ -117,6 +119,19 @@ describe('read state, typing and presence', { timeout: 150_000 }, () => {
     await eventually('the message ends the typing line', async () => assert.equal(await typing.count(), 0), {
       timeout: 1_000,
     });
+  });
+
+  step('a group that arrives live shows no presence dot, once its members are known', async () => {
+    await unary(suite.server.url, '/chat.Auth/SignUp', encodeStrings({ 1: 'carol', 2: PASSWORD }));
+    await alice.startChatWith('bob carol');
+    await alice.send('Hello both');
+    const group = bob.chatEntry('Hello both');
+    // Bob's list first learns of the chat from the message, then lists its members.
+    await group.filter({ hasText: 'carol' }).waitFor();
+    await eventually("no dot for the group's first sender", async () =>
+      assert.equal(await group.getByRole('img').count(), 0),
+    );
+    await bob.chatEntry(alice.name).filter({ hasNotText: 'carol' }).getByRole('img', { name: 'alice: online' }).waitFor();
   });
 
   step('Alice closes both devices: Bob sees her last seen; she comes back online', async () => {

@@ -87,7 +87,7 @@ fn set_if_changed<T: PartialEq + Clone + Send + Sync + 'static>(
     }
 }
 
-/// The other person of a chat of two, whose presence its row shows; members never change.
+/// The other person of a chat of two, whose presence its row shows.
 fn other_member<'a>(chat: &'a ChatEntry, me: &str) -> Option<&'a String> {
     let mut others = chat.members.iter().filter(|member| *member != me);
     let other = others.next();
@@ -145,7 +145,13 @@ fn ChatRow(
                 .with(|open| open.as_deref() == Some(chat_id.as_str()))
         })
     };
-    let other = entry.with_untracked(|entry| other_member(entry, &me).cloned());
+    // Read again when the members change: a chat first seen through one of its messages is
+    // listed with its sender alone until the list brings every member, and a group must not
+    // keep a dot for that first sender.
+    let other = {
+        let me = me.clone();
+        Memo::new(move |_| entry.with(|entry| other_member(entry, &me).cloned()))
+    };
     let (draft_owner, draft_of) = (me.clone(), chat_id.clone());
     let title = move || entry.with(|entry| entry.title(&me));
     let time = move || entry.with(|entry| Some(short_time(entry.last.as_ref()?.sent_at)));
@@ -177,7 +183,7 @@ fn ChatRow(
                 on:click=move |_| live.open_chat(chat_id.clone())
             >
                 <span class="chat-title">
-                    {other.map(|user| view! { <PresenceDot user=user seen=seen /> })}
+                    {move || other.get().map(|user| view! { <PresenceDot user=user seen=seen /> })}
                     {title}
                 </span>
                 <span class="chat-time">{time}</span>
