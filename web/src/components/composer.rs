@@ -1,7 +1,8 @@
 //! Writing a message: Enter sends, Shift+Enter starts a new line. A reply shows its quote
 //! above the box until it is sent or cancelled. What is written and not sent stays, as the
-//! chat's draft, when another chat opens or the page reloads (`storage::save_draft`). Typing tells the others (at most every few
-//! seconds, see `Live::typing`); sending or clearing the box stops that.
+//! chat's draft, when another chat opens or the page reloads (`storage::save_draft`).
+//! Typing tells the others (at most every few seconds, see `Live::typing`); sending or
+//! clearing the box stops that.
 
 use leptos::prelude::*;
 

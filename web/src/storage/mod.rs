@@ -1,6 +1,6 @@
 //! What the browser keeps in localStorage: the session, each user's outbox of unsent
-//! messages, and their drafts (what the composer of each chat holds). Storage can be missing (private windows, disabled by policy) or full; the app
-//! then works without persistence.
+//! messages, and their drafts (what the composer of each chat holds). Storage can be missing
+//! (private windows, disabled by policy) or full; the app then works without persistence.
 //!
 //! Every tab of the browser shares the outbox, so each message has a key of its own
 //! (`chat.outbox.<user>/<client id>`): a tab writes only the messages it changed and removes
