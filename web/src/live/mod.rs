@@ -56,8 +56,9 @@ pub struct Live {
     api: StoredValue<Api>,
     /// Set when the page unmounts or the user signs out: the connection loop stops.
     stopped: RwSignal<bool>,
-    /// Called when the server says the session is over.
-    on_signed_out: Callback<()>,
+    /// Called, with the notice the sign-in page shows, when the server says the session is
+    /// over.
+    on_signed_out: Callback<Option<String>>,
     /// Set while a password change is in flight: the change revokes this session's token, and
     /// the server may end this tab's stream before its answer (the fresh session) arrives.
     /// That ending is then expected, not a sign-out.
@@ -98,7 +99,11 @@ enum Part {
 
 /// Creates the live state for `session`, provides it as context and starts its connection,
 /// or joins the one another tab of the browser holds.
-pub fn provide_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> Live {
+pub fn provide_live(
+    api: Api,
+    session: &Session,
+    on_signed_out: Callback<Option<String>>,
+) -> Live {
     let live = create_live(api, session, on_signed_out);
     tabs::start(live, &session.user_id);
     live
@@ -106,7 +111,11 @@ pub fn provide_live(api: Api, session: &Session, on_signed_out: Callback<()>) ->
 
 /// Creates the live state and provides it as context, without connecting: components can
 /// be shown against a model filled by hand (the browser tests do).
-pub fn create_live(api: Api, session: &Session, on_signed_out: Callback<()>) -> Live {
+pub fn create_live(
+    api: Api,
+    session: &Session,
+    on_signed_out: Callback<Option<String>>,
+) -> Live {
     let (stored_outbox, outbox) = StoredOutbox::load(&session.user_id);
     let live = Live {
         model: Store::new(Model::new(&session.user_id, outbox)),
@@ -204,7 +213,8 @@ impl Live {
         let replacing = self.replacing_session.try_get_value().unwrap_or(false);
         self.stop();
         if !already_stopped && !replacing {
-            self.on_signed_out.run(());
+            self.on_signed_out
+                .run(Some("Your session has ended. Please sign in again.".into()));
         }
     }
 

@@ -33,13 +33,7 @@ pub fn ChatsPage(
     notice: RwSignal<Option<String>>,
 ) -> impl IntoView {
     let api = Api::for_this_page().signed_in(&session);
-    let live = provide_live(
-        api.clone(),
-        &session,
-        Callback::new(move |_| {
-            on_signed_out.run(Some("Your session has ended. Please sign in again.".into()))
-        }),
-    );
+    let live = provide_live(api.clone(), &session, on_signed_out);
     let account_api = api.clone();
     let sign_out = move |_| {
         live.stop();
