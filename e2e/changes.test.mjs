@@ -69,7 +69,16 @@ describe('two people edit, delete and react in the browser', { timeout: 120_000 
   });
 
   step('Bob reacts from the picker, Alice joins in: counts, highlight and who reacted', async () => {
-    await bob.messages(said.fixed).first().getByRole('button', { name: 'React', exact: true }).click();
+    const open = bob.messages(said.fixed).first().getByRole('button', { name: 'React', exact: true });
+    // Escape closes the picker, and the keyboard is back on the button that opened it.
+    await open.click();
+    await bob.page.getByRole('button', { name: 'React with 👍' }).focus();
+    await bob.page.keyboard.press('Escape');
+    await eventually('the picker closed by Escape', async () =>
+      assert.equal(await bob.page.getByRole('group', { name: 'Pick a reaction' }).count(), 0),
+    );
+    assert.ok(await open.evaluate((button) => button === document.activeElement), 'focus is back on React');
+    await open.click();
     await bob.page.getByRole('button', { name: 'React with 👍' }).click();
     await reaction(alice, said.fixed, '👍').getByText('bob').waitFor({ state: 'attached' });
     assert.equal(await reaction(alice, said.fixed, '👍').getAttribute('aria-pressed'), 'false');

@@ -1,6 +1,6 @@
 //! One delivered message with what can be done to it: the user's own can be edited inline
 //! (Escape cancels) and deleted (after a confirmation); anyone can reply to it (the composer
-//! then quotes it) or react with one of a few common emoji. A reply shows its original's
+//! then quotes it) or react with one of a few common emoji (Escape closes the picker). A reply shows its original's
 //! quote, which jumps to the original. Reactions show as counts per emoji, the user's own highlighted, with who
 //! reacted on hover and focus.
 
@@ -8,6 +8,7 @@ use chat_core::links::links;
 use leptos::ev::MouseEvent;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
 
 use crate::components::pieces::shown;
 use crate::components::quote::QuoteView;
@@ -82,6 +83,21 @@ pub fn MessageItem(
     let reactions = Reactions(message.clone(), me.clone(), chat_id.clone(), error);
     let target = StoredValue::new((chat_id, message));
 
+    // Escape closes the picker and puts the keyboard's focus back on its button (the
+    // message's one `aria-expanded` button) rather than at the page's start. (A pick changes
+    // the message, whose row is then rendered anew: focus cannot stay there.)
+    let close_picker = move |event: &web_sys::Event| {
+        picking.set(false);
+        if let Some(button) = event
+            .target()
+            .and_then(|target| target.dyn_into::<web_sys::Element>().ok())
+            .and_then(|inside| inside.closest("article").ok().flatten())
+            .and_then(|article| article.query_selector("[aria-expanded]").ok().flatten())
+            .and_then(|button| button.dyn_into::<web_sys::HtmlElement>().ok())
+        {
+            let _ = button.focus();
+        }
+    };
     let react = move |emoji: &'static str| {
         picking.set(false);
         let (chat_id, message) = target.get_value();
@@ -131,7 +147,11 @@ pub fn MessageItem(
                 </span>
             </footer>
             <Show when=move || picking.get()>
-                <div class="picker" role="group" aria-label="Pick a reaction">
+                <div class="picker" role="group" aria-label="Pick a reaction" on:keydown=move |event: leptos::ev::KeyboardEvent| {
+                    if event.key() == "Escape" {
+                        close_picker(&event);
+                    }
+                }>
                     {PICKER.iter().map(|&emoji| view! {
                         <button type="button" aria-label=format!("React with {emoji}") on:click=move |_| react(emoji)>{emoji}</button>
                     }).collect_view()}

@@ -99,11 +99,7 @@ enum Part {
 
 /// Creates the live state for `session`, provides it as context and starts its connection,
 /// or joins the one another tab of the browser holds.
-pub fn provide_live(
-    api: Api,
-    session: &Session,
-    on_signed_out: Callback<Option<String>>,
-) -> Live {
+pub fn provide_live(api: Api, session: &Session, on_signed_out: Callback<Option<String>>) -> Live {
     let live = create_live(api, session, on_signed_out);
     tabs::start(live, &session.user_id);
     live
@@ -111,11 +107,7 @@ pub fn provide_live(
 
 /// Creates the live state and provides it as context, without connecting: components can
 /// be shown against a model filled by hand (the browser tests do).
-pub fn create_live(
-    api: Api,
-    session: &Session,
-    on_signed_out: Callback<Option<String>>,
-) -> Live {
+pub fn create_live(api: Api, session: &Session, on_signed_out: Callback<Option<String>>) -> Live {
     let (stored_outbox, outbox) = StoredOutbox::load(&session.user_id);
     let live = Live {
         model: Store::new(Model::new(&session.user_id, outbox)),
