@@ -58,6 +58,9 @@ describe('two people edit, delete and react in the browser', { timeout: 120_000 
     await editor.press('Escape');
     await alice.messages(said.typo).first().waitFor();
     assert.equal(await alice.page.getByRole('textbox', { name: 'Edit message' }).count(), 0);
+    // The keyboard is back on the Edit button, not at the start of the page.
+    const edit = alice.messages(said.typo).first().getByRole('button', { name: 'Edit', exact: true });
+    assert.ok(await edit.evaluate((button) => button === document.activeElement), 'focus is back on Edit');
 
     await alice.messages(said.typo).first().getByRole('button', { name: 'Edit', exact: true }).click();
     await alice.page.getByRole('textbox', { name: 'Edit message' }).fill(said.fixed);

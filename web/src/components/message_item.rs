@@ -1,8 +1,9 @@
 //! One delivered message with what can be done to it: the user's own can be edited inline
-//! (Escape cancels) and deleted (after a confirmation); anyone can reply to it (the composer
-//! then quotes it) or react with one of a few common emoji (Escape closes the picker). A reply shows its original's
-//! quote, which jumps to the original. Reactions show as counts per emoji, the user's own highlighted, with who
-//! reacted on hover and focus.
+//! (Escape cancels, and the keyboard's focus goes back to Edit) and deleted (after a
+//! confirmation); anyone can reply to it (the composer then quotes it) or react with one of
+//! a few common emoji (Escape closes the picker). A reply shows its original's quote, which
+//! jumps to the original. Reactions show as counts per emoji, the user's own highlighted,
+//! with who reacted on hover and focus.
 
 use chat_core::links::links;
 use leptos::ev::MouseEvent;
@@ -88,15 +89,10 @@ pub fn MessageItem(
     // the message, whose row is then rendered anew: focus cannot stay there.)
     let close_picker = move |event: &web_sys::Event| {
         picking.set(false);
-        if let Some(button) = event
-            .target()
-            .and_then(|target| target.dyn_into::<web_sys::Element>().ok())
-            .and_then(|inside| inside.closest("article").ok().flatten())
-            .and_then(|article| article.query_selector("[aria-expanded]").ok().flatten())
-            .and_then(|button| button.dyn_into::<web_sys::HtmlElement>().ok())
-        {
-            let _ = button.focus();
-        }
+        focus_in_message(
+            event.target().and_then(|target| target.dyn_into().ok()),
+            "[aria-expanded]",
+        );
     };
     let react = move |emoji: &'static str| {
         picking.set(false);
@@ -141,7 +137,7 @@ pub fn MessageItem(
                     <button type="button" class="link" aria-expanded=move || picking.get().to_string()
                         on:click=move |_| picking.update(|open| *open = !*open)>"React"</button>
                     {mine.then(|| view! {
-                        <button type="button" class="link" on:click=move |_| editing.set(true)>"Edit"</button>
+                        <button type="button" class="link edit" on:click=move |_| editing.set(true)>"Edit"</button>
                         <button type="button" class="link" on:click=delete>"Delete"</button>
                     })}
                 </span>
@@ -203,6 +199,18 @@ fn Reactions(
     (!buttons.is_empty()).then(|| view! { <div class="reactions">{buttons}</div> })
 }
 
+/// Puts the keyboard's focus on the button that `selector` finds in the message holding
+/// `inside`, as a part of it closes.
+fn focus_in_message(inside: Option<web_sys::Element>, selector: &str) {
+    if let Some(button) = inside
+        .and_then(|inside| inside.closest("article").ok().flatten())
+        .and_then(|article| article.query_selector(selector).ok().flatten())
+        .and_then(|button| button.dyn_into::<web_sys::HtmlElement>().ok())
+    {
+        let _ = button.focus();
+    }
+}
+
 /// The inline editor of the user's own message: Enter or Save stores the new text, Escape
 /// or Cancel leaves it as it was. The text is checked with the shared validation first.
 #[component]
@@ -238,8 +246,11 @@ fn Editor(
             }
         });
     };
+    // Back to the Edit button, rather than to the page's start. (A save changes the message,
+    // whose row is then rendered anew: focus cannot stay there.)
     let cancel = move || {
         error.set(None);
+        focus_in_message(input.get_untracked().map(Into::into), "button.edit");
         editing.set(false);
     };
     view! {
