@@ -28,6 +28,8 @@ describe('two people edit, delete and react in the browser', { timeout: 120_000 
   /** The reaction button of `emoji` on the message showing `text`. */
   const reaction = (user, text, emoji) =>
     user.messages(text).first().locator('.reaction').filter({ hasText: emoji });
+  /** Whether `locator`'s element holds the keyboard's focus. */
+  const focused = (locator) => locator.evaluate((element) => element === document.activeElement);
 
   step('Alice and Bob chat', async () => {
     alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');
@@ -60,7 +62,15 @@ describe('two people edit, delete and react in the browser', { timeout: 120_000 
     assert.equal(await alice.page.getByRole('textbox', { name: 'Edit message' }).count(), 0);
     // The keyboard is back on the Edit button, not at the start of the page.
     const edit = alice.messages(said.typo).first().getByRole('button', { name: 'Edit', exact: true });
-    assert.ok(await edit.evaluate((button) => button === document.activeElement), 'focus is back on Edit');
+    assert.ok(await focused(edit), 'focus is back on Edit');
+    // Saving the text unchanged stores nothing and closes the editor the same way.
+    await edit.click();
+    await alice.page.getByRole('textbox', { name: 'Edit message' }).press('Enter');
+    await eventually('the editor closed by saving it unchanged', async () =>
+      assert.equal(await alice.page.getByRole('textbox', { name: 'Edit message' }).count(), 0),
+    );
+    assert.ok(await focused(edit), 'focus is back on Edit after saving it unchanged');
+    assert.equal(await alice.messages(said.typo).filter({ hasText: 'edited' }).count(), 0, 'not marked edited');
 
     await alice.messages(said.typo).first().getByRole('button', { name: 'Edit', exact: true }).click();
     await alice.page.getByRole('textbox', { name: 'Edit message' }).fill(said.fixed);
@@ -69,6 +79,10 @@ describe('two people edit, delete and react in the browser', { timeout: 120_000 
       await user.messages(said.fixed).filter({ hasText: 'edited' }).first().waitFor();
       assert.equal(await user.messages(said.typo).count(), 0, `${user.name} still sees the typo`);
     }
+    // Saved, the message's row is shown anew; the keyboard is on its Edit button again.
+    await eventually('focus is on Edit after the save', async () =>
+      assert.ok(await focused(alice.messages(said.fixed).first().getByRole('button', { name: 'Edit', exact: true }))),
+    );
   });
 
   step('Bob reacts from the picker, Alice joins in: counts, highlight and who reacted', async () => {
@@ -80,11 +94,15 @@ describe('two people edit, delete and react in the browser', { timeout: 120_000 
     await eventually('the picker closed by Escape', async () =>
       assert.equal(await bob.page.getByRole('group', { name: 'Pick a reaction' }).count(), 0),
     );
-    assert.ok(await open.evaluate((button) => button === document.activeElement), 'focus is back on React');
+    assert.ok(await focused(open), 'focus is back on React');
     await open.click();
-    await bob.page.getByRole('button', { name: 'React with 👍' }).click();
+    await bob.page.getByRole('button', { name: 'React with 👍' }).press('Enter');
     await reaction(alice, said.fixed, '👍').getByText('bob').waitFor({ state: 'attached' });
     assert.equal(await reaction(alice, said.fixed, '👍').getAttribute('aria-pressed'), 'false');
+    // The pick changed the message, whose row is shown anew: the keyboard is on React again.
+    await eventually('focus is on React after the pick', async () =>
+      assert.ok(await focused(bob.messages(said.fixed).first().getByRole('button', { name: 'React', exact: true }))),
+    );
 
     await reaction(alice, said.fixed, '👍').click();
     for (const user of [alice, bob]) {
@@ -93,6 +111,9 @@ describe('two people edit, delete and react in the browser', { timeout: 120_000 
       );
     }
     assert.equal(await reaction(alice, said.fixed, '👍').getAttribute('aria-pressed'), 'true', 'mine is highlighted');
+    await eventually('focus is on the 👍 Alice pressed', async () =>
+      assert.ok(await focused(reaction(alice, said.fixed, '👍'))),
+    );
     await reaction(bob, said.fixed, '👍').focus();
     assert.ok(await reaction(bob, said.fixed, '👍').locator('.who').isVisible(), 'who reacted shows on focus');
   });

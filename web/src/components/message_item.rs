@@ -1,9 +1,16 @@
 //! One delivered message with what can be done to it: the user's own can be edited inline
-//! (Escape cancels, and the keyboard's focus goes back to Edit) and deleted (after a
-//! confirmation); anyone can reply to it (the composer then quotes it) or react with one of
-//! a few common emoji (Escape closes the picker). A reply shows its original's quote, which
-//! jumps to the original. Reactions show as counts per emoji, the user's own highlighted,
-//! with who reacted on hover and focus.
+//! and deleted (after a confirmation); anyone can reply to it (the composer then quotes it)
+//! or react with one of a few common emoji (Escape closes the picker). A reply shows its
+//! original's quote, which jumps to the original. Reactions show as counts per emoji, the
+//! user's own highlighted, with who reacted on hover and focus.
+//!
+//! The keyboard's focus stays where the person works: closing the editor (saved or not)
+//! puts it on Edit, closing the picker (with Escape or a pick) on React, and pressing a
+//! reaction on that reaction again. A change renders the message's row anew, which takes the
+//! focus with the old row, so a change asks for it with `keep_focus` and the log puts it
+//! back once it has shown the change (`focus_after_change`).
+
+use std::cell::RefCell;
 
 use chat_core::links::links;
 use leptos::ev::MouseEvent;
@@ -21,6 +28,28 @@ use crate::time::short_time;
 /// The emoji the picker offers: a small fixed set keeps the bundle free of an emoji table.
 const PICKER: [&str; 6] = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
 
+/// The button that opens the picker: the message's one `aria-expanded` button.
+const PICKER_BUTTON: &str = "[aria-expanded]";
+/// The button that opens the editor.
+const EDIT_BUTTON: &str = "button.edit";
+
+thread_local! {
+    /// Where the keyboard's focus goes once the log has shown a change that a button of a
+    /// message asked for: the message's id and a selector of a button in its row.
+    static FOCUS_AFTER_CHANGE: RefCell<Option<(u64, String)>> = const { RefCell::new(None) };
+}
+
+/// Asks for the keyboard's focus to go to what `selector` finds in message `id`'s row once
+/// the log has shown the change being made to it (see [`focus_after_change`]).
+fn keep_focus(id: u64, selector: String) {
+    FOCUS_AFTER_CHANGE.set(Some((id, selector)));
+}
+
+/// What [`keep_focus`] asked for, once: the log calls it each time it has shown a change.
+pub fn focus_after_change() -> Option<(u64, String)> {
+    FOCUS_AFTER_CHANGE.take()
+}
+
 /// One delivered message: the user's own on the right, others' with name and time. The row
 /// is rendered anew whenever its message changes (the list keys rows by id and stamp).
 #[component]
@@ -32,14 +61,15 @@ pub fn MessageItem(
     /// The chat the message belongs to.
     chat_id: String,
     /// The message just jumped to, which is highlighted.
-    highlighted: RwSignal<Option<u64>>,
+    highlighted: RwSignal<Option<(String, u64)>>,
     /// Whether it follows the same sender's message closely: the name is then for screen
     /// readers only (each message is read on its own there).
     continued: bool,
 ) -> impl IntoView {
     let mine = message.sender == me;
     let id = message.id;
-    let highlight = move || highlighted.get() == Some(id);
+    let highlight =
+        move || highlighted.with(|shown| shown.as_ref().is_some_and(|(_, shown)| *shown == id));
     let time = short_time(message.sent_at);
     let sender = (!mine).then(|| {
         let class = if continued {
@@ -84,19 +114,19 @@ pub fn MessageItem(
     let reactions = Reactions(message.clone(), me.clone(), chat_id.clone(), error);
     let target = StoredValue::new((chat_id, message));
 
-    // Escape closes the picker and puts the keyboard's focus back on its button (the
-    // message's one `aria-expanded` button) rather than at the page's start. (A pick changes
-    // the message, whose row is then rendered anew: focus cannot stay there.)
+    // Escape closes the picker and puts the keyboard's focus back on its button rather than
+    // at the page's start.
     let close_picker = move |event: &web_sys::Event| {
         picking.set(false);
         focus_in_message(
             event.target().and_then(|target| target.dyn_into().ok()),
-            "[aria-expanded]",
+            PICKER_BUTTON,
         );
     };
     let react = move |emoji: &'static str| {
         picking.set(false);
         let (chat_id, message) = target.get_value();
+        keep_focus(message.id, PICKER_BUTTON.into());
         spawn_local(async move {
             let outcome = live.toggle_reaction(&chat_id, &message, emoji).await;
             error.try_set(outcome.err());
@@ -182,6 +212,12 @@ fn Reactions(
             let toggle = move |_| {
                 let (chat_id, message) = target.get_value();
                 let emoji = emoji.clone();
+                // Back on this emoji's button (its label starts with the emoji), or on React
+                // once no one has that emoji any more.
+                keep_focus(
+                    message.id,
+                    format!(".reaction[aria-label^=\"{emoji} \"], {PICKER_BUTTON}"),
+                );
                 spawn_local(async move {
                     let outcome = live.toggle_reaction(&chat_id, &message, &emoji).await;
                     error.try_set(outcome.err());
@@ -231,9 +267,20 @@ fn Editor(
             let _ = input.focus();
         }
     });
+    // Back to the Edit button, rather than to the page's start.
+    let cancel = move || {
+        error.set(None);
+        focus_in_message(input.get_untracked().map(Into::into), EDIT_BUTTON);
+        editing.set(false);
+    };
     let save = move || {
         let (chat_id, message) = target.get_value();
         let new_text = text.get_untracked();
+        // Nothing to store; and no change would come to put the focus back on Edit.
+        if new_text == message.text {
+            return cancel();
+        }
+        keep_focus(message.id, EDIT_BUTTON.into());
         spawn_local(async move {
             match live.edit(&chat_id, &message, &new_text).await {
                 Ok(()) => {
@@ -245,13 +292,6 @@ fn Editor(
                 }
             }
         });
-    };
-    // Back to the Edit button, rather than to the page's start. (A save changes the message,
-    // whose row is then rendered anew: focus cannot stay there.)
-    let cancel = move || {
-        error.set(None);
-        focus_in_message(input.get_untracked().map(Into::into), "button.edit");
-        editing.set(false);
     };
     view! {
         <form class="editor" on:submit=move |event: leptos::ev::SubmitEvent| {

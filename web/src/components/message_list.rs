@@ -14,7 +14,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 use web_sys::ResizeObserver;
 
-use crate::components::message_item::MessageItem;
+use crate::components::message_item::{MessageItem, focus_after_change};
 use crate::live::activity::seen_line;
 use crate::live::model::{ChatMessage, Delivery, ModelStoreFields};
 use crate::live::use_live;
@@ -238,14 +238,17 @@ pub fn MessageList(
                     log.set_scroll_top(log.scroll_height());
                 }
                 report_seen();
+                restore_focus(&log);
             });
         }
         now
     });
 
     // A message jumped to: once its row is rendered, bring it to the middle of the log and
-    // highlight it; the log then stays where the person is reading.
-    let highlighted = RwSignal::new(None::<u64>);
+    // highlight it; the log then stays where the person is reading. (The chat is kept with
+    // the id only because the app has a signal of that type already: one more type of
+    // signal costs the bundle several hundred bytes.)
+    let highlighted = RwSignal::new(None::<(String, u64)>);
     Effect::new(move |_| {
         let Some((chat, id)) = live.jump.get() else {
             return;
@@ -260,20 +263,19 @@ pub fn MessageList(
         }
         live.jump.set(None);
         stick_to_bottom.set(false);
-        highlighted.set(Some(id));
+        highlighted.set(Some((chat, id)));
         request_animation_frame(move || {
-            let row = log.get_untracked().and_then(|log| {
-                log.query_selector(&format!("article[data-id=\"{id}\"]"))
-                    .ok()
-                    .flatten()
-            });
-            if let Some(row) = row {
+            if let Some(row) = log.get_untracked().and_then(|log| row(&log, id)) {
                 row.scroll_into_view();
             }
         });
         spawn_local(async move {
             TimeoutFuture::new(HIGHLIGHT_MS).await;
-            if highlighted.try_get_untracked() == Some(Some(id)) {
+            if highlighted
+                .try_get_untracked()
+                .flatten()
+                .is_some_and(|(_, shown)| shown == id)
+            {
                 highlighted.try_set(None);
             }
         });
@@ -418,4 +420,26 @@ fn newest_visible(log: &web_sys::HtmlElement) -> Option<u64> {
         return row.get_attribute("data-id")?.parse().ok();
     }
     None
+}
+
+/// The row of message `id` in the log.
+fn row(log: &web_sys::HtmlDivElement, id: u64) -> Option<web_sys::Element> {
+    log.query_selector(&format!("article[data-id=\"{id}\"]"))
+        .ok()
+        .flatten()
+}
+
+/// A message's row is rendered anew when it changes, and the keyboard's focus, when it was on
+/// a button of the old row (a reaction just pressed), fell to the page's start: once the log
+/// shows the change, put it where the button asked, unless the person has put it somewhere
+/// else meanwhile.
+fn restore_focus(log: &web_sys::HtmlDivElement) {
+    if let Some((id, selector)) = focus_after_change()
+        && document().query_selector(":focus").ok().flatten().is_none()
+        && let Some(button) = row(log, id)
+            .and_then(|row| row.query_selector(&selector).ok().flatten())
+            .and_then(|button| button.dyn_into::<web_sys::HtmlElement>().ok())
+    {
+        let _ = button.focus();
+    }
 }
