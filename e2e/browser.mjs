@@ -164,7 +164,12 @@ export class ChatUser {
   async startChatWith(other) {
     this.note(`[test] start a chat with ${other}`);
     await this.button('New chat').click();
-    await this.page.getByLabel('Usernames', { exact: true }).fill(other);
+    // The cursor is in the form's field at once: a person just types.
+    const field = this.page.getByLabel('Usernames', { exact: true });
+    await eventually('the usernames field has the focus', async () =>
+      assert.ok(await field.evaluate((element) => element === document.activeElement)),
+    );
+    await this.page.keyboard.type(other);
     await this.button('Start chat').click();
     await this.messageLog.waitFor();
   }

@@ -2,11 +2,13 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
 
 use crate::live::use_live;
 
-/// A "New chat" button that opens a small form: usernames separated by commas or spaces,
-/// checked with the shared validation, then New; unknown users are reported by name.
+/// A "New chat" button that opens a small form, with the cursor in its field: usernames
+/// separated by commas or spaces, checked with the shared validation, then New; unknown users
+/// are reported by name.
 #[component]
 pub fn NewChat() -> impl IntoView {
     let live = use_live();
@@ -36,7 +38,20 @@ pub fn NewChat() -> impl IntoView {
 
     view! {
         <div class="new-chat">
-            <button type="button" class="primary" aria-expanded=move || open.get().to_string() on:click=move |_| open.update(|o| *o = !*o)>
+            <button type="button" class="primary" aria-expanded=move || open.get().to_string() on:click=move |_| {
+                open.update(|o| *o = !*o);
+                // The form shows in the next frame: put the cursor in its field then.
+                request_animation_frame(|| {
+                    if let Some(field) = document()
+                        .query_selector("#new-chat-names")
+                        .ok()
+                        .flatten()
+                        .and_then(|field| field.dyn_into::<web_sys::HtmlElement>().ok())
+                    {
+                        let _ = field.focus();
+                    }
+                });
+            }>
                 "New chat"
             </button>
             <Show when=move || open.get()>
