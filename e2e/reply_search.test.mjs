@@ -86,6 +86,16 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
     assert.match(await items.nth(1).innerText(), /launch code/);
     assert.deepEqual(await items.nth(1).locator('mark').allInnerTexts(), ['pelican']);
     assert.equal(await results.locator('img, b').count(), 0, 'no markup from a message');
+    // Alice sent them in her chat with Bob: his results need not name it, hers do.
+    assert.equal(await items.locator('.chat').count(), 0, "Bob's results name no chat");
+    await alice.page.getByRole('searchbox', { name: 'Search messages' }).fill('"pelican');
+    await alice.button('Search').click();
+    const hers = alice.page.getByRole('region', { name: 'Search results' }).getByRole('listitem');
+    await eventually('two results for Alice', async () => assert.equal(await hers.count(), 2));
+    // "In" comes from the style sheet: in the accessible name, not in innerText.
+    assert.match(await hers.nth(0).innerText(), /^bob\nalice\n/, 'her result names the chat, then the sender');
+    assert.equal(await hers.nth(0).getByRole('button', { name: /^In bob alice / }).count(), 1, 'and says so');
+    await alice.button('Close search').click();
     assert.equal(await bob.page.evaluate(() => window.__pwned), undefined);
 
     await box.fill('filler message');

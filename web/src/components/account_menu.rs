@@ -54,17 +54,23 @@ pub fn AccountMenu(
             });
         }
     };
-    // Read when the menu first opens, not on every page load.
-    let receipts = RwSignal::new(None::<bool>);
+    // Read when the menu first opens, not on every page load; the switch waits until then.
+    // (Two `bool` signals rather than one `Option<bool>`: the app has no other signal of that
+    // type, and each type of signal costs the bundle several hundred bytes.)
+    let receipts_known = RwSignal::new(false);
+    let receipts = RwSignal::new(true);
     let receipts_api = api.clone();
     let load_receipts = move |_| {
-        if receipts.get_untracked().is_some() {
+        if receipts_known.get_untracked() {
             return;
         }
         let api = receipts_api.clone();
         spawn_local(async move {
             match api.private_receipts().await {
-                Ok(private) => receipts.set(Some(!private)),
+                Ok(private) => {
+                    receipts.set(!private);
+                    receipts_known.set(true);
+                }
                 Err(problem) => error.set(Some(problem.to_string())),
             }
         });
@@ -76,7 +82,7 @@ pub fn AccountMenu(
             let api = api.clone();
             spawn_local(async move {
                 match api.set_private_receipts(!share).await {
-                    Ok(private) => receipts.set(Some(!private)),
+                    Ok(private) => receipts.set(!private),
                     Err(problem) => error.set(Some(problem.to_string())),
                 }
             });
@@ -123,8 +129,8 @@ pub fn AccountMenu(
                 <label class="receipts">
                     <input
                         type="checkbox"
-                        disabled=move || receipts.get().is_none()
-                        prop:checked=move || receipts.get().unwrap_or(true)
+                        disabled=move || !receipts_known.get()
+                        prop:checked=move || receipts.get()
                         on:change=set_receipts
                     />
                     " Share read receipts (others see how far you have read)"

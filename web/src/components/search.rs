@@ -10,6 +10,7 @@ use leptos::task::spawn_local;
 
 use crate::api::ApiError;
 use crate::components::pieces::shown;
+use crate::live::model::{ModelStoreFields, title_of};
 use crate::live::use_live;
 use crate::time::short_time;
 
@@ -132,8 +133,8 @@ pub fn SearchBox() -> impl IntoView {
     }
 }
 
-/// One found message: sender, time and text with the matched words marked. Clicking it
-/// opens the message in its chat.
+/// One found message: its chat (unless the chat is the one with its sender alone), sender,
+/// time and text with the matched words marked. Clicking it opens the message in its chat.
 #[component]
 fn SearchResult(
     /// The message found.
@@ -149,11 +150,20 @@ fn SearchResult(
             live.jump_to(chat_id.clone(), id);
         }
     };
+    // The chat's name as the chat list shows it, when the list has it (it is paged).
+    let me = live.model.me().get_untracked();
+    let chat = live
+        .model
+        .chats()
+        .with_untracked(|chats| title_of(chats, &message.chat_id, &me))
+        .filter(|title| *title != message.user_id)
+        .map(|title| view! { <span class="chat">{title}</span> });
     let subject = (!message.subject.is_empty()).then(|| {
         view! { <span class="subject">{marked(&message.subject, &matches.subject)}</span> }
     });
     view! {
         <button type="button" class="search-result" on:click=open>
+            {chat}
             <span class="sender">{message.user_id.clone()}</span>
             " "
             <time>{short_time(message.sent_at)}</time>

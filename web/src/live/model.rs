@@ -191,6 +191,14 @@ impl ChatEntry {
     }
 }
 
+/// The name of chat `chat_id` as the chat list shows it to `me`, when `chats` has it.
+pub fn title_of(chats: &[ChatEntry], chat_id: &str, me: &str) -> Option<String> {
+    chats
+        .iter()
+        .find(|chat| chat.chat_id == chat_id)
+        .map(|chat| chat.title(me))
+}
+
 /// The loaded part of one chat's history.
 ///
 /// A timeline exists from the moment its chat opens, before its first page is in (`loaded`).

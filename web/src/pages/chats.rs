@@ -15,7 +15,7 @@ use crate::components::new_chat::NewChat;
 use crate::components::presence::PresenceLine;
 use crate::components::search::SearchBox;
 use crate::components::typing_line::TypingLine;
-use crate::live::model::ModelStoreFields;
+use crate::live::model::{ModelStoreFields, title_of};
 use crate::live::provide_live;
 use crate::route;
 
@@ -80,12 +80,7 @@ pub fn ChatsPage(
         let me = me.clone();
         Memo::new(move |_| {
             let open = open_chat.get()?;
-            live.model.chats().with(|chats| {
-                chats
-                    .iter()
-                    .find(|chat| chat.chat_id == open)
-                    .map(|chat| chat.title(&me))
-            })
+            live.model.chats().with(|chats| title_of(chats, &open, &me))
         })
     };
 
