@@ -822,6 +822,14 @@ mod tests {
     }
 
     #[test]
+    fn a_chat_is_named_by_its_id_while_the_list_has_it() {
+        let model = model_with_two_chats();
+        assert_eq!(title_of(&model.chats, "a", "alice").as_deref(), Some("bob"));
+        assert_eq!(title_of(&model.chats, "a", "bob").as_deref(), Some("alice"));
+        assert_eq!(title_of(&model.chats, "not-listed", "alice"), None);
+    }
+
+    #[test]
     fn a_message_is_shown_once_however_often_it_arrives() {
         let mut model = model_with_two_chats();
         model.add_page("a", vec![message(5, "bob", "x")], false);
