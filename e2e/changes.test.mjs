@@ -147,6 +147,10 @@ describe('two people edit, delete and react in the browser', { timeout: 120_000 
       await user.messages('Message deleted').first().waitFor();
       assert.equal(await user.messages(said.regret).count(), 0, `${user.name} still sees the deleted text`);
     }
+    // The keyboard is on the placeholder, which says what happened, not at the page's start.
+    await eventually("focus is on Alice's placeholder", async () =>
+      assert.ok(await focused(alice.messages('Message deleted').first().locator('.text'))),
+    );
   });
 
   step('after a reload Bob sees the current versions from History, each once', async () => {

@@ -5,8 +5,8 @@
 //! user's own highlighted, with who reacted on hover and focus.
 //!
 //! The keyboard's focus stays where the person works: closing the editor (saved or not)
-//! puts it on Edit, closing the picker (with Escape or a pick) on React, and pressing a
-//! reaction on that reaction again. A change renders the message's row anew, which takes the
+//! puts it on Edit, closing the picker (with Escape or a pick) on React, pressing a reaction
+//! on that reaction again, and deleting on the placeholder "Message deleted". A change renders the message's row anew, which takes the
 //! focus with the old row, so a change asks for it with `keep_focus` and the log puts it
 //! back once it has shown the change (`focus_after_change`).
 
@@ -83,7 +83,7 @@ pub fn MessageItem(
         return view! {
             <article class="message deleted" class:mine=mine class:highlight=highlight data-id=id.to_string()>
                 {sender}
-                <p class="text">"Message deleted"</p>
+                <p class="text" tabindex="-1">"Message deleted"</p>
                 <footer><time>{time}</time></footer>
             </article>
         }
@@ -140,6 +140,8 @@ pub fn MessageItem(
             return;
         }
         let (chat_id, message) = target.get_value();
+        // On the placeholder, which says what happened and keeps the person's place.
+        keep_focus(message.id, ".text".into());
         spawn_local(async move {
             let outcome = live.delete(&chat_id, &message).await;
             error.try_set(outcome.err());
