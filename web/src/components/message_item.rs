@@ -6,9 +6,10 @@
 //!
 //! The keyboard's focus stays where the person works: closing the editor (saved or not)
 //! puts it on Edit, closing the picker (with Escape or a pick) on React, pressing a reaction
-//! on that reaction again, and deleting on the placeholder "Message deleted". A change renders the message's row anew, which takes the
-//! focus with the old row, so a change asks for it with `keep_focus` and the log puts it
-//! back once it has shown the change (`focus_after_change`).
+//! on that reaction again, and deleting on the placeholder "Message deleted". A change
+//! renders the message's row anew, which takes the focus with the old row, so a change asks
+//! for it with `keep_focus` and the log puts it back once it has shown the change
+//! (`focus_after_change`).
 
 use std::cell::RefCell;
 
@@ -35,7 +36,7 @@ const EDIT_BUTTON: &str = "button.edit";
 
 thread_local! {
     /// Where the keyboard's focus goes once the log has shown a change that a button of a
-    /// message asked for: the message's id and a selector of a button in its row.
+    /// message asked for: the message's id and a selector of what to focus in its row.
     static FOCUS_AFTER_CHANGE: RefCell<Option<(u64, String)>> = const { RefCell::new(None) };
 }
 
@@ -60,7 +61,7 @@ pub fn MessageItem(
     me: String,
     /// The chat the message belongs to.
     chat_id: String,
-    /// The message just jumped to, which is highlighted.
+    /// The message just jumped to (its chat and id), which is highlighted.
     highlighted: RwSignal<Option<(String, u64)>>,
     /// Whether it follows the same sender's message closely: the name is then for screen
     /// readers only (each message is read on its own there).

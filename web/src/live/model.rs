@@ -236,7 +236,15 @@ impl Timeline {
         };
         match old {
             Some(old) if old.revision <= message.revision => {
-                message.stamp = old.stamp + 1;
+                // The stream's copy of a change that a call's answer showed already differs
+                // only by its revision: the row is not rendered again (which would also take
+                // the keyboard's focus from it a second time).
+                old.revision = message.revision;
+                message.stamp = old.stamp;
+                if *old == message {
+                    return false;
+                }
+                message.stamp += 1;
                 *old = message;
                 loaded
             }
@@ -1074,9 +1082,14 @@ mod tests {
             model.timelines["a"].messages[&5].reactions[0].users,
             ["alice"]
         );
+        // Her change (12) from the stream then holds what the answer showed: the copy takes
+        // its revision, and its row is not rendered again.
+        let stamp = model.timelines["a"].messages[&5].stamp;
+        model.apply_change(12, reacted(&["alice"]), "a");
+        let shown = &model.timelines["a"].messages[&5];
+        assert_eq!((shown.revision, shown.stamp), (12, stamp));
         // Bob reacts on the copy at revision 12 (Alice's change); his change (13) and
         // Carol's (14) reach the stream before the answer to his call, which shows his only.
-        assert!(model.apply_change(12, reacted(&["alice"]), "a"));
         assert!(model.apply_change(13, reacted(&["alice", "bob"]), "a"));
         assert!(model.apply_change(14, reacted(&["alice", "bob", "carol"]), "a"));
         assert!(!model.update(reacted(&["alice", "bob"]), "a", 12));
