@@ -7,11 +7,8 @@
 //! The keyboard's focus stays where the person works: closing the editor (saved or not)
 //! puts it on Edit, closing the picker (with Escape or a pick) on React, pressing a reaction
 //! on that reaction again, and deleting on the placeholder "Message deleted". A change
-//! renders the message's row anew, which takes the focus with the old row, so a change asks
-//! for it with `keep_focus` and the log puts it back once it has shown the change
-//! (`focus_after_change`).
-
-use std::cell::RefCell;
+//! renders the message's row anew, which takes the focus with the old row (see
+//! `components::focus`).
 
 use chat_core::links::links;
 use leptos::ev::MouseEvent;
@@ -19,6 +16,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 
+use crate::components::focus::{focus_in_message, keep_focus};
 use crate::components::pieces::shown;
 use crate::components::quote::QuoteView;
 use crate::live::model::{ChatMessage, ModelStoreFields, Quote, shown_quote};
@@ -33,23 +31,6 @@ const PICKER: [&str; 6] = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
 const PICKER_BUTTON: &str = "[aria-expanded]";
 /// The button that opens the editor.
 const EDIT_BUTTON: &str = "button.edit";
-
-thread_local! {
-    /// Where the keyboard's focus goes once the log has shown a change that a button of a
-    /// message asked for: the message's id and a selector of what to focus in its row.
-    static FOCUS_AFTER_CHANGE: RefCell<Option<(u64, String)>> = const { RefCell::new(None) };
-}
-
-/// Asks for the keyboard's focus to go to what `selector` finds in message `id`'s row once
-/// the log has shown the change being made to it (see [`focus_after_change`]).
-fn keep_focus(id: u64, selector: String) {
-    FOCUS_AFTER_CHANGE.set(Some((id, selector)));
-}
-
-/// What [`keep_focus`] asked for, once: the log calls it each time it has shown a change.
-pub fn focus_after_change() -> Option<(u64, String)> {
-    FOCUS_AFTER_CHANGE.take()
-}
 
 /// One delivered message: the user's own on the right, others' with name and time. The row
 /// is rendered anew whenever its message changes (the list keys rows by id and stamp).
@@ -236,18 +217,6 @@ fn Reactions(
         })
         .collect::<Vec<_>>();
     (!buttons.is_empty()).then(|| view! { <div class="reactions">{buttons}</div> })
-}
-
-/// Puts the keyboard's focus on the button that `selector` finds in the message holding
-/// `inside`, as a part of it closes.
-fn focus_in_message(inside: Option<web_sys::Element>, selector: &str) {
-    if let Some(button) = inside
-        .and_then(|inside| inside.closest("article").ok().flatten())
-        .and_then(|article| article.query_selector(selector).ok().flatten())
-        .and_then(|button| button.dyn_into::<web_sys::HtmlElement>().ok())
-    {
-        let _ = button.focus();
-    }
 }
 
 /// The inline editor of the user's own message: Enter or Save stores the new text, Escape

@@ -14,7 +14,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 use web_sys::ResizeObserver;
 
-use crate::components::message_item::{MessageItem, focus_after_change};
+use crate::components::focus::{focus_after_change, focus_in_message};
+use crate::components::message_item::MessageItem;
 use crate::live::activity::seen_line;
 use crate::live::model::{ChatMessage, Delivery, ModelStoreFields};
 use crate::live::use_live;
@@ -436,10 +437,7 @@ fn row(log: &web_sys::HtmlDivElement, id: u64) -> Option<web_sys::Element> {
 fn restore_focus(log: &web_sys::HtmlDivElement) {
     if let Some((id, selector)) = focus_after_change()
         && document().query_selector(":focus").ok().flatten().is_none()
-        && let Some(button) = row(log, id)
-            .and_then(|row| row.query_selector(&selector).ok().flatten())
-            .and_then(|button| button.dyn_into::<web_sys::HtmlElement>().ok())
     {
-        let _ = button.focus();
+        focus_in_message(row(log, id), &selector);
     }
 }

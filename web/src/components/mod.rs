@@ -6,6 +6,7 @@ pub mod chat_actions;
 pub mod chat_list;
 pub mod composer;
 pub mod connection_indicator;
+pub mod focus;
 pub mod message_item;
 pub mod message_list;
 pub mod new_chat;

@@ -2,8 +2,8 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use wasm_bindgen::JsCast;
 
+use crate::components::focus::focus;
 use crate::live::use_live;
 
 /// A "New chat" button that opens a small form, with the cursor in its field: usernames
@@ -42,14 +42,7 @@ pub fn NewChat() -> impl IntoView {
                 open.update(|o| *o = !*o);
                 // The form shows in the next frame: put the cursor in its field then.
                 request_animation_frame(|| {
-                    if let Some(field) = document()
-                        .query_selector("#new-chat-names")
-                        .ok()
-                        .flatten()
-                        .and_then(|field| field.dyn_into::<web_sys::HtmlElement>().ok())
-                    {
-                        let _ = field.focus();
-                    }
+                    focus(document().query_selector("#new-chat-names").ok().flatten());
                 });
             }>
                 "New chat"
