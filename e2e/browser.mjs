@@ -31,6 +31,11 @@ export function launchChromium() {
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
 }
 
+/** Whether `locator`'s element holds the keyboard's focus. */
+export function focused(locator) {
+  return locator.evaluate((element) => element === document.activeElement);
+}
+
 /** Retries `check` (which throws or rejects while not yet true) until it passes or time runs out. */
 export async function eventually(what, check, { timeout = STEP_MS, interval = 100 } = {}) {
   const deadline = Date.now() + timeout;
@@ -166,9 +171,7 @@ export class ChatUser {
     await this.button('New chat').click();
     // The cursor is in the form's field at once: a person just types.
     const field = this.page.getByLabel('Usernames', { exact: true });
-    await eventually('the usernames field has the focus', async () =>
-      assert.ok(await field.evaluate((element) => element === document.activeElement)),
-    );
+    await eventually('the usernames field has the focus', async () => assert.ok(await focused(field)));
     await this.page.keyboard.type(other);
     await this.button('Start chat').click();
     await this.messageLog.waitFor();

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 
-import { ChatUser, eventually, holdAnswers } from './browser.mjs';
+import { ChatUser, eventually, focused, holdAnswers } from './browser.mjs';
 import { serverAndBrowser } from './server.mjs';
 
 const PASSWORD = 'correct horse battery';
@@ -28,8 +28,6 @@ describe('two people edit, delete and react in the browser', { timeout: 120_000 
   /** The reaction button of `emoji` on the message showing `text`. */
   const reaction = (user, text, emoji) =>
     user.messages(text).first().locator('.reaction').filter({ hasText: emoji });
-  /** Whether `locator`'s element holds the keyboard's focus. */
-  const focused = (locator) => locator.evaluate((element) => element === document.activeElement);
 
   step('Alice and Bob chat', async () => {
     alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');
