@@ -112,9 +112,12 @@ export class ChatUser {
     this.console.push(`${new Date().toISOString()} ${line}`);
   }
 
-  /** Opens `url` in a new, isolated context. */
-  static async open(browser, url, name) {
-    const context = await browser.newContext({ viewport: VIEWPORT });
+  /**
+   * Opens `url` in a new, isolated context; `contextOptions` go to playwright's `newContext`
+   * (`{ ignoreHTTPSErrors: true }` for a server with a self-signed certificate).
+   */
+  static async open(browser, url, name, contextOptions = {}) {
+    const context = await browser.newContext({ viewport: VIEWPORT, ...contextOptions });
     context.setDefaultTimeout(STEP_MS);
     // Every Content-Security-Policy violation the page meets, so tests can assert there was
     // none: the app must run under the server's policy without being blocked anywhere.

@@ -52,23 +52,20 @@ function varint(value) {
   return Buffer.from(bytes);
 }
 
+/** `message` as one gRPC frame: a flags byte (0: a message, uncompressed), its length, itself. */
+export function frame(message) {
+  const framed = Buffer.alloc(5 + message.length);
+  framed.writeUInt32BE(message.length, 1);
+  message.copy(framed, 5);
+  return framed;
+}
+
 /**
- * Calls a unary RPC over gRPC-web (HTTP/1.1) and returns the reply's message bytes; throws
- * with the grpc-status and grpc-message when the call fails.
+ * A gRPC-web reply's status and message: `body` holds its frames (a message, then the
+ * trailers in a frame flagged 0x80), `header(name)` reads its HTTP headers, where a server
+ * that fails at once puts the status instead.
  */
-export async function unary(baseUrl, path, message, { token } = {}) {
-  const frame = Buffer.alloc(5 + message.length);
-  frame.writeUInt32BE(message.length, 1);
-  message.copy(frame, 5);
-  const headers = { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1' };
-  if (token) headers.authorization = `Bearer ${token}`;
-  const response = await fetch(new URL(path, baseUrl), {
-    method: 'POST',
-    headers,
-    body: frame,
-    signal: AbortSignal.timeout(5_000),
-  });
-  const body = Buffer.from(await response.arrayBuffer());
+export function readGrpcWebReply(body, header) {
   let reply = null;
   let trailers = '';
   for (let at = 0; at + 5 <= body.length; ) {
@@ -79,10 +76,31 @@ export async function unary(baseUrl, path, message, { token } = {}) {
     else reply = payload;
     at += 5 + length;
   }
-  const status = response.headers.get('grpc-status') ?? /grpc-status:\s*(\d+)/i.exec(trailers)?.[1];
-  if (status !== '0') {
-    const text = response.headers.get('grpc-message') ?? /grpc-message:\s*(.*)/i.exec(trailers)?.[1] ?? '';
-    throw new Error(`${path} failed: grpc-status ${status}: ${decodeURIComponent(text.trim())}`);
-  }
-  return reply ?? Buffer.alloc(0);
+  const status = header('grpc-status') ?? /grpc-status:\s*(\d+)/i.exec(trailers)?.[1];
+  const text = header('grpc-message') ?? /grpc-message:\s*(.*)/i.exec(trailers)?.[1] ?? '';
+  return { status, message: decodeURIComponent(text.trim()), reply: reply ?? Buffer.alloc(0) };
+}
+
+/** The headers of a gRPC-web call from Node, with the caller's token if any. */
+export function grpcWebHeaders(token) {
+  const headers = { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  return headers;
+}
+
+/**
+ * Calls a unary RPC over gRPC-web (HTTP/1.1) and returns the reply's message bytes; throws
+ * with the grpc-status and grpc-message when the call fails.
+ */
+export async function unary(baseUrl, path, message, { token } = {}) {
+  const response = await fetch(new URL(path, baseUrl), {
+    method: 'POST',
+    headers: grpcWebHeaders(token),
+    body: frame(message),
+    signal: AbortSignal.timeout(5_000),
+  });
+  const body = Buffer.from(await response.arrayBuffer());
+  const { status, message: text, reply } = readGrpcWebReply(body, (name) => response.headers.get(name));
+  if (status !== '0') throw new Error(`${path} failed: grpc-status ${status}: ${text}`);
+  return reply;
 }

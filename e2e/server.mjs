@@ -123,6 +123,14 @@ export class ChatServer {
     }
   }
 
+  /** Kills the server at once (SIGKILL: no goodbye to its clients), keeping its data. */
+  async kill() {
+    const child = this.process;
+    if (!child) throw new Error('the server is not running');
+    child.kill('SIGKILL');
+    await child.exitStatus;
+  }
+
   /** Ends the server whatever its state, and removes its data: for `after`. */
   async dispose() {
     const child = this.process;

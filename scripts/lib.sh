@@ -72,6 +72,30 @@ require_chromium() {
         chromium chromium-driver fonts-noto-color-emoji
 }
 
+# nginx for the end-to-end test of the README's load-balancer example, and openssl for its
+# certificate, from Debian's packages. Debian starts a package's service as it installs it;
+# a policy-rc.d that says no keeps a system nginx from taking port 80 (and the install from
+# failing where port 80 is taken).
+require_nginx() {
+    if [ -x /usr/sbin/nginx ] && command -v openssl >/dev/null 2>&1; then
+        return
+    fi
+    log "installing nginx and openssl from Debian's packages"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update
+    local policy=/usr/sbin/policy-rc.d
+    local own_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod +x "$policy"
+        own_policy=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends nginx openssl \
+        || { [ -z "$own_policy" ] || $sudo rm -f "$policy"; return 1; }
+    [ -z "$own_policy" ] || $sudo rm -f "$policy"
+}
+
 require_command() {
     if ! command -v "$1" >/dev/null 2>&1; then
         echo "$1 not found: install $2 first" >&2

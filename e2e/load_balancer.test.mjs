@@ -1,0 +1,276 @@
+// Three servers on one PostgreSQL behind nginx, configured with the README's own example (read
+// from README.md; only the servers' addresses, the port and the certificate's paths are
+// changed): what an operator who follows "Several servers on PostgreSQL" gets.
+// - Browsers load the app and chat live over HTTPS (HTTP/2 to nginx, gRPC-web on to the
+//   servers), and when servers are killed their streams follow nginx to the live ones with
+//   nothing lost or doubled.
+// - Native gRPC goes through `grpc_pass` and gRPC-web through `proxy_pass`, each with the
+//   client's address in X-Forwarded-For: the per-address sign-in limit counts each client
+//   (addresses 127.0.0.2 and up, on the loopback), not nginx.
+// Needs nginx (scripts/test installs Debian's), openssl, psql and the PostgreSQL at
+// CHAT_TEST_DATABASE_URL (default 127.0.0.1:5432). Run it with e2e/run.sh.
+
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import http2 from 'node:http2';
+import https from 'node:https';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+
+import { ChatUser, eventually, launchChromium } from './browser.mjs';
+import { encodeStrings, frame, grpcWebHeaders, readGrpcWebReply } from './grpc_web.mjs';
+import { ChatServer, REPO_ROOT, freePort } from './server.mjs';
+
+const run = promisify(execFile);
+
+const NGINX = process.env.NGINX ?? '/usr/sbin/nginx';
+const ADMIN_URL = process.env.CHAT_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const PASSWORD = 'correct horse battery';
+/** Sign-in attempts per minute per client address on the servers here. */
+const SIGN_INS_PER_ADDRESS = 3;
+/** How long a browser may take to reconnect through nginx after its server died. */
+const RECONNECT_MS = 20_000;
+
+const GRPC_UNAUTHENTICATED = '16';
+const GRPC_RESOURCE_EXHAUSTED = '8';
+
+/** `text` with `from` replaced by `to`, which must occur exactly `times` times. */
+function replaceExactly(text, from, to, times = 1) {
+  const found = text.split(from).length - 1;
+  assert.equal(found, times, `the README's nginx example should hold ${JSON.stringify(from)} ${times} time(s)`);
+  return text.replaceAll(from, to);
+}
+
+/** The README's nginx example, pointed at `servers` and listening on `port`. */
+async function readmeNginxConfig({ servers, port, cert, key }) {
+  const readme = await readFile(path.join(REPO_ROOT, 'README.md'), 'utf8');
+  const block = /```nginx\n([\s\S]*?)```/.exec(readme);
+  assert.ok(block, 'README.md holds an nginx example');
+  let config = block[1];
+  servers.forEach((server, index) => {
+    config = replaceExactly(config, `10.0.0.1${index + 1}:8080`, `127.0.0.1:${server.port}`, 2);
+  });
+  config = replaceExactly(config, 'listen 443 ssl http2;', `listen 127.0.0.1:${port} ssl http2;`);
+  config = replaceExactly(config, '/etc/ssl/chat.example.org.pem', cert);
+  return replaceExactly(config, '/etc/ssl/chat.example.org.key', key);
+}
+
+/** A unary call over native gRPC (HTTP/2, TLS) from `localAddress`: `{ status, message }`. */
+function nativeCall(origin, rpcPath, message, localAddress) {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(origin, { rejectUnauthorized: false, localAddress });
+    session.on('error', reject);
+    const call = session.request({
+      ':method': 'POST',
+      ':path': rpcPath,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+    });
+    let headers = {};
+    let trailers = {};
+    call.on('response', (received) => (headers = received));
+    call.on('trailers', (received) => (trailers = received));
+    call.on('data', () => {});
+    call.on('error', reject);
+    call.on('end', () => {
+      session.close();
+      const field = (name) => trailers[name] ?? headers[name];
+      resolve({ status: field('grpc-status'), message: decodeURIComponent(field('grpc-message') ?? '') });
+    });
+    call.setTimeout(5_000, () => call.close(http2.constants.NGHTTP2_CANCEL));
+    call.end(frame(message));
+  });
+}
+
+/** A unary call over gRPC-web (HTTP/1.1, TLS) from `localAddress`: `{ status, message }`. */
+function grpcWebCall(origin, rpcPath, message, localAddress) {
+  const { hostname, port } = new URL(origin);
+  return new Promise((resolve, reject) => {
+    const request = https.request(
+      { hostname, port, path: rpcPath, method: 'POST', headers: grpcWebHeaders(), localAddress, rejectUnauthorized: false, timeout: 5_000 },
+      (response) => {
+        const chunks = [];
+        response.on('data', (chunk) => chunks.push(chunk));
+        response.on('end', () => {
+          const { status, message: text } = readGrpcWebReply(Buffer.concat(chunks), (name) => response.headers[name]);
+          resolve({ status, message: text });
+        });
+        response.on('error', reject);
+      },
+    );
+    request.on('error', reject);
+    request.on('timeout', () => request.destroy(new Error(`${rpcPath} timed out`)));
+    request.end(frame(message));
+  });
+}
+
+/** Signs in as an account that does not exist, which counts against the address's limit. */
+function signInAttempt(call, origin, localAddress) {
+  return call(origin, '/chat.Auth/SignIn', encodeStrings({ 1: 'nobody', 2: 'not the password' }), localAddress);
+}
+
+describe("three servers on one PostgreSQL behind the README's nginx", { timeout: 170_000 }, () => {
+  let dir;
+  let database;
+  let databaseUrl;
+  /** @type {ChatServer[]} */ const servers = [];
+  let nginx;
+  const nginxLog = [];
+  let origin;
+  let browser;
+  /** @type {ChatUser} */ let alice;
+  /** @type {ChatUser} */ let bob;
+
+  before(async () => {
+    await run(NGINX, ['-v']).catch(() => {
+      throw new Error(`no nginx at ${NGINX}: scripts/test installs Debian's package nginx (or set NGINX)`);
+    });
+    dir = await mkdtemp(path.join(tmpdir(), 'chat-e2e-nginx-'));
+    // nginx's workers may run as another user (root's nginx starts them as nobody).
+    await chmod(dir, 0o755);
+    const cert = path.join(dir, 'cert.pem');
+    const key = path.join(dir, 'key.pem');
+    await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost']);
+
+    database = `chat_e2e_${process.pid}_${Date.now()}`;
+    await run('psql', [ADMIN_URL, '-v', 'ON_ERROR_STOP=1', '-qc', `CREATE DATABASE ${database}`]);
+    const url = new URL(ADMIN_URL);
+    url.pathname = `/${database}`;
+    databaseUrl = url.href;
+
+    for (let index = 0; index < 3; index++) {
+      const server = await ChatServer.create({
+        extraArgs: [
+          '--database-url', databaseUrl,
+          // nginx reaches the servers from 127.0.0.1: its X-Forwarded-For is believed.
+          '--trusted-proxies', '127.0.0.1',
+          '--sign-in-per-address-per-minute', String(SIGN_INS_PER_ADDRESS),
+        ],
+      });
+      servers.push(server);
+      // One at a time: the first migrates the new database.
+      await server.start({ timeoutMs: 30_000 });
+    }
+
+    const port = await freePort();
+    origin = `https://127.0.0.1:${port}`;
+    const config = `pid ${dir}/nginx.pid;
+error_log ${dir}/error.log info;
+events { worker_connections 1024; }
+http {
+    access_log ${dir}/access.log;
+    client_body_temp_path ${dir}/body;
+    proxy_temp_path ${dir}/proxy;
+    fastcgi_temp_path ${dir}/fastcgi;
+    uwsgi_temp_path ${dir}/uwsgi;
+    scgi_temp_path ${dir}/scgi;
+${await readmeNginxConfig({ servers, port, cert, key })}
+}
+`;
+    const configFile = path.join(dir, 'nginx.conf');
+    await writeFile(configFile, config);
+    const args = ['-e', path.join(dir, 'error.log'), '-p', dir, '-c', configFile];
+    await run(NGINX, [...args, '-t']).catch((error) => {
+      throw new Error(`nginx refuses the README's example: ${error.stderr}\n${config}`);
+    });
+    nginx = spawn(NGINX, [...args, '-g', 'daemon off;'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    for (const stream of [nginx.stdout, nginx.stderr]) stream.on('data', (chunk) => nginxLog.push(String(chunk)));
+    await eventually('nginx serves the app', async () => {
+      const status = await new Promise((resolve, reject) =>
+        https.get(`${origin}/`, { rejectUnauthorized: false }, (response) => {
+          response.resume();
+          resolve(response.statusCode);
+        }).on('error', reject),
+      );
+      assert.equal(status, 200);
+    }, { timeout: 10_000 });
+    browser = await launchChromium();
+  });
+
+  after(async () => {
+    await browser?.close().catch((error) => console.error(`closing Chromium: ${error}`));
+    if (nginx && nginx.exitCode === null) {
+      nginx.kill('SIGTERM');
+      await once(nginx, 'exit');
+    }
+    for (const server of servers) await server.dispose();
+    if (database) {
+      await run('psql', [ADMIN_URL, '-qc', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`])
+        .catch((error) => console.error(`dropping ${database}: ${error}`));
+    }
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  let failed = false;
+  /** A step of the story: after a failed one the rest are skipped, and the logs printed. */
+  const step = (name, body) =>
+    test(name, { timeout: 60_000 }, async (t) => {
+      if (failed) return t.skip('an earlier step failed');
+      try {
+        await body();
+      } catch (error) {
+        failed = true;
+        servers.forEach((server, index) => console.error(`--- server ${index + 1} (last lines) ---\n${server.logTail()}`));
+        const errorLog = await readFile(path.join(dir, 'error.log'), 'utf8').catch(() => '');
+        console.error(`--- nginx (last lines) ---\n${nginxLog.join('')}${errorLog.split('\n').slice(-40).join('\n')}`);
+        for (const user of [alice, bob]) if (user) console.error(user.report());
+        throw error;
+      }
+    });
+
+  step('Alice and Bob load the app through nginx and chat live', async () => {
+    alice = await ChatUser.open(browser, `${origin}/`, 'alice', { ignoreHTTPSErrors: true });
+    bob = await ChatUser.open(browser, `${origin}/`, 'bob', { ignoreHTTPSErrors: true });
+    await alice.signUp(PASSWORD);
+    await bob.signUp(PASSWORD);
+    await alice.waitUntilConnected();
+    await bob.waitUntilConnected();
+    await alice.startChatWith(bob.name);
+    await alice.send('one');
+    await alice.waitUntilSent('one');
+    await bob.openChatWith(alice.name);
+    await bob.messages('one').waitFor();
+    await bob.send('two');
+    await alice.messages('two').waitFor();
+  });
+
+  step('the sign-in limit counts each client behind nginx, over native gRPC and gRPC-web', async () => {
+    for (const [call, address] of [[nativeCall, '127.0.0.2'], [grpcWebCall, '127.0.0.3']]) {
+      for (let attempt = 1; attempt <= SIGN_INS_PER_ADDRESS; attempt++) {
+        const answer = await signInAttempt(call, origin, address);
+        assert.equal(answer.status, GRPC_UNAUTHENTICATED, `${call.name} attempt ${attempt} from ${address}: ${answer.message}`);
+      }
+      const over = await signInAttempt(call, origin, address);
+      assert.equal(over.status, GRPC_RESOURCE_EXHAUSTED, `${call.name} from ${address} over the limit: ${over.message}`);
+    }
+    // Had the servers counted nginx's address, every client would now be over the limit.
+    for (const call of [nativeCall, grpcWebCall]) {
+      const fresh = await signInAttempt(call, origin, '127.0.0.4');
+      assert.equal(fresh.status, GRPC_UNAUTHENTICATED, `${call.name} from a new address: ${fresh.message}`);
+    }
+  });
+
+  step('servers die one after another; the browsers follow nginx to the live one, nothing lost or doubled', async () => {
+    await servers[0].kill();
+    await servers[1].kill();
+    await alice.send('three');
+    await alice.waitUntilSent('three', RECONNECT_MS);
+    await bob.messages('three').waitFor({ timeout: RECONNECT_MS });
+
+    // Now every stream is on the third server: kill it too, with the first one back.
+    await servers[0].start({ timeoutMs: 30_000 });
+    await servers[2].kill();
+    await bob.send('four');
+    await bob.waitUntilSent('four', RECONNECT_MS);
+    await alice.messages('four').waitFor({ timeout: RECONNECT_MS });
+    for (const user of [alice, bob]) {
+      await user.waitUntilConnected(RECONNECT_MS);
+      assert.deepEqual(await user.messageTexts(), ['one', 'two', 'three', 'four'], `${user.name}'s log`);
+    }
+  });
+});
