@@ -6,7 +6,8 @@
 //   nothing lost or doubled.
 // - Native gRPC goes through `grpc_pass` and gRPC-web through `proxy_pass`, each with the
 //   client's address in X-Forwarded-For: the per-address sign-in limit counts each client
-//   (addresses 127.0.0.2 and up, on the loopback), not nginx.
+//   (addresses 127.0.0.2 and up, on the loopback), not nginx; and nginx's own connections
+//   are not capped per address (the servers run with a cap of 2).
 // Needs nginx (scripts/test installs Debian's), openssl, psql and the PostgreSQL at
 // CHAT_TEST_DATABASE_URL (default 127.0.0.1:5432). Run it with e2e/run.sh.
 
@@ -147,8 +148,11 @@ describe("three servers on one PostgreSQL behind the README's nginx", { timeout:
       const server = await ChatServer.create({
         extraArgs: [
           '--database-url', databaseUrl,
-          // nginx reaches the servers from 127.0.0.1: its X-Forwarded-For is believed.
+          // nginx reaches the servers from 127.0.0.1: its X-Forwarded-For is believed, and
+          // its connections (one per open stream) are not capped per address, which 2 would
+          // otherwise be for two browsers' streams and their calls.
           '--trusted-proxies', '127.0.0.1',
+          '--max-connections-per-address', '2',
           '--sign-in-per-address-per-minute', String(SIGN_INS_PER_ADDRESS),
         ],
       });

@@ -55,6 +55,12 @@ impl TrustedProxies {
         self.0.iter().any(|network| network.contains(address))
     }
 
+    /// Whether a connection's peer is one of these proxies (an IPv4-mapped IPv6 peer read as
+    /// its IPv4 address).
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        self.trust(peer.to_canonical())
+    }
+
     /// The address of the client that made `request`; `None` when it did not come over TCP.
     pub fn client_of<T>(&self, request: &tonic::Request<T>) -> Option<IpAddr> {
         let peer = request.remote_addr()?.ip();
@@ -131,6 +137,19 @@ mod tests {
         TrustedProxies::parse(proxies)
             .unwrap()
             .client(ip(peer), lines.iter().copied())
+    }
+
+    #[test]
+    fn a_proxy_s_connection_is_known_as_one_also_as_an_ipv4_mapped_peer() {
+        let proxies = TrustedProxies::parse("10.0.0.5, fd00::/8").unwrap();
+        assert!(proxies.trusts(ip("10.0.0.5")));
+        assert!(
+            proxies.trusts(ip("::ffff:10.0.0.5")),
+            "a dual-stack listener's peer"
+        );
+        assert!(proxies.trusts(ip("fd00::1")));
+        assert!(!proxies.trusts(ip("10.0.0.6")));
+        assert!(!TrustedProxies::default().trusts(ip("10.0.0.5")));
     }
 
     #[test]

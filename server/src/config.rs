@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client_address::TrustedProxies;
@@ -141,7 +142,8 @@ pub struct Settings {
     /// comma-separated (`10.0.0.5,fd00::/8`). A call from one of them counts, for the
     /// per-address sign-in and sign-out limits, as coming from the client the header names
     /// (its rightmost address that is not a trusted proxy). Unset: the header is ignored, so
-    /// clients cannot choose their address. Connection caps still see the proxy.
+    /// clients cannot choose their address. The per-address connection cap does not count
+    /// connections from them (each may carry another client); the total cap does.
     #[arg(long, env = "CHAT_TRUSTED_PROXIES", value_parser = TrustedProxies::parse)]
     pub trusted_proxies: Option<TrustedProxies>,
 
@@ -208,7 +210,7 @@ pub struct Settings {
     pub http1_idle_timeout_secs: u64,
 
     /// Connections open at once from one client address (IPv4, or IPv6 /64); more are closed
-    /// at once. Behind a reverse proxy every client has the proxy's address: raise it.
+    /// at once. Connections from `--trusted-proxies` are not capped by it.
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_address: u32,
@@ -309,6 +311,10 @@ impl Settings {
             first_request_timeout: Duration::from_secs(self.first_request_timeout_secs),
             http1_idle_timeout: Duration::from_secs(self.http1_idle_timeout_secs),
             max_connections_per_address: count(self.max_connections_per_address),
+            uncapped: match self.trusted_proxies.clone() {
+                Some(proxies) => Arc::new(move |peer| proxies.trusts(peer)),
+                None => Arc::new(|_| false),
+            },
             max_connections: count(self.max_connections),
         }
     }

@@ -26,6 +26,7 @@ use tokio::time::Sleep;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::serve::Uncapped;
 use crate::tls::{Tls, TlsStream};
 
 /// Connections accepted (and past their handshake) that wait for the server to take them.
@@ -35,9 +36,11 @@ const READY_CONNECTIONS: usize = 64;
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How many connections may be open, and how long a new one may take to ask something.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct ConnectionLimits {
     pub per_address: usize,
+    /// Peers `per_address` does not cap (trusted reverse proxies).
+    pub uncapped: Uncapped,
     pub total: usize,
     /// From accept to the first request (the TLS handshake included).
     pub first_request_timeout: Duration,
@@ -121,7 +124,7 @@ impl Registry {
         let from_there = open.per_address.get(&address).copied().unwrap_or(0);
         let refused = if open.total >= limits.total {
             Some("open connections")
-        } else if from_there >= limits.per_address {
+        } else if from_there >= limits.per_address && !(limits.uncapped)(peer.ip()) {
             Some("open connections from one address")
         } else {
             None
@@ -245,7 +248,7 @@ pub(crate) fn incoming(
                 // Handshakes run concurrently, so a client that never finishes its own holds
                 // up nobody; the first-request deadline bounds it too.
                 Some(tls) => {
-                    let (tls, ready, limits) = (tls.clone(), ready.clone(), limits);
+                    let (tls, ready, limits) = (tls.clone(), ready.clone(), limits.clone());
                     tokio::spawn(async move {
                         let mut deadline = Box::pin(deadline);
                         tokio::select! {

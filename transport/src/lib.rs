@@ -27,6 +27,6 @@ mod tls;
 
 pub use clock::unix_now;
 pub use router::{GrpcServices, PortService, router};
-pub use serve::{Options, serve};
+pub use serve::{Options, Uncapped, serve};
 pub use shutdown::shutdown_signal;
 pub use tls::{Tls, TlsError};

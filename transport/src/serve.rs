@@ -4,6 +4,7 @@
 //! (which bounds a unary request's body, and ends it with DEADLINE_EXCEEDED), and the
 //! connection caps, first-request deadline and HTTP/1.1 idle timeout of `connections`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,9 +44,16 @@ pub struct Options {
     pub http1_idle_timeout: Duration,
     /// Connections open at once from one client address (IPv4, or IPv6 /64).
     pub max_connections_per_address: usize,
+    /// Peers that `max_connections_per_address` does not cap: the server's trusted reverse
+    /// proxies, each of whose connections carries another client. `max_connections` still
+    /// counts them.
+    pub uncapped: Uncapped,
     /// Connections open at once in all.
     pub max_connections: usize,
 }
+
+/// Whether a peer's address is free of the per-address connection cap.
+pub type Uncapped = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
 impl Default for Options {
     fn default() -> Self {
@@ -58,6 +66,7 @@ impl Default for Options {
             first_request_timeout: Duration::from_secs(10),
             http1_idle_timeout: Duration::from_secs(20),
             max_connections_per_address: 256,
+            uncapped: Arc::new(|_| false),
             max_connections: 10_000,
         }
     }
@@ -74,6 +83,7 @@ pub async fn serve(
     connections::raise_file_limit();
     let limits = ConnectionLimits {
         per_address: options.max_connections_per_address,
+        uncapped: options.uncapped,
         total: options.max_connections,
         first_request_timeout: options.first_request_timeout,
         http1_idle_timeout: options.http1_idle_timeout,

@@ -320,6 +320,58 @@ async fn connections_over_the_per_address_cap_are_closed_while_another_address_g
 }
 
 #[tokio::test]
+async fn a_trusted_proxy_s_connections_are_not_capped_per_address_but_count_in_the_total() {
+    // Each connection of a reverse proxy carries another client: behind one, the per-address
+    // cap would shut everyone out once that many browsers had a stream open.
+    let app = spawn_app_with(&[
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--max-connections-per-address",
+        "2",
+        "--max-connections",
+        "8",
+    ])
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let client = h2_client(app.addr).await;
+        get_root(&client, &app).await;
+        held.push(client);
+    }
+    for client in &held {
+        get_root(client, &app).await;
+    }
+    // Any other address still meets the per-address cap: two in, the third closed.
+    let mut elsewhere = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tcp_from(ELSEWHERE, app.addr).await;
+        tcp.write_all(PREFACE).await.expect("write");
+        assert!(
+            closed_within(&mut tcp, Duration::from_millis(300))
+                .await
+                .is_none(),
+            "a connection from 127.0.0.2 under its cap was closed"
+        );
+        elsewhere.push(tcp);
+    }
+    let mut third = tcp_from(ELSEWHERE, app.addr).await;
+    assert!(
+        closed_within(&mut third, Duration::from_secs(1))
+            .await
+            .is_some(),
+        "a third connection from 127.0.0.2 was let in"
+    );
+    // And the total cap counts the proxy's: 6 + 2 open, a ninth from the proxy is closed.
+    let mut ninth = tcp_from(IpAddr::V4(Ipv4Addr::LOCALHOST), app.addr).await;
+    assert!(
+        closed_within(&mut ninth, Duration::from_secs(1))
+            .await
+            .is_some(),
+        "a connection over the total cap was let in"
+    );
+}
+
+#[tokio::test]
 async fn connections_over_the_total_cap_are_closed() {
     let app = spawn_app_with(&[
         "--max-connections",
