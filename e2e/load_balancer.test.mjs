@@ -2,8 +2,8 @@
 // from README.md; only the servers' addresses, the port and the certificate's paths are
 // changed): what an operator who follows "Several servers on PostgreSQL" gets.
 // - Browsers load the app and chat live over HTTPS (HTTP/2 to nginx, gRPC-web on to the
-//   servers), and when servers are killed their streams follow nginx to the live ones with
-//   nothing lost or doubled.
+//   servers), and when servers are killed (SIGKILL) or stopped (SIGTERM) their streams
+//   follow nginx to the live ones with nothing lost or doubled.
 // - Native gRPC goes through `grpc_pass` and gRPC-web through `proxy_pass`, each with the
 //   client's address in X-Forwarded-For: the per-address sign-in limit counts each client
 //   (addresses 127.0.0.2 and up, on the loopback), not nginx; and nginx's own connections
@@ -259,16 +259,17 @@ ${await readmeNginxConfig({ servers, port, cert, key })}
     }
   });
 
-  step('servers die one after another; the browsers follow nginx to the live one, nothing lost or doubled', async () => {
+  step('servers die, then one stops as in a rolling restart; the browsers follow nginx to the live one, nothing lost or doubled', async () => {
     await servers[0].kill();
     await servers[1].kill();
     await alice.send('three');
     await alice.waitUntilSent('three', RECONNECT_MS);
     await bob.messages('three').waitFor({ timeout: RECONNECT_MS });
 
-    // Now every stream is on the third server: kill it too, with the first one back.
+    // Now every stream is on the third server: stop it (SIGTERM, as a rolling restart does:
+    // its streams end with UNAVAILABLE), with the first one back.
     await servers[0].start({ timeoutMs: 30_000 });
-    await servers[2].kill();
+    await servers[2].stop();
     await bob.send('four');
     await bob.waitUntilSent('four', RECONNECT_MS);
     await alice.messages('four').waitFor({ timeout: RECONNECT_MS });
