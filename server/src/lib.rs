@@ -206,6 +206,12 @@ pub async fn run(
         ),
         None => None,
     };
+    if let Some(tls) = &tls {
+        let mut stopped = stopping.subscribe();
+        tokio::spawn(tls.clone().reload_on_hangup(async move {
+            let _ = stopped.wait_for(|stopping| *stopping).await;
+        }));
+    }
     let address = listener
         .local_addr()
         .map_or_else(|error| error.to_string(), |address| address.to_string());

@@ -2,7 +2,8 @@
 //! (rcgen): the native client speaks gRPC over HTTP/2 (ALPN h2) and every call works; an
 //! HTTP/1.1-only client gets the UI; a client that does not trust the certificate, or speaks
 //! plain HTTP, gets nothing; half a handshake, or a handshake and silence, is closed after the
-//! first-request deadline; and a missing key stops the server at start-up with a clear error.
+//! first-request deadline; a missing key stops the server at start-up with a clear error; and
+//! a renewed certificate is taken on SIGHUP without a restart (a half-written one is not).
 
 use std::io;
 use std::net::SocketAddr;
@@ -308,4 +309,141 @@ async fn a_missing_or_wrong_key_stops_the_server_at_startup_saying_which_file() 
     }
     // One without the other is refused by the flags themselves.
     assert!(Settings::try_parse_from(["chat-server", "--tls-cert", &cert]).is_err());
+}
+
+/// The `chat-server` process of a test, killed when the test ends however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends SIGHUP to `process`, as a certificate renewal's hook does.
+fn hang_up(process: &Running) {
+    let pid = process.0.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("cannot run kill");
+    assert!(sent.success(), "kill -HUP {pid} failed");
+}
+
+/// Whether a TLS handshake with `connector` succeeds, tried until it does or `WAIT` passes.
+async fn handshake_succeeds(connector: &TlsConnector, addr: SocketAddr) -> bool {
+    tokio::time::timeout(WAIT, async {
+        while handshake(connector, addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_taken_on_sighup_while_open_connections_keep_theirs() {
+    // A real process: the signal goes to it alone, not to the test's own.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let first = self_signed(dir.path());
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("a free port");
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).expect("a log file");
+    let server = Running(
+        std::process::Command::new(server_binary())
+            .args(["--listen", &addr.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--tls-cert")
+            .arg(&first.cert)
+            .arg("--tls-key")
+            .arg(&first.key)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("share the log"))
+            .stderr(log)
+            .spawn()
+            .expect("start chat-server"),
+    );
+    let server_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let trusting_first = tls_client(Some(&first.der), &[b"h2"]);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(15), async {
+            while handshake(&trusting_first, addr).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .is_ok(),
+        "the server did not serve HTTPS:\n{}",
+        server_log()
+    );
+
+    // A person connected before the renewal, with a stream open.
+    let negotiated = Arc::new(Mutex::new(Vec::new()));
+    let channel = https_channel(addr, trusting_first.clone(), negotiated)
+        .await
+        .expect("an HTTPS connection");
+    let mut auth = chat_core::proto::auth_client::AuthClient::new(channel.clone());
+    let alice = within(auth.sign_up(credentials("alice", PASSWORD)))
+        .await
+        .expect("sign up")
+        .into_inner()
+        .token;
+    let mut chat = ChatClient::new(channel);
+    let chat_id = within(chat.new_chat(authed(
+        &alice,
+        chat_core::proto::NewRequest {
+            user_ids: vec!["alice".into()],
+        },
+    )))
+    .await
+    .expect("New")
+    .into_inner()
+    .chat_id;
+    let mut stream = open_stream(&mut chat, &alice, &chat_id, "0").await;
+
+    // The renewal: new files in place, then SIGHUP.
+    let second = self_signed(dir.path());
+    hang_up(&server);
+    let trusting_second = tls_client(Some(&second.der), &[b"h2"]);
+    assert!(
+        handshake_succeeds(&trusting_second, addr).await,
+        "new connections do not get the renewed certificate:\n{}",
+        server_log()
+    );
+    assert!(
+        within(handshake(&trusting_first, addr)).await.is_err(),
+        "a new connection still got the old certificate"
+    );
+    assert!(
+        server_log().contains("TLS certificate reloaded"),
+        "{}",
+        server_log()
+    );
+    // The connection made before goes on: a Send over it reaches the stream opened over it.
+    let sent = send_text(&mut chat, &alice, &chat_id, "renewed-1", "still here").await;
+    assert_eq!(next_messages(&mut stream, 1).await, [sent]);
+
+    // A renewal caught half done: the certificate written, its key not yet. Refused, and
+    // the certificate in use stays.
+    let third =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    std::fs::write(&second.cert, third.cert.pem()).expect("write cert.pem");
+    hang_up(&server);
+    within(async {
+        while !server_log().contains("TLS certificate not reloaded") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        handshake_succeeds(&trusting_second, addr).await,
+        "the certificate in use was dropped for a broken pair:\n{}",
+        server_log()
+    );
 }
