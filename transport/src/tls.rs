@@ -2,6 +2,7 @@
 //! offering HTTP/2 and HTTP/1.1 by ALPN. Browsers then speak HTTP/2 to the UI and gRPC-web
 //! alike, so the per-origin limit of six HTTP/1.1 connections no longer applies; clients that
 //! only speak HTTP/1.1 still get in. Connections are accepted, capped and their handshakes bounded in `connections`.
+//! The certificate's files are read again on SIGHUP, so a renewal needs no restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
