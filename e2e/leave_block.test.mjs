@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { ChatUser, eventually } from './browser.mjs';
+import { ChatUser, eventually, focused } from './browser.mjs';
 import { serverAndBrowser } from './server.mjs';
 
 const PASSWORD = 'correct horse battery';
@@ -60,10 +60,21 @@ describe('leaving a chat and blocking someone', { timeout: 90_000 }, () => {
       const blocked = alice.page.getByRole('region', { name: 'Blocked people' });
       await blocked.getByText('mallory', { exact: true }).waitFor();
 
-      // Mallory's New is refused with a readable sentence.
+      // Escape closes the New chat form, puts the focus back on its button and keeps what
+      // was typed for the next opening.
       mallory.note('[test] start a chat with alice again');
-      await mallory.button('New chat').click();
-      await mallory.page.getByLabel('Usernames', { exact: true }).fill(alice.name);
+      const newChat = mallory.button('New chat');
+      await newChat.click();
+      const names = mallory.page.getByLabel('Usernames', { exact: true });
+      await names.fill(alice.name);
+      await names.press('Escape');
+      await names.waitFor({ state: 'detached' });
+      await eventually('focus is back on New chat', async () => assert.ok(await focused(newChat)));
+      assert.equal(await newChat.getAttribute('aria-expanded'), 'false');
+      await newChat.click();
+      assert.equal(await names.inputValue(), alice.name, 'the names typed before Escape');
+
+      // Mallory's New is refused with a readable sentence.
       await mallory.button('Start chat').click();
       const refusal = mallory.page.getByRole('alert').filter({ hasText: 'does not accept chats from you' });
       await refusal.waitFor();

@@ -158,9 +158,7 @@ pub fn AccountMenu(
                     />
                     <button type="submit" disabled=move || busy.get()>"Change password"</button>
                 </form>
-                <Show when=move || error.get().is_some()>
-                    <p class="error" role="alert">{move || error.get()}</p>
-                </Show>
+                <p class="error" role="alert">{move || error.get()}</p>
                 <BlockedList />
             </div>
         </details>

@@ -40,9 +40,7 @@ pub fn BlockedList() -> impl IntoView {
                     </ul>
                 }.into_any(),
             }}
-            <Show when=move || error.get().is_some()>
-                <p class="error" role="alert">{move || error.get()}</p>
-            </Show>
+            <p class="error" role="alert">{move || error.get()}</p>
         </section>
     }
 }

@@ -94,9 +94,7 @@ pub fn ChatActions(
                     <button type="button" class="link" on:click=move |_| confirming.set(false)>"Cancel"</button>
                 </div>
             </Show>
-            <Show when=move || error.get().is_some()>
-                <p class="error" role="alert">{move || error.get()}</p>
-            </Show>
+            <p class="error" role="alert">{move || error.get()}</p>
         </div>
     }
 }

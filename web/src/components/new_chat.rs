@@ -8,7 +8,7 @@ use crate::live::use_live;
 
 /// A "New chat" button that opens a small form, with the cursor in its field: usernames
 /// separated by commas or spaces, checked with the shared validation, then New; unknown users
-/// are reported by name.
+/// are reported by name. Escape closes it.
 #[component]
 pub fn NewChat() -> impl IntoView {
     let live = use_live();
@@ -37,7 +37,13 @@ pub fn NewChat() -> impl IntoView {
     };
 
     view! {
-        <div class="new-chat">
+        // Escape closes the form and puts the focus back on the button that opened it.
+        <div class="new-chat" on:keydown=move |event: leptos::ev::KeyboardEvent| {
+            if event.key() == "Escape" {
+                open.set(false);
+                focus(document().query_selector(".new-chat>button").ok().flatten());
+            }
+        }>
             <button type="button" class="primary" aria-expanded=move || open.get().to_string() on:click=move |_| {
                 open.update(|o| *o = !*o);
                 // The form shows in the next frame: put the cursor in its field then.
@@ -60,9 +66,7 @@ pub fn NewChat() -> impl IntoView {
                         on:input=move |event| names.set(event_target_value(&event))
                     />
                     <button type="submit" disabled=move || busy.get()>"Start chat"</button>
-                    <Show when=move || error.get().is_some()>
-                        <p class="error" role="alert">{move || error.get()}</p>
-                    </Show>
+                    <p class="error" role="alert">{move || error.get()}</p>
                 </form>
             </Show>
         </div>

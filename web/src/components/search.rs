@@ -101,9 +101,7 @@ pub fn SearchBox() -> impl IntoView {
                 />
                 <button type="submit" disabled=move || busy.get()>"Search"</button>
             </form>
-            <Show when=move || error.with(Option::is_some)>
-                <p class="error" role="alert">{move || error.get()}</p>
-            </Show>
+            <p class="error" role="alert">{move || error.get()}</p>
             {move || results.get().map(|shown| {
                 let count = shown.messages.len();
                 let has_more = shown.next.is_some();
