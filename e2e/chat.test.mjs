@@ -101,11 +101,15 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
 
   step('the server restarts: Alice reconnects, her offline message goes out once, live messages flow', async () => {
     await alice.waitUntilConnected();
+    const bobsDot = alice.chatEntry(bob.name).locator('.presence-dot');
+    await alice.chatEntry(bob.name).getByRole('img', { name: 'bob: online', exact: true }).waitFor();
     const exit = await suite.server.stop();
     assert.deepEqual(exit, { code: 0, signal: null, killed: false }, 'chat-server exits 0 on SIGTERM');
     await eventually("Alice's indicator leaves Connected", async () =>
       assert.notEqual(await alice.connectionText(), 'Connected'),
     );
+    // Nor does her chat list claim Bob is online while she cannot know.
+    await eventually("Bob's dot is gone from her chat list", async () => assert.equal(await bobsDot.isVisible(), false));
     // What the server last said of Bob may no longer hold: the chat's header, which is all a
     // phone shows of the connection while a chat is open, says so instead of "online".
     const header = alice.page.locator('.conversation-header').getByRole('status');
@@ -122,6 +126,7 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
 
     await suite.server.start();
     await alice.waitUntilConnected(RECONNECT_MS);
+    await bobsDot.waitFor();
     await alice.waitUntilSent(said.offline, RECONNECT_MS);
     await bob.messages(said.offline).first().waitFor({ timeout: RECONNECT_MS });
 
