@@ -118,23 +118,15 @@ async fn https_channel(
     within(endpoint.connect_with_connector(connect)).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn native_grpc_works_over_https_with_http2() {
-    let (app, certificate, _dir) = spawn_https(&["--sign-in-per-address-per-minute", "2"]).await;
-
-    let negotiated = Arc::new(Mutex::new(Vec::new()));
-    let connector = tls_client(Some(&certificate.der), &[b"h2"]);
-    let channel = https_channel(app.addr, connector, Arc::clone(&negotiated))
-        .await
-        .expect("an HTTPS connection");
+/// Alice signed up over `channel`, with a chat of her own: her token and the chat's id.
+async fn alice_and_her_chat(channel: &Channel) -> (String, String) {
     let mut auth = chat_core::proto::auth_client::AuthClient::new(channel.clone());
     let alice = within(auth.sign_up(credentials("alice", PASSWORD)))
         .await
         .expect("sign up over HTTPS")
         .into_inner()
         .token;
-    let mut chat = ChatClient::new(channel);
-    let chat_id = within(chat.new_chat(authed(
+    let chat_id = within(ChatClient::new(channel.clone()).new_chat(authed(
         &alice,
         chat_core::proto::NewRequest {
             user_ids: vec!["alice".into()],
@@ -144,6 +136,21 @@ async fn native_grpc_works_over_https_with_http2() {
     .expect("New over HTTPS")
     .into_inner()
     .chat_id;
+    (alice, chat_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_grpc_works_over_https_with_http2() {
+    let (app, certificate, _dir) = spawn_https(&["--sign-in-per-address-per-minute", "2"]).await;
+
+    let negotiated = Arc::new(Mutex::new(Vec::new()));
+    let connector = tls_client(Some(&certificate.der), &[b"h2"]);
+    let channel = https_channel(app.addr, connector, Arc::clone(&negotiated))
+        .await
+        .expect("an HTTPS connection");
+    let (alice, chat_id) = alice_and_her_chat(&channel).await;
+    let mut auth = chat_core::proto::auth_client::AuthClient::new(channel.clone());
+    let mut chat = ChatClient::new(channel);
     let sent = send_text(&mut chat, &alice, &chat_id, "tls-1", "over TLS").await;
     let mut stream = open_stream(&mut chat, &alice, &chat_id, "0").await;
     assert_eq!(next_messages(&mut stream, 1).await, [sent]);
@@ -388,23 +395,8 @@ async fn a_renewed_certificate_is_taken_on_sighup_while_open_connections_keep_th
     let channel = https_channel(addr, trusting_first.clone(), negotiated)
         .await
         .expect("an HTTPS connection");
-    let mut auth = chat_core::proto::auth_client::AuthClient::new(channel.clone());
-    let alice = within(auth.sign_up(credentials("alice", PASSWORD)))
-        .await
-        .expect("sign up")
-        .into_inner()
-        .token;
+    let (alice, chat_id) = alice_and_her_chat(&channel).await;
     let mut chat = ChatClient::new(channel);
-    let chat_id = within(chat.new_chat(authed(
-        &alice,
-        chat_core::proto::NewRequest {
-            user_ids: vec!["alice".into()],
-        },
-    )))
-    .await
-    .expect("New")
-    .into_inner()
-    .chat_id;
     let mut stream = open_stream(&mut chat, &alice, &chat_id, "0").await;
 
     // The renewal: new files in place, then SIGHUP.
