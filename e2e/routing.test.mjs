@@ -2,7 +2,8 @@
 // /chats/<id>), reloads (the chat is open again), goes back to the list with the browser's
 // back button and forward again; then, signed out, she follows a link to the chat, signs in
 // and lands in it. A link to a chat she is not in, or to no chat at all, shows her list. A
-// link to a chat written in a message opens that chat in place, and back returns from it.
+// link to a chat written in a message opens that chat in place, and back returns from it. An
+// address in a message of her own is a link while it is still on its way.
 // Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
@@ -112,6 +113,23 @@ describe('the open chat in the address bar', { timeout: 90_000 }, () => {
       await alice.page.goBack();
       await alice.messages('plan').first().waitFor();
       assert.equal(path(alice), `/chats/${carolsChat}`);
+
+      // An address in a message of her own is a link already while the message is on its
+      // way (its Send held back before it reaches the server).
+      let letSendGo;
+      const sendHeld = new Promise((resolve) => {
+        letSendGo = resolve;
+      });
+      await alice.page.route('**/chat.Chat/Send', async (route) => {
+        await sendHeld;
+        await route.continue();
+      });
+      await alice.send('Mine is at https://example.org/plan too');
+      const pending = alice.messageLog.getByRole('article', { name: 'Your message, not sent yet' });
+      assert.equal(await pending.getByRole('link').getAttribute('href'), 'https://example.org/plan');
+      letSendGo();
+      await alice.waitUntilSent('Mine is at');
+      await alice.page.unroute('**/chat.Chat/Send');
 
       for (const user of [alice, bob]) {
         assert.deepEqual(user.pageErrors, [], `uncaught errors in ${user.name}'s page`);

@@ -298,7 +298,7 @@ fn Editor(
 /// modifier key, the browser's new tab or window as usual); any other opens in a new tab,
 /// which can neither reach this page (`noopener`) nor learn which chat the address was in
 /// (`noreferrer`).
-fn linked(text: &str) -> Vec<AnyView> {
+pub fn linked(text: &str) -> Vec<AnyView> {
     let offsets: Vec<u32> = links(text)
         .into_iter()
         .flat_map(|link| [link.start as u32, link.end as u32])

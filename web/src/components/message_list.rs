@@ -15,7 +15,7 @@ use wasm_bindgen::closure::Closure;
 use web_sys::ResizeObserver;
 
 use crate::components::focus::{focus_after_change, focus_in_message};
-use crate::components::message_item::MessageItem;
+use crate::components::message_item::{MessageItem, linked};
 use crate::live::activity::seen_line;
 use crate::live::model::{ChatMessage, Delivery, ModelStoreFields};
 use crate::live::use_live;
@@ -364,7 +364,7 @@ pub fn MessageList(
                     };
                     view! {
                         <article class="message mine pending" aria-label="Your message, not sent yet">
-                            <p class="text">{outgoing.text.clone()}</p>
+                            <p class="text">{linked(&outgoing.text)}</p>
                             <footer>{status}</footer>
                         </article>
                     }
