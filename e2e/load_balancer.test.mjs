@@ -19,12 +19,12 @@ import http2 from 'node:http2';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe } from 'node:test';
 import { promisify } from 'node:util';
 
 import { ChatUser, eventually, launchChromium } from './browser.mjs';
 import { encodeStrings, frame, grpcWebHeaders, readGrpcWebReply } from './grpc_web.mjs';
-import { ChatServer, REPO_ROOT, freePort } from './server.mjs';
+import { ChatServer, REPO_ROOT, freePort, storySteps } from './server.mjs';
 
 const run = promisify(execFile);
 
@@ -210,22 +210,13 @@ ${await readmeNginxConfig({ servers, port, cert, key })}
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  let failed = false;
-  /** A step of the story: after a failed one the rest are skipped, and the logs printed. */
-  const step = (name, body) =>
-    test(name, { timeout: 60_000 }, async (t) => {
-      if (failed) return t.skip('an earlier step failed');
-      try {
-        await body();
-      } catch (error) {
-        failed = true;
-        servers.forEach((server, index) => console.error(`--- server ${index + 1} (last lines) ---\n${server.logTail()}`));
-        const errorLog = await readFile(path.join(dir, 'error.log'), 'utf8').catch(() => '');
-        console.error(`--- nginx (last lines) ---\n${nginxLog.join('')}${errorLog.split('\n').slice(-40).join('\n')}`);
-        for (const user of [alice, bob]) if (user) console.error(user.report());
-        throw error;
-      }
-    });
+  // After a failed step: every server's log, nginx's and each browser's report.
+  const step = storySteps(async () => {
+    servers.forEach((server, index) => console.error(`--- server ${index + 1} (last lines) ---\n${server.logTail()}`));
+    const errorLog = await readFile(path.join(dir, 'error.log'), 'utf8').catch(() => '');
+    console.error(`--- nginx (last lines) ---\n${nginxLog.join('')}${errorLog.split('\n').slice(-40).join('\n')}`);
+    for (const user of [alice, bob]) if (user) console.error(user.report());
+  }, { timeout: 60_000 });
 
   step('Alice and Bob load the app through nginx and chat live', async () => {
     alice = await ChatUser.open(browser, `${origin}/`, 'alice', { ignoreHTTPSErrors: true });

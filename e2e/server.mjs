@@ -133,11 +133,7 @@ export class ChatServer {
 
   /** Ends the server whatever its state, and removes its data: for `after`. */
   async dispose() {
-    const child = this.process;
-    if (child) {
-      child.kill('SIGKILL');
-      await child.exitStatus;
-    }
+    if (this.process) await this.kill();
     await rm(this.dataDir, { recursive: true, force: true });
   }
 
@@ -150,6 +146,28 @@ export class ChatServer {
     this.log.push(...plain.split('\n').filter((line) => line.length > 0));
     if (this.log.length > LOG_LINES_KEPT) this.log.splice(0, this.log.length - LOG_LINES_KEPT);
   }
+}
+
+/**
+ * A `step(name, body)` for a story told in several tests: each step is a test; after a failed
+ * one the rest are skipped, and the failure runs `report` (which prints what explains it).
+ */
+export function storySteps(report, { timeout = 45_000 } = {}) {
+  let failed = false;
+  return (name, body) =>
+    test(name, { timeout }, async (t) => {
+      if (failed) {
+        t.skip('an earlier step failed');
+        return;
+      }
+      try {
+        await body();
+      } catch (error) {
+        failed = true;
+        await report();
+        throw error;
+      }
+    });
 }
 
 /**
@@ -171,21 +189,7 @@ export function serverAndBrowser({ extraArgs = [] } = {}) {
      * failed one the rest are skipped, and the failure prints `users()`' reports.
      */
     steps(users) {
-      let failed = false;
-      return (name, body) =>
-        test(name, { timeout: 45_000 }, async (t) => {
-          if (failed) {
-            t.skip('an earlier step failed');
-            return;
-          }
-          try {
-            await body();
-          } catch (error) {
-            failed = true;
-            suite.report(users());
-            throw error;
-          }
-        });
+      return storySteps(() => suite.report(users()));
     },
   };
   before(async () => {
