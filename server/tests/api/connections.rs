@@ -55,6 +55,20 @@ async fn get_root(client: &h2::client::SendRequest<Bytes>, app: &impl Server) {
     within(response).await.expect("a response");
 }
 
+/// `count` HTTP/2 connections from 127.0.0.1, each of which has been served a request.
+async fn served_connections(
+    app: &impl Server,
+    count: usize,
+) -> Vec<h2::client::SendRequest<Bytes>> {
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        let client = h2_client(app.addr()).await;
+        get_root(&client, app).await;
+        held.push(client);
+    }
+    held
+}
+
 /// How many concurrent streams the server's SETTINGS allow this client.
 async fn advertised_streams(app: &impl Server) -> usize {
     let tcp = TcpStream::connect(app.addr()).await.expect("connect");
@@ -266,12 +280,7 @@ async fn connections_over_the_per_address_cap_are_closed_while_another_address_g
     // Let the start-up check's connections go away first.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        let client = h2_client(app.addr).await;
-        get_root(&client, &app).await;
-        held.push(client);
-    }
+    let mut held = served_connections(&app, 3).await;
     for _ in 0..5 {
         let mut extra = tcp_from(local, app.addr).await;
         let closed = closed_within(&mut extra, Duration::from_secs(1)).await;
@@ -332,12 +341,7 @@ async fn a_trusted_proxy_s_connections_are_not_capped_per_address_but_count_in_t
         "8",
     ])
     .await;
-    let mut held = Vec::new();
-    for _ in 0..6 {
-        let client = h2_client(app.addr).await;
-        get_root(&client, &app).await;
-        held.push(client);
-    }
+    let held = served_connections(&app, 6).await;
     for client in &held {
         get_root(client, &app).await;
     }
@@ -380,12 +384,7 @@ async fn connections_over_the_total_cap_are_closed() {
         "100",
     ])
     .await;
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        let client = h2_client(app.addr).await;
-        get_root(&client, &app).await;
-        held.push(client);
-    }
+    let held = served_connections(&app, 3).await;
     let mut extra = tcp_from(ELSEWHERE, app.addr).await;
     let closed = closed_within(&mut extra, Duration::from_secs(1)).await;
     assert!(closed.is_some(), "a fourth connection was let in");
