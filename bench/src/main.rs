@@ -10,6 +10,7 @@ mod error;
 mod process;
 mod report;
 mod scenario;
+mod scrape;
 mod stats;
 
 use std::path::PathBuf;

@@ -4,6 +4,7 @@
 //! generator's. Every process is killed when its handle is dropped, and also when the
 //! benchmark itself dies (parent-death signal), so no run leaves a server behind.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
@@ -123,6 +124,15 @@ impl ServerProcess {
         self.child
             .id()
             .ok_or_else(|| self.died("it has already been reaped".into()))
+    }
+
+    /// CPU time so far of each of the process's threads, by name; fails if it has exited.
+    pub fn thread_cpu(&mut self) -> Result<BTreeMap<String, Duration>, BenchError> {
+        self.check_alive()?;
+        thread_cpu(self.pid()?).map_err(BenchError::io(format!(
+            "cannot read /proc for the threads of the {}",
+            self.kind
+        )))
     }
 
     /// CPU time and RSS of the process now; fails if it has exited.
@@ -357,19 +367,7 @@ impl Usage {
             std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{dir}: {what}"))
         };
         let stat = std::fs::read_to_string(format!("{dir}/stat"))?;
-        // Fields after the command name, which is in parentheses and may contain spaces.
-        let after_name = stat.rsplit_once(')').ok_or_else(|| bad("no ) in stat"))?.1;
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat(5); `fields[0]` is field 3.
-        let ticks: u64 = [11, 12]
-            .iter()
-            .map(|&i| {
-                fields
-                    .get(i)
-                    .and_then(|f| f.parse::<u64>().ok())
-                    .ok_or_else(|| bad("bad utime/stime"))
-            })
-            .sum::<Result<u64, _>>()?;
+        let (_, cpu) = parse_stat(&stat).ok_or_else(|| bad("bad stat"))?;
         let status = std::fs::read_to_string(format!("{dir}/status"))?;
         let rss_kb: u64 = status
             .lines()
@@ -377,7 +375,7 @@ impl Usage {
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
             .ok_or_else(|| bad("no VmRSS in status"))?;
         Ok(Self {
-            cpu: Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second()),
+            cpu,
             rss_bytes: rss_kb * 1024,
             at,
         })
@@ -391,6 +389,37 @@ impl Usage {
         }
         later.cpu.saturating_sub(self.cpu).as_secs_f64() / wall
     }
+}
+
+/// A `stat` file's (of a process or a thread, proc(5)) name and CPU time so far.
+fn parse_stat(stat: &str) -> Option<(&str, Duration)> {
+    // The name is in parentheses and may contain spaces and parentheses itself.
+    let (before, after_name) = stat.rsplit_once(')')?;
+    let name = before.split_once('(')?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `fields[0]` is field 3.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((
+        name,
+        Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second()),
+    ))
+}
+
+/// CPU time so far of each thread of process `pid`, summed by thread name (the threads of
+/// a pool share theirs). A thread that ended is no longer counted, so compare readings of
+/// long-lived threads only.
+pub fn thread_cpu(pid: u32) -> std::io::Result<BTreeMap<String, Duration>> {
+    let mut by_name = BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(entry?.path().join("stat")) else {
+            continue;
+        };
+        if let Some((name, cpu)) = parse_stat(&stat) {
+            *by_name.entry(name.to_owned()).or_insert(Duration::ZERO) += cpu;
+        }
+    }
+    Ok(by_name)
 }
 
 /// CPU time so far of the processes named `postgres` (PostgreSQL's server, its background
@@ -481,4 +510,29 @@ pub fn raise_open_files_limit() -> Result<u64, BenchError> {
         }
     }
     Ok(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_gives_the_thread_s_name_and_cpu_even_with_parentheses_in_the_name() {
+        // proc(5): pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt
+        // majflt cmajflt utime stime ...
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 10 0 0 0 250 150 0 0 20 0 9 0";
+        let (name, cpu) = parse_stat(stat).unwrap();
+        assert_eq!(name, "a (b) c");
+        assert_eq!(
+            cpu,
+            Duration::from_secs_f64(400.0 / clock_ticks_per_second())
+        );
+        assert_eq!(parse_stat("4242 (cut short) S 1"), None);
+    }
+
+    #[test]
+    fn this_process_s_threads_are_read_by_name() {
+        let threads = thread_cpu(std::process::id()).unwrap();
+        assert!(!threads.is_empty(), "no thread read: {threads:?}");
+    }
 }

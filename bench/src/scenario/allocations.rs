@@ -14,14 +14,14 @@ use std::net::SocketAddr;
 
 use chat_core::proto::SendRequest;
 use chat_core::proto::chat_client::ChatClient;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::transport::Channel;
 
 use super::{Context, stop_cleanly};
-use crate::client::{CALL_TIMEOUT, User, native_channel, new_chat, send, sign_up, within};
+use crate::client::{User, native_channel, new_chat, send, sign_up};
 use crate::error::BenchError;
 use crate::process::{Kind, ServerOptions, ServerProcess};
 use crate::report::{Figure, ScenarioReport, Target};
+use crate::scrape::Scrape;
 
 /// The same 100-character message as the send scenario's.
 const TEXT: &str = "durable send benchmark: a message of about one hundred characters, as people type in chats......";
@@ -185,19 +185,15 @@ struct PerSend {
 }
 
 impl Totals {
-    /// Reads `/metrics` over plain HTTP/1.1 and picks the two totals out of its text.
+    /// Reads `/metrics` and picks the two totals out of it.
     async fn scrape(addr: SocketAddr) -> Result<Self, BenchError> {
-        let text = within("scraping /metrics", CALL_TIMEOUT, get_metrics(addr))
-            .await?
-            .map_err(BenchError::io(format!("cannot read http://{addr}/metrics")))?;
+        let scrape = Scrape::of(addr).await?;
         let total = |name: &str| {
-            text.lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-                .ok_or_else(|| {
-                    BenchError::Setup(format!(
-                        "chat-server's /metrics has no {name}: build it with `cargo build --release -p chat-server --features count-allocations`"
-                    ))
-                })
+            scrape.value(name).map(|value| value as u64).ok_or_else(|| {
+                BenchError::Setup(format!(
+                    "chat-server's /metrics has no {name}: build it with `cargo build --release -p chat-server --features count-allocations`"
+                ))
+            })
         };
         Ok(Self {
             allocations: total("chat_allocations_total")?,
@@ -212,15 +208,4 @@ impl Totals {
             bytes: self.bytes.saturating_sub(before.bytes) as f64 / sends,
         }
     }
-}
-
-/// One `GET /metrics`, the connection closed by the server after the answer.
-async fn get_metrics(addr: SocketAddr) -> std::io::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response)
 }

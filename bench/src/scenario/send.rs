@@ -7,6 +7,10 @@
 //! rather than on whichever happened to run then. Afterwards chat-server is killed with
 //! SIGKILL and restarted, and acknowledged messages are looked up: an acknowledgement must
 //! mean the message survives a crash.
+//!
+//! Where chat-server's time goes is reported too: its writer thread's CPU apart from the
+//! rest, and, from its `/metrics`, how many messages a commit holds and how long commits take,
+//! which bounds what the writer alone could acknowledge a second.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +26,11 @@ use crate::client::{CALL_TIMEOUT, User, call, native_channel, new_chat, send, si
 use crate::error::BenchError;
 use crate::process::{Kind, ServerOptions, ServerProcess, Usage};
 use crate::report::{Figure, ScenarioReport, Target};
+use crate::scrape::Scrape;
 use crate::stats::Latencies;
+
+/// The name of chat-server's writer thread (`server/src/store/sqlite/writer.rs`).
+const WRITER_THREAD: &str = "sqlite-writer";
 
 /// A message of ordinary length (100 characters).
 const TEXT: &str = "durable send benchmark: a message of about one hundred characters, as people type in chats......";
@@ -77,6 +85,43 @@ struct Side {
     latencies: Latencies,
     server_cpu: Duration,
     bench_cpu: Duration,
+    /// chat-server's writer thread's share of `server_cpu`.
+    writer_cpu: Duration,
+    /// chat-server's commits, from its `/metrics` (none for the ceiling).
+    commits: Commits,
+}
+
+/// What chat-server's writer did: messages committed, commits, and time inside them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Commits {
+    messages: f64,
+    count: f64,
+    seconds: f64,
+}
+
+impl Commits {
+    async fn scrape(server: &ServerProcess) -> Result<Option<Self>, BenchError> {
+        let Some(addr) = server.metrics_addr else {
+            return Ok(None);
+        };
+        let scrape = Scrape::of(addr).await?;
+        let value = |name: &str| {
+            scrape
+                .value(name)
+                .ok_or_else(|| BenchError::Setup(format!("chat-server's /metrics has no {name}")))
+        };
+        Ok(Some(Self {
+            messages: value("chat_store_commit_batch_size_sum")?,
+            count: value("chat_store_commit_batch_size_count")?,
+            seconds: value("chat_store_commit_duration_seconds_sum")?,
+        }))
+    }
+
+    fn add_since(&mut self, before: Commits, after: Commits) {
+        self.messages += after.messages - before.messages;
+        self.count += after.count - before.count;
+        self.seconds += after.seconds - before.seconds;
+    }
 }
 
 impl Side {
@@ -104,7 +149,24 @@ impl Side {
             latencies: Latencies::with_capacity(1 << 16),
             server_cpu: Duration::ZERO,
             bench_cpu: Duration::ZERO,
+            writer_cpu: Duration::ZERO,
+            commits: Commits::default(),
         })
+    }
+
+    /// CPU time so far of the writer thread (none on the ceiling).
+    fn writer_cpu_so_far(&mut self) -> Result<Duration, BenchError> {
+        Ok(self
+            .server
+            .thread_cpu()?
+            .get(WRITER_THREAD)
+            .copied()
+            .unwrap_or_default())
+    }
+
+    /// CPU per acknowledged message in the measured windows, in µs.
+    fn per_message_us(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.in_window.max(1) as f64
     }
 
     fn per_second(&self) -> f64 {
@@ -139,10 +201,18 @@ impl Side {
 
         tokio::time::sleep_until(window.0.into()).await;
         let (server_before, bench_before) = (self.server.usage()?, Usage::of_self()?);
+        let writer_before = self.writer_cpu_so_far()?;
+        let commits_before = Commits::scrape(&self.server).await?;
         tokio::time::sleep_until(window.1.into()).await;
         let (server_after, bench_after) = (self.server.usage()?, Usage::of_self()?);
+        let writer_after = self.writer_cpu_so_far()?;
+        let commits_after = Commits::scrape(&self.server).await?;
         self.server_cpu += server_after.cpu.saturating_sub(server_before.cpu);
         self.bench_cpu += bench_after.cpu.saturating_sub(bench_before.cpu);
+        self.writer_cpu += writer_after.saturating_sub(writer_before);
+        if let (Some(before), Some(after)) = (commits_before, commits_after) {
+            self.commits.add_since(before, after);
+        }
         self.measured += server_after.at.duration_since(server_before.at);
 
         for task in tasks {
@@ -169,7 +239,11 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
     );
     let options = ServerOptions::new(&ctx.server_bin);
     let mut ceiling = Side::start(Kind::Ceiling, &options, &params).await?;
-    let mut real = Side::start(Kind::Real, &options, &params).await?;
+    let with_metrics = ServerOptions {
+        metrics: true,
+        ..options
+    };
+    let mut real = Side::start(Kind::Real, &with_metrics, &params).await?;
     for round in 0..params.rounds {
         ceiling.slice(round, &params).await?;
         real.slice(round, &params).await?;
@@ -206,11 +280,43 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
         Figure::new(
             "server CPU per message",
             "µs",
-            real.server_cpu.as_secs_f64() * 1e6 / real.in_window.max(1) as f64,
+            real.per_message_us(real.server_cpu),
         )
-        .ceiling(Some(
-            ceiling.server_cpu.as_secs_f64() * 1e6 / ceiling.in_window.max(1) as f64,
-        )),
+        .ceiling(Some(ceiling.per_message_us(ceiling.server_cpu))),
+    );
+    report.figure(Figure::new(
+        "… of it on the writer thread",
+        "µs",
+        real.per_message_us(real.writer_cpu),
+    ));
+    report.figure(
+        Figure::new(
+            "… the rest (ceiling: all of its own)",
+            "µs",
+            real.per_message_us(real.server_cpu.saturating_sub(real.writer_cpu)),
+        )
+        .ceiling(Some(ceiling.per_message_us(ceiling.server_cpu))),
+    );
+    let commits = real.commits;
+    report.figure(Figure::new(
+        "messages per commit",
+        "count",
+        commits.messages / commits.count.max(1.0),
+    ));
+    report.figure(Figure::new(
+        "the writer's time inside commits, per message",
+        "µs",
+        commits.seconds * 1e6 / commits.messages.max(1.0),
+    ));
+    // If the writer never waited for work: what its commits alone allow, beside what the
+    // ceiling acknowledged. Everything else in a Send comes on top.
+    report.figure(
+        Figure::new(
+            "most the writer could commit",
+            "msg/s",
+            commits.messages / commits.seconds.max(f64::MIN_POSITIVE),
+        )
+        .ceiling(Some(ceiling.per_second())),
     );
     report.figure(
         Figure::new("load generator CPU", "cores", real.cores(real.bench_cpu))
