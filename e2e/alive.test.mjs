@@ -1,7 +1,8 @@
 // Read state, typing and presence in real browsers: Alice on two devices (two isolated
 // contexts) and Bob. Reading on one of Alice's devices clears the unread badge on the other
 // live, Bob sees "Seen", a chat opened with unread messages shows the "New messages" divider,
-// "alice is typing…" shows and goes away by itself, a group shows no presence dot, and
+// "alice is typing…" shows and goes away by itself, a group shows no presence dot and says
+// who has seen Alice's message ("Seen by bob", then "Seen by everyone"), and
 // presence goes online, then offline with "last seen" once Alice has closed every device.
 // Run it with e2e/run.sh.
 
@@ -41,10 +42,11 @@ describe('read state, typing and presence', { timeout: 150_000 }, () => {
   /** @type {ChatUser} */ let alice;
   /** @type {ChatUser} */ let aliceOther;
   /** @type {ChatUser} */ let bob;
+  /** @type {ChatUser} */ let carol;
 
 
   const suite = serverAndBrowser({ extraArgs: ['--presence-grace-ms', String(GRACE_MS)] });
-  const step = suite.steps(() => [alice, aliceOther, bob]);
+  const step = suite.steps(() => [alice, aliceOther, bob, carol]);
 
   step('Alice (two devices) and Bob are connected, and see each other online', async () => {
     alice = await ChatUser.open(suite.browser, suite.server.url, 'alice');
@@ -132,6 +134,18 @@ describe('read state, typing and presence', { timeout: 150_000 }, () => {
       assert.equal(await group.getByRole('img').count(), 0),
     );
     await bob.chatEntry(alice.name).filter({ hasNotText: 'carol' }).getByRole('img', { name: 'alice: online' }).waitFor();
+  });
+
+  step('in the group, Alice sees "Seen by bob", then "Seen by everyone" once Carol has read it too', async () => {
+    await bob.chatEntry('Hello both').click();
+    await alice.messageLog.getByText('Seen by bob', { exact: true }).waitFor();
+    carol = await ChatUser.open(suite.browser, suite.server.url, 'carol');
+    await signIn(carol);
+    await carol.chatEntry('Hello both').click();
+    await alice.messageLog.getByText('Seen by everyone', { exact: true }).waitFor();
+    await carol.context.close();
+    // Back to the chat of two, whose header shows Alice's presence.
+    await bob.chatEntry(alice.name).filter({ hasNotText: 'carol' }).click();
   });
 
   step('Alice closes both devices: Bob sees her last seen; she comes back online', async () => {

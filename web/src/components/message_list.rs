@@ -155,21 +155,21 @@ pub fn MessageList(
         let me = me.clone();
         Memo::new(move |_| {
             rows.track();
-            let (mine, group) = chat_id.with_value(|chat_id| {
+            let (mine, others) = chat_id.with_value(|chat_id| {
                 let mine = live.model.timelines().with_untracked(|timelines| {
                     let timeline = timelines.get(chat_id)?;
                     let newest = timeline.messages.values().rev().find(|m| m.sender == me)?;
                     Some(newest.id)
                 });
-                let group = live.model.chats().with_untracked(|chats| {
+                let others = live.model.chats().with_untracked(|chats| {
                     chats
                         .iter()
                         .find(|chat| chat.chat_id == *chat_id)
-                        .is_some_and(|chat| chat.members.len() > 2)
+                        .map_or(0, |chat| chat.members.len().saturating_sub(1))
                 });
-                (mine, group)
+                (mine, others)
             });
-            reading.with(|reading| seen_line(&reading.seen_by(mine?), group))
+            reading.with(|reading| seen_line(&reading.seen_by(mine?), others))
         })
     };
 

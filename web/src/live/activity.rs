@@ -92,14 +92,17 @@ pub fn typing_line(users: &[String]) -> Option<String> {
     })
 }
 
-/// The receipt under the user's newest message: "Seen" in a chat of two, "Seen by alice, bob"
-/// in a group, or a count once more than three have seen it.
-pub fn seen_line(seen_by: &[&str], group: bool) -> Option<String> {
-    Some(match seen_by {
-        [] => return None,
-        _ if !group => "Seen".to_owned(),
-        names if names.len() <= 3 => format!("Seen by {}", names.join(", ")),
-        names => format!("Seen by {} people", names.len()),
+/// The receipt under the user's newest message, given how many `others` the chat has: "Seen"
+/// in a chat of two; in a group "Seen by everyone" once all the others have seen it, else
+/// their names ("Seen by alice, bob"), or how many of how many once more than three have.
+/// (A member who keeps read state private never counts, so then it never says everyone.)
+pub fn seen_line(seen_by: &[&str], others: usize) -> Option<String> {
+    Some(match seen_by.len() {
+        0 => return None,
+        _ if others < 2 => "Seen".to_owned(),
+        seen if seen >= others => "Seen by everyone".to_owned(),
+        1..=3 => format!("Seen by {}", seen_by.join(", ")),
+        seen => format!("Seen by {seen} of {others}"),
     })
 }
 
@@ -399,19 +402,24 @@ mod tests {
         let reading = &model.reading["a"];
         assert_eq!(reading.seen_by(8), ["bob"]);
         assert_eq!(reading.seen_by(5), ["bob", "carol"]);
+        assert_eq!(seen_line(&reading.seen_by(8), 1).as_deref(), Some("Seen"));
         assert_eq!(
-            seen_line(&reading.seen_by(8), false).as_deref(),
-            Some("Seen")
-        );
-        assert_eq!(
-            seen_line(&reading.seen_by(5), true).as_deref(),
+            seen_line(&reading.seen_by(5), 3).as_deref(),
             Some("Seen by bob, carol")
         );
         assert_eq!(
-            seen_line(&["a", "b", "c", "d"], true).as_deref(),
-            Some("Seen by 4 people")
+            seen_line(&reading.seen_by(5), 2).as_deref(),
+            Some("Seen by everyone")
         );
-        assert_eq!(seen_line(&reading.seen_by(10), true), None);
+        assert_eq!(
+            seen_line(&["a", "b", "c", "d"], 9).as_deref(),
+            Some("Seen by 4 of 9")
+        );
+        assert_eq!(
+            seen_line(&["a", "b", "c", "d"], 4).as_deref(),
+            Some("Seen by everyone")
+        );
+        assert_eq!(seen_line(&reading.seen_by(10), 3), None);
     }
 
     #[test]
