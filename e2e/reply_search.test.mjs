@@ -4,7 +4,8 @@
 // Alice, after a reload, sees the reply with its quote live and clicks the quote to jump to
 // the original many pages back. A hostile message among the results stays text. The old
 // messages are sent through the gRPC-web API (as Alice on another device), to put the
-// original several History pages back. Run it with e2e/run.sh.
+// original several History pages back. A result in a chat that the paged chat list has not
+// loaded is named by its members and opens under that name. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
@@ -46,7 +47,7 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
   let token;
   let chatId;
   let fillerId;
-  const suite = serverAndBrowser({ extraArgs: ['--send-rate', '0'] });
+  const suite = serverAndBrowser({ extraArgs: ['--send-rate', '0', '--new-chat-per-minute', '0'] });
   const step = suite.steps(() => [alice, bob]);
 
   step('Alice and Bob have a chat whose first message is far back', async () => {
@@ -252,6 +253,50 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
       0,
       'the text before the edit is not shown',
     );
+  });
+
+  step("a result in a chat past the chat list's first page is named, and opens under its name", async () => {
+    // Six more people, and Alice in 32 chats with them, each newer than the one with the
+    // word: List's first page (30) then stops before it.
+    const others = ['dora', 'ezra', 'fay', 'gus', 'hal', 'ivy'];
+    for (const name of others) {
+      await unary(suite.server.url, '/chat.Auth/SignUp', encodeStrings({ 1: name, 2: PASSWORD }));
+    }
+    const newChat = async (members) =>
+      decodeStrings(
+        await unary(
+          suite.server.url,
+          '/chat.Chat/New',
+          Buffer.concat(['alice', ...members].map((member) => encodeStrings({ 1: member }))),
+          { token },
+        ),
+      )[1];
+    const say = (chat, clientId, text) =>
+      unary(suite.server.url, '/chat.Chat/Send', encodeStrings({ 1: clientId, 2: chat, 5: text }), { token });
+    await say(await newChat(['ezra', 'ivy']), 'old', 'The zebra crossing is on Main Street');
+    // Every group of the first five (no other chat has both ezra and ivy), then one with ivy.
+    for (let set = 1; set <= 31; set++) {
+      const members = others.filter((_, n) => set & (1 << n));
+      await say(await newChat(members), `newer-${set}`, `chat ${set}`);
+    }
+    await say(await newChat(['ivy']), 'newer-ivy', 'chat 32');
+
+    alice.note('[test] reload');
+    await alice.page.reload();
+    await alice.waitUntilConnected();
+    const list = alice.page.getByRole('navigation', { name: 'Chats' });
+    await list.getByRole('button').filter({ hasText: 'chat 32' }).waitFor();
+    assert.equal(await alice.chatEntry('ezra, ivy').count(), 0, 'the chat is not in the first page');
+
+    await alice.page.getByRole('searchbox', { name: 'Search messages' }).fill('zebra');
+    await alice.button('Search').click();
+    const result = alice.page.getByRole('region', { name: 'Search results' }).getByRole('listitem');
+    await eventually('one result', async () => assert.equal(await result.count(), 1));
+    assert.match(await result.innerText(), /^ezra, ivy\nalice\n/, 'named by its other members');
+    await result.getByRole('button').click();
+    await alice.messages('zebra crossing').first().waitFor();
+    assert.equal(await alice.page.locator('.conversation-header h2').innerText(), 'ezra, ivy');
+    await alice.chatEntry('ezra, ivy').waitFor();
   });
 
   step('no page crashed or broke the CSP', async () => {

@@ -335,6 +335,7 @@ impl Chat for ChatService {
         };
         let messages: Vec<proto::Message> =
             page.messages.iter().map(StoredMessage::to_proto).collect();
+        let chats = self.members_of_found(&caller, &page.messages).await?;
         Ok(Response::new(proto::SearchResponse {
             matches: messages
                 .iter()
@@ -343,6 +344,7 @@ impl Chat for ChatService {
             messages,
             has_more: page.has_more,
             next_page_token,
+            chats,
         }))
     }
 
@@ -387,6 +389,30 @@ impl ChatService {
         let change = change().map_err(ApiError::from)?;
         self.limits.send(&caller).await?;
         Ok(self.store.change(&caller, change).await?.to_proto())
+    }
+
+    /// The members of each chat that `found` messages come from, once per chat, in the order
+    /// the chats first appear. A chat the caller has left since the search read it is left
+    /// out.
+    async fn members_of_found(
+        &self,
+        caller: &UserId,
+        found: &[StoredMessage],
+    ) -> Result<Vec<proto::ChatMembers>, ApiError> {
+        let mut chats: Vec<ChatId> = Vec::new();
+        for message in found {
+            if !chats.contains(&message.chat_id) {
+                chats.push(message.chat_id.clone());
+            }
+        }
+        let named = self.store.members_of_chats(chats, caller).await?;
+        Ok(named
+            .into_iter()
+            .map(|(chat, members)| proto::ChatMembers {
+                chat_id: chat.to_string(),
+                user_ids: members.iter().map(ToString::to_string).collect(),
+            })
+            .collect())
     }
 
     async fn check_member(&self, chat: &ChatId, user: &UserId) -> Result<(), ApiError> {

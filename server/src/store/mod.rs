@@ -551,6 +551,15 @@ pub trait Store: Send + Sync + 'static {
     /// The members of `chat`, for a member ([`StoreError::ChatNotFound`] otherwise).
     async fn members_of(&self, chat: &ChatId, user: &UserId) -> Result<Vec<UserId>, StoreError>;
 
+    /// The members of each of `chats` that `user` is a member of, in the order of `chats`
+    /// (the others are left out), in one read: what a page of search results needs to name
+    /// its chats.
+    async fn members_of_chats(
+        &self,
+        chats: Vec<ChatId>,
+        user: &UserId,
+    ) -> Result<Vec<(ChatId, Vec<UserId>)>, StoreError>;
+
     async fn settings(&self, user: &UserId) -> Result<AccountSettings, StoreError>;
 
     /// Changes the settings that `change` sets; returns all of them.

@@ -79,6 +79,23 @@ async fn only_my_chats_are_searched<T: Transport>(app: &TestApp, chat: ChatClien
     );
     assert!(!all.has_more);
     assert_eq!(all.next_page_token, "");
+    // Who is in each chat the results come from, in the order the results first name them:
+    // what a client needs to name a chat its paged List has not loaded.
+    let members: Vec<(&str, Vec<&str>)> = all
+        .chats
+        .iter()
+        .map(|chat| {
+            let users = chat.user_ids.iter().map(String::as_str).collect();
+            (chat.chat_id.as_str(), users)
+        })
+        .collect();
+    assert_eq!(
+        members,
+        [
+            (with_carol.as_str(), vec!["alice", "carol"]),
+            (with_bob.as_str(), vec!["alice", "bob"])
+        ]
+    );
     // Where each matched, in the same order: "Pineapple pizza tonight?" and "No pineapple,
     // please.", case ignored.
     let marked: Vec<Vec<&str>> = all
@@ -111,7 +128,10 @@ async fn only_my_chats_are_searched<T: Transport>(app: &TestApp, chat: ChatClien
 
     // The last word is a prefix while it may still be being typed.
     assert_eq!(found(&chat, &alice, "pinea").await.len(), 2);
-    assert_eq!(found(&chat, &alice, "pine").await.len(), 3);
+    let pine = search_on(&chat, &alice, query("pine")).await.unwrap();
+    assert_eq!(pine.messages.len(), 3);
+    let chats: Vec<&str> = pine.chats.iter().map(|c| c.chat_id.as_str()).collect();
+    assert_eq!(chats, [&with_bob, &with_carol], "each chat once");
     assert_eq!(found(&chat, &alice, "pine ").await, ["pine trees"]);
     assert!(found(&chat, &alice, "secret").await.is_empty());
 }

@@ -10,7 +10,7 @@ use leptos::task::spawn_local;
 
 use crate::api::ApiError;
 use crate::components::pieces::shown;
-use crate::live::model::{ModelStoreFields, title_of};
+use crate::live::model::{ModelStoreFields, title_from, title_of};
 use crate::live::use_live;
 use crate::time::short_time;
 
@@ -19,7 +19,9 @@ use crate::time::short_time;
 #[derive(Clone)]
 struct Results {
     query: String,
-    messages: Vec<(proto::Message, proto::Matches)>,
+    /// Each message with where it matched and its chat's members (empty from a server too
+    /// old to say).
+    messages: Vec<(proto::Message, proto::Matches, Vec<String>)>,
     next: Option<String>,
 }
 
@@ -41,10 +43,15 @@ pub fn SearchBox() -> impl IntoView {
                     let next = page.has_more.then_some(page.next_page_token);
                     // A server too old to say where results matched marks nothing.
                     let mut matches = page.matches.into_iter();
-                    let found = page
-                        .messages
-                        .into_iter()
-                        .map(|message| (message, matches.next().unwrap_or_default()));
+                    let chats = page.chats;
+                    let found = page.messages.into_iter().map(|message| {
+                        let members = chats
+                            .iter()
+                            .find(|chat| chat.chat_id == message.chat_id)
+                            .map(|chat| chat.user_ids.clone())
+                            .unwrap_or_default();
+                        (message, matches.next().unwrap_or_default(), members)
+                    });
                     results.update(|results| match results {
                         Some(shown) if !token.is_empty() && shown.query == text => {
                             shown.messages.extend(found);
@@ -117,8 +124,8 @@ pub fn SearchBox() -> impl IntoView {
                             <button type="button" class="link" on:click=clear>"Close search"</button>
                         </header>
                         <ol>
-                            {shown.messages.into_iter().map(|(message, matches)| view! {
-                                <li><SearchResult message=message matches=matches /></li>
+                            {shown.messages.into_iter().map(|(message, matches, members)| view! {
+                                <li><SearchResult message=message matches=matches members=members /></li>
                             }).collect_view()}
                         </ol>
                         <Show when=move || has_more>
@@ -139,23 +146,22 @@ fn SearchResult(
     message: proto::Message,
     /// Where it matched, to mark.
     matches: proto::Matches,
+    /// Its chat's members, as Search gave them.
+    members: Vec<String>,
 ) -> impl IntoView {
     let live = use_live();
-    let id = message.id.parse::<u64>().ok();
-    let chat_id = message.chat_id.clone();
-    let open = move |_| {
-        if let Some(id) = id {
-            live.jump_to(chat_id.clone(), id);
-        }
-    };
-    // The chat's name as the chat list shows it, when the list has it (it is paged).
+    // The chat's name as the chat list shows it; from the members Search gave when the list
+    // has not loaded the chat (it is paged).
     let me = live.model.me().get_untracked();
     let chat = live
         .model
         .chats()
         .with_untracked(|chats| title_of(chats, &message.chat_id, &me))
+        .or_else(|| (!members.is_empty()).then(|| title_from(&members, &me)))
         .filter(|title| *title != message.user_id)
         .map(|title| view! { <span class="chat">{title}</span> });
+    let found = message.clone();
+    let open = move |_| live.open_found(&found, members.clone());
     let subject = (!message.subject.is_empty()).then(|| {
         view! { <span class="subject">{marked(&message.subject, &matches.subject)}</span> }
     });

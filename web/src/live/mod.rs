@@ -23,7 +23,7 @@ mod tabs;
 use chat_core::content::Text;
 use chat_core::ids::MessageId;
 use chat_core::limits::HISTORY_MAX_PAGE;
-use chat_core::proto::event;
+use chat_core::proto::{self, event};
 use chat_core::requests::Members;
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
@@ -334,6 +334,21 @@ impl Live {
                 }
                 false
             }
+        }
+    }
+
+    /// Opens a message that Search found, first adding its chat (with the `members` Search
+    /// gave) to the list when the list has not loaded it, so it is named like any other.
+    pub fn open_found(&self, found: &proto::Message, members: Vec<String>) {
+        if let Some(message) = ChatMessage::from_proto(found)
+            && !members.is_empty()
+        {
+            self.change(&[Part::Chats], |model| {
+                model.add_found_chat(&found.chat_id, members, message)
+            });
+        }
+        if let Ok(id) = found.id.parse() {
+            self.jump_to(found.chat_id.clone(), id);
         }
     }
 

@@ -177,17 +177,22 @@ impl ChatEntry {
 
     /// The members other than `me`, or `me` alone for a chat with oneself.
     pub fn title(&self, me: &str) -> String {
-        let others: Vec<&str> = self
-            .members
-            .iter()
-            .map(String::as_str)
-            .filter(|member| *member != me)
-            .collect();
-        if others.is_empty() {
-            me.to_owned()
-        } else {
-            others.join(", ")
-        }
+        title_from(&self.members, me)
+    }
+}
+
+/// A chat's name for `me` from its `members`: the others, or `me` alone for a chat with
+/// oneself.
+pub fn title_from(members: &[String], me: &str) -> String {
+    let others: Vec<&str> = members
+        .iter()
+        .map(String::as_str)
+        .filter(|member| *member != me)
+        .collect();
+    if others.is_empty() {
+        me.to_owned()
+    } else {
+        others.join(", ")
     }
 }
 
@@ -381,6 +386,23 @@ impl Model {
                 members,
                 last: None,
                 created_at: now,
+                unread: 0,
+            });
+            self.sort_chats();
+        }
+    }
+
+    /// Adds a chat found by Search that the list has not loaded (it is paged), with its
+    /// `members` and the `found` message as the newest known, so it has a name and a place
+    /// (after the loaded chats, which are all more recently active); a later page of List
+    /// brings the rest.
+    pub fn add_found_chat(&mut self, chat_id: &str, members: Vec<String>, found: ChatMessage) {
+        if self.chats.iter().all(|chat| chat.chat_id != chat_id) {
+            self.chats.push(ChatEntry {
+                chat_id: chat_id.to_owned(),
+                members,
+                created_at: found.sent_at,
+                last: Some(found),
                 unread: 0,
             });
             self.sort_chats();
@@ -1164,6 +1186,29 @@ mod tests {
         model.set_chats(&[listed], None);
         assert_eq!(model.chats[0].unread, 1);
         assert_eq!(model.cursor, Some(30));
+    }
+
+    #[test]
+    fn a_chat_found_by_search_joins_the_list_below_the_loaded_chats_once() {
+        let mut model = model_with_two_chats();
+        let members = vec!["alice".to_owned(), "dave".to_owned(), "erin".to_owned()];
+        model.add_found_chat("old", members.clone(), message(3, "dave", "x"));
+        let order: Vec<&str> = model.chats.iter().map(|c| c.chat_id.as_str()).collect();
+        assert_eq!(
+            order,
+            ["b", "a", "old"],
+            "after the more recently active chats"
+        );
+        assert_eq!(
+            title_of(&model.chats, "old", "alice").as_deref(),
+            Some("dave, erin")
+        );
+        assert_eq!(model.cursor, Some(7), "a found message moves no cursor");
+        // Found again, or listed meanwhile: the entry stays as it is.
+        model.add_found_chat("old", vec!["alice".to_owned()], message(2, "dave", "y"));
+        assert_eq!(model.chats.len(), 3);
+        assert_eq!(model.chats[2].members, members);
+        assert_eq!(model.chats[2].last.as_ref().map(|last| last.id), Some(3));
     }
 
     #[test]

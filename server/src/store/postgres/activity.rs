@@ -94,6 +94,43 @@ pub async fn members_of(
         .collect()
 }
 
+/// The members of each of `chats` that `user` is in, in the order of `chats`, in one
+/// statement.
+pub async fn members_of_chats(
+    client: &Client,
+    chats: Vec<ChatId>,
+    user: &UserId,
+) -> Result<Vec<(ChatId, Vec<UserId>)>, StoreError> {
+    if chats.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = client
+        .prepare_cached(
+            "SELECT c.public_id, m.user_id FROM chats c
+             JOIN chat_members me ON me.chat = c.id AND me.user_id = $2
+             JOIN chat_members m ON m.chat = c.id
+             WHERE c.public_id = ANY($1)
+             ORDER BY c.public_id, m.user_id",
+        )
+        .await?;
+    let ids: Vec<&str> = chats.iter().map(ChatId::as_str).collect();
+    let mut by_chat: HashMap<String, Vec<UserId>> = HashMap::new();
+    for row in client.query(&statement, &[&ids, &user.as_str()]).await? {
+        let chat: String = row.try_get(0)?;
+        by_chat
+            .entry(chat)
+            .or_default()
+            .push(stored_user(row.try_get(1)?)?);
+    }
+    Ok(chats
+        .into_iter()
+        .filter_map(|chat| {
+            let members = by_chat.remove(chat.as_str())?;
+            Some((chat, members))
+        })
+        .collect())
+}
+
 pub async fn settings(client: &Client, user: &UserId) -> Result<AccountSettings, StoreError> {
     let statement = client
         .prepare_cached("SELECT private_receipts FROM account_settings WHERE user_id = $1")

@@ -360,6 +360,14 @@ impl Store for PgStore {
         activity::members_of(&self.client().await?, chat, user).await
     }
 
+    async fn members_of_chats(
+        &self,
+        chats: Vec<ChatId>,
+        user: &UserId,
+    ) -> Result<Vec<(ChatId, Vec<UserId>)>, StoreError> {
+        activity::members_of_chats(&self.client().await?, chats, user).await
+    }
+
     async fn settings(&self, user: &UserId) -> Result<AccountSettings, StoreError> {
         activity::settings(&self.client().await?, user).await
     }

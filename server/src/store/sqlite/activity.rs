@@ -117,6 +117,25 @@ pub fn members_of(
         .collect()
 }
 
+/// The members of each of `chats` that `user` is in, in the order of `chats`. One read
+/// transaction of the caller's connection, one indexed lookup per chat: a page of search
+/// results holds few chats.
+pub fn members_of_chats(
+    conn: &Connection,
+    chats: Vec<ChatId>,
+    user: &UserId,
+) -> Result<Vec<(ChatId, Vec<UserId>)>, StoreError> {
+    let mut named = Vec::with_capacity(chats.len());
+    for chat in chats {
+        match members_of(conn, &chat, user) {
+            Ok(members) => named.push((chat, members)),
+            Err(StoreError::ChatNotFound) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(named)
+}
+
 pub fn contacts(conn: &Connection, user: &UserId) -> Result<Vec<Contact>, StoreError> {
     conn.prepare_cached(
         "SELECT DISTINCT other.user_id, seen.last_seen

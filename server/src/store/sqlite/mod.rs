@@ -322,6 +322,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn members_of_chats(
+        &self,
+        chats: Vec<ChatId>,
+        user: &UserId,
+    ) -> Result<Vec<(ChatId, Vec<UserId>)>, StoreError> {
+        let user = user.clone();
+        self.readers
+            .read(move |conn| activity::members_of_chats(conn, chats, &user))
+            .await
+    }
+
     async fn settings(&self, user: &UserId) -> Result<AccountSettings, StoreError> {
         let user = user.clone();
         self.readers
