@@ -350,6 +350,8 @@ impl Chat for CeilingChat {
             next_page_token: "1".to_owned(),
             has_more: true,
             matches: vec![chat_core::proto::Matches::default(); limit],
+            // Nothing read: the chats' members are chat-server's work.
+            chats: Vec::new(),
         }))
     }
 }
