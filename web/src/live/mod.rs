@@ -344,7 +344,7 @@ impl Live {
             && !members.is_empty()
         {
             self.change(&[Part::Chats], |model| {
-                model.add_found_chat(&found.chat_id, members, message)
+                model.add_chat(&found.chat_id, members, message.sent_at, Some(message))
             });
         }
         if let Ok(id) = found.id.parse() {
@@ -720,7 +720,7 @@ impl Live {
             })?;
         let now = (js_sys::Date::now() / 1000.0) as i64;
         self.change(&[Part::Chats], |model| {
-            model.add_chat(&chat_id, user_ids, now)
+            model.add_chat(&chat_id, user_ids, now, None)
         });
         self.open_chat(chat_id);
         Ok(())

@@ -378,31 +378,23 @@ impl Model {
         self.sort_chats();
     }
 
-    /// Adds a chat the user just started (New), if the list does not have it yet.
-    pub fn add_chat(&mut self, chat_id: &str, members: Vec<String>, now: i64) {
+    /// Adds a chat the list does not have yet: one the user just started (New, created `at`
+    /// now, no message), or one Search found that the list's pages have not reached (`last`
+    /// the found message, `at` its time, so it sorts after the loaded chats, which are all more
+    /// recently active; a later page of List brings the rest).
+    pub fn add_chat(
+        &mut self,
+        chat_id: &str,
+        members: Vec<String>,
+        at: i64,
+        last: Option<ChatMessage>,
+    ) {
         if self.chats.iter().all(|chat| chat.chat_id != chat_id) {
             self.chats.push(ChatEntry {
                 chat_id: chat_id.to_owned(),
                 members,
-                last: None,
-                created_at: now,
-                unread: 0,
-            });
-            self.sort_chats();
-        }
-    }
-
-    /// Adds a chat found by Search that the list has not loaded (it is paged), with its
-    /// `members` and the `found` message as the newest known, so it has a name and a place
-    /// (after the loaded chats, which are all more recently active); a later page of List
-    /// brings the rest.
-    pub fn add_found_chat(&mut self, chat_id: &str, members: Vec<String>, found: ChatMessage) {
-        if self.chats.iter().all(|chat| chat.chat_id != chat_id) {
-            self.chats.push(ChatEntry {
-                chat_id: chat_id.to_owned(),
-                members,
-                created_at: found.sent_at,
-                last: Some(found),
+                last,
+                created_at: at,
                 unread: 0,
             });
             self.sort_chats();
@@ -1192,7 +1184,7 @@ mod tests {
     fn a_chat_found_by_search_joins_the_list_below_the_loaded_chats_once() {
         let mut model = model_with_two_chats();
         let members = vec!["alice".to_owned(), "dave".to_owned(), "erin".to_owned()];
-        model.add_found_chat("old", members.clone(), message(3, "dave", "x"));
+        model.add_chat("old", members.clone(), 3, Some(message(3, "dave", "x")));
         let order: Vec<&str> = model.chats.iter().map(|c| c.chat_id.as_str()).collect();
         assert_eq!(
             order,
@@ -1205,7 +1197,12 @@ mod tests {
         );
         assert_eq!(model.cursor, Some(7), "a found message moves no cursor");
         // Found again, or listed meanwhile: the entry stays as it is.
-        model.add_found_chat("old", vec!["alice".to_owned()], message(2, "dave", "y"));
+        model.add_chat(
+            "old",
+            vec!["alice".to_owned()],
+            2,
+            Some(message(2, "dave", "y")),
+        );
         assert_eq!(model.chats.len(), 3);
         assert_eq!(model.chats[2].members, members);
         assert_eq!(model.chats[2].last.as_ref().map(|last| last.id), Some(3));
