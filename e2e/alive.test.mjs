@@ -2,7 +2,7 @@
 // contexts) and Bob. Reading on one of Alice's devices clears the unread badge on the other
 // live, Bob sees "Seen", a chat opened with unread messages shows the "New messages" divider,
 // "alice is typing…" shows and goes away by itself, a group shows no presence dot and says
-// who has seen Alice's message ("Seen by bob", then "Seen by everyone"), and
+// who has seen Alice's message ("Seen by bob", then "Seen by everyone", until Bob replies), and
 // presence goes online, then offline with "last seen" once Alice has closed every device.
 // Run it with e2e/run.sh.
 
@@ -136,7 +136,7 @@ describe('read state, typing and presence', { timeout: 150_000 }, () => {
     await bob.chatEntry(alice.name).filter({ hasNotText: 'carol' }).getByRole('img', { name: 'alice: online' }).waitFor();
   });
 
-  step('in the group, Alice sees "Seen by bob", then "Seen by everyone" once Carol has read it too', async () => {
+  step('in the group, Alice sees "Seen by bob", then "Seen by everyone" once Carol has read it too, until Bob replies', async () => {
     await bob.chatEntry('Hello both').click();
     await alice.messageLog.getByText('Seen by bob', { exact: true }).waitFor();
     carol = await ChatUser.open(suite.browser, suite.server.url, 'carol');
@@ -144,6 +144,14 @@ describe('read state, typing and presence', { timeout: 150_000 }, () => {
     await carol.chatEntry('Hello both').click();
     await alice.messageLog.getByText('Seen by everyone', { exact: true }).waitFor();
     await carol.context.close();
+    // A reply ends Alice's line (below Bob's message it would read as about his), and the
+    // line is Bob's now, under his message.
+    await bob.send('Thanks both');
+    await alice.messages('Thanks both').first().waitFor();
+    await bob.messageLog.getByText('Seen by alice', { exact: true }).waitFor();
+    await eventually("Alice's receipt is gone below Bob's reply", async () =>
+      assert.equal(await alice.messageLog.locator('p.receipt').count(), 0),
+    );
     // Back to the chat of two, whose header shows Alice's presence.
     await bob.chatEntry(alice.name).filter({ hasNotText: 'carol' }).click();
   });

@@ -255,7 +255,7 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
     );
   });
 
-  step("a result in a chat past the chat list's first page is named, and opens under its name", async () => {
+  step("a result in a chat past the chat list's first page is named, opens under its name and joins the list", async () => {
     // Six more people, and Alice in 32 chats with them, each newer than the one with the
     // word: List's first page (30) then stops before it.
     const others = ['dora', 'ezra', 'fay', 'gus', 'hal', 'ivy'];
@@ -273,7 +273,9 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
       )[1];
     const say = (chat, clientId, text) =>
       unary(suite.server.url, '/chat.Chat/Send', encodeStrings({ 1: clientId, 2: chat, 5: text }), { token });
-    await say(await newChat(['ezra', 'ivy']), 'old', 'The zebra crossing is on Main Street');
+    const old = await newChat(['ezra', 'ivy']);
+    await say(old, 'old', 'The zebra crossing is on Main Street');
+    await say(old, 'old-newest', 'See you there');
     // Every group of the first five (no other chat has both ezra and ivy), then one with ivy.
     for (let set = 1; set <= 31; set++) {
       const members = others.filter((_, n) => set & (1 << n));
@@ -296,7 +298,8 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
     await result.getByRole('button').click();
     await alice.messages('zebra crossing').first().waitFor();
     assert.equal(await alice.page.locator('.conversation-header h2').innerText(), 'ezra, ivy');
-    await alice.chatEntry('ezra, ivy').waitFor();
+    // Its entry shows its newest message once the chat's first page is in, not the found one.
+    await alice.chatEntry('ezra, ivy').filter({ hasText: 'See you there' }).waitFor();
   });
 
   step('no page crashed or broke the CSP', async () => {

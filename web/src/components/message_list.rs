@@ -1,7 +1,7 @@
 //! The messages of the open chat: history pages loaded as the user scrolls up (keeping the
 //! scroll position), live messages appended, the user's unconfirmed messages last, a "New
 //! messages" divider where the user's read position was when the chat opened, and the receipt
-//! of the user's newest message, with a separator before each day ("Today", "Yesterday", a
+//! of the user's message while it is the newest, with a separator before each day ("Today", "Yesterday", a
 //! date, in the browser's language). What is shown in a visible tab is marked read. A message
 //! jumped to (from a reply's quote or a search result) is scrolled into view and highlighted
 //! for a moment. Scrolled up when new messages arrive, a button offers the way down to them.
@@ -156,10 +156,12 @@ pub fn MessageList(
         Memo::new(move |_| {
             rows.track();
             let (mine, others) = chat_id.with_value(|chat_id| {
+                // Only while the chat's newest message is the user's: the line sits at the
+                // end of the log, where under someone's reply it would read as about the reply
+                // (whose sender has seen the user's message anyway).
                 let mine = live.model.timelines().with_untracked(|timelines| {
-                    let timeline = timelines.get(chat_id)?;
-                    let newest = timeline.messages.values().rev().find(|m| m.sender == me)?;
-                    Some(newest.id)
+                    let newest = timelines.get(chat_id)?.messages.values().next_back()?;
+                    (newest.sender == me).then_some(newest.id)
                 });
                 let others = live.model.chats().with_untracked(|chats| {
                     chats

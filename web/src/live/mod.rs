@@ -310,7 +310,8 @@ impl Live {
                     .iter()
                     .filter_map(ChatMessage::from_proto)
                     .collect();
-                self.change(&[Part::Timelines], |model| {
+                // The chat list too: a first page may bring a newer last message.
+                self.change(&[Part::Timelines, Part::Chats], |model| {
                     model.add_page(chat_id, messages, page.has_more)
                 })
                 .is_some()

@@ -381,7 +381,7 @@ impl Model {
     /// Adds a chat the list does not have yet: one the user just started (New, created `at`
     /// now, no message), or one Search found that the list's pages have not reached (`last`
     /// the found message, `at` its time, so it sorts after the loaded chats, which are all more
-    /// recently active; a later page of List brings the rest).
+    /// recently active; its first History page, or a later page of List, brings the rest).
     pub fn add_chat(
         &mut self,
         chat_id: &str,
@@ -592,6 +592,16 @@ impl Model {
             } else if early.id > floor {
                 timeline.messages.insert(early.id, early);
             }
+        }
+        // The first page ends with the chat's newest message, which the list's entry then
+        // shows: one that Search added showed the found message until now.
+        if first
+            && let Some(newest) = timeline.messages.values().next_back()
+            && let Some(chat) = self.chats.iter_mut().find(|chat| chat.chat_id == chat_id)
+            && chat.last.as_ref().is_none_or(|last| last.id < newest.id)
+        {
+            chat.last = Some(newest.clone());
+            self.sort_chats();
         }
     }
 
@@ -1206,6 +1216,12 @@ mod tests {
         assert_eq!(model.chats.len(), 3);
         assert_eq!(model.chats[2].members, members);
         assert_eq!(model.chats[2].last.as_ref().map(|last| last.id), Some(3));
+        // Opened, its first page brings its newest message, which the entry shows from then.
+        model.open("old");
+        let page = vec![message(3, "dave", "x"), message(4, "erin", "z")];
+        model.add_page("old", page, true);
+        assert_eq!(model.chats[2].chat_id, "old");
+        assert_eq!(model.chats[2].last.as_ref().map(|last| last.id), Some(4));
     }
 
     #[test]
