@@ -131,6 +131,24 @@ export class ChatServer {
     await child.exitStatus;
   }
 
+  /**
+   * Runs an operator's task (`chat-server add-account dave`, say) on this server's data with
+   * `input` on its standard input; resolves to its exit code and everything it printed.
+   */
+  async operatorTask(args, input = '', { timeoutMs = 30_000 } = {}) {
+    const child = spawn(SERVER_BIN, ['--data-dir', this.dataDir, ...args], {
+      env: { ...process.env, NO_COLOR: '1' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      timeout: timeoutMs,
+    });
+    let output = '';
+    child.stdout.on('data', (chunk) => (output += chunk));
+    child.stderr.on('data', (chunk) => (output += chunk));
+    child.stdin.end(input);
+    const [code] = await once(child, 'close');
+    return { code, output };
+  }
+
   /** Ends the server whatever its state, and removes its data: for `after`. */
   async dispose() {
     if (this.process) await this.kill();

@@ -221,6 +221,13 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
+    /// Who may create an account: `open`, anyone who reaches the server, with SignUp (the
+    /// sign-in page's "Sign up"); `closed`, only the operator, with `chat-server add-account`
+    /// (SignUp then gets PERMISSION_DENIED), for a server reachable from the internet that
+    /// is for one team.
+    #[arg(long, env = "CHAT_SIGN_UP", value_enum, default_value = "open")]
+    pub sign_up: SignUp,
+
     /// An operator's task instead of serving (none: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -245,6 +252,27 @@ pub enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Create the account USER, with the password read from the first line of standard
+    /// input (the same rules as SignUp). On SQLite stop the server first; on PostgreSQL
+    /// (--database-url) run it beside the servers.
+    AddAccount {
+        /// The new account's name.
+        user: String,
+    },
+    /// Give the account USER a new password, read from the first line of standard input,
+    /// and end every session of it (on every server): for a forgotten or leaked password.
+    /// On SQLite stop the server first; on PostgreSQL run it beside the servers.
+    SetPassword {
+        /// The account's name.
+        user: String,
+    },
+}
+
+/// See [`Settings::sign_up`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignUp {
+    Open,
+    Closed,
 }
 
 /// See [`Settings::log_format`].

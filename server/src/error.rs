@@ -171,7 +171,7 @@ impl From<StoreError> for ApiError {
                 "up_to_id {id} is not a message of this chat: mark read up to a message you \
                  received in it"
             )),
-            StoreError::Unavailable(cause) => Self::Unavailable(cause),
+            StoreError::Unavailable(cause) | StoreError::InUse(cause) => Self::Unavailable(cause),
         }
     }
 }

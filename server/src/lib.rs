@@ -3,7 +3,8 @@
 //! [`run`] wires the pieces together; `main.rs` only parses settings and calls it, and the
 //! integration tests call it the same way on `127.0.0.1:0`.
 //!
-//! - `config`: settings from flags and `CHAT_*` variables.
+//! - `config`: settings from flags and `CHAT_*` variables; `accounts`: the operator's
+//!   `add-account` and `set-password`.
 //! - `service`: the gRPC handlers, thin; `auth`: accounts and tokens; `password`: argon2id,
 //!   a bounded number of hashes at once.
 //! - `store`: the storage trait and its SQLite and PostgreSQL backends (the only SQL).
@@ -32,6 +33,7 @@ compile_error!("count-allocations wraps the system allocator: build it without m
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod accounts;
 mod auth;
 mod error;
 mod fanout;
@@ -45,13 +47,15 @@ mod service;
 mod signals;
 mod store;
 
+/// The operators' tools behind `chat-server add-account` and `set-password`.
+pub use accounts::{AccountTask, account_task};
 /// How much live delivery holds per reader, for capacity planning and the fault tests that
 /// check memory stays within it.
 pub use fanout::FEED_CAPACITY;
 pub use feed::REPLAY_PAGE;
 #[doc(hidden)]
 pub use store::postgres::migration_sql as postgres_migration_sql;
-/// The operators' tools behind `chat-server backup` and `chat-server migrate`.
+/// The operators' tools behind `chat-server backup` and `migrate`.
 pub use store::{migrate::migrate_to_postgres, sqlite::backup::backup as backup_sqlite};
 
 use std::sync::Arc;
@@ -115,6 +119,8 @@ pub async fn run(
         ),
         None => None,
     };
+    let _claim = store::claim(&settings.store_location())
+        .map_err(|error| ServerError::Store(error.to_string()))?;
     let broker = Broker::new();
     let store = store::open(
         &settings.store_location(),
@@ -171,6 +177,7 @@ pub async fn run(
         authenticator,
         limits,
         proxies: settings.trusted_proxies.clone().unwrap_or_default(),
+        sign_up: settings.sign_up,
     })
     .max_decoding_message_size(max_request);
     let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Authenticator};
 use crate::client_address::TrustedProxies;
+use crate::config::SignUp;
 use crate::error::ApiError;
 use crate::limits::Limits;
 
@@ -22,11 +23,21 @@ pub struct AuthService {
     pub limits: Arc<Limits>,
     /// Whose word to take for a call's address.
     pub proxies: TrustedProxies,
+    /// Whether SignUp creates accounts (`--sign-up`).
+    pub sign_up: SignUp,
 }
 
 #[tonic::async_trait]
 impl Auth for AuthService {
     async fn sign_up(&self, request: Request<Credentials>) -> Result<Response<Session>, Status> {
+        // Before anything else: a closed server costs a refused caller nothing, not even a
+        // turn of the address's budget.
+        if self.sign_up == SignUp::Closed {
+            return Err(ApiError::PermissionDenied(
+                "sign-up is closed on this server: ask its operator for an account".to_owned(),
+            )
+            .into());
+        }
         let credentials =
             requests::Credentials::try_from(request.get_ref()).map_err(ApiError::from)?;
         // Sign-up hashes a password too: the same per-address budget keeps it from being a

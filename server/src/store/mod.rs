@@ -365,6 +365,10 @@ pub enum StoreError {
     /// logs it and tells the client only that it may retry.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The SQLite data directory is another process's (see `sqlite::lock`); only opening
+    /// the store meets it.
+    #[error("{0}")]
+    InUse(String),
 }
 
 /// Where the data lives, which picks the backend.
@@ -374,6 +378,20 @@ pub enum Location {
     Sqlite(PathBuf),
     /// A PostgreSQL database shared by any number of servers, with the pool size.
     Postgres { url: String, pool_size: usize },
+}
+
+/// Keeps other processes from writing the data while the caller serves it or runs an
+/// operator's task on it, until the returned value is dropped: on SQLite, the data
+/// directory's lock (see `sqlite::lock`); on PostgreSQL nothing, since any number of servers
+/// share the database by design. Held by the caller rather than by the store: a server's
+/// remaining connection tasks may keep its store alive after `run` returns (harmless in a
+/// process that then exits; in the tests' in-process restarts, for as long as the old
+/// clients keep their connections).
+pub fn claim(location: &Location) -> Result<Option<sqlite::lock::DirectoryLock>, StoreError> {
+    match location {
+        Location::Sqlite(path) => sqlite::lock::take(path).map(Some),
+        Location::Postgres { .. } => Ok(None),
+    }
 }
 
 /// Opens the store at `location`, publishing to `broker` as the [`Store`] contract requires

@@ -307,17 +307,43 @@ pub async fn run_command(
     args: Vec<String>,
     limit: Duration,
 ) -> std::process::Output {
+    run_command_with_input(program, args, "", limit).await
+}
+
+/// Like [`run_command`], with `input` on the program's standard input (then its end). A
+/// program still running after `limit` is killed, so that a hung one fails the test instead of
+/// holding it (and the runtime, which waits for the thread reading its output) forever.
+pub async fn run_command_with_input(
+    program: &str,
+    args: Vec<String>,
+    input: &str,
+    limit: Duration,
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
     let shown = format!("{program} {}", args.join(" "));
-    let program = program.to_owned();
-    let run = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(program)
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdin(std::process::Stdio::null())
-            .output()
-    });
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run {shown}: {error}"));
+    let pid = child.id().to_string();
+    // A program that exits without reading its input closes the pipe: not this function's
+    // failure, the program's output says what it did.
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let _ = stdin.write_all(input.as_bytes());
+    drop(stdin);
+    let run = tokio::task::spawn_blocking(move || child.wait_with_output());
     match tokio::time::timeout(limit, run).await {
-        Err(_) => panic!("{shown} ran longer than {limit:?}"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+            panic!("{shown} ran longer than {limit:?}")
+        }
         Ok(Err(join_error)) => panic!("{shown} panicked: {join_error}"),
         Ok(Ok(Err(error))) => panic!("cannot run {shown}: {error}"),
         Ok(Ok(Ok(output))) => output,
@@ -508,6 +534,17 @@ impl ServerProcess {
     /// The server's PostgreSQL database, when the suite runs on PostgreSQL.
     pub fn database(&self) -> Option<&TestDatabase> {
         self.database.as_deref()
+    }
+
+    /// The flags that name this server's data (its data directory, and its database on
+    /// PostgreSQL), for an operator's task run on it.
+    pub fn store_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--data-dir".to_owned(),
+            self.data_dir().display().to_string(),
+        ];
+        args.extend(database_args(self.database.as_deref()));
+        args
     }
 
     fn log_path(&self, start: usize) -> PathBuf {

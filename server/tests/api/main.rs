@@ -5,6 +5,7 @@
 mod helpers;
 
 mod access;
+mod accounts;
 mod auth;
 mod backup;
 mod bad_input;

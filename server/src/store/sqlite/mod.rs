@@ -8,9 +8,11 @@
 //! - `activity`: read positions, settings and last-seen times, written and read.
 //! - `rows`: rows to validated records, ids to and from SQLite integers, driver errors.
 //! - `backup`: `chat-server backup`, a consistent copy taken while the server writes.
+//! - `lock`: the data directory's lock, so that one process at a time writes it.
 
 mod activity;
 pub mod backup;
+pub mod lock;
 mod readers;
 mod reads;
 mod rows;

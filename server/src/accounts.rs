@@ -1,0 +1,65 @@
+//! The operator's account tasks, `chat-server add-account USER` and `chat-server
+//! set-password USER`: how accounts are made on a server whose sign-up is closed
+//! (`--sign-up closed`), and how a person who forgot their password gets back in (the server
+//! knows no e-mail address to send a reset link to; the operator hands over a new password).
+//!
+//! They open the store as a server does and go through the same [`Store`] calls as SignUp and
+//! ChangePassword, so the same rules hold: the name and password are validated as SignUp's,
+//! the password is hashed the same way, and a new password ends every session of the account.
+//! On SQLite the data directory's lock keeps them from running under a server (whose token
+//! cache would not hear of the ended sessions): the operator stops the server first. On
+//! PostgreSQL they run beside the servers, which hear of the ended sessions as they hear of a
+//! SignOut on another server.
+
+use std::sync::Arc;
+
+use chat_core::proto;
+use chat_core::requests::Credentials;
+
+use crate::config::Settings;
+use crate::fanout::Broker;
+use crate::metrics::Metrics;
+use crate::password;
+use crate::store::{self, Store};
+
+/// What the operator asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountTask {
+    /// Create the account.
+    Add,
+    /// Replace the account's password and end its sessions.
+    SetPassword,
+}
+
+/// Does `task` for the account `user` with `password`; returns the account's name as
+/// stored (names are lower-cased), or a sentence for the operator.
+pub async fn account_task(
+    settings: &Settings,
+    task: AccountTask,
+    user: &str,
+    password: &str,
+) -> Result<String, String> {
+    let credentials = Credentials::try_from(&proto::Credentials {
+        user_id: user.to_owned(),
+        password: password.to_owned(),
+    })
+    .map_err(|error| error.to_string())?;
+    let hash =
+        password::hash_now(credentials.password.expose()).map_err(|error| error.to_string())?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|error| format!("cannot create {}: {error}", settings.data_dir.display()))?;
+    let location = settings.store_location();
+    let _claim = store::claim(&location).map_err(|error| error.to_string())?;
+    let store: Arc<dyn Store> = store::open(&location, Broker::new(), Metrics::new())
+        .await
+        .map_err(|error| error.to_string())?;
+    let user = &credentials.user_id;
+    match task {
+        AccountTask::Add => store.create_account(user, hash).await,
+        // Revokes every token of the account in the same transaction (SQLite's writer,
+        // PostgreSQL's `set_password`), as ChangePassword does.
+        AccountTask::SetPassword => store.set_password(user, hash).await,
+    }
+    .map_err(|error| error.to_string())?;
+    Ok(user.to_string())
+}
