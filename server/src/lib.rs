@@ -58,6 +58,13 @@ pub use store::postgres::migration_sql as postgres_migration_sql;
 /// The operators' tools behind `chat-server backup` and `migrate`.
 pub use store::{migrate::migrate_to_postgres, sqlite::backup::backup as backup_sqlite};
 
+/// For `chat-server migrate`: the lock of the SQLite data directory holding `database`
+/// (kept through the copy, so that no server starts on it meanwhile), or the sentence saying
+/// that a server holds it.
+pub fn claim_sqlite(database: &std::path::Path) -> Result<impl Sized, String> {
+    store::sqlite::lock::take(database).map_err(|error| error.to_string())
+}
+
 use std::sync::Arc;
 
 use chat_core::proto::auth_server::AuthServer;

@@ -75,6 +75,9 @@ fn backup(settings: &Settings, file: &Path) -> ExitCode {
 /// match, so a script can stop before switching servers over.
 async fn migrate(settings: &Settings, url: &str) -> ExitCode {
     let source = settings.database_path();
+    // Only a copy made with no server on the file is final: a server still running keeps
+    // storing what this copy will not have.
+    let claim = chat_server::claim_sqlite(&source);
     let report = match chat_server::migrate_to_postgres(&source, url).await {
         Ok(report) => report,
         Err(error) => {
@@ -94,10 +97,16 @@ async fn migrate(settings: &Settings, url: &str) -> ExitCode {
         report.newest_message, report.message_counter
     );
     if report.verified() {
-        println!(
-            "verified: PostgreSQL holds everything in {}",
-            source.display()
-        );
+        match claim {
+            Ok(_) => println!(
+                "verified: PostgreSQL holds everything in {}",
+                source.display()
+            ),
+            Err(why) => println!(
+                "copied so far, NOT final: {why}. What it stores from now on is not copied: \
+                 stop it and run migrate again, which then verifies, before switching"
+            ),
+        }
         ExitCode::SUCCESS
     } else {
         println!("NOT verified: the counts differ (was the PostgreSQL database empty?)");

@@ -89,6 +89,11 @@ async fn a_migrated_sqlite_directory_serves_from_postgresql_unchanged() {
     // downtime would do; then more messages, the server stopped, and the rest copied.
     let first = migrate(&sqlite.data_dir(), &database.url).await;
     assert_eq!(counts(&first, "messages"), (1201, 1201), "{first}");
+    // The server still runs: the counts match, but the copy is not the last one.
+    assert!(
+        first.contains("NOT final") && !first.contains("verified:"),
+        "a copy under a running server must not be called verified:\n{first}"
+    );
     let mut chat = sqlite.chat().await;
     for n in 0..5 {
         send_text(
@@ -137,7 +142,7 @@ async fn a_migrated_sqlite_directory_serves_from_postgresql_unchanged() {
     ] {
         assert_eq!(counts(&second, table), (expected, expected), "{second}");
     }
-    assert!(second.contains("verified"), "{second}");
+    assert!(second.contains("verified:"), "{second}");
     // Running it again changes nothing and still verifies.
     let third = migrate(&sqlite.data_dir(), &database.url).await;
     assert_eq!(counts(&third, "messages"), (1206, 1206), "{third}");
@@ -269,7 +274,7 @@ async fn who_left_which_chat_and_who_is_blocked_move_too_and_a_later_copy_replac
     for (table, expected) in [("chat_members", 4), ("chat_departures", 1), ("blocks", 1)] {
         assert_eq!(counts(&second, table), (expected, expected), "{second}");
     }
-    assert!(second.contains("verified"), "{second}");
+    assert!(second.contains("verified:"), "{second}");
 
     let postgres = spawn_process_on(database, &[]).await;
     let mut chat = postgres.chat().await;
