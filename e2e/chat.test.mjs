@@ -1,8 +1,9 @@
 // The end-to-end test: the real chat-server serving the real built UI (dist/), two people in
 // two isolated Chromium contexts chatting live both ways, a reload that keeps the session and
 // the history, a message that arrives while a chat's history loads, and a server restart that
-// the client rides out without losing or duplicating a message. Then Bob reacts and starts
-// typing, and Alice sees the reaction, his typing line, him online and "Seen". Also takes a
+// the client rides out without losing or duplicating a message; Alice sees "Seen" under her
+// message until Bob's reply comes below it. Then Bob reacts and starts typing, and Alice sees
+// the reaction, his typing line and him online. Also takes a
 // screenshot: target/e2e/screenshot.png, or with UPDATE_SCREENSHOT=1 the README's
 // docs/screenshot.png (not on every run: it shows the clock, so it would always change).
 // Run it with e2e/run.sh.
@@ -99,7 +100,7 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
     assert.deepEqual(await bob.messageTexts(), [said.hello, said.reply, said.whileOpening]);
   });
 
-  step('the server restarts: Alice reconnects, her offline message goes out once, live messages flow', async () => {
+  step('the server restarts: Alice reconnects, her offline message goes out once and is seen, live messages flow', async () => {
     await alice.waitUntilConnected();
     const bobsDot = alice.chatEntry(bob.name).locator('.presence-dot');
     await alice.chatEntry(bob.name).getByRole('img', { name: 'bob: online', exact: true }).waitFor();
@@ -129,19 +130,24 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
     await bobsDot.waitFor();
     await alice.waitUntilSent(said.offline, RECONNECT_MS);
     await bob.messages(said.offline).first().waitFor({ timeout: RECONNECT_MS });
+    // Bob has the chat open: Alice's message, the newest, is seen.
+    await alice.messageLog.getByText('Seen', { exact: true }).waitFor({ timeout: RECONNECT_MS });
 
     await bob.waitUntilConnected(RECONNECT_MS);
     await bob.send(said.afterRestart);
     await bob.waitUntilSent(said.afterRestart);
     await alice.messages(said.afterRestart).first().waitFor();
+    // His reply ends her line: below it, "Seen" would read as about his message.
+    await eventually("Alice's receipt is gone below Bob's reply", async () =>
+      assert.equal(await alice.messageLog.locator('p.receipt').count(), 0),
+    );
   });
 
-  step('Bob reacts and starts typing: Alice sees the reaction, "bob is typing…", Bob online and "Seen"', async () => {
+  step('Bob reacts and starts typing: Alice sees the reaction, "bob is typing…" and Bob online', async () => {
     await bob.messages(said.offline).first().getByRole('button', { name: 'React', exact: true }).click();
     await bob.page.getByRole('button', { name: 'React with 👍' }).click();
     await alice.messages(said.offline).first().locator('.reaction').filter({ hasText: '👍' }).waitFor();
     await alice.page.locator('.conversation-header').getByRole('status').filter({ hasText: 'online' }).waitFor();
-    await alice.messageLog.getByText('Seen', { exact: true }).waitFor();
     await bob.composer.pressSequentially('See you at');
     await alice.page.getByRole('status').filter({ hasText: 'bob is typing…' }).waitFor();
   });
