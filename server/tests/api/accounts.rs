@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use chat_core::proto::ListRequest;
-use tonic::Code;
+use tonic::{Code, Status};
 
 use crate::helpers::*;
 
@@ -21,20 +21,52 @@ struct TaskOutput {
     text: String,
 }
 
-/// Runs `chat-server <task> <user>` on `server`'s data with `password` on standard input.
-async fn task(server: &ServerProcess, task: &str, user: &str, password: &str) -> TaskOutput {
+impl TaskOutput {
+    fn of(output: std::process::Output) -> Self {
+        Self {
+            succeeded: output.status.success(),
+            text: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
+    }
+
+    /// Checks that the task did what it was asked and said `saying`.
+    fn done(&self, saying: &str) {
+        assert!(
+            self.succeeded && self.text.contains(saying),
+            "expected success saying {saying:?}: {}",
+            self.text
+        );
+    }
+
+    /// Checks that the task refused and said why (`saying`).
+    fn refused(&self, saying: &str) {
+        assert!(
+            !self.succeeded && self.text.contains(saying),
+            "expected a refusal saying {saying:?}: {}",
+            self.text
+        );
+    }
+}
+
+/// Runs `chat-server <task> <user>` on `server`'s data with `input` on standard input.
+async fn task_with_input(
+    server: &ServerProcess,
+    task: &str,
+    user: &str,
+    input: &str,
+) -> TaskOutput {
     let mut args = server.store_args();
     args.extend([task.to_owned(), user.to_owned()]);
-    let output =
-        run_command_with_input(server_binary(), args, &format!("{password}\n"), TASK_LIMIT).await;
-    TaskOutput {
-        succeeded: output.status.success(),
-        text: format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    }
+    TaskOutput::of(run_command_with_input(server_binary(), args, input, TASK_LIMIT).await)
+}
+
+/// Runs `chat-server <task> <user>` on `server`'s data with `password` as its input line.
+async fn task(server: &ServerProcess, task: &str, user: &str, password: &str) -> TaskOutput {
+    task_with_input(server, task, user, &format!("{password}\n")).await
 }
 
 /// Runs `task` as an operator would: beside the server on PostgreSQL; on SQLite, first
@@ -49,19 +81,39 @@ async fn task_as_operator(
     if on_postgres() {
         return task(server, name, user, password).await;
     }
-    let refused = task(server, name, user, password).await;
-    assert!(
-        !refused.succeeded
-            && refused
-                .text
-                .contains("in use by another chat-server process"),
-        "{name} under a running SQLite server must be refused: {}",
-        refused.text
-    );
+    task(server, name, user, password)
+        .await
+        .refused("in use by another chat-server process");
     server.terminate().await;
     let done = task(server, name, user, password).await;
     server.start().await;
     done
+}
+
+/// A session of `user` with `password`, or the refusal.
+async fn sign_in(server: &ServerProcess, user: &str, password: &str) -> Result<String, Status> {
+    let session = within(server.auth().await.sign_in(credentials(user, password))).await?;
+    Ok(session.into_inner().token)
+}
+
+/// Checks that `user` cannot sign in with `password`.
+async fn assert_sign_in_refused(server: &ServerProcess, user: &str, password: &str) {
+    let refused = sign_in(server, user, password)
+        .await
+        .expect_err("signed in");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{user}: {refused:?}");
+}
+
+/// List with `token`: what a signed-in client does first.
+async fn list(server: &ServerProcess, token: &str) -> Result<(), Status> {
+    within(
+        server
+            .chat()
+            .await
+            .list(authed(token, ListRequest::default())),
+    )
+    .await?;
+    Ok(())
 }
 
 /// On SQLite the operator's tasks need the server stopped; on PostgreSQL it keeps running.
@@ -81,79 +133,44 @@ async fn start_on_sqlite(server: &mut ServerProcess) {
 async fn with_sign_up_closed_only_the_operator_makes_accounts() {
     let mut server = spawn_process(&["--sign-up", "closed"]).await;
 
+    let closed = "sign-up is closed on this server: ask its operator for an account";
     let native = within(
         server
             .auth()
             .await
             .sign_up(credentials("mallory", PASSWORD)),
     )
-    .await
-    .expect_err("SignUp on a closed server");
-    assert_eq!(native.code(), Code::PermissionDenied, "{native:?}");
-    assert_eq!(
-        native.message(),
-        "sign-up is closed on this server: ask its operator for an account"
-    );
-    let web = within(server.web_auth().sign_up(credentials("mallory", PASSWORD)))
-        .await
-        .expect_err("SignUp over gRPC-web on a closed server");
-    assert_eq!(web.code(), Code::PermissionDenied, "{web:?}");
-    let nothing = within(
-        server
-            .auth()
-            .await
-            .sign_in(credentials("mallory", PASSWORD)),
-    )
-    .await
-    .expect_err("no account was made");
-    assert_eq!(nothing.code(), Code::Unauthenticated, "{nothing:?}");
+    .await;
+    let web = within(server.web_auth().sign_up(credentials("mallory", PASSWORD))).await;
+    for refusal in [native, web] {
+        let status = refusal.expect_err("SignUp on a closed server");
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert_eq!(status.message(), closed);
+    }
+    assert_sign_in_refused(&server, "mallory", PASSWORD).await;
 
-    let added = task_as_operator(&mut server, "add-account", "Dave", PASSWORD).await;
-    assert!(added.succeeded, "add-account: {}", added.text);
-    assert!(
-        added.text.contains("account dave created"),
-        "{}",
-        added.text
-    );
-    let session = within(server.auth().await.sign_in(credentials("dave", PASSWORD)))
+    task_as_operator(&mut server, "add-account", "Dave", PASSWORD)
         .await
-        .expect("the operator's account signs in")
-        .into_inner();
-    within(
-        server
-            .chat()
-            .await
-            .list(authed(&session.token, ListRequest::default())),
-    )
-    .await
-    .expect("and is used");
+        .done("account dave created");
+    let token = sign_in(&server, "dave", PASSWORD)
+        .await
+        .expect("the operator's account signs in");
+    list(&server, &token).await.expect("and is used");
 
     // What the operator can get wrong is said, and changes nothing.
     stop_on_sqlite(&mut server).await;
-    let again = task(&server, "add-account", "dave", "another fine password").await;
-    assert!(!again.succeeded, "a second dave: {}", again.text);
-    assert!(again.text.contains("account dave exists"), "{}", again.text);
-    let short = task(&server, "add-account", "erin", "short").await;
-    assert!(!short.succeeded, "a short password: {}", short.text);
-    assert!(
-        short
-            .text
-            .contains("password must be at least 8 characters"),
-        "{}",
-        short.text
-    );
-    let bad_name = task(&server, "add-account", "no spaces", PASSWORD).await;
-    assert!(
-        !bad_name.succeeded,
-        "a name with a space: {}",
-        bad_name.text
-    );
-    start_on_sqlite(&mut server).await;
-    let erin = within(server.auth().await.sign_in(credentials("erin", PASSWORD)))
+    task(&server, "add-account", "dave", "another fine password")
         .await
-        .expect_err("erin was not made");
-    assert_eq!(erin.code(), Code::Unauthenticated, "{erin:?}");
-    within(server.auth().await.sign_in(credentials("dave", PASSWORD)))
+        .refused("account dave exists");
+    task(&server, "add-account", "erin", "short")
+        .await
+        .refused("password must be at least 8 characters");
+    task(&server, "add-account", "no spaces", PASSWORD)
+        .await
+        .refused("username");
+    start_on_sqlite(&mut server).await;
+    assert_sign_in_refused(&server, "erin", PASSWORD).await;
+    sign_in(&server, "dave", PASSWORD)
         .await
         .expect("dave keeps his password");
 }
@@ -165,21 +182,16 @@ async fn set_password_replaces_a_forgotten_password_and_ends_every_session() {
     let second = signed_in(&server, "alice").await;
     let new_password = "a brand new password";
 
-    let set = task_as_operator(&mut server, "set-password", "alice", new_password).await;
-    assert!(set.succeeded, "set-password: {}", set.text);
-    assert!(
-        set.text.contains("every session of alice has ended"),
-        "{}",
-        set.text
-    );
+    task_as_operator(&mut server, "set-password", "alice", new_password)
+        .await
+        .done("every session of alice has ended");
 
     // On PostgreSQL the running server hears of it through the database's notification,
     // which takes a moment to arrive.
-    let mut chat = server.chat().await;
     for token in [&first, &second] {
         let start = Instant::now();
         loop {
-            match within(chat.list(authed(token, ListRequest::default()))).await {
+            match list(&server, token).await {
                 Err(status) if status.code() == Code::Unauthenticated => break,
                 outcome => assert!(
                     start.elapsed() < Duration::from_secs(5),
@@ -189,48 +201,22 @@ async fn set_password_replaces_a_forgotten_password_and_ends_every_session() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let old = within(server.auth().await.sign_in(credentials("alice", PASSWORD)))
+    assert_sign_in_refused(&server, "alice", PASSWORD).await;
+    sign_in(&server, "alice", new_password)
         .await
-        .expect_err("the old password");
-    assert_eq!(old.code(), Code::Unauthenticated, "{old:?}");
-    within(
-        server
-            .auth()
-            .await
-            .sign_in(credentials("alice", new_password)),
-    )
-    .await
-    .expect("the new password signs in");
+        .expect("the new password signs in");
 
     stop_on_sqlite(&mut server).await;
-    let nobody = task(&server, "set-password", "nobody", new_password).await;
-    assert!(!nobody.succeeded, "set-password of nobody: {}", nobody.text);
-    assert!(
-        nobody.text.contains("no account named nobody"),
-        "{}",
-        nobody.text
-    );
-    let empty = run_command_with_input(
-        server_binary(),
-        [
-            server.store_args(),
-            vec!["set-password".to_owned(), "alice".to_owned()],
-        ]
-        .concat(),
-        "",
-        TASK_LIMIT,
-    )
-    .await;
-    assert!(!empty.status.success(), "no password given");
+    task(&server, "set-password", "nobody", new_password)
+        .await
+        .refused("no account named nobody");
+    task_with_input(&server, "set-password", "alice", "")
+        .await
+        .refused("standard input is empty");
     start_on_sqlite(&mut server).await;
-    within(
-        server
-            .auth()
-            .await
-            .sign_in(credentials("alice", new_password)),
-    )
-    .await
-    .expect("nothing changed without a password");
+    sign_in(&server, "alice", new_password)
+        .await
+        .expect("nothing changed without a password");
 }
 
 #[tokio::test]
@@ -253,36 +239,15 @@ async fn a_second_server_on_the_same_sqlite_directory_is_refused() {
         Duration::from_secs(20),
     )
     .await;
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&second.stdout),
-        String::from_utf8_lossy(&second.stderr)
-    );
-    assert!(!second.status.success(), "a second server started: {said}");
-    assert!(
-        said.contains("in use by another chat-server process") && said.contains("--data-dir"),
-        "{said}"
-    );
-    within(chats_of_checked(&server, &token))
+    TaskOutput::of(second).refused("in use by another chat-server process (it holds ");
+    list(&server, &token)
         .await
         .expect("the first server carries on");
 
     // The lock goes with the process, however it ends: no stale lock after a SIGKILL.
     server.kill();
     server.start().await;
-    within(server.auth().await.sign_in(credentials("alice", PASSWORD)))
+    sign_in(&server, "alice", PASSWORD)
         .await
         .expect("the restarted server serves the directory");
-}
-
-/// List for `token`, as a result.
-async fn chats_of_checked(
-    server: &ServerProcess,
-    token: &str,
-) -> Result<tonic::Response<chat_core::proto::ListResponse>, tonic::Status> {
-    server
-        .chat()
-        .await
-        .list(authed(token, ListRequest::default()))
-        .await
 }
