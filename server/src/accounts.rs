@@ -10,7 +10,11 @@
 //! cache would not hear of the ended sessions): the operator stops the server first. On
 //! PostgreSQL they run beside the servers, which hear of the ended sessions as they hear of a
 //! SignOut on another server.
+//!
+//! The password comes from standard input ([`read_password`]), never from the command line,
+//! where it would stay in the shell's history and in `ps`.
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
 use chat_core::proto;
@@ -62,4 +66,70 @@ pub async fn account_task(
     }
     .map_err(|error| error.to_string())?;
     Ok(user.to_string())
+}
+
+/// The first line of standard input, without its line ending. At a terminal it is asked for
+/// twice, not shown as it is typed (a password on the command line would stay in the shell's
+/// history and in `ps`).
+pub fn read_password(user: &str) -> std::io::Result<String> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return first_line(&mut stdin.lock());
+    }
+    let _hidden = HiddenInput::start()?;
+    eprint!("Password for {user}: ");
+    let password = first_line(&mut stdin.lock())?;
+    eprint!("\nThe same again: ");
+    let again = first_line(&mut stdin.lock())?;
+    eprintln!();
+    if password != again {
+        return Err(std::io::Error::other("the two passwords differ"));
+    }
+    Ok(password)
+}
+
+fn first_line(input: &mut impl BufRead) -> std::io::Result<String> {
+    let mut line = String::new();
+    if input.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::other(
+            "standard input is empty: give the password on its first line",
+        ));
+    }
+    let end = line.trim_end_matches(['\n', '\r']).len();
+    line.truncate(end);
+    Ok(line)
+}
+
+/// The terminal's echo turned off until this is dropped.
+struct HiddenInput {
+    before: libc::termios,
+}
+
+impl HiddenInput {
+    fn start() -> std::io::Result<Self> {
+        std::io::stderr().flush()?;
+        // SAFETY: tcgetattr and tcsetattr only read and write the termios given, for the
+        // file descriptor of standard input, which is a terminal here.
+        unsafe {
+            let mut before: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut before) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut hidden = before;
+            hidden.c_lflag &= !libc::ECHO;
+            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &hidden) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(Self { before })
+        }
+    }
+}
+
+impl Drop for HiddenInput {
+    fn drop(&mut self) {
+        // SAFETY: as in `start`, with the settings read there.
+        unsafe {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.before);
+        }
+    }
 }

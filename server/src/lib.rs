@@ -48,7 +48,7 @@ mod signals;
 mod store;
 
 /// The operators' tools behind `chat-server add-account` and `set-password`.
-pub use accounts::{AccountTask, account_task};
+pub use accounts::{AccountTask, account_task, read_password};
 /// How much live delivery holds per reader, for capacity planning and the fault tests that
 /// check memory stays within it.
 pub use fanout::FEED_CAPACITY;
@@ -62,7 +62,12 @@ pub use store::{migrate::migrate_to_postgres, sqlite::backup::backup as backup_s
 /// (kept through the copy, so that no server starts on it meanwhile), or the sentence saying
 /// that a server holds it.
 pub fn claim_sqlite(database: &std::path::Path) -> Result<impl Sized, String> {
-    store::sqlite::lock::take(database).map_err(|error| error.to_string())
+    store::sqlite::lock::take(database).map_err(|error| match error {
+        store::StoreError::InUse(_) => {
+            format!("a chat-server still runs on {}", database.display())
+        }
+        other => other.to_string(),
+    })
 }
 
 use std::sync::Arc;

@@ -2,7 +2,6 @@
 //! [`chat_server::run`] until Ctrl-C or SIGTERM; or run one of the operators' tasks
 //! (`backup`, `migrate`, `add-account`, `set-password`) and exit.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -103,8 +102,8 @@ async fn migrate(settings: &Settings, url: &str) -> ExitCode {
                 source.display()
             ),
             Err(why) => println!(
-                "copied so far, NOT final: {why}. What it stores from now on is not copied: \
-                 stop it and run migrate again, which then verifies, before switching"
+                "copied so far, NOT final: {why}, and what it stores from now on is not \
+                 copied: stop it and run migrate again, which then verifies, before switching"
             ),
         }
         ExitCode::SUCCESS
@@ -117,7 +116,7 @@ async fn migrate(settings: &Settings, url: &str) -> ExitCode {
 /// `chat-server add-account USER` and `set-password USER`, with the password read from
 /// standard input.
 async fn account(settings: &Settings, task: AccountTask, user: &str) -> ExitCode {
-    let password = match read_password(user) {
+    let password = match chat_server::read_password(user) {
         Ok(password) => password,
         Err(error) => {
             tracing::error!("no password read: {error}");
@@ -137,72 +136,6 @@ async fn account(settings: &Settings, task: AccountTask, user: &str) -> ExitCode
         Err(error) => {
             tracing::error!("{error}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// The first line of standard input, without its line ending. At a terminal it is asked for
-/// twice, not shown as it is typed (a password on the command line would stay in the shell's
-/// history and in `ps`).
-fn read_password(user: &str) -> std::io::Result<String> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return first_line(&mut stdin.lock());
-    }
-    let _hidden = HiddenInput::start()?;
-    eprint!("Password for {user}: ");
-    let password = first_line(&mut stdin.lock())?;
-    eprint!("\nThe same again: ");
-    let again = first_line(&mut stdin.lock())?;
-    eprintln!();
-    if password != again {
-        return Err(std::io::Error::other("the two passwords differ"));
-    }
-    Ok(password)
-}
-
-fn first_line(input: &mut impl BufRead) -> std::io::Result<String> {
-    let mut line = String::new();
-    if input.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::other(
-            "standard input is empty: give the password on its first line",
-        ));
-    }
-    let end = line.trim_end_matches(['\n', '\r']).len();
-    line.truncate(end);
-    Ok(line)
-}
-
-/// The terminal's echo turned off until this is dropped.
-struct HiddenInput {
-    before: libc::termios,
-}
-
-impl HiddenInput {
-    fn start() -> std::io::Result<Self> {
-        std::io::stderr().flush()?;
-        // SAFETY: tcgetattr and tcsetattr only read and write the termios given, for the
-        // file descriptor of standard input, which is a terminal here.
-        unsafe {
-            let mut before: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(libc::STDIN_FILENO, &mut before) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let mut hidden = before;
-            hidden.c_lflag &= !libc::ECHO;
-            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &hidden) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(Self { before })
-        }
-    }
-}
-
-impl Drop for HiddenInput {
-    fn drop(&mut self) {
-        // SAFETY: as in `start`, with the settings read there.
-        unsafe {
-            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.before);
         }
     }
 }
