@@ -253,15 +253,16 @@ pub enum Command {
         to: String,
     },
     /// Create the account USER, with the password read from the first line of standard
-    /// input (the same rules as SignUp). On SQLite stop the server first; on PostgreSQL
-    /// (--database-url) run it beside the servers.
+    /// input, or asked for twice without being shown at a terminal (the same rules as
+    /// SignUp). On SQLite stop the server first; on PostgreSQL (--database-url) run it beside
+    /// the servers. Global options such as --data-dir go before the command.
     AddAccount {
         /// The new account's name.
         user: String,
     },
-    /// Give the account USER a new password, read from the first line of standard input,
-    /// and end every session of it (on every server): for a forgotten or leaked password.
-    /// On SQLite stop the server first; on PostgreSQL run it beside the servers.
+    /// Give the account USER a new password, read as add-account reads it, and end every
+    /// session of it (on every server): for a forgotten or leaked password. On SQLite stop
+    /// the server first; on PostgreSQL run it beside the servers.
     SetPassword {
         /// The account's name.
         user: String,
