@@ -48,12 +48,13 @@ pub async fn account_task(
         password: password.to_owned(),
     })
     .map_err(|error| error.to_string())?;
-    let hash =
-        password::hash_now(credentials.password.expose()).map_err(|error| error.to_string())?;
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(|error| format!("cannot create {}: {error}", settings.data_dir.display()))?;
     let location = settings.store_location();
+    // Before the hash, which takes a while: a server in the way is said at once.
     let _claim = store::claim(&location).map_err(|error| error.to_string())?;
+    let hash =
+        password::hash_now(credentials.password.expose()).map_err(|error| error.to_string())?;
     let store: Arc<dyn Store> = store::open(&location, Broker::new(), Metrics::new())
         .await
         .map_err(|error| error.to_string())?;

@@ -62,7 +62,7 @@ pub use store::{migrate::migrate_to_postgres, sqlite::backup::backup as backup_s
 /// (kept through the copy, so that no server starts on it meanwhile), or the sentence saying
 /// that a server holds it.
 pub fn claim_sqlite(database: &std::path::Path) -> Result<impl Sized, String> {
-    store::sqlite::lock::take(database).map_err(|error| match error {
+    store::claim(&store::Location::Sqlite(database.to_owned())).map_err(|error| match error {
         store::StoreError::InUse(_) => {
             format!("a chat-server still runs on {}", database.display())
         }
@@ -131,16 +131,12 @@ pub async fn run(
         ),
         None => None,
     };
-    let _claim = store::claim(&settings.store_location())
-        .map_err(|error| ServerError::Store(error.to_string()))?;
+    let location = settings.store_location();
+    let _claim = store::claim(&location).map_err(|error| ServerError::Store(error.to_string()))?;
     let broker = Broker::new();
-    let store = store::open(
-        &settings.store_location(),
-        Arc::clone(&broker),
-        Arc::clone(&metrics),
-    )
-    .await
-    .map_err(|error| ServerError::Store(error.to_string()))?;
+    let store = store::open(&location, Arc::clone(&broker), Arc::clone(&metrics))
+        .await
+        .map_err(|error| ServerError::Store(error.to_string()))?;
     let authenticator = Arc::new(
         Authenticator::new(
             Arc::clone(&store),
