@@ -101,36 +101,82 @@ fn first_line(input: &mut impl BufRead) -> std::io::Result<String> {
     Ok(line)
 }
 
-/// The terminal's echo turned off until this is dropped.
+/// The terminal's echo turned off until this is dropped, or until a signal ends the process
+/// while the password is asked for: Ctrl-C (SIGINT), Ctrl-\ (SIGQUIT), a closed terminal
+/// (SIGHUP) or SIGTERM first give the terminal its echo back, then end the process as the
+/// signal would have. Without that, the shell the operator returns to would show nothing they
+/// type until `stty echo`, since dropping is not run when a signal kills a process.
 struct HiddenInput {
     before: libc::termios,
+    handlers: Vec<(libc::c_int, libc::sigaction)>,
 }
+
+/// The signals that end a process waiting at a terminal, whose handler gives the echo back.
+const ENDING_SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM];
+
+/// The terminal's settings before the echo was turned off, for the signal handler, which can
+/// only reach a static. Written before the handlers are installed, read only by them.
+static SETTINGS_BEFORE: std::sync::OnceLock<libc::termios> = std::sync::OnceLock::new();
 
 impl HiddenInput {
     fn start() -> std::io::Result<Self> {
         std::io::stderr().flush()?;
         // SAFETY: tcgetattr and tcsetattr only read and write the termios given, for the
-        // file descriptor of standard input, which is a terminal here.
+        // file descriptor of standard input, which is a terminal here; sigaction installs a
+        // handler that only calls functions safe in a signal handler (see `give_echo_back`).
         unsafe {
             let mut before: libc::termios = std::mem::zeroed();
             if libc::tcgetattr(libc::STDIN_FILENO, &mut before) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // The first settings read stay: a second prompt in one process (none today) would
+            // read the echo already off.
+            let _ = SETTINGS_BEFORE.set(before);
+            let mut handlers = Vec::with_capacity(ENDING_SIGNALS.len());
+            for signal in ENDING_SIGNALS {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = give_echo_back as extern "C" fn(libc::c_int) as usize;
+                libc::sigemptyset(&mut action.sa_mask);
+                let mut previous: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(signal, &action, &mut previous) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                handlers.push((signal, previous));
             }
             let mut hidden = before;
             hidden.c_lflag &= !libc::ECHO;
             if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &hidden) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(Self { before })
+            Ok(Self { before, handlers })
         }
     }
 }
 
 impl Drop for HiddenInput {
     fn drop(&mut self) {
-        // SAFETY: as in `start`, with the settings read there.
+        // SAFETY: as in `start`, with the settings and handlers read there.
         unsafe {
             libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.before);
+            for (signal, previous) in &self.handlers {
+                libc::sigaction(*signal, previous, std::ptr::null_mut());
+            }
         }
+    }
+}
+
+/// The handler of `ENDING_SIGNALS` while the echo is off: the echo back on, a line break
+/// (the prompt's line was left open), then the signal's default action, which ends the
+/// process with the signal as a shell expects (exit status 130 for Ctrl-C). Only
+/// async-signal-safe calls (tcsetattr, write, signal, raise) and a load of a static.
+extern "C" fn give_echo_back(signal: libc::c_int) {
+    // SAFETY: each call is async-signal-safe and gets valid arguments.
+    unsafe {
+        if let Some(before) = SETTINGS_BEFORE.get() {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, before);
+        }
+        libc::write(libc::STDERR_FILENO, b"\n".as_ptr().cast(), 1);
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
     }
 }

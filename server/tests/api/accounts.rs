@@ -3,8 +3,16 @@
 //! and `set-password` gives a forgotten password a replacement and ends every session of the
 //! account. On SQLite they refuse to run under a server (its lock on the data directory), and
 //! a second server on the same directory is refused likewise; on PostgreSQL they run beside
-//! the server, which hears of the ended sessions.
+//! the server, which hears of the ended sessions. At a terminal (a pseudo-terminal here) the
+//! password is asked twice and never shown, and Ctrl-C gives the terminal its echo back.
 
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ExitStatus};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_core::proto::ListRequest;
@@ -250,4 +258,195 @@ async fn a_second_server_on_the_same_sqlite_directory_is_refused() {
     sign_in(&server, "alice", PASSWORD)
         .await
         .expect("the restarted server serves the directory");
+}
+
+#[tokio::test]
+async fn at_a_terminal_the_password_is_asked_twice_unseen_and_ctrl_c_gives_the_echo_back() {
+    let mut server = spawn_process(&[]).await;
+    stop_on_sqlite(&mut server).await;
+    let password = "a secret password";
+    let add_dave = [
+        server.store_args(),
+        vec!["add-account".to_owned(), "dave".to_owned()],
+    ]
+    .concat();
+
+    // The operator gives up at the second question: the program ends as Ctrl-C ends a
+    // program, and the terminal shows what is typed again.
+    let terminal = Terminal::open();
+    let mut task = terminal.run(&add_dave);
+    terminal.wait_for("Password for dave: ").await;
+    assert!(
+        !terminal.echoes(),
+        "the password would be shown as it is typed"
+    );
+    terminal.type_keys(&format!("{password}\r"));
+    terminal.wait_for("The same again: ").await;
+    terminal.type_keys("\x03");
+    let ended = wait_for_exit(&mut task).await;
+    assert_eq!(ended.signal(), Some(libc::SIGINT), "{}", terminal.shown());
+    assert!(
+        terminal.echoes(),
+        "Ctrl-C left the terminal without echo: {}",
+        terminal.shown()
+    );
+
+    // Two different answers: refused, nothing made.
+    let terminal = Terminal::open();
+    let mut task = terminal.run(&add_dave);
+    terminal.wait_for("Password for dave: ").await;
+    terminal.type_keys(&format!("{password}\r"));
+    terminal.wait_for("The same again: ").await;
+    terminal.type_keys(&format!("{password}!\r"));
+    assert!(!wait_for_exit(&mut task).await.success());
+    terminal.wait_for("the two passwords differ").await;
+
+    // The same answer twice: the account is made, and the password was never on the screen.
+    let terminal = Terminal::open();
+    let mut task = terminal.run(&add_dave);
+    terminal.wait_for("Password for dave: ").await;
+    terminal.type_keys(&format!("{password}\r"));
+    terminal.wait_for("The same again: ").await;
+    terminal.type_keys(&format!("{password}\r"));
+    assert!(
+        wait_for_exit(&mut task).await.success(),
+        "{}",
+        terminal.shown()
+    );
+    terminal.wait_for("account dave created").await;
+    assert!(terminal.echoes());
+    assert!(
+        !terminal.shown().contains(password),
+        "the password was shown: {}",
+        terminal.shown()
+    );
+
+    start_on_sqlite(&mut server).await;
+    sign_in(&server, "dave", password)
+        .await
+        .expect("the password typed at the terminal signs in");
+}
+
+/// A pseudo-terminal, as an operator's terminal is to the program it runs: what is typed is
+/// written to its keyboard side, what the program shows is read from there.
+struct Terminal {
+    keyboard: File,
+    /// The program's side, kept open so that its settings can be read once the program ended.
+    device: File,
+    shown: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    fn open() -> Self {
+        // SAFETY: posix_openpt returns a new descriptor (checked), which the File then owns;
+        // grantpt, unlockpt and ptsname_r only act on it and the buffer given.
+        let (keyboard, path) = unsafe {
+            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+            assert!(
+                fd >= 0,
+                "no pseudo-terminal: {}",
+                std::io::Error::last_os_error()
+            );
+            let keyboard = File::from_raw_fd(fd);
+            assert_eq!(libc::grantpt(fd), 0);
+            assert_eq!(libc::unlockpt(fd), 0);
+            let mut name = [0 as libc::c_char; 128];
+            assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
+            let path = std::ffi::CStr::from_ptr(name.as_ptr())
+                .to_string_lossy()
+                .into_owned();
+            (keyboard, path)
+        };
+        let device = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&path)
+            .unwrap_or_else(|error| panic!("cannot open {path}: {error}"));
+        let shown = Arc::new(Mutex::new(Vec::new()));
+        let (mut screen, sink) = (keyboard.try_clone().expect("keyboard"), shown.clone());
+        // A thread of its own, not the runtime's blocking pool, which a test's end would wait
+        // for: the read ends (with EIO) once the program and `device` are gone.
+        std::thread::spawn(move || {
+            let mut buffer = [0; 1024];
+            while let Ok(read @ 1..) = screen.read(&mut buffer) {
+                sink.lock()
+                    .expect("screen")
+                    .extend_from_slice(&buffer[..read]);
+            }
+        });
+        Self {
+            keyboard,
+            device,
+            shown,
+        }
+    }
+
+    /// Starts chat-server with `args` on this terminal, as its controlling terminal (so
+    /// that Ctrl-C sends it SIGINT) and its standard input, output and error.
+    fn run(&self, args: &[String]) -> Child {
+        let stream = || self.device.try_clone().expect("terminal");
+        let mut command = std::process::Command::new(server_binary());
+        command
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(stream())
+            .stdout(stream())
+            .stderr(stream());
+        // SAFETY: between fork and exec only setsid and ioctl, both async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command.spawn().expect("chat-server starts")
+    }
+
+    fn type_keys(&self, keys: &str) {
+        (&self.keyboard).write_all(keys.as_bytes()).expect("typed");
+    }
+
+    fn shown(&self) -> String {
+        String::from_utf8_lossy(&self.shown.lock().expect("screen")).into_owned()
+    }
+
+    async fn wait_for(&self, text: &str) {
+        let start = Instant::now();
+        while !self.shown().contains(text) {
+            assert!(
+                start.elapsed() < TASK_LIMIT,
+                "the terminal never showed {text:?}: {}",
+                self.shown()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the terminal shows what is typed.
+    fn echoes(&self) -> bool {
+        // SAFETY: tcgetattr fills the termios given, for a descriptor `device` owns.
+        unsafe {
+            let mut settings: libc::termios = std::mem::zeroed();
+            assert_eq!(libc::tcgetattr(self.device.as_raw_fd(), &mut settings), 0);
+            settings.c_lflag & libc::ECHO != 0
+        }
+    }
+}
+
+/// How `task` ended; killed, and the test failed, if it runs past `TASK_LIMIT`.
+async fn wait_for_exit(task: &mut Child) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = task.try_wait().expect("wait") {
+            return status;
+        }
+        if start.elapsed() > TASK_LIMIT {
+            let _ = task.kill();
+            panic!("chat-server ran longer than {TASK_LIMIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
