@@ -207,6 +207,12 @@ describe('two people chat in the browser', { timeout: 120_000 }, () => {
     await preview.waitFor();
     const inList = await ends(preview, 'ש', '?');
     assert.ok(inList.last < inList.first, `preview: "?" left of "ש" ${JSON.stringify(inList)}`);
+    // Alice's own list says "You" before her message, not her own name.
+    const isolated = (text) => text.replace(/[\u2068\u2069]/g, '');
+    const own = alice.chatEntry(bob.name).locator('.chat-preview', { hasText: 'שלומך' });
+    await own.waitFor();
+    assert.equal(isolated(await own.innerText()), `You: ${hebrew}`);
+    assert.equal(isolated(await preview.innerText()), `${alice.name}: ${hebrew}`);
 
     // Found by a search, it starts at the right edge of its result (its text's start side).
     await bob.page.getByRole('searchbox', { name: 'Search messages' }).fill('שלומך');

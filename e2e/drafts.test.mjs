@@ -78,7 +78,8 @@ describe('drafts', { timeout: 90_000 }, () => {
       await alice.page.reload();
       await alice.messageLog.waitFor();
       await composerHolds('and after a reload', '');
-      assert.match(await rowPreview('carol'), /^alice: Two lines for Carol:/);
+      // Her own message, as the list says it to her.
+      assert.match(await rowPreview('carol'), /^You: Two lines for Carol:/);
       assert.equal(await rowPreview('bob'), `Draft: ${FOR_BOB}`);
       assert.deepEqual(alice.pageErrors, [], 'uncaught errors in the page');
     } catch (error) {

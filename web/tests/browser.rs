@@ -215,6 +215,17 @@ async fn the_chat_list_is_most_recent_first_with_unread_badges() {
         find(&root, ".badge").get_attribute("aria-label").as_deref(),
         Some("1 unread")
     );
+
+    // A message of one's own is said to be "You"'s, not one's own name's.
+    live.receive(&proto_message("b", 13, "alice", 1_700_000_200), true);
+    settle().await;
+    let first = root
+        .query_selector(".chat-entry")
+        .unwrap()
+        .unwrap()
+        .text_content()
+        .unwrap();
+    assert!(first.contains("You: \u{2068}message 13\u{2069}"), "{first}");
 }
 
 #[wasm_bindgen_test]

@@ -152,7 +152,7 @@ fn ChatRow(
         let me = me.clone();
         Memo::new(move |_| entry.with(|entry| other_member(entry, &me).cloned()))
     };
-    let (draft_owner, draft_of) = (me.clone(), chat_id.clone());
+    let (signed_in, draft_of) = (me.clone(), chat_id.clone());
     let title = move || entry.with(|entry| entry.title(&me));
     let time = move || entry.with(|entry| Some(short_time(entry.last.as_ref()?.sent_at)));
     let preview = move || {
@@ -160,7 +160,7 @@ fn ChatRow(
         // do. Its draft changes only while it is open, and opening or leaving it runs this
         // again (`is_open`), so localStorage is read then and on a new message, not kept.
         let draft = (!is_open.get())
-            .then(|| storage::load_draft(&draft_owner, &draft_of))
+            .then(|| storage::load_draft(&signed_in, &draft_of))
             .flatten();
         entry.with(|entry| {
             // The text between U+2068 and U+2069 (first strong isolate, pop isolate) takes
@@ -168,7 +168,16 @@ fn ChatRow(
             // its side after the sender's name.
             match (draft, &entry.last) {
                 (Some(draft), _) => format!("Draft: \u{2068}{draft}\u{2069}"),
-                (None, Some(last)) => format!("{}: \u{2068}{}\u{2069}", last.sender, last.text),
+                // One's own message says "You", as chats people know do: one's own name there
+                // reads as if someone else had written it.
+                (None, Some(last)) => {
+                    let sender = if last.sender == signed_in {
+                        "You"
+                    } else {
+                        &last.sender
+                    };
+                    format!("{sender}: \u{2068}{}\u{2069}", last.text)
+                }
                 (None, None) => "No messages yet".to_owned(),
             }
         })
