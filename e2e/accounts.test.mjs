@@ -1,7 +1,7 @@
-// A team's server with sign-up closed (`--sign-up closed`): "Sign up" on the sign-in page
-// says so and what to do, and creates nothing; an account the operator makes with
-// `chat-server add-account` (the server stopped, as on SQLite it must be) signs in.
-// Run it with e2e/run.sh.
+// A team's server with sign-up closed (`--sign-up closed`): the sign-in page offers "Sign in"
+// only; a page loaded while sign-up was still open hears why "Sign up" fails and creates
+// nothing; an account the operator makes with `chat-server add-account` (the server stopped,
+// as on SQLite it must be) signs in. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
@@ -26,8 +26,24 @@ describe('sign-up closed: accounts come from the operator', { timeout: 60_000 },
   const suite = serverAndBrowser({ extraArgs: ['--sign-up', 'closed'] });
   const step = suite.steps(() => [mallory, dave]);
 
-  step('"Sign up" says sign-up is closed and whom to ask, and makes no account', async () => {
+  step('the sign-in page offers "Sign in" only', async () => {
     mallory = await ChatUser.open(suite.browser, suite.server.url, 'mallory');
+    await mallory.button('Sign in').waitFor();
+    assert.equal(await mallory.button('Sign up').count(), 0, '"Sign up" is offered');
+    await submit(mallory, 'Sign in');
+    await mallory.page.getByRole('alert').filter({ hasText: 'Wrong username or password' }).waitFor();
+  });
+
+  step('"Sign up" on a page from before sign-up closed says so and whom to ask, and makes no account', async () => {
+    // The operator closes sign-up while the page is open.
+    await suite.server.stop();
+    suite.server.extraArgs = [];
+    await suite.server.start();
+    await mallory.page.reload();
+    await mallory.button('Sign up').waitFor();
+    await suite.server.stop();
+    suite.server.extraArgs = ['--sign-up', 'closed'];
+    await suite.server.start();
     await submit(mallory, 'Sign up');
     await mallory.page
       .getByRole('alert')

@@ -69,7 +69,10 @@ pub async fn serve(args: CeilingArgs) -> Result<(), BenchError> {
         chat,
         others,
         tower::layer::util::Identity::new(),
-        args.static_dir.as_deref(),
+        args.static_dir.as_deref().map(|dir| chat_transport::WebUi {
+            dir,
+            root_attributes: "",
+        }),
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -79,7 +79,7 @@ use tokio::sync::watch;
 use tonic::service::Routes;
 
 use crate::auth::Authenticator;
-use crate::config::Settings;
+use crate::config::{Settings, SignUp};
 use crate::fanout::Broker;
 use crate::limits::Limits;
 use crate::membership::Departures;
@@ -210,7 +210,14 @@ pub async fn run(
         chat,
         others,
         metrics::TrackCalls(Arc::clone(&metrics)),
-        Some(&settings.static_dir),
+        Some(chat_transport::WebUi {
+            dir: &settings.static_dir,
+            // The sign-in page's style sheet then offers "Sign in" only (web/style.css).
+            root_attributes: match settings.sign_up {
+                SignUp::Open => "",
+                SignUp::Closed => r#"data-sign-up="closed""#,
+            },
+        }),
     );
 
     // Read before anything is served, so a bad certificate stops the start-up, not a client.

@@ -2,13 +2,14 @@
 //! loader script (written by trunk, different in every build) it allows by hash.
 
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::HeaderValue;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
+
+use crate::files::FileStamp;
 
 /// What the UI may load and run: its own files only, WebAssembly compilation
 /// ('wasm-unsafe-eval'), and the inline loader script trunk writes into index.html, allowed by
@@ -26,9 +27,6 @@ pub struct ContentSecurityPolicy {
     current: Mutex<Option<(FileStamp, HeaderValue)>>,
 }
 
-/// Enough of a file's metadata to notice that it was replaced.
-type FileStamp = (Option<SystemTime>, u64);
-
 impl ContentSecurityPolicy {
     pub fn new(index: PathBuf) -> Self {
         Self {
@@ -38,9 +36,7 @@ impl ContentSecurityPolicy {
     }
 
     pub fn header(&self) -> HeaderValue {
-        let stamp = std::fs::metadata(&self.index)
-            .map(|meta| (meta.modified().ok(), meta.len()))
-            .unwrap_or((None, 0));
+        let stamp = crate::files::stamp(&self.index);
         let mut current = self.current.lock();
         if let Some((seen, header)) = current.as_ref()
             && *seen == stamp

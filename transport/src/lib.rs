@@ -4,7 +4,8 @@
 //! server's transport; neither builds its own.
 //!
 //! - [`router`]: gRPC routes with the gRPC-web translation, the static UI with its security
-//!   headers (`csp`), UNIMPLEMENTED for unknown gRPC paths, CORS for browsers.
+//!   headers (`csp`) and the server's settings on its page (`page`), UNIMPLEMENTED for
+//!   unknown gRPC paths, CORS for browsers.
 //! - [`serve`]: tonic's HTTP server with the project's settings and limits ([`Options`]), on
 //!   a listener, plain or TLS (`tls`), until a shutdown future ends; `connections` accepts,
 //!   caps connections per address and in all, and closes those that ask nothing in time and
@@ -20,13 +21,15 @@ mod clock;
 mod connections;
 mod csp;
 mod deadline;
+mod files;
+mod page;
 mod router;
 mod serve;
 mod shutdown;
 mod tls;
 
 pub use clock::unix_now;
-pub use router::{GrpcServices, PortService, router};
+pub use router::{GrpcServices, PortService, WebUi, router};
 pub use serve::{Options, Uncapped, serve};
 pub use shutdown::shutdown_signal;
 pub use tls::{Tls, TlsError};

@@ -26,6 +26,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::csp::ContentSecurityPolicy;
+use crate::page::Page;
 
 /// Headers a browser may send with gRPC-web calls, besides `content-type` and `authorization`.
 /// Listed one by one: a wildcard does not cover `authorization`.
@@ -67,11 +68,23 @@ impl<S> PortService for S where
 {
 }
 
+/// The built web UI a port serves.
+#[derive(Debug, Clone, Copy)]
+pub struct WebUi<'a> {
+    /// The folder trunk built: `index.html`, the assets named by their hash, and the brotli
+    /// and gzip copy of each.
+    pub dir: &'a Path,
+    /// Attributes added to the page's `<html>` element, written as in HTML, for the style
+    /// sheet to follow the server's settings (`data-sign-up="closed"`); empty for the page as
+    /// built (see `page`).
+    pub root_attributes: &'static str,
+}
+
 /// Builds the port's service: gRPC and gRPC-web calls (told apart by their content type) go
 /// to the gRPC services, `chat` first and the `others` after it, with `around_grpc` applied
 /// to them (the server's call metrics), inside the gRPC-web translation, which answers 400 to
-/// anything else on HTTP/1.1; everything else goes to the UI in `static_dir` when that folder
-/// holds an `index.html`, else gets 404. CORS is around every request with an `Origin`, and
+/// anything else on HTTP/1.1; everything else goes to the UI when its folder holds an
+/// `index.html`, else gets 404. CORS is around every request with an `Origin`, and
 /// around everything that is not a gRPC call.
 ///
 /// Each layer wraps the whole of its part once, not each route (`axum::Router::layer` wraps
@@ -84,7 +97,7 @@ pub fn router<C, L>(
     chat: C,
     others: Routes,
     around_grpc: L,
-    static_dir: Option<&Path>,
+    web_ui: Option<WebUi<'_>>,
 ) -> impl PortService
 where
     C: PortService + NamedService,
@@ -96,10 +109,10 @@ where
         others: unknown_services(others),
     };
     let grpc = tonic_web::GrpcWebLayer::new().layer(around_grpc.layer(services));
-    let other = match static_dir.filter(|dir| dir.join("index.html").is_file()) {
-        Some(static_dir) => Either::Left(ui(static_dir)),
+    let other = match web_ui.filter(|ui| ui.dir.join("index.html").is_file()) {
+        Some(web_ui) => Either::Left(ui(web_ui)),
         None => {
-            if let Some(dir) = static_dir {
+            if let Some(WebUi { dir, .. }) = web_ui {
                 tracing::info!(dir = %dir.display(), "no index.html there: serving the API only");
             }
             Either::Right(tower::service_fn(|_: Request<Body>| async {
@@ -234,11 +247,18 @@ fn unknown_services(mut grpc: Routes) -> Routes {
     grpc
 }
 
-/// The UI in `static_dir`, every response with the browser security headers.
-fn ui(static_dir: &Path) -> impl PortService {
+/// The UI, every response with the browser security headers.
+fn ui(
+    WebUi {
+        dir: static_dir,
+        root_attributes,
+    }: WebUi<'_>,
+) -> impl PortService {
     tracing::info!(dir = %static_dir.display(), "serving the web UI");
     let index = static_dir.join("index.html");
     let policy = Arc::new(ContentSecurityPolicy::new(index.clone()));
+    let page =
+        (!root_attributes.is_empty()).then(|| Arc::new(Page::new(index.clone(), root_attributes)));
     // Unknown paths get index.html with 200, so the single-page app's deep links work.
     ServiceBuilder::new()
         .map_request(|request: Request<Body>| request.map(axum::body::Body::new))
@@ -256,7 +276,7 @@ fn ui(static_dir: &Path) -> impl PortService {
             REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ))
-        .service(ui_files(static_dir.to_owned(), index))
+        .service(ui_files(static_dir.to_owned(), index, page))
 }
 
 /// Cache-Control of a file whose name carries its content hash: it never changes, so a
@@ -270,10 +290,12 @@ const REVALIDATE: HeaderValue = HeaderValue::from_static("no-cache");
 /// (`scripts/compress.mjs`) when the browser accepts it, with an ETag. Files named by their
 /// content hash are cached for good and, when missing (a page of an older build asking for
 /// its assets), get 404, never index.html, which would be cached as the asset for a year.
-/// Any other path is a page of the single-page app: index.html with 200, revalidated.
+/// Any other path is a page of the single-page app: index.html with 200, revalidated; or,
+/// when the server adds settings to it, that `page`.
 fn ui_files(
     static_dir: PathBuf,
     index: PathBuf,
+    page: Option<Arc<Page>>,
 ) -> impl tower::Service<
     axum::extract::Request,
     Response = axum::response::Response,
@@ -282,7 +304,10 @@ fn ui_files(
 > + Clone
 + Send
 + 'static {
+    // A folder's path ("/") is a page of the app, not the folder's index.html as a file:
+    // `pages` or `page` answer it.
     let assets = ServeDir::new(static_dir)
+        .append_index_html_on_directories(false)
         .precompressed_br()
         .precompressed_gzip();
     let pages = assets.clone().fallback(
@@ -292,7 +317,7 @@ fn ui_files(
     );
     tower::service_fn(move |request: axum::extract::Request| {
         let hashed = is_content_addressed(request.uri().path());
-        let (assets, pages) = (assets.clone(), pages.clone());
+        let (assets, pages, page) = (assets.clone(), pages.clone(), page.clone());
         async move {
             let (mut response, cache) = if hashed {
                 let response = assets.oneshot(request).await?;
@@ -304,6 +329,20 @@ fn ui_files(
                     REVALIDATE
                 };
                 (response.map(axum::body::Body::new), cache)
+            } else if let Some(page) = page {
+                // The page for every path but the folder's other files (none in trunk's
+                // build, but an operator may add one), and index.html itself.
+                let (method, headers) = (request.method().clone(), request.headers().clone());
+                let response = if request.uri().path() == "/index.html" {
+                    None
+                } else {
+                    Some(assets.oneshot(request).await?)
+                        .filter(|response| response.status() != http::StatusCode::NOT_FOUND)
+                };
+                match response {
+                    Some(file) => (file.map(axum::body::Body::new), REVALIDATE),
+                    None => (page.respond(&method, &headers), REVALIDATE),
+                }
             } else {
                 let response = pages.oneshot(request).await?;
                 (response.map(axum::body::Body::new), REVALIDATE)
@@ -314,15 +353,21 @@ fn ui_files(
     })
 }
 
-/// Whether `path` names a file trunk named by its content hash: `<name>-<16 hex digits>`
-/// before the extension, e.g. `/chat-web-0123456789abcdef_bg.wasm` or
-/// `/style-0123456789abcdef.css`.
+/// Whether `path` names a file trunk named by its content hash: `<name>-<hash>` before the
+/// extension, e.g. `/chat-web-0123456789abcdef_bg.wasm` or `/style-0123456789abcdef.css`.
+/// The hash is a 64-bit one written in hex without leading zeros (`{:x}`), so one build in
+/// sixteen has 15 digits or fewer: taken here from 8 digits up (a hash under 8 digits comes
+/// once in four billion builds, and is then served as an ordinary file, revalidated).
 fn is_content_addressed(path: &str) -> bool {
     let file = path.rsplit('/').next().unwrap_or_default();
-    let stem = file.split('.').next().unwrap_or_default();
+    let Some((stem, _extension)) = file.split_once('.') else {
+        return false;
+    };
     let stem = stem.strip_suffix("_bg").unwrap_or(stem);
     stem.rsplit_once('-').is_some_and(|(name, hash)| {
-        !name.is_empty() && hash.len() == 16 && hash.bytes().all(|byte| byte.is_ascii_hexdigit())
+        !name.is_empty()
+            && (8..=16).contains(&hash.len())
+            && hash.bytes().all(|byte| byte.is_ascii_hexdigit())
     })
 }
 
@@ -351,6 +396,9 @@ mod tests {
             "/chat-web-0123456789abcdef.js",
             "/style-fedcba9876543210.css",
             "/chat-web-0123456789abcdef_bg.wasm.br",
+            // A hash with leading zeros, which trunk leaves out.
+            "/chat-web-765ce255ef6b60c.js",
+            "/style-7393efd7.css",
         ] {
             assert!(is_content_addressed(hashed), "{hashed}");
         }
@@ -361,7 +409,11 @@ mod tests {
             "/app.js",
             "/-0123456789abcdef.js",
             "/chat-web-0123456789abcdeg.js",
-            "/chat-web-0123456789abcde.js",
+            "/chat-web-0123456789abcdef0.js",
+            "/chat-web-1234567.js",
+            "/app-2.js",
+            // A deep link is a page, whatever its last part looks like.
+            "/chats/team-0123456789abcdef",
         ] {
             assert!(!is_content_addressed(page), "{page}");
         }

@@ -193,12 +193,78 @@ async fn ui_files_go_precompressed_by_accept_encoding_and_hashed_ones_are_cached
     assert_eq!(header(&head, "content-encoding"), Some("br"));
     assert_eq!(body, "brotli page");
 
+    // trunk writes its hashes without leading zeros: one build in sixteen has a shorter one,
+    // and its files are cached for good all the same.
+    let short = "chat-web-765ce255ef6b60c.js";
+    std::fs::write(app.static_dir().join(short), "glue").expect("write a UI file");
+    let (head, body) = get_with(&app, &format!("/{short}"), &[]).await;
+    assert_eq!((head.status, body.as_ref()), (StatusCode::OK, &b"glue"[..]));
+    assert_eq!(
+        header(&head, "cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+
     // An asset of another build is missing, not the page: index.html must never be cached
     // for a year under an asset's name.
     let (head, body) = get_with(&app, "/chat-web-fedcba9876543210.js", &[]).await;
     assert_eq!(head.status, StatusCode::NOT_FOUND);
     assert_eq!(header(&head, "cache-control"), Some("no-cache"));
     assert_ne!(body, INDEX_HTML);
+}
+
+#[tokio::test]
+async fn a_server_with_sign_up_closed_says_so_on_its_page() {
+    let app = spawn_app_with(&["--sign-up", "closed"]).await;
+    let closed_page = |html: &str| html.replacen("<html", "<html data-sign-up=\"closed\"", 1);
+    let first = r#"<!doctype html><html lang="en"><title>t</title><main>chat</main></html>"#;
+    std::fs::write(app.static_dir().join("index.html"), first).expect("write the page");
+    // Its precompressed copy is the file's, not this page's: never sent.
+    std::fs::write(app.static_dir().join("index.html.br"), "brotli page").expect("write");
+
+    let mut etag = String::new();
+    for page in ["/", "/index.html", "/chats/some-chat"] {
+        let (head, body) = get_with(&app, page, &[("accept-encoding", "gzip, br")]).await;
+        assert_eq!(head.status, StatusCode::OK, "{page}");
+        assert_eq!(body, closed_page(first), "{page}");
+        assert_eq!(header(&head, "content-encoding"), None, "{page}");
+        assert_eq!(
+            header(&head, "content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(header(&head, "cache-control"), Some("no-cache"), "{page}");
+        assert!(
+            header(&head, "content-security-policy").is_some(),
+            "{page}: the UI's headers"
+        );
+        etag = header(&head, "etag").expect("an ETag").to_owned();
+    }
+    let (head, body) = get_with(&app, "/", &[("if-none-match", &etag)]).await;
+    assert_eq!(head.status, StatusCode::NOT_MODIFIED);
+    assert!(body.is_empty());
+
+    // A new build deployed under the running server: its page, under a new ETag.
+    let second = r#"<!DOCTYPE html><HTML lang="fr"><title>v2</title></HTML>"#;
+    std::fs::write(app.static_dir().join("index.html"), second).expect("write the page");
+    let (head, body) = get_with(&app, "/", &[("if-none-match", &etag)]).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(
+        body,
+        r#"<!DOCTYPE html><HTML data-sign-up="closed" lang="fr"><title>v2</title></HTML>"#
+    );
+    assert_ne!(header(&head, "etag"), Some(etag.as_str()));
+
+    // Other files of the folder are still themselves.
+    std::fs::write(app.static_dir().join("robots.txt"), "User-agent: *").expect("write");
+    let (head, body) = get_with(&app, "/robots.txt", &[]).await;
+    assert_eq!(
+        (head.status, body.as_ref()),
+        (StatusCode::OK, &b"User-agent: *"[..])
+    );
+
+    // A server open to sign-up sends the page as built.
+    let open = spawn_app().await;
+    let (_, body) = get_with(&open, "/", &[]).await;
+    assert_eq!(body, INDEX_HTML);
 }
 
 #[tokio::test]
