@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 
-import { ChatUser, eventually } from './browser.mjs';
+import { ChatUser, VIEWPORT, eventually } from './browser.mjs';
 import { encodeStrings, unary } from './grpc_web.mjs';
 import { serverAndBrowser } from './server.mjs';
 
@@ -64,11 +64,20 @@ describe('read state, typing and presence', { timeout: 150_000 }, () => {
     await bob.chatEntry(alice.name).getByRole('img', { name: 'alice: online' }).waitFor();
   });
 
-  step('Bob sees "Seen" once Alice has the chat open', async () => {
+  step('Bob sees "Seen" once Alice has the chat open, in view at the end of his full log', async () => {
+    // A window so low that two messages fill the log: the line, which comes after the
+    // message, must bring the log down with it rather than appear under its edge.
+    await bob.page.setViewportSize({ width: VIEWPORT.width, height: 300 });
     await bob.send('Hi Alice, first');
     await bob.waitUntilSent('Hi Alice, first');
     await alice.messages('Hi Alice, first').first().waitFor();
-    await bob.messageLog.getByText('Seen', { exact: true }).waitFor();
+    const seen = bob.messageLog.getByText('Seen', { exact: true });
+    await seen.waitFor();
+    await eventually('the receipt is in view at the bottom of the log', async () => {
+      const [line, log] = [await seen.boundingBox(), await bob.messageLog.boundingBox()];
+      assert.ok(line.y + line.height <= log.y + log.height + 1, `line ${JSON.stringify(line)}, log ${JSON.stringify(log)}`);
+    });
+    await bob.page.setViewportSize(VIEWPORT);
   });
 
   step('reading on one of Alice\'s devices clears the badge on the other; the divider shows', async () => {

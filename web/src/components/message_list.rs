@@ -228,9 +228,12 @@ pub fn MessageList(
         }
     };
     // A message of one's own, just written, is the newest thing one wants to see: it brings
-    // the log down to it, however far up one had scrolled, as chats people know do.
+    // the log down to it, however far up one had scrolled, as chats people know do. The
+    // receipt's line, which comes and goes below the newest message, is followed likewise:
+    // otherwise it appears half under the log's edge.
     Effect::new(move |queued: Option<usize>| {
         rows.track();
+        receipt.track();
         let now = outgoing.with(Vec::len);
         if queued.is_some_and(|before| now > before) {
             stick_to_bottom.set(true);
