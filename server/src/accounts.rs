@@ -24,6 +24,7 @@ use crate::config::Settings;
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
 use crate::password;
+use crate::store::roster::{self, Account};
 use crate::store::{self, Store};
 
 /// What the operator asked for.
@@ -67,6 +68,75 @@ pub async fn account_task(
     }
     .map_err(|error| error.to_string())?;
     Ok(user.to_string())
+}
+
+/// `chat-server accounts`: every account as a table for the operator, ending with their
+/// number. Read-only, so it takes no lock: on SQLite as on PostgreSQL it runs beside the
+/// servers.
+pub async fn accounts_table(settings: &Settings) -> Result<String, String> {
+    let now = chat_transport::unix_now();
+    match &settings.database_url {
+        Some(url) => roster::postgres_accounts(url, now).await,
+        None => roster::sqlite_accounts(&settings.database_path(), now),
+    }
+    .map(|accounts| table(&accounts))
+    .map_err(|error| error.to_string())
+}
+
+fn table(accounts: &[Account]) -> String {
+    let width = accounts
+        .iter()
+        .map(|account| account.user_id.chars().count())
+        .chain(["account".len()])
+        .max()
+        .unwrap_or(0);
+    let mut table = format!(
+        "{:<width$}  {:<20}  {:>8}  last online\n",
+        "account", "created", "sessions"
+    );
+    for account in accounts {
+        let last_online = match (account.online, account.last_seen) {
+            (true, _) => "now".to_owned(),
+            (false, Some(at)) => utc_minute(at),
+            (false, None) => "never".to_owned(),
+        };
+        table.push_str(&format!(
+            "{:<width$}  {:<20}  {:>8}  {last_online}\n",
+            account.user_id,
+            utc_minute(account.created_at),
+            account.sessions,
+        ));
+    }
+    let count = accounts.len();
+    table.push_str(&format!(
+        "{count} account{}",
+        if count == 1 { "" } else { "s" }
+    ));
+    table
+}
+
+/// A time as `2026-11-30 19:50 UTC`: the day from the days since the epoch by Howard
+/// Hinnant's `civil_from_days` (the calendar's 400-year cycle), with no time crate for it.
+fn utc_minute(seconds: i64) -> String {
+    let (days, minute) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400) / 60);
+    let shifted = days + 719_468; // days since 0000-03-01, when the cycle's years begin
+    let (era, day_of_era) = (shifted.div_euclid(146_097), shifted.rem_euclid(146_097));
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let march_based_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * march_based_month + 2) / 5 + 1;
+    let month = if march_based_month < 10 {
+        march_based_month + 3
+    } else {
+        march_based_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        minute / 60,
+        minute % 60
+    )
 }
 
 /// The first line of standard input, without its line ending. At a terminal it is asked for
@@ -178,5 +248,46 @@ extern "C" fn give_echo_back(signal: libc::c_int) {
         libc::write(libc::STDERR_FILENO, b"\n".as_ptr().cast(), 1);
         libc::signal(signal, libc::SIG_DFL);
         libc::raise(signal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_written_as_utc_dates_and_minutes() {
+        assert_eq!(utc_minute(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_minute(951_829_620), "2000-02-29 13:07 UTC");
+        assert_eq!(utc_minute(1_796_153_200), "2026-12-01 19:26 UTC");
+        assert_eq!(utc_minute(-86_400), "1969-12-31 00:00 UTC");
+    }
+
+    #[test]
+    fn the_table_lines_up_and_says_how_many() {
+        let account = |user_id: &str, online, last_seen| Account {
+            user_id: user_id.to_owned(),
+            created_at: 0,
+            sessions: 2,
+            online,
+            last_seen,
+        };
+        let listed = table(&[
+            account("a", true, Some(60)),
+            account("someone-long", false, Some(60)),
+            account("c", false, None),
+        ]);
+        assert_eq!(
+            listed,
+            "account       created               sessions  last online\n\
+             a             1970-01-01 00:00 UTC         2  now\n\
+             someone-long  1970-01-01 00:00 UTC         2  1970-01-01 00:01 UTC\n\
+             c             1970-01-01 00:00 UTC         2  never\n\
+             3 accounts"
+        );
+        assert_eq!(
+            table(&[]),
+            "account  created               sessions  last online\n0 accounts"
+        );
     }
 }

@@ -267,6 +267,10 @@ pub enum Command {
         /// The account's name.
         user: String,
     },
+    /// List the accounts: each one's name, when it was made, its sessions (signed-in
+    /// browsers and clients whose token has not expired) and when it was last online.
+    /// Read-only: runs beside a running server, on SQLite as on PostgreSQL.
+    Accounts,
 }
 
 /// See [`Settings::sign_up`].

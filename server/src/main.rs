@@ -1,6 +1,6 @@
 //! The `chat-server` binary: parse settings, start logging, bind, and hand over to
 //! [`chat_server::run`] until Ctrl-C or SIGTERM; or run one of the operators' tasks
-//! (`backup`, `migrate`, `add-account`, `set-password`) and exit.
+//! (`backup`, `migrate`, `add-account`, `set-password`, `accounts`) and exit.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -24,6 +24,7 @@ async fn main() -> ExitCode {
         Some(Command::SetPassword { user }) => {
             return account(&settings, AccountTask::SetPassword, user).await;
         }
+        Some(Command::Accounts) => return accounts(&settings).await,
         None => {}
     }
 
@@ -135,6 +136,20 @@ async fn account(settings: &Settings, task: AccountTask, user: &str) -> ExitCode
         }
         Err(error) => {
             tracing::error!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `chat-server accounts`: the table of accounts, or why there is none.
+async fn accounts(settings: &Settings) -> ExitCode {
+    match chat_server::accounts_table(settings).await {
+        Ok(table) => {
+            println!("{table}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!("cannot list the accounts: {error}");
             ExitCode::FAILURE
         }
     }

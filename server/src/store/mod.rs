@@ -10,6 +10,7 @@ pub mod changes;
 mod decode;
 pub mod migrate;
 pub mod postgres;
+pub mod roster;
 pub mod sqlite;
 mod token_cache;
 

@@ -15,7 +15,7 @@ use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chat_core::proto::ListRequest;
+use chat_core::proto::{ListRequest, SignOutEverywhereRequest};
 use tonic::{Code, Status};
 
 use crate::helpers::*;
@@ -325,6 +325,90 @@ async fn at_a_terminal_the_password_is_asked_twice_unseen_and_ctrl_c_gives_the_e
     sign_in(&server, "dave", password)
         .await
         .expect("the password typed at the terminal signs in");
+}
+
+#[tokio::test]
+async fn accounts_lists_every_account_and_its_sessions_beside_the_running_server() {
+    let server = spawn_process(&[]).await;
+    let (_, alice) = signed_up(&server, "alice").await;
+    signed_in(&server, "alice").await;
+    let (_, bob) = signed_up(&server, "bob").await;
+    signed_up(&server, "carol").await;
+    let mut chat = server.chat().await;
+    let _alice_online = open_stream(&mut chat, &alice, "", "").await;
+
+    // Read-only, so the server keeps running, on SQLite too. Alice's stream makes her online
+    // as soon as the server has recorded it.
+    let start = Instant::now();
+    let listed = loop {
+        let listed = accounts_listed(&server).await;
+        if row(&listed, "alice").ends_with(&["2", "now"]) || start.elapsed() > TASK_LIMIT {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(row(&listed, "alice")[3..], ["UTC", "2", "now"], "{listed}");
+    assert_eq!(row(&listed, "bob")[3..], ["UTC", "1", "never"], "{listed}");
+    assert_eq!(
+        row(&listed, "carol")[3..],
+        ["UTC", "1", "never"],
+        "{listed}"
+    );
+    assert!(listed.starts_with("account "), "{listed}");
+    assert!(listed.trim_end().ends_with("\n3 accounts"), "{listed}");
+
+    // Signed out everywhere, Bob has no session left.
+    within(
+        server
+            .auth()
+            .await
+            .sign_out_everywhere(authed(&bob, SignOutEverywhereRequest {})),
+    )
+    .await
+    .expect("Bob signs out everywhere");
+    let listed = accounts_listed(&server).await;
+    assert_eq!(row(&listed, "bob")[3..], ["UTC", "0", "never"], "{listed}");
+
+    // A data directory with no database (a mistyped --data-dir) is said, and left as it was.
+    let nowhere = tempfile::tempdir().expect("a directory");
+    let args = [
+        "--data-dir",
+        &nowhere.path().display().to_string(),
+        "accounts",
+    ];
+    let refused = TaskOutput::of(
+        run_command(
+            server_binary(),
+            args.map(str::to_owned).to_vec(),
+            TASK_LIMIT,
+        )
+        .await,
+    );
+    refused.refused("chat.db: unable to open database file");
+    assert!(!nowhere.path().join("chat.db").exists());
+}
+
+/// What `chat-server accounts` prints for `server`'s data, which it must list.
+async fn accounts_listed(server: &ServerProcess) -> String {
+    let mut args = server.store_args();
+    args.push("accounts".to_owned());
+    let output = run_command(server_binary(), args, TASK_LIMIT).await;
+    let listed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{listed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    listed
+}
+
+/// The words of the table's row of `user`: name, date, time, "UTC", sessions, last online.
+fn row<'a>(listed: &'a str, user: &str) -> Vec<&'a str> {
+    listed
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|words| words.first() == Some(&user))
+        .unwrap_or_else(|| panic!("no row of {user}: {listed}"))
 }
 
 /// A pseudo-terminal, as an operator's terminal is to the program it runs: what is typed is

@@ -167,6 +167,14 @@ impl PgStore {
 /// One connection to the database at `url`, its schema brought up to date, for the offline
 /// tools (the migration from SQLite) that write the tables without serving calls.
 pub async fn connect_for_tools(url: &str) -> Result<Object, StoreError> {
+    let mut client = connect_for_reading(url).await?;
+    schema::migrate(&mut client).await?;
+    Ok(client)
+}
+
+/// One connection to the database at `url` as it is, for a tool that only reads (`chat-server
+/// accounts`): a wrong URL must not leave an empty database with the schema in it.
+pub async fn connect_for_reading(url: &str) -> Result<Object, StoreError> {
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|error| StoreError::Unavailable(format!("bad database URL: {error}")))?;
@@ -186,9 +194,7 @@ pub async fn connect_for_tools(url: &str) -> Result<Object, StoreError> {
         .create_timeout(Some(CONNECT_TIMEOUT))
         .build()
         .map_err(|error| StoreError::Unavailable(format!("cannot build the pool: {error}")))?;
-    let mut client = pool.get().await?;
-    schema::migrate(&mut client).await?;
-    Ok(client)
+    Ok(pool.get().await?)
 }
 
 #[async_trait]

@@ -11,7 +11,12 @@ use crate::store::{ReplyPreview, StoreError, StoredMessage};
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
-        StoreError::Unavailable(error.to_string())
+        // The driver writes an error the database sent as "db error" alone; what the database
+        // said ("relation \"accounts\" does not exist") is what an operator can act on.
+        match error.as_db_error() {
+            Some(said) => StoreError::Unavailable(format!("the database says: {}", said.message())),
+            None => StoreError::Unavailable(error.to_string()),
+        }
     }
 }
 
