@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::HeaderValue;
-use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
-use crate::files::FileStamp;
+use crate::files::FromFile;
 
 /// What the UI may load and run: its own files only, WebAssembly compilation
 /// ('wasm-unsafe-eval'), and the inline loader script trunk writes into index.html, allowed by
@@ -22,31 +21,15 @@ const POLICY_WITHOUT_SCRIPTS: &str = "default-src 'none'; connect-src 'self'; im
 
 /// The Content-Security-Policy of the UI, derived from index.html and derived again whenever
 /// the file changes (a new build deployed under a running server has a new loader script).
-pub struct ContentSecurityPolicy {
-    index: PathBuf,
-    current: Mutex<Option<(FileStamp, HeaderValue)>>,
-}
+pub struct ContentSecurityPolicy(FromFile<HeaderValue>);
 
 impl ContentSecurityPolicy {
     pub fn new(index: PathBuf) -> Self {
-        Self {
-            index,
-            current: Mutex::new(None),
-        }
+        Self(FromFile::new(index, policy_for))
     }
 
     pub fn header(&self) -> HeaderValue {
-        let stamp = crate::files::stamp(&self.index);
-        let mut current = self.current.lock();
-        if let Some((seen, header)) = current.as_ref()
-            && *seen == stamp
-        {
-            return header.clone();
-        }
-        let html = std::fs::read_to_string(&self.index).unwrap_or_default();
-        let header = policy_for(&html);
-        *current = Some((stamp, header.clone()));
-        header
+        self.0.get()
     }
 }
 

@@ -13,16 +13,11 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
-use crate::files::FileStamp;
+use crate::files::FromFile;
 
-pub struct Page {
-    index: PathBuf,
-    attributes: &'static str,
-    current: Mutex<Option<(FileStamp, Rendered)>>,
-}
+pub struct Page(FromFile<Rendered>);
 
 /// The page as served, with the ETag of exactly these bytes.
 #[derive(Clone)]
@@ -34,11 +29,17 @@ struct Rendered {
 impl Page {
     /// The page of `index` with `attributes` (written as in HTML) added to its root element.
     pub fn new(index: PathBuf, attributes: &'static str) -> Self {
-        Self {
-            index,
-            attributes,
-            current: Mutex::new(None),
-        }
+        Self(FromFile::new(index, move |file| {
+            let html = Bytes::from(with_root_attributes(file, attributes));
+            let digest = Sha256::digest(&html);
+            let hex: String = digest[..12]
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            let etag = HeaderValue::from_str(&format!("\"page-{hex}\""))
+                .unwrap_or_else(|_| HeaderValue::from_static("\"page\""));
+            Rendered { html, etag }
+        }))
     }
 
     /// The answer to a request for the page: the page, or 304 when the browser's copy (its
@@ -52,7 +53,7 @@ impl Page {
                 .insert(ALLOW, HeaderValue::from_static("GET,HEAD"));
             return response;
         }
-        let Rendered { html, etag } = self.rendered();
+        let Rendered { html, etag } = self.0.get();
         let current = headers
             .get_all(IF_NONE_MATCH)
             .iter()
@@ -77,28 +78,6 @@ impl Page {
             .headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         response
-    }
-
-    fn rendered(&self) -> Rendered {
-        let stamp = crate::files::stamp(&self.index);
-        let mut current = self.current.lock();
-        if let Some((seen, rendered)) = current.as_ref()
-            && *seen == stamp
-        {
-            return rendered.clone();
-        }
-        let file = std::fs::read_to_string(&self.index).unwrap_or_default();
-        let html = Bytes::from(with_root_attributes(&file, self.attributes));
-        let digest = Sha256::digest(&html);
-        let hex: String = digest[..12]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
-        let etag = HeaderValue::from_str(&format!("\"page-{hex}\""))
-            .unwrap_or_else(|_| HeaderValue::from_static("\"page\""));
-        let rendered = Rendered { html, etag };
-        *current = Some((stamp, rendered.clone()));
-        rendered
     }
 }
 
