@@ -1,7 +1,9 @@
 // The server's send-rate limit seen from the real UI: someone who sends faster than the limit
 // (a fast typist, or a long outbox flushed after a reconnect) gets RESOURCE_EXHAUSTED with a
 // `retry-after-ms` hint. The app must wait that long and send again by itself: every message
-// arrives once, in the order typed, and none is ever shown as failed. Run it with e2e/run.sh.
+// arrives once, in the order typed, and none is ever shown as failed. Likewise a Send lost on
+// its way while the stream stays up (a load balancer's 502 from a server that just died):
+// the app sends it again by itself, once. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -65,6 +67,34 @@ describe('a sender over the rate limit', { timeout: 90_000 }, () => {
         0,
         'nothing is left waiting',
       );
+    } catch (error) {
+      suite.report([alice, bob]);
+      throw error;
+    }
+  });
+
+  test('a Send lost on its way goes again by itself while the stream stays up', async () => {
+    try {
+      // The first Send gets what nginx answers when the server it picked died mid-call; the
+      // stream, on another server, is untouched.
+      let sends = 0;
+      await alice.page.route('**/chat.Chat/Send', async (route) => {
+        sends += 1;
+        if (sends === 1) {
+          await route.fulfill({ status: 502, contentType: 'text/html', body: '<html>502 Bad Gateway</html>' });
+        } else {
+          await route.continue();
+        }
+      });
+      const text = 'Through the gateway, second time lucky';
+      await alice.send(text);
+      await bob.messages(text).first().waitFor({ timeout: 10_000 });
+      await alice.waitUntilSent(text);
+      await alice.page.unroute('**/chat.Chat/Send');
+      assert.equal(sends, 2, 'sent again once after the lost one');
+      assert.equal(await alice.connectionText(), 'Connected', 'the stream stayed up throughout');
+      assert.equal(await alice.page.evaluate(() => window.__failureShown), false, 'the message was shown as failed');
+      assert.equal(await bob.messages(text).count(), 1, 'Bob has it once');
     } catch (error) {
       suite.report([alice, bob]);
       throw error;

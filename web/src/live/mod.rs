@@ -34,6 +34,9 @@ use crate::api::{Api, ApiError, Session};
 use crate::storage::StoredOutbox;
 use model::{ChatMessage, Found, Model, ModelStoreFields, Quote, Received};
 
+/// How long a Send that could not reach the server waits before it goes again.
+const SEND_AGAIN_MS: u32 = 3_000;
+
 /// The state of the browser's one stream (held by this tab or another, see `tabs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -453,6 +456,15 @@ impl Live {
                     let wait_ms = u32::try_from(retry_after_ms).unwrap_or(u32::MAX);
                     TimeoutFuture::new(wait_ms).await;
                 }
+                // The server could not be reached, while the stream may well be up (a load
+                // balancer's 502 from a server that died while the stream is on another; its
+                // storage failing for a moment): the message stays pending and goes again
+                // shortly, with the same client id, so once, and what was written after it
+                // waits its turn. Marked failed until a reconnect, it stayed failed for good
+                // when the stream never dropped.
+                Err(ApiError::Offline) => TimeoutFuture::new(SEND_AGAIN_MS).await,
+                // Anything else (a refusal; a server error, which a retry may not mend) is
+                // shown with its reason and a retry button, and the messages after it go on.
                 Err(error) => {
                     let transient = error.is_transient();
                     live.change(&[Part::Outbox], |model| {
