@@ -128,8 +128,10 @@ pub enum Found {
 pub enum Delivery {
     /// Waiting to be sent, or in flight.
     Pending,
-    /// Sending failed; the reason is shown with a retry button. With `auto_retry` (the
-    /// server could not be reached) it is also sent again when the connection returns.
+    /// Sending failed; the reason is shown with a retry button. With `auto_retry` (a server
+    /// error, or an unreachable server in an outbox an earlier release stored: unreachable now
+    /// keeps a message pending, see `Live::send_next`) it is also sent again when the
+    /// connection returns.
     Failed { reason: String, auto_retry: bool },
 }
 
