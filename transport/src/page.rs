@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use http::header::{ALLOW, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use sha2::{Digest, Sha256};
 
@@ -72,11 +72,8 @@ impl Page {
             );
             response
         };
+        // `ui_files` adds the Cache-Control of every page (`no-cache`).
         response.headers_mut().insert(ETAG, etag);
-        // Set again by `ui_files` with the others' policy; here so the page never goes without.
-        response
-            .headers_mut()
-            .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         response
     }
 }

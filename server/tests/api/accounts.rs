@@ -273,15 +273,7 @@ async fn at_a_terminal_the_password_is_asked_twice_unseen_and_ctrl_c_gives_the_e
 
     // The operator gives up at the second question: the program ends as Ctrl-C ends a
     // program, and the terminal shows what is typed again.
-    let terminal = Terminal::open();
-    let mut task = terminal.run(&add_dave);
-    terminal.wait_for("Password for dave: ").await;
-    assert!(
-        !terminal.echoes(),
-        "the password would be shown as it is typed"
-    );
-    terminal.type_keys(&format!("{password}\r"));
-    terminal.wait_for("The same again: ").await;
+    let (terminal, mut task) = asked_twice(&add_dave, password).await;
     terminal.type_keys("\x03");
     let ended = wait_for_exit(&mut task).await;
     assert_eq!(ended.signal(), Some(libc::SIGINT), "{}", terminal.shown());
@@ -292,21 +284,13 @@ async fn at_a_terminal_the_password_is_asked_twice_unseen_and_ctrl_c_gives_the_e
     );
 
     // Two different answers: refused, nothing made.
-    let terminal = Terminal::open();
-    let mut task = terminal.run(&add_dave);
-    terminal.wait_for("Password for dave: ").await;
-    terminal.type_keys(&format!("{password}\r"));
-    terminal.wait_for("The same again: ").await;
+    let (terminal, mut task) = asked_twice(&add_dave, password).await;
     terminal.type_keys(&format!("{password}!\r"));
     assert!(!wait_for_exit(&mut task).await.success());
     terminal.wait_for("the two passwords differ").await;
 
     // The same answer twice: the account is made, and the password was never on the screen.
-    let terminal = Terminal::open();
-    let mut task = terminal.run(&add_dave);
-    terminal.wait_for("Password for dave: ").await;
-    terminal.type_keys(&format!("{password}\r"));
-    terminal.wait_for("The same again: ").await;
+    let (terminal, mut task) = asked_twice(&add_dave, password).await;
     terminal.type_keys(&format!("{password}\r"));
     assert!(
         wait_for_exit(&mut task).await.success(),
@@ -409,6 +393,22 @@ fn row<'a>(listed: &'a str, user: &str) -> Vec<&'a str> {
         .map(|line| line.split_whitespace().collect::<Vec<_>>())
         .find(|words| words.first() == Some(&user))
         .unwrap_or_else(|| panic!("no row of {user}: {listed}"))
+}
+
+/// Starts chat-server with `args` (an `add-account dave`) on a new terminal and answers its
+/// first question for the password with `first`, which must not be shown; returns once the second question is on
+/// the screen.
+async fn asked_twice(args: &[String], first: &str) -> (Terminal, Child) {
+    let terminal = Terminal::open();
+    let task = terminal.run(args);
+    terminal.wait_for("Password for dave: ").await;
+    assert!(
+        !terminal.echoes(),
+        "the password would be shown as it is typed"
+    );
+    terminal.type_keys(&format!("{first}\r"));
+    terminal.wait_for("The same again: ").await;
+    (terminal, task)
 }
 
 /// A pseudo-terminal, as an operator's terminal is to the program it runs: what is typed is
