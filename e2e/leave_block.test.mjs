@@ -1,8 +1,11 @@
 // Leaving a chat and blocking someone, in the real UI: Alice blocks Mallory from the chat's
 // header, leaves the chat (after confirming), finds Mallory in her account menu's blocked
 // list; Mallory's attempt to start a new chat with her is refused with a sentence she can
-// read; once Alice unblocks her (from the account menu), Mallory can start one again. Run it
-// with e2e/run.sh.
+// read; once Alice unblocks her (from the account menu), Mallory can start one again. And
+// everyone sees who is in a group as it changes, without a reload: a new group shows in its
+// members' lists before anything is said, the others' open chat drops the one who left (whose
+// other device drops the chat), and takes them back when they return. Run it with
+// e2e/run.sh.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -92,6 +95,71 @@ describe('leaving a chat and blocking someone', { timeout: 90_000 }, () => {
       }
     } catch (error) {
       suite.report([alice, mallory]);
+      throw error;
+    }
+  });
+
+  test('everyone sees who is in a group as people leave and come back', async () => {
+    /** @type {ChatUser[]} */ const users = [];
+    try {
+      const [anna, ben, cleo] = await Promise.all(
+        ['anna', 'ben', 'cleo'].map((name) => ChatUser.open(suite.browser, suite.server.url, name)),
+      );
+      users.push(anna, ben, cleo);
+      for (const user of users) await user.signUp(PASSWORD);
+      // Cleo's second device: another browser, signed in to the same account.
+      const laptop = await ChatUser.open(suite.browser, suite.server.url, 'cleo');
+      users.push(laptop);
+      await laptop.page.getByLabel('Username', { exact: true }).fill('cleo');
+      await laptop.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+      await laptop.button('Sign in').click();
+      for (const user of users) await user.waitUntilConnected();
+
+      // A new group is in its members' lists at once, before anyone says anything.
+      await anna.startChatWith('ben, cleo');
+      await ben.chatEntry('anna, cleo').waitFor();
+      await cleo.chatEntry('anna, ben').waitFor();
+      await laptop.chatEntry('anna, ben').waitFor();
+      await ben.openChatWith('anna, cleo');
+      const heading = ben.page.getByRole('heading', { level: 2 });
+      const presence = ben.page.locator('p.presence');
+      assert.equal((await heading.innerText()).trim(), 'anna, cleo');
+      await eventually('ben sees both others online', async () =>
+        assert.equal((await presence.innerText()).trim(), '2 of 2 online'),
+      );
+
+      // Cleo leaves on her phone: Ben's open chat is with Anna alone now, and the chat is gone
+      // from Cleo's laptop.
+      await cleo.openChatWith('anna, ben');
+      await cleo.button('Leave chat').click();
+      await cleo.page
+        .getByRole('alertdialog', { name: 'Leave this chat?' })
+        .getByRole('button', { name: 'Leave', exact: true })
+        .click();
+      await eventually('ben sees that cleo left', async () =>
+        assert.equal((await heading.innerText()).trim(), 'anna'),
+      );
+      await eventually('ben sees anna online', async () =>
+        assert.equal((await presence.innerText()).trim(), 'online'),
+      );
+      assert.equal(await ben.chatEntry('cleo').count(), 0, "ben's list still names cleo");
+      await eventually('the chat is gone from cleo\'s laptop', async () =>
+        assert.equal(await laptop.chatEntry('anna').count(), 0),
+      );
+
+      // She comes back (her New of the same people): Ben sees her again, and so does her laptop.
+      await cleo.startChatWith('anna, ben');
+      await eventually('ben sees that cleo is back', async () =>
+        assert.equal((await heading.innerText()).trim(), 'anna, cleo'),
+      );
+      await laptop.chatEntry('anna, ben').waitFor();
+      await anna.chatEntry('ben, cleo').waitFor();
+
+      for (const user of users) {
+        assert.deepEqual(user.pageErrors, [], `uncaught errors in ${user.name}'s page`);
+      }
+    } catch (error) {
+      suite.report(users);
       throw error;
     }
   });

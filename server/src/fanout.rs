@@ -11,7 +11,7 @@
 //!
 //! The store is the only publisher of messages: SQLite's writer thread after each commit, or
 //! on PostgreSQL each server's tailer, which publishes what every server committed, in id
-//! order. Events that are not messages (read positions, typing, presence) come from
+//! order. Events that are not messages (read positions, typing, presence, members) come from
 //! `signals.rs` through the same channels, unordered with respect to messages: they have no
 //! id and never move a cursor, and a reader that lags loses them (they are best effort).
 

@@ -42,13 +42,13 @@ impl Departures {
     }
 
     /// Takes `user` out of `chat` (NOT_FOUND when they are not in it) and ends their open
-    /// feeds of it on this server.
-    pub async fn leave(&self, chat: &ChatId, user: &UserId) -> Result<(), ApiError> {
-        self.store.leave_chat(chat, user).await?;
+    /// feeds of it on this server. Returns the members the chat has after it, sorted.
+    pub async fn leave(&self, chat: &ChatId, user: &UserId) -> Result<Vec<UserId>, ApiError> {
+        let members = self.store.leave_chat(chat, user).await?;
         tracing::info!(%user, %chat, "left a chat");
         // No receiver (no open stream) is not an error.
         let _ = self.left.send((user.clone(), chat.clone()));
-        Ok(())
+        Ok(members)
     }
 
     /// Resolves with NOT_FOUND once `user` is no longer a member of `chat`; never resolves

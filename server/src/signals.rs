@@ -1,4 +1,4 @@
-//! Events that are not messages — read positions, typing, presence — on their way to the
+//! Events that are not messages — read positions, typing, presence, members — on their way to the
 //! open streams of the people they concern, on this server and on every other server sharing
 //! the database.
 //!
@@ -32,6 +32,7 @@ impl Signal {
         match &self.event {
             Event::ReadPosition(read) => Some(&read.chat_id),
             Event::Typing(typing) => Some(&typing.chat_id),
+            Event::Members(members) => Some(&members.chat_id),
             _ => None,
         }
     }

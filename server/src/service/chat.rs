@@ -46,7 +46,7 @@ pub struct ChatService {
     pub authenticator: Arc<Authenticator>,
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
-    /// Where events that are not messages go (read positions, typing, presence).
+    /// Where events that are not messages go (read positions, typing, presence, members).
     pub signals: Arc<Signals>,
     pub presence: Arc<Presence>,
     pub heartbeat: Duration,
@@ -90,7 +90,13 @@ impl Chat for ChatService {
         // Introduced are the members the chat has now: New does not bring back those who left
         // it (unless the caller is one), and they hear nothing of its people.
         match self.store.members_of(&chat_id, &caller).await {
-            Ok(present) => self.presence.introduce(&caller, &present).await,
+            Ok(present) => {
+                self.presence.introduce(&caller, &present).await;
+                // Everyone's list shows the chat at once, as a reload would, and the people
+                // in it learn that someone who had left is back.
+                self.announce_members(&chat_id, &present, present.clone())
+                    .await;
+            }
             Err(error) => tracing::warn!(%error, "cannot introduce a new chat's members"),
         }
         Ok(Response::new(proto::NewResponse {
@@ -284,7 +290,12 @@ impl Chat for ChatService {
     ) -> Result<Response<proto::LeaveResponse>, Status> {
         let caller = self.authenticator.caller(request.metadata()).await?;
         let leave = LeaveChat::try_from(request.get_ref()).map_err(ApiError::from)?;
-        self.departures.leave(&leave.chat_id, &caller).await?;
+        let members = self.departures.leave(&leave.chat_id, &caller).await?;
+        // The caller's other devices hear it too, and drop the chat.
+        let mut recipients = members.clone();
+        recipients.push(caller);
+        self.announce_members(&leave.chat_id, &members, recipients)
+            .await;
         Ok(Response::new(proto::LeaveResponse {}))
     }
 
@@ -378,6 +389,16 @@ impl Chat for ChatService {
 }
 
 impl ChatService {
+    /// Tells `recipients` that `chat`'s members are now `members` (`Event.members`), as far
+    /// as they have streams open anywhere: best effort, as every signal (List has the truth).
+    async fn announce_members(&self, chat: &ChatId, members: &[UserId], recipients: Vec<UserId>) {
+        let event = event::Event::Members(proto::ChatMembers {
+            chat_id: chat.to_string(),
+            user_ids: members.iter().map(ToString::to_string).collect(),
+        });
+        self.signals.send(recipients, event).await;
+    }
+
     /// Edit, Delete and React: validated, then counted against the caller's send rate, then
     /// applied by the store, which checks membership and ownership.
     async fn change(

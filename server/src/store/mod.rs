@@ -474,7 +474,8 @@ pub trait Store: Send + Sync + 'static {
     /// Takes `user` out of `chat` and remembers that they left, so that only they can bring
     /// themselves back (see [`Store::create_chat`]). [`StoreError::ChatNotFound`] when `user`
     /// is not a member. From the commit on, no message of the chat is published to `user`.
-    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<(), StoreError>;
+    /// Returns the members the chat has after it, sorted, as the same transaction saw them.
+    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<Vec<UserId>, StoreError>;
 
     /// Records that `blocker` blocks `blocked` (an existing account, else
     /// [`StoreError::NoSuchAccount`]); nothing changes when it is already so. At most

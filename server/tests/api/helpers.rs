@@ -1106,7 +1106,7 @@ pub async fn open_connect(
 }
 
 /// Reads the next `n` messages of a Stream, skipping heartbeats and the other events that are
-/// not messages (presence, read positions, typing); fails if the stream ends or errs first, or
+/// not messages (presence, read positions, typing, members); fails if the stream ends or errs first, or
 /// if they take longer than [`WAIT`] in all.
 #[track_caller]
 pub fn next_messages(

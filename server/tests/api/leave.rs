@@ -2,9 +2,14 @@
 //! (NOT_FOUND on History, Send, Stream and Connect, gone from List), their open calls of it
 //! end, their all-chats Stream carries none of its new messages, and only they can bring
 //! themselves back: another member's New of the same people returns the chat without them.
+//! Every member's Streams, and the devices of the one who left, hear who is in the chat after
+//! each change (`Event.members`).
 
-use chat_core::proto::{LeaveRequest, Message, NewRequest, StreamRequest};
-use tonic::{Code, Status};
+use std::time::Duration;
+
+use chat_core::proto::event::Event as EventKind;
+use chat_core::proto::{ChatMembers, Event, LeaveRequest, Message, NewRequest, StreamRequest};
+use tonic::{Code, Status, Streaming};
 
 use crate::helpers::*;
 
@@ -143,6 +148,97 @@ async fn leaving_ends_access_open_calls_and_delivery_on_both_transports() {
         .map(|message| message.client_id.clone())
         .collect();
     assert_eq!(history, ["before", "after"]);
+}
+
+fn members(event: EventKind) -> Option<ChatMembers> {
+    match event {
+        EventKind::Members(members) => Some(members),
+        _ => None,
+    }
+}
+
+fn members_event(chat_id: &str, user_ids: &[&str]) -> ChatMembers {
+    ChatMembers {
+        chat_id: chat_id.to_owned(),
+        user_ids: user_ids.iter().map(|user| user.to_string()).collect(),
+    }
+}
+
+/// Each of `streams` hears `expected` as the next members event it carries.
+async fn all_hear(
+    streams: &mut [(&str, &mut Streaming<Event>)],
+    expected: &ChatMembers,
+    when: &str,
+) {
+    for (who, stream) in streams {
+        let heard = next_event(stream, &format!("{who}'s members {when}"), members).await;
+        assert_eq!(&heard, expected, "{who} {when}");
+    }
+}
+
+#[tokio::test]
+async fn every_member_hears_who_is_in_a_chat_as_it_starts_as_someone_leaves_and_comes_back() {
+    let app = spawn_app().await;
+    let [alice, bob, carol, dave] = signed_up_all(&app, ["alice", "bob", "carol", "dave"]).await;
+    let mut native = app.chat().await;
+    let mut web = app.web_chat();
+    let mut alices = open_stream(&mut native, &alice, "", "").await;
+    let mut carols = open_stream(&mut native, &carol, "", "").await;
+    let mut daves = open_stream(&mut native, &dave, "", "").await;
+    // Bob on two devices: one over gRPC-web, one native.
+    let mut bobs_browser = within(web.stream(authed(
+        &bob,
+        StreamRequest {
+            chat_id: String::new(),
+            after_id: String::new(),
+        },
+    )))
+    .await
+    .expect("a gRPC-web stream")
+    .into_inner();
+    let mut bobs_phone = open_stream(&mut native, &bob, "", "").await;
+
+    // Alice starts a group: everyone in it has it in their list at once, also before anything
+    // is said in it.
+    let group = new_chat(&app, &alice, &["alice", "bob", "carol"]).await;
+    let everyone = members_event(&group, &["alice", "bob", "carol"]);
+    let mut hearing = [
+        ("alice", &mut alices),
+        ("bob's browser", &mut bobs_browser),
+        ("bob's phone", &mut bobs_phone),
+        ("carol", &mut carols),
+    ];
+    all_hear(&mut hearing, &everyone, "of the new group").await;
+    let mut carols_group = open_stream(&mut native, &carol, &group, "").await;
+    let before = send_text(&mut native, &alice, &group, "before", "before").await;
+
+    // Bob leaves from his browser: the others, and his phone, hear who is left.
+    within(web.leave(authed(&bob, leave_request(&group))))
+        .await
+        .expect("bob leaves over gRPC-web");
+    let mut hearing = [
+        ("alice", &mut alices),
+        ("bob's phone", &mut bobs_phone),
+        ("carol", &mut carols),
+        ("carol's Stream of the group", &mut carols_group),
+    ];
+    let left = members_event(&group, &["alice", "carol"]);
+    all_hear(&mut hearing, &left, "after bob left").await;
+
+    // He comes back: the members hear it.
+    let back = new_chat(&app, &bob, &["alice", "bob", "carol"]).await;
+    assert_eq!(back, group);
+    all_hear(&mut hearing, &everyone, "after bob came back").await;
+    // Nobody else hears any of it, and it took no message id.
+    assert_no_event(
+        &mut daves,
+        "dave heard of a chat he is not in",
+        Duration::from_millis(300),
+        members,
+    )
+    .await;
+    let after = send_text(&mut native, &alice, &group, "after", "after").await;
+    assert_eq!(id_number(&after.id), id_number(&before.id) + 1);
 }
 
 fn history_request(chat_id: &str) -> chat_core::proto::HistoryRequest {
@@ -288,6 +384,7 @@ async fn a_leave_on_one_server_ends_the_stream_and_delivery_on_another() {
     .await;
 
     let mut chat_stream = open_stream(&mut on_second, &bob, &chat_id, "").await;
+    let mut carols = open_stream(&mut on_second, &carol, "", "").await;
     let (_outbox, mut connect) = open_connect(&mut on_second, Some(&bob), &[("chat-id", &chat_id)])
         .await
         .expect("a Connect on the second server");
@@ -300,6 +397,10 @@ async fn a_leave_on_one_server_ends_the_stream_and_delivery_on_another() {
     )
     .await
     .expect("bob leaves on the first server");
+    assert_eq!(
+        next_event(&mut carols, "carol's members on the other server", members).await,
+        members_event(&chat_id, &["alice", "carol"])
+    );
     // Ended within the re-check interval (1 s), well inside the wait.
     assert_chat_not_found(
         "the Stream on the other server",

@@ -178,6 +178,7 @@ impl Live {
             Some(event::Event::ReadPosition(read)) => self.on_read(&read),
             Some(event::Event::Typing(typing)) => self.on_typing(&typing),
             Some(event::Event::Presence(presence)) => self.on_presence(&presence),
+            Some(event::Event::Members(members)) => self.on_members(members),
             Some(event::Event::Heartbeat(_)) | None => {}
         }
     }
@@ -651,6 +652,12 @@ impl Live {
             }
             Err(error) => return Err(error.to_string()),
         }
+        self.forget_chat(chat_id);
+        Ok(())
+    }
+
+    /// Forgets a chat the user left, here or on another device.
+    fn forget_chat(&self, chat_id: &str) {
         self.change(
             &[
                 Part::Chats,
@@ -662,7 +669,24 @@ impl Live {
             ],
             |model| model.remove_chat(chat_id),
         );
-        Ok(())
+    }
+
+    /// Takes in who is in a chat now (someone left it or came back, or it was just started):
+    /// a chat the user is not in any more (they left it on another device) is forgotten, a
+    /// chat the list lacks is loaded with it, and the others show their new members.
+    fn on_members(&self, members: proto::ChatMembers) {
+        let mine = self
+            .model
+            .me()
+            .with_untracked(|me| members.user_ids.contains(me));
+        if !mine {
+            self.forget_chat(&members.chat_id);
+        } else if self.change(&[Part::Chats], |model| {
+            model.set_members(&members.chat_id, members.user_ids)
+        }) == Some(false)
+        {
+            self.refresh_list();
+        }
     }
 
     /// Reads the list of people the user blocked into [`Live::blocked`], once.

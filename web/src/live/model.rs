@@ -403,6 +403,15 @@ impl Model {
         }
     }
 
+    /// Replaces the members of a listed chat; false when the list does not have it.
+    pub fn set_members(&mut self, chat_id: &str, members: Vec<String>) -> bool {
+        self.chats
+            .iter_mut()
+            .find(|chat| chat.chat_id == chat_id)
+            .map(|chat| chat.members = members)
+            .is_some()
+    }
+
     /// Shows `chat_id`: it becomes the open chat, and its messages count as read. Its
     /// timeline keeps what arrives from now on, while its first page loads.
     pub fn open(&mut self, chat_id: &str) {
@@ -853,6 +862,18 @@ mod tests {
         assert_eq!(model.cursor, Some(7));
         assert_eq!(model.chats[0].chat_id, "b");
         assert_eq!(model.chats[0].title("alice"), "carol");
+    }
+
+    #[test]
+    fn new_members_rename_a_listed_chat_and_an_unlisted_one_asks_for_the_list() {
+        let mut model = model_with_two_chats();
+        assert!(model.set_members("a", vec!["alice".into(), "bob".into(), "dave".into()]));
+        assert_eq!(
+            title_of(&model.chats, "a", "alice").as_deref(),
+            Some("bob, dave")
+        );
+        assert!(!model.set_members("new", vec!["alice".into(), "erin".into()]));
+        assert_eq!(title_of(&model.chats, "new", "alice"), None);
     }
 
     #[test]

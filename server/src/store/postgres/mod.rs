@@ -267,7 +267,7 @@ impl Store for PgStore {
         writes::create_chat(&mut client, caller, members, new_id, unix_now()).await
     }
 
-    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<(), StoreError> {
+    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<Vec<UserId>, StoreError> {
         let mut client = self.client().await?;
         writes::leave_chat(&mut client, chat, user, unix_now()).await
     }

@@ -211,13 +211,14 @@ async fn check_blocks(client: &Client, caller: &UserId, users: &[&str]) -> Resul
     })
 }
 
-/// Takes `user` out of `chat` and records the departure, so that only they can come back.
+/// Takes `user` out of `chat` and records the departure, so that only they can come back;
+/// returns who is left, sorted.
 pub async fn leave_chat(
     client: &mut Client,
     chat: &ChatId,
     user: &UserId,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<Vec<UserId>, StoreError> {
     let tx = client.transaction().await?;
     let left = tx
         .query_opt(
@@ -235,8 +236,17 @@ pub async fn leave_chat(
         &[&row, &user.as_str(), &now],
     )
     .await?;
+    let left = tx
+        .query(
+            "SELECT user_id FROM chat_members WHERE chat = $1 ORDER BY user_id",
+            &[&row],
+        )
+        .await?
+        .iter()
+        .map(|row| stored_user(row.try_get(0)?))
+        .collect::<Result<Vec<_>, _>>()?;
     tx.commit().await?;
-    Ok(())
+    Ok(left)
 }
 
 /// Records the block in a transaction that first locks the blocker's account row, so that two

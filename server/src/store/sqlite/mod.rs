@@ -188,7 +188,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<(), StoreError> {
+    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<Vec<UserId>, StoreError> {
         let (chat, user) = (chat.clone(), user.clone());
         self.write(|reply| WriteRequest::LeaveChat { chat, user, reply })
             .await

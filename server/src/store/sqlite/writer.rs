@@ -72,7 +72,7 @@ pub enum WriteRequest {
     LeaveChat {
         chat: ChatId,
         user: UserId,
-        reply: Reply<()>,
+        reply: Reply<Vec<UserId>>,
     },
     Block {
         blocker: UserId,
@@ -121,11 +121,11 @@ impl WriteRequest {
             | WriteRequest::RevokeToken { reply, .. }
             | WriteRequest::RevokeTokensOf { reply, .. }
             | WriteRequest::SetPassword { reply, .. }
-            | WriteRequest::LeaveChat { reply, .. }
             | WriteRequest::Block { reply, .. }
             | WriteRequest::Unblock { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::SetPresence { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::CreateChat { reply, .. } => drop(reply.send(Err(error))),
+            WriteRequest::LeaveChat { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::Append { reply, .. } | WriteRequest::Change { reply, .. } => {
                 drop(reply.send(Err(error)))
             }
@@ -147,6 +147,7 @@ type Appended = (StoredMessage, Option<(Arc<StoredEvent>, Arc<[UserId]>)>);
 enum Applied {
     Unit(Reply<()>, Result<(), StoreError>),
     Chat(Reply<ChatId>, Result<ChatId, StoreError>),
+    Members(Reply<Vec<UserId>>, Result<Vec<UserId>, StoreError>),
     Message(Reply<StoredMessage>, Result<Appended, StoreError>),
     Read(Reply<ReadMove>, Result<ReadMove, StoreError>),
     Settings(Reply<AccountSettings>, Result<AccountSettings, StoreError>),
@@ -158,6 +159,7 @@ impl Applied {
         match self {
             Applied::Unit(reply, _) => drop(reply.send(Err(error))),
             Applied::Chat(reply, _) => drop(reply.send(Err(error))),
+            Applied::Members(reply, _) => drop(reply.send(Err(error))),
             Applied::Message(reply, _) => drop(reply.send(Err(error))),
             Applied::Read(reply, _) => drop(reply.send(Err(error))),
             Applied::Settings(reply, _) => drop(reply.send(Err(error))),
@@ -267,6 +269,7 @@ impl Writer {
             match item {
                 Applied::Unit(reply, result) => drop(reply.send(result)),
                 Applied::Chat(reply, result) => drop(reply.send(result)),
+                Applied::Members(reply, result) => drop(reply.send(result)),
                 Applied::Read(reply, result) => drop(reply.send(result)),
                 Applied::Settings(reply, result) => drop(reply.send(result)),
                 Applied::Changed(reply, result) => drop(reply.send(result)),
@@ -382,7 +385,7 @@ fn apply(
         WriteRequest::LeaveChat { chat, user, reply } => {
             let result = in_savepoint(tx, |conn| writes::leave_chat(conn, &chat, &user, now));
             chats.forget(&chat);
-            Applied::Unit(reply, result)
+            Applied::Members(reply, result)
         }
         WriteRequest::Block {
             blocker,

@@ -158,13 +158,14 @@ fn check_blocks(conn: &Connection, caller: &UserId, wanted: &Members) -> Result<
     Ok(())
 }
 
-/// Takes `user` out of `chat` and records the departure, so that only they can come back.
+/// Takes `user` out of `chat` and records the departure, so that only they can come back;
+/// returns who is left, sorted.
 pub fn leave_chat(
     conn: &Connection,
     chat: &ChatId,
     user: &UserId,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<Vec<UserId>, StoreError> {
     let row = super::reads::member_chat_row(conn, chat, user)?.ok_or(StoreError::ChatNotFound)?;
     conn.prepare_cached("DELETE FROM chat_members WHERE chat = ?1 AND user_id = ?2")?
         .execute(params![row, user.as_str()])?;
@@ -173,7 +174,9 @@ pub fn leave_chat(
          ON CONFLICT (chat, user_id) DO UPDATE SET left_at = excluded.left_at",
     )?
     .execute(params![row, user.as_str(), now])?;
-    Ok(())
+    let mut left: Vec<UserId> = members_of(conn, row)?.to_vec();
+    left.sort();
+    Ok(left)
 }
 
 pub fn block(
