@@ -180,6 +180,32 @@ mod tests {
     }
 
     #[test]
+    fn the_members_of_the_largest_chat_with_the_longest_names_fit_under_the_limit() {
+        let members: Vec<UserId> = (0..chat_core::limits::MEMBERS_MAX)
+            .map(|i| UserId::parse(&format!("member-{i:025}")).unwrap())
+            .collect();
+        assert_eq!(
+            members[0].as_str().len(),
+            chat_core::limits::USER_ID_MAX_CHARS
+        );
+        let signal = Signal {
+            recipients: members.clone(),
+            event: Event::Members(proto::ChatMembers {
+                chat_id: "0123456789abcdef0123456789abcdef".into(),
+                user_ids: members.iter().map(ToString::to_string).collect(),
+            }),
+        };
+        let mut heard = Vec::new();
+        for payload in encode(&signal) {
+            assert!(payload.len() <= PAYLOAD_MAX, "{}", payload.len());
+            let part = decode(&payload).unwrap();
+            assert_eq!(part.event, signal.event);
+            heard.extend(part.recipients);
+        }
+        assert_eq!(heard, signal.recipients);
+    }
+
+    #[test]
     fn garbage_is_not_a_signal() {
         for payload in ["", "zz alice", "0 alice", "0a01 alice", "1203 Not Valid!"] {
             assert_eq!(decode(payload), None, "{payload:?}");
