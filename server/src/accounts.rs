@@ -2,6 +2,10 @@
 //! set-password USER`: how accounts are made on a server whose sign-up is closed
 //! (`--sign-up closed`), and how a person who forgot their password gets back in (the server
 //! knows no e-mail address to send a reset link to; the operator hands over a new password).
+//! And `chat-server deactivate-account USER`, for someone who leaves the team: signed out
+//! everywhere with a password nobody knows, and taken out of every chat, as if they had left
+//! each one (the others' lists and open chats drop them), while their name stays taken, so
+//! nobody else can become them, and their messages stay for the others.
 //!
 //! They open the store as a server does and go through the same [`Store`] calls as SignUp and
 //! ChangePassword, so the same rules hold: the name and password are validated as SignUp's,
@@ -17,15 +21,18 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
+use chat_core::ids::{ChatId, UserId};
+use chat_core::limits::LIST_MAX_PAGE;
 use chat_core::proto;
-use chat_core::requests::Credentials;
+use chat_core::requests::{Credentials, ListQuery};
 
 use crate::config::Settings;
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
 use crate::password;
+use crate::signals::{self, Signals};
 use crate::store::roster::{self, Account};
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoreError};
 
 /// What the operator asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +77,87 @@ pub async fn account_task(
     Ok(user.to_string())
 }
 
+/// What `deactivate-account` did.
+#[derive(Debug)]
+pub struct Deactivated {
+    /// The account's name as stored.
+    pub user: UserId,
+    /// The chats it was taken out of.
+    pub chats: usize,
+}
+
+/// `chat-server deactivate-account USER`: ends every session of the account with a password
+/// nobody knows (as `set-password` ends them), then takes it out of each of its chats as a
+/// Leave does, telling each chat's members (on PostgreSQL the running servers pass it on to
+/// their streams; on SQLite no server runs meanwhile, and the apps re-read their list as they
+/// reconnect). The password goes first, so nobody signs in while the chats are left. Safe to
+/// run again (a run cut short leaves the rest of the chats to the next).
+pub async fn deactivate_account(settings: &Settings, user: &str) -> Result<Deactivated, String> {
+    let user = UserId::parse(user).map_err(|error| error.to_string())?;
+    let location = settings.store_location();
+    // Opening a store creates it: a mistyped --data-dir must not end up holding an empty one.
+    if settings.database_url.is_none() && !settings.database_path().exists() {
+        return Err(format!(
+            "{} does not exist: is --data-dir the server's?",
+            settings.database_path().display()
+        ));
+    }
+    let _claim = store::claim(&location).map_err(|error| error.to_string())?;
+    let broker = Broker::new();
+    let store: Arc<dyn Store> = store::open(&location, Arc::clone(&broker), Metrics::new())
+        .await
+        .map_err(|error| error.to_string())?;
+    let failed = |error: StoreError| error.to_string();
+    if store.password_hash(&user).await.map_err(failed)?.is_none() {
+        return Err(format!("no account named {user}"));
+    }
+    let unknown: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let hash = password::hash_now(&unknown).map_err(|error| error.to_string())?;
+    store.set_password(&user, hash).await.map_err(failed)?;
+
+    let chats = chats_of(store.as_ref(), &user).await.map_err(failed)?;
+    let signals = Signals::start(broker, store.shared_signals());
+    for chat in &chats {
+        match store.leave_chat(chat, &user).await {
+            Ok(members) => {
+                let mut recipients = members.clone();
+                recipients.push(user.clone());
+                signals
+                    .send(recipients, signals::members_event(chat, &members))
+                    .await;
+            }
+            // Left meanwhile (on PostgreSQL, through a server still serving a call of theirs).
+            Err(StoreError::ChatNotFound) => {}
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+    tracing::info!(%user, chats = chats.len(), "account deactivated");
+    Ok(Deactivated {
+        user,
+        chats: chats.len(),
+    })
+}
+
+/// Every chat `user` is in, page by page as List reads them.
+async fn chats_of(store: &dyn Store, user: &UserId) -> Result<Vec<ChatId>, StoreError> {
+    let mut chats = Vec::new();
+    let mut query = ListQuery {
+        limit: LIST_MAX_PAGE,
+        after: None,
+    };
+    loop {
+        let page = store.chats_of(user, &query).await?;
+        chats.extend(page.chats.into_iter().map(|chat| chat.chat_id));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return Ok(chats),
+        }
+    }
+}
+
 /// `chat-server accounts`: every account as a table for the operator, ending with their
 /// number. Read-only, so it takes no lock: on SQLite as on PostgreSQL it runs beside the
 /// servers.
@@ -91,8 +179,8 @@ fn table(accounts: &[Account]) -> String {
         .max()
         .unwrap_or(0);
     let mut table = format!(
-        "{:<width$}  {:<20}  {:>8}  last online\n",
-        "account", "created", "sessions"
+        "{:<width$}  {:<20}  {:>8}  {:>5}  last online\n",
+        "account", "created", "sessions", "chats"
     );
     for account in accounts {
         let last_online = match (account.online, account.last_seen) {
@@ -101,10 +189,11 @@ fn table(accounts: &[Account]) -> String {
             (false, None) => "never".to_owned(),
         };
         table.push_str(&format!(
-            "{:<width$}  {:<20}  {:>8}  {last_online}\n",
+            "{:<width$}  {:<20}  {:>8}  {:>5}  {last_online}\n",
             account.user_id,
             utc_minute(account.created_at),
             account.sessions,
+            account.chats,
         ));
     }
     let count = accounts.len();
@@ -269,6 +358,7 @@ mod tests {
             user_id: user_id.to_owned(),
             created_at: 0,
             sessions: 2,
+            chats: 12,
             online,
             last_seen,
         };
@@ -279,15 +369,15 @@ mod tests {
         ]);
         assert_eq!(
             listed,
-            "account       created               sessions  last online\n\
-             a             1970-01-01 00:00 UTC         2  now\n\
-             someone-long  1970-01-01 00:00 UTC         2  1970-01-01 00:01 UTC\n\
-             c             1970-01-01 00:00 UTC         2  never\n\
+            "account       created               sessions  chats  last online\n\
+             a             1970-01-01 00:00 UTC         2     12  now\n\
+             someone-long  1970-01-01 00:00 UTC         2     12  1970-01-01 00:01 UTC\n\
+             c             1970-01-01 00:00 UTC         2     12  never\n\
              3 accounts"
         );
         assert_eq!(
             table(&[]),
-            "account  created               sessions  last online\n0 accounts"
+            "account  created               sessions  chats  last online\n0 accounts"
         );
     }
 }

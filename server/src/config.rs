@@ -267,9 +267,19 @@ pub enum Command {
         /// The account's name.
         user: String,
     },
+    /// For someone who leaves the team: end every session of the account USER with a
+    /// password nobody knows, and take it out of every chat (as if they had left each one).
+    /// The name stays taken and their messages stay; set-password lets them in again (they
+    /// then start or rejoin chats themselves). On SQLite stop the server first; on PostgreSQL
+    /// run it beside the servers, whose users see the change at once.
+    DeactivateAccount {
+        /// The account's name.
+        user: String,
+    },
     /// List the accounts: each one's name, when it was made, its sessions (signed-in
-    /// browsers and clients whose token has not expired) and when it was last online.
-    /// Read-only: runs beside a running server, on SQLite as on PostgreSQL.
+    /// browsers and clients whose token has not expired), how many chats it is in and when
+    /// it was last online. Read-only: runs beside a running server, on SQLite as on
+    /// PostgreSQL.
     Accounts,
 }
 

@@ -48,7 +48,7 @@ mod signals;
 mod store;
 
 /// The operators' tools behind `chat-server add-account` and `set-password`.
-pub use accounts::{AccountTask, account_task, accounts_table, read_password};
+pub use accounts::{AccountTask, account_task, accounts_table, deactivate_account, read_password};
 /// How much live delivery holds per reader, for capacity planning and the fault tests that
 /// check memory stays within it.
 pub use fanout::FEED_CAPACITY;

@@ -1,6 +1,7 @@
 //! The `chat-server` binary: parse settings, start logging, bind, and hand over to
 //! [`chat_server::run`] until Ctrl-C or SIGTERM; or run one of the operators' tasks
-//! (`backup`, `migrate`, `add-account`, `set-password`, `accounts`) and exit.
+//! (`backup`, `migrate`, `add-account`, `set-password`, `deactivate-account`, `accounts`) and
+//! exit.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ async fn main() -> ExitCode {
         Some(Command::SetPassword { user }) => {
             return account(&settings, AccountTask::SetPassword, user).await;
         }
+        Some(Command::DeactivateAccount { user }) => return deactivate(&settings, user).await,
         Some(Command::Accounts) => return accounts(&settings).await,
         None => {}
     }
@@ -132,6 +134,26 @@ async fn account(settings: &Settings, task: AccountTask, user: &str) -> ExitCode
                     println!("password of {user} set; every session of {user} has ended")
                 }
             }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `chat-server deactivate-account USER`: what it did, or why not.
+async fn deactivate(settings: &Settings, user: &str) -> ExitCode {
+    match chat_server::deactivate_account(settings, user).await {
+        Ok(done) => {
+            let user = done.user;
+            let chats = done.chats;
+            let plural = if chats == 1 { "" } else { "s" };
+            println!(
+                "account {user} deactivated: every session of {user} has ended, and {user} left \
+                 {chats} chat{plural}"
+            );
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use chat_core::ids::UserId;
+use chat_core::ids::{ChatId, UserId};
 use chat_core::proto::{self, event::Event};
 use prost::Message as _;
 
@@ -42,6 +42,15 @@ impl Signal {
             event: Some(self.event.clone()),
         }
     }
+}
+
+/// `chat`'s members after a change (`Event.members`): what New and Leave tell the members,
+/// and the one who left.
+pub fn members_event(chat: &ChatId, members: &[UserId]) -> Event {
+    Event::Members(proto::ChatMembers {
+        chat_id: chat.to_string(),
+        user_ids: members.iter().map(ToString::to_string).collect(),
+    })
 }
 
 /// Sends signals to this server's broker, or through the database to every server's.

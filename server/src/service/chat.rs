@@ -34,7 +34,7 @@ use crate::limits::{Limits, StreamSlot};
 use crate::membership::Departures;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
-use crate::signals::Signals;
+use crate::signals::{self, Signals};
 use crate::store::{Change, ChatSummary, Store, StoredEvent, StoredMessage, TokenHash};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -392,10 +392,7 @@ impl ChatService {
     /// Tells `recipients` that `chat`'s members are now `members` (`Event.members`), as far
     /// as they have streams open anywhere: best effort, as every signal (List has the truth).
     async fn announce_members(&self, chat: &ChatId, members: &[UserId], recipients: Vec<UserId>) {
-        let event = event::Event::Members(proto::ChatMembers {
-            chat_id: chat.to_string(),
-            user_ids: members.iter().map(ToString::to_string).collect(),
-        });
+        let event = signals::members_event(chat, members);
         self.signals.send(recipients, event).await;
     }
 

@@ -1,7 +1,7 @@
 //! `chat-server accounts`: the accounts a server has, for its operator: who can sign in,
-//! since when, on how many devices they are signed in, and when they were last online; what
-//! the operator needs before `set-password` (to lock out someone who left) or after it (to
-//! see their sessions gone).
+//! since when, on how many devices they are signed in, in how many chats, and when they were
+//! last online; what the operator needs before `set-password` or `deactivate-account` and
+//! after it (to see their sessions and chats gone).
 //!
 //! Read-only, so unlike `add-account` it runs beside a running server on either backend
 //! (nothing to lock, nothing a server's memory would miss): the SQLite file through a
@@ -22,6 +22,8 @@ pub struct Account {
     pub created_at: i64,
     /// Its sessions that have not expired (signed-in browsers and clients).
     pub sessions: i64,
+    /// The chats it is in.
+    pub chats: i64,
     /// Online as the servers last recorded it (a stream open somewhere).
     pub online: bool,
     /// When its last stream closed; `None` if it never had one.
@@ -31,6 +33,7 @@ pub struct Account {
 /// Every account, by name, with what a row needs; sessions counted as of `now`.
 const ACCOUNTS: &str = "SELECT a.user_id, a.created_at,
         (SELECT count(*) FROM tokens t WHERE t.user_id = a.user_id AND t.expires_at > $1),
+        (SELECT count(*) FROM chat_members m WHERE m.user_id = a.user_id),
         coalesce(p.online, FALSE), p.last_seen
     FROM accounts a LEFT JOIN presence p ON p.user_id = a.user_id
     ORDER BY a.user_id";
@@ -44,8 +47,9 @@ pub fn sqlite_accounts(path: &Path, now: i64) -> Result<Vec<Account>, StoreError
             user_id: row.get(0)?,
             created_at: row.get(1)?,
             sessions: row.get(2)?,
-            online: row.get::<_, i64>(3)? != 0,
-            last_seen: row.get(4)?,
+            chats: row.get(3)?,
+            online: row.get::<_, i64>(4)? != 0,
+            last_seen: row.get(5)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -61,8 +65,9 @@ pub async fn postgres_accounts(url: &str, now: i64) -> Result<Vec<Account>, Stor
                 user_id: row.try_get(0)?,
                 created_at: row.try_get(1)?,
                 sessions: row.try_get(2)?,
-                online: row.try_get(3)?,
-                last_seen: row.try_get(4)?,
+                chats: row.try_get(3)?,
+                online: row.try_get(4)?,
+                last_seen: row.try_get(5)?,
             })
         })
         .collect()

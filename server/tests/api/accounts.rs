@@ -15,6 +15,7 @@ use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chat_core::proto::event::Event as EventKind;
 use chat_core::proto::{ListRequest, SignOutEverywhereRequest};
 use tonic::{Code, Status};
 
@@ -326,16 +327,24 @@ async fn accounts_lists_every_account_and_its_sessions_beside_the_running_server
     let start = Instant::now();
     let listed = loop {
         let listed = accounts_listed(&server).await;
-        if row(&listed, "alice").ends_with(&["2", "now"]) || start.elapsed() > TASK_LIMIT {
+        if row(&listed, "alice").ends_with(&["2", "0", "now"]) || start.elapsed() > TASK_LIMIT {
             break listed;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(row(&listed, "alice")[3..], ["UTC", "2", "now"], "{listed}");
-    assert_eq!(row(&listed, "bob")[3..], ["UTC", "1", "never"], "{listed}");
+    assert_eq!(
+        row(&listed, "alice")[3..],
+        ["UTC", "2", "0", "now"],
+        "{listed}"
+    );
+    assert_eq!(
+        row(&listed, "bob")[3..],
+        ["UTC", "1", "0", "never"],
+        "{listed}"
+    );
     assert_eq!(
         row(&listed, "carol")[3..],
-        ["UTC", "1", "never"],
+        ["UTC", "1", "0", "never"],
         "{listed}"
     );
     assert!(listed.starts_with("account "), "{listed}");
@@ -351,7 +360,11 @@ async fn accounts_lists_every_account_and_its_sessions_beside_the_running_server
     .await
     .expect("Bob signs out everywhere");
     let listed = accounts_listed(&server).await;
-    assert_eq!(row(&listed, "bob")[3..], ["UTC", "0", "never"], "{listed}");
+    assert_eq!(
+        row(&listed, "bob")[3..],
+        ["UTC", "0", "0", "never"],
+        "{listed}"
+    );
 
     // A data directory with no database (a mistyped --data-dir) is said, and left as it was.
     let nowhere = tempfile::tempdir().expect("a directory");
@@ -372,6 +385,138 @@ async fn accounts_lists_every_account_and_its_sessions_beside_the_running_server
     assert!(!nowhere.path().join("chat.db").exists());
 }
 
+#[tokio::test]
+async fn deactivate_account_signs_out_everywhere_and_takes_the_account_out_of_every_chat() {
+    let mut server = spawn_process(&[]).await;
+    let [alice, bob, dave] = signed_up_all(&server, ["alice", "bob", "dave"]).await;
+    let group = new_chat(&server, &alice, &["alice", "bob", "dave"]).await;
+    let pair = new_chat(&server, &dave, &["alice", "dave"]).await;
+    let mut chat = server.chat().await;
+    let goodbye = send_text(&mut chat, &dave, &group, "bye", "my last day, bye all").await;
+    let mut alices = open_stream(&mut chat, &alice, "", "").await;
+
+    let deactivate = |server: &ServerProcess, user: &str| {
+        let mut args = server.store_args();
+        args.extend(["deactivate-account".to_owned(), user.to_owned()]);
+        async move { TaskOutput::of(run_command(server_binary(), args, TASK_LIMIT).await) }
+    };
+    if on_postgres() {
+        // Beside the running server, whose streams hear of it at once.
+        deactivate(&server, "Dave").await.done(
+            "account dave deactivated: every session of dave has ended, and dave left 2 chats",
+        );
+        let mut heard = Vec::new();
+        while heard.len() < 2 {
+            let members = next_event(
+                &mut alices,
+                "alice hears who is left",
+                |event| match event {
+                    EventKind::Members(members) => Some(members),
+                    _ => None,
+                },
+            )
+            .await;
+            heard.push((members.chat_id, members.user_ids));
+        }
+        heard.sort();
+        let mut expected = vec![
+            (group.clone(), vec!["alice".to_owned(), "bob".to_owned()]),
+            (pair.clone(), vec!["alice".to_owned()]),
+        ];
+        expected.sort();
+        assert_eq!(heard, expected);
+    } else {
+        deactivate(&server, "dave")
+            .await
+            .refused("in use by another chat-server process");
+        server.terminate().await;
+        deactivate(&server, "dave").await.done(
+            "account dave deactivated: every session of dave has ended, and dave left 2 chats",
+        );
+        server.start().await;
+    }
+
+    // Dave is out: his session ends, his password no longer works, his name stays taken.
+    let start = Instant::now();
+    loop {
+        match list(&server, &dave).await {
+            Err(status) if status.code() == Code::Unauthenticated => break,
+            outcome => assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "dave's session still works: {outcome:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_sign_in_refused(&server, "dave", PASSWORD).await;
+    let taken = within(server.auth().await.sign_up(credentials("dave", PASSWORD)))
+        .await
+        .expect_err("someone else signed up as dave");
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+
+    // The others have the chats without him, and what he wrote.
+    let listed: Vec<(String, Vec<String>)> = chats_of(&server, &bob)
+        .await
+        .into_iter()
+        .chain(chats_of(&server, &alice).await)
+        .map(|chat| (chat.chat_id, chat.user_ids))
+        .collect();
+    assert!(
+        listed.contains(&(group.clone(), vec!["alice".into(), "bob".into()])),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&(pair.clone(), vec!["alice".into()])),
+        "{listed:?}"
+    );
+    assert_eq!(history_of(&server, &bob, &group).await, [goodbye]);
+    // Bringing the group's people together again does not bring him back.
+    assert_eq!(
+        new_chat(&server, &alice, &["alice", "bob", "dave"]).await,
+        group
+    );
+    let listed = accounts_listed(&server).await;
+    assert_eq!(row(&listed, "dave")[4..], ["0", "0", "never"], "{listed}");
+    assert_eq!(row(&listed, "alice")[5], "2", "{listed}");
+
+    // What the operator can get wrong is said, and changes nothing.
+    stop_on_sqlite(&mut server).await;
+    deactivate(&server, "dave").await.done("dave left 0 chats");
+    deactivate(&server, "nobody")
+        .await
+        .refused("no account named nobody");
+    deactivate(&server, "not a name").await.refused("username");
+    start_on_sqlite(&mut server).await;
+    if !on_postgres() {
+        let nowhere = tempfile::tempdir().expect("a directory");
+        let args = [
+            "--data-dir",
+            &nowhere.path().display().to_string(),
+            "deactivate-account",
+            "dave",
+        ];
+        TaskOutput::of(
+            run_command(
+                server_binary(),
+                args.map(str::to_owned).to_vec(),
+                TASK_LIMIT,
+            )
+            .await,
+        )
+        .refused("does not exist: is --data-dir the server's?");
+        assert!(!nowhere.path().join("chat.db").exists());
+    }
+
+    // set-password lets him in again; he is in no chat until he starts or rejoins one.
+    task_as_operator(&mut server, "set-password", "dave", "welcome back dave")
+        .await
+        .done("password of dave set");
+    let again = sign_in(&server, "dave", "welcome back dave")
+        .await
+        .expect("dave signs in again");
+    assert!(chats_of(&server, &again).await.is_empty());
+}
+
 /// What `chat-server accounts` prints for `server`'s data, which it must list.
 async fn accounts_listed(server: &ServerProcess) -> String {
     let mut args = server.store_args();
@@ -386,7 +531,8 @@ async fn accounts_listed(server: &ServerProcess) -> String {
     listed
 }
 
-/// The words of the table's row of `user`: name, date, time, "UTC", sessions, last online.
+/// The words of the table's row of `user`: name, date, time, "UTC", sessions, chats, last
+/// online.
 fn row<'a>(listed: &'a str, user: &str) -> Vec<&'a str> {
     listed
         .lines()
