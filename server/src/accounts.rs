@@ -30,7 +30,7 @@ use crate::config::Settings;
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
 use crate::password;
-use crate::signals::{self, Signals};
+use crate::signals::Signals;
 use crate::store::roster::{self, Account};
 use crate::store::{self, Store, StoreError};
 
@@ -122,13 +122,7 @@ pub async fn deactivate_account(settings: &Settings, user: &str) -> Result<Deact
     let signals = Signals::start(broker, store.shared_signals());
     for chat in &chats {
         match store.leave_chat(chat, &user).await {
-            Ok(members) => {
-                let mut recipients = members.clone();
-                recipients.push(user.clone());
-                signals
-                    .send(recipients, signals::members_event(chat, &members))
-                    .await;
-            }
+            Ok(members) => signals.members_changed(chat, &members, Some(&user)).await,
             // Left meanwhile (on PostgreSQL, through a server still serving a call of theirs).
             Err(StoreError::ChatNotFound) => {}
             Err(error) => return Err(error.to_string()),

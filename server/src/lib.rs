@@ -47,7 +47,8 @@ mod service;
 mod signals;
 mod store;
 
-/// The operators' tools behind `chat-server add-account` and `set-password`.
+/// The operators' tools behind `chat-server add-account`, `set-password`,
+/// `deactivate-account` and `accounts`.
 pub use accounts::{AccountTask, account_task, accounts_table, deactivate_account, read_password};
 /// How much live delivery holds per reader, for capacity planning and the fault tests that
 /// check memory stays within it.

@@ -44,15 +44,6 @@ impl Signal {
     }
 }
 
-/// `chat`'s members after a change (`Event.members`): what New and Leave tell the members,
-/// and the one who left.
-pub fn members_event(chat: &ChatId, members: &[UserId]) -> Event {
-    Event::Members(proto::ChatMembers {
-        chat_id: chat.to_string(),
-        user_ids: members.iter().map(ToString::to_string).collect(),
-    })
-}
-
 /// Sends signals to this server's broker, or through the database to every server's.
 pub struct Signals {
     broker: Arc<Broker>,
@@ -76,6 +67,17 @@ impl Signals {
             });
         }
         Arc::new(Self { broker, shared })
+    }
+
+    /// Tells `chat`'s `members` (after New or a Leave), and the one who `left` it if anyone
+    /// did (their devices then drop the chat), who is in it now: `Event.members`.
+    pub async fn members_changed(&self, chat: &ChatId, members: &[UserId], left: Option<&UserId>) {
+        let event = Event::Members(proto::ChatMembers {
+            chat_id: chat.to_string(),
+            user_ids: members.iter().map(ToString::to_string).collect(),
+        });
+        let recipients = members.iter().chain(left).cloned().collect();
+        self.send(recipients, event).await;
     }
 
     /// Tells `recipients` of `event`, as far as they have streams open anywhere.

@@ -34,7 +34,7 @@ use crate::limits::{Limits, StreamSlot};
 use crate::membership::Departures;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
-use crate::signals::{self, Signals};
+use crate::signals::Signals;
 use crate::store::{Change, ChatSummary, Store, StoredEvent, StoredMessage, TokenHash};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -94,8 +94,7 @@ impl Chat for ChatService {
                 self.presence.introduce(&caller, &present).await;
                 // Everyone's list shows the chat at once, as a reload would, and the people
                 // in it learn that someone who had left is back.
-                self.announce_members(&chat_id, &present, present.clone())
-                    .await;
+                self.signals.members_changed(&chat_id, &present, None).await;
             }
             Err(error) => tracing::warn!(%error, "cannot introduce a new chat's members"),
         }
@@ -291,10 +290,8 @@ impl Chat for ChatService {
         let caller = self.authenticator.caller(request.metadata()).await?;
         let leave = LeaveChat::try_from(request.get_ref()).map_err(ApiError::from)?;
         let members = self.departures.leave(&leave.chat_id, &caller).await?;
-        // The caller's other devices hear it too, and drop the chat.
-        let mut recipients = members.clone();
-        recipients.push(caller);
-        self.announce_members(&leave.chat_id, &members, recipients)
+        self.signals
+            .members_changed(&leave.chat_id, &members, Some(&caller))
             .await;
         Ok(Response::new(proto::LeaveResponse {}))
     }
@@ -389,13 +386,6 @@ impl Chat for ChatService {
 }
 
 impl ChatService {
-    /// Tells `recipients` that `chat`'s members are now `members` (`Event.members`), as far
-    /// as they have streams open anywhere: best effort, as every signal (List has the truth).
-    async fn announce_members(&self, chat: &ChatId, members: &[UserId], recipients: Vec<UserId>) {
-        let event = signals::members_event(chat, members);
-        self.signals.send(recipients, event).await;
-    }
-
     /// Edit, Delete and React: validated, then counted against the caller's send rate, then
     /// applied by the store, which checks membership and ownership.
     async fn change(
