@@ -17,6 +17,8 @@ pub enum Target {
     AtLeast(f64),
     /// value / ceiling must be at least this.
     RatioAtLeast(f64),
+    /// value / ceiling must be at most this.
+    RatioAtMost(f64),
 }
 
 impl fmt::Display for Target {
@@ -25,6 +27,7 @@ impl fmt::Display for Target {
             Target::AtMost(limit) => write!(f, "≤ {}", number(*limit)),
             Target::AtLeast(limit) => write!(f, "≥ {}", number(*limit)),
             Target::RatioAtLeast(ratio) => write!(f, "≥ {:.0}% of ceiling", ratio * 100.0),
+            Target::RatioAtMost(ratio) => write!(f, "≤ {ratio}× ceiling"),
         }
     }
 }
@@ -76,6 +79,7 @@ impl Figure {
             (false, Some(Target::AtMost(limit))) => Some(self.value <= limit),
             (false, Some(Target::AtLeast(limit))) => Some(self.value >= limit),
             (false, Some(Target::RatioAtLeast(ratio))) => self.ratio.map(|r| r >= ratio),
+            (false, Some(Target::RatioAtMost(ratio))) => self.ratio.map(|r| r <= ratio),
         };
     }
 }
@@ -290,5 +294,14 @@ mod tests {
         assert_eq!(latency.met, Some(false));
         latency.judge(true);
         assert_eq!(latency.met, None);
+        let mut cpu = Figure::new("cpu", "µs", 30.0)
+            .ceiling(Some(20.0))
+            .target(Target::RatioAtMost(1.5));
+        cpu.judge(false);
+        assert_eq!(cpu.met, Some(true));
+        cpu = cpu.ceiling(Some(19.0));
+        cpu.judge(false);
+        assert_eq!(cpu.met, Some(false));
+        assert_eq!(Target::RatioAtMost(1.5).to_string(), "≤ 1.5× ceiling");
     }
 }
