@@ -125,6 +125,22 @@ async fn list(server: &ServerProcess, token: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// Waits until `token` is refused as UNAUTHENTICATED, which on PostgreSQL takes the running
+/// server a moment (it hears of the ended session through the database's notification).
+async fn assert_session_ends(server: &ServerProcess, token: &str) {
+    let start = Instant::now();
+    loop {
+        match list(server, token).await {
+            Err(status) if status.code() == Code::Unauthenticated => return,
+            outcome => assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the session still works: {outcome:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// On SQLite the operator's tasks need the server stopped; on PostgreSQL it keeps running.
 async fn stop_on_sqlite(server: &mut ServerProcess) {
     if !on_postgres() {
@@ -195,20 +211,8 @@ async fn set_password_replaces_a_forgotten_password_and_ends_every_session() {
         .await
         .done("every session of alice has ended");
 
-    // On PostgreSQL the running server hears of it through the database's notification,
-    // which takes a moment to arrive.
     for token in [&first, &second] {
-        let start = Instant::now();
-        loop {
-            match list(&server, token).await {
-                Err(status) if status.code() == Code::Unauthenticated => break,
-                outcome => assert!(
-                    start.elapsed() < Duration::from_secs(5),
-                    "a session of the old password still works: {outcome:?}"
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        assert_session_ends(&server, token).await;
     }
     assert_sign_in_refused(&server, "alice", PASSWORD).await;
     sign_in(&server, "alice", new_password)
@@ -437,17 +441,7 @@ async fn deactivate_account_signs_out_everywhere_and_takes_the_account_out_of_ev
     }
 
     // Dave is out: his session ends, his password no longer works, his name stays taken.
-    let start = Instant::now();
-    loop {
-        match list(&server, &dave).await {
-            Err(status) if status.code() == Code::Unauthenticated => break,
-            outcome => assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "dave's session still works: {outcome:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_session_ends(&server, &dave).await;
     assert_sign_in_refused(&server, "dave", PASSWORD).await;
     let taken = within(server.auth().await.sign_up(credentials("dave", PASSWORD)))
         .await
