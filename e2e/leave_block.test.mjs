@@ -3,8 +3,8 @@
 // list; Mallory's attempt to start a new chat with her is refused with a sentence she can
 // read; once Alice unblocks her (from the account menu), Mallory can start one again. And
 // everyone sees who is in a group as it changes, without a reload: a new group shows in its
-// members' lists before anything is said, the others' open chat drops the one who left (whose
-// other device drops the chat), and takes them back when they return. Run it with
+// members' lists before anything is said, the others' open chat drops the one who left (and
+// their receipt; their other device drops the chat), and takes them back when they return. Run it with
 // e2e/run.sh.
 
 import assert from 'node:assert/strict';
@@ -127,10 +127,17 @@ describe('leaving a chat and blocking someone', { timeout: 90_000 }, () => {
       await eventually('ben sees both others online', async () =>
         assert.equal((await presence.innerText()).trim(), '2 of 2 online'),
       );
-
-      // Cleo leaves on her phone: Ben's open chat is with Anna alone now, and the chat is gone
-      // from Cleo's laptop.
+      // Both read what Ben writes (Anna has the group open; Cleo opens it).
+      await ben.send('Lunch at noon?');
+      await ben.waitUntilSent('Lunch at noon?');
       await cleo.openChatWith('anna, ben');
+      const receipt = ben.page.locator('p.receipt');
+      await eventually('ben sees that both have read it', async () =>
+        assert.equal((await receipt.innerText()).trim(), 'Seen by everyone'),
+      );
+
+      // Cleo leaves on her phone: Ben's open chat is with Anna alone now (her receipt goes with
+      // her), and the chat is gone from Cleo's laptop.
       await cleo.button('Leave chat').click();
       await cleo.page
         .getByRole('alertdialog', { name: 'Leave this chat?' })
@@ -141,6 +148,9 @@ describe('leaving a chat and blocking someone', { timeout: 90_000 }, () => {
       );
       await eventually('ben sees anna online', async () =>
         assert.equal((await presence.innerText()).trim(), 'online'),
+      );
+      await eventually("cleo's receipt is gone with her", async () =>
+        assert.equal((await receipt.innerText()).trim(), 'Seen'),
       );
       assert.equal(await ben.chatEntry('cleo').count(), 0, "ben's list still names cleo");
       await eventually('the chat is gone from cleo\'s laptop', async () =>

@@ -681,7 +681,7 @@ impl Live {
             .with_untracked(|me| members.user_ids.contains(me));
         if !mine {
             self.forget_chat(&members.chat_id);
-        } else if self.change(&[Part::Chats], |model| {
+        } else if self.change(&[Part::Chats, Part::Reading], |model| {
             model.set_members(&members.chat_id, members.user_ids)
         }) == Some(false)
         {

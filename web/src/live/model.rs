@@ -403,13 +403,19 @@ impl Model {
         }
     }
 
-    /// Replaces the members of a listed chat; false when the list does not have it.
+    /// Replaces the members of a listed chat, and forgets the receipts of those who left (as
+    /// List leaves them out); false when the list does not have it.
     pub fn set_members(&mut self, chat_id: &str, members: Vec<String>) -> bool {
-        self.chats
-            .iter_mut()
-            .find(|chat| chat.chat_id == chat_id)
-            .map(|chat| chat.members = members)
-            .is_some()
+        let Some(chat) = self.chats.iter_mut().find(|chat| chat.chat_id == chat_id) else {
+            return false;
+        };
+        chat.members = members;
+        if let Some(reading) = self.reading.get_mut(chat_id) {
+            reading
+                .others
+                .retain(|(user, _)| chat.members.contains(user));
+        }
+        true
     }
 
     /// Shows `chat_id`: it becomes the open chat, and its messages count as read. Its
@@ -867,11 +873,22 @@ mod tests {
     #[test]
     fn new_members_rename_a_listed_chat_and_an_unlisted_one_asks_for_the_list() {
         let mut model = model_with_two_chats();
+        model.set_members("a", vec!["alice".into(), "bob".into(), "carol".into()]);
+        for user in ["bob", "carol"] {
+            model.apply_read(&proto::ReadPosition {
+                chat_id: "a".into(),
+                user_id: user.into(),
+                up_to_id: "5".into(),
+            });
+        }
+        assert_eq!(model.reading["a"].seen_by(5), ["bob", "carol"]);
+        // Carol leaves and Dave joins: her receipt goes with her.
         assert!(model.set_members("a", vec!["alice".into(), "bob".into(), "dave".into()]));
         assert_eq!(
             title_of(&model.chats, "a", "alice").as_deref(),
             Some("bob, dave")
         );
+        assert_eq!(model.reading["a"].seen_by(5), ["bob"]);
         assert!(!model.set_members("new", vec!["alice".into(), "erin".into()]));
         assert_eq!(title_of(&model.chats, "new", "alice"), None);
     }
