@@ -157,15 +157,30 @@ async fn chats_of(store: &dyn Store, user: &UserId) -> Result<Vec<ChatId>, Store
 /// servers.
 pub async fn accounts_table(settings: &Settings) -> Result<String, String> {
     let now = chat_transport::unix_now();
-    match &settings.database_url {
-        Some(url) => roster::postgres_accounts(url, now).await,
-        None => roster::sqlite_accounts(&settings.database_path(), now),
-    }
-    .map(|accounts| table(&accounts))
-    .map_err(|error| error.to_string())
+    let listed = match &settings.database_url {
+        Some(url) => roster::postgres_accounts(url, now)
+            .await
+            .map(|accounts| (accounts, false)),
+        None => {
+            let path = settings.database_path();
+            // A stopped server leaves its streams' people recorded online (the server that
+            // starts next records them offline), so with no server on the directory, "now"
+            // would not be true of them.
+            roster::sqlite_accounts(&path, now).map(|accounts| {
+                (
+                    accounts,
+                    roster::sqlite_server_running(&path) == Some(false),
+                )
+            })
+        }
+    };
+    let (accounts, stopped) = listed.map_err(|error| error.to_string())?;
+    Ok(table(&accounts, stopped))
 }
 
-fn table(accounts: &[Account]) -> String {
+/// The table of `accounts`; `stopped`: no server runs on them, so those recorded online were
+/// online when it stopped.
+fn table(accounts: &[Account], stopped: bool) -> String {
     let width = accounts
         .iter()
         .map(|account| account.user_id.chars().count())
@@ -178,6 +193,7 @@ fn table(accounts: &[Account]) -> String {
     );
     for account in accounts {
         let last_online = match (account.online, account.last_seen) {
+            (true, _) if stopped => "when the server stopped".to_owned(),
             (true, _) => "now".to_owned(),
             (false, Some(at)) => utc_minute(at),
             (false, None) => "never".to_owned(),
@@ -356,11 +372,12 @@ mod tests {
             online,
             last_seen,
         };
-        let listed = table(&[
+        let accounts = [
             account("a", true, Some(60)),
             account("someone-long", false, Some(60)),
             account("c", false, None),
-        ]);
+        ];
+        let listed = table(&accounts, false);
         assert_eq!(
             listed,
             "account       created               sessions  chats  last online\n\
@@ -370,8 +387,17 @@ mod tests {
              3 accounts"
         );
         assert_eq!(
-            table(&[]),
+            table(&[], false),
             "account  created               sessions  chats  last online\n0 accounts"
         );
+        // With the server stopped, those it left recorded online were so until it stopped.
+        let stopped = table(&accounts, true);
+        assert!(
+            stopped.contains(
+                "\na             1970-01-01 00:00 UTC         2     12  when the server stopped\n"
+            ),
+            "{stopped}"
+        );
+        assert!(stopped.contains("  never\n"), "{stopped}");
     }
 }

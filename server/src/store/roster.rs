@@ -38,6 +38,12 @@ const ACCOUNTS: &str = "SELECT a.user_id, a.created_at,
     FROM accounts a LEFT JOIN presence p ON p.user_id = a.user_id
     ORDER BY a.user_id";
 
+/// Whether a server runs on the SQLite database at `path` (holds its directory's lock);
+/// `None` when that cannot be told.
+pub fn sqlite_server_running(path: &Path) -> Option<bool> {
+    sqlite::lock::is_held(path)
+}
+
 /// The accounts in the SQLite database at `path`.
 pub fn sqlite_accounts(path: &Path, now: i64) -> Result<Vec<Account>, StoreError> {
     let conn = sqlite::open_source(path)?;

@@ -511,6 +511,54 @@ async fn deactivate_account_signs_out_everywhere_and_takes_the_account_out_of_ev
     assert!(chats_of(&server, &again).await.is_empty());
 }
 
+#[tokio::test]
+async fn with_the_sqlite_server_stopped_nobody_is_listed_as_online_now() {
+    if on_postgres() {
+        // Servers on PostgreSQL announce the people of a dead one offline themselves.
+        return;
+    }
+    let mut server = spawn_process(&[]).await;
+    let (_, alice) = signed_up(&server, "alice").await;
+    signed_up(&server, "bob").await;
+    let mut chat = server.chat().await;
+    let _online = open_stream(&mut chat, &alice, "", "").await;
+    let start = Instant::now();
+    while row(&accounts_listed(&server).await, "alice").last() != Some(&"now") {
+        assert!(start.elapsed() < TASK_LIMIT, "alice never listed online");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Stopped (cleanly or not) with her stream open, the server leaves her recorded online.
+    for stop in ["SIGTERM", "SIGKILL"] {
+        match stop {
+            "SIGTERM" => drop(server.terminate().await),
+            _ => server.kill(),
+        }
+        let listed = accounts_listed(&server).await;
+        assert_eq!(
+            row(&listed, "alice")[6..],
+            ["when", "the", "server", "stopped"],
+            "{stop}: {listed}"
+        );
+        assert_eq!(row(&listed, "bob")[6..], ["never"], "{stop}: {listed}");
+        server.start().await;
+        if stop == "SIGTERM" {
+            let _again = open_stream(&mut server.chat().await, &alice, "", "").await;
+            let start = Instant::now();
+            while row(&accounts_listed(&server).await, "alice").last() != Some(&"now") {
+                assert!(
+                    start.elapsed() < TASK_LIMIT,
+                    "alice never listed online again"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // The next server records her offline as it starts, from then on.
+    let listed = accounts_listed(&server).await;
+    assert_eq!(row(&listed, "alice")[8], "UTC", "{listed}");
+}
+
 /// What `chat-server accounts` prints for `server`'s data, which it must list.
 async fn accounts_listed(server: &ServerProcess) -> String {
     let mut args = server.store_args();

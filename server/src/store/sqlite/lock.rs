@@ -10,6 +10,7 @@
 //! never leaves a stale lock behind to be removed by hand.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::store::StoreError;
@@ -42,5 +43,64 @@ pub fn take(database: &Path) -> Result<DirectoryLock, StoreError> {
             "cannot lock {}: {error}",
             path.display()
         ))),
+    }
+}
+
+/// Whether some process holds the lock of the data directory that holds `database` (a server
+/// runs on it), as the kernel lists its locks in `/proc/locks`: looked up, not taken, so that
+/// asking never makes a server starting at that moment find the directory in use. `None`
+/// where the list cannot be read (not Linux).
+pub fn is_held(database: &Path) -> Option<bool> {
+    let metadata = match std::fs::metadata(database.with_extension("lock")) {
+        Ok(metadata) => metadata,
+        // No server ever ran on the directory, or not since the lock file was introduced.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    Some(holds_lock(&locks, metadata.dev(), metadata.ino()))
+}
+
+/// Whether `/proc/locks` (its text in `locks`) lists a `flock` on the file `inode` of device
+/// `device`. Each line names the file as `MAJOR:MINOR:INODE`, the device numbers in hex.
+fn holds_lock(locks: &str, device: u64, inode: u64) -> bool {
+    let file = format!(
+        "{:02x}:{:02x}:{inode}",
+        libc::major(device),
+        libc::minor(device)
+    );
+    locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.contains(&"FLOCK") && fields.contains(&file.as_str())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_taken_here_is_listed_and_one_given_back_is_not() {
+        let directory = tempfile::tempdir().unwrap();
+        let database = directory.path().join("chat.db");
+        assert_eq!(is_held(&database), Some(false), "no lock file yet");
+        let lock = take(&database).unwrap();
+        assert_eq!(is_held(&database), Some(true));
+        drop(lock);
+        assert_eq!(is_held(&database), Some(false));
+    }
+
+    #[test]
+    fn only_a_flock_on_that_very_file_counts() {
+        let device = libc::makedev(0xfe, 0x01);
+        let locks = "1: POSIX  ADVISORY  WRITE 3864 fe:01:770064 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 4100 fe:01:770065 0 EOF\n";
+        assert!(
+            !holds_lock(locks, device, 770064),
+            "a POSIX lock is not the directory's"
+        );
+        assert!(holds_lock(locks, device, 770065));
+        assert!(!holds_lock(locks, device, 77006));
+        assert!(!holds_lock(locks, libc::makedev(0xfe, 0x02), 770065));
     }
 }
