@@ -75,9 +75,11 @@ pub async fn run(ctx: &Context) -> Result<ScenarioReport, BenchError> {
     let wasm = only_file_ending(&dist, "_bg.wasm")?;
     let (raw, gzipped) = (file_size(&wasm)?, gzipped_size(&wasm).await?);
     report.figure(Figure::new("WASM raw", "KB", raw as f64 / 1000.0));
+    // The budget the README holds the app to (it replaced the first issue's 300 KB when the
+    // features were asked for).
     report.figure(
         Figure::new("WASM gzipped (gzip -9)", "KB", gzipped as f64 / 1000.0)
-            .target(Target::AtMost(300.0)),
+            .target(Target::AtMost(250.0)),
     );
     // What a browser receives: the brotli copy the build made beside the module.
     let brotli = wasm.with_file_name(format!(
