@@ -50,7 +50,7 @@ impl ApiError {
         let message = status.message();
         if let (Code::ResourceExhausted, Some(retry_after_ms)) = (status.code(), retry_after_ms) {
             return ApiError::Busy {
-                reason: capitalised(message),
+                reason: crate::capitalised(message),
                 retry_after_ms,
             };
         }
@@ -65,7 +65,7 @@ impl ApiError {
             | Code::PermissionDenied
             | Code::FailedPrecondition
             | Code::ResourceExhausted
-            | Code::OutOfRange => ApiError::Refused(capitalised(message)),
+            | Code::OutOfRange => ApiError::Refused(crate::capitalised(message)),
             // The browser's fetch failed (network down, server gone), or the server is
             // restarting: tonic reports those as UNKNOWN or UNAVAILABLE.
             Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => {
@@ -87,14 +87,6 @@ impl std::fmt::Display for ApiError {
             ApiError::Refused(reason) | ApiError::Busy { reason, .. } => f.write_str(reason),
             ApiError::Server(_) => f.write_str("The server had a problem. Please try again."),
         }
-    }
-}
-
-fn capitalised(message: &str) -> String {
-    let mut chars = message.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
     }
 }
 

@@ -84,13 +84,19 @@ fn stored_session() -> Option<Session> {
 
 /// A validation message as a sentence: capital first letter, full stop at the end.
 pub fn sentence(message: &str) -> String {
-    let mut chars = message.chars();
-    let mut out: String = match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => return String::new(),
-    };
-    if !out.ends_with(['.', '!', '?']) {
+    let mut out = capitalised(message);
+    if !out.is_empty() && !out.ends_with(['.', '!', '?']) {
         out.push('.');
     }
     out
+}
+
+/// `text` with its first letter in upper case ("today" → "Today", "сегодня" → "Сегодня"):
+/// the server's messages and the browser's relative day names come as inside a sentence.
+pub fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }

@@ -122,15 +122,6 @@ pub fn day_label(unix_seconds: i64) -> String {
             _ if date.get_full_year() == today.get_full_year() => call(&formats.day, &date),
             _ => call(&formats.day_of_year, &date),
         };
-        capitalised(&label)
+        crate::capitalised(&label)
     })
-}
-
-/// "today" → "Today": relative day names come in lower case, as inside a sentence.
-fn capitalised(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
