@@ -328,14 +328,7 @@ async fn accounts_lists_every_account_and_its_sessions_beside_the_running_server
 
     // Read-only, so the server keeps running, on SQLite too. Alice's stream makes her online
     // as soon as the server has recorded it.
-    let start = Instant::now();
-    let listed = loop {
-        let listed = accounts_listed(&server).await;
-        if row(&listed, "alice").ends_with(&["2", "0", "now"]) || start.elapsed() > TASK_LIMIT {
-            break listed;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let listed = listed_once_online(&server, "alice").await;
     assert_eq!(
         row(&listed, "alice")[3..],
         ["UTC", "2", "0", "now"],
@@ -522,11 +515,7 @@ async fn with_the_sqlite_server_stopped_nobody_is_listed_as_online_now() {
     signed_up(&server, "bob").await;
     let mut chat = server.chat().await;
     let _online = open_stream(&mut chat, &alice, "", "").await;
-    let start = Instant::now();
-    while row(&accounts_listed(&server).await, "alice").last() != Some(&"now") {
-        assert!(start.elapsed() < TASK_LIMIT, "alice never listed online");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    listed_once_online(&server, "alice").await;
 
     // Stopped (cleanly or not) with her stream open, the server leaves her recorded online.
     for stop in ["SIGTERM", "SIGKILL"] {
@@ -544,19 +533,29 @@ async fn with_the_sqlite_server_stopped_nobody_is_listed_as_online_now() {
         server.start().await;
         if stop == "SIGTERM" {
             let _again = open_stream(&mut server.chat().await, &alice, "", "").await;
-            let start = Instant::now();
-            while row(&accounts_listed(&server).await, "alice").last() != Some(&"now") {
-                assert!(
-                    start.elapsed() < TASK_LIMIT,
-                    "alice never listed online again"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            listed_once_online(&server, "alice").await;
         }
     }
     // The next server records her offline as it starts, from then on.
     let listed = accounts_listed(&server).await;
     assert_eq!(row(&listed, "alice")[8], "UTC", "{listed}");
+}
+
+/// What `chat-server accounts` prints once it lists `user` as online "now", which the server
+/// records a moment after their stream opens; fails after [`TASK_LIMIT`].
+async fn listed_once_online(server: &ServerProcess, user: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let listed = accounts_listed(server).await;
+        if row(&listed, user).last() == Some(&"now") {
+            return listed;
+        }
+        assert!(
+            start.elapsed() < TASK_LIMIT,
+            "{user} never listed online: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// What `chat-server accounts` prints for `server`'s data, which it must list.
