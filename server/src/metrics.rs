@@ -49,6 +49,7 @@ pub struct Metrics {
     pub catch_ups: IntCounter,
     pub messages_missed_live: IntCounter,
     pub messages_from_storage: IntCounter,
+    pub tailer_reads: IntCounter,
     pub commit_seconds: Histogram,
     pub commit_batch: Histogram,
     refusals: IntCounterVec,
@@ -131,6 +132,12 @@ impl Metrics {
             "Messages streams read from storage (resume replay and catch-up)",
         )
         .expect("valid metric");
+        let tailer_reads = IntCounter::new(
+            "chat_store_tailer_events_read_total",
+            "PostgreSQL only: events the tailer read from the database (other servers' writes; \
+             this server's own are handed over, not read back)",
+        )
+        .expect("valid metric");
         let commit_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "chat_store_commit_duration_seconds",
@@ -163,7 +170,7 @@ impl Metrics {
             &["state"],
         )
         .expect("valid metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
             Box::new(requests.clone()),
             Box::new(request_seconds.clone()),
             Box::new(open_streams.clone()),
@@ -171,6 +178,7 @@ impl Metrics {
             Box::new(catch_ups.clone()),
             Box::new(messages_missed_live.clone()),
             Box::new(messages_from_storage.clone()),
+            Box::new(tailer_reads.clone()),
             Box::new(commit_seconds.clone()),
             Box::new(commit_batch.clone()),
             Box::new(refusals.clone()),
@@ -190,6 +198,7 @@ impl Metrics {
             catch_ups,
             messages_missed_live,
             messages_from_storage,
+            tailer_reads,
             commit_seconds,
             commit_batch,
             refusals,

@@ -2,6 +2,8 @@
 //! public port, and moving with what the server does (calls, refusals, streams, deliveries,
 //! commits, and on PostgreSQL the pool).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use chat_core::proto::{SignOutRequest, StreamRequest};
 use http::{Method, StatusCode};
@@ -278,4 +280,62 @@ async fn a_sign_out_with_an_unknown_or_revoked_token_costs_no_write() {
     // The positive control: a real sign-out is one write, and the count sees it.
     sign_out(&app, &alice).await;
     assert_eq!(writes.count().await, before + 1.0);
+}
+
+/// How many events `metrics`' server's tailer has read from PostgreSQL.
+async fn tailer_reads(metrics: &str) -> f64 {
+    value(
+        &scrape(metrics).await,
+        "chat_store_tailer_events_read_total",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_server_reads_back_the_other_servers_messages_and_not_its_own() {
+    if !on_postgres() {
+        return;
+    }
+    let (metrics_a, metrics_b) = (free_address(), free_address());
+    let a = spawn_process(&["--metrics-listen", &metrics_a, "--send-rate", "0"]).await;
+    let b = spawn_process_sharing(&a, &["--metrics-listen", &metrics_b, "--send-rate", "0"]).await;
+    let (alice, bob, chat_id) = alice_and_bob(&a).await;
+    let (mut on_a, mut on_b) = (a.chat().await, b.chat().await);
+    let (before_a, before_b) = (
+        tailer_reads(&metrics_a).await,
+        tailer_reads(&metrics_b).await,
+    );
+
+    // One after another, so each is a batch of its own, and each server's notifications
+    // reach the other while its own writer commits too.
+    let (mine, theirs) = (100, 20);
+    for n in 0..mine {
+        send_text(&mut on_a, &alice, &chat_id, &format!("a-{n}"), "from a").await;
+        if n % (mine / theirs) == 0 {
+            send_text(&mut on_b, &bob, &chat_id, &format!("b-{n}"), "from b").await;
+        }
+    }
+    // Each tailer publishes the other's messages once it has read them: wait for that.
+    let read = |metrics: String, before: f64, at_least: f64| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let read = tailer_reads(&metrics).await - before;
+            if read >= at_least || tokio::time::Instant::now() > deadline {
+                return read;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let read_by_a = read(metrics_a.clone(), before_a, theirs as f64).await;
+    let read_by_b = read(metrics_b.clone(), before_b, mine as f64).await;
+    // A safety tick (one a second) that falls between a commit and the writer's hand-off
+    // reads that one batch back: a few at most in a run of a few seconds.
+    let slack = 3.0;
+    assert!(
+        (theirs as f64..=theirs as f64 + slack).contains(&read_by_a),
+        "server a read {read_by_a} events for the {theirs} messages sent on b"
+    );
+    assert!(
+        (mine as f64..=mine as f64 + slack).contains(&read_by_b),
+        "server b read {read_by_b} events for the {mine} messages sent on a"
+    );
 }

@@ -1,5 +1,6 @@
 //! The listener: one connection per server that `LISTEN`s on the channel every writer's
-//! transaction notifies, and wakes the tailer for each notification. It reconnects by itself
+//! transaction notifies, and wakes the tailer for each notification but those of its own
+//! writer's batches (whose messages the writer hands the tailer itself). It reconnects by itself
 //! when the connection drops, and wakes the tailer after each (re)connection, since
 //! notifications sent while it was away are lost; the tailer then reads what it missed.
 //! It also listens on the signals' channel and forwards those payloads (events that are not
@@ -80,7 +81,8 @@ async fn listen(
                     }
                 }
                 Ok(AsyncMessage::Notification(note)) => {
-                    let _ = notes.send(note.payload().parse::<u64>().unwrap_or(0));
+                    let announced = note.payload().parse::<u64>().unwrap_or(0);
+                    let _ = notes.send((note.process_id(), announced));
                 }
                 Ok(_) => {}
                 Err(error) => return Some(error),
@@ -101,7 +103,10 @@ async fn listen(
     tokens.resume();
     hints.reconnected.store(true, Ordering::Release);
     hints.wake.notify_one();
-    while let Some(announced) = received.recv().await {
+    while let Some((backend, announced)) = received.recv().await {
+        if hints.is_own(backend, announced) {
+            continue;
+        }
         hints.announced.fetch_max(announced, Ordering::AcqRel);
         hints.wake.notify_one();
     }

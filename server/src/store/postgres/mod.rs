@@ -137,6 +137,7 @@ impl PgStore {
             MessageId(id_from_sql(newest)),
             heard,
             Arc::clone(&tokens),
+            metrics.tailer_reads.clone(),
         ));
         let probed = pool.clone();
         metrics.watch_pool(move || {

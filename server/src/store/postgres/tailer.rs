@@ -12,16 +12,18 @@
 //! writer's commit, the listener reconnecting, and a safety tick every second. Notifications
 //! are only hints: a lost one, a dropped listener or a server that was down costs latency,
 //! never a message, because the tailer always reads the table itself. Its own writer hands
-//! over the messages it committed, so on a server alone (or between other servers' commits)
-//! the tailer publishes them without reading them back.
+//! over the messages it committed, and the tailer publishes them without reading them back:
+//! its reads end before them, and the listener drops the notifications of its own batches
+//! (`Hints::is_own`), so each server reads only the other servers' messages.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_core::ids::{MessageId, UserId};
 use deadpool_postgres::Pool;
+use prometheus::IntCounter;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
@@ -57,12 +59,42 @@ pub struct Hints {
     pub announced: AtomicU64,
     /// Set when the listener (re)connected: notifications may have been missed before.
     pub reconnected: AtomicBool,
+    /// The batch this server's writer committed last.
+    own: Mutex<Option<OwnBatch>>,
+}
+
+impl Hints {
+    /// Whether a notification of `id` sent by the database session `backend` is this
+    /// server's writer's own: the writer hands those events over itself, so a read for them
+    /// would only read back what the tailer has or is about to have.
+    pub fn is_own(&self, backend: i32, id: u64) -> bool {
+        self.own
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|own| own.backend == backend && own.after < id && id <= own.through)
+    }
+}
+
+/// A batch the writer commits: the database session that holds the message counter's lock
+/// for it and the ids it may take. While that session holds the lock no other can take an
+/// id, so a notification from it of an id in that range is the batch's. (A session's number
+/// is unique among live sessions only; one reused later would also need an id in the range,
+/// and a notification wrongly taken as own costs latency up to the safety tick, never a
+/// message.)
+#[derive(Clone, Copy)]
+pub struct OwnBatch {
+    pub backend: i32,
+    /// The counter's value when the lock was taken.
+    pub after: u64,
+    /// The most the batch could reach: `after` plus its number of appends.
+    pub through: u64,
 }
 
 /// The writer's side of the tailer.
 pub struct TailerLink {
     handoff: mpsc::UnboundedSender<Vec<Committed>>,
     published: watch::Receiver<MessageId>,
+    hints: Arc<Hints>,
 }
 
 impl TailerLink {
@@ -76,6 +108,15 @@ impl TailerLink {
     pub fn published(&self) -> watch::Receiver<MessageId> {
         self.published.clone()
     }
+
+    /// Tells the listener which batch the writer is committing, before it commits.
+    pub fn committing(&self, batch: OwnBatch) {
+        *self
+            .hints
+            .own
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(batch);
+    }
 }
 
 /// Starts the tailer (and its listener) publishing every message after `newest` to `broker`;
@@ -88,6 +129,7 @@ pub fn start(
     newest: MessageId,
     signals: mpsc::UnboundedSender<String>,
     tokens: Arc<TokenCache>,
+    reads: IntCounter,
 ) -> TailerLink {
     broker.start_after(newest);
     let (handoff, handed) = mpsc::unbounded_channel();
@@ -106,15 +148,17 @@ pub fn start(
         broker,
         last: newest,
         published,
-        hints,
+        hints: Arc::clone(&hints),
         handed,
         local: BTreeMap::new(),
+        reads,
         _alive: alive,
     };
     tokio::spawn(tailer.run());
     TailerLink {
         handoff,
         published: watching,
+        hints,
     }
 }
 
@@ -127,6 +171,8 @@ struct Tailer {
     handed: mpsc::UnboundedReceiver<Vec<Committed>>,
     /// Events handed over that are not published yet, by id.
     local: BTreeMap<MessageId, Committed>,
+    /// Counts the events read from the table.
+    reads: IntCounter,
     /// Dropped with the tailer, which tells the listener to stop.
     _alive: watch::Sender<()>,
 }
@@ -183,7 +229,12 @@ impl Tailer {
                     }
                     return;
                 }
-                Ok(read) => must_read = read == TAIL_PAGE as usize,
+                // A read stops short of what was handed over: another server may have
+                // committed after it.
+                Ok(read) => {
+                    must_read = read == TAIL_PAGE as usize
+                        || self.hints.announced.load(Ordering::Acquire) > self.last.0;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "tailer cannot read new messages; retrying");
                     if self.handed.is_closed() {
@@ -218,7 +269,8 @@ impl Tailer {
     }
 
     /// Reads and publishes one page after `last`, in one statement; returns how many events
-    /// it read.
+    /// it read. The page ends before the first event handed over by this server's writer,
+    /// which is published from memory, not read back.
     ///
     /// The page's rows carry the chat's members, as they are now (members change: Leave, a
     /// rejoin, on any server, so they are not cached), on the first row of each chat only:
@@ -235,10 +287,10 @@ impl Tailer {
                      SELECT e.id AS event, {MESSAGE_COLUMNS}, {REACTION_COLUMNS}, c.public_id,
                             m.chat
                      FROM ((SELECT id, id AS message FROM messages
-                            WHERE id > $1 ORDER BY id LIMIT $2)
+                            WHERE id > $1 AND id < $3 ORDER BY id LIMIT $2)
                            UNION ALL
                            (SELECT id, message FROM message_changes
-                            WHERE id > $1 ORDER BY id LIMIT $2)) e
+                            WHERE id > $1 AND id < $3 ORDER BY id LIMIT $2)) e
                      JOIN messages m ON m.id = e.message
                      JOIN chats c ON c.id = m.chat
                      {REPLY_JOIN}
@@ -250,9 +302,16 @@ impl Tailer {
                  FROM page ORDER BY page.event"
             ))
             .await?;
+        // What this server committed itself is already here: read only up to it.
+        let before = self
+            .local
+            .keys()
+            .next()
+            .map_or(i64::MAX, |&first| id_to_sql(first));
         let rows = client
-            .query(&statement, &[&id_to_sql(self.last), &TAIL_PAGE])
+            .query(&statement, &[&id_to_sql(self.last), &TAIL_PAGE, &before])
             .await?;
+        self.reads.inc_by(rows.len() as u64);
         // Decode the whole page first, so a bad row publishes nothing after it out of turn.
         let chat_column = MESSAGE_AND_REACTION_COLUMN_COUNT + 2;
         let mut members: HashMap<i64, Arc<[UserId]>> = HashMap::new();

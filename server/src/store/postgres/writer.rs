@@ -43,7 +43,7 @@ use deadpool_postgres::{Client, Object, Pool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rows::message_at;
-use super::tailer::{Committed, TailerLink};
+use super::tailer::{Committed, OwnBatch, TailerLink};
 use crate::metrics::Metrics;
 use crate::store::decode::{id_from_sql, id_to_sql, stored_user};
 use crate::store::{ReplyPreview, StoreError, StoredEvent, StoredMessage};
@@ -147,21 +147,22 @@ impl Writer {
             Ok(client) => client,
             Err(error) => return refuse(batch, &StoreError::from(error)),
         };
-        match tokio::time::timeout(COMMIT_TIMEOUT, lock_counter(&client)).await {
-            Ok(Ok(())) => {}
-            // The connection may be inside the transaction: never hand it back to the pool.
-            Ok(Err(error)) => {
-                drop(Object::take(client));
-                return refuse(batch, &error);
-            }
-            Err(_) => {
-                drop(Object::take(client));
-                return refuse(
-                    batch,
-                    &StoreError::Unavailable("the database did not lock in time".into()),
-                );
-            }
-        }
+        let (counter, backend) =
+            match tokio::time::timeout(COMMIT_TIMEOUT, lock_counter(&client)).await {
+                Ok(Ok(locked)) => locked,
+                // The connection may be inside the transaction: never hand it back to the pool.
+                Ok(Err(error)) => {
+                    drop(Object::take(client));
+                    return refuse(batch, &error);
+                }
+                Err(_) => {
+                    drop(Object::take(client));
+                    return refuse(
+                        batch,
+                        &StoreError::Unavailable("the database did not lock in time".into()),
+                    );
+                }
+            };
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(append) => batch.push(append),
@@ -207,6 +208,11 @@ impl Writer {
             return;
         }
 
+        self.tailer.committing(OwnBatch {
+            backend,
+            after: counter,
+            through: counter + candidates.len() as u64,
+        });
         self.metrics.commit_batch.observe(candidates.len() as f64);
         let started = std::time::Instant::now();
         let outcome = match tokio::time::timeout(
@@ -299,16 +305,19 @@ fn refuse(batch: Vec<Append>, error: &StoreError) {
     }
 }
 
-/// Opens the batch's transaction and takes the message counter's lock, in one round trip.
-/// The transaction is opened by a statement pipelined with the lock rather than by a
-/// `Transaction` (which would cost a round trip), so on an error the caller must not hand
-/// the connection back to the pool.
-async fn lock_counter(client: &Client) -> Result<(), StoreError> {
+/// Opens the batch's transaction and takes the message counter's lock, in one round trip;
+/// returns the counter's value and the database session's number (which its notification
+/// will carry). The transaction is opened by a statement pipelined with the lock rather
+/// than by a `Transaction` (which would cost a round trip), so on an error the caller must
+/// not hand the connection back to the pool.
+async fn lock_counter(client: &Client) -> Result<(u64, i32), StoreError> {
     let lock = client
-        .prepare_cached("SELECT last FROM message_seq FOR UPDATE")
+        .prepare_cached("SELECT last, pg_backend_pid() FROM message_seq FOR UPDATE")
         .await?;
-    futures::future::try_join(client.batch_execute("BEGIN"), client.query_one(&lock, &[])).await?;
-    Ok(())
+    let ((), row) =
+        futures::future::try_join(client.batch_execute("BEGIN"), client.query_one(&lock, &[]))
+            .await?;
+    Ok((id_from_sql(row.try_get(0)?), row.try_get(1)?))
 }
 
 /// Stores the candidates in one call of `chat_append` (schema.rs, migration 13) and commits,
