@@ -2,7 +2,8 @@
 // only; a page loaded while sign-up was still open hears why "Sign up" fails and creates
 // nothing; an account the operator makes with `chat-server add-account` (the server stopped,
 // as on SQLite it must be) signs in; one the operator deactivates (`deactivate-account`) is
-// signed out and gone from the others' chats, which keep what they wrote. Run it with
+// signed out and gone from the others' chats, which keep what they wrote, and nobody can start
+// a chat with them. Run it with
 // e2e/run.sh.
 
 import assert from 'node:assert/strict';
@@ -101,6 +102,16 @@ describe('sign-up closed: accounts come from the operator', { timeout: 120_000 }
       assert.equal((await heading.innerText()).trim(), 'frank'),
     { timeout: 20_000 });
     await erin.messages('My last day: bye all').waitFor();
+    // Nor can Erin start a chat with him again: she is told why, rather than writing to nobody.
+    await erin.button('New chat').click();
+    await erin.page.getByLabel('Usernames', { exact: true }).fill('dave');
+    await erin.button('Start chat').click();
+    const refusal = erin.page.getByRole('alert').filter({ hasText: 'is no longer here' });
+    await refusal.waitFor();
+    assert.equal(
+      (await refusal.innerText()).trim(),
+      '"dave" is no longer here (the account is deactivated): a chat with them would reach nobody',
+    );
     for (const user of [dave, erin]) {
       assert.deepEqual(user.pageErrors, [], `uncaught errors in ${user.name}'s page`);
     }

@@ -71,7 +71,7 @@ pub async fn account_task(
         AccountTask::Add => store.create_account(user, hash).await,
         // Revokes every token of the account in the same transaction (SQLite's writer,
         // PostgreSQL's `set_password`), as ChangePassword does.
-        AccountTask::SetPassword => store.set_password(user, hash).await,
+        AccountTask::SetPassword => store.set_password(user, hash, None).await,
     }
     .map_err(|error| error.to_string())?;
     Ok(user.to_string())
@@ -116,7 +116,10 @@ pub async fn deactivate_account(settings: &Settings, user: &str) -> Result<Deact
         .map(|byte| format!("{byte:02x}"))
         .collect();
     let hash = password::hash_now(&unknown).map_err(|error| error.to_string())?;
-    store.set_password(&user, hash).await.map_err(failed)?;
+    store
+        .set_password(&user, hash, Some(chat_transport::unix_now()))
+        .await
+        .map_err(failed)?;
 
     let chats = chats_of(store.as_ref(), &user).await.map_err(failed)?;
     let signals = Signals::start(broker, store.shared_signals());
@@ -197,6 +200,10 @@ fn table(accounts: &[Account], stopped: bool) -> String {
             (true, _) => "now".to_owned(),
             (false, Some(at)) => utc_minute(at),
             (false, None) => "never".to_owned(),
+        };
+        let last_online = match account.deactivated_at {
+            Some(at) => format!("{last_online}; deactivated {}", utc_minute(at)),
+            None => last_online,
         };
         table.push_str(&format!(
             "{:<width$}  {:<20}  {:>8}  {:>5}  {last_online}\n",
@@ -371,11 +378,18 @@ mod tests {
             chats: 12,
             online,
             last_seen,
+            deactivated_at: None,
         };
         let accounts = [
             account("a", true, Some(60)),
             account("someone-long", false, Some(60)),
             account("c", false, None),
+            Account {
+                sessions: 0,
+                chats: 0,
+                deactivated_at: Some(86_400 + 120),
+                ..account("gone", false, Some(86_400))
+            },
         ];
         let listed = table(&accounts, false);
         assert_eq!(
@@ -384,7 +398,9 @@ mod tests {
              a             1970-01-01 00:00 UTC         2     12  now\n\
              someone-long  1970-01-01 00:00 UTC         2     12  1970-01-01 00:01 UTC\n\
              c             1970-01-01 00:00 UTC         2     12  never\n\
-             3 accounts"
+             gone          1970-01-01 00:00 UTC         0      0  1970-01-02 00:00 UTC; \
+             deactivated 1970-01-02 00:02 UTC\n\
+             4 accounts"
         );
         assert_eq!(
             table(&[], false),

@@ -149,7 +149,7 @@ impl Authenticator {
         let turn = self.hashing.turn().await?;
         let new = change.new_password.expose().to_owned();
         let hash = self.hashing.hash(turn, new).await?;
-        self.store.set_password(&user, hash).await?;
+        self.store.set_password(&user, hash, None).await?;
         self.revoked(user.clone());
         tracing::info!(%user, "password changed; every other session signed out");
         self.start_session(user).await

@@ -42,6 +42,11 @@ pub enum ApiError {
     NotAllowed(String),
     #[error("no account named \"{0}\"")]
     NoSuchAccount(UserId),
+    #[error(
+        "\"{0}\" is no longer here (the account is deactivated): a chat with them would reach \
+         nobody"
+    )]
+    AccountDeactivated(UserId),
     /// Also what a reply to a message of another chat gets, whether that chat exists or not.
     #[error("the message you reply to is not in this chat (or was deleted)")]
     ReplyNotFound,
@@ -163,6 +168,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotYours(sentence) => Self::PermissionDenied(sentence.to_owned()),
             StoreError::NotAllowed(sentence) => Self::NotAllowed(sentence),
             StoreError::NoSuchAccount(user) => Self::NoSuchAccount(user),
+            StoreError::AccountDeactivated(user) => Self::AccountDeactivated(user),
             StoreError::ReplyNotFound => Self::ReplyNotFound,
             StoreError::AccountExists(user) => Self::AccountExists(user),
             StoreError::Blocked { user, by_caller } => Self::Blocked { user, by_caller },
@@ -196,6 +202,9 @@ impl From<ApiError> for tonic::Status {
             | ApiError::NoSuchAccount(_)
             | ApiError::ReplyNotFound) => Status::not_found(error.to_string()),
             ApiError::NotAllowed(sentence) => Status::failed_precondition(sentence),
+            error @ ApiError::AccountDeactivated(_) => {
+                Status::failed_precondition(error.to_string())
+            }
             error @ ApiError::AccountExists(_) => Status::already_exists(error.to_string()),
             error @ ApiError::ShuttingDown => Status::unavailable(error.to_string()),
             ref error @ ApiError::TooManyStreams(_) => {

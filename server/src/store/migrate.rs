@@ -15,7 +15,9 @@
 //!
 //! Resumable: rows are copied in batches, each committed on its own; a batch that is copied
 //! again changes nothing (`ON CONFLICT DO NOTHING`), and messages resume after the newest id
-//! already copied, so re-running after an interruption continues where it stopped. The
+//! already copied, so re-running after an interruption continues where it stopped. Accounts
+//! are copied again whole on each run (`ON CONFLICT … DO UPDATE`), so a password set or an
+//! account deactivated between two runs is what PostgreSQL ends with. The
 //! tables whose rows SQLite deletes are the exception: tokens (sign-out, expiry), chat
 //! members (Leave), departures (a rejoin) and blocks (Unblock) are each replaced as a whole in
 //! one transaction, so a row deleted in SQLite between two runs does not survive in
@@ -134,24 +136,28 @@ pub async fn migrate_to_postgres(
 async fn copy_accounts(source: &Connection, target: &Object) -> Result<(), StoreError> {
     let insert = target
         .prepare(
-            "INSERT INTO accounts (user_id, password_hash, created_at)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO accounts (user_id, password_hash, created_at, deactivated_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+             ON CONFLICT (user_id) DO UPDATE
+                 SET password_hash = excluded.password_hash,
+                     deactivated_at = excluded.deactivated_at",
         )
         .await?;
     let mut page = source.prepare(
-        "SELECT user_id, password_hash, created_at FROM accounts
+        "SELECT user_id, password_hash, created_at, deactivated_at FROM accounts
          WHERE user_id > ?1 ORDER BY user_id LIMIT ?2",
     )?;
     let mut after = String::new();
     let mut copied = 0;
     loop {
-        let (mut users, mut hashes, mut created) = (Vec::new(), Vec::new(), Vec::<i64>::new());
+        let (mut users, mut hashes) = (Vec::new(), Vec::new());
+        let (mut created, mut deactivated) = (Vec::<i64>::new(), Vec::<Option<i64>>::new());
         let mut rows = page.query(rusqlite::params![after, BATCH])?;
         while let Some(row) = rows.next()? {
             users.push(row.get::<_, String>(0)?);
             hashes.push(row.get::<_, String>(1)?);
             created.push(row.get(2)?);
+            deactivated.push(row.get(3)?);
         }
         drop(rows);
         let Some(last) = users.last().cloned() else {
@@ -159,7 +165,7 @@ async fn copy_accounts(source: &Connection, target: &Object) -> Result<(), Store
         };
         copied += users.len();
         target
-            .execute(&insert, &[&users, &hashes, &created])
+            .execute(&insert, &[&users, &hashes, &created, &deactivated])
             .await?;
         after = last;
     }

@@ -350,6 +350,9 @@ pub enum StoreError {
     ReplyNotFound,
     #[error("no account named {0}")]
     NoSuchAccount(UserId),
+    /// New: a member's account was deactivated (`deactivate-account`).
+    #[error("the account {0} is deactivated")]
+    AccountDeactivated(UserId),
     #[error("account {0} exists")]
     AccountExists(UserId),
     /// New: `user` blocked the caller, or (`by_caller`) the caller blocked `user`.
@@ -456,13 +459,22 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes every token of `user` ("sign out everywhere").
     async fn revoke_tokens_of(&self, user: &UserId) -> Result<(), StoreError>;
 
-    /// Replaces `user`'s password hash and revokes every token of the user, atomically.
-    async fn set_password(&self, user: &UserId, password_hash: String) -> Result<(), StoreError>;
+    /// Replaces `user`'s password hash and revokes every token of the user, atomically, and
+    /// sets when the account was deactivated: `Some(now)` by `deactivate-account`, `None`
+    /// (active) by every other change of password, so `set-password` lets a deactivated
+    /// person in again.
+    async fn set_password(
+        &self,
+        user: &UserId,
+        password_hash: String,
+        deactivated_at: Option<i64>,
+    ) -> Result<(), StoreError>;
 
     /// Returns the chat of exactly these members (its member set when it was created), made by
     /// `caller`, creating it with `new_id` if there is none. If the caller left that chat,
     /// brings the caller (and nobody else who left) back into it. Fails with
-    /// [`StoreError::NoSuchAccount`] naming the first member without an account, and with
+    /// [`StoreError::NoSuchAccount`] naming the first member without an account,
+    /// [`StoreError::AccountDeactivated`] naming the first whose account is deactivated, and with
     /// [`StoreError::Blocked`] when a member blocked the caller or the caller blocked a member.
     async fn create_chat(
         &self,

@@ -28,13 +28,15 @@ pub struct Account {
     pub online: bool,
     /// When its last stream closed; `None` if it never had one.
     pub last_seen: Option<i64>,
+    /// When `deactivate-account` deactivated it; `None` while it is active.
+    pub deactivated_at: Option<i64>,
 }
 
 /// Every account, by name, with what a row needs; sessions counted as of `now`.
 const ACCOUNTS: &str = "SELECT a.user_id, a.created_at,
         (SELECT count(*) FROM tokens t WHERE t.user_id = a.user_id AND t.expires_at > $1),
         (SELECT count(*) FROM chat_members m WHERE m.user_id = a.user_id),
-        coalesce(p.online, FALSE), p.last_seen
+        coalesce(p.online, FALSE), p.last_seen, a.deactivated_at
     FROM accounts a LEFT JOIN presence p ON p.user_id = a.user_id
     ORDER BY a.user_id";
 
@@ -56,6 +58,7 @@ pub fn sqlite_accounts(path: &Path, now: i64) -> Result<Vec<Account>, StoreError
             chats: row.get(3)?,
             online: row.get::<_, i64>(4)? != 0,
             last_seen: row.get(5)?,
+            deactivated_at: row.get(6)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -74,6 +77,7 @@ pub async fn postgres_accounts(url: &str, now: i64) -> Result<Vec<Account>, Stor
                 chats: row.try_get(3)?,
                 online: row.try_get(4)?,
                 last_seen: row.try_get(5)?,
+                deactivated_at: row.try_get(6)?,
             })
         })
         .collect()

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_core::proto::event::Event as EventKind;
-use chat_core::proto::{ListRequest, SignOutEverywhereRequest};
+use chat_core::proto::{ListRequest, NewRequest, SignOutEverywhereRequest};
 use tonic::{Code, Status};
 
 use crate::helpers::*;
@@ -457,13 +457,40 @@ async fn deactivate_account_signs_out_everywhere_and_takes_the_account_out_of_ev
         "{listed:?}"
     );
     assert_eq!(history_of(&server, &bob, &group).await, [goodbye]);
-    // Bringing the group's people together again does not bring him back.
-    assert_eq!(
-        new_chat(&server, &alice, &["alice", "bob", "dave"]).await,
-        group
-    );
+    // Nobody starts a chat with him any more, new or old, natively or from a browser: it would
+    // reach nobody. Said so, and nothing changes.
+    let mut web = server.web_chat();
+    for members in [
+        &["alice", "bob", "dave"][..],
+        &["alice", "dave"],
+        &["bob", "dave"],
+    ] {
+        let request = || {
+            authed(
+                &alice_or_bob(members, &alice, &bob),
+                NewRequest {
+                    user_ids: members.iter().map(|user| user.to_string()).collect(),
+                },
+            )
+        };
+        for refused in [
+            within(chat.new_chat(request())).await,
+            within(web.new_chat(request())).await,
+        ] {
+            let refused = refused.expect_err("a chat with a deactivated account");
+            assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+            assert_eq!(
+                refused.message(),
+                "\"dave\" is no longer here (the account is deactivated): a chat with them \
+                 would reach nobody"
+            );
+        }
+    }
+    assert_eq!(chats_of(&server, &bob).await.len(), 1);
+    assert_eq!(chats_of(&server, &alice).await.len(), 2);
     let listed = accounts_listed(&server).await;
-    assert_eq!(row(&listed, "dave")[4..], ["0", "0", "never"], "{listed}");
+    assert_eq!(row(&listed, "dave")[4..7], ["0", "0", "never;"], "{listed}");
+    assert_eq!(row(&listed, "dave")[7], "deactivated", "{listed}");
     assert_eq!(row(&listed, "alice")[5], "2", "{listed}");
 
     // What the operator can get wrong is said, and changes nothing.
@@ -502,6 +529,24 @@ async fn deactivate_account_signs_out_everywhere_and_takes_the_account_out_of_ev
         .await
         .expect("dave signs in again");
     assert!(chats_of(&server, &again).await.is_empty());
+    let listed = accounts_listed(&server).await;
+    assert_eq!(
+        row(&listed, "dave")[6..],
+        ["never"],
+        "active again: {listed}"
+    );
+    // And chats with him can start again (new_chat fails the test otherwise).
+    new_chat(&server, &bob, &["bob", "dave"]).await;
+}
+
+/// Whichever of alice and bob is among `members`, to call New as.
+fn alice_or_bob(members: &[&str], alice: &str, bob: &str) -> String {
+    if members.contains(&"alice") {
+        alice
+    } else {
+        bob
+    }
+    .to_owned()
 }
 
 #[tokio::test]

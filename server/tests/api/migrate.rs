@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chat_core::proto::{EditRequest, ListRequest, ReactRequest, SignOutRequest};
+use chat_core::proto::{EditRequest, ListRequest, NewRequest, ReactRequest, SignOutRequest};
 use tonic::Code;
 
 use crate::helpers::*;
@@ -129,6 +129,15 @@ async fn a_migrated_sqlite_directory_serves_from_postgresql_unchanged() {
     assert_eq!(group_history[0].reactions.len(), 1);
     let old_cursor = history[999].id.clone();
     sqlite.kill();
+    // Dave left the team before the move: he stays deactivated on PostgreSQL.
+    let mut deactivate = sqlite.store_args();
+    deactivate.extend(["deactivate-account".to_owned(), "dave".to_owned()]);
+    let deactivated = run_command(server_binary(), deactivate, Duration::from_secs(60)).await;
+    assert!(
+        deactivated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deactivated.stderr)
+    );
 
     let second = migrate(&sqlite.data_dir(), &database.url).await;
     for (table, expected) in [
@@ -182,6 +191,18 @@ async fn a_migrated_sqlite_directory_serves_from_postgresql_unchanged() {
     .await
     .expect_err("a revoked token works again after the migration");
     assert_eq!(refused.code(), Code::Unauthenticated);
+    let with_dave = NewRequest {
+        user_ids: vec!["alice".into(), "dave".into()],
+    };
+    let refused = within(postgres.chat().await.new_chat(authed(&alice, with_dave)))
+        .await
+        .expect_err("a chat with dave, deactivated before the move");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    // His password changed after the first copy too: the old one no longer signs in.
+    let refused = within(postgres.auth().await.sign_in(credentials("dave", PASSWORD)))
+        .await
+        .expect_err("dave's password from before his deactivation");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
 
     // A Stream resumed with a cursor from before the move gets exactly what followed it.
     let mut stream = open_stream(&mut postgres.chat().await, &alice, &pair, &old_cursor).await;

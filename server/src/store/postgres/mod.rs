@@ -251,9 +251,14 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn set_password(&self, user: &UserId, password_hash: String) -> Result<(), StoreError> {
+    async fn set_password(
+        &self,
+        user: &UserId,
+        password_hash: String,
+        deactivated_at: Option<i64>,
+    ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        writes::set_password(&mut client, user, &password_hash).await?;
+        writes::set_password(&mut client, user, &password_hash, deactivated_at).await?;
         self.tokens.forget_user(user);
         Ok(())
     }

@@ -372,6 +372,11 @@ BEGIN
 END
 $$;
 ",
+    "
+-- When `deactivate-account` deactivated the account (seconds since the epoch), NULL while it
+-- is active: New refuses a chat with it, `accounts` says so, `set-password` clears it.
+ALTER TABLE accounts ADD COLUMN deactivated_at BIGINT;
+",
 ];
 
 /// The SQL of migration `version` (from 1). For the test of an upgrade, which builds an older

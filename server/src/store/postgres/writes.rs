@@ -88,18 +88,20 @@ async fn revoke_all_statement(
         .await?)
 }
 
-/// Replaces `user`'s password hash and revokes all of the user's tokens in one transaction,
-/// so that whoever knew the old password keeps no session.
+/// Replaces `user`'s password hash (and deactivation, see `Store::set_password`) and revokes
+/// all of the user's tokens in one transaction, so that whoever knew the old password keeps
+/// no session.
 pub async fn set_password(
     client: &mut Client,
     user: &UserId,
     password_hash: &str,
+    deactivated_at: Option<i64>,
 ) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
     let changed = tx
         .execute(
-            "UPDATE accounts SET password_hash = $2 WHERE user_id = $1",
-            &[&user.as_str(), &password_hash],
+            "UPDATE accounts SET password_hash = $2, deactivated_at = $3 WHERE user_id = $1",
+            &[&user.as_str(), &password_hash, &deactivated_at],
         )
         .await?;
     if changed == 0 {
@@ -125,20 +127,22 @@ pub async fn create_chat(
 ) -> Result<ChatId, StoreError> {
     let users: Vec<&str> = wanted.as_slice().iter().map(UserId::as_str).collect();
     let known = client
-        .prepare_cached("SELECT user_id FROM accounts WHERE user_id = ANY($1)")
+        .prepare_cached(
+            "SELECT user_id, deactivated_at IS NOT NULL FROM accounts WHERE user_id = ANY($1)",
+        )
         .await?;
-    let existing: Vec<String> = client
+    let existing: Vec<(String, bool)> = client
         .query(&known, &[&users])
         .await?
         .iter()
-        .map(|row| row.try_get(0))
-        .collect::<Result<_, _>>()?;
-    if let Some(missing) = wanted
-        .as_slice()
-        .iter()
-        .find(|user| !existing.iter().any(|found| found == user.as_str()))
-    {
-        return Err(StoreError::NoSuchAccount(missing.clone()));
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    for user in wanted.as_slice() {
+        match existing.iter().find(|(found, _)| found == user.as_str()) {
+            None => return Err(StoreError::NoSuchAccount(user.clone())),
+            Some((_, true)) => return Err(StoreError::AccountDeactivated(user.clone())),
+            Some((_, false)) => {}
+        }
     }
     check_blocks(client, caller, &users).await?;
     let member_key = member_key(wanted);

@@ -160,11 +160,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn set_password(&self, user: &UserId, password_hash: String) -> Result<(), StoreError> {
+    async fn set_password(
+        &self,
+        user: &UserId,
+        password_hash: String,
+        deactivated_at: Option<i64>,
+    ) -> Result<(), StoreError> {
         let owner = user.clone();
         self.write(|reply| WriteRequest::SetPassword {
             user: owner,
             password_hash,
+            deactivated_at,
             reply,
         })
         .await?;

@@ -192,6 +192,11 @@ CREATE TRIGGER messages_fts_update AFTER UPDATE OF subject, text ON messages BEG
         VALUES (new.id, chat_words(new.subject), chat_words(new.text));
 END;
 ",
+    "
+-- When `deactivate-account` deactivated the account (seconds since the epoch), NULL while it
+-- is active: New refuses a chat with it, `accounts` says so, `set-password` clears it.
+ALTER TABLE accounts ADD COLUMN deactivated_at INTEGER;
+",
 ];
 
 /// The schema version this server reads and writes: the number of migrations.

@@ -61,6 +61,7 @@ pub enum WriteRequest {
     SetPassword {
         user: UserId,
         password_hash: String,
+        deactivated_at: Option<i64>,
         reply: Reply<()>,
     },
     CreateChat {
@@ -362,9 +363,12 @@ fn apply(
         WriteRequest::SetPassword {
             user,
             password_hash,
+            deactivated_at,
             reply,
         } => {
-            let result = in_savepoint(tx, |conn| writes::set_password(conn, &user, &password_hash));
+            let result = in_savepoint(tx, |conn| {
+                writes::set_password(conn, &user, &password_hash, deactivated_at)
+            });
             Applied::Unit(reply, result)
         }
         WriteRequest::CreateChat {

@@ -66,16 +66,17 @@ pub fn revoke_tokens_of(conn: &Connection, user: &UserId) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Replaces `user`'s password hash and revokes all of the user's tokens, so that whoever
-/// knew the old password keeps no session.
+/// Replaces `user`'s password hash (and deactivation, see `Store::set_password`) and revokes
+/// all of the user's tokens, so that whoever knew the old password keeps no session.
 pub fn set_password(
     conn: &Connection,
     user: &UserId,
     password_hash: &str,
+    deactivated_at: Option<i64>,
 ) -> Result<(), StoreError> {
     let changed = conn.execute(
-        "UPDATE accounts SET password_hash = ?2 WHERE user_id = ?1",
-        params![user.as_str(), password_hash],
+        "UPDATE accounts SET password_hash = ?2, deactivated_at = ?3 WHERE user_id = ?1",
+        params![user.as_str(), password_hash, deactivated_at],
     )?;
     if changed == 0 {
         return Err(StoreError::NoSuchAccount(user.clone()));
@@ -94,16 +95,17 @@ pub fn create_chat(
     now: i64,
 ) -> Result<ChatId, StoreError> {
     for user in wanted.as_slice() {
-        let exists = conn
+        let deactivated: Option<bool> = conn
             .query_row(
-                "SELECT 1 FROM accounts WHERE user_id = ?1",
+                "SELECT deactivated_at IS NOT NULL FROM accounts WHERE user_id = ?1",
                 [user.as_str()],
-                |_| Ok(()),
+                |row| row.get(0),
             )
-            .optional()?
-            .is_some();
-        if !exists {
-            return Err(StoreError::NoSuchAccount(user.clone()));
+            .optional()?;
+        match deactivated {
+            None => return Err(StoreError::NoSuchAccount(user.clone())),
+            Some(true) => return Err(StoreError::AccountDeactivated(user.clone())),
+            Some(false) => {}
         }
     }
     check_blocks(conn, caller, wanted)?;
