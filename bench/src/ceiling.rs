@@ -74,8 +74,7 @@ pub async fn serve(args: CeilingArgs) -> Result<(), BenchError> {
             root_attributes: "",
         }),
     );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = chat_transport::listen(args.listen)
         .map_err(BenchError::io(format!("cannot listen on {}", args.listen)))?;
     chat_transport::serve(
         listener,

@@ -30,7 +30,7 @@ async fn main() -> ExitCode {
         None => {}
     }
 
-    let listener = match tokio::net::TcpListener::bind(settings.listen).await {
+    let listener = match chat_transport::listen(settings.listen) {
         Ok(listener) => listener,
         Err(error) => {
             tracing::error!(address = %settings.listen, %error, "cannot listen");

@@ -22,6 +22,7 @@ mod connections;
 mod csp;
 mod deadline;
 mod files;
+mod listen;
 mod page;
 mod router;
 mod serve;
@@ -29,6 +30,7 @@ mod shutdown;
 mod tls;
 
 pub use clock::unix_now;
+pub use listen::{ACCEPT_QUEUE, listen};
 pub use router::{GrpcServices, PortService, WebUi, router};
 pub use serve::{Options, Uncapped, serve};
 pub use shutdown::shutdown_signal;

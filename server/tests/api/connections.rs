@@ -461,3 +461,48 @@ async fn an_http1_connection_silent_after_its_requests_is_closed_while_an_http1_
     .await;
     assert_eq!(received, sent);
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`) to the server's process.
+fn signal(server: &ServerProcess, signal: &str) {
+    let pid = server.pid().to_string();
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("cannot run kill");
+    assert!(sent.success(), "kill {signal} {pid} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_connecting_at_once_waits_in_the_accept_queue_instead_of_being_dropped() {
+    let server = spawn_process(&[]).await;
+    // Paused, the server accepts nothing, as when a crowd reconnects faster than it accepts
+    // (a server died and its clients all came here): every handshake the kernel completes
+    // waits in the listening socket's queue, and a SYN beyond the queue is dropped, which
+    // costs that client the SYN's retransmission one second later.
+    const CROWD: usize = 500;
+    signal(&server, "-STOP");
+    let connects = (0..CROWD).map(|_| {
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            TcpStream::connect(server.addr()),
+        )
+    });
+    let crowd = futures::future::join_all(connects).await;
+    signal(&server, "-CONT");
+    let connected = crowd
+        .iter()
+        .filter(|result| matches!(result, Ok(Ok(_))))
+        .count();
+    assert_eq!(
+        connected,
+        CROWD,
+        "only {connected} of {CROWD} connections were queued while the server was paused: \
+         its accept queue is too short (the kernel caps it at net.core.somaxconn, {})",
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .unwrap_or_default()
+            .trim()
+    );
+    drop(crowd);
+    // And it goes on serving.
+    signed_up(&server, "alice").await;
+}
