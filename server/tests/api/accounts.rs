@@ -539,6 +539,45 @@ async fn deactivate_account_signs_out_everywhere_and_takes_the_account_out_of_ev
     new_chat(&server, &bob, &["bob", "dave"]).await;
 }
 
+#[tokio::test]
+async fn on_postgresql_a_new_chat_racing_a_deactivation_waits_for_it_and_is_refused() {
+    if !on_postgres() {
+        return;
+    }
+    let server = spawn_process(&[]).await;
+    let [alice, _] = signed_up_all(&server, ["alice", "dave"]).await;
+    // The deactivation's update begun and not committed yet, as `deactivate-account`'s is for
+    // a moment beside running servers.
+    let database = server.database().expect("a PostgreSQL database");
+    let (deactivating, driver) = database.connect().await;
+    deactivating
+        .batch_execute("BEGIN; UPDATE accounts SET deactivated_at = 1 WHERE user_id = 'dave'")
+        .await
+        .expect("the deactivation's update");
+    let mut chat = server.chat().await;
+    let with_dave = NewRequest {
+        user_ids: vec!["alice".into(), "dave".into()],
+    };
+    let new = tokio::spawn(async move { chat.new_chat(authed(&alice, with_dave)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !new.is_finished(),
+        "New did not wait for the deactivation in flight: {:?}",
+        new.await
+    );
+    deactivating
+        .batch_execute("COMMIT")
+        .await
+        .expect("the deactivation commits");
+    let refused = within(new)
+        .await
+        .expect("the New call's task")
+        .expect_err("a chat with dave, deactivated meanwhile");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    drop(deactivating);
+    let _ = driver.await;
+}
+
 /// Whichever of alice and bob is among `members`, to call New as.
 fn alice_or_bob(members: &[&str], alice: &str, bob: &str) -> String {
     if members.contains(&"alice") {

@@ -642,7 +642,7 @@ impl TestDatabase {
 
     /// A connection of its own to this database, and the task that drives it (which ends
     /// once the client is dropped).
-    async fn connect(
+    pub async fn connect(
         &self,
     ) -> (
         tokio_postgres::Client,

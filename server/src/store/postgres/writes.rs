@@ -126,12 +126,17 @@ pub async fn create_chat(
     now: i64,
 ) -> Result<ChatId, StoreError> {
     let users: Vec<&str> = wanted.as_slice().iter().map(UserId::as_str).collect();
-    let known = client
+    let tx = client.transaction().await?;
+    // Under a share lock: `deactivate-account` (an update of one of these rows) then waits
+    // for this chat to commit and finds it among the person's chats to leave, or this New
+    // waits for the deactivation and sees it.
+    let known = tx
         .prepare_cached(
-            "SELECT user_id, deactivated_at IS NOT NULL FROM accounts WHERE user_id = ANY($1)",
+            "SELECT user_id, deactivated_at IS NOT NULL FROM accounts WHERE user_id = ANY($1)
+             FOR SHARE",
         )
         .await?;
-    let existing: Vec<(String, bool)> = client
+    let existing: Vec<(String, bool)> = tx
         .query(&known, &[&users])
         .await?
         .iter()
@@ -144,10 +149,9 @@ pub async fn create_chat(
             Some((_, false)) => {}
         }
     }
-    check_blocks(client, caller, &users).await?;
+    check_blocks(&tx, caller, &users).await?;
     let member_key = member_key(wanted);
 
-    let tx = client.transaction().await?;
     let created = tx
         .query_opt(
             "INSERT INTO chats (public_id, member_key, created_at) VALUES ($1, $2, $3)
@@ -192,7 +196,11 @@ pub async fn create_chat(
 }
 
 /// Refuses a chat of `caller` with anyone they blocked or who blocked them.
-async fn check_blocks(client: &Client, caller: &UserId, users: &[&str]) -> Result<(), StoreError> {
+async fn check_blocks(
+    client: &impl GenericClient,
+    caller: &UserId,
+    users: &[&str],
+) -> Result<(), StoreError> {
     let statement = client
         .prepare_cached(
             "SELECT blocker, blocked FROM blocks
