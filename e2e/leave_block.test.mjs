@@ -4,8 +4,8 @@
 // read; once Alice unblocks her (from the account menu), Mallory can start one again. And
 // everyone sees who is in a group as it changes, without a reload: a new group shows in its
 // members' lists before anything is said, the others' open chat drops the one who left (and
-// their receipt; their other device drops the chat), and takes them back when they return. Run it with
-// e2e/run.sh.
+// their receipt; their other device drops the chat), and takes them back when they return; a
+// chat everyone else has left keeps their names, saying they left. Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -57,6 +57,15 @@ describe('leaving a chat and blocking someone', { timeout: 90_000 }, () => {
       await alice.page.reload();
       await alice.waitUntilConnected();
       assert.equal(await alice.chatEntry(mallory.name).count(), 0, 'the left chat came back after a reload');
+      // Mallory's chat keeps alice's name and says she left (not mallory's own name): at once,
+      // and after a reload, from the list.
+      const title = mallory.page.getByRole('heading', { level: 2 });
+      await eventually("mallory's chat says that alice left", async () =>
+        assert.equal((await title.innerText()).trim(), 'alice (left)'),
+      );
+      await mallory.page.reload();
+      await mallory.waitUntilConnected();
+      await mallory.chatEntry('alice (left)').waitFor();
 
       // The account menu lists mallory as blocked.
       await alice.page.getByText('Account', { exact: true }).click();

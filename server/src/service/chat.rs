@@ -692,6 +692,7 @@ fn summary_to_proto(summary: ChatSummary) -> proto::ChatSummary {
         receipts: summary.reading.receipts_to_proto(summary.chat_id.as_str()),
         chat_id: summary.chat_id.to_string(),
         user_ids: summary.members.iter().map(ToString::to_string).collect(),
+        left_user_ids: summary.left.iter().map(ToString::to_string).collect(),
         last_message: summary.last_message.map(|message| message.to_proto()),
         created_at: summary.created_at,
         unread_count: i64::try_from(summary.reading.unread).unwrap_or(i64::MAX),

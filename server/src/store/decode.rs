@@ -80,3 +80,14 @@ pub fn member_key(members: &Members) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// Who of the members a chat was created with (its `member_key`) has left it since (Leave, a
+/// deactivated account), in the key's order: what names a chat after everyone else
+/// has left. `members` are the chat's members now.
+pub fn left_members(member_key: &str, members: &[UserId]) -> Result<Vec<UserId>, StoreError> {
+    member_key
+        .split(' ')
+        .filter(|id| members.iter().all(|member| member.as_str() != *id))
+        .map(stored_user)
+        .collect()
+}

@@ -221,6 +221,8 @@ impl StoredEvent {
 pub struct ChatSummary {
     pub chat_id: ChatId,
     pub members: Vec<UserId>,
+    /// Those it was created with who have left it since.
+    pub left: Vec<UserId>,
     pub last_message: Option<StoredMessage>,
     pub created_at: i64,
     /// What the caller has read of it, and the receipts of the others.

@@ -441,19 +441,21 @@ async fn deactivate_account_signs_out_everywhere_and_takes_the_account_out_of_ev
         .expect_err("someone else signed up as dave");
     assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
 
-    // The others have the chats without him, and what he wrote.
-    let listed: Vec<(String, Vec<String>)> = chats_of(&server, &bob)
+    // The others have the chats without him (he is among those who left, which names the
+    // chat of two), and what he wrote.
+    let listed: Vec<(String, Vec<String>, Vec<String>)> = chats_of(&server, &bob)
         .await
         .into_iter()
         .chain(chats_of(&server, &alice).await)
-        .map(|chat| (chat.chat_id, chat.user_ids))
+        .map(|chat| (chat.chat_id, chat.user_ids, chat.left_user_ids))
         .collect();
+    let dave = || vec!["dave".to_owned()];
     assert!(
-        listed.contains(&(group.clone(), vec!["alice".into(), "bob".into()])),
+        listed.contains(&(group.clone(), vec!["alice".into(), "bob".into()], dave())),
         "{listed:?}"
     );
     assert!(
-        listed.contains(&(pair.clone(), vec!["alice".into()])),
+        listed.contains(&(pair.clone(), vec!["alice".into()], dave())),
         "{listed:?}"
     );
     assert_eq!(history_of(&server, &bob, &group).await, [goodbye]);

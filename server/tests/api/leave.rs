@@ -40,6 +40,16 @@ async fn members_listed(app: &impl Server, token: &str, chat_id: &str) -> Option
         .map(|chat| chat.user_ids)
 }
 
+/// Those who left `chat_id`, as List shows them to `token`'s caller (`left_user_ids`).
+async fn left_listed(app: &impl Server, token: &str, chat_id: &str) -> Vec<String> {
+    chats_of(app, token)
+        .await
+        .into_iter()
+        .find(|chat| chat.chat_id == chat_id)
+        .map(|chat| chat.left_user_ids)
+        .expect("the chat is listed")
+}
+
 #[tokio::test]
 async fn leaving_ends_access_open_calls_and_delivery_on_both_transports() {
     // The token re-check is an hour away, so only the Leave itself can end the calls.
@@ -257,6 +267,18 @@ async fn only_the_one_who_left_can_bring_themselves_back() {
     within(native.leave(authed(&bob, leave_request(&chat_id))))
         .await
         .expect("bob leaves");
+    // Alice's list still names the chat after bob: he is in those who left, on both
+    // transports.
+    assert_eq!(left_listed(&app, &alice, &chat_id).await, ["bob"]);
+    let listed = within(
+        app.web_chat()
+            .list(authed(&alice, chat_core::proto::ListRequest::default())),
+    )
+    .await
+    .expect("alice lists her chats over gRPC-web")
+    .into_inner();
+    assert_eq!(listed.chats[0].user_ids, ["alice"]);
+    assert_eq!(listed.chats[0].left_user_ids, ["bob"]);
     let missed = send_text(
         &mut native,
         &alice,
@@ -305,6 +327,7 @@ async fn only_the_one_who_left_can_bring_themselves_back() {
         members_listed(&app, &alice, &chat_id).await,
         Some(vec!["alice".to_owned(), "bob".to_owned()])
     );
+    assert!(left_listed(&app, &alice, &chat_id).await.is_empty());
     let seen: Vec<Message> = history_of(&app, &bob, &chat_id).await;
     assert_eq!(seen, [missed]);
     send_text(&mut native, &bob, &chat_id, "back", "I am back").await;

@@ -165,6 +165,8 @@ pub enum Received {
 pub struct ChatEntry {
     pub chat_id: String,
     pub members: Vec<String>,
+    /// Those it was created with who have left it since: its name once nobody else is in it.
+    pub left: Vec<String>,
     pub last: Option<ChatMessage>,
     pub created_at: i64,
     pub unread: u32,
@@ -177,9 +179,15 @@ impl ChatEntry {
             .map_or((self.created_at, 0), |last| (last.sent_at, last.id))
     }
 
-    /// The members other than `me`, or `me` alone for a chat with oneself.
+    /// The members other than `me`; once they have all left, those who left, saying so (a
+    /// chat with Dave stays "dave (left)" after he has gone, not a chat named after oneself);
+    /// `me` alone for a chat with oneself.
     pub fn title(&self, me: &str) -> String {
-        title_from(&self.members, me)
+        if self.left.is_empty() || self.members.iter().any(|member| member != me) {
+            title_from(&self.members, me)
+        } else {
+            format!("{} (left)", self.left.join(", "))
+        }
     }
 }
 
@@ -357,6 +365,7 @@ impl Model {
             {
                 Some(chat) => {
                     chat.members = summary.user_ids.clone();
+                    chat.left = summary.left_user_ids.clone();
                     chat.created_at = summary.created_at;
                     let newer = match (&chat.last, &last) {
                         (Some(shown), Some(listed)) => listed.id > shown.id,
@@ -370,6 +379,7 @@ impl Model {
                 None => self.chats.push(ChatEntry {
                     chat_id: summary.chat_id.clone(),
                     members: summary.user_ids.clone(),
+                    left: summary.left_user_ids.clone(),
                     last,
                     created_at: summary.created_at,
                     unread: 0,
@@ -395,6 +405,7 @@ impl Model {
             self.chats.push(ChatEntry {
                 chat_id: chat_id.to_owned(),
                 members,
+                left: Vec::new(),
                 last,
                 created_at: at,
                 unread: 0,
@@ -403,12 +414,20 @@ impl Model {
         }
     }
 
-    /// Replaces the members of a listed chat, and forgets the receipts of those who left (as
-    /// List leaves them out); false when the list does not have it.
+    /// Replaces the members of a listed chat, remembers who left (as List's `left_user_ids`
+    /// would) and forgets their receipts (as List leaves them out); false when the list does
+    /// not have it.
     pub fn set_members(&mut self, chat_id: &str, members: Vec<String>) -> bool {
         let Some(chat) = self.chats.iter_mut().find(|chat| chat.chat_id == chat_id) else {
             return false;
         };
+        for gone in &chat.members {
+            if !members.contains(gone) && !chat.left.contains(gone) {
+                chat.left.push(gone.clone());
+            }
+        }
+        chat.left.retain(|user| !members.contains(user));
+        chat.left.sort();
         chat.members = members;
         if let Some(reading) = self.reading.get_mut(chat_id) {
             reading
@@ -482,6 +501,7 @@ impl Model {
             self.chats.push(ChatEntry {
                 chat_id: chat_id.to_owned(),
                 members,
+                left: Vec::new(),
                 last: None,
                 created_at: message.sent_at,
                 unread: 0,
@@ -891,6 +911,39 @@ mod tests {
         assert_eq!(model.reading["a"].seen_by(5), ["bob"]);
         assert!(!model.set_members("new", vec!["alice".into(), "erin".into()]));
         assert_eq!(title_of(&model.chats, "new", "alice"), None);
+    }
+
+    #[test]
+    fn a_chat_everyone_else_left_is_named_after_those_who_left() {
+        let mut model = model_with_two_chats();
+        // Bob leaves the chat of two: it is no chat with oneself.
+        assert!(model.set_members("a", vec!["alice".into()]));
+        assert_eq!(
+            title_of(&model.chats, "a", "alice").as_deref(),
+            Some("bob (left)")
+        );
+        // He comes back (New of the same two): his name alone again.
+        assert!(model.set_members("a", vec!["alice".into(), "bob".into()]));
+        assert_eq!(title_of(&model.chats, "a", "alice").as_deref(), Some("bob"));
+        assert!(model.chats.iter().all(|chat| chat.left.is_empty()));
+        // A group: while anyone else is in it, it is named after them.
+        let listed = proto::ChatSummary {
+            left_user_ids: vec!["carol".into()],
+            ..summary("a", &["alice", "bob"], Some(5))
+        };
+        model.set_chats(&[listed], None);
+        assert_eq!(title_of(&model.chats, "a", "alice").as_deref(), Some("bob"));
+        assert!(model.set_members("a", vec!["alice".into()]));
+        assert_eq!(
+            title_of(&model.chats, "a", "alice").as_deref(),
+            Some("bob, carol (left)")
+        );
+        // A chat with oneself stays named after oneself.
+        model.add_chat("self", vec!["alice".into()], 1, None);
+        assert_eq!(
+            title_of(&model.chats, "self", "alice").as_deref(),
+            Some("alice")
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@ use super::rows::{
     message_with_reactions_at,
 };
 use super::words;
-use crate::store::decode::{id_from_sql, id_to_sql, member_key, stored_chat, stored_user};
+use crate::store::decode::{
+    id_from_sql, id_to_sql, left_members, member_key, stored_chat, stored_user,
+};
 use crate::store::{
     ChatPage, ChatSummary, HistoryPage, SearchPage, StoreError, StoredEvent, TokenHash,
     position_after,
@@ -215,15 +217,20 @@ pub async fn chats_of(
 
     let statement = client
         .prepare_cached(
-            "SELECT chat, user_id FROM chat_members WHERE chat = ANY($1) ORDER BY user_id",
+            "SELECT c.id, c.member_key,
+                    array(SELECT user_id FROM chat_members WHERE chat = c.id ORDER BY user_id)
+             FROM chats c WHERE c.id = ANY($1)",
         )
         .await?;
-    let mut members: HashMap<i64, Vec<UserId>> = HashMap::new();
+    let mut members: HashMap<i64, (Vec<UserId>, Vec<UserId>)> = HashMap::new();
     for row in client.query(&statement, &[&chats]).await? {
-        members
-            .entry(row.try_get(0)?)
-            .or_default()
-            .push(stored_user(row.try_get(1)?)?);
+        let now = row
+            .try_get::<_, Vec<&str>>(2)?
+            .into_iter()
+            .map(stored_user)
+            .collect::<Result<Vec<_>, _>>()?;
+        let left = left_members(row.try_get(1)?, &now)?;
+        members.insert(row.try_get(0)?, (now, left));
     }
 
     let mut readings = super::activity::reading(client, user, &chats).await?;
@@ -238,8 +245,10 @@ pub async fn chats_of(
                 Some(_) => Some(message_with_reactions_at(row, 3, chat_id.clone())?),
             };
             let chat: i64 = row.try_get(0)?;
+            let (members, left) = members.remove(&chat).unwrap_or_default();
             Ok(ChatSummary {
-                members: members.remove(&chat).unwrap_or_default(),
+                members,
+                left,
                 chat_id,
                 last_message,
                 created_at: row.try_get(2)?,

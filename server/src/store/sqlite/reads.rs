@@ -12,7 +12,7 @@ use super::rows::{
     stored_chat, stored_user,
 };
 use crate::store::changes::attach_reactions;
-use crate::store::decode::{member_key, stored};
+use crate::store::decode::{left_members, member_key, stored};
 use crate::store::{
     ChatPage, ChatSummary, HistoryPage, LastMessages, SearchPage, StoreError, StoredEvent,
     StoredMessage, TokenHash, position_after,
@@ -224,8 +224,8 @@ pub fn chats_of(
         .prepare_cached(&format!(
             "SELECT chat, public_id, created_at,
                     id, sender, client_id, subject, text, sent_at, edited_at, deleted,
-                    reply_to, reply_sender, reply_text
-             FROM (SELECT c.id AS chat, c.public_id, c.created_at,
+                    reply_to, reply_sender, reply_text, member_key
+             FROM (SELECT c.id AS chat, c.public_id, c.created_at, c.member_key,
                           m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at,
                           m.edited_at, m.deleted,
                           m.reply_to, r.sender AS reply_sender,
@@ -258,7 +258,8 @@ pub fn chats_of(
                     None => None,
                     Some(_) => Some(MessageRow::read_at(row, 3)?),
                 };
-                Ok((chat, public_id, created_at, last))
+                let member_key: String = row.get(14)?;
+                Ok((chat, public_id, created_at, last, member_key))
             },
         )?
         .collect::<Result<Vec<_>, _>>()?;
@@ -266,7 +267,7 @@ pub fn chats_of(
         conn.prepare_cached("SELECT user_id FROM chat_members WHERE chat = ?1 ORDER BY user_id")?;
     let mut chats = rows
         .into_iter()
-        .map(|(chat, public_id, created_at, last)| {
+        .map(|(chat, public_id, created_at, last, member_key)| {
             let chat_id = stored_chat(&public_id)?;
             let last_message = last
                 .map(|row| row.into_message(chat_id.clone()))
@@ -276,6 +277,7 @@ pub fn chats_of(
                 .map(|member| stored_user(&member?))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(ChatSummary {
+                left: left_members(&member_key, &members)?,
                 members,
                 chat_id,
                 last_message,
