@@ -673,7 +673,8 @@ impl Live {
 
     /// Takes in who is in a chat now (someone left it or came back, or it was just started):
     /// a chat the user is not in any more (they left it on another device) is forgotten, a
-    /// chat the list lacks is loaded with it, and the others show their new members.
+    /// chat the list lacks is loaded with it, and the others show their new members (and,
+    /// when nobody else is left, ask the list who left: it names the chat).
     fn on_members(&self, members: proto::ChatMembers) {
         let mine = self
             .model

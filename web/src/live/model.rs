@@ -165,7 +165,8 @@ pub enum Received {
 pub struct ChatEntry {
     pub chat_id: String,
     pub members: Vec<String>,
-    /// Those it was created with who have left it since: its name once nobody else is in it.
+    /// Those it was created with who had left it when List last said (List is asked again
+    /// when nobody else is left): its name once nobody else is in it.
     pub left: Vec<String>,
     pub last: Option<ChatMessage>,
     pub created_at: i64,
@@ -183,10 +184,11 @@ impl ChatEntry {
     /// chat with Dave stays "dave (left)" after he has gone, not a chat named after oneself);
     /// `me` alone for a chat with oneself.
     pub fn title(&self, me: &str) -> String {
-        if self.left.is_empty() || self.members.iter().any(|member| member != me) {
+        let others = |users: &[String]| users.iter().any(|user| user != me);
+        if others(&self.members) || !others(&self.left) {
             title_from(&self.members, me)
         } else {
-            format!("{} (left)", self.left.join(", "))
+            format!("{} (left)", title_from(&self.left, me))
         }
     }
 }
@@ -414,27 +416,24 @@ impl Model {
         }
     }
 
-    /// Replaces the members of a listed chat, remembers who left (as List's `left_user_ids`
-    /// would) and forgets their receipts (as List leaves them out); false when the list does
-    /// not have it.
+    /// Replaces the members of a listed chat and forgets the receipts of those who left (as
+    /// List leaves them out); false when the list does not have it, or when nobody else is
+    /// left in it: then List, which knows everyone who left (`left_user_ids`), is to be asked
+    /// again, and meanwhile those who were here name the chat ("bob (left)", not oneself).
     pub fn set_members(&mut self, chat_id: &str, members: Vec<String>) -> bool {
         let Some(chat) = self.chats.iter_mut().find(|chat| chat.chat_id == chat_id) else {
             return false;
         };
-        for gone in &chat.members {
-            if !members.contains(gone) && !chat.left.contains(gone) {
-                chat.left.push(gone.clone());
-            }
+        if members.len() < 2 {
+            chat.left = std::mem::take(&mut chat.members);
         }
-        chat.left.retain(|user| !members.contains(user));
-        chat.left.sort();
         chat.members = members;
         if let Some(reading) = self.reading.get_mut(chat_id) {
             reading
                 .others
                 .retain(|(user, _)| chat.members.contains(user));
         }
-        true
+        chat.members.len() > 1
     }
 
     /// Shows `chat_id`: it becomes the open chat, and its messages count as read. Its
@@ -916,8 +915,18 @@ mod tests {
     #[test]
     fn a_chat_everyone_else_left_is_named_after_those_who_left() {
         let mut model = model_with_two_chats();
-        // Bob leaves the chat of two: it is no chat with oneself.
-        assert!(model.set_members("a", vec!["alice".into()]));
+        // Bob leaves the chat of two: named after him at once, and the list is to be asked.
+        assert!(!model.set_members("a", vec!["alice".into()]));
+        assert_eq!(
+            title_of(&model.chats, "a", "alice").as_deref(),
+            Some("bob (left)")
+        );
+        // As it says (here, the same).
+        let listed = proto::ChatSummary {
+            left_user_ids: vec!["bob".into()],
+            ..summary("a", &["alice"], Some(5))
+        };
+        model.set_chats(&[listed], None);
         assert_eq!(
             title_of(&model.chats, "a", "alice").as_deref(),
             Some("bob (left)")
@@ -925,21 +934,41 @@ mod tests {
         // He comes back (New of the same two): his name alone again.
         assert!(model.set_members("a", vec!["alice".into(), "bob".into()]));
         assert_eq!(title_of(&model.chats, "a", "alice").as_deref(), Some("bob"));
-        assert!(model.chats.iter().all(|chat| chat.left.is_empty()));
         // A group: while anyone else is in it, it is named after them.
         let listed = proto::ChatSummary {
-            left_user_ids: vec!["carol".into()],
-            ..summary("a", &["alice", "bob"], Some(5))
+            left_user_ids: vec!["bob".into(), "carol".into()],
+            ..summary("a", &["alice", "dave"], Some(5))
         };
         model.set_chats(&[listed], None);
-        assert_eq!(title_of(&model.chats, "a", "alice").as_deref(), Some("bob"));
-        assert!(model.set_members("a", vec!["alice".into()]));
         assert_eq!(
             title_of(&model.chats, "a", "alice").as_deref(),
-            Some("bob, carol (left)")
+            Some("dave")
         );
-        // A chat with oneself stays named after oneself.
+        let listed = proto::ChatSummary {
+            left_user_ids: vec!["bob".into(), "carol".into(), "dave".into()],
+            ..summary("a", &["alice"], Some(5))
+        };
+        model.set_chats(&[listed], None);
+        assert_eq!(
+            title_of(&model.chats, "a", "alice").as_deref(),
+            Some("bob, carol, dave (left)")
+        );
+        // Dave, the last, leaves too: until the list answers, the chat is named after him.
+        model.set_chats(
+            &[proto::ChatSummary {
+                left_user_ids: vec!["bob".into(), "carol".into()],
+                ..summary("a", &["alice", "dave"], Some(5))
+            }],
+            None,
+        );
+        assert!(!model.set_members("a", vec!["alice".into()]));
+        assert_eq!(
+            title_of(&model.chats, "a", "alice").as_deref(),
+            Some("dave (left)")
+        );
+        // A chat with oneself stays named after oneself, also as it is started again.
         model.add_chat("self", vec!["alice".into()], 1, None);
+        assert!(!model.set_members("self", vec!["alice".into()]));
         assert_eq!(
             title_of(&model.chats, "self", "alice").as_deref(),
             Some("alice")
