@@ -57,9 +57,10 @@ impl Members {
             let user_id = UserId::parse(user_id)?;
             given += 1;
             // Each id goes into its place as it comes, a repeated one once, rather than a
-            // sort and a dedup, whose code cost the web app's bundle about 2 KB (raw). Once
-            // one too many are in, the rest are only counted, so a request of thousands of
-            // ids costs no more than a full chat.
+            // sort and a dedup: the standard library's sort was 4.5 KB of the web app's
+            // bundle (2.7 KB gzipped), used nowhere else. Once one too many are in, the rest
+            // are only counted, so a request of thousands of ids costs no more than a full
+            // chat.
             if members.len() <= MEMBERS_MAX
                 && let Err(at) = members.binary_search(&user_id)
             {
