@@ -1,6 +1,7 @@
 // Replies and search in the browser: Bob finds a message of Alice's far back in their chat
 // with the search box (matched words marked, "More results" for the next page), clicks the
-// result and the chat opens there, scrolled to it and highlighted; he replies to it, and
+// result and the chat opens there, scrolled to it and highlighted; he replies to it (a reload
+// halfway through keeps the reply), and
 // Alice, after a reload, sees the reply with its quote live and clicks the quote to jump to
 // the original many pages back. A hostile message among the results stays text. The old
 // messages are sent through the gRPC-web API (as Alice on another device), to put the
@@ -154,11 +155,27 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
     await replying.waitFor({ state: 'detached' });
 
     await original.getByRole('button', { name: 'Reply', exact: true }).click();
-    await bob.send(REPLY);
+    // A reload halfway through keeps the reply with its draft: the quote, though its original
+    // is no longer loaded, and the text.
+    await bob.composer.fill(REPLY);
+    bob.note('[test] reload while replying');
+    await bob.page.reload();
+    await bob.messageLog.waitFor();
+    await replying.getByText('launch code').waitFor();
+    assert.equal(await bob.composer.inputValue(), REPLY);
+    await bob.composer.press('Enter');
     await bob.waitUntilSent(REPLY);
     await replying.waitFor({ state: 'detached' });
     const reply = bob.messages(REPLY).first();
     assert.match(await reply.locator('.quote').innerText(), /alice[\s\S]*launch code is pelican-42/);
+    // Sent, the reply is no longer kept: after another reload the composer quotes nothing.
+    await bob.page.reload();
+    await bob.messageLog.waitFor();
+    await bob.messages(REPLY).first().waitFor();
+    assert.equal(await replying.count(), 0, 'the sent reply came back to the composer');
+    // Back to the original, pages back again after the reloads, through the reply's quote.
+    await bob.messages(REPLY).first().locator('.quote').click();
+    await bob.messages('launch code').filter({ hasNotText: REPLY }).first().waitFor({ timeout: 15_000 });
   });
 
   step('Alice reloads, sees the reply with its quote live, and the quote takes her to the original', async () => {

@@ -1,6 +1,7 @@
 //! Writing a message: Enter sends, Shift+Enter starts a new line. A reply shows its quote
 //! above the box until it is sent or cancelled. What is written and not sent stays, as the
-//! chat's draft, when another chat opens or the page reloads (`storage::save_draft`).
+//! chat's draft, when another chat opens or the page reloads (`storage::save_draft`), and so
+//! does the message it replies to (`storage::save_reply`).
 //! Typing tells the others (at most every few seconds, see `Live::typing`); sending or
 //! clearing the box stops that.
 
@@ -52,6 +53,22 @@ pub fn Composer(
         }))
     });
 
+    // The reply of this chat's draft (`Live::reply` keeps it), taken back as the chat opens
+    // unless one is being written here already.
+    let elsewhere = live.replying.with_untracked(|replying| {
+        replying
+            .as_ref()
+            .is_none_or(|(chat, _)| chat_id.with_value(|open| open != chat))
+    });
+    if elsewhere
+        && let Some(quote) = live
+            .model
+            .me()
+            .with_untracked(|me| chat_id.with_value(|chat| storage::load_reply(me, chat)))
+    {
+        live.replying.set(Some((chat_id.get_value(), quote)));
+    }
+
     let send = move || {
         let reply_to = replying.get_untracked().map(|quote| quote.message_id);
         match live.send(&chat_id.get_value(), &text.get_untracked(), reply_to) {
@@ -61,7 +78,7 @@ pub fn Composer(
                 error.set(None);
                 live.typing_stopped();
                 if reply_to.is_some() {
-                    live.replying.set(None);
+                    live.reply(&chat_id.get_value(), None);
                 }
             }
             Err(message) => error.set(Some(message)),
@@ -76,7 +93,7 @@ pub fn Composer(
             {move || replying.get().map(|quote| view! {
                 <div class="replying" role="group" aria-label="Replying to">
                     <QuoteView quote=quote chat_id=chat_id.get_value() />
-                    <button type="button" class="link" on:click=move |_| live.replying.set(None)>"Cancel reply"</button>
+                    <button type="button" class="link" on:click=move |_| live.reply(&chat_id.get_value(), None)>"Cancel reply"</button>
                 </div>
             })}
             <label for="composer-text" class="visually-hidden">"Message"</label>

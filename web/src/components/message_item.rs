@@ -91,7 +91,7 @@ pub fn MessageItem(
     let reply_to = Quote::of(&message);
     let reply = {
         let chat_id = chat_id.clone();
-        move |_| live.replying.set(Some((chat_id.clone(), reply_to.clone())))
+        move |_| live.reply(&chat_id, Some(reply_to.clone()))
     };
     let reactions = Reactions(message.clone(), me.clone(), chat_id.clone(), error);
     let target = StoredValue::new((chat_id, message));

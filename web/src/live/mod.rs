@@ -80,7 +80,7 @@ pub struct Live {
     /// Everyone the user blocked, sorted; `None` until loaded (see [`Live::load_blocked`]).
     pub blocked: RwSignal<Option<Vec<String>>>,
     /// The message the composer of a chat answers: (chat id, its quote), until sent or
-    /// cancelled.
+    /// cancelled. Set through [`Live::reply`], which keeps it with the chat's draft.
     pub replying: RwSignal<Option<(String, Quote)>>,
     /// The message to bring into view and highlight once its chat shows it: (chat id, id).
     /// Set by [`Live::jump_to`] when the message is loaded; the message log takes it.
@@ -386,6 +386,17 @@ impl Live {
                 }
             }
         });
+    }
+
+    /// Starts (`Some`) or ends (`None`: sent or cancelled) the reply being written in
+    /// `chat_id`, kept in storage with the chat's draft, so a reload never turns it into a
+    /// plain message (the composer takes it back as the chat opens).
+    pub fn reply(&self, chat_id: &str, quote: Option<Quote>) {
+        self.model
+            .me()
+            .with_untracked(|me| crate::storage::save_reply(me, chat_id, quote.as_ref()));
+        self.replying
+            .set(quote.map(|quote| (chat_id.to_owned(), quote)));
     }
 
     /// Validates and queues a message (a reply to `reply_to`, if given), then sends it if

@@ -1,5 +1,6 @@
 //! What the browser keeps in localStorage: the session, each user's outbox of unsent
-//! messages, and their drafts (what the composer of each chat holds). Storage can be missing
+//! messages, and their drafts (what the composer of each chat holds, and the message it
+//! replies to). Storage can be missing
 //! (private windows, disabled by policy) or full; the app then works without persistence.
 //!
 //! Every tab of the browser shares the outbox, so each message has a key of its own
@@ -16,7 +17,7 @@ mod format;
 mod json;
 
 use crate::api::Session;
-use crate::live::model::Outgoing;
+use crate::live::model::{Outgoing, Quote};
 
 const SESSION_KEY: &str = "chat.session";
 
@@ -193,11 +194,44 @@ pub fn load_draft(user: &str, chat: &str) -> Option<String> {
 pub fn save_draft(user: &str, chat: &str, text: &str) {
     let key = draft_key(user, chat);
     if text.is_empty() {
-        if let Some(storage) = local_storage() {
-            let _ = storage.remove_item(&key);
-        }
+        remove(&key);
     } else {
         write(&key, text);
+    }
+}
+
+/// The key of the message `user` is replying to in `chat`: the draft's other part.
+fn reply_key(user: &str, chat: &str) -> String {
+    format!("chat.reply.{user}/{chat}")
+}
+
+/// The message `user` was replying to in `chat`, if a reply was being written there: kept
+/// like the draft, so a reload never turns a reply into a plain message. Stored as its id,
+/// sender and quoted start, a line each (the quote last: it may hold line breaks).
+pub fn load_reply(user: &str, chat: &str) -> Option<Quote> {
+    let stored = read(&reply_key(user, chat))?;
+    let (id, rest) = stored.split_once('\n')?;
+    let (sender, text_prefix) = rest.split_once('\n')?;
+    Some(Quote {
+        message_id: id.parse().ok()?,
+        sender: sender.to_owned(),
+        text_prefix: text_prefix.to_owned(),
+        deleted: false,
+    })
+}
+
+/// Keeps the message `user` is replying to in `chat`; no reply leaves no key behind.
+pub fn save_reply(user: &str, chat: &str, quote: Option<&Quote>) {
+    let key = reply_key(user, chat);
+    match quote {
+        Some(quote) => {
+            let stored = format!(
+                "{}\n{}\n{}",
+                quote.message_id, quote.sender, quote.text_prefix
+            );
+            write(&key, &stored);
+        }
+        None => remove(&key),
     }
 }
 
@@ -207,6 +241,12 @@ fn local_storage() -> Option<web_sys::Storage> {
 
 fn read(key: &str) -> Option<String> {
     local_storage()?.get_item(key).ok()?
+}
+
+fn remove(key: &str) {
+    if let Some(storage) = local_storage() {
+        let _ = storage.remove_item(key);
+    }
 }
 
 /// Whether `text` is stored under `key` now.
