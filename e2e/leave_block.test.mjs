@@ -66,6 +66,11 @@ describe('leaving a chat and blocking someone', { timeout: 90_000 }, () => {
       await mallory.page.reload();
       await mallory.waitUntilConnected();
       await mallory.chatEntry('alice (left)').waitFor();
+      // From that chat she can still block alice (who then could not come back to it either),
+      // and undo it.
+      await mallory.button('Block alice').click();
+      await mallory.button('Unblock alice').click();
+      await mallory.button('Block alice').waitFor();
 
       // The account menu lists mallory as blocked.
       await alice.page.getByText('Account', { exact: true }).click();

@@ -121,6 +121,38 @@ async fn a_blocked_person_cannot_start_a_chat_with_the_blocker_or_add_them_on_bo
 }
 
 #[tokio::test]
+async fn someone_blocked_after_leaving_a_chat_of_two_cannot_come_back_to_it() {
+    let app = spawn_app().await;
+    let [alice, mallory] = signed_up_all(&app, ["alice", "mallory"]).await;
+    let chat_id = new_chat(&app, &mallory, &["alice", "mallory"]).await;
+    let mut native = app.chat().await;
+    within(native.leave(authed(
+        &mallory,
+        chat_core::proto::LeaveRequest {
+            chat_id: chat_id.clone(),
+        },
+    )))
+    .await
+    .expect("mallory leaves");
+    // Alice's chat with her is named after her still, and she can be blocked from it.
+    let listed = chats_of(&app, &alice).await;
+    assert_eq!(listed[0].left_user_ids, ["mallory"]);
+    within(native.block(authed(&alice, block_request("mallory"))))
+        .await
+        .expect("alice blocks mallory, who left");
+
+    // Her own New of the two, which would bring her back, is refused; she stays out.
+    let refused = within(native.new_chat(authed(&mallory, new_request(&["mallory", "alice"]))))
+        .await
+        .expect_err("mallory comes back to a chat with someone who blocked her");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_eq!(error_details(&refused), (Some(Reason::Blocked), None));
+    let listed = chats_of(&app, &alice).await;
+    assert_eq!(listed[0].user_ids, ["alice"]);
+    assert!(chats_of(&app, &mallory).await.is_empty());
+}
+
+#[tokio::test]
 async fn block_refuses_bad_targets_with_a_sentence_and_stores_nothing() {
     let app = spawn_app().await;
     let [alice] = signed_up_all(&app, ["alice"]).await;

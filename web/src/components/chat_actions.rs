@@ -1,5 +1,6 @@
 //! What the open chat's header offers besides its title: leaving the chat (after a
-//! confirmation), and blocking or unblocking the other person of a one-to-one chat.
+//! confirmation), and blocking or unblocking the other person of a one-to-one chat, also
+//! once they have left it (blocked, they cannot come back to it either).
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -8,7 +9,7 @@ use crate::live::model::ModelStoreFields;
 use crate::live::use_live;
 
 /// "Leave chat" (asks "Leave this chat?" first) and, when the chat has exactly one other
-/// member, "Block NAME" or "Unblock NAME". Blocking stops that person from starting chats with
+/// member (or had, before everyone else left), "Block NAME" or "Unblock NAME". Blocking stops that person from starting chats with
 /// the user or adding them to one; this chat stays until the user leaves it.
 #[component]
 pub fn ChatActions(
@@ -26,7 +27,10 @@ pub fn ChatActions(
         let id = chat_id.get_value();
         live.model.chats().with(|chats| {
             let chat = chats.iter().find(|chat| chat.chat_id == id)?;
-            let others: Vec<&String> = chat.members.iter().filter(|m| **m != me).collect();
+            let mut others = not_me(&chat.members, &me);
+            if others.is_empty() {
+                others = not_me(&chat.left, &me);
+            }
             match others.as_slice() {
                 [one] => Some((*one).clone()),
                 _ => None,
@@ -97,4 +101,9 @@ pub fn ChatActions(
             <p class="error" role="alert">{move || error.get()}</p>
         </div>
     }
+}
+
+/// `users` other than `me`.
+fn not_me<'a>(users: &'a [String], me: &str) -> Vec<&'a String> {
+    users.iter().filter(|user| *user != me).collect()
 }
