@@ -9,8 +9,9 @@ use crate::live::model::ModelStoreFields;
 use crate::live::use_live;
 
 /// "Leave chat" (asks "Leave this chat?" first) and, when the chat has exactly one other
-/// member (or had, before everyone else left), "Block NAME" or "Unblock NAME". Blocking stops that person from starting chats with
-/// the user or adding them to one; this chat stays until the user leaves it.
+/// member (or had, before everyone else left), "Block NAME" or "Unblock NAME". Blocking stops
+/// that person from starting chats with the user or adding them to one; this chat stays until
+/// the user leaves it.
 #[component]
 pub fn ChatActions(
     /// The open chat.

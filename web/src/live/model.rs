@@ -165,8 +165,9 @@ pub enum Received {
 pub struct ChatEntry {
     pub chat_id: String,
     pub members: Vec<String>,
-    /// Those it was created with who had left it when List last said (List is asked again
-    /// when nobody else is left): its name once nobody else is in it.
+    /// Those it was created with who have left it, as List last said (a members event that
+    /// leaves nobody else puts those who were there here until List, asked again, answers):
+    /// its name once nobody else is in it.
     pub left: Vec<String>,
     pub last: Option<ChatMessage>,
     pub created_at: i64,
