@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 
-import { ChatUser, eventually, holdAnswers } from './browser.mjs';
+import { ChatUser, eventually, focused, holdAnswers } from './browser.mjs';
 import { decodeStrings, encodeStrings, unary } from './grpc_web.mjs';
 import { serverAndBrowser } from './server.mjs';
 
@@ -153,6 +153,14 @@ describe('two people reply and search in the browser', { timeout: 150_000 }, () 
     await replying.getByText('launch code').waitFor();
     await replying.getByRole('button', { name: 'Cancel reply' }).click();
     await replying.waitFor({ state: 'detached' });
+    // Escape in the box cancels a reply too, keeping what was typed and the focus there.
+    await original.getByRole('button', { name: 'Reply', exact: true }).click();
+    await replying.getByText('launch code').waitFor();
+    await bob.composer.fill('never mind');
+    await bob.composer.press('Escape');
+    await replying.waitFor({ state: 'detached' });
+    assert.equal(await bob.composer.inputValue(), 'never mind');
+    assert.ok(await focused(bob.composer), 'the focus left the box');
 
     await original.getByRole('button', { name: 'Reply', exact: true }).click();
     // A reload halfway through keeps the reply with its draft: the quote, though its original

@@ -1,5 +1,5 @@
 //! Writing a message: Enter sends, Shift+Enter starts a new line. A reply shows its quote
-//! above the box until it is sent or cancelled. What is written and not sent stays, as the
+//! above the box until it is sent or cancelled ("Cancel reply", or Escape in the box). What is written and not sent stays, as the
 //! chat's draft, when another chat opens or the page reloads (`storage::save_draft`), and so
 //! does the message it replies to (`storage::save_reply`).
 //! Typing tells the others (at most every few seconds, see `Live::typing`); sending or
@@ -114,9 +114,14 @@ pub fn Composer(
                     text.set(typed);
                 }
                 on:keydown=move |event: leptos::ev::KeyboardEvent| {
-                    if event.key() == "Enter" && !event.shift_key() && !event.is_composing() {
+                    let key = event.key();
+                    if key == "Enter" && !event.shift_key() && !event.is_composing() {
                         event.prevent_default();
                         send();
+                    } else if key == "Escape" && replying.get_untracked().is_some() {
+                        // Escape cancels the reply, as in the chats people know, and leaves
+                        // the text and the keyboard's focus in the box.
+                        live.reply(&chat_id.get_value(), None);
                     }
                 }
             ></textarea>
