@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::live::model::ModelStoreFields;
+use crate::live::model::{ModelStoreFields, others_than};
 use crate::live::use_live;
 
 /// "Leave chat" (asks "Leave this chat?" first) and, when the chat has exactly one other
@@ -28,12 +28,12 @@ pub fn ChatActions(
         let id = chat_id.get_value();
         live.model.chats().with(|chats| {
             let chat = chats.iter().find(|chat| chat.chat_id == id)?;
-            let mut others = not_me(&chat.members, &me);
+            let mut others = others_than(&chat.members, &me);
             if others.is_empty() {
-                others = not_me(&chat.left, &me);
+                others = others_than(&chat.left, &me);
             }
             match others.as_slice() {
-                [one] => Some((*one).clone()),
+                [one] => Some((*one).to_owned()),
                 _ => None,
             }
         })
@@ -102,9 +102,4 @@ pub fn ChatActions(
             <p class="error" role="alert">{move || error.get()}</p>
         </div>
     }
-}
-
-/// `users` other than `me`.
-fn not_me<'a>(users: &'a [String], me: &str) -> Vec<&'a String> {
-    users.iter().filter(|user| *user != me).collect()
 }

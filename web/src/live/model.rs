@@ -197,16 +197,21 @@ impl ChatEntry {
 /// A chat's name for `me` from its `members`: the others, or `me` alone for a chat with
 /// oneself.
 pub fn title_from(members: &[String], me: &str) -> String {
-    let others: Vec<&str> = members
-        .iter()
-        .map(String::as_str)
-        .filter(|member| *member != me)
-        .collect();
+    let others = others_than(members, me);
     if others.is_empty() {
         me.to_owned()
     } else {
         others.join(", ")
     }
+}
+
+/// `users` other than `me`, in their order.
+pub fn others_than<'a>(users: &'a [String], me: &str) -> Vec<&'a str> {
+    users
+        .iter()
+        .map(String::as_str)
+        .filter(|user| *user != me)
+        .collect()
 }
 
 /// The name of chat `chat_id` as the chat list shows it to `me`, when `chats` has it.
