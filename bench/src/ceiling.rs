@@ -444,5 +444,6 @@ fn session(user_id: String) -> proto::Session {
         user_id,
         token: "ceiling".to_owned(),
         expires_at: unix_now() + 24 * 3600,
+        device: String::new(),
     }
 }

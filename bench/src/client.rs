@@ -143,6 +143,7 @@ pub async fn sign_up(
                     auth.sign_up(Credentials {
                         user_id: id.clone(),
                         password: PASSWORD.to_owned(),
+                        device: String::new(),
                     }),
                 )
                 .await?;

@@ -54,6 +54,7 @@ pub async fn account_task(
     let credentials = Credentials::try_from(&proto::Credentials {
         user_id: user.to_owned(),
         password: password.to_owned(),
+        device: String::new(),
     })
     .map_err(|error| error.to_string())?;
     std::fs::create_dir_all(&settings.data_dir)

@@ -2,6 +2,10 @@
 //! at once), and bearer tokens that are random, expiring, revocable and stored only as
 //! SHA-256 hashes.
 //!
+//! Every session also carries a device key, random and stored as a hash like a token: the
+//! browser keeps it for the account after signing out, and shows it at its next SignIn to
+//! get a ladder of failed sign-ins of its own (`limits::sign_in`). It signs nobody in.
+//!
 //! Tokens are looked up by their hash, never compared as strings, so the time a lookup takes
 //! tells an attacker nothing about a valid token.
 //!
@@ -35,6 +39,14 @@ pub struct Session {
     pub user: UserId,
     pub token: String,
     pub expires_at: i64,
+    /// The device key to keep for the next SignIn of this account.
+    pub device: String,
+}
+
+/// A device key a client showed at SignIn that the account it signs in to holds.
+pub struct Device {
+    key: String,
+    pub hash: TokenHash,
 }
 
 /// Revocations a stream may fall behind on before it re-reads its token regardless.
@@ -81,7 +93,7 @@ impl Authenticator {
             .create_account(&credentials.user_id, hash)
             .await?;
         tracing::info!(user = %credentials.user_id, "account created");
-        self.start_session(credentials.user_id).await
+        self.start_session(credentials.user_id, None).await
     }
 
     /// A turn at the password hashing, which `sign_in` and `change_password` need: the
@@ -92,7 +104,35 @@ impl Authenticator {
         self.hashing.turn().await
     }
 
-    pub async fn sign_in(&self, turn: Turn, credentials: Credentials) -> Result<Session, ApiError> {
+    /// The device key `key` (as SignIn carries it: empty for none) if `user`'s account holds
+    /// it; `None` for a key of another account or one no longer held, which sign in as if
+    /// none were shown.
+    pub async fn device_of(&self, key: &str, user: &UserId) -> Result<Option<Device>, ApiError> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        if !is_secret_shaped(key) {
+            return Err(ApiError::InvalidRequest(
+                "device must be the device key of an earlier session (64 hex digits), or empty"
+                    .into(),
+            ));
+        }
+        let hash = token_hash(key);
+        let held = self.store.device_owner(hash).await?.as_ref() == Some(user);
+        Ok(held.then(|| Device {
+            key: key.to_owned(),
+            hash,
+        }))
+    }
+
+    /// Checks the password and starts a session, which keeps `device` (a device key the
+    /// account holds) or gives the account a new one.
+    pub async fn sign_in(
+        &self,
+        turn: Turn,
+        credentials: Credentials,
+        device: Option<Device>,
+    ) -> Result<Session, ApiError> {
         let stored = self.store.password_hash(&credentials.user_id).await?;
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.decoy_hash.clone());
@@ -102,7 +142,7 @@ impl Authenticator {
             tracing::info!(user = %credentials.user_id, "sign-in refused");
             return Err(ApiError::WrongCredentials);
         }
-        self.start_session(credentials.user_id).await
+        self.start_session(credentials.user_id, device).await
     }
 
     /// Revokes the token the call carries. Signing out twice is not an error, and a token that
@@ -152,7 +192,7 @@ impl Authenticator {
         self.store.set_password(&user, hash, None).await?;
         self.revoked(user.clone());
         tracing::info!(%user, "password changed; every other session signed out");
-        self.start_session(user).await
+        self.start_session(user, None).await
     }
 
     /// Resolves with UNAUTHENTICATED once `token` no longer lets its owner in (revoked here
@@ -232,17 +272,32 @@ impl Authenticator {
         Ok((user, token))
     }
 
-    async fn start_session(&self, user: UserId) -> Result<Session, ApiError> {
+    /// Issues a token, and with it a new device key unless the caller showed one `user`
+    /// holds.
+    async fn start_session(
+        &self,
+        user: UserId,
+        device: Option<Device>,
+    ) -> Result<Session, ApiError> {
         let token = hex(&rand::random::<[u8; TOKEN_BYTES]>());
         let ttl = i64::try_from(self.token_ttl.as_secs()).unwrap_or(i64::MAX);
         let expires_at = unix_now().saturating_add(ttl);
+        let (device, new_device) = match device {
+            Some(held) => (held.key, None),
+            None => {
+                let key = hex(&rand::random::<[u8; TOKEN_BYTES]>());
+                let hash = token_hash(&key);
+                (key, Some(hash))
+            }
+        };
         self.store
-            .save_token(token_hash(&token), &user, expires_at)
+            .save_token(token_hash(&token), &user, expires_at, new_device)
             .await?;
         Ok(Session {
             user,
             token,
             expires_at,
+            device,
         })
     }
 }
@@ -268,17 +323,19 @@ fn bearer_token(metadata: &MetadataMap) -> Result<&str, ApiError> {
     let malformed = || ApiError::Unauthenticated(MALFORMED_AUTHORIZATION);
     let value = value.to_str().map_err(|_| malformed())?;
     let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
-    let well_formed = scheme.eq_ignore_ascii_case(wire::BEARER)
-        && token.len() == 2 * TOKEN_BYTES
-        && token.bytes().all(|b| b.is_ascii_hexdigit());
-    if well_formed {
+    if scheme.eq_ignore_ascii_case(wire::BEARER) && is_secret_shaped(token) {
         Ok(token)
     } else {
         Err(malformed())
     }
 }
 
-/// SHA-256 of the lower-cased token. Every call hashes its token, so it is lower-cased a
+/// Whether `text` looks like a token or a device key: 64 hex digits (of either case).
+fn is_secret_shaped(text: &str) -> bool {
+    text.len() == 2 * TOKEN_BYTES && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// SHA-256 of the lower-cased token (or device key). Every call hashes its token, so it is lower-cased a
 /// block at a time on the stack rather than into a new string.
 fn token_hash(token: &str) -> TokenHash {
     let mut hasher = Sha256::new();
@@ -292,7 +349,8 @@ fn token_hash(token: &str) -> TokenHash {
     hasher.finalize().into()
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` in lower-case hex, two digits each.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 

@@ -154,6 +154,7 @@ impl Api {
         let credentials = proto::Credentials {
             user_id: user_id.to_owned(),
             password: password.to_owned(),
+            device: String::new(),
         };
         let session = self
             .unary::<proto::Session>("/chat.Auth/SignUp", &credentials, false)
@@ -162,10 +163,12 @@ impl Api {
         Ok(session_from(session))
     }
 
+    /// Signs in with the device key this browser keeps for `user_id`, if any.
     pub async fn sign_in(&self, user_id: &str, password: &str) -> Result<Session, ApiError> {
         let credentials = proto::Credentials {
             user_id: user_id.to_owned(),
             password: password.to_owned(),
+            device: crate::storage::load_device(user_id).unwrap_or_default(),
         };
         let session = self
             .unary::<proto::Session>("/chat.Auth/SignIn", &credentials, false)
@@ -482,7 +485,10 @@ impl Api {
     }
 }
 
+/// The session, once its device key is kept (apart from it: the key outlives the session,
+/// see `storage::load_device`).
 fn session_from(session: proto::Session) -> Session {
+    crate::storage::save_device(&session.user_id, &session.device);
     Session {
         user_id: session.user_id,
         token: session.token,

@@ -28,7 +28,7 @@ use crate::error::{ApiError, Limit};
 use crate::metrics::{Metrics, Refusal};
 use crate::store::{SharedRates, StreamLeases};
 use keyed::KeyedLimit;
-use sign_in::{Policy, SignIns};
+use sign_in::{Policy, SignIns, Source};
 
 /// The knobs, as `config::Settings` reads them.
 #[derive(Debug, Clone)]
@@ -297,19 +297,15 @@ impl Limits {
     /// that caller must wait, and otherwise counts the attempt as a failure until
     /// [`Limits::signed_in`] says otherwise. Counting before the check means many attempts in
     /// parallel cannot all slip through. See `sign_in` for who waits for whom.
-    pub async fn sign_in_attempt(
-        &self,
-        user: &UserId,
-        address: Option<IpAddr>,
-    ) -> Result<(), ApiError> {
-        let address = address.map(address_key);
+    pub async fn sign_in_attempt(&self, user: &UserId, source: Source) -> Result<(), ApiError> {
+        let source = source_key(source);
         let outcome = match &self.shared {
             Some(rates) => {
                 rates
-                    .sign_in_attempt(user, address, &self.sign_in_policy)
+                    .sign_in_attempt(user, source, &self.sign_in_policy)
                     .await?
             }
-            None => self.sign_ins.attempt(user, address),
+            None => self.sign_ins.attempt(user, source),
         };
         outcome.map_err(|retry_after| {
             self.metrics.refused(Refusal::AccountSignIns);
@@ -321,21 +317,21 @@ impl Limits {
     }
 
     /// The password was right: what this attempt counted is given back, and the failures of
-    /// this account from this address are forgiven (not those from elsewhere).
-    pub async fn signed_in(&self, user: &UserId, address: Option<IpAddr>) {
-        let address = address.map(address_key);
+    /// this account from this source are forgiven (not those from elsewhere).
+    pub async fn signed_in(&self, user: &UserId, source: Source) {
+        let source = source_key(source);
         match &self.shared {
             Some(rates) => {
                 // The sign-in itself succeeded; a database that cannot be asked now only
                 // leaves this attempt counted as a failure, which the ladder forgets in time.
                 if let Err(error) = rates
-                    .sign_in_succeeded(user, address, &self.sign_in_policy)
+                    .sign_in_succeeded(user, source, &self.sign_in_policy)
                     .await
                 {
                     tracing::warn!(%error, "cannot forgive the failed sign-ins of a right password");
                 }
             }
-            None => self.sign_ins.succeeded(user, address),
+            None => self.sign_ins.succeeded(user, source),
         }
     }
 }
@@ -411,6 +407,14 @@ fn address_key(address: IpAddr) -> IpAddr {
                 IpAddr::V6(std::net::Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
             }
         },
+    }
+}
+
+/// `source` with its address reduced to the unit the address limits cover.
+fn source_key(source: Source) -> Source {
+    match source {
+        Source::Address(address) => Source::Address(address.map(address_key)),
+        device @ Source::Device(_) => device,
     }
 }
 

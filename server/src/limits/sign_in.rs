@@ -18,6 +18,12 @@
 //!   ladder of before, plus its one spare attempt and the refill during the ladder's first
 //!   doublings (2.7 guesses in all with the defaults).
 //!
+//! - **A ladder per account and device, and no share of the account's budget,** for an
+//!   attempt that carries a device key the account was given at an earlier sign-in (OWASP's
+//!   "device cookies"). Many addresses emptying the account's budget then cannot keep the
+//!   owner out of a browser they signed in with before: its attempts meet only their own
+//!   ladder, as slow for a guesser who stole the key as one address is.
+//!
 //! The rules (`Policy`) work on plain state with times as durations since an epoch, so the
 //! same rules run on this server's memory (`SignIns`, times since the process started) and on
 //! rows shared by several servers (`SharedRates::sign_in_attempt`, times on the database's
@@ -39,6 +45,8 @@ pub type At = Duration;
 
 use chat_core::ids::UserId;
 use hashlink::LruCache;
+
+use crate::store::TokenHash;
 
 /// How many ladders, and how many account budgets, are kept at most. About 200 bytes an
 /// entry: 13 MB each when full.
@@ -64,8 +72,26 @@ pub struct SignIns {
 }
 
 struct State {
-    ladders: LruCache<(UserId, Option<IpAddr>), Ladder>,
+    ladders: LruCache<(UserId, Source), Ladder>,
     accounts: LruCache<UserId, Bucket>,
+}
+
+/// Where a sign-in attempt comes from, which says whose ladder it climbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A browser or app holding a device key of the account (its hash): its own ladder, and
+    /// the account's shared budget is not charged.
+    Device(TokenHash),
+    /// Anyone else, by the client's address (none when it is unknown): the address's ladder
+    /// and the account's shared budget.
+    Address(Option<IpAddr>),
+}
+
+impl Source {
+    /// Whether the attempt takes from the account's budget shared by every address.
+    pub fn shares_the_budget(self) -> bool {
+        matches!(self, Source::Address(_))
+    }
 }
 
 impl SignIns {
@@ -84,24 +110,33 @@ impl SignIns {
         self.started.elapsed()
     }
 
-    /// Refuses, with the wait, while the caller at `address` must wait for `user`'s account;
-    /// otherwise counts the attempt as failed in both budgets.
-    pub fn attempt(&self, user: &UserId, address: Option<IpAddr>) -> Result<(), Duration> {
+    /// Refuses, with the wait, while the caller from `source` must wait for `user`'s
+    /// account; otherwise counts the attempt as failed on its ladder and, for an address, in
+    /// the account's budget.
+    pub fn attempt(&self, user: &UserId, source: Source) -> Result<(), Duration> {
         let now = self.now();
         let mut state = self.state.lock();
         let State { ladders, accounts } = &mut *state;
-        let ladder = touch(ladders, (user.clone(), address), || Ladder::new(now));
-        let budget = touch(accounts, user.clone(), || self.policy.full_budget(now));
+        let ladder = touch(ladders, (user.clone(), source), || Ladder::new(now));
+        let budget = if source.shares_the_budget() {
+            Some(touch(accounts, user.clone(), || {
+                self.policy.full_budget(now)
+            }))
+        } else {
+            None
+        };
         self.policy.attempt(ladder, budget, now)
     }
 
-    /// The password was right: the attempt goes back into the account's budget and the
-    /// ladder of this address is forgiven.
-    pub fn succeeded(&self, user: &UserId, address: Option<IpAddr>) {
+    /// The password was right: the ladder of `source` is forgiven and what the attempt took
+    /// from the account's budget goes back.
+    pub fn succeeded(&self, user: &UserId, source: Source) {
         let now = self.now();
         let mut state = self.state.lock();
-        state.ladders.remove(&(user.clone(), address));
-        if let Some(budget) = state.accounts.get_mut(user) {
+        state.ladders.remove(&(user.clone(), source));
+        if source.shares_the_budget()
+            && let Some(budget) = state.accounts.get_mut(user)
+        {
             self.policy.give_back(budget, now);
         }
     }
@@ -151,19 +186,22 @@ impl Policy {
         Bucket::full(self.budget, now)
     }
 
-    /// Refuses, with the wait, while `ladder` must wait; otherwise takes from `budget` (or
-    /// refuses while it is empty) and counts a failure on `ladder`.
+    /// Refuses, with the wait, while `ladder` must wait; otherwise takes from `budget` if the
+    /// attempt shares the account's (or refuses while it is empty) and counts a failure on
+    /// `ladder`.
     pub fn attempt(
         &self,
         ladder: &mut Ladder,
-        budget: &mut Bucket,
+        budget: Option<&mut Bucket>,
         now: At,
     ) -> Result<(), Duration> {
         if ladder.is_forgotten(now, self.forget_after()) {
             *ladder = Ladder::new(now);
         }
         ladder.wait(now)?;
-        budget.take(self.budget, now)?;
+        if let Some(budget) = budget {
+            budget.take(self.budget, now)?;
+        }
         ladder.fail(now, self.free_failures, self.max_delay);
         Ok(())
     }
@@ -305,8 +343,8 @@ mod tests {
         UserId::parse(name).unwrap()
     }
 
-    fn address(text: &str) -> Option<IpAddr> {
-        Some(text.parse().unwrap())
+    fn address(text: &str) -> Source {
+        Source::Address(Some(text.parse().unwrap()))
     }
 
     #[test]
@@ -445,7 +483,10 @@ mod tests {
         let mut allowed = 0;
         for n in 0..100u8 {
             if sign_ins
-                .attempt(&alice, Some(IpAddr::from([198, 51, 100, n])))
+                .attempt(
+                    &alice,
+                    Source::Address(Some(IpAddr::from([198, 51, 100, n]))),
+                )
                 .is_ok()
             {
                 allowed += 1;
@@ -462,6 +503,36 @@ mod tests {
                 .attempt(&user("bob"), address("203.0.113.9"))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_device_of_the_account_climbs_its_own_ladder_beside_an_emptied_budget() {
+        let sign_ins = SignIns::new(Policy::new(2, Duration::from_secs(300)));
+        let alice = user("alice");
+        for n in 0..100u8 {
+            let _ = sign_ins.attempt(
+                &alice,
+                Source::Address(Some(IpAddr::from([198, 51, 100, n]))),
+            );
+        }
+        assert!(
+            sign_ins.attempt(&alice, address("203.0.113.9")).is_err(),
+            "budget empty"
+        );
+        let (laptop, phone) = (Source::Device([1; 32]), Source::Device([2; 32]));
+        // Two free failures, then the laptop's own ladder makes it wait; the phone's does not.
+        assert!(sign_ins.attempt(&alice, laptop).is_ok());
+        assert!(sign_ins.attempt(&alice, laptop).is_ok());
+        // (The ladder's 1 s less the moments since, not the budget's 300 s.)
+        let wait = sign_ins.attempt(&alice, laptop).unwrap_err();
+        assert!(wait > seconds(0.5) && wait <= seconds(1.0), "{wait:?}");
+        assert!(sign_ins.attempt(&alice, phone).is_ok());
+        // A right password on the phone forgives the phone, not the laptop, and gives nothing
+        // to the addresses (the phone took nothing from their budget).
+        sign_ins.succeeded(&alice, phone);
+        assert!(sign_ins.attempt(&alice, laptop).is_err());
+        assert!(sign_ins.attempt(&alice, address("203.0.113.9")).is_err());
+        assert!(sign_ins.attempt(&alice, phone).is_ok());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::client_address::TrustedProxies;
 use crate::config::SignUp;
 use crate::error::ApiError;
 use crate::limits::Limits;
+use crate::limits::sign_in::Source;
 
 pub struct AuthService {
     pub authenticator: Arc<Authenticator>,
@@ -64,13 +65,23 @@ impl Auth for AuthService {
             .turn()
             .await
             .inspect_err(|error| self.limits.count_refusal(error))?;
-        self.limits.sign_in_attempt(&user, address).await?;
+        // After the turn, like every other cost of an attempt: looking the device key up is
+        // a read.
+        let device = self
+            .authenticator
+            .device_of(&request.get_ref().device, &user)
+            .await?;
+        let source = match &device {
+            Some(device) => Source::Device(device.hash),
+            None => Source::Address(address),
+        };
+        self.limits.sign_in_attempt(&user, source).await?;
         let session = self
             .authenticator
-            .sign_in(turn, credentials)
+            .sign_in(turn, credentials, device)
             .await
             .inspect_err(|error| self.limits.count_refusal(error))?;
-        self.limits.signed_in(&user, address).await;
+        self.limits.signed_in(&user, source).await;
         Ok(Response::new(to_proto(session)))
     }
 
@@ -111,12 +122,13 @@ impl Auth for AuthService {
             .turn()
             .await
             .inspect_err(|error| self.limits.count_refusal(error))?;
-        self.limits.sign_in_attempt(&user, address).await?;
+        let source = Source::Address(address);
+        self.limits.sign_in_attempt(&user, source).await?;
         let session = self
             .authenticator
             .change_password(turn, user.clone(), change)
             .await?;
-        self.limits.signed_in(&user, address).await;
+        self.limits.signed_in(&user, source).await;
         Ok(Response::new(to_proto(session)))
     }
 }
@@ -126,5 +138,6 @@ fn to_proto(session: auth::Session) -> Session {
         user_id: session.user.to_string(),
         token: session.token,
         expires_at: session.expires_at,
+        device: session.device,
     }
 }

@@ -3,7 +3,8 @@
 //! or a session.
 //!
 //! What is kept: accounts with their password hashes (old passwords still sign in), tokens
-//! (signed-in clients stay signed in), chats with their public and internal ids, members, who
+//! (signed-in clients stay signed in), device keys (newest last, so the same ones stay the
+//! newest), chats with their public and internal ids, members, who
 //! left which chat (so they alone can come back), blocks, and
 //! messages with their ids, so every client's cursor (`after_id`, `before_id`) means the same
 //! message afterwards; changes to messages (`message_changes`, with their ids from the same
@@ -18,8 +19,8 @@
 //! already copied, so re-running after an interruption continues where it stopped. Accounts
 //! are copied again whole on each run (`ON CONFLICT … DO UPDATE`), so a password set or an
 //! account deactivated between two runs is what PostgreSQL ends with. The
-//! tables whose rows SQLite deletes are the exception: tokens (sign-out, expiry), chat
-//! members (Leave), departures (a rejoin) and blocks (Unblock) are each replaced as a whole in
+//! tables whose rows SQLite deletes are the exception: tokens (sign-out, expiry), device keys
+//! (a changed password, a newer sign-in), chat members (Leave), departures (a rejoin) and blocks (Unblock) are each replaced as a whole in
 //! one transaction, so a row deleted in SQLite between two runs does not survive in
 //! PostgreSQL: a revoked token stays revoked, a person who left stays out, an unblocked one
 //! stays unblocked.
@@ -82,6 +83,7 @@ pub async fn migrate_to_postgres(
 
     copy_accounts(&source, &target).await?;
     replace_tokens(&source, &mut target).await?;
+    replace_devices(&source, &mut target).await?;
     copy_chats(&source, &target).await?;
     replace_members(&source, &mut target).await?;
     replace_departures(&source, &mut target).await?;
@@ -95,6 +97,7 @@ pub async fn migrate_to_postgres(
     for table in [
         "accounts",
         "tokens",
+        "devices",
         "chats",
         "chat_members",
         "chat_departures",
@@ -208,6 +211,48 @@ async fn replace_tokens(source: &Connection, target: &mut Object) -> Result<(), 
     }
     tx.commit().await?;
     tracing::info!(copied, "tokens copied");
+    Ok(())
+}
+
+/// Replaces every device key in one transaction, like the tokens, in the order SQLite gave
+/// them, which the PostgreSQL identity keeps (the newest are those an account keeps).
+async fn replace_devices(source: &Connection, target: &mut Object) -> Result<(), StoreError> {
+    let tx = target.transaction().await?;
+    tx.execute("DELETE FROM devices", &[]).await?;
+    let insert = tx
+        .prepare(
+            "INSERT INTO devices (device_hash, user_id, created_at)
+             SELECT h, u, c FROM unnest($1::bytea[], $2::text[], $3::bigint[])
+                 WITH ORDINALITY AS d(h, u, c, n)
+             ORDER BY n",
+        )
+        .await?;
+    let mut page = source.prepare(
+        "SELECT rowid, device_hash, user_id, created_at FROM devices
+         WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+    )?;
+    let mut after = 0_i64;
+    let mut copied = 0;
+    loop {
+        let (mut hashes, mut users, mut created) = (Vec::new(), Vec::new(), Vec::<i64>::new());
+        let mut last = None;
+        let mut rows = page.query(rusqlite::params![after, BATCH])?;
+        while let Some(row) = rows.next()? {
+            last = Some(row.get::<_, i64>(0)?);
+            hashes.push(row.get::<_, Vec<u8>>(1)?);
+            users.push(row.get::<_, String>(2)?);
+            created.push(row.get(3)?);
+        }
+        drop(rows);
+        let Some(last) = last else {
+            break;
+        };
+        copied += hashes.len();
+        tx.execute(&insert, &[&hashes, &users, &created]).await?;
+        after = last;
+    }
+    tx.commit().await?;
+    tracing::info!(copied, "device keys copied");
     Ok(())
 }
 

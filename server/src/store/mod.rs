@@ -14,7 +14,6 @@ pub mod roster;
 pub mod sqlite;
 mod token_cache;
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -330,8 +329,13 @@ pub struct HistoryPage {
     pub has_more: bool,
 }
 
-/// The SHA-256 of a bearer token: tokens themselves are never stored.
+/// The SHA-256 of a bearer token or a device key: neither is ever stored itself.
 pub type TokenHash = [u8; 32];
+
+/// Device keys kept per account, the newest ones: a new sign-in past this forgets the device
+/// that signed in longest ago (it then shares the account's budget again until its next
+/// sign-in), so nobody can grow the table by signing in over and over.
+pub const DEVICES_PER_ACCOUNT: i64 = 20;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -446,25 +450,32 @@ pub trait Store: Send + Sync + 'static {
 
     async fn password_hash(&self, user: &UserId) -> Result<Option<String>, StoreError>;
 
+    /// Stores a new session's token and, with it, a new device key of `user` (see
+    /// `limits::sign_in`), keeping the newest [`DEVICES_PER_ACCOUNT`].
     async fn save_token(
         &self,
         token: TokenHash,
         user: &UserId,
         expires_at: i64,
+        device: Option<TokenHash>,
     ) -> Result<(), StoreError>;
 
     /// The owner of an unexpired, unrevoked token.
     async fn token_owner(&self, token: TokenHash, now: i64) -> Result<Option<UserId>, StoreError>;
+
+    /// The account a device key was given to, unless that account's password has changed
+    /// since or the key is no longer among its newest.
+    async fn device_owner(&self, device: TokenHash) -> Result<Option<UserId>, StoreError>;
 
     async fn revoke_token(&self, token: TokenHash) -> Result<(), StoreError>;
 
     /// Revokes every token of `user` ("sign out everywhere").
     async fn revoke_tokens_of(&self, user: &UserId) -> Result<(), StoreError>;
 
-    /// Replaces `user`'s password hash and revokes every token of the user, atomically, and
-    /// sets when the account was deactivated: `Some(now)` by `deactivate-account`, `None`
-    /// (active) by every other change of password, so `set-password` lets a deactivated
-    /// person in again.
+    /// Replaces `user`'s password hash and revokes every token and device key of the user,
+    /// atomically, and sets when the account was deactivated: `Some(now)` by
+    /// `deactivate-account`, `None` (active) by every other change of password, so
+    /// `set-password` lets a deactivated person in again.
     async fn set_password(
         &self,
         user: &UserId,
@@ -662,22 +673,22 @@ pub trait SharedRates: Send + Sync + 'static {
         burst: u32,
     ) -> Result<Result<(), Duration>, StoreError>;
 
-    /// `Policy::attempt` on the stored ladder of (`user`, `address`) and budget of `user`
-    /// (fresh ones when none is stored), both held for the decision so that attempts on
-    /// several servers at once are counted one after the other.
+    /// `Policy::attempt` on the stored ladder of (`user`, `source`) and, when the source
+    /// shares it, the budget of `user` (fresh ones when none is stored), held for the
+    /// decision so that attempts on several servers at once are counted one after the other.
     async fn sign_in_attempt(
         &self,
         user: &UserId,
-        address: Option<IpAddr>,
+        source: sign_in::Source,
         policy: &sign_in::Policy,
     ) -> Result<Result<(), Duration>, StoreError>;
 
-    /// A right password: forgets the ladder of (`user`, `address`) and gives the attempt back
-    /// to `user`'s budget.
+    /// A right password: forgets the ladder of (`user`, `source`) and gives the attempt back
+    /// to `user`'s budget if it took from it.
     async fn sign_in_succeeded(
         &self,
         user: &UserId,
-        address: Option<IpAddr>,
+        source: sign_in::Source,
         policy: &sign_in::Policy,
     ) -> Result<(), StoreError>;
 }

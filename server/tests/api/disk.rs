@@ -73,6 +73,7 @@ async fn an_unwritable_database_refuses_writes_with_unavailable_and_recovers() {
     let sign_up = within(server.auth().await.sign_up(Credentials {
         user_id: "carol".into(),
         password: PASSWORD.into(),
+        device: String::new(),
     }))
     .await;
     assert_eq!(sign_up.expect_err("sign-up").code(), Code::Unavailable);

@@ -159,8 +159,13 @@ fn encoded_request() -> SBoxedStrategy<Vec<u8>> {
     use prost::Message as _;
     let s = hostile_string;
     prop_oneof![
-        (s(), s()).prop_map(|(user_id, password)| {
-            proto::Credentials { user_id, password }.encode_to_vec()
+        (s(), s(), s()).prop_map(|(user_id, password, device)| {
+            proto::Credentials {
+                user_id,
+                password,
+                device,
+            }
+            .encode_to_vec()
         }),
         proptest::collection::vec(s(), 0..110)
             .prop_map(|user_ids| proto::NewRequest { user_ids }.encode_to_vec()),

@@ -835,6 +835,7 @@ pub fn credentials(user_id: &str, password: &str) -> Credentials {
     Credentials {
         user_id: user_id.to_owned(),
         password: password.to_owned(),
+        device: String::new(),
     }
 }
 

@@ -17,6 +17,7 @@ mod cluster_presence;
 mod connect;
 mod connections;
 mod crash;
+mod devices;
 mod disk;
 mod fuzz;
 mod grpc_web;

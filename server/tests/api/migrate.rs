@@ -1,12 +1,14 @@
 //! `chat-server migrate --to`: a populated SQLite data directory moves to PostgreSQL and a
 //! server started there carries on as if nothing happened: the same history with the same ids,
-//! a Stream resumed with a cursor from before the move, old passwords and old tokens (but not
-//! revoked ones), and old client ids still recognised as repeats. Runs in the PostgreSQL suite
+//! a Stream resumed with a cursor from before the move, old passwords, old tokens (but not
+//! revoked ones) and device keys, and old client ids still recognised as repeats. Runs in the PostgreSQL suite
 //! (it needs both an SQLite file and a PostgreSQL database).
 
 use std::time::Duration;
 
-use chat_core::proto::{EditRequest, ListRequest, NewRequest, ReactRequest, SignOutRequest};
+use chat_core::proto::{
+    Credentials, EditRequest, ListRequest, NewRequest, ReactRequest, SignOutRequest,
+};
 use tonic::Code;
 
 use crate::helpers::*;
@@ -59,7 +61,11 @@ async fn a_migrated_sqlite_directory_serves_from_postgresql_unchanged() {
     let mut sqlite = spawn_sqlite_process(&[]).await;
     let (_, alice) = signed_up(&sqlite, "alice").await;
     let (_, bob) = signed_up(&sqlite, "bob").await;
-    signed_up(&sqlite, "carol").await;
+    let carols_device = within(sqlite.auth().await.sign_up(credentials("carol", PASSWORD)))
+        .await
+        .expect("cannot sign carol up")
+        .into_inner()
+        .device;
     let signed_out = signed_up(&sqlite, "dave").await.1;
     within(
         sqlite
@@ -143,6 +149,8 @@ async fn a_migrated_sqlite_directory_serves_from_postgresql_unchanged() {
     for (table, expected) in [
         ("accounts", 4),
         ("tokens", 4),
+        // One from each sign-up and carol's sign-in; dave's went with his deactivation.
+        ("devices", 4),
         ("chats", 2),
         ("chat_members", 5),
         ("messages", 1206),
@@ -158,17 +166,17 @@ async fn a_migrated_sqlite_directory_serves_from_postgresql_unchanged() {
 
     let postgres = spawn_process_on(database, &[]).await;
     assert_eq!(full_history(&postgres, &alice, &pair).await, history);
-    // Carol signs in with her old password; her history of the group is unchanged.
-    let carol = within(
-        postgres
-            .auth()
-            .await
-            .sign_in(credentials("carol", PASSWORD)),
-    )
+    // Carol signs in with her old password and device key (still hers: the session keeps
+    // it rather than making a new one); her history of the group is unchanged.
+    let carol = within(postgres.auth().await.sign_in(Credentials {
+        device: carols_device.clone(),
+        ..credentials("carol", PASSWORD)
+    }))
     .await
     .expect("an old password no longer signs in")
-    .into_inner()
-    .token;
+    .into_inner();
+    assert_eq!(carol.device, carols_device, "the device key did not move");
+    let carol = carol.token;
     assert_eq!(full_history(&postgres, &carol, &group).await, group_history);
     // Bob's old token still works; Dave's revoked one does not.
     let bobs_chats = within(

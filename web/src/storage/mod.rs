@@ -1,6 +1,6 @@
 //! What the browser keeps in localStorage: the session, each user's outbox of unsent
-//! messages, and their drafts (what the composer of each chat holds, and the message it
-//! replies to). Storage can be missing
+//! messages, their drafts (what the composer of each chat holds, and the message it
+//! replies to), and their device key. Storage can be missing
 //! (private windows, disabled by policy) or full; the app then works without persistence.
 //!
 //! Every tab of the browser shares the outbox, so each message has a key of its own
@@ -232,6 +232,24 @@ pub fn save_reply(user: &str, chat: &str, quote: Option<&Quote>) {
             write(&key, &stored);
         }
         None => remove(&key),
+    }
+}
+
+/// The key of the device key the server gave `user` in this browser.
+fn device_key(user: &str) -> String {
+    format!("chat.device.{user}")
+}
+
+/// The device key `user`'s last session in this browser came with: kept after signing out
+/// (it signs nobody in), so that the next SignIn here gets a ladder of failed sign-ins of
+/// its own, whoever else guesses at the account.
+pub fn load_device(user: &str) -> Option<String> {
+    read(&device_key(user))
+}
+
+pub fn save_device(user: &str, device: &str) {
+    if !device.is_empty() {
+        write(&device_key(user), device);
     }
 }
 

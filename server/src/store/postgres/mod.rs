@@ -213,9 +213,14 @@ impl Store for PgStore {
         token: TokenHash,
         user: &UserId,
         expires_at: i64,
+        device: Option<TokenHash>,
     ) -> Result<(), StoreError> {
         let now = unix_now();
-        writes::save_token(&self.client().await?, &token, user, expires_at, now).await?;
+        let client = self.client().await?;
+        writes::save_token(&client, &token, user, expires_at, now).await?;
+        if let Some(device) = device {
+            writes::save_device(&client, &device, user, now).await?;
+        }
         // A token is only handed out after this returns, so nobody can have revoked it yet.
         let revocations = self.tokens.revocations();
         self.tokens
@@ -234,6 +239,10 @@ impl Store for PgStore {
                 .remember(token, &owner, expires_at, now, revocations);
             owner
         }))
+    }
+
+    async fn device_owner(&self, device: TokenHash) -> Result<Option<UserId>, StoreError> {
+        reads::device_owner(&self.client().await?, &device).await
     }
 
     // Each revocation is forgotten here once it has committed; the other servers forget it

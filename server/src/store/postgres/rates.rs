@@ -9,7 +9,6 @@
 //!   `sign_in::Policy` makes exactly as it does in one server's memory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +16,7 @@ use chat_core::ids::UserId;
 use deadpool_postgres::{Client, GenericClient, Pool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::limits::sign_in::{At, Bucket, Ladder, Policy};
+use crate::limits::sign_in::{At, Bucket, Ladder, Policy, Source};
 use crate::store::{SharedRates, StoreError};
 
 /// Rows whose budget has been full again this long are deleted (a full budget is the same
@@ -214,11 +213,16 @@ async fn store_budget(
     Ok(())
 }
 
-/// How a missing address is stored (a primary key column cannot be NULL).
-fn address_column(address: Option<IpAddr>) -> String {
-    address
-        .map(|address| address.to_string())
-        .unwrap_or_default()
+/// The `address` column of a source's ladder: the address, empty when it is unknown (a
+/// primary key column cannot be NULL), or `device ` and the device key's hash in hex, which
+/// no address looks like.
+fn source_column(source: Source) -> String {
+    match source {
+        Source::Address(address) => address
+            .map(|address| address.to_string())
+            .unwrap_or_default(),
+        Source::Device(hash) => format!("device {}", crate::auth::hex(&hash)),
+    }
 }
 
 fn seconds(at: At) -> f64 {
@@ -251,7 +255,7 @@ impl SharedRates for PgRates {
     async fn sign_in_attempt(
         &self,
         user: &UserId,
-        address: Option<IpAddr>,
+        source: Source,
         policy: &Policy,
     ) -> Result<Result<(), Duration>, StoreError> {
         let mut client = self.pool.get().await?;
@@ -260,7 +264,7 @@ impl SharedRates for PgRates {
         // for the disk, and after a database crash at worst a few failures are forgotten.
         tx.batch_execute("SET LOCAL synchronous_commit = off")
             .await?;
-        let address = address_column(address);
+        let address = source_column(source);
         // Each upsert leaves a fresh row where there was none and locks the row either way,
         // so two first attempts at once count one after the other instead of both starting
         // from nothing. Ladder first, then budget, in every transaction, so no two attempts
@@ -286,21 +290,25 @@ impl SharedRates for PgRates {
             last: at(row.try_get(2)?),
         };
         let now = at(row.try_get(3)?);
-        let fresh = policy.full_budget(now);
-        let row = tx
-            .query_one(
-                "INSERT INTO sign_in_budgets AS b (user_id, tokens, updated_at, forget_at)
-                 VALUES ($1, $2, $3, $3)
-                 ON CONFLICT (user_id) DO UPDATE SET tokens = b.tokens
-                 RETURNING tokens, updated_at",
-                &[&user.as_str(), &fresh.tokens, &seconds(fresh.updated)],
-            )
-            .await?;
-        let mut budget = Bucket {
-            tokens: row.try_get(0)?,
-            updated: at(row.try_get(1)?),
+        let mut budget = if source.shares_the_budget() {
+            let fresh = policy.full_budget(now);
+            let row = tx
+                .query_one(
+                    "INSERT INTO sign_in_budgets AS b (user_id, tokens, updated_at, forget_at)
+                     VALUES ($1, $2, $3, $3)
+                     ON CONFLICT (user_id) DO UPDATE SET tokens = b.tokens
+                     RETURNING tokens, updated_at",
+                    &[&user.as_str(), &fresh.tokens, &seconds(fresh.updated)],
+                )
+                .await?;
+            Some(Bucket {
+                tokens: row.try_get(0)?,
+                updated: at(row.try_get(1)?),
+            })
+        } else {
+            None
         };
-        let outcome = policy.attempt(&mut ladder, &mut budget, now);
+        let outcome = policy.attempt(&mut ladder, budget.as_mut(), now);
         if outcome.is_ok() {
             tx.execute(
                 "UPDATE sign_in_ladders
@@ -316,7 +324,9 @@ impl SharedRates for PgRates {
                 ],
             )
             .await?;
-            store_budget(&tx, user, &budget, policy).await?;
+            if let Some(budget) = &budget {
+                store_budget(&tx, user, budget, policy).await?;
+            }
         }
         tx.commit().await?;
         Ok(outcome)
@@ -325,7 +335,7 @@ impl SharedRates for PgRates {
     async fn sign_in_succeeded(
         &self,
         user: &UserId,
-        address: Option<IpAddr>,
+        source: Source,
         policy: &Policy,
     ) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
@@ -335,9 +345,13 @@ impl SharedRates for PgRates {
         let now = database_now(&tx).await?;
         tx.execute(
             "DELETE FROM sign_in_ladders WHERE user_id = $1 AND address = $2",
-            &[&user.as_str(), &address_column(address)],
+            &[&user.as_str(), &source_column(source)],
         )
         .await?;
+        if !source.shares_the_budget() {
+            tx.commit().await?;
+            return Ok(());
+        }
         let stored = tx
             .query_opt(
                 "SELECT tokens, updated_at FROM sign_in_budgets WHERE user_id = $1 FOR UPDATE",

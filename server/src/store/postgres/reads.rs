@@ -48,6 +48,18 @@ pub async fn token_owner(
         .transpose()
 }
 
+/// The account `device` was given to, while it keeps it.
+pub async fn device_owner(
+    client: &Client,
+    device: &TokenHash,
+) -> Result<Option<UserId>, StoreError> {
+    let statement = client
+        .prepare_cached("SELECT user_id FROM devices WHERE device_hash = $1")
+        .await?;
+    let row = client.query_opt(&statement, &[&device.as_slice()]).await?;
+    row.map(|row| stored_user(row.try_get(0)?)).transpose()
+}
+
 /// The row id of `chat` if `user` is one of its members. A missing chat and a foreign chat
 /// look the same from here on.
 pub async fn member_chat_row(

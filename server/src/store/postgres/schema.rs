@@ -377,6 +377,19 @@ $$;
 -- is active: New refuses a chat with it, `accounts` says so, `set-password` clears it.
 ALTER TABLE accounts ADD COLUMN deactivated_at BIGINT;
 ",
+    "
+-- Device keys (SHA-256 of each): given with a session, shown at the next sign-in to climb a
+-- failed-sign-in ladder of their own instead of sharing the account's budget with every
+-- address (limits::sign_in). Forgotten when the password changes. `id` orders them, newest
+-- last, for keeping the newest few.
+CREATE TABLE devices (
+    device_hash BYTEA PRIMARY KEY,
+    id          BIGINT GENERATED ALWAYS AS IDENTITY,
+    user_id     TEXT NOT NULL REFERENCES accounts(user_id),
+    created_at  BIGINT NOT NULL
+);
+CREATE INDEX devices_by_user ON devices(user_id, id);
+",
 ];
 
 /// The SQL of migration `version` (from 1). For the test of an upgrade, which builds an older

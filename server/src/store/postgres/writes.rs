@@ -8,7 +8,7 @@ use chat_core::requests::Members;
 use deadpool_postgres::{Client, GenericClient};
 
 use crate::store::decode::{member_key, stored_chat, stored_user};
-use crate::store::{StoreError, TokenHash};
+use crate::store::{DEVICES_PER_ACCOUNT, StoreError, TokenHash};
 
 /// The channel every revocation of tokens notifies, with the user id whose tokens went.
 pub const TOKENS_CHANNEL: &str = "chat_tokens";
@@ -55,6 +55,37 @@ pub async fn save_token(
     Ok(())
 }
 
+/// Gives `user` the device key `device`, forgetting the account's oldest past
+/// [`DEVICES_PER_ACCOUNT`], in one statement (whose `DELETE` sees the table as it was before
+/// the `INSERT`, so it keeps one fewer of the others).
+pub async fn save_device(
+    client: &Client,
+    device: &TokenHash,
+    user: &UserId,
+    now: i64,
+) -> Result<(), StoreError> {
+    let statement = client
+        .prepare_cached(
+            "WITH added AS (
+                 INSERT INTO devices (device_hash, user_id, created_at) VALUES ($1, $2, $3))
+             DELETE FROM devices WHERE user_id = $2 AND id NOT IN (
+                 SELECT id FROM devices WHERE user_id = $2 ORDER BY id DESC LIMIT $4)",
+        )
+        .await?;
+    client
+        .execute(
+            &statement,
+            &[
+                &device.as_slice(),
+                &user.as_str(),
+                &now,
+                &(DEVICES_PER_ACCOUNT - 1),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
 // Every revocation notifies `TOKENS_CHANNEL` with the owner's user id, in the statement that
 // deletes, so that the other servers' token caches forget that user's tokens once it commits.
 
@@ -89,8 +120,8 @@ async fn revoke_all_statement(
 }
 
 /// Replaces `user`'s password hash (and deactivation, see `Store::set_password`) and revokes
-/// all of the user's tokens in one transaction, so that whoever knew the old password keeps
-/// no session.
+/// all of the user's tokens and device keys in one transaction, so that whoever knew the old
+/// password keeps no session and no ladder of their own.
 pub async fn set_password(
     client: &mut Client,
     user: &UserId,
@@ -107,6 +138,8 @@ pub async fn set_password(
     if changed == 0 {
         return Err(StoreError::NoSuchAccount(user.clone()));
     }
+    tx.execute("DELETE FROM devices WHERE user_id = $1", &[&user.as_str()])
+        .await?;
     tx.execute(&revoke_all_statement(&tx).await?, &[&user.as_str()])
         .await?;
     tx.commit().await?;

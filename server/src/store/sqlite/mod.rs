@@ -112,12 +112,14 @@ impl Store for SqliteStore {
         token: TokenHash,
         user: &UserId,
         expires_at: i64,
+        device: Option<TokenHash>,
     ) -> Result<(), StoreError> {
         let owner = user.clone();
         self.write(|reply| WriteRequest::SaveToken {
             token,
             user: owner,
             expires_at,
+            device,
             reply,
         })
         .await?;
@@ -142,6 +144,12 @@ impl Store for SqliteStore {
                 .remember(token, &owner, expires_at, now, revocations);
             owner
         }))
+    }
+
+    async fn device_owner(&self, device: TokenHash) -> Result<Option<UserId>, StoreError> {
+        self.readers
+            .read(move |conn| reads::device_owner(conn, &device))
+            .await
     }
 
     async fn revoke_token(&self, token: TokenHash) -> Result<(), StoreError> {

@@ -46,6 +46,15 @@ pub fn token_owner(
         .transpose()
 }
 
+/// The account `device` was given to, while it keeps it.
+pub fn device_owner(conn: &Connection, device: &TokenHash) -> Result<Option<UserId>, StoreError> {
+    let owner: Option<String> = conn
+        .prepare_cached("SELECT user_id FROM devices WHERE device_hash = ?1")?
+        .query_row([device.as_slice()], |row| row.get(0))
+        .optional()?;
+    owner.map(|id| stored_user(&id)).transpose()
+}
+
 /// The row id of `chat` if `user` is one of its members. A missing chat and a foreign chat
 /// look the same from here on.
 pub fn member_chat_row(

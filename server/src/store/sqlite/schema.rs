@@ -197,6 +197,17 @@ END;
 -- is active: New refuses a chat with it, `accounts` says so, `set-password` clears it.
 ALTER TABLE accounts ADD COLUMN deactivated_at INTEGER;
 ",
+    "
+-- Device keys (SHA-256 of each): given with a session, shown at the next sign-in to climb a
+-- failed-sign-in ladder of their own instead of sharing the account's budget with every
+-- address (limits::sign_in). Forgotten when the password changes.
+CREATE TABLE devices (
+    device_hash BLOB PRIMARY KEY,
+    user_id     TEXT NOT NULL REFERENCES accounts(user_id),
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX devices_by_user ON devices(user_id, created_at);
+",
 ];
 
 /// The schema version this server reads and writes: the number of migrations.

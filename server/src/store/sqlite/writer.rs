@@ -48,6 +48,7 @@ pub enum WriteRequest {
         token: TokenHash,
         user: UserId,
         expires_at: i64,
+        device: Option<TokenHash>,
         reply: Reply<()>,
     },
     RevokeToken {
@@ -345,10 +346,15 @@ fn apply(
             token,
             user,
             expires_at,
+            device,
             reply,
         } => {
             let result = in_savepoint(tx, |conn| {
-                writes::save_token(conn, &token, &user, expires_at, now)
+                writes::save_token(conn, &token, &user, expires_at, now)?;
+                match device {
+                    Some(device) => writes::save_device(conn, &device, &user, now),
+                    None => Ok(()),
+                }
             });
             Applied::Unit(reply, result)
         }
@@ -589,6 +595,7 @@ mod tests {
             token: [1; 32],
             user: user("alice"),
             expires_at: 1,
+            device: None,
             reply,
         });
         commit(writer, vec![alice, bob, chat, token]);
@@ -617,6 +624,7 @@ mod tests {
             token: [2; 32],
             user: user("nobody"),
             expires_at: i64::MAX,
+            device: None,
             reply,
         });
         let (outsider, outsider_refused) = append("carol", &chat, "m2");

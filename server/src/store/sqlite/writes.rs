@@ -15,7 +15,9 @@ use super::rows::{
 };
 use crate::store::changes::{Change, MessageUpdate, plan};
 use crate::store::decode::member_key;
-use crate::store::{ReplyPreview, StoreError, StoredEvent, StoredMessage, TokenHash};
+use crate::store::{
+    DEVICES_PER_ACCOUNT, ReplyPreview, StoreError, StoredEvent, StoredMessage, TokenHash,
+};
 
 /// Chats whose row id and members the writer keeps in memory; past this it starts over.
 const CHAT_CACHE_MAX: usize = 16_384;
@@ -53,6 +55,27 @@ pub fn save_token(
     Ok(())
 }
 
+/// Gives `user` the device key `device`, forgetting the account's oldest past
+/// [`DEVICES_PER_ACCOUNT`].
+pub fn save_device(
+    conn: &Connection,
+    device: &TokenHash,
+    user: &UserId,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO devices (device_hash, user_id, created_at) VALUES (?1, ?2, ?3)",
+        params![device.as_slice(), user.as_str(), now],
+    )?;
+    conn.execute(
+        "DELETE FROM devices WHERE user_id = ?1 AND device_hash NOT IN (
+             SELECT device_hash FROM devices WHERE user_id = ?1
+             ORDER BY created_at DESC, rowid DESC LIMIT ?2)",
+        params![user.as_str(), DEVICES_PER_ACCOUNT],
+    )?;
+    Ok(())
+}
+
 pub fn revoke_token(conn: &Connection, token: &TokenHash) -> Result<(), StoreError> {
     conn.execute(
         "DELETE FROM tokens WHERE token_hash = ?1",
@@ -67,7 +90,8 @@ pub fn revoke_tokens_of(conn: &Connection, user: &UserId) -> Result<(), StoreErr
 }
 
 /// Replaces `user`'s password hash (and deactivation, see `Store::set_password`) and revokes
-/// all of the user's tokens, so that whoever knew the old password keeps no session.
+/// all of the user's tokens and device keys, so that whoever knew the old password keeps no
+/// session and no ladder of their own.
 pub fn set_password(
     conn: &Connection,
     user: &UserId,
@@ -81,6 +105,7 @@ pub fn set_password(
     if changed == 0 {
         return Err(StoreError::NoSuchAccount(user.clone()));
     }
+    conn.execute("DELETE FROM devices WHERE user_id = ?1", [user.as_str()])?;
     revoke_tokens_of(conn, user)
 }
 
