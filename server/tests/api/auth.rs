@@ -261,6 +261,10 @@ async fn passwords_and_tokens_appear_in_no_log_and_no_database_file() {
         .await
         .expect("sign in")
         .into_inner();
+    assert!(
+        !signed_in.device.is_empty(),
+        "a session comes with a device key"
+    );
     let refused = within(auth.sign_in(credentials("alice", wrong))).await;
     assert_eq!(
         refused.expect_err("wrong password").code(),
@@ -305,6 +309,7 @@ async fn passwords_and_tokens_appear_in_no_log_and_no_database_file() {
             (wrong, "a wrong password"),
             (signed_up.token.as_str(), "a revoked token"),
             (signed_in.token.as_str(), "a live token"),
+            (signed_in.device.as_str(), "a device key"),
         ] {
             assert!(!contains(bytes, secret), "{what} is in {name}");
         }
