@@ -1,7 +1,8 @@
 // Guesses at Alice's password from many addresses empty her account's shared sign-in budget,
 // and then everyone without a device key waits. The browser Alice signed in with before keeps
 // the device key its session came with (after signing out, too) and shows it at SignIn: she
-// gets in at once. A browser she never used waits, with the reason on the page. The server
+// gets in at once, and can change her password, which takes the same check. A browser she
+// never used waits, with the reason on the page. The server
 // believes the test's X-Forwarded-For (`--trusted-proxies 127.0.0.1`), so each guess comes
 // from an address of its own. Run it with e2e/run.sh.
 
@@ -13,6 +14,7 @@ import { encodeStrings, frame, grpcWebHeaders, readGrpcWebReply } from './grpc_w
 import { serverAndBrowser } from './server.mjs';
 
 const PASSWORD = 'correct horse battery';
+const NEW_PASSWORD = 'correct horse battery staple';
 /** With 2 free failures and 30 s as the longest wait, the budget holds 2 + 5 + 1 guesses. */
 const BUDGET = 8;
 
@@ -28,11 +30,11 @@ async function signInFrom(url, address, user, password) {
   return readGrpcWebReply(body, (name) => response.headers.get(name));
 }
 
-/** Fills the sign-in form as `user` and presses "Sign in". */
-async function signIn(user) {
+/** Fills the sign-in form as `user` with `password` and presses "Sign in". */
+async function signIn(user, password) {
   user.note(`[test] sign in as ${user.name}`);
   await user.page.getByLabel('Username', { exact: true }).fill(user.name);
-  await user.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await user.page.getByLabel('Password', { exact: true }).fill(password);
   await user.button('Sign in').click();
 }
 
@@ -74,14 +76,32 @@ describe('the browser someone signed in with before is not kept out by guesses f
   });
 
   step('her own browser signs her in at once', async () => {
-    await signIn(alice);
+    await signIn(alice, PASSWORD);
     await alice.button('New chat').waitFor();
     assert.deepEqual(alice.pageErrors, [], "uncaught errors in Alice's page");
   });
 
+  step('her own browser changes her password, and keeps the new key', async () => {
+    const before = await alice.page.evaluate(() => localStorage.getItem('chat.device.alice'));
+    await alice.page.locator('summary', { hasText: 'Account' }).click();
+    await alice.page.getByLabel('Current password').fill(PASSWORD);
+    await alice.page.getByLabel('New password').fill(NEW_PASSWORD);
+    await alice.button('Change password').click();
+    await alice.page
+      .getByRole('status')
+      .filter({ hasText: 'Your password was changed' })
+      .waitFor();
+    const after = await alice.page.evaluate(() => localStorage.getItem('chat.device.alice'));
+    assert.match(after ?? '', /^[0-9a-f]{64}$/);
+    assert.notEqual(after, before, 'the change gives a new device key');
+    // The budget is still empty: a browser without the key still waits.
+    const { status } = await signInFrom(suite.server.url, '203.0.113.9', 'alice', NEW_PASSWORD);
+    assert.equal(status, '8');
+  });
+
   step('a browser she never used waits, and says why', async () => {
     aliceElsewhere = await ChatUser.open(suite.browser, suite.server.url, 'alice');
-    await signIn(aliceElsewhere);
+    await signIn(aliceElsewhere, NEW_PASSWORD);
     await aliceElsewhere.page
       .getByRole('alert')
       .filter({ hasText: 'for this account' })

@@ -77,10 +77,13 @@ require_chromium() {
 # a policy-rc.d that says no keeps a system nginx from taking port 80 (and the install from
 # failing where port 80 is taken).
 require_nginx() {
-    if [ -x /usr/sbin/nginx ] && command -v openssl >/dev/null 2>&1; then
+    # With its stream module, for the e2e test of a layer-4 load balancer
+    # (e2e/proxy_protocol.test.mjs).
+    if [ -x /usr/sbin/nginx ] && [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] \
+        && command -v openssl >/dev/null 2>&1; then
         return
     fi
-    log "installing nginx and openssl from Debian's packages"
+    log "installing nginx, its stream module and openssl from Debian's packages"
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update
@@ -91,7 +94,7 @@ require_nginx() {
         $sudo chmod +x "$policy"
         own_policy=1
     fi
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends nginx openssl \
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends nginx libnginx-mod-stream openssl \
         || { [ -z "$own_policy" ] || $sudo rm -f "$policy"; return 1; }
     [ -z "$own_policy" ] || $sudo rm -f "$policy"
 }

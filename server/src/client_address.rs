@@ -13,7 +13,9 @@
 use std::fmt;
 use std::net::IpAddr;
 
-/// The proxies whose `X-Forwarded-For` is believed: single addresses and networks.
+/// The proxies whose word on a client's address is believed, single addresses and networks:
+/// those of `--trusted-proxies` (their `X-Forwarded-For`) and of `--proxy-protocol-from`
+/// (their PROXY protocol header, read by the transport).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<Network>);
 

@@ -147,6 +147,14 @@ pub struct Settings {
     #[arg(long, env = "CHAT_TRUSTED_PROXIES", value_parser = TrustedProxies::parse)]
     pub trusted_proxies: Option<TrustedProxies>,
 
+    /// Load balancers that pass TCP through (layer 4, such as HAProxy in TCP mode or a cloud
+    /// network load balancer) and begin each connection with a PROXY protocol header (version
+    /// 1 or 2) naming the client: addresses and networks, comma-separated. The client it
+    /// names is the connection's address for every per-address limit and cap. A connection
+    /// from them without a valid header is closed; nobody else's header is read.
+    #[arg(long, env = "CHAT_PROXY_PROTOCOL_FROM", value_parser = TrustedProxies::parse)]
+    pub proxy_protocol_from: Option<TrustedProxies>,
+
     /// Seconds between checks of the token of each open Stream and Connect call: a token
     /// revoked by another server sharing the database (or expired) ends the call with
     /// UNAUTHENTICATED within this long. A revocation on the same server ends it at once.
@@ -354,10 +362,8 @@ impl Settings {
             first_request_timeout: Duration::from_secs(self.first_request_timeout_secs),
             http1_idle_timeout: Duration::from_secs(self.http1_idle_timeout_secs),
             max_connections_per_address: count(self.max_connections_per_address),
-            uncapped: match self.trusted_proxies.clone() {
-                Some(proxies) => Arc::new(move |peer| proxies.trusts(peer)),
-                None => Arc::new(|_| false),
-            },
+            uncapped: peers(self.trusted_proxies.clone()),
+            proxy_protocol_from: peers(self.proxy_protocol_from.clone()),
             max_connections: count(self.max_connections),
         }
     }
@@ -374,5 +380,13 @@ impl Settings {
             sign_in_per_address_per_minute: unless_zero(self.sign_in_per_address_per_minute),
             sign_out_per_address_per_minute: unless_zero(self.sign_out_per_address_per_minute),
         }
+    }
+}
+
+/// The peers among `networks` (none when unset).
+fn peers(networks: Option<TrustedProxies>) -> chat_transport::Peers {
+    match networks {
+        Some(networks) => Arc::new(move |peer| networks.trusts(peer)),
+        None => Arc::new(|_| false),
     }
 }

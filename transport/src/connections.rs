@@ -26,7 +26,8 @@ use tokio::time::Sleep;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::serve::Uncapped;
+use crate::proxy_protocol::{self, Header};
+use crate::serve::Peers;
 use crate::tls::{Tls, TlsStream};
 
 /// Connections accepted (and past their handshake) that wait for the server to take them.
@@ -40,7 +41,10 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) struct ConnectionLimits {
     pub per_address: usize,
     /// Peers `per_address` does not cap (trusted reverse proxies).
-    pub uncapped: Uncapped,
+    pub uncapped: Peers,
+    /// Peers whose connections begin with a PROXY protocol header naming the client, which
+    /// the caps (and everything after them) then count as the connection's peer.
+    pub proxy_protocol: Peers,
     pub total: usize,
     /// From accept to the first request (the TLS handshake included).
     pub first_request_timeout: Duration,
@@ -55,6 +59,8 @@ pub(crate) struct ConnectionLimits {
 pub(crate) struct Registry {
     open: Mutex<Open>,
     refusals: Refusals,
+    /// Load balancers' connections closed for their PROXY protocol header.
+    bad_headers: Refusals,
 }
 
 #[derive(Default)]
@@ -99,6 +105,20 @@ struct Refusals {
     last_logged: Mutex<Option<Instant>>,
 }
 
+impl Refusals {
+    /// Counts one; when it is time for a log line (the first, then at most one per
+    /// [`REFUSAL_LOG_INTERVAL`]), how many it is to report.
+    fn count(&self) -> Option<u64> {
+        let count = self.since_logged.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_logged.lock();
+        if last.is_some_and(|at| at.elapsed() < REFUSAL_LOG_INTERVAL) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        Some(self.since_logged.swap(0, Ordering::Relaxed).max(count))
+    }
+}
+
 impl Registry {
     /// Records that the connection from `peer` made a request (which lifts its first-request
     /// deadline) of this HTTP `version`; the connection counts the call as open until the
@@ -126,6 +146,10 @@ impl Registry {
             Some("open connections")
         } else if from_there >= limits.per_address && !(limits.uncapped)(peer.ip()) {
             Some("open connections from one address")
+        } else if open.calls.contains_key(&peer) {
+            // Never two TCP connections at once, but a load balancer may name one client
+            // twice (two load balancers, or a lie): the calls of each must stay their own.
+            Some("one client address and port named twice")
         } else {
             None
         };
@@ -146,20 +170,27 @@ impl Registry {
         })
     }
 
+    /// Counts a load balancer's connection closed for its PROXY protocol header (missing,
+    /// malformed or late: a load balancer not set to send it, most likely) and logs it, as
+    /// [`Registry::refused`] does.
+    fn bad_header(&self, peer: SocketAddr, problem: &dyn std::fmt::Display) {
+        if let Some(closed) = self.bad_headers.count() {
+            tracing::warn!(
+                %peer,
+                %problem,
+                closed,
+                "closing a connection from a --proxy-protocol-from peer: it must begin with a \
+                 PROXY protocol header (version 1 or 2)"
+            );
+        }
+    }
+
     /// Counts a refusal and logs it, at most once per [`REFUSAL_LOG_INTERVAL`], with how many
     /// were refused since the last line.
     fn refused(&self, cap: &str, address: IpAddr, limits: &ConnectionLimits) {
-        let count = self.refusals.since_logged.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self.refusals.last_logged.lock();
-        if last.is_some_and(|at| at.elapsed() < REFUSAL_LOG_INTERVAL) {
+        let Some(refused) = self.refusals.count() else {
             return;
-        }
-        *last = Some(Instant::now());
-        let refused = self
-            .refusals
-            .since_logged
-            .swap(0, Ordering::Relaxed)
-            .max(count);
+        };
         tracing::warn!(
             cap,
             %address,
@@ -229,45 +260,83 @@ pub(crate) fn incoming(
                     continue;
                 }
             };
+            // Small gRPC frames must not wait for Nagle's algorithm (40 ms against delayed
+            // ACKs).
+            let _ = tcp.set_nodelay(true);
+            let deadline = Box::pin(tokio::time::sleep(limits.first_request_timeout));
+            if (limits.proxy_protocol)(peer.ip()) {
+                // Read off the accepting loop, so a load balancer slow to send its header
+                // holds up no other connection; the first-request deadline bounds it.
+                let (tls, ready, limits) = (tls.clone(), ready.clone(), limits.clone());
+                let registry = Arc::clone(&registry);
+                tokio::spawn(async move {
+                    let (mut tcp, mut deadline) = (tcp, deadline);
+                    let header = tokio::select! {
+                        header = proxy_protocol::read_header(&mut tcp) => header,
+                        () = &mut deadline => {
+                            registry.bad_header(peer, &"no header before the deadline");
+                            return;
+                        }
+                    };
+                    let client = match header {
+                        Ok(Header::Proxied(client)) => client,
+                        Ok(Header::Local) => peer,
+                        Err(error) => return registry.bad_header(peer, &error),
+                    };
+                    // Over a cap: dropped here, before a byte of the client's is read.
+                    if let Some(slot) = registry.admit(client, &limits) {
+                        let _ = hand_over(tcp, slot, deadline, tls, &ready, &limits).await;
+                    }
+                });
+                continue;
+            }
             // Over a cap: dropped here, which closes it before a byte is read.
             let Some(slot) = registry.admit(peer, &limits) else {
                 continue;
             };
-            // Small gRPC frames must not wait for Nagle's algorithm (40 ms against delayed
-            // ACKs).
-            let _ = tcp.set_nodelay(true);
-            let deadline = tokio::time::sleep(limits.first_request_timeout);
-            match &tls {
-                None => {
-                    let connection =
-                        Connection::new(Io::Plain(tcp), slot, Box::pin(deadline), &limits);
-                    if ready.send(Ok(connection)).await.is_err() {
-                        return;
-                    }
-                }
-                // Handshakes run concurrently, so a client that never finishes its own holds
-                // up nobody; the first-request deadline bounds it too.
-                Some(tls) => {
-                    let (tls, ready, limits) = (tls.clone(), ready.clone(), limits.clone());
-                    tokio::spawn(async move {
-                        let mut deadline = Box::pin(deadline);
-                        tokio::select! {
-                            handshake = tls.accept(tcp) => match handshake {
-                                Ok(stream) => {
-                                    let io = Io::Tls(Box::new(stream));
-                                    let connection = Connection::new(io, slot, deadline, &limits);
-                                    let _ = ready.send(Ok(connection)).await;
-                                }
-                                Err(error) => tracing::debug!(%error, "TLS handshake failed"),
-                            },
-                            () = &mut deadline => tracing::debug!("TLS handshake timed out"),
-                        }
-                    });
-                }
+            if hand_over(tcp, slot, deadline, tls.clone(), &ready, &limits)
+                .await
+                .is_err()
+            {
+                return;
             }
         }
     });
     ReceiverStream::new(connections)
+}
+
+/// Gives a connection admitted under the caps to the server: at once when it is plain, after
+/// its TLS handshake otherwise. Handshakes run concurrently, so a client that never finishes
+/// its own holds up nobody; `deadline` (the first request's) bounds it too. `Err` when the
+/// server no longer takes connections.
+async fn hand_over(
+    tcp: TcpStream,
+    slot: Slot,
+    deadline: Pin<Box<Sleep>>,
+    tls: Option<Tls>,
+    ready: &mpsc::Sender<Result<Connection, std::io::Error>>,
+    limits: &ConnectionLimits,
+) -> Result<(), ()> {
+    let Some(tls) = tls else {
+        let connection = Connection::new(Io::Plain(tcp), slot, deadline, limits);
+        return ready.send(Ok(connection)).await.map_err(drop);
+    };
+    let (ready, limits) = (ready.clone(), limits.clone());
+    tokio::spawn(async move {
+        let mut deadline = deadline;
+        tokio::select! {
+            handshake = tls.accept(tcp) => match handshake {
+                Ok(stream) => {
+                    let io = Io::Tls(Box::new(stream));
+                    let connection = Connection::new(io, slot, deadline, &limits);
+                    let _ = ready.send(Ok(connection)).await;
+                }
+                Err(error) => tracing::debug!(%error, "TLS handshake failed"),
+            },
+            () = &mut deadline => tracing::debug!("TLS handshake timed out"),
+        }
+    });
+    Ok(())
 }
 
 enum Io {
@@ -340,8 +409,13 @@ impl Connection {
 impl Connected for Connection {
     type ConnectInfo = TcpConnectInfo;
 
+    /// The peer is the client: the TCP peer, or the client a load balancer named in its PROXY
+    /// protocol header.
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.tcp().connect_info()
+        TcpConnectInfo {
+            local_addr: self.tcp().local_addr().ok(),
+            remote_addr: Some(self.slot.peer),
+        }
     }
 }
 

@@ -8,8 +8,9 @@
 //!   unknown gRPC paths, CORS for browsers.
 //! - [`serve`]: tonic's HTTP server with the project's settings and limits ([`Options`]), on
 //!   a listener, plain or TLS (`tls`), until a shutdown future ends; `connections` accepts,
-//!   caps connections per address and in all, and closes those that ask nothing in time and
-//!   HTTP/1.1 ones idle too long between calls; `deadline` ends a call whose response has not
+//!   reads the client's address from a load balancer's PROXY protocol header
+//!   (`proxy_protocol`), caps connections per address and in all, and closes those that ask
+//!   nothing in time and HTTP/1.1 ones idle too long between calls; `deadline` ends a call whose response has not
 //!   started in time with DEADLINE_EXCEEDED.
 //! - [`shutdown_signal`]: Ctrl-C or SIGTERM; [`unix_now`]: the clock of every wire timestamp.
 //! - [`client`]: a gRPC-web client over hyper, as a browser speaks it, for the tests and the
@@ -24,6 +25,7 @@ mod deadline;
 mod files;
 mod listen;
 mod page;
+mod proxy_protocol;
 mod router;
 mod serve;
 mod shutdown;
@@ -32,6 +34,6 @@ mod tls;
 pub use clock::unix_now;
 pub use listen::{ACCEPT_QUEUE, listen};
 pub use router::{GrpcServices, PortService, WebUi, router};
-pub use serve::{Options, Uncapped, serve};
+pub use serve::{Options, Peers, serve};
 pub use shutdown::shutdown_signal;
 pub use tls::{Tls, TlsError};

@@ -47,13 +47,17 @@ pub struct Options {
     /// Peers that `max_connections_per_address` does not cap: the server's trusted reverse
     /// proxies, each of whose connections carries another client. `max_connections` still
     /// counts them.
-    pub uncapped: Uncapped,
+    pub uncapped: Peers,
+    /// Load balancers whose connections begin with a PROXY protocol header (version 1 or 2,
+    /// `proxy_protocol`) naming the client, which everything then counts as the connection's
+    /// peer (the caps, `Request::remote_addr`); from them a connection without one is closed.
+    pub proxy_protocol_from: Peers,
     /// Connections open at once in all.
     pub max_connections: usize,
 }
 
-/// Whether a peer's address is free of the per-address connection cap.
-pub type Uncapped = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+/// Which peers, by address, something applies to.
+pub type Peers = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
 impl Default for Options {
     fn default() -> Self {
@@ -67,6 +71,7 @@ impl Default for Options {
             http1_idle_timeout: Duration::from_secs(20),
             max_connections_per_address: 256,
             uncapped: Arc::new(|_| false),
+            proxy_protocol_from: Arc::new(|_| false),
             max_connections: 10_000,
         }
     }
@@ -84,6 +89,7 @@ pub async fn serve(
     let limits = ConnectionLimits {
         per_address: options.max_connections_per_address,
         uncapped: options.uncapped,
+        proxy_protocol: options.proxy_protocol_from,
         total: options.max_connections,
         first_request_timeout: options.first_request_timeout,
         http1_idle_timeout: options.http1_idle_timeout,

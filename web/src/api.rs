@@ -104,6 +104,8 @@ pub struct Session {
 pub struct Api {
     base_url: String,
     token: Option<String>,
+    /// The signed-in user's device key in this browser, for ChangePassword.
+    device: String,
 }
 
 /// The live feed of every chat of the user.
@@ -130,6 +132,7 @@ impl Api {
         Self {
             base_url,
             token: None,
+            device: String::new(),
         }
     }
 
@@ -147,6 +150,7 @@ impl Api {
         Self {
             base_url: self.base_url.clone(),
             token: Some(session.token.clone()),
+            device: crate::storage::load_device(&session.user_id).unwrap_or_default(),
         }
     }
 
@@ -206,6 +210,7 @@ impl Api {
         let request = proto::ChangePasswordRequest {
             old_password: old_password.to_owned(),
             new_password: new_password.to_owned(),
+            device: self.device.clone(),
         };
         let session = self
             .unary::<proto::Session>("/chat.Auth/ChangePassword", &request, true)

@@ -2,6 +2,7 @@
 //! [`crate::auth::Authenticator`], with the limits of [`crate::limits::Limits`] in front of the
 //! password hashing and of SignOut's token lookup.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use chat_core::proto::auth_server::Auth;
@@ -71,10 +72,7 @@ impl Auth for AuthService {
             .authenticator
             .device_of(&request.get_ref().device, &user)
             .await?;
-        let source = match &device {
-            Some(device) => Source::Device(device.hash),
-            None => Source::Address(address),
-        };
+        let source = source_of(device.as_ref(), address);
         self.limits.sign_in_attempt(&user, source).await?;
         let session = self
             .authenticator
@@ -122,7 +120,11 @@ impl Auth for AuthService {
             .turn()
             .await
             .inspect_err(|error| self.limits.count_refusal(error))?;
-        let source = Source::Address(address);
+        let device = self
+            .authenticator
+            .device_of(&request.get_ref().device, &user)
+            .await?;
+        let source = source_of(device.as_ref(), address);
         self.limits.sign_in_attempt(&user, source).await?;
         let session = self
             .authenticator
@@ -130,6 +132,15 @@ impl Auth for AuthService {
             .await?;
         self.limits.signed_in(&user, source).await;
         Ok(Response::new(to_proto(session)))
+    }
+}
+
+/// Whose ladder an attempt to check a password climbs: the device key's, when the call showed
+/// one the account holds, else the address's.
+fn source_of(device: Option<&auth::Device>, address: Option<IpAddr>) -> Source {
+    match device {
+        Some(device) => Source::Device(device.hash),
+        None => Source::Address(address),
     }
 }
 

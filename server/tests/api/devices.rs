@@ -186,7 +186,7 @@ async fn a_malformed_device_key_is_refused_with_a_sentence_on_both_transports() 
 }
 
 #[tokio::test]
-async fn a_changed_password_forgets_every_device_key_of_the_account_and_gives_a_new_one() {
+async fn a_password_change_from_a_known_device_gets_through_and_forgets_every_other_key() {
     let app = spawn_app_with(&SETTINGS).await;
     signed_up(&app, "alice").await;
     let mut laptop = app.auth_from(address(2)).await;
@@ -194,25 +194,54 @@ async fn a_changed_password_forgets_every_device_key_of_the_account_and_gives_a_
         .await
         .expect("signs in")
         .into_inner();
-    let new_password = "a new password, long enough";
-    let changed = within(app.auth_from(address(3)).await.change_password(authed(
-        &old.token,
-        ChangePasswordRequest {
-            old_password: PASSWORD.to_owned(),
-            new_password: new_password.to_owned(),
-        },
-    )))
+    // A second device of hers, which the change must sign out of its key too.
+    let phone = within(
+        app.auth_from(address(4))
+            .await
+            .sign_in(credentials("alice", PASSWORD)),
+    )
     .await
-    .expect("changes the password")
+    .expect("signs in")
     .into_inner();
+    empty_the_budget(&app, "alice").await;
+
+    // Checking the old password is a sign-in attempt: without a key it waits for the budget,
+    // with the laptop's it climbs the laptop's ladder and goes through.
+    let new_password = "a new password, long enough";
+    let change = |device: &str| {
+        authed(
+            &old.token,
+            ChangePasswordRequest {
+                old_password: PASSWORD.to_owned(),
+                new_password: new_password.to_owned(),
+                device: device.to_owned(),
+            },
+        )
+    };
+    let status = within(laptop.change_password(change("")))
+        .await
+        .expect_err("no key: the budget is empty");
+    assert!(budget_wait(&status) > Duration::from_secs(5), "{status:?}");
+    let changed = within(laptop.change_password(change(&old.device)))
+        .await
+        .expect("the laptop's key gets the change through")
+        .into_inner();
     assert!(is_device_key(&changed), "{:?}", changed.device);
     assert_ne!(changed.device, old.device);
 
-    empty_the_budget(&app, "alice").await;
-    let status = within(laptop.sign_in(with_device("alice", new_password, &old.device)))
-        .await
-        .expect_err("the old key is forgotten");
-    assert!(budget_wait(&status) > Duration::from_secs(5), "{status:?}");
+    // Every earlier key is forgotten, the laptop's own and the phone's; the new one works.
+    for (what, key) in [
+        ("the laptop's old key", &old.device),
+        ("the phone's key", &phone.device),
+    ] {
+        let status = within(laptop.sign_in(with_device("alice", new_password, key)))
+            .await
+            .expect_err(what);
+        assert!(
+            budget_wait(&status) > Duration::from_secs(5),
+            "{what}: {status:?}"
+        );
+    }
     within(laptop.sign_in(with_device("alice", new_password, &changed.device)))
         .await
         .expect("the key of the new session");

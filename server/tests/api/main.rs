@@ -33,6 +33,7 @@ mod ops;
 mod pg_faults;
 mod pg_restart;
 mod presence;
+mod proxy_protocol;
 mod quotas;
 mod read_state;
 mod reply;

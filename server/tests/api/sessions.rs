@@ -370,6 +370,7 @@ async fn changing_the_password_checks_the_old_one_and_signs_every_other_session_
     let change = |old: &str| ChangePasswordRequest {
         old_password: old.into(),
         new_password: new_password.into(),
+        device: String::new(),
     };
 
     let wrong = within(
@@ -386,6 +387,7 @@ async fn changing_the_password_checks_the_old_one_and_signs_every_other_session_
         ChangePasswordRequest {
             old_password: PASSWORD.into(),
             new_password: "short".into(),
+            device: String::new(),
         },
     )))
     .await
