@@ -2,8 +2,9 @@
 //! (rcgen): the native client speaks gRPC over HTTP/2 (ALPN h2) and every call works; an
 //! HTTP/1.1-only client gets the UI; a client that does not trust the certificate, or speaks
 //! plain HTTP, gets nothing; half a handshake, or a handshake and silence, is closed after the
-//! first-request deadline; a missing key stops the server at start-up with a clear error; and
-//! a renewed certificate is taken on SIGHUP without a restart (a half-written one is not).
+//! first-request deadline; a missing key stops the server at start-up with a clear error; a
+//! renewed certificate is taken on SIGHUP without a restart (a half-written one is not); and
+//! behind a load balancer that passes TLS through, its PROXY protocol header comes first.
 
 use std::io;
 use std::net::SocketAddr;
@@ -209,6 +210,72 @@ async fn http1_clients_get_the_ui_and_untrusting_or_plain_clients_get_nothing() 
     assert!(
         plain.is_err(),
         "a cleartext call was answered on the TLS port"
+    );
+}
+
+/// A layer-4 load balancer at 127.0.0.2 passing TLS through: it writes the PROXY protocol
+/// header (version 1, naming `client`, unless `None`), then the client's handshake follows.
+async fn handshake_through_a_load_balancer(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+    client: Option<&str>,
+) -> io::Result<TlsStream<TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 2], 0)))?;
+    let mut tcp = socket.connect(addr).await?;
+    if let Some(client) = client {
+        let header = format!("PROXY TCP4 {client} 127.0.0.1 40000 {}\r\n", addr.port());
+        tcp.write_all(header.as_bytes()).await?;
+    }
+    let name = ServerName::try_from("localhost").expect("a valid name");
+    connector.connect(name, tcp).await
+}
+
+#[tokio::test]
+async fn a_load_balancer_passing_tls_through_sends_its_header_before_the_handshake() {
+    let (app, certificate, _dir) = spawn_https(&[
+        "--proxy-protocol-from",
+        "127.0.0.2",
+        "--max-connections-per-address",
+        "1",
+    ])
+    .await;
+    let connector = tls_client(Some(&certificate.der), &[b"http/1.1"]);
+    // The header, then TLS. (The server takes the client's place under the caps before the
+    // handshake, so a finished handshake holds it.)
+    let held = within(handshake_through_a_load_balancer(
+        &connector,
+        app.addr,
+        Some("198.51.100.7"),
+    ))
+    .await
+    .expect("a handshake after the header");
+    // That is 198.51.100.7's one connection: a second of the same client is refused before
+    // its handshake; another client's is served the UI.
+    let second = within(handshake_through_a_load_balancer(
+        &connector,
+        app.addr,
+        Some("198.51.100.7"),
+    ))
+    .await;
+    assert!(second.is_err(), "a second connection of one capped client");
+    let other = within(handshake_through_a_load_balancer(
+        &connector,
+        app.addr,
+        Some("198.51.100.8"),
+    ))
+    .await
+    .expect("another client");
+    assert_eq!(get_root(other).await.status(), http::StatusCode::OK);
+    drop(held);
+    // From the load balancer without a header, the handshake fails.
+    let headless = within(handshake_through_a_load_balancer(
+        &connector, app.addr, None,
+    ))
+    .await;
+    assert!(
+        headless.is_err(),
+        "a handshake without the header succeeded"
     );
 }
 
