@@ -2,9 +2,9 @@
 //! [`crate::auth::Authenticator`], with the limits of [`crate::limits::Limits`] in front of the
 //! password hashing and of SignOut's token lookup.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
+use chat_core::ids::UserId;
 use chat_core::proto::auth_server::Auth;
 use chat_core::proto::{
     ChangePasswordRequest, Credentials, Session, SignOutEverywhereRequest, SignOutRequest,
@@ -19,6 +19,7 @@ use crate::config::SignUp;
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::limits::sign_in::Source;
+use crate::password::Turn;
 
 pub struct AuthService {
     pub authenticator: Arc<Authenticator>,
@@ -58,22 +59,14 @@ impl Auth for AuthService {
     async fn sign_in(&self, request: Request<Credentials>) -> Result<Response<Session>, Status> {
         let credentials =
             requests::Credentials::try_from(request.get_ref()).map_err(ApiError::from)?;
-        let address = self.proxies.client_of(&request);
-        self.limits.sign_in_from(address).await?;
         let user = credentials.user_id.clone();
-        let turn = self
-            .authenticator
-            .turn()
-            .await
-            .inspect_err(|error| self.limits.count_refusal(error))?;
-        // After the turn, like every other cost of an attempt: looking the device key up is
-        // a read.
-        let device = self
-            .authenticator
-            .device_of(&request.get_ref().device, &user)
+        let Attempt {
+            turn,
+            device,
+            source,
+        } = self
+            .password_attempt(&user, &request, &request.get_ref().device)
             .await?;
-        let source = source_of(device.as_ref(), address);
-        self.limits.sign_in_attempt(&user, source).await?;
         let session = self
             .authenticator
             .sign_in(turn, credentials, device)
@@ -113,19 +106,9 @@ impl Auth for AuthService {
             requests::PasswordChange::try_from(request.get_ref()).map_err(ApiError::from)?;
         // Checking the old password is a sign-in attempt: a stolen token must not become a
         // faster way to guess the password than SignIn is.
-        let address = self.proxies.client_of(&request);
-        self.limits.sign_in_from(address).await?;
-        let turn = self
-            .authenticator
-            .turn()
-            .await
-            .inspect_err(|error| self.limits.count_refusal(error))?;
-        let device = self
-            .authenticator
-            .device_of(&request.get_ref().device, &user)
+        let Attempt { turn, source, .. } = self
+            .password_attempt(&user, &request, &request.get_ref().device)
             .await?;
-        let source = source_of(device.as_ref(), address);
-        self.limits.sign_in_attempt(&user, source).await?;
         let session = self
             .authenticator
             .change_password(turn, user.clone(), change)
@@ -135,12 +118,45 @@ impl Auth for AuthService {
     }
 }
 
-/// Whose ladder an attempt to check a password climbs: the device key's, when the call showed
-/// one the account holds, else the address's.
-fn source_of(device: Option<&auth::Device>, address: Option<IpAddr>) -> Source {
-    match device {
-        Some(device) => Source::Device(device.hash),
-        None => Source::Address(address),
+/// An attempt to check a password that the limits let through.
+struct Attempt {
+    turn: Turn,
+    /// The device key the call showed, if the account holds it.
+    device: Option<auth::Device>,
+    /// Whose ladder the attempt was counted on: the device key's, else the address's.
+    source: Source,
+}
+
+impl AuthService {
+    /// What checking `user`'s password for `request` (SignIn, ChangePassword) goes through
+    /// first, in this order: the per-address rate, a turn at the hashing, the device key
+    /// `device` looked up (a read, so after the turn like every other cost of an attempt),
+    /// and the failed-sign-in ladder, which counts the attempt as failed until
+    /// `Limits::signed_in` says otherwise.
+    async fn password_attempt<T>(
+        &self,
+        user: &UserId,
+        request: &Request<T>,
+        device: &str,
+    ) -> Result<Attempt, ApiError> {
+        let address = self.proxies.client_of(request);
+        self.limits.sign_in_from(address).await?;
+        let turn = self
+            .authenticator
+            .turn()
+            .await
+            .inspect_err(|error| self.limits.count_refusal(error))?;
+        let device = self.authenticator.device_of(device, user).await?;
+        let source = match &device {
+            Some(device) => Source::Device(device.hash),
+            None => Source::Address(address),
+        };
+        self.limits.sign_in_attempt(user, source).await?;
+        Ok(Attempt {
+            turn,
+            device,
+            source,
+        })
     }
 }
 

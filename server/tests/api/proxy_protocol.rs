@@ -121,6 +121,22 @@ async fn web_sign_in_through(app: &TestApp, header: &[u8], user: &str) -> String
         .collect()
 }
 
+/// `GET /` over HTTP/1.1 on `tcp`, as a browser loads the UI: the response, or why the
+/// connection gave none.
+async fn get_root(tcp: TcpStream) -> Result<http::Response<hyper::body::Incoming>, hyper::Error> {
+    within(async move {
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp)).await?;
+        tokio::spawn(connection);
+        let request = http::Request::get("/")
+            .header("host", "chat")
+            .body(Full::default())
+            .unwrap();
+        sender.send_request(request).await
+    })
+    .await
+}
+
 #[tokio::test]
 async fn the_client_a_load_balancer_names_is_the_address_of_the_per_address_limits() {
     let app = spawn_app_with(&[
@@ -177,14 +193,7 @@ async fn only_the_named_load_balancers_headers_are_read_and_from_them_one_is_req
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::from((LOAD_BALANCER, 0))).unwrap();
     let tcp = within(socket.connect(app.addr)).await.expect("connect");
-    let refused = within(async move {
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp)).await?;
-        tokio::spawn(connection);
-        let request = http::Request::get("/").body(Full::default()).unwrap();
-        sender.send_request(request).await
-    })
-    .await;
+    let refused = get_root(tcp).await;
     assert!(refused.is_err(), "answered without a header: {refused:?}");
 
     // From anyone else a header is not read: it is not HTTP, and the connection fails.
@@ -193,14 +202,7 @@ async fn only_the_named_load_balancers_headers_are_read_and_from_them_one_is_req
         .write_all(&version_1("198.51.100.7", 40000))
         .await
         .expect("write");
-    let refused = within(async move {
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(direct)).await?;
-        tokio::spawn(connection);
-        let request = http::Request::get("/").body(Full::default()).unwrap();
-        sender.send_request(request).await
-    })
-    .await;
+    let refused = get_root(direct).await;
     assert!(
         refused
             .as_ref()
@@ -211,16 +213,7 @@ async fn only_the_named_load_balancers_headers_are_read_and_from_them_one_is_req
     // A malformed header closes the connection too; a load balancer's health check
     // (`LOCAL`) is served as the load balancer's own connection.
     let malformed = b"PROXY TCP4 198.51.100.7 127.0.0.1 99999 8080\r\n";
-    let closed = within(async {
-        let tcp = through_the_load_balancer(&app, malformed).await;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp)).await?;
-        tokio::spawn(connection);
-        sender
-            .send_request(http::Request::get("/").body(Full::default()).unwrap())
-            .await
-    })
-    .await;
+    let closed = get_root(through_the_load_balancer(&app, malformed).await).await;
     assert!(closed.is_err(), "a malformed header was served: {closed:?}");
     let mut health_check = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
     health_check.extend_from_slice(&[0x20, 0x00, 0, 0]);
