@@ -1,6 +1,7 @@
 // The server behind a load balancer that passes TCP through (layer 4): nginx's stream module
-// with `proxy_protocol on`, connecting to the server from 127.0.0.2, and the server started
-// with `--proxy-protocol-from 127.0.0.2`. Browsers load the app and chat live through it, and
+// configured with the README's own example (read from README.md; the addresses and the port
+// changed, one server instead of three, and nginx made to connect from 127.0.0.2, its address
+// as the server sees it), and the server started with `--proxy-protocol-from 127.0.0.2`. Browsers load the app and chat live through it, and
 // the per-address sign-in limit counts each client that nginx names in its PROXY protocol
 // header (the loopback addresses 127.0.0.3 and up), not nginx. Needs nginx with its stream
 // module (scripts/test installs Debian's nginx and libnginx-mod-stream). Run it with
@@ -9,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { access, chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -18,7 +19,7 @@ import { promisify } from 'node:util';
 
 import { ChatUser, eventually, launchChromium } from './browser.mjs';
 import { encodeStrings, frame, grpcWebHeaders, readGrpcWebReply } from './grpc_web.mjs';
-import { ChatServer, freePort, storySteps } from './server.mjs';
+import { ChatServer, REPO_ROOT, freePort, storySteps } from './server.mjs';
 
 const run = promisify(execFile);
 
@@ -29,6 +30,25 @@ const PASSWORD = 'correct horse battery';
 const SIGN_INS_PER_ADDRESS = 3;
 const GRPC_UNAUTHENTICATED = '16';
 const GRPC_RESOURCE_EXHAUSTED = '8';
+
+/** `text` with `from` replaced by `to`, which must occur exactly once. */
+function replaceOnce(text, from, to) {
+  assert.equal(text.split(from).length - 1, 1, `the README's layer-4 example should hold ${JSON.stringify(from)} once`);
+  return text.replace(from, to);
+}
+
+/** The README's layer-4 nginx example, pointed at `serverPort` and listening on `port`. */
+async function readmeStreamConfig({ serverPort, port }) {
+  const readme = await readFile(path.join(REPO_ROOT, 'README.md'), 'utf8');
+  const block = [...readme.matchAll(/```nginx\n([\s\S]*?)```/g)].map((match) => match[1]).find((text) => text.includes('stream {'));
+  assert.ok(block, 'README.md holds a layer-4 nginx example (a stream block)');
+  let config = replaceOnce(block, '10.0.0.11:8080', `127.0.0.1:${serverPort}`);
+  config = replaceOnce(config, '        server 10.0.0.12:8080 max_fails=0;\n', '');
+  config = replaceOnce(config, '        server 10.0.0.13:8080 max_fails=0;\n', '');
+  config = replaceOnce(config, 'listen 443;', `listen 127.0.0.1:${port};`);
+  // On the loopback every address is nginx's: this is the one the server is told about.
+  return replaceOnce(config, 'proxy_protocol on;', 'proxy_protocol on;\n        proxy_bind 127.0.0.2;');
+}
 
 /** A SignIn of an account that does not exist over gRPC-web, from `localAddress`. */
 function signInAttempt(origin, localAddress) {
@@ -81,17 +101,7 @@ pid ${dir}/nginx.pid;
 error_log ${dir}/error.log info;
 worker_processes 1;
 events { worker_connections 512; }
-stream {
-    server {
-        listen 127.0.0.1:${port};
-        proxy_pass 127.0.0.1:${server.port};
-        # The server reads the client from this header, and only from this address.
-        proxy_protocol on;
-        proxy_bind 127.0.0.2;
-        proxy_timeout 1h;
-    }
-}
-`;
+${await readmeStreamConfig({ serverPort: server.port, port })}`;
     const configFile = path.join(dir, 'nginx.conf');
     await writeFile(configFile, config);
     const args = ['-p', dir, '-c', configFile];
