@@ -40,7 +40,7 @@ fn address(last: u8) -> IpAddr {
 /// Guesses at `user`'s password once from each of `BUDGET` addresses, which empties the
 /// account's budget, and checks that it is empty: the right password from yet another
 /// address, with no device key, is refused for the account.
-async fn empty_the_budget(app: &TestApp, user: &str) {
+async fn empty_the_budget(app: &impl Server, user: &str) {
     for n in 0..BUDGET {
         let mut auth = app.auth_from(address(100 + n)).await;
         let status = within(auth.sign_in(credentials(user, "a wrong guess")))
@@ -268,4 +268,66 @@ async fn an_account_keeps_its_newest_twenty_device_keys() {
     within(auth.sign_in(with_device("alice", PASSWORD, &devices[1])))
         .await
         .expect("the second oldest is kept");
+}
+
+/// On PostgreSQL, a key is the account's on every server, and so are its ladder and the budget
+/// it stays out of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_key_from_one_server_is_honoured_by_another_sharing_the_database() {
+    if !on_postgres() {
+        return;
+    }
+    let first = spawn_process(&SETTINGS).await;
+    let second = spawn_process_sharing(&first, &SETTINGS).await;
+    signed_up(&first, "alice").await;
+    let laptop = within(
+        first
+            .auth_from(address(2))
+            .await
+            .sign_in(credentials("alice", PASSWORD)),
+    )
+    .await
+    .expect("signs in on the first")
+    .into_inner();
+
+    // The budget emptied through the second server is empty on the first too; the key the
+    // first server gave the laptop gets it in on the second.
+    empty_the_budget(&second, "alice").await;
+    let status = within(first.auth().await.sign_in(credentials("alice", PASSWORD)))
+        .await
+        .expect_err("the shared budget is empty on the first server too");
+    assert!(budget_wait(&status) > Duration::from_secs(5), "{status:?}");
+    let again = within(second.auth_from(address(2)).await.sign_in(with_device(
+        "alice",
+        PASSWORD,
+        &laptop.device,
+    )))
+    .await
+    .expect("the key the first server gave out, on the second")
+    .into_inner();
+    assert_eq!(again.device, laptop.device);
+
+    // The key's ladder is one for both: two failures on the first, then the second waits.
+    for n in 0..2 {
+        let status = within(first.auth_from(address(3)).await.sign_in(with_device(
+            "alice",
+            "a wrong guess",
+            &laptop.device,
+        )))
+        .await
+        .expect_err("a wrong password");
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "guess {n}: {status:?}"
+        );
+    }
+    let status = within(second.auth_from(address(3)).await.sign_in(with_device(
+        "alice",
+        PASSWORD,
+        &laptop.device,
+    )))
+    .await
+    .expect_err("the key's ladder, counted on the other server");
+    assert!(budget_wait(&status) <= Duration::from_secs(1), "{status:?}");
 }
