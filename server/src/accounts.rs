@@ -126,7 +126,11 @@ pub async fn deactivate_account(settings: &Settings, user: &str) -> Result<Deact
     let signals = Signals::start(broker, store.shared_signals());
     for chat in &chats {
         match store.leave_chat(chat, &user).await {
-            Ok(members) => signals.members_changed(chat, &members, Some(&user)).await,
+            Ok(membership) => {
+                signals
+                    .members_changed(chat, &membership, Some(&user))
+                    .await
+            }
             // Left meanwhile (on PostgreSQL, through a server still serving a call of theirs).
             Err(StoreError::ChatNotFound) => {}
             Err(error) => return Err(error.to_string()),

@@ -278,7 +278,8 @@ mod tests {
                     ChatId::from_random(1),
                 )
                 .await
-                .unwrap();
+                .unwrap()
+                .0;
             let (stop, shutdown) = watch::channel(false);
             Self {
                 store,

@@ -17,7 +17,7 @@ use chat_core::ids::{ChatId, UserId};
 use tokio::sync::broadcast;
 
 use crate::error::ApiError;
-use crate::store::Store;
+use crate::store::{Membership, Store};
 
 /// Leaves a stream may fall behind on before it re-reads its membership regardless.
 const LEAVES_QUEUED: usize = 256;
@@ -42,8 +42,8 @@ impl Departures {
     }
 
     /// Takes `user` out of `chat` (NOT_FOUND when they are not in it) and ends their open
-    /// feeds of it on this server. Returns the members the chat has after it, sorted.
-    pub async fn leave(&self, chat: &ChatId, user: &UserId) -> Result<Vec<UserId>, ApiError> {
+    /// feeds of it on this server. Returns the members the chat has after it.
+    pub async fn leave(&self, chat: &ChatId, user: &UserId) -> Result<Membership, ApiError> {
         let members = self.store.leave_chat(chat, user).await?;
         tracing::info!(%user, %chat, "left a chat");
         // No receiver (no open stream) is not an error.

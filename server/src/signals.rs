@@ -17,7 +17,7 @@ use chat_core::proto::{self, event::Event};
 use prost::Message as _;
 
 use crate::fanout::Broker;
-use crate::store::SharedSignals;
+use crate::store::{Membership, SharedSignals};
 
 /// An event and who gets it.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,14 +69,21 @@ impl Signals {
         Arc::new(Self { broker, shared })
     }
 
-    /// Tells `chat`'s `members` (after New or a Leave), and the one who `left` it if anyone
-    /// did (their devices then drop the chat), who is in it now: `Event.members`.
-    pub async fn members_changed(&self, chat: &ChatId, members: &[UserId], left: Option<&UserId>) {
+    /// Tells `chat`'s members (after New or a Leave), and the one who `left` it if anyone
+    /// did (their devices then drop the chat), who is in it now: `Event.members`, with the
+    /// members' version, since two such events may arrive in either order.
+    pub async fn members_changed(
+        &self,
+        chat: &ChatId,
+        membership: &Membership,
+        left: Option<&UserId>,
+    ) {
         let event = Event::Members(proto::ChatMembers {
             chat_id: chat.to_string(),
-            user_ids: members.iter().map(ToString::to_string).collect(),
+            user_ids: membership.members.iter().map(ToString::to_string).collect(),
+            version: membership.version,
         });
-        let recipients = members.iter().chain(left).cloned().collect();
+        let recipients = membership.members.iter().chain(left).cloned().collect();
         self.send(recipients, event).await;
     }
 
@@ -204,6 +211,7 @@ mod tests {
             event: Event::Members(proto::ChatMembers {
                 chat_id: "0123456789abcdef0123456789abcdef".into(),
                 user_ids: members.iter().map(ToString::to_string).collect(),
+                version: u64::MAX,
             }),
         };
         let mut heard = Vec::new();

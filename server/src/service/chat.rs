@@ -83,21 +83,16 @@ impl Chat for ChatService {
             }
             .into());
         }
-        let chat_id = self
+        let (chat_id, present) = self
             .store
             .create_chat(&caller, &members, ChatId::from_random(rand::random()))
             .await?;
         // Introduced are the members the chat has now: New does not bring back those who left
         // it (unless the caller is one), and they hear nothing of its people.
-        match self.store.members_of(&chat_id, &caller).await {
-            Ok(present) => {
-                self.presence.introduce(&caller, &present).await;
-                // Everyone's list shows the chat at once, as a reload would, and the people
-                // in it learn that someone who had left is back.
-                self.signals.members_changed(&chat_id, &present, None).await;
-            }
-            Err(error) => tracing::warn!(%error, "cannot introduce a new chat's members"),
-        }
+        self.presence.introduce(&caller, &present.members).await;
+        // Everyone's list shows the chat at once, as a reload would, and the people in it
+        // learn that someone who had left is back.
+        self.signals.members_changed(&chat_id, &present, None).await;
         Ok(Response::new(proto::NewResponse {
             chat_id: chat_id.to_string(),
         }))
@@ -419,6 +414,8 @@ impl ChatService {
             .map(|(chat, members)| proto::ChatMembers {
                 chat_id: chat.to_string(),
                 user_ids: members.iter().map(ToString::to_string).collect(),
+                // No news of a change: nothing a client should order by.
+                version: 0,
             })
             .collect())
     }
@@ -693,6 +690,7 @@ fn summary_to_proto(summary: ChatSummary) -> proto::ChatSummary {
         chat_id: summary.chat_id.to_string(),
         user_ids: summary.members.iter().map(ToString::to_string).collect(),
         left_user_ids: summary.left.iter().map(ToString::to_string).collect(),
+        members_version: summary.members_version,
         last_message: summary.last_message.map(|message| message.to_proto()),
         created_at: summary.created_at,
         unread_count: i64::try_from(summary.reading.unread).unwrap_or(i64::MAX),

@@ -257,30 +257,40 @@ async fn replace_devices(source: &Connection, target: &mut Object) -> Result<(),
 }
 
 /// Copies chats with their internal ids (which members and messages refer to), then moves
-/// the identity past them, so chats created on PostgreSQL later get fresh ids.
+/// the identity past them, so chats created on PostgreSQL later get fresh ids. The members'
+/// version is copied again on every run: members change between runs (and are replaced
+/// whole, `replace_members`), and a client must not meet a version lower than one it saw.
 async fn copy_chats(source: &Connection, target: &Object) -> Result<(), StoreError> {
     let insert = target
         .prepare(
-            "INSERT INTO chats (id, public_id, member_key, created_at) OVERRIDING SYSTEM VALUE
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[])
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO chats (id, public_id, member_key, created_at, members_version)
+                 OVERRIDING SYSTEM VALUE
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[],
+                                  $5::bigint[])
+             ON CONFLICT (id) DO UPDATE SET members_version = excluded.members_version",
         )
         .await?;
     let mut page = source.prepare(
-        "SELECT id, public_id, member_key, created_at FROM chats
+        "SELECT id, public_id, member_key, created_at, members_version FROM chats
          WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
     let mut after = 0_i64;
     let mut copied = 0;
     loop {
-        let (mut ids, mut public_ids, mut keys, mut created) =
-            (Vec::<i64>::new(), Vec::new(), Vec::new(), Vec::<i64>::new());
+        let (mut ids, mut public_ids, mut keys, mut created, mut versions) = (
+            Vec::<i64>::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::<i64>::new(),
+            Vec::<i64>::new(),
+        );
         let mut rows = page.query(rusqlite::params![after, BATCH])?;
         while let Some(row) = rows.next()? {
             ids.push(row.get(0)?);
             public_ids.push(row.get::<_, String>(1)?);
             keys.push(row.get::<_, String>(2)?);
             created.push(row.get(3)?);
+            versions.push(row.get(4)?);
         }
         drop(rows);
         let Some(&last) = ids.last() else {
@@ -288,7 +298,7 @@ async fn copy_chats(source: &Connection, target: &Object) -> Result<(), StoreErr
         };
         copied += ids.len();
         target
-            .execute(&insert, &[&ids, &public_ids, &keys, &created])
+            .execute(&insert, &[&ids, &public_ids, &keys, &created, &versions])
             .await?;
         after = last;
     }

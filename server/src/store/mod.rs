@@ -222,6 +222,8 @@ pub struct ChatSummary {
     pub members: Vec<UserId>,
     /// Those it was created with who have left it since.
     pub left: Vec<UserId>,
+    /// The version of `members` (see [`Membership`]).
+    pub members_version: u64,
     pub last_message: Option<StoredMessage>,
     pub created_at: i64,
     /// What the caller has read of it, and the receipts of the others.
@@ -327,6 +329,15 @@ impl SearchPage {
 pub struct HistoryPage {
     pub messages: Vec<StoredMessage>,
     pub has_more: bool,
+}
+
+/// Who is in a chat, sorted, as the transaction that changed (or read) them saw them, and its
+/// members' version then: how many times they had changed (a Leave, a rejoin), which orders
+/// news of members that may arrive out of order (`Event.members`, List's `members_version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub members: Vec<UserId>,
+    pub version: u64,
 }
 
 /// The SHA-256 of a bearer token or a device key: neither is ever stored itself.
@@ -489,18 +500,21 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::NoSuchAccount`] naming the first member without an account,
     /// [`StoreError::AccountDeactivated`] naming the first whose account is deactivated, and with
     /// [`StoreError::Blocked`] when a member blocked the caller or the caller blocked a member.
+    /// Returns the chat and who is in it after the call (a rejoin bumps its members'
+    /// version; a new chat starts at 0).
     async fn create_chat(
         &self,
         caller: &UserId,
         members: &Members,
         new_id: ChatId,
-    ) -> Result<ChatId, StoreError>;
+    ) -> Result<(ChatId, Membership), StoreError>;
 
     /// Takes `user` out of `chat` and remembers that they left, so that only they can bring
     /// themselves back (see [`Store::create_chat`]). [`StoreError::ChatNotFound`] when `user`
     /// is not a member. From the commit on, no message of the chat is published to `user`.
-    /// Returns the members the chat has after it, sorted, as the same transaction saw them.
-    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<Vec<UserId>, StoreError>;
+    /// Returns the members the chat has after it, as the same transaction saw them, with
+    /// its members' version, which the leave bumped.
+    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<Membership, StoreError>;
 
     /// Records that `blocker` blocks `blocked` (an existing account, else
     /// [`StoreError::NoSuchAccount`]); nothing changes when it is already so. At most

@@ -167,11 +167,22 @@ fn members(event: EventKind) -> Option<ChatMembers> {
     }
 }
 
-fn members_event(chat_id: &str, user_ids: &[&str]) -> ChatMembers {
+fn members_event(chat_id: &str, user_ids: &[&str], version: u64) -> ChatMembers {
     ChatMembers {
         chat_id: chat_id.to_owned(),
         user_ids: user_ids.iter().map(|user| user.to_string()).collect(),
+        version,
     }
+}
+
+/// The version of `chat_id`'s members as List shows them to `token`'s caller.
+async fn members_version_listed(app: &impl Server, token: &str, chat_id: &str) -> u64 {
+    chats_of(app, token)
+        .await
+        .into_iter()
+        .find(|chat| chat.chat_id == chat_id)
+        .map(|chat| chat.members_version)
+        .expect("the chat is listed")
 }
 
 /// Each of `streams` hears `expected` as the next members event it carries.
@@ -210,8 +221,10 @@ async fn every_member_hears_who_is_in_a_chat_as_it_starts_as_someone_leaves_and_
 
     // Alice starts a group: everyone in it has it in their list at once, also before anything
     // is said in it.
+    // Each event carries the members' version (0 for a new chat, one more for each change),
+    // which List gives too: a client that hears two out of order keeps the higher.
     let group = new_chat(&app, &alice, &["alice", "bob", "carol"]).await;
-    let everyone = members_event(&group, &["alice", "bob", "carol"]);
+    let everyone = members_event(&group, &["alice", "bob", "carol"], 0);
     let mut hearing = [
         ("alice", &mut alices),
         ("bob's browser", &mut bobs_browser),
@@ -232,13 +245,24 @@ async fn every_member_hears_who_is_in_a_chat_as_it_starts_as_someone_leaves_and_
         ("carol", &mut carols),
         ("carol's Stream of the group", &mut carols_group),
     ];
-    let left = members_event(&group, &["alice", "carol"]);
+    let left = members_event(&group, &["alice", "carol"], 1);
     all_hear(&mut hearing, &left, "after bob left").await;
+    assert_eq!(members_version_listed(&app, &alice, &group).await, 1);
 
     // He comes back: the members hear it.
     let back = new_chat(&app, &bob, &["alice", "bob", "carol"]).await;
     assert_eq!(back, group);
-    all_hear(&mut hearing, &everyone, "after bob came back").await;
+    let everyone_again = members_event(&group, &["alice", "bob", "carol"], 2);
+    all_hear(&mut hearing, &everyone_again, "after bob came back").await;
+    assert_eq!(members_version_listed(&app, &carol, &group).await, 2);
+    // A New of a chat whose members do not change tells them again, at the same version.
+    new_chat(&app, &carol, &["alice", "bob", "carol"]).await;
+    all_hear(
+        &mut hearing,
+        &everyone_again,
+        "after carol's New changed nothing",
+    )
+    .await;
     // Nobody else hears any of it, and it took no message id.
     assert_no_event(
         &mut daves,
@@ -422,7 +446,7 @@ async fn a_leave_on_one_server_ends_the_stream_and_delivery_on_another() {
     .expect("bob leaves on the first server");
     assert_eq!(
         next_event(&mut carols, "carol's members on the other server", members).await,
-        members_event(&chat_id, &["alice", "carol"])
+        members_event(&chat_id, &["alice", "carol"], 1)
     );
     // Ended within the re-check interval (1 s), well inside the wait.
     assert_chat_not_found(

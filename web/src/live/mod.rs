@@ -692,9 +692,16 @@ impl Live {
             .me()
             .with_untracked(|me| members.user_ids.contains(me));
         if !mine {
-            self.forget_chat(&members.chat_id);
+            // Not on the word of an event older than what the list shows (a rejoin's list
+            // overtaken by the leave before it).
+            let stale = self
+                .model
+                .with_untracked(|model| model.is_stale(&members.chat_id, members.version));
+            if !stale {
+                self.forget_chat(&members.chat_id);
+            }
         } else if self.change(&[Part::Chats, Part::Reading], |model| {
-            model.set_members(&members.chat_id, members.user_ids)
+            model.set_members(&members.chat_id, members.user_ids, members.version)
         }) == Some(false)
         {
             self.refresh_list();

@@ -169,6 +169,11 @@ pub struct ChatEntry {
     /// leaves nobody else puts those who were there here until List, asked again, answers):
     /// its name once nobody else is in it.
     pub left: Vec<String>,
+    /// The version of `members` (`ChatMembers.version`): news of members with a version no
+    /// higher is older than what is shown, and is ignored. `None` while the members are a
+    /// guess (the user's own New, a search result, a message from a chat not listed yet),
+    /// which any news replaces.
+    pub members_version: Option<u64>,
     pub last: Option<ChatMessage>,
     pub created_at: i64,
     pub unread: u32,
@@ -372,8 +377,15 @@ impl Model {
                 .find(|chat| chat.chat_id == summary.chat_id)
             {
                 Some(chat) => {
-                    chat.members = summary.user_ids.clone();
-                    chat.left = summary.left_user_ids.clone();
+                    // Not when a members event after List's read came first.
+                    if chat
+                        .members_version
+                        .is_none_or(|known| summary.members_version >= known)
+                    {
+                        chat.members = summary.user_ids.clone();
+                        chat.left = summary.left_user_ids.clone();
+                        chat.members_version = Some(summary.members_version);
+                    }
                     chat.created_at = summary.created_at;
                     let newer = match (&chat.last, &last) {
                         (Some(shown), Some(listed)) => listed.id > shown.id,
@@ -388,6 +400,7 @@ impl Model {
                     chat_id: summary.chat_id.clone(),
                     members: summary.user_ids.clone(),
                     left: summary.left_user_ids.clone(),
+                    members_version: Some(summary.members_version),
                     last,
                     created_at: summary.created_at,
                     unread: 0,
@@ -414,6 +427,7 @@ impl Model {
                 chat_id: chat_id.to_owned(),
                 members,
                 left: Vec::new(),
+                members_version: None,
                 last,
                 created_at: at,
                 unread: 0,
@@ -422,14 +436,27 @@ impl Model {
         }
     }
 
-    /// Replaces the members of a listed chat and forgets the receipts of those who left (as
-    /// List leaves them out); false when the list does not have it, or when nobody else is
-    /// left in it: then List, which knows everyone who left (`left_user_ids`), is to be asked
-    /// again, and meanwhile those who were here name the chat ("bob (left)", not oneself).
-    pub fn set_members(&mut self, chat_id: &str, members: Vec<String>) -> bool {
+    /// Whether news of `chat_id`'s members at `version` is no newer than what is shown (two
+    /// changes' events may arrive in either order).
+    pub fn is_stale(&self, chat_id: &str, version: u64) -> bool {
+        self.chats.iter().any(|chat| {
+            chat.chat_id == chat_id && chat.members_version.is_some_and(|known| version <= known)
+        })
+    }
+
+    /// Replaces the members of a listed chat (unless they are stale) and forgets the
+    /// receipts of those who left (as List leaves them out); false when the list does not
+    /// have it, or when nobody else is left in it: then List, which knows everyone who left
+    /// (`left_user_ids`), is to be asked again, and meanwhile those who were here name the
+    /// chat ("bob (left)", not oneself).
+    pub fn set_members(&mut self, chat_id: &str, members: Vec<String>, version: u64) -> bool {
+        if self.is_stale(chat_id, version) {
+            return true;
+        }
         let Some(chat) = self.chats.iter_mut().find(|chat| chat.chat_id == chat_id) else {
             return false;
         };
+        chat.members_version = Some(version);
         if members.len() < 2 {
             chat.left = std::mem::take(&mut chat.members);
         }
@@ -507,6 +534,7 @@ impl Model {
                 chat_id: chat_id.to_owned(),
                 members,
                 left: Vec::new(),
+                members_version: None,
                 last: None,
                 created_at: message.sent_at,
                 unread: 0,
@@ -898,7 +926,7 @@ mod tests {
     #[test]
     fn new_members_rename_a_listed_chat_and_an_unlisted_one_asks_for_the_list() {
         let mut model = model_with_two_chats();
-        model.set_members("a", vec!["alice".into(), "bob".into(), "carol".into()]);
+        model.set_members("a", vec!["alice".into(), "bob".into(), "carol".into()], 1);
         for user in ["bob", "carol"] {
             model.apply_read(&proto::ReadPosition {
                 chat_id: "a".into(),
@@ -908,13 +936,13 @@ mod tests {
         }
         assert_eq!(model.reading["a"].seen_by(5), ["bob", "carol"]);
         // Carol leaves and Dave joins: her receipt goes with her.
-        assert!(model.set_members("a", vec!["alice".into(), "bob".into(), "dave".into()]));
+        assert!(model.set_members("a", vec!["alice".into(), "bob".into(), "dave".into()], 2));
         assert_eq!(
             title_of(&model.chats, "a", "alice").as_deref(),
             Some("bob, dave")
         );
         assert_eq!(model.reading["a"].seen_by(5), ["bob"]);
-        assert!(!model.set_members("new", vec!["alice".into(), "erin".into()]));
+        assert!(!model.set_members("new", vec!["alice".into(), "erin".into()], 1));
         assert_eq!(title_of(&model.chats, "new", "alice"), None);
     }
 
@@ -922,7 +950,7 @@ mod tests {
     fn a_chat_everyone_else_left_is_named_after_those_who_left() {
         let mut model = model_with_two_chats();
         // Bob leaves the chat of two: named after him at once, and the list is to be asked.
-        assert!(!model.set_members("a", vec!["alice".into()]));
+        assert!(!model.set_members("a", vec!["alice".into()], 1));
         assert_eq!(
             title_of(&model.chats, "a", "alice").as_deref(),
             Some("bob (left)")
@@ -930,6 +958,7 @@ mod tests {
         // As it says (here, the same).
         let listed = proto::ChatSummary {
             left_user_ids: vec!["bob".into()],
+            members_version: 1,
             ..summary("a", &["alice"], Some(5))
         };
         model.set_chats(&[listed], None);
@@ -938,11 +967,12 @@ mod tests {
             Some("bob (left)")
         );
         // He comes back (New of the same two): his name alone again.
-        assert!(model.set_members("a", vec!["alice".into(), "bob".into()]));
+        assert!(model.set_members("a", vec!["alice".into(), "bob".into()], 2));
         assert_eq!(title_of(&model.chats, "a", "alice").as_deref(), Some("bob"));
         // A group: while anyone else is in it, it is named after them.
         let listed = proto::ChatSummary {
             left_user_ids: vec!["bob".into(), "carol".into()],
+            members_version: 3,
             ..summary("a", &["alice", "dave"], Some(5))
         };
         model.set_chats(&[listed], None);
@@ -952,6 +982,7 @@ mod tests {
         );
         let listed = proto::ChatSummary {
             left_user_ids: vec!["bob".into(), "carol".into(), "dave".into()],
+            members_version: 4,
             ..summary("a", &["alice"], Some(5))
         };
         model.set_chats(&[listed], None);
@@ -963,22 +994,57 @@ mod tests {
         model.set_chats(
             &[proto::ChatSummary {
                 left_user_ids: vec!["bob".into(), "carol".into()],
+                members_version: 5,
                 ..summary("a", &["alice", "dave"], Some(5))
             }],
             None,
         );
-        assert!(!model.set_members("a", vec!["alice".into()]));
+        assert!(!model.set_members("a", vec!["alice".into()], 6));
         assert_eq!(
             title_of(&model.chats, "a", "alice").as_deref(),
             Some("dave (left)")
         );
         // A chat with oneself stays named after oneself, also as it is started again.
         model.add_chat("self", vec!["alice".into()], 1, None);
-        assert!(!model.set_members("self", vec!["alice".into()]));
+        assert!(!model.set_members("self", vec!["alice".into()], 1));
         assert_eq!(
             title_of(&model.chats, "self", "alice").as_deref(),
             Some("alice")
         );
+    }
+
+    #[test]
+    fn news_of_members_older_than_what_is_shown_changes_nothing() {
+        let mut model = model_with_two_chats();
+        // Carol joins (1) and leaves (2); her leaving arrives first.
+        assert!(model.set_members("a", vec!["alice".into(), "bob".into()], 2));
+        assert!(model.set_members("a", vec!["alice".into(), "bob".into(), "carol".into()], 1));
+        assert_eq!(title_of(&model.chats, "a", "alice").as_deref(), Some("bob"));
+        assert!(model.is_stale("a", 2) && !model.is_stale("a", 3));
+        // A List read before the newer event: its members are older too.
+        let listed = proto::ChatSummary {
+            members_version: 1,
+            ..summary("a", &["alice", "bob", "carol"], Some(5))
+        };
+        model.set_chats(&[listed], None);
+        assert_eq!(title_of(&model.chats, "a", "alice").as_deref(), Some("bob"));
+        // One read after it replaces them.
+        let listed = proto::ChatSummary {
+            members_version: 3,
+            ..summary("a", &["alice", "bob", "dave"], Some(5))
+        };
+        model.set_chats(&[listed], None);
+        assert_eq!(
+            title_of(&model.chats, "a", "alice").as_deref(),
+            Some("bob, dave")
+        );
+        // A chat the list lacks is never stale (the list is to be asked), nor one whose
+        // members are a guess, such as one just started.
+        assert!(!model.is_stale("new", 0));
+        model.add_chat("started", vec!["alice".into(), "erin".into()], 1, None);
+        assert!(!model.is_stale("started", 0));
+        assert!(model.set_members("started", vec!["alice".into(), "erin".into()], 0));
+        assert!(model.is_stale("started", 0));
     }
 
     #[test]

@@ -54,8 +54,9 @@ use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
 use super::token_cache::TokenCache;
 use super::{
-    AccountSettings, Change, ChatPage, Contact, HistoryPage, ReadMove, SearchPage, SharedRates,
-    SharedSignals, Store, StoreError, StoredEvent, StoredMessage, StreamLeases, TokenHash,
+    AccountSettings, Change, ChatPage, Contact, HistoryPage, Membership, ReadMove, SearchPage,
+    SharedRates, SharedSignals, Store, StoreError, StoredEvent, StoredMessage, StreamLeases,
+    TokenHash,
 };
 use crate::fanout::Broker;
 use crate::metrics::{Metrics, PoolUse};
@@ -277,12 +278,12 @@ impl Store for PgStore {
         caller: &UserId,
         members: &Members,
         new_id: ChatId,
-    ) -> Result<ChatId, StoreError> {
+    ) -> Result<(ChatId, Membership), StoreError> {
         let mut client = self.client().await?;
         writes::create_chat(&mut client, caller, members, new_id, unix_now()).await
     }
 
-    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<Vec<UserId>, StoreError> {
+    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<Membership, StoreError> {
         let mut client = self.client().await?;
         writes::leave_chat(&mut client, chat, user, unix_now()).await
     }

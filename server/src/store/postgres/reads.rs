@@ -230,11 +230,13 @@ pub async fn chats_of(
     let statement = client
         .prepare_cached(
             "SELECT c.id, c.member_key,
-                    array(SELECT user_id FROM chat_members WHERE chat = c.id ORDER BY user_id)
+                    array(SELECT user_id FROM chat_members WHERE chat = c.id ORDER BY user_id),
+                    c.members_version
              FROM chats c WHERE c.id = ANY($1)",
         )
         .await?;
-    let mut members: HashMap<i64, (Vec<UserId>, Vec<UserId>)> = HashMap::new();
+    // Each chat's members and their version come from one statement, so they agree.
+    let mut members: HashMap<i64, (Vec<UserId>, Vec<UserId>, u64)> = HashMap::new();
     for row in client.query(&statement, &[&chats]).await? {
         let now = row
             .try_get::<_, Vec<&str>>(2)?
@@ -242,7 +244,8 @@ pub async fn chats_of(
             .map(stored_user)
             .collect::<Result<Vec<_>, _>>()?;
         let left = left_members(row.try_get(1)?, &now)?;
-        members.insert(row.try_get(0)?, (now, left));
+        let version = u64::try_from(row.try_get::<_, i64>(3)?).unwrap_or(0);
+        members.insert(row.try_get(0)?, (now, left, version));
     }
 
     let mut readings = super::activity::reading(client, user, &chats).await?;
@@ -257,10 +260,11 @@ pub async fn chats_of(
                 Some(_) => Some(message_with_reactions_at(row, 3, chat_id.clone())?),
             };
             let chat: i64 = row.try_get(0)?;
-            let (members, left) = members.remove(&chat).unwrap_or_default();
+            let (members, left, members_version) = members.remove(&chat).unwrap_or_default();
             Ok(ChatSummary {
                 members,
                 left,
+                members_version,
                 chat_id,
                 last_message,
                 created_at: row.try_get(2)?,

@@ -390,6 +390,11 @@ CREATE TABLE devices (
 );
 CREATE INDEX devices_by_user ON devices(user_id, id);
 ",
+    "
+-- How many times each chat's members have changed (a Leave, a rejoin): news of members may
+-- arrive out of order (Event.members), and the version says which is newer.
+ALTER TABLE chats ADD COLUMN members_version BIGINT NOT NULL DEFAULT 0;
+",
 ];
 
 /// The SQL of migration `version` (from 1). For the test of an upgrade, which builds an older

@@ -8,7 +8,7 @@ use chat_core::requests::Members;
 use deadpool_postgres::{Client, GenericClient};
 
 use crate::store::decode::{member_key, stored_chat, stored_user};
-use crate::store::{DEVICES_PER_ACCOUNT, StoreError, TokenHash};
+use crate::store::{DEVICES_PER_ACCOUNT, Membership, StoreError, TokenHash};
 
 /// The channel every revocation of tokens notifies, with the user id whose tokens went.
 pub const TOKENS_CHANNEL: &str = "chat_tokens";
@@ -157,7 +157,7 @@ pub async fn create_chat(
     wanted: &Members,
     new_id: ChatId,
     now: i64,
-) -> Result<ChatId, StoreError> {
+) -> Result<(ChatId, Membership), StoreError> {
     let users: Vec<&str> = wanted.as_slice().iter().map(UserId::as_str).collect();
     let tx = client.transaction().await?;
     // Under a share lock: `deactivate-account` (an update of one of these rows) then waits
@@ -200,7 +200,11 @@ pub async fn create_chat(
         )
         .await?;
         tx.commit().await?;
-        return Ok(new_id);
+        let membership = Membership {
+            members: wanted.as_slice().to_vec(),
+            version: 0,
+        };
+        return Ok((new_id, membership));
     }
     let row = tx
         .query_one(
@@ -224,8 +228,47 @@ pub async fn create_chat(
         )
         .await?;
     }
+    let membership = membership(&tx, chat, returned == 1).await?;
     tx.commit().await?;
-    stored_chat(&public_id)
+    Ok((stored_chat(&public_id)?, membership))
+}
+
+/// `chat`'s members now, sorted, and its members' version, which `changed` bumps first. The
+/// bump locks the chat's row until commit, so changes of one chat's members take their
+/// versions one after the other, in commit order, and each reads the members (in a statement
+/// of its own, after the lock) with every earlier change committed.
+async fn membership(
+    client: &impl GenericClient,
+    chat: i64,
+    changed: bool,
+) -> Result<Membership, StoreError> {
+    let version: i64 = if changed {
+        client
+            .query_one(
+                "UPDATE chats SET members_version = members_version + 1 WHERE id = $1
+                 RETURNING members_version",
+                &[&chat],
+            )
+            .await?
+    } else {
+        client
+            .query_one("SELECT members_version FROM chats WHERE id = $1", &[&chat])
+            .await?
+    }
+    .try_get(0)?;
+    let members = client
+        .query(
+            "SELECT user_id FROM chat_members WHERE chat = $1 ORDER BY user_id",
+            &[&chat],
+        )
+        .await?
+        .iter()
+        .map(|row| stored_user(row.try_get(0)?))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Membership {
+        members,
+        version: u64::try_from(version).unwrap_or(0),
+    })
 }
 
 /// Refuses a chat of `caller` with anyone they blocked or who blocked them.
@@ -257,13 +300,13 @@ async fn check_blocks(
 }
 
 /// Takes `user` out of `chat` and records the departure, so that only they can come back;
-/// returns who is left, sorted.
+/// returns who is left, with the members' version the departure bumped.
 pub async fn leave_chat(
     client: &mut Client,
     chat: &ChatId,
     user: &UserId,
     now: i64,
-) -> Result<Vec<UserId>, StoreError> {
+) -> Result<Membership, StoreError> {
     let tx = client.transaction().await?;
     let left = tx
         .query_opt(
@@ -281,17 +324,9 @@ pub async fn leave_chat(
         &[&row, &user.as_str(), &now],
     )
     .await?;
-    let left = tx
-        .query(
-            "SELECT user_id FROM chat_members WHERE chat = $1 ORDER BY user_id",
-            &[&row],
-        )
-        .await?
-        .iter()
-        .map(|row| stored_user(row.try_get(0)?))
-        .collect::<Result<Vec<_>, _>>()?;
+    let membership = membership(&tx, row, true).await?;
     tx.commit().await?;
-    Ok(left)
+    Ok(membership)
 }
 
 /// Records the block in a transaction that first locks the blocker's account row, so that two

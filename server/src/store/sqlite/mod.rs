@@ -35,8 +35,8 @@ pub(crate) use self::schema::open_source;
 use self::readers::ReaderPool;
 use self::writer::{WriteRequest, Writer};
 use super::{
-    AccountSettings, Change, ChatPage, Contact, HistoryPage, ReadMove, SearchPage, Store,
-    StoreError, StoredEvent, StoredMessage, TokenHash,
+    AccountSettings, Change, ChatPage, Contact, HistoryPage, Membership, ReadMove, SearchPage,
+    Store, StoreError, StoredEvent, StoredMessage, TokenHash,
 };
 use crate::fanout::Broker;
 use crate::metrics::Metrics;
@@ -191,7 +191,7 @@ impl Store for SqliteStore {
         caller: &UserId,
         members: &Members,
         new_id: ChatId,
-    ) -> Result<ChatId, StoreError> {
+    ) -> Result<(ChatId, Membership), StoreError> {
         let (caller, members) = (caller.clone(), members.clone());
         self.write(|reply| WriteRequest::CreateChat {
             caller,
@@ -202,7 +202,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<Vec<UserId>, StoreError> {
+    async fn leave_chat(&self, chat: &ChatId, user: &UserId) -> Result<Membership, StoreError> {
         let (chat, user) = (chat.clone(), user.clone());
         self.write(|reply| WriteRequest::LeaveChat { chat, user, reply })
             .await

@@ -233,8 +233,9 @@ pub fn chats_of(
         .prepare_cached(&format!(
             "SELECT chat, public_id, created_at,
                     id, sender, client_id, subject, text, sent_at, edited_at, deleted,
-                    reply_to, reply_sender, reply_text, member_key
+                    reply_to, reply_sender, reply_text, member_key, members_version
              FROM (SELECT c.id AS chat, c.public_id, c.created_at, c.member_key,
+                          c.members_version,
                           m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at,
                           m.edited_at, m.deleted,
                           m.reply_to, r.sender AS reply_sender,
@@ -268,7 +269,15 @@ pub fn chats_of(
                     Some(_) => Some(MessageRow::read_at(row, 3)?),
                 };
                 let member_key: String = row.get(14)?;
-                Ok((chat, public_id, created_at, last, member_key))
+                let members_version: i64 = row.get(15)?;
+                Ok((
+                    chat,
+                    public_id,
+                    created_at,
+                    last,
+                    member_key,
+                    members_version,
+                ))
             },
         )?
         .collect::<Result<Vec<_>, _>>()?;
@@ -276,24 +285,27 @@ pub fn chats_of(
         conn.prepare_cached("SELECT user_id FROM chat_members WHERE chat = ?1 ORDER BY user_id")?;
     let mut chats = rows
         .into_iter()
-        .map(|(chat, public_id, created_at, last, member_key)| {
-            let chat_id = stored_chat(&public_id)?;
-            let last_message = last
-                .map(|row| row.into_message(chat_id.clone()))
-                .transpose()?;
-            let members = members
-                .query_map([chat], |row| row.get::<_, String>(0))?
-                .map(|member| stored_user(&member?))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(ChatSummary {
-                left: left_members(&member_key, &members)?,
-                members,
-                chat_id,
-                last_message,
-                created_at,
-                reading: super::activity::reading(conn, user, chat)?,
-            })
-        })
+        .map(
+            |(chat, public_id, created_at, last, member_key, members_version)| {
+                let chat_id = stored_chat(&public_id)?;
+                let last_message = last
+                    .map(|row| row.into_message(chat_id.clone()))
+                    .transpose()?;
+                let members = members
+                    .query_map([chat], |row| row.get::<_, String>(0))?
+                    .map(|member| stored_user(&member?))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(ChatSummary {
+                    left: left_members(&member_key, &members)?,
+                    members,
+                    members_version: u64::try_from(members_version).unwrap_or(0),
+                    chat_id,
+                    last_message,
+                    created_at,
+                    reading: super::activity::reading(conn, user, chat)?,
+                })
+            },
+        )
         .collect::<Result<Vec<_>, StoreError>>()?;
     let mut last = LastMessages::take(&mut chats);
     with_reactions(conn, &mut last.messages)?;

@@ -208,6 +208,11 @@ CREATE TABLE devices (
 );
 CREATE INDEX devices_by_user ON devices(user_id, created_at);
 ",
+    "
+-- How many times each chat's members have changed (a Leave, a rejoin): news of members may
+-- arrive out of order (Event.members), and the version says which is newer.
+ALTER TABLE chats ADD COLUMN members_version INTEGER NOT NULL DEFAULT 0;
+",
 ];
 
 /// The schema version this server reads and writes: the number of migrations.

@@ -25,7 +25,8 @@ use crate::fanout::Broker;
 use crate::metrics::Metrics;
 use crate::store::decode::id_to_sql;
 use crate::store::{
-    AccountSettings, Change, ReadMove, StoreError, StoredEvent, StoredMessage, TokenHash,
+    AccountSettings, Change, Membership, ReadMove, StoreError, StoredEvent, StoredMessage,
+    TokenHash,
 };
 use chat_transport::unix_now;
 
@@ -69,12 +70,12 @@ pub enum WriteRequest {
         caller: UserId,
         members: Members,
         new_id: ChatId,
-        reply: Reply<ChatId>,
+        reply: Reply<(ChatId, Membership)>,
     },
     LeaveChat {
         chat: ChatId,
         user: UserId,
-        reply: Reply<Vec<UserId>>,
+        reply: Reply<Membership>,
     },
     Block {
         blocker: UserId,
@@ -148,8 +149,11 @@ type Appended = (StoredMessage, Option<(Arc<StoredEvent>, Arc<[UserId]>)>);
 #[allow(clippy::large_enum_variant)]
 enum Applied {
     Unit(Reply<()>, Result<(), StoreError>),
-    Chat(Reply<ChatId>, Result<ChatId, StoreError>),
-    Members(Reply<Vec<UserId>>, Result<Vec<UserId>, StoreError>),
+    Chat(
+        Reply<(ChatId, Membership)>,
+        Result<(ChatId, Membership), StoreError>,
+    ),
+    Members(Reply<Membership>, Result<Membership, StoreError>),
     Message(Reply<StoredMessage>, Result<Appended, StoreError>),
     Read(Reply<ReadMove>, Result<ReadMove, StoreError>),
     Settings(Reply<AccountSettings>, Result<AccountSettings, StoreError>),
@@ -387,7 +391,7 @@ fn apply(
                 writes::create_chat(conn, &caller, &members, new_id, now)
             });
             // It may have brought the caller back into an existing chat.
-            if let Ok(chat) = &result {
+            if let Ok((chat, _)) = &result {
                 chats.forget(chat);
             }
             Applied::Chat(reply, result)
@@ -602,7 +606,7 @@ mod tests {
         answer(alice_created).unwrap();
         answer(bob_created).unwrap();
         answer(token_saved).unwrap();
-        answer(chat_created).unwrap()
+        answer(chat_created).unwrap().0
     }
 
     fn count(dir: &tempfile::TempDir, sql: &str) -> i64 {

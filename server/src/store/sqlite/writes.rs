@@ -16,7 +16,8 @@ use super::rows::{
 use crate::store::changes::{Change, MessageUpdate, plan};
 use crate::store::decode::member_key;
 use crate::store::{
-    DEVICES_PER_ACCOUNT, ReplyPreview, StoreError, StoredEvent, StoredMessage, TokenHash,
+    DEVICES_PER_ACCOUNT, Membership, ReplyPreview, StoreError, StoredEvent, StoredMessage,
+    TokenHash,
 };
 
 /// Chats whose row id and members the writer keeps in memory; past this it starts over.
@@ -118,7 +119,7 @@ pub fn create_chat(
     wanted: &Members,
     new_id: ChatId,
     now: i64,
-) -> Result<ChatId, StoreError> {
+) -> Result<(ChatId, Membership), StoreError> {
     for user in wanted.as_slice() {
         let deactivated: Option<bool> = conn
             .query_row(
@@ -147,7 +148,11 @@ pub fn create_chat(
         for user in wanted.as_slice() {
             add.execute(params![chat, user.as_str()])?;
         }
-        return Ok(new_id);
+        let membership = Membership {
+            members: wanted.as_slice().to_vec(),
+            version: 0,
+        };
+        return Ok((new_id, membership));
     }
     let (chat, existing): (i64, String) = conn.query_row(
         "SELECT id, public_id FROM chats WHERE member_key = ?1",
@@ -162,7 +167,29 @@ pub fn create_chat(
         conn.prepare_cached("INSERT INTO chat_members (chat, user_id) VALUES (?1, ?2)")?
             .execute(params![chat, caller.as_str()])?;
     }
-    stored_chat(&existing)
+    Ok((
+        stored_chat(&existing)?,
+        membership(conn, chat, returned == 1)?,
+    ))
+}
+
+/// `chat`'s members now, sorted, and its members' version, which `changed` bumps first.
+fn membership(conn: &Connection, chat: i64, changed: bool) -> Result<Membership, StoreError> {
+    if changed {
+        conn.prepare_cached(
+            "UPDATE chats SET members_version = members_version + 1 WHERE id = ?1",
+        )?
+        .execute([chat])?;
+    }
+    let version: i64 = conn
+        .prepare_cached("SELECT members_version FROM chats WHERE id = ?1")?
+        .query_row([chat], |row| row.get(0))?;
+    let mut members = members_of(conn, chat)?.to_vec();
+    members.sort();
+    Ok(Membership {
+        members,
+        version: u64::try_from(version).unwrap_or(0),
+    })
 }
 
 /// Refuses a chat of `caller` with anyone they blocked or who blocked them.
@@ -186,13 +213,13 @@ fn check_blocks(conn: &Connection, caller: &UserId, wanted: &Members) -> Result<
 }
 
 /// Takes `user` out of `chat` and records the departure, so that only they can come back;
-/// returns who is left, sorted.
+/// returns who is left, with the members' version the departure bumped.
 pub fn leave_chat(
     conn: &Connection,
     chat: &ChatId,
     user: &UserId,
     now: i64,
-) -> Result<Vec<UserId>, StoreError> {
+) -> Result<Membership, StoreError> {
     let row = super::reads::member_chat_row(conn, chat, user)?.ok_or(StoreError::ChatNotFound)?;
     conn.prepare_cached("DELETE FROM chat_members WHERE chat = ?1 AND user_id = ?2")?
         .execute(params![row, user.as_str()])?;
@@ -201,9 +228,7 @@ pub fn leave_chat(
          ON CONFLICT (chat, user_id) DO UPDATE SET left_at = excluded.left_at",
     )?
     .execute(params![row, user.as_str(), now])?;
-    let mut left: Vec<UserId> = members_of(conn, row)?.to_vec();
-    left.sort();
-    Ok(left)
+    membership(conn, row, true)
 }
 
 pub fn block(
