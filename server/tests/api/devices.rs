@@ -56,10 +56,7 @@ async fn empty_the_budget(app: &impl Server, user: &str) {
     let status = within(auth.sign_in(credentials(user, PASSWORD)))
         .await
         .expect_err("the budget is empty");
-    assert!(
-        budget_wait(&status) > Duration::from_secs(5),
-        "an empty budget waits for its refill: {status:?}"
-    );
+    assert_budget_empty(&status, "an empty budget waits for its refill");
 }
 
 /// The wait of a sign-in refused for the account (its ladder or its budget).
@@ -68,6 +65,16 @@ fn budget_wait(status: &Status) -> Duration {
     let (reason, _) = error_details(status);
     assert_eq!(reason, Some(Reason::AccountThrottled), "{status:?}");
     Duration::from_millis(wire::retry_after_ms(status).expect("retry-after-ms"))
+}
+
+/// Checks that `status` is a refusal for the account's empty budget (its refill is seconds
+/// away), not for a ladder (a second at most here).
+fn assert_budget_empty(status: &Status, what: &str) {
+    let wait = budget_wait(status);
+    assert!(
+        wait > Duration::from_secs(5),
+        "{what}: waits {wait:?}: {status:?}"
+    );
 }
 
 fn is_device_key(session: &Session) -> bool {
@@ -118,10 +125,7 @@ async fn a_device_the_owner_signed_in_with_gets_in_while_many_addresses_have_emp
         let status = within(laptop.sign_in(with_device("alice", PASSWORD, key)))
             .await
             .expect_err(what);
-        assert!(
-            budget_wait(&status) > Duration::from_secs(5),
-            "{what}: {status:?}"
-        );
+        assert_budget_empty(&status, what);
     }
     // A key in capitals is the same key.
     within(laptop.sign_in(with_device("alice", PASSWORD, &first.device.to_uppercase())))
@@ -221,7 +225,7 @@ async fn a_password_change_from_a_known_device_gets_through_and_forgets_every_ot
     let status = within(laptop.change_password(change("")))
         .await
         .expect_err("no key: the budget is empty");
-    assert!(budget_wait(&status) > Duration::from_secs(5), "{status:?}");
+    assert_budget_empty(&status, "refused for the budget");
     let changed = within(laptop.change_password(change(&old.device)))
         .await
         .expect("the laptop's key gets the change through")
@@ -237,10 +241,7 @@ async fn a_password_change_from_a_known_device_gets_through_and_forgets_every_ot
         let status = within(laptop.sign_in(with_device("alice", new_password, key)))
             .await
             .expect_err(what);
-        assert!(
-            budget_wait(&status) > Duration::from_secs(5),
-            "{what}: {status:?}"
-        );
+        assert_budget_empty(&status, what);
     }
     within(laptop.sign_in(with_device("alice", new_password, &changed.device)))
         .await
@@ -264,7 +265,7 @@ async fn an_account_keeps_its_newest_twenty_device_keys() {
     let status = within(auth.sign_in(with_device("alice", PASSWORD, &devices[0])))
         .await
         .expect_err("the oldest of 21 is forgotten");
-    assert!(budget_wait(&status) > Duration::from_secs(5), "{status:?}");
+    assert_budget_empty(&status, "refused for the budget");
     within(auth.sign_in(with_device("alice", PASSWORD, &devices[1])))
         .await
         .expect("the second oldest is kept");
@@ -296,7 +297,7 @@ async fn a_device_key_from_one_server_is_honoured_by_another_sharing_the_databas
     let status = within(first.auth().await.sign_in(credentials("alice", PASSWORD)))
         .await
         .expect_err("the shared budget is empty on the first server too");
-    assert!(budget_wait(&status) > Duration::from_secs(5), "{status:?}");
+    assert_budget_empty(&status, "refused for the budget");
     let again = within(second.auth_from(address(2)).await.sign_in(with_device(
         "alice",
         PASSWORD,
