@@ -112,10 +112,7 @@ pub async fn deactivate_account(settings: &Settings, user: &str) -> Result<Deact
     if store.password_hash(&user).await.map_err(failed)?.is_none() {
         return Err(format!("no account named {user}"));
     }
-    let unknown: String = rand::random::<[u8; 32]>()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let unknown = crate::auth::hex(&rand::random::<[u8; 32]>());
     let hash = password::hash_now(&unknown).map_err(|error| error.to_string())?;
     store
         .set_password(&user, hash, Some(chat_transport::unix_now()))

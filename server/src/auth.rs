@@ -335,8 +335,8 @@ fn is_secret_shaped(text: &str) -> bool {
     text.len() == 2 * TOKEN_BYTES && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// SHA-256 of the lower-cased token (or device key). Every call hashes its token, so it is lower-cased a
-/// block at a time on the stack rather than into a new string.
+/// SHA-256 of the lower-cased token (or device key). Every call hashes its token, so it is
+/// lower-cased a block at a time on the stack rather than into a new string.
 fn token_hash(token: &str) -> TokenHash {
     let mut hasher = Sha256::new();
     let mut block = [0u8; 64];

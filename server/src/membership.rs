@@ -44,11 +44,11 @@ impl Departures {
     /// Takes `user` out of `chat` (NOT_FOUND when they are not in it) and ends their open
     /// feeds of it on this server. Returns the members the chat has after it.
     pub async fn leave(&self, chat: &ChatId, user: &UserId) -> Result<Membership, ApiError> {
-        let members = self.store.leave_chat(chat, user).await?;
+        let membership = self.store.leave_chat(chat, user).await?;
         tracing::info!(%user, %chat, "left a chat");
         // No receiver (no open stream) is not an error.
         let _ = self.left.send((user.clone(), chat.clone()));
-        Ok(members)
+        Ok(membership)
     }
 
     /// Resolves with NOT_FOUND once `user` is no longer a member of `chat`; never resolves

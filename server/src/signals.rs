@@ -113,7 +113,7 @@ const PAYLOAD_MAX: usize = 7_000;
 /// never contain one).
 fn encode(signal: &Signal) -> Vec<String> {
     let bytes = signal.to_proto().encode_to_vec();
-    let head: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    let head = crate::auth::hex(&bytes);
     let mut payloads = Vec::new();
     let mut payload = head.clone();
     for recipient in &signal.recipients {

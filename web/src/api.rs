@@ -104,8 +104,6 @@ pub struct Session {
 pub struct Api {
     base_url: String,
     token: Option<String>,
-    /// The signed-in user's device key in this browser, for ChangePassword.
-    device: String,
 }
 
 /// The live feed of every chat of the user.
@@ -132,7 +130,6 @@ impl Api {
         Self {
             base_url,
             token: None,
-            device: String::new(),
         }
     }
 
@@ -150,7 +147,6 @@ impl Api {
         Self {
             base_url: self.base_url.clone(),
             token: Some(session.token.clone()),
-            device: crate::storage::load_device(&session.user_id).unwrap_or_default(),
         }
     }
 
@@ -200,17 +196,19 @@ impl Api {
         Ok(())
     }
 
-    /// Replaces the password. Every session of the user, this one included, is revoked; the
+    /// Replaces the password of `user_id`, the signed-in user, with the device key this
+    /// browser keeps for them. Every session of the user, this one included, is revoked; the
     /// returned session is the one to go on with.
     pub async fn change_password(
         &self,
+        user_id: &str,
         old_password: &str,
         new_password: &str,
     ) -> Result<Session, ApiError> {
         let request = proto::ChangePasswordRequest {
             old_password: old_password.to_owned(),
             new_password: new_password.to_owned(),
-            device: self.device.clone(),
+            device: crate::storage::load_device(user_id).unwrap_or_default(),
         };
         let session = self
             .unary::<proto::Session>("/chat.Auth/ChangePassword", &request, true)

@@ -1,8 +1,8 @@
 //! Failed sign-ins: who must wait before trying another password, and for how long.
 //!
-//! An attempt from an address meets two budgets, a device key's one; each is counted before
-//! the password is checked (so parallel attempts cannot all slip through) and given back when
-//! it was right:
+//! An attempt from an address meets two budgets, an attempt with a device key one; each is
+//! counted before the password is checked (so parallel attempts cannot all slip through) and
+//! given back when it was right:
 //!
 //! - **A ladder per account and address.** From one address, an account has
 //!   `free_failures` failed attempts, then every further attempt from there waits 1 s,

@@ -9,6 +9,7 @@ use leptos::task::spawn_local;
 use crate::api::{Api, Session};
 use crate::components::blocked_list::BlockedList;
 use crate::components::notification_offer::NotificationOffer;
+use crate::live::model::ModelStoreFields;
 use crate::live::use_live;
 
 /// An "Account" disclosure with a "Share read receipts" switch, the offer of desktop
@@ -106,9 +107,10 @@ pub fn AccountMenu(
         }
         busy.set(true);
         let api = api.clone();
+        let me = live.model.me().get_untracked();
         live.replacing_session(true);
         spawn_local(async move {
-            match api.change_password(&old, &new).await {
+            match api.change_password(&me, &old, &new).await {
                 Ok(session) => {
                     live.stop();
                     on_session_changed.run(session);
