@@ -12,9 +12,8 @@
 // CHAT_TEST_DATABASE_URL (default 127.0.0.1:5432). Run it with e2e/run.sh.
 
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import http2 from 'node:http2';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
@@ -22,13 +21,13 @@ import path from 'node:path';
 import { after, before, describe } from 'node:test';
 import { promisify } from 'node:util';
 
-import { ChatUser, eventually, launchChromium } from './browser.mjs';
+import { ChatUser, launchChromium } from './browser.mjs';
 import { encodeStrings, frame, grpcWebHeaders, readGrpcWebReply } from './grpc_web.mjs';
-import { ChatServer, REPO_ROOT, freePort, storySteps } from './server.mjs';
+import { readmeNginxBlock, replaceExactly, startNginx } from './nginx.mjs';
+import { ChatServer, freePort, storySteps } from './server.mjs';
 
 const run = promisify(execFile);
 
-const NGINX = process.env.NGINX ?? '/usr/sbin/nginx';
 const ADMIN_URL = process.env.CHAT_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const PASSWORD = 'correct horse battery';
 /** Sign-in attempts per minute per client address on the servers here. */
@@ -39,19 +38,9 @@ const RECONNECT_MS = 20_000;
 const GRPC_UNAUTHENTICATED = '16';
 const GRPC_RESOURCE_EXHAUSTED = '8';
 
-/** `text` with `from` replaced by `to`, which must occur exactly `times` times. */
-function replaceExactly(text, from, to, times = 1) {
-  const found = text.split(from).length - 1;
-  assert.equal(found, times, `the README's nginx example should hold ${JSON.stringify(from)} ${times} time(s)`);
-  return text.replaceAll(from, to);
-}
-
 /** The README's nginx example, pointed at `servers` and listening on `port`. */
 async function readmeNginxConfig({ servers, port, cert, key }) {
-  const readme = await readFile(path.join(REPO_ROOT, 'README.md'), 'utf8');
-  const block = /```nginx\n([\s\S]*?)```/.exec(readme);
-  assert.ok(block, 'README.md holds an nginx example');
-  let config = block[1];
+  let config = await readmeNginxBlock('upstream chat_grpc');
   servers.forEach((server, index) => {
     config = replaceExactly(config, `10.0.0.1${index + 1}:8080`, `127.0.0.1:${server.port}`, 2);
   });
@@ -120,16 +109,12 @@ describe("three servers on one PostgreSQL behind the README's nginx", { timeout:
   let databaseUrl;
   /** @type {ChatServer[]} */ const servers = [];
   let nginx;
-  const nginxLog = [];
   let origin;
   let browser;
   /** @type {ChatUser} */ let alice;
   /** @type {ChatUser} */ let bob;
 
   before(async () => {
-    await run(NGINX, ['-v']).catch(() => {
-      throw new Error(`no nginx at ${NGINX}: scripts/test installs Debian's package nginx (or set NGINX)`);
-    });
     dir = await mkdtemp(path.join(tmpdir(), 'chat-e2e-nginx-'));
     // nginx's workers may run as another user (root's nginx starts them as nobody).
     await chmod(dir, 0o755);
@@ -176,32 +161,25 @@ http {
 ${await readmeNginxConfig({ servers, port, cert, key })}
 }
 `;
-    const configFile = path.join(dir, 'nginx.conf');
-    await writeFile(configFile, config);
-    const args = ['-e', path.join(dir, 'error.log'), '-p', dir, '-c', configFile];
-    await run(NGINX, [...args, '-t']).catch((error) => {
-      throw new Error(`nginx refuses the README's example: ${error.stderr}\n${config}`);
+    nginx = await startNginx({
+      dir,
+      config,
+      serving: async () => {
+        const status = await new Promise((resolve, reject) =>
+          https.get(`${origin}/`, { rejectUnauthorized: false }, (response) => {
+            response.resume();
+            resolve(response.statusCode);
+          }).on('error', reject),
+        );
+        assert.equal(status, 200);
+      },
     });
-    nginx = spawn(NGINX, [...args, '-g', 'daemon off;'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    for (const stream of [nginx.stdout, nginx.stderr]) stream.on('data', (chunk) => nginxLog.push(String(chunk)));
-    await eventually('nginx serves the app', async () => {
-      const status = await new Promise((resolve, reject) =>
-        https.get(`${origin}/`, { rejectUnauthorized: false }, (response) => {
-          response.resume();
-          resolve(response.statusCode);
-        }).on('error', reject),
-      );
-      assert.equal(status, 200);
-    }, { timeout: 10_000 });
     browser = await launchChromium();
   });
 
   after(async () => {
     await browser?.close().catch((error) => console.error(`closing Chromium: ${error}`));
-    if (nginx && nginx.exitCode === null) {
-      nginx.kill('SIGTERM');
-      await once(nginx, 'exit');
-    }
+    await nginx?.stop();
     for (const server of servers) await server.dispose();
     if (database) {
       await run('psql', [ADMIN_URL, '-qc', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`])
@@ -213,8 +191,7 @@ ${await readmeNginxConfig({ servers, port, cert, key })}
   // After a failed step: every server's log, nginx's and each browser's report.
   const step = storySteps(async () => {
     servers.forEach((server, index) => console.error(`--- server ${index + 1} (last lines) ---\n${server.logTail()}`));
-    const errorLog = await readFile(path.join(dir, 'error.log'), 'utf8').catch(() => '');
-    console.error(`--- nginx (last lines) ---\n${nginxLog.join('')}${errorLog.split('\n').slice(-40).join('\n')}`);
+    if (nginx) console.error(await nginx.report());
     for (const user of [alice, bob]) if (user) console.error(user.report());
   }, { timeout: 60_000 });
 

@@ -8,22 +8,17 @@
 // e2e/run.sh.
 
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { access, chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { promisify } from 'node:util';
 
-import { ChatUser, eventually, launchChromium } from './browser.mjs';
+import { ChatUser, launchChromium } from './browser.mjs';
 import { encodeStrings, frame, grpcWebHeaders, readGrpcWebReply } from './grpc_web.mjs';
-import { ChatServer, REPO_ROOT, freePort, storySteps } from './server.mjs';
+import { readmeNginxBlock, replaceExactly, startNginx } from './nginx.mjs';
+import { ChatServer, freePort, storySteps } from './server.mjs';
 
-const run = promisify(execFile);
-
-const NGINX = process.env.NGINX ?? '/usr/sbin/nginx';
 const STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so';
 const PASSWORD = 'correct horse battery';
 /** Sign-in attempts per minute per client address on the server here. */
@@ -31,23 +26,15 @@ const SIGN_INS_PER_ADDRESS = 3;
 const GRPC_UNAUTHENTICATED = '16';
 const GRPC_RESOURCE_EXHAUSTED = '8';
 
-/** `text` with `from` replaced by `to`, which must occur exactly once. */
-function replaceOnce(text, from, to) {
-  assert.equal(text.split(from).length - 1, 1, `the README's layer-4 example should hold ${JSON.stringify(from)} once`);
-  return text.replace(from, to);
-}
-
 /** The README's layer-4 nginx example, pointed at `serverPort` and listening on `port`. */
 async function readmeStreamConfig({ serverPort, port }) {
-  const readme = await readFile(path.join(REPO_ROOT, 'README.md'), 'utf8');
-  const block = [...readme.matchAll(/```nginx\n([\s\S]*?)```/g)].map((match) => match[1]).find((text) => text.includes('stream {'));
-  assert.ok(block, 'README.md holds a layer-4 nginx example (a stream block)');
-  let config = replaceOnce(block, '10.0.0.11:8080', `127.0.0.1:${serverPort}`);
-  config = replaceOnce(config, '        server 10.0.0.12:8080 max_fails=0;\n', '');
-  config = replaceOnce(config, '        server 10.0.0.13:8080 max_fails=0;\n', '');
-  config = replaceOnce(config, 'listen 443;', `listen 127.0.0.1:${port};`);
+  const block = await readmeNginxBlock('stream {');
+  let config = replaceExactly(block, '10.0.0.11:8080', `127.0.0.1:${serverPort}`);
+  config = replaceExactly(config, '        server 10.0.0.12:8080 max_fails=0;\n', '');
+  config = replaceExactly(config, '        server 10.0.0.13:8080 max_fails=0;\n', '');
+  config = replaceExactly(config, 'listen 443;', `listen 127.0.0.1:${port};`);
   // On the loopback every address is nginx's: this is the one the server is told about.
-  return replaceOnce(config, 'proxy_protocol on;', 'proxy_protocol on;\n        proxy_bind 127.0.0.2;');
+  return replaceExactly(config, 'proxy_protocol on;', 'proxy_protocol on;\n        proxy_bind 127.0.0.2;');
 }
 
 /** A SignIn of an account that does not exist over gRPC-web, from `localAddress`. */
@@ -73,7 +60,6 @@ describe('the server behind a layer-4 load balancer sending the PROXY protocol (
   let dir;
   /** @type {ChatServer} */ let server;
   let nginx;
-  const nginxLog = [];
   let origin;
   let browser;
   /** @type {ChatUser} */ let alice;
@@ -102,35 +88,28 @@ error_log ${dir}/error.log info;
 worker_processes 1;
 events { worker_connections 512; }
 ${await readmeStreamConfig({ serverPort: server.port, port })}`;
-    const configFile = path.join(dir, 'nginx.conf');
-    await writeFile(configFile, config);
-    const args = ['-p', dir, '-c', configFile];
-    await run(NGINX, [...args, '-t']).catch((error) => {
-      throw new Error(`nginx refuses the configuration: ${error.stderr}\n${config}`);
+    nginx = await startNginx({
+      dir,
+      config,
+      serving: async () => {
+        const response = await fetch(origin, { signal: AbortSignal.timeout(1_000) });
+        await response.arrayBuffer();
+        assert.equal(response.status, 200);
+      },
     });
-    nginx = spawn(NGINX, [...args, '-g', 'daemon off;'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    for (const stream of [nginx.stdout, nginx.stderr]) stream.on('data', (chunk) => nginxLog.push(String(chunk)));
-    await eventually('nginx serves the app', async () => {
-      const response = await fetch(origin, { signal: AbortSignal.timeout(1_000) });
-      await response.arrayBuffer();
-      assert.equal(response.status, 200);
-    }, { timeout: 10_000 });
     browser = await launchChromium();
   });
 
   after(async () => {
     await browser?.close().catch(() => {});
-    if (nginx && nginx.exitCode === null) {
-      nginx.kill('SIGTERM');
-      await once(nginx, 'exit');
-    }
+    await nginx?.stop();
     await server?.dispose();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  const step = storySteps(() => {
+  const step = storySteps(async () => {
     console.error(`--- chat-server log (last lines) ---\n${server?.logTail() ?? ''}`);
-    console.error(`--- nginx ---\n${nginxLog.join('')}`);
+    if (nginx) console.error(await nginx.report());
     for (const user of [alice, bob]) if (user) console.error(user.report());
   });
 
