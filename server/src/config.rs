@@ -44,6 +44,7 @@ pub struct Settings {
 
     /// PostgreSQL URL (`postgres://user@host/database`): store everything there instead of
     /// the SQLite file, so that several servers can share it. Unset: SQLite in --data-dir.
+    /// TLS as libpq's parameters ask: `?sslmode=verify-full&sslrootcert=/path/ca.pem`.
     #[arg(long, env = "CHAT_DATABASE_URL")]
     pub database_url: Option<String>,
 

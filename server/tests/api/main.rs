@@ -32,6 +32,7 @@ mod new_chat;
 mod ops;
 mod pg_faults;
 mod pg_restart;
+mod pg_tls;
 mod presence;
 mod proxy_protocol;
 mod quotas;

@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use chat_core::ids::UserId;
 
 use super::activity::SIGNALS_CHANNEL;
 use super::tailer::Hints;
+use super::tls::Target;
 use super::writer::CHANNEL;
 use super::writes::TOKENS_CHANNEL;
 use crate::store::token_cache::TokenCache;
@@ -29,7 +30,7 @@ const RECONNECT: Duration = Duration::from_millis(500);
 
 /// Listens until `tailer_gone` reports the tailer dropped.
 pub async fn run(
-    config: tokio_postgres::Config,
+    database: Target,
     hints: Arc<Hints>,
     signals: mpsc::UnboundedSender<String>,
     tokens: Arc<TokenCache>,
@@ -38,7 +39,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tailer_gone.changed() => return,
-            error = listen(&config, &hints, &signals, &tokens) => {
+            error = listen(&database, &hints, &signals, &tokens) => {
                 tokens.suspend();
                 tracing::warn!(%error, "database listener lost; reconnecting");
             }
@@ -52,12 +53,12 @@ pub async fn run(
 
 /// Connects, listens and forwards notifications until the connection fails.
 async fn listen(
-    config: &tokio_postgres::Config,
+    database: &Target,
     hints: &Hints,
     signals: &mpsc::UnboundedSender<String>,
     tokens: &Arc<TokenCache>,
 ) -> String {
-    let (client, mut connection) = match config.connect(NoTls).await {
+    let (client, mut connection) = match database.config.connect(database.tls.clone()).await {
         Ok(connected) => connected,
         Err(error) => return error.to_string(),
     };

@@ -27,6 +27,7 @@ mod reads;
 mod rows;
 mod schema;
 mod tailer;
+mod tls;
 mod words;
 mod writer;
 mod writes;
@@ -41,7 +42,6 @@ use chat_core::requests::{HistoryQuery, ListQuery, Members, NewMessage};
 use chat_core::search::SearchQuery;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::NoTls;
 
 use self::activity::PgSignals;
 use self::leases::PgLeases;
@@ -49,6 +49,7 @@ use self::rates::PgRates;
 #[doc(hidden)]
 pub use self::schema::migration_sql;
 use self::tailer::TailerLink;
+use self::tls::Target;
 pub use self::words::vector as search_vector;
 use self::writer::{Append, Writer};
 use super::decode::id_from_sql;
@@ -93,17 +94,16 @@ impl PgStore {
         broker: Arc<Broker>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|error| StoreError::Unavailable(format!("bad database URL: {error}")))?;
-        config
+        let mut target = Target::parse(url)?;
+        target
+            .config
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
             .application_name("chat-server");
         let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
+            target.config.clone(),
+            target.tls.clone(),
             ManagerConfig {
                 // A connection that broke is seen as closed; checking each one with a query
                 // before every use would cost a round trip per call.
@@ -133,7 +133,7 @@ impl PgStore {
         let tokens = Arc::new(TokenCache::shared(TOKEN_TRUST_SECS));
         let tailer = Arc::new(tailer::start(
             pool.clone(),
-            config,
+            target,
             broker,
             MessageId(id_from_sql(newest)),
             heard,
@@ -177,15 +177,14 @@ pub async fn connect_for_tools(url: &str) -> Result<Object, StoreError> {
 /// One connection to the database at `url` as it is, for a tool that only reads (`chat-server
 /// accounts`): a wrong URL must not leave an empty database with the schema in it.
 pub async fn connect_for_reading(url: &str) -> Result<Object, StoreError> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|error| StoreError::Unavailable(format!("bad database URL: {error}")))?;
-    config
+    let mut target = Target::parse(url)?;
+    target
+        .config
         .connect_timeout(CONNECT_TIMEOUT)
         .application_name("chat-server tools");
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        target.config,
+        target.tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

@@ -15,15 +15,32 @@ impl From<tokio_postgres::Error> for StoreError {
         // said ("relation \"accounts\" does not exist") is what an operator can act on.
         match error.as_db_error() {
             Some(said) => StoreError::Unavailable(format!("the database says: {}", said.message())),
-            None => StoreError::Unavailable(error.to_string()),
+            None => StoreError::Unavailable(described(&error)),
         }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(error: deadpool_postgres::PoolError) -> Self {
-        StoreError::Unavailable(format!("no database connection: {error}"))
+        StoreError::Unavailable(format!("no database connection: {}", described(&error)))
     }
+}
+
+/// `error` with its causes: the driver's own text is only the kind of failure ("error
+/// performing TLS handshake", "error connecting to server"); the why ("connection refused",
+/// a refused certificate) is in its source.
+pub fn described(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// The columns every message query selects, in this order, from `messages m` joined with

@@ -32,6 +32,7 @@ use super::reads::event;
 use super::rows::{
     MESSAGE_AND_REACTION_COLUMN_COUNT, MESSAGE_COLUMNS, REACTION_COLUMNS, REPLY_JOIN,
 };
+use super::tls::Target;
 use crate::fanout::Broker;
 use crate::store::decode::{id_to_sql, stored_user};
 use crate::store::token_cache::TokenCache;
@@ -124,7 +125,7 @@ impl TailerLink {
 /// Both end once the returned link is dropped.
 pub fn start(
     pool: Pool,
-    config: tokio_postgres::Config,
+    database: Target,
     broker: Arc<Broker>,
     newest: MessageId,
     signals: mpsc::UnboundedSender<String>,
@@ -137,7 +138,7 @@ pub fn start(
     let hints = Arc::new(Hints::default());
     let (alive, tailer_gone) = watch::channel(());
     tokio::spawn(listener::run(
-        config,
+        database,
         Arc::clone(&hints),
         signals,
         tokens,
