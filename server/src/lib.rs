@@ -43,6 +43,7 @@ mod membership;
 mod metrics;
 mod password;
 mod presence;
+mod readiness;
 mod service;
 mod signals;
 mod store;
@@ -126,8 +127,7 @@ pub async fn run(
     // Bound before anything is served, so a taken port stops the start-up.
     let metrics_listener = match settings.metrics_listen {
         Some(address) => Some(
-            TcpListener::bind(address)
-                .await
+            chat_transport::listen(address)
                 .map_err(|source| ServerError::MetricsListen { address, source })?,
         ),
         None => None,
@@ -168,6 +168,7 @@ pub async fn run(
         Arc::clone(&store),
         settings.token_recheck(),
     ));
+    let pinged = Arc::clone(&store);
     let chat = ChatServer::new(ChatService {
         store,
         departures,
@@ -193,6 +194,7 @@ pub async fn run(
     health_reporter
         .set_serving::<ChatServer<ChatService>>()
         .await;
+    let readiness = readiness::start(pinged, health_reporter.clone(), stopping.subscribe());
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(chat_core::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -250,16 +252,14 @@ pub async fn run(
             tracing::info!(%address, "metrics at http://{address}/metrics");
         }
         let mut stopped = stopping.subscribe();
-        tokio::spawn(metrics::serve(listener, metrics, async move {
+        tokio::spawn(metrics::serve(listener, metrics, readiness, async move {
             let _ = stopped.wait_for(|stopping| *stopping).await;
         }))
     });
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: ending streams, finishing calls in flight");
-        health_reporter
-            .set_not_serving::<ChatServer<ChatService>>()
-            .await;
+        readiness::tell(&health_reporter, false).await;
         let _ = stopping.send(true);
     };
     chat_transport::serve(listener, app, signal, settings.transport(tls)).await?;

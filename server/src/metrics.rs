@@ -24,6 +24,8 @@ use prometheus::{
 use tokio::net::TcpListener;
 use tonic::body::Body as GrpcBody;
 
+use crate::readiness::Readiness;
+
 /// How the database pool is used at one moment (PostgreSQL only).
 #[derive(Debug, Clone, Copy)]
 pub struct PoolUse {
@@ -477,10 +479,11 @@ impl Drop for Observed {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+/// Serves `GET /metrics` and `GET /readyz` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let app = axum::Router::new()
@@ -494,7 +497,20 @@ pub async fn serve(
                     .into_response()
             }),
         )
-        .with_state(metrics);
+        .with_state(metrics)
+        // For load balancers' and orchestrators' checks (`readiness.rs`): 200 or 503, and why.
+        .route(
+            "/readyz",
+            axum::routing::get(move || async move {
+                match readiness.why_not() {
+                    None => (http::StatusCode::OK, "ready\n".to_owned()),
+                    Some(why) => (
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {why}\n"),
+                    ),
+                }
+            }),
+        );
     // The port's service answers with tonic's body type; one box per scrape.
     let app = tower::ServiceBuilder::new()
         .map_response(|response: axum::response::Response| response.map(GrpcBody::new))

@@ -457,6 +457,10 @@ pub async fn open(
 ///   callers may retry it.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Whether the store can serve now: the database answers a query (and, on SQLite, the
+    /// writer thread runs). For the server's readiness (`readiness.rs`), never for a call.
+    async fn ping(&self) -> Result<(), StoreError>;
+
     async fn create_account(&self, user: &UserId, password_hash: String) -> Result<(), StoreError>;
 
     async fn password_hash(&self, user: &UserId) -> Result<Option<String>, StoreError>;

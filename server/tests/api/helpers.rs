@@ -631,6 +631,26 @@ impl TestDatabase {
         .await
     }
 
+    /// Cuts every server off from this database, as a network partition or a database that
+    /// refuses them would: no new connection is let in, and every open one is ended.
+    pub async fn cut_off(&self) {
+        admin_execute(&format!(
+            "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
+            name = self.name
+        ))
+        .await;
+    }
+
+    /// Lets connections to this database in again, after [`Self::cut_off`].
+    pub async fn reconnect(&self) {
+        admin_execute(&format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+            self.name
+        ))
+        .await;
+    }
+
     /// Runs `statement` (an INSERT, UPDATE or DELETE) as an operator at a `psql` prompt
     /// would, behind the servers' backs.
     pub async fn execute(&self, statement: &str) {

@@ -37,6 +37,7 @@ mod presence;
 mod proxy_protocol;
 mod quotas;
 mod read_state;
+mod readiness;
 mod reply;
 mod restart;
 mod search;

@@ -200,6 +200,11 @@ pub async fn connect_for_reading(url: &str) -> Result<Object, StoreError> {
 
 #[async_trait]
 impl Store for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
     async fn create_account(&self, user: &UserId, password_hash: String) -> Result<(), StoreError> {
         writes::create_account(&self.client().await?, user, &password_hash, unix_now()).await
     }

@@ -90,6 +90,15 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.writes.is_closed() {
+            return Err(StoreError::Unavailable("writer thread stopped".into()));
+        }
+        self.readers
+            .read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
     async fn create_account(&self, user: &UserId, password_hash: String) -> Result<(), StoreError> {
         let user = user.clone();
         self.write(|reply| WriteRequest::CreateAccount {
