@@ -25,9 +25,11 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 /// chat-server's abuse-limit flags as the benchmark sets them (see `spawn`). Every client of
 /// a run comes from 127.0.0.1, so the per-address connection cap is lifted too (the open-file
 /// limit is the real bound).
-pub const LIFTED_LIMITS: [&str; 12] = [
+pub const LIFTED_LIMITS: [&str; 14] = [
     "--send-rate",
     "1000000",
+    "--call-rate",
+    "0",
     "--send-burst",
     "1000000",
     "--max-streams-per-user",

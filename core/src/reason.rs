@@ -35,10 +35,13 @@ pub enum Reason {
     TooManyBlocked,
     /// Typing calls faster than the per-user rate: wait (RetryInfo); nobody was told.
     TypingRate,
+    /// The other calls (History, List, Search, MarkRead, ...) faster than the per-user rate:
+    /// wait (RetryInfo), then make the same call.
+    CallRate,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::WrongCredentials,
         Reason::TokenInvalid,
         Reason::AccountThrottled,
@@ -51,6 +54,7 @@ impl Reason {
         Reason::Blocked,
         Reason::TooManyBlocked,
         Reason::TypingRate,
+        Reason::CallRate,
     ];
 
     /// The name on the wire, as `ErrorInfo` wants it (`[A-Z0-9_]+`).
@@ -68,6 +72,7 @@ impl Reason {
             Reason::Blocked => "BLOCKED",
             Reason::TooManyBlocked => "TOO_MANY_BLOCKED",
             Reason::TypingRate => "TYPING_RATE",
+            Reason::CallRate => "CALL_RATE",
         }
     }
 

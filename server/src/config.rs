@@ -104,6 +104,17 @@ pub struct Settings {
     #[arg(long, env = "CHAT_NEW_CHAT_PER_MINUTE", default_value_t = 30)]
     pub new_chat_per_minute: u32,
 
+    /// Other calls per second one user may make, sustained (History, List, Search, MarkRead,
+    /// GetSettings, UpdateSettings, Leave, Block, Unblock, ListBlocked), on each server; 0 for
+    /// no limit. Beyond it: RESOURCE_EXHAUSTED (CALL_RATE) with a `retry-after-ms` hint.
+    #[arg(long, env = "CHAT_CALL_RATE", default_value_t = 20)]
+    pub call_rate: u32,
+
+    /// Other calls one user may make in a burst before --call-rate applies.
+    #[arg(long, env = "CHAT_CALL_BURST", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub call_burst: u32,
+
     /// Failed sign-ins an account may have from one address (IPv4, or IPv6 /64) before each
     /// further attempt from there must wait: 1 s, then doubling with each failure, up to
     /// --sign-in-max-delay-secs. A right password forgives that address's failures; they are
@@ -375,6 +386,8 @@ impl Settings {
             send_rate: unless_zero(self.send_rate),
             send_burst: self.send_burst,
             new_chat_per_minute: unless_zero(self.new_chat_per_minute),
+            call_rate: unless_zero(self.call_rate),
+            call_burst: self.call_burst,
             max_streams_per_user: usize::try_from(self.max_streams_per_user).unwrap_or(usize::MAX),
             sign_in_free_failures: self.sign_in_free_failures,
             sign_in_max_delay: Duration::from_secs(self.sign_in_max_delay_secs),

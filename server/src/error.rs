@@ -95,6 +95,8 @@ pub enum Limit {
     NewChatRate(u32),
     /// The user's Typing calls (`chat_core::activity`'s rate).
     TypingRate,
+    /// The user's other calls per second (the configured rate; see `Limits::call`).
+    CallRate(u32),
     /// Failed sign-ins of the account, as seen from the caller's address.
     AccountSignIns,
     /// Sign-in and sign-up attempts from the caller's address.
@@ -111,6 +113,7 @@ impl Limit {
             Limit::SendRate(_) => Reason::SendRate,
             Limit::NewChatRate(_) => Reason::NewChatRate,
             Limit::TypingRate => Reason::TypingRate,
+            Limit::CallRate(_) => Reason::CallRate,
             Limit::AccountSignIns => Reason::AccountThrottled,
             Limit::AddressSignIns | Limit::AddressSignOuts => Reason::AddressThrottled,
             Limit::SignInQueue => Reason::SignInQueueFull,
@@ -128,6 +131,11 @@ impl fmt::Display for Limit {
                 write!(f, "you are starting more than {rate} chats per minute")
             }
             Limit::TypingRate => f.write_str("you are saying you are typing too often"),
+            Limit::CallRate(rate) => write!(
+                f,
+                "you are making more than {rate} requests per second (reading history, \
+                 listing chats, searching, marking read, ...)"
+            ),
             Limit::AccountSignIns => f.write_str("too many failed sign-ins for this account"),
             Limit::AddressSignIns => f.write_str("too many sign-in attempts from your address"),
             Limit::AddressSignOuts => f.write_str("too many sign-outs from your address"),

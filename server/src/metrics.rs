@@ -63,6 +63,7 @@ pub struct Metrics {
 #[derive(Debug, Clone, Copy)]
 pub enum Refusal {
     SendRate,
+    CallRate,
     StreamsPerUser,
     AccountSignIns,
     AddressSignIns,
@@ -74,6 +75,7 @@ impl Refusal {
     fn label(self) -> &'static str {
         match self {
             Refusal::SendRate => "send_rate",
+            Refusal::CallRate => "call_rate",
             Refusal::StreamsPerUser => "streams_per_user",
             Refusal::AccountSignIns => "account_sign_ins",
             Refusal::AddressSignIns => "address_sign_ins",

@@ -1,4 +1,5 @@
 //! Abuse limits, each configurable (see `config`): how fast one user may send and start chats,
+//! how fast one user may make the other calls (reads, read marks, settings, Leave, Block),
 //! how many streams one user may hold open, how often sign-in may be tried per address and per
 //! account, and how often SignOut may be called per address.
 //! (Sizes of a message and of a chat are validation, in `chat_core::limits`; the size of a
@@ -39,6 +40,11 @@ pub struct LimitSettings {
     pub send_burst: u32,
     /// New calls per minute one user may make (also its burst); `None`: no limit.
     pub new_chat_per_minute: Option<u32>,
+    /// The other calls per second one user may make, sustained (`Limits::call`); `None`: no
+    /// limit.
+    pub call_rate: Option<u32>,
+    /// The other calls one user may make at once before the rate applies.
+    pub call_burst: u32,
     pub max_streams_per_user: usize,
     /// Failed sign-ins an account may have from one address before each further attempt from
     /// there must wait.
@@ -59,6 +65,9 @@ pub struct Limits {
     new_chat_rate: u32,
     /// Typing calls: per server, in memory (a refusal only costs someone a typing line).
     typing: KeyedLimit<UserId>,
+    /// The other calls: per server, in memory (see `Limits::call`).
+    calls: Option<KeyedLimit<UserId>>,
+    call_rate: u32,
     sign_in_addresses: Option<KeyedLimit<IpAddr>>,
     sign_out_addresses: Option<KeyedLimit<IpAddr>>,
     sign_ins: SignIns,
@@ -112,6 +121,13 @@ impl Limits {
                 .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
                 .allow_burst(nonzero(chat_core::activity::TYPING_BURST)),
             ),
+            calls: settings.call_rate.map(|per_second| {
+                KeyedLimit::new(
+                    Quota::per_second(nonzero(per_second))
+                        .allow_burst(nonzero(settings.call_burst)),
+                )
+            }),
+            call_rate: settings.call_rate.unwrap_or_default(),
             sign_in_addresses: settings
                 .sign_in_per_address_per_minute
                 .map(|per_minute| KeyedLimit::new(Quota::per_minute(nonzero(per_minute)))),
@@ -198,6 +214,29 @@ impl Limits {
                 limit: Limit::TypingRate,
                 retry_after,
             })
+    }
+
+    /// Takes one call from `user`'s budget of the calls that are neither messages (the send
+    /// rate) nor New, Typing or streams (their own limits): History, List, Search, MarkRead,
+    /// the settings, Leave, Block, Unblock and ListBlocked. Without it, one account (a
+    /// stolen token, a client stuck in a loop) could keep the readers and the writer busy
+    /// for everyone: a Block and Unblock in turn is a write transaction each, a prefix
+    /// Search a scan of the index. The default budget is far above what the app makes.
+    ///
+    /// Per server, in memory, like Typing's: with N servers behind a load balancer a user
+    /// may make N times as many. Counting them in PostgreSQL would cost each such call a
+    /// statement there, more than many of these calls cost themselves.
+    pub fn call(&self, user: &UserId) -> Result<(), ApiError> {
+        let Some(calls) = &self.calls else {
+            return Ok(());
+        };
+        calls.check(user).map_err(|retry_after| {
+            self.metrics.refused(Refusal::CallRate);
+            ApiError::RateLimited {
+                limit: Limit::CallRate(self.call_rate),
+                retry_after,
+            }
+        })
     }
 
     /// Waits until `user` may send one more message. Connect uses this instead of refusing:
@@ -427,6 +466,8 @@ mod tests {
             send_rate: Some(2),
             send_burst: 3,
             new_chat_per_minute: None,
+            call_rate: Some(2),
+            call_burst: 3,
             max_streams_per_user,
             sign_in_free_failures: 1,
             sign_in_max_delay: Duration::from_secs(1),

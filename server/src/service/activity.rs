@@ -15,7 +15,7 @@ impl ChatService {
         &self,
         request: Request<proto::MarkReadRequest>,
     ) -> Result<Response<proto::MarkReadResponse>, Status> {
-        let caller = self.authenticator.caller(request.metadata()).await?;
+        let caller = self.budgeted_caller(request.metadata()).await?;
         let mark = ReadMark::try_from(request.get_ref()).map_err(ApiError::from)?;
         let moved = self
             .store
@@ -71,7 +71,7 @@ impl ChatService {
         &self,
         request: Request<proto::GetSettingsRequest>,
     ) -> Result<Response<proto::Settings>, Status> {
-        let caller = self.authenticator.caller(request.metadata()).await?;
+        let caller = self.budgeted_caller(request.metadata()).await?;
         let settings = self.store.settings(&caller).await.map_err(ApiError::from)?;
         Ok(Response::new(settings.to_proto()))
     }
@@ -80,7 +80,7 @@ impl ChatService {
         &self,
         request: Request<proto::Settings>,
     ) -> Result<Response<proto::Settings>, Status> {
-        let caller = self.authenticator.caller(request.metadata()).await?;
+        let caller = self.budgeted_caller(request.metadata()).await?;
         let change = SettingsChange::from(request.get_ref());
         let settings = self
             .store

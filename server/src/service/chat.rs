@@ -102,7 +102,7 @@ impl Chat for ChatService {
         &self,
         request: Request<proto::HistoryRequest>,
     ) -> Result<Response<proto::HistoryResponse>, Status> {
-        let caller = self.authenticator.caller(request.metadata()).await?;
+        let caller = self.budgeted_caller(request.metadata()).await?;
         let query = HistoryQuery::try_from(request.get_ref()).map_err(ApiError::from)?;
         let page = self.store.history(&caller, &query).await?;
         Ok(Response::new(proto::HistoryResponse {
@@ -265,7 +265,7 @@ impl Chat for ChatService {
         &self,
         request: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListResponse>, Status> {
-        let caller = self.authenticator.caller(request.metadata()).await?;
+        let caller = self.budgeted_caller(request.metadata()).await?;
         let query = ListQuery::try_from(request.get_ref()).map_err(ApiError::from)?;
         let page = self.store.chats_of(&caller, &query).await?;
         Ok(Response::new(proto::ListResponse {
@@ -282,7 +282,7 @@ impl Chat for ChatService {
         &self,
         request: Request<proto::LeaveRequest>,
     ) -> Result<Response<proto::LeaveResponse>, Status> {
-        let caller = self.authenticator.caller(request.metadata()).await?;
+        let caller = self.budgeted_caller(request.metadata()).await?;
         let leave = LeaveChat::try_from(request.get_ref()).map_err(ApiError::from)?;
         let members = self.departures.leave(&leave.chat_id, &caller).await?;
         self.signals
@@ -295,7 +295,7 @@ impl Chat for ChatService {
         &self,
         request: Request<proto::BlockRequest>,
     ) -> Result<Response<proto::BlockResponse>, Status> {
-        let caller = self.authenticator.caller(request.metadata()).await?;
+        let caller = self.budgeted_caller(request.metadata()).await?;
         let target =
             BlockTarget::parse(&caller, &request.get_ref().user_id).map_err(ApiError::from)?;
         self.store.block(&caller, &target.user_id).await?;
@@ -307,7 +307,7 @@ impl Chat for ChatService {
         &self,
         request: Request<proto::BlockRequest>,
     ) -> Result<Response<proto::BlockResponse>, Status> {
-        let caller = self.authenticator.caller(request.metadata()).await?;
+        let caller = self.budgeted_caller(request.metadata()).await?;
         let target =
             BlockTarget::parse(&caller, &request.get_ref().user_id).map_err(ApiError::from)?;
         self.store.unblock(&caller, &target.user_id).await?;
@@ -318,7 +318,7 @@ impl Chat for ChatService {
         &self,
         request: Request<proto::ListBlockedRequest>,
     ) -> Result<Response<proto::ListBlockedResponse>, Status> {
-        let caller = self.authenticator.caller(request.metadata()).await?;
+        let caller = self.budgeted_caller(request.metadata()).await?;
         let blocked = self.store.blocked_by(&caller).await?;
         Ok(Response::new(proto::ListBlockedResponse {
             user_ids: blocked.iter().map(ToString::to_string).collect(),
@@ -329,7 +329,7 @@ impl Chat for ChatService {
         &self,
         request: Request<proto::SearchRequest>,
     ) -> Result<Response<proto::SearchResponse>, Status> {
-        let caller = self.authenticator.caller(request.metadata()).await?;
+        let caller = self.budgeted_caller(request.metadata()).await?;
         let query = SearchQuery::try_from(request.get_ref()).map_err(ApiError::from)?;
         let page = self.store.search(&caller, &query).await?;
         let next_page_token = match (page.has_more, page.messages.last()) {
@@ -381,6 +381,14 @@ impl Chat for ChatService {
 }
 
 impl ChatService {
+    /// The caller of a call budgeted by [`Limits::call`] (reads, read marks, settings,
+    /// Leave, Block, Unblock), counted against that budget once the token is good.
+    pub(super) async fn budgeted_caller(&self, metadata: &MetadataMap) -> Result<UserId, Status> {
+        let caller = self.authenticator.caller(metadata).await?;
+        self.limits.call(&caller)?;
+        Ok(caller)
+    }
+
     /// Edit, Delete and React: validated, then counted against the caller's send rate, then
     /// applied by the store, which checks membership and ownership.
     async fn change(

@@ -161,6 +161,209 @@ async fn sending_faster_than_the_rate_is_refused_with_a_hint_that_works() {
 }
 
 #[tokio::test]
+async fn the_other_calls_share_one_budget_per_user_refused_with_a_hint_that_works() {
+    use chat_core::proto::{
+        BlockRequest, GetSettingsRequest, HistoryRequest, ListBlockedRequest, ListRequest,
+        MarkReadRequest, SearchRequest,
+    };
+
+    let app = spawn_app_with(&["--call-rate", "2", "--call-burst", "6"]).await;
+    let (alice, bob, chat_id) = alice_and_bob(&app).await;
+    let mut chat = app.chat().await;
+    let sent = send_text(&mut chat, &alice, &chat_id, "m0", "hello").await;
+
+    // Reads, a read mark, the settings and a block (a write each) draw on one budget of 6.
+    let history = || HistoryRequest {
+        chat_id: chat_id.clone(),
+        ..Default::default()
+    };
+    within(chat.history(authed(&alice, history())))
+        .await
+        .expect("History");
+    within(chat.list(authed(&alice, ListRequest::default())))
+        .await
+        .expect("List");
+    let search = SearchRequest {
+        query: "hello".to_owned(),
+        ..Default::default()
+    };
+    within(chat.search(authed(&alice, search)))
+        .await
+        .expect("Search");
+    let mark = MarkReadRequest {
+        chat_id: chat_id.clone(),
+        up_to_id: sent.id.clone(),
+    };
+    within(chat.mark_read(authed(&alice, mark)))
+        .await
+        .expect("MarkRead");
+    within(chat.get_settings(authed(&alice, GetSettingsRequest::default())))
+        .await
+        .expect("GetSettings");
+    let block = BlockRequest {
+        user_id: "carol".to_owned(),
+    };
+    let refused = within(chat.block(authed(&alice, block)))
+        .await
+        .map(drop)
+        .err();
+    // Carol has no account: refused by the store, but the call still counted.
+    assert!(refused.is_none_or(|status| status.code() != Code::ResourceExhausted));
+
+    // The seventh is refused, natively and over gRPC-web, with a sentence and a wait.
+    let status = within(chat.list_blocked(authed(&alice, ListBlockedRequest::default())))
+        .await
+        .expect_err("a call over the budget was answered");
+    assert!(
+        status.message().contains("more than 2 requests per second"),
+        "{status:?}"
+    );
+    let wait = retry_after(&status, Reason::CallRate);
+    assert!(
+        wait <= Duration::from_millis(500),
+        "{wait:?} at 2 per second"
+    );
+    let status = within(app.web_chat().history(authed(&alice, history())))
+        .await
+        .expect_err("a gRPC-web call over the budget was answered");
+    retry_after(&status, Reason::CallRate);
+
+    // Sending is not one of these calls, and the budget is per user.
+    send_text(&mut chat, &alice, &chat_id, "m1", "still sending").await;
+    within(chat.history(authed(&bob, history())))
+        .await
+        .expect("Bob's own budget");
+
+    tokio::time::sleep(wait).await;
+    let page = within(chat.history(authed(&alice, history())))
+        .await
+        .expect("History after the wait")
+        .into_inner();
+    assert_eq!(page.messages.len(), 2);
+}
+
+/// What a flood of Block, Unblock and Search calls from one account got, and what another
+/// user's Sends took meanwhile.
+struct Flood {
+    answered: usize,
+    refused: usize,
+    seconds: f64,
+    sends: Vec<Duration>,
+}
+
+/// Mallory floods the server for `FLOOD` with Block, Unblock (a write each) and Search calls
+/// from 16 tasks, while Bob sends a message every 50 ms.
+async fn flood(server: &ServerProcess) -> Flood {
+    use chat_core::proto::{BlockRequest, SearchRequest};
+    const FLOOD: Duration = Duration::from_secs(2);
+
+    let [mallory, bob] = signed_up_all(server, ["mallory", "bob"]).await;
+    signed_up(server, "victim").await;
+    let chat_id = new_chat(server, &bob, &["bob"]).await;
+    let began = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..16 {
+        let (mut chat, mallory) = (server.chat().await, mallory.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut answered, mut refused) = (0, 0);
+            let mut turn = task;
+            while began.elapsed() < FLOOD {
+                turn += 1;
+                let block = || {
+                    authed(
+                        &mallory,
+                        BlockRequest {
+                            user_id: "victim".to_owned(),
+                        },
+                    )
+                };
+                let outcome = match turn % 3 {
+                    0 => chat.block(block()).await.map(drop),
+                    1 => chat.unblock(block()).await.map(drop),
+                    _ => {
+                        let search = SearchRequest {
+                            query: "me".to_owned(),
+                            ..Default::default()
+                        };
+                        chat.search(authed(&mallory, search)).await.map(drop)
+                    }
+                };
+                match outcome {
+                    Ok(()) => answered += 1,
+                    Err(status) if status.code() == Code::ResourceExhausted => refused += 1,
+                    Err(status) => panic!("the flood got {status:?}"),
+                }
+            }
+            (answered, refused)
+        }));
+    }
+    let mut chat = server.chat().await;
+    let mut sends = Vec::new();
+    let mut next = 0;
+    while began.elapsed() < FLOOD {
+        let sent = Instant::now();
+        send_text(
+            &mut chat,
+            &bob,
+            &chat_id,
+            &format!("b{next}"),
+            "amid the flood",
+        )
+        .await;
+        sends.push(sent.elapsed());
+        next += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut answered, mut refused) = (0, 0);
+    for task in tasks {
+        let (a, r) = task.await.expect("a flooding task");
+        (answered, refused) = (answered + a, refused + r);
+    }
+    sends.sort();
+    Flood {
+        answered,
+        refused,
+        seconds: began.elapsed().as_secs_f64(),
+        sends,
+    }
+}
+
+fn report(label: &str, flood: &Flood) {
+    let at = |q: f64| flood.sends[((flood.sends.len() - 1) as f64 * q) as usize];
+    println!(
+        "{label}: flood answered {} and refused {} in {:.1} s; Bob's {} Sends p50 {:?}, max {:?}",
+        flood.answered,
+        flood.refused,
+        flood.seconds,
+        flood.sends.len(),
+        at(0.5),
+        at(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_flooding_blocks_and_searches_is_held_to_its_budget() {
+    // Without the budget (as before it existed): for the record, not judged.
+    let unlimited = spawn_process(&["--call-rate", "0"]).await;
+    report("no budget", &flood(&unlimited).await);
+    drop(unlimited);
+
+    // With the default budget (20 a second, 100 at once): the flood gets at most what the
+    // budget allows over its length, and the rest is refused before it costs anything.
+    let server = spawn_process(&["--call-rate", "20", "--call-burst", "100"]).await;
+    let held = flood(&server).await;
+    report("default budget", &held);
+    let allowed = 100.0 + 20.0 * held.seconds;
+    assert!(
+        held.answered as f64 <= allowed + 1.0,
+        "{} calls answered in {:.1} s",
+        held.answered,
+        held.seconds
+    );
+    assert!(held.refused > 0, "nothing refused");
+}
+
+#[tokio::test]
 async fn starting_chats_faster_than_the_rate_is_refused_with_a_hint_and_creates_nothing() {
     let app = spawn_app_with(&["--new-chat-per-minute", "3"]).await;
     let [mallory, victim, _, _, _] =
