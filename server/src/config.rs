@@ -48,8 +48,8 @@ pub struct Settings {
     #[arg(long, env = "CHAT_DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// Connections each server keeps to PostgreSQL at most (with --database-url); one more
-    /// is held for notifications.
+    /// Connections each server keeps to PostgreSQL at most (with --database-url); two more
+    /// are held, for notifications and for the writer.
     #[arg(long, env = "CHAT_DATABASE_POOL_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(2..))]
     pub database_pool_size: u32,

@@ -101,23 +101,11 @@ impl PgStore {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
             .application_name("chat-server");
-        let manager = Manager::from_config(
-            target.config.clone(),
-            target.tls.clone(),
-            ManagerConfig {
-                // A connection that broke is seen as closed; checking each one with a query
-                // before every use would cost a round trip per call.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|error| StoreError::Unavailable(format!("cannot build the pool: {error}")))?;
+        let pool = build_pool(&target, pool_size, Some(POOL_WAIT))?;
+        // The writer's own connection, which only its thread uses (see `Writer::start`).
+        let mut writer_target = target.clone();
+        writer_target.config.application_name("chat-server writer");
+        let writer_pool = build_pool(&writer_target, 1, Some(POOL_WAIT))?;
         let mut client = pool.get().await?;
         schema::migrate(&mut client).await?;
         let newest: i64 = client
@@ -151,7 +139,7 @@ impl PgStore {
             }
         });
         Ok(Self {
-            appends: Writer::start(pool.clone(), Arc::clone(&tailer), metrics),
+            appends: Writer::start(writer_pool, Arc::clone(&tailer), metrics)?,
             tailer,
             leases: Arc::new(PgLeases::start(pool.clone())),
             rates: Arc::new(PgRates::new(pool.clone())),
@@ -164,6 +152,28 @@ impl PgStore {
     async fn client(&self) -> Result<Object, StoreError> {
         Ok(self.pool.get().await?)
     }
+}
+
+/// A pool of up to `size` connections to `target`; `wait`: how long a caller may wait for one
+/// (`None`: as long as it takes).
+fn build_pool(target: &Target, size: usize, wait: Option<Duration>) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        target.config.clone(),
+        target.tls.clone(),
+        ManagerConfig {
+            // A connection that broke is seen as closed; checking each one with a query
+            // before every use would cost a round trip per call.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(wait)
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|error| StoreError::Unavailable(format!("cannot build the pool: {error}")))
 }
 
 /// One connection to the database at `url`, its schema brought up to date, for the offline
@@ -182,19 +192,7 @@ pub async fn connect_for_reading(url: &str) -> Result<Object, StoreError> {
         .config
         .connect_timeout(CONNECT_TIMEOUT)
         .application_name("chat-server tools");
-    let manager = Manager::from_config(
-        target.config,
-        target.tls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let pool = Pool::builder(manager)
-        .max_size(1)
-        .runtime(Runtime::Tokio1)
-        .create_timeout(Some(CONNECT_TIMEOUT))
-        .build()
-        .map_err(|error| StoreError::Unavailable(format!("cannot build the pool: {error}")))?;
+    let pool = build_pool(&target, 1, None)?;
     Ok(pool.get().await?)
 }
 

@@ -40,7 +40,7 @@ use std::time::Duration;
 use chat_core::ids::{ChatId, ClientId, MessageId, UserId};
 use chat_core::requests::NewMessage;
 use deadpool_postgres::{Client, Object, Pool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::rows::message_at;
 use super::tailer::{Committed, OwnBatch, TailerLink};
@@ -96,6 +96,9 @@ struct Candidate {
     search: String,
 }
 
+/// A caller of a batch: where its answer goes, and which candidate is its message.
+type Waiting = (oneshot::Sender<Result<StoredMessage, StoreError>>, usize);
+
 /// What the transaction made of one candidate: the stored message, whether it is new, and
 /// the chat's members at the commit; or why it was refused.
 type Outcome = Result<(StoredMessage, bool, Arc<[UserId]>), StoreError>;
@@ -108,13 +111,21 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task; returns the queue to send it appends. The task ends when every
-    /// sender is gone, which in turn ends the tailer.
+    /// Starts the writer on a thread of its own; returns the queue to send it appends. The
+    /// writer ends when every sender is gone, which in turn ends the tailer.
+    ///
+    /// Its own thread, with its own runtime, and its own pool (`pool`, whose connections are
+    /// made, and their tasks spawned, on that runtime): while a batch holds the counter's
+    /// lock, the answer to the lock and the batch's call cross this process, and on the
+    /// server's runtime they waited behind whatever else was queued there (hundreds of calls'
+    /// tasks under load) while every other server waited for the lock. Sampled in
+    /// `chat-bench cluster`, a batch's transaction spent a quarter of its hold waiting so
+    /// (BENCHMARKS.md).
     pub fn start(
         pool: Pool,
         tailer: Arc<TailerLink>,
         metrics: Arc<Metrics>,
-    ) -> mpsc::Sender<Append> {
+    ) -> Result<mpsc::Sender<Append>, StoreError> {
         let (appends, queue) = mpsc::channel(QUEUE_DEPTH);
         let writer = Writer {
             pool,
@@ -122,8 +133,19 @@ impl Writer {
             tailer,
             metrics,
         };
-        tokio::spawn(writer.run(queue));
-        appends
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| {
+                StoreError::Unavailable(format!("cannot start the writer's runtime: {error}"))
+            })?;
+        std::thread::Builder::new()
+            .name("pg-writer".into())
+            .spawn(move || runtime.block_on(writer.run(queue)))
+            .map_err(|error| {
+                StoreError::Unavailable(format!("cannot start the writer's thread: {error}"))
+            })?;
+        Ok(appends)
     }
 
     async fn run(mut self, mut queue: mpsc::Receiver<Append>) {
@@ -237,37 +259,26 @@ impl Writer {
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
-        let outcome = match outcome {
-            Ok(stored) => self.publish(stored).await,
-            Err(error) => Err(error),
-        };
         match outcome {
+            // The callers hear once the tailer has published the batch; meanwhile the writer
+            // goes on to the next one, whose turn on the lock need not wait for that.
             Ok(stored) => {
-                for (reply, index) in waiting {
-                    let _ = reply.send(stored[index].clone());
-                }
+                let newest = self.hand_off(&stored);
+                tokio::spawn(answer_when_published(
+                    self.tailer.published(),
+                    newest,
+                    stored,
+                    waiting,
+                ));
             }
-            Err(error) => {
-                tracing::error!(%error, "append batch failed; its callers may retry");
-                for (reply, _) in waiting {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
+            Err(error) => answer_all(waiting, &error),
         }
     }
 
-    /// Hands the batch's new messages to the tailer and waits until it has published every
-    /// message of the batch (a repeat's original included), so the callers' streams have them.
-    async fn publish(
-        &self,
-        outcomes: Vec<Outcome>,
-    ) -> Result<Vec<Result<StoredMessage, StoreError>>, StoreError> {
-        let newest = outcomes
-            .iter()
-            .filter_map(|outcome| outcome.as_ref().ok())
-            .map(|(message, _, _)| message.id)
-            .max()
-            .unwrap_or(MessageId(0));
+    /// Hands the batch's new messages to the tailer; returns the newest id of the batch (a
+    /// repeat's original included), which the tailer must have published before the callers
+    /// hear.
+    fn hand_off(&self, outcomes: &[Outcome]) -> MessageId {
         let fresh = outcomes
             .iter()
             .filter_map(|outcome| outcome.as_ref().ok())
@@ -277,24 +288,50 @@ impl Writer {
                 members: Arc::clone(members),
             })
             .collect::<Vec<_>>();
-        let not_delivered =
-            || StoreError::Unavailable("stored, but not yet delivered to streams".into());
         if !fresh.is_empty() {
             self.tailer.hand_off(fresh);
         }
-        let mut published = self.tailer.published();
-        match tokio::time::timeout(
-            PUBLISH_TIMEOUT,
-            published.wait_for(|published| *published >= newest),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(outcomes
-                .into_iter()
-                .map(|outcome| outcome.map(|(message, _, _)| message))
-                .collect()),
-            Ok(Err(_)) | Err(_) => Err(not_delivered()),
+        outcomes
+            .iter()
+            .filter_map(|outcome| outcome.as_ref().ok())
+            .map(|(message, _, _)| message.id)
+            .max()
+            .unwrap_or(MessageId(0))
+    }
+}
+
+/// Answers a committed batch's callers once the tailer has published up to `newest`, so the
+/// callers' streams have their messages no later than the reply.
+async fn answer_when_published(
+    mut published: watch::Receiver<MessageId>,
+    newest: MessageId,
+    outcomes: Vec<Outcome>,
+    waiting: Vec<Waiting>,
+) {
+    match tokio::time::timeout(
+        PUBLISH_TIMEOUT,
+        published.wait_for(|published| *published >= newest),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {
+            for (reply, index) in waiting {
+                let outcome = outcomes[index].clone().map(|(message, _, _)| message);
+                let _ = reply.send(outcome);
+            }
         }
+        Ok(Err(_)) | Err(_) => answer_all(
+            waiting,
+            &StoreError::Unavailable("stored, but not yet delivered to streams".into()),
+        ),
+    }
+}
+
+/// Answers every caller of a batch that failed with `error`.
+fn answer_all(waiting: Vec<Waiting>, error: &StoreError) {
+    tracing::error!(%error, "append batch failed; its callers may retry");
+    for (reply, _) in waiting {
+        let _ = reply.send(Err(error.clone()));
     }
 }
 
