@@ -48,6 +48,7 @@ use self::leases::PgLeases;
 use self::rates::PgRates;
 #[doc(hidden)]
 pub use self::schema::migration_sql;
+pub use self::tailer::TRANSACTION_IDS_FROM;
 use self::tailer::TailerLink;
 use self::tls::Target;
 pub use self::words::vector as search_vector;
@@ -108,12 +109,10 @@ impl PgStore {
         let writer_pool = build_pool(&writer_target, 1, Some(POOL_WAIT))?;
         let mut client = pool.get().await?;
         schema::migrate(&mut client).await?;
+        // Everything below the horizon is committed or never will be: the tailer publishes
+        // from there (tailer.rs), and streams read the rest from the table.
         let newest: i64 = client
-            .query_one(
-                "SELECT greatest(coalesce((SELECT max(id) FROM messages), 0),
-                                 coalesce((SELECT max(id) FROM message_changes), 0))",
-                &[],
-            )
+            .query_one("SELECT chat_horizon() - 1", &[])
             .await?
             .try_get(0)?;
         drop(client);

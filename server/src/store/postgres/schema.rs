@@ -395,6 +395,171 @@ CREATE INDEX devices_by_user ON devices(user_id, id);
 -- arrive out of order (Event.members), and the version says which is newer.
 ALTER TABLE chats ADD COLUMN members_version BIGINT NOT NULL DEFAULT 0;
 ",
+    "
+-- Event ids (messages and changes) from the transaction that stores them, so that commits
+-- no longer take turns on one lock (writer.rs, where the rules are argued): the event `n` of
+-- transaction `x` has the id base + x * 4096 + n, and a reader reads only below
+-- `chat_horizon()`, the first id of the oldest transaction still running, below which no
+-- event can still appear. Both functions are defined at start-up from this base (2^40,
+-- above every id the counter gave), which start-up raises when the database holds ids the
+-- next transaction's would not exceed (`define_event_ids`).
+CREATE TABLE event_id_base (
+    single BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (single),
+    base   BIGINT NOT NULL
+);
+INSERT INTO event_id_base (single, base) VALUES (TRUE, 1099511627776);
+DROP FUNCTION chat_append(bigint[], text[], text[], text[], text[], bigint[], text[], bigint,
+                          text);
+-- Servers of an earlier version fail their appends and changes from here on, rather than
+-- take ids in the old way beside the new.
+DROP TABLE message_seq;
+-- A batch of appends in one call: each candidate's membership, earlier copy (idempotency)
+-- and reply original, then the inserts and the notification. Plans as in migration 13.
+--
+-- Without a lock around it, two servers may insert the same (chat, sender, client id) at
+-- once: the insert skips a key stored meanwhile (waiting, if need be, for the other
+-- transaction's end) and such a candidate is answered with the stored message. Inserts go
+-- in key order, so two batches never wait for each other in a cycle. A reply's original is
+-- share-locked, so a Delete waits for the batch to commit rather than slip in between.
+--
+-- Rows returned: as in migration 13.
+CREATE FUNCTION chat_append(p_chats bigint[], p_senders text[], p_client_ids text[],
+                            p_subjects text[], p_texts text[], p_reply_to bigint[],
+                            p_search text[], p_sent_at bigint, p_channel text)
+RETURNS TABLE (n integer, status text, chat bigint, members text[], id bigint, sender text,
+               client_id text, subject text, text text, sent_at bigint, edited_at bigint,
+               deleted boolean, reply_to bigint, reply_sender text, reply_text text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    size integer := cardinality(p_chats);
+    first_id bigint := chat_event_id(0);
+    taken integer := 0;
+    ids bigint[] := array_fill(NULL::bigint, ARRAY[size]);
+    originals text[] := array_fill(NULL::text, ARRAY[size]);
+    previews text[] := array_fill(NULL::text, ARRAY[size]);
+    stored bigint[];
+    seqscan text := current_setting('enable_seqscan');
+    c record;
+    earlier record;
+BEGIN
+    PERFORM set_config('enable_seqscan', 'off', true);
+    RETURN QUERY
+        SELECT 0, 'members', cm.chat, array_agg(cm.user_id), NULL::bigint, NULL, NULL, NULL,
+               NULL, NULL::bigint, NULL::bigint, NULL::boolean, NULL::bigint, NULL, NULL
+        FROM chat_members cm WHERE cm.chat = ANY (p_chats) GROUP BY cm.chat;
+    IF EXISTS (SELECT 1 FROM unnest(p_reply_to) r WHERE r IS NOT NULL) THEN
+        PERFORM 1 FROM messages o WHERE o.id = ANY (p_reply_to) ORDER BY o.id FOR SHARE;
+    END IF;
+    -- Every candidate's lookups in one statement: each LATERAL with LIMIT 1 stays a
+    -- subquery run per candidate (an index probe), never a join the planner could reorder.
+    FOR c IN
+        SELECT k.o::integer AS o, k.chat AS k_chat, k.reply_to AS k_reply_to,
+               mem.ok IS NOT NULL AS is_member, e.*, orig.o_chat, orig.o_sender, orig.o_preview
+        FROM unnest(p_chats, p_senders, p_client_ids, p_reply_to) WITH ORDINALITY
+             AS k(chat, sender, client_id, reply_to, o)
+        LEFT JOIN LATERAL (
+            SELECT TRUE AS ok FROM chat_members cm
+            WHERE cm.chat = k.chat AND cm.user_id = k.sender LIMIT 1
+        ) mem ON TRUE
+        LEFT JOIN LATERAL (
+            SELECT m.id AS e_id, m.sender AS e_sender, m.client_id AS e_client_id,
+                   m.subject AS e_subject, m.text AS e_text, m.sent_at AS e_sent_at,
+                   m.edited_at AS e_edited_at, m.deleted AS e_deleted,
+                   m.reply_to AS e_reply_to, r.sender AS e_reply_sender,
+                   left(r.text, 100) AS e_reply_text
+            FROM messages m LEFT JOIN messages r ON r.id = m.reply_to
+            WHERE m.chat = k.chat AND m.sender = k.sender AND m.client_id = k.client_id
+            LIMIT 1
+        ) e ON TRUE
+        LEFT JOIN LATERAL (
+            SELECT o.chat AS o_chat, o.sender AS o_sender, left(o.text, 100) AS o_preview
+            FROM messages o WHERE o.id = k.reply_to AND NOT o.deleted LIMIT 1
+        ) orig ON TRUE
+        ORDER BY k.o
+    LOOP
+        IF c.is_member AND c.e_id IS NULL
+           AND (c.k_reply_to IS NULL OR c.o_chat IS NOT DISTINCT FROM c.k_chat) THEN
+            ids[c.o] := first_id + taken;
+            taken := taken + 1;
+            originals[c.o] := c.o_sender;
+            previews[c.o] := c.o_preview;
+            CONTINUE;
+        END IF;
+        n := c.o;
+        chat := c.k_chat;
+        members := NULL;
+        id := NULL; sender := NULL; client_id := NULL; subject := NULL; text := NULL;
+        sent_at := NULL; edited_at := NULL; deleted := NULL;
+        reply_to := NULL; reply_sender := NULL; reply_text := NULL;
+        IF NOT c.is_member THEN
+            status := 'not member';
+        ELSIF c.e_id IS NOT NULL THEN
+            status := 'earlier';
+            id := c.e_id; sender := c.e_sender; client_id := c.e_client_id;
+            subject := c.e_subject; text := c.e_text; sent_at := c.e_sent_at;
+            edited_at := c.e_edited_at; deleted := c.e_deleted;
+            reply_to := c.e_reply_to; reply_sender := c.e_reply_sender;
+            reply_text := c.e_reply_text;
+        -- Another chat's message looks like no message at all.
+        ELSE
+            status := 'no original';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    PERFORM set_config('enable_seqscan', seqscan, true);
+    IF taken = 0 THEN
+        RETURN;
+    END IF;
+    WITH inserted AS (
+        INSERT INTO messages (id, chat, sender, client_id, subject, text, sent_at, reply_to,
+                              search)
+            SELECT ids[o], c, s, k, su, t, p_sent_at, r, w::tsvector
+            FROM unnest(p_chats, p_senders, p_client_ids, p_subjects, p_texts, p_reply_to,
+                        p_search)
+                 WITH ORDINALITY AS u(c, s, k, su, t, r, w, o)
+            WHERE ids[o] IS NOT NULL
+            ORDER BY c, s, k
+        ON CONFLICT (chat, sender, client_id) DO NOTHING
+        RETURNING messages.id
+    )
+    SELECT coalesce(array_agg(inserted.id), '{}') INTO stored FROM inserted;
+    FOR o IN 1..size LOOP
+        CONTINUE WHEN ids[o] IS NULL;
+        n := o;
+        chat := p_chats[o];
+        members := NULL;
+        IF ids[o] = ANY (stored) THEN
+            status := 'new';
+            id := ids[o]; sender := NULL; client_id := NULL; subject := NULL; text := NULL;
+            sent_at := NULL; edited_at := NULL; deleted := NULL;
+            reply_to := p_reply_to[o]; reply_sender := originals[o]; reply_text := previews[o];
+        ELSE
+            -- Stored by another transaction since this one's lookup.
+            SELECT m.id AS e_id, m.sender AS e_sender, m.client_id AS e_client_id,
+                   m.subject AS e_subject, m.text AS e_text, m.sent_at AS e_sent_at,
+                   m.edited_at AS e_edited_at, m.deleted AS e_deleted,
+                   m.reply_to AS e_reply_to, r.sender AS e_reply_sender,
+                   left(r.text, 100) AS e_reply_text
+            INTO earlier
+            FROM messages m LEFT JOIN messages r ON r.id = m.reply_to
+            WHERE m.chat = p_chats[o] AND m.sender = p_senders[o]
+              AND m.client_id = p_client_ids[o];
+            status := 'earlier';
+            id := earlier.e_id; sender := earlier.e_sender; client_id := earlier.e_client_id;
+            subject := earlier.e_subject; text := earlier.e_text;
+            sent_at := earlier.e_sent_at; edited_at := earlier.e_edited_at;
+            deleted := earlier.e_deleted; reply_to := earlier.e_reply_to;
+            reply_sender := earlier.e_reply_sender; reply_text := earlier.e_reply_text;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    IF cardinality(stored) > 0 THEN
+        PERFORM pg_notify(p_channel, (SELECT max(s) FROM unnest(stored) s)::text);
+    END IF;
+END
+$$;
+",
 ];
 
 /// The SQL of migration `version` (from 1). For the test of an upgrade, which builds an older
@@ -404,6 +569,8 @@ pub fn migration_sql(version: usize) -> Option<&'static str> {
     MIGRATIONS.get(version.checked_sub(1)?).copied()
 }
 
+/// The migration from which event ids come from transaction ids (`define_event_ids`).
+const EVENT_IDS_FROM_TRANSACTIONS: i32 = 17;
 /// The migration from which the servers make the search column's words (`words.rs`).
 const WORDS_FROM_SERVERS: i32 = 13;
 /// Messages re-indexed per statement by [`reindex_words`].
@@ -449,7 +616,68 @@ pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         )
         .await?;
     }
+    if known >= EVENT_IDS_FROM_TRANSACTIONS {
+        define_event_ids(&tx).await?;
+    }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Defines `chat_event_id` and `chat_horizon` (migration 17) from the base of event ids,
+/// first raising the base when the database holds an id at or above the first one this
+/// transaction would take: a dump restored into another PostgreSQL cluster, whose transaction
+/// ids are behind those of the one it came from. New events would otherwise take ids below
+/// old ones, which every cursor would skip. The base moves by whole transactions' worth of
+/// ids, so the ids of one transaction stay in one block (`tailer::after_transaction`).
+///
+/// Called at every start-up, under the migration lock. Raising the base while servers of
+/// the old base still ran would let a transaction id mean two ids; it only happens on a
+/// database no server has written to since it was restored. A function that exists with the
+/// base already is left alone, so a server's start does not invalidate the others' plans.
+async fn define_event_ids(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    let row = tx
+        .query_one(
+            "SELECT base,
+                    greatest((SELECT max(id) FROM messages), (SELECT max(id) FROM message_changes)),
+                    pg_current_xact_id()::text::bigint,
+                    to_regprocedure('chat_horizon()') IS NOT NULL,
+                    coalesce(position(base::text IN pg_get_functiondef(
+                        to_regprocedure('chat_horizon()'))), 0) > 0
+             FROM event_id_base",
+            &[],
+        )
+        .await?;
+    let base: i64 = row.try_get(0)?;
+    let newest: Option<i64> = row.try_get(1)?;
+    let transaction: i64 = row.try_get(2)?;
+    let defined = row.try_get::<_, bool>(3)? && row.try_get::<_, bool>(4)?;
+    let per_transaction = super::tailer::IDS_PER_TRANSACTION as i64;
+    let first = base + transaction * per_transaction;
+    let base = match newest {
+        Some(newest) if newest >= first => {
+            let raised = base + ((newest - first) / per_transaction + 1) * per_transaction;
+            tracing::warn!(
+                newest,
+                base,
+                raised,
+                "the database holds event ids beyond its transaction ids (restored into another \
+                 PostgreSQL cluster?): new ids start above them"
+            );
+            tx.execute("UPDATE event_id_base SET base = $1", &[&raised])
+                .await?;
+            raised
+        }
+        _ if defined => return Ok(()),
+        _ => base,
+    };
+    tx.batch_execute(&format!(
+        "CREATE OR REPLACE FUNCTION chat_event_id(n integer) RETURNS bigint LANGUAGE sql VOLATILE
+             AS $f$ SELECT {base} + pg_current_xact_id()::text::bigint * {per_transaction} + n $f$;
+         CREATE OR REPLACE FUNCTION chat_horizon() RETURNS bigint LANGUAGE sql STABLE
+             AS $f$ SELECT {base} + pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                                    * {per_transaction} $f$;"
+    ))
+    .await?;
     Ok(())
 }
 

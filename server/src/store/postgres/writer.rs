@@ -169,22 +169,21 @@ impl Writer {
             Ok(client) => client,
             Err(error) => return refuse(batch, &StoreError::from(error)),
         };
-        let (counter, backend) =
-            match tokio::time::timeout(COMMIT_TIMEOUT, lock_counter(&client)).await {
-                Ok(Ok(locked)) => locked,
-                // The connection may be inside the transaction: never hand it back to the pool.
-                Ok(Err(error)) => {
-                    drop(Object::take(client));
-                    return refuse(batch, &error);
-                }
-                Err(_) => {
-                    drop(Object::take(client));
-                    return refuse(
-                        batch,
-                        &StoreError::Unavailable("the database did not lock in time".into()),
-                    );
-                }
-            };
+        let backend = match tokio::time::timeout(COMMIT_TIMEOUT, open_batch(&client)).await {
+            Ok(Ok(backend)) => backend,
+            // The connection may be inside the transaction: never hand it back to the pool.
+            Ok(Err(error)) => {
+                drop(Object::take(client));
+                return refuse(batch, &error);
+            }
+            Err(_) => {
+                drop(Object::take(client));
+                return refuse(
+                    batch,
+                    &StoreError::Unavailable("the database did not answer in time".into()),
+                );
+            }
+        };
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(append) => batch.push(append),
@@ -230,11 +229,7 @@ impl Writer {
             return;
         }
 
-        self.tailer.committing(OwnBatch {
-            backend,
-            after: counter,
-            through: counter + candidates.len() as u64,
-        });
+        self.tailer.committing(OwnBatch { backend });
         self.metrics.commit_batch.observe(candidates.len() as f64);
         let started = std::time::Instant::now();
         let outcome = match tokio::time::timeout(
@@ -342,19 +337,18 @@ fn refuse(batch: Vec<Append>, error: &StoreError) {
     }
 }
 
-/// Opens the batch's transaction and takes the message counter's lock, in one round trip;
-/// returns the counter's value and the database session's number (which its notification
-/// will carry). The transaction is opened by a statement pipelined with the lock rather
-/// than by a `Transaction` (which would cost a round trip), so on an error the caller must
-/// not hand the connection back to the pool.
-async fn lock_counter(client: &Client) -> Result<(u64, i32), StoreError> {
-    let lock = client
-        .prepare_cached("SELECT last, pg_backend_pid() FROM message_seq FOR UPDATE")
-        .await?;
-    let ((), row) =
-        futures::future::try_join(client.batch_execute("BEGIN"), client.query_one(&lock, &[]))
-            .await?;
-    Ok((id_from_sql(row.try_get(0)?), row.try_get(1)?))
+/// Opens the batch's transaction, in one round trip with asking for the database session's
+/// number (which the batch's notification will carry). The transaction is opened by a
+/// statement pipelined with the question rather than by a `Transaction` (which would cost a
+/// round trip), so on an error the caller must not hand the connection back to the pool.
+async fn open_batch(client: &Client) -> Result<i32, StoreError> {
+    let session = client.prepare_cached("SELECT pg_backend_pid()").await?;
+    let ((), row) = futures::future::try_join(
+        client.batch_execute("BEGIN"),
+        client.query_one(&session, &[]),
+    )
+    .await?;
+    Ok(row.try_get(0)?)
 }
 
 /// Stores the candidates in one call of `chat_append` (schema.rs, migration 13) and commits,
