@@ -102,7 +102,7 @@ async fn a_message_that_commits_after_a_newer_one_reaches_every_reader_first() {
     .await;
     assert_eq!(
         ids(&history_of(&app, &bob, &chat_id).await),
-        [first.id.clone()],
+        std::slice::from_ref(&first.id),
         "History went past the open transaction"
     );
 

@@ -1,9 +1,10 @@
 //! The PostgreSQL backend, for several servers sharing one database: PostgreSQL is the source
-//! of truth, every server's writer orders its commits through one counter row, and every
-//! server's tailer publishes what any of them committed.
+//! of truth, every event takes its id from the transaction that stores it, and every
+//! server's tailer publishes what any of them committed, reading only below the horizon of
+//! transactions still running (so ids are seen in order although commits are not).
 //!
 //! - `schema`: numbered migrations, applied at start-up under an advisory lock.
-//! - `writer`: the group-commit writer of appends, and why ids increase in commit order;
+//! - `writer`: the group-commit writer of appends, and how ids come from transactions;
 //!   `changes`: edits, deletions and reactions, which take their ids the same way.
 //! - `tailer`: publishes committed messages and changes to this server's broker, in id order;
 //!   `listener`: the `LISTEN` connection that wakes it.

@@ -3,10 +3,12 @@
 //! id order.
 //!
 //! It keeps `last`, the id of the newest event published, and whenever it is woken reads the
-//! messages and changes with ids above `last`, in id order, in bounded pages and publishes
-//! them. The writer's
-//! transaction (see `writer.rs`) makes ids commit in id order, so what a read sees after
-//! `last` is always a gap-free continuation: nothing below a visible id can appear later.
+//! messages and changes with ids above `last` and below the horizon, in id order, in bounded
+//! pages and publishes them. Ids come from the storing transaction's id (see `writer.rs`)
+//! and transactions commit in any order, but below the horizon (`chat_horizon()`, the first
+//! id of the oldest transaction still running) every event is committed or never will be,
+//! so what a read sees after `last` is always a gap-free continuation: nothing below a
+//! visible id can appear later.
 //!
 //! What wakes it: a notification from any server's commit (via `listener.rs`), its own
 //! writer's commit, the listener reconnecting, and a safety tick every second. Notifications
@@ -51,7 +53,8 @@ const HORIZON_POLL_FIRST: Duration = Duration::from_micros(500);
 const HORIZON_POLL_MAX: Duration = Duration::from_millis(50);
 
 /// The first event id given from a transaction's id (schema.rs, migration 17): ids below
-/// were the message counter's.
+/// were given by the message counter of earlier versions, or copied by `chat-server
+/// migrate`.
 pub const TRANSACTION_IDS_FROM: u64 = 1 << 40;
 /// How many event ids each transaction has: `TRANSACTION_IDS_FROM + xid * 4096 + n`.
 pub const IDS_PER_TRANSACTION: u64 = 4096;
@@ -256,9 +259,13 @@ impl Tailer {
                         pause = HORIZON_POLL_FIRST;
                     } else if self.pending() {
                         // What is pending is above the horizon: a transaction older than its
-                        // own is still running. Most end within a commit's time; none says
-                        // so (only the writers notify), hence a short, growing pause.
-                        tokio::time::sleep(pause).await;
+                        // own is still running. When that is another server's batch, its
+                        // notification ends the pause; other transactions (rate charges,
+                        // leases, sign-ins, anyone's) say nothing, hence a growing pause.
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = self.hints.wake.notified() => {}
+                        }
                         pause = (pause * 2).min(HORIZON_POLL_MAX);
                     }
                 }
