@@ -95,8 +95,8 @@ async fn migrate(settings: &Settings, url: &str) -> ExitCode {
         );
     }
     println!(
-        "newest message id {}, new ids on PostgreSQL from {}",
-        report.newest_message, report.new_ids_from
+        "newest message id {}, next id on PostgreSQL after {}",
+        report.newest_message, report.message_counter
     );
     if report.verified() {
         match claim {

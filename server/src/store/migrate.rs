@@ -10,9 +10,9 @@
 //! message afterwards; changes to messages (`message_changes`, with their ids from the same
 //! sequence) and reactions, and every changed message's current state, refreshed on each run
 //! (`refresh_changed`), since an earlier run may have copied it before it changed; and read
-//! positions, settings and last-seen times. Ids given on PostgreSQL start above every id SQLite
-//! can have given (`TRANSACTION_IDS_FROM`, see `postgres/tailer.rs`), and the client id of
-//! every message is kept, so a Send retried after the move is still recognised as a repeat.
+//! positions, settings and last-seen times. The PostgreSQL id counter (`message_seq`) is set
+//! past the newest copied id, and the client id of every message is kept, so a Send retried
+//! after the move is still recognised as a repeat.
 //!
 //! Resumable: rows are copied in batches, each committed on its own; a batch that is copied
 //! again changes nothing (`ON CONFLICT DO NOTHING`), and messages resume after the newest id
@@ -40,8 +40,6 @@ use super::{postgres, sqlite};
 
 /// Rows copied per PostgreSQL transaction.
 const BATCH: i64 = 1000;
-/// Where PostgreSQL's own ids begin: what is copied must lie below.
-const NEW_IDS_FROM: i64 = postgres::TRANSACTION_IDS_FROM as i64;
 
 /// One table's row count on each side, once the copy is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,20 +53,20 @@ pub struct TableCount {
 #[derive(Debug, Clone)]
 pub struct MigrationReport {
     pub tables: Vec<TableCount>,
-    /// The id every message stored on PostgreSQL from now on will be greater than.
-    pub new_ids_from: i64,
+    /// The id the next message stored on PostgreSQL will be greater than.
+    pub message_counter: i64,
     /// The newest message or change id in the SQLite file (0 when it has none).
     pub newest_message: i64,
 }
 
 impl MigrationReport {
-    /// Whether PostgreSQL holds exactly what the SQLite file holds and its new ids start past
+    /// Whether PostgreSQL holds exactly what the SQLite file holds and its counter is past
     /// every copied id.
     pub fn verified(&self) -> bool {
         self.tables
             .iter()
             .all(|count| count.sqlite == count.postgres)
-            && self.new_ids_from > self.newest_message
+            && self.message_counter >= self.newest_message
     }
 }
 
@@ -81,18 +79,6 @@ pub async fn migrate_to_postgres(
     let source = sqlite::open_source(sqlite_path)?;
     // Deferred: the snapshot is taken at the first read and held until COMMIT.
     source.execute_batch("BEGIN")?;
-    let newest_message: i64 = source.query_row(
-        "SELECT max(coalesce((SELECT max(id) FROM messages), 0),
-                    coalesce((SELECT max(id) FROM message_changes), 0))",
-        [],
-        |row| row.get(0),
-    )?;
-    if newest_message >= NEW_IDS_FROM {
-        return Err(StoreError::Unavailable(format!(
-            "the SQLite file's ids reach {newest_message}, into the ids PostgreSQL gives from \
-             {NEW_IDS_FROM}: it cannot be copied with its ids"
-        )));
-    }
     let mut target = postgres::connect_for_tools(url).await?;
 
     copy_accounts(&source, &target).await?;
@@ -132,10 +118,20 @@ pub async fn migrate_to_postgres(
             postgres,
         });
     }
+    let newest_message = source.query_row(
+        "SELECT max(coalesce((SELECT max(id) FROM messages), 0),
+                    coalesce((SELECT max(id) FROM message_changes), 0))",
+        [],
+        |row| row.get(0),
+    )?;
+    let message_counter = target
+        .query_one("SELECT last FROM message_seq", &[])
+        .await?
+        .try_get(0)?;
     source.execute_batch("COMMIT")?;
     Ok(MigrationReport {
         tables,
-        new_ids_from: NEW_IDS_FROM,
+        message_counter,
         newest_message,
     })
 }
@@ -445,14 +441,12 @@ fn search_vectors(subjects: &[String], texts: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Copies messages in id order after the newest copied one PostgreSQL already has (ids below
-/// [`NEW_IDS_FROM`]; a server started on the database meanwhile stores its own above).
+/// Copies messages in id order after the newest one PostgreSQL already has. Each batch takes
+/// the `message_seq` row lock and moves the counter past its ids in the same transaction, as
+/// the servers' writers do, so ids stay in commit order even if a server were running.
 async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), StoreError> {
     let mut after: i64 = target
-        .query_one(
-            "SELECT coalesce(max(id), 0) FROM messages WHERE id < $1",
-            &[&NEW_IDS_FROM],
-        )
+        .query_one("SELECT coalesce(max(id), 0) FROM messages", &[])
         .await?
         .try_get(0)?;
     let resumed_after = after;
@@ -488,6 +482,8 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
             break;
         };
         let tx = target.transaction().await?;
+        tx.execute("SELECT last FROM message_seq FOR UPDATE", &[])
+            .await?;
         tx.execute(
             "INSERT INTO messages
                  (id, chat, sender, client_id, subject, text, sent_at, edited_at, deleted,
@@ -515,6 +511,8 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
             ],
         )
         .await?;
+        tx.execute("UPDATE message_seq SET last = greatest(last, $1)", &[&last])
+            .await?;
         tx.commit().await?;
         copied += ids.len();
         after = last;
@@ -524,13 +522,11 @@ async fn copy_messages(source: &Connection, target: &mut Object) -> Result<(), S
 }
 
 /// Copies the changes to messages with their ids (they share the messages' sequence), in id
-/// order after the newest copied one PostgreSQL has, like [`copy_messages`].
+/// order after the newest one PostgreSQL has, moving the counter past them like
+/// [`copy_messages`].
 async fn copy_changes(source: &Connection, target: &mut Object) -> Result<(), StoreError> {
     let mut after: i64 = target
-        .query_one(
-            "SELECT coalesce(max(id), 0) FROM message_changes WHERE id < $1",
-            &[&NEW_IDS_FROM],
-        )
+        .query_one("SELECT coalesce(max(id), 0) FROM message_changes", &[])
         .await?
         .try_get(0)?;
     let mut page = source.prepare(
@@ -554,6 +550,8 @@ async fn copy_changes(source: &Connection, target: &mut Object) -> Result<(), St
             break;
         };
         let tx = target.transaction().await?;
+        tx.execute("SELECT last FROM message_seq FOR UPDATE", &[])
+            .await?;
         tx.execute(
             "INSERT INTO message_changes (id, message, chat, kind, at)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[],
@@ -562,6 +560,8 @@ async fn copy_changes(source: &Connection, target: &mut Object) -> Result<(), St
             &[&ids, &messages, &chats, &kinds, &at],
         )
         .await?;
+        tx.execute("UPDATE message_seq SET last = greatest(last, $1)", &[&last])
+            .await?;
         tx.commit().await?;
         copied += ids.len();
         after = last;

@@ -1213,38 +1213,6 @@ pub fn id_number(id: &str) -> u64 {
         .unwrap_or_else(|_| panic!("message id {id:?} is not a u64"))
 }
 
-/// Asserts that `token`'s owner has no stored event (a message, a change) between `before`
-/// and `after`, two messages sent one after the other. On SQLite ids are dense, so `after`
-/// has the next id; on PostgreSQL each transaction's events take ids of its own, with room
-/// between transactions, so a Stream of every chat resumed after `before` must give `after`
-/// as its first stored event.
-pub async fn assert_stored_next(
-    app: &impl Server,
-    token: &str,
-    before: &Message,
-    after: &Message,
-    why: &str,
-) {
-    if !on_postgres() {
-        assert_eq!(id_number(&after.id), id_number(&before.id) + 1, "{why}");
-        return;
-    }
-    let mut stream = open_stream(&mut app.chat().await, token, "", &before.id).await;
-    loop {
-        let event = within(stream.message())
-            .await
-            .unwrap_or_else(|status| panic!("stream after {}: {status:?}", before.id))
-            .unwrap_or_else(|| panic!("stream after {} ended", before.id));
-        let id = match event.event {
-            Some(EventKind::Message(message)) => message.id,
-            Some(EventKind::Change(change)) => change.id,
-            _ => continue,
-        };
-        assert_eq!(id, after.id, "{why}");
-        return;
-    }
-}
-
 /// The ids of `messages`, in order.
 pub fn ids(messages: &[Message]) -> Vec<String> {
     messages.iter().map(|message| message.id.clone()).collect()

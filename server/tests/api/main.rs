@@ -30,7 +30,6 @@ mod metrics;
 mod migrate;
 mod new_chat;
 mod ops;
-mod pg_commit_order;
 mod pg_faults;
 mod pg_restart;
 mod pg_tls;

@@ -61,14 +61,11 @@ async fn typing_reaches_the_other_members_only_and_uses_no_message_id() {
     .await;
 
     let after = send_text(&mut native, &alice, &chat_id, "m1", "after").await;
-    assert_stored_next(
-        &app,
-        &alice,
-        &before,
-        &after,
-        "a typing event took a message id",
-    )
-    .await;
+    assert_eq!(
+        id_number(&after.id),
+        id_number(&before.id) + 1,
+        "a typing event took a message id"
+    );
     assert_eq!(
         history_of(&app, &alice, &chat_id).await.len(),
         2,

@@ -1,11 +1,12 @@
 //! Changes to stored messages (Edit, Delete, React) on PostgreSQL, each in its own short
-//! transaction that takes its id the way the writer's batches do (see `writer.rs`): from the
-//! transaction's own id (`chat_event_id`). Messages and changes therefore share one order
-//! across every server, and the tailers publish both from it, below the horizon.
+//! transaction that takes its id the way the writer's batches do (see `writer.rs`): under the
+//! row lock of `message_seq`, held until commit, so a change's id is the next one and commits
+//! before any later id can be assigned. Messages and changes therefore share one commit
+//! order across every server, and the tailers publish both from it.
 //!
-//! The message's state is read with its row locked (`FOR UPDATE`): every change to a
-//! message takes that lock, so no other change can slip in between the read and the write,
-//! and [`plan`] decides on the latest state.
+//! The message's state is read under that lock too: every change to any message takes it,
+//! so no other change can slip in between the read and the write, and [`plan`] decides on
+//! the latest state.
 
 use std::sync::Arc;
 
@@ -87,25 +88,30 @@ async fn store(
 ) -> Result<(StoredMessage, Option<StoredEvent>), StoreError> {
     let target = change.target();
     let tx = client.transaction().await?;
+    let lock = tx
+        .prepare_cached("SELECT last FROM message_seq FOR UPDATE")
+        .await?;
+    let (_, locked) =
+        futures::future::try_join(tx.batch_execute(FRESH_PLANS), tx.query_one(&lock, &[])).await?;
+    let last: i64 = locked.try_get(0)?;
     let find = tx
         .prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS}, {REACTION_COLUMNS} FROM messages m {REPLY_JOIN}
-             WHERE m.id = $1 AND m.chat = $2 FOR UPDATE OF m"
+             WHERE m.id = $1 AND m.chat = $2"
         ))
         .await?;
     let message = id_to_sql(target.message_id);
-    let (_, row) = futures::future::try_join(
-        tx.batch_execute(FRESH_PLANS),
-        tx.query_opt(&find, &[&message, &chat]),
-    )
-    .await?;
-    let row = row.ok_or(StoreError::MessageNotFound)?;
+    let row = tx
+        .query_opt(&find, &[&message, &chat])
+        .await?
+        .ok_or(StoreError::MessageNotFound)?;
     let current = message_with_reactions_at(&row, 0, target.chat_id.clone())?;
     let Some((write, after)) = plan(&current, user, change, now)? else {
         // Nothing to change (a retry): the rollback releases the lock.
         return Ok((current, None));
     };
 
+    let id = last + 1;
     match write {
         MessageUpdate::Edit { content, at } => {
             tx.execute(
@@ -149,16 +155,20 @@ async fn store(
     }
     let record = tx
         .prepare_cached(
-            "WITH change AS (
-                 INSERT INTO message_changes (id, message, chat, kind, at)
-                 VALUES (chat_event_id(0), $1, $2, $3, $4) RETURNING id)
-             SELECT id, pg_notify($5, id::text) FROM change",
+            "INSERT INTO message_changes (id, message, chat, kind, at) VALUES ($1, $2, $3, $4, $5)",
         )
         .await?;
-    let id: i64 = tx
-        .query_one(&record, &[&message, &chat, &change.kind(), &now, &CHANNEL])
-        .await?
-        .try_get(0)?;
+    let bump = tx
+        .prepare_cached("UPDATE message_seq SET last = $1")
+        .await?;
+    let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+    let announced = id.to_string();
+    futures::future::try_join3(
+        tx.execute(&record, &[&id, &message, &chat, &change.kind(), &now]),
+        tx.execute(&bump, &[&id]),
+        tx.execute(&notify, &[&CHANNEL, &announced]),
+    )
+    .await?;
     tx.commit().await?;
     let event = StoredEvent {
         id: MessageId(id_from_sql(id)),

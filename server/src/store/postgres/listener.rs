@@ -105,7 +105,7 @@ async fn listen(
     hints.reconnected.store(true, Ordering::Release);
     hints.wake.notify_one();
     while let Some((backend, announced)) = received.recv().await {
-        if hints.is_own(backend) {
+        if hints.is_own(backend, announced) {
             continue;
         }
         hints.announced.fetch_max(announced, Ordering::AcqRel);

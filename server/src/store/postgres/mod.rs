@@ -1,10 +1,9 @@
 //! The PostgreSQL backend, for several servers sharing one database: PostgreSQL is the source
-//! of truth, every event takes its id from the transaction that stores it, and every
-//! server's tailer publishes what any of them committed, reading only below the horizon of
-//! transactions still running (so ids are seen in order although commits are not).
+//! of truth, every server's writer orders its commits through one counter row, and every
+//! server's tailer publishes what any of them committed.
 //!
 //! - `schema`: numbered migrations, applied at start-up under an advisory lock.
-//! - `writer`: the group-commit writer of appends, and how ids come from transactions;
+//! - `writer`: the group-commit writer of appends, and why ids increase in commit order;
 //!   `changes`: edits, deletions and reactions, which take their ids the same way.
 //! - `tailer`: publishes committed messages and changes to this server's broker, in id order;
 //!   `listener`: the `LISTEN` connection that wakes it.
@@ -49,7 +48,6 @@ use self::leases::PgLeases;
 use self::rates::PgRates;
 #[doc(hidden)]
 pub use self::schema::migration_sql;
-pub use self::tailer::TRANSACTION_IDS_FROM;
 use self::tailer::TailerLink;
 use self::tls::Target;
 pub use self::words::vector as search_vector;
@@ -110,10 +108,12 @@ impl PgStore {
         let writer_pool = build_pool(&writer_target, 1, Some(POOL_WAIT))?;
         let mut client = pool.get().await?;
         schema::migrate(&mut client).await?;
-        // Everything below the horizon is committed or never will be: the tailer publishes
-        // from there (tailer.rs), and streams read the rest from the table.
         let newest: i64 = client
-            .query_one("SELECT chat_horizon() - 1", &[])
+            .query_one(
+                "SELECT greatest(coalesce((SELECT max(id) FROM messages), 0),
+                                 coalesce((SELECT max(id) FROM message_changes), 0))",
+                &[],
+            )
             .await?
             .try_get(0)?;
         drop(client);

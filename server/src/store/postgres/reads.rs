@@ -92,13 +92,11 @@ pub async fn history(
 ) -> Result<HistoryPage, StoreError> {
     let chat = chat_row_for(client, &query.chat_id, user).await?;
     let before = query.before.map_or(i64::MAX, id_to_sql);
-    // One row more than asked tells whether older messages remain. Below the horizon only
-    // (see `events_after`): a client may resume its stream after the newest message here.
+    // One row more than asked tells whether older messages remain.
     let statement = client
         .prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS}, {REACTION_COLUMNS} FROM messages m {REPLY_JOIN}
-             WHERE m.chat = $1 AND m.id < least($2, chat_horizon())
-             ORDER BY m.id DESC LIMIT $3"
+             WHERE m.chat = $1 AND m.id < $2 ORDER BY m.id DESC LIMIT $3"
         ))
         .await?;
     let rows = client
@@ -116,9 +114,7 @@ pub async fn history(
 
 /// Up to `limit` events after `after`, in id order: of `chat`, or of every chat of `user`.
 /// Messages and changes come from their own tables, each side cut at `limit` before they are
-/// merged; each event carries its message's current state. Only events below the horizon
-/// (`chat_horizon()`, see tailer.rs) are read: an event above it may yet have an older one
-/// commit before it, which a cursor past it would skip.
+/// merged; each event carries its message's current state.
 pub async fn events_after(
     client: &Client,
     user: &UserId,
@@ -135,12 +131,10 @@ pub async fn events_after(
                 .prepare_cached(&format!(
                     "SELECT e.id, {MESSAGE_COLUMNS}, {REACTION_COLUMNS}, c.public_id
                      FROM ((SELECT id, id AS message FROM messages
-                            WHERE chat = $1 AND id > $2 AND id < chat_horizon()
-                            ORDER BY id LIMIT $3)
+                            WHERE chat = $1 AND id > $2 ORDER BY id LIMIT $3)
                            UNION ALL
                            (SELECT id, message FROM message_changes
-                            WHERE chat = $1 AND id > $2 AND id < chat_horizon()
-                            ORDER BY id LIMIT $3)) e
+                            WHERE chat = $1 AND id > $2 ORDER BY id LIMIT $3)) e
                      JOIN messages m ON m.id = e.message
                      JOIN chats c ON c.id = m.chat
                      {REPLY_JOIN}
@@ -154,12 +148,12 @@ pub async fn events_after(
                 .prepare_cached(&format!(
                     "SELECT e.id, {MESSAGE_COLUMNS}, {REACTION_COLUMNS}, c.public_id
                      FROM ((SELECT id, id AS message FROM messages
-                            WHERE id > $1 AND id < chat_horizon()
+                            WHERE id > $1
                               AND chat IN (SELECT chat FROM chat_members WHERE user_id = $2)
                             ORDER BY id LIMIT $3)
                            UNION ALL
                            (SELECT id, message FROM message_changes
-                            WHERE id > $1 AND id < chat_horizon()
+                            WHERE id > $1
                               AND chat IN (SELECT chat FROM chat_members WHERE user_id = $2)
                             ORDER BY id LIMIT $3)) e
                      JOIN messages m ON m.id = e.message

@@ -3,12 +3,10 @@
 //! id order.
 //!
 //! It keeps `last`, the id of the newest event published, and whenever it is woken reads the
-//! messages and changes with ids above `last` and below the horizon, in id order, in bounded
-//! pages and publishes them. Ids come from the storing transaction's id (see `writer.rs`)
-//! and transactions commit in any order, but below the horizon (`chat_horizon()`, the first
-//! id of the oldest transaction still running) every event is committed or never will be,
-//! so what a read sees after `last` is always a gap-free continuation: nothing below a
-//! visible id can appear later.
+//! messages and changes with ids above `last`, in id order, in bounded pages and publishes
+//! them. The writer's
+//! transaction (see `writer.rs`) makes ids commit in id order, so what a read sees after
+//! `last` is always a gap-free continuation: nothing below a visible id can appear later.
 //!
 //! What wakes it: a notification from any server's commit (via `listener.rs`), its own
 //! writer's commit, the listener reconnecting, and a safety tick every second. Notifications
@@ -36,7 +34,7 @@ use super::rows::{
 };
 use super::tls::Target;
 use crate::fanout::Broker;
-use crate::store::decode::{id_from_sql, id_to_sql, stored_user};
+use crate::store::decode::{id_to_sql, stored_user};
 use crate::store::token_cache::TokenCache;
 use crate::store::{StoreError, StoredEvent};
 
@@ -46,29 +44,6 @@ const TAIL_PAGE: i64 = 256;
 const SAFETY_TICK: Duration = Duration::from_secs(1);
 /// The pause after a failed read before the next try.
 const RETRY: Duration = Duration::from_millis(200);
-/// The first pause before reading again when what is known to be committed (a handed-over
-/// event, an announced id) is not below the horizon yet: an older transaction is still
-/// running. Doubled at each empty read, up to [`HORIZON_POLL_MAX`].
-const HORIZON_POLL_FIRST: Duration = Duration::from_micros(500);
-const HORIZON_POLL_MAX: Duration = Duration::from_millis(50);
-
-/// The first event id given from a transaction's id (schema.rs, migration 17): ids below
-/// were given by the message counter of earlier versions, or copied by `chat-server
-/// migrate`.
-pub const TRANSACTION_IDS_FROM: u64 = 1 << 40;
-/// How many event ids each transaction has: `TRANSACTION_IDS_FROM + xid * 4096 + n`.
-pub const IDS_PER_TRANSACTION: u64 = 4096;
-
-/// The first id after the ids of the transaction that gave `id`: no other transaction's
-/// event lies between the two.
-fn after_transaction(id: MessageId) -> MessageId {
-    match id.0.checked_sub(TRANSACTION_IDS_FROM) {
-        Some(offset) => MessageId(
-            TRANSACTION_IDS_FROM + (offset / IDS_PER_TRANSACTION + 1) * IDS_PER_TRANSACTION,
-        ),
-        None => MessageId(id.0 + 1),
-    }
-}
 
 /// An event this server committed (a message or a change), with the members to publish it
 /// to.
@@ -93,23 +68,27 @@ impl Hints {
     /// Whether a notification of `id` sent by the database session `backend` is this
     /// server's writer's own: the writer hands those events over itself, so a read for them
     /// would only read back what the tailer has or is about to have.
-    pub fn is_own(&self, backend: i32) -> bool {
+    pub fn is_own(&self, backend: i32, id: u64) -> bool {
         self.own
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some_and(|own| own.backend == backend)
+            .is_some_and(|own| own.backend == backend && own.after < id && id <= own.through)
     }
 }
 
-/// A batch the writer commits: the database session it commits in. That session is the
-/// writer's own and sends no other notification, so every notification from it is of the
-/// writer's batches. (A session's number is unique among live sessions only: one reused by
-/// another server's writer once this one's session is gone, before this writer's next
-/// batch, would be taken as own, which costs latency up to the safety tick, never a
+/// A batch the writer commits: the database session that holds the message counter's lock
+/// for it and the ids it may take. While that session holds the lock no other can take an
+/// id, so a notification from it of an id in that range is the batch's. (A session's number
+/// is unique among live sessions only; one reused later would also need an id in the range,
+/// and a notification wrongly taken as own costs latency up to the safety tick, never a
 /// message.)
 #[derive(Clone, Copy)]
 pub struct OwnBatch {
     pub backend: i32,
+    /// The counter's value when the lock was taken.
+    pub after: u64,
+    /// The most the batch could reach: `after` plus its number of appends.
+    pub through: u64,
 }
 
 /// The writer's side of the tailer.
@@ -173,7 +152,6 @@ pub fn start(
         hints: Arc::clone(&hints),
         handed,
         local: BTreeMap::new(),
-        covered: MessageId(newest.0 + 1),
         reads,
         _alive: alive,
     };
@@ -194,9 +172,6 @@ struct Tailer {
     handed: mpsc::UnboundedReceiver<Vec<Committed>>,
     /// Events handed over that are not published yet, by id.
     local: BTreeMap<MessageId, Committed>,
-    /// Every committed event with a smaller id is published (or handed over): a read found
-    /// them all below the horizon, or they are this server's own transaction's.
-    covered: MessageId,
     /// Counts the events read from the table.
     reads: IntCounter,
     /// Dropped with the tailer, which tells the listener to stop.
@@ -236,38 +211,30 @@ impl Tailer {
         }
     }
 
-    /// Publishes what the writer handed over once everything before it is published, and
-    /// reads the table when asked to or while something known to be committed (a handed-over
-    /// event, an announced id) is not published yet.
+    /// Publishes what the writer handed over while it continues `last`, and reads the table
+    /// when asked to or when a handed-over message is not next (another server's messages
+    /// come before it).
     async fn catch_up(&mut self, mut must_read: bool) {
-        let mut pause = HORIZON_POLL_FIRST;
         loop {
-            while let Ok(committed) = self.handed.try_recv() {
-                self.take(committed);
-            }
             self.publish_local();
-            if !must_read && !self.pending() {
+            if !must_read && self.local.is_empty() {
                 return;
             }
-            let last = self.last;
             match self.read_page().await {
-                // A full page: more may follow at once.
-                Ok(read) if read == TAIL_PAGE as usize => must_read = true,
-                Ok(_) => {
-                    must_read = false;
-                    if self.last != last {
-                        pause = HORIZON_POLL_FIRST;
-                    } else if self.pending() {
-                        // What is pending is above the horizon: a transaction older than its
-                        // own is still running. When that is another server's batch, its
-                        // notification ends the pause; other transactions (rate charges,
-                        // leases, sign-ins, anyone's) say nothing, hence a growing pause.
-                        tokio::select! {
-                            _ = tokio::time::sleep(pause) => {}
-                            _ = self.hints.wake.notified() => {}
-                        }
-                        pause = (pause * 2).min(HORIZON_POLL_MAX);
+                Ok(0) => {
+                    // Nothing visible after `last`: a handed-over message cannot be ahead of
+                    // an invisible one, so this only happens if ids were skipped; the
+                    // handed-over messages then wait for the next read.
+                    if let Some(first) = self.local.keys().next() {
+                        tracing::warn!(last = %self.last, next = %first, "handed-over message not visible after the last published");
                     }
+                    return;
+                }
+                // A read stops short of what was handed over: another server may have
+                // committed after it.
+                Ok(read) => {
+                    must_read = read == TAIL_PAGE as usize
+                        || self.hints.announced.load(Ordering::Acquire) > self.last.0;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "tailer cannot read new messages; retrying");
@@ -281,15 +248,6 @@ impl Tailer {
         }
     }
 
-    /// Whether something known to be committed is not published yet: a handed-over event, or
-    /// an id another server announced.
-    fn pending(&self) -> bool {
-        !self.local.is_empty() || self.hints.announced.load(Ordering::Acquire) > self.last.0
-    }
-
-    /// Publishes the handed-over events that every smaller id is published before, in id
-    /// order. A transaction's own ids hold no other transaction's events, so once the first
-    /// event of a handed-over transaction is due, the rest of it is too.
     fn publish_local(&mut self) {
         while let Some(entry) = self.local.first_entry() {
             let id = *entry.key();
@@ -297,12 +255,11 @@ impl Tailer {
                 entry.remove();
                 continue;
             }
-            if id > self.covered {
+            if id.0 != self.last.0 + 1 {
                 break;
             }
             let committed = entry.remove();
             self.publish(committed.event, &committed.members);
-            self.covered = self.covered.max(after_transaction(id));
         }
         self.published.send_replace(self.last);
     }
@@ -312,15 +269,9 @@ impl Tailer {
         self.broker.publish(event, members);
     }
 
-    /// Reads and publishes one page after `last` and below the horizon, in one statement;
-    /// returns how many events it read. The page ends before the first event handed over by
-    /// this server's writer, which is published from memory, not read back.
-    ///
-    /// The horizon (`chat_horizon()`, in the statement's own snapshot) is the first id of the
-    /// oldest transaction still running: every event below it is committed (and in this
-    /// snapshot) or never will be, so a page that reads all of them leaves nothing behind
-    /// that could appear later. A page shorter than asked therefore covers everything up to
-    /// where it stopped looking, which is what lets handed-over events after it go out.
+    /// Reads and publishes one page after `last`, in one statement; returns how many events
+    /// it read. The page ends before the first event handed over by this server's writer,
+    /// which is published from memory, not read back.
     ///
     /// The page's rows carry the chat's members, as they are now (members change: Leave, a
     /// rejoin, on any server, so they are not cached), on the first row of each chat only:
@@ -328,37 +279,28 @@ impl Tailer {
     /// That numbering is done on the page once it is cut (`MATERIALIZED`): over the join
     /// itself, the window would have to see every joined row before the `LIMIT`, and with a
     /// generic plan's guess of the page's size PostgreSQL then merge-joined the whole
-    /// `messages` table (11 ms a read in `chat-bench cluster`). The horizon comes on every
-    /// row, and alone on one row when the page is empty.
+    /// `messages` table (11 ms a read in `chat-bench cluster`).
     async fn read_page(&mut self) -> Result<usize, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(&format!(
-                "WITH horizon AS MATERIALIZED (SELECT least($3, chat_horizon()) AS below),
-                 page AS MATERIALIZED (
+                "WITH page AS MATERIALIZED (
                      SELECT e.id AS event, {MESSAGE_COLUMNS}, {REACTION_COLUMNS}, c.public_id,
                             m.chat
                      FROM ((SELECT id, id AS message FROM messages
-                            WHERE id > $1 AND id < (SELECT below FROM horizon)
-                            ORDER BY id LIMIT $2)
+                            WHERE id > $1 AND id < $3 ORDER BY id LIMIT $2)
                            UNION ALL
                            (SELECT id, message FROM message_changes
-                            WHERE id > $1 AND id < (SELECT below FROM horizon)
-                            ORDER BY id LIMIT $2)) e
+                            WHERE id > $1 AND id < $3 ORDER BY id LIMIT $2)) e
                      JOIN messages m ON m.id = e.message
                      JOIN chats c ON c.id = m.chat
                      {REPLY_JOIN}
-                     ORDER BY e.id LIMIT $2),
-                 numbered AS (
-                     SELECT page.*,
-                            CASE WHEN row_number() OVER (PARTITION BY page.chat
-                                                         ORDER BY page.event) = 1
-                                 THEN ARRAY(SELECT user_id FROM chat_members
-                                            WHERE chat = page.chat)
-                            END
-                     FROM page)
-                 SELECT numbered.*, horizon.below
-                 FROM horizon LEFT JOIN numbered ON TRUE ORDER BY numbered.event"
+                     ORDER BY e.id LIMIT $2)
+                 SELECT page.*,
+                        CASE WHEN row_number() OVER (PARTITION BY page.chat ORDER BY page.event) = 1
+                             THEN ARRAY(SELECT user_id FROM chat_members WHERE chat = page.chat)
+                        END
+                 FROM page ORDER BY page.event"
             ))
             .await?;
         // What this server committed itself is already here: read only up to it.
@@ -367,21 +309,9 @@ impl Tailer {
             .keys()
             .next()
             .map_or(i64::MAX, |&first| id_to_sql(first));
-        let mut rows = client
+        let rows = client
             .query(&statement, &[&id_to_sql(self.last), &TAIL_PAGE, &before])
             .await?;
-        let below_column = MESSAGE_AND_REACTION_COLUMN_COUNT + 4;
-        let below = match rows.first() {
-            Some(row) => MessageId(id_from_sql(row.try_get(below_column)?)),
-            None => {
-                return Err(StoreError::Unavailable(
-                    "the tailer's read gave no row".into(),
-                ));
-            }
-        };
-        if rows[0].try_get::<_, Option<i64>>(0)?.is_none() {
-            rows.clear();
-        }
         self.reads.inc_by(rows.len() as u64);
         // Decode the whole page first, so a bad row publishes nothing after it out of turn.
         let chat_column = MESSAGE_AND_REACTION_COLUMN_COUNT + 2;
@@ -404,9 +334,6 @@ impl Tailer {
                 .cloned()
                 .unwrap_or_else(|| Arc::from(Vec::new()));
             self.publish(Arc::new(event), &members);
-        }
-        if rows.len() < TAIL_PAGE as usize {
-            self.covered = self.covered.max(below);
         }
         self.publish_local();
         Ok(rows.len())

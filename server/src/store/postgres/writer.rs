@@ -1,44 +1,37 @@
 //! The group-commit writer of appends: one task per server takes every append queued at the
-//! moment and stores them in one short transaction.
+//! moment and stores them in one short transaction, which is also what orders message ids
+//! across servers.
 //!
-//! Ids: the transaction's events take ids from its own transaction id (`chat_event_id`,
-//! schema.rs migration 17): base + xid × 4096 + n. No lock orders the servers' commits, so
-//! their transactions, WAL flushes included, overlap; an older transaction (a smaller id)
-//! may then commit after a newer one. Readers make that safe (tailer.rs): they read only
-//! below the horizon, the first id of the oldest transaction still running, below which
-//! every event is committed or never will be. So "the last id I saw" stays a safe cursor,
-//! for one chat or all of them, and an id's order is the order History gives.
-//!
-//! The transaction is one round trip: `BEGIN`, one call of `chat_append` and `COMMIT`, sent
-//! together. (On a new connection `BEGIN` goes first, with a question for the database
-//! session's number, which the batch's notifications carry; the writer keeps the answer with
-//! the connection.) The function reads what the batch depends on and writes it, next to the
-//! data, in one statement instead of eight. After a batch the writer waits for its own
-//! tailer to publish it before it opens the next ([`PACE_MAX`]), which is what gathers the
-//! appends into batches.
+//! Commit order: the transaction first locks the single row of `message_seq`
+//! (`SELECT … FOR UPDATE`), assigns the batch's ids from it, inserts, moves the counter and
+//! commits; the row lock is held until commit or rollback. So transactions that assign ids
+//! hold the lock one at a time, in id order, and each commits before the next can assign: if
+//! a reader sees id `n` committed, every id below `n` is committed and visible already. A
+//! rolled-back batch leaves the counter where it was, so ids stay dense. The servers take
+//! turns on the lock, so the writer takes it before it forms the batch: whatever arrived
+//! while it waited joins. Then one round trip calls `chat_append` (schema.rs, migration 13)
+//! and commits: the function reads what the batch depends on and writes it, next to the
+//! data, in one statement instead of eight.
 //!
 //! Membership: members change (Leave, a rejoin), on any server, so the writer reads the
-//! members of the batch's chats in every batch, in the transaction. An append whose sender
-//! is not a member at that read is refused (NOT_FOUND) and stores nothing; the others are
-//! published to the members read.
+//! members of the batch's chats in every batch, in the transaction, under the lock. An
+//! append whose sender is not a member at that read is refused (NOT_FOUND) and takes no id;
+//! the others are published to the members read.
 //!
-//! Idempotency: the lookup of the batch's (chat, sender, client id) keys answers repeats of
-//! anything committed before it with the stored message. A copy another server inserted but
-//! has not committed is invisible to it; `UNIQUE (chat, sender, client_id)` makes the insert
-//! wait for that transaction and skip the key if it committed, and the candidate is then
-//! answered with the copy that did. Inserts go in key order, so two batches never wait for
-//! each other in a cycle.
+//! Idempotency: under the lock no other transaction can insert a message, so a lookup of the
+//! batch's (chat, sender, client id) keys sees every message stored by any server; repeats
+//! are answered with the stored message and take no id. `UNIQUE (chat, sender, client_id)`
+//! backs this up: a duplicate could only fail the batch, never be stored twice.
 //!
-//! Replies: the originals the batch's replies name are share-locked before they are read,
-//! so a Delete, which locks the message for update, cannot come between the check and the
-//! commit. A reply whose original is not an undeleted message of its chat is refused with
+//! Replies: the originals the batch's replies name are read under the lock, so a Delete,
+//! which takes the lock too, cannot come between the check and the commit. A reply whose
+//! original is not an undeleted message of its chat is refused with
 //! [`StoreError::ReplyNotFound`], unless the transaction finds it stored earlier (a retry).
 //!
 //! The transaction also sends one `NOTIFY` (per batch, never per message) so that the other
 //! servers' tailers look for news. After the commit the writer hands the new messages to its
-//! own server's tailer and answers the callers only once the tailer has published them
-//! (which waits for every older transaction to end), so a sender's own streams have the echo
-//! no later than the reply, and a History read after the reply holds the message.
+//! own server's tailer and answers the callers only once the tailer has published them, so a
+//! sender's own streams have the echo no later than the reply.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,7 +39,7 @@ use std::time::Duration;
 
 use chat_core::ids::{ChatId, ClientId, MessageId, UserId};
 use chat_core::requests::NewMessage;
-use deadpool_postgres::{Client, Object, ObjectId, Pool};
+use deadpool_postgres::{Client, Object, Pool};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::rows::message_at;
@@ -65,30 +58,22 @@ const QUEUE_DEPTH: usize = 4096;
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the writer waits for the tailer to publish a committed batch.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest the writer waits, after a batch, for the tailer to publish it before it opens
-/// the next one. The wait is what makes batches large: without a lock to queue for, a
-/// writer that opened its next transaction at once committed batches of 6 messages on
-/// average in `chat-bench cluster`, each with its fixed cost (about 1 ms of PostgreSQL's CPU
-/// for `chat_append` alone), where waiting for publication lets the next batch gather what
-/// arrives meanwhile. Bounded, so a transaction held open elsewhere, which holds
-/// publication back, slows the writer to one batch per this long rather than stopping it.
-const PACE_MAX: Duration = Duration::from_millis(5);
 /// Chats whose row id the writer keeps in memory; past this it starts over.
 const CHAT_CACHE_MAX: usize = 16_384;
 /// The channel the tailers of every server listen on.
 pub const CHANNEL: &str = "chat_messages";
-/// Set in the transactions of changes (`changes.rs`) before their statements are planned.
-/// (The writer's `chat_append` plans its own lookups with sequential scans off instead, one
-/// key at a time; see its migration.)
+/// Set in the transactions of changes (`changes.rs`) that take the message counter's lock,
+/// before their statements are planned. (The writer's `chat_append` plans its own lookups
+/// with sequential scans off instead, one key at a time; see its migration.)
 ///
 /// A prepared statement is planned once per connection and its plan kept until the
 /// tables' statistics change. Planned while `messages` is empty or small (a new database,
 /// whose first automatic ANALYZE is up to a minute away), the writer's lookup of earlier
 /// client ids, a join of the batch's keys with `messages`, became a hash join over a
 /// sequential scan of the whole table, and stayed so as the table grew: every batch then read
-/// every message, inside the batch's transaction (1.1 ms a batch at 65,000 messages in
-/// `chat-bench cluster`). A plan made for each execution sees the table's current size, and
-/// costs a fraction of that. (Forbidding sequential scans and hash joins for such a join was tried:
+/// every message, under the counter's lock (1.1 ms a batch at 65,000 messages in `chat-bench
+/// cluster`). A plan made for each execution sees the table's current size, and costs a
+/// fraction of that. (Forbidding sequential scans and hash joins for such a join was tried:
 /// with the statistics of an empty table the planner then picked nested full index scans,
 /// which is worse.)
 pub const FRESH_PLANS: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
@@ -98,7 +83,7 @@ pub struct Append {
     pub sender: UserId,
     pub message: NewMessage,
     /// The message's search words (`words::vector`), made by the caller's task rather than
-    /// by the writer inside the batch's transaction.
+    /// by the writer under the counter's lock.
     pub search: String,
     pub reply: oneshot::Sender<Result<StoredMessage, StoreError>>,
 }
@@ -120,8 +105,6 @@ type Outcome = Result<(StoredMessage, bool, Arc<[UserId]>), StoreError>;
 
 pub struct Writer {
     pool: Pool,
-    /// The writer's connection and its database session's number, once asked.
-    session: Option<(ObjectId, i32)>,
     chats: ChatCache,
     tailer: Arc<TailerLink>,
     metrics: Arc<Metrics>,
@@ -132,12 +115,12 @@ impl Writer {
     /// writer ends when every sender is gone, which in turn ends the tailer.
     ///
     /// Its own thread, with its own runtime, and its own pool (`pool`, whose connections are
-    /// made, and their tasks spawned, on that runtime): a batch's round trips cross this
-    /// process, and on the server's runtime they waited behind whatever else was queued there
-    /// (hundreds of calls' tasks under load), with the transaction open. Sampled in
-    /// `chat-bench cluster` when the servers' batches took turns on one lock, a batch's
-    /// transaction spent a quarter of its time waiting so (BENCHMARKS.md); an open
-    /// transaction now holds back every reader's horizon instead.
+    /// made, and their tasks spawned, on that runtime): while a batch holds the counter's
+    /// lock, the answer to the lock and the batch's call cross this process, and on the
+    /// server's runtime they waited behind whatever else was queued there (hundreds of calls'
+    /// tasks under load) while every other server waited for the lock. Sampled in
+    /// `chat-bench cluster`, a batch's transaction spent a quarter of its hold waiting so
+    /// (BENCHMARKS.md).
     pub fn start(
         pool: Pool,
         tailer: Arc<TailerLink>,
@@ -146,7 +129,6 @@ impl Writer {
         let (appends, queue) = mpsc::channel(QUEUE_DEPTH);
         let writer = Writer {
             pool,
-            session: None,
             chats: ChatCache::default(),
             tailer,
             metrics,
@@ -168,66 +150,41 @@ impl Writer {
 
     async fn run(mut self, mut queue: mpsc::Receiver<Append>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut published = self.tailer.published();
         while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let stored = self
-                .commit_batch(std::mem::take(&mut batch), &mut queue)
+            self.commit_batch(std::mem::take(&mut batch), &mut queue)
                 .await;
-            if let Some(newest) = stored {
-                // Paced by publication: see [`PACE_MAX`].
-                let _ = tokio::time::timeout(
-                    PACE_MAX,
-                    published.wait_for(|published| *published >= newest),
-                )
-                .await;
-            }
         }
         tracing::debug!("postgres writer stopped");
     }
 
-    /// Commits `batch` and whatever else `queue` holds (on a new connection, once the first
-    /// round trip is back) in one call of `chat_append`; returns the newest id of a batch
-    /// that stored something.
-    async fn commit_batch(
-        &mut self,
-        mut batch: Vec<Append>,
-        queue: &mut mpsc::Receiver<Append>,
-    ) -> Option<MessageId> {
+    /// Commits `batch` and whatever else `queue` holds once the counter's lock is taken, in
+    /// one call of `chat_append`.
+    ///
+    /// The lock comes first: the servers take turns on it, and the appends that arrive while
+    /// this one waits for its turn join the batch instead of waiting for the next. A batch's
+    /// fixed costs (its round trips, the call, the commit) are then shared by more messages:
+    /// 14.4 a batch on average instead of 8.3 in `chat-bench cluster`.
+    async fn commit_batch(&mut self, mut batch: Vec<Append>, queue: &mut mpsc::Receiver<Append>) {
         let client = match self.pool.get().await {
             Ok(client) => client,
-            Err(error) => {
-                refuse(batch, &StoreError::from(error));
-                return None;
-            }
+            Err(error) => return refuse(batch, &StoreError::from(error)),
         };
-        let connection = Object::id(&client);
-        let known = self
-            .session
-            .filter(|&(id, _)| id == connection)
-            .map(|(_, backend)| backend);
-        let opened = known.is_none();
-        let backend = match known {
-            Some(backend) => backend,
-            None => match tokio::time::timeout(COMMIT_TIMEOUT, open_batch(&client)).await {
-                Ok(Ok(backend)) => {
-                    self.session = Some((connection, backend));
-                    backend
-                }
+        let (counter, backend) =
+            match tokio::time::timeout(COMMIT_TIMEOUT, lock_counter(&client)).await {
+                Ok(Ok(locked)) => locked,
                 // The connection may be inside the transaction: never hand it back to the pool.
                 Ok(Err(error)) => {
                     drop(Object::take(client));
-                    refuse(batch, &error);
-                    return None;
+                    return refuse(batch, &error);
                 }
                 Err(_) => {
                     drop(Object::take(client));
-                    let error =
-                        StoreError::Unavailable("the database did not answer in time".into());
-                    refuse(batch, &error);
-                    return None;
+                    return refuse(
+                        batch,
+                        &StoreError::Unavailable("the database did not lock in time".into()),
+                    );
                 }
-            },
-        };
+            };
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(append) => batch.push(append),
@@ -237,8 +194,7 @@ impl Writer {
         let now = unix_now();
         if let Err(error) = self.chats.load(&client, &batch).await {
             drop(Object::take(client));
-            refuse(batch, &error);
-            return None;
+            return refuse(batch, &error);
         }
 
         // Repeats within the batch (a retry racing its original) share one candidate.
@@ -267,19 +223,23 @@ impl Writer {
             waiting.push((append.reply, index));
         }
         if candidates.is_empty() {
-            // Nothing to store: end the transaction, if this batch opened one.
-            if opened && client.batch_execute("ROLLBACK").await.is_err() {
+            // Nothing to store: end the transaction, and with it the lock.
+            if client.batch_execute("ROLLBACK").await.is_err() {
                 drop(Object::take(client));
             }
-            return None;
+            return;
         }
 
-        self.tailer.committing(OwnBatch { backend });
+        self.tailer.committing(OwnBatch {
+            backend,
+            after: counter,
+            through: counter + candidates.len() as u64,
+        });
         self.metrics.commit_batch.observe(candidates.len() as f64);
         let started = std::time::Instant::now();
         let outcome = match tokio::time::timeout(
             COMMIT_TIMEOUT,
-            store_batch(&client, &candidates, now, !opened),
+            store_batch(&client, &candidates, now),
         )
         .await
         {
@@ -301,7 +261,7 @@ impl Writer {
             .observe(started.elapsed().as_secs_f64());
         match outcome {
             // The callers hear once the tailer has published the batch; meanwhile the writer
-            // goes on to the next one, which need not wait for that.
+            // goes on to the next one, whose turn on the lock need not wait for that.
             Ok(stored) => {
                 let newest = self.hand_off(&stored);
                 tokio::spawn(answer_when_published(
@@ -310,12 +270,8 @@ impl Writer {
                     stored,
                     waiting,
                 ));
-                Some(newest)
             }
-            Err(error) => {
-                answer_all(waiting, &error);
-                None
-            }
+            Err(error) => answer_all(waiting, &error),
         }
     }
 
@@ -386,36 +342,33 @@ fn refuse(batch: Vec<Append>, error: &StoreError) {
     }
 }
 
-/// Opens the batch's transaction on a connection the writer has not used yet, in one round
-/// trip with asking for the database session's number (which the batch's notification will
-/// carry). The transaction is opened by a
-/// statement pipelined with the question rather than by a `Transaction` (which would cost a
-/// round trip), so on an error the caller must not hand the connection back to the pool.
-async fn open_batch(client: &Client) -> Result<i32, StoreError> {
-    let session = client.prepare_cached("SELECT pg_backend_pid()").await?;
-    let ((), row) = futures::future::try_join(
-        client.batch_execute("BEGIN"),
-        client.query_one(&session, &[]),
-    )
-    .await?;
-    Ok(row.try_get(0)?)
+/// Opens the batch's transaction and takes the message counter's lock, in one round trip;
+/// returns the counter's value and the database session's number (which its notification
+/// will carry). The transaction is opened by a statement pipelined with the lock rather
+/// than by a `Transaction` (which would cost a round trip), so on an error the caller must
+/// not hand the connection back to the pool.
+async fn lock_counter(client: &Client) -> Result<(u64, i32), StoreError> {
+    let lock = client
+        .prepare_cached("SELECT last, pg_backend_pid() FROM message_seq FOR UPDATE")
+        .await?;
+    let ((), row) =
+        futures::future::try_join(client.batch_execute("BEGIN"), client.query_one(&lock, &[]))
+            .await?;
+    Ok((id_from_sql(row.try_get(0)?), row.try_get(1)?))
 }
 
-/// Stores the candidates in one call of `chat_append` (schema.rs, migration 17) and commits,
-/// inside the transaction [`open_batch`] opened or, with `begin`, one it opens itself;
-/// returns each one's outcome (whether it is new: false when stored earlier, by any server),
-/// in order.
+/// Stores the candidates in one call of `chat_append` (schema.rs, migration 13) and commits,
+/// inside the transaction [`lock_counter`] opened; returns each one's outcome (whether it is
+/// new: false when stored earlier, by any server), in order.
 ///
-/// `BEGIN`, the call and `COMMIT` go together (tokio-postgres pipelines concurrent queries
-/// on one connection, in the order they are first polled): one round trip. If the call
-/// fails, the transaction is aborted and PostgreSQL turns the `COMMIT` into a `ROLLBACK`; on
-/// an error the caller must not hand the connection back to the pool, as it may still be
-/// inside the transaction.
+/// The call and `COMMIT` go together (tokio-postgres pipelines concurrent queries on one
+/// connection): one round trip. If the call fails, the transaction is aborted and
+/// PostgreSQL turns the `COMMIT` into a `ROLLBACK`; on an error the caller must not hand the
+/// connection back to the pool, as it may still be inside the transaction.
 async fn store_batch(
     client: &Client,
     candidates: &[Candidate],
     now: i64,
-    begin: bool,
 ) -> Result<Vec<Outcome>, StoreError> {
     let columns = Columns::of(candidates);
     let append = client
@@ -425,15 +378,7 @@ async fn store_batch(
                                        $9::text)",
         )
         .await?;
-    let begin = async {
-        if begin {
-            client.batch_execute("BEGIN").await
-        } else {
-            Ok(())
-        }
-    };
-    let ((), rows, ()) = futures::future::try_join3(
-        begin,
+    let (rows, ()) = futures::future::try_join(
         client.query(
             &append,
             &[
