@@ -8,6 +8,7 @@ mod ceiling;
 mod client;
 mod error;
 mod process;
+mod relay;
 mod report;
 mod scenario;
 mod scrape;
@@ -58,6 +59,12 @@ struct Cli {
     /// test command exports), else postgres://postgres@127.0.0.1:5432/postgres.
     #[arg(long, global = true)]
     database_url: Option<String>,
+
+    /// Cluster only: the servers reach PostgreSQL through a relay that holds every chunk this
+    /// many microseconds each way (a round trip of twice this), as a network between them
+    /// would. Without it they connect directly.
+    #[arg(long, global = true)]
+    database_delay_us: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +144,7 @@ async fn run(cli: &Cli) -> Result<bool, BenchError> {
             .or_else(|| std::env::var("CHAT_BENCH_DATABASE_URL").ok())
             .or_else(|| std::env::var("CHAT_TEST_DATABASE_URL").ok())
             .unwrap_or_else(|| scenario::cluster::DEFAULT_DATABASE_URL.to_owned()),
+        database_delay: cli.database_delay_us.map(std::time::Duration::from_micros),
     };
     let names: &[&str] = match cli.command {
         Command::Send => &["send"],

@@ -200,6 +200,35 @@ fn with_database(url: &str, name: &str) -> Result<String, BenchError> {
     Ok(format!("{}/{name}{query}", &head[..path]))
 }
 
+/// `url` with its host and port replaced by those of a new relay to them that holds every
+/// chunk `delay` each way (`relay.rs`).
+fn relayed(url: &str, delay: Duration) -> Result<String, BenchError> {
+    let start = url
+        .find("://")
+        .map(|i| i + 3)
+        .ok_or_else(|| BenchError::Setup(format!("not a postgres:// URL: {url}")))?;
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let authority = &url[start..end];
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((user, host)) => (format!("{user}@"), host),
+        None => (String::new(), authority),
+    };
+    let host = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    };
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&host)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| BenchError::Setup(format!("cannot resolve the database's {host}")))?;
+    let relay = crate::relay::start(target, delay)
+        .map_err(|error| BenchError::Setup(format!("cannot start the delay relay: {error}")))?;
+    Ok(format!("{}{user}{relay}{}", &url[..start], &url[end..]))
+}
+
 /// Runs one statement with Debian's `psql` client, bounded in time.
 pub(super) async fn psql(url: &str, statement: &str) -> Result<(), BenchError> {
     let output = within(
@@ -423,7 +452,17 @@ async fn phases(
 ) -> Result<(), BenchError> {
     let mut options = ServerOptions::new(&ctx.server_bin);
     let mut sqlite = Deployment::start(&options, 1, params).await?;
-    options.database_url = Some(database.url.clone());
+    options.database_url = Some(match ctx.database_delay {
+        Some(delay) => {
+            report.note(format!(
+                "the servers reach PostgreSQL through a relay that holds every chunk {} µs each \
+                 way (--database-delay-us); the SQLite server is not affected",
+                delay.as_micros()
+            ));
+            relayed(&database.url, delay)?
+        }
+        None => database.url.clone(),
+    });
     options.database_pool_size = Some(params.pool_size);
     let mut cluster = Deployment::start(&options, SERVERS, params).await?;
 
@@ -925,5 +964,20 @@ mod tests {
         );
         assert_eq!(url("postgresql://h:5433"), "postgresql://h:5433/run");
         assert!(with_database("127.0.0.1:5432", "run").is_err());
+    }
+
+    #[test]
+    fn a_relayed_url_keeps_everything_but_the_address() {
+        let url = relayed(
+            "postgres://u:p@127.0.0.1:5432/run?sslmode=disable",
+            Duration::from_micros(1),
+        )
+        .unwrap();
+        let port = url
+            .strip_prefix("postgres://u:p@127.0.0.1:")
+            .and_then(|rest| rest.strip_suffix("/run?sslmode=disable"))
+            .unwrap_or_else(|| panic!("{url}"));
+        assert!(port.parse::<u16>().is_ok_and(|port| port != 5432), "{url}");
+        assert!(relayed("127.0.0.1:5432", Duration::from_micros(1)).is_err());
     }
 }

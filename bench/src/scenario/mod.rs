@@ -27,6 +27,8 @@ pub struct Context {
     pub page_script: PathBuf,
     /// The PostgreSQL server the cluster scenario creates its database on.
     pub database_url: String,
+    /// The delay each way between the cluster's servers and PostgreSQL (`relay.rs`).
+    pub database_delay: Option<std::time::Duration>,
 }
 
 /// Stops `server` gracefully and records whether it exited 0, as a check: a server must shut
