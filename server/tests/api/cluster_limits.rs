@@ -98,6 +98,37 @@ async fn streams_per_user_are_counted_across_servers_and_a_killed_servers_slots_
 }
 
 #[tokio::test]
+async fn streams_opened_at_once_on_every_server_take_exactly_the_users_slots() {
+    if !on_postgres() {
+        return;
+    }
+    let limit = ["--max-streams-per-user", "4"];
+    let first = spawn_process(&limit).await;
+    let second = spawn_process_sharing(&first, &limit).await;
+    let third = spawn_process_sharing(&first, &limit).await;
+    let (_, alice) = signed_up(&first, "alice").await;
+
+    // Fifteen of alice's devices reconnect at once, five to each server.
+    let servers = [&first, &second, &third];
+    let tries = (0..15).map(|n| try_stream(servers[n % 3], &alice));
+    let outcomes = futures::future::join_all(tries).await;
+    let mut open = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Ok(stream) => open.push(stream),
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}"),
+        }
+    }
+    assert_eq!(open.len(), 4, "streams opened at once with 4 slots");
+
+    // Every slot is taken for good: a later try on any server is refused too.
+    for server in servers {
+        let status = try_stream(server, &alice).await.expect_err("no slot left");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    }
+}
+
+#[tokio::test]
 async fn the_send_rate_and_sign_ins_per_address_do_not_multiply_by_the_number_of_servers() {
     if !on_postgres() {
         return;

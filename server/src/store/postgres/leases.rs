@@ -138,40 +138,53 @@ pub async fn sweep_lapsed(client: &mut Client) -> Result<Vec<(UserId, i64)>, Sto
 #[async_trait]
 impl StreamLeases for PgLeases {
     async fn take(&self, user: &UserId, max: usize) -> Result<Option<i64>, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
+        let client = self.pool.get().await?;
+        let lock = client
+            .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .await?;
+        // Counts the user's live leases and takes one if there is room, dropping lapsed
+        // ones. Its snapshot is taken when it starts, after the lock is granted, so it sees
+        // every lease committed before: it counts only unexpired rows rather than after the
+        // deletion, which a statement's own later parts do not see.
+        let take = client
+            .prepare_cached(
+                "WITH gone AS (
+                     DELETE FROM stream_leases WHERE user_id = $1 AND expires_at < now()),
+                 open AS (
+                     SELECT count(*) AS leases FROM stream_leases
+                     WHERE user_id = $1 AND expires_at >= now())
+                 INSERT INTO stream_leases (user_id, server, expires_at)
+                 SELECT $1, $2, now() + make_interval(secs => $3) FROM open
+                 WHERE open.leases < $4
+                 RETURNING id",
+            )
+            .await?;
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
         // One user's slots are counted and taken one transaction at a time (other users'
-        // are not held up): without the lock two servers could both see one slot free.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            &[&user.as_str()],
+        // are not held up): without the lock two servers could both see one slot free. The
+        // transaction is one round trip, so the lock is held for the statement and the
+        // commit only: a user whose devices all reconnect at once (their server died) waits
+        // for each of the others' commits, not for five round trips each. The commit does
+        // not wait for the WAL's flush: a lease is not data anyone was promised, and one lost
+        // with a database crash lets its user open one stream more until that one ends.
+        let taken = futures::future::try_join4(
+            client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
+            client.execute(&lock, &[&user.as_str()]),
+            client.query_opt(
+                &take,
+                &[&user.as_str(), &self.server, &LEASE.as_secs_f64(), &max],
+            ),
+            client.batch_execute("COMMIT"),
         )
-        .await?;
-        tx.execute(
-            "DELETE FROM stream_leases WHERE user_id = $1 AND expires_at < now()",
-            &[&user.as_str()],
-        )
-        .await?;
-        let open: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM stream_leases WHERE user_id = $1",
-                &[&user.as_str()],
-            )
-            .await?
-            .try_get(0)?;
-        if usize::try_from(open).unwrap_or(usize::MAX) >= max {
-            return Ok(None);
+        .await;
+        match taken {
+            Ok(((), _, taken, ())) => Ok(taken.map(|row| row.try_get(0)).transpose()?),
+            Err(error) => {
+                // The connection may still be inside the transaction.
+                drop(deadpool_postgres::Object::take(client));
+                Err(error.into())
+            }
         }
-        let id: i64 = tx
-            .query_one(
-                "INSERT INTO stream_leases (user_id, server, expires_at)
-                 VALUES ($1, $2, now() + make_interval(secs => $3)) RETURNING id",
-                &[&user.as_str(), &self.server, &LEASE.as_secs_f64()],
-            )
-            .await?
-            .try_get(0)?;
-        tx.commit().await?;
-        Ok(Some(id))
     }
 
     async fn give_back(&self, lease: i64) -> Result<(), StoreError> {
