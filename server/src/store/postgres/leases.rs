@@ -164,7 +164,7 @@ impl StreamLeases for PgLeases {
         // are not held up): without the lock two servers could both see one slot free. The
         // transaction is one round trip, so the lock is held for the statement and the
         // commit only: a user whose devices all reconnect at once (their server died) waits
-        // for each of the others' commits, not for five round trips each. The commit does
+        // for each of the others' commits, not for four round trips each. The commit does
         // not wait for the WAL's flush: a lease is not data anyone was promised, and one lost
         // with a database crash lets its user open one stream more until that one ends.
         let taken = futures::future::try_join4(
