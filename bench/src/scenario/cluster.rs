@@ -186,23 +186,13 @@ impl Drop for TempDatabase {
 
 /// `url` with its database (the path) replaced by `name`, its query kept.
 fn with_database(url: &str, name: &str) -> Result<String, BenchError> {
-    let (head, query) = match url.split_once('?') {
-        Some((head, query)) => (head, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let after_scheme = head
-        .find("://")
-        .map(|i| i + 3)
-        .ok_or_else(|| BenchError::Setup(format!("not a postgres:// URL: {url}")))?;
-    let path = head[after_scheme..]
-        .find('/')
-        .map_or(head.len(), |i| after_scheme + i);
-    Ok(format!("{}/{name}{query}", &head[..path]))
+    let (_, end) = authority(url)?;
+    let query = url[end..].find('?').map_or("", |i| &url[end + i..]);
+    Ok(format!("{}/{name}{query}", &url[..end]))
 }
 
-/// `url` with its host and port replaced by those of a new relay to them that holds every
-/// chunk `delay` each way (`relay.rs`).
-fn relayed(url: &str, delay: Duration) -> Result<String, BenchError> {
+/// Where the authority (`user@host:port`) of a `postgres://` URL starts and ends.
+fn authority(url: &str) -> Result<(usize, usize), BenchError> {
     let start = url
         .find("://")
         .map(|i| i + 3)
@@ -210,6 +200,13 @@ fn relayed(url: &str, delay: Duration) -> Result<String, BenchError> {
     let end = url[start..]
         .find(['/', '?'])
         .map_or(url.len(), |i| start + i);
+    Ok((start, end))
+}
+
+/// `url` with its host and port replaced by those of a new relay to them that holds every
+/// chunk `delay` each way (`relay.rs`).
+fn relayed(url: &str, delay: Duration) -> Result<String, BenchError> {
+    let (start, end) = authority(url)?;
     let authority = &url[start..end];
     let (user, host) = match authority.rsplit_once('@') {
         Some((user, host)) => (format!("{user}@"), host),
