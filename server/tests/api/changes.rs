@@ -598,19 +598,31 @@ async fn changes_on_one_server_reach_a_device_resuming_on_another() {
         .react(&bob, &message, "👍", false)
         .await
         .expect("react");
+    // Read from the table by the second server's tailer: both reactions, in the order given.
+    let reacted_again = on_first
+        .react(&alice, &message, "🎉", false)
+        .await
+        .expect("react again");
+    assert_eq!(
+        emoji_counts(&reacted_again),
+        [
+            ("👍".to_owned(), vec!["bob".to_owned()]),
+            ("🎉".to_owned(), vec!["alice".to_owned()])
+        ]
+    );
     let next = on_second.send(&bob, &chat_id, "b1", "ok").await;
     let deleted = on_first.delete(&alice, &message).await.expect("delete");
 
-    let live = next_events(&mut live_on_second, 4).await;
+    let live = next_events(&mut live_on_second, 5).await;
     assert_in_id_order(&live);
     assert_eq!(
         live.iter()
             .map(|seen| seen.message.clone())
             .collect::<Vec<_>>(),
-        [edited, reacted, next.clone(), deleted]
+        [edited, reacted, reacted_again, next.clone(), deleted]
     );
     let mut resumed = on_first.stream(&bob, &chat_id, &message.id).await;
-    let replayed = next_events(&mut resumed, 4).await;
+    let replayed = next_events(&mut resumed, 5).await;
     assert_eq!(
         replayed
             .iter()
@@ -622,6 +634,6 @@ async fn changes_on_one_server_reach_a_device_resuming_on_another() {
         replayed[0].message.deleted,
         "replay carries the current state"
     );
-    assert_eq!(replayed[2].message, next);
+    assert_eq!(replayed[3].message, next);
     assert_quiet(&mut resumed).await;
 }

@@ -597,7 +597,8 @@ async fn an_upgraded_postgresql_database_finds_its_old_messages_by_the_servers_w
 
     // The schema of version 12, rebuilt by its own migrations: 11 defines chat_words and
     // generates the column with it, 12 redefines both. What the later ones made goes first
-    // (13's function, 14's column, 15's table, 16's column), so that they apply again.
+    // (13's function, 14's column, 15's table, 16's column; 17 dropped a constraint), so
+    // that they apply again.
     let database = app.database().expect("a PostgreSQL database");
     database
         .batch(
@@ -605,7 +606,9 @@ async fn an_upgraded_postgresql_database_finds_its_old_messages_by_the_servers_w
              DROP FUNCTION chat_append;
              ALTER TABLE accounts DROP COLUMN deactivated_at;
              DROP TABLE devices;
-             ALTER TABLE chats DROP COLUMN members_version",
+             ALTER TABLE chats DROP COLUMN members_version;
+             ALTER TABLE messages ADD CONSTRAINT messages_chat_fkey
+                 FOREIGN KEY (chat) REFERENCES chats(id)",
         )
         .await;
     for version in [11, 12] {

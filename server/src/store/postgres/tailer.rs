@@ -21,20 +21,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chat_core::ids::{MessageId, UserId};
+use chat_core::ids::{ChatId, MessageId, UserId};
 use deadpool_postgres::Pool;
 use prometheus::IntCounter;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
 use super::listener;
-use super::reads::event;
 use super::rows::{
-    MESSAGE_AND_REACTION_COLUMN_COUNT, MESSAGE_COLUMNS, REACTION_COLUMNS, REPLY_JOIN,
+    JOINED_REACTION_COLUMNS, MESSAGE_AND_REACTION_COLUMN_COUNT, MESSAGE_COLUMNS, REACTION_JOIN,
+    REPLY_JOIN, message_with_reactions_at,
 };
 use super::tls::Target;
 use crate::fanout::Broker;
-use crate::store::decode::{id_to_sql, stored_user};
+use crate::store::decode::{id_from_sql, id_to_sql, stored_chat, stored_user};
 use crate::store::token_cache::TokenCache;
 use crate::store::{StoreError, StoredEvent};
 
@@ -273,34 +273,43 @@ impl Tailer {
     /// it read. The page ends before the first event handed over by this server's writer,
     /// which is published from memory, not read back.
     ///
-    /// The page's rows carry the chat's members, as they are now (members change: Leave, a
-    /// rejoin, on any server, so they are not cached), on the first row of each chat only:
-    /// a chat of a thousand members then sends its list once a page, not once a message.
-    /// That numbering is done on the page once it is cut (`MATERIALIZED`): over the join
-    /// itself, the window would have to see every joined row before the `LIMIT`, and with a
-    /// generic plan's guess of the page's size PostgreSQL then merge-joined the whole
-    /// `messages` table (11 ms a read in `chat-bench cluster`).
+    /// The statement runs for every message on every other server, so it reads each row
+    /// once: the page is cut first (`MATERIALIZED`), from the messages' own rows and the
+    /// changes joined with theirs, and only its rows are then joined with their reply's
+    /// original and their reactions (one probe, [`REACTION_JOIN`]). The chat's public id and
+    /// its members, as they are now (members change: Leave, a rejoin, on any server, so they
+    /// are not cached), come on the first row of each chat only: a chat of a thousand members
+    /// sends its list once a page, not once a message. (Numbered over the join itself, the
+    /// window would have to see every joined row before the `LIMIT`, and with a generic
+    /// plan's guess of the page's size PostgreSQL then merge-joined the whole `messages`
+    /// table: 11 ms a read in `chat-bench cluster`.)
     async fn read_page(&mut self) -> Result<usize, StoreError> {
+        const PAGE_COLUMNS: &str = "m.id, m.sender, m.client_id, m.subject, m.text, m.sent_at, \
+             m.edited_at, m.deleted, m.reply_to, m.chat";
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(&format!(
                 "WITH page AS MATERIALIZED (
-                     SELECT e.id AS event, {MESSAGE_COLUMNS}, {REACTION_COLUMNS}, c.public_id,
-                            m.chat
-                     FROM ((SELECT id, id AS message FROM messages
-                            WHERE id > $1 AND id < $3 ORDER BY id LIMIT $2)
-                           UNION ALL
-                           (SELECT id, message FROM message_changes
-                            WHERE id > $1 AND id < $3 ORDER BY id LIMIT $2)) e
-                     JOIN messages m ON m.id = e.message
-                     JOIN chats c ON c.id = m.chat
-                     {REPLY_JOIN}
-                     ORDER BY e.id LIMIT $2)
-                 SELECT page.*,
-                        CASE WHEN row_number() OVER (PARTITION BY page.chat ORDER BY page.event) = 1
-                             THEN ARRAY(SELECT user_id FROM chat_members WHERE chat = page.chat)
+                     (SELECT m.id AS event, {PAGE_COLUMNS} FROM messages m
+                      WHERE m.id > $1 AND m.id < $3 ORDER BY m.id LIMIT $2)
+                     UNION ALL
+                     (SELECT e.id, {PAGE_COLUMNS}
+                      FROM message_changes e JOIN messages m ON m.id = e.message
+                      WHERE e.id > $1 AND e.id < $3 ORDER BY e.id LIMIT $2)
+                     ORDER BY event LIMIT $2),
+                 numbered AS (
+                     SELECT *,
+                            row_number() OVER (PARTITION BY chat ORDER BY event) = 1 AS opens_chat
+                     FROM page)
+                 SELECT m.event, {MESSAGE_COLUMNS}, {JOINED_REACTION_COLUMNS}, m.chat,
+                        CASE WHEN m.opens_chat
+                             THEN (SELECT public_id FROM chats WHERE id = m.chat)
+                        END,
+                        CASE WHEN m.opens_chat
+                             THEN ARRAY(SELECT user_id FROM chat_members WHERE chat = m.chat)
                         END
-                 FROM page ORDER BY page.event"
+                 FROM numbered m {REPLY_JOIN} {REACTION_JOIN}
+                 ORDER BY m.event"
             ))
             .await?;
         // What this server committed itself is already here: read only up to it.
@@ -314,25 +323,29 @@ impl Tailer {
             .await?;
         self.reads.inc_by(rows.len() as u64);
         // Decode the whole page first, so a bad row publishes nothing after it out of turn.
-        let chat_column = MESSAGE_AND_REACTION_COLUMN_COUNT + 2;
-        let mut members: HashMap<i64, Arc<[UserId]>> = HashMap::new();
+        let chat_column = 1 + MESSAGE_AND_REACTION_COLUMN_COUNT;
+        let mut chats: HashMap<i64, (ChatId, Arc<[UserId]>)> = HashMap::new();
         let mut page = Vec::with_capacity(rows.len());
         for row in &rows {
             let chat: i64 = row.try_get(chat_column)?;
-            if let Some(users) = row.try_get::<_, Option<Vec<&str>>>(chat_column + 1)? {
+            if let Some(public_id) = row.try_get::<_, Option<&str>>(chat_column + 1)? {
+                let users: Vec<&str> = row.try_get(chat_column + 2)?;
                 let users = users
                     .into_iter()
                     .map(stored_user)
                     .collect::<Result<Vec<_>, _>>()?;
-                members.insert(chat, users.into());
+                chats.insert(chat, (stored_chat(public_id)?, users.into()));
             }
-            page.push((event(row)?, chat));
+            let Some((chat_id, members)) = chats.get(&chat) else {
+                return Err(StoreError::Unavailable(
+                    "the tailer's page named a chat before its first row".into(),
+                ));
+            };
+            let id = MessageId(id_from_sql(row.try_get(0)?));
+            let message = message_with_reactions_at(row, 1, chat_id.clone())?;
+            page.push((StoredEvent { id, message }, Arc::clone(members)));
         }
-        for (event, chat) in page {
-            let members = members
-                .get(&chat)
-                .cloned()
-                .unwrap_or_else(|| Arc::from(Vec::new()));
+        for (event, members) in page {
             self.publish(Arc::new(event), &members);
         }
         self.publish_local();
