@@ -106,7 +106,8 @@ pub const JOINED_REACTION_COLUMNS: &str = "coalesce(x.emoji, '{}'), coalesce(x.u
 pub const REACTION_JOIN: &str = "LEFT JOIN LATERAL (SELECT array_agg(emoji ORDER BY id) AS emoji, \
      array_agg(user_id ORDER BY id) AS users FROM reactions WHERE message = m.id) x ON TRUE";
 
-/// How many columns [`MESSAGE_COLUMNS`] and [`REACTION_COLUMNS`] select together.
+/// How many columns [`MESSAGE_COLUMNS`] and [`REACTION_COLUMNS`] (or
+/// [`JOINED_REACTION_COLUMNS`]) select together.
 pub const MESSAGE_AND_REACTION_COLUMN_COUNT: usize = MESSAGE_COLUMN_COUNT + 2;
 
 /// The message of `chat_id` with its reactions, held by the [`MESSAGE_COLUMNS`] of `row`

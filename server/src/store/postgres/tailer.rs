@@ -336,12 +336,14 @@ impl Tailer {
                     .collect::<Result<Vec<_>, _>>()?;
                 chats.insert(chat, (stored_chat(public_id)?, users.into()));
             }
-            let Some((chat_id, members)) = chats.get(&chat) else {
-                return Err(StoreError::Unavailable(
-                    "the tailer's page named a chat before its first row".into(),
-                ));
-            };
             let id = MessageId(id_from_sql(row.try_get(0)?));
+            // A chat's first row of the page carries its public id; none means its row is
+            // gone from `chats`, which nothing deletes.
+            let Some((chat_id, members)) = chats.get(&chat) else {
+                return Err(StoreError::Unavailable(format!(
+                    "event {id} belongs to chat row {chat}, which the chats table does not hold"
+                )));
+            };
             let message = message_with_reactions_at(row, 1, chat_id.clone())?;
             page.push((StoredEvent { id, message }, Arc::clone(members)));
         }
